@@ -1,0 +1,193 @@
+//! Previous versions of a document: `.name.bak` (newest), `.name.bak.2`, ...
+//!
+//! Backups are made by the write protocol (a hard link to the replaced inode, rotated in
+//! after the rename; see [`atomic`](crate::atomic)). This module lists them, picks one,
+//! and restores it: itself an atomic write, so a restore can be undone from the backups.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::atomic::{self, Current, Plan, Verify};
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::{Fs, read_all};
+use crate::json;
+use crate::lock::LockGuard;
+use crate::names::{Sidecar, Target, sidecar_of};
+use crate::options::Receipt;
+use crate::version::Version;
+
+/// One kept previous version of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackupInfo {
+    /// 1 for the newest, 2 for the one before, ... (contiguous, whatever the file names).
+    pub number: usize,
+    /// The backup file.
+    pub path: PathBuf,
+    /// Its version (the hash of its bytes).
+    pub version: Version,
+    /// Its size in bytes.
+    pub len: u64,
+    /// When that version was written.
+    pub modified: SystemTime,
+    /// Whether it is valid JSON (a backup that does not parse is never restored).
+    pub parses: bool,
+}
+
+/// Which backup to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupRef {
+    /// The newest backup that parses.
+    NewestGood,
+    /// By number: 1 is the newest.
+    Number(usize),
+    /// The backup with this version.
+    Version(Version),
+}
+
+/// The backup files of `t`, newest first, as (suffix number, path). Gaps are possible
+/// after a crash during rotation; the order is what counts.
+pub(crate) fn backup_files(fs: &dyn Fs, t: &Target) -> Result<Vec<PathBuf>> {
+    let entries = match fs.read_dir(&t.dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list backups in", &t.dir, e)),
+    };
+    let mut found: Vec<(usize, PathBuf)> = entries
+        .into_iter()
+        .filter_map(|e| match sidecar_of(&e.name) {
+            Some(Sidecar::Backup(doc, n)) if doc == t.name => Some((n, t.dir.join(&e.name))),
+            _ => None,
+        })
+        .collect();
+    found.sort();
+    Ok(found.into_iter().map(|(_, p)| p).collect())
+}
+
+/// Every backup of `t` with its version and whether it parses, newest first.
+pub(crate) fn list(fs: &dyn Fs, t: &Target) -> Result<Vec<BackupInfo>> {
+    let mut out = Vec::new();
+    for (i, path) in backup_files(fs, t)?.into_iter().enumerate() {
+        let meta = match fs.metadata(&path) {
+            Ok(m) => m,
+            // Rotated away by a concurrent writer between listing and stat.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("inspect backup", &path, e)),
+        };
+        let (version, parses) = atomic::inspect(fs, &path)?;
+        let modified = if meta.mtime_ns >= 0 {
+            UNIX_EPOCH + Duration::from_nanos(meta.mtime_ns as u64)
+        } else {
+            UNIX_EPOCH
+        };
+        out.push(BackupInfo {
+            number: i + 1,
+            path,
+            version,
+            len: meta.len,
+            modified,
+            parses,
+        });
+    }
+    Ok(out)
+}
+
+/// Pick the backup `which` names from `list`.
+pub(crate) fn pick<'a>(
+    list: &'a [BackupInfo],
+    which: &BackupRef,
+    t: &Target,
+) -> Result<&'a BackupInfo> {
+    let found = match which {
+        BackupRef::NewestGood => list.iter().find(|b| b.parses),
+        BackupRef::Number(n) => list.iter().find(|b| b.number == *n),
+        BackupRef::Version(v) => list.iter().find(|b| &b.version == v),
+    };
+    let b = found.ok_or_else(|| {
+        let what = match which {
+            BackupRef::NewestGood => "no backup that parses".to_string(),
+            BackupRef::Number(n) => format!("no backup number {n} ({} kept)", list.len()),
+            BackupRef::Version(v) => format!("no backup with version {v}"),
+        };
+        Error::new(
+            ErrorKind::NotFound,
+            format!("cannot restore {}: {what}", t.path.display()),
+        )
+        .with_path(&t.path)
+    })?;
+    if !b.parses {
+        return Err(Error::new(
+            ErrorKind::Corrupt,
+            format!(
+                "cannot restore {} from {}: that backup is not valid JSON",
+                t.path.display(),
+                b.path.display()
+            ),
+        )
+        .with_path(&b.path));
+    }
+    Ok(b)
+}
+
+/// Restore a backup over the document, under the lock the caller holds. If `expect`
+/// is given, the document must still have that version (or be missing, for `None`
+/// inside): repair replaces only the damaged bytes it saw.
+pub(crate) fn restore_locked(
+    plan_base: &Plan<'_>,
+    lock: &LockGuard,
+    which: &BackupRef,
+    expect: Option<Option<&Version>>,
+) -> Result<Receipt> {
+    let fs = plan_base.fs.as_ref();
+    let t = plan_base.target;
+    let current = match fs.metadata(&t.path) {
+        Ok(_) => {
+            let (v, parses) = atomic::inspect(fs, &t.path)?;
+            Current::Read { version: v, parses }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Current::Missing,
+        Err(e) => return Err(Error::io("inspect", &t.path, e)),
+    };
+    if let Some(expected) = expect {
+        let now = match &current {
+            Current::Read { version, .. } => Some(version),
+            _ => None,
+        };
+        if now != expected {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "not restoring {}: it changed since it was checked",
+                    t.path.display()
+                ),
+            )
+            .with_path(&t.path));
+        }
+    }
+    let all = list(fs, t)?;
+    let chosen = pick(&all, which, t)?;
+    let bytes =
+        read_all(fs, &chosen.path).map_err(|e| Error::io("read backup", &chosen.path, e))?;
+    // The bytes were checked by `list`, but may have been rotated since: check again.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return Err(json::parse_error(e, bytes.is_empty(), &chosen.path));
+    }
+    let plan = Plan {
+        fs: plan_base.fs,
+        target: t,
+        durability: plan_base.durability,
+        // Keep at least one backup so the restore itself can be undone.
+        backups: plan_base.backups.max(1),
+        verify: if plan_base.verify == Verify::No {
+            Verify::No
+        } else {
+            Verify::Json
+        },
+        current,
+        poison: plan_base.poison,
+    };
+    atomic::replace(&plan, lock, &mut |w| {
+        w.write_all(&bytes).map_err(json::SerializeError::Io)
+    })
+}

@@ -1,0 +1,237 @@
+//! One error type for the whole library, with a [`ErrorKind`] that the CLI maps to exit
+//! codes and the server to HTTP statuses (the table in `docs/design.md`).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::version::Version;
+
+/// What went wrong, coarsely: the part of an [`Error`] that programs branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The document (or a backup, or a value inside it) does not exist.
+    NotFound,
+    /// The file exists but is not valid JSON: empty, truncated, or garbage.
+    Corrupt,
+    /// A conditional write found another version than the one it expected,
+    /// or a create-only write found the document already there.
+    Conflict,
+    /// The document's lock was not acquired within the configured timeout.
+    LockTimeout,
+    /// The file system is full (ENOSPC) or the quota is exhausted (EDQUOT).
+    NoSpace,
+    /// The operating system refused access (EACCES, EPERM, EROFS).
+    PermissionDenied,
+    /// The name is not one statefile will store a document under.
+    InvalidName,
+    /// The new version was renamed into place, but syncing its directory failed:
+    /// it is visible now, yet may not survive a power loss.
+    Durability,
+    /// The value cannot be stored or read as asked: a non-finite number, nesting
+    /// too deep, or valid JSON that does not fit the caller's type.
+    Serialize,
+    /// Any other I/O failure.
+    Io,
+}
+
+impl ErrorKind {
+    /// A stable lowercase name, used by the CLI's JSON output and the server's problem types.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::Corrupt => "corrupt",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::LockTimeout => "lock-timeout",
+            ErrorKind::NoSpace => "no-space",
+            ErrorKind::PermissionDenied => "permission-denied",
+            ErrorKind::InvalidName => "invalid-name",
+            ErrorKind::Durability => "durability",
+            ErrorKind::Serialize => "serialize",
+            ErrorKind::Io => "io",
+        }
+    }
+
+    /// The kind an OS error belongs to.
+    pub fn of_io(err: &io::Error) -> ErrorKind {
+        match err.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => ErrorKind::NoSpace,
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                ErrorKind::PermissionDenied
+            }
+            // EPERM maps to PermissionDenied in std as well; keep the raw check for
+            // platforms whose mapping differs.
+            _ if err.raw_os_error() == Some(1) => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Io,
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a corrupt document went wrong, and what could restore it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptInfo {
+    /// 1-based line of the first error (0 for an empty file).
+    pub line: usize,
+    /// 1-based column of the first error (0 for an empty file).
+    pub column: usize,
+    /// The parser's description of the problem.
+    pub reason: String,
+    /// Whether a backup of this document exists (it may be corrupt as well).
+    pub backup_exists: bool,
+}
+
+/// The library's error: a kind, a message that names the file and the operation, and
+/// the underlying cause (usually an [`io::Error`]) as its [`source`](std::error::Error::source).
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    path: Option<PathBuf>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    corrupt: Option<Box<CorruptInfo>>,
+    version: Option<Version>,
+}
+
+/// `Result` with [`Error`] as the error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with a message. Prefer the helpers for I/O errors.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            path: None,
+            source: None,
+            corrupt: None,
+            version: None,
+        }
+    }
+
+    /// An error raised by the caller's closure in [`Doc::update`](crate::Doc::update):
+    /// the update is abandoned and nothing is written.
+    pub fn aborted(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Io, message)
+    }
+
+    /// `op` on `path` failed with `err`; the kind follows from the OS error.
+    pub(crate) fn io(op: &str, path: &Path, err: io::Error) -> Error {
+        let kind = ErrorKind::of_io(&err);
+        Error {
+            kind,
+            message: format!("cannot {op} {}: {err}", path.display()),
+            path: Some(path.to_path_buf()),
+            source: Some(Box::new(err)),
+            corrupt: None,
+            version: None,
+        }
+    }
+
+    pub(crate) fn with_path(mut self, path: &Path) -> Error {
+        self.path = Some(path.to_path_buf());
+        self
+    }
+
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    pub(crate) fn with_corrupt(mut self, info: CorruptInfo) -> Error {
+        self.corrupt = Some(Box::new(info));
+        self
+    }
+
+    pub(crate) fn with_version(mut self, version: Version) -> Error {
+        self.version = Some(version);
+        self
+    }
+
+    /// What went wrong, coarsely.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The file the failed operation was about, when there is one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The message without the causes (the causes are in `source()`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// For [`ErrorKind::Corrupt`]: where the parse failed and whether a backup exists.
+    pub fn corrupt_info(&self) -> Option<&CorruptInfo> {
+        self.corrupt.as_deref()
+    }
+
+    /// For [`ErrorKind::Durability`]: the version that was renamed into place and is
+    /// visible now, though it may not survive a power loss. For [`ErrorKind::Conflict`]:
+    /// the version actually found.
+    pub fn version(&self) -> Option<&Version> {
+        self.version.as_ref()
+    }
+
+    /// The OS error behind this one, if any.
+    pub fn io_error(&self) -> Option<&io::Error> {
+        self.source
+            .as_ref()
+            .and_then(|s| s.downcast_ref::<io::Error>())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_map_to_kinds() {
+        let cases = [
+            (28, ErrorKind::NoSpace),          // ENOSPC
+            (122, ErrorKind::NoSpace),         // EDQUOT
+            (13, ErrorKind::PermissionDenied), // EACCES
+            (1, ErrorKind::PermissionDenied),  // EPERM
+            (30, ErrorKind::PermissionDenied), // EROFS
+            (2, ErrorKind::NotFound),          // ENOENT
+            (5, ErrorKind::Io),                // EIO
+        ];
+        for (errno, kind) in cases {
+            let e = Error::io(
+                "write",
+                Path::new("/d/a.json"),
+                io::Error::from_raw_os_error(errno),
+            );
+            assert_eq!(e.kind(), kind, "errno {errno}");
+            assert!(e.to_string().contains("/d/a.json"), "{e}");
+            assert!(e.to_string().starts_with("cannot write"), "{e}");
+            assert!(e.io_error().is_some());
+        }
+    }
+}

@@ -1,0 +1,481 @@
+//! JSON in and out: what a document may contain, and how parse failures are classified.
+//!
+//! The library never writes a document it cannot read back: before serializing, a value
+//! is walked once by [`check`], which refuses non-finite numbers (serde_json would
+//! silently write them as `null`) and nesting deeper than the parser accepts.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::ser::{self, Serialize};
+
+use crate::error::{CorruptInfo, Error, ErrorKind, Result};
+
+/// The deepest nesting of arrays and objects a document may have. serde_json's parser
+/// refuses anything deeper, so the writer refuses it too.
+pub const MAX_DEPTH: usize = 127;
+
+/// How a document is laid out on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// 2-space indent and a trailing newline: readable and diffable (the default).
+    #[default]
+    Pretty,
+    /// No whitespace, with a trailing newline.
+    Compact,
+}
+
+/// Serialize `value` as `format` into `w`, after [`check`]ing it.
+pub(crate) fn serialize_into<T: Serialize + ?Sized>(
+    value: &T,
+    format: Format,
+    w: &mut dyn Write,
+) -> std::result::Result<(), SerializeError> {
+    check(value)?;
+    match format {
+        Format::Pretty => serde_json::to_writer_pretty(&mut *w, value),
+        Format::Compact => serde_json::to_writer(&mut *w, value),
+    }
+    .map_err(|e| match e.io_error_kind() {
+        Some(_) => SerializeError::Io(io::Error::from(e)),
+        None => SerializeError::Value(e.to_string()),
+    })?;
+    w.write_all(b"\n").map_err(SerializeError::Io)
+}
+
+/// Serialize to a byte vector (for callers that need the bytes, like the CLI's output).
+pub fn to_vec<T: Serialize + ?Sized>(value: &T, format: Format) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    serialize_into(value, format, &mut out).map_err(|e| match e {
+        SerializeError::Value(msg) => Error::new(ErrorKind::Serialize, msg),
+        SerializeError::Io(e) => Error::new(ErrorKind::Io, e.to_string()),
+    })?;
+    Ok(out)
+}
+
+/// Why serialization failed: the value (nothing was written) or the writer.
+#[derive(Debug)]
+pub(crate) enum SerializeError {
+    Value(String),
+    Io(io::Error),
+}
+
+impl From<CheckError> for SerializeError {
+    fn from(e: CheckError) -> Self {
+        SerializeError::Value(e.0)
+    }
+}
+
+/// Parse a document's bytes, classifying failures:
+/// an empty file or a JSON syntax error is [`ErrorKind::Corrupt`] (with the position);
+/// valid JSON that does not fit `T` is [`ErrorKind::Serialize`].
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| parse_error(e, bytes.is_empty(), path))
+}
+
+/// Check that a stream is one complete JSON value, without building it.
+pub(crate) fn validate_reader(r: impl io::Read) -> std::result::Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_reader(io::BufReader::with_capacity(64 * 1024, r));
+    serde::de::IgnoredAny::deserialize(&mut de)?;
+    de.end()
+}
+
+use serde::Deserialize;
+
+/// Whether a parse failure means the file is damaged (as opposed to a type mismatch).
+pub(crate) fn is_corruption(e: &serde_json::Error) -> bool {
+    matches!(
+        e.classify(),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+    )
+}
+
+pub(crate) fn corrupt_info(e: &serde_json::Error, empty: bool) -> CorruptInfo {
+    if empty {
+        CorruptInfo {
+            line: 0,
+            column: 0,
+            reason: "the file is empty".into(),
+            backup_exists: false,
+        }
+    } else {
+        CorruptInfo {
+            line: e.line(),
+            column: e.column(),
+            reason: strip_position(&e.to_string()),
+            backup_exists: false,
+        }
+    }
+}
+
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+pub(crate) fn parse_error(e: serde_json::Error, empty: bool, path: &Path) -> Error {
+    if is_corruption(&e) {
+        let info = corrupt_info(&e, empty);
+        let msg = if empty {
+            format!("{} is corrupt: the file is empty", path.display())
+        } else {
+            format!(
+                "{} is corrupt: {} at line {} column {}",
+                path.display(),
+                info.reason,
+                info.line,
+                info.column
+            )
+        };
+        Error::new(ErrorKind::Corrupt, msg)
+            .with_path(path)
+            .with_corrupt(info)
+            .with_source(e)
+    } else {
+        Error::new(
+            ErrorKind::Serialize,
+            format!(
+                "{} holds valid JSON that does not fit the expected type: {e}",
+                path.display()
+            ),
+        )
+        .with_path(path)
+        .with_source(e)
+    }
+}
+
+/// Refuse values that would not read back: non-finite floats and nesting deeper than
+/// [`MAX_DEPTH`]. Walks the value once without producing output.
+pub(crate) fn check<T: Serialize + ?Sized>(value: &T) -> std::result::Result<(), CheckError> {
+    value.serialize(Checker { depth: 0 })
+}
+
+#[derive(Debug)]
+pub(crate) struct CheckError(String);
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+impl ser::Error for CheckError {
+    fn custom<M: fmt::Display>(msg: M) -> Self {
+        CheckError(msg.to_string())
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Checker {
+    depth: usize,
+}
+
+impl Checker {
+    fn nest(self) -> std::result::Result<Checker, CheckError> {
+        if self.depth >= MAX_DEPTH {
+            Err(CheckError(format!(
+                "the value is nested deeper than {MAX_DEPTH} levels, which could not be read back"
+            )))
+        } else {
+            Ok(Checker {
+                depth: self.depth + 1,
+            })
+        }
+    }
+}
+
+fn finite(v: f64) -> std::result::Result<(), CheckError> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(CheckError(format!(
+            "the value contains the number {v}, which JSON cannot represent"
+        )))
+    }
+}
+
+type R = std::result::Result<(), CheckError>;
+
+impl ser::Serializer for Checker {
+    type Ok = ();
+    type Error = CheckError;
+    type SerializeSeq = Checker;
+    type SerializeTuple = Checker;
+    type SerializeTupleStruct = Checker;
+    type SerializeTupleVariant = Checker;
+    type SerializeMap = Checker;
+    type SerializeStruct = Checker;
+    type SerializeStructVariant = Checker;
+
+    fn serialize_bool(self, _: bool) -> R {
+        Ok(())
+    }
+    fn serialize_i8(self, _: i8) -> R {
+        Ok(())
+    }
+    fn serialize_i16(self, _: i16) -> R {
+        Ok(())
+    }
+    fn serialize_i32(self, _: i32) -> R {
+        Ok(())
+    }
+    fn serialize_i64(self, _: i64) -> R {
+        Ok(())
+    }
+    fn serialize_i128(self, _: i128) -> R {
+        Ok(())
+    }
+    fn serialize_u8(self, _: u8) -> R {
+        Ok(())
+    }
+    fn serialize_u16(self, _: u16) -> R {
+        Ok(())
+    }
+    fn serialize_u32(self, _: u32) -> R {
+        Ok(())
+    }
+    fn serialize_u64(self, _: u64) -> R {
+        Ok(())
+    }
+    fn serialize_u128(self, _: u128) -> R {
+        Ok(())
+    }
+    fn serialize_f32(self, v: f32) -> R {
+        finite(f64::from(v))
+    }
+    fn serialize_f64(self, v: f64) -> R {
+        finite(v)
+    }
+    fn serialize_char(self, _: char) -> R {
+        Ok(())
+    }
+    fn serialize_str(self, _: &str) -> R {
+        Ok(())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> R {
+        // serde_json writes bytes as an array of numbers: one level of nesting.
+        self.nest().map(|_| ())
+    }
+    fn serialize_none(self) -> R {
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> R {
+        v.serialize(self)
+    }
+    fn serialize_unit(self) -> R {
+        Ok(())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> R {
+        Ok(())
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> R {
+        Ok(())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> R {
+        v.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        v: &T,
+    ) -> R {
+        v.serialize(self.nest()?)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> std::result::Result<Checker, CheckError> {
+        self.nest()
+    }
+    fn serialize_tuple(self, _: usize) -> std::result::Result<Checker, CheckError> {
+        self.nest()
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Checker, CheckError> {
+        self.nest()
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Checker, CheckError> {
+        self.nest()?.nest()
+    }
+    fn serialize_map(self, _: Option<usize>) -> std::result::Result<Checker, CheckError> {
+        self.nest()
+    }
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Checker, CheckError> {
+        self.nest()
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Checker, CheckError> {
+        self.nest()?.nest()
+    }
+}
+
+impl ser::SerializeSeq for Checker {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
+        v.serialize(*self)
+    }
+    fn end(self) -> R {
+        Ok(())
+    }
+}
+
+impl ser::SerializeTuple for Checker {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
+        v.serialize(*self)
+    }
+    fn end(self) -> R {
+        Ok(())
+    }
+}
+
+impl ser::SerializeTupleStruct for Checker {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
+        v.serialize(*self)
+    }
+    fn end(self) -> R {
+        Ok(())
+    }
+}
+
+impl ser::SerializeTupleVariant for Checker {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
+        v.serialize(*self)
+    }
+    fn end(self) -> R {
+        Ok(())
+    }
+}
+
+impl ser::SerializeMap for Checker {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> R {
+        k.serialize(*self)
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
+        v.serialize(*self)
+    }
+    fn end(self) -> R {
+        Ok(())
+    }
+}
+
+impl ser::SerializeStruct for Checker {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> R {
+        v.serialize(*self)
+    }
+    fn end(self) -> R {
+        Ok(())
+    }
+}
+
+impl ser::SerializeStructVariant for Checker {
+    type Ok = ();
+    type Error = CheckError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> R {
+        v.serialize(*self)
+    }
+    fn end(self) -> R {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn nested(depth: usize) -> Value {
+        let mut v = Value::Null;
+        for _ in 0..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
+    }
+
+    #[test]
+    fn the_deepest_value_we_write_is_one_we_can_read() {
+        let ok = to_vec(&nested(MAX_DEPTH), Format::Compact).unwrap();
+        serde_json::from_slice::<Value>(&ok).unwrap();
+        let too_deep = serde_json::to_vec(&nested(MAX_DEPTH + 1)).unwrap();
+        assert!(serde_json::from_slice::<Value>(&too_deep).is_err());
+        let e = to_vec(&nested(MAX_DEPTH + 1), Format::Compact).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Serialize);
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused() {
+        #[derive(serde::Serialize)]
+        struct S {
+            x: f64,
+        }
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = to_vec(&S { x }, Format::Pretty).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Serialize);
+        }
+        assert_eq!(
+            to_vec(&S { x: 1.5 }, Format::Compact).unwrap(),
+            b"{\"x\":1.5}\n"
+        );
+    }
+
+    #[test]
+    fn parse_errors_are_classified() {
+        let p = Path::new("/d/a.json");
+        let e = parse::<Value>(b"", p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert!(e.to_string().contains("empty"), "{e}");
+        let e = parse::<Value>(b"{\n  \"a\": [1,", p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        assert_eq!(e.corrupt_info().unwrap().line, 2);
+        let e = parse::<Value>(b"\xff\xfe", p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+        let e = parse::<Vec<u32>>(b"{\"a\":1}", p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Serialize);
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let e = parse::<Value>(deep.as_bytes(), p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt);
+    }
+
+    #[test]
+    fn pretty_is_two_space_with_newline_and_keeps_key_order() {
+        let v: Value = serde_json::from_str(r#"{"z":1,"a":{"y":2,"b":3}}"#).unwrap();
+        let out = String::from_utf8(to_vec(&v, Format::Pretty).unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "{\n  \"z\": 1,\n  \"a\": {\n    \"y\": 2,\n    \"b\": 3\n  }\n}\n"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+//! Atomic, durable, lock-safe JSON state files.
+//!
+//! Services that keep their state in JSON files (`servers.json`, `jobs/<id>.json`, a
+//! results index) meet the same failures: a crash during a write leaves a truncated
+//! file, two requests read-modify-write at once and one update is lost, temp files pile
+//! up, permissions are reset, a damaged file turns every request into an error.
+//! statefile closes each of these, and the files stay plain JSON that any program can
+//! read at any moment.
+//!
+//! ```
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("servers.json");
+//! #[derive(serde::Serialize, serde::Deserialize, Default)]
+//! struct Servers { hosts: Vec<String> }
+//!
+//! let doc = statefile::Doc::<Servers>::open(&path)?;
+//! doc.write(&Servers::default())?;                       // atomic, durable replace
+//! doc.update(|s| { s.hosts.push("db1".into()); Ok(()) })?; // locked read-modify-write
+//! let v = doc.read_versioned()?;                          // value + version (ETag)
+//! doc.write_if(&v.version, &v.value)?;                    // compare-and-swap
+//! assert_eq!(doc.read()?.hosts, ["db1"]);
+//! # Ok::<(), statefile::Error>(())
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Atomic**: a write creates a unique temp file beside the document, syncs it and
+//!   renames it over the document. Readers, in any process, see the complete old or the
+//!   complete new version; a crash at any instant leaves one of them.
+//! - **Durable**: with the default [`Durability::Full`] the file and then its directory
+//!   are synced before a write returns, so a power loss right after keeps it. A failed
+//!   sync is reported, never retried as if it had worked.
+//! - **Exclusive**: writes hold the document's lock (`.name.lock`, `flock`), across
+//!   threads and processes, with a timeout instead of a hang; a dead holder's lock is
+//!   released by the kernel.
+//! - **Versioned**: a version is the SHA-256 of the bytes on disk; [`Doc::write_if`]
+//!   and [`Doc::update_if`] fail with [`ErrorKind::Conflict`] when it changed.
+//! - **Recoverable**: previous versions are kept as `.name.bak`, … (hard links);
+//!   reads can fall back to the newest good one; [`Store::open`] and [`recover()`]
+//!   clean up after crashed writers and repair damaged documents.
+//!
+//! # On disk
+//!
+//! | file | what |
+//! |---|---|
+//! | `dir/name.json` | the document: plain JSON (2-space indent, trailing newline) |
+//! | `dir/.name.json.sf-<16 base32>.tmp` | a write in progress (or a dead writer's) |
+//! | `dir/.name.json.lock` | the lock file: never replaced |
+//! | `dir/.name.json.bak`, `.bak.2` … | previous versions, newest first |
+//! | `dir/.name.json.corrupt` | the last damaged version that was replaced |
+//!
+//! The full protocol, including how another program can take the same lock, is in the
+//! repository's `docs/design.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod atomic;
+mod backup;
+mod doc;
+mod error;
+pub mod fs;
+mod json;
+mod lock;
+mod names;
+mod options;
+mod recover;
+mod store;
+mod version;
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use backup::{BackupInfo, BackupRef};
+pub use doc::{Deleted, Doc, Recovered, Versioned};
+pub use error::{CorruptInfo, Error, ErrorKind, Result};
+pub use json::{Format, MAX_DEPTH, to_vec};
+pub use names::MAX_NAME_LEN;
+pub use options::{BackupMade, BackupMethod, Durability, Options, ReadPolicy, Receipt};
+pub use recover::{Action, Finding, Problem, Report, Scan, ScanMode, recover, verify};
+pub use store::Store;
+pub use version::Version;
+
+/// Write `value` as JSON to `path` atomically and durably, with default [`Options`]
+/// (one backup of the replaced version).
+///
+/// # Errors
+/// As [`Doc::write`].
+pub fn write_json<T: Serialize + ?Sized>(path: impl AsRef<Path>, value: &T) -> Result<Receipt> {
+    let opts = Options::default();
+    let verify = if opts.verify {
+        atomic::Verify::Json
+    } else {
+        atomic::Verify::No
+    };
+    replace_path(path.as_ref(), &opts, opts.backups, verify, &mut |w| {
+        json::serialize_into(value, opts.format, w)
+    })
+}
+
+/// Read and parse the JSON document at `path`.
+///
+/// # Errors
+/// As [`Doc::read`].
+pub fn read_json<T: Serialize + DeserializeOwned>(path: impl AsRef<Path>) -> Result<T> {
+    Doc::<T>::open(path)?.read()
+}
+
+/// Replace the file at `path` with `bytes` using the same protocol as documents (lock,
+/// unique temp, sync, rename, directory sync), for files that are not JSON. No backups.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("blob.bin");
+/// let receipt = statefile::write_atomic(&path, b"\x00\x01")?;
+/// assert_eq!(receipt.bytes, 2);
+/// assert_eq!(std::fs::read(&path)?, b"\x00\x01");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`Doc::write`].
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Receipt> {
+    write_atomic_with(path, bytes, &Options::default())
+}
+
+/// [`write_atomic`] with explicit options (durability, verification, lock timeout,
+/// directory creation). Non-JSON files get no backups, whatever `opts` says.
+///
+/// # Errors
+/// As [`Doc::write`].
+pub fn write_atomic_with(path: impl AsRef<Path>, bytes: &[u8], opts: &Options) -> Result<Receipt> {
+    let verify = if opts.verify {
+        atomic::Verify::Bytes
+    } else {
+        atomic::Verify::No
+    };
+    replace_path(path.as_ref(), opts, 0, verify, &mut |w| {
+        w.write_all(bytes).map_err(json::SerializeError::Io)
+    })
+}
+
+fn replace_path(
+    path: &Path,
+    opts: &Options,
+    backups: usize,
+    verify: atomic::Verify,
+    body: &mut dyn FnMut(&mut dyn std::io::Write) -> std::result::Result<(), json::SerializeError>,
+) -> Result<Receipt> {
+    let (t, dangling) = names::resolve(opts.fs.as_ref(), path)?;
+    if dangling {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "cannot write {}: it is a symlink to {}, which does not exist",
+                path.display(),
+                t.path.display()
+            ),
+        )
+        .with_path(path));
+    }
+    let lock = atomic::lock_target(
+        &opts.fs,
+        &t,
+        opts.create_dirs,
+        opts.durability,
+        opts.lock_timeout,
+    )?;
+    let plan = atomic::Plan {
+        fs: &opts.fs,
+        target: &t,
+        durability: opts.durability,
+        backups,
+        verify,
+        current: atomic::Current::Unknown,
+        poison: None,
+    };
+    atomic::replace(&plan, &lock, body)
+}
+
+/// Test-only switches that break the write protocol on purpose, so the crash-state
+/// explorer can prove it notices. Compiled only with the `mutants` feature.
+#[cfg(feature = "mutants")]
+pub mod mutants {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// A deliberate bug in the write protocol.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    #[repr(u8)]
+    pub enum Mutant {
+        /// Skip the fsync of the temp file.
+        NoFileFsync = 1,
+        /// Skip the fsync of the directory after the rename.
+        NoDirFsync = 2,
+        /// Delete the target and write the new bytes at its name, no rename.
+        InPlace = 3,
+        /// Use the fixed temp name `.name.tmp` instead of a unique one.
+        FixedTempName = 4,
+    }
+
+    static ACTIVE: AtomicU8 = AtomicU8::new(0);
+
+    /// Turn one mutant on (process-wide), or all off with `None`.
+    pub fn set(m: Option<Mutant>) {
+        ACTIVE.store(m.map_or(0, |m| m as u8), Ordering::SeqCst);
+    }
+
+    pub(crate) fn active(m: Mutant) -> bool {
+        ACTIVE.load(Ordering::SeqCst) == m as u8
+    }
+}
+
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,357 @@
+//! Names on disk: a document's sidecar files (lock, temps, backups), the rules for
+//! document names, and resolving a path (through symlinks) to the file it designates.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::{FileType, Fs};
+
+/// Bytes a file name may have on common Unix file systems.
+const NAME_MAX: usize = 255;
+/// `.{name}.sf-{16}.tmp` adds this many bytes to a document's name.
+const TEMP_OVERHEAD: usize = 1 + 4 + 16 + 4;
+/// The longest document file name whose temp name still fits in [`NAME_MAX`].
+pub const MAX_NAME_LEN: usize = NAME_MAX - TEMP_OVERHEAD;
+/// Symlinks followed before giving up (as Linux's `ELOOP` limit).
+const MAX_LINKS: usize = 40;
+
+/// A document resolved to its real location: the directory (canonical, symlinks
+/// resolved) and the file name in it. Every sidecar lives in the same directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub dir: PathBuf,
+    pub name: OsString,
+    pub path: PathBuf,
+}
+
+impl Target {
+    fn sidecar(&self, suffix: &str) -> PathBuf {
+        let mut n = OsString::with_capacity(self.name.len() + suffix.len() + 1);
+        n.push(".");
+        n.push(&self.name);
+        n.push(suffix);
+        self.dir.join(n)
+    }
+
+    /// `.name.json.lock`: the lock file, never replaced.
+    pub fn lock_path(&self) -> PathBuf {
+        self.sidecar(".lock")
+    }
+
+    /// `.name.json.sf-<random>.tmp`: a write in progress.
+    pub fn temp_path(&self, random: &str) -> PathBuf {
+        self.sidecar(&format!(".sf-{random}.tmp"))
+    }
+
+    /// `.name.json.bak` (n = 1), `.name.json.bak.2`, ...: previous versions, newest first.
+    pub fn backup_path(&self, n: usize) -> PathBuf {
+        if n <= 1 {
+            self.sidecar(".bak")
+        } else {
+            self.sidecar(&format!(".bak.{n}"))
+        }
+    }
+
+    /// `.name.json.corrupt`: the last unparseable version that was replaced.
+    pub fn corrupt_path(&self) -> PathBuf {
+        self.sidecar(".corrupt")
+    }
+}
+
+/// What a hidden sidecar name in a directory belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Sidecar {
+    Lock(OsString),
+    Temp(OsString),
+    Backup(OsString, usize),
+    Corrupt(OsString),
+}
+
+/// Classify a file name: `Some` if it is one of statefile's sidecar names, with the
+/// name of the document it belongs to.
+pub(crate) fn sidecar_of(file_name: &OsStr) -> Option<Sidecar> {
+    let s = file_name.to_str()?;
+    let rest = s.strip_prefix('.')?;
+    if let Some(doc) = rest.strip_suffix(".lock") {
+        return non_empty(doc).map(|d| Sidecar::Lock(d.into()));
+    }
+    if let Some(doc) = rest.strip_suffix(".corrupt") {
+        return non_empty(doc).map(|d| Sidecar::Corrupt(d.into()));
+    }
+    if let Some(head) = rest.strip_suffix(".tmp") {
+        let (doc, random) = head.rsplit_once(".sf-")?;
+        let valid = random.len() == 16
+            && random
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
+        return if valid {
+            non_empty(doc).map(|d| Sidecar::Temp(d.into()))
+        } else {
+            None
+        };
+    }
+    if let Some(doc) = rest.strip_suffix(".bak") {
+        return non_empty(doc).map(|d| Sidecar::Backup(d.into(), 1));
+    }
+    let (doc, n) = rest.rsplit_once(".bak.")?;
+    let n: usize = n
+        .parse::<usize>()
+        .ok()
+        .filter(|k| *k >= 2 && k.to_string() == n)?;
+    non_empty(doc).map(|d| Sidecar::Backup(d.into(), n))
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// 16 random lowercase base32 characters for a temp file name.
+pub(crate) fn random_suffix() -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to time and a counter. Names stay unique
+        // because the temp file is created with O_EXCL and retried on collision.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mix = t
+            ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(32)
+            ^ u64::from(std::process::id());
+        bytes[..8].copy_from_slice(&mix.to_le_bytes());
+        bytes[8..].copy_from_slice(&mix.rotate_left(17).to_le_bytes());
+    }
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(b & 31) as usize] as char)
+        .collect()
+}
+
+fn invalid(path: &Path, why: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidName,
+        format!("{:?} is not a valid document path: {why}", path.as_os_str()),
+    )
+    .with_path(path)
+}
+
+/// Check the file name of a document path: present, not `.`/`..`, no NUL, short enough
+/// for its temp file name, and not itself one of statefile's sidecar names.
+pub(crate) fn check_path(path: &Path) -> Result<()> {
+    if path.as_os_str().as_bytes().contains(&0) {
+        return Err(invalid(path, "it contains a NUL byte"));
+    }
+    let name = match path.components().next_back() {
+        Some(Component::Normal(n)) => n,
+        _ => return Err(invalid(path, "it does not end in a file name")),
+    };
+    if path.as_os_str().as_bytes().ends_with(b"/") {
+        return Err(invalid(path, "it ends in a slash"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(
+            path,
+            &format!("its file name is longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if sidecar_of(name).is_some() {
+        return Err(invalid(
+            path,
+            "that name is reserved for statefile's lock, temp and backup files",
+        ));
+    }
+    Ok(())
+}
+
+/// Check a store-relative document name: `/`-separated segments, none empty, `.`,
+/// `..` or starting with a dot, no NUL or backslash, not absolute.
+pub(crate) fn check_store_name(name: &str) -> Result<()> {
+    let p = Path::new(name);
+    let bad = |why: &str| invalid(p, why);
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.starts_with('/') {
+        return Err(bad("it is absolute; names are relative to the store"));
+    }
+    if name.contains('\0') || name.contains('\\') {
+        return Err(bad("it contains a NUL byte or a backslash"));
+    }
+    for seg in name.split('/') {
+        if seg.is_empty() {
+            return Err(bad("it has an empty segment"));
+        }
+        if seg == "." || seg == ".." {
+            return Err(bad("it has a '.' or '..' segment"));
+        }
+        if seg.starts_with('.') {
+            return Err(bad(
+                "a segment starts with a dot (hidden names are statefile's)",
+            ));
+        }
+        if seg.len() > NAME_MAX {
+            return Err(bad("a segment is longer than 255 bytes"));
+        }
+    }
+    check_path(p)
+}
+
+/// Resolve `path` to the file it designates: follow a symlink chain at the final
+/// component, then canonicalize the directory. A missing file resolves to where it
+/// would be created; a missing directory resolves through its nearest existing ancestor.
+///
+/// Returns the target and whether the path was (or led through) a dangling symlink.
+pub(crate) fn resolve(fs: &dyn Fs, path: &Path) -> Result<(Target, bool)> {
+    check_path(path)?;
+    let mut current = path.to_path_buf();
+    let mut followed = false;
+    for _ in 0..=MAX_LINKS {
+        match fs.symlink_metadata(&current) {
+            Ok(m) if m.file_type == FileType::Symlink => {
+                let link = fs
+                    .read_link(&current)
+                    .map_err(|e| Error::io("read symlink", &current, e))?;
+                let parent = current.parent().unwrap_or(Path::new(""));
+                current = parent.join(link);
+                followed = true;
+                continue;
+            }
+            Ok(m) if m.file_type == FileType::Dir => {
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    format!("{} is a directory, not a document", current.display()),
+                )
+                .with_path(&current));
+            }
+            Ok(_) => return finish(fs, &current, false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return finish(fs, &current, followed);
+            }
+            Err(e) => return Err(Error::io("inspect", &current, e)),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Io,
+        format!("{}: too many levels of symbolic links", path.display()),
+    )
+    .with_path(path))
+}
+
+fn finish(fs: &dyn Fs, file: &Path, dangling: bool) -> Result<(Target, bool)> {
+    check_path(file)?;
+    let name = file
+        .file_name()
+        .map(OsStr::to_os_string)
+        .ok_or_else(|| invalid(file, "it does not end in a file name"))?;
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let dir = canonicalize_existing_prefix(fs, &parent)?;
+    let path = dir.join(&name);
+    Ok((Target { dir, name, path }, dangling))
+}
+
+/// Canonicalize the longest existing prefix of `dir` and append the rest unchanged.
+fn canonicalize_existing_prefix(fs: &dyn Fs, dir: &Path) -> Result<PathBuf> {
+    let mut missing: Vec<OsString> = Vec::new();
+    let mut cur = dir.to_path_buf();
+    loop {
+        match fs.canonicalize(&cur) {
+            Ok(mut c) => {
+                for m in missing.iter().rev() {
+                    c.push(m);
+                }
+                return Ok(c);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match (cur.file_name(), cur.parent()) {
+                    (Some(n), Some(p)) => {
+                        missing.push(n.to_os_string());
+                        cur = if p.as_os_str().is_empty() {
+                            PathBuf::from(".")
+                        } else {
+                            p.to_path_buf()
+                        };
+                    }
+                    _ => return Err(Error::io("resolve directory", dir, e)),
+                }
+            }
+            Err(e) => return Err(Error::io("resolve directory", dir, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_names_round_trip() {
+        let t = Target {
+            dir: "/d".into(),
+            name: "a.json".into(),
+            path: "/d/a.json".into(),
+        };
+        let cases = [
+            (t.lock_path(), Sidecar::Lock("a.json".into())),
+            (
+                t.temp_path(&random_suffix()),
+                Sidecar::Temp("a.json".into()),
+            ),
+            (t.backup_path(1), Sidecar::Backup("a.json".into(), 1)),
+            (t.backup_path(7), Sidecar::Backup("a.json".into(), 7)),
+            (t.corrupt_path(), Sidecar::Corrupt("a.json".into())),
+        ];
+        for (p, want) in cases {
+            assert_eq!(sidecar_of(p.file_name().unwrap()), Some(want), "{p:?}");
+        }
+        for not in [
+            "a.json",
+            ".a.json",
+            ".a.json.sf-short.tmp",
+            ".a.json.tmp",
+            "a.json.tmp",
+            ".a.json.sf-ABCDEFGHIJKLMNOP.tmp",
+            ".a.json.bak.1",
+            ".a.json.bak.x",
+        ] {
+            assert_eq!(sidecar_of(OsStr::new(not)), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn store_names() {
+        for ok in ["a.json", "view/resData.json", "a-b_c.1.json"] {
+            check_store_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x.json",
+            "a/../b.json",
+            "a//b.json",
+            "./a.json",
+            ".hidden.json",
+            "a/.x/b.json",
+            "a\0b",
+            "a\\b.json",
+            "dir/",
+        ] {
+            assert_eq!(
+                check_store_name(bad).unwrap_err().kind(),
+                ErrorKind::InvalidName,
+                "{bad:?}"
+            );
+        }
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(check_store_name(&long).is_err());
+        check_store_name(&"x".repeat(MAX_NAME_LEN)).unwrap();
+    }
+}

@@ -1,0 +1,223 @@
+//! Per-document settings and the receipt every write returns.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::fs::{Fs, default_fs};
+use crate::json::Format;
+use crate::version::Version;
+
+/// How hard a write works to survive a power loss. What each level promises:
+///
+/// | level | survives a process crash | survives a power loss |
+/// |---|---|---|
+/// | [`Full`](Durability::Full) | old or new, never torn | the new version, once the write returned |
+/// | [`Data`](Durability::Data) | old or new, never torn | old or new, never torn (the rename itself may be lost) |
+/// | [`None`](Durability::None) | old or new, never torn | **no promise**: an empty or partial file is possible |
+///
+/// Whatever the level, readers see either the complete old or the complete new version
+/// while the machine is up: the new bytes only become visible through an atomic rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Durability {
+    /// `fsync` the temp file, rename, then `fsync` the directory (and every directory
+    /// the write created, and its parent). The default.
+    #[default]
+    Full,
+    /// `fdatasync` the temp file, rename, no directory sync: after a power loss you get
+    /// the old or the new version, complete, but a returned write may be rolled back.
+    Data,
+    /// No syncs at all. For caches and tests: after a power loss the file may be empty.
+    None,
+}
+
+impl Durability {
+    /// Its name as the CLI spells it: `full`, `data` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Full => "full",
+            Durability::Data => "data",
+            Durability::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "full" => Ok(Durability::Full),
+            "data" => Ok(Durability::Data),
+            "none" => Ok(Durability::None),
+            _ => Err(format!("unknown durability {s:?}: use full, data or none")),
+        }
+    }
+}
+
+/// What a read does when the document is damaged (empty or not valid JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadPolicy {
+    /// Fail with [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt). The default.
+    #[default]
+    Strict,
+    /// Return the newest backup that parses, marked as recovered and logged with
+    /// `tracing::warn!`. Valid JSON of the wrong shape is never rolled back.
+    FallbackToBackup,
+}
+
+/// Settings for a [`Doc`](crate::Doc) or a [`Store`](crate::Store).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) durability: Durability,
+    pub(crate) backups: usize,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) read_policy: ReadPolicy,
+    pub(crate) verify: bool,
+    pub(crate) create_dirs: bool,
+    pub(crate) format: Format,
+    pub(crate) fs: Arc<dyn Fs>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Full,
+            backups: 1,
+            lock_timeout: Duration::from_secs(10),
+            read_policy: ReadPolicy::Strict,
+            verify: false,
+            create_dirs: false,
+            format: Format::Pretty,
+            fs: default_fs(),
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: full durability, 1 backup, 10 s lock timeout, strict reads, no
+    /// verification, no directory creation, pretty output.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// How writes are synced (default [`Durability::Full`]).
+    pub fn durability(mut self, d: Durability) -> Options {
+        self.durability = d;
+        self
+    }
+
+    /// How many previous versions to keep as `.name.bak`, `.name.bak.2`, ... (default 1;
+    /// 0 turns backups off).
+    pub fn backups(mut self, n: usize) -> Options {
+        self.backups = n;
+        self
+    }
+
+    /// How long a write waits for the document's lock before failing with
+    /// [`ErrorKind::LockTimeout`](crate::ErrorKind::LockTimeout) (default 10 s).
+    pub fn lock_timeout(mut self, t: Duration) -> Options {
+        self.lock_timeout = t;
+        self
+    }
+
+    /// What reads do with a damaged document (default [`ReadPolicy::Strict`]).
+    pub fn read_policy(mut self, p: ReadPolicy) -> Options {
+        self.read_policy = p;
+        self
+    }
+
+    /// Shorthand for `read_policy(ReadPolicy::FallbackToBackup)` when `on`.
+    pub fn fallback(self, on: bool) -> Options {
+        self.read_policy(if on {
+            ReadPolicy::FallbackToBackup
+        } else {
+            ReadPolicy::Strict
+        })
+    }
+
+    /// Re-read the temp file after syncing it and check it hashes to what was written
+    /// (and parses, for JSON documents) before renaming it into place: for flaky media
+    /// and network file systems. Off by default.
+    pub fn verify(mut self, on: bool) -> Options {
+        self.verify = on;
+        self
+    }
+
+    /// Create missing parent directories on write, syncing each one created and its
+    /// parent (with full durability). Off by default.
+    pub fn create_dirs(mut self, on: bool) -> Options {
+        self.create_dirs = on;
+        self
+    }
+
+    /// How documents are laid out (default pretty: 2-space indent, trailing newline).
+    pub fn format(mut self, f: Format) -> Options {
+        self.format = f;
+        self
+    }
+
+    /// The file system to use: the real one by default; tests pass simulations.
+    pub fn fs(mut self, fs: Arc<dyn Fs>) -> Options {
+        self.fs = fs;
+        self
+    }
+
+    /// The configured durability.
+    pub fn get_durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// The configured number of backups.
+    pub fn get_backups(&self) -> usize {
+        self.backups
+    }
+
+    /// The configured lock timeout.
+    pub fn get_lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+}
+
+/// How a backup was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupMethod {
+    /// A hard link to the previous version's inode: free and exact.
+    Link,
+    /// The file system refused hard links, so the previous version was copied and synced.
+    Copy,
+}
+
+/// The backup a write made of the version it replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupMade {
+    /// Where it is now (`.name.bak`).
+    pub path: PathBuf,
+    /// The replaced version.
+    pub version: Version,
+    /// Link or copy.
+    pub method: BackupMethod,
+}
+
+/// What a successful write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Receipt {
+    /// The file written (symlinks resolved).
+    pub path: PathBuf,
+    /// The version now on disk.
+    pub version: Version,
+    /// The version it replaced, if there was one and it was read.
+    pub previous: Option<Version>,
+    /// Bytes written.
+    pub bytes: u64,
+    /// The durability reached: what a power loss right now would leave.
+    pub durability: Durability,
+    /// The backup made of the replaced version, if any.
+    pub backup: Option<BackupMade>,
+    /// True when the document did not exist before.
+    pub created: bool,
+    /// True when the new bytes equalled the old ones, so nothing was written.
+    pub unchanged: bool,
+    /// How long the write waited for the document's lock.
+    pub lock_wait: Duration,
+}

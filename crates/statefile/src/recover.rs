@@ -1,0 +1,526 @@
+//! Checking and repairing a tree of documents after a crash.
+//!
+//! What can be wrong, and what recovery does about it:
+//!
+//! | finding | how it is recognised | repair |
+//! |---|---|---|
+//! | a dead writer's temp file | `.name.sf-<16 base32>.tmp` whose document lock is free | delete it |
+//! | a live writer's temp file | the same, but the lock is held | nothing: not a problem |
+//! | a damaged document | empty, or not valid JSON | restore the newest backup that parses, keeping the damaged file as `.name.corrupt` |
+//! | a damaged backup | a `.name.bak*` that is not valid JSON | move it to `.name.corrupt` |
+//!
+//! Every writer holds the document's lock while its temp file exists, so a temp file
+//! whose lock can be taken belongs to a writer that is gone. Repairs take the lock,
+//! re-read, and replace only if the document still has the damaged version that was
+//! seen, so a concurrent fix is never undone. Lock files are never problems.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::atomic;
+use crate::backup::{self, BackupRef};
+use crate::doc::Doc;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::{FileType, Fs};
+use crate::lock;
+use crate::names::{Sidecar, Target, sidecar_of};
+use crate::options::{Durability, Options};
+use crate::version::Version;
+
+/// What a scan may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanMode {
+    /// Change nothing; report.
+    Verify,
+    /// Delete dead writers' temp files; report damaged documents (what
+    /// [`Store::open`](crate::Store::open) does).
+    Clean,
+    /// Delete dead temp files, restore damaged documents from their newest good
+    /// backup, move damaged backups aside.
+    Repair,
+}
+
+/// A problem found by a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// A temp file left by a writer that is gone.
+    StaleTemp,
+    /// A document that is empty or not valid JSON.
+    CorruptDocument {
+        /// What the parser said, with the position.
+        reason: String,
+        /// The newest backup that parses, if any: what a repair restores.
+        good_backup: Option<PathBuf>,
+    },
+    /// A backup that is not valid JSON.
+    CorruptBackup {
+        /// What the parser said.
+        reason: String,
+    },
+    /// A file or directory that could not be read at all.
+    Unreadable {
+        /// The error.
+        error: String,
+    },
+}
+
+/// What a scan did about a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Nothing (verify mode, or nothing can be done).
+    None,
+    /// The stale temp file was deleted.
+    Removed,
+    /// The document was restored from this backup.
+    Restored {
+        /// The backup restored.
+        from: PathBuf,
+        /// The version now in place.
+        version: Version,
+    },
+    /// The damaged file was moved here.
+    MovedAside {
+        /// Where it went.
+        to: PathBuf,
+    },
+    /// Dry run: what would be done.
+    Would(String),
+    /// The repair was attempted and failed.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// One problem and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Finding {
+    /// The file concerned.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub problem: Problem,
+    /// What the scan did.
+    pub action: Action,
+}
+
+impl Finding {
+    /// Whether this scan fixed it.
+    pub fn is_fixed(&self) -> bool {
+        matches!(
+            self.action,
+            Action::Removed | Action::Restored { .. } | Action::MovedAside { .. }
+        )
+    }
+}
+
+/// The outcome of a scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Report {
+    /// Documents checked.
+    pub documents: usize,
+    /// Backups checked.
+    pub backups: usize,
+    /// Temp files of writers still at work (not problems).
+    pub live_temps: usize,
+    /// Everything found, in path order.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// True when nothing was found at all.
+    pub fn is_healthy(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// True when something found is still not fixed: `verify` exits 5 on this.
+    pub fn needs_repair(&self) -> bool {
+        self.findings.iter().any(|f| !f.is_fixed())
+    }
+
+    /// Findings of damaged documents.
+    pub fn corrupt_documents(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| matches!(f.problem, Problem::CorruptDocument { .. }))
+    }
+
+    /// Stale temp files found (removed or not).
+    pub fn stale_temps(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| matches!(f.problem, Problem::StaleTemp))
+    }
+}
+
+/// Check `path` (a document or a directory tree) without changing anything.
+///
+/// # Errors
+/// Only when `path` itself cannot be read; problems inside are findings.
+pub fn verify(path: impl AsRef<Path>) -> Result<Report> {
+    Scan::new(ScanMode::Verify).run(path.as_ref())
+}
+
+/// Recover `path` (a document or a directory tree) after a crash: delete dead writers'
+/// temp files, restore damaged documents from their newest good backup, move damaged
+/// backups aside. Never touches a temp file whose writer is alive.
+///
+/// # Errors
+/// Only when `path` itself cannot be read; problems inside are findings.
+pub fn recover(path: impl AsRef<Path>) -> Result<Report> {
+    Scan::new(ScanMode::Repair).run(path.as_ref())
+}
+
+/// A configurable scan: the mode, a dry run, the options repairs write with, and a
+/// progress callback.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    mode: ScanMode,
+    dry_run: bool,
+    opts: Options,
+}
+
+type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+impl Scan {
+    /// A scan in `mode` with default options.
+    pub fn new(mode: ScanMode) -> Scan {
+        Scan {
+            mode,
+            dry_run: false,
+            opts: Options::default(),
+        }
+    }
+
+    /// Report what would be done instead of doing it.
+    pub fn dry_run(mut self, on: bool) -> Scan {
+        self.dry_run = on;
+        self
+    }
+
+    /// Options for the repairs (durability, lock timeout, file system).
+    pub fn options(mut self, opts: Options) -> Scan {
+        self.opts = opts;
+        self
+    }
+
+    /// Run the scan on `path`.
+    ///
+    /// # Errors
+    /// Only when `path` itself cannot be inspected.
+    pub fn run(&self, path: &Path) -> Result<Report> {
+        self.run_with_progress(path, &mut |_, _| {})
+    }
+
+    /// Run the scan, calling `progress(done, total)` after each document.
+    ///
+    /// # Errors
+    /// As [`Scan::run`].
+    pub fn run_with_progress(&self, path: &Path, progress: Progress<'_>) -> Result<Report> {
+        let fs = self.opts.fs.clone();
+        let meta = fs
+            .metadata(path)
+            .map_err(|e| Error::io("inspect", path, e))?;
+        let mut groups: Vec<Group> = Vec::new();
+        let mut report = Report::default();
+        if meta.is_dir() {
+            walk(fs.as_ref(), path, &mut groups, &mut report);
+        } else {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let name = path.file_name().map(OsString::from).unwrap_or_default();
+            let entries = fs
+                .read_dir(&dir)
+                .map_err(|e| Error::io("list directory", &dir, e))?;
+            let mut by_doc = group_dir(&dir, entries.into_iter().map(|e| (e.name, e.file_type)));
+            let mut g = by_doc
+                .remove(&name)
+                .unwrap_or_else(|| Group::new(&dir, &name));
+            g.is_doc = true;
+            groups.push(g);
+        }
+        let total = groups.iter().filter(|g| g.is_doc).count();
+        let mut done = 0;
+        for g in &groups {
+            self.check_group(g, &mut report);
+            if g.is_doc {
+                done += 1;
+                progress(done, total);
+            }
+        }
+        report.findings.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(report)
+    }
+
+    fn check_group(&self, g: &Group, report: &mut Report) {
+        let fs = &self.opts.fs;
+        let t = Target {
+            dir: g.dir.clone(),
+            name: g.name.clone(),
+            path: g.dir.join(&g.name),
+        };
+        // Temps first: a live writer may be about to replace the document.
+        let mut removed_any = false;
+        for temp in &g.temps {
+            match self.check_temp(&t, temp) {
+                Ok(TempState::Live) => report.live_temps += 1,
+                Ok(TempState::Stale(action)) => {
+                    removed_any |= action == Action::Removed;
+                    report.findings.push(Finding {
+                        path: temp.clone(),
+                        problem: Problem::StaleTemp,
+                        action,
+                    });
+                }
+                Err(e) => report.findings.push(unreadable(temp, &e)),
+            }
+        }
+        if removed_any && self.opts.durability == Durability::Full {
+            // Not needed for correctness (a resurrected temp is removed again), but it
+            // keeps a second recovery from finding the same temp after a power loss.
+            let _ = fs.sync_dir(&t.dir);
+        }
+        if g.is_doc {
+            report.documents += 1;
+            self.check_document(&t, report);
+        }
+        for b in &g.backups {
+            report.backups += 1;
+            self.check_backup(&t, b, report);
+        }
+    }
+
+    fn check_temp(&self, t: &Target, temp: &Path) -> Result<TempState> {
+        let fs = &self.opts.fs;
+        let lock_path = t.lock_path();
+        // A writer creates the lock file before its temp file; without one, the
+        // writer is gone. With one, it is gone only if its lock is free.
+        let guard = match fs.metadata(&lock_path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            _ => match lock::try_acquire(fs, &lock_path)? {
+                Some(g) => Some(g),
+                None => return Ok(TempState::Live),
+            },
+        };
+        let action = match (self.mode, self.dry_run) {
+            (ScanMode::Verify, _) => Action::None,
+            (_, true) => Action::Would("delete".into()),
+            _ => match fs.remove_file(temp) {
+                Ok(()) => Action::Removed,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Action::Removed,
+                Err(e) => Action::Failed {
+                    error: Error::io("delete", temp, e).to_string(),
+                },
+            },
+        };
+        drop(guard);
+        Ok(TempState::Stale(action))
+    }
+
+    fn check_document(&self, t: &Target, report: &mut Report) {
+        let fs = self.opts.fs.as_ref();
+        let (damaged, parses) = match atomic::inspect(fs, &t.path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::NotFound => return,
+            Err(e) => {
+                report.findings.push(unreadable(&t.path, &e));
+                return;
+            }
+        };
+        if parses {
+            return;
+        }
+        let reason = describe_damage(fs, &t.path);
+        let good = backup::list(fs, t)
+            .ok()
+            .and_then(|l| l.into_iter().find(|b| b.parses));
+        let action = match (&good, self.mode, self.dry_run) {
+            (None, _, _) | (_, ScanMode::Verify | ScanMode::Clean, _) => Action::None,
+            (Some(b), ScanMode::Repair, true) => {
+                Action::Would(format!("restore from {}", b.path.display()))
+            }
+            (Some(b), ScanMode::Repair, false) => {
+                match Doc::<serde_json::Value>::open_with(&t.path, self.opts.clone()).and_then(
+                    |d| d.restore_if(Some(&damaged), &BackupRef::Version(b.version.clone())),
+                ) {
+                    Ok(r) => Action::Restored {
+                        from: b.path.clone(),
+                        version: r.version,
+                    },
+                    Err(e) => Action::Failed {
+                        error: e.to_string(),
+                    },
+                }
+            }
+        };
+        report.findings.push(Finding {
+            path: t.path.clone(),
+            problem: Problem::CorruptDocument {
+                reason,
+                good_backup: good.map(|b| b.path),
+            },
+            action,
+        });
+    }
+
+    fn check_backup(&self, t: &Target, b: &Path, report: &mut Report) {
+        let fs = &self.opts.fs;
+        match atomic::inspect(fs.as_ref(), b) {
+            Ok((_, true)) => return,
+            Err(e) if e.kind() == ErrorKind::NotFound => return,
+            Err(e) => {
+                report.findings.push(unreadable(b, &e));
+                return;
+            }
+            Ok((_, false)) => {}
+        }
+        let reason = describe_damage(fs.as_ref(), b);
+        let to = t.corrupt_path();
+        let action = match (self.mode, self.dry_run) {
+            (ScanMode::Repair, true) => Action::Would(format!("move to {}", to.display())),
+            (ScanMode::Repair, false) => {
+                match lock::acquire(fs, &t.lock_path(), self.opts.lock_timeout)
+                    .and_then(|_g| fs.rename(b, &to).map_err(|e| Error::io("move aside", b, e)))
+                {
+                    Ok(()) => Action::MovedAside { to },
+                    Err(e) => Action::Failed {
+                        error: e.to_string(),
+                    },
+                }
+            }
+            _ => Action::None,
+        };
+        report.findings.push(Finding {
+            path: b.to_path_buf(),
+            problem: Problem::CorruptBackup { reason },
+            action,
+        });
+    }
+}
+
+enum TempState {
+    Live,
+    Stale(Action),
+}
+
+fn unreadable(path: &Path, e: &Error) -> Finding {
+    Finding {
+        path: path.to_path_buf(),
+        problem: Problem::Unreadable {
+            error: e.to_string(),
+        },
+        action: Action::None,
+    }
+}
+
+fn describe_damage(fs: &dyn Fs, path: &Path) -> String {
+    match crate::fs::read_all(fs, path) {
+        Ok(bytes) if bytes.is_empty() => "the file is empty".into(),
+        Ok(bytes) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            Ok(_) => "the file changed while it was checked".into(),
+            Err(e) => {
+                let info = crate::json::corrupt_info(&e, false);
+                format!(
+                    "{} at line {} column {}",
+                    info.reason, info.line, info.column
+                )
+            }
+        },
+        Err(e) => e.to_string(),
+    }
+}
+
+/// A document name in one directory and the sidecars found for it.
+#[derive(Debug)]
+struct Group {
+    dir: PathBuf,
+    name: OsString,
+    is_doc: bool,
+    temps: Vec<PathBuf>,
+    backups: Vec<PathBuf>,
+}
+
+impl Group {
+    fn new(dir: &Path, name: &OsString) -> Group {
+        Group {
+            dir: dir.to_path_buf(),
+            name: name.clone(),
+            is_doc: false,
+            temps: Vec::new(),
+            backups: Vec::new(),
+        }
+    }
+}
+
+/// Whether a visible file name is a document statefile manages in a tree scan.
+fn is_document_name(name: &OsString) -> bool {
+    name.to_str()
+        .is_some_and(|s| !s.starts_with('.') && s.ends_with(".json"))
+}
+
+fn group_dir(
+    dir: &Path,
+    entries: impl Iterator<Item = (OsString, FileType)>,
+) -> BTreeMap<OsString, Group> {
+    let mut by_doc: BTreeMap<OsString, Group> = BTreeMap::new();
+    for (name, ft) in entries {
+        match sidecar_of(&name) {
+            Some(Sidecar::Temp(doc)) => by_doc
+                .entry(doc.clone())
+                .or_insert_with(|| Group::new(dir, &doc))
+                .temps
+                .push(dir.join(&name)),
+            Some(Sidecar::Backup(doc, _)) => by_doc
+                .entry(doc.clone())
+                .or_insert_with(|| Group::new(dir, &doc))
+                .backups
+                .push(dir.join(&name)),
+            Some(Sidecar::Lock(_) | Sidecar::Corrupt(_)) => {}
+            None if matches!(ft, FileType::File | FileType::Symlink) && is_document_name(&name) => {
+                by_doc
+                    .entry(name.clone())
+                    .or_insert_with(|| Group::new(dir, &name))
+                    .is_doc = true;
+            }
+            None => {}
+        }
+    }
+    by_doc
+}
+
+/// Collect groups under `dir` recursively (not following symlinked directories, so a
+/// scan cannot loop or leave the tree).
+fn walk(fs: &dyn Fs, dir: &Path, groups: &mut Vec<Group>, report: &mut Report) {
+    let entries = match fs.read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            report
+                .findings
+                .push(unreadable(dir, &Error::io("list directory", dir, e)));
+            return;
+        }
+    };
+    let mut subdirs = Vec::new();
+    let mut files = Vec::new();
+    for e in entries {
+        if e.file_type == FileType::Dir {
+            if !e.name.to_string_lossy().starts_with('.') {
+                subdirs.push(dir.join(&e.name));
+            }
+        } else {
+            files.push((e.name, e.file_type));
+        }
+    }
+    groups.extend(group_dir(dir, files.into_iter()).into_values());
+    subdirs.sort();
+    for d in subdirs {
+        walk(fs, &d, groups, report);
+    }
+}

@@ -1,0 +1,226 @@
+//! [`Store`]: a directory tree of documents, addressed by relative names.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::doc::Doc;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fs::FileType;
+use crate::names;
+use crate::options::{Durability, Options};
+use crate::recover::{Report, Scan, ScanMode};
+
+/// A directory of documents (`name.json`, `sub/dir/name.json`), opened with crash
+/// recovery.
+///
+/// [`Store::open`] removes the temp files of writers that died and reports damaged
+/// documents (and whether a backup can restore each). Documents are addressed by
+/// names relative to the root; a name can never reach outside it, not even through a
+/// symlink placed inside.
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = statefile::Store::open(dir.path())?;
+/// let jobs = store.doc::<Vec<u32>>("jobs/queue.json")?;
+/// jobs.update_or_default(|q| { q.push(7); Ok(()) })?;
+/// assert_eq!(store.list("jobs/")?, ["jobs/queue.json"]);
+/// assert!(store.recovery().is_healthy());
+/// # Ok::<(), statefile::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    opts: Options,
+    poisoned: Arc<AtomicBool>,
+    report: Report,
+}
+
+impl Store {
+    /// Open the store at `root` with default options (documents get missing parent
+    /// directories created inside the store).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if `root` does not exist; I/O kinds if it cannot be read.
+    pub fn open(root: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(root, Options::default().create_dirs(true))
+    }
+
+    /// Open the store at `root`, using `opts` for every document. With
+    /// `create_dirs(true)` a missing root is created too.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(root: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        let given = root.as_ref();
+        let fs = opts.fs.clone();
+        match fs.metadata(given) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    format!("{} is not a directory", given.display()),
+                )
+                .with_path(given));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && opts.create_dirs => {
+                create_root(&opts, given)?;
+            }
+            Err(e) => return Err(Error::io("open store", given, e)),
+        }
+        let root = fs
+            .canonicalize(given)
+            .map_err(|e| Error::io("open store", given, e))?;
+        let report = Scan::new(ScanMode::Clean)
+            .options(opts.clone())
+            .run(&root)?;
+        for f in report.corrupt_documents() {
+            tracing::warn!(file = %f.path.display(), problem = ?f.problem, "damaged document found on open");
+        }
+        Ok(Store {
+            root,
+            opts,
+            poisoned: Arc::new(AtomicBool::new(false)),
+            report,
+        })
+    }
+
+    /// The store's root directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The options every document of this store uses.
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// What recovery found (and cleaned) when the store was opened.
+    pub fn recovery(&self) -> &Report {
+        &self.report
+    }
+
+    /// True after a directory sync failed: the store refuses writes until reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// A handle to the document `name` (e.g. `"view/resData.json"`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`] unless `name` is relative, `/`-separated, without
+    /// empty, `.` or `..` segments, without segments starting with a dot, NUL or
+    /// backslash, and with a file name of at most 230 bytes.
+    pub fn doc<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Doc<T>> {
+        names::check_store_name(name)?;
+        Ok(Doc::in_store(
+            self.root.join(name),
+            self.opts.clone(),
+            self.root.clone(),
+            self.poisoned.clone(),
+        ))
+    }
+
+    /// The names of the documents (visible `*.json` files) whose name starts with
+    /// `prefix`, sorted. Temp, lock and backup files are never listed; symlinked
+    /// directories are not followed.
+    ///
+    /// # Errors
+    /// I/O kinds if a directory cannot be listed.
+    pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        self.list_dir(&self.root, "", prefix, &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
+    fn list_dir(&self, dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+        let entries = match self.opts.fs.read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("list directory", dir, e)),
+        };
+        for e in entries {
+            let Some(name) = e.name.to_str() else {
+                continue;
+            };
+            if name.starts_with('.') {
+                continue;
+            }
+            let full = format!("{rel}{name}");
+            match e.file_type {
+                FileType::Dir => {
+                    let sub = format!("{full}/");
+                    // Descend only where names with this prefix can be.
+                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
+                        self.list_dir(&dir.join(name), &sub, prefix, out)?;
+                    }
+                }
+                FileType::File | FileType::Symlink
+                    if name.ends_with(".json") && full.starts_with(prefix) =>
+                {
+                    out.push(full);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Check every document of the store without changing anything.
+    ///
+    /// # Errors
+    /// Only if the root cannot be read.
+    pub fn verify(&self) -> Result<Report> {
+        Scan::new(ScanMode::Verify)
+            .options(self.opts.clone())
+            .run(&self.root)
+    }
+
+    /// Repair the store: as [`recover`](crate::recover).
+    ///
+    /// # Errors
+    /// Only if the root cannot be read.
+    pub fn recover(&self) -> Result<Report> {
+        Scan::new(ScanMode::Repair)
+            .options(self.opts.clone())
+            .run(&self.root)
+    }
+}
+
+fn create_root(opts: &Options, root: &Path) -> Result<()> {
+    let fs = opts.fs.as_ref();
+    let mut missing = Vec::new();
+    let mut cur = root;
+    loop {
+        match fs.metadata(cur) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(cur.to_path_buf()),
+            Err(e) => return Err(Error::io("inspect", cur, e)),
+        }
+        match cur.parent() {
+            Some(p) if !p.as_os_str().is_empty() => cur = p,
+            _ => break,
+        }
+    }
+    for d in missing.iter().rev() {
+        match fs.create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create directory", d, e)),
+        }
+        if opts.durability == Durability::Full {
+            let parent = match d.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            fs.sync_dir(parent)
+                .map_err(|e| Error::io("sync directory", parent, e))?;
+        }
+    }
+    Ok(())
+}
