@@ -1,0 +1,1 @@
+//! Simulated file system and crash-state explorer for statefile (test support).

@@ -1,0 +1,1 @@
+//! HTTP document service over statefile.
