@@ -113,8 +113,12 @@ pub(crate) fn replace(
         .with_path(&t.path));
     }
 
-    // What is there now.
+    // What is there now, and whether we may replace it.
     let old_meta = stat_current(fs, &t.path)?;
+    if old_meta.is_some() {
+        fs.check_write_access(&t.path)
+            .map_err(|e| Error::io("write", &t.path, e))?;
+    }
     let (previous, old_parses) = match (&plan.current, &old_meta) {
         (_, None) | (Current::Missing, _) => (None, false),
         (Current::Read { version, parses }, Some(_)) => (Some(version.clone()), *parses),

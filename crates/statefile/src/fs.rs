@@ -143,6 +143,15 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
     /// The process's file-mode creation mask.
     fn umask(&self) -> u32;
+    /// Whether this process may write the existing file at `path` (`access(2)` with
+    /// the effective user and group). Replacing a file by rename only needs write
+    /// access to its directory; statefile also requires it on the file, so a read-only
+    /// document or one owned by another user is refused rather than silently taken over.
+    /// The default allows everything (for simulations that do not model permissions).
+    fn check_write_access(&self, path: &Path) -> io::Result<()> {
+        let _ = path;
+        Ok(())
+    }
 }
 
 /// The file system statefile uses unless told otherwise: the real one.

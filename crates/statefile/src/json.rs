@@ -72,7 +72,15 @@ impl From<CheckError> for SerializeError {
 /// an empty file or a JSON syntax error is [`ErrorKind::Corrupt`] (with the position);
 /// valid JSON that does not fit `T` is [`ErrorKind::Serialize`].
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| parse_error(e, bytes.is_empty(), path))
+    serde_json::from_slice(bytes).map_err(|e| {
+        // A type error can come before a syntax error further on (`null x` read as a
+        // struct): damage wins, so check the syntax of the whole file.
+        let e = match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Err(syntax) if !is_corruption(&e) && is_corruption(&syntax) => syntax,
+            _ => e,
+        };
+        parse_error(e, bytes.is_empty(), path)
+    })
 }
 
 /// Check that a stream is one complete JSON value, without building it.

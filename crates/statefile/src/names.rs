@@ -147,13 +147,17 @@ pub(crate) fn check_path(path: &Path) -> Result<()> {
     if path.as_os_str().as_bytes().contains(&0) {
         return Err(invalid(path, "it contains a NUL byte"));
     }
+    // Look at the raw last segment: `Path::components` would quietly drop a
+    // trailing `.` or `/`.
+    let raw = path.as_os_str().as_bytes();
+    let last = raw.rsplit(|b| *b == b'/').next().unwrap_or(raw);
+    if last.is_empty() || last == b"." || last == b".." {
+        return Err(invalid(path, "it does not end in a file name"));
+    }
     let name = match path.components().next_back() {
         Some(Component::Normal(n)) => n,
         _ => return Err(invalid(path, "it does not end in a file name")),
     };
-    if path.as_os_str().as_bytes().ends_with(b"/") {
-        return Err(invalid(path, "it ends in a slash"));
-    }
     if name.len() > MAX_NAME_LEN {
         return Err(invalid(
             path,

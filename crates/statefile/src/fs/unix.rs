@@ -178,6 +178,18 @@ impl Fs for OsFs {
     fn umask(&self) -> u32 {
         process_umask()
     }
+
+    fn check_write_access(&self, path: &Path) -> io::Result<()> {
+        // access(2) rather than open(O_WRONLY): opening for write would wake inotify
+        // watchers (IN_CLOSE_WRITE) on the old version before it is even replaced.
+        rustix::fs::accessat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::Access::WRITE_OK,
+            rustix::fs::AtFlags::EACCESS,
+        )
+        .map_err(io::Error::from)
+    }
 }
 
 /// The umask, read once from `/proc/self/status` (Linux 4.7+); 022 where unavailable.

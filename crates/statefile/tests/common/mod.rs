@@ -1,0 +1,220 @@
+//! Helpers shared by the library's integration tests.
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use statefile::fs::{DirEntry, Fs, FsFile, FsLockFile, Metadata, OsFs};
+
+/// The entry point every test binary that spawns children defines as
+/// `#[test] #[ignore] fn child_entry()`; this builds the command that runs it.
+pub fn child(role: &str, args: &[String]) -> Command {
+    let mut c = Command::new(std::env::current_exe().expect("test binary path"));
+    c.args([
+        "--ignored",
+        "--exact",
+        "child_entry",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env("SF_CHILD_ROLE", role)
+    .env("SF_CHILD_ARGS", args.join("\u{1f}"));
+    c
+}
+
+/// Inside `child_entry`: the role and arguments, or `None` when run directly.
+pub fn child_role() -> Option<(String, Vec<String>)> {
+    let role = std::env::var("SF_CHILD_ROLE").ok()?;
+    let args = std::env::var("SF_CHILD_ARGS").unwrap_or_default();
+    Some((role, args.split('\u{1f}').map(String::from).collect()))
+}
+
+/// Names of the files in `dir` (not recursive), sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The temp files (`.*.sf-*.tmp`) in `dir`.
+pub fn temps(dir: &Path) -> Vec<String> {
+    names(dir)
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n.contains(".sf-") && n.ends_with(".tmp"))
+        .collect()
+}
+
+/// Whether this process may mount file systems (root with CAP_SYS_ADMIN).
+pub fn try_mount_tmpfs(dir: &Path, size: &str) -> Result<TmpfsMount, String> {
+    let out = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0755"),
+            "tmpfs",
+        ])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if out.status.success() {
+        Ok(TmpfsMount(dir.to_path_buf()))
+    } else {
+        Err(format!(
+            "mount -t tmpfs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// A mounted tmpfs, unmounted on drop.
+pub struct TmpfsMount(pub PathBuf);
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Whether we are root (able to drop to another user for permission tests).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|v| v.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A file system that behaves like the real one except where a test says otherwise:
+/// reads of temp files can return flipped bytes (a lying disk) and directory syncs
+/// can fail.
+#[derive(Debug, Default)]
+pub struct Twisted {
+    pub corrupt_temp_reads: Mutex<bool>,
+    pub fail_sync_dir: Mutex<Option<i32>>,
+}
+
+impl Twisted {
+    pub fn new() -> Arc<Twisted> {
+        Arc::new(Twisted::default())
+    }
+}
+
+#[derive(Debug)]
+struct Flipped(Box<dyn FsFile>);
+
+impl io::Read for Flipped {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if n > 0 {
+            buf[0] ^= 0x20;
+        }
+        Ok(n)
+    }
+}
+
+impl io::Write for Flipped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl FsFile for Flipped {
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn metadata(&self) -> io::Result<Metadata> {
+        self.0.metadata()
+    }
+    fn set_mode(&mut self, mode: u32) -> io::Result<()> {
+        self.0.set_mode(mode)
+    }
+    fn set_owner(&mut self, uid: u32, gid: u32) -> io::Result<()> {
+        self.0.set_owner(uid, gid)
+    }
+}
+
+impl Fs for Twisted {
+    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn FsFile>> {
+        OsFs.create_new(path, mode)
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let f = OsFs.open_read(path)?;
+        let is_temp = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(".sf-"));
+        if is_temp && *self.corrupt_temp_reads.lock().unwrap() {
+            Ok(Box::new(Flipped(f)))
+        } else {
+            Ok(f)
+        }
+    }
+    fn open_lock(&self, path: &Path) -> io::Result<Box<dyn FsLockFile>> {
+        OsFs.open_lock(path)
+    }
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        OsFs.metadata(path)
+    }
+    fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
+        OsFs.symlink_metadata(path)
+    }
+    fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        OsFs.read_link(path)
+    }
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        OsFs.canonicalize(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        OsFs.rename(from, to)
+    }
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        OsFs.hard_link(original, link)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        OsFs.remove_file(path)
+    }
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        OsFs.create_dir(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        match *self.fail_sync_dir.lock().unwrap() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => OsFs.sync_dir(path),
+        }
+    }
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        OsFs.read_dir(path)
+    }
+    fn umask(&self) -> u32 {
+        OsFs.umask()
+    }
+    fn check_write_access(&self, path: &Path) -> io::Result<()> {
+        OsFs.check_write_access(path)
+    }
+}
+
+/// Make `dir` (and so its files) reachable by other users, for tests that drop to one.
+pub fn open_up(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+pub fn os(s: &str) -> OsString {
+    OsString::from(s)
+}

@@ -1,0 +1,629 @@
+//! `Doc<T>`: reads, writes, versions, backups, permissions, symlinks, safe reads, cache.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use statefile::{BackupMethod, BackupRef, Doc, Durability, ErrorKind, Format, Options, Version};
+
+use common::{Twisted, names, temps};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+struct ResData {
+    cases: Vec<String>,
+}
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("resData.json");
+    (dir, p)
+}
+
+#[test]
+fn write_read_update_and_receipts() {
+    let (dir, p) = setup();
+    let doc: Doc<ResData> = Doc::open(&p).unwrap();
+    assert_eq!(doc.read().unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(doc.read_or_default().unwrap(), ResData::default());
+
+    let r = doc
+        .write(&ResData {
+            cases: vec!["a".into()],
+        })
+        .unwrap();
+    assert!(r.created);
+    assert!(!r.unchanged);
+    assert_eq!(r.durability, Durability::Full);
+    assert_eq!(r.bytes, std::fs::metadata(&p).unwrap().len());
+    assert_eq!(r.version, Version::of(&std::fs::read(&p).unwrap()));
+    assert_eq!(r.backup, None, "nothing to back up on create");
+    // Pretty, 2-space, trailing newline: the on-disk contract.
+    assert_eq!(
+        std::fs::read_to_string(&p).unwrap(),
+        "{\n  \"cases\": [\n    \"a\"\n  ]\n}\n"
+    );
+
+    let ((), r2) = doc
+        .update(|d| {
+            d.cases.push("b".into());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(r2.previous, Some(r.version.clone()));
+    let b = r2.backup.expect("the replaced version is backed up");
+    assert_eq!(b.method, BackupMethod::Link);
+    assert_eq!(b.version, r.version);
+    assert_eq!(doc.read().unwrap().cases, ["a", "b"]);
+    assert_eq!(
+        names(dir.path()),
+        [".resData.json.bak", ".resData.json.lock", "resData.json"]
+    );
+
+    // An update that changes nothing writes nothing.
+    let ((), r3) = doc.update(|_| Ok(())).unwrap();
+    assert!(r3.unchanged);
+    assert_eq!(r3.version, r2.version);
+
+    // A closure error aborts without writing.
+    let before = std::fs::read(&p).unwrap();
+    let e = doc
+        .update(|d| -> statefile::Result<()> {
+            d.cases.clear();
+            Err(statefile::Error::aborted("no"))
+        })
+        .unwrap_err();
+    assert_eq!(e.to_string(), "no");
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+}
+
+#[test]
+fn update_of_a_missing_document() {
+    let (_dir, p) = setup();
+    let doc: Doc<ResData> = Doc::open(&p).unwrap();
+    assert_eq!(
+        doc.update(|_| Ok(())).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    doc.update_or_default(|d| {
+        d.cases.push("x".into());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(doc.read().unwrap().cases, ["x"]);
+    let v: Doc<Value> = Doc::open(p.with_file_name("v.json")).unwrap();
+    v.update_or_insert_with(
+        || json!({}),
+        |d| {
+            d["k"] = json!(1);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(v.read().unwrap(), json!({"k": 1}));
+}
+
+#[test]
+fn compare_and_swap() {
+    let (_dir, p) = setup();
+    let doc: Doc<Value> = Doc::open(&p).unwrap();
+    let missing = Version::of(b"nothing");
+    assert_eq!(
+        doc.write_if(&missing, &json!(1)).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    doc.create(&json!({"n": 1})).unwrap();
+    let e = doc.create(&json!({"n": 9})).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+
+    let v1 = doc.read_versioned().unwrap();
+    assert_eq!(v1.version, doc.version().unwrap());
+    doc.write(&json!({"n": 2})).unwrap();
+    let e = doc.write_if(&v1.version, &json!({"n": 3})).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        e.version(),
+        Some(&doc.version().unwrap()),
+        "carries what it found"
+    );
+    assert_eq!(doc.read().unwrap(), json!({"n": 2}));
+
+    let v2 = doc.read_versioned().unwrap();
+    let r = doc.write_if(&v2.version, &json!({"n": 3})).unwrap();
+    assert_eq!(r.previous, Some(v2.version.clone()));
+    // The ETag form is accepted too.
+    let etag = Version::parse(&r.version.etag()).unwrap();
+    doc.update_if(&etag, |v| {
+        v["n"] = json!(4);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        doc.update_if(&etag, |_| Ok(())).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+}
+
+#[test]
+fn one_value_has_one_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let a: Doc<Value> = Doc::open(dir.path().join("a.json")).unwrap();
+    let b: Doc<Value> = Doc::open(dir.path().join("b.json")).unwrap();
+    let v: Value = serde_json::from_str(r#"{"z":1,"a":[1,2,{"q":null}]}"#).unwrap();
+    assert_eq!(a.write(&v).unwrap().version, b.write(&v).unwrap().version);
+}
+
+#[test]
+fn keys_keep_their_order() {
+    let (_dir, p) = setup();
+    std::fs::write(&p, r#"{"zeta": 1, "alpha": 2, "mid": {"y": 1, "b": 2}}"#).unwrap();
+    let doc: Doc<Value> = Doc::open(&p).unwrap();
+    doc.update(|v| {
+        v["mid"]["c"] = json!(3);
+        Ok(())
+    })
+    .unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    let order: Vec<usize> = ["zeta", "alpha", "mid", "\"y\"", "\"b\"", "\"c\""]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
+
+#[test]
+fn compact_format() {
+    let (_dir, p) = setup();
+    let doc: Doc<Value> = Doc::open_with(&p, Options::new().format(Format::Compact)).unwrap();
+    doc.write(&json!({"a": [1, 2]})).unwrap();
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":[1,2]}\n");
+}
+
+#[test]
+fn backups_rotate_list_and_restore() {
+    let (dir, p) = setup();
+    let doc: Doc<u32> = Doc::open_with(&p, Options::new().backups(3)).unwrap();
+    let mut versions = Vec::new();
+    for n in 1..=5u32 {
+        versions.push(doc.write(&n).unwrap().version);
+    }
+    let list = doc.backups().unwrap();
+    assert_eq!(list.len(), 3, "keeps the last N");
+    assert_eq!(list.iter().map(|b| b.number).collect::<Vec<_>>(), [1, 2, 3]);
+    // Newest first: 4, 3, 2.
+    assert_eq!(list[0].version, versions[3]);
+    assert_eq!(list[2].version, versions[1]);
+    assert!(list.iter().all(|b| b.parses));
+    assert!(list[0].modified <= SystemTime::now());
+    assert!(names(dir.path()).contains(&".resData.json.bak.3".to_string()));
+
+    // Restore #2 (= 3); the replaced version (5) becomes the newest backup.
+    let r = doc.restore(&BackupRef::Number(2)).unwrap();
+    assert_eq!(doc.read().unwrap(), 3);
+    assert_eq!(r.version, versions[2]);
+    assert_eq!(doc.backups().unwrap()[0].version, versions[4]);
+    // So the restore can be undone.
+    doc.restore(&BackupRef::Number(1)).unwrap();
+    assert_eq!(doc.read().unwrap(), 5);
+    // By version.
+    doc.restore(&BackupRef::Version(versions[3].clone()))
+        .unwrap();
+    assert_eq!(doc.read().unwrap(), 4);
+    assert_eq!(
+        doc.restore(&BackupRef::Number(9)).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn backups_are_hard_links_not_copies() {
+    let (dir, p) = setup();
+    let doc: Doc<u32> = Doc::open(&p).unwrap();
+    doc.write(&1).unwrap();
+    let ino = std::fs::metadata(&p).unwrap().ino();
+    doc.write(&2).unwrap();
+    assert_eq!(
+        std::fs::metadata(dir.path().join(".resData.json.bak"))
+            .unwrap()
+            .ino(),
+        ino
+    );
+}
+
+#[test]
+fn backups_off_and_unchanged_bytes_skip_the_backup() {
+    let (dir, p) = setup();
+    let doc: Doc<u32> = Doc::open_with(&p, Options::new().backups(0)).unwrap();
+    doc.write(&1).unwrap();
+    doc.write(&2).unwrap();
+    assert!(!names(dir.path()).iter().any(|n| n.contains(".bak")));
+
+    let doc: Doc<u32> = Doc::open(&p).unwrap();
+    let r = doc.write(&2).unwrap();
+    assert!(r.unchanged, "same bytes: no new version, no backup");
+    assert!(!names(dir.path()).iter().any(|n| n.contains(".bak")));
+}
+
+// Regression guard for the decision "never rotate a file that does not parse into the
+// backups": a damaged document is kept once as .corrupt and the good backup survives.
+#[test]
+fn a_corrupt_document_is_kept_aside_not_rotated_into_backups() {
+    let (dir, p) = setup();
+    let doc: Doc<u32> = Doc::open(&p).unwrap();
+    doc.write(&1).unwrap();
+    doc.write(&2).unwrap(); // .bak = 1
+    std::fs::write(&p, b"{\"trunc").unwrap();
+    let r = doc.write(&3).unwrap();
+    assert_eq!(r.backup, None);
+    assert_eq!(
+        std::fs::read(dir.path().join(".resData.json.corrupt")).unwrap(),
+        b"{\"trunc"
+    );
+    assert_eq!(doc.backups().unwrap()[0].version, Version::of(b"1\n"));
+}
+
+#[test]
+fn safe_reads_of_damaged_documents() {
+    let (dir, p) = setup();
+    let doc: Doc<ResData> = Doc::open(&p).unwrap();
+    doc.write(&ResData {
+        cases: vec!["good".into()],
+    })
+    .unwrap();
+    doc.write(&ResData {
+        cases: vec!["newer".into()],
+    })
+    .unwrap();
+
+    for damage in [
+        &b""[..],
+        b"{\"cases\": [\"ne",
+        b"\xff\xfe\x00garbage",
+        b"null x",
+    ] {
+        std::fs::write(&p, damage).unwrap();
+        let e = doc.read().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{damage:?}");
+        assert!(e.to_string().contains(&*p.to_string_lossy()), "{e}");
+        assert!(e.to_string().contains("backup exists"), "{e}");
+        let info = e.corrupt_info().unwrap();
+        assert!(info.backup_exists);
+        if damage.is_empty() {
+            assert!(e.to_string().contains("empty"), "{e}");
+        } else {
+            assert!(info.line >= 1, "position named: {e}");
+        }
+
+        let fb: Doc<ResData> = Doc::open_with(&p, Options::new().fallback(true)).unwrap();
+        let v = fb.read_versioned().unwrap();
+        assert_eq!(v.value.cases, ["good"]);
+        let rec = v.recovered.expect("marked as recovered");
+        assert_eq!(rec.backup, 1);
+        assert_eq!(rec.damaged_version, Version::of(damage));
+        assert_eq!(v.version, Version::of(&std::fs::read(&rec.path).unwrap()));
+        // Raw bytes read the same way.
+        let raw = fb.read_bytes().unwrap();
+        assert!(raw.recovered.is_some());
+        assert_eq!(raw.value, std::fs::read(&rec.path).unwrap());
+    }
+    // Read-modify-write refuses a damaged document (it would build on a guess).
+    assert_eq!(
+        doc.update(|_| Ok(())).unwrap_err().kind(),
+        ErrorKind::Corrupt
+    );
+    let _ = dir;
+}
+
+#[test]
+fn valid_json_of_the_wrong_shape_never_falls_back() {
+    let (_dir, p) = setup();
+    let doc: Doc<ResData> = Doc::open_with(&p, Options::new().fallback(true)).unwrap();
+    doc.write(&ResData::default()).unwrap();
+    doc.write(&ResData::default()).unwrap();
+    std::fs::write(&p, br#"{"cases": 12}"#).unwrap();
+    assert_eq!(doc.read().unwrap_err().kind(), ErrorKind::Serialize);
+}
+
+#[test]
+fn corrupt_without_backup_says_so() {
+    let (_dir, p) = setup();
+    std::fs::write(&p, b"").unwrap();
+    let doc: Doc<Value> = Doc::open_with(&p, Options::new().fallback(true)).unwrap();
+    let e = doc.read().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt);
+    assert!(!e.corrupt_info().unwrap().backup_exists);
+    assert!(e.to_string().contains("no backup"), "{e}");
+}
+
+#[test]
+fn delete_moves_to_backup_and_is_undoable() {
+    let (dir, p) = setup();
+    let doc: Doc<u32> = Doc::open_with(&p, Options::new().fallback(true)).unwrap();
+    assert_eq!(doc.delete().unwrap_err().kind(), ErrorKind::NotFound);
+    doc.write(&1).unwrap();
+    let v2 = doc.write(&2).unwrap().version;
+    assert_eq!(
+        doc.delete_if(&Version::of(b"x")).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    let d = doc.delete().unwrap();
+    assert_eq!(d.version, v2);
+    assert_eq!(d.kept_as, Some(dir.path().join(".resData.json.bak")));
+    // A fallback read never resurrects a deleted document.
+    assert_eq!(doc.read().unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(names(dir.path()).contains(&".resData.json.lock".to_string()));
+    doc.restore(&BackupRef::NewestGood).unwrap();
+    assert_eq!(doc.read().unwrap(), 2);
+
+    let removed = doc.remove_all().unwrap();
+    assert!(removed.iter().any(|r| r.ends_with(".resData.json.lock")));
+    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+    assert_eq!(doc.remove_all().unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn permissions_are_kept_and_new_files_follow_the_umask() {
+    let (_dir, p) = setup();
+    let doc: Doc<u32> = Doc::open(&p).unwrap();
+    doc.write(&1).unwrap();
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o644 & !umask
+    );
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    doc.write(&2).unwrap();
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    if common::is_root() {
+        std::os::unix::fs::chown(&p, Some(4242), Some(4343)).unwrap();
+        doc.write(&3).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (4242, 4343), "owner kept");
+    } else {
+        println!("skipping the owner part: not root, cannot chown to another user");
+    }
+}
+
+#[test]
+fn writing_through_a_symlink_replaces_the_target_and_keeps_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let real_dir = dir.path().join("real");
+    std::fs::create_dir(&real_dir).unwrap();
+    let real = real_dir.join("config.json");
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink("real/config.json", &link).unwrap();
+
+    // Dangling: read NotFound, write refused.
+    let via_link: Doc<u32> = Doc::open(&link).unwrap();
+    assert_eq!(via_link.read().unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(via_link.write(&1).unwrap_err().kind(), ErrorKind::NotFound);
+    assert!(!real.exists());
+
+    std::fs::write(&real, "0\n").unwrap();
+    let r = via_link.write(&7).unwrap();
+    assert_eq!(r.path, real.canonicalize().unwrap());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&real).unwrap(), "7\n");
+    // Lock and backup live beside the real file: two paths to one file share one lock.
+    assert!(names(&real_dir).contains(&".config.json.lock".to_string()));
+    assert!(names(&real_dir).contains(&".config.json.bak".to_string()));
+    assert_eq!(names(dir.path()), ["link.json", "real"]);
+
+    let direct: Doc<u32> = Doc::open(&real).unwrap();
+    direct
+        .update(|n| {
+            *n += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(via_link.read().unwrap(), 8);
+}
+
+#[test]
+fn verify_catches_a_disk_that_lies_and_leaves_the_target_untouched() {
+    let (dir, p) = setup();
+    let fs = Twisted::new();
+    let doc: Doc<Value> = Doc::open_with(&p, Options::new().verify(true).fs(fs.clone())).unwrap();
+    doc.write(&json!({"v": 1})).unwrap();
+    let before = std::fs::read(&p).unwrap();
+    *fs.corrupt_temp_reads.lock().unwrap() = true;
+    let e = doc.write(&json!({"v": 2})).unwrap_err();
+    assert!(e.to_string().contains("verification failed"), "{e}");
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+    assert!(temps(dir.path()).is_empty());
+    // Raw bytes too.
+    let bin = dir.path().join("blob.bin");
+    let e = statefile::write_atomic_with(&bin, b"abc", &Options::new().verify(true).fs(fs))
+        .unwrap_err();
+    assert!(e.to_string().contains("verification failed"), "{e}");
+    assert!(!bin.exists());
+}
+
+#[test]
+fn a_failed_directory_sync_reports_durability_and_poisons_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Twisted::new();
+    let store = statefile::Store::open_with(dir.path(), Options::new().fs(fs.clone())).unwrap();
+    let doc = store.doc::<u32>("a.json").unwrap();
+    doc.write(&1).unwrap();
+    *fs.fail_sync_dir.lock().unwrap() = Some(5); // EIO
+    let e = doc.write(&2).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Durability);
+    let v = e.version().expect("carries the new version").clone();
+    assert_eq!(doc.version().unwrap(), v, "the new version is visible");
+    assert!(store.is_poisoned());
+    *fs.fail_sync_dir.lock().unwrap() = None;
+    // Refused until the store is reopened.
+    assert_eq!(doc.write(&3).unwrap_err().kind(), ErrorKind::Durability);
+    let store = statefile::Store::open_with(dir.path(), Options::new().fs(fs)).unwrap();
+    store.doc::<u32>("a.json").unwrap().write(&3).unwrap();
+}
+
+#[test]
+fn durability_levels_are_reported() {
+    let (_dir, p) = setup();
+    for d in [Durability::Full, Durability::Data, Durability::None] {
+        let doc: Doc<u32> = Doc::open_with(&p, Options::new().durability(d)).unwrap();
+        let r = doc
+            .update_or_default(|n| {
+                *n += 1;
+                Ok(())
+            })
+            .unwrap()
+            .1;
+        assert_eq!(r.durability, d);
+    }
+}
+
+#[test]
+fn the_cache_sees_every_replace() {
+    let (_dir, p) = setup();
+    let writer: Doc<u32> = Doc::open(&p).unwrap();
+    let reader: Doc<u32> = Doc::open(&p).unwrap();
+    writer.write(&1).unwrap();
+    // A just-written file is racily clean: re-read, not trusted.
+    let a = reader.read_cached().unwrap();
+    let b = reader.read_cached().unwrap();
+    assert_eq!((a.value, b.value), (1, 1));
+    assert!(!Arc::ptr_eq(&a, &b));
+    // An old file is trusted while its identity holds.
+    let old = SystemTime::now() - Duration::from_secs(10);
+    std::fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let c = reader.read_cached().unwrap();
+    let d = reader.read_cached().unwrap();
+    assert!(Arc::ptr_eq(&c, &d));
+    // A replace by anyone is a new inode: noticed at once.
+    writer.write(&2).unwrap();
+    assert_eq!(reader.read_cached().unwrap().value, 2);
+    // So is an in-place edit by another program that keeps the inode.
+    std::fs::write(&p, "3\n").unwrap();
+    assert_eq!(reader.read_cached().unwrap().value, 3);
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Names.
+    for bad in ["", "a/..", "a/.", "/", "x\0y.json"] {
+        let e = Doc::<Value>::open(bad).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{bad:?}");
+    }
+    let e = Doc::<Value>::open(dir.path().join(".a.json.lock")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName);
+    let long = dir.path().join("n".repeat(statefile::MAX_NAME_LEN + 1));
+    assert_eq!(
+        Doc::<Value>::open(long).unwrap_err().kind(),
+        ErrorKind::InvalidName
+    );
+    Doc::<Value>::open(dir.path().join("n".repeat(statefile::MAX_NAME_LEN)))
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+
+    // A directory where the document should be.
+    let d = dir.path().join("isdir.json");
+    std::fs::create_dir(&d).unwrap();
+    let doc: Doc<Value> = Doc::open(&d).unwrap();
+    for e in [
+        doc.read().unwrap_err(),
+        doc.write(&json!(1)).unwrap_err(),
+        doc.update(|_| Ok(())).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+        assert!(e.to_string().contains("directory"), "{e}");
+    }
+    assert!(d.is_dir());
+
+    // A missing parent directory: an error unless asked to create it.
+    let nested = dir.path().join("a/b/c.json");
+    let e = Doc::<Value>::open(&nested)
+        .unwrap()
+        .write(&json!(1))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    assert!(!dir.path().join("a").exists());
+    Doc::<Value>::open_with(&nested, Options::new().create_dirs(true))
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    assert!(nested.exists());
+
+    // 0-byte, non-UTF-8 and 10,000-deep files are Corrupt, not panics.
+    let p = dir.path().join("bad.json");
+    let doc: Doc<Value> = Doc::open(&p).unwrap();
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    for content in [&b""[..], b"\xc3\x28\"", deep.as_bytes()] {
+        std::fs::write(&p, content).unwrap();
+        assert_eq!(doc.read().unwrap_err().kind(), ErrorKind::Corrupt);
+        assert_eq!(std::fs::read(&p).unwrap(), content, "nothing changed");
+    }
+
+    // Values that could not be read back are refused before anything is written.
+    std::fs::write(&p, "1\n").unwrap();
+    let deep_value = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            let mut v = json!(null);
+            for _ in 0..10_000 {
+                v = Value::Array(vec![v]);
+            }
+            let e = doc.write(&v).unwrap_err();
+            // Dismantle iteratively: dropping 10,000 levels recursively is a stack risk.
+            while let Value::Array(mut a) = v {
+                v = a.pop().unwrap_or(Value::Null);
+            }
+            e
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(deep_value.kind(), ErrorKind::Serialize);
+    #[derive(Serialize, Deserialize)]
+    struct F {
+        x: f64,
+    }
+    let f: Doc<F> = Doc::open(&p).unwrap();
+    assert_eq!(
+        f.write(&F { x: f64::NAN }).unwrap_err().kind(),
+        ErrorKind::Serialize
+    );
+    assert_eq!(std::fs::read(&p).unwrap(), b"1\n");
+    assert!(temps(dir.path()).is_empty());
+}
+
+#[test]
+fn one_call_helpers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("servers.json");
+    statefile::write_json(&p, &vec!["db1", "db2"]).unwrap();
+    let v: Vec<String> = statefile::read_json(&p).unwrap();
+    assert_eq!(v, ["db1", "db2"]);
+    let bin = dir.path().join("any.bin");
+    statefile::write_atomic(&bin, &[0, 159, 146, 150]).unwrap();
+    assert_eq!(std::fs::read(&bin).unwrap(), [0, 159, 146, 150]);
+    statefile::write_atomic(&bin, b"second").unwrap();
+    assert_eq!(std::fs::read(&bin).unwrap(), b"second");
+    assert!(!names(dir.path()).iter().any(|n| n.contains(".bak")));
+}
