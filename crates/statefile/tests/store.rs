@@ -1,0 +1,297 @@
+//! `Store`: names, listing, confinement, and recovery on open; `verify` and `recover`.
+
+mod common;
+
+use serde_json::{Value, json};
+use statefile::{Action, ErrorKind, Problem, Scan, ScanMode, Store};
+
+use common::{names, temps};
+
+#[test]
+fn names_listing_and_parent_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let store = Store::open(&root).unwrap();
+    assert!(root.is_dir(), "a missing root is created");
+    for name in [
+        "view/resData.json",
+        "jobs/1.json",
+        "jobs/2.json",
+        "servers.json",
+    ] {
+        store.doc::<Value>(name).unwrap().write(&json!({})).unwrap();
+    }
+    // Updates leave backups and lock files, which are never listed.
+    store
+        .doc::<Value>("jobs/1.json")
+        .unwrap()
+        .write(&json!({"s": 1}))
+        .unwrap();
+    std::fs::write(root.join("notes.txt"), "not a document").unwrap();
+    assert_eq!(
+        store.list("").unwrap(),
+        [
+            "jobs/1.json",
+            "jobs/2.json",
+            "servers.json",
+            "view/resData.json"
+        ]
+    );
+    assert_eq!(store.list("jobs/").unwrap(), ["jobs/1.json", "jobs/2.json"]);
+    assert_eq!(store.list("jobs/2").unwrap(), ["jobs/2.json"]);
+    assert!(store.list("nothing/").unwrap().is_empty());
+
+    for bad in [
+        "../x.json",
+        "/abs.json",
+        "a//b.json",
+        ".hidden.json",
+        "a/./b.json",
+        "a\\b.json",
+        "x\0.json",
+        "",
+    ] {
+        assert_eq!(
+            store.doc::<Value>(bad).unwrap_err().kind(),
+            ErrorKind::InvalidName,
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn a_symlink_inside_the_store_cannot_lead_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.json"), "{\"secret\": 1}\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.json"), root.join("leak.json")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+
+    let store = Store::open(&root).unwrap();
+    for name in ["leak.json", "escape/secret.json", "escape/new.json"] {
+        let doc = store.doc::<Value>(name).unwrap();
+        assert_eq!(
+            doc.read().unwrap_err().kind(),
+            ErrorKind::InvalidName,
+            "{name}"
+        );
+        assert_eq!(
+            doc.write(&json!({"pwned": true})).unwrap_err().kind(),
+            ErrorKind::InvalidName,
+            "{name}"
+        );
+    }
+    assert_eq!(names(&outside), ["secret.json"], "nothing written outside");
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret.json")).unwrap(),
+        "{\"secret\": 1}\n"
+    );
+    // A link that stays inside is fine.
+    store
+        .doc::<Value>("real.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    std::os::unix::fs::symlink("real.json", root.join("alias.json")).unwrap();
+    assert_eq!(
+        store.doc::<Value>("alias.json").unwrap().read().unwrap(),
+        json!(1)
+    );
+}
+
+fn damaged_tree() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let store = Store::open(&root).unwrap();
+    let good = store.doc::<Value>("jobs/good.json").unwrap();
+    good.write(&json!({"status": "done"})).unwrap();
+    let hurt = store.doc::<Value>("jobs/hurt.json").unwrap();
+    hurt.write(&json!({"status": "queued"})).unwrap();
+    hurt.write(&json!({"status": "running"})).unwrap();
+    // A crash left it truncated, and a dead writer left a temp behind.
+    std::fs::write(root.join("jobs/hurt.json"), b"{\"status\": \"ru").unwrap();
+    std::fs::write(
+        root.join("jobs/.good.json.sf-abcdefghijklmnop.tmp"),
+        b"{\"half",
+    )
+    .unwrap();
+    // A document damaged beyond repair (no backup), and a damaged backup.
+    std::fs::write(root.join("lost.json"), b"").unwrap();
+    let other = store.doc::<Value>("other.json").unwrap();
+    other.write(&json!(1)).unwrap();
+    other.write(&json!(2)).unwrap();
+    std::fs::write(root.join(".other.json.bak"), b"[1,").unwrap();
+    (dir, root)
+}
+
+#[test]
+fn verify_reports_without_changing_anything() {
+    let (_dir, root) = damaged_tree();
+    let before: Vec<_> = walk(&root);
+    let report = statefile::verify(&root).unwrap();
+    assert_eq!(walk(&root), before, "verify changes nothing");
+    assert!(report.needs_repair());
+    assert_eq!(report.documents, 4);
+    let kinds: Vec<(String, &Problem)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.path.strip_prefix(&root).unwrap().display().to_string(),
+                &f.problem,
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:#?}");
+    assert!(matches!(kinds[0].1, Problem::CorruptBackup { .. }) && kinds[0].0 == ".other.json.bak");
+    assert!(matches!(kinds[1].1, Problem::StaleTemp));
+    match kinds[2].1 {
+        Problem::CorruptDocument {
+            reason,
+            good_backup,
+        } => {
+            assert_eq!(kinds[2].0, "jobs/hurt.json");
+            assert!(reason.contains("line 1"), "{reason}");
+            assert!(good_backup.as_ref().unwrap().ends_with(".hurt.json.bak"));
+        }
+        p => panic!("{p:?}"),
+    }
+    match kinds[3].1 {
+        Problem::CorruptDocument {
+            reason,
+            good_backup,
+        } => {
+            assert_eq!(kinds[3].0, "lost.json");
+            assert!(reason.contains("empty"), "{reason}");
+            assert!(good_backup.is_none());
+        }
+        p => panic!("{p:?}"),
+    }
+    assert!(report.findings.iter().all(|f| f.action == Action::None));
+}
+
+#[test]
+fn store_open_cleans_temps_and_reports_damage() {
+    let (_dir, root) = damaged_tree();
+    let store = Store::open(&root).unwrap();
+    let r = store.recovery();
+    assert_eq!(r.stale_temps().count(), 1);
+    assert!(r.stale_temps().all(|f| f.action == Action::Removed));
+    assert!(temps(&root.join("jobs")).is_empty());
+    assert_eq!(r.corrupt_documents().count(), 2, "reported, not repaired");
+    assert!(r.needs_repair());
+    // The damaged document is left as it was for the user to decide.
+    assert_eq!(
+        std::fs::read(root.join("jobs/hurt.json")).unwrap(),
+        b"{\"status\": \"ru"
+    );
+}
+
+#[test]
+fn recover_repairs_what_it_can_and_is_idempotent() {
+    let (_dir, root) = damaged_tree();
+    let dry = Scan::new(ScanMode::Repair)
+        .dry_run(true)
+        .run(&root)
+        .unwrap();
+    assert!(
+        dry.findings
+            .iter()
+            .any(|f| matches!(f.action, Action::Would(_)))
+    );
+    assert_eq!(
+        std::fs::read(root.join("jobs/hurt.json")).unwrap(),
+        b"{\"status\": \"ru",
+        "a dry run changes nothing"
+    );
+
+    let mut calls = Vec::new();
+    let report = Scan::new(ScanMode::Repair)
+        .run_with_progress(&root, &mut |done, total| calls.push((done, total)))
+        .unwrap();
+    assert_eq!(calls.last(), Some(&(4, 4)));
+    let hurt = report
+        .corrupt_documents()
+        .find(|f| f.path.ends_with("hurt.json"))
+        .unwrap();
+    assert!(matches!(hurt.action, Action::Restored { .. }), "{hurt:?}");
+    assert_eq!(
+        statefile::read_json::<Value>(root.join("jobs/hurt.json")).unwrap(),
+        json!({"status": "queued"}),
+        "the newest good backup"
+    );
+    // The damaged bytes are kept aside, not lost.
+    assert_eq!(
+        std::fs::read(root.join("jobs/.hurt.json.corrupt")).unwrap(),
+        b"{\"status\": \"ru"
+    );
+    let bak = report
+        .findings
+        .iter()
+        .find(|f| matches!(f.problem, Problem::CorruptBackup { .. }))
+        .unwrap();
+    assert!(matches!(bak.action, Action::MovedAside { .. }));
+    // lost.json has no backup: it still needs a human.
+    assert!(report.needs_repair());
+
+    std::fs::write(root.join("lost.json"), b"{}\n").unwrap();
+    let again = statefile::recover(&root).unwrap();
+    assert!(again.is_healthy(), "{again:#?}");
+    assert!(statefile::verify(&root).unwrap().is_healthy());
+}
+
+// Regression guard: repair re-checks the damaged version under the lock, so a fix made
+// in between (here: a fresh write) is never overwritten by an old backup.
+#[test]
+fn repair_does_not_undo_a_concurrent_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.json");
+    let doc = statefile::Doc::<Value>::open(&p).unwrap();
+    doc.write(&json!("old")).unwrap();
+    doc.write(&json!("newer")).unwrap();
+    std::fs::write(&p, b"garbage").unwrap();
+    let damaged = statefile::Version::of(b"garbage");
+    doc.write(&json!("fixed by hand")).unwrap();
+    let e = doc
+        .restore_if(Some(&damaged), &statefile::BackupRef::NewestGood)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(doc.read().unwrap(), json!("fixed by hand"));
+}
+
+#[test]
+fn verify_of_a_single_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.json");
+    std::fs::write(&p, b"[").unwrap();
+    std::fs::write(dir.path().join("b.json"), b"[").unwrap();
+    let r = statefile::verify(&p).unwrap();
+    assert_eq!(r.documents, 1, "only the named document");
+    assert_eq!(r.corrupt_documents().count(), 1);
+    assert_eq!(
+        statefile::verify(dir.path().join("missing.json"))
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+}
+
+fn walk(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
