@@ -310,6 +310,39 @@ mod tests {
         assert!(!lock_ignoring_poison(registry()).contains_key(&key));
     }
 
+    #[test]
+    fn threads_take_turns_in_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = default_fs();
+        let p = dir.path().join(".a.json.lock");
+        let first = acquire(&fs, &p, Duration::from_secs(5)).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for i in 0..4 {
+            let (fs, p, order) = (fs.clone(), p.clone(), order.clone());
+            threads.push(std::thread::spawn(move || {
+                let _g = acquire(&fs, &p, Duration::from_secs(30)).unwrap();
+                order.lock().unwrap().push(i);
+            }));
+            // Wait until this thread is queued before starting the next.
+            let key = first.key;
+            loop {
+                let queued = lock_ignoring_poison(registry())
+                    .get(&key)
+                    .map(|(f, _)| lock_ignoring_poison(&f.state).queue.len());
+                if queued == Some(i + 1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        drop(first);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+    }
+
     // Regression: a lock file unlinked by its holder must not be trusted by a waiter.
     #[test]
     fn deleted_lock_file_is_not_trusted() {

@@ -627,3 +627,56 @@ fn one_call_helpers() {
     assert_eq!(std::fs::read(&bin).unwrap(), b"second");
     assert!(!names(dir.path()).iter().any(|n| n.contains(".bak")));
 }
+
+#[test]
+fn where_links_are_refused_the_backup_is_a_synced_copy() {
+    let (dir, p) = setup();
+    let fs = Twisted::new();
+    let doc: Doc<u32> = Doc::open_with(&p, Options::new().fs(fs.clone())).unwrap();
+    doc.write(&1).unwrap();
+    let ino = std::fs::metadata(&p).unwrap().ino();
+    for errno in [1, 18, 95] {
+        // EPERM, EXDEV, EOPNOTSUPP
+        *fs.fail_hard_link.lock().unwrap() = Some(errno);
+        let before = doc.read().unwrap();
+        let r = doc.write(&(before + 1)).unwrap();
+        let b = r.backup.expect("a backup despite the refusal");
+        assert_eq!(b.method, BackupMethod::Copy, "errno {errno}");
+        let bak = dir.path().join(".resData.json.bak");
+        assert_eq!(
+            std::fs::read_to_string(&bak).unwrap(),
+            format!("{before}\n")
+        );
+    }
+    assert_ne!(
+        std::fs::metadata(dir.path().join(".resData.json.bak"))
+            .unwrap()
+            .ino(),
+        ino
+    );
+    // Any other link failure fails the write and leaves the document as it was.
+    *fs.fail_hard_link.lock().unwrap() = Some(5);
+    let before = std::fs::read(&p).unwrap();
+    assert_eq!(doc.write(&99).unwrap_err().kind(), ErrorKind::Io);
+    assert_eq!(std::fs::read(&p).unwrap(), before);
+    assert!(temps(dir.path()).is_empty());
+}
+
+#[test]
+fn full_durability_syncs_every_directory_it_creates_and_their_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let fs = Twisted::new();
+    let doc: Doc<u32> = Doc::open_with(
+        root.join("a/b/c.json"),
+        Options::new().create_dirs(true).fs(fs.clone()),
+    )
+    .unwrap();
+    doc.write(&1).unwrap();
+    let synced = fs.synced_dirs.lock().unwrap().clone();
+    for d in [root.clone(), root.join("a"), root.join("a/b")] {
+        assert!(synced.contains(&d), "{d:?} not synced: {synced:?}");
+    }
+    // The document's own directory is synced after the rename, i.e. last.
+    assert_eq!(synced.last(), Some(&root.join("a/b")));
+}

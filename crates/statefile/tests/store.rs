@@ -118,6 +118,8 @@ fn damaged_tree() -> (tempfile::TempDir, std::path::PathBuf) {
         b"{\"half",
     )
     .unwrap();
+    // Not ours: a fixed temp name some other tool uses.
+    std::fs::write(root.join("jobs/.good.json.tmp"), b"theirs").unwrap();
     // A document damaged beyond repair (no backup), and a damaged backup.
     std::fs::write(root.join("lost.json"), b"").unwrap();
     let other = store.doc::<Value>("other.json").unwrap();
@@ -181,6 +183,8 @@ fn store_open_cleans_temps_and_reports_damage() {
     assert_eq!(r.stale_temps().count(), 1);
     assert!(r.stale_temps().all(|f| f.action == Action::Removed));
     assert!(temps(&root.join("jobs")).is_empty());
+    // Only statefile's own temp pattern is ever deleted: another program's file stays.
+    assert!(root.join("jobs/.good.json.tmp").exists());
     assert_eq!(r.corrupt_documents().count(), 2, "reported, not repaired");
     assert!(r.needs_repair());
     // The damaged document is left as it was for the user to decide.

@@ -102,6 +102,8 @@ pub fn is_root() -> bool {
 pub struct Twisted {
     pub corrupt_temp_reads: Mutex<bool>,
     pub fail_sync_dir: Mutex<Option<i32>>,
+    pub fail_hard_link: Mutex<Option<i32>>,
+    pub synced_dirs: Mutex<Vec<PathBuf>>,
 }
 
 impl Twisted {
@@ -184,7 +186,10 @@ impl Fs for Twisted {
         OsFs.rename(from, to)
     }
     fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
-        OsFs.hard_link(original, link)
+        match *self.fail_hard_link.lock().unwrap() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => OsFs.hard_link(original, link),
+        }
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         OsFs.remove_file(path)
@@ -195,7 +200,10 @@ impl Fs for Twisted {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         match *self.fail_sync_dir.lock().unwrap() {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-            None => OsFs.sync_dir(path),
+            None => {
+                self.synced_dirs.lock().unwrap().push(path.to_path_buf());
+                OsFs.sync_dir(path)
+            }
         }
     }
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
