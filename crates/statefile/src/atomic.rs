@@ -290,7 +290,7 @@ fn ensure_dir(fs: &dyn Fs, t: &Target, create_dirs: bool, durability: Durability
         return Err(Error::new(
             ErrorKind::NotFound,
             format!(
-                "cannot write {}: directory {} does not exist (ask for parent directories to be created)",
+                "cannot write {}: directory {} does not exist",
                 t.path.display(),
                 dir.display()
             ),

@@ -154,6 +154,13 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         }
     }
 
+    /// This handle with another read policy (e.g. fallback reads for a server that
+    /// must keep answering while strict handles refuse to update a damaged document).
+    pub fn with_read_policy(mut self, policy: ReadPolicy) -> Doc<T> {
+        self.opts.read_policy = policy;
+        self
+    }
+
     /// The path this handle was opened with.
     pub fn path(&self) -> &Path {
         &self.path
@@ -474,10 +481,11 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// I/O kinds if that cannot be determined.
     pub fn exists(&self) -> Result<bool> {
-        match self.fs().metadata(&self.path) {
+        let path = self.read_path()?;
+        match self.fs().metadata(&path) {
             Ok(m) => Ok(!m.is_dir()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("inspect", &self.path, e)),
+            Err(e) => Err(Error::io("inspect", &path, e)),
         }
     }
 

@@ -90,13 +90,20 @@ pub struct CorruptInfo {
 
 /// The library's error: a kind, a message that names the file and the operation, and
 /// the underlying cause (usually an [`io::Error`]) as its [`source`](std::error::Error::source).
+///
+/// Boxed inside, so a `Result<T, Error>` stays one pointer wide on the error side.
 #[derive(Debug)]
 pub struct Error {
+    inner: Box<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     message: String,
     path: Option<PathBuf>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    corrupt: Option<Box<CorruptInfo>>,
+    corrupt: Option<CorruptInfo>,
     version: Option<Version>,
 }
 
@@ -107,12 +114,14 @@ impl Error {
     /// A new error of `kind` with a message. Prefer the helpers for I/O errors.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error {
-            kind,
-            message: message.into(),
-            path: None,
-            source: None,
-            corrupt: None,
-            version: None,
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                path: None,
+                source: None,
+                corrupt: None,
+                version: None,
+            }),
         }
     }
 
@@ -125,18 +134,13 @@ impl Error {
     /// `op` on `path` failed with `err`; the kind follows from the OS error.
     pub(crate) fn io(op: &str, path: &Path, err: io::Error) -> Error {
         let kind = ErrorKind::of_io(&err);
-        Error {
-            kind,
-            message: format!("cannot {op} {}: {err}", path.display()),
-            path: Some(path.to_path_buf()),
-            source: Some(Box::new(err)),
-            corrupt: None,
-            version: None,
-        }
+        Error::new(kind, format!("cannot {op} {}: {err}", path.display()))
+            .with_path(path)
+            .with_source(err)
     }
 
     pub(crate) fn with_path(mut self, path: &Path) -> Error {
-        self.path = Some(path.to_path_buf());
+        self.inner.path = Some(path.to_path_buf());
         self
     }
 
@@ -144,50 +148,51 @@ impl Error {
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Error {
-        self.source = Some(Box::new(source));
+        self.inner.source = Some(Box::new(source));
         self
     }
 
     pub(crate) fn with_corrupt(mut self, info: CorruptInfo) -> Error {
-        self.corrupt = Some(Box::new(info));
+        self.inner.corrupt = Some(info);
         self
     }
 
     pub(crate) fn with_version(mut self, version: Version) -> Error {
-        self.version = Some(version);
+        self.inner.version = Some(version);
         self
     }
 
     /// What went wrong, coarsely.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The file the failed operation was about, when there is one.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.inner.path.as_deref()
     }
 
     /// The message without the causes (the causes are in `source()`).
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// For [`ErrorKind::Corrupt`]: where the parse failed and whether a backup exists.
     pub fn corrupt_info(&self) -> Option<&CorruptInfo> {
-        self.corrupt.as_deref()
+        self.inner.corrupt.as_ref()
     }
 
     /// For [`ErrorKind::Durability`]: the version that was renamed into place and is
     /// visible now, though it may not survive a power loss. For [`ErrorKind::Conflict`]:
     /// the version actually found.
     pub fn version(&self) -> Option<&Version> {
-        self.version.as_ref()
+        self.inner.version.as_ref()
     }
 
     /// The OS error behind this one, if any.
     pub fn io_error(&self) -> Option<&io::Error> {
-        self.source
+        self.inner
+            .source
             .as_ref()
             .and_then(|s| s.downcast_ref::<io::Error>())
     }
@@ -195,13 +200,14 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(&self.inner.message)
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.inner
+            .source
             .as_deref()
             .map(|s| s as &(dyn std::error::Error + 'static))
     }

@@ -63,6 +63,7 @@ mod json;
 mod lock;
 mod names;
 mod options;
+pub mod pointer;
 mod recover;
 mod store;
 mod version;
