@@ -1,1 +1,297 @@
-//! HTTP document service over statefile.
+//! `statefile serve`: an HTTP document service over the statefile library.
+//!
+//! A document's name is its path under the served directory and ends in `.json`:
+//! `/v1/docs/view/resData.json` is `DIR/view/resData.json`. Reads carry the document's
+//! version as `ETag`; writes honour `If-Match` / `If-None-Match: *`; `PATCH` applies merge
+//! patches and JSON Patches under the document's lock; `POST .../append` appends to an
+//! array under the lock, with `Idempotency-Key` for safe retries. Errors are RFC 9457
+//! problem+json. All file work goes through a [`DocStore`], run on blocking threads.
+
+#![forbid(unsafe_code)]
+
+mod idempotency;
+mod metrics;
+pub mod problem;
+pub mod routes;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use sha2::{Digest, Sha256};
+use tower::ServiceBuilder;
+
+pub use idempotency::Idempotency;
+pub use metrics::Metrics;
+pub use problem::ApiError;
+pub use store::{BackupEntry, Condition, DocStore, Fetched, FileStore, Mutator, Written};
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory of documents (created if missing).
+    pub root: PathBuf,
+    /// Where to listen (default 127.0.0.1:7878).
+    pub addr: SocketAddr,
+    /// If set, every route but `/healthz` needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Largest request body in bytes (default 16 MiB).
+    pub max_body: usize,
+    /// Time limit for one request, queueing included (default 30 s).
+    pub request_timeout: Duration,
+    /// Requests handled at once; more wait in a queue (default 256).
+    pub concurrency: usize,
+    /// Library options for the documents (durability, backups, lock timeout...).
+    pub options: statefile::Options,
+}
+
+impl Config {
+    /// Defaults for serving `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Config {
+        Config {
+            root: root.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            token: None,
+            max_body: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            concurrency: 256,
+            options: statefile::Options::new(),
+        }
+    }
+}
+
+/// Shared state of the routes.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn DocStore>,
+    pub metrics: Metrics,
+    pub idempotency: Idempotency,
+    token_digest: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for dyn DocStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DocStore")
+    }
+}
+
+impl App {
+    /// Routes over `store` with `config`'s limits and token.
+    pub fn new(config: Config, store: Arc<dyn DocStore>) -> Arc<App> {
+        let token_digest = config
+            .token
+            .as_ref()
+            .map(|t| Sha256::digest(t.as_bytes()).into());
+        Arc::new(App {
+            config,
+            store,
+            metrics: Metrics::default(),
+            idempotency: Idempotency::default(),
+            token_digest,
+        })
+    }
+
+    /// Open the store at `config.root` (recovering it) and build the app.
+    ///
+    /// # Errors
+    /// When the directory cannot be opened.
+    pub fn open(config: Config) -> Result<Arc<App>, statefile::Error> {
+        let store =
+            statefile::Store::open_with(&config.root, config.options.clone().create_dirs(true))?;
+        let r = store.recovery();
+        if !r.is_healthy() {
+            tracing::warn!(
+                stale_temps_removed = r.stale_temps().count(),
+                corrupt_documents = r.corrupt_documents().count(),
+                "recovered the store on open; damaged documents are served from backups until repaired"
+            );
+        }
+        Ok(App::new(config, Arc::new(FileStore::new(store))))
+    }
+}
+
+/// The router with every layer: request ids and metrics, auth, timeout, concurrency
+/// limit (queueing), body limit.
+pub fn app(state: Arc<App>) -> Router {
+    let timeout = state.config.request_timeout;
+    let api = Router::new()
+        .route("/v1/docs", get(routes::list))
+        .route("/v1/docs/{*rest}", any(routes::dispatch))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .route("/healthz", get(routes::healthz))
+        .fallback(routes::fallback)
+        .layer(DefaultBodyLimit::max(state.config.max_body))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            state.config.concurrency.max(1),
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                    let mut e = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "request-timeout",
+                        "The request took too long",
+                        "the server did not finish in time; a write that had started still completes",
+                    );
+                    e.retry_after = Some(1);
+                    e
+                }))
+                .timeout(timeout),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    api.layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Request id, log line and metrics around every request.
+async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let id = new_request_id();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route = if route.starts_with("/v1/docs/") {
+        // One label per operation, not per document.
+        match req.uri().path().rsplit('/').next() {
+            Some(a @ ("append" | "backups" | "restore")) => format!("/v1/docs/{{name}}/{a}"),
+            _ => "/v1/docs/{name}".to_string(),
+        }
+    } else {
+        route
+    };
+    let mut res = problem::REQUEST_ID.scope(id.clone(), next.run(req)).await;
+    let status = res.status().as_u16();
+    app.metrics.request(method.as_str(), &route, status);
+    tracing::debug!(request_id = %id, %method, route = %route, status, "request");
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    res
+}
+
+/// Bearer-token check (constant time: digests compared without early exit).
+async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Some(want) = app.token_digest else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let got: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+    let diff = got
+        .iter()
+        .zip(want.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if diff == 0 && !given.is_empty() {
+        next.run(req).await
+    } else {
+        let mut res = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "send Authorization: Bearer <token>",
+        )
+        .into_response();
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        res
+    }
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Serve `app` on an already bound listener until `shutdown` resolves; in-flight
+/// requests finish first (and writes on blocking threads always complete).
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: Arc<App>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, self::app(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Open the store, bind, and serve until SIGTERM or Ctrl-C. Blocks.
+///
+/// Prints `statefile: serving DIR on http://ADDR` to stdout once listening (with the
+/// real port when the address asked for port 0).
+///
+/// # Errors
+/// When the store cannot be opened or the address cannot be bound.
+pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        if !config.addr.ip().is_loopback() && config.token.is_none() {
+            eprintln!(
+                "statefile: warning: serving on {} without --token: anyone who can reach it can read and write",
+                config.addr
+            );
+            tracing::warn!(addr = %config.addr, "serving on a non-loopback address without a token");
+        }
+        let root = config.root.clone();
+        let app = tokio::task::spawn_blocking(move || App::open(config))
+            .await?
+            .map_err(|e| format!("cannot open the store: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(app.config.addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", app.config.addr))?;
+        let local = listener.local_addr()?;
+        println!("statefile: serving {} on http://{local}", root.display());
+        serve_on(listener, app, shutdown_signal()).await?;
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    })?;
+    // Dropping the runtime waits for blocking tasks: writes in flight complete.
+    drop(rt);
+    Ok(())
+}

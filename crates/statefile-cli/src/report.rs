@@ -1,0 +1,207 @@
+//! Human and JSON output for verify, recover and backups.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use statefile::{Action, Doc, Finding, Problem, Report, Scan, ScanMode};
+
+use crate::Failure;
+use crate::cli::Global;
+use crate::commands::options;
+
+/// Show a progress bar only for trees at least this large, on a terminal.
+const PROGRESS_FROM: usize = 200;
+
+pub fn scan(
+    g: &Global,
+    paths: &[PathBuf],
+    mode: ScanMode,
+    dry_run: bool,
+    as_json: bool,
+) -> Result<(), Failure> {
+    let scan = Scan::new(mode).dry_run(dry_run).options(options(g, false)?);
+    let show_progress = !g.quiet && io::stderr().is_terminal();
+    let mut reports = Vec::new();
+    for path in paths {
+        let bar = indicatif::ProgressBar::hidden();
+        if show_progress {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} checking {pos}/{len} documents [{bar:30}] {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+        }
+        let report = scan.run_with_progress(path, &mut |done, total| {
+            if show_progress && total >= PROGRESS_FROM {
+                if bar.is_hidden() {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                }
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        })?;
+        bar.finish_and_clear();
+        reports.push((path.clone(), report));
+    }
+    let needs_repair = reports.iter().any(|(_, r)| r.needs_repair());
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if as_json {
+        let v: Vec<Value> = reports.iter().map(|(p, r)| report_json(p, r)).collect();
+        serde_json::to_writer_pretty(
+            &mut out,
+            &json!({
+                "healthy": !needs_repair,
+                "reports": v,
+            }),
+        )
+        .map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else if !g.quiet || needs_repair {
+        for (path, r) in &reports {
+            for f in &r.findings {
+                writeln!(out, "{}", finding_line(f))?;
+            }
+            let problems = r.findings.iter().filter(|f| !f.is_fixed()).count();
+            let fixed = r.findings.len() - problems;
+            let mut summary = format!(
+                "{}: {} documents, {} backups checked",
+                path.display(),
+                r.documents,
+                r.backups
+            );
+            if r.live_temps > 0 {
+                summary.push_str(&format!(", {} writes in progress", r.live_temps));
+            }
+            if fixed > 0 {
+                summary.push_str(&format!(", {fixed} repaired"));
+            }
+            summary.push_str(&match problems {
+                0 => ": healthy".to_string(),
+                n => format!(": {n} need repair"),
+            });
+            writeln!(out, "{summary}")?;
+        }
+    }
+    out.flush()?;
+    if needs_repair {
+        Err(Failure::NeedsRepair)
+    } else {
+        Ok(())
+    }
+}
+
+fn finding_line(f: &Finding) -> String {
+    let what = match &f.problem {
+        Problem::StaleTemp => "stale temp file (its writer is gone)".to_string(),
+        Problem::CorruptDocument {
+            reason,
+            good_backup,
+        } => match good_backup {
+            Some(b) => format!(
+                "corrupt document: {reason}; restorable from {}",
+                b.display()
+            ),
+            None => format!("corrupt document: {reason}; no good backup"),
+        },
+        Problem::CorruptBackup { reason } => format!("corrupt backup: {reason}"),
+        Problem::Unreadable { error } => format!("unreadable: {error}"),
+        _ => "problem".to_string(),
+    };
+    let done = match &f.action {
+        Action::None => String::new(),
+        Action::Removed => " -> removed".into(),
+        Action::Restored { from, .. } => format!(" -> restored from {}", from.display()),
+        Action::MovedAside { to } => format!(" -> moved to {}", to.display()),
+        Action::Would(what) => format!(" -> would {what}"),
+        Action::Failed { error } => format!(" -> repair failed: {error}"),
+        _ => String::new(),
+    };
+    format!("{}: {what}{done}", f.path.display())
+}
+
+fn report_json(path: &std::path::Path, r: &Report) -> Value {
+    let findings: Vec<Value> = r
+        .findings
+        .iter()
+        .map(|f| {
+            let (problem, detail, backup) = match &f.problem {
+                Problem::StaleTemp => ("stale-temp", None, None),
+                Problem::CorruptDocument { reason, good_backup } => (
+                    "corrupt-document",
+                    Some(reason.clone()),
+                    good_backup.as_ref().map(|b| b.display().to_string()),
+                ),
+                Problem::CorruptBackup { reason } => ("corrupt-backup", Some(reason.clone()), None),
+                Problem::Unreadable { error } => ("unreadable", Some(error.clone()), None),
+                _ => ("other", None, None),
+            };
+            let action = match &f.action {
+                Action::None => json!(null),
+                Action::Removed => json!({"done": "removed"}),
+                Action::Restored { from, version } => {
+                    json!({"done": "restored", "from": from.display().to_string(), "version": version.as_str()})
+                }
+                Action::MovedAside { to } => json!({"done": "moved-aside", "to": to.display().to_string()}),
+                Action::Would(w) => json!({"would": w}),
+                Action::Failed { error } => json!({"failed": error}),
+                _ => json!(null),
+            };
+            json!({
+                "path": f.path.display().to_string(),
+                "problem": problem,
+                "detail": detail,
+                "good_backup": backup,
+                "action": action,
+                "fixed": f.is_fixed(),
+            })
+        })
+        .collect();
+    json!({
+        "path": path.display().to_string(),
+        "documents": r.documents,
+        "backups": r.backups,
+        "live_temps": r.live_temps,
+        "needs_repair": r.needs_repair(),
+        "findings": findings,
+    })
+}
+
+pub fn backups(d: &Doc<Value>, as_json: bool) -> Result<(), Failure> {
+    let list = d.backups()?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if as_json {
+        let v: Vec<Value> = list
+            .iter()
+            .map(|b| {
+                json!({
+                    "number": b.number,
+                    "version": b.version.as_str(),
+                    "modified": humantime::format_rfc3339_seconds(b.modified).to_string(),
+                    "bytes": b.len,
+                    "parses": b.parses,
+                    "path": b.path.display().to_string(),
+                })
+            })
+            .collect();
+        serde_json::to_writer_pretty(&mut out, &v).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else if list.is_empty() {
+        writeln!(out, "no backups of {}", d.path().display())?;
+    } else {
+        for b in &list {
+            writeln!(
+                out,
+                "{:>3}  {}  {}  {:>10} bytes{}",
+                b.number,
+                b.version,
+                humantime::format_rfc3339_seconds(b.modified),
+                b.len,
+                if b.parses { "" } else { "  (damaged)" }
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Errors as RFC 9457 `application/problem+json`, in one place.
+//!
+//! Every error response has a stable `type` (`urn:statefile:problem:<slug>`), a `title`,
+//! a `detail` written for the client (never an absolute path or an internal message:
+//! those go to the log), and the request id that the `x-request-id` header carries too.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use statefile::ErrorKind;
+
+tokio::task_local! {
+    /// The id of the request being handled, for error bodies and log lines.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request's id, if inside a request.
+pub fn request_id() -> String {
+    REQUEST_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_string())
+}
+
+/// An error answer: status, problem type slug, title and client-safe detail.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub slug: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        slug: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            slug,
+            title,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, slug, "Bad request", detail)
+    }
+
+    pub fn unprocessable(slug: &'static str, detail: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            slug,
+            "The operation does not apply to this document",
+            detail,
+        )
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    pub fn precondition_failed(detail: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            "Precondition failed",
+            detail,
+        )
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an unexpected error occurred; the server log has the details under this request id",
+        )
+    }
+
+    /// Map a library error for document `name`. The library's message names absolute
+    /// paths, so it is logged, and the client gets a detail built from `name` only.
+    pub fn from_lib(e: &statefile::Error, name: &str) -> ApiError {
+        let rid = request_id();
+        let err = match e.kind() {
+            ErrorKind::NotFound => ApiError::not_found(format!("document {name} does not exist")),
+            ErrorKind::Conflict => ApiError::precondition_failed(format!(
+                "document {name} is not at the version the request expected"
+            )),
+            ErrorKind::Corrupt => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "corrupt-document",
+                "The stored document is damaged",
+                format!(
+                    "document {name} is damaged and cannot be modified until it is recovered \
+                     (restore a backup, or replace it with PUT)"
+                ),
+            ),
+            ErrorKind::LockTimeout => {
+                let mut a = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "lock-timeout",
+                    "The document is busy",
+                    format!("another writer held document {name} too long; retry shortly"),
+                );
+                a.retry_after = Some(1);
+                a
+            }
+            ErrorKind::NoSpace => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "no-space",
+                "No space left",
+                format!("the storage is full; document {name} is unchanged"),
+            ),
+            ErrorKind::PermissionDenied => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage-permission",
+                "Storage permission denied",
+                format!("the server may not write document {name}; it is unchanged"),
+            ),
+            ErrorKind::Durability => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "durability-unknown",
+                "Durability unknown",
+                format!(
+                    "document {name} was replaced but the storage could not confirm it is durable; \
+                     the server refuses further writes until restarted"
+                ),
+            ),
+            ErrorKind::InvalidName => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict with the stored tree",
+                format!(
+                    "document {name} cannot be stored there: a directory or file of that name is in \
+                     the way, or the name leads outside the store"
+                ),
+            ),
+            ErrorKind::Serialize => ApiError::unprocessable(
+                "value-not-storable",
+                format!(
+                    "the value cannot be stored in document {name}: {}",
+                    safe_reason(e)
+                ),
+            ),
+            _ => ApiError::internal(),
+        };
+        if err.status.is_server_error() {
+            tracing::error!(request_id = %rid, document = name, error = %e, "request failed");
+        } else {
+            tracing::debug!(request_id = %rid, document = name, error = %e, "request refused");
+        }
+        err
+    }
+}
+
+/// The part of a Serialize error that is about the value, without paths.
+fn safe_reason(e: &statefile::Error) -> String {
+    let msg = e.message();
+    match msg.find(": ") {
+        Some(i) => msg[i + 2..].to_string(),
+        None => "it is not representable".to_string(),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let rid = request_id();
+        let body = json!({
+            "type": format!("urn:statefile:problem:{}", self.slug),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "request_id": rid,
+        });
+        let mut res = (self.status, body.to_string()).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(s) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        res
+    }
+}
