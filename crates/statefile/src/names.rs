@@ -237,6 +237,18 @@ pub(crate) fn resolve(fs: &dyn Fs, path: &Path) -> Result<(Target, bool)> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return finish(fs, &current, followed);
             }
+            // ENOTDIR: a file stands where a directory of the path should be.
+            Err(e) if e.raw_os_error() == Some(20) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    format!(
+                        "{}: a part of the path that should be a directory is a file",
+                        current.display()
+                    ),
+                )
+                .with_path(&current)
+                .with_source(e));
+            }
             Err(e) => return Err(Error::io("inspect", &current, e)),
         }
     }

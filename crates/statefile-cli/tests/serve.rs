@@ -1,0 +1,218 @@
+//! `statefile serve` as a real process: killed under a write load and restarted, shut
+//! down with SIGTERM, and a client that disconnects in the middle of a write.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::BIN;
+use serde_json::{Value, json};
+
+fn start(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .arg(dir)
+        .env_remove("STATEFILE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, addr)
+}
+
+/// One request on a fresh connection; `None` if the server is gone.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+#[test]
+fn killed_under_load_then_restarted_nothing_acknowledged_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = start(dir.path());
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (acked, stop) = (acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let doc = format!("load/doc{}.json", w % 4);
+                    let item = format!("w{w}-{i}");
+                    let body = json!(item).to_string();
+                    match request(
+                        addr,
+                        "POST",
+                        &format!("/v1/docs/{doc}/append?pointer=/items"),
+                        &body,
+                    ) {
+                        Some((200, _)) => acked.lock().unwrap().push((doc, item)),
+                        Some((status, b)) => panic!("unexpected {status}: {b}"),
+                        None => break,
+                    }
+                    // And whole-document replaces of a document per worker.
+                    let own = format!("load/own{w}.json");
+                    let body = json!({"i": i}).to_string();
+                    match request(addr, "PUT", &format!("/v1/docs/{own}"), &body) {
+                        Some((200 | 201, _)) => acked.lock().unwrap().push((own, i.to_string())),
+                        Some((status, b)) => panic!("unexpected {status}: {b}"),
+                        None => break,
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() > 50,
+        "the load ran ({} writes acknowledged)",
+        acked.len()
+    );
+
+    // Restart: recovery runs on open; every document parses and holds what was acked.
+    let (mut server, addr) = start(dir.path());
+    let mut latest_put = std::collections::HashMap::new();
+    for (doc, item) in &acked {
+        if doc.contains("/own") {
+            let n: u64 = item.parse().unwrap();
+            let e = latest_put.entry(doc.clone()).or_insert(n);
+            *e = (*e).max(n);
+        }
+    }
+    for d in 0..4 {
+        let doc = format!("load/doc{d}.json");
+        let (status, body) = request(addr, "GET", &format!("/v1/docs/{doc}"), "").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let items: std::collections::HashSet<&str> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap())
+            .collect();
+        for (_, item) in acked.iter().filter(|(dd, _)| dd == &doc) {
+            assert!(
+                items.contains(item.as_str()),
+                "acknowledged append {item} lost from {doc}"
+            );
+        }
+    }
+    for (doc, n) in latest_put {
+        let (status, body) = request(addr, "GET", &format!("/v1/docs/{doc}"), "").unwrap();
+        assert_eq!(status, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        // The last acknowledged replace, or one that was in flight after it.
+        assert!(
+            v["i"].as_u64().unwrap() >= n,
+            "{doc}: acknowledged {n}, found {v}"
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "verify after restart: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn sigterm_finishes_in_flight_writes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = start(dir.path());
+    let (status, _) = request(addr, "PUT", "/v1/docs/a.json", "{}").unwrap();
+    assert_eq!(status, 201);
+    let pid = server.id().to_string();
+    let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(ok.success());
+    let out = server.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+}
+
+#[test]
+fn a_write_that_started_finishes_when_the_client_disconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, addr) = start(dir.path());
+    assert_eq!(
+        request(addr, "PUT", "/v1/docs/d.json", "{\"items\": []}")
+            .unwrap()
+            .0,
+        201
+    );
+    // Hold the document's lock so the server's write waits inside the request.
+    let doc = statefile::Doc::<Value>::open(dir.path().join("d.json")).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        doc.update(|_| {
+            held_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            Ok(())
+        })
+        .unwrap();
+    });
+    held_rx.recv().unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = "\"late\"";
+    write!(
+        s,
+        "POST /v1/docs/d.json/append?pointer=/items HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s); // the client gives up
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let mut found = false;
+    for _ in 0..100 {
+        let (_, b) = request(addr, "GET", "/v1/docs/d.json", "").unwrap();
+        if b.contains("late") {
+            found = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(found, "the append was finished although its client left");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -1,0 +1,600 @@
+//! Route logic through the router without a socket: every status the API promises.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{JSON, app_in, app_with, call};
+use serde_json::{Value, json};
+use statefile_server::Config;
+
+#[tokio::test]
+async fn create_read_replace_conditional_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let r = call(
+        &app,
+        "PUT",
+        "/v1/docs/view/resData.json",
+        &[JSON],
+        br#"{"cases": []}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "created, parent directory made");
+    let etag = r.header("etag").unwrap();
+    assert_eq!(
+        r.json()["version"].as_str().map(|v| format!("\"{v}\"")),
+        Some(etag.clone())
+    );
+    assert!(dir.path().join("view/resData.json").exists());
+
+    let r = call(&app, "GET", "/v1/docs/view/resData.json", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), Some(etag.clone()));
+    assert_eq!(r.json(), json!({"cases": []}));
+    let r = call(
+        &app,
+        "GET",
+        "/v1/docs/view/resData.json",
+        &[("if-none-match", &etag)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+
+    let r = call(
+        &app,
+        "PUT",
+        "/v1/docs/view/resData.json",
+        &[JSON, ("if-match", &etag)],
+        br#"{"cases": [1]}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let etag2 = r.header("etag").unwrap();
+    // The old ETag no longer matches.
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/view/resData.json",
+        &[JSON, ("if-match", &etag)],
+        b"{}",
+    )
+    .await
+    .problem(412, "precondition-failed");
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/view/resData.json",
+        &[JSON, ("if-none-match", "*")],
+        b"{}",
+    )
+    .await
+    .problem(412, "precondition-failed");
+    let r = call(
+        &app,
+        "PUT",
+        "/v1/docs/other.json",
+        &[JSON, ("if-none-match", "*")],
+        b"{}",
+    )
+    .await;
+    assert_eq!(r.status, 201);
+
+    let r = call(
+        &app,
+        "GET",
+        "/v1/docs/view/resData.json?pointer=/cases/0",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.json(), json!(1));
+    call(
+        &app,
+        "GET",
+        "/v1/docs/view/resData.json?pointer=/cases/9",
+        &[],
+        b"",
+    )
+    .await
+    .problem(404, "not-found");
+    call(
+        &app,
+        "GET",
+        "/v1/docs/view/resData.json?pointer=cases",
+        &[],
+        b"",
+    )
+    .await
+    .problem(400, "invalid-pointer");
+
+    let r = call(&app, "GET", "/v1/docs?prefix=view/", &[], b"").await;
+    assert_eq!(r.json(), json!({"names": ["view/resData.json"]}));
+    let r = call(&app, "GET", "/v1/docs", &[], b"").await;
+    assert_eq!(
+        r.json(),
+        json!({"names": ["other.json", "view/resData.json"]})
+    );
+
+    call(
+        &app,
+        "DELETE",
+        "/v1/docs/view/resData.json",
+        &[("if-match", &etag)],
+        b"",
+    )
+    .await
+    .problem(412, "precondition-failed");
+    let r = call(
+        &app,
+        "DELETE",
+        "/v1/docs/view/resData.json",
+        &[("if-match", &etag2)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    call(&app, "GET", "/v1/docs/view/resData.json", &[], b"")
+        .await
+        .problem(404, "not-found");
+    call(&app, "DELETE", "/v1/docs/view/resData.json", &[], b"")
+        .await
+        .problem(404, "not-found");
+
+    // Backups and restore bring it back.
+    let r = call(&app, "GET", "/v1/docs/view/resData.json/backups", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["backups"][0]["number"], 1);
+    let r = call(
+        &app,
+        "POST",
+        "/v1/docs/view/resData.json/restore?from=1",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), Some(etag2));
+    call(
+        &app,
+        "POST",
+        "/v1/docs/view/resData.json/restore?from=7",
+        &[],
+        b"",
+    )
+    .await
+    .problem(404, "not-found");
+    call(&app, "GET", "/v1/docs/none.json/backups", &[], b"")
+        .await
+        .problem(404, "not-found");
+}
+
+#[tokio::test]
+async fn patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let merge = ("content-type", "application/merge-patch+json");
+    let jp = ("content-type", "application/json-patch+json");
+    // A merge patch creates a missing document; a JSON Patch needs it to exist.
+    let r = call(
+        &app,
+        "PATCH",
+        "/v1/docs/p.json",
+        &[merge],
+        br#"{"a": 1, "b": {"c": 2}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    call(&app, "PATCH", "/v1/docs/q.json", &[jp], b"[]")
+        .await
+        .problem(404, "not-found");
+    let r = call(
+        &app,
+        "PATCH",
+        "/v1/docs/p.json",
+        &[merge],
+        br#"{"a": null, "b": {"d": 3}}"#,
+    )
+    .await;
+    let etag = r.header("etag").unwrap();
+    let r = call(
+        &app,
+        "PATCH",
+        "/v1/docs/p.json",
+        &[jp, ("if-match", &etag)],
+        br#"[{"op": "add", "path": "/t", "value": [1]}]"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    call(
+        &app,
+        "PATCH",
+        "/v1/docs/p.json",
+        &[jp, ("if-match", &etag)],
+        b"[]",
+    )
+    .await
+    .problem(412, "precondition-failed");
+    call(
+        &app,
+        "PATCH",
+        "/v1/docs/p.json",
+        &[jp],
+        br#"[{"op": "test", "path": "/t", "value": 5}]"#,
+    )
+    .await
+    .problem(422, "patch-not-applicable");
+    call(&app, "PATCH", "/v1/docs/p.json", &[jp], br#"{"op": "x"}"#)
+        .await
+        .problem(400, "invalid-patch");
+    call(&app, "PATCH", "/v1/docs/p.json", &[JSON], b"{}")
+        .await
+        .problem(415, "unsupported-media-type");
+    let r = call(&app, "GET", "/v1/docs/p.json", &[], b"").await;
+    assert_eq!(r.json(), json!({"b": {"c": 2, "d": 3}, "t": [1]}));
+}
+
+#[tokio::test]
+async fn append_and_idempotency() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let r = call(
+        &app,
+        "POST",
+        "/v1/docs/jobs/run.json/append?pointer=/cases",
+        &[JSON],
+        br#"{"id": 1}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["index"], 0);
+    assert_eq!(
+        r.header("etag").unwrap(),
+        format!("\"{}\"", r.json()["version"].as_str().unwrap())
+    );
+    let key = ("idempotency-key", "retry-42");
+    let first = call(
+        &app,
+        "POST",
+        "/v1/docs/jobs/run.json/append?pointer=/cases",
+        &[JSON, key],
+        br#"{"id": 2}"#,
+    )
+    .await;
+    let again = call(
+        &app,
+        "POST",
+        "/v1/docs/jobs/run.json/append?pointer=/cases",
+        &[JSON, key],
+        br#"{"id": 2}"#,
+    )
+    .await;
+    assert_eq!(first.status, 200);
+    assert_eq!(again.body, first.body, "the first answer, replayed");
+    let doc = call(&app, "GET", "/v1/docs/jobs/run.json", &[], b"")
+        .await
+        .json();
+    assert_eq!(doc["cases"], json!([{"id": 1}, {"id": 2}]), "applied once");
+    // The same key on another document is another request.
+    let r = call(
+        &app,
+        "POST",
+        "/v1/docs/jobs/other.json/append?pointer=/cases",
+        &[JSON, key],
+        b"1",
+    )
+    .await;
+    assert_eq!(r.json()["index"], 0);
+
+    call(&app, "PUT", "/v1/docs/s.json", &[JSON], br#"{"n": 5}"#).await;
+    call(
+        &app,
+        "POST",
+        "/v1/docs/s.json/append?pointer=/n",
+        &[JSON],
+        b"1",
+    )
+    .await
+    .problem(422, "pointer-not-applicable");
+    call(
+        &app,
+        "POST",
+        "/v1/docs/s.json/append?pointer=n",
+        &[JSON],
+        b"1",
+    )
+    .await
+    .problem(400, "invalid-pointer");
+    call(&app, "POST", "/v1/docs/s.json/append", &[JSON], b"{bad")
+        .await
+        .problem(400, "invalid-json");
+    call(
+        &app,
+        "POST",
+        "/v1/docs/s.json/append",
+        &[("content-type", "text/plain")],
+        b"1",
+    )
+    .await
+    .problem(415, "unsupported-media-type");
+    call(
+        &app,
+        "POST",
+        "/v1/docs/s.json/append",
+        &[JSON, ("idempotency-key", "")],
+        b"1",
+    )
+    .await
+    .problem(400, "invalid-idempotency-key");
+}
+
+#[tokio::test]
+async fn bad_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with({
+        let mut c = Config::new(dir.path());
+        c.max_body = 1024;
+        c
+    });
+    call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"{\"trunc")
+        .await
+        .problem(400, "invalid-json");
+    call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"\xff\xfe")
+        .await
+        .problem(400, "invalid-json");
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/a.json",
+        &[("content-type", "text/plain")],
+        b"{}",
+    )
+    .await
+    .problem(415, "unsupported-media-type");
+    call(&app, "PUT", "/v1/docs/a.json", &[], b"{}")
+        .await
+        .problem(415, "unsupported-media-type");
+    let big = format!("\"{}\"", "x".repeat(4096));
+    call(&app, "PUT", "/v1/docs/a.json", &[JSON], big.as_bytes())
+        .await
+        .problem(413, "body-too-large");
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/a.json",
+        &[JSON, ("if-match", "nope")],
+        b"{}",
+    )
+    .await
+    .problem(400, "invalid-precondition");
+    for name in [
+        "a.txt",
+        ".hidden.json",
+        "a/.b.json",
+        "a%20b.json",
+        "a%5Cb.json",
+        "a//b.json",
+        "x/%2e%2e/a.json",
+        "%2e%2e/a.json",
+        "a/./b.json",
+    ] {
+        call(&app, "PUT", &format!("/v1/docs/{name}"), &[JSON], b"{}")
+            .await
+            .problem(400, "invalid-name");
+        call(&app, "GET", &format!("/v1/docs/{name}"), &[], b"")
+            .await
+            .problem(400, "invalid-name");
+    }
+    let long = format!("/v1/docs/{}.json", "a".repeat(300));
+    call(&app, "PUT", &long, &[JSON], b"{}")
+        .await
+        .problem(400, "invalid-name");
+    call(&app, "GET", "/nothing", &[], b"")
+        .await
+        .problem(404, "not-found");
+    call(&app, "POST", "/v1/docs/a.json", &[JSON], b"{}")
+        .await
+        .problem(405, "method-not-allowed");
+    // A file or directory in the way is a conflict with the stored tree.
+    call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"{}").await;
+    call(&app, "PUT", "/v1/docs/a.json/b.json", &[JSON], b"{}")
+        .await
+        .problem(409, "conflict");
+    std::fs::create_dir(dir.path().join("d.json")).unwrap();
+    call(&app, "PUT", "/v1/docs/d.json", &[JSON], b"{}")
+        .await
+        .problem(409, "conflict");
+    // A value that cannot be stored (too deep to read back) is 422.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let app2 = app_in(dir.path());
+    let r = call(&app2, "PUT", "/v1/docs/deep.json", &[JSON], deep.as_bytes()).await;
+    // serde_json refuses to parse it at all: a malformed request.
+    r.problem(400, "invalid-json");
+}
+
+#[tokio::test]
+async fn a_damaged_document_is_served_from_its_backup_and_refuses_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/job.json",
+        &[JSON],
+        br#"{"status": "queued"}"#,
+    )
+    .await;
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/job.json",
+        &[JSON],
+        br#"{"status": "running"}"#,
+    )
+    .await;
+    std::fs::write(dir.path().join("job.json"), br#"{"status": "ru"#).unwrap();
+    let r = call(&app, "GET", "/v1/docs/job.json", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("statefile-recovered-from").as_deref(), Some("1"));
+    assert_eq!(r.json(), json!({"status": "queued"}));
+    call(
+        &app,
+        "PATCH",
+        "/v1/docs/job.json",
+        &[("content-type", "application/merge-patch+json")],
+        b"{}",
+    )
+    .await
+    .problem(500, "corrupt-document");
+    call(
+        &app,
+        "POST",
+        "/v1/docs/job.json/append?pointer=/x",
+        &[JSON],
+        b"1",
+    )
+    .await
+    .problem(500, "corrupt-document");
+    // A PUT may replace it.
+    let r = call(
+        &app,
+        "PUT",
+        "/v1/docs/job.json",
+        &[JSON],
+        br#"{"status": "fixed"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let metrics = String::from_utf8(call(&app, "GET", "/metrics", &[], b"").await.body).unwrap();
+    assert!(
+        metrics.contains("statefile_recoveries_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_held_lock_is_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::new(dir.path());
+    c.options = statefile::Options::new().lock_timeout(Duration::from_millis(200));
+    let app = app_with(c);
+    call(&app, "PUT", "/v1/docs/l.json", &[JSON], b"1").await;
+    let doc = statefile::Doc::<Value>::open(dir.path().join("l.json")).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        doc.update(|_| {
+            held_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            Ok(())
+        })
+        .unwrap();
+    });
+    held_rx.recv().unwrap();
+    let r = call(&app, "PUT", "/v1/docs/l.json", &[JSON], b"2").await;
+    r.problem(503, "lock-timeout");
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    go_tx.send(()).unwrap();
+    holder.join().unwrap();
+}
+
+#[tokio::test]
+async fn auth_health_metrics_openapi() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::new(dir.path());
+    c.token = Some("s3cret".into());
+    let app = app_with(c);
+    assert_eq!(call(&app, "GET", "/healthz", &[], b"").await.status, 200);
+    call(&app, "GET", "/v1/docs", &[], b"")
+        .await
+        .problem(401, "unauthorized");
+    call(
+        &app,
+        "GET",
+        "/v1/docs",
+        &[("authorization", "Bearer wrong")],
+        b"",
+    )
+    .await
+    .problem(401, "unauthorized");
+    call(&app, "GET", "/metrics", &[("authorization", "s3cret")], b"")
+        .await
+        .problem(401, "unauthorized");
+    let auth = ("authorization", "Bearer s3cret");
+    assert_eq!(
+        call(&app, "PUT", "/v1/docs/a.json", &[auth, JSON], b"{}")
+            .await
+            .status,
+        201
+    );
+    let m = String::from_utf8(call(&app, "GET", "/metrics", &[auth], b"").await.body).unwrap();
+    assert!(m.contains("statefile_http_requests_total{method=\"PUT\",route=\"/v1/docs/{name}\",status=\"201\"} 1"), "{m}");
+    assert!(
+        m.contains(
+            "statefile_http_requests_total{method=\"GET\",route=\"/v1/docs\",status=\"401\"} 2"
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("statefile_write_duration_seconds_count 1"),
+        "{m}"
+    );
+    assert!(m.contains("statefile_lock_wait_seconds_bucket"), "{m}");
+    let spec = call(&app, "GET", "/openapi.json", &[auth], b"")
+        .await
+        .json();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    for p in [
+        "/v1/docs",
+        "/v1/docs/{name}",
+        "/v1/docs/{name}/append",
+        "/v1/docs/{name}/backups",
+        "/v1/docs/{name}/restore",
+        "/healthz",
+        "/metrics",
+    ] {
+        assert!(
+            spec["paths"][p].is_object(),
+            "{p} missing from the OpenAPI description"
+        );
+    }
+    for m in ["get", "put", "patch", "delete"] {
+        assert!(spec["paths"]["/v1/docs/{name}"][m].is_object(), "{m}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_is_507() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        println!("skipping: cannot mount a tiny tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _u = Unmount(mnt.clone());
+    let app = app_in(&mnt);
+    call(&app, "PUT", "/v1/docs/s.json", &[JSON], b"{\"small\": 1}").await;
+    let big = format!("{{\"blob\": \"{}\"}}", "x".repeat(200_000));
+    call(&app, "PUT", "/v1/docs/s.json", &[JSON], big.as_bytes())
+        .await
+        .problem(507, "no-space");
+    let r = call(&app, "GET", "/v1/docs/s.json", &[], b"").await;
+    assert_eq!(r.json(), json!({"small": 1}), "unchanged");
+}

@@ -1,0 +1,213 @@
+//! Over a real loopback socket: concurrent appends, racing conditional writes, path
+//! escapes.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier};
+
+use common::{Conn, header};
+use serde_json::{Value, json};
+use statefile_server::{App, Config};
+
+/// A server on 127.0.0.1:0 in its own runtime; stops when dropped.
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(config: Config) -> Server {
+        let app = App::open(config).unwrap();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                statefile_server::serve_on(listener, app, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Server {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.take().map(|s| s.send(()));
+        let _ = self.thread.take().map(std::thread::JoinHandle::join);
+    }
+}
+
+#[test]
+fn a_thousand_concurrent_appends_from_fifty_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config::new(dir.path()));
+    let conns = 50;
+    let per = 20;
+    let start = Arc::new(Barrier::new(conns));
+    let threads: Vec<_> = (0..conns)
+        .map(|c| {
+            let (addr, start) = (server.addr, start.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                start.wait();
+                let mut indexes = Vec::new();
+                for i in 0..per {
+                    let body = json!({"client": c, "i": i}).to_string();
+                    let (status, _, b) = conn
+                        .send(
+                            "POST",
+                            "/v1/docs/view/resData.json/append?pointer=/cases",
+                            &[("content-type", "application/json")],
+                            body.as_bytes(),
+                        )
+                        .unwrap();
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+                    let v: Value = serde_json::from_slice(&b).unwrap();
+                    indexes.push(v["index"].as_u64().unwrap());
+                }
+                indexes
+            })
+        })
+        .collect();
+    let mut all_indexes = Vec::new();
+    for t in threads {
+        all_indexes.extend(t.join().unwrap());
+    }
+    let mut conn = Conn::open(server.addr);
+    let (status, _, body) = conn
+        .send("GET", "/v1/docs/view/resData.json", &[], b"")
+        .unwrap();
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), conns * per, "every append present");
+    let unique: HashSet<String> = cases.iter().map(Value::to_string).collect();
+    assert_eq!(unique.len(), conns * per, "each exactly once");
+    // Every answer named a distinct index, and each index holds what was appended.
+    all_indexes.sort();
+    assert_eq!(all_indexes, (0..(conns * per) as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn two_hundred_racing_conditional_puts_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config::new(dir.path()));
+    let mut conn = Conn::open(server.addr);
+    let (status, hs, _) = conn
+        .send(
+            "PUT",
+            "/v1/docs/cas.json",
+            &[("content-type", "application/json")],
+            b"{\"owner\": null}",
+        )
+        .unwrap();
+    assert_eq!(status, 201);
+    let etag = header(&hs, "etag").unwrap();
+    let n = 200;
+    let start = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, start, etag) = (server.addr, start.clone(), etag.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                start.wait();
+                let body = json!({"owner": i}).to_string();
+                conn.send(
+                    "PUT",
+                    "/v1/docs/cas.json",
+                    &[("content-type", "application/json"), ("if-match", &etag)],
+                    body.as_bytes(),
+                )
+                .unwrap()
+                .0
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 412).count(),
+        n - 1,
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn nothing_outside_the_directory_is_read_or_written() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("data");
+    let outside = base.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.json"), b"{\"secret\": true}\n").unwrap();
+    std::fs::write(base.path().join("top.json"), b"{\"top\": true}\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.json"), root.join("leak.json")).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("out")).unwrap();
+    let server = Server::start(Config::new(&root));
+    let mut conn = Conn::open(server.addr);
+    let json = ("content-type", "application/json");
+    let attempts = [
+        "/v1/docs/../top.json",
+        "/v1/docs/%2e%2e/top.json",
+        "/v1/docs/%2E%2E/top.json",
+        "/v1/docs/a/%2e%2e/%2e%2e/top.json",
+        "/v1/docs//etc/passwd.json",
+        "/v1/docs/%2Fetc%2Fpasswd.json",
+        "/v1/docs/..%5Ctop.json",
+        "/v1/docs/a\\..\\top.json",
+        "/v1/docs/leak.json",
+        "/v1/docs/out/secret.json",
+        "/v1/docs/out/new.json",
+    ];
+    for path in attempts {
+        for (method, body) in [("GET", &b""[..]), ("PUT", &b"{\"pwned\": 1}"[..])] {
+            let (status, _, b) = conn.send(method, path, &[json], body).unwrap();
+            assert!(
+                (400..500).contains(&status),
+                "{method} {path} answered {status}: {}",
+                String::from_utf8_lossy(&b)
+            );
+            let text = String::from_utf8_lossy(&b).replace(' ', "");
+            assert!(
+                !text.contains("\"secret\":true") && !text.contains("\"top\":true"),
+                "{path} leaked: {text}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read(outside.join("secret.json")).unwrap(),
+        b"{\"secret\": true}\n"
+    );
+    assert_eq!(
+        std::fs::read(base.path().join("top.json")).unwrap(),
+        b"{\"top\": true}\n"
+    );
+    let mut outside_names: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    outside_names.sort();
+    assert_eq!(outside_names, ["secret.json"]);
+}
