@@ -91,6 +91,9 @@ pub async fn call(
 
 pub const JSON: (&str, &str) = ("content-type", "application/json");
 
+/// (status, headers with lowercase names, body).
+pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A keep-alive HTTP/1.1 connection.
 pub struct Conn {
     reader: BufReader<TcpStream>,
@@ -114,7 +117,7 @@ impl Conn {
         path: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    ) -> std::io::Result<Reply> {
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n",
             body.len()
