@@ -340,7 +340,7 @@ fn stat_current(fs: &dyn Fs, path: &Path) -> Result<Option<Metadata>> {
 
 /// Hash the current file and check whether it parses, streaming (the file may be large).
 pub(crate) fn inspect(fs: &dyn Fs, path: &Path) -> Result<(Version, bool)> {
-    let f = fs.open_read(path).map_err(|e| Error::io("read", path, e))?;
+    let f = crate::fs::retry(|| fs.open_read(path)).map_err(|e| Error::io("read", path, e))?;
     let mut tee = HashingReader::new(f);
     let parses = json::validate_reader(&mut tee).is_ok();
     // Hash whatever the parser did not consume (trailing bytes of a damaged file).
@@ -476,8 +476,7 @@ fn verify_temp(fs: &dyn Fs, temp: &Path, want: &Version, json: bool, target: &Pa
     let got = if json {
         inspect(fs, temp)?
     } else {
-        let f = fs
-            .open_read(temp)
+        let f = crate::fs::retry(|| fs.open_read(temp))
             .map_err(|e| Error::io("re-read temp file for", target, e))?;
         let (v, _) = hash_reader(f).map_err(|e| Error::io("re-read temp file for", target, e))?;
         (v, true)
@@ -512,9 +511,9 @@ fn link_aside(plan: &Plan<'_>, current: &Path, link: &Path) -> Result<BackupMeth
 
 fn copy_file(plan: &Plan<'_>, from: &Path, to: &Path) -> Result<()> {
     let fs = plan.fs.as_ref();
-    let mut src = fs.open_read(from).map_err(|e| Error::io("read", from, e))?;
-    let mut dst = fs
-        .create_new(to, 0o600)
+    let mut src =
+        crate::fs::retry(|| fs.open_read(from)).map_err(|e| Error::io("read", from, e))?;
+    let mut dst = crate::fs::retry(|| fs.create_new(to, 0o600))
         .map_err(|e| Error::io("create backup copy of", from, e))?;
     let mut guard = RemoveOnDrop {
         fs,

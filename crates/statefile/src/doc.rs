@@ -252,7 +252,8 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
 
     fn read_bytes_at(&self, path: &Path) -> Result<(Vec<u8>, Option<Metadata>)> {
         let fs = self.fs();
-        let mut f = fs.open_read(path).map_err(|e| self.read_error(path, e))?;
+        let mut f =
+            crate::fs::retry(|| fs.open_read(path)).map_err(|e| self.read_error(path, e))?;
         let meta = f.metadata().ok();
         if meta.is_some_and(|m| m.is_dir()) {
             return Err(is_a_directory(path));

@@ -160,9 +160,21 @@ pub fn default_fs() -> Arc<dyn Fs> {
     OS.get_or_init(|| Arc::new(OsFs)).clone()
 }
 
+/// Run `f` again while it fails with `EINTR`. Opens and lock attempts go through this;
+/// reads and writes are retried by std's `read_to_end`/`write_all`. A sync is never
+/// retried: after a failed fsync the data may already be gone.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Read a whole file through the seam.
 pub(crate) fn read_all(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
-    let mut f = fs.open_read(path)?;
+    let mut f = retry(|| fs.open_read(path))?;
     let mut buf = Vec::new();
     if let Ok(meta) = f.metadata() {
         buf.reserve_exact(meta.len as usize);

@@ -153,7 +153,7 @@ fn identity(fs: &Arc<dyn Fs>, path: &Path) -> io::Result<Key> {
     let meta = match fs.metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            drop(fs.open_lock(path)?);
+            drop(crate::fs::retry(|| fs.open_lock(path))?);
             fs.metadata(path)?
         }
         Err(e) => return Err(e),
@@ -207,8 +207,7 @@ pub(crate) fn acquire(fs: &Arc<dyn Fs>, path: &Path, timeout: Duration) -> Resul
             key,
             waited: Duration::ZERO,
         };
-        let file = fs
-            .open_lock(path)
+        let file = crate::fs::retry(|| fs.open_lock(path))
             .map_err(|e| Error::io("open lock file", path, e))?;
         let mut backoff = Duration::from_micros(50);
         loop {
@@ -253,8 +252,7 @@ pub(crate) fn try_acquire(fs: &Arc<dyn Fs>, path: &Path) -> Result<Option<LockGu
         key,
         waited: Duration::ZERO,
     };
-    let file = fs
-        .open_lock(path)
+    let file = crate::fs::retry(|| fs.open_lock(path))
         .map_err(|e| Error::io("open lock file", path, e))?;
     loop {
         match file.try_lock() {

@@ -1,0 +1,702 @@
+//! The crash-state explorer and the fault injector.
+//!
+//! A workload runs once on a recording [`SimFs`]. For every crash point (every prefix
+//! of the operation log) the explorer builds the durable images a power loss may leave
+//! (the prefix; the prefix with one unsynced operation dropped; torn writes; a seeded
+//! random sample of further subsets), runs the library's recovery (`Store::open`) on
+//! each, and checks the invariants. The fault injector re-runs the workload failing one
+//! seam call at a time with each applicable error.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use statefile::{Doc, ErrorKind, Options, Store};
+
+use crate::sim::{Call, Fault, FaultKind, Fill, Image, Op, SimFs, Tear};
+
+/// The store every workload uses.
+pub const ROOT: &str = "/data";
+
+/// One attempted write of a document's bytes, with where in the log it began and
+/// (if it returned success) was acknowledged.
+#[derive(Debug, Clone)]
+struct Attempt {
+    doc: String,
+    bytes: Vec<u8>,
+}
+
+/// What a workload did, for judging crash states.
+#[derive(Debug, Default)]
+pub struct History {
+    initial: BTreeMap<String, Vec<u8>>,
+    attempts: Vec<Attempt>,
+}
+
+/// Handed to workloads: the file system, the options, and the history recorder.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub sim: SimFs,
+    pub opts: Options,
+    history: Arc<Mutex<History>>,
+}
+
+impl Ctx {
+    fn new(sim: SimFs, opts: Options) -> Ctx {
+        Ctx {
+            opts: opts.fs(Arc::new(sim.clone())),
+            sim,
+            history: Arc::default(),
+        }
+    }
+
+    /// The path of document `name` in the store.
+    pub fn path(name: &str) -> String {
+        format!("{ROOT}/{name}")
+    }
+
+    /// A handle on document `name`.
+    pub fn doc(&self, name: &str) -> Doc<Value> {
+        Doc::open_with(Ctx::path(name), self.opts.clone()).expect("valid name")
+    }
+
+    /// During setup: `name` holds `value` when the workload starts.
+    pub fn initial(&self, name: &str, value: &Value) {
+        self.doc(name).write(value).expect("setup write");
+        let bytes = statefile::to_vec(value, statefile::Format::Pretty).unwrap();
+        self.history
+            .lock()
+            .unwrap()
+            .initial
+            .insert(name.to_string(), bytes);
+    }
+
+    /// A write of `value` to `name` begins; returns its id for [`Ctx::ack`].
+    pub fn begin(&self, name: &str, value: &Value) -> usize {
+        let bytes = statefile::to_vec(value, statefile::Format::Pretty).unwrap();
+        self.begin_bytes(name, bytes)
+    }
+
+    /// As [`Ctx::begin`], with the exact bytes (for restores).
+    pub fn begin_bytes(&self, name: &str, bytes: Vec<u8>) -> usize {
+        let mut h = self.history.lock().unwrap();
+        let id = h.attempts.len();
+        h.attempts.push(Attempt {
+            doc: name.to_string(),
+            bytes,
+        });
+        self.sim.mark(2 * id);
+        id
+    }
+
+    /// The write `id` returned success.
+    pub fn ack(&self, id: usize) {
+        self.sim.mark(2 * id + 1);
+    }
+}
+
+/// A scenario to explore.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub name: &'static str,
+    /// Options every handle uses (e.g. the number of backups).
+    pub opts: fn() -> Options,
+    /// Build the starting state (not recorded; taken as durable).
+    pub setup: fn(&Ctx),
+    /// The recorded part. Returns the first error an API call returned.
+    pub run: fn(&Ctx) -> statefile::Result<()>,
+    /// Deterministic call sequence (fault injection needs one).
+    pub deterministic: bool,
+}
+
+/// How much to explore.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub omissions: bool,
+    pub torn: bool,
+    pub random_per_point: usize,
+    pub seed: u64,
+    /// Explore crashes during recovery for every n-th checked state (0: never).
+    pub recovery_crash_every: usize,
+}
+
+/// What an exploration found.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub workload: &'static str,
+    pub ops: usize,
+    pub prefixes: usize,
+    pub omissions: usize,
+    pub torn: usize,
+    pub random: usize,
+    pub recovery_crashes: usize,
+    pub seed: u64,
+    pub distinct_recovered: usize,
+    pub inconsistent: usize,
+    pub lost_acknowledged: usize,
+    pub other_violations: usize,
+    /// The first few violations, described.
+    pub examples: Vec<String>,
+}
+
+impl Report {
+    pub fn violations(&self) -> usize {
+        self.inconsistent + self.lost_acknowledged + self.other_violations
+    }
+
+    fn violation(&mut self, kind: Violation, what: String) {
+        match kind {
+            Violation::Inconsistent => self.inconsistent += 1,
+            Violation::Lost => self.lost_acknowledged += 1,
+            Violation::Other => self.other_violations += 1,
+        }
+        if self.examples.len() < 5 {
+            self.examples.push(what);
+        }
+    }
+
+    /// One line for the report table.
+    pub fn line(&self) -> String {
+        format!(
+            "| {} | {} | {} / {} / {} / {} | {} | seed {} | {} | {} | {} | {} |",
+            self.workload,
+            self.ops,
+            self.prefixes,
+            self.omissions,
+            self.torn,
+            self.random,
+            self.recovery_crashes,
+            self.seed,
+            self.distinct_recovered,
+            self.inconsistent,
+            self.lost_acknowledged,
+            self.other_violations
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Violation {
+    Inconsistent,
+    Lost,
+    Other,
+}
+
+/// Run `w`'s setup on a fresh file system: the starting image and the context.
+fn prepare(w: &Workload) -> (Image, Ctx) {
+    let sim = SimFs::new();
+    let ctx = Ctx::new(sim.clone(), (w.opts)());
+    statefile::fs::Fs::create_dir(&sim, Path::new(ROOT)).expect("mkdir /data");
+    (w.setup)(&ctx);
+    (sim.image(), ctx)
+}
+
+/// Run the recorded part on a copy of `image`.
+fn run_recorded(
+    w: &Workload,
+    image: &Image,
+    setup_ctx: &Ctx,
+    fault: Option<Fault>,
+) -> (Ctx, statefile::Result<()>) {
+    let sim = SimFs::from_image(image.clone());
+    let ctx = Ctx {
+        opts: setup_ctx.opts.clone().fs(Arc::new(sim.clone())),
+        sim: sim.clone(),
+        history: setup_ctx.history.clone(),
+    };
+    {
+        // The setup's attempts are not part of the run.
+        ctx.history.lock().unwrap().attempts.clear();
+    }
+    sim.set_fault(fault);
+    sim.record(true);
+    let r = (w.run)(&ctx);
+    sim.record(false);
+    sim.set_fault(None);
+    (ctx, r)
+}
+
+/// For each attempt: the log index of its begin and ack marks.
+fn marks(log: &[Op]) -> HashMap<usize, usize> {
+    log.iter()
+        .enumerate()
+        .filter_map(|(i, op)| match op {
+            Op::Mark(m) => Some((*m, i)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Contents a document may have; `None` is "missing".
+type Contents = HashSet<Option<Vec<u8>>>;
+
+/// What each document may hold after a crash after `k` ops.
+fn allowed(h: &History, marks: &HashMap<usize, usize>, k: usize) -> BTreeMap<String, Contents> {
+    let mut docs: BTreeMap<String, (Option<usize>, Contents)> = BTreeMap::new();
+    for name in h.initial.keys().chain(h.attempts.iter().map(|a| &a.doc)) {
+        docs.entry(name.clone()).or_default();
+    }
+    for (id, a) in h.attempts.iter().enumerate() {
+        let begin = marks.get(&(2 * id)).copied().unwrap_or(usize::MAX);
+        let ack = marks.get(&(2 * id + 1)).copied();
+        if begin >= k {
+            continue;
+        }
+        let e = docs.get_mut(&a.doc).expect("listed");
+        match ack {
+            Some(at) if at < k => {
+                if e.0.is_none_or(|prev| at > prev) {
+                    e.0 = Some(at);
+                }
+            }
+            _ => {
+                e.1.insert(Some(a.bytes.clone()));
+            }
+        }
+    }
+    docs.into_iter()
+        .map(|(name, (last_ack, mut set))| {
+            match last_ack {
+                Some(at) => {
+                    let id = (0..h.attempts.len())
+                        .find(|id| marks.get(&(2 * id + 1)) == Some(&at))
+                        .expect("ack of an attempt");
+                    set.insert(Some(h.attempts[id].bytes.clone()));
+                }
+                None => {
+                    set.insert(h.initial.get(&name).cloned());
+                }
+            }
+            (name, set)
+        })
+        .collect()
+}
+
+fn tree_hash(image: &Image) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    image.tree().hash(&mut h);
+    h.finish()
+}
+
+/// Build the durable image of applying `ops[..k]` but `drop`ped ones, with `tear`.
+fn build(
+    base: &Image,
+    ops: &[Op],
+    k: usize,
+    dropped: &HashSet<usize>,
+    tear: Option<(usize, Tear)>,
+) -> Image {
+    let mut img = base.clone();
+    for (i, op) in ops[..k].iter().enumerate() {
+        if dropped.contains(&i) {
+            continue;
+        }
+        let t = tear.filter(|(ti, _)| *ti == i).map(|(_, t)| t);
+        img.apply(op, t.as_ref());
+    }
+    img
+}
+
+/// Indices of ops in `ops[..k]` that a completed sync in `ops[..k]` made durable.
+fn mandatory(ops: &[Op], k: usize) -> HashSet<usize> {
+    let mut out = HashSet::new();
+    for (j, sync) in ops[..k].iter().enumerate() {
+        if matches!(sync, Op::SyncFile { .. } | Op::SyncDir { .. }) {
+            for (i, op) in ops[..j].iter().enumerate() {
+                if op.is_change() && op.covered_by(sync) {
+                    out.insert(i);
+                }
+            }
+        }
+    }
+    out
+}
+
+struct Judge<'a> {
+    ctx: &'a Ctx,
+    history: &'a History,
+    marks: HashMap<usize, usize>,
+    report: Report,
+    distinct: HashSet<u64>,
+    seen: HashSet<u64>,
+    checked: usize,
+    budget: Budget,
+}
+
+impl Judge<'_> {
+    fn opts(&self, sim: &SimFs) -> Options {
+        self.ctx.opts.clone().fs(Arc::new(sim.clone()))
+    }
+
+    /// Recover `image` and check every invariant for a crash after `k` ops.
+    fn check(&mut self, image: &Image, k: usize, what: &str) {
+        if !self.seen.insert(tree_hash(image)) {
+            return;
+        }
+        self.checked += 1;
+        let sim = SimFs::from_image(image.clone());
+        sim.record(true);
+        if let Err(e) = Store::open_with(ROOT, self.opts(&sim)) {
+            self.report.violation(
+                Violation::Other,
+                format!("{what} @{k}: Store::open failed: {e}"),
+            );
+            return;
+        }
+        sim.record(false);
+        let recovered = sim.image();
+        let recovery_log = sim.log();
+        self.judge(&recovered, k, what);
+        self.distinct.insert(tree_hash(&recovered));
+
+        // Recovery again changes nothing.
+        let again = SimFs::from_image(recovered.clone());
+        match Store::open_with(ROOT, self.opts(&again)) {
+            Ok(_) if again.image().tree() == recovered.tree() => {}
+            Ok(_) => self.report.violation(
+                Violation::Other,
+                format!("{what} @{k}: a second recovery changed the tree"),
+            ),
+            Err(e) => self.report.violation(
+                Violation::Other,
+                format!("{what} @{k}: second recovery failed: {e}"),
+            ),
+        }
+
+        // Whatever was left behind, the next write of every document works.
+        let next = SimFs::from_image(recovered.clone());
+        for name in self
+            .history
+            .initial
+            .keys()
+            .chain(self.history.attempts.iter().map(|a| &a.doc))
+        {
+            let doc: Doc<Value> = match Doc::open_with(Ctx::path(name), self.opts(&next)) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.report
+                        .violation(Violation::Other, format!("{what} @{k}: {e}"));
+                    continue;
+                }
+            };
+            let v = json!({"after": "crash"});
+            match doc.write(&v).and_then(|_| doc.read()) {
+                Ok(read) if read == v => {}
+                Ok(read) => self.report.violation(
+                    Violation::Other,
+                    format!("{what} @{k}: wrote after recovery, read {read}"),
+                ),
+                Err(e) => self.report.violation(
+                    Violation::Other,
+                    format!("{what} @{k}: the next write of {name} failed: {e}"),
+                ),
+            }
+        }
+
+        // A crash during recovery, recovered again, must satisfy the same invariants.
+        let every = self.budget.recovery_crash_every;
+        if every > 0 && self.checked.is_multiple_of(every) && recovery_log.iter().any(Op::is_change)
+        {
+            for k2 in 1..=recovery_log.len() {
+                let must = mandatory(&recovery_log, k2);
+                let optional: Vec<usize> = (0..k2)
+                    .filter(|i| recovery_log[*i].is_change() && !must.contains(i))
+                    .collect();
+                let mut variants = vec![HashSet::new()];
+                variants.extend(optional.iter().map(|o| HashSet::from([*o])));
+                for dropped in variants {
+                    let mid = build(image, &recovery_log, k2, &dropped, None);
+                    self.report.recovery_crashes += 1;
+                    let sim = SimFs::from_image(mid);
+                    match Store::open_with(ROOT, self.opts(&sim)) {
+                        Ok(_) => {
+                            let img = sim.image();
+                            self.judge(&img, k, &format!("{what}, then a crash in recovery @{k2}"));
+                        }
+                        Err(e) => self.report.violation(
+                            Violation::Other,
+                            format!("{what} @{k}, recovery crash @{k2}: reopen failed: {e}"),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every document is one of the versions it may hold after a crash after `k` ops.
+    fn judge(&mut self, image: &Image, k: usize, what: &str) {
+        let tree = image.tree();
+        let allowed = allowed(self.history, &self.marks, k);
+        for (name, ok) in &allowed {
+            let content = tree.get(&Ctx::path(name)).cloned();
+            if ok.contains(&content) {
+                continue;
+            }
+            let known: HashSet<Option<Vec<u8>>> = self
+                .history
+                .attempts
+                .iter()
+                .filter(|a| &a.doc == name)
+                .map(|a| Some(a.bytes.clone()))
+                .chain(std::iter::once(self.history.initial.get(name).cloned()))
+                .collect();
+            let shown = content.as_ref().map_or("<missing>".to_string(), |c| {
+                String::from_utf8_lossy(&c[..c.len().min(60)]).into_owned()
+            });
+            if known.contains(&content) {
+                self.report.violation(
+                    Violation::Lost,
+                    format!("{what} @{k}: {name} lost an acknowledged write; holds {shown}"),
+                );
+            } else {
+                self.report.violation(
+                    Violation::Inconsistent,
+                    format!("{what} @{k}: {name} is not a written version: {shown}"),
+                );
+            }
+        }
+        // Any other visible document must at least parse.
+        for (path, content) in &tree {
+            let file = path.rsplit('/').next().unwrap_or("");
+            if path.starts_with(ROOT)
+                && file.ends_with(".json")
+                && !file.starts_with('.')
+                && serde_json::from_slice::<Value>(content).is_err()
+            {
+                self.report.violation(
+                    Violation::Inconsistent,
+                    format!("{what} @{k}: {path} does not parse"),
+                );
+            }
+        }
+    }
+}
+
+fn rng(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// Explore every crash state of `w` within `budget`.
+pub fn explore(w: &Workload, budget: Budget) -> Report {
+    let (image0, setup_ctx) = prepare(w);
+    let (ctx, result) = run_recorded(w, &image0, &setup_ctx, None);
+    let log = ctx.sim.log();
+    let history = std::mem::take(&mut *ctx.history.lock().unwrap());
+    let mut judge = Judge {
+        ctx: &ctx,
+        history: &history,
+        marks: marks(&log),
+        report: Report {
+            workload: w.name,
+            ops: log.iter().filter(|o| !matches!(o, Op::Mark(_))).count(),
+            seed: budget.seed,
+            ..Report::default()
+        },
+        distinct: HashSet::new(),
+        seen: HashSet::new(),
+        checked: 0,
+        budget,
+    };
+    if let Err(e) = result {
+        judge
+            .report
+            .violation(Violation::Other, format!("the workload itself failed: {e}"));
+    }
+    let mut seed = budget.seed | 1;
+    for k in 0..=log.len() {
+        let must = mandatory(&log, k);
+        let optional: Vec<usize> = (0..k)
+            .filter(|i| log[*i].is_change() && !must.contains(i))
+            .collect();
+        judge.report.prefixes += 1;
+        judge.check(&build(&image0, &log, k, &HashSet::new(), None), k, "prefix");
+        if budget.omissions {
+            for o in &optional {
+                judge.report.omissions += 1;
+                judge.check(
+                    &build(&image0, &log, k, &HashSet::from([*o]), None),
+                    k,
+                    "omission",
+                );
+            }
+        }
+        if budget.torn {
+            for o in &optional {
+                if let Op::Write { data, .. } = &log[*o] {
+                    for boundary in [512usize, 4096] {
+                        let mut keeps: Vec<usize> = (1..=3)
+                            .map(|n| n * boundary)
+                            .filter(|b| *b < data.len())
+                            .collect();
+                        keeps.insert(0, 0);
+                        keeps.dedup();
+                        for keep in keeps {
+                            for fill in [Fill::Zeros, Fill::Garbage, Fill::Missing] {
+                                judge.report.torn += 1;
+                                let tear = Tear { keep, fill };
+                                judge.check(
+                                    &build(&image0, &log, k, &HashSet::new(), Some((*o, tear))),
+                                    k,
+                                    "torn",
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for _ in 0..budget.random_per_point {
+            if optional.len() < 2 {
+                break;
+            }
+            let dropped: HashSet<usize> = optional
+                .iter()
+                .copied()
+                .filter(|_| rng(&mut seed).is_multiple_of(2))
+                .collect();
+            judge.report.random += 1;
+            judge.check(&build(&image0, &log, k, &dropped, None), k, "random");
+        }
+    }
+    judge.report.distinct_recovered = judge.distinct.len();
+    judge.report
+}
+
+/// What fault injection found.
+#[derive(Debug, Default, Clone)]
+pub struct FaultReport {
+    pub workload: &'static str,
+    pub calls: usize,
+    pub tried: usize,
+    pub violations: usize,
+    pub examples: Vec<String>,
+}
+
+/// The faults that apply to a kind of call.
+fn faults_for(call: Call) -> Vec<FaultKind> {
+    let mut v = vec![
+        FaultKind::Errno(28),
+        FaultKind::Errno(5),
+        FaultKind::Errno(13),
+    ];
+    match call {
+        Call::Rename | Call::Link => v.push(FaultKind::Errno(18)),
+        Call::Write => {
+            v.push(FaultKind::ShortWrite);
+            v.push(FaultKind::Errno(4));
+        }
+        Call::Open | Call::Read | Call::Lock => v.push(FaultKind::Errno(4)),
+        _ => {}
+    }
+    v
+}
+
+fn expected_kind(f: FaultKind) -> Option<ErrorKind> {
+    match f {
+        FaultKind::Errno(28) => Some(ErrorKind::NoSpace),
+        FaultKind::Errno(13) => Some(ErrorKind::PermissionDenied),
+        FaultKind::Errno(5) | FaultKind::Errno(18) => Some(ErrorKind::Io),
+        _ => None,
+    }
+}
+
+/// Fail every seam call of `w` once with every applicable error, and check the outcome.
+pub fn inject_faults(w: &Workload) -> FaultReport {
+    let mut report = FaultReport {
+        workload: w.name,
+        ..FaultReport::default()
+    };
+    let (image0, setup_ctx) = prepare(w);
+    let (ctx, base) = run_recorded(w, &image0, &setup_ctx, None);
+    if let Err(e) = base {
+        report.violations += 1;
+        report
+            .examples
+            .push(format!("the workload failed without faults: {e}"));
+        return report;
+    }
+    let calls = ctx.sim.calls();
+    report.calls = calls.len();
+    let history = std::mem::take(&mut *ctx.history.lock().unwrap());
+    for (at, call) in calls.iter().enumerate() {
+        for kind in faults_for(*call) {
+            report.tried += 1;
+            let (ctx, result) = run_recorded(
+                w,
+                &image0,
+                &setup_ctx,
+                Some(Fault {
+                    at: at as u64,
+                    kind,
+                }),
+            );
+            let fired = ctx.sim.fault_fired();
+            let mut fail = |what: String| {
+                report.violations += 1;
+                if report.examples.len() < 5 {
+                    report
+                        .examples
+                        .push(format!("call {at} ({call:?}) {kind:?}: {what}"));
+                }
+            };
+            match (&result, expected_kind(kind)) {
+                (Ok(()), _) => {}
+                (Err(e), _)
+                    if fired == Some(Call::SyncDir) && e.kind() == ErrorKind::Durability => {}
+                (Err(e), Some(want)) if e.kind() == want => {}
+                (Err(e), _) => fail(format!("returned {:?}: {e}", e.kind())),
+            }
+            // Every document holds a version that was written (old or new).
+            let tree = ctx.sim.image().tree();
+            for name in history
+                .initial
+                .keys()
+                .chain(history.attempts.iter().map(|a| &a.doc))
+            {
+                let content = tree.get(&Ctx::path(name)).cloned();
+                let ok = content.is_none() && !history.initial.contains_key(name)
+                    || content.as_ref().is_some_and(|c| {
+                        history.initial.get(name) == Some(c)
+                            || history
+                                .attempts
+                                .iter()
+                                .any(|a| &a.doc == name && &a.bytes == c)
+                    });
+                if !ok {
+                    fail(format!("{name} holds neither the old nor a new version"));
+                }
+            }
+            // After the next Store::open no temp file remains, and writing works.
+            let opts = ctx.opts.clone();
+            match Store::open_with(ROOT, opts.clone()) {
+                Ok(_) => {
+                    let temps: Vec<String> = ctx
+                        .sim
+                        .image()
+                        .tree()
+                        .keys()
+                        .filter(|p| p.contains(".sf-") && p.ends_with(".tmp"))
+                        .cloned()
+                        .collect();
+                    if !temps.is_empty() {
+                        fail(format!("temp files left after Store::open: {temps:?}"));
+                    }
+                }
+                Err(e) => fail(format!("Store::open failed: {e}")),
+            }
+            for name in history.initial.keys() {
+                if let Err(e) = Doc::<Value>::open_with(Ctx::path(name), opts.clone())
+                    .and_then(|d| d.write(&json!({"next": true})))
+                {
+                    fail(format!("the next write of {name} failed: {e}"));
+                }
+            }
+        }
+    }
+    report
+}

@@ -1,0 +1,918 @@
+//! An in-memory file system behind statefile's `Fs` seam that records every operation
+//! and knows what a power loss may keep.
+//!
+//! The durability model (POSIX's, stricter than ext4's): a file's data and metadata are
+//! durable only after an fsync/fdatasync of that file returned; a create, mkdir, link,
+//! unlink or rename is durable only after an fsync of its directory returned. What is
+//! not yet durable may, at a crash, be kept or lost independently of the rest, and a
+//! write may tear. A rename itself is atomic.
+//!
+//! It can also fail any single call ([`Fault`]); after a failed fsync it drops that
+//! file's unsynced data, as Linux does.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use statefile::fs::{DirEntry, FileType, Fs, FsFile, FsLockFile, Metadata};
+
+pub type Ino = u64;
+const ROOT: Ino = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Kind {
+    File(Vec<u8>),
+    Dir(BTreeMap<OsString, Ino>),
+    Symlink(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Inode {
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub time: u64,
+}
+
+/// One recorded operation. Marks are annotations by the workload (acknowledgements).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Create {
+        dir: Ino,
+        name: OsString,
+        ino: Ino,
+        mode: u32,
+    },
+    Mkdir {
+        dir: Ino,
+        name: OsString,
+        ino: Ino,
+    },
+    Write {
+        ino: Ino,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    SetMeta {
+        ino: Ino,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Link {
+        dir: Ino,
+        name: OsString,
+        ino: Ino,
+    },
+    Unlink {
+        dir: Ino,
+        name: OsString,
+        ino: Ino,
+    },
+    Rename {
+        from_dir: Ino,
+        from: OsString,
+        to_dir: Ino,
+        to: OsString,
+        ino: Ino,
+    },
+    SyncFile {
+        ino: Ino,
+    },
+    SyncDir {
+        dir: Ino,
+    },
+    Mark(usize),
+}
+
+impl Op {
+    /// Whether a sync at a later position makes this op durable.
+    pub fn covered_by(&self, sync: &Op) -> bool {
+        match (self, sync) {
+            (Op::Write { ino, .. } | Op::SetMeta { ino, .. }, Op::SyncFile { ino: s }) => ino == s,
+            (
+                Op::Create { dir, .. }
+                | Op::Mkdir { dir, .. }
+                | Op::Link { dir, .. }
+                | Op::Unlink { dir, .. },
+                Op::SyncDir { dir: s },
+            ) => dir == s,
+            (Op::Rename { to_dir, .. }, Op::SyncDir { dir: s }) => to_dir == s,
+            _ => false,
+        }
+    }
+
+    /// Ops that change durable state (not syncs or marks).
+    pub fn is_change(&self) -> bool {
+        !matches!(self, Op::SyncFile { .. } | Op::SyncDir { .. } | Op::Mark(_))
+    }
+}
+
+/// The part of the state that survives: inodes and the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub inodes: HashMap<Ino, Inode>,
+    pub next_ino: Ino,
+    pub clock: u64,
+}
+
+impl Default for Image {
+    fn default() -> Self {
+        let mut inodes = HashMap::new();
+        inodes.insert(
+            ROOT,
+            Inode {
+                kind: Kind::Dir(BTreeMap::new()),
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                time: 0,
+            },
+        );
+        Image {
+            inodes,
+            next_ino: 2,
+            clock: 1,
+        }
+    }
+}
+
+impl Image {
+    fn entries_mut(&mut self, dir: Ino) -> Option<&mut BTreeMap<OsString, Ino>> {
+        match self.inodes.get_mut(&dir).map(|i| &mut i.kind) {
+            Some(Kind::Dir(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn ensure_inode(&mut self, ino: Ino, kind: Kind, mode: u32) {
+        self.inodes.entry(ino).or_insert(Inode {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            time: 0,
+        });
+        self.next_ino = self.next_ino.max(ino + 1);
+    }
+
+    /// Apply one recorded op (`torn`: keep only part of a write).
+    pub fn apply(&mut self, op: &Op, torn: Option<&Tear>) {
+        self.clock += 1;
+        match op {
+            Op::Create {
+                dir,
+                name,
+                ino,
+                mode,
+            } => {
+                self.ensure_inode(*ino, Kind::File(Vec::new()), *mode);
+                if let Some(e) = self.entries_mut(*dir) {
+                    e.insert(name.clone(), *ino);
+                }
+            }
+            Op::Mkdir { dir, name, ino } => {
+                self.ensure_inode(*ino, Kind::Dir(BTreeMap::new()), 0o755);
+                if let Some(e) = self.entries_mut(*dir) {
+                    e.insert(name.clone(), *ino);
+                }
+            }
+            Op::Write { ino, offset, data } => {
+                self.ensure_inode(*ino, Kind::File(Vec::new()), 0o600);
+                if let Some(Kind::File(content)) = self.inodes.get_mut(ino).map(|i| &mut i.kind) {
+                    let data: Vec<u8> = match torn {
+                        None => data.clone(),
+                        Some(t) => t.apply(data),
+                    };
+                    let end = *offset as usize + data.len();
+                    if content.len() < end {
+                        content.resize(end, 0);
+                    }
+                    content[*offset as usize..end].copy_from_slice(&data);
+                }
+            }
+            Op::SetMeta {
+                ino,
+                mode,
+                uid,
+                gid,
+            } => {
+                if let Some(i) = self.inodes.get_mut(ino) {
+                    i.mode = *mode;
+                    i.uid = *uid;
+                    i.gid = *gid;
+                }
+            }
+            Op::Link { dir, name, ino } => {
+                if let Some(e) = self.entries_mut(*dir) {
+                    e.insert(name.clone(), *ino);
+                }
+            }
+            Op::Unlink { dir, name, ino } => {
+                if let Some(e) = self.entries_mut(*dir)
+                    && e.get(name) == Some(ino)
+                {
+                    e.remove(name);
+                }
+            }
+            Op::Rename {
+                from_dir,
+                from,
+                to_dir,
+                to,
+                ino,
+            } => {
+                if let Some(e) = self.entries_mut(*from_dir)
+                    && e.get(from) == Some(ino)
+                {
+                    e.remove(from);
+                }
+                if let Some(e) = self.entries_mut(*to_dir) {
+                    e.insert(to.clone(), *ino);
+                }
+            }
+            Op::SyncFile { .. } | Op::SyncDir { .. } | Op::Mark(_) => {}
+        }
+    }
+
+    /// Every file under `/` as (path, content); directories as (path/, empty).
+    pub fn tree(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![(String::new(), ROOT)];
+        while let Some((prefix, dir)) = stack.pop() {
+            if let Some(Inode {
+                kind: Kind::Dir(e), ..
+            }) = self.inodes.get(&dir)
+            {
+                for (name, ino) in e {
+                    let p = format!("{prefix}/{}", name.to_string_lossy());
+                    match self.inodes.get(ino).map(|i| &i.kind) {
+                        Some(Kind::Dir(_)) => {
+                            out.insert(format!("{p}/"), Vec::new());
+                            stack.push((p, *ino));
+                        }
+                        Some(Kind::File(c)) => {
+                            out.insert(p, c.clone());
+                        }
+                        Some(Kind::Symlink(t)) => {
+                            out.insert(p, t.to_string_lossy().as_bytes().to_vec());
+                        }
+                        None => {
+                            out.insert(p, b"<dangling inode>".to_vec());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How a write tears: the first `keep` bytes are written, the rest of the range is
+/// zeros, garbage, or missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tear {
+    pub keep: usize,
+    pub fill: Fill,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    Zeros,
+    Garbage,
+    Missing,
+}
+
+impl Tear {
+    fn apply(&self, data: &[u8]) -> Vec<u8> {
+        let keep = self.keep.min(data.len());
+        let mut out = data[..keep].to_vec();
+        match self.fill {
+            Fill::Zeros => out.resize(data.len(), 0),
+            Fill::Garbage => {
+                out.extend((keep..data.len()).map(|i| (i as u8).wrapping_mul(31) ^ 0xa5))
+            }
+            Fill::Missing => {}
+        }
+        out
+    }
+}
+
+/// Which call to fail, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// The 0-based number of the seam call to fail.
+    pub at: u64,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    Errno(i32),
+    ShortWrite,
+}
+
+/// The kind of a seam call, for deciding which faults apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Call {
+    Open,
+    Read,
+    Write,
+    Lock,
+    SyncFile,
+    SyncDir,
+    Rename,
+    Link,
+    Other,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    live: Image,
+    /// Per file inode: its content as of the last successful sync (for dropping
+    /// unsynced data after a failed fsync).
+    synced: HashMap<Ino, Vec<u8>>,
+    log: Vec<Op>,
+    recording: bool,
+    calls: u64,
+    call_kinds: Vec<Call>,
+    fault: Option<Fault>,
+    fault_fired: Option<Call>,
+    locks: HashMap<Ino, u64>,
+    next_ofd: u64,
+}
+
+/// The simulated file system. Cheap to clone (shared state).
+#[derive(Debug, Clone, Default)]
+pub struct SimFs {
+    state: Arc<Mutex<State>>,
+}
+
+fn enoent() -> io::Error {
+    io::Error::from_raw_os_error(2)
+}
+
+impl SimFs {
+    /// An empty file system with just `/`.
+    pub fn new() -> SimFs {
+        SimFs::default()
+    }
+
+    /// A file system holding `image`, recording from now on.
+    pub fn from_image(image: Image) -> SimFs {
+        let sim = SimFs::default();
+        {
+            let mut st = sim.lock();
+            st.synced = image
+                .inodes
+                .iter()
+                .filter_map(|(i, n)| match &n.kind {
+                    Kind::File(c) => Some((*i, c.clone())),
+                    _ => None,
+                })
+                .collect();
+            st.live = image;
+        }
+        sim
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start or stop recording operations.
+    pub fn record(&self, on: bool) {
+        self.lock().recording = on;
+    }
+
+    /// Record a workload annotation.
+    pub fn mark(&self, id: usize) {
+        let mut st = self.lock();
+        if st.recording {
+            st.log.push(Op::Mark(id));
+        }
+    }
+
+    /// The operations recorded so far.
+    pub fn log(&self) -> Vec<Op> {
+        self.lock().log.clone()
+    }
+
+    /// The current state, as a durable image (for the start of a workload).
+    pub fn image(&self) -> Image {
+        self.lock().live.clone()
+    }
+
+    /// Fail one call.
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        let mut st = self.lock();
+        if fault.is_some() {
+            st.fault_fired = None;
+        }
+        st.fault = fault;
+    }
+
+    /// The kind of call the fault hit, if it fired.
+    pub fn fault_fired(&self) -> Option<Call> {
+        self.lock().fault_fired
+    }
+
+    /// Seam calls made so far, and their kinds.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().call_kinds.clone()
+    }
+
+    /// Count a call; return the injected error if this is the one to fail.
+    fn enter(&self, call: Call) -> io::Result<Option<FaultKind>> {
+        let mut st = self.lock();
+        let n = st.calls;
+        st.calls += 1;
+        st.call_kinds.push(call);
+        match st.fault {
+            Some(f) if f.at == n => {
+                st.fault_fired = Some(call);
+                match f.kind {
+                    FaultKind::Errno(e) => Err(io::Error::from_raw_os_error(e)),
+                    FaultKind::ShortWrite => Ok(Some(FaultKind::ShortWrite)),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn push(st: &mut State, op: Op) {
+        st.live.apply(&op, None);
+        if st.recording {
+            st.log.push(op);
+        }
+    }
+}
+
+/// Split a path into normal components (absolute from `/`; `.`/`..` resolved lexically
+/// after symlink expansion by the walkers below).
+fn components(path: &Path) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+impl State {
+    /// Resolve `path` to (parent dir ino, last name, ino if it exists), following
+    /// symlinks in directory components (and in the last one if `follow`).
+    fn lookup(&self, path: &Path, follow: bool) -> io::Result<(Ino, OsString, Option<Ino>)> {
+        let mut comps = components(path);
+        let mut hops = 0;
+        'restart: loop {
+            let mut dir = ROOT;
+            for (i, name) in comps.iter().enumerate() {
+                let last = i + 1 == comps.len();
+                let entries = match self.live.inodes.get(&dir).map(|n| &n.kind) {
+                    Some(Kind::Dir(e)) => e,
+                    Some(_) => return Err(io::Error::from_raw_os_error(20)),
+                    None => return Err(enoent()),
+                };
+                let Some(&ino) = entries.get(name) else {
+                    if last {
+                        return Ok((dir, name.clone(), None));
+                    }
+                    return Err(enoent());
+                };
+                if let Some(Kind::Symlink(target)) = self.live.inodes.get(&ino).map(|n| &n.kind)
+                    && (!last || follow)
+                {
+                    hops += 1;
+                    if hops > 40 {
+                        return Err(io::Error::from_raw_os_error(40));
+                    }
+                    let base: PathBuf = std::iter::once(OsString::from("/"))
+                        .chain(comps[..i].iter().cloned())
+                        .collect();
+                    let mut next = base.join(target);
+                    for rest in &comps[i + 1..] {
+                        next.push(rest);
+                    }
+                    comps = components(&next);
+                    continue 'restart;
+                }
+                if last {
+                    return Ok((dir, name.clone(), Some(ino)));
+                }
+                dir = ino;
+            }
+            // The root itself.
+            return Ok((ROOT, OsString::new(), Some(ROOT)));
+        }
+    }
+
+    fn existing(&self, path: &Path, follow: bool) -> io::Result<Ino> {
+        self.lookup(path, follow)?.2.ok_or_else(enoent)
+    }
+
+    fn nlink(&self, ino: Ino) -> u64 {
+        self.live
+            .inodes
+            .values()
+            .filter_map(|n| match &n.kind {
+                Kind::Dir(e) => Some(e.values().filter(|i| **i == ino).count() as u64),
+                _ => None,
+            })
+            .sum()
+    }
+
+    fn meta(&self, ino: Ino) -> io::Result<Metadata> {
+        let n = self.live.inodes.get(&ino).ok_or_else(enoent)?;
+        let (file_type, len) = match &n.kind {
+            Kind::File(c) => (FileType::File, c.len() as u64),
+            Kind::Dir(_) => (FileType::Dir, 0),
+            Kind::Symlink(t) => (FileType::Symlink, t.as_os_str().len() as u64),
+        };
+        Ok(Metadata {
+            file_type,
+            dev: 1,
+            ino,
+            nlink: self.nlink(ino),
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            len,
+            mtime_ns: i128::from(n.time),
+            ctime_ns: i128::from(n.time),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    fs: SimFs,
+    ino: Ino,
+    pos: u64,
+}
+
+impl io::Read for SimFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.fs.enter(Call::Read)?;
+        let st = self.fs.lock();
+        let Some(Kind::File(c)) = st.live.inodes.get(&self.ino).map(|n| &n.kind) else {
+            return Err(io::Error::from_raw_os_error(21));
+        };
+        let start = (self.pos as usize).min(c.len());
+        let n = buf.len().min(c.len() - start);
+        buf[..n].copy_from_slice(&c[start..start + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Write for SimFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let fault = self.fs.enter(Call::Write)?;
+        let n = if fault == Some(FaultKind::ShortWrite) {
+            buf.len().div_ceil(2).min(buf.len())
+        } else {
+            buf.len()
+        };
+        let mut st = self.fs.lock();
+        SimFs::push(
+            &mut st,
+            Op::Write {
+                ino: self.ino,
+                offset: self.pos,
+                data: buf[..n].to_vec(),
+            },
+        );
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SimFile {
+    fn sync(&mut self) -> io::Result<()> {
+        if let Err(e) = self.fs.enter(Call::SyncFile) {
+            // Linux drops the dirty pages it could not write: the unsynced data is gone.
+            let mut st = self.fs.lock();
+            let synced = st.synced.get(&self.ino).cloned().unwrap_or_default();
+            if let Some(Kind::File(c)) = st.live.inodes.get_mut(&self.ino).map(|n| &mut n.kind) {
+                *c = synced;
+            }
+            return Err(e);
+        }
+        let mut st = self.fs.lock();
+        if let Some(Kind::File(c)) = st.live.inodes.get(&self.ino).map(|n| &n.kind) {
+            let c = c.clone();
+            st.synced.insert(self.ino, c);
+        }
+        SimFs::push(&mut st, Op::SyncFile { ino: self.ino });
+        Ok(())
+    }
+
+    fn set_meta(&mut self, f: impl FnOnce(&mut Inode)) -> io::Result<()> {
+        self.fs.enter(Call::Other)?;
+        let mut st = self.fs.lock();
+        let mut n = st.live.inodes.get(&self.ino).cloned().ok_or_else(enoent)?;
+        f(&mut n);
+        SimFs::push(
+            &mut st,
+            Op::SetMeta {
+                ino: self.ino,
+                mode: n.mode,
+                uid: n.uid,
+                gid: n.gid,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl FsFile for SimFile {
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.sync()
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.sync()
+    }
+    fn metadata(&self) -> io::Result<Metadata> {
+        self.fs.enter(Call::Other)?;
+        self.fs.lock().meta(self.ino)
+    }
+    fn set_mode(&mut self, mode: u32) -> io::Result<()> {
+        self.set_meta(|n| n.mode = mode)
+    }
+    fn set_owner(&mut self, uid: u32, gid: u32) -> io::Result<()> {
+        self.set_meta(|n| {
+            n.uid = uid;
+            n.gid = gid;
+        })
+    }
+}
+
+#[derive(Debug)]
+struct SimLock {
+    fs: SimFs,
+    ino: Ino,
+    ofd: u64,
+}
+
+impl FsLockFile for SimLock {
+    fn try_lock(&self) -> io::Result<bool> {
+        self.fs.enter(Call::Lock)?;
+        let mut st = self.fs.lock();
+        match st.locks.get(&self.ino) {
+            Some(holder) if *holder != self.ofd => Ok(false),
+            _ => {
+                st.locks.insert(self.ino, self.ofd);
+                Ok(true)
+            }
+        }
+    }
+    fn unlock(&self) -> io::Result<()> {
+        let mut st = self.fs.lock();
+        if st.locks.get(&self.ino) == Some(&self.ofd) {
+            st.locks.remove(&self.ino);
+        }
+        Ok(())
+    }
+    fn metadata(&self) -> io::Result<Metadata> {
+        self.fs.enter(Call::Other)?;
+        self.fs.lock().meta(self.ino)
+    }
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let _ = self.unlock();
+    }
+}
+
+impl Fs for SimFs {
+    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn FsFile>> {
+        self.enter(Call::Open)?;
+        let mut st = self.lock();
+        let (dir, name, existing) = st.lookup(path, false)?;
+        if existing.is_some() {
+            return Err(io::Error::from_raw_os_error(17));
+        }
+        let ino = st.live.next_ino;
+        st.live.next_ino += 1;
+        SimFs::push(
+            &mut st,
+            Op::Create {
+                dir,
+                name,
+                ino,
+                mode: mode & !0o022,
+            },
+        );
+        drop(st);
+        Ok(Box::new(SimFile {
+            fs: self.clone(),
+            ino,
+            pos: 0,
+        }))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        self.enter(Call::Open)?;
+        let ino = self.lock().existing(path, true)?;
+        Ok(Box::new(SimFile {
+            fs: self.clone(),
+            ino,
+            pos: 0,
+        }))
+    }
+
+    fn open_lock(&self, path: &Path) -> io::Result<Box<dyn FsLockFile>> {
+        self.enter(Call::Open)?;
+        let mut st = self.lock();
+        let (dir, name, existing) = st.lookup(path, true)?;
+        let ino = match existing {
+            Some(i) => i,
+            None => {
+                let ino = st.live.next_ino;
+                st.live.next_ino += 1;
+                SimFs::push(
+                    &mut st,
+                    Op::Create {
+                        dir,
+                        name,
+                        ino,
+                        mode: 0o644,
+                    },
+                );
+                ino
+            }
+        };
+        st.next_ofd += 1;
+        let ofd = st.next_ofd;
+        drop(st);
+        Ok(Box::new(SimLock {
+            fs: self.clone(),
+            ino,
+            ofd,
+        }))
+    }
+
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        self.enter(Call::Other)?;
+        let st = self.lock();
+        let ino = st.existing(path, true)?;
+        st.meta(ino)
+    }
+
+    fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
+        self.enter(Call::Other)?;
+        let st = self.lock();
+        let ino = st.existing(path, false)?;
+        st.meta(ino)
+    }
+
+    fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        self.enter(Call::Other)?;
+        let st = self.lock();
+        let ino = st.existing(path, false)?;
+        match st.live.inodes.get(&ino).map(|n| &n.kind) {
+            Some(Kind::Symlink(t)) => Ok(t.clone()),
+            _ => Err(io::Error::from_raw_os_error(22)),
+        }
+    }
+
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        self.enter(Call::Other)?;
+        let st = self.lock();
+        // Resolve fully, then rebuild the path from the root by walking parents.
+        let mut comps = components(path);
+        let mut out = PathBuf::from("/");
+        let mut hops = 0;
+        let mut i = 0;
+        while i < comps.len() {
+            let probe = out.join(&comps[i]);
+            let ino = st.existing(&probe, false)?;
+            if let Some(Kind::Symlink(t)) = st.live.inodes.get(&ino).map(|n| &n.kind) {
+                hops += 1;
+                if hops > 40 {
+                    return Err(io::Error::from_raw_os_error(40));
+                }
+                let mut next = out.join(t);
+                for rest in &comps[i + 1..] {
+                    next.push(rest);
+                }
+                comps = components(&next);
+                out = PathBuf::from("/");
+                i = 0;
+                continue;
+            }
+            out = probe;
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.enter(Call::Rename)?;
+        let mut st = self.lock();
+        let (from_dir, from_name, ino) = st.lookup(from, false)?;
+        let ino = ino.ok_or_else(enoent)?;
+        let (to_dir, to_name, _) = st.lookup(to, false)?;
+        SimFs::push(
+            &mut st,
+            Op::Rename {
+                from_dir,
+                from: from_name,
+                to_dir,
+                to: to_name,
+                ino,
+            },
+        );
+        Ok(())
+    }
+
+    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
+        self.enter(Call::Link)?;
+        let mut st = self.lock();
+        let ino = st.existing(original, false)?;
+        let (dir, name, existing) = st.lookup(link, false)?;
+        if existing.is_some() {
+            return Err(io::Error::from_raw_os_error(17));
+        }
+        SimFs::push(&mut st, Op::Link { dir, name, ino });
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.enter(Call::Other)?;
+        let mut st = self.lock();
+        let (dir, name, ino) = st.lookup(path, false)?;
+        let ino = ino.ok_or_else(enoent)?;
+        if matches!(
+            st.live.inodes.get(&ino).map(|n| &n.kind),
+            Some(Kind::Dir(_))
+        ) {
+            return Err(io::Error::from_raw_os_error(21));
+        }
+        SimFs::push(&mut st, Op::Unlink { dir, name, ino });
+        Ok(())
+    }
+
+    fn create_dir(&self, path: &Path) -> io::Result<()> {
+        self.enter(Call::Other)?;
+        let mut st = self.lock();
+        let (dir, name, existing) = st.lookup(path, false)?;
+        if existing.is_some() {
+            return Err(io::Error::from_raw_os_error(17));
+        }
+        let ino = st.live.next_ino;
+        st.live.next_ino += 1;
+        SimFs::push(&mut st, Op::Mkdir { dir, name, ino });
+        Ok(())
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        self.enter(Call::SyncDir)?;
+        let mut st = self.lock();
+        let dir = st.existing(path, true)?;
+        SimFs::push(&mut st, Op::SyncDir { dir });
+        Ok(())
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        self.enter(Call::Other)?;
+        let st = self.lock();
+        let dir = st.existing(path, true)?;
+        match st.live.inodes.get(&dir).map(|n| &n.kind) {
+            Some(Kind::Dir(e)) => Ok(e
+                .iter()
+                .map(|(name, ino)| DirEntry {
+                    name: name.clone(),
+                    file_type: match st.live.inodes.get(ino).map(|n| &n.kind) {
+                        Some(Kind::Dir(_)) => FileType::Dir,
+                        Some(Kind::Symlink(_)) => FileType::Symlink,
+                        _ => FileType::File,
+                    },
+                })
+                .collect()),
+            _ => Err(io::Error::from_raw_os_error(20)),
+        }
+    }
+
+    fn umask(&self) -> u32 {
+        0o022
+    }
+}
+
+/// `name` as an `OsString`.
+pub fn os(name: &str) -> OsString {
+    OsStr::new(name).to_os_string()
+}
