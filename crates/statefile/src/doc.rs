@@ -209,7 +209,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         Ok(t)
     }
 
-    fn lock(&self, t: &Target) -> Result<LockGuard> {
+    fn lock_target(&self, t: &Target) -> Result<LockGuard> {
         atomic::lock_target(
             self.fs(),
             t,
@@ -477,6 +477,18 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         Ok(Version::of(&bytes))
     }
 
+    /// Take the document's lock and hold it until the guard is dropped: every writer
+    /// (in this process or another, and the CLI and server) waits meanwhile. For
+    /// coordinating work beyond one read-modify-write; writes through this handle
+    /// while holding it would wait for themselves, so use [`Doc::update`] for those.
+    ///
+    /// # Errors
+    /// [`ErrorKind::LockTimeout`] after the lock timeout; I/O kinds.
+    pub fn lock(&self) -> Result<LockGuard> {
+        let t = self.write_target()?;
+        self.lock_target(&t)
+    }
+
     /// Whether the document exists.
     ///
     /// # Errors
@@ -507,7 +519,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// into place but the directory sync failed.
     pub fn write(&self, value: &T) -> Result<Receipt> {
         let t = self.write_target()?;
-        let lock = self.lock(&t)?;
+        let lock = self.lock_target(&t)?;
         self.write_value(&self.plan(&t, Current::Unknown), &lock, value)
     }
 
@@ -518,7 +530,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// exists; otherwise as [`Doc::write`].
     pub fn write_if(&self, expected: &Version, value: &T) -> Result<Receipt> {
         let t = self.write_target()?;
-        let lock = self.lock(&t)?;
+        let lock = self.lock_target(&t)?;
         let current = self.current_under_lock(&t)?;
         match &current {
             Current::Read { version, .. } if version == expected => {}
@@ -534,7 +546,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// [`ErrorKind::Conflict`] if it exists; otherwise as [`Doc::write`].
     pub fn create(&self, value: &T) -> Result<Receipt> {
         let t = self.write_target()?;
-        let lock = self.lock(&t)?;
+        let lock = self.lock_target(&t)?;
         let current = self.current_under_lock(&t)?;
         if let Current::Read { version, .. } = &current {
             return Err(Error::new(
@@ -631,7 +643,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         f: impl FnOnce(&mut T) -> Result<R>,
     ) -> Result<(R, Receipt)> {
         let t = self.write_target()?;
-        let lock = self.lock(&t)?;
+        let lock = self.lock_target(&t)?;
         let (mut value, current) = match read_all(self.fs().as_ref(), &t.path) {
             Ok(bytes) => {
                 let version = Version::of(&bytes);
@@ -710,7 +722,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
 
     fn delete_inner(&self, expected: Option<&Version>) -> Result<Deleted> {
         let t = self.write_target()?;
-        let _lock = self.lock(&t)?;
+        let _lock = self.lock_target(&t)?;
         let fs = self.fs().as_ref();
         let (version, parses) = match self.current_under_lock(&t)? {
             Current::Read { version, parses } => (version, parses),
@@ -780,7 +792,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// I/O kinds; [`ErrorKind::NotFound`] if there was nothing to remove.
     pub fn remove_all(&self) -> Result<Vec<PathBuf>> {
         let t = self.write_target()?;
-        let lock = self.lock(&t)?;
+        let lock = self.lock_target(&t)?;
         let fs = self.fs().as_ref();
         let mut victims = vec![t.path.clone()];
         victims.extend(backup::backup_files(fs, &t)?);
@@ -831,7 +843,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// does not parse; otherwise as [`Doc::write`].
     pub fn restore(&self, which: &BackupRef) -> Result<Receipt> {
         let t = self.write_target()?;
-        let lock = self.lock(&t)?;
+        let lock = self.lock_target(&t)?;
         backup::restore_locked(&self.plan(&t, Current::Unknown), &lock, which, None)
     }
 
@@ -842,7 +854,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// [`ErrorKind::Conflict`] if it changed; otherwise as [`Doc::restore`].
     pub fn restore_if(&self, damaged: Option<&Version>, which: &BackupRef) -> Result<Receipt> {
         let t = self.write_target()?;
-        let lock = self.lock(&t)?;
+        let lock = self.lock_target(&t)?;
         backup::restore_locked(
             &self.plan(&t, Current::Unknown),
             &lock,

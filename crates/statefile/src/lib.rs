@@ -77,6 +77,7 @@ pub use backup::{BackupInfo, BackupRef};
 pub use doc::{Deleted, Doc, Recovered, Versioned};
 pub use error::{CorruptInfo, Error, ErrorKind, Result};
 pub use json::{Format, MAX_DEPTH, to_vec};
+pub use lock::LockGuard;
 pub use names::MAX_NAME_LEN;
 pub use options::{BackupMade, BackupMethod, Durability, Options, ReadPolicy, Receipt};
 pub use recover::{Action, Finding, Problem, Report, Scan, ScanMode, recover, verify};
