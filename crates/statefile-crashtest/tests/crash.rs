@@ -3,7 +3,8 @@
 //! each deliberately broken protocol (mutant) is caught, so the harness can fail.
 //!
 //! `cargo test -p statefile-crashtest` runs a bounded exploration; the ignored test
-//! `long_exploration` explores more (`SF_CRASH_SEED=<n>` picks the random sample).
+//! `long_exploration` explores more (`SF_CRASH_SEED=<n>` picks the random sample,
+//! `SF_CRASH_RANDOM=<n>` its size per crash point, default 200).
 
 use std::sync::Mutex;
 
@@ -116,10 +117,14 @@ fn every_mutant_is_caught() {
 fn long_exploration() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     mutants::set(None);
+    let random_per_point = std::env::var("SF_CRASH_RANDOM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let budget = Budget {
         omissions: true,
         torn: true,
-        random_per_point: 40,
+        random_per_point,
         seed: seed(),
         recovery_crash_every: 1,
     };

@@ -141,7 +141,9 @@ pub(crate) fn replace(
 
     // 3. Stream the content, hashing and counting it.
     let (version, bytes) = {
-        let mut w = HashingWriter::new(BufWriter::with_capacity(64 * 1024, &mut file));
+        // The hasher sits behind the buffer, so it sees 64 KiB chunks rather than the
+        // serializer's many small writes.
+        let mut w = BufWriter::with_capacity(64 * 1024, HashingWriter::new(&mut file));
         body(&mut w).map_err(|e| match e {
             SerializeError::Value(msg) => Error::new(
                 ErrorKind::Serialize,
@@ -150,9 +152,10 @@ pub(crate) fn replace(
             .with_path(&t.path),
             SerializeError::Io(e) => Error::io("write temp file for", &t.path, e),
         })?;
-        let (buf, version, bytes) = w.finish();
-        buf.into_inner()
+        let hashing = w
+            .into_inner()
             .map_err(|e| Error::io("write temp file for", &t.path, e.into_error()))?;
+        let (_, version, bytes) = hashing.finish();
         (version, bytes)
     };
 

@@ -13,7 +13,7 @@ use crate::fs::{FileType, Fs};
 const NAME_MAX: usize = 255;
 /// `.{name}.sf-{16}.tmp` adds this many bytes to a document's name.
 const TEMP_OVERHEAD: usize = 1 + 4 + 16 + 4;
-/// The longest document file name whose temp name still fits in [`NAME_MAX`].
+/// The longest document file name whose temp name still fits in `NAME_MAX` (255 bytes).
 pub const MAX_NAME_LEN: usize = NAME_MAX - TEMP_OVERHEAD;
 /// Symlinks followed before giving up (as Linux's `ELOOP` limit).
 const MAX_LINKS: usize = 40;
