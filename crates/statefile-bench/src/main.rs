@@ -153,6 +153,50 @@ fn ratio(x: f64, base: f64) -> String {
     }
 }
 
+const USAGE: &str = "\
+usage: statefile-bench [--quick] [--out FILE] [--only WORKLOAD]...
+
+Runs every workload for statefile and each alternative and prints Markdown tables.
+  --quick          a few seconds: small counts, one repetition (CI's smoke run)
+  --out FILE       also write the tables to FILE (e.g. BENCHMARKS.md)
+  --only WORKLOAD  run only this workload (repeatable): replace, rmw, reads, big, many, server
+Build with --release for figures worth reading.";
+
+const WORKLOADS: [&str; 6] = ["replace", "rmw", "reads", "big", "many", "server"];
+
+struct Opts {
+    quick: bool,
+    help: bool,
+    out: Option<PathBuf>,
+    only: Vec<String>,
+}
+
+fn parse_args(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        quick: false,
+        help: false,
+        out: None,
+        only: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "-h" | "--help" => o.help = true,
+            "--out" => o.out = Some(PathBuf::from(it.next().ok_or("--out needs a file")?)),
+            "--only" => {
+                let w = it.next().ok_or("--only needs a workload")?;
+                if !WORKLOADS.contains(&w.as_str()) {
+                    return Err(format!("unknown workload {w:?}"));
+                }
+                o.only.push(w.clone());
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("child") {
@@ -162,27 +206,46 @@ fn main() {
         println!("{answer}");
         return;
     }
-    let quick = args.iter().any(|a| a == "--quick");
-    let out_path = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from);
+    let opts = match parse_args(&args[1..]) {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("statefile-bench: {msg}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if opts.help {
+        println!("{USAGE}");
+        return;
+    }
+    let out_path = opts.out;
     let cfg = Cfg {
-        quick,
-        reps: if quick { 1 } else { 3 },
+        quick: opts.quick,
+        reps: if opts.quick { 1 } else { 3 },
     };
     let mut out = Out {
         text: String::new(),
     };
     header(&mut out, &cfg);
     let started = Instant::now();
-    replace_workload(&mut out, &cfg);
-    rmw_workload(&mut out, &cfg);
-    reads_workload(&mut out, &cfg);
-    big_workload(&mut out, &cfg);
-    many_workload(&mut out, &cfg);
-    load::server_workload(&mut out, &cfg);
+    let wants = |name: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == name);
+    if wants("replace") {
+        replace_workload(&mut out, &cfg);
+    }
+    if wants("rmw") {
+        rmw_workload(&mut out, &cfg);
+    }
+    if wants("reads") {
+        reads_workload(&mut out, &cfg);
+    }
+    if wants("big") {
+        big_workload(&mut out, &cfg);
+    }
+    if wants("many") {
+        many_workload(&mut out, &cfg);
+    }
+    if wants("server") {
+        load::server_workload(&mut out, &cfg);
+    }
     out.line(format!(
         "\nTotal benchmark time: {:.0} s.",
         started.elapsed().as_secs_f64()
@@ -280,10 +343,10 @@ fn replace_workload(out: &mut Out, cfg: &Cfg) {
 
 fn durability(alt: &str) -> &'static str {
     match alt {
-        "naive" | "naive-rename" => "no: no fsync (and naive tears)",
-        "tempfile" | "atomicwrites (PyPI)" | "write-file-atomic (npm)" => {
-            "file yes, rename not synced"
-        }
+        "naive" => "no: no fsync, and a crash mid-write tears the file",
+        "naive-rename" => "no: no fsync",
+        // atomicwrites (PyPI) fsyncs the directory after its rename; these two do not.
+        "tempfile" | "write-file-atomic (npm)" => "file yes, rename not synced",
         _ => "yes",
     }
 }
