@@ -53,9 +53,11 @@ pub enum Writer {
 
 pub fn sqlite_open(dir: &Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(dir.join("bench.sqlite")).expect("sqlite open");
+    // The busy timeout first: switching to WAL takes a lock that a concurrent opener
+    // may hold.
+    c.busy_timeout(std::time::Duration::from_secs(120)).unwrap();
     c.pragma_update(None, "journal_mode", "WAL").unwrap();
     c.pragma_update(None, "synchronous", "FULL").unwrap();
-    c.busy_timeout(std::time::Duration::from_secs(120)).unwrap();
     c.execute_batch("CREATE TABLE IF NOT EXISTS docs (name TEXT PRIMARY KEY, body TEXT NOT NULL)")
         .unwrap();
     c

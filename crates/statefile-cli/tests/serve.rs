@@ -216,3 +216,40 @@ fn a_write_that_started_finishes_when_the_client_disconnects() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// Start `serve` with `args`, wait until it listens, stop it, and return its stderr.
+fn stderr_of_serve(dir: &std::path::Path, args: &[&str], token: Option<&str>) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .arg(dir)
+        .env_remove("STATEFILE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(t) = token {
+        cmd.env("STATEFILE_TOKEN", t);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("serving"), "not serving: {line:?}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_non_loopback_address_without_a_token_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = stderr_of_serve(dir.path(), &["--addr", "0.0.0.0:0"], None);
+    assert!(
+        open.contains("warning") && open.contains("without --token"),
+        "no warning on stderr: {open:?}"
+    );
+    let with_token = stderr_of_serve(dir.path(), &["--addr", "0.0.0.0:0"], Some("s3cret"));
+    assert!(!with_token.contains("warning"), "{with_token:?}");
+    let loopback = stderr_of_serve(dir.path(), &["--addr", "127.0.0.1:0"], None);
+    assert!(!loopback.contains("warning"), "{loopback:?}");
+}
