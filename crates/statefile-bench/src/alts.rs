@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use statefile::{Doc, Options};
 
 /// Every Rust-side alternative.
-pub const REPLACE_ALTS: [&str; 8] = [
+pub const REPLACE_ALTS: [&str; 9] = [
     "statefile",
     "statefile (backups on)",
+    "statefile (bytes given)",
     "floor",
     "naive",
     "naive-rename",
@@ -43,6 +44,8 @@ fn sync_dir(dir: &Path) {
 /// One document, written again and again by one alternative.
 pub enum Writer {
     Statefile(Doc<Value>),
+    /// `write_atomic_with`: bytes serialized beforehand, as `floor` gets them.
+    StatefileBytes(PathBuf, Options),
     Floor(PathBuf, usize),
     Naive(PathBuf),
     NaiveRename(PathBuf),
@@ -85,6 +88,12 @@ impl Writer {
                 )
                 .unwrap(),
             ),
+            "statefile (bytes given)" => Writer::StatefileBytes(
+                path,
+                Options::new()
+                    .backups(0)
+                    .lock_timeout(std::time::Duration::from_secs(300)),
+            ),
             "floor" => Writer::Floor(path, 0),
             "naive" => Writer::Naive(path),
             "naive-rename" => Writer::NaiveRename(path),
@@ -103,6 +112,9 @@ impl Writer {
         match self {
             Writer::Statefile(d) => {
                 d.write(value).expect("statefile write");
+            }
+            Writer::StatefileBytes(path, opts) => {
+                statefile::write_atomic_with(&*path, bytes, opts).expect("statefile write");
             }
             Writer::Floor(path, n) => {
                 // The bare syscall sequence of a durable replace, bytes prepared.

@@ -4,7 +4,7 @@
 //! after the rename; see [`atomic`](crate::atomic)). This module lists them, picks one,
 //! and restores it: itself an atomic write, so a restore can be undone from the backups.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -28,10 +28,10 @@ pub enum Format {
 }
 
 /// Serialize `value` as `format` into `w`, after [`check`]ing it.
-pub(crate) fn serialize_into<T: Serialize + ?Sized>(
+pub(crate) fn serialize_into<T: Serialize + ?Sized, W: Write + ?Sized>(
     value: &T,
     format: Format,
-    w: &mut dyn Write,
+    w: &mut W,
 ) -> std::result::Result<(), SerializeError> {
     check(value)?;
     match format {

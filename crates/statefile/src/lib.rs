@@ -139,7 +139,7 @@ pub fn write_atomic_with(path: impl AsRef<Path>, bytes: &[u8], opts: &Options) -
         atomic::Verify::No
     };
     replace_path(path.as_ref(), opts, 0, verify, &mut |w| {
-        w.write_all(bytes).map_err(json::SerializeError::Io)
+        std::io::Write::write_all(w, bytes).map_err(json::SerializeError::Io)
     })
 }
 
@@ -148,7 +148,7 @@ fn replace_path(
     opts: &Options,
     backups: usize,
     verify: atomic::Verify,
-    body: &mut dyn FnMut(&mut dyn std::io::Write) -> std::result::Result<(), json::SerializeError>,
+    body: &mut atomic::Body<'_>,
 ) -> Result<Receipt> {
     let (t, dangling) = names::resolve(opts.fs.as_ref(), path)?;
     if dangling {
