@@ -879,6 +879,20 @@ impl Fs for SimFs {
         Ok(())
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        self.enter(Call::Other)?;
+        let mut st = self.lock();
+        let (dir, name, ino) = st.lookup(path, false)?;
+        let ino = ino.ok_or_else(enoent)?;
+        match st.live.inodes.get(&ino).map(|n| &n.kind) {
+            Some(Kind::Dir(entries)) if entries.is_empty() => {}
+            Some(Kind::Dir(_)) => return Err(io::Error::from_raw_os_error(39)), // ENOTEMPTY
+            _ => return Err(io::Error::from_raw_os_error(20)),                  // ENOTDIR
+        }
+        SimFs::push(&mut st, Op::Unlink { dir, name, ino });
+        Ok(())
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.enter(Call::SyncDir)?;
         let mut st = self.lock();

@@ -135,6 +135,9 @@ impl Fs for Wrapped {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         OsFs.create_dir(path)
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        OsFs.remove_dir(path)
+    }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.0.fire(Step::SyncDir)?;
         OsFs.sync_dir(path)

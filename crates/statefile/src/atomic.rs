@@ -106,17 +106,7 @@ pub(crate) type Body<'b> =
 pub(crate) fn replace(plan: &Plan<'_>, lock: &LockGuard, body: &mut Body<'_>) -> Result<Receipt> {
     let fs: &dyn Fs = plan.fs.as_ref();
     let t = plan.target;
-    if plan.poison.is_some_and(|p| p.load(Ordering::SeqCst)) {
-        return Err(Error::new(
-            ErrorKind::Durability,
-            format!(
-                "refusing to write {}: an earlier directory sync in this store failed, so \
-                 what is on disk is unknown; reopen the store after checking the disk",
-                t.path.display()
-            ),
-        )
-        .with_path(&t.path));
-    }
+    refuse_if_poisoned(plan.poison, "write", &t.path)?;
 
     // What is there now, and whether we may replace it.
     let old_meta = stat_current(fs, &t.path)?;
@@ -180,26 +170,17 @@ pub(crate) fn replace(plan: &Plan<'_>, lock: &LockGuard, body: &mut Body<'_>) ->
         )?;
     }
 
-    if previous.as_ref() == Some(&version) && !mutant_in_place() {
-        // Same bytes: nothing to replace, and no backup of an identical version.
-        return Ok(Receipt {
-            path: t.path.clone(),
-            version,
-            previous,
-            bytes,
-            durability: plan.durability,
-            backup: None,
-            created: false,
-            unchanged: true,
-            lock_wait: lock.waited(),
-        });
-    }
+    // Same bytes as now: no backup of an identical version, but the write still goes
+    // through rename and directory sync. The current file may never have been made
+    // durable (an earlier write at a lower durability, or one whose directory sync
+    // failed), and this call promises it is.
+    let unchanged = previous.as_ref() == Some(&version);
 
     // 6. Keep the old version: by hard link (free, exact), or by copy where refused.
     //    An old version that does not parse is kept once as .name.corrupt instead.
     let mut aside = RemoveOnDrop { fs, path: None };
     let mut backup_method = None;
-    if old_meta.is_some() && previous.is_some() && (plan.backups > 0 || !old_parses) {
+    if old_meta.is_some() && previous.is_some() && !unchanged && (plan.backups > 0 || !old_parses) {
         let link_path = t.temp_path(&random_suffix());
         backup_method = Some(link_aside(plan, &t.path, &link_path)?);
         aside.path = Some(link_path);
@@ -256,7 +237,7 @@ pub(crate) fn replace(plan: &Plan<'_>, lock: &LockGuard, body: &mut Body<'_>) ->
         durability: reached,
         backup,
         created: old_meta.is_none(),
-        unchanged: false,
+        unchanged,
         lock_wait: lock.waited(),
     })
 }
@@ -318,17 +299,38 @@ fn ensure_dir(fs: &dyn Fs, t: &Target, create_dirs: bool, durability: Durability
             None => break,
         };
     }
-    for d in missing.into_iter().rev() {
-        match fs.create_dir(&d) {
-            Ok(()) => {}
-            // Another writer made it first: fine, it is theirs to sync.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create directory", &d, e)),
-        }
+    missing.reverse();
+    create_missing_dirs(fs, &missing, durability)
+}
+
+/// Create `dirs` (parents first), with full durability syncing each into its parent.
+///
+/// A directory another writer made first is synced into its parent all the same: that
+/// writer may not have synced it yet, and this write is about to be acknowledged inside
+/// it. A directory whose parent could not be synced is removed again (it is empty), so
+/// that the next write creates and syncs it instead of trusting it.
+pub(crate) fn create_missing_dirs(
+    fs: &dyn Fs,
+    dirs: &[PathBuf],
+    durability: Durability,
+) -> Result<()> {
+    for d in dirs {
+        let made = match fs.create_dir(d) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(Error::io("create directory", d, e)),
+        };
         if durability == Durability::Full {
-            let parent = d.parent().unwrap_or(Path::new("/"));
-            fs.sync_dir(parent)
-                .map_err(|e| Error::io("sync directory", parent, e))?;
+            let parent = match d.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if let Err(e) = fs.sync_dir(parent) {
+                if made {
+                    let _ = fs.remove_dir(d);
+                }
+                return Err(Error::io("sync directory", parent, e));
+            }
         }
     }
     Ok(())
@@ -549,16 +551,53 @@ fn copy_file(plan: &Plan<'_>, from: &Path, to: &Path) -> Result<()> {
 /// Each rename is atomic and replaces its destination, so a crash in between loses at
 /// most one old backup, never the document.
 fn rotate(fs: &dyn Fs, t: &Target, keep: usize, link: &Path) -> io::Result<PathBuf> {
-    for k in (1..keep).rev() {
+    shift_backups(fs, t, keep)?;
+    let first = t.backup_path(1);
+    fs.rename(link, &first)?;
+    Ok(first)
+}
+
+/// A store whose directory sync failed refuses every change until it is reopened, like a
+/// database after a failed fsync: what is on disk is unknown.
+pub(crate) fn refuse_if_poisoned(
+    poison: Option<&AtomicBool>,
+    verb: &str,
+    path: &Path,
+) -> Result<()> {
+    if poison.is_some_and(|p| p.load(Ordering::SeqCst)) {
+        return Err(Error::new(
+            ErrorKind::Durability,
+            format!(
+                "refusing to {verb} {}: an earlier directory sync in this store failed, so \
+                 what is on disk is unknown; reopen the store after checking the disk",
+                path.display()
+            ),
+        )
+        .with_path(path));
+    }
+    Ok(())
+}
+
+/// Make room for a new `.bak`: shift `.bak`, `.bak.2` ... up by one, the last one kept
+/// (`.bak.{keep}`) being overwritten. Only backups that exist are touched, so a huge
+/// `keep` costs nothing.
+pub(crate) fn shift_backups(fs: &dyn Fs, t: &Target, keep: usize) -> io::Result<()> {
+    let mut n = 0;
+    while n + 1 < keep {
+        match fs.symlink_metadata(&t.backup_path(n + 1)) {
+            Ok(_) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    for k in (1..=n).rev() {
         match fs.rename(&t.backup_path(k), &t.backup_path(k + 1)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
     }
-    let first = t.backup_path(1);
-    fs.rename(link, &first)?;
-    Ok(first)
+    Ok(())
 }
 
 fn sync_dir(plan: &Plan<'_>, version: &Version) -> Result<Durability> {

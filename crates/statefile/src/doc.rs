@@ -3,7 +3,7 @@
 use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -258,7 +258,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         if meta.is_some_and(|m| m.is_dir()) {
             return Err(is_a_directory(path));
         }
-        let mut buf = Vec::with_capacity(meta.map_or(0, |m| m.len as usize));
+        let mut buf = Vec::new();
+        crate::fs::reserve_for(&mut buf, meta.map_or(0, |m| m.len))
+            .map_err(|e| self.read_error(path, e))?;
         io::Read::read_to_end(&mut f, &mut buf).map_err(|e| self.read_error(path, e))?;
         Ok((buf, meta))
     }
@@ -722,6 +724,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
 
     fn delete_inner(&self, expected: Option<&Version>) -> Result<Deleted> {
         let t = self.write_target()?;
+        atomic::refuse_if_poisoned(self.poison.as_deref(), "delete", &t.path)?;
         let _lock = self.lock_target(&t)?;
         let fs = self.fs().as_ref();
         let (version, parses) = match self.current_under_lock(&t)? {
@@ -745,13 +748,8 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
                 .map_err(|e| Error::io("move aside", &t.path, e))?;
             Some(to)
         } else if self.opts.backups > 0 {
-            for k in (1..self.opts.backups).rev() {
-                match fs.rename(&t.backup_path(k), &t.backup_path(k + 1)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io("rotate backups of", &t.path, e)),
-                }
-            }
+            atomic::shift_backups(fs, &t, self.opts.backups)
+                .map_err(|e| Error::io("rotate backups of", &t.path, e))?;
             fs.rename(&t.path, &t.backup_path(1))
                 .map_err(|e| Error::io("move to backup", &t.path, e))?;
             Some(t.backup_path(1))
@@ -769,6 +767,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             return Ok(());
         }
         self.fs().sync_dir(&t.dir).map_err(|e| {
+            if let Some(p) = &self.poison {
+                p.store(true, Ordering::SeqCst);
+            }
             Error::new(
                 ErrorKind::Durability,
                 format!(
@@ -792,6 +793,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// I/O kinds; [`ErrorKind::NotFound`] if there was nothing to remove.
     pub fn remove_all(&self) -> Result<Vec<PathBuf>> {
         let t = self.write_target()?;
+        atomic::refuse_if_poisoned(self.poison.as_deref(), "delete", &t.path)?;
         let lock = self.lock_target(&t)?;
         let fs = self.fs().as_ref();
         let mut victims = vec![t.path.clone()];

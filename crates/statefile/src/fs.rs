@@ -136,6 +136,8 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// `mkdir(2)` with mode 0755 before the umask; fails if `path` exists.
     fn create_dir(&self, path: &Path) -> io::Result<()>;
+    /// `rmdir(2)`: remove an empty directory.
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
     /// `fsync(2)` on a directory, making the creations, links, renames and unlinks of
     /// names in it durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
@@ -177,8 +179,22 @@ pub(crate) fn read_all(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
     let mut f = retry(|| fs.open_read(path))?;
     let mut buf = Vec::new();
     if let Ok(meta) = f.metadata() {
-        buf.reserve_exact(meta.len as usize);
+        reserve_for(&mut buf, meta.len)?;
     }
     io::Read::read_to_end(&mut f, &mut buf)?;
     Ok(buf)
+}
+
+/// Room for a file of `len` bytes, or an error (not an abort) when memory cannot hold it:
+/// a sparse file of a terabyte must not take the process down.
+pub(crate) fn reserve_for(buf: &mut Vec<u8>, len: u64) -> io::Result<()> {
+    usize::try_from(len)
+        .ok()
+        .and_then(|n| buf.try_reserve_exact(n).ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("the file is {len} bytes, too large to read into memory"),
+            )
+        })
 }

@@ -193,7 +193,11 @@ fn timeout_error(path: &Path, timeout: Duration) -> Error {
 /// lock file cannot be created or opened.
 pub(crate) fn acquire(fs: &Arc<dyn Fs>, path: &Path, timeout: Duration) -> Result<LockGuard> {
     let start = Instant::now();
-    let deadline = start + timeout;
+    // A timeout too large to add (Duration::MAX, `--lock-timeout 1e18`) means "wait as
+    // long as it takes", not a panic.
+    let deadline = start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(u32::MAX.into()));
     let mut key = identity(fs, path).map_err(|e| Error::io("create lock file", path, e))?;
     loop {
         let fifo = enter(key);
@@ -284,6 +288,13 @@ fn jitter(d: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::fs::default_fs;
+
+    #[test]
+    fn a_huge_timeout_is_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = acquire(&default_fs(), &dir.path().join(".a.lock"), Duration::MAX).unwrap();
+        drop(g);
+    }
 
     #[test]
     fn second_acquire_times_out_then_succeeds_after_release() {

@@ -216,7 +216,8 @@ pub struct Receipt {
     pub backup: Option<BackupMade>,
     /// True when the document did not exist before.
     pub created: bool,
-    /// True when the new bytes equalled the old ones, so nothing was written.
+    /// True when the new bytes equalled the old ones: no backup was made of the identical
+    /// version, but the file was still replaced and synced as `durability` says.
     pub unchanged: bool,
     /// How long the write waited for the document's lock.
     pub lock_wait: Duration,

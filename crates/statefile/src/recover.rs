@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use crate::atomic;
 use crate::backup::{self, BackupRef};
@@ -183,6 +185,10 @@ pub struct Scan {
     mode: ScanMode,
     dry_run: bool,
     opts: Options,
+    /// Set by [`Store`](crate::Store): repairs stay inside this root (a symlinked
+    /// document pointing out of it is not written through) and honour the store's
+    /// poison flag.
+    store: Option<(PathBuf, Arc<AtomicBool>)>,
 }
 
 type Progress<'a> = &'a mut dyn FnMut(usize, usize);
@@ -194,7 +200,14 @@ impl Scan {
             mode,
             dry_run: false,
             opts: Options::default(),
+            store: None,
         }
+    }
+
+    /// Repairs as the store at `root` would make them (see the field).
+    pub(crate) fn in_store(mut self, root: PathBuf, poison: Arc<AtomicBool>) -> Scan {
+        self.store = Some((root, poison));
+        self
     }
 
     /// Report what would be done instead of doing it.
@@ -271,6 +284,7 @@ impl Scan {
         for temp in &g.temps {
             match self.check_temp(&t, temp) {
                 Ok(TempState::Live) => report.live_temps += 1,
+                Ok(TempState::Gone) => {}
                 Ok(TempState::Stale(action)) => {
                     removed_any |= action == Action::Removed;
                     report.findings.push(Finding {
@@ -287,13 +301,16 @@ impl Scan {
             // keeps a second recovery from finding the same temp after a power loss.
             let _ = fs.sync_dir(&t.dir);
         }
-        if g.is_doc {
-            report.documents += 1;
-            self.check_document(&t, report);
-        }
+        // Backups before the document: both may move a damaged file to `.corrupt`, and
+        // the one that stays there must be the newest damage (the document's), which is
+        // the one worth salvaging.
         for b in &g.backups {
             report.backups += 1;
             self.check_backup(&t, b, report);
+        }
+        if g.is_doc {
+            report.documents += 1;
+            self.check_document(&t, report);
         }
     }
 
@@ -309,6 +326,12 @@ impl Scan {
                 None => return Ok(TempState::Live),
             },
         };
+        // Its writer may have finished between the directory listing and our lock.
+        match fs.symlink_metadata(temp) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TempState::Gone),
+            Err(e) => return Err(Error::io("inspect", temp, e)),
+            Ok(_) => {}
+        }
         let action = match (self.mode, self.dry_run) {
             (ScanMode::Verify, _) => Action::None,
             (_, true) => Action::Would("delete".into()),
@@ -347,9 +370,18 @@ impl Scan {
                 Action::Would(format!("restore from {}", b.path.display()))
             }
             (Some(b), ScanMode::Repair, false) => {
-                match Doc::<serde_json::Value>::open_with(&t.path, self.opts.clone()).and_then(
-                    |d| d.restore_if(Some(&damaged), &BackupRef::Version(b.version.clone())),
-                ) {
+                let doc = match &self.store {
+                    Some((root, poison)) => Ok(Doc::<serde_json::Value>::in_store(
+                        t.path.clone(),
+                        self.opts.clone(),
+                        root.clone(),
+                        poison.clone(),
+                    )),
+                    None => Doc::<serde_json::Value>::open_with(&t.path, self.opts.clone()),
+                };
+                match doc.and_then(|d| {
+                    d.restore_if(Some(&damaged), &BackupRef::Version(b.version.clone()))
+                }) {
                     Ok(r) => Action::Restored {
                         from: b.path.clone(),
                         version: r.version,
@@ -372,24 +404,37 @@ impl Scan {
 
     fn check_backup(&self, t: &Target, b: &Path, report: &mut Report) {
         let fs = &self.opts.fs;
-        match atomic::inspect(fs.as_ref(), b) {
+        let seen = match atomic::inspect(fs.as_ref(), b) {
             Ok((_, true)) => return,
             Err(e) if e.kind() == ErrorKind::NotFound => return,
             Err(e) => {
                 report.findings.push(unreadable(b, &e));
                 return;
             }
-            Ok((_, false)) => {}
-        }
+            Ok((v, false)) => v,
+        };
         let reason = describe_damage(fs.as_ref(), b);
         let to = t.corrupt_path();
         let action = match (self.mode, self.dry_run) {
             (ScanMode::Repair, true) => Action::Would(format!("move to {}", to.display())),
             (ScanMode::Repair, false) => {
-                match lock::acquire(fs, &t.lock_path(), self.opts.lock_timeout)
-                    .and_then(|_g| fs.rename(b, &to).map_err(|e| Error::io("move aside", b, e)))
-                {
-                    Ok(()) => Action::MovedAside { to },
+                // Under the lock, and only if the backup still holds the damage we saw: a
+                // writer may have rotated a good version into this name meanwhile.
+                let moved =
+                    lock::acquire(fs, &t.lock_path(), self.opts.lock_timeout).and_then(|_g| {
+                        match atomic::inspect(fs.as_ref(), b) {
+                            Ok((v, false)) if v == seen => fs
+                                .rename(b, &to)
+                                .map(|()| true)
+                                .map_err(|e| Error::io("move aside", b, e)),
+                            Ok(_) => Ok(false),
+                            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                            Err(e) => Err(e),
+                        }
+                    });
+                match moved {
+                    Ok(true) => Action::MovedAside { to },
+                    Ok(false) => Action::None,
                     Err(e) => Action::Failed {
                         error: e.to_string(),
                     },
@@ -407,6 +452,8 @@ impl Scan {
 
 enum TempState {
     Live,
+    /// Renamed into place (or removed) by its writer between the listing and our lock.
+    Gone,
     Stale(Action),
 }
 

@@ -12,7 +12,7 @@ use crate::doc::Doc;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::FileType;
 use crate::names;
-use crate::options::{Durability, Options};
+use crate::options::Options;
 use crate::recover::{Report, Scan, ScanMode};
 
 /// A directory of documents (`name.json`, `sub/dir/name.json`), opened with crash
@@ -188,6 +188,7 @@ impl Store {
     pub fn recover(&self) -> Result<Report> {
         Scan::new(ScanMode::Repair)
             .options(self.opts.clone())
+            .in_store(self.root.clone(), self.poisoned.clone())
             .run(&self.root)
     }
 }
@@ -207,20 +208,6 @@ fn create_root(opts: &Options, root: &Path) -> Result<()> {
             _ => break,
         }
     }
-    for d in missing.iter().rev() {
-        match fs.create_dir(d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create directory", d, e)),
-        }
-        if opts.durability == Durability::Full {
-            let parent = match d.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            fs.sync_dir(parent)
-                .map_err(|e| Error::io("sync directory", parent, e))?;
-        }
-    }
-    Ok(())
+    missing.reverse();
+    crate::atomic::create_missing_dirs(fs, &missing, opts.durability)
 }

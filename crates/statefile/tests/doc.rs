@@ -476,6 +476,64 @@ fn a_failed_directory_sync_reports_durability_and_poisons_the_store() {
 }
 
 #[test]
+fn rewriting_the_same_bytes_still_syncs() {
+    // A write whose directory sync failed, retried with the same value, must not be
+    // acknowledged as durable without a sync; nor may a Full write of bytes that an
+    // earlier write left at durability None.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.json");
+    let fs = Twisted::new();
+    let doc: Doc<u32> = Doc::open_with(&p, Options::new().fs(fs.clone())).unwrap();
+    doc.write(&1).unwrap();
+    *fs.fail_sync_dir.lock().unwrap() = Some(5); // EIO
+    assert_eq!(doc.write(&2).unwrap_err().kind(), ErrorKind::Durability);
+    let retry = doc.write(&2).unwrap_err();
+    assert_eq!(
+        retry.kind(),
+        ErrorKind::Durability,
+        "the retry synced again"
+    );
+    *fs.fail_sync_dir.lock().unwrap() = None;
+    let r = doc.write(&2).unwrap();
+    assert!(
+        r.unchanged && r.backup.is_none(),
+        "no backup of identical bytes"
+    );
+    assert_eq!(r.durability, Durability::Full);
+
+    let lax: Doc<u32> = Doc::open_with(
+        &p,
+        Options::new().fs(fs.clone()).durability(Durability::None),
+    )
+    .unwrap();
+    lax.write(&7).unwrap();
+    *fs.fail_sync_dir.lock().unwrap() = Some(5);
+    assert_eq!(doc.write(&7).unwrap_err().kind(), ErrorKind::Durability);
+}
+
+#[test]
+fn a_created_directory_whose_parent_sync_failed_is_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Twisted::new();
+    let p = dir.path().join("jobs/a.json");
+    let doc: Doc<u32> =
+        Doc::open_with(&p, Options::new().fs(fs.clone()).create_dirs(true)).unwrap();
+    *fs.fail_sync_dir.lock().unwrap() = Some(5); // EIO
+    assert_eq!(doc.write(&1).unwrap_err().kind(), ErrorKind::Io);
+    assert!(
+        !dir.path().join("jobs").exists(),
+        "an unsynced new directory is not left for the next write to trust"
+    );
+    *fs.fail_sync_dir.lock().unwrap() = None;
+    doc.write(&1).unwrap();
+    let synced = fs.synced_dirs.lock().unwrap().clone();
+    assert!(
+        synced.iter().any(|d| d == dir.path()),
+        "the new directory was synced into its parent: {synced:?}"
+    );
+}
+
+#[test]
 fn durability_levels_are_reported() {
     let (_dir, p) = setup();
     for d in [Durability::Full, Durability::Data, Durability::None] {
@@ -679,4 +737,22 @@ fn full_durability_syncs_every_directory_it_creates_and_their_parents() {
     }
     // The document's own directory is synced after the rename, i.e. last.
     assert_eq!(synced.last(), Some(&root.join("a/b")));
+}
+
+#[test]
+fn a_huge_sparse_file_is_an_error_not_an_abort() {
+    let (_dir, p) = setup();
+    let f = std::fs::File::create(&p).unwrap();
+    if let Err(e) = f.set_len(1 << 43) {
+        // 8 TiB of holes; a file system that cannot make one cannot hold the problem.
+        println!("skipped: this file system cannot make an 8 TiB sparse file: {e}");
+        return;
+    }
+    let doc: Doc<Value> = Doc::open(&p).unwrap();
+    let e = doc.read().unwrap_err();
+    assert!(
+        e.to_string().contains("too large"),
+        "names the problem: {e}"
+    );
+    std::fs::remove_file(&p).unwrap();
 }

@@ -299,3 +299,88 @@ fn walk(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+#[test]
+fn recover_keeps_the_documents_damage_not_an_older_backups() {
+    // The document and an older backup are both damaged: after recovery `.corrupt` holds
+    // the document's damaged bytes (the newest, the ones worth salvaging).
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.json");
+    let doc = statefile::Doc::<Value>::open_with(&p, statefile::Options::new().backups(2)).unwrap();
+    for n in 1..=3 {
+        doc.write(&json!({"n": n})).unwrap();
+    }
+    std::fs::write(dir.path().join(".a.json.bak.2"), b"{\"n\": 1, \"old dam").unwrap();
+    std::fs::write(&p, b"{\"n\": 3, \"newest dam").unwrap();
+    let report = statefile::recover(dir.path()).unwrap();
+    assert!(!report.needs_repair(), "{report:?}");
+    assert_eq!(statefile::read_json::<Value>(&p).unwrap(), json!({"n": 2}));
+    assert_eq!(
+        std::fs::read(dir.path().join(".a.json.corrupt")).unwrap(),
+        b"{\"n\": 3, \"newest dam"
+    );
+    assert!(!dir.path().join(".a.json.bak.2").exists());
+}
+
+#[test]
+fn a_temp_renamed_into_place_meanwhile_is_not_reported() {
+    // verify lists the directory, then takes each document's lock: a temp that its
+    // writer committed in between must not count as stale. A writer in a loop makes
+    // that window common; every scan must stay healthy.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.json");
+    let doc = statefile::Doc::<Value>::open(&p).unwrap();
+    doc.write(&json!({"n": 0})).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let p = p.clone();
+        std::thread::spawn(move || {
+            let doc = statefile::Doc::<Value>::open_with(
+                &p,
+                statefile::Options::new().durability(statefile::Durability::None),
+            )
+            .unwrap();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                doc.write(&json!({"n": n})).unwrap();
+            }
+        })
+    };
+    for _ in 0..200 {
+        let report = statefile::verify(dir.path()).unwrap();
+        assert!(report.is_healthy(), "{report:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+}
+
+#[test]
+fn store_recovery_does_not_repair_through_a_symlink_out_of_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let good = "{\"ok\": 1}\n";
+    std::fs::write(outside.join("secret.json"), "{\"damag").unwrap();
+    std::fs::write(outside.join(".secret.json.bak"), good).unwrap();
+    std::fs::write(root.join(".leak.json.bak"), good).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.json"), root.join("leak.json")).unwrap();
+
+    let store = Store::open(&root).unwrap();
+    let report = store.recover().unwrap();
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f.action, Action::Failed { .. })),
+        "the repair is refused, and says so: {report:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret.json")).unwrap(),
+        "{\"damag",
+        "nothing outside the root was written"
+    );
+}

@@ -197,6 +197,9 @@ impl Fs for Twisted {
     fn create_dir(&self, path: &Path) -> io::Result<()> {
         OsFs.create_dir(path)
     }
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        OsFs.remove_dir(path)
+    }
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         match *self.fail_sync_dir.lock().unwrap() {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
