@@ -4,7 +4,7 @@
 //!
 //! `cargo test -p statefile-crashtest` runs a bounded exploration; the ignored test
 //! `long_exploration` explores more (`SF_CRASH_SEED=<n>` picks the random sample,
-//! `SF_CRASH_RANDOM=<n>` its size per crash point, default 200).
+//! `SF_CRASH_RANDOM=<n>` its size per crash point, default 20000).
 
 use std::sync::Mutex;
 
@@ -120,7 +120,7 @@ fn long_exploration() {
     let random_per_point = std::env::var("SF_CRASH_RANDOM")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(20_000);
     let budget = Budget {
         omissions: true,
         torn: true,
