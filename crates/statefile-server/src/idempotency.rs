@@ -6,7 +6,10 @@
 //! oldest are forgotten first); a server restart forgets them all. Keys are scoped to
 //! the document. Only successful answers are kept: a request that failed (say, a lock
 //! timeout) can be retried with the same key and is then applied. A repeat that arrives
-//! while the first is still running waits for it and gets its answer.
+//! while the first is still running waits for it and gets its answer; a request still
+//! running is never forgotten to make room. A key is bound to its request (pointer and
+//! body): the same key with a different request is refused, not answered with the
+//! first request's answer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,10 +27,23 @@ pub struct Stored {
 
 type Slot = Arc<OnceCell<Stored>>;
 
+/// A remembered key: its answer cell, when it was first seen, and a fingerprint of the
+/// request that used it.
+#[derive(Debug)]
+struct Entry {
+    slot: Slot,
+    at: Instant,
+    request: u64,
+}
+
+/// The same key arrived with a different request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyReused;
+
 /// The key → answer table.
 #[derive(Debug, Default)]
 pub struct Idempotency {
-    slots: Mutex<HashMap<String, (Slot, Instant)>>,
+    slots: Mutex<HashMap<String, Entry>>,
 }
 
 impl Idempotency {
@@ -39,33 +55,63 @@ impl Idempotency {
     pub const MAX_KEY_LEN: usize = 255;
 
     /// The slot for `key` on document `name`: empty if new, or holding (or about to
-    /// hold) the first request's answer.
-    pub fn slot(&self, name: &str, key: &str) -> Slot {
+    /// hold) the first request's answer. `request` fingerprints the request (see
+    /// [`fingerprint`]); a key first seen with another request is [`KeyReused`].
+    pub fn slot(&self, name: &str, key: &str, request: u64) -> Result<Slot, KeyReused> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let id = format!("{name}\u{0}{key}");
-        if let Some((slot, at)) = slots.get(&id)
-            && now.duration_since(*at) < Self::TTL
+        if let Some(e) = slots.get(&id)
+            && (now.duration_since(e.at) < Self::TTL || in_flight(&e.slot))
         {
-            return slot.clone();
+            return if e.request == request {
+                Ok(e.slot.clone())
+            } else {
+                Err(KeyReused)
+            };
         }
         if slots.len() >= Self::CAPACITY {
-            slots.retain(|_, (_, at)| now.duration_since(*at) < Self::TTL);
-            while slots.len() >= Self::CAPACITY {
-                let oldest = slots
-                    .iter()
-                    .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| k.clone());
-                match oldest {
-                    Some(k) => slots.remove(&k),
-                    None => break,
-                };
+            slots.retain(|_, e| now.duration_since(e.at) < Self::TTL || in_flight(&e.slot));
+            // Forget the oldest finished keys; a request still running keeps its key
+            // (the table can then exceed its capacity by the requests in flight).
+            let mut finished: Vec<(Instant, String)> = slots
+                .iter()
+                .filter(|(_, e)| !in_flight(&e.slot))
+                .map(|(k, e)| (e.at, k.clone()))
+                .collect();
+            finished.sort();
+            let excess = (slots.len() + 1).saturating_sub(Self::CAPACITY);
+            for (_, k) in finished.into_iter().take(excess) {
+                slots.remove(&k);
             }
         }
         let slot = Slot::default();
-        slots.insert(id, (slot.clone(), now));
-        slot
+        slots.insert(
+            id,
+            Entry {
+                slot: slot.clone(),
+                at: now,
+                request,
+            },
+        );
+        Ok(slot)
     }
+}
+
+/// A request whose handler still holds the slot (the table holds one reference).
+fn in_flight(slot: &Slot) -> bool {
+    Arc::strong_count(slot) > 1
+}
+
+/// A fingerprint of what a request asks for, to tell a genuine repeat from a reused key.
+pub fn fingerprint(parts: &[&[u8]]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in parts {
+        p.len().hash(&mut h);
+        p.hash(&mut h);
+    }
+    h.finish()
 }
 
 #[cfg(test)]
@@ -75,18 +121,37 @@ mod tests {
     #[test]
     fn same_key_same_slot_scoped_by_document() {
         let t = Idempotency::default();
-        let a = t.slot("a.json", "k1");
-        assert!(Arc::ptr_eq(&a, &t.slot("a.json", "k1")));
-        assert!(!Arc::ptr_eq(&a, &t.slot("b.json", "k1")));
-        assert!(!Arc::ptr_eq(&a, &t.slot("a.json", "k2")));
+        let a = t.slot("a.json", "k1", 1).unwrap();
+        assert!(Arc::ptr_eq(&a, &t.slot("a.json", "k1", 1).unwrap()));
+        assert!(!Arc::ptr_eq(&a, &t.slot("b.json", "k1", 1).unwrap()));
+        assert!(!Arc::ptr_eq(&a, &t.slot("a.json", "k2", 1).unwrap()));
     }
 
     #[test]
-    fn capacity_is_bounded() {
+    fn a_key_reused_for_another_request_is_refused() {
         let t = Idempotency::default();
+        let _a = t
+            .slot("a.json", "k1", fingerprint(&[b"/cases", b"1"]))
+            .unwrap();
+        assert_eq!(
+            t.slot("a.json", "k1", fingerprint(&[b"/cases", b"2"]))
+                .unwrap_err(),
+            KeyReused
+        );
+    }
+
+    #[test]
+    fn capacity_is_bounded_but_never_forgets_a_request_in_flight() {
+        let t = Idempotency::default();
+        let running = t.slot("a.json", "running", 7).unwrap();
         for i in 0..Idempotency::CAPACITY + 10 {
-            t.slot("a.json", &i.to_string());
+            drop(t.slot("a.json", &i.to_string(), 7).unwrap());
         }
         assert!(t.slots.lock().unwrap().len() <= Idempotency::CAPACITY);
+        let again = t.slot("a.json", "running", 7).unwrap();
+        assert!(
+            Arc::ptr_eq(&running, &again),
+            "the running request kept its key"
+        );
     }
 }

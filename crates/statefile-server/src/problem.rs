@@ -73,7 +73,10 @@ impl ApiError {
         )
     }
 
-    pub fn internal() -> ApiError {
+    /// A 500 for what is truly unexpected: `cause` goes to the log with the request id
+    /// (which the response carries too), never to the client.
+    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
+        tracing::error!(request_id = %request_id(), error = %cause, "unexpected failure");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -131,10 +134,10 @@ impl ApiError {
                      the server refuses further writes until restarted"
                 ),
             ),
-            ErrorKind::InvalidName => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                "Conflict with the stored tree",
+            // The error table: InvalidName is a bad request (400), whether the name
+            // itself or what it resolves to (a directory in the way, a symlink out).
+            ErrorKind::InvalidName => ApiError::bad_request(
+                "invalid-name",
                 format!(
                     "document {name} cannot be stored there: a directory or file of that name is in \
                      the way, or the name leads outside the store"
@@ -147,7 +150,12 @@ impl ApiError {
                     safe_reason(e)
                 ),
             ),
-            _ => ApiError::internal(),
+            _ => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "an unexpected error occurred; the server log has the details under this request id",
+            ),
         };
         if err.status.is_server_error() {
             tracing::error!(request_id = %rid, document = name, error = %e, "request failed");
@@ -160,7 +168,11 @@ impl ApiError {
 
 /// The part of a Serialize error that is about the value, without paths.
 fn safe_reason(e: &statefile::Error) -> String {
-    let msg = e.message();
+    // Take the path out first: a root directory may itself contain ": ".
+    let mut msg = e.message().to_string();
+    if let Some(p) = e.path() {
+        msg = msg.replace(&p.display().to_string(), "document");
+    }
     match msg.find(": ") {
         Some(i) => msg[i + 2..].to_string(),
         None => "it is not representable".to_string(),

@@ -64,10 +64,7 @@ async fn blocking<T: Send + 'static>(
     let rid = crate::problem::request_id();
     tokio::task::spawn_blocking(move || crate::problem::REQUEST_ID.sync_scope(rid, f))
         .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, "storage task failed");
-            Err(ApiError::internal())
-        })
+        .unwrap_or_else(|e| Err(ApiError::internal(format_args!("storage task failed: {e}"))))
 }
 
 fn etag_header(v: &Version) -> HeaderValue {
@@ -277,9 +274,9 @@ pub async fn get_doc(
     let body = match tokens {
         None => f.bytes,
         Some(tokens) => {
-            let v: Value = serde_json::from_slice(&f.bytes).map_err(|_| ApiError::internal())?;
+            let v: Value = serde_json::from_slice(&f.bytes).map_err(ApiError::internal)?;
             let at = pointer::get(&v, &tokens).map_err(|e| pointer_error(e, &name))?;
-            let mut out = serde_json::to_vec(at).map_err(|_| ApiError::internal())?;
+            let mut out = serde_json::to_vec(at).map_err(ApiError::internal)?;
             out.push(b'\n');
             out
         }
@@ -336,7 +333,7 @@ pub async fn put_doc(
 #[utoipa::path(patch, path = "/v1/docs/{name}",
     params(("name" = String, Path, description = "Document name"),
            ("If-Match" = Option<String>, Header, description = "Apply only at this ETag")),
-    request_body(content = Object, content_type = "application/merge-patch+json"),
+    request_body(content((Object = "application/merge-patch+json"), (Vec<Object> = "application/json-patch+json"))),
     responses((status = 200, description = "Patched; ETag"), (status = 404, description = "JSON Patch on a missing document"),
               (status = 412, description = "Precondition failed"), (status = 415, description = "Not a patch media type"),
               (status = 422, description = "The patch does not apply"),
@@ -428,8 +425,11 @@ pub async fn append(
     if ct != "application/json" {
         return Err(unsupported(&ct, "application/json"));
     }
-    let tokens = parse_pointer(q.get("pointer").map_or("", String::as_str))?;
-    let value = parse_json(&body_bytes(body, app.config.max_body)?)?;
+    let pointer_text = q.get("pointer").cloned().unwrap_or_default();
+    let tokens = parse_pointer(&pointer_text)?;
+    let raw = body_bytes(body, app.config.max_body)?;
+    let value = parse_json(&raw)?;
+    let request = crate::idempotency::fingerprint(&[pointer_text.as_bytes(), &raw]);
     let key = header_str(
         &headers,
         "idempotency-key".parse().expect("static header name"),
@@ -484,7 +484,15 @@ pub async fn append(
     // client disconnects.
     let stored = match key {
         Some(key) => {
-            let slot = app.idempotency.slot(&name, &key);
+            let slot = app.idempotency.slot(&name, &key, request).map_err(|_| {
+                ApiError::unprocessable(
+                    "idempotency-key-reused",
+                    format!(
+                        "Idempotency-Key {key:?} was already used for a different append to \
+                         document {name}; use a new key for a new request"
+                    ),
+                )
+            })?;
             let rid = crate::problem::request_id();
             tokio::spawn(
                 crate::problem::REQUEST_ID
@@ -497,7 +505,7 @@ pub async fn append(
             tokio::spawn(crate::problem::REQUEST_ID.scope(rid, async move { run().await })).await
         }
     }
-    .map_err(|_| ApiError::internal())??;
+    .map_err(|e| ApiError::internal(format_args!("append task failed: {e}")))??;
     let mut res = (
         StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
         stored.body,
@@ -523,7 +531,7 @@ pub async fn backups(app: Arc<App>, name: String) -> ApiResult {
     Ok(json_response(
         StatusCode::OK,
         None,
-        serde_json::to_vec(&json!({ "backups": list })).map_err(|_| ApiError::internal())?,
+        serde_json::to_vec(&json!({ "backups": list })).map_err(ApiError::internal)?,
     ))
 }
 
@@ -603,7 +611,7 @@ pub async fn openapi() -> Response {
     use utoipa::OpenApi;
     match ApiDoc::openapi().to_json() {
         Ok(s) => json_response(StatusCode::OK, None, s.into_bytes()),
-        Err(_) => ApiError::internal().into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
     }
 }
 

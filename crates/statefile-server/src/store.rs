@@ -177,7 +177,17 @@ impl DocStore for FileStore {
         let doc = self.doc(name)?;
         let r = match cond {
             Condition::IfMatch(v) => doc.delete_if(v),
-            _ => doc.delete(),
+            Condition::Any => doc.delete(),
+            // "Only if it does not exist": there is then nothing to delete.
+            Condition::Absent => {
+                return Err(if doc.exists().map_err(|e| ApiError::from_lib(&e, name))? {
+                    ApiError::precondition_failed(format!(
+                        "document {name} exists, and If-None-Match: * asked that it not"
+                    ))
+                } else {
+                    ApiError::not_found(format!("document {name} does not exist"))
+                });
+            }
         };
         r.map(drop).map_err(|e| ApiError::from_lib(&e, name))
     }

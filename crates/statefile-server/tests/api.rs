@@ -397,21 +397,142 @@ async fn bad_requests() {
     call(&app, "POST", "/v1/docs/a.json", &[JSON], b"{}")
         .await
         .problem(405, "method-not-allowed");
-    // A file or directory in the way is a conflict with the stored tree.
+    // A file or directory in the way makes the name invalid there (the error table:
+    // InvalidName is 400).
     call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"{}").await;
     call(&app, "PUT", "/v1/docs/a.json/b.json", &[JSON], b"{}")
         .await
-        .problem(409, "conflict");
+        .problem(400, "invalid-name");
     std::fs::create_dir(dir.path().join("d.json")).unwrap();
     call(&app, "PUT", "/v1/docs/d.json", &[JSON], b"{}")
         .await
-        .problem(409, "conflict");
-    // A value that cannot be stored (too deep to read back) is 422.
-    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-    let app2 = app_in(dir.path());
-    let r = call(&app2, "PUT", "/v1/docs/deep.json", &[JSON], deep.as_bytes()).await;
-    // serde_json refuses to parse it at all: a malformed request.
-    r.problem(400, "invalid-json");
+        .problem(400, "invalid-name");
+    // Nesting deeper than the parser accepts is a malformed request...
+    let deeper = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/deep.json",
+        &[JSON],
+        deeper.as_bytes(),
+    )
+    .await
+    .problem(400, "invalid-json");
+    // ...and an append that would nest one level past what the library can read back
+    // (statefile::MAX_DEPTH) is 422, nothing written.
+    let k = statefile::MAX_DEPTH - 1;
+    let doc = format!("{{\"a\": {}{}}}", "[".repeat(k), "]".repeat(k));
+    let r = call(&app, "PUT", "/v1/docs/deep.json", &[JSON], doc.as_bytes()).await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let innermost = format!("/a{}", "/0".repeat(k - 1));
+    call(
+        &app,
+        "POST",
+        &format!("/v1/docs/deep.json/append?pointer={innermost}"),
+        &[JSON],
+        b"[]",
+    )
+    .await
+    .problem(422, "value-not-storable");
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("deep.json")).unwrap()).unwrap();
+    assert_eq!(
+        after,
+        serde_json::from_str::<serde_json::Value>(&doc).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn delete_if_none_match_star_refuses_an_existing_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"{}").await;
+    call(
+        &app,
+        "DELETE",
+        "/v1/docs/a.json",
+        &[("if-none-match", "*")],
+        b"",
+    )
+    .await
+    .problem(412, "precondition-failed");
+    assert!(dir.path().join("a.json").exists(), "not deleted");
+    call(
+        &app,
+        "DELETE",
+        "/v1/docs/b.json",
+        &[("if-none-match", "*")],
+        b"",
+    )
+    .await
+    .problem(404, "not-found");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_reused_for_another_append_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let key = ("idempotency-key", "job-7");
+    let r = call(
+        &app,
+        "POST",
+        "/v1/docs/q.json/append?pointer=/items",
+        &[JSON, key],
+        b"1",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    call(
+        &app,
+        "POST",
+        "/v1/docs/q.json/append?pointer=/items",
+        &[JSON, key],
+        b"2",
+    )
+    .await
+    .problem(422, "idempotency-key-reused");
+    call(
+        &app,
+        "POST",
+        "/v1/docs/q.json/append?pointer=/other",
+        &[JSON, key],
+        b"1",
+    )
+    .await
+    .problem(422, "idempotency-key-reused");
+    let r = call(&app, "GET", "/v1/docs/q.json", &[], b"").await;
+    assert_eq!(r.json(), json!({"items": [1]}));
+}
+
+#[tokio::test]
+async fn racing_retries_with_one_idempotency_key_append_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let tries = (0..8).map(|_| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            call(
+                &app,
+                "POST",
+                "/v1/docs/q.json/append?pointer=/items",
+                &[JSON, ("idempotency-key", "once")],
+                b"\"x\"",
+            )
+            .await
+        })
+    });
+    let mut answers = Vec::new();
+    for t in tries {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        answers.push((r.header("etag"), r.json()));
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "one answer for all: {answers:?}"
+    );
+    let r = call(&app, "GET", "/v1/docs/q.json", &[], b"").await;
+    assert_eq!(r.json(), json!({"items": ["x"]}));
 }
 
 #[tokio::test]
@@ -562,6 +683,22 @@ async fn auth_health_metrics_openapi() {
     }
     for m in ["get", "put", "patch", "delete"] {
         assert!(spec["paths"]["/v1/docs/{name}"][m].is_object(), "{m}");
+    }
+    let patch = &spec["paths"]["/v1/docs/{name}"]["patch"];
+    for ct in [
+        "application/merge-patch+json",
+        "application/json-patch+json",
+    ] {
+        assert!(
+            patch["requestBody"]["content"][ct].is_object(),
+            "PATCH takes {ct}"
+        );
+    }
+    for code in ["200", "412", "415", "422"] {
+        assert!(
+            patch["responses"][code].is_object(),
+            "PATCH documents {code}"
+        );
     }
 }
 

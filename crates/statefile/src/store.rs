@@ -160,10 +160,19 @@ impl Store {
                         self.list_dir(&dir.join(name), &sub, prefix, out)?;
                     }
                 }
-                FileType::File | FileType::Symlink
-                    if name.ends_with(".json") && full.starts_with(prefix) =>
-                {
+                FileType::File if name.ends_with(".json") && full.starts_with(prefix) => {
                     out.push(full);
+                }
+                // A link is listed only if it stays inside the store (as reads require).
+                FileType::Symlink if name.ends_with(".json") && full.starts_with(prefix) => {
+                    let inside = self
+                        .opts
+                        .fs
+                        .canonicalize(&dir.join(name))
+                        .is_ok_and(|p| p.starts_with(&self.root));
+                    if inside {
+                        out.push(full);
+                    }
                 }
                 _ => {}
             }

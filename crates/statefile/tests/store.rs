@@ -100,6 +100,8 @@ fn a_symlink_inside_the_store_cannot_lead_outside() {
         store.doc::<Value>("alias.json").unwrap().read().unwrap(),
         json!(1)
     );
+    // Listing shows the link that stays inside, not the one that leads out.
+    assert_eq!(store.list("").unwrap(), ["alias.json", "real.json"]);
 }
 
 fn damaged_tree() -> (tempfile::TempDir, std::path::PathBuf) {
