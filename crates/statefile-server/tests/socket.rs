@@ -109,7 +109,53 @@ fn a_thousand_concurrent_appends_from_fifty_connections() {
 #[test]
 fn two_hundred_racing_conditional_puts_one_wins() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Config::new(dir.path()));
+    racing_conditional_puts(Config::new(dir.path()));
+}
+
+#[test]
+fn with_four_requests_at_a_time_the_rest_queue_and_one_still_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.concurrency = 4;
+    racing_conditional_puts(config);
+}
+
+#[test]
+fn a_request_that_outlives_its_time_limit_is_503_and_its_write_still_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.request_timeout = std::time::Duration::from_millis(300);
+    let server = Server::start(config);
+    // Hold the document's lock from this process, so the write has to wait.
+    let doc = statefile::Doc::<Value>::open(dir.path().join("slow.json")).unwrap();
+    let guard = doc.lock().unwrap();
+    let mut conn = Conn::open(server.addr);
+    let (status, hs, body) = conn
+        .send(
+            "PUT",
+            "/v1/docs/slow.json",
+            &[("content-type", "application/json")],
+            b"{\"late\": true}",
+        )
+        .unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(header(&hs, "retry-after").as_deref(), Some("1"));
+    let p: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(p["type"], "urn:statefile:problem:request-timeout");
+    drop(guard);
+    // As the answer says: the write had started, so it completes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while doc.read().ok() != Some(json!({"late": true})) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the write never landed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn racing_conditional_puts(config: Config) {
+    let server = Server::start(config);
     let mut conn = Conn::open(server.addr);
     let (status, hs, _) = conn
         .send(
