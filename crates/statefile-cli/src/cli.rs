@@ -4,7 +4,14 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-const EXIT_CODES: &str = "\
+/// The top-level help's epilogue: a few examples, then the exit codes.
+const AFTER_HELP: &str = "\
+Examples:
+  echo '{\"status\":\"queued\"}' | statefile put jobs/42.json
+  statefile get --raw jobs/42.json /status
+  statefile append jobs/42.json /events '{\"at\":\"12:00\",\"what\":\"started\"}'
+  statefile verify ./jobs || statefile recover ./jobs
+
 Exit codes:
   0  success
   1  other error (I/O, a patch or append that does not apply, a value that cannot be stored)
@@ -26,7 +33,7 @@ defaults of the global options; STATEFILE_LOG sets the log filter (e.g. debug)."
 /// a lock that other statefile processes (and the library, and the HTTP server) respect.
 /// Readers always see a complete old or new version; a crash never leaves a torn file.
 #[derive(Debug, Parser)]
-#[command(name = "statefile", version, after_help = EXIT_CODES, max_term_width = 100)]
+#[command(name = "statefile", version, after_help = AFTER_HELP, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,

@@ -83,15 +83,23 @@ pub fn run(cli: Cli) -> Result {
         }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "statefile", &mut io::stdout());
+            // Into a buffer first: `generate` panics when its writer fails (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "statefile", &mut script);
+            let mut out = io::stdout().lock();
+            out.write_all(&script)?;
+            out.flush()?;
             Ok(())
         }
     }
 }
 
 fn seconds(s: f64, flag: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| Failure::Usage(format!("{flag} must be a non-negative number of seconds")))
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        Failure::Usage(format!(
+            "{flag} must be a non-negative number of seconds, not {s}"
+        ))
+    })
 }
 
 /// The library options the global flags ask for.
@@ -117,6 +125,24 @@ fn hint_parents(file: &Path, e: statefile::Error) -> Failure {
         Failure::Hinted(e, "pass --parents to create the missing directories".into())
     } else {
         Failure::Lib(e)
+    }
+}
+
+/// `FILE: message`, for a message about `file` that does not name it.
+fn about(file: &Path, message: impl std::fmt::Display) -> String {
+    format!("{}: {message}", file.display())
+}
+
+/// A pointer error, naming the file (the library's pointer messages name only the pointer).
+fn in_file(file: &Path) -> impl Fn(pointer::PointerError) -> Failure + '_ {
+    move |e| {
+        use pointer::PointerError as P;
+        let message = about(file, &e);
+        match e {
+            P::Syntax(_) => Failure::Usage(message),
+            P::NotFound(_) => Failure::NotFound(message),
+            P::NotApplicable(_) => Failure::NotApplicable(message),
+        }
     }
 }
 
@@ -155,7 +181,7 @@ fn get(
     raw: bool,
     fallback: bool,
 ) -> Result {
-    let tokens = pointer::parse(ptr.unwrap_or(""))?;
+    let tokens = pointer::parse(ptr.unwrap_or("")).map_err(in_file(file))?;
     let d = Doc::<Value>::open_with(file, options(g, false)?.fallback(fallback))?;
     let v = d.read_versioned()?;
     if let Some(r) = &v.recovered
@@ -168,33 +194,35 @@ fn get(
             r.path.display()
         );
     }
-    let at = pointer::get(&v.value, &tokens).map_err(|e| match e {
-        pointer::PointerError::NotFound(m) => Failure::NotFound(format!("{}: {m}", file.display())),
-        other => other.into(),
-    })?;
+    let at = pointer::get(&v.value, &tokens).map_err(in_file(file))?;
     print_value(at, output, raw)
 }
 
-/// Read one JSON value from stdin.
-fn read_stdin(what: &str) -> Result<Value> {
+/// Read one JSON value from stdin: `what` for `file`.
+fn read_stdin(file: &Path, what: &str) -> Result<Value> {
+    let usage = |message: String| Failure::Usage(about(file, message));
     let mut buf = Vec::new();
     io::stdin()
         .read_to_end(&mut buf)
-        .map_err(|e| Failure::Usage(format!("cannot read {what} from stdin: {e}")))?;
+        .map_err(|e| usage(format!("cannot read {what} from stdin: {e}")))?;
     if buf.iter().all(u8::is_ascii_whitespace) {
-        return Err(Failure::Usage(format!("stdin is empty: expected {what}")));
+        return Err(usage(format!("stdin is empty: expected {what}")));
     }
     serde_json::from_slice(&buf)
-        .map_err(|e| Failure::Usage(format!("stdin is not valid JSON ({what}): {e}")))
+        .map_err(|e| usage(format!("stdin is not valid JSON ({what}): {e}")))
 }
 
-fn parse_arg(json: &str, string: bool) -> Result<Value> {
+/// The value argument of `set` or `append` on `file`.
+fn parse_arg(file: &Path, json: &str, string: bool) -> Result<Value> {
     if string {
         return Ok(Value::String(json.to_string()));
     }
     serde_json::from_str(json).map_err(|e| {
-        Failure::Usage(format!(
-            "{json:?} is not valid JSON ({e}); to store it as a string, quote it ('\"text\"') or pass --string"
+        Failure::Usage(about(
+            file,
+            format!(
+                "{json:?} is not valid JSON ({e}); to store it as a string, quote it ('\"text\"') or pass --string"
+            ),
         ))
     })
 }
@@ -229,7 +257,7 @@ fn modify<R>(
 
 fn put(g: &Global, file: &Path, if_match: Option<&str>, create: bool, parents: bool) -> Result {
     let expected = if_match.map(version_arg).transpose()?;
-    let value = read_stdin("the new document")?;
+    let value = read_stdin(file, "the new document")?;
     let d = doc(g, file, parents)?;
     let r = match (expected, create) {
         (Some(v), _) => d.write_if(&v, &value),
@@ -241,18 +269,18 @@ fn put(g: &Global, file: &Path, if_match: Option<&str>, create: bool, parents: b
 }
 
 fn set(g: &Global, file: &Path, ptr: &str, json: &str, string: bool, parents: bool) -> Result {
-    let tokens = pointer::parse(ptr)?;
-    let value = parse_arg(json, string)?;
+    let tokens = pointer::parse(ptr).map_err(in_file(file))?;
+    let value = parse_arg(file, json, string)?;
     let d = doc(g, file, parents)?;
     let ((), receipt) = modify(&d, Some(json!({})), None, |v| {
-        Ok(pointer::set(v, &tokens, value)?)
+        pointer::set(v, &tokens, value).map_err(in_file(file))
     })?;
     say(g, receipt.version.as_str())
 }
 
 fn append(g: &Global, file: &Path, ptr: &str, json: &str, string: bool, parents: bool) -> Result {
-    let tokens = pointer::parse(ptr)?;
-    let value = parse_arg(json, string)?;
+    let tokens = pointer::parse(ptr).map_err(in_file(file))?;
+    let value = parse_arg(file, json, string)?;
     let d = doc(g, file, parents)?;
     let init = if tokens.is_empty() {
         json!([])
@@ -260,7 +288,7 @@ fn append(g: &Global, file: &Path, ptr: &str, json: &str, string: bool, parents:
         json!({})
     };
     let (index, receipt) = modify(&d, Some(init), None, |v| {
-        Ok(pointer::append(v, &tokens, value)?)
+        pointer::append(v, &tokens, value).map_err(in_file(file))
     })?;
     say(
         g,
@@ -272,8 +300,10 @@ fn rm(g: &Global, file: &Path, ptr: Option<&str>, all: bool) -> Result {
     let d = doc(g, file, false)?;
     match (ptr, all) {
         (Some(p), _) => {
-            let tokens = pointer::parse(p)?;
-            let (_, receipt) = modify(&d, None, None, |v| Ok(pointer::remove(v, &tokens)?))?;
+            let tokens = pointer::parse(p).map_err(in_file(file))?;
+            let (_, receipt) = modify(&d, None, None, |v| {
+                pointer::remove(v, &tokens).map_err(in_file(file))
+            })?;
             say(g, receipt.version.as_str())
         }
         (None, true) => {
@@ -308,12 +338,16 @@ fn patch(
     parents: bool,
 ) -> Result {
     let expected = if_match.map(version_arg).transpose()?;
-    let input = read_stdin("the patch")?;
+    let input = read_stdin(file, "the patch")?;
     let d = doc(g, file, parents)?;
     let apply = |v: &mut Value| -> Result {
         if json_patch {
-            let ops: json_patch::Patch = serde_json::from_value(input.clone())
-                .map_err(|e| Failure::Usage(format!("stdin is not an RFC 6902 JSON Patch: {e}")))?;
+            let ops: json_patch::Patch = serde_json::from_value(input.clone()).map_err(|e| {
+                Failure::Usage(about(
+                    file,
+                    format!("stdin is not an RFC 6902 JSON Patch: {e}"),
+                ))
+            })?;
             json_patch::patch(v, &ops).map_err(|e| {
                 Failure::NotApplicable(format!(
                     "the patch does not apply to {}: {e}",

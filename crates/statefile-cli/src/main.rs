@@ -25,8 +25,9 @@ pub enum Failure {
     NotFound(String),
     /// A patch or append that does not apply: exit 1.
     NotApplicable(String),
-    /// verify/recover found something that needs repair: exit 5 (report already printed).
-    NeedsRepair,
+    /// verify/recover found something that needs repair: exit 5. The report is printed, or
+    /// cut short by a closed pipe, or failed with the error this holds.
+    NeedsRepair(Option<io::Error>),
     /// Writing the output failed (other than a closed pipe): exit 1.
     Output(io::Error),
     /// A library error with advice for the user.
@@ -38,17 +39,6 @@ pub enum Failure {
 impl From<statefile::Error> for Failure {
     fn from(e: statefile::Error) -> Self {
         Failure::Lib(e)
-    }
-}
-
-impl From<statefile::pointer::PointerError> for Failure {
-    fn from(e: statefile::pointer::PointerError) -> Self {
-        use statefile::pointer::PointerError as P;
-        match e {
-            P::Syntax(m) => Failure::Usage(m),
-            P::NotFound(m) => Failure::NotFound(m),
-            P::NotApplicable(m) => Failure::NotApplicable(m),
-        }
     }
 }
 
@@ -124,7 +114,11 @@ fn describe(f: &Failure) -> (u8, Option<String>, Vec<String>) {
         Failure::Usage(m) => (2, Some(m.clone()), Vec::new()),
         Failure::NotFound(m) => (4, Some(m.clone()), Vec::new()),
         Failure::NotApplicable(m) => (1, Some(m.clone()), Vec::new()),
-        Failure::NeedsRepair => (5, None, Vec::new()),
+        Failure::NeedsRepair(output) => (
+            5,
+            output.as_ref().map(|e| format!("cannot write output: {e}")),
+            Vec::new(),
+        ),
         Failure::Output(e) => (1, Some(format!("cannot write output: {e}")), Vec::new()),
         Failure::Serve(m) => (1, Some(m.clone()), Vec::new()),
     }

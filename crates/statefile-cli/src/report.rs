@@ -46,6 +46,24 @@ pub fn scan(
         reports.push((path.clone(), report));
     }
     let needs_repair = reports.iter().any(|(_, r)| r.needs_repair());
+    // The exit code follows from the reports; a closed pipe only cuts the output short.
+    let printed = match print_reports(g, &reports, needs_repair, as_json) {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    };
+    if needs_repair {
+        Err(Failure::NeedsRepair(printed.err()))
+    } else {
+        Ok(printed?)
+    }
+}
+
+fn print_reports(
+    g: &Global,
+    reports: &[(PathBuf, Report)],
+    needs_repair: bool,
+    as_json: bool,
+) -> io::Result<()> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     if as_json {
         let v: Vec<Value> = reports.iter().map(|(p, r)| report_json(p, r)).collect();
@@ -59,7 +77,7 @@ pub fn scan(
         .map_err(io::Error::from)?;
         writeln!(out)?;
     } else if !g.quiet || needs_repair {
-        for (path, r) in &reports {
+        for (path, r) in reports {
             for f in &r.findings {
                 writeln!(out, "{}", finding_line(f))?;
             }
@@ -84,12 +102,7 @@ pub fn scan(
             writeln!(out, "{summary}")?;
         }
     }
-    out.flush()?;
-    if needs_repair {
-        Err(Failure::NeedsRepair)
-    } else {
-        Ok(())
-    }
+    out.flush()
 }
 
 fn finding_line(f: &Finding) -> String {

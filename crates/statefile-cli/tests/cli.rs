@@ -183,10 +183,8 @@ fn backups_and_restore() {
     s.run(&["restore", "b.json", "--from", &oldest]).ok();
     assert_eq!(s.read("b.json"), b"1\n");
     s.run(&["restore", "b.json", "--from", "9"]).code(4);
-    s.run(&["backups", "nothing.json"])
-        .ok()
-        .stdout
-        .contains("no backups");
+    let none = s.run(&["backups", "nothing.json"]).ok().stdout;
+    assert_eq!(none, "no backups of nothing.json\n");
 }
 
 #[test]
@@ -227,7 +225,8 @@ fn a_corrupt_file_get_fallback_verify_recover() {
     let r = s.run(&["recover", "."]).ok();
     assert!(r.stdout.contains("restored from"), "{}", r.stdout);
     assert_eq!(s.json("job.json"), json!({"status": "queued"}));
-    s.run(&["verify", "."]).ok().stdout.contains("healthy");
+    let healthy = s.run(&["verify", "."]).ok().stdout;
+    assert!(healthy.ends_with(": healthy\n"), "{healthy}");
 }
 
 #[test]
@@ -289,6 +288,106 @@ fn bad_input_is_refused_and_the_file_is_unchanged() {
     s.run(&["get", "missing.json"])
         .code(4)
         .stderr_has("statefile: missing.json does not exist");
+}
+
+#[test]
+fn errors_name_the_file() {
+    // Regression: pointer and JSON-input errors of set, append, rm and put named no file.
+    let s = Sandbox::new();
+    s.run_in(&["put", "a.json"], br#"{"list": [1], "n": 5}"#)
+        .ok();
+    let exact: Vec<(Vec<&str>, &[u8], i32, &str)> = vec![
+        (
+            vec!["set", "a.json", "/n/deeper", "1"],
+            b"",
+            1,
+            "a.json: cannot set /n/deeper: /n is neither an object nor an array",
+        ),
+        (
+            vec!["set", "a.json", "no-slash", "1"],
+            b"",
+            2,
+            "a.json: \"no-slash\" is not a JSON Pointer: it must be empty or start with '/'",
+        ),
+        (
+            vec!["append", "a.json", "/n", "1"],
+            b"",
+            1,
+            "a.json: cannot append to /n: it is a number, not an array",
+        ),
+        (
+            vec!["append", "a.json", "/list/x/y", "1"],
+            b"",
+            4,
+            "a.json: /list/x: \"x\" is not an array index",
+        ),
+        (
+            vec!["rm", "a.json", "/nothing"],
+            b"",
+            4,
+            "a.json: /nothing does not exist",
+        ),
+        (
+            vec!["rm", "a.json", "nothing"],
+            b"",
+            2,
+            "a.json: \"nothing\" is not a JSON Pointer: it must be empty or start with '/'",
+        ),
+        (
+            vec!["get", "a.json", "/list/7"],
+            b"",
+            4,
+            "a.json: /list/7: index 7 is out of range (the array has 1 elements)",
+        ),
+        (
+            vec!["put", "a.json"],
+            b" \n",
+            2,
+            "a.json: stdin is empty: expected the new document",
+        ),
+    ];
+    for (args, stdin, code, msg) in exact {
+        let r = s.run_in(&args, stdin);
+        assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr, format!("statefile: {msg}\n"), "{args:?}");
+    }
+    // The parser's own words follow the file and what was wrong.
+    let prefixed: Vec<(Vec<&str>, &[u8], &str)> = vec![
+        (
+            vec!["put", "a.json"],
+            b"{\"trunc",
+            "a.json: stdin is not valid JSON (the new document): ",
+        ),
+        (
+            vec!["patch", "a.json"],
+            b"{",
+            "a.json: stdin is not valid JSON (the patch): ",
+        ),
+        (
+            vec!["patch", "--json-patch", "a.json"],
+            b"{}",
+            "a.json: stdin is not an RFC 6902 JSON Patch: ",
+        ),
+        (
+            vec!["set", "a.json", "/x", "bare"],
+            b"",
+            "a.json: \"bare\" is not valid JSON (",
+        ),
+        (
+            vec!["append", "a.json", "/list", "{"],
+            b"",
+            "a.json: \"{\" is not valid JSON (",
+        ),
+    ];
+    for (args, stdin, msg) in prefixed {
+        let r = s.run_in(&args, stdin);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.starts_with(&format!("statefile: {msg}")) && r.stderr.lines().count() == 1,
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
 }
 
 #[test]
@@ -356,14 +455,88 @@ fn a_held_lock_is_exit_6() {
 }
 
 #[test]
+fn lock_timeout_from_the_environment() {
+    let s = Sandbox::new();
+    s.run_in(&["put", "l.json"], b"{}").ok();
+    let doc = statefile::Doc::<serde_json::Value>::open(s.path("l.json")).unwrap();
+    let guard = doc.lock().unwrap();
+    let start = std::time::Instant::now();
+    let out = s
+        .cmd(&["set", "l.json", "/x", "2"])
+        .env("STATEFILE_LOCK_TIMEOUT", "0.3")
+        .output()
+        .unwrap();
+    let waited = start.elapsed();
+    common::Run::from(out).code(6).stderr_has("lock");
+    // Well under the 10 s default: the variable was honoured.
+    assert!(
+        waited >= std::time::Duration::from_millis(300) && waited.as_secs() < 5,
+        "waited {waited:?}"
+    );
+    drop(guard);
+    assert_eq!(s.read("l.json"), b"{}\n");
+    // Released: the same command goes through.
+    let out = s
+        .cmd(&["set", "l.json", "/x", "2"])
+        .env("STATEFILE_LOCK_TIMEOUT", "0.3")
+        .output()
+        .unwrap();
+    common::Run::from(out).ok();
+    assert_eq!(s.json("l.json"), json!({"x": 2}));
+}
+
+#[test]
+fn invalid_environment_values_are_usage_errors() {
+    let s = Sandbox::new();
+    s.run_in(&["put", "e.json"], b"1").ok();
+    for (var, value) in [
+        ("STATEFILE_DURABILITY", "bogus"),
+        ("STATEFILE_LOCK_TIMEOUT", "soon"),
+        ("STATEFILE_LOCK_TIMEOUT", "-1"),
+        ("STATEFILE_BACKUPS", "many"),
+    ] {
+        let out = s
+            .cmd(&["set", "e.json", "/x", "2"])
+            .env(var, value)
+            .output()
+            .unwrap();
+        let r = common::Run::from(out);
+        assert_eq!(r.code, 2, "{var}={value}: {}", r.stderr);
+        assert!(r.stderr.contains(value), "{var}={value}: {}", r.stderr);
+    }
+    assert_eq!(s.read("e.json"), b"1\n");
+}
+
+#[test]
 fn help_completions_and_closed_pipes() {
     let s = Sandbox::new();
     let help = s.run(&["--help"]).ok().stdout;
     assert!(help.contains("Exit codes"), "{help}");
     assert!(help.contains("9  durability unknown"));
+    // The top-level help showed only the exit codes, no example.
+    assert!(help.contains("Examples:"), "{help}");
+    for example in [
+        "| statefile put ",
+        "statefile get --raw jobs/42.json /status",
+        "statefile append ",
+        "statefile verify ",
+    ] {
+        assert!(help.contains(example), "--help lacks {example:?}: {help}");
+    }
     for cmd in [
-        "get", "put", "set", "append", "rm", "patch", "version", "verify", "recover", "backups",
-        "restore", "serve",
+        "get",
+        "put",
+        "set",
+        "append",
+        "rm",
+        "patch",
+        "version",
+        "verify",
+        "recover",
+        "backups",
+        "restore",
+        "serve",
+        "completions",
     ] {
         let h = s.run(&[cmd, "--help"]).ok().stdout;
         assert!(h.contains("Example"), "{cmd} --help has no example");
@@ -375,10 +548,10 @@ fn help_completions_and_closed_pipes() {
     // `statefile get big.json | head -c1`: the closed pipe is not an error.
     let big: Vec<u32> = (0..200_000).collect();
     s.write("big.json", serde_json::to_string(&big).unwrap().as_bytes());
-    let out = std::process::Command::new("sh")
+    let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "'{}' get big.json | head -c1; exit ${{PIPESTATUS:-0}}",
+            "set -o pipefail; '{}' get big.json | head -c1",
             common::BIN
         ))
         .current_dir(s.dir.path())
@@ -386,18 +559,57 @@ fn help_completions_and_closed_pipes() {
         .unwrap();
     assert_eq!(out.stdout, b"[");
     assert!(
-        String::from_utf8_lossy(&out.stderr).is_empty(),
+        out.stderr.is_empty(),
         "no error for a closed pipe: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = std::process::Command::new("bash")
+    assert!(out.status.success(), "exit 0 on a closed pipe: {out:?}");
+    s.run_closed_stdout(&["get", "big.json"])
+        .ok()
+        .stderr_is_empty();
+}
+
+#[test]
+fn completions_on_a_closed_pipe_exit_0() {
+    // Regression: clap_complete::generate panicked (exit 101) when stdout was a closed pipe.
+    let s = Sandbox::new();
+    for shell in ["bash", "zsh", "fish"] {
+        s.run_closed_stdout(&["completions", shell])
+            .ok()
+            .stderr_is_empty();
+    }
+}
+
+#[test]
+fn verify_and_recover_on_a_closed_pipe_keep_exit_5() {
+    // Regression: a failed write of the report skipped the verdict, so
+    // `statefile verify damaged | head -c1` exited 0 instead of 5.
+    let s = Sandbox::new();
+    s.run_in(&["put", "job.json"], b"1").ok();
+    s.write("job.json", br#"{"status": "run"#);
+    for args in [
+        &["verify", "."][..],
+        &["verify", "--json", "."],
+        &["recover", "--dry-run", "."],
+        &["recover", "--dry-run", "--json", "."],
+    ] {
+        let r = s.run_closed_stdout(args);
+        assert_eq!(r.code, 5, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.is_empty(), "{args:?}: {}", r.stderr);
+    }
+    assert_eq!(s.read("job.json"), br#"{"status": "run"#);
+    // The same through a shell pipeline, checking statefile's own status.
+    let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "set -o pipefail; '{}' get big.json | head -c1 >/dev/null",
+            "'{}' verify . | head -c1; exit ${{PIPESTATUS[0]}}",
             common::BIN
         ))
         .current_dir(s.dir.path())
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "exit 0 on a closed pipe");
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    // A healthy tree is still exit 0 on a closed pipe.
+    s.run_in(&["put", "job.json"], b"2").ok();
+    s.run_closed_stdout(&["verify", "."]).ok().stderr_is_empty();
 }

@@ -57,6 +57,21 @@ impl Sandbox {
         self.run_in(args, b"")
     }
 
+    /// Run with stdout a pipe whose reader is already closed (as in `statefile ... | head -c0`,
+    /// without the race): every write fails with EPIPE. Returns the exit code and stderr.
+    pub fn run_closed_stdout(&self, args: &[&str]) -> Run {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = self
+            .cmd(args)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        Run::from(out)
+    }
+
     pub fn read(&self, rel: &str) -> Vec<u8> {
         std::fs::read(self.path(rel)).unwrap()
     }
@@ -100,6 +115,11 @@ impl Run {
 
     pub fn ok(self) -> Run {
         self.code(0)
+    }
+
+    pub fn stderr_is_empty(self) -> Run {
+        assert!(self.stderr.is_empty(), "stderr: {}", self.stderr);
+        self
     }
 
     pub fn stderr_has(self, needle: &str) -> Run {
