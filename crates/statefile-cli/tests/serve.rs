@@ -159,13 +159,27 @@ fn killed_under_load_then_restarted_nothing_acknowledged_is_lost() {
 fn sigterm_finishes_in_flight_writes_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = start(dir.path());
-    let (status, _) = request(addr, "PUT", "/v1/docs/a.json", "{}").unwrap();
-    assert_eq!(status, 201);
+    // Hold the document's lock here, so the server's write is in flight (waiting for
+    // it) when SIGTERM arrives.
+    let doc = statefile::Doc::<Value>::open(dir.path().join("a.json")).unwrap();
+    let guard = doc.lock().unwrap();
+    let client = std::thread::spawn(move || request(addr, "PUT", "/v1/docs/a.json", "{\"v\": 1}"));
+    // Time for the request to reach the server and queue on the lock.
+    std::thread::sleep(Duration::from_secs(1));
     let pid = server.id().to_string();
     let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(ok.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!client.is_finished(), "the write waited for the lock");
+    drop(guard);
+    let (status, body) = client
+        .join()
+        .unwrap()
+        .expect("an answer, not a dropped connection");
+    assert_eq!(status, 201, "{body}");
     let out = server.wait_with_output().unwrap();
     assert!(out.status.success(), "exit status {:?}", out.status);
+    assert_eq!(doc.read().unwrap(), json!({"v": 1}), "the write landed");
 }
 
 #[test]
