@@ -1,6 +1,8 @@
 //! Helpers shared by the library's integration tests.
 #![allow(dead_code)]
 
+mod mount;
+
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -51,37 +53,8 @@ pub fn temps(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Whether this process may mount file systems (root with CAP_SYS_ADMIN).
-pub fn try_mount_tmpfs(dir: &Path, size: &str) -> Result<TmpfsMount, String> {
-    let out = Command::new("mount")
-        .args([
-            "-t",
-            "tmpfs",
-            "-o",
-            &format!("size={size},mode=0755"),
-            "tmpfs",
-        ])
-        .arg(dir)
-        .output()
-        .map_err(|e| format!("cannot run mount: {e}"))?;
-    if out.status.success() {
-        Ok(TmpfsMount(dir.to_path_buf()))
-    } else {
-        Err(format!(
-            "mount -t tmpfs failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A mounted tmpfs, unmounted on drop.
-pub struct TmpfsMount(pub PathBuf);
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
+#[allow(unused_imports)] // not every test binary mounts
+pub use mount::try_mount_tmpfs;
 
 /// Whether we are root (able to drop to another user for permission tests).
 pub fn is_root() -> bool {
