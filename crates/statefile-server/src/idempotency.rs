@@ -56,7 +56,7 @@ impl Idempotency {
 
     /// The slot for `key` on document `name`: empty if new, or holding (or about to
     /// hold) the first request's answer. `request` fingerprints the request (see
-    /// [`fingerprint`]); a key first seen with another request is [`KeyReused`].
+    /// `fingerprint`); a key first seen with another request is `KeyReused`.
     pub fn slot(&self, name: &str, key: &str, request: u64) -> Result<Slot, KeyReused> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
