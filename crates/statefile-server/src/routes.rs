@@ -269,6 +269,11 @@ pub async fn get_doc(
         let mut res = StatusCode::NOT_MODIFIED.into_response();
         res.headers_mut()
             .insert(header::ETAG, etag_header(&f.version));
+        if let Some(b) = f.recovered_from {
+            // The client's copy is the backup's: say so here too.
+            res.headers_mut()
+                .insert("statefile-recovered-from", HeaderValue::from(b));
+        }
         return Ok(res);
     }
     let body = match tokens {
@@ -400,7 +405,11 @@ pub async fn patch_doc(
 pub async fn delete_doc(app: Arc<App>, name: String, headers: HeaderMap) -> ApiResult {
     let cond = condition(&headers)?;
     let store = app.store.clone();
+    let started = Instant::now();
     blocking(move || store.delete(&name, &cond)).await?;
+    // A delete is a write (a rename and a directory sync): it counts in the histogram.
+    app.metrics
+        .write(started.elapsed(), std::time::Duration::ZERO);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -574,7 +583,7 @@ pub async fn restore(app: Arc<App>, name: String, q: HashMap<String, String>) ->
 }
 
 /// `GET /healthz`: liveness (no authentication).
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "ok")))]
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, description = "ok")))]
 pub async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -601,9 +610,27 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         list, get_doc, put_doc, patch_doc, delete_doc, append, backups, restore, healthz, metrics,
         openapi
     ),
-    components(schemas(BackupEntry))
+    components(schemas(BackupEntry)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
 )]
 pub struct ApiDoc;
+
+/// The `--token` scheme: every route but `/healthz` needs `Authorization: Bearer`, and
+/// any route answers 401 without it.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        api.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+    }
+}
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This description")))]

@@ -560,6 +560,21 @@ async fn a_damaged_document_is_served_from_its_backup_and_refuses_updates() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("statefile-recovered-from").as_deref(), Some("1"));
     assert_eq!(r.json(), json!({"status": "queued"}));
+    let etag = r.header("etag").unwrap();
+    let r = call(
+        &app,
+        "GET",
+        "/v1/docs/job.json",
+        &[("if-none-match", &etag)],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    assert_eq!(
+        r.header("statefile-recovered-from").as_deref(),
+        Some("1"),
+        "a 304 still says the copy is a backup"
+    );
     call(
         &app,
         "PATCH",
@@ -590,7 +605,8 @@ async fn a_damaged_document_is_served_from_its_backup_and_refuses_updates() {
     assert_eq!(r.status, 200);
     let metrics = String::from_utf8(call(&app, "GET", "/metrics", &[], b"").await.body).unwrap();
     assert!(
-        metrics.contains("statefile_recoveries_total 1"),
+        // Two reads were served from the backup (the 200 and the 304).
+        metrics.contains("statefile_recoveries_total 2"),
         "{metrics}"
     );
 }
@@ -700,6 +716,16 @@ async fn auth_health_metrics_openapi() {
             "PATCH documents {code}"
         );
     }
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer",
+        "the --token scheme is described"
+    );
+    assert_eq!(spec["security"], json!([{"bearer": []}]));
+    assert_eq!(
+        spec["paths"]["/healthz"]["get"]["security"],
+        json!([{}]),
+        "healthz needs no token"
+    );
 }
 
 #[tokio::test]
