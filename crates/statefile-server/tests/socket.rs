@@ -57,10 +57,20 @@ impl Drop for Server {
 
 #[test]
 fn a_thousand_concurrent_appends_from_fifty_connections() {
+    concurrent_appends(50, 20);
+}
+
+#[test]
+fn a_thousand_appends_in_flight_at_once_queue_and_none_is_refused() {
+    // One request on each of 1,000 connections, released together: four times the
+    // server's concurrency limit (256) arrive at once, and the rest must queue.
+    concurrent_appends(1000, 1);
+}
+
+/// `conns` connections, each sending `per` appends to one array, all started together.
+fn concurrent_appends(conns: usize, per: usize) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(Config::new(dir.path()));
-    let conns = 50;
-    let per = 20;
     let start = Arc::new(Barrier::new(conns));
     let threads: Vec<_> = (0..conns)
         .map(|c| {
