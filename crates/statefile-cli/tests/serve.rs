@@ -186,49 +186,75 @@ fn sigterm_finishes_in_flight_writes_and_exits_cleanly() {
 fn a_write_that_started_finishes_when_the_client_disconnects() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, addr) = start(dir.path());
-    assert_eq!(
-        request(addr, "PUT", "/v1/docs/d.json", "{\"items\": []}")
-            .unwrap()
-            .0,
-        201
-    );
-    // Hold the document's lock so the server's write waits inside the request.
-    let doc = statefile::Doc::<Value>::open(dir.path().join("d.json")).unwrap();
-    let (held_tx, held_rx) = std::sync::mpsc::channel();
-    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        doc.update(|_| {
-            held_tx.send(()).unwrap();
-            go_rx.recv().unwrap();
-            Ok(())
-        })
-        .unwrap();
-    });
-    held_rx.recv().unwrap();
+    for (method, path, content_type, body, landed) in [
+        (
+            "POST",
+            "/v1/docs/d.json/append?pointer=/items",
+            "application/json",
+            "\"late\"",
+            json!({"items": ["late"]}),
+        ),
+        (
+            "PUT",
+            "/v1/docs/d.json",
+            "application/json",
+            "{\"put\": \"late\"}",
+            json!({"put": "late"}),
+        ),
+        (
+            "PATCH",
+            "/v1/docs/d.json",
+            "application/merge-patch+json",
+            "{\"patched\": true}",
+            json!({"put": "late", "patched": true}),
+        ),
+    ] {
+        finishes_after_disconnect(dir.path(), addr, (method, path, content_type, body));
+        let mut now = Value::Null;
+        for _ in 0..100 {
+            now = serde_json::from_str(&request(addr, "GET", "/v1/docs/d.json", "").unwrap().1)
+                .unwrap();
+            if now == landed {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            now, landed,
+            "the {method} finished although its client left"
+        );
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// Send `request` while this process holds the document's lock (so the server's write
+/// waits inside the request), hang up, then release the lock.
+fn finishes_after_disconnect(
+    dir: &std::path::Path,
+    addr: SocketAddr,
+    (method, path, content_type, body): (&str, &str, &str, &str),
+) {
+    if !dir.join("d.json").exists() {
+        assert_eq!(
+            request(addr, "PUT", "/v1/docs/d.json", "{\"items\": []}")
+                .unwrap()
+                .0,
+            201
+        );
+    }
+    let doc = statefile::Doc::<Value>::open(dir.join("d.json")).unwrap();
+    let guard = doc.lock().unwrap();
     let mut s = TcpStream::connect(addr).unwrap();
-    let body = "\"late\"";
     write!(
         s,
-        "POST /v1/docs/d.json/append?pointer=/items HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(s); // the client gives up
-    go_tx.send(()).unwrap();
-    holder.join().unwrap();
-    let mut found = false;
-    for _ in 0..100 {
-        let (_, b) = request(addr, "GET", "/v1/docs/d.json", "").unwrap();
-        if b.contains("late") {
-            found = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(found, "the append was finished although its client left");
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(guard);
 }
 
 /// Start `serve` with `args`, wait until it listens, stop it, and return its stderr.

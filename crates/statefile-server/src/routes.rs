@@ -102,6 +102,10 @@ fn condition(h: &HeaderMap) -> Result<Condition, ApiError> {
             "invalid-precondition",
             "send If-Match or If-None-Match, not both",
         )),
+        // If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
+        (Some(m), None) if m.trim_start().starts_with("W/") => Err(ApiError::precondition_failed(
+            "If-Match uses strong comparison, and a weak ETag never matches",
+        )),
         (Some(m), None) => Version::parse(m).map(Condition::IfMatch).map_err(|_| {
             ApiError::bad_request(
                 "invalid-precondition",

@@ -53,6 +53,16 @@ async fn create_read_replace_conditional_delete() {
     .await;
     assert_eq!(r.status, 200);
     let etag2 = r.header("etag").unwrap();
+    // A weak form of the current ETag never matches If-Match (strong comparison).
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/view/resData.json",
+        &[JSON, ("if-match", &format!("W/{etag2}"))],
+        b"{}",
+    )
+    .await
+    .problem(412, "precondition-failed");
     // The old ETag no longer matches.
     call(
         &app,
