@@ -21,10 +21,8 @@ struct Server {
 impl Server {
     fn start(config: Config) -> Server {
         let app = App::open(config).unwrap();
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -32,7 +30,12 @@ impl Server {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                // A backlog of 2048 (std's default is 128), as a burst of 1,000 connects
+                // needs: the kernel would otherwise drop some of them.
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+                let listener = socket.listen(2048).unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
                 statefile_server::serve_on(listener, app, async {
                     let _ = rx.await;
                 })
@@ -41,7 +44,7 @@ impl Server {
             });
         });
         Server {
-            addr,
+            addr: addr_rx.recv().unwrap(),
             stop: Some(tx),
             thread: Some(thread),
         }
