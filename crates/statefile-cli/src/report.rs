@@ -89,6 +89,9 @@ fn print_reports(
                 r.documents,
                 r.backups
             );
+            if r.without_backup > 0 {
+                summary.push_str(&format!(" ({} without a backup)", r.without_backup));
+            }
             if r.live_temps > 0 {
                 summary.push_str(&format!(", {} writes in progress", r.live_temps));
             }
@@ -176,6 +179,7 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
         "documents": r.documents,
         "backups": r.backups,
         "live_temps": r.live_temps,
+        "without_backup": r.without_backup,
         "needs_repair": r.needs_repair(),
         "findings": findings,
     })

@@ -227,6 +227,18 @@ fn a_corrupt_file_get_fallback_verify_recover() {
     assert_eq!(s.json("job.json"), json!({"status": "queued"}));
     let healthy = s.run(&["verify", "."]).ok().stdout;
     assert!(healthy.ends_with(": healthy\n"), "{healthy}");
+    // A document with nothing to fall back on is counted (not a problem: backups can be
+    // off), so "backups available" is visible at a glance.
+    s.run_in(&["--backups", "0", "put", "lone.json"], b"{}")
+        .ok();
+    let r = s.run(&["verify", "."]).ok().stdout;
+    assert!(
+        r.contains("2 documents") && r.contains("(1 without a backup)"),
+        "{r}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&s.run(&["verify", "--json", "."]).ok().stdout).unwrap();
+    assert_eq!(j["reports"][0]["without_backup"], 1);
 }
 
 #[test]

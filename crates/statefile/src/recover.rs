@@ -128,6 +128,8 @@ pub struct Report {
     pub documents: usize,
     /// Backups checked.
     pub backups: usize,
+    /// Documents that have no backup to fall back on (not a problem: backups may be off).
+    pub without_backup: usize,
     /// Temp files of writers still at work (not problems).
     pub live_temps: usize,
     /// Everything found, in path order.
@@ -310,6 +312,9 @@ impl Scan {
         }
         if g.is_doc {
             report.documents += 1;
+            if g.backups.is_empty() {
+                report.without_backup += 1;
+            }
             self.check_document(&t, report);
         }
     }
