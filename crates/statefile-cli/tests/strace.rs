@@ -1,5 +1,6 @@
-//! The real binary under `strace -f`: the temp file in the target's directory is
-//! fsynced, then renamed over the target, then the directory is fsynced.
+//! The real binary under `strace -f`: the target's directory is opened once (refusing
+//! symlinks), the temp file is created in it through that handle, fsynced, renamed over
+//! the target through the same handle, and then the handle itself is fsynced.
 
 mod common;
 
@@ -58,7 +59,7 @@ fn put_syncs_the_temp_then_renames_then_syncs_the_directory() {
             "-f",
             "-qq",
             "-e",
-            "trace=open,openat,fsync,fdatasync,rename,renameat,renameat2,close",
+            "trace=open,openat,openat2,fsync,fdatasync,rename,renameat,renameat2,close",
             "-o",
         ])
         .arg(&log)
@@ -73,28 +74,41 @@ fn put_syncs_the_temp_then_renames_then_syncs_the_directory() {
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let dir = s.dir.path().canonicalize().unwrap().display().to_string();
-    let target = format!("{dir}/doc.json");
 
-    // 1. The temp file, created exclusively in the target's directory.
-    let (open_at, temp, temp_fd) = lines
+    // 0. The target's directory, opened once, with symlinks refused where the kernel
+    //    has openat2.
+    let (dir_at, dir_fd) = lines
         .iter()
         .enumerate()
         .find_map(|(i, l)| {
-            let path = quoted(l).into_iter().next()?;
-            (call(l).starts_with("open") && path.contains("/.doc.json.sf-") && l.contains("O_EXCL"))
-                .then(|| (i, path, result(l)))
+            (call(l).starts_with("open")
+                && quoted(l).first() == Some(&dir)
+                && l.contains("O_DIRECTORY"))
+            .then(|| (i, result(l)))
         })
-        .unwrap_or_else(|| panic!("no exclusive temp open in:\n{text}"));
+        .unwrap_or_else(|| panic!("the directory was never opened as a handle:\n{text}"));
+    let dir_fd = dir_fd.expect("directory fd");
+    if lines[dir_at].contains("openat2") {
+        assert!(
+            lines[dir_at].contains("RESOLVE_NO_SYMLINKS"),
+            "{}",
+            lines[dir_at]
+        );
+    }
+    // 1. The temp file, created exclusively through that handle (so: beside the target).
+    let (open_at, temp, temp_fd) = lines[dir_at..]
+        .iter()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let name = quoted(l).into_iter().next()?;
+            (call(l) == "openat"
+                && arg_fd(l) == Some(dir_fd)
+                && name.starts_with(".doc.json.sf-")
+                && l.contains("O_EXCL"))
+            .then(|| (dir_at + i, name, result(l)))
+        })
+        .unwrap_or_else(|| panic!("no exclusive temp open in the directory:\n{text}"));
     let temp_fd = temp_fd.expect("temp fd");
-    assert_eq!(
-        std::path::Path::new(&temp)
-            .parent()
-            .unwrap()
-            .display()
-            .to_string(),
-        dir,
-        "the temp file lives beside the target"
-    );
     assert!(temp.ends_with(".tmp"));
     // 2. fsync of that fd before it is closed.
     let sync_at = lines[open_at..]
@@ -111,25 +125,24 @@ fn put_syncs_the_temp_then_renames_then_syncs_the_directory() {
         .position(|l| call(l) == "close" && arg_fd(l) == Some(temp_fd))
         .map_or(usize::MAX, |p| p + open_at);
     assert!(sync_at < close_at, "fsync after close?\n{text}");
-    // 3. The rename of the temp over the target.
+    // 3. The rename of the temp over the target, both names through the handle.
     let rename_at = lines
         .iter()
-        .position(|l| call(l).starts_with("rename") && quoted(l) == [temp.clone(), target.clone()])
-        .unwrap_or_else(|| panic!("no rename of {temp} over {target}:\n{text}"));
+        .position(|l| {
+            call(l).starts_with("renameat")
+                && arg_fd(l) == Some(dir_fd)
+                && quoted(l) == [temp.clone(), "doc.json".to_string()]
+        })
+        .unwrap_or_else(|| panic!("no rename of {temp} over doc.json:\n{text}"));
     assert!(
         sync_at < rename_at,
         "renamed before the data was synced:\n{text}"
     );
-    // 4. The directory opened and fsynced after the rename.
-    let dir_sync = lines[rename_at..].iter().enumerate().find_map(|(i, l)| {
-        let fd = (call(l).starts_with("open") && quoted(l).first() == Some(&dir))
-            .then(|| result(l))??;
-        lines[rename_at + i..]
-            .iter()
-            .position(|m| call(m) == "fsync" && arg_fd(m) == Some(fd) && result(m) == Some(0))
-    });
+    // 4. The directory handle fsynced after the rename.
     assert!(
-        dir_sync.is_some(),
+        lines[rename_at..]
+            .iter()
+            .any(|l| call(l) == "fsync" && arg_fd(l) == Some(dir_fd) && result(l) == Some(0)),
         "the directory was not fsynced after the rename:\n{text}"
     );
     assert_eq!(s.json("doc.json"), serde_json::json!({"v": 1}));

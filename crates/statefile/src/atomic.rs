@@ -3,6 +3,8 @@
 //!
 //! ```text
 //!  0. mkdir missing parents        (only if asked; each one synced into its parent)
+//!     open the directory once      every step below goes through this handle (*at
+//!                                  calls): the path is never resolved a second time
 //!  1. create .name.sf-<rand>.tmp   O_EXCL, 0600: unique per writer, private until step 2
 //!  2. fchown + fchmod the temp     the target's owner and mode, or 0644 less the umask
 //!  3. stream the bytes into it     through a buffer, hashing and counting them
@@ -58,9 +60,9 @@ pub(crate) enum Verify {
 }
 
 /// Everything one replace needs to know.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Plan<'a> {
-    pub fs: &'a Arc<dyn Fs>,
+    pub fs: &'a dyn Fs,
     pub target: &'a Target,
     pub durability: Durability,
     /// How many backups to keep; 0 for none. Only JSON that parses is backed up.
@@ -104,9 +106,20 @@ pub(crate) type Body<'b> =
 
 /// Run the replace protocol, writing the new content with `body`.
 pub(crate) fn replace(plan: &Plan<'_>, lock: &LockGuard, body: &mut Body<'_>) -> Result<Receipt> {
-    let fs: &dyn Fs = plan.fs.as_ref();
     let t = plan.target;
     refuse_if_poisoned(plan.poison, "write", &t.path)?;
+    // Hold the resolved directory open and make every call below relative to it
+    // (openat, renameat, ...): the path is not resolved again, so a directory swapped
+    // for a symlink meanwhile cannot redirect the write.
+    let pinned = plan
+        .fs
+        .pin_dir(&t.dir)
+        .map_err(|e| Error::io("open directory", &t.dir, e))?;
+    let plan = &Plan {
+        fs: pinned.as_deref().unwrap_or(plan.fs),
+        ..plan.clone()
+    };
+    let fs = plan.fs;
 
     // What is there now, and whether we may replace it.
     let old_meta = stat_current(fs, &t.path)?;
@@ -519,7 +532,7 @@ fn verify_temp(fs: &dyn Fs, temp: &Path, want: &Version, json: bool, target: &Pa
 
 /// Link (or copy) the current version to `link`, a temp name, before the rename.
 fn link_aside(plan: &Plan<'_>, current: &Path, link: &Path) -> Result<BackupMethod> {
-    let fs = plan.fs.as_ref();
+    let fs = plan.fs;
     match fs.hard_link(current, link) {
         Ok(()) => Ok(BackupMethod::Link),
         // EPERM, EXDEV, EMLINK, EOPNOTSUPP: this file system will not link; copy.
@@ -532,7 +545,7 @@ fn link_aside(plan: &Plan<'_>, current: &Path, link: &Path) -> Result<BackupMeth
 }
 
 fn copy_file(plan: &Plan<'_>, from: &Path, to: &Path) -> Result<()> {
-    let fs = plan.fs.as_ref();
+    let fs = plan.fs;
     let mut src =
         crate::fs::retry(|| fs.open_read(from)).map_err(|e| Error::io("read", from, e))?;
     let mut dst = crate::fs::retry(|| fs.create_new(to, 0o600))
@@ -676,7 +689,7 @@ fn mutant_write_in_place(
     version: Version,
     bytes: u64,
 ) -> Result<Receipt> {
-    let fs = plan.fs.as_ref();
+    let fs = plan.fs;
     let t = plan.target;
     let content = crate::fs::read_all(fs, temp).map_err(|e| Error::io("read", temp, e))?;
     let _ = fs.remove_file(temp);

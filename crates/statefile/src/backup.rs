@@ -139,7 +139,7 @@ pub(crate) fn restore_locked(
     which: &BackupRef,
     expect: Option<Option<&Version>>,
 ) -> Result<Receipt> {
-    let fs = plan_base.fs.as_ref();
+    let fs = plan_base.fs;
     let t = plan_base.target;
     let current = match fs.metadata(&t.path) {
         Ok(_) => {

@@ -221,7 +221,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
 
     fn plan<'a>(&'a self, t: &'a Target, current: Current) -> Plan<'a> {
         Plan {
-            fs: self.fs(),
+            fs: self.fs().as_ref(),
             target: t,
             durability: self.opts.durability,
             backups: self.opts.backups,
@@ -251,7 +251,17 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     }
 
     fn read_bytes_at(&self, path: &Path) -> Result<(Vec<u8>, Option<Metadata>)> {
-        let fs = self.fs();
+        // Inside a store, `path` was resolved and checked to be inside it: read through
+        // the directory's handle, as writes do, so it is not resolved a second time.
+        // Outside a store the path is the caller's own and is followed as given.
+        let pinned = match (&self.confine, path.parent()) {
+            (Some(_), Some(dir)) => self
+                .fs()
+                .pin_dir(dir)
+                .map_err(|e| self.read_error(path, e))?,
+            _ => None,
+        };
+        let fs: &dyn Fs = pinned.as_deref().unwrap_or(self.fs().as_ref());
         let mut f =
             crate::fs::retry(|| fs.open_read(path)).map_err(|e| self.read_error(path, e))?;
         let meta = f.metadata().ok();

@@ -145,6 +145,16 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
     /// The process's file-mode creation mask.
     fn umask(&self) -> u32;
+    /// This file system with the directory `dir` held open: calls on names directly
+    /// inside `dir` are made relative to that handle (`openat`, `renameat`, `linkat`,
+    /// `unlinkat`, `fstatat`, `fsync`), so a component of `dir` swapped for a symlink
+    /// after it was resolved cannot redirect them. `dir` must be free of symlinks
+    /// (canonical); one found there is an error. `Ok(None)` where the file system has
+    /// no such handles (the default, for simulations): paths are used as they are.
+    fn pin_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Fs>>> {
+        let _ = dir;
+        Ok(None)
+    }
     /// Whether this process may write the existing file at `path` (`access(2)` with
     /// the effective user and group). Replacing a file by rename only needs write
     /// access to its directory; statefile also requires it on the file, so a read-only

@@ -170,7 +170,7 @@ fn replace_path(
         opts.lock_timeout,
     )?;
     let plan = atomic::Plan {
-        fs: &opts.fs,
+        fs: opts.fs.as_ref(),
         target: &t,
         durability: opts.durability,
         backups,
