@@ -265,7 +265,12 @@ pub(crate) fn lock_target(
     timeout: std::time::Duration,
 ) -> Result<LockGuard> {
     ensure_dir(fs.as_ref(), t, create_dirs, durability)?;
-    crate::lock::acquire(fs, &t.lock_path(), timeout)
+    // The lock file, too, through the resolved directory's handle.
+    let pinned = fs
+        .pin_dir(&t.dir)
+        .map_err(|e| Error::io("open directory", &t.dir, e))?;
+    let ops: &dyn Fs = pinned.as_deref().unwrap_or(fs.as_ref());
+    crate::lock::acquire_through(fs, ops, &t.lock_path(), timeout)
 }
 
 /// Create the missing directories above the target, top down, syncing each into its

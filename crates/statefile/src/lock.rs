@@ -149,12 +149,13 @@ fn fs_id(fs: &Arc<dyn Fs>) -> usize {
 }
 
 /// The lock file's identity, creating the file if it does not exist yet.
-fn identity(fs: &Arc<dyn Fs>, path: &Path) -> io::Result<Key> {
-    let meta = match fs.metadata(path) {
+/// `ops` makes the calls (the file system, or a directory handle pinned from it).
+fn identity(fs: &Arc<dyn Fs>, ops: &dyn Fs, path: &Path) -> io::Result<Key> {
+    let meta = match ops.metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            drop(crate::fs::retry(|| fs.open_lock(path))?);
-            fs.metadata(path)?
+            drop(crate::fs::retry(|| ops.open_lock(path))?);
+            ops.metadata(path)?
         }
         Err(e) => return Err(e),
     };
@@ -162,7 +163,7 @@ fn identity(fs: &Arc<dyn Fs>, path: &Path) -> io::Result<Key> {
 }
 
 /// Whether `file` is still the file linked at `path`.
-fn still_linked(fs: &Arc<dyn Fs>, file: &dyn FsLockFile, path: &Path) -> io::Result<bool> {
+fn still_linked(fs: &dyn Fs, file: &dyn FsLockFile, path: &Path) -> io::Result<bool> {
     let held = file.metadata()?;
     if held.nlink == 0 {
         return Ok(false);
@@ -192,13 +193,24 @@ fn timeout_error(path: &Path, timeout: Duration) -> Error {
 /// [`ErrorKind::LockTimeout`] when the lock is not free in time; the I/O kinds when the
 /// lock file cannot be created or opened.
 pub(crate) fn acquire(fs: &Arc<dyn Fs>, path: &Path, timeout: Duration) -> Result<LockGuard> {
+    acquire_through(fs, fs.as_ref(), path, timeout)
+}
+
+/// As [`acquire`], making the file calls through `ops` (a directory handle pinned from
+/// `fs`, so the lock file's path is not resolved again); `fs` keys the in-process queue.
+pub(crate) fn acquire_through(
+    fs: &Arc<dyn Fs>,
+    ops: &dyn Fs,
+    path: &Path,
+    timeout: Duration,
+) -> Result<LockGuard> {
     let start = Instant::now();
     // A timeout too large to add (Duration::MAX, `--lock-timeout 1e18`) means "wait as
     // long as it takes", not a panic.
     let deadline = start
         .checked_add(timeout)
         .unwrap_or_else(|| start + Duration::from_secs(u32::MAX.into()));
-    let mut key = identity(fs, path).map_err(|e| Error::io("create lock file", path, e))?;
+    let mut key = identity(fs, ops, path).map_err(|e| Error::io("create lock file", path, e))?;
     loop {
         let fifo = enter(key);
         if !fifo.acquire(deadline) {
@@ -211,7 +223,7 @@ pub(crate) fn acquire(fs: &Arc<dyn Fs>, path: &Path, timeout: Duration) -> Resul
             key,
             waited: Duration::ZERO,
         };
-        let file = crate::fs::retry(|| fs.open_lock(path))
+        let file = crate::fs::retry(|| ops.open_lock(path))
             .map_err(|e| Error::io("open lock file", path, e))?;
         let mut backoff = Duration::from_micros(50);
         loop {
@@ -228,7 +240,7 @@ pub(crate) fn acquire(fs: &Arc<dyn Fs>, path: &Path, timeout: Duration) -> Resul
             std::thread::sleep(jitter(backoff).min(deadline - now));
             backoff = (backoff * 2).min(Duration::from_millis(8));
         }
-        if still_linked(fs, file.as_ref(), path).map_err(|e| Error::io("lock", path, e))? {
+        if still_linked(ops, file.as_ref(), path).map_err(|e| Error::io("lock", path, e))? {
             guard.file = Some(file);
             guard.waited = start.elapsed();
             return Ok(guard);
@@ -237,14 +249,15 @@ pub(crate) fn acquire(fs: &Arc<dyn Fs>, path: &Path, timeout: Duration) -> Resul
         // our lock excludes nobody. Start again on the file now at the path.
         drop(file);
         drop(guard);
-        key = identity(fs, path).map_err(|e| Error::io("create lock file", path, e))?;
+        key = identity(fs, ops, path).map_err(|e| Error::io("create lock file", path, e))?;
     }
 }
 
 /// Take the lock only if it is free right now: `Ok(None)` if anyone (a thread of this
 /// process or another process) holds it.
 pub(crate) fn try_acquire(fs: &Arc<dyn Fs>, path: &Path) -> Result<Option<LockGuard>> {
-    let key = identity(fs, path).map_err(|e| Error::io("create lock file", path, e))?;
+    let key =
+        identity(fs, fs.as_ref(), path).map_err(|e| Error::io("create lock file", path, e))?;
     let fifo = enter(key);
     if !fifo.try_acquire() {
         leave(key);
@@ -266,7 +279,7 @@ pub(crate) fn try_acquire(fs: &Arc<dyn Fs>, path: &Path) -> Result<Option<LockGu
             Err(e) => return Err(Error::io("lock", path, e)),
         }
     }
-    if !still_linked(fs, file.as_ref(), path).map_err(|e| Error::io("lock", path, e))? {
+    if !still_linked(fs.as_ref(), file.as_ref(), path).map_err(|e| Error::io("lock", path, e))? {
         return Ok(None);
     }
     guard.file = Some(file);
