@@ -626,6 +626,7 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::ResponseBuilder;
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         api.components
             .get_or_insert_with(Default::default)
@@ -633,6 +634,41 @@ impl utoipa::Modify for BearerAuth {
                 "bearer",
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
+        // The answers any route may give, whatever its own annotation lists.
+        let shared = [
+            (
+                "401",
+                "Missing or wrong bearer token (when the server runs with --token)",
+            ),
+            (
+                "500",
+                "problem+json: corrupt-document, storage-permission, durability-unknown or internal (with the request id)",
+            ),
+            (
+                "503",
+                "problem+json: lock-timeout or request-timeout, with Retry-After",
+            ),
+        ];
+        for (path, item) in api.paths.paths.iter_mut() {
+            if path == "/healthz" {
+                continue;
+            }
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (code, text) in shared {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| ResponseBuilder::new().description(text).build().into());
+                }
+            }
+        }
     }
 }
 

@@ -401,6 +401,17 @@ async fn bad_requests() {
     call(&app, "PUT", &long, &[JSON], b"{}")
         .await
         .problem(400, "invalid-name");
+    // Every segment short enough, the whole name not (over 1024 bytes).
+    let deep = format!("/v1/docs/{}x.json", "abcdefghi/".repeat(103));
+    let r = call(&app, "PUT", &deep, &[JSON], b"{}").await;
+    r.problem(400, "invalid-name");
+    assert!(
+        r.json()["detail"].as_str().unwrap().contains("1024"),
+        "{}",
+        r.json()
+    );
+    let fits = format!("/v1/docs/{}x.json", "abcdefghi/".repeat(100));
+    assert_eq!(call(&app, "PUT", &fits, &[JSON], b"{}").await.status, 201);
     call(&app, "GET", "/nothing", &[], b"")
         .await
         .problem(404, "not-found");
@@ -731,6 +742,17 @@ async fn auth_health_metrics_openapi() {
         "the --token scheme is described"
     );
     assert_eq!(spec["security"], json!([{"bearer": []}]));
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let listed = |code: &str| op["responses"][code].is_object();
+            if path != "/healthz" {
+                assert!(
+                    listed("401") && listed("500") && listed("503"),
+                    "{method} {path} lists the shared answers"
+                );
+            }
+        }
+    }
     assert_eq!(
         spec["paths"]["/healthz"]["get"]["security"],
         json!([{}]),
