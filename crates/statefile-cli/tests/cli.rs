@@ -252,6 +252,25 @@ fn bad_input_is_refused_and_the_file_is_unchanged() {
         (vec!["put", "a.json"], b"", 2, "empty"),
         (vec!["put", "a.json"], b"\xff\xfe\x00", 2, "not valid JSON"),
         (vec!["put", "a.json"], b"1 2", 2, "not valid JSON"),
+        // Invalid UTF-8 inside a JSON string, on each command that reads stdin.
+        (
+            vec!["put", "a.json"],
+            b"{\"s\": \"\xff\"}",
+            2,
+            "not valid JSON",
+        ),
+        (
+            vec!["patch", "a.json"],
+            b"{\"s\": \"\xc3\"}",
+            2,
+            "not valid JSON",
+        ),
+        (
+            vec!["patch", "--json-patch", "a.json"],
+            b"[{\"op\": \"add\", \"path\": \"/s\", \"value\": \"\xff\"}]",
+            2,
+            "not valid JSON",
+        ),
         (
             vec!["set", "a.json", "no-slash", "1"],
             b"",
@@ -277,6 +296,19 @@ fn bad_input_is_refused_and_the_file_is_unchanged() {
         assert_eq!(s.read("a.json"), before, "{args:?} changed the file");
     }
     assert!(temps(s.dir.path()).is_empty());
+
+    // A value argument that is not UTF-8 is a usage error, the file untouched.
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"\"\xff\"");
+    for cmd in ["set", "append"] {
+        let out = s
+            .cmd(&[cmd, "a.json", "/x"])
+            .arg(not_utf8)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {:?}", out);
+        assert_eq!(s.read("a.json"), before, "{cmd} changed the file");
+    }
 
     // A directory as FILE.
     std::fs::create_dir(s.path("dir.json")).unwrap();
