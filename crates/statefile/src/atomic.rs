@@ -111,12 +111,20 @@ pub(crate) fn replace(plan: &Plan<'_>, lock: &LockGuard, body: &mut Body<'_>) ->
     // Hold the resolved directory open and make every call below relative to it
     // (openat, renameat, ...): the path is not resolved again, so a directory swapped
     // for a symlink meanwhile cannot redirect the write.
-    let pinned = plan
-        .fs
-        .pin_dir(&t.dir)
-        .map_err(|e| Error::io("open directory", &t.dir, e))?;
+    // The lock was normally taken through this handle already; reuse it.
+    let own;
+    let dir_fs = match lock.dir_handle(&t.dir) {
+        Some(h) => h,
+        None => {
+            own = plan
+                .fs
+                .pin_dir(&t.dir)
+                .map_err(|e| Error::io("open directory", &t.dir, e))?;
+            own.as_deref().unwrap_or(plan.fs)
+        }
+    };
     let plan = &Plan {
-        fs: pinned.as_deref().unwrap_or(plan.fs),
+        fs: dir_fs,
         ..plan.clone()
     };
     let fs = plan.fs;
@@ -270,7 +278,9 @@ pub(crate) fn lock_target(
         .pin_dir(&t.dir)
         .map_err(|e| Error::io("open directory", &t.dir, e))?;
     let ops: &dyn Fs = pinned.as_deref().unwrap_or(fs.as_ref());
-    crate::lock::acquire_through(fs, ops, &t.lock_path(), timeout)
+    let mut guard = crate::lock::acquire_through(fs, ops, &t.lock_path(), timeout)?;
+    guard.keep_dir(&t.dir, pinned);
+    Ok(guard)
 }
 
 /// Create the missing directories above the target, top down, syncing each into its

@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -124,12 +124,28 @@ pub struct LockGuard {
     fifo: Arc<Fifo>,
     key: Key,
     waited: Duration,
+    /// The document's directory handle the lock was taken through, kept for the write
+    /// that follows (so one write opens its directory once).
+    dir: Option<(PathBuf, Box<dyn Fs>)>,
 }
 
 impl LockGuard {
     /// How long acquiring the lock took.
     pub fn waited(&self) -> Duration {
         self.waited
+    }
+
+    /// Keep `handle`, pinned from directory `dir`, for the holder's writes.
+    pub(crate) fn keep_dir(&mut self, dir: &Path, handle: Option<Box<dyn Fs>>) {
+        self.dir = handle.map(|h| (dir.to_path_buf(), h));
+    }
+
+    /// The kept handle of directory `dir`, if any.
+    pub(crate) fn dir_handle(&self, dir: &Path) -> Option<&dyn Fs> {
+        self.dir
+            .as_ref()
+            .filter(|(d, _)| d == dir)
+            .map(|(_, h)| h.as_ref())
     }
 }
 
@@ -222,6 +238,7 @@ pub(crate) fn acquire_through(
             fifo,
             key,
             waited: Duration::ZERO,
+            dir: None,
         };
         let file = crate::fs::retry(|| ops.open_lock(path))
             .map_err(|e| Error::io("open lock file", path, e))?;
@@ -268,6 +285,7 @@ pub(crate) fn try_acquire(fs: &Arc<dyn Fs>, path: &Path) -> Result<Option<LockGu
         fifo,
         key,
         waited: Duration::ZERO,
+        dir: None,
     };
     let file = crate::fs::retry(|| fs.open_lock(path))
         .map_err(|e| Error::io("open lock file", path, e))?;
