@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod extract;
+pub mod headers;
 mod idempotency;
 mod metrics;
 pub mod problem;
@@ -26,14 +28,17 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
-use tower::ServiceBuilder;
+use tower::util::MapRequestLayer;
+use tower::{Layer, ServiceBuilder};
 
 pub use idempotency::Idempotency;
 pub use metrics::Metrics;
 pub use problem::ApiError;
-pub use store::{BackupEntry, Condition, DocStore, Fetched, FileStore, Mutator, Written};
+pub use store::{
+    BackupEntry, Condition, DocStore, Fetched, FileStore, Mutator, StoreError, StoreResult, Written,
+};
 
 /// How to serve.
 #[derive(Debug, Clone)]
@@ -120,16 +125,38 @@ impl App {
     }
 }
 
-/// The router with every layer: request ids and metrics, auth, timeout, concurrency
-/// limit (queueing), body limit.
+/// The whole service: [`routes::map_request`] in front of the router, whose every route
+/// has the layers request id, log line and metrics (outermost), auth, timeout,
+/// concurrency limit (queueing) and body limit.
 pub fn app(state: Arc<App>) -> Router {
+    use routes::method_not_allowed as other;
     let timeout = state.config.request_timeout;
-    let api = Router::new()
-        .route("/v1/docs", get(routes::list))
-        .route("/v1/docs/{*rest}", any(routes::dispatch))
-        .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(routes::openapi))
-        .route("/healthz", get(routes::healthz))
+    let [
+        list,
+        doc,
+        append,
+        backups,
+        restore,
+        metrics,
+        openapi,
+        healthz,
+    ] = routes::ROUTES.map(|(path, _)| path);
+    let routes = Router::new()
+        .route(list, get(routes::list).fallback(other))
+        .route(
+            doc,
+            get(routes::get_doc)
+                .put(routes::put_doc)
+                .patch(routes::patch_doc)
+                .delete(routes::delete_doc)
+                .fallback(other),
+        )
+        .route(append, post(routes::append).fallback(other))
+        .route(backups, get(routes::backups).fallback(other))
+        .route(restore, post(routes::restore).fallback(other))
+        .route(metrics, get(routes::metrics).fallback(other))
+        .route(openapi, get(routes::openapi).fallback(other))
+        .route(healthz, get(routes::healthz).fallback(other))
         .fallback(routes::fallback)
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
@@ -149,32 +176,26 @@ pub fn app(state: Arc<App>) -> Router {
                 }))
                 .timeout(timeout),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), auth));
-    api.layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state);
+    // Rewriting the path must come before routing, so it wraps the whole router.
+    Router::new().fallback_service(MapRequestLayer::new(routes::map_request).layer(routes))
 }
 
-/// Request id, log line and metrics around every request.
+/// Request id, log line and metrics around every request. The metric label is the
+/// route the router matched, as the API names it.
 async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let id = new_request_id();
     let method = req.method().clone();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let route = if route.starts_with("/v1/docs/") {
-        // One label per operation, not per document.
-        match req.uri().path().rsplit('/').next() {
-            Some(a @ ("append" | "backups" | "restore")) => format!("/v1/docs/{{name}}/{a}"),
-            _ => "/v1/docs/{name}".to_string(),
-        }
-    } else {
-        route
-    };
+        .map_or("unmatched", |p| routes::route_label(p.as_str()));
     let mut res = problem::REQUEST_ID.scope(id.clone(), next.run(req)).await;
     let status = res.status().as_u16();
-    app.metrics.request(method.as_str(), &route, status);
-    tracing::debug!(request_id = %id, %method, route = %route, status, "request");
+    app.metrics.request(method.as_str(), route, status);
+    tracing::debug!(request_id = %id, %method, route, status, "request");
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }
@@ -189,12 +210,7 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     if req.uri().path() == "/healthz" {
         return next.run(req).await;
     }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = headers::bearer_token(req.headers());
     let got: [u8; 32] = Sha256::digest(given.as_bytes()).into();
     let diff = got
         .iter()

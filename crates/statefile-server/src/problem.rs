@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use statefile::ErrorKind;
 
+use crate::store::StoreError;
+
 tokio::task_local! {
     /// The id of the request being handled, for error bodies and log lines.
     pub static REQUEST_ID: String;
@@ -85,15 +87,29 @@ impl ApiError {
         )
     }
 
-    /// Map a library error for document `name`. The library's message names absolute
-    /// paths, so it is logged, and the client gets a detail built from `name` only.
-    pub fn from_lib(e: &statefile::Error, name: &str) -> ApiError {
-        let rid = request_id();
-        let err = match e.kind() {
+    /// The one mapping from storage errors to answers (docs/design.md's error table),
+    /// for document `name`. A storage error's own message may name paths or hosts, so
+    /// it is logged, and the client gets a detail built from `name` (and the error's
+    /// client-safe reason) only. A mutation's error is the route's own answer.
+    pub fn from_store(e: StoreError, name: &str) -> ApiError {
+        let (kind, reason, source) = match e {
+            StoreError::Mutation(m) => {
+                return match m.downcast::<ApiError>() {
+                    Ok(api) => *api,
+                    Err(other) => ApiError::internal(other),
+                };
+            }
+            StoreError::Storage {
+                kind,
+                reason,
+                source,
+            } => (kind, reason, source),
+        };
+        let err = match kind {
             ErrorKind::NotFound => ApiError::not_found(format!("document {name} does not exist")),
-            ErrorKind::Conflict => ApiError::precondition_failed(format!(
-                "document {name} is not at the version the request expected"
-            )),
+            ErrorKind::Conflict => ApiError::precondition_failed(reason.unwrap_or_else(|| {
+                format!("document {name} is not at the version the request expected")
+            })),
             ErrorKind::Corrupt => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "corrupt-document",
@@ -147,7 +163,7 @@ impl ApiError {
                 "value-not-storable",
                 format!(
                     "the value cannot be stored in document {name}: {}",
-                    safe_reason(e)
+                    reason.as_deref().unwrap_or("it is not representable")
                 ),
             ),
             _ => ApiError::new(
@@ -157,27 +173,23 @@ impl ApiError {
                 "an unexpected error occurred; the server log has the details under this request id",
             ),
         };
+        let rid = request_id();
         if err.status.is_server_error() {
-            tracing::error!(request_id = %rid, document = name, error = %e, "request failed");
+            tracing::error!(request_id = %rid, document = name, error = %source, "request failed");
         } else {
-            tracing::debug!(request_id = %rid, document = name, error = %e, "request refused");
+            tracing::debug!(request_id = %rid, document = name, error = %source, "request refused");
         }
         err
     }
 }
 
-/// The part of a Serialize error that is about the value, without paths.
-fn safe_reason(e: &statefile::Error) -> String {
-    // Take the path out first: a root directory may itself contain ": ".
-    let mut msg = e.message().to_string();
-    if let Some(p) = e.path() {
-        msg = msg.replace(&p.display().to_string(), "document");
-    }
-    match msg.find(": ") {
-        Some(i) => msg[i + 2..].to_string(),
-        None => "it is not representable".to_string(),
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.slug, self.detail)
     }
 }
+
+impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

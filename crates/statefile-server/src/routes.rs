@@ -1,70 +1,102 @@
-//! The HTTP API. Handlers validate the request, then run the storage call on a blocking
-//! thread: a write that started finishes even if the client goes away.
+//! The HTTP API. Handlers receive checked input (see `extract`), then run the storage
+//! call on a blocking thread: a write that started finishes even if the client goes
+//! away.
+//!
+//! axum routes every request. A wildcard must end a route, so
+//! `/v1/docs/{name}/append|backups|restore` are rewritten before routing by
+//! [`map_request`] into routes of their own; this is unambiguous because a name ends in
+//! `.json`, never in `/append`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use statefile::{BackupRef, Version, pointer};
 
 use crate::App;
-use crate::idempotency::{Idempotency, Stored};
+use crate::extract::{DocName, JsonBody, PatchBody, Precondition, Q};
+use crate::headers;
+use crate::idempotency::Stored;
 use crate::problem::ApiError;
-use crate::store::{BackupEntry, Condition, Mutator};
+use crate::store::{BackupEntry, Condition, Mutator, StoreError, StoreResult};
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The longest document name accepted, in bytes.
-pub const MAX_NAME_LEN: usize = 1024;
+/// Where the operations on a document's name are routed after [`map_request`]. Not
+/// reachable from outside: a request for a path under it is answered 404.
+const INTERNAL: &str = "/.internal";
 
-/// Names: `A-Z a-z 0-9 . _ -` and `/` between segments; no empty, `.` or `..`
-/// segment, no segment starting with a dot; ends in `.json`; bounded length.
-pub fn check_name(name: &str) -> Result<(), ApiError> {
-    let bad =
-        |why: &str| ApiError::bad_request("invalid-name", format!("invalid document name: {why}"));
-    if name.len() > MAX_NAME_LEN {
-        return Err(bad("longer than 1024 bytes"));
-    }
-    if !name.ends_with(".json") {
-        return Err(bad("it must end in .json"));
-    }
-    for seg in name.split('/') {
-        if seg.is_empty() {
-            return Err(bad("empty segment (absolute path or '//')"));
-        }
-        if seg == "." || seg == ".." {
-            return Err(bad("'.' and '..' segments are not allowed"));
-        }
-        if seg.starts_with('.') {
-            return Err(bad("segments must not start with a dot"));
-        }
-        if seg.len() > statefile::MAX_NAME_LEN {
-            return Err(bad("a segment is longer than 230 bytes"));
-        }
-        if !seg
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-        {
-            return Err(bad("only A-Z a-z 0-9 . _ - and / are allowed"));
-        }
-    }
-    Ok(())
+/// The routes as registered, with the path each stands for in the API (its metric
+/// label and its OpenAPI path).
+pub const ROUTES: [(&str, &str); 8] = [
+    ("/v1/docs", "/v1/docs"),
+    ("/v1/docs/{*name}", "/v1/docs/{name}"),
+    ("/.internal/append/{*name}", "/v1/docs/{name}/append"),
+    ("/.internal/backups/{*name}", "/v1/docs/{name}/backups"),
+    ("/.internal/restore/{*name}", "/v1/docs/{name}/restore"),
+    ("/metrics", "/metrics"),
+    ("/openapi.json", "/openapi.json"),
+    ("/healthz", "/healthz"),
+];
+
+/// The API path a matched route stands for, e.g. `/v1/docs/{name}/append`.
+pub fn route_label(matched: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|(registered, _)| *registered == matched)
+        .map_or("unmatched", |(_, public)| public)
 }
 
-/// Run a storage call on a blocking thread.
+/// The request-mapping step before routing: `/v1/docs/{name}/{op}` for the operations
+/// `append`, `backups` and `restore` becomes `/.internal/{op}/{name}` (query kept); a
+/// request that names an internal path itself is sent where nothing is routed.
+pub fn map_request(mut req: Request) -> Request {
+    let path = req.uri().path();
+    let to = if let Some(rest) = path.strip_prefix("/v1/docs/") {
+        match rest.rsplit_once('/') {
+            Some((name, op @ ("append" | "backups" | "restore"))) if !name.is_empty() => {
+                format!("{INTERNAL}/{op}/{name}")
+            }
+            _ => return req,
+        }
+    } else if path == INTERNAL || path.starts_with("/.internal/") {
+        INTERNAL.to_string()
+    } else {
+        return req;
+    };
+    let to = match req.uri().query() {
+        Some(q) => format!("{to}?{q}"),
+        None => to,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = to.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+/// Run a storage call on a blocking thread, and answer its error for document `name`.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    name: &str,
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     let rid = crate::problem::request_id();
     tokio::task::spawn_blocking(move || crate::problem::REQUEST_ID.sync_scope(rid, f))
         .await
-        .unwrap_or_else(|e| Err(ApiError::internal(format_args!("storage task failed: {e}"))))
+        .unwrap_or_else(|e| {
+            Err(StoreError::new(
+                statefile::ErrorKind::Io,
+                format!("storage task failed: {e}"),
+            ))
+        })
+        .map_err(|e| ApiError::from_store(e, name))
 }
 
 fn etag_header(v: &Version) -> HeaderValue {
@@ -83,93 +115,16 @@ fn json_response(status: StatusCode, version: Option<&Version>, body: Vec<u8>) -
     res
 }
 
-fn header_str(h: &HeaderMap, name: header::HeaderName) -> Result<Option<&str>, ApiError> {
-    h.get(&name)
-        .map(|v| {
-            v.to_str().map_err(|_| {
-                ApiError::bad_request("invalid-header", format!("{name} is not ASCII"))
-            })
-        })
-        .transpose()
-}
-
-/// `If-Match` / `If-None-Match: *` as a write precondition.
-fn condition(h: &HeaderMap) -> Result<Condition, ApiError> {
-    let if_match = header_str(h, header::IF_MATCH)?;
-    let if_none = header_str(h, header::IF_NONE_MATCH)?;
-    match (if_match, if_none) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "invalid-precondition",
-            "send If-Match or If-None-Match, not both",
-        )),
-        // If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
-        (Some(m), None) if m.trim_start().starts_with("W/") => Err(ApiError::precondition_failed(
-            "If-Match uses strong comparison, and a weak ETag never matches",
-        )),
-        (Some(m), None) => Version::parse(m).map(Condition::IfMatch).map_err(|_| {
-            ApiError::bad_request(
-                "invalid-precondition",
-                "If-Match must be one ETag this server issued",
-            )
-        }),
-        (None, Some("*")) => Ok(Condition::Absent),
-        (None, Some(_)) => Err(ApiError::bad_request(
-            "invalid-precondition",
-            "on writes, If-None-Match only accepts *",
-        )),
-        (None, None) => Ok(Condition::Any),
-    }
-}
-
-fn content_type(h: &HeaderMap) -> Result<String, ApiError> {
-    Ok(header_str(h, header::CONTENT_TYPE)?
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase())
-}
-
-fn unsupported(got: &str, want: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported-media-type",
-        "Unsupported media type",
-        format!("expected Content-Type {want}, got {:?}", got),
+fn version_response(status: StatusCode, v: &Version) -> Response {
+    json_response(
+        status,
+        Some(v),
+        json!({"version": v.as_str()}).to_string().into_bytes(),
     )
-}
-
-fn body_bytes(body: Result<Bytes, BytesRejection>, max: usize) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request body too large",
-                format!("the body exceeds the limit of {max} bytes"),
-            )
-        } else {
-            ApiError::bad_request("unreadable-body", "the request body could not be read")
-        }
-    })
-}
-
-fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request("invalid-json", format!("the body is not valid JSON: {e}"))
-    })
 }
 
 fn parse_pointer(p: &str) -> Result<Vec<String>, ApiError> {
     pointer::parse(p).map_err(|e| ApiError::bad_request("invalid-pointer", e.to_string()))
-}
-
-fn query(
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<HashMap<String, String>, ApiError> {
-    q.map(|Query(m)| m)
-        .map_err(|_| ApiError::bad_request("invalid-query", "the query string is malformed"))
 }
 
 fn pointer_error(e: pointer::PointerError, name: &str) -> ApiError {
@@ -186,58 +141,35 @@ fn record_write(app: &App, started: Instant, w: &crate::store::Written) {
     app.metrics.write(started.elapsed(), w.lock_wait);
 }
 
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PointerQuery {
+    pointer: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RestoreQuery {
+    from: Option<String>,
+}
+
 /// `GET /v1/docs`: the document names.
 #[utoipa::path(get, path = "/v1/docs",
     params(("prefix" = Option<String>, Query, description = "Only names starting with this")),
     responses((status = 200, description = "Names, sorted", body = Object, example = json!({"names": ["jobs/1.json"]}))))]
-pub async fn list(
-    State(app): State<Arc<App>>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let prefix = query(q)?.remove("prefix").unwrap_or_default();
+pub async fn list(State(app): State<Arc<App>>, Q(q): Q<ListQuery>) -> ApiResult {
+    let prefix = q.prefix.unwrap_or_default();
     let store = app.store.clone();
-    let names = blocking(move || store.list(&prefix)).await?;
+    let p = prefix.clone();
+    let names = blocking(&prefix, move || store.list(&p)).await?;
     Ok(json_response(
         StatusCode::OK,
         None,
         json!({ "names": names }).to_string().into_bytes(),
     ))
-}
-
-/// Everything under `/v1/docs/...`: the document, or its `append`, `backups`, `restore`.
-pub async fn dispatch(
-    method: axum::http::Method,
-    State(app): State<Arc<App>>,
-    Path(rest): Path<String>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    use axum::http::Method;
-    let q = query(q)?;
-    let (name, action) = match rest.rsplit_once('/') {
-        Some((n, a @ ("append" | "backups" | "restore"))) => (n.to_string(), Some(a)),
-        _ => (rest.clone(), None),
-    };
-    check_name(&name)?;
-    let not_allowed = || {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "Method not allowed",
-            format!("{method} is not supported here"),
-        )
-    };
-    match (action, &method) {
-        (None, &Method::GET) => get_doc(app, name, q, headers).await,
-        (None, &Method::PUT) => put_doc(app, name, headers, body).await,
-        (None, &Method::PATCH) => patch_doc(app, name, headers, body).await,
-        (None, &Method::DELETE) => delete_doc(app, name, headers).await,
-        (Some("append"), &Method::POST) => append(app, name, q, headers, body).await,
-        (Some("backups"), &Method::GET) => backups(app, name).await,
-        (Some("restore"), &Method::POST) => restore(app, name, q).await,
-        _ => Err(not_allowed()),
-    }
 }
 
 /// `GET /v1/docs/{name}`: the document (or one value) with its ETag.
@@ -250,26 +182,21 @@ pub async fn dispatch(
               (status = 400, description = "Bad name or pointer"),
               (status = 404, description = "No such document or value")))]
 pub async fn get_doc(
-    app: Arc<App>,
-    name: String,
-    q: HashMap<String, String>,
+    State(app): State<Arc<App>>,
+    DocName(name): DocName,
+    Q(q): Q<PointerQuery>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let tokens = q.get("pointer").map(|p| parse_pointer(p)).transpose()?;
+    let tokens = q.pointer.as_deref().map(parse_pointer).transpose()?;
     let store = app.store.clone();
     let n = name.clone();
-    let f = blocking(move || store.get(&n)).await?;
+    let f = blocking(&name, move || store.get(&n)).await?;
     if let Some(b) = f.recovered_from {
         app.metrics.recovery();
         tracing::warn!(request_id = %crate::problem::request_id(), document = %name, backup = b,
             "document is damaged; served its newest good backup");
     }
-    if let Some(inm) = header_str(&headers, header::IF_NONE_MATCH)?
-        && (inm.trim() == "*"
-            || inm
-                .split(',')
-                .any(|t| Version::parse(t).is_ok_and(|v| v == f.version)))
-    {
+    if headers::none_match(&headers, &f.version)? {
         let mut res = StatusCode::NOT_MODIFIED.into_response();
         res.headers_mut()
             .insert(header::ETAG, etag_header(&f.version));
@@ -309,33 +236,22 @@ pub async fn get_doc(
               (status = 413, description = "Body too large"), (status = 415, description = "Not application/json"),
               (status = 507, description = "No space left")))]
 pub async fn put_doc(
-    app: Arc<App>,
-    name: String,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    State(app): State<Arc<App>>,
+    DocName(name): DocName,
+    Precondition(cond): Precondition,
+    body: JsonBody,
 ) -> ApiResult {
-    let ct = content_type(&headers)?;
-    if ct != "application/json" {
-        return Err(unsupported(&ct, "application/json"));
-    }
-    let cond = condition(&headers)?;
-    let value = parse_json(&body_bytes(body, app.config.max_body)?)?;
     let store = app.store.clone();
     let started = Instant::now();
-    let w = blocking(move || store.put(&name, &value, &cond)).await?;
+    let n = name.clone();
+    let w = blocking(&name, move || store.put(&n, &body.value, &cond)).await?;
     record_write(&app, started, &w);
     let status = if w.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(json_response(
-        status,
-        Some(&w.version),
-        json!({"version": w.version.as_str()})
-            .to_string()
-            .into_bytes(),
-    ))
+    Ok(version_response(status, &w.version))
 }
 
 /// `PATCH /v1/docs/{name}`: merge patch (RFC 7396) or JSON Patch (RFC 6902) under the lock.
@@ -348,56 +264,45 @@ pub async fn put_doc(
               (status = 422, description = "The patch does not apply"),
               (status = 500, description = "The document is damaged (corrupt-document)")))]
 pub async fn patch_doc(
-    app: Arc<App>,
-    name: String,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    State(app): State<Arc<App>>,
+    DocName(name): DocName,
+    Precondition(cond): Precondition,
+    body: PatchBody,
 ) -> ApiResult {
-    let ct = content_type(&headers)?;
-    let json_patch = match ct.as_str() {
-        "application/merge-patch+json" => false,
-        "application/json-patch+json" => true,
-        _ => {
-            return Err(unsupported(
-                &ct,
-                "application/merge-patch+json or application/json-patch+json",
-            ));
-        }
+    if cond == Condition::Absent {
+        return Err(ApiError::bad_request(
+            "invalid-precondition",
+            "If-None-Match: * only applies to PUT",
+        ));
+    }
+    let (init, f): (Option<Value>, Mutator<'static>) = match body {
+        PatchBody::Json(ops) => (
+            None,
+            Box::new(move |v| {
+                json_patch::patch(v, &ops)
+                    .map(|()| Value::Null)
+                    .map_err(|e| {
+                        StoreError::mutation(ApiError::unprocessable(
+                            "patch-not-applicable",
+                            format!("the patch does not apply: {e}"),
+                        ))
+                    })
+            }),
+        ),
+        PatchBody::Merge(input) => (
+            Some(json!({})),
+            Box::new(move |v| {
+                json_patch::merge(v, &input);
+                Ok(Value::Null)
+            }),
+        ),
     };
-    let cond = condition(&headers)?;
-    let input = parse_json(&body_bytes(body, app.config.max_body)?)?;
-    let f: Mutator<'static> = if json_patch {
-        let ops: json_patch::Patch = serde_json::from_value(input).map_err(|e| {
-            ApiError::bad_request("invalid-patch", format!("not an RFC 6902 JSON Patch: {e}"))
-        })?;
-        Box::new(move |v| {
-            json_patch::patch(v, &ops)
-                .map(|()| Value::Null)
-                .map_err(|e| {
-                    ApiError::unprocessable(
-                        "patch-not-applicable",
-                        format!("the patch does not apply: {e}"),
-                    )
-                })
-        })
-    } else {
-        Box::new(move |v| {
-            json_patch::merge(v, &input);
-            Ok(Value::Null)
-        })
-    };
-    let init = (!json_patch).then(|| json!({}));
     let store = app.store.clone();
     let started = Instant::now();
-    let (_, w) = blocking(move || store.update(&name, &cond, init, f)).await?;
+    let n = name.clone();
+    let (_, w) = blocking(&name, move || store.update(&n, &cond, init, f)).await?;
     record_write(&app, started, &w);
-    Ok(json_response(
-        StatusCode::OK,
-        Some(&w.version),
-        json!({"version": w.version.as_str()})
-            .to_string()
-            .into_bytes(),
-    ))
+    Ok(version_response(StatusCode::OK, &w.version))
 }
 
 /// `DELETE /v1/docs/{name}`: moved to its backup (restorable).
@@ -406,11 +311,15 @@ pub async fn patch_doc(
            ("If-Match" = Option<String>, Header, description = "Delete only at this ETag")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such document"),
               (status = 412, description = "Precondition failed")))]
-pub async fn delete_doc(app: Arc<App>, name: String, headers: HeaderMap) -> ApiResult {
-    let cond = condition(&headers)?;
+pub async fn delete_doc(
+    State(app): State<Arc<App>>,
+    DocName(name): DocName,
+    Precondition(cond): Precondition,
+) -> ApiResult {
     let store = app.store.clone();
     let started = Instant::now();
-    blocking(move || store.delete(&name, &cond)).await?;
+    let n = name.clone();
+    blocking(&name, move || store.delete(&n, &cond)).await?;
     // A delete is a write (a rename and a directory sync): it counts in the histogram.
     app.metrics
         .write(started.elapsed(), std::time::Duration::ZERO);
@@ -428,35 +337,17 @@ pub async fn delete_doc(app: Arc<App>, name: String, headers: HeaderMap) -> ApiR
               (status = 422, description = "The pointer names something that is not an array"),
               (status = 503, description = "Lock timeout; Retry-After")))]
 pub async fn append(
-    app: Arc<App>,
-    name: String,
-    q: HashMap<String, String>,
+    State(app): State<Arc<App>>,
+    DocName(name): DocName,
+    Q(q): Q<PointerQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: JsonBody,
 ) -> ApiResult {
-    let ct = content_type(&headers)?;
-    if ct != "application/json" {
-        return Err(unsupported(&ct, "application/json"));
-    }
-    let pointer_text = q.get("pointer").cloned().unwrap_or_default();
+    let pointer_text = q.pointer.unwrap_or_default();
     let tokens = parse_pointer(&pointer_text)?;
-    let raw = body_bytes(body, app.config.max_body)?;
-    let value = parse_json(&raw)?;
-    let request = crate::idempotency::fingerprint(&[pointer_text.as_bytes(), &raw]);
-    let key = header_str(
-        &headers,
-        "idempotency-key".parse().expect("static header name"),
-    )?
-    .map(str::to_string);
-    if key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > Idempotency::MAX_KEY_LEN)
-    {
-        return Err(ApiError::bad_request(
-            "invalid-idempotency-key",
-            "Idempotency-Key must be 1 to 255 characters",
-        ));
-    }
+    let key = headers::idempotency_key(&headers)?;
+    let request = crate::idempotency::fingerprint(&[pointer_text.as_bytes(), &body.raw]);
+    let value = body.value;
     let init = if tokens.is_empty() {
         json!([])
     } else {
@@ -469,7 +360,7 @@ pub async fn append(
             let store = app.store.clone();
             let started = Instant::now();
             let n = name.clone();
-            let (index, w) = blocking(move || {
+            let (index, w) = blocking(&name, move || {
                 let label = n.clone();
                 store.update(
                     &n,
@@ -478,7 +369,7 @@ pub async fn append(
                     Box::new(move |v| {
                         pointer::append(v, &tokens, value)
                             .map(|i| json!(i))
-                            .map_err(|e| pointer_error(e, &label))
+                            .map_err(|e| StoreError::mutation(pointer_error(e, &label)))
                     }),
                 )
             })
@@ -495,6 +386,7 @@ pub async fn append(
     };
     // Spawned, so the write (and the answer kept for repeats) completes even if this
     // client disconnects.
+    let rid = crate::problem::request_id();
     let stored = match key {
         Some(key) => {
             let slot = app.idempotency.slot(&name, &key, request).map_err(|_| {
@@ -506,7 +398,6 @@ pub async fn append(
                     ),
                 )
             })?;
-            let rid = crate::problem::request_id();
             tokio::spawn(
                 crate::problem::REQUEST_ID
                     .scope(rid, async move { slot.get_or_try_init(run).await.cloned() }),
@@ -514,7 +405,6 @@ pub async fn append(
             .await
         }
         None => {
-            let rid = crate::problem::request_id();
             tokio::spawn(crate::problem::REQUEST_ID.scope(rid, async move { run().await })).await
         }
     }
@@ -538,9 +428,10 @@ pub async fn append(
 #[utoipa::path(get, path = "/v1/docs/{name}/backups",
     params(("name" = String, Path, description = "Document name")),
     responses((status = 200, description = "Backups", body = [BackupEntry]), (status = 404, description = "Unknown document")))]
-pub async fn backups(app: Arc<App>, name: String) -> ApiResult {
+pub async fn backups(State(app): State<Arc<App>>, DocName(name): DocName) -> ApiResult {
     let store = app.store.clone();
-    let list = blocking(move || store.backups(&name)).await?;
+    let n = name.clone();
+    let list = blocking(&name, move || store.backups(&n)).await?;
     Ok(json_response(
         StatusCode::OK,
         None,
@@ -553,8 +444,12 @@ pub async fn backups(app: Arc<App>, name: String) -> ApiResult {
     params(("name" = String, Path, description = "Document name"),
            ("from" = Option<String>, Query, description = "Backup number (1 = newest) or version; default the newest good one")),
     responses((status = 200, description = "Restored; ETag"), (status = 404, description = "No such backup")))]
-pub async fn restore(app: Arc<App>, name: String, q: HashMap<String, String>) -> ApiResult {
-    let which = match q.get("from").map(String::as_str) {
+pub async fn restore(
+    State(app): State<Arc<App>>,
+    DocName(name): DocName,
+    Q(q): Q<RestoreQuery>,
+) -> ApiResult {
+    let which = match q.from.as_deref() {
         None | Some("") => BackupRef::NewestGood,
         Some(s) if s.len() < 10 && s.bytes().all(|b| b.is_ascii_digit()) => BackupRef::Number(
             s.parse()
@@ -567,7 +462,7 @@ pub async fn restore(app: Arc<App>, name: String, q: HashMap<String, String>) ->
     let store = app.store.clone();
     let started = Instant::now();
     let n = name.clone();
-    let w = blocking(move || store.restore(&n, &which))
+    let w = blocking(&name, move || store.restore(&n, &which))
         .await
         .map_err(|e| {
             if e.status == StatusCode::NOT_FOUND {
@@ -577,13 +472,7 @@ pub async fn restore(app: Arc<App>, name: String, q: HashMap<String, String>) ->
             }
         })?;
     record_write(&app, started, &w);
-    Ok(json_response(
-        StatusCode::OK,
-        Some(&w.version),
-        json!({"version": w.version.as_str()})
-            .to_string()
-            .into_bytes(),
-    ))
+    Ok(version_response(StatusCode::OK, &w.version))
 }
 
 /// `GET /healthz`: liveness (no authentication).
@@ -685,4 +574,65 @@ pub async fn openapi() -> Response {
 /// Unknown routes.
 pub async fn fallback() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+/// A method the route does not serve (axum adds the `Allow` header).
+pub async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{method} is not supported here"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn mapped(uri: &str) -> String {
+        let req = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        map_request(req).uri().to_string()
+    }
+
+    #[test]
+    fn operations_on_a_name_are_rewritten_and_internal_paths_are_not_reachable() {
+        assert_eq!(
+            mapped("/v1/docs/a/b.json/append?pointer=/x"),
+            "/.internal/append/a/b.json?pointer=/x"
+        );
+        assert_eq!(
+            mapped("/v1/docs/a.json/backups"),
+            "/.internal/backups/a.json"
+        );
+        assert_eq!(
+            mapped("/v1/docs/a.json/restore?from=2"),
+            "/.internal/restore/a.json?from=2"
+        );
+        assert_eq!(mapped("/v1/docs/a.json"), "/v1/docs/a.json");
+        assert_eq!(mapped("/v1/docs/append"), "/v1/docs/append");
+        assert_eq!(mapped("/v1/docs//append"), "/v1/docs//append");
+        assert_eq!(mapped("/.internal/append/a.json"), "/.internal");
+        assert_eq!(mapped("/.internal"), "/.internal");
+    }
+
+    proptest! {
+        #[test]
+        fn any_path_maps_without_panic(path in "/[ -~]{0,200}") {
+            if let Ok(uri) = path.parse::<Uri>() {
+                let req = Request::builder().uri(uri).body(axum::body::Body::empty()).unwrap();
+                let out = map_request(req);
+                let p = out.uri().path();
+                // An internal route is only reached through the rewrite of a document path.
+                if p.starts_with("/.internal/") {
+                    prop_assert!(path.starts_with("/v1/docs/"), "{path} -> {p}");
+                }
+            }
+        }
+    }
 }

@@ -1,13 +1,117 @@
 //! The storage the routes talk to. [`DocStore`] is all a backend must provide; the
 //! routes never touch files. [`FileStore`] implements it over a `statefile::Store`; a
-//! PostgreSQL backend would implement the same trait.
+//! PostgreSQL backend implements the same trait.
+//!
+//! The trait speaks storage, not HTTP: its errors are [`StoreError`]s, and the one place
+//! that turns them into statuses is [`ApiError::from_store`](crate::ApiError::from_store).
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use statefile::{BackupRef, ReadPolicy, Version};
+use statefile::{BackupRef, ErrorKind, ReadPolicy, Version};
 
-use crate::problem::ApiError;
+/// Why a storage call failed, in storage terms.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The storage refused or failed. `kind` picks the answer (the error table in
+    /// docs/design.md); `reason`, if any, is a client-safe explanation of what is wrong
+    /// with the value (no paths, no hosts); `source` goes to the log only.
+    Storage {
+        kind: ErrorKind,
+        reason: Option<String>,
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    /// The [`Mutator`] given to [`DocStore::update`] refused the value: its own error,
+    /// returned unchanged, with nothing written.
+    Mutation(Box<dyn StdError + Send + Sync>),
+}
+
+impl StoreError {
+    /// A storage failure of `kind`, caused by `source` (logged, never sent to clients).
+    pub fn new(kind: ErrorKind, source: impl Into<Box<dyn StdError + Send + Sync>>) -> StoreError {
+        StoreError::Storage {
+            kind,
+            reason: None,
+            source: source.into(),
+        }
+    }
+
+    /// Add a client-safe explanation: why a value cannot be stored (`Serialize`), or
+    /// which precondition failed (`Conflict`).
+    #[must_use]
+    pub fn with_reason(self, why: impl Into<String>) -> StoreError {
+        match self {
+            StoreError::Storage { kind, source, .. } => StoreError::Storage {
+                kind,
+                reason: Some(why.into()),
+                source,
+            },
+            m @ StoreError::Mutation(_) => m,
+        }
+    }
+
+    /// A mutation's own error, to return from a [`Mutator`].
+    pub fn mutation(e: impl StdError + Send + Sync + 'static) -> StoreError {
+        StoreError::Mutation(Box::new(e))
+    }
+
+    /// The storage kind, or `None` for a mutation's error.
+    pub fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            StoreError::Storage { kind, .. } => Some(*kind),
+            StoreError::Mutation(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Storage { kind, source, .. } => write!(f, "{}: {source}", kind.as_str()),
+            StoreError::Mutation(e) => write!(f, "mutation refused: {e}"),
+        }
+    }
+}
+
+impl StdError for StoreError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            StoreError::Storage { source, .. } => Some(source.as_ref()),
+            StoreError::Mutation(e) => Some(e.as_ref()),
+        }
+    }
+}
+
+impl From<statefile::Error> for StoreError {
+    fn from(e: statefile::Error) -> StoreError {
+        let kind = e.kind();
+        let reason = (kind == ErrorKind::Serialize).then(|| safe_reason(&e));
+        StoreError::Storage {
+            kind,
+            reason,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// The part of a library error that is about the value, without paths.
+fn safe_reason(e: &statefile::Error) -> String {
+    // Take the path out first: a root directory may itself contain ": ".
+    let mut msg = e.message().to_string();
+    if let Some(p) = e.path() {
+        msg = msg.replace(&p.display().to_string(), "document");
+    }
+    match msg.find(": ") {
+        Some(i) => msg[i + 2..].to_string(),
+        None => "it is not representable".to_string(),
+    }
+}
+
+/// `Result` with [`StoreError`].
+pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A precondition on the current version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,32 +158,43 @@ pub struct BackupEntry {
 }
 
 /// A read-modify-write step: gets the current value, changes it, returns a result for
-/// the response (e.g. the index of an appended element).
-pub type Mutator<'a> = Box<dyn FnOnce(&mut Value) -> Result<Value, ApiError> + Send + 'a>;
+/// the response (e.g. the index of an appended element). An error (usually
+/// [`StoreError::Mutation`]) abandons the update: nothing is written, and the backend
+/// returns that error unchanged.
+pub type Mutator<'a> = Box<dyn FnOnce(&mut Value) -> StoreResult<Value> + Send + 'a>;
 
 /// What a storage backend provides. Every method blocks: call it from a blocking thread.
+///
+/// Errors by kind: `NotFound` (no such document or backup), `Conflict` (the
+/// [`Condition`] does not hold), `Corrupt` (damaged, no good backup to serve or modify
+/// from), `LockTimeout` (busy), `NoSpace`, `PermissionDenied`, `Durability`,
+/// `InvalidName` (the name cannot be stored there), `Serialize` (the value cannot be
+/// stored, with a reason), anything else `Io`.
 pub trait DocStore: Send + Sync + 'static {
     /// Document names starting with `prefix`, sorted.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError>;
+    fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
     /// Read a document (serving a backup if it is damaged).
-    fn get(&self, name: &str) -> Result<Fetched, ApiError>;
+    fn get(&self, name: &str) -> StoreResult<Fetched>;
     /// Create or replace a document.
-    fn put(&self, name: &str, value: &Value, cond: &Condition) -> Result<Written, ApiError>;
+    fn put(&self, name: &str, value: &Value, cond: &Condition) -> StoreResult<Written>;
     /// Read-modify-write under the document's lock. A missing document starts as
-    /// `init` (or is NotFound if `init` is `None`).
+    /// `init` (or is `NotFound` if `init` is `None`); with [`Condition::Absent`] only a
+    /// missing document is modified (`Conflict` otherwise).
     fn update(
         &self,
         name: &str,
         cond: &Condition,
         init: Option<Value>,
         f: Mutator<'_>,
-    ) -> Result<(Value, Written), ApiError>;
-    /// Delete a document (restorable from its backups).
-    fn delete(&self, name: &str, cond: &Condition) -> Result<(), ApiError>;
-    /// The kept versions, newest first.
-    fn backups(&self, name: &str) -> Result<Vec<BackupEntry>, ApiError>;
+    ) -> StoreResult<(Value, Written)>;
+    /// Delete a document (restorable from its backups). With [`Condition::Absent`]:
+    /// `Conflict` if it exists, `NotFound` if not (there is nothing to delete either way).
+    fn delete(&self, name: &str, cond: &Condition) -> StoreResult<()>;
+    /// The kept versions, newest first; `NotFound` if neither the document nor any
+    /// backup exists.
+    fn backups(&self, name: &str) -> StoreResult<Vec<BackupEntry>>;
     /// Restore a kept version.
-    fn restore(&self, name: &str, which: &BackupRef) -> Result<Written, ApiError>;
+    fn restore(&self, name: &str, which: &BackupRef) -> StoreResult<Written>;
 }
 
 /// [`DocStore`] over a directory, through the statefile library.
@@ -94,10 +209,8 @@ impl FileStore {
         FileStore { store }
     }
 
-    fn doc(&self, name: &str) -> Result<statefile::Doc<Value>, ApiError> {
-        self.store
-            .doc::<Value>(name)
-            .map_err(|e| ApiError::from_lib(&e, name))
+    fn doc(&self, name: &str) -> StoreResult<statefile::Doc<Value>> {
+        Ok(self.store.doc::<Value>(name)?)
     }
 }
 
@@ -109,18 +222,22 @@ fn written(r: statefile::Receipt) -> Written {
     }
 }
 
+/// A `Conflict` whose reason the client may read: `document {name} {why}`.
+fn conflict(name: &str, why: &str) -> StoreError {
+    let why = format!("document {name} {why}");
+    StoreError::new(ErrorKind::Conflict, why.clone()).with_reason(why)
+}
+
 impl DocStore for FileStore {
-    fn list(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
-        self.store
-            .list(prefix)
-            .map_err(|e| ApiError::from_lib(&e, prefix))
+    fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        Ok(self.store.list(prefix)?)
     }
 
-    fn get(&self, name: &str) -> Result<Fetched, ApiError> {
+    fn get(&self, name: &str) -> StoreResult<Fetched> {
         let doc = self
             .doc(name)?
             .with_read_policy(ReadPolicy::FallbackToBackup);
-        let v = doc.read_bytes().map_err(|e| ApiError::from_lib(&e, name))?;
+        let v = doc.read_bytes()?;
         Ok(Fetched {
             bytes: v.value,
             version: v.version,
@@ -128,14 +245,14 @@ impl DocStore for FileStore {
         })
     }
 
-    fn put(&self, name: &str, value: &Value, cond: &Condition) -> Result<Written, ApiError> {
+    fn put(&self, name: &str, value: &Value, cond: &Condition) -> StoreResult<Written> {
         let doc = self.doc(name)?;
         let r = match cond {
             Condition::Any => doc.write(value),
             Condition::IfMatch(v) => doc.write_if(v, value),
             Condition::Absent => doc.create(value),
         };
-        r.map(written).map_err(|e| ApiError::from_lib(&e, name))
+        Ok(r.map(written)?)
     }
 
     fn update(
@@ -144,61 +261,71 @@ impl DocStore for FileStore {
         cond: &Condition,
         init: Option<Value>,
         f: Mutator<'_>,
-    ) -> Result<(Value, Written), ApiError> {
+    ) -> StoreResult<(Value, Written)> {
         let doc = self.doc(name)?;
+        // The mutation's own error leaves through this slot: the library's closure
+        // can only fail with a library error.
         let mut failure = None;
-        let body = |v: &mut Value| match f(v) {
-            Ok(out) => Ok(out),
-            Err(e) => {
+        let inserted = std::cell::Cell::new(false);
+        let absent_only = *cond == Condition::Absent;
+        let body = |v: &mut Value| {
+            let res = if absent_only && !inserted.get() {
+                Err(conflict(name, "exists, and the request asked that it not"))
+            } else {
+                f(v)
+            };
+            res.map_err(|e| {
                 failure = Some(e);
-                Err(statefile::Error::aborted("abandoned"))
-            }
+                statefile::Error::aborted("abandoned")
+            })
         };
         let res = match (cond, init) {
             (Condition::IfMatch(v), _) => doc.update_if(v, body),
-            (Condition::Absent, _) => {
-                return Err(ApiError::bad_request(
-                    "invalid-precondition",
-                    "If-None-Match: * only applies to PUT",
-                ));
-            }
-            (Condition::Any, Some(init)) => doc.update_or_insert_with(move || init.clone(), body),
-            (Condition::Any, None) => doc.update(body),
+            (_, Some(init)) => doc.update_or_insert_with(
+                || {
+                    inserted.set(true);
+                    init.clone()
+                },
+                body,
+            ),
+            (_, None) => doc.update(body),
         };
         match res {
             Ok((out, r)) => Ok((out, written(r))),
-            Err(e) => Err(failure
-                .take()
-                .unwrap_or_else(|| ApiError::from_lib(&e, name))),
+            Err(e) => Err(failure.take().unwrap_or_else(|| e.into())),
         }
     }
 
-    fn delete(&self, name: &str, cond: &Condition) -> Result<(), ApiError> {
+    fn delete(&self, name: &str, cond: &Condition) -> StoreResult<()> {
         let doc = self.doc(name)?;
         let r = match cond {
             Condition::IfMatch(v) => doc.delete_if(v),
             Condition::Any => doc.delete(),
             // "Only if it does not exist": there is then nothing to delete.
             Condition::Absent => {
-                return Err(if doc.exists().map_err(|e| ApiError::from_lib(&e, name))? {
-                    ApiError::precondition_failed(format!(
-                        "document {name} exists, and If-None-Match: * asked that it not"
-                    ))
+                return Err(if doc.exists()? {
+                    conflict(name, "exists, and If-None-Match: * asked that it not")
                 } else {
-                    ApiError::not_found(format!("document {name} does not exist"))
+                    statefile::Error::new(
+                        ErrorKind::NotFound,
+                        format!("document {name} does not exist"),
+                    )
+                    .into()
                 });
             }
         };
-        r.map(drop).map_err(|e| ApiError::from_lib(&e, name))
+        Ok(r.map(drop)?)
     }
 
-    fn backups(&self, name: &str) -> Result<Vec<BackupEntry>, ApiError> {
+    fn backups(&self, name: &str) -> StoreResult<Vec<BackupEntry>> {
         let doc = self.doc(name)?;
-        let list = doc.backups().map_err(|e| ApiError::from_lib(&e, name))?;
-        if list.is_empty() && !doc.exists().map_err(|e| ApiError::from_lib(&e, name))? {
-            return Err(ApiError::not_found(format!(
-                "document {name} does not exist and has no backups"
-            )));
+        let list = doc.backups()?;
+        if list.is_empty() && !doc.exists()? {
+            return Err(statefile::Error::new(
+                ErrorKind::NotFound,
+                format!("document {name} does not exist and has no backups"),
+            )
+            .into());
         }
         Ok(list
             .into_iter()
@@ -215,10 +342,7 @@ impl DocStore for FileStore {
             .collect())
     }
 
-    fn restore(&self, name: &str, which: &BackupRef) -> Result<Written, ApiError> {
-        let doc = self.doc(name)?;
-        doc.restore(which)
-            .map(written)
-            .map_err(|e| ApiError::from_lib(&e, name))
+    fn restore(&self, name: &str, which: &BackupRef) -> StoreResult<Written> {
+        Ok(self.doc(name)?.restore(which).map(written)?)
     }
 }

@@ -793,3 +793,58 @@ async fn a_full_disk_is_507() {
     let r = call(&app, "GET", "/v1/docs/s.json", &[], b"").await;
     assert_eq!(r.json(), json!({"small": 1}), "unchanged");
 }
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_allow_and_metrics_label_the_matched_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    for (method, uri, allow) in [
+        ("POST", "/v1/docs/a.json", "GET,HEAD,PUT,PATCH,DELETE"),
+        ("GET", "/v1/docs/a.json/append", "POST"),
+        ("DELETE", "/v1/docs/a.json/backups", "GET,HEAD"),
+        ("PUT", "/v1/docs/a.json/restore", "POST"),
+        ("POST", "/v1/docs", "GET,HEAD"),
+        ("DELETE", "/metrics", "GET,HEAD"),
+    ] {
+        let r = call(&app, method, uri, &[JSON], b"{}").await;
+        r.problem(405, "method-not-allowed");
+        let mut got: Vec<String> = r
+            .header("allow")
+            .unwrap_or_default()
+            .split(',')
+            .map(|m| m.trim().to_string())
+            .collect();
+        let mut want: Vec<&str> = allow.split(',').collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{method} {uri}");
+    }
+    // HEAD is served by GET: the headers, no body.
+    call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"{\"x\": 1}").await;
+    let r = call(&app, "HEAD", "/v1/docs/a.json", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("etag").is_some() && r.body.is_empty());
+    // The internal routes the operations are rewritten to are not reachable directly.
+    call(&app, "POST", "/.internal/append/a.json", &[JSON], b"1")
+        .await
+        .problem(404, "not-found");
+    call(
+        &app,
+        "POST",
+        "/v1/docs/a.json/append?pointer=/l",
+        &[JSON],
+        b"1",
+    )
+    .await;
+    call(&app, "GET", "/v1/docs/a.json/backups", &[], b"").await;
+    let m = String::from_utf8(call(&app, "GET", "/metrics", &[], b"").await.body).unwrap();
+    for line in [
+        r#"method="POST",route="/v1/docs/{name}/append",status="200"} 1"#,
+        r#"method="GET",route="/v1/docs/{name}/backups",status="200"} 1"#,
+        r#"method="GET",route="/v1/docs/{name}/append",status="405"} 1"#,
+        r#"method="POST",route="unmatched",status="404"} 1"#,
+        r#"method="HEAD",route="/v1/docs/{name}",status="200"} 1"#,
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+}

@@ -10,13 +10,14 @@ use common::{JSON, call};
 use serde_json::Value;
 use statefile::{BackupRef, ErrorKind};
 use statefile_server::{
-    ApiError, App, BackupEntry, Condition, Config, DocStore, Fetched, Mutator, Written,
+    App, BackupEntry, Condition, Config, DocStore, Fetched, Mutator, StoreError, StoreResult,
+    Written,
 };
 
 /// Every call fails with the error kind the document's name asks for.
 struct Failing;
 
-fn fail(name: &str) -> ApiError {
+fn fail(name: &str) -> StoreError {
     let kind = match name {
         "nospace.json" => ErrorKind::NoSpace,
         "denied.json" => ErrorKind::PermissionDenied,
@@ -24,18 +25,17 @@ fn fail(name: &str) -> ApiError {
         "lock.json" => ErrorKind::LockTimeout,
         _ => ErrorKind::Io,
     };
-    let e = statefile::Error::new(kind, "failed at /srv/secret/path/x.json: disk says no");
-    ApiError::from_lib(&e, name)
+    StoreError::new(kind, "failed at /srv/secret/path/x.json: disk says no")
 }
 
 impl DocStore for Failing {
-    fn list(&self, _prefix: &str) -> Result<Vec<String>, ApiError> {
+    fn list(&self, _prefix: &str) -> StoreResult<Vec<String>> {
         Err(fail("io.json"))
     }
-    fn get(&self, name: &str) -> Result<Fetched, ApiError> {
+    fn get(&self, name: &str) -> StoreResult<Fetched> {
         Err(fail(name))
     }
-    fn put(&self, name: &str, _: &Value, _: &Condition) -> Result<Written, ApiError> {
+    fn put(&self, name: &str, _: &Value, _: &Condition) -> StoreResult<Written> {
         Err(fail(name))
     }
     fn update(
@@ -44,16 +44,16 @@ impl DocStore for Failing {
         _: &Condition,
         _: Option<Value>,
         _: Mutator<'_>,
-    ) -> Result<(Value, Written), ApiError> {
+    ) -> StoreResult<(Value, Written)> {
         Err(fail(name))
     }
-    fn delete(&self, name: &str, _: &Condition) -> Result<(), ApiError> {
+    fn delete(&self, name: &str, _: &Condition) -> StoreResult<()> {
         Err(fail(name))
     }
-    fn backups(&self, name: &str) -> Result<Vec<BackupEntry>, ApiError> {
+    fn backups(&self, name: &str) -> StoreResult<Vec<BackupEntry>> {
         Err(fail(name))
     }
-    fn restore(&self, name: &str, _: &BackupRef) -> Result<Written, ApiError> {
+    fn restore(&self, name: &str, _: &BackupRef) -> StoreResult<Written> {
         Err(fail(name))
     }
 }

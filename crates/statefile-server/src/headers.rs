@@ -1,0 +1,200 @@
+//! Parsers for the request headers the API reads. Each takes what the client sent and
+//! answers a value or a problem; none panics, whatever the bytes (see the property tests
+//! at the bottom).
+
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use statefile::Version;
+
+use crate::problem::ApiError;
+use crate::store::Condition;
+
+/// The longest `Idempotency-Key` accepted, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A header's value as text; a value with bytes outside visible ASCII is a bad request.
+pub fn text<'h>(h: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, ApiError> {
+    h.get(name)
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::bad_request("invalid-header", format!("{name} is not ASCII"))
+            })
+        })
+        .transpose()
+}
+
+/// `If-Match` / `If-None-Match: *` as a write precondition.
+pub fn condition(h: &HeaderMap) -> Result<Condition, ApiError> {
+    let if_match = text(h, &header::IF_MATCH)?;
+    let if_none = text(h, &header::IF_NONE_MATCH)?;
+    match (if_match, if_none) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "invalid-precondition",
+            "send If-Match or If-None-Match, not both",
+        )),
+        // If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
+        (Some(m), None) if m.trim_start().starts_with("W/") => Err(ApiError::precondition_failed(
+            "If-Match uses strong comparison, and a weak ETag never matches",
+        )),
+        (Some(m), None) => Version::parse(m).map(Condition::IfMatch).map_err(|_| {
+            ApiError::bad_request(
+                "invalid-precondition",
+                "If-Match must be one ETag this server issued",
+            )
+        }),
+        (None, Some("*")) => Ok(Condition::Absent),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "invalid-precondition",
+            "on writes, If-None-Match only accepts *",
+        )),
+        (None, None) => Ok(Condition::Any),
+    }
+}
+
+/// Whether a read's `If-None-Match` names `current` (or is `*`): then the answer is 304.
+pub fn none_match(h: &HeaderMap, current: &Version) -> Result<bool, ApiError> {
+    Ok(text(h, &header::IF_NONE_MATCH)?.is_some_and(|inm| {
+        inm.trim() == "*"
+            || inm
+                .split(',')
+                .any(|t| Version::parse(t).is_ok_and(|v| v == *current))
+    }))
+}
+
+/// The media type of the body, lowercase, without parameters ("" when absent).
+pub fn content_type(h: &HeaderMap) -> Result<String, ApiError> {
+    Ok(text(h, &header::CONTENT_TYPE)?
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase())
+}
+
+/// The 415 for a body of media type `got` where `want` was expected.
+pub fn unsupported(got: &str, want: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+        format!("expected Content-Type {want}, got {got:?}"),
+    )
+}
+
+/// `Idempotency-Key`: absent, or 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes of text.
+pub fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let key = text(h, &HeaderName::from_static("idempotency-key"))?;
+    match key {
+        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN => Err(ApiError::bad_request(
+            "invalid-idempotency-key",
+            "Idempotency-Key must be 1 to 255 characters",
+        )),
+        k => Ok(k.map(str::to_string)),
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`, or "" when there is none.
+pub fn bearer_token(h: &HeaderMap) -> &str {
+    h.get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Headers with `name` set to `bytes`, when HTTP allows those bytes in a value.
+    fn with(name: HeaderName, bytes: &[u8]) -> Option<HeaderMap> {
+        let v = HeaderValue::from_bytes(bytes).ok()?;
+        let mut h = HeaderMap::new();
+        h.insert(name, v);
+        Some(h)
+    }
+
+    fn any_version() -> impl Strategy<Value = Version> {
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(|b| Version::of(&b))
+    }
+
+    proptest! {
+        #[test]
+        fn no_header_parser_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            for name in [
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static("idempotency-key"),
+            ] {
+                if let Some(h) = with(name, &bytes) {
+                    let _ = condition(&h);
+                    let _ = none_match(&h, &Version::of(b"{}"));
+                    let _ = content_type(&h);
+                    let _ = idempotency_key(&h);
+                    let _ = bearer_token(&h);
+                }
+            }
+        }
+
+        #[test]
+        fn an_issued_etag_is_its_own_if_match(v in any_version(), pad in "[ \t]{0,3}") {
+            let h = with(header::IF_MATCH, format!("{pad}{}{pad}", v.etag()).as_bytes()).unwrap();
+            prop_assert_eq!(condition(&h).unwrap(), Condition::IfMatch(v));
+        }
+
+        #[test]
+        fn a_list_naming_the_version_is_not_modified(
+            v in any_version(),
+            others in proptest::collection::vec(any_version(), 0..4),
+            at in 0usize..4,
+        ) {
+            let mut tags: Vec<String> = others.iter().map(Version::etag).collect();
+            tags.insert(at.min(tags.len()), v.etag());
+            let h = with(header::IF_NONE_MATCH, tags.join(", ").as_bytes()).unwrap();
+            prop_assert!(none_match(&h, &v).unwrap());
+            let without: Vec<String> =
+                others.iter().filter(|o| **o != v).map(Version::etag).collect();
+            let h = with(header::IF_NONE_MATCH, without.join(", ").as_bytes()).unwrap();
+            prop_assert!(!none_match(&h, &v).unwrap());
+        }
+
+        #[test]
+        fn idempotency_keys_of_visible_ascii_round_trip(key in "[!-~]{1,255}") {
+            let h = with(HeaderName::from_static("idempotency-key"), key.as_bytes()).unwrap();
+            prop_assert_eq!(idempotency_key(&h).unwrap(), Some(key));
+        }
+
+        #[test]
+        fn idempotency_keys_too_long_are_refused(key in "[!-~]{256,400}") {
+            let h = with(HeaderName::from_static("idempotency-key"), key.as_bytes()).unwrap();
+            prop_assert_eq!(idempotency_key(&h).unwrap_err().slug, "invalid-idempotency-key");
+        }
+
+        #[test]
+        fn media_types_ignore_case_and_parameters(
+            t in "[a-z]{1,10}/[a-z+.-]{1,20}",
+            upper in any::<bool>(),
+            params in "(; ?[a-z]{1,8}=[a-z0-9]{1,8}){0,3}",
+        ) {
+            let sent = if upper { t.to_ascii_uppercase() } else { t.clone() };
+            let h = with(header::CONTENT_TYPE, format!("{sent}{params}").as_bytes()).unwrap();
+            prop_assert_eq!(content_type(&h).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn non_ascii_values_are_a_bad_request_not_a_panic() {
+        let h = with(header::IF_MATCH, b"\"\xff\xfe\"").unwrap();
+        assert_eq!(condition(&h).unwrap_err().slug, "invalid-header");
+        let h = with(
+            HeaderName::from_static("idempotency-key"),
+            "ключ".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(idempotency_key(&h).unwrap_err().slug, "invalid-header");
+    }
+}
