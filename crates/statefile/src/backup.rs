@@ -4,8 +4,10 @@
 //! after the rename; see [`atomic`](crate::atomic)). This module lists them, picks one,
 //! and restores it: itself an atomic write, so a restore can be undone from the backups.
 
+use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::atomic::{self, Current, Plan, Verify};
@@ -36,6 +38,21 @@ pub struct BackupInfo {
 }
 
 /// Which backup to restore.
+///
+/// Parsed from text as the CLI and the server take it: a number (1 is the newest) or a
+/// version (bare or as an ETag).
+///
+/// ```
+/// use statefile::{BackupRef, Version};
+///
+/// assert_eq!("2".parse::<BackupRef>()?, BackupRef::Number(2));
+/// let v = Version::of(b"{}");
+/// assert_eq!(v.as_str().parse::<BackupRef>()?, BackupRef::Version(v.clone()));
+/// assert_eq!(v.etag().parse::<BackupRef>()?, BackupRef::Version(v));
+/// assert!("0".parse::<BackupRef>().is_err()); // numbered from 1
+/// assert!("newest".parse::<BackupRef>().is_err());
+/// # Ok::<(), statefile::ParseBackupRefError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackupRef {
     /// The newest backup that parses.
@@ -45,6 +62,44 @@ pub enum BackupRef {
     /// The backup with this version.
     Version(Version),
 }
+
+impl FromStr for BackupRef {
+    type Err = ParseBackupRefError;
+
+    /// A backup number (decimal digits, from 1) or a version (64 hex digits, bare or
+    /// quoted as an ETag).
+    fn from_str(s: &str) -> std::result::Result<BackupRef, ParseBackupRefError> {
+        let err = || ParseBackupRefError {
+            input: s.chars().take(80).collect(),
+        };
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return match s.parse::<usize>() {
+                Ok(0) | Err(_) => Err(err()),
+                Ok(n) => Ok(BackupRef::Number(n)),
+            };
+        }
+        Version::parse(s).map(BackupRef::Version).map_err(|_| err())
+    }
+}
+
+/// Text that names no backup: [`BackupRef`]'s parse error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseBackupRefError {
+    input: String,
+}
+
+impl fmt::Display for ParseBackupRefError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} names no backup: give a backup number (1 is the newest) or a version \
+             (64 hex digits)",
+            self.input
+        )
+    }
+}
+
+impl std::error::Error for ParseBackupRefError {}
 
 /// The backup files of `t`, newest first, as (suffix number, path). Gaps are possible
 /// after a crash during rotation; the order is what counts.

@@ -73,7 +73,7 @@ use std::path::Path;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use backup::{BackupInfo, BackupRef};
+pub use backup::{BackupInfo, BackupRef, ParseBackupRefError};
 pub use doc::{Deleted, Doc, Recovered, Versioned};
 pub use error::{CorruptInfo, Error, ErrorKind, Result};
 pub use json::{Format, MAX_DEPTH, to_vec};
