@@ -1,8 +1,15 @@
 //! The command line: names and arguments here are an interface scripts depend on.
+//!
+//! One args struct per subcommand. Values are parsed into their types here (a version,
+//! a durability level, a backup reference, a duration), so a bad value is a usage error
+//! from clap, with the subcommand's usage line, before anything touches a file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+use statefile::{BackupRef, Durability, Options, Version};
 
 /// The top-level help's epilogue: a few examples, then the exit codes.
 const AFTER_HELP: &str = "\
@@ -24,8 +31,9 @@ Exit codes:
   8  permission denied
   9  durability unknown (the new version was renamed into place, the directory sync failed)
 
-Environment: STATEFILE_DURABILITY, STATEFILE_BACKUPS, STATEFILE_LOCK_TIMEOUT set the
-defaults of the global options; STATEFILE_LOG sets the log filter (e.g. debug).";
+Commands that write take --durability, --backups and --lock-timeout (defaults from
+STATEFILE_DURABILITY, STATEFILE_BACKUPS, STATEFILE_LOCK_TIMEOUT). STATEFILE_LOG sets the
+log filter (e.g. debug).";
 
 /// Atomic, durable, lock-safe JSON files for scripts in any language.
 ///
@@ -41,24 +49,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every subcommand takes: how much to say.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
-    /// How hard writes work to survive a power loss: full (fsync file and directory),
-    /// data (fdatasync the file only), none (no syncs; for caches and tests).
-    #[arg(long, global = true, env = "STATEFILE_DURABILITY", default_value = "full",
-          value_parser = ["full", "data", "none"])]
-    pub durability: String,
-    /// Previous versions to keep as .NAME.bak, .NAME.bak.2, ... (0 turns backups off).
-    #[arg(long, global = true, env = "STATEFILE_BACKUPS", default_value_t = 1)]
-    pub backups: usize,
-    /// Seconds to wait for another writer's lock before failing with exit code 6.
-    #[arg(
-        long,
-        global = true,
-        env = "STATEFILE_LOCK_TIMEOUT",
-        default_value_t = 10.0
-    )]
-    pub lock_timeout: f64,
     /// Print nothing but errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -67,6 +61,60 @@ pub struct Global {
     pub verbose: u8,
 }
 
+/// How a command that writes does it: only on the subcommands that write.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Write options")]
+pub struct WriteOptions {
+    /// How hard writes work to survive a power loss: full (fsync file and directory),
+    /// data (fdatasync the file only), none (no syncs; for caches and tests).
+    #[arg(long, env = "STATEFILE_DURABILITY", default_value = "full",
+          value_parser = durability())]
+    pub durability: Durability,
+    /// Previous versions to keep as .NAME.bak, .NAME.bak.2, ... (0 turns backups off).
+    #[arg(
+        long,
+        env = "STATEFILE_BACKUPS",
+        default_value_t = 1,
+        value_name = "N",
+        allow_negative_numbers = true
+    )]
+    pub backups: usize,
+    /// Seconds to wait for another writer's lock before failing with exit code 6.
+    #[arg(long, env = "STATEFILE_LOCK_TIMEOUT", default_value = "10",
+          value_name = "SECONDS", value_parser = seconds, allow_negative_numbers = true)]
+    pub lock_timeout: Duration,
+}
+
+impl WriteOptions {
+    /// The library options these flags ask for.
+    pub fn options(&self) -> Options {
+        Options::new()
+            .durability(self.durability)
+            .backups(self.backups)
+            .lock_timeout(self.lock_timeout)
+    }
+}
+
+/// `--durability`: one of the library's levels, listed in help and completions.
+fn durability() -> impl TypedValueParser<Value = Durability> {
+    PossibleValuesParser::new(["full", "data", "none"]).try_map(|s| s.parse::<Durability>())
+}
+
+/// A number of seconds (fractions allowed), as a duration.
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    let n: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(n).map_err(|_| {
+        format!("{s:?} is not a number of seconds: it must be zero or more, and finite")
+    })
+}
+
+/// The document a command works on.
+const FILE: &str = "The JSON document: a path to a file, e.g. jobs/42.json";
+
+/// `--pretty` / `--compact`.
 #[derive(Debug, Args)]
 pub struct Output {
     /// Pretty-print (the default on a terminal).
@@ -79,170 +127,246 @@ pub struct Output {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a document, or the value at a JSON Pointer.
-    #[command(
-        after_help = "Examples:\n  statefile get jobs/42.json\n  statefile get --raw jobs/42.json /status\n  statefile get --fallback config.json   # a damaged file reads as its newest good backup"
-    )]
-    Get {
-        file: PathBuf,
-        /// RFC 6901 pointer, e.g. /servers/0/host ("" or omitted: the whole document).
-        pointer: Option<String>,
-        #[command(flatten)]
-        output: Output,
-        /// Print a string value without quotes.
-        #[arg(long)]
-        raw: bool,
-        /// If the file is damaged, print its newest backup that parses (and say so on stderr).
-        #[arg(long)]
-        fallback: bool,
-    },
-    /// Replace a document with JSON read from stdin, atomically. Prints the new version.
-    #[command(
-        after_help = "Examples:\n  echo '{\"status\":\"queued\"}' | statefile put jobs/42.json\n  statefile put --if-match \"$v\" config.json < new.json   # only if unchanged since $v\n  statefile put --create --parents jobs/43.json < job.json"
-    )]
-    Put {
-        file: PathBuf,
-        /// Only replace if the current version is this one (bare hex or a quoted ETag).
-        #[arg(long, value_name = "VERSION")]
-        if_match: Option<String>,
-        /// Fail (exit 3) if the file already exists.
-        #[arg(long, conflicts_with = "if_match")]
-        create: bool,
-        /// Create missing parent directories.
-        #[arg(long)]
-        parents: bool,
-    },
-    /// Set the value at a JSON Pointer, under the lock (read-modify-write).
-    #[command(
-        after_help = "Creates a missing file (as {}) and missing intermediate objects.\n\nExamples:\n  statefile set jobs/42.json /status '\"running\"'\n  statefile set --string jobs/42.json /status running\n  statefile set config.json /limits/max 10"
-    )]
-    Set {
-        file: PathBuf,
-        pointer: String,
-        /// The JSON value (with --string: taken as a string).
-        json: String,
-        /// Take JSON as a plain string.
-        #[arg(long)]
-        string: bool,
-        /// Create missing parent directories.
-        #[arg(long)]
-        parents: bool,
-    },
-    /// Append a value to the array at a JSON Pointer, under the lock.
-    #[command(
-        after_help = "Creates a missing file and array. Prints {\"index\":N,\"version\":\"...\"}.\n\nExamples:\n  statefile append view/resData.json /cases '{\"id\": 7}'\n  statefile append --string log.json /lines \"build finished\""
-    )]
-    Append {
-        file: PathBuf,
-        pointer: String,
-        json: String,
-        /// Take JSON as a plain string.
-        #[arg(long)]
-        string: bool,
-        /// Create missing parent directories.
-        #[arg(long)]
-        parents: bool,
-    },
-    /// Remove the value at a JSON Pointer, or the whole document.
-    #[command(
-        after_help = "Without POINTER the document is moved to its backup (undo with `statefile restore`).\n\nExamples:\n  statefile rm jobs/42.json /tmp_token\n  statefile rm jobs/42.json\n  statefile rm --all jobs/42.json        # also its backups and lock file: not undoable"
-    )]
-    Rm {
-        file: PathBuf,
-        pointer: Option<String>,
-        /// Also delete the backups and the lock file (not undoable).
-        #[arg(long, conflicts_with = "pointer")]
-        all: bool,
-    },
-    /// Apply a patch from stdin under the lock: RFC 7396 merge patch, or RFC 6902.
-    #[command(
-        after_help = "Examples:\n  echo '{\"status\":\"done\",\"tmp\":null}' | statefile patch jobs/42.json\n  echo '[{\"op\":\"add\",\"path\":\"/tags/-\",\"value\":\"x\"}]' | statefile patch --json-patch jobs/42.json"
-    )]
-    Patch {
-        file: PathBuf,
-        /// Read an RFC 6902 JSON Patch (an array of operations) instead of a merge patch.
-        #[arg(long)]
-        json_patch: bool,
-        /// Only apply if the current version is this one.
-        #[arg(long, value_name = "VERSION")]
-        if_match: Option<String>,
-        /// Create missing parent directories (merge patch only).
-        #[arg(long)]
-        parents: bool,
-    },
-    /// Print a document's version: the SHA-256 of its bytes, the same as its HTTP ETag.
-    #[command(
-        after_help = "Example:\n  v=$(statefile version config.json) && edit ... && statefile put --if-match \"$v\" config.json < new.json"
-    )]
-    Version { file: PathBuf },
-    /// Check documents: parse, stale temp files, backups. Exit 5 if anything needs repair.
-    #[command(
-        after_help = "Examples:\n  statefile verify ./data\n  statefile verify --json ./data | jq .findings"
-    )]
-    Verify {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Repair what verify reports: restore damaged documents, remove stale temp files.
-    #[command(
-        after_help = "Examples:\n  statefile recover --dry-run ./data\n  statefile recover ./data"
-    )]
-    Recover {
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Show what would be done, change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List a document's kept versions, newest (1) first.
-    #[command(after_help = "Example:\n  statefile backups config.json")]
-    Backups {
-        file: PathBuf,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Restore a kept version (itself an atomic write, so it can be undone the same way).
-    #[command(
-        after_help = "Examples:\n  statefile restore config.json            # the newest backup that parses\n  statefile restore config.json --from 2\n  statefile restore config.json --from 9f86d08..."
-    )]
-    Restore {
-        file: PathBuf,
-        /// A backup number (1 = newest) or a version.
-        #[arg(long, value_name = "N|VERSION")]
-        from: Option<String>,
-    },
-    /// Serve a directory of documents over HTTP (see README: the HTTP API).
-    #[command(
-        after_help = "Examples:\n  statefile serve ./data\n  STATEFILE_TOKEN=s3cret statefile serve ./data --addr 0.0.0.0:7878"
-    )]
-    Serve {
-        dir: PathBuf,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:7878", value_name = "HOST:PORT")]
-        addr: std::net::SocketAddr,
-        /// Require `Authorization: Bearer TOKEN` on every route but /healthz.
-        #[arg(long, env = "STATEFILE_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Largest accepted request body, in bytes.
-        #[arg(long, default_value_t = 16 * 1024 * 1024)]
-        max_body: usize,
-        /// Seconds before a request is answered with a timeout.
-        #[arg(long, default_value_t = 30.0)]
-        request_timeout: f64,
-        /// Requests handled at once (more wait in a queue).
-        #[arg(long, default_value_t = 256)]
-        concurrency: usize,
-    },
-    /// Print a shell completion script.
-    #[command(
-        after_help = "Example:\n  statefile completions bash > /etc/bash_completion.d/statefile"
-    )]
-    Completions { shell: clap_complete::Shell },
+    Get(GetArgs),
+    Put(PutArgs),
+    Set(SetArgs),
+    Append(AppendArgs),
+    Rm(RmArgs),
+    Patch(PatchArgs),
+    Version(VersionArgs),
+    Verify(VerifyArgs),
+    Recover(RecoverArgs),
+    Backups(BackupsArgs),
+    Restore(RestoreArgs),
+    Serve(ServeArgs),
+    Completions(CompletionsArgs),
+}
+
+/// Print a document, or the value at a JSON Pointer.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statefile get jobs/42.json\n  statefile get --raw jobs/42.json /status\n  statefile get --fallback config.json   # a damaged file reads as its newest good backup"
+)]
+pub struct GetArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+    /// RFC 6901 pointer, e.g. /servers/0/host ("" or omitted: the whole document).
+    pub pointer: Option<String>,
+    #[command(flatten)]
+    pub output: Output,
+    /// Print a string value without quotes.
+    #[arg(long)]
+    pub raw: bool,
+    /// If the file is damaged, print its newest backup that parses (and say so on stderr).
+    #[arg(long)]
+    pub fallback: bool,
+}
+
+/// Replace a document with JSON read from stdin, atomically. Prints the new version.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  echo '{\"status\":\"queued\"}' | statefile put jobs/42.json\n  statefile put --if-match \"$v\" config.json < new.json   # only if unchanged since $v\n  statefile put --create --parents jobs/43.json < job.json"
+)]
+pub struct PutArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+    /// Only replace if the current version is this one (bare hex or a quoted ETag).
+    #[arg(long, value_name = "VERSION")]
+    pub if_match: Option<Version>,
+    /// Fail (exit 3) if the file already exists.
+    #[arg(long, conflicts_with = "if_match")]
+    pub create: bool,
+    /// Create missing parent directories.
+    #[arg(long)]
+    pub parents: bool,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// Set the value at a JSON Pointer, under the lock (read-modify-write).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Creates a missing file (as {}) and missing intermediate objects.\n\nExamples:\n  statefile set jobs/42.json /status '\"running\"'\n  statefile set --string jobs/42.json /status running\n  statefile set config.json /limits/max 10"
+)]
+pub struct SetArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+    /// RFC 6901 pointer to the value to set, e.g. /limits/max ("" replaces the whole document).
+    pub pointer: String,
+    /// The new value as JSON, e.g. 10, '"text"' or '{"a": 1}' (with --string: any text).
+    pub json: String,
+    /// Take JSON as a plain string.
+    #[arg(long)]
+    pub string: bool,
+    /// Create missing parent directories.
+    #[arg(long)]
+    pub parents: bool,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// Append a value to the array at a JSON Pointer, under the lock.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Creates a missing file and array. Prints {\"index\":N,\"version\":\"...\"}.\n\nExamples:\n  statefile append view/resData.json /cases '{\"id\": 7}'\n  statefile append --string log.json /lines \"build finished\""
+)]
+pub struct AppendArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+    /// RFC 6901 pointer to the array, e.g. /cases ("" if the document is the array).
+    pub pointer: String,
+    /// The element to append as JSON, e.g. '{"id": 7}' (with --string: any text).
+    pub json: String,
+    /// Take JSON as a plain string.
+    #[arg(long)]
+    pub string: bool,
+    /// Create missing parent directories.
+    #[arg(long)]
+    pub parents: bool,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// Remove the value at a JSON Pointer, or the whole document.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Without POINTER the document is moved to its backup (undo with `statefile restore`).\n\nExamples:\n  statefile rm jobs/42.json /tmp_token\n  statefile rm jobs/42.json\n  statefile rm --all jobs/42.json        # also its backups and lock file: not undoable"
+)]
+pub struct RmArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+    /// RFC 6901 pointer to the value to remove, e.g. /tmp_token (omitted: the document).
+    pub pointer: Option<String>,
+    /// Also delete the backups and the lock file (not undoable).
+    #[arg(long, conflicts_with = "pointer")]
+    pub all: bool,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// Apply a patch from stdin under the lock: RFC 7396 merge patch, or RFC 6902.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  echo '{\"status\":\"done\",\"tmp\":null}' | statefile patch jobs/42.json\n  echo '[{\"op\":\"add\",\"path\":\"/tags/-\",\"value\":\"x\"}]' | statefile patch --json-patch jobs/42.json"
+)]
+pub struct PatchArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+    /// Read an RFC 6902 JSON Patch (an array of operations) instead of a merge patch.
+    #[arg(long)]
+    pub json_patch: bool,
+    /// Only apply if the current version is this one (bare hex or a quoted ETag).
+    #[arg(long, value_name = "VERSION")]
+    pub if_match: Option<Version>,
+    /// Create missing parent directories (merge patch only).
+    #[arg(long)]
+    pub parents: bool,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// Print a document's version: the SHA-256 of its bytes, the same as its HTTP ETag.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  v=$(statefile version config.json) && edit ... && statefile put --if-match \"$v\" config.json < new.json"
+)]
+pub struct VersionArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+}
+
+/// Check documents: parse, stale temp files, backups. Exit 5 if anything needs repair.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statefile verify ./data\n  statefile verify --json ./data | jq .findings"
+)]
+pub struct VerifyArgs {
+    /// Documents or directories to check (directories: every document in the tree).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Repair what verify reports: restore damaged documents, remove stale temp files.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statefile recover --dry-run ./data\n  statefile recover ./data"
+)]
+pub struct RecoverArgs {
+    /// Documents or directories to repair (directories: every document in the tree).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Show what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// List a document's kept versions, newest (1) first.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  statefile backups config.json")]
+pub struct BackupsArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Restore a kept version (itself an atomic write, so it can be undone the same way).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statefile restore config.json            # the newest backup that parses\n  statefile restore config.json --from 2\n  statefile restore config.json --from 9f86d08..."
+)]
+pub struct RestoreArgs {
+    #[arg(help = FILE)]
+    pub file: PathBuf,
+    /// A backup number (1 = newest) or a version, as `statefile backups` lists them
+    /// (omitted: the newest backup that parses).
+    #[arg(long, value_name = "N|VERSION", allow_negative_numbers = true)]
+    pub from: Option<BackupRef>,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// Serve a directory of documents over HTTP (see README: the HTTP API).
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statefile serve ./data\n  STATEFILE_TOKEN=s3cret statefile serve ./data --addr 0.0.0.0:7878"
+)]
+pub struct ServeArgs {
+    /// The directory of documents to serve; a document's name is its path under it.
+    pub dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7878", value_name = "HOST:PORT")]
+    pub addr: std::net::SocketAddr,
+    /// Require `Authorization: Bearer TOKEN` on every route but /healthz.
+    #[arg(long, env = "STATEFILE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_body: usize,
+    /// Seconds before a request is answered with a timeout.
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds,
+          allow_negative_numbers = true)]
+    pub request_timeout: Duration,
+    /// Requests handled at once (more wait in a queue).
+    #[arg(long, default_value_t = 256)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// Print a shell completion script.
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  statefile completions bash > /etc/bash_completion.d/statefile")]
+pub struct CompletionsArgs {
+    /// The shell to write the script for.
+    pub shell: clap_complete::Shell,
 }

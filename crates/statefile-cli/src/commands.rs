@@ -2,129 +2,47 @@
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use statefile::{BackupRef, Doc, Durability, Options, Version, pointer};
+use statefile::{BackupRef, Doc, Options, ScanMode, Version, pointer};
 
-use crate::Failure;
-use crate::cli::{Cli, Command, Global, Output};
+use crate::cli::{
+    AppendArgs, BackupsArgs, Cli, Command, CompletionsArgs, GetArgs, Global, Output, PatchArgs,
+    PutArgs, RecoverArgs, RestoreArgs, RmArgs, ServeArgs, SetArgs, VerifyArgs, VersionArgs,
+};
+use crate::error::{CliError, CliResult};
 use crate::report;
 
-type Result<T = ()> = std::result::Result<T, Failure>;
-
-pub fn run(cli: Cli) -> Result {
+pub fn run(cli: Cli) -> CliResult {
     let g = &cli.global;
     match cli.command {
-        Command::Get {
-            file,
-            pointer,
-            output,
-            raw,
-            fallback,
-        } => get(g, &file, pointer.as_deref(), &output, raw, fallback),
-        Command::Put {
-            file,
-            if_match,
-            create,
-            parents,
-        } => put(g, &file, if_match.as_deref(), create, parents),
-        Command::Set {
-            file,
-            pointer,
-            json,
-            string,
-            parents,
-        } => set(g, &file, &pointer, &json, string, parents),
-        Command::Append {
-            file,
-            pointer,
-            json,
-            string,
-            parents,
-        } => append(g, &file, &pointer, &json, string, parents),
-        Command::Rm { file, pointer, all } => rm(g, &file, pointer.as_deref(), all),
-        Command::Patch {
-            file,
-            json_patch,
-            if_match,
-            parents,
-        } => patch(g, &file, json_patch, if_match.as_deref(), parents),
-        Command::Version { file } => {
-            let v = doc(g, &file, false)?.version()?;
-            say(g, v.as_str())
-        }
-        Command::Verify { paths, json } => {
-            report::scan(g, &paths, statefile::ScanMode::Verify, false, json)
-        }
-        Command::Recover {
-            paths,
-            dry_run,
-            json,
-        } => report::scan(g, &paths, statefile::ScanMode::Repair, dry_run, json),
-        Command::Backups { file, json } => report::backups(&doc(g, &file, false)?, json),
-        Command::Restore { file, from } => restore(g, &file, from.as_deref()),
-        Command::Serve {
-            dir,
-            addr,
-            token,
-            max_body,
-            request_timeout,
-            concurrency,
-        } => {
-            let mut config = statefile_server::Config::new(dir);
-            config.addr = addr;
-            config.token = token.filter(|t| !t.is_empty());
-            config.max_body = max_body;
-            config.request_timeout = seconds(request_timeout, "--request-timeout")?;
-            config.concurrency = concurrency.max(1);
-            config.options = options(g, true)?;
-            statefile_server::run(config).map_err(|e| Failure::Serve(e.to_string()))
-        }
-        Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            // Into a buffer first: `generate` panics when its writer fails (a closed pipe).
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut cmd, "statefile", &mut script);
-            let mut out = io::stdout().lock();
-            out.write_all(&script)?;
-            out.flush()?;
-            Ok(())
-        }
+        Command::Get(a) => get(g, a),
+        Command::Put(a) => put(g, a),
+        Command::Set(a) => set(g, a),
+        Command::Append(a) => append(g, a),
+        Command::Rm(a) => rm(g, a),
+        Command::Patch(a) => patch(g, a),
+        Command::Version(a) => version(g, a),
+        Command::Verify(a) => verify(g, a),
+        Command::Recover(a) => recover(g, a),
+        Command::Backups(a) => backups(a),
+        Command::Restore(a) => restore(g, a),
+        Command::Serve(a) => serve(a),
+        Command::Completions(a) => completions(a),
     }
 }
 
-fn seconds(s: f64, flag: &str) -> Result<Duration> {
-    Duration::try_from_secs_f64(s).map_err(|_| {
-        Failure::Usage(format!(
-            "{flag} must be a non-negative number of seconds, not {s}"
-        ))
-    })
-}
-
-/// The library options the global flags ask for.
-pub fn options(g: &Global, parents: bool) -> Result<Options> {
-    let durability: Durability = g.durability.parse().map_err(Failure::Usage)?;
-    Ok(Options::new()
-        .durability(durability)
-        .backups(g.backups)
-        .lock_timeout(seconds(g.lock_timeout, "--lock-timeout")?)
-        .create_dirs(parents))
-}
-
-fn doc(g: &Global, file: &Path, parents: bool) -> Result<Doc<Value>> {
-    Ok(Doc::open_with(file, options(g, parents)?)?)
-}
-
 /// A write into a missing directory: say how to create it.
-fn hint_parents(file: &Path, e: statefile::Error) -> Failure {
+fn hint_parents(file: &Path, e: statefile::Error) -> CliError {
     let missing_dir = file
         .parent()
         .is_some_and(|p| !p.as_os_str().is_empty() && !p.exists());
-    if e.kind() == statefile::ErrorKind::NotFound && missing_dir {
-        Failure::Hinted(e, "pass --parents to create the missing directories".into())
+    let hint = e.kind() == statefile::ErrorKind::NotFound && missing_dir;
+    let e = CliError::from(e);
+    if hint {
+        e.with_help("pass --parents to create the missing directories")
     } else {
-        Failure::Lib(e)
+        e
     }
 }
 
@@ -134,20 +52,20 @@ fn about(file: &Path, message: impl std::fmt::Display) -> String {
 }
 
 /// A pointer error, naming the file (the library's pointer messages name only the pointer).
-fn in_file(file: &Path) -> impl Fn(pointer::PointerError) -> Failure + '_ {
+fn in_file(file: &Path) -> impl Fn(pointer::PointerError) -> CliError + '_ {
     move |e| {
         use pointer::PointerError as P;
         let message = about(file, &e);
         match e {
-            P::Syntax(_) => Failure::Usage(message),
-            P::NotFound(_) => Failure::NotFound(message),
-            P::NotApplicable(_) => Failure::NotApplicable(message),
+            P::Syntax(_) => CliError::usage(message),
+            P::NotFound(_) => CliError::not_found(message),
+            P::NotApplicable(_) => CliError::not_applicable(message),
         }
     }
 }
 
 /// Print a line to stdout unless quiet. A closed pipe surfaces as BrokenPipe (success).
-fn say(g: &Global, line: &str) -> Result {
+fn say(g: &Global, line: &str) -> CliResult {
     if !g.quiet {
         let mut out = io::stdout().lock();
         writeln!(out, "{line}")?;
@@ -156,7 +74,7 @@ fn say(g: &Global, line: &str) -> Result {
     Ok(())
 }
 
-fn print_value(v: &Value, output: &Output, raw: bool) -> Result {
+fn print_value(v: &Value, output: &Output, raw: bool) -> CliResult {
     let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
     if let (true, Value::String(s)) = (raw, v) {
         writeln!(out, "{s}")?;
@@ -173,16 +91,10 @@ fn print_value(v: &Value, output: &Output, raw: bool) -> Result {
     Ok(())
 }
 
-fn get(
-    g: &Global,
-    file: &Path,
-    ptr: Option<&str>,
-    output: &Output,
-    raw: bool,
-    fallback: bool,
-) -> Result {
-    let tokens = pointer::parse(ptr.unwrap_or("")).map_err(in_file(file))?;
-    let d = Doc::<Value>::open_with(file, options(g, false)?.fallback(fallback))?;
+fn get(g: &Global, a: GetArgs) -> CliResult {
+    let file = &a.file;
+    let tokens = pointer::parse(a.pointer.as_deref().unwrap_or("")).map_err(in_file(file))?;
+    let d = Doc::<Value>::open_with(file, Options::new().fallback(a.fallback))?;
     let v = d.read_versioned()?;
     if let Some(r) = &v.recovered
         && !g.quiet
@@ -195,12 +107,12 @@ fn get(
         );
     }
     let at = pointer::get(&v.value, &tokens).map_err(in_file(file))?;
-    print_value(at, output, raw)
+    print_value(at, &a.output, a.raw)
 }
 
 /// Read one JSON value from stdin: `what` for `file`.
-fn read_stdin(file: &Path, what: &str) -> Result<Value> {
-    let usage = |message: String| Failure::Usage(about(file, message));
+fn read_stdin(file: &Path, what: &str) -> CliResult<Value> {
+    let usage = |message: String| CliError::usage(about(file, message));
     let mut buf = Vec::new();
     io::stdin()
         .read_to_end(&mut buf)
@@ -213,12 +125,12 @@ fn read_stdin(file: &Path, what: &str) -> Result<Value> {
 }
 
 /// The value argument of `set` or `append` on `file`.
-fn parse_arg(file: &Path, json: &str, string: bool) -> Result<Value> {
+fn parse_arg(file: &Path, json: &str, string: bool) -> CliResult<Value> {
     if string {
         return Ok(Value::String(json.to_string()));
     }
     serde_json::from_str(json).map_err(|e| {
-        Failure::Usage(about(
+        CliError::usage(about(
             file,
             format!(
                 "{json:?} is not valid JSON ({e}); to store it as a string, quote it ('\"text\"') or pass --string"
@@ -227,18 +139,14 @@ fn parse_arg(file: &Path, json: &str, string: bool) -> Result<Value> {
     })
 }
 
-fn version_arg(s: &str) -> Result<Version> {
-    Version::parse(s).map_err(|e| Failure::Usage(e.to_string()))
-}
-
-/// Locked read-modify-write where `f` may fail with a CLI failure: the update is then
-/// abandoned (nothing written) and that failure returned.
+/// Locked read-modify-write where `f` may fail with a CLI error: the update is then
+/// abandoned (nothing written) and that error returned.
 fn modify<R>(
     d: &Doc<Value>,
     init: Option<Value>,
     expected: Option<&Version>,
-    f: impl FnOnce(&mut Value) -> Result<R>,
-) -> Result<(R, statefile::Receipt)> {
+    f: impl FnOnce(&mut Value) -> CliResult<R>,
+) -> CliResult<(R, statefile::Receipt)> {
     let mut failure = None;
     let body = |v: &mut Value| match f(v) {
         Ok(r) => Ok(r),
@@ -255,12 +163,12 @@ fn modify<R>(
     res.map_err(|e| failure.take().unwrap_or_else(|| hint_parents(d.path(), e)))
 }
 
-fn put(g: &Global, file: &Path, if_match: Option<&str>, create: bool, parents: bool) -> Result {
-    let expected = if_match.map(version_arg).transpose()?;
+fn put(g: &Global, a: PutArgs) -> CliResult {
+    let file = &a.file;
     let value = read_stdin(file, "the new document")?;
-    let d = doc(g, file, parents)?;
-    let r = match (expected, create) {
-        (Some(v), _) => d.write_if(&v, &value),
+    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
+    let r = match (&a.if_match, a.create) {
+        (Some(v), _) => d.write_if(v, &value),
         (None, true) => d.create(&value),
         (None, false) => d.write(&value),
     }
@@ -268,20 +176,22 @@ fn put(g: &Global, file: &Path, if_match: Option<&str>, create: bool, parents: b
     say(g, r.version.as_str())
 }
 
-fn set(g: &Global, file: &Path, ptr: &str, json: &str, string: bool, parents: bool) -> Result {
-    let tokens = pointer::parse(ptr).map_err(in_file(file))?;
-    let value = parse_arg(file, json, string)?;
-    let d = doc(g, file, parents)?;
+fn set(g: &Global, a: SetArgs) -> CliResult {
+    let file = &a.file;
+    let tokens = pointer::parse(&a.pointer).map_err(in_file(file))?;
+    let value = parse_arg(file, &a.json, a.string)?;
+    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
     let ((), receipt) = modify(&d, Some(json!({})), None, |v| {
         pointer::set(v, &tokens, value).map_err(in_file(file))
     })?;
     say(g, receipt.version.as_str())
 }
 
-fn append(g: &Global, file: &Path, ptr: &str, json: &str, string: bool, parents: bool) -> Result {
-    let tokens = pointer::parse(ptr).map_err(in_file(file))?;
-    let value = parse_arg(file, json, string)?;
-    let d = doc(g, file, parents)?;
+fn append(g: &Global, a: AppendArgs) -> CliResult {
+    let file = &a.file;
+    let tokens = pointer::parse(&a.pointer).map_err(in_file(file))?;
+    let value = parse_arg(file, &a.json, a.string)?;
+    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
     let init = if tokens.is_empty() {
         json!([])
     } else {
@@ -296,9 +206,10 @@ fn append(g: &Global, file: &Path, ptr: &str, json: &str, string: bool, parents:
     )
 }
 
-fn rm(g: &Global, file: &Path, ptr: Option<&str>, all: bool) -> Result {
-    let d = doc(g, file, false)?;
-    match (ptr, all) {
+fn rm(g: &Global, a: RmArgs) -> CliResult {
+    let file = &a.file;
+    let d = Doc::<Value>::open_with(file, a.write.options())?;
+    match (&a.pointer, a.all) {
         (Some(p), _) => {
             let tokens = pointer::parse(p).map_err(in_file(file))?;
             let (_, receipt) = modify(&d, None, None, |v| {
@@ -330,26 +241,21 @@ fn rm(g: &Global, file: &Path, ptr: Option<&str>, all: bool) -> Result {
     }
 }
 
-fn patch(
-    g: &Global,
-    file: &Path,
-    json_patch: bool,
-    if_match: Option<&str>,
-    parents: bool,
-) -> Result {
-    let expected = if_match.map(version_arg).transpose()?;
+fn patch(g: &Global, a: PatchArgs) -> CliResult {
+    let file = &a.file;
     let input = read_stdin(file, "the patch")?;
-    let d = doc(g, file, parents)?;
-    let apply = |v: &mut Value| -> Result {
+    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
+    let json_patch = a.json_patch;
+    let apply = |v: &mut Value| -> CliResult {
         if json_patch {
             let ops: json_patch::Patch = serde_json::from_value(input.clone()).map_err(|e| {
-                Failure::Usage(about(
+                CliError::usage(about(
                     file,
                     format!("stdin is not an RFC 6902 JSON Patch: {e}"),
                 ))
             })?;
             json_patch::patch(v, &ops).map_err(|e| {
-                Failure::NotApplicable(format!(
+                CliError::not_applicable(format!(
                     "the patch does not apply to {}: {e}",
                     file.display()
                 ))
@@ -361,21 +267,55 @@ fn patch(
     };
     // A merge patch creates a missing document; a JSON Patch needs it to exist.
     let init = (!json_patch).then(|| json!({}));
-    let ((), receipt) = modify(&d, init, expected.as_ref(), apply)?;
+    let ((), receipt) = modify(&d, init, a.if_match.as_ref(), apply)?;
     say(g, receipt.version.as_str())
 }
 
-fn restore(g: &Global, file: &Path, from: Option<&str>) -> Result {
-    let which = match from {
-        None => BackupRef::NewestGood,
-        Some(s) if !s.is_empty() && s.len() < 10 && s.bytes().all(|b| b.is_ascii_digit()) => {
-            BackupRef::Number(
-                s.parse()
-                    .map_err(|_| Failure::Usage(format!("bad backup number {s}")))?,
-            )
-        }
-        Some(s) => BackupRef::Version(version_arg(s)?),
-    };
-    let r = doc(g, file, false)?.restore(&which)?;
+fn version(g: &Global, a: VersionArgs) -> CliResult {
+    let v = Doc::<Value>::open(&a.file)?.version()?;
+    say(g, v.as_str())
+}
+
+fn verify(g: &Global, a: VerifyArgs) -> CliResult {
+    let scan = statefile::Scan::new(ScanMode::Verify);
+    report::scan(g, &a.paths, scan, a.json)
+}
+
+fn recover(g: &Global, a: RecoverArgs) -> CliResult {
+    let scan = statefile::Scan::new(ScanMode::Repair)
+        .dry_run(a.dry_run)
+        .options(a.write.options());
+    report::scan(g, &a.paths, scan, a.json)
+}
+
+fn backups(a: BackupsArgs) -> CliResult {
+    report::backups(&Doc::open(&a.file)?, a.json)
+}
+
+fn restore(g: &Global, a: RestoreArgs) -> CliResult {
+    let which = a.from.unwrap_or(BackupRef::NewestGood);
+    let r = Doc::<Value>::open_with(&a.file, a.write.options())?.restore(&which)?;
     say(g, r.version.as_str())
+}
+
+fn serve(a: ServeArgs) -> CliResult {
+    let mut config = statefile_server::Config::new(a.dir);
+    config.addr = a.addr;
+    config.token = a.token.filter(|t| !t.is_empty());
+    config.max_body = a.max_body;
+    config.request_timeout = a.request_timeout;
+    config.concurrency = a.concurrency.max(1);
+    config.options = a.write.options().create_dirs(true);
+    statefile_server::run(config).map_err(|e| CliError::new(anyhow::Error::msg(e.to_string()), 1))
+}
+
+fn completions(a: CompletionsArgs) -> CliResult {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    // Into a buffer first: `generate` panics when its writer fails (a closed pipe).
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "statefile", &mut script);
+    let mut out = io::stdout().lock();
+    out.write_all(&script)?;
+    out.flush()?;
+    Ok(())
 }

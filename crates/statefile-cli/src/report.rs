@@ -4,23 +4,16 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use statefile::{Action, Doc, Finding, Problem, Report, Scan, ScanMode};
+use statefile::{Action, Doc, Finding, Problem, Report, Scan};
 
-use crate::Failure;
 use crate::cli::Global;
-use crate::commands::options;
+use crate::error::{CliError, CliResult};
 
 /// Show a progress bar only for trees at least this large, on a terminal.
 const PROGRESS_FROM: usize = 200;
 
-pub fn scan(
-    g: &Global,
-    paths: &[PathBuf],
-    mode: ScanMode,
-    dry_run: bool,
-    as_json: bool,
-) -> Result<(), Failure> {
-    let scan = Scan::new(mode).dry_run(dry_run).options(options(g, false)?);
+/// Run `scan` over each path and print the reports; exit 5 if anything needs repair.
+pub fn scan(g: &Global, paths: &[PathBuf], scan: Scan, as_json: bool) -> CliResult {
     let show_progress = !g.quiet && io::stderr().is_terminal();
     let mut reports = Vec::new();
     for path in paths {
@@ -51,10 +44,13 @@ pub fn scan(
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     };
-    if needs_repair {
-        Err(Failure::NeedsRepair(printed.err()))
-    } else {
-        Ok(printed?)
+    match (needs_repair, printed) {
+        (true, Ok(())) => Err(CliError::code(5)),
+        (true, Err(e)) => Err(CliError {
+            code: 5,
+            ..CliError::from(e)
+        }),
+        (false, printed) => Ok(printed?),
     }
 }
 
@@ -185,7 +181,7 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
     })
 }
 
-pub fn backups(d: &Doc<Value>, as_json: bool) -> Result<(), Failure> {
+pub fn backups(d: &Doc<Value>, as_json: bool) -> CliResult {
     let list = d.backups()?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if as_json {

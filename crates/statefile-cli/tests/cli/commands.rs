@@ -1,9 +1,7 @@
 //! Every command of the built binary: output on success, exit code on each error kind,
 //! and the file unchanged whenever a command fails.
 
-mod common;
-
-use common::{Sandbox, temps};
+use crate::common::{self, Sandbox, temps};
 use serde_json::json;
 
 #[test]
@@ -163,7 +161,7 @@ fn backups_and_restore() {
     let s = Sandbox::new();
     for n in 1..=4 {
         s.run_in(
-            &["--backups", "3", "put", "b.json"],
+            &["put", "--backups", "3", "b.json"],
             n.to_string().as_bytes(),
         )
         .ok();
@@ -229,7 +227,7 @@ fn a_corrupt_file_get_fallback_verify_recover() {
     assert!(healthy.ends_with(": healthy\n"), "{healthy}");
     // A document with nothing to fall back on is counted (not a problem: backups can be
     // off), so "backups available" is visible at a glance.
-    s.run_in(&["--backups", "0", "put", "lone.json"], b"{}")
+    s.run_in(&["put", "--backups", "0", "lone.json"], b"{}")
         .ok();
     let r = s.run(&["verify", "."]).ok().stdout;
     assert!(
@@ -282,7 +280,7 @@ fn bad_input_is_refused_and_the_file_is_unchanged() {
         (vec!["append", "a.json", "/n", "1"], b"", 1, "not an array"),
         (vec!["set", "a.json", "/n/deeper", "1"], b"", 1, "neither"),
         (
-            vec!["--durability", "maybe", "put", "a.json"],
+            vec!["put", "--durability", "maybe", "a.json"],
             b"1",
             2,
             "invalid value",
@@ -454,17 +452,17 @@ fn global_options_and_environment() {
     );
     s.run_in(
         &[
+            "put",
             "--durability",
             "data",
             "--lock-timeout",
             "1",
-            "put",
             "d.json",
         ],
         b"1",
     )
     .ok();
-    s.run_in(&["--lock-timeout", "-1", "put", "d.json"], b"1")
+    s.run_in(&["put", "--lock-timeout", "-1", "d.json"], b"1")
         .code(2);
 }
 
@@ -490,7 +488,7 @@ fn a_held_lock_is_exit_6() {
         .unwrap();
     });
     rx.recv().unwrap();
-    s.run_in(&["--lock-timeout", "0.2", "put", "l.json"], b"2")
+    s.run_in(&["put", "--lock-timeout", "0.2", "l.json"], b"2")
         .code(6)
         .stderr_has("lock");
     done_tx.send(()).unwrap();
@@ -656,4 +654,79 @@ fn verify_and_recover_on_a_closed_pipe_keep_exit_5() {
     // A healthy tree is still exit 0 on a closed pipe.
     s.run_in(&["put", "job.json"], b"2").ok();
     s.run_closed_stdout(&["verify", "."]).ok().stderr_is_empty();
+}
+
+#[test]
+fn write_options_belong_to_the_commands_that_write() {
+    let s = Sandbox::new();
+    s.run_in(&["put", "a.json"], br#"{"l": [1]}"#).ok();
+    s.run_in(&["put", "a.json"], br#"{"l": [1, 2]}"#).ok();
+    let write = [
+        "--durability",
+        "none",
+        "--backups",
+        "2",
+        "--lock-timeout",
+        "1",
+    ];
+    let writers: Vec<(Vec<&str>, &[u8])> = vec![
+        (vec!["put", "a.json"], br#"{"l": [1, 2, 3]}"#),
+        (vec!["set", "a.json", "/n", "1"], b""),
+        (vec!["append", "a.json", "/l", "4"], b""),
+        (vec!["patch", "a.json"], br#"{"m": 1}"#),
+        (vec!["rm", "a.json", "/m"], b""),
+        (vec!["restore", "a.json", "--from", "1"], b""),
+        (vec!["recover", "."], b""),
+        (vec!["rm", "a.json"], b""),
+    ];
+    for (mut args, stdin) in writers {
+        args.splice(1..1, write);
+        s.run_in(&args, stdin).ok();
+    }
+    // Commands that only read refuse them as the usage errors they are.
+    s.run_in(&["put", "b.json"], b"1").ok();
+    for args in [
+        vec!["get", "b.json"],
+        vec!["version", "b.json"],
+        vec!["backups", "b.json"],
+        vec!["verify", "."],
+        vec!["completions", "bash"],
+    ] {
+        for option in write.chunks(2) {
+            let mut with = args.clone();
+            with.splice(1..1, option.iter().copied());
+            s.run(&with)
+                .code(2)
+                .stderr_has(&format!("unexpected argument '{}'", option[0]));
+        }
+    }
+    // Nor do they belong before the command.
+    s.run_in(&["--backups", "3", "put", "b.json"], b"2")
+        .code(2)
+        .stderr_has("unexpected argument '--backups'");
+    assert_eq!(s.read("b.json"), b"1\n");
+}
+
+#[test]
+fn bad_values_are_usage_errors_naming_the_value() {
+    let s = Sandbox::new();
+    s.run_in(&["put", "a.json"], b"1").ok();
+    s.run_in(&["put", "a.json"], b"2").ok();
+    for (args, value) in [
+        (vec!["restore", "a.json", "--from", "latest"], "latest"),
+        (vec!["restore", "a.json", "--from", "-1"], "-1"),
+        (vec!["restore", "a.json", "--from", "0"], "0"),
+        (vec!["put", "--if-match", "abc", "a.json"], "abc"),
+        (vec!["patch", "--if-match", "abc", "a.json"], "abc"),
+        (vec!["put", "--durability", "fast", "a.json"], "fast"),
+        (vec!["put", "--lock-timeout", "soon", "a.json"], "soon"),
+        (vec!["put", "--lock-timeout", "inf", "a.json"], "inf"),
+        (vec!["put", "--backups", "-1", "a.json"], "-1"),
+    ] {
+        s.run_in(&args, b"3")
+            .code(2)
+            .stderr_has(&format!("invalid value '{value}'"))
+            .stderr_has("try '--help'");
+    }
+    assert_eq!(s.read("a.json"), b"2\n");
 }

@@ -1,5 +1,4 @@
 //! Running the built `statefile` binary in a scratch directory.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,13 +1,11 @@
 //! Real processes against the binary: concurrent appends from shells, and `put` killed
 //! with SIGKILL mid-write.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::{BIN, Sandbox, temps};
+use crate::common::{BIN, Sandbox, temps};
 
 #[test]
 fn eight_shells_append_a_hundred_times_each_without_losing_one() {
@@ -17,7 +15,7 @@ fn eight_shells_append_a_hundred_times_each_without_losing_one() {
             Command::new("sh")
                 .arg("-c")
                 .arg(format!(
-                    "i=0; while [ $i -lt 100 ]; do '{BIN}' --lock-timeout 120 -q append data.json /items \"\\\"w{w}-$i\\\"\" || exit 1; i=$((i+1)); done"
+                    "i=0; while [ $i -lt 100 ]; do '{BIN}' -q append --lock-timeout 120 data.json /items \"\\\"w{w}-$i\\\"\" || exit 1; i=$((i+1)); done"
                 ))
                 .current_dir(s.dir.path())
                 .spawn()

@@ -1,8 +1,6 @@
 //! `statefile serve` as a real process: killed under a write load and restarted, shut
 //! down with SIGTERM, and a client that disconnects in the middle of a write.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::BIN;
+use crate::common::BIN;
 use serde_json::{Value, json};
 
 fn start(dir: &std::path::Path) -> (Child, SocketAddr) {

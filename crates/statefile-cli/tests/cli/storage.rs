@@ -1,12 +1,8 @@
 //! Exit codes 7 (no space) and 8 (permission denied) through the real binary, on a real
 //! tiny tmpfs (mounted by the test; skipped with the reason when it may not mount).
 
-mod common;
-
-#[path = "../../statefile/tests/common/mount.rs"]
-mod mount;
-
-use common::{Sandbox, temps};
+use crate::common::{Sandbox, temps};
+use crate::mount;
 
 #[test]
 fn a_full_disk_exits_7_and_keeps_the_original() {

@@ -2,11 +2,9 @@
 //! symlinks), the temp file is created in it through that handle, fsynced, renamed over
 //! the target through the same handle, and then the handle itself is fsynced.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::{BIN, Sandbox};
+use crate::common::{BIN, Sandbox};
 
 /// The quoted path arguments of a strace line, in order.
 fn quoted(line: &str) -> Vec<String> {

@@ -2,11 +2,9 @@
 //! skipped with the reason when it is missing): a progress bar for large trees, pretty
 //! output by default. On a pipe, neither.
 
-mod common;
-
 use std::process::Command;
 
-use common::{BIN, Sandbox};
+use crate::common::{BIN, Sandbox};
 
 /// Run `statefile args` in `dir` on a pseudo-terminal; returns what the terminal showed.
 fn on_a_terminal(dir: &std::path::Path, args: &str) -> Option<String> {

@@ -1,0 +1,13 @@
+//! Tests of the built `statefile` binary, in one test binary with a module per scenario
+//! (as ripgrep does): one link instead of one per file, and shared helpers compiled once.
+
+mod common;
+#[path = "../../../statefile/tests/common/mount.rs"]
+mod mount;
+
+mod commands;
+mod processes;
+mod serve;
+mod storage;
+mod strace;
+mod terminal;
