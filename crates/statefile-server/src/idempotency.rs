@@ -33,7 +33,7 @@ type Slot = Arc<OnceCell<Stored>>;
 struct Entry {
     slot: Slot,
     at: Instant,
-    request: u64,
+    request: [u8; 32],
 }
 
 /// The same key arrived with a different request.
@@ -57,7 +57,7 @@ impl Idempotency {
     /// The slot for `key` on document `name`: empty if new, or holding (or about to
     /// hold) the first request's answer. `request` fingerprints the request (see
     /// `fingerprint`); a key first seen with another request is `KeyReused`.
-    pub fn slot(&self, name: &str, key: &str, request: u64) -> Result<Slot, KeyReused> {
+    pub fn slot(&self, name: &str, key: &str, request: [u8; 32]) -> Result<Slot, KeyReused> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let id = format!("{name}\u{0}{key}");
@@ -103,15 +103,17 @@ fn in_flight(slot: &Slot) -> bool {
     Arc::strong_count(slot) > 1
 }
 
-/// A fingerprint of what a request asks for, to tell a genuine repeat from a reused key.
-pub fn fingerprint(parts: &[&[u8]]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+/// A fingerprint of what a request asks for, to tell a genuine repeat from a reused key:
+/// SHA-256, so a store that keeps keys (PostgreSQL) compares fingerprints made by other
+/// processes and other builds.
+pub fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
     for p in parts {
-        p.len().hash(&mut h);
-        p.hash(&mut h);
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
     }
-    h.finish()
+    h.finalize().into()
 }
 
 #[cfg(test)]
@@ -121,10 +123,10 @@ mod tests {
     #[test]
     fn same_key_same_slot_scoped_by_document() {
         let t = Idempotency::default();
-        let a = t.slot("a.json", "k1", 1).unwrap();
-        assert!(Arc::ptr_eq(&a, &t.slot("a.json", "k1", 1).unwrap()));
-        assert!(!Arc::ptr_eq(&a, &t.slot("b.json", "k1", 1).unwrap()));
-        assert!(!Arc::ptr_eq(&a, &t.slot("a.json", "k2", 1).unwrap()));
+        let a = t.slot("a.json", "k1", [1; 32]).unwrap();
+        assert!(Arc::ptr_eq(&a, &t.slot("a.json", "k1", [1; 32]).unwrap()));
+        assert!(!Arc::ptr_eq(&a, &t.slot("b.json", "k1", [1; 32]).unwrap()));
+        assert!(!Arc::ptr_eq(&a, &t.slot("a.json", "k2", [1; 32]).unwrap()));
     }
 
     #[test]
@@ -143,12 +145,12 @@ mod tests {
     #[test]
     fn capacity_is_bounded_but_never_forgets_a_request_in_flight() {
         let t = Idempotency::default();
-        let running = t.slot("a.json", "running", 7).unwrap();
+        let running = t.slot("a.json", "running", [7; 32]).unwrap();
         for i in 0..Idempotency::CAPACITY + 10 {
-            drop(t.slot("a.json", &i.to_string(), 7).unwrap());
+            drop(t.slot("a.json", &i.to_string(), [7; 32]).unwrap());
         }
         assert!(t.slots.lock().unwrap().len() <= Idempotency::CAPACITY);
-        let again = t.slot("a.json", "running", 7).unwrap();
+        let again = t.slot("a.json", "running", [7; 32]).unwrap();
         assert!(
             Arc::ptr_eq(&running, &again),
             "the running request kept its key"

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod headers;
 mod idempotency;
 mod metrics;
+pub mod pg;
 pub mod problem;
 pub mod routes;
 mod store;
@@ -37,7 +38,8 @@ pub use idempotency::Idempotency;
 pub use metrics::Metrics;
 pub use problem::ApiError;
 pub use store::{
-    BackupEntry, Condition, DocStore, Fetched, FileStore, Mutator, StoreError, StoreResult, Written,
+    BackupEntry, Condition, DocStore, Fetched, FileStore, Keyed, Mutator, StoreError, StoreResult,
+    Written,
 };
 
 /// How to serve.

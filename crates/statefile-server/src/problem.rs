@@ -104,6 +104,29 @@ impl ApiError {
                 reason,
                 source,
             } => (kind, reason, source),
+            StoreError::Unavailable(source) => {
+                tracing::warn!(request_id = %request_id(), document = name, error = %source,
+                    "storage unavailable");
+                let mut a = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage-unavailable",
+                    "The storage is unavailable",
+                    "the storage cannot be reached right now or did not answer in time; retry \
+                     shortly (a write that got this answer may or may not have been applied: \
+                     retry appends with an Idempotency-Key)",
+                );
+                a.retry_after = Some(1);
+                return a;
+            }
+            StoreError::KeyReused => {
+                return ApiError::unprocessable(
+                    "idempotency-key-reused",
+                    format!(
+                        "this Idempotency-Key was already used for a different append to \
+                         document {name}; use a new key for a new request"
+                    ),
+                );
+            }
         };
         let err = match kind {
             ErrorKind::NotFound => ApiError::not_found(format!("document {name} does not exist")),

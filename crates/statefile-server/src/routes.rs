@@ -22,7 +22,7 @@ use crate::extract::{DocName, JsonBody, PatchBody, Precondition, Q};
 use crate::headers;
 use crate::idempotency::Stored;
 use crate::problem::ApiError;
-use crate::store::{BackupEntry, Condition, Mutator, StoreError, StoreResult};
+use crate::store::{BackupEntry, Condition, Keyed, Mutator, StoreError, StoreResult};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -356,22 +356,30 @@ pub async fn append(
     let run = {
         let app = app.clone();
         let name = name.clone();
+        let key = key.clone();
         move || async move {
             let store = app.store.clone();
             let started = Instant::now();
             let n = name.clone();
             let (index, w) = blocking(&name, move || {
                 let label = n.clone();
-                store.update(
-                    &n,
-                    &Condition::Any,
-                    Some(init),
-                    Box::new(move |v| {
-                        pointer::append(v, &tokens, value)
-                            .map(|i| json!(i))
-                            .map_err(|e| StoreError::mutation(pointer_error(e, &label)))
-                    }),
-                )
+                let f: Mutator<'_> = Box::new(move |v| {
+                    pointer::append(v, &tokens, value)
+                        .map(|i| json!(i))
+                        .map_err(|e| StoreError::mutation(pointer_error(e, &label)))
+                });
+                match &key {
+                    Some(key) => store.update_keyed(
+                        &n,
+                        &Keyed {
+                            key,
+                            request: &request,
+                        },
+                        Some(init),
+                        f,
+                    ),
+                    None => store.update(&n, &Condition::Any, Some(init), f),
+                }
             })
             .await?;
             record_write(&app, started, &w);
@@ -475,16 +483,21 @@ pub async fn restore(
     Ok(version_response(StatusCode::OK, &w.version))
 }
 
-/// `GET /healthz`: liveness (no authentication).
-#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, description = "ok")))]
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// `GET /healthz`: the server runs and its storage answers (no authentication).
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, description = "ok"),
+    (status = 503, description = "problem+json storage-unavailable: the storage (the database) cannot be reached")))]
+pub async fn healthz(State(app): State<Arc<App>>) -> ApiResult {
+    let store = app.store.clone();
+    blocking("-", move || store.health()).await?;
+    Ok("ok\n".into_response())
 }
 
 /// `GET /metrics`: Prometheus text.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let mut res = app.metrics.render().into_response();
+    let mut text = app.metrics.render();
+    app.store.render_metrics(&mut text);
+    let mut res = text.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

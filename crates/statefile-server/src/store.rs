@@ -27,6 +27,13 @@ pub enum StoreError {
     /// The [`Mutator`] given to [`DocStore::update`] refused the value: its own error,
     /// returned unchanged, with nothing written.
     Mutation(Box<dyn StdError + Send + Sync>),
+    /// The storage cannot be reached right now (a database restarting, a network
+    /// partition) or did not answer in time: retry later. A write that failed this way
+    /// may or may not have been applied. `source` goes to the log only.
+    Unavailable(Box<dyn StdError + Send + Sync>),
+    /// An `Idempotency-Key` given to [`DocStore::update_keyed`] was used before with
+    /// another request.
+    KeyReused,
 }
 
 impl StoreError {
@@ -49,7 +56,7 @@ impl StoreError {
                 reason: Some(why.into()),
                 source,
             },
-            m @ StoreError::Mutation(_) => m,
+            other => other,
         }
     }
 
@@ -58,11 +65,16 @@ impl StoreError {
         StoreError::Mutation(Box::new(e))
     }
 
-    /// The storage kind, or `None` for a mutation's error.
+    /// The storage cannot be reached or did not answer in time, because of `source`.
+    pub fn unavailable(source: impl Into<Box<dyn StdError + Send + Sync>>) -> StoreError {
+        StoreError::Unavailable(source.into())
+    }
+
+    /// The storage kind, or `None` for the other variants.
     pub fn kind(&self) -> Option<ErrorKind> {
         match self {
             StoreError::Storage { kind, .. } => Some(*kind),
-            StoreError::Mutation(_) => None,
+            _ => None,
         }
     }
 }
@@ -72,6 +84,8 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Storage { kind, source, .. } => write!(f, "{}: {source}", kind.as_str()),
             StoreError::Mutation(e) => write!(f, "mutation refused: {e}"),
+            StoreError::Unavailable(e) => write!(f, "storage unavailable: {e}"),
+            StoreError::KeyReused => f.write_str("idempotency key reused for another request"),
         }
     }
 }
@@ -80,7 +94,8 @@ impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             StoreError::Storage { source, .. } => Some(source.as_ref()),
-            StoreError::Mutation(e) => Some(e.as_ref()),
+            StoreError::Mutation(e) | StoreError::Unavailable(e) => Some(e.as_ref()),
+            StoreError::KeyReused => None,
         }
     }
 }
@@ -195,6 +210,42 @@ pub trait DocStore: Send + Sync + 'static {
     fn backups(&self, name: &str) -> StoreResult<Vec<BackupEntry>>;
     /// Restore a kept version.
     fn restore(&self, name: &str, which: &BackupRef) -> StoreResult<Written>;
+
+    /// [`DocStore::update`] (with [`Condition::Any`]) for a request carrying an
+    /// `Idempotency-Key`. A store that keeps keys itself (PostgreSQL: in the transaction
+    /// that writes, so every server sharing the database gives a repeat the first answer,
+    /// across restarts) returns the kept answer for a repeat and
+    /// [`StoreError::KeyReused`] for the key with another request. The default applies
+    /// the update: the server's in-memory table answers the repeats it has seen.
+    fn update_keyed(
+        &self,
+        name: &str,
+        key: &Keyed<'_>,
+        init: Option<Value>,
+        f: Mutator<'_>,
+    ) -> StoreResult<(Value, Written)> {
+        let _ = key;
+        self.update(name, &Condition::Any, init, f)
+    }
+
+    /// Whether the storage answers, for `/healthz` (default: always; a directory
+    /// store's problems show on each request).
+    fn health(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// The storage's own figures for `/metrics`, in Prometheus text (default: none).
+    fn render_metrics(&self, out: &mut String) {
+        let _ = out;
+    }
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request that carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyed<'a> {
+    pub key: &'a str,
+    /// SHA-256 of what the request asks for (stable across processes and versions).
+    pub request: &'a [u8; 32],
 }
 
 /// [`DocStore`] over a directory, through the statefile library.

@@ -18,6 +18,9 @@ use statefile_server::{
 struct Failing;
 
 fn fail(name: &str) -> StoreError {
+    if name == "unavailable.json" {
+        return StoreError::unavailable("db.internal:5432: connection refused");
+    }
     let kind = match name {
         "nospace.json" => ErrorKind::NoSpace,
         "denied.json" => ErrorKind::PermissionDenied,
@@ -56,6 +59,12 @@ impl DocStore for Failing {
     fn restore(&self, name: &str, _: &BackupRef) -> StoreResult<Written> {
         Err(fail(name))
     }
+    fn health(&self) -> StoreResult<()> {
+        Err(fail("unavailable.json"))
+    }
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str("failing_store_metric 1\n");
+    }
 }
 
 #[tokio::test]
@@ -67,6 +76,7 @@ async fn each_storage_error_kind_has_its_status_and_problem_type() {
         ("denied.json", 500, "storage-permission"),
         ("durability.json", 500, "durability-unknown"),
         ("lock.json", 503, "lock-timeout"),
+        ("unavailable.json", 503, "storage-unavailable"),
         ("io.json", 500, "internal"),
     ] {
         for (method, suffix, body) in [
@@ -86,7 +96,9 @@ async fn each_storage_error_kind_has_its_status_and_problem_type() {
             r.problem(status, slug);
             let detail = r.json()["detail"].as_str().unwrap().to_string();
             assert!(
-                !detail.contains("/srv/secret") && !detail.contains("disk says no"),
+                !detail.contains("/srv/secret")
+                    && !detail.contains("disk says no")
+                    && !detail.contains("db.internal"),
                 "{method} {name}: the internal message stays in the log: {detail}"
             );
             if status == 503 {
@@ -97,4 +109,14 @@ async fn each_storage_error_kind_has_its_status_and_problem_type() {
     call(&app, "GET", "/v1/docs", &[], b"")
         .await
         .problem(500, "internal");
+    // /healthz asks the storage; /metrics adds the storage's own figures.
+    let r = call(&app, "GET", "/healthz", &[], b"").await;
+    r.problem(503, "storage-unavailable");
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    let m = call(&app, "GET", "/metrics", &[], b"").await;
+    assert!(
+        String::from_utf8(m.body)
+            .unwrap()
+            .contains("\nfailing_store_metric 1\n")
+    );
 }

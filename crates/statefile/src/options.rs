@@ -172,6 +172,11 @@ impl Options {
         self.backups
     }
 
+    /// The configured layout of documents (other storage backends write the same bytes).
+    pub fn get_format(&self) -> Format {
+        self.format
+    }
+
     /// The configured lock timeout.
     pub fn get_lock_timeout(&self) -> Duration {
         self.lock_timeout

@@ -19,6 +19,104 @@ pub fn app_with(config: Config) -> Arc<App> {
     App::open(config).unwrap()
 }
 
+/// The storage an API test runs against: the suite runs once per backend, so every
+/// status code and header is checked on both.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A directory (the default backend).
+    File,
+    /// A fresh schema in the PostgreSQL database at this URL.
+    Postgres(String),
+}
+
+impl Backend {
+    /// The PostgreSQL backend when `STATEFILE_TEST_PG_URL` names a database (test.d's
+    /// 40-postgres.sh starts one and sets it). Without it the test says it skipped,
+    /// unless `STATEFILE_TEST_PG_REQUIRED` is set, when it fails.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var("STATEFILE_TEST_PG_URL") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+            _ if std::env::var_os("STATEFILE_TEST_PG_REQUIRED").is_some() => {
+                panic!("STATEFILE_TEST_PG_REQUIRED is set but STATEFILE_TEST_PG_URL is not")
+            }
+            _ => {
+                println!(
+                    "skipping the PostgreSQL variant: STATEFILE_TEST_PG_URL is not set (./test postgres sets it)"
+                );
+                None
+            }
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        matches!(self, Backend::File)
+    }
+
+    /// The app over this backend, serving `dir` (the file backend's directory).
+    pub async fn app_in(&self, dir: &std::path::Path) -> Arc<App> {
+        self.app_with(Config::new(dir)).await
+    }
+
+    /// The app over this backend with `config` (its root is the file backend's).
+    pub async fn app_with(&self, config: Config) -> Arc<App> {
+        match self {
+            Backend::File => app_with(config),
+            Backend::Postgres(url) => {
+                let url = fresh_schema(url).await;
+                let opts =
+                    statefile_server::pg::PgOptions::new(url).with_library_options(&config.options);
+                let store =
+                    tokio::task::spawn_blocking(move || statefile_server::pg::PgStore::open(opts))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                App::new(config, Arc::new(store))
+            }
+        }
+    }
+}
+
+/// A new empty schema in the database at `url`; returns a URL whose connections use it,
+/// so tests running at once never see each other's documents.
+pub async fn fresh_schema(url: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).unwrap();
+    let schema: String = format!(
+        "t_{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    );
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}")
+}
+
+/// Run each named API test (an `async fn(Backend)`) once per backend, as
+/// `name::file` and `name::postgres`.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test]
+            async fn file() {
+                super::$test($crate::common::Backend::File).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(b) = $crate::common::Backend::postgres() {
+                    super::$test(b).await;
+                }
+            }
+        }
+    )*};
+}
+
 pub struct Answer {
     pub status: StatusCode,
     pub headers: axum::http::HeaderMap,

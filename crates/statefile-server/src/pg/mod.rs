@@ -1,0 +1,1231 @@
+//! [`PgStore`]: the documents in PostgreSQL, so many stateless `statefile serve`
+//! processes can share them.
+//!
+//! The same answers as the file backend: a document's bytes are exactly the bytes the
+//! file backend would write (the library's serializer, the store's format), so its
+//! version (the ETag) is the same SHA-256. Every write is one transaction: the current
+//! row is locked (`SELECT ... FOR UPDATE`), the precondition is checked, the new bytes
+//! are stored and the replaced version is kept as a backup, then the transaction
+//! commits; a write is acknowledged only after its commit returned. Creating a missing
+//! document takes a transaction-scoped advisory lock on its name instead (there is no
+//! row to lock yet), so two servers creating one document take turns.
+//!
+//! Client and pool: `tokio-postgres` (the maintained asynchronous client the Rust
+//! PostgreSQL ecosystem builds on) with `deadpool-postgres` (a small pool with a wait
+//! timeout, a connect timeout and a cheap health check on checkout). They run on the
+//! store's own small runtime, so the blocking [`DocStore`] methods work from any thread
+//! that is not itself async, the server's blocking threads included.
+//!
+//! Faults: a database that is down, restarting or unreachable makes calls fail with a
+//! 503 `database-unavailable` (Retry-After) within the connect and statement timeouts,
+//! never a hang; broken connections are dropped from the pool and new ones made once the
+//! database is back, without restarting the server.
+
+mod schema;
+pub mod transfer;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
+use serde_json::Value;
+use statefile::{BackupRef, ErrorKind, Format, Version};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::store::{
+    BackupEntry, Condition, DocStore, Fetched, Keyed, Mutator, StoreError, StoreResult, Written,
+};
+
+pub use schema::LATEST as SCHEMA_VERSION;
+
+/// The most connections one server may hold open.
+pub const MAX_POOL_SIZE: usize = 256;
+
+/// How to connect and what to store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user[:password]@host[:port]/dbname[?options]` (or the key=value form).
+    /// A schema other than `public`: `?options=-csearch_path%3Dmyschema`.
+    pub url: String,
+    /// Connections at most (default 16, at most [`MAX_POOL_SIZE`]).
+    pub pool_size: usize,
+    /// Connecting, and waiting for a free connection, give up after this (default 5 s).
+    pub connect_timeout: Duration,
+    /// One statement gives up after this (default 30 s, the server's request timeout).
+    pub statement_timeout: Duration,
+    /// Waiting for a document's row lock gives up after this, as a lock timeout
+    /// (default 10 s, the library's lock timeout).
+    pub lock_timeout: Duration,
+    /// Previous versions kept per document (default 1; 0 keeps none).
+    pub backups: usize,
+    /// The layout of the stored bytes (default pretty, as the file backend).
+    pub format: Format,
+    /// The largest document, in bytes, this store writes (default 64 MiB; PostgreSQL's
+    /// own limit for one value is 1 GiB).
+    pub max_document_bytes: usize,
+}
+
+impl PgOptions {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            pool_size: 16,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(10),
+            backups: 1,
+            format: Format::Pretty,
+            max_document_bytes: 64 * 1024 * 1024,
+        }
+    }
+
+    /// Take backups, format and lock timeout from the library's options, as the file
+    /// backend would.
+    pub fn with_library_options(mut self, o: &statefile::Options) -> PgOptions {
+        self.backups = o.get_backups();
+        self.format = o.get_format();
+        self.lock_timeout = o.get_lock_timeout();
+        self
+    }
+}
+
+/// Why the store could not be opened. Its message says what to do.
+#[derive(Debug)]
+pub struct OpenError(String);
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+/// The documents in one PostgreSQL database (and schema).
+pub struct PgStore {
+    rt: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    opts: PgOptions,
+    label: String,
+    warnings: Vec<String>,
+    keyed_writes: AtomicU64,
+    pub(crate) metrics: metrics::PgMetrics,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Allowed anywhere, an async context included (a plain drop is not).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The URL without its password, for messages and logs.
+fn describe(c: &tokio_postgres::Config) -> String {
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        c.get_user().unwrap_or(""),
+        c.get_dbname().unwrap_or("")
+    )
+}
+
+impl PgStore {
+    /// Connect, create or upgrade the tables, and check the server's durability
+    /// settings ([`PgStore::warnings`]).
+    ///
+    /// # Errors
+    /// A URL that does not parse, a database that cannot be reached (within the connect
+    /// timeout), one whose statefile tables are newer than this build, or one that
+    /// refuses to create them; each message says which.
+    pub fn open(opts: PgOptions) -> Result<PgStore, OpenError> {
+        let mut pg: tokio_postgres::Config = opts.url.parse().map_err(|e| {
+            OpenError(format!(
+                "not a PostgreSQL URL (postgres://user@host:port/dbname): {e}"
+            ))
+        })?;
+        if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(OpenError(
+                "sslmode=require: this build connects without TLS; reach the database over a \
+                 trusted network or a local TLS proxy, and use sslmode=disable or prefer"
+                    .to_string(),
+            ));
+        }
+        let label = describe(&pg);
+        if !(1..=MAX_POOL_SIZE).contains(&opts.pool_size) {
+            return Err(OpenError(format!(
+                "the pool size must be 1 to {MAX_POOL_SIZE}, not {}",
+                opts.pool_size
+            )));
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(opts.connect_timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("statefile");
+        }
+        pg.keepalives(true).keepalives_idle(Duration::from_secs(30));
+        // Server-side bounds for every session: a statement, a lock wait, and a
+        // transaction left idle (by a server that died mid-request) all end.
+        let ms = |d: Duration| d.as_millis().max(1);
+        let bounds = format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            ms(opts.statement_timeout),
+            ms(opts.lock_timeout),
+            ms(opts.statement_timeout.max(Duration::from_secs(60)))
+        );
+        let options = match pg.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} {bounds}"),
+            _ => bounds,
+        };
+        pg.options(&options);
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("statefile-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| OpenError(format!("cannot start the database client: {e}")))?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(opts.connect_timeout))
+            .create_timeout(Some(opts.connect_timeout))
+            .recycle_timeout(Some(opts.connect_timeout))
+            .build()
+            .map_err(|e| OpenError(format!("cannot set up the connection pool: {e}")))?;
+        let warnings = rt.block_on(async {
+            let mut c = pool.get().await.map_err(|e| {
+                OpenError(format!(
+                    "cannot reach the database at {label}: {}",
+                    pool_reason(&e)
+                ))
+            })?;
+            let version: i32 = c
+                .query_one("SELECT current_setting('server_version_num')::int", &[])
+                .await
+                .map_err(|e| OpenError(format!("the database at {label} failed: {e}")))?
+                .get(0);
+            if version < 110_000 {
+                return Err(OpenError(format!(
+                    "the database at {label} runs PostgreSQL {}.{}; statefile needs 11 or newer",
+                    version / 10_000,
+                    version % 10_000 / 100
+                )));
+            }
+            match schema::migrate(&mut c).await {
+                Ok(_) => {}
+                Err(schema::MigrateError::Newer(v)) => {
+                    return Err(OpenError(format!(
+                        "the statefile tables in {label} are at schema version {v}, newer than \
+                         this statefile understands ({}): upgrade statefile",
+                        schema::LATEST
+                    )));
+                }
+                Err(schema::MigrateError::Db(e)) => {
+                    return Err(OpenError(format!(
+                        "cannot create or upgrade the statefile tables in {label}: {}",
+                        db_reason(&e)
+                    )));
+                }
+            }
+            schema::durability_warnings(&**c)
+                .await
+                .map_err(|e| OpenError(format!("the database at {label} failed: {e}")))
+        })?;
+        for w in &warnings {
+            tracing::warn!(database = %label, "{w}");
+        }
+        Ok(PgStore {
+            rt: Some(rt),
+            pool,
+            opts,
+            label,
+            warnings,
+            keyed_writes: AtomicU64::new(0),
+            metrics: metrics::PgMetrics::default(),
+        })
+    }
+
+    /// The database, as `postgres://user@host:port/dbname` (no password).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// What the durability check at open found off (`fsync`, `synchronous_commit`).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &PgOptions {
+        &self.opts
+    }
+
+    /// Run `op` on the store's runtime, bounded by the statement timeout (plus the
+    /// time to get a connection), and count it.
+    fn block<T>(&self, op: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+        let started = Instant::now();
+        let limit = self.opts.statement_timeout + self.opts.connect_timeout;
+        let rt = self
+            .rt
+            .as_ref()
+            .expect("the runtime lives as long as the store");
+        let r = rt.block_on(async {
+            tokio::time::timeout(limit, op)
+                .await
+                .unwrap_or_else(|_| Err(Failure::Timeout))
+        });
+        self.metrics.operation(started.elapsed(), r.as_ref().err());
+        r
+    }
+
+    /// A connection from the pool. Dropped without [`Conn::done`] (a timeout, a
+    /// broken connection), it is closed rather than handed to the next request.
+    async fn conn(&self) -> Result<Conn, Failure> {
+        let started = Instant::now();
+        let c = self.pool.get().await.map_err(|e| Failure::from_pool(&e))?;
+        self.metrics.pool_wait(started.elapsed());
+        Ok(Conn {
+            obj: Some(c),
+            reusable: false,
+        })
+    }
+
+    /// Serialize `value` as the file backend would, within the size bound.
+    fn serialize(&self, name: &str, value: &Value) -> Result<Vec<u8>, Failure> {
+        let bytes = statefile::to_vec(value, self.opts.format).map_err(|e| {
+            Failure::Lib(statefile::Error::new(
+                e.kind(),
+                format!("cannot write {name}: {}", e.message()),
+            ))
+        })?;
+        if bytes.len() > self.opts.max_document_bytes {
+            return Err(Failure::Lib(statefile::Error::new(
+                ErrorKind::Serialize,
+                format!(
+                    "cannot write {name}: {} bytes is over the backend's limit of {} bytes per document",
+                    bytes.len(),
+                    self.opts.max_document_bytes
+                ),
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Lock `name` for writing: its row if it exists (returned, with the body if
+    /// `body`), else the advisory locks that creators of this name (and of names above
+    /// or below it) take, and a check that the name is free to create.
+    async fn lock(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        body: bool,
+    ) -> Result<Option<Current>, Failure> {
+        let select = if body {
+            "SELECT version, body FROM statefile_documents WHERE name = $1 FOR UPDATE"
+        } else {
+            "SELECT version, NULL::bytea FROM statefile_documents WHERE name = $1 FOR UPDATE"
+        };
+        let stmt = tx.prepare_cached(select).await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&name]).await? {
+            return Ok(Some(Current::from_row(&row)));
+        }
+        // Ancestors shared, the name itself exclusive, shallowest first: every creator
+        // takes its locks in the same order, so they cannot deadlock.
+        let mut keys: Vec<String> = Vec::new();
+        let mut excl: Vec<bool> = Vec::new();
+        for (i, _) in name.match_indices('/') {
+            keys.push(name[..i].to_string());
+            excl.push(false);
+        }
+        keys.push(name.to_string());
+        excl.push(true);
+        let locks = tx
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT CASE WHEN x
+                     THEN pg_advisory_xact_lock(hashtextextended('statefile:' || current_schema() || ':' || k, 0))::text
+                     ELSE pg_advisory_xact_lock_shared(hashtextextended('statefile:' || current_schema() || ':' || k, 0))::text
+                 END FROM unnest($1::text[], $2::bool[]) AS t(k, x)) AS taken",
+            )
+            .await?;
+        tx.query_one(&locks, &[&keys, &excl]).await?;
+        if let Some(row) = tx.query_opt(&stmt, &[&name]).await? {
+            return Ok(Some(Current::from_row(&row)));
+        }
+        // The file backend cannot store `a.json/b.json` beside a document `a.json`, nor
+        // `d.json` where a directory `d.json/` holds documents or kept versions.
+        let ancestors: Vec<String> = keys[..keys.len() - 1].to_vec();
+        let below = format!("{}/%", like_escape(name));
+        let clash = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM statefile_documents WHERE name = ANY($1::text[])),
+                        EXISTS (SELECT 1 FROM statefile_documents WHERE name LIKE $2 ESCAPE '\\')
+                        OR EXISTS (SELECT 1 FROM statefile_backups WHERE name LIKE $2 ESCAPE '\\')",
+            )
+            .await?;
+        let row = tx.query_one(&clash, &[&ancestors, &below]).await?;
+        if row.get::<_, bool>(0) || row.get::<_, bool>(1) {
+            return Err(Failure::Lib(statefile::Error::new(
+                ErrorKind::InvalidName,
+                format!("cannot create {name}: a document is in the way of its path"),
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Store `bytes` as `name`'s new version, under the lock [`PgStore::lock`] took.
+    /// A replaced version that differs is kept as the newest backup (the oldest beyond
+    /// `backups` go).
+    async fn store(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        exists: bool,
+        bytes: &[u8],
+        version: &Version,
+        backups: usize,
+    ) -> Result<(), Failure> {
+        if !exists {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO statefile_documents (name, body, version) VALUES ($1, $2, $3)",
+                )
+                .await?;
+            tx.execute(&stmt, &[&name, &bytes, &version.as_str()])
+                .await?;
+            return Ok(());
+        }
+        let stmt = tx
+            .prepare_cached(
+                "WITH kept AS (
+                     INSERT INTO statefile_backups (name, body, version, written_at)
+                     SELECT name, body, version, written_at FROM statefile_documents
+                     WHERE name = $1 AND version <> $3 AND $4::bigint > 0
+                     RETURNING 1
+                 ), replaced AS (
+                     UPDATE statefile_documents
+                     SET body = $2, version = $3, written_at = clock_timestamp()
+                     WHERE name = $1
+                     RETURNING 1
+                 )
+                 DELETE FROM statefile_backups
+                 WHERE name = $1 AND EXISTS (SELECT 1 FROM kept) AND seq IN (
+                     SELECT seq FROM statefile_backups WHERE name = $1
+                     ORDER BY seq DESC OFFSET GREATEST($4::bigint - 1, 0))",
+            )
+            .await?;
+        let keep = backups as i64;
+        tx.execute(&stmt, &[&name, &bytes, &version.as_str(), &keep])
+            .await?;
+        Ok(())
+    }
+
+    async fn put_tx(&self, name: &str, bytes: &[u8], cond: &Condition) -> Result<Written, Failure> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let t = Instant::now();
+        let current = self.lock(&tx, name, false).await?;
+        let lock_wait = t.elapsed();
+        check(name, cond, current.as_ref())?;
+        let version = Version::of(bytes);
+        self.store(
+            &tx,
+            name,
+            current.is_some(),
+            bytes,
+            &version,
+            self.opts.backups,
+        )
+        .await?;
+        tx.commit().await?;
+        c.done();
+        Ok(Written {
+            version,
+            created: current.is_none(),
+            lock_wait,
+        })
+    }
+
+    async fn update_tx(
+        &self,
+        name: &str,
+        cond: &Condition,
+        init: Option<Value>,
+        f: Mutator<'_>,
+        key: Option<&Keyed<'_>>,
+    ) -> Result<(Value, Written), Failure> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let t = Instant::now();
+        let current = self.lock(&tx, name, true).await?;
+        let lock_wait = t.elapsed();
+        if let Some(k) = key
+            && let Some(replay) = self.remembered(&tx, name, k).await?
+        {
+            tx.rollback().await?;
+            c.done();
+            return Ok(replay);
+        }
+        let mut value = match (&current, init) {
+            (Some(_), _) if *cond == Condition::Absent => {
+                return Err(conflict_because(
+                    name,
+                    "exists, and the request asked that it not",
+                ));
+            }
+            (Some(cur), _) => {
+                check(name, cond, Some(cur))?;
+                serde_json::from_slice(cur.body.as_deref().unwrap_or_default()).map_err(|e| {
+                    Failure::Lib(statefile::Error::new(
+                        ErrorKind::Corrupt,
+                        format!("document {name} in the database is not valid JSON: {e}"),
+                    ))
+                })?
+            }
+            (None, _) if matches!(cond, Condition::IfMatch(_)) => {
+                return Err(check(name, cond, None).unwrap_err());
+            }
+            (None, Some(init)) => init,
+            (None, None) => {
+                return Err(Failure::Lib(statefile::Error::new(
+                    ErrorKind::NotFound,
+                    format!("document {name} does not exist"),
+                )));
+            }
+        };
+        let out = f(&mut value).map_err(Failure::Store)?;
+        let bytes = self.serialize(name, &value)?;
+        let version = Version::of(&bytes);
+        self.store(
+            &tx,
+            name,
+            current.is_some(),
+            &bytes,
+            &version,
+            self.opts.backups,
+        )
+        .await?;
+        if let Some(k) = key {
+            self.remember(&tx, name, k, &out, &version).await?;
+        }
+        tx.commit().await?;
+        c.done();
+        if key.is_some() {
+            self.sweep_keys().await;
+        }
+        Ok((
+            out,
+            Written {
+                version,
+                created: current.is_none(),
+                lock_wait,
+            },
+        ))
+    }
+
+    /// The answer kept for this key, if it is not expired. The caller holds the
+    /// document's lock, so a first request with this key has either committed (and
+    /// its answer is here) or not started.
+    async fn remembered(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        k: &Keyed<'_>,
+    ) -> Result<Option<(Value, Written)>, Failure> {
+        let stmt = tx
+            .prepare_cached(
+                "SELECT request, result, version FROM statefile_idempotency
+                 WHERE name = $1 AND key = $2
+                 AND created_at > clock_timestamp() - make_interval(secs => $3)",
+            )
+            .await?;
+        let ttl = crate::Idempotency::TTL.as_secs_f64();
+        let Some(row) = tx.query_opt(&stmt, &[&name, &k.key, &ttl]).await? else {
+            return Ok(None);
+        };
+        let request: &[u8] = row.get(0);
+        if request != k.request {
+            return Err(Failure::KeyReused);
+        }
+        let result: &str = row.get(1);
+        let version: &str = row.get(2);
+        let out = serde_json::from_str(result)
+            .map_err(|e| Failure::Internal(format!("a kept idempotent answer: {e}")))?;
+        let version = Version::parse(version)
+            .map_err(|e| Failure::Internal(format!("a kept idempotent answer: {e}")))?;
+        Ok(Some((
+            out,
+            Written {
+                version,
+                created: false,
+                lock_wait: Duration::ZERO,
+            },
+        )))
+    }
+
+    async fn remember(
+        &self,
+        tx: &Transaction<'_>,
+        name: &str,
+        k: &Keyed<'_>,
+        out: &Value,
+        version: &Version,
+    ) -> Result<(), Failure> {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO statefile_idempotency (name, key, request, result, version)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (name, key) DO UPDATE SET request = EXCLUDED.request,
+                     result = EXCLUDED.result, version = EXCLUDED.version,
+                     created_at = EXCLUDED.created_at",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &name,
+                &k.key,
+                &&k.request[..],
+                &out.to_string(),
+                &version.as_str(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Every 64th keyed write, forget expired keys and the oldest beyond the capacity
+    /// (the in-memory table's rules). Best effort: a failure only delays it.
+    async fn sweep_keys(&self) {
+        if !self
+            .keyed_writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(64)
+        {
+            return;
+        }
+        let run = async {
+            let c = self.conn().await?;
+            let ttl = crate::Idempotency::TTL.as_secs_f64();
+            let cap = crate::Idempotency::CAPACITY as i64;
+            c.execute(
+                "DELETE FROM statefile_idempotency
+                 WHERE created_at <= clock_timestamp() - make_interval(secs => $1)
+                    OR (name, key) IN (SELECT name, key FROM statefile_idempotency
+                                       ORDER BY created_at DESC OFFSET $2)",
+                &[&ttl, &cap],
+            )
+            .await?;
+            let mut c = c;
+            c.done();
+            Ok::<(), Failure>(())
+        };
+        if let Err(e) = run.await {
+            tracing::warn!(error = %e.log_text(), "could not forget expired idempotency keys");
+        }
+    }
+
+    async fn delete_tx(&self, name: &str, cond: &Condition) -> Result<(), Failure> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let stmt = tx
+            .prepare_cached(
+                "SELECT version, NULL::bytea FROM statefile_documents WHERE name = $1 FOR UPDATE",
+            )
+            .await?;
+        let current = tx
+            .query_opt(&stmt, &[&name])
+            .await?
+            .map(|r| Current::from_row(&r));
+        match (cond, &current) {
+            (Condition::Absent, Some(_)) => {
+                return Err(conflict_because(
+                    name,
+                    "exists, and If-None-Match: * asked that it not",
+                ));
+            }
+            (_, None) => {
+                return Err(Failure::Lib(statefile::Error::new(
+                    ErrorKind::NotFound,
+                    format!("cannot delete {name}: it does not exist"),
+                )));
+            }
+            (cond, Some(cur)) => check(name, cond, Some(cur))?,
+        }
+        let stmt = tx
+            .prepare_cached(
+                "WITH kept AS (
+                     INSERT INTO statefile_backups (name, body, version, written_at)
+                     SELECT name, body, version, written_at FROM statefile_documents
+                     WHERE name = $1 AND $2::bigint > 0
+                     RETURNING 1
+                 ), gone AS (
+                     DELETE FROM statefile_documents WHERE name = $1 RETURNING 1
+                 )
+                 DELETE FROM statefile_backups
+                 WHERE name = $1 AND EXISTS (SELECT 1 FROM kept) AND seq IN (
+                     SELECT seq FROM statefile_backups WHERE name = $1
+                     ORDER BY seq DESC OFFSET GREATEST($2::bigint - 1, 0))",
+            )
+            .await?;
+        tx.execute(&stmt, &[&name, &(self.opts.backups as i64)])
+            .await?;
+        tx.commit().await?;
+        c.done();
+        Ok(())
+    }
+
+    async fn restore_tx(&self, name: &str, which: &BackupRef) -> Result<Written, Failure> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let t = Instant::now();
+        let current = self.lock(&tx, name, false).await?;
+        let lock_wait = t.elapsed();
+        let stmt = tx
+            .prepare_cached(
+                "SELECT seq, version FROM statefile_backups WHERE name = $1 ORDER BY seq DESC",
+            )
+            .await?;
+        let kept: Vec<(i64, String)> = tx
+            .query(&stmt, &[&name])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let chosen = match which {
+            BackupRef::NewestGood => kept.first(),
+            BackupRef::Number(n) => n.checked_sub(1).and_then(|i| kept.get(i)),
+            BackupRef::Version(v) => kept.iter().find(|(_, kv)| kv == v.as_str()),
+        };
+        let Some((seq, _)) = chosen else {
+            let what = match which {
+                BackupRef::NewestGood => "no backup".to_string(),
+                BackupRef::Number(n) => format!("no backup number {n} ({} kept)", kept.len()),
+                BackupRef::Version(v) => format!("no backup with version {v}"),
+            };
+            return Err(Failure::Lib(statefile::Error::new(
+                ErrorKind::NotFound,
+                format!("cannot restore {name}: {what}"),
+            )));
+        };
+        let body: Vec<u8> = tx
+            .query_one(
+                "SELECT body FROM statefile_backups WHERE name = $1 AND seq = $2",
+                &[&name, seq],
+            )
+            .await?
+            .get(0);
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            return Err(Failure::Lib(statefile::Error::new(
+                ErrorKind::Corrupt,
+                format!("cannot restore {name}: that backup is not valid JSON: {e}"),
+            )));
+        }
+        let version = Version::of(&body);
+        // Keep at least one backup, so the restore itself can be undone.
+        self.store(
+            &tx,
+            name,
+            current.is_some(),
+            &body,
+            &version,
+            self.opts.backups.max(1),
+        )
+        .await?;
+        tx.commit().await?;
+        c.done();
+        Ok(Written {
+            version,
+            created: current.is_none(),
+            lock_wait,
+        })
+    }
+}
+
+/// The locked row: its version, and its body when asked for.
+struct Current {
+    version: Version,
+    body: Option<Vec<u8>>,
+}
+
+impl Current {
+    fn from_row(row: &tokio_postgres::Row) -> Current {
+        let version: &str = row.get(0);
+        let body: Option<Vec<u8>> = row.get(1);
+        Current {
+            // A version this build did not write (edited by hand) matches nothing.
+            version: Version::parse(version).unwrap_or_else(|_| Version::of(version.as_bytes())),
+            body,
+        }
+    }
+}
+
+/// The precondition against the locked row (or its absence), as the file backend
+/// checks it.
+fn check(name: &str, cond: &Condition, current: Option<&Current>) -> Result<(), Failure> {
+    let conflict = |msg: String| {
+        Err(Failure::Lib(statefile::Error::new(
+            ErrorKind::Conflict,
+            msg,
+        )))
+    };
+    match (cond, current) {
+        (Condition::Any, _) => Ok(()),
+        (Condition::IfMatch(v), Some(c)) if &c.version == v => Ok(()),
+        (Condition::IfMatch(v), Some(c)) => conflict(format!(
+            "{name} changed: expected version {v}, found {}",
+            c.version
+        )),
+        (Condition::IfMatch(v), None) => {
+            conflict(format!("{name} does not exist (expected version {v})"))
+        }
+        (Condition::Absent, None) => Ok(()),
+        (Condition::Absent, Some(_)) => {
+            conflict(format!("cannot create {name}: it already exists"))
+        }
+    }
+}
+
+/// Names reach the store from routes (already checked) and from `statefile import`:
+/// check again, so nothing the file backend would refuse is stored.
+pub(crate) fn check_name(name: &str) -> Result<(), Failure> {
+    crate::extract::check_name(name)
+        .map_err(|e| Failure::Lib(statefile::Error::new(ErrorKind::InvalidName, e.detail)))
+}
+
+/// Escape `%`, `_` and `\` for a LIKE pattern.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A pooled connection that goes back to the pool only when marked [`Conn::done`].
+struct Conn {
+    obj: Option<Object>,
+    reusable: bool,
+}
+
+impl Conn {
+    /// The last statement finished cleanly: the connection may serve another request.
+    fn done(&mut self) {
+        self.reusable = true;
+    }
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Object;
+    fn deref(&self) -> &Object {
+        self.obj.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Object {
+        self.obj.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(obj) = self.obj.take()
+            && !self.reusable
+        {
+            // A timeout or failure may have left it mid-statement or broken: close it
+            // instead of handing it on.
+            drop(Object::take(obj));
+        }
+    }
+}
+
+/// What went wrong, before it becomes an answer.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// A library-kind error (not found, conflict, invalid name, not storable...).
+    Lib(statefile::Error),
+    /// The database cannot be reached, went away, or is starting or stopping.
+    Unavailable(String),
+    /// The operation did not finish within its time.
+    Timeout,
+    /// Waiting for the document's row lock timed out.
+    LockTimeout,
+    /// Returned unchanged: the mutator's refusal (a patch that does not apply...), or a
+    /// refusal phrased for the client.
+    Store(StoreError),
+    /// An idempotency key seen before with another request.
+    KeyReused,
+    /// Anything else: a bug or a database error nobody expects.
+    Internal(String),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Failure::from_db(&e)
+    }
+}
+
+fn db_reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(c) = src {
+                s.push_str(&format!(": {c}"));
+                src = c.source();
+            }
+            s
+        }
+    }
+}
+
+fn pool_reason(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(b) => db_reason(b),
+        deadpool_postgres::PoolError::Timeout(_) => "timed out connecting".to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Failure {
+    fn from_db(e: &tokio_postgres::Error) -> Failure {
+        let Some(code) = e.code() else {
+            // No SQLSTATE: the connection failed, closed or timed out.
+            return Failure::Unavailable(db_reason(e));
+        };
+        let c = code.code();
+        if *code == SqlState::LOCK_NOT_AVAILABLE {
+            Failure::LockTimeout
+        } else if *code == SqlState::QUERY_CANCELED {
+            Failure::Timeout
+        } else if *code == SqlState::DISK_FULL {
+            Failure::Lib(statefile::Error::new(ErrorKind::NoSpace, db_reason(e)))
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            Failure::Lib(statefile::Error::new(
+                ErrorKind::PermissionDenied,
+                db_reason(e),
+            ))
+        } else if c.starts_with("08") // connection exception
+            || c.starts_with("57P") // shutting down, crashed, starting up
+            || c.starts_with("53") // out of connections, memory
+            || *code == SqlState::READ_ONLY_SQL_TRANSACTION // a standby
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+        {
+            Failure::Unavailable(db_reason(e))
+        } else {
+            Failure::Internal(db_reason(e))
+        }
+    }
+
+    fn from_pool(e: &deadpool_postgres::PoolError) -> Failure {
+        match e {
+            deadpool_postgres::PoolError::Backend(b) => Failure::from_db(b),
+            deadpool_postgres::PoolError::Timeout(_) => {
+                Failure::Unavailable("no database connection within the connect timeout".into())
+            }
+            other => Failure::Unavailable(other.to_string()),
+        }
+    }
+
+    /// For the log: the whole story.
+    fn log_text(&self) -> String {
+        match self {
+            Failure::Lib(e) => e.to_string(),
+            Failure::Unavailable(s) | Failure::Internal(s) => s.clone(),
+            Failure::Timeout => "timed out".into(),
+            Failure::LockTimeout => "lock timeout".into(),
+            Failure::Store(m) => m.to_string(),
+            Failure::KeyReused => "idempotency key reused".into(),
+        }
+    }
+
+    /// As a storage error (details of database failures go to the log, not clients).
+    fn into_store(self) -> StoreError {
+        match self {
+            Failure::Lib(e) => e.into(),
+            Failure::Store(m) => m,
+            Failure::LockTimeout => StoreError::new(
+                ErrorKind::LockTimeout,
+                "waiting for the document's row lock timed out",
+            ),
+            Failure::Unavailable(why) => StoreError::unavailable(format!("database: {why}")),
+            Failure::Timeout => {
+                StoreError::unavailable("database: the operation did not finish in time")
+            }
+            Failure::KeyReused => StoreError::KeyReused,
+            Failure::Internal(why) => StoreError::new(ErrorKind::Io, format!("database: {why}")),
+        }
+    }
+}
+
+impl DocStore for PgStore {
+    fn list(&self, prefix: &str) -> StoreResult<Vec<String>> {
+        if prefix.contains('\0') {
+            // No name holds a NUL (and PostgreSQL text cannot).
+            return Ok(Vec::new());
+        }
+        let pattern = format!("{}%", like_escape(prefix));
+        self.block(async {
+            let mut c = self.conn().await?;
+            let stmt = c
+                .prepare_cached(
+                    "SELECT name FROM statefile_documents WHERE name LIKE $1 ESCAPE '\\' ORDER BY name",
+                )
+                .await?;
+            let names = c
+                .query(&stmt, &[&pattern])
+                .await?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            c.done();
+            Ok(names)
+        })
+        .map_err(Failure::into_store)
+    }
+
+    fn get(&self, name: &str) -> StoreResult<Fetched> {
+        check_name(name).map_err(Failure::into_store)?;
+        self.block(async {
+            let mut c = self.conn().await?;
+            let stmt = c
+                .prepare_cached("SELECT body FROM statefile_documents WHERE name = $1")
+                .await?;
+            let row = c.query_opt(&stmt, &[&name]).await?;
+            c.done();
+            let Some(row) = row else {
+                return Err(not_found(format!("document {name} does not exist")));
+            };
+            let bytes: Vec<u8> = row.get(0);
+            Ok(Fetched {
+                version: Version::of(&bytes),
+                bytes,
+                recovered_from: None,
+            })
+        })
+        .map_err(Failure::into_store)
+    }
+
+    fn put(&self, name: &str, value: &Value, cond: &Condition) -> StoreResult<Written> {
+        check_name(name).map_err(Failure::into_store)?;
+        let bytes = self.serialize(name, value).map_err(Failure::into_store)?;
+        self.block(self.put_tx(name, &bytes, cond))
+            .map_err(Failure::into_store)
+    }
+
+    fn update(
+        &self,
+        name: &str,
+        cond: &Condition,
+        init: Option<Value>,
+        f: Mutator<'_>,
+    ) -> StoreResult<(Value, Written)> {
+        check_name(name).map_err(Failure::into_store)?;
+        self.block(self.update_tx(name, cond, init, f, None))
+            .map_err(Failure::into_store)
+    }
+
+    fn delete(&self, name: &str, cond: &Condition) -> StoreResult<()> {
+        check_name(name).map_err(Failure::into_store)?;
+        self.block(self.delete_tx(name, cond))
+            .map_err(Failure::into_store)
+    }
+
+    fn backups(&self, name: &str) -> StoreResult<Vec<BackupEntry>> {
+        check_name(name).map_err(Failure::into_store)?;
+        self.block(async {
+            let mut c = self.conn().await?;
+            let stmt = c
+                .prepare_cached(
+                    "SELECT version, length(body)::bigint,
+                            floor(extract(epoch FROM written_at))::bigint
+                     FROM statefile_backups WHERE name = $1 ORDER BY seq DESC",
+                )
+                .await?;
+            let rows = c.query(&stmt, &[&name]).await?;
+            let exists = if rows.is_empty() {
+                let stmt = c
+                    .prepare_cached("SELECT 1 FROM statefile_documents WHERE name = $1")
+                    .await?;
+                c.query_opt(&stmt, &[&name]).await?.is_some()
+            } else {
+                true
+            };
+            c.done();
+            if !exists {
+                return Err(not_found(format!(
+                    "document {name} does not exist and has no backups"
+                )));
+            }
+            Ok(rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| BackupEntry {
+                    number: i + 1,
+                    version: r.get::<_, String>(0),
+                    bytes: r.get::<_, i64>(1).max(0) as u64,
+                    modified_unix: r.get::<_, i64>(2).max(0) as u64,
+                    parses: true,
+                })
+                .collect())
+        })
+        .map_err(Failure::into_store)
+    }
+
+    fn restore(&self, name: &str, which: &BackupRef) -> StoreResult<Written> {
+        check_name(name).map_err(Failure::into_store)?;
+        self.block(self.restore_tx(name, which))
+            .map_err(Failure::into_store)
+    }
+
+    /// The key's answer is kept in the database by the transaction that writes, so
+    /// every server sharing the database answers a repeat with it (for
+    /// [`crate::Idempotency::TTL`]), across restarts. A repeat waits on the document's
+    /// lock while the first request runs, then gets its answer.
+    fn update_keyed(
+        &self,
+        name: &str,
+        key: &Keyed<'_>,
+        init: Option<Value>,
+        f: Mutator<'_>,
+    ) -> StoreResult<(Value, Written)> {
+        check_name(name).map_err(Failure::into_store)?;
+        self.block(self.update_tx(name, &Condition::Any, init, f, Some(key)))
+            .map_err(Failure::into_store)
+    }
+
+    /// A `SELECT 1` on a pooled connection, within the connect and statement timeouts.
+    fn health(&self) -> StoreResult<()> {
+        self.block(async {
+            let mut c = self.conn().await?;
+            c.simple_query("SELECT 1").await?;
+            c.done();
+            Ok(())
+        })
+        .map_err(Failure::into_store)
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        self.metrics.render(&self.pool.status(), out);
+    }
+}
+
+/// A `Conflict` whose reason the client reads: `document {name} {why}` (as the file
+/// backend words it).
+fn conflict_because(name: &str, why: &str) -> Failure {
+    let why = format!("document {name} {why}");
+    Failure::Store(StoreError::new(ErrorKind::Conflict, why.clone()).with_reason(why))
+}
+
+fn not_found(msg: String) -> Failure {
+    Failure::Lib(statefile::Error::new(ErrorKind::NotFound, msg))
+}
+
+mod metrics {
+    //! Pool and query figures for `/metrics`.
+
+    use std::fmt::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::Failure;
+    use crate::metrics::Histogram;
+
+    #[derive(Debug, Default)]
+    pub struct PgMetrics {
+        pool_wait: Histogram,
+        transaction: Histogram,
+        unavailable: AtomicU64,
+        timeouts: AtomicU64,
+        other_errors: AtomicU64,
+    }
+
+    impl PgMetrics {
+        pub fn pool_wait(&self, d: Duration) {
+            self.pool_wait.observe(d);
+        }
+
+        pub fn operation(&self, d: Duration, failed: Option<&Failure>) {
+            self.transaction.observe(d);
+            match failed {
+                Some(Failure::Unavailable(_)) => &self.unavailable,
+                Some(Failure::Timeout | Failure::LockTimeout) => &self.timeouts,
+                Some(Failure::Internal(_)) => &self.other_errors,
+                _ => return,
+            }
+            .fetch_add(1, Ordering::Relaxed);
+        }
+
+        pub fn render(&self, s: &deadpool_postgres::Status, out: &mut String) {
+            let _ = writeln!(
+                out,
+                "# HELP statefile_pg_pool_connections Database connections by state.\n\
+                 # TYPE statefile_pg_pool_connections gauge\n\
+                 statefile_pg_pool_connections{{state=\"idle\"}} {}\n\
+                 statefile_pg_pool_connections{{state=\"in_use\"}} {}\n\
+                 # HELP statefile_pg_pool_max_connections The pool's bound.\n\
+                 # TYPE statefile_pg_pool_max_connections gauge\n\
+                 statefile_pg_pool_max_connections {}\n\
+                 # HELP statefile_pg_pool_waiting Requests waiting for a connection.\n\
+                 # TYPE statefile_pg_pool_waiting gauge\n\
+                 statefile_pg_pool_waiting {}",
+                s.available,
+                s.size.saturating_sub(s.available),
+                s.max_size,
+                s.waiting
+            );
+            self.pool_wait.render(
+                "statefile_pg_pool_wait_seconds",
+                "Time to get a database connection from the pool.",
+                out,
+            );
+            self.transaction.render(
+                "statefile_pg_operation_seconds",
+                "Time of one storage operation (its transaction, connection wait included).",
+                out,
+            );
+            let _ = writeln!(
+                out,
+                "# HELP statefile_pg_errors_total Failed storage operations by cause.\n\
+                 # TYPE statefile_pg_errors_total counter\n\
+                 statefile_pg_errors_total{{cause=\"unavailable\"}} {}\n\
+                 statefile_pg_errors_total{{cause=\"timeout\"}} {}\n\
+                 statefile_pg_errors_total{{cause=\"other\"}} {}",
+                self.unavailable.load(Ordering::Relaxed),
+                self.timeouts.load(Ordering::Relaxed),
+                self.other_errors.load(Ordering::Relaxed)
+            );
+        }
+    }
+}

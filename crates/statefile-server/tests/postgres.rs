@@ -1,0 +1,631 @@
+//! The PostgreSQL backend's own behaviour: schema migrations, what it refuses, bytes
+//! equal to the file backend's, backups, row locks, idempotency keys shared through the
+//! database, import and export. Needs STATEFILE_TEST_PG_URL (`./test postgres` starts a
+//! throwaway cluster); without it every test says it skipped.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Backend, JSON, call, fresh_schema};
+use serde_json::json;
+use statefile_server::pg::transfer::{self, Outcome};
+use statefile_server::pg::{PgOptions, PgStore};
+use statefile_server::{App, Config};
+
+fn url() -> Option<String> {
+    match Backend::postgres()? {
+        Backend::Postgres(u) => Some(u),
+        Backend::File => None,
+    }
+}
+
+/// Open a store off the async threads (it blocks on its own runtime).
+async fn open(opts: PgOptions) -> Result<PgStore, String> {
+    tokio::task::spawn_blocking(move || PgStore::open(opts).map_err(|e| e.to_string()))
+        .await
+        .unwrap()
+}
+
+async fn sql(url: &str, q: &str) -> Vec<tokio_postgres::Row> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.query(q, &[]).await.unwrap()
+}
+
+fn app(store: PgStore, dir: &std::path::Path) -> Arc<App> {
+    App::new(Config::new(dir), Arc::new(store))
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
+    let Some(base) = url() else { return };
+    let url = fresh_schema(&base).await;
+    // Two servers starting at once, then a third later: one schema, version 1.
+    let (a, b) = tokio::join!(open(PgOptions::new(&url)), open(PgOptions::new(&url)));
+    a.unwrap();
+    b.unwrap();
+    open(PgOptions::new(&url)).await.unwrap();
+    let rows = sql(&url, "SELECT version FROM statefile_schema").await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].get::<_, i32>(0),
+        statefile_server::pg::SCHEMA_VERSION
+    );
+    sql(&url, "UPDATE statefile_schema SET version = 99").await;
+    let e = open(PgOptions::new(&url)).await.unwrap_err();
+    assert!(
+        e.contains("schema version 99") && e.contains("upgrade statefile"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error_within_the_connect_timeout() {
+    // A port nothing listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut o = PgOptions::new(format!(
+        "postgres://someone:hunter2@127.0.0.1:{port}/nothing"
+    ));
+    o.connect_timeout = Duration::from_secs(2);
+    let t = Instant::now();
+    let e = open(o).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(
+        e.contains(&format!(
+            "cannot reach the database at postgres://someone@127.0.0.1:{port}/nothing"
+        )),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "the password stays out: {e}");
+    let e = open(PgOptions::new("mysql://x")).await.unwrap_err();
+    assert!(e.contains("not a PostgreSQL URL"), "{e}");
+    let mut o = PgOptions::new("postgres://x@127.0.0.1/x");
+    o.pool_size = 100_000;
+    let e = open(o).await.unwrap_err();
+    assert!(e.contains("pool size must be 1 to 256"), "{e}");
+}
+
+#[tokio::test]
+async fn synchronous_commit_off_is_warned_about() {
+    let Some(base) = url() else { return };
+    let ok = open(PgOptions::new(fresh_schema(&base).await))
+        .await
+        .unwrap();
+    assert!(ok.warnings().is_empty(), "{:?}", ok.warnings());
+    let url = format!("{}%20-csynchronous_commit%3Doff", fresh_schema(&base).await);
+    let s = open(PgOptions::new(url)).await.unwrap();
+    assert_eq!(s.warnings().len(), 1, "{:?}", s.warnings());
+    assert!(s.warnings()[0].contains("synchronous_commit off"));
+}
+
+#[tokio::test]
+async fn the_bytes_and_etags_are_the_file_backends() {
+    let Some(b) = Backend::postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let files = Backend::File.app_in(dir.path()).await;
+    let pg = b.app_in(dir.path()).await;
+    let values = [
+        &br#"{"b": 1, "a": [1, 2.5, -0.0, 1e300], "s": "\u00e9\ud83d\ude00\n\"", "n": null}"#[..],
+        b"[]",
+        b"\"x\"",
+        br#"{"z": {"y": {"x": [true, false, {}]}}}"#,
+    ];
+    for (i, v) in values.iter().enumerate() {
+        let uri = format!("/v1/docs/d{i}.json");
+        let a = call(&files, "PUT", &uri, &[JSON], v).await;
+        let p = call(&pg, "PUT", &uri, &[JSON], v).await;
+        assert_eq!((a.status.as_u16(), p.status.as_u16()), (201, 201));
+        assert_eq!(
+            a.header("etag"),
+            p.header("etag"),
+            "{}",
+            String::from_utf8_lossy(v)
+        );
+        let a = call(&files, "GET", &uri, &[], b"").await;
+        let p = call(&pg, "GET", &uri, &[], b"").await;
+        assert_eq!(a.body, p.body);
+        assert_eq!(a.header("etag"), p.header("etag"));
+        assert!(p.header("statefile-recovered-from").is_none());
+    }
+    // Appends and patches too.
+    for app in [&files, &pg] {
+        call(
+            app,
+            "POST",
+            "/v1/docs/d0.json/append?pointer=/a",
+            &[JSON],
+            b"{\"k\": 3}",
+        )
+        .await;
+        call(
+            app,
+            "PATCH",
+            "/v1/docs/d0.json",
+            &[("content-type", "application/merge-patch+json")],
+            br#"{"b": null, "c": "new"}"#,
+        )
+        .await;
+    }
+    let a = call(&files, "GET", "/v1/docs/d0.json", &[], b"").await;
+    let p = call(&pg, "GET", "/v1/docs/d0.json", &[], b"").await;
+    assert_eq!(a.body, p.body);
+    assert_eq!(a.header("etag"), p.header("etag"));
+}
+
+#[tokio::test]
+async fn backups_keep_the_last_n_versions_and_restore_them() {
+    let Some(base) = url() else { return };
+    let mut o = PgOptions::new(fresh_schema(&base).await);
+    o.backups = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(open(o).await.unwrap(), dir.path());
+    let mut etags = Vec::new();
+    for i in 0..6 {
+        let r = call(
+            &app,
+            "PUT",
+            "/v1/docs/b.json",
+            &[JSON],
+            format!("{{\"i\": {i}}}").as_bytes(),
+        )
+        .await;
+        etags.push(r.header("etag").unwrap());
+        // The same bytes again keep no second copy of one version.
+        call(
+            &app,
+            "PUT",
+            "/v1/docs/b.json",
+            &[JSON],
+            format!("{{\"i\": {i}}}").as_bytes(),
+        )
+        .await;
+    }
+    let list = call(&app, "GET", "/v1/docs/b.json/backups", &[], b"")
+        .await
+        .json();
+    let kept: Vec<String> = list["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| format!("\"{}\"", b["version"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kept, [&etags[4], &etags[3], &etags[2]].map(String::clone));
+    assert_eq!(list["backups"][0]["number"], 1);
+    assert_eq!(list["backups"][0]["parses"], true);
+    assert_eq!(list["backups"][0]["bytes"], 13, "{{\\n  \"i\": 4\\n}}\\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        list["backups"][2]["modified_unix"]
+            .as_u64()
+            .unwrap()
+            .abs_diff(now)
+            < 600
+    );
+    // Restore by version: the current one becomes backup 1.
+    let v2 = etags[2].trim_matches('"');
+    let r = call(
+        &app,
+        "POST",
+        &format!("/v1/docs/b.json/restore?from={v2}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag").as_ref(), Some(&etags[2]));
+    let r = call(&app, "GET", "/v1/docs/b.json", &[], b"").await;
+    assert_eq!(r.json(), json!({"i": 2}));
+    let list = call(&app, "GET", "/v1/docs/b.json/backups", &[], b"")
+        .await
+        .json();
+    assert_eq!(
+        list["backups"][0]["version"].as_str(),
+        Some(etags[5].trim_matches('"'))
+    );
+    assert_eq!(list["backups"].as_array().unwrap().len(), 3);
+    // Delete keeps the document as backup 1; restore brings it back.
+    assert_eq!(
+        call(&app, "DELETE", "/v1/docs/b.json", &[], b"")
+            .await
+            .status,
+        204
+    );
+    call(&app, "GET", "/v1/docs/b.json", &[], b"")
+        .await
+        .problem(404, "not-found");
+    let r = call(&app, "POST", "/v1/docs/b.json/restore", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag").as_ref(), Some(&etags[2]));
+    call(&app, "POST", "/v1/docs/b.json/restore?from=4", &[], b"")
+        .await
+        .problem(404, "not-found");
+}
+
+#[tokio::test]
+async fn a_row_lock_held_elsewhere_is_503_lock_timeout_then_the_write_goes_through() {
+    let Some(base) = url() else { return };
+    let url = fresh_schema(&base).await;
+    let mut o = PgOptions::new(&url);
+    o.lock_timeout = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(open(o).await.unwrap(), dir.path());
+    call(&app, "PUT", "/v1/docs/l.json", &[JSON], b"1").await;
+    // Another session holds the row in an open transaction.
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let tx = client.transaction().await.unwrap();
+    tx.query(
+        "SELECT 1 FROM statefile_documents WHERE name = 'l.json' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    let r = call(&app, "PUT", "/v1/docs/l.json", &[JSON], b"2").await;
+    r.problem(503, "lock-timeout");
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let r = call(&app, "POST", "/v1/docs/l.json/append", &[JSON], b"2").await;
+    r.problem(503, "lock-timeout");
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        call(&app, "PUT", "/v1/docs/l.json", &[JSON], b"[2]")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/docs/l.json", &[], b"").await.json(),
+        json!([2])
+    );
+}
+
+#[tokio::test]
+async fn creating_one_document_from_many_stores_at_once_creates_it_once() {
+    let Some(base) = url() else { return };
+    let url = fresh_schema(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let b = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let r = call(
+                    &app,
+                    "POST",
+                    "/v1/docs/new/n.json/append?pointer=/items",
+                    &[JSON],
+                    format!("{i}").as_bytes(),
+                )
+                .await;
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+                let created = call(
+                    &app,
+                    "PUT",
+                    "/v1/docs/once.json",
+                    &[JSON, ("if-none-match", "*")],
+                    format!("{i}").as_bytes(),
+                )
+                .await;
+                created.status.as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 412).count(),
+        39,
+        "{statuses:?}"
+    );
+    let doc = call(&a, "GET", "/v1/docs/new/n.json", &[], b"")
+        .await
+        .json();
+    let mut items: Vec<i64> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    items.sort();
+    assert_eq!(items, (0..40).collect::<Vec<_>>(), "every append once");
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_shared_by_servers_and_kept_across_restarts() {
+    let Some(base) = url() else { return };
+    let url = fresh_schema(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let b = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let key = ("idempotency-key", "k-1");
+    let uri = "/v1/docs/q.json/append?pointer=/items";
+    let first = call(&a, "POST", uri, &[JSON, key], b"\"x\"").await;
+    assert_eq!(first.status, 200);
+    // Another server, the same key: the first answer, not a second append.
+    let again = call(&b, "POST", uri, &[JSON, key], b"\"x\"").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("etag"), first.header("etag"));
+    call(&b, "POST", uri, &[JSON, key], b"\"y\"")
+        .await
+        .problem(422, "idempotency-key-reused");
+    // A restart: a new store on the same database still knows the key.
+    drop((a, b));
+    let c = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let after = call(&c, "POST", uri, &[JSON, key], b"\"x\"").await;
+    assert_eq!(after.body, first.body);
+    assert_eq!(
+        call(&c, "GET", "/v1/docs/q.json", &[], b"").await.json(),
+        json!({"items": ["x"]})
+    );
+    // An expired key is a new request (on a server that has not seen it: one that has
+    // keeps it in memory for as long).
+    sql(
+        &url,
+        "UPDATE statefile_idempotency SET created_at = created_at - interval '11 minutes'",
+    )
+    .await;
+    let e = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let fresh = call(&e, "POST", uri, &[JSON, key], b"\"x\"").await;
+    assert_eq!(fresh.json()["index"], 1);
+    // Racing repeats across both servers: applied once, one answer.
+    let d = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let tries: Vec<_> = (0..16)
+        .map(|i| {
+            let app = if i % 2 == 0 { c.clone() } else { d.clone() };
+            tokio::spawn(async move {
+                call(
+                    &app,
+                    "POST",
+                    "/v1/docs/r.json/append",
+                    &[JSON, ("idempotency-key", "race")],
+                    b"7",
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for t in tries {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        bodies.push(r.body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        call(&c, "GET", "/v1/docs/r.json", &[], b"").await.json(),
+        json!([7])
+    );
+}
+
+#[tokio::test]
+async fn listing_by_prefix_takes_like_wildcards_literally() {
+    let Some(b) = Backend::postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let app = b.app_in(dir.path()).await;
+    for n in ["a_b.json", "axb.json", "a%c.json", "abc.json", "a_/x.json"] {
+        let n = n.replace('%', "%25");
+        let r = call(&app, "PUT", &format!("/v1/docs/{n}"), &[JSON], b"1").await;
+        assert!(r.status == 201 || r.status == 400, "{n}: {}", r.status);
+    }
+    let r = call(&app, "GET", "/v1/docs?prefix=a_", &[], b"").await;
+    assert_eq!(r.json(), json!({"names": ["a_/x.json", "a_b.json"]}));
+    let r = call(&app, "GET", "/v1/docs?prefix=a%25", &[], b"").await;
+    assert_eq!(r.json(), json!({"names": []}));
+    let r = call(&app, "GET", "/v1/docs?prefix=%00", &[], b"").await;
+    assert_eq!(r.json(), json!({"names": []}));
+}
+
+#[tokio::test]
+async fn a_document_over_the_size_limit_is_422_and_nothing_changes() {
+    let Some(base) = url() else { return };
+    let mut o = PgOptions::new(fresh_schema(&base).await);
+    o.max_document_bytes = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(open(o).await.unwrap(), dir.path());
+    let r = call(&app, "PUT", "/v1/docs/s.json", &[JSON], b"[]").await;
+    assert_eq!(r.status, 201);
+    let big = format!("\"{}\"", "x".repeat(2000));
+    call(&app, "PUT", "/v1/docs/s.json", &[JSON], big.as_bytes())
+        .await
+        .problem(422, "value-not-storable");
+    let item = format!("\"{}\"", "x".repeat(300));
+    for _ in 0..3 {
+        assert_eq!(
+            call(
+                &app,
+                "POST",
+                "/v1/docs/s.json/append",
+                &[JSON],
+                item.as_bytes()
+            )
+            .await
+            .status,
+            200
+        );
+    }
+    let r = call(
+        &app,
+        "POST",
+        "/v1/docs/s.json/append",
+        &[JSON],
+        item.as_bytes(),
+    )
+    .await;
+    r.problem(422, "value-not-storable");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 1000 bytes"),
+        "{}",
+        r.json()
+    );
+    let doc = call(&app, "GET", "/v1/docs/s.json", &[], b"").await.json();
+    assert_eq!(doc.as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn names_the_file_backend_refuses_are_refused_by_the_store_itself() {
+    use statefile_server::{Condition, DocStore};
+    let Some(base) = url() else { return };
+    let store = open(PgOptions::new(fresh_schema(&base).await))
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        for bad in [
+            "../x.json",
+            "/abs.json",
+            "a/../b.json",
+            ".hidden.json",
+            "x.txt",
+            "a\u{0}.json",
+        ] {
+            let e = store.put(bad, &json!(1), &Condition::Any).unwrap_err();
+            assert_eq!(e.kind(), Some(statefile::ErrorKind::InvalidName), "{bad}");
+            assert!(store.get(bad).is_err(), "{bad}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn import_and_export_copy_documents_and_backups_byte_for_byte_and_rerun_cleanly() {
+    let Some(base) = url() else { return };
+    let src = tempfile::tempdir().unwrap();
+    let opts = statefile::Options::new().backups(2).create_dirs(true);
+    let store = statefile::Store::open_with(src.path(), opts.clone()).unwrap();
+    for i in 0..3 {
+        store
+            .doc::<serde_json::Value>("jobs/1.json")
+            .unwrap()
+            .write(&json!({"run": i}))
+            .unwrap();
+    }
+    store
+        .doc::<serde_json::Value>("config.json")
+        .unwrap()
+        .write(&json!({"a": [1]}))
+        .unwrap();
+    // Bytes another program wrote (compact, no newline): copied as they are.
+    std::fs::write(src.path().join("raw.json"), br#"{"x":1}"#).unwrap();
+    let url = fresh_schema(&base).await;
+    let pg = open(PgOptions::new(&url)).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (src_path, out_path) = (src.path().to_path_buf(), out.path().to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let store = statefile::Store::open_with(&src_path, opts.clone()).unwrap();
+        let r = transfer::import(&store, &pg, |_| {}).unwrap();
+        assert_eq!((r.copied(), r.failed()), (3, 0), "{:?}", r.documents);
+        let again = transfer::import(&store, &pg, |_| {}).unwrap();
+        assert_eq!(again.unchanged(), 3, "re-runnable: {:?}", again.documents);
+        let target = statefile::Store::open_with(&out_path, opts).unwrap();
+        let r = transfer::export(&pg, &target, |_| {}).unwrap();
+        assert_eq!((r.copied(), r.failed()), (3, 0), "{:?}", r.documents);
+        assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+        assert!(r.notes[0].starts_with("raw.json: its bytes were not in the directory's layout"));
+        let again = transfer::export(&pg, &target, |_| {}).unwrap();
+        assert_eq!(again.unchanged(), 3, "{:?}", again.documents);
+        // The database holds raw.json's bytes as they were; the directory lays out the
+        // same value as every statefile write does.
+        let raw = target.doc::<serde_json::Value>("raw.json").unwrap();
+        assert_eq!(raw.read().unwrap(), json!({"x": 1}));
+        for name in ["jobs/1.json", "config.json"] {
+            let a = store.doc::<serde_json::Value>(name).unwrap();
+            let b = target.doc::<serde_json::Value>(name).unwrap();
+            assert_eq!(
+                std::fs::read(a.path()).unwrap(),
+                std::fs::read(b.path()).unwrap()
+            );
+            let versions = |d: &statefile::Doc<serde_json::Value>| {
+                d.backups()
+                    .unwrap()
+                    .into_iter()
+                    .map(|b| b.version)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(versions(&a), versions(&b), "{name}");
+        }
+        assert_eq!(
+            store
+                .doc::<serde_json::Value>("jobs/1.json")
+                .unwrap()
+                .backups()
+                .unwrap()
+                .len(),
+            2
+        );
+        // A document changed at the source is copied again; the others are unchanged.
+        store
+            .doc::<serde_json::Value>("config.json")
+            .unwrap()
+            .write(&json!({"a": [2]}))
+            .unwrap();
+        let r = transfer::import(&store, &pg, |_| {}).unwrap();
+        assert_eq!((r.copied(), r.unchanged()), (1, 2), "{:?}", r.documents);
+        assert!(matches!(
+            r.documents
+                .iter()
+                .find(|(n, _)| n == "config.json")
+                .unwrap()
+                .1,
+            Outcome::Copied { backups: 1, .. }
+        ));
+    })
+    .await
+    .unwrap();
+    let rows = sql(
+        &url,
+        "SELECT count(*) FROM statefile_backups WHERE name = 'jobs/1.json'",
+    )
+    .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
+}
+
+#[tokio::test]
+async fn healthz_asks_the_database_and_metrics_show_the_pool_and_operations() {
+    let Some(b) = Backend::postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let app = b.app_in(dir.path()).await;
+    let r = call(&app, "GET", "/healthz", &[], b"").await;
+    assert_eq!(r.status, 200);
+    call(&app, "PUT", "/v1/docs/m.json", &[JSON], b"{}").await;
+    let m = String::from_utf8(call(&app, "GET", "/metrics", &[], b"").await.body).unwrap();
+    for line in [
+        "statefile_pg_pool_max_connections 16",
+        "statefile_pg_pool_connections{state=\"idle\"}",
+        "statefile_pg_pool_wait_seconds_count",
+        "statefile_pg_errors_total{cause=\"unavailable\"} 0",
+    ] {
+        assert!(m.contains(line), "{line} in {m}");
+    }
+    // Open (migrations, settings), the health check and the PUT.
+    let ops = m
+        .lines()
+        .find_map(|l| l.strip_prefix("statefile_pg_operation_seconds_count "))
+        .unwrap();
+    assert!(ops.parse::<u64>().unwrap() >= 2, "{m}");
+}
