@@ -139,6 +139,8 @@ pub enum Command {
     Backups(BackupsArgs),
     Restore(RestoreArgs),
     Serve(ServeArgs),
+    Import(ImportArgs),
+    Export(ExportArgs),
     Completions(CompletionsArgs),
 }
 
@@ -335,14 +337,26 @@ pub struct RestoreArgs {
     pub write: WriteOptions,
 }
 
-/// Serve a directory of documents over HTTP (see README: the HTTP API).
+/// Serve a directory of documents over HTTP (see README: the HTTP API), or the documents
+/// of a PostgreSQL database, which any number of servers can share.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  statefile serve ./data\n  STATEFILE_TOKEN=s3cret statefile serve ./data --addr 0.0.0.0:7878"
+    after_help = "Examples:\n  statefile serve ./data\n  STATEFILE_TOKEN=s3cret statefile serve ./data --addr 0.0.0.0:7878\n  statefile serve --backend postgres://statefile@db.internal/statefile --addr 0.0.0.0:7878 --token \"$T\"\n\nWithout DIR or --backend, DATABASE_URL names the database."
 )]
 pub struct ServeArgs {
     /// The directory of documents to serve; a document's name is its path under it.
-    pub dir: PathBuf,
+    pub dir: Option<PathBuf>,
+    /// Serve the documents of this PostgreSQL database instead of a directory.
+    #[arg(
+        long,
+        env = "STATEFILE_BACKEND",
+        value_name = "postgres://USER@HOST:PORT/DB",
+        hide_env_values = true
+    )]
+    pub backend: Option<String>,
+    /// Database connections this server holds at most (PostgreSQL backend; 1 to 256).
+    #[arg(long, default_value_t = 16)]
+    pub pool_size: usize,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "HOST:PORT")]
     pub addr: std::net::SocketAddr,
@@ -359,6 +373,43 @@ pub struct ServeArgs {
     /// Requests handled at once (more wait in a queue).
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    #[command(flatten)]
+    pub write: WriteOptions,
+}
+
+/// Copy a directory's documents, with their backups, into a PostgreSQL database, and
+/// check each version there. Re-runnable: what already matches is left alone.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statefile import ./data --to postgres://statefile@db.internal/statefile\n  statefile import ./data --to \"$DATABASE_URL\" --json\n\nDocuments only in the database are left alone; one that differs is replaced there,\nwith its backups, in one transaction. Exit 0 when every document matches, 1 if any failed."
+)]
+pub struct ImportArgs {
+    /// The directory of documents.
+    pub dir: PathBuf,
+    /// The database: postgres://USER@HOST:PORT/DB.
+    #[arg(long, value_name = "postgres://USER@HOST:PORT/DB")]
+    pub to: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Copy a PostgreSQL database's documents, with their backups, into a directory, and
+/// check each version there. Re-runnable: what already matches is left alone.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  statefile export postgres://statefile@db.internal/statefile --to ./data\n\nEach version is written through the library (atomic, durable, the older versions as\nbackups). Exit 0 when every document matches, 1 if any failed."
+)]
+pub struct ExportArgs {
+    /// The database: postgres://USER@HOST:PORT/DB.
+    #[arg(value_name = "postgres://USER@HOST:PORT/DB")]
+    pub from: String,
+    /// The directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub write: WriteOptions,
 }

@@ -28,6 +28,8 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Backups(a) => backups(a),
         Command::Restore(a) => restore(g, a),
         Command::Serve(a) => serve(a),
+        Command::Import(a) => crate::transfer::import(g, a),
+        Command::Export(a) => crate::transfer::export(g, a),
         Command::Completions(a) => completions(a),
     }
 }
@@ -299,7 +301,43 @@ fn restore(g: &Global, a: RestoreArgs) -> CliResult {
 }
 
 fn serve(a: ServeArgs) -> CliResult {
-    let mut config = statefile_server::Config::new(a.dir);
+    let database: Option<String> = match (&a.dir, &a.backend) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::usage(
+                "serve takes a DIR or --backend (or STATEFILE_BACKEND), not both".to_string(),
+            ));
+        }
+        (None, Some(url)) => Some(
+            crate::transfer::postgres_url(url)
+                .ok_or_else(|| {
+                    CliError::usage(
+                        "--backend takes a database URL, postgres://USER@HOST:PORT/DB; to serve \
+                         a directory, name it: statefile serve DIR"
+                            .to_string(),
+                    )
+                })?
+                .to_string(),
+        ),
+        (Some(_), None) => None,
+        (None, None) => Some(
+            std::env::var("DATABASE_URL")
+                .ok()
+                .filter(|u| crate::transfer::postgres_url(u).is_some())
+                .ok_or_else(|| {
+                    CliError::usage(
+                        "serve needs a DIR, or --backend postgres://USER@HOST:PORT/DB (or \
+                         STATEFILE_BACKEND, or DATABASE_URL)"
+                            .to_string(),
+                    )
+                })?,
+        ),
+    };
+    let mut config = statefile_server::Config::new(a.dir.unwrap_or_default());
+    config.postgres = database.map(|url| {
+        let mut o = statefile_server::pg::PgOptions::new(url);
+        o.pool_size = a.pool_size;
+        o
+    });
     config.addr = a.addr;
     config.token = a.token.filter(|t| !t.is_empty());
     config.max_body = a.max_body;

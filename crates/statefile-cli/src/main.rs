@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod error;
 mod report;
+mod transfer;
 
 use std::io;
 use std::process::ExitCode;

@@ -59,6 +59,10 @@ pub struct Config {
     pub concurrency: usize,
     /// Library options for the documents (durability, backups, lock timeout...).
     pub options: statefile::Options,
+    /// When set, [`run`] serves the documents of this PostgreSQL database instead of
+    /// `root` (taking backups, format and lock timeout from `options`, and the statement
+    /// timeout from `request_timeout`).
+    pub postgres: Option<pg::PgOptions>,
 }
 
 impl Config {
@@ -72,6 +76,7 @@ impl Config {
             request_timeout: Duration::from_secs(30),
             concurrency: 256,
             options: statefile::Options::new(),
+            postgres: None,
         }
     }
 }
@@ -278,10 +283,29 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// The app [`run`] serves, and what it serves (the directory, or the database without
+/// its password). Warnings about the database's durability settings go to stderr.
+fn open_for_run(config: Config) -> Result<(Arc<App>, String), String> {
+    let Some(pg) = config.postgres.clone() else {
+        let root = config.root.display().to_string();
+        let app = App::open(config).map_err(|e| format!("cannot open the store: {e}"))?;
+        return Ok((app, root));
+    };
+    let mut pg = pg.with_library_options(&config.options);
+    pg.statement_timeout = config.request_timeout;
+    let store = pg::PgStore::open(pg).map_err(|e| e.to_string())?;
+    for w in store.warnings() {
+        eprintln!("statefile: warning: {w}");
+    }
+    let serving = store.label().to_string();
+    Ok((App::new(config, Arc::new(store)), serving))
+}
+
 /// Open the store, bind, and serve until SIGTERM or Ctrl-C. Blocks.
 ///
-/// Prints `statefile: serving DIR on http://ADDR` to stdout once listening (with the
-/// real port when the address asked for port 0).
+/// Prints `statefile: serving DIR on http://ADDR` (or the database as
+/// `postgres://user@host:port/dbname`) to stdout once listening (with the real port when
+/// the address asked for port 0).
 ///
 /// # Errors
 /// When the store cannot be opened or the address cannot be bound.
@@ -297,15 +321,12 @@ pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync
             );
             tracing::warn!(addr = %config.addr, "serving on a non-loopback address without a token");
         }
-        let root = config.root.clone();
-        let app = tokio::task::spawn_blocking(move || App::open(config))
-            .await?
-            .map_err(|e| format!("cannot open the store: {e}"))?;
+        let (app, serving) = tokio::task::spawn_blocking(move || open_for_run(config)).await??;
         let listener = tokio::net::TcpListener::bind(app.config.addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", app.config.addr))?;
         let local = listener.local_addr()?;
-        println!("statefile: serving {} on http://{local}", root.display());
+        println!("statefile: serving {serving} on http://{local}");
         serve_on(listener, app, shutdown_signal()).await?;
         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     })?;

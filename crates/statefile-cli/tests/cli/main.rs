@@ -6,6 +6,7 @@ mod common;
 mod mount;
 
 mod commands;
+mod postgres;
 mod processes;
 mod serve;
 mod storage;

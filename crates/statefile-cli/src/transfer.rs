@@ -1,0 +1,106 @@
+//! `statefile import DIR --to postgres://…` and `statefile export postgres://… --to DIR`:
+//! parse the arguments, run the server crate's transfer, print its report.
+
+use serde_json::{Value, json};
+use statefile_server::pg::transfer::{self, Outcome, Report};
+use statefile_server::pg::{PgOptions, PgStore};
+
+use crate::cli::{ExportArgs, Global, ImportArgs};
+use crate::error::{CliError, CliResult};
+
+/// `url` if it names a PostgreSQL database.
+pub fn postgres_url(url: &str) -> Option<&str> {
+    (url.starts_with("postgres://") || url.starts_with("postgresql://")).then_some(url)
+}
+
+fn open_database(url: &str, flag: &str) -> CliResult<PgStore> {
+    let url = postgres_url(url).ok_or_else(|| {
+        CliError::usage(format!(
+            "{flag} takes a database URL, postgres://USER@HOST:PORT/DB"
+        ))
+    })?;
+    let store = PgStore::open(PgOptions::new(url))
+        .map_err(|e| CliError::new(anyhow::Error::msg(e.to_string()), 1))?;
+    for w in store.warnings() {
+        eprintln!("statefile: warning: {w}");
+    }
+    Ok(store)
+}
+
+pub fn import(g: &Global, a: ImportArgs) -> CliResult {
+    let to = open_database(&a.to, "--to")?;
+    let from = statefile::Store::open(&a.dir)?;
+    let report = transfer::import(&from, &to, |name| {
+        tracing::info!(document = name, "copying")
+    })
+    .map_err(|e| CliError::new(anyhow::Error::msg(e), 1))?;
+    finish(g, &report, "imported", to.label(), a.json)
+}
+
+pub fn export(g: &Global, a: ExportArgs) -> CliResult {
+    let from = open_database(&a.from, "the source")?;
+    let to = statefile::Store::open_with(&a.to, a.write.options().create_dirs(true))?;
+    let report = transfer::export(&from, &to, |name| {
+        tracing::info!(document = name, "copying")
+    })
+    .map_err(|e| CliError::new(anyhow::Error::msg(e), 1))?;
+    finish(g, &report, "exported", &a.to.display().to_string(), a.json)
+}
+
+fn outcome_json(name: &str, o: &Outcome) -> Value {
+    match o {
+        Outcome::Copied { version, backups } => {
+            json!({"name": name, "outcome": "copied", "version": version, "backups": backups})
+        }
+        Outcome::Unchanged { version } => {
+            json!({"name": name, "outcome": "unchanged", "version": version})
+        }
+        Outcome::Failed(why) => json!({"name": name, "outcome": "failed", "error": why}),
+    }
+}
+
+fn finish(g: &Global, r: &Report, verb: &str, target: &str, as_json: bool) -> CliResult {
+    let mut out = String::new();
+    if as_json {
+        let docs: Vec<Value> = r
+            .documents
+            .iter()
+            .map(|(n, o)| outcome_json(n, o))
+            .collect();
+        out = json!({
+            "copied": r.copied(),
+            "unchanged": r.unchanged(),
+            "failed": r.failed(),
+            "documents": docs,
+            "notes": r.notes,
+        })
+        .to_string();
+        out.push('\n');
+    } else if !g.quiet {
+        for (name, o) in &r.documents {
+            if let Outcome::Failed(why) = o {
+                out.push_str(&format!("failed: {name}: {why}\n"));
+            }
+        }
+        for n in &r.notes {
+            out.push_str(&format!("note: {n}\n"));
+        }
+        out.push_str(&format!(
+            "{verb} {} documents to {target}: {} copied, {} unchanged, {} failed\n",
+            r.documents.len(),
+            r.copied(),
+            r.unchanged(),
+            r.failed()
+        ));
+    }
+    {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(out.as_bytes())?;
+        stdout.flush()?;
+    }
+    if r.failed() > 0 {
+        return Err(CliError::code(1));
+    }
+    Ok(())
+}
