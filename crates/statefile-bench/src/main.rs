@@ -698,6 +698,9 @@ fn run_child(task: &str, p: &Value) -> Value {
             let mut c = statefile_server::Config::new(&dir);
             c.addr = "127.0.0.1:0".parse().unwrap();
             c.concurrency = 512;
+            c.postgres = p["postgres"]
+                .as_str()
+                .map(statefile_server::pg::PgOptions::new);
             if let Err(e) = statefile_server::run(c) {
                 eprintln!("serve failed: {e}");
             }
