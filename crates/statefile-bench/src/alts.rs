@@ -177,7 +177,7 @@ impl Writer {
             Writer::Statefile(d) => {
                 d.update_or_insert_with(
                     || json!({"items": []}),
-                    |v| {
+                    |v| -> statefile::Result<()> {
                         v["items"].as_array_mut().expect("array").push(json!(item));
                         Ok(())
                     },

@@ -149,20 +149,28 @@ fn modify<R>(
     expected: Option<&Version>,
     f: impl FnOnce(&mut Value) -> CliResult<R>,
 ) -> CliResult<(R, statefile::Receipt)> {
-    let mut failure = None;
-    let body = |v: &mut Value| match f(v) {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            failure = Some(e);
-            Err(statefile::Error::aborted("abandoned"))
-        }
-    };
+    let body = |v: &mut Value| f(v).map_err(Failed::Mutation);
     let res = match (expected, init) {
         (Some(v), _) => d.update_if(v, body),
         (None, Some(init)) => d.update_or_insert_with(move || init.clone(), body),
         (None, None) => d.update(body),
     };
-    res.map_err(|e| failure.take().unwrap_or_else(|| hint_parents(d.path(), e)))
+    res.map_err(|e| match e {
+        Failed::Mutation(e) => e,
+        Failed::Storage(e) => hint_parents(d.path(), e),
+    })
+}
+
+/// Why an update failed: the mutation's own failure, or the library's error.
+enum Failed {
+    Mutation(CliError),
+    Storage(statefile::Error),
+}
+
+impl From<statefile::Error> for Failed {
+    fn from(e: statefile::Error) -> Self {
+        Failed::Storage(e)
+    }
 }
 
 fn put(g: &Global, a: PutArgs) -> CliResult {

@@ -188,7 +188,9 @@ enum Violation {
 fn prepare(w: &Workload) -> (Image, Ctx) {
     let sim = SimFs::new();
     let ctx = Ctx::new(sim.clone(), (w.opts)());
-    statefile::fs::Fs::create_dir(&sim, Path::new(ROOT)).expect("mkdir /data");
+    statefile::fs::Fs::open_dir(&sim, Path::new("/"))
+        .and_then(|root| root.create_dir(std::ffi::OsStr::new(&ROOT[1..])))
+        .expect("mkdir /data");
     (w.setup)(&ctx);
     (sim.image(), ctx)
 }

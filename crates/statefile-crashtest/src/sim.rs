@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use statefile::fs::{DirEntry, FileType, Fs, FsFile, FsLockFile, Metadata};
+use statefile::fs::{DirEntry, FileType, Fs, FsDir, FsFile, FsLockFile, Metadata};
 
 pub type Ino = u64;
 const ROOT: Ino = 1;
@@ -697,71 +697,53 @@ impl Drop for SimLock {
     }
 }
 
-impl Fs for SimFs {
-    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn FsFile>> {
-        self.enter(Call::Open)?;
-        let mut st = self.lock();
-        let (dir, name, existing) = st.lookup(path, false)?;
-        if existing.is_some() {
-            return Err(io::Error::from_raw_os_error(17));
-        }
-        let ino = st.live.next_ino;
-        st.live.next_ino += 1;
-        SimFs::push(
-            &mut st,
-            Op::Create {
-                dir,
-                name,
-                ino,
-                mode: mode & !0o022,
-            },
-        );
-        drop(st);
-        Ok(Box::new(SimFile {
-            fs: self.clone(),
-            ino,
-            pos: 0,
-        }))
-    }
-
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        self.enter(Call::Open)?;
-        let ino = self.lock().existing(path, true)?;
-        Ok(Box::new(SimFile {
-            fs: self.clone(),
-            ino,
-            pos: 0,
-        }))
-    }
-
-    fn open_lock(&self, path: &Path) -> io::Result<Box<dyn FsLockFile>> {
-        self.enter(Call::Open)?;
-        let mut st = self.lock();
-        let (dir, name, existing) = st.lookup(path, true)?;
-        let ino = match existing {
-            Some(i) => i,
-            None => {
-                let ino = st.live.next_ino;
-                st.live.next_ino += 1;
-                SimFs::push(
-                    &mut st,
-                    Op::Create {
-                        dir,
-                        name,
-                        ino,
-                        mode: 0o644,
-                    },
-                );
-                ino
+impl State {
+    /// The directory at `path`, refusing a symlink anywhere on the way (as the real
+    /// file system's `openat2(RESOLVE_NO_SYMLINKS)` does).
+    fn dir_no_symlinks(&self, path: &Path) -> io::Result<Ino> {
+        let mut dir = ROOT;
+        for name in components(path) {
+            let entries = match self.live.inodes.get(&dir).map(|n| &n.kind) {
+                Some(Kind::Dir(e)) => e,
+                _ => return Err(io::Error::from_raw_os_error(20)), // ENOTDIR
+            };
+            let ino = *entries.get(&name).ok_or_else(enoent)?;
+            match self.live.inodes.get(&ino).map(|n| &n.kind) {
+                Some(Kind::Symlink(_)) => return Err(io::Error::from_raw_os_error(40)), // ELOOP
+                Some(_) => dir = ino,
+                None => return Err(enoent()),
             }
-        };
-        st.next_ofd += 1;
-        let ofd = st.next_ofd;
-        drop(st);
-        Ok(Box::new(SimLock {
+        }
+        match self.live.inodes.get(&dir).map(|n| &n.kind) {
+            Some(Kind::Dir(_)) => Ok(dir),
+            _ => Err(io::Error::from_raw_os_error(20)),
+        }
+    }
+
+    /// The inode named `name` in directory `dir`, if any (a symlink is not followed).
+    fn entry(&self, dir: Ino, name: &OsStr) -> io::Result<Option<Ino>> {
+        match self.live.inodes.get(&dir).map(|n| &n.kind) {
+            Some(Kind::Dir(e)) => Ok(e.get(name).copied()),
+            Some(_) => Err(io::Error::from_raw_os_error(20)),
+            None => Err(enoent()),
+        }
+    }
+
+    fn is_symlink(&self, ino: Ino) -> bool {
+        matches!(
+            self.live.inodes.get(&ino).map(|n| &n.kind),
+            Some(Kind::Symlink(_))
+        )
+    }
+}
+
+impl Fs for SimFs {
+    fn open_dir(&self, path: &Path) -> io::Result<Box<dyn FsDir>> {
+        self.enter(Call::Other)?;
+        let ino = self.lock().dir_no_symlinks(path)?;
+        Ok(Box::new(SimDir {
             fs: self.clone(),
             ino,
-            ofd,
         }))
     }
 
@@ -820,92 +802,210 @@ impl Fs for SimFs {
         Ok(out)
     }
 
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.enter(Call::Rename)?;
-        let mut st = self.lock();
-        let (from_dir, from_name, ino) = st.lookup(from, false)?;
-        let ino = ino.ok_or_else(enoent)?;
-        let (to_dir, to_name, _) = st.lookup(to, false)?;
+    fn umask(&self) -> u32 {
+        0o022
+    }
+}
+
+/// A directory of the simulation held open: like a file descriptor, it keeps naming
+/// the same inode whatever happens to the path it was opened by.
+#[derive(Debug)]
+struct SimDir {
+    fs: SimFs,
+    ino: Ino,
+}
+
+impl SimDir {
+    /// A new inode named `name` here, made by the op `make` returns (`EEXIST` if the
+    /// name is taken).
+    fn add(
+        &self,
+        st: &mut State,
+        name: &OsStr,
+        make: impl FnOnce(OsString, Ino) -> Op,
+    ) -> io::Result<Ino> {
+        if st.entry(self.ino, name)?.is_some() {
+            return Err(io::Error::from_raw_os_error(17));
+        }
+        let ino = st.live.next_ino;
+        st.live.next_ino += 1;
+        SimFs::push(st, make(name.to_os_string(), ino));
+        Ok(ino)
+    }
+
+    /// Unlink `name` after `check` accepted what it is.
+    fn unlink(
+        &self,
+        name: &OsStr,
+        check: impl FnOnce(Option<&Kind>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        self.fs.enter(Call::Other)?;
+        let mut st = self.fs.lock();
+        let ino = st.entry(self.ino, name)?.ok_or_else(enoent)?;
+        check(st.live.inodes.get(&ino).map(|n| &n.kind))?;
+        let dir = self.ino;
+        SimFs::push(
+            &mut st,
+            Op::Unlink {
+                dir,
+                name: name.to_os_string(),
+                ino,
+            },
+        );
+        Ok(())
+    }
+}
+
+impl FsDir for SimDir {
+    fn create_new(&self, name: &OsStr, mode: u32) -> io::Result<Box<dyn FsFile>> {
+        self.fs.enter(Call::Open)?;
+        let dir = self.ino;
+        let ino = self.add(&mut self.fs.lock(), name, |name, ino| Op::Create {
+            dir,
+            name,
+            ino,
+            mode: mode & !0o022,
+        })?;
+        Ok(Box::new(SimFile {
+            fs: self.fs.clone(),
+            ino,
+            pos: 0,
+        }))
+    }
+
+    fn open_read(&self, name: &OsStr) -> io::Result<Box<dyn FsFile>> {
+        self.fs.enter(Call::Open)?;
+        let st = self.fs.lock();
+        let ino = st.entry(self.ino, name)?.ok_or_else(enoent)?;
+        if st.is_symlink(ino) {
+            return Err(io::Error::from_raw_os_error(40));
+        }
+        drop(st);
+        Ok(Box::new(SimFile {
+            fs: self.fs.clone(),
+            ino,
+            pos: 0,
+        }))
+    }
+
+    fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
+        self.fs.enter(Call::Open)?;
+        let mut st = self.fs.lock();
+        let dir = self.ino;
+        let ino = match st.entry(dir, name)? {
+            Some(i) if st.is_symlink(i) => return Err(io::Error::from_raw_os_error(40)),
+            Some(i) => i,
+            None => self.add(&mut st, name, |name, ino| Op::Create {
+                dir,
+                name,
+                ino,
+                mode: 0o644,
+            })?,
+        };
+        st.next_ofd += 1;
+        let ofd = st.next_ofd;
+        drop(st);
+        Ok(Box::new(SimLock {
+            fs: self.fs.clone(),
+            ino,
+            ofd,
+        }))
+    }
+
+    fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
+        self.fs.enter(Call::Other)?;
+        let st = self.fs.lock();
+        let ino = st.entry(self.ino, name)?.ok_or_else(enoent)?;
+        st.meta(ino)
+    }
+
+    fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        self.fs.enter(Call::Rename)?;
+        let mut st = self.fs.lock();
+        let ino = st.entry(self.ino, from)?.ok_or_else(enoent)?;
         SimFs::push(
             &mut st,
             Op::Rename {
-                from_dir,
-                from: from_name,
-                to_dir,
-                to: to_name,
+                from_dir: self.ino,
+                from: from.to_os_string(),
+                to_dir: self.ino,
+                to: to.to_os_string(),
                 ino,
             },
         );
         Ok(())
     }
 
-    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
-        self.enter(Call::Link)?;
-        let mut st = self.lock();
-        let ino = st.existing(original, false)?;
-        let (dir, name, existing) = st.lookup(link, false)?;
-        if existing.is_some() {
+    fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
+        self.fs.enter(Call::Link)?;
+        let mut st = self.fs.lock();
+        let ino = st.entry(self.ino, original)?.ok_or_else(enoent)?;
+        if st.entry(self.ino, link)?.is_some() {
             return Err(io::Error::from_raw_os_error(17));
         }
-        SimFs::push(&mut st, Op::Link { dir, name, ino });
+        SimFs::push(
+            &mut st,
+            Op::Link {
+                dir: self.ino,
+                name: link.to_os_string(),
+                ino,
+            },
+        );
         Ok(())
     }
 
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.enter(Call::Other)?;
-        let mut st = self.lock();
-        let (dir, name, ino) = st.lookup(path, false)?;
-        let ino = ino.ok_or_else(enoent)?;
-        if matches!(
-            st.live.inodes.get(&ino).map(|n| &n.kind),
-            Some(Kind::Dir(_))
-        ) {
-            return Err(io::Error::from_raw_os_error(21));
-        }
-        SimFs::push(&mut st, Op::Unlink { dir, name, ino });
+    fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+        self.unlink(name, |kind| match kind {
+            Some(Kind::Dir(_)) => Err(io::Error::from_raw_os_error(21)), // EISDIR
+            _ => Ok(()),
+        })
+    }
+
+    fn create_dir(&self, name: &OsStr) -> io::Result<()> {
+        self.fs.enter(Call::Other)?;
+        let dir = self.ino;
+        self.add(&mut self.fs.lock(), name, |name, ino| Op::Mkdir {
+            dir,
+            name,
+            ino,
+        })?;
         Ok(())
     }
 
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        self.enter(Call::Other)?;
-        let mut st = self.lock();
-        let (dir, name, existing) = st.lookup(path, false)?;
-        if existing.is_some() {
-            return Err(io::Error::from_raw_os_error(17));
-        }
-        let ino = st.live.next_ino;
-        st.live.next_ino += 1;
-        SimFs::push(&mut st, Op::Mkdir { dir, name, ino });
-        Ok(())
+    fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+        self.unlink(name, |kind| match kind {
+            Some(Kind::Dir(entries)) if entries.is_empty() => Ok(()),
+            Some(Kind::Dir(_)) => Err(io::Error::from_raw_os_error(39)), // ENOTEMPTY
+            _ => Err(io::Error::from_raw_os_error(20)),                  // ENOTDIR
+        })
     }
 
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        self.enter(Call::Other)?;
-        let mut st = self.lock();
-        let (dir, name, ino) = st.lookup(path, false)?;
-        let ino = ino.ok_or_else(enoent)?;
+    fn open_dir(&self, name: &OsStr) -> io::Result<Box<dyn FsDir>> {
+        self.fs.enter(Call::Other)?;
+        let st = self.fs.lock();
+        let ino = st.entry(self.ino, name)?.ok_or_else(enoent)?;
         match st.live.inodes.get(&ino).map(|n| &n.kind) {
-            Some(Kind::Dir(entries)) if entries.is_empty() => {}
-            Some(Kind::Dir(_)) => return Err(io::Error::from_raw_os_error(39)), // ENOTEMPTY
-            _ => return Err(io::Error::from_raw_os_error(20)),                  // ENOTDIR
+            Some(Kind::Dir(_)) => {}
+            Some(Kind::Symlink(_)) => return Err(io::Error::from_raw_os_error(40)),
+            _ => return Err(io::Error::from_raw_os_error(20)),
         }
-        SimFs::push(&mut st, Op::Unlink { dir, name, ino });
+        Ok(Box::new(SimDir {
+            fs: self.fs.clone(),
+            ino,
+        }))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.fs.enter(Call::SyncDir)?;
+        let mut st = self.fs.lock();
+        SimFs::push(&mut st, Op::SyncDir { dir: self.ino });
         Ok(())
     }
 
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.enter(Call::SyncDir)?;
-        let mut st = self.lock();
-        let dir = st.existing(path, true)?;
-        SimFs::push(&mut st, Op::SyncDir { dir });
-        Ok(())
-    }
-
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
-        self.enter(Call::Other)?;
-        let st = self.lock();
-        let dir = st.existing(path, true)?;
-        match st.live.inodes.get(&dir).map(|n| &n.kind) {
+    fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
+        self.fs.enter(Call::Other)?;
+        let st = self.fs.lock();
+        match st.live.inodes.get(&self.ino).map(|n| &n.kind) {
             Some(Kind::Dir(e)) => Ok(e
                 .iter()
                 .map(|(name, ino)| DirEntry {
@@ -921,8 +1021,10 @@ impl Fs for SimFs {
         }
     }
 
-    fn umask(&self) -> u32 {
-        0o022
+    /// The simulation does not model permissions.
+    fn check_write_access(&self, name: &OsStr) -> io::Result<()> {
+        let _ = name;
+        Ok(())
     }
 }
 

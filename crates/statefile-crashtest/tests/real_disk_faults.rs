@@ -4,13 +4,14 @@
 //! directory fsync after the rename, the new version is visible and the error says its
 //! durability is unknown), no temp file remains, and the error kind is the right one.
 
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
-use statefile::fs::{DirEntry, Fs, FsFile, FsLockFile, Metadata, OsFs};
+use statefile::fs::{DirEntry, Fs, FsDir, FsFile, FsLockFile, Metadata, OsFs};
 use statefile::{Doc, ErrorKind, Options};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,21 +92,11 @@ impl FsFile for FaultFile {
 struct Wrapped(Arc<FaultFs>);
 
 impl Fs for Wrapped {
-    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn FsFile>> {
-        if is_temp(path) {
-            self.0.fire(Step::CreateTemp)?;
-        }
-        let inner = OsFs.create_new(path, mode)?;
-        Ok(Box::new(FaultFile {
-            inner,
+    fn open_dir(&self, dir: &Path) -> io::Result<Box<dyn FsDir>> {
+        Ok(Box::new(WrappedDir {
+            inner: OsFs.open_dir(dir)?,
             fs: self.0.clone(),
         }))
-    }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        OsFs.open_read(path)
-    }
-    fn open_lock(&self, path: &Path) -> io::Result<Box<dyn FsLockFile>> {
-        OsFs.open_lock(path)
     }
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         OsFs.metadata(path)
@@ -119,37 +110,72 @@ impl Fs for Wrapped {
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
         OsFs.canonicalize(path)
     }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        if is_temp(from) && !is_temp(to) && !to.to_string_lossy().contains(".bak") {
-            self.0.fire(Step::Rename)?;
-        }
-        OsFs.rename(from, to)
-    }
-    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
-        self.0.fire(Step::BackupLink)?;
-        OsFs.hard_link(original, link)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        OsFs.remove_file(path)
-    }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        OsFs.create_dir(path)
-    }
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        OsFs.remove_dir(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.0.fire(Step::SyncDir)?;
-        OsFs.sync_dir(path)
-    }
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
-        OsFs.read_dir(path)
-    }
     fn umask(&self) -> u32 {
         OsFs.umask()
     }
-    fn check_write_access(&self, path: &Path) -> io::Result<()> {
-        OsFs.check_write_access(path)
+}
+
+#[derive(Debug)]
+struct WrappedDir {
+    inner: Box<dyn FsDir>,
+    fs: Arc<FaultFs>,
+}
+
+impl FsDir for WrappedDir {
+    fn create_new(&self, name: &OsStr, mode: u32) -> io::Result<Box<dyn FsFile>> {
+        if is_temp(Path::new(name)) {
+            self.fs.fire(Step::CreateTemp)?;
+        }
+        let inner = self.inner.create_new(name, mode)?;
+        Ok(Box::new(FaultFile {
+            inner,
+            fs: self.fs.clone(),
+        }))
+    }
+    fn open_read(&self, name: &OsStr) -> io::Result<Box<dyn FsFile>> {
+        self.inner.open_read(name)
+    }
+    fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
+        self.inner.open_lock(name)
+    }
+    fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
+        self.inner.stat(name)
+    }
+    fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let (from_p, to_p) = (Path::new(from), Path::new(to));
+        if is_temp(from_p) && !is_temp(to_p) && !to_p.to_string_lossy().contains(".bak") {
+            self.fs.fire(Step::Rename)?;
+        }
+        self.inner.rename(from, to)
+    }
+    fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
+        self.fs.fire(Step::BackupLink)?;
+        self.inner.hard_link(original, link)
+    }
+    fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+        self.inner.remove_file(name)
+    }
+    fn create_dir(&self, name: &OsStr) -> io::Result<()> {
+        self.inner.create_dir(name)
+    }
+    fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+        self.inner.remove_dir(name)
+    }
+    fn open_dir(&self, name: &OsStr) -> io::Result<Box<dyn FsDir>> {
+        Ok(Box::new(WrappedDir {
+            inner: self.inner.open_dir(name)?,
+            fs: self.fs.clone(),
+        }))
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.fs.fire(Step::SyncDir)?;
+        self.inner.sync()
+    }
+    fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
+        self.inner.read_dir()
+    }
+    fn check_write_access(&self, name: &OsStr) -> io::Result<()> {
+        self.inner.check_write_access(name)
     }
 }
 

@@ -314,21 +314,14 @@ impl DocStore for FileStore {
         f: Mutator<'_>,
     ) -> StoreResult<(Value, Written)> {
         let doc = self.doc(name)?;
-        // The mutation's own error leaves through this slot: the library's closure
-        // can only fail with a library error.
-        let mut failure = None;
         let inserted = std::cell::Cell::new(false);
         let absent_only = *cond == Condition::Absent;
         let body = |v: &mut Value| {
-            let res = if absent_only && !inserted.get() {
+            if absent_only && !inserted.get() {
                 Err(conflict(name, "exists, and the request asked that it not"))
             } else {
                 f(v)
-            };
-            res.map_err(|e| {
-                failure = Some(e);
-                statefile::Error::aborted("abandoned")
-            })
+            }
         };
         let res = match (cond, init) {
             (Condition::IfMatch(v), _) => doc.update_if(v, body),
@@ -341,10 +334,8 @@ impl DocStore for FileStore {
             ),
             (_, None) => doc.update(body),
         };
-        match res {
-            Ok((out, r)) => Ok((out, written(r))),
-            Err(e) => Err(failure.take().unwrap_or_else(|| e.into())),
-        }
+        let (out, r) = res?;
+        Ok((out, written(r)))
     }
 
     fn delete(&self, name: &str, cond: &Condition) -> StoreResult<()> {

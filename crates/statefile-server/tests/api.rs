@@ -666,7 +666,7 @@ async fn a_held_lock_is_503_with_retry_after() {
         doc.update(|_| {
             held_tx.send(()).unwrap();
             go_rx.recv().unwrap();
-            Ok(())
+            Ok::<_, statefile::Error>(())
         })
         .unwrap();
     });

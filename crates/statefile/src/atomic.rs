@@ -1,10 +1,15 @@
 //! The replace protocol: how new bytes take the place of a file so that a crash at any
-//! instant leaves either the complete old version or the complete new one.
+//! instant leaves either the complete old version or the complete new one. Every write
+//! of the library (documents, `write_atomic`, restores) goes through here.
 //!
 //! ```text
-//!  0. mkdir missing parents        (only if asked; each one synced into its parent)
-//!     open the directory once      every step below goes through this handle (*at
-//!                                  calls): the path is never resolved a second time
+//!  0. resolve, mkdir, open, lock   [`Locked::open`]: the document's directory is
+//!                                  resolved once (symlinks followed), created if asked
+//!                                  (each new directory synced into its parent), and
+//!                                  opened as a handle; every step below goes through
+//!                                  that handle (*at calls), so the path is never
+//!                                  resolved again. The lock is taken through it too.
+//!     look at what is there        [`Current::probe`], under the lock
 //!  1. create .name.sf-<rand>.tmp   O_EXCL, 0600: unique per writer, private until step 2
 //!  2. fchown + fchmod the temp     the target's owner and mode, or 0644 less the umask
 //!  3. stream the bytes into it     through a buffer, hashing and counting them
@@ -16,37 +21,136 @@
 //!  9. fsync the directory          makes the rename itself (and 8) survive power loss
 //! ```
 //!
-//! Any failure before step 7 removes the temp (and the backup link) and leaves the
-//! target untouched. A failed fsync is final: it is reported, never retried, because
-//! after a failed fsync the kernel may have dropped the dirty pages (PostgreSQL's
-//! lesson). A failure at step 9 means the new version is visible but its durability is
-//! unknown: that is [`ErrorKind::Durability`], carrying the new version.
+//! [`replace`] is steps 1 to 9, one call per step. Any failure before step 7 removes the
+//! temp (and the backup link) and leaves the target untouched. A failed fsync is final:
+//! it is reported, never retried, because after a failed fsync the kernel may have
+//! dropped the dirty pages (PostgreSQL's lesson). A failure at step 9 means the new
+//! version is visible but its durability is unknown: that is [`ErrorKind::Durability`],
+//! carrying the new version.
 //!
-//! The caller holds the document's lock for the whole call (the `&LockGuard` argument):
-//! that is how recovery tells a live writer's temp file from a dead one's.
+//! The caller holds the document's lock for the whole call (inside [`Locked`]): that is
+//! how recovery tells a live writer's temp file from a dead one's.
+//!
+//! Extending the write path (group commit, a journal): take a [`Locked`] once, decide
+//! the content under the lock (e.g. apply every queued mutation to one read), and call
+//! [`replace`] once with a [`Body`] that writes it; each step here stays one place.
 
-use std::io::{self, BufWriter, Read, Write};
+use std::ffi::OsString;
+use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::fs::{Fs, FsFile, Metadata};
-use crate::json::{self, SerializeError};
-use crate::lock::LockGuard;
-use crate::names::{Target, random_suffix};
-use crate::options::{BackupMade, BackupMethod, Durability, Receipt};
+use crate::error::{Context, Error, ErrorKind, Result, errno};
+use crate::file::{self, Seen};
+use crate::fs::{FileType, Fs, FsDir, FsFile, Metadata};
+use crate::json::SerializeError;
+use crate::lock::{self, LockGuard};
+use crate::mutants::{self, Mutant};
+use crate::names::{self, Target, random_suffix};
+use crate::options::{BackupMade, BackupMethod, Durability, Options, Receipt};
 use crate::version::{HashingWriter, Version, hash_reader};
 
-/// What the caller already knows about the file being replaced.
+/// A document's directory, opened once, with the document's lock held: what every
+/// step of a write goes through. Dropping it releases the lock.
+#[derive(Debug)]
+pub(crate) struct Locked {
+    pub target: Target,
+    pub dir: Box<dyn FsDir>,
+    pub lock: LockGuard,
+    umask: u32,
+}
+
+impl Locked {
+    /// Step 0: resolve `path` (following a symlink at its end; refusing to leave
+    /// `confine`, a store's root), create missing directories if `opts` asks, open the
+    /// directory and take the document's lock through it.
+    pub(crate) fn open(path: &Path, confine: Option<&Path>, opts: &Options) -> Result<Locked> {
+        let fs = &opts.fs;
+        let target = names::resolve_for_write(fs.as_ref(), path, confine)?;
+        ensure_dir(fs.as_ref(), &target, opts.create_dirs, opts.durability)?;
+        let dir = fs
+            .open_dir(&target.dir)
+            .ctx("open directory", &target.dir)?;
+        let lock = lock::acquire(
+            fs,
+            dir.as_ref(),
+            &target.lock_name(),
+            &target.lock_path(),
+            opts.lock_timeout,
+        )?;
+        Ok(Locked {
+            target,
+            dir,
+            lock,
+            umask: fs.umask(),
+        })
+    }
+}
+
+/// What is at the target when a write starts, seen under the lock.
 #[derive(Debug, Clone)]
 pub(crate) enum Current {
-    /// Nothing: stat it (and, if a backup is wanted, read it).
-    Unknown,
-    /// It was read under the lock just now.
-    Read { version: Version, parses: bool },
-    /// It was found missing under the lock just now.
+    /// Nothing: the write creates the document.
     Missing,
+    /// A regular file; `seen` when its bytes were looked at (needed to back it up, to
+    /// compare versions, or to know whether it parses).
+    File { meta: Metadata, seen: Option<Seen> },
+}
+
+impl Current {
+    /// Look at what is at the target now: its type and metadata without following a
+    /// link, and, if `look`, its version and whether it parses. Anything but a regular
+    /// file is refused.
+    pub(crate) fn probe(w: &Locked, look: bool) -> Result<Current> {
+        let t = &w.target;
+        let meta = match w.dir.stat(&t.name) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Current::Missing),
+            Err(e) => return Err(Error::io("inspect", &t.path, e)),
+        };
+        if meta.file_type != FileType::File {
+            return Err(file::not_regular(&t.path, meta.file_type));
+        }
+        let seen = if look {
+            Some(file::inspect(w.dir.as_ref(), &t.name, &t.path)?)
+        } else {
+            None
+        };
+        Ok(Current::File { meta, seen })
+    }
+
+    /// A file just read under the lock.
+    pub(crate) fn read(meta: Metadata, bytes: &[u8], parses: bool) -> Current {
+        Current::File {
+            meta,
+            seen: Some(Seen {
+                version: Version::of(bytes),
+                parses,
+            }),
+        }
+    }
+
+    /// The version, if the file exists and was looked at.
+    pub(crate) fn version(&self) -> Option<&Version> {
+        match self {
+            Current::File { seen: Some(s), .. } => Some(&s.version),
+            _ => None,
+        }
+    }
+
+    fn meta(&self) -> Option<&Metadata> {
+        match self {
+            Current::File { meta, .. } => Some(meta),
+            Current::Missing => None,
+        }
+    }
+
+    fn seen(&self) -> Option<&Seen> {
+        match self {
+            Current::File { seen, .. } => seen.as_ref(),
+            Current::Missing => None,
+        }
+    }
 }
 
 /// How to check the temp file after syncing it.
@@ -59,39 +163,49 @@ pub(crate) enum Verify {
     Json,
 }
 
-/// Everything one replace needs to know.
-#[derive(Debug, Clone)]
+/// How one replace is made: everything but the target and its content.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Plan<'a> {
-    pub fs: &'a dyn Fs,
-    pub target: &'a Target,
     pub durability: Durability,
     /// How many backups to keep; 0 for none. Only JSON that parses is backed up.
     pub backups: usize,
     pub verify: Verify,
-    pub current: Current,
     /// Set when a directory sync fails, so the owning store refuses further writes.
     pub poison: Option<&'a AtomicBool>,
 }
 
-/// Removes a file when dropped, unless disarmed: the temp file and the backup link
-/// must not outlive a failed write.
-struct RemoveOnDrop<'a> {
-    fs: &'a dyn Fs,
-    path: Option<PathBuf>,
-}
-
-impl RemoveOnDrop<'_> {
-    fn disarm(&mut self) -> Option<PathBuf> {
-        self.path.take()
-    }
-}
-
-impl Drop for RemoveOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(p) = self.path.take() {
-            // If even this fails, recovery removes the temp later (the name says so).
-            let _ = self.fs.remove_file(&p);
+impl<'a> Plan<'a> {
+    /// A JSON document's write, as `opts` says.
+    pub(crate) fn json(opts: &Options, poison: Option<&'a AtomicBool>) -> Plan<'a> {
+        Plan {
+            durability: opts.durability,
+            backups: opts.backups,
+            verify: if opts.verify {
+                Verify::Json
+            } else {
+                Verify::No
+            },
+            poison,
         }
+    }
+
+    /// A write of bytes that need not be JSON (`write_atomic`): no backups.
+    pub(crate) fn bytes(opts: &Options) -> Plan<'a> {
+        Plan {
+            durability: opts.durability,
+            backups: 0,
+            verify: if opts.verify {
+                Verify::Bytes
+            } else {
+                Verify::No
+            },
+            poison: None,
+        }
+    }
+
+    /// Whether the current file's bytes must be looked at before replacing it.
+    pub(crate) fn looks_at_current(&self) -> bool {
+        self.backups > 0
     }
 }
 
@@ -104,188 +218,452 @@ pub(crate) type TempWriter<'a> = BufWriter<HashingWriter<&'a mut Box<dyn FsFile>
 pub(crate) type Body<'b> =
     dyn FnMut(&mut TempWriter<'_>) -> std::result::Result<(), SerializeError> + 'b;
 
-/// Run the replace protocol, writing the new content with `body`.
-pub(crate) fn replace(plan: &Plan<'_>, lock: &LockGuard, body: &mut Body<'_>) -> Result<Receipt> {
-    let t = plan.target;
-    refuse_if_poisoned(plan.poison, "write", &t.path)?;
-    // Hold the resolved directory open and make every call below relative to it
-    // (openat, renameat, ...): the path is not resolved again, so a directory swapped
-    // for a symlink meanwhile cannot redirect the write.
-    // The lock was normally taken through this handle already; reuse it.
-    let own;
-    let dir_fs = match lock.dir_handle(&t.dir) {
-        Some(h) => h,
-        None => {
-            own = plan
-                .fs
-                .pin_dir(&t.dir)
-                .map_err(|e| Error::io("open directory", &t.dir, e))?;
-            own.as_deref().unwrap_or(plan.fs)
-        }
-    };
-    let plan = &Plan {
-        fs: dir_fs,
-        ..plan.clone()
-    };
-    let fs = plan.fs;
+/// One unconditional write of `path`, for the one-call helpers and [`Doc::write`]
+/// alike: step 0, a look at what is there, then the protocol.
+///
+/// [`Doc::write`]: crate::Doc::write
+pub(crate) fn write(
+    path: &Path,
+    confine: Option<&Path>,
+    opts: &Options,
+    plan: &Plan<'_>,
+    body: &mut Body<'_>,
+) -> Result<Receipt> {
+    let w = Locked::open(path, confine, opts)?;
+    let current = Current::probe(&w, plan.looks_at_current())?;
+    replace(&w, plan, &current, body)
+}
 
-    // What is there now, and whether we may replace it.
-    let old_meta = stat_current(fs, &t.path)?;
-    if old_meta.is_some() {
-        fs.check_write_access(&t.path)
-            .map_err(|e| Error::io("write", &t.path, e))?;
+/// Steps 1 to 9: replace the locked target, whose state is `current`, with what `body`
+/// writes.
+pub(crate) fn replace(
+    w: &Locked,
+    plan: &Plan<'_>,
+    current: &Current,
+    body: &mut Body<'_>,
+) -> Result<Receipt> {
+    refuse_if_poisoned(plan.poison, "write", &w.target.path)?;
+    check_write_access(w, current)?;
+    let mut temp = Temp::create(w)?; //                               1.
+    temp.take_permissions(current.meta(), w.umask)?; //               2.
+    let (version, bytes) = temp.fill(body)?; //                       3.
+    temp.sync(plan.durability)?; //                                   4.
+    temp.verify(plan.verify, &version)?; //                           5.
+    let unchanged = current.version() == Some(&version);
+    let aside = Aside::link(w, plan, current.seen(), unchanged)?; //  6.
+    if mutants::active(Mutant::InPlace) {
+        return mutants::write_in_place(w, plan.durability, &temp.disarm(), version, bytes);
     }
-    let (previous, old_parses) = match (&plan.current, &old_meta) {
-        (_, None) | (Current::Missing, _) => (None, false),
-        (Current::Read { version, parses }, Some(_)) => (Some(version.clone()), *parses),
-        (Current::Unknown, Some(_)) if plan.backups > 0 => {
-            let (v, parses) = inspect(fs, &t.path)?;
-            (Some(v), parses)
-        }
-        (Current::Unknown, Some(_)) => (None, false),
-    };
-
-    // 1. A temp file only this writer uses, beside the target.
-    let (temp_path, mut file) = create_temp(fs, t)?;
-    let mut temp = RemoveOnDrop {
-        fs,
-        path: Some(temp_path.clone()),
-    };
-
-    // 2. Owner and mode before any content goes in.
-    set_permissions(fs, file.as_mut(), old_meta.as_ref(), &temp_path)?;
-
-    // 3. Stream the content, hashing and counting it.
-    let (version, bytes) = {
-        // The hasher sits behind the buffer, so it sees 64 KiB chunks rather than the
-        // serializer's many small writes.
-        let mut w: TempWriter<'_> =
-            BufWriter::with_capacity(64 * 1024, HashingWriter::new(&mut file));
-        body(&mut w).map_err(|e| match e {
-            SerializeError::Value(msg) => Error::new(
-                ErrorKind::Serialize,
-                format!("cannot write {}: {msg}", t.path.display()),
-            )
-            .with_path(&t.path),
-            SerializeError::Io(e) => Error::io("write temp file for", &t.path, e),
-        })?;
-        let hashing = w
-            .into_inner()
-            .map_err(|e| Error::io("write temp file for", &t.path, e.into_error()))?;
-        let (_, version, bytes) = hashing.finish();
-        (version, bytes)
-    };
-
-    // 4. The data must be on disk before a name points at it.
-    sync_file(plan, file.as_mut(), &t.path)?;
-    drop(file);
-
-    // 5. Read it back if asked.
-    if plan.verify != Verify::No {
-        verify_temp(
-            fs,
-            &temp_path,
-            &version,
-            plan.verify == Verify::Json,
-            &t.path,
-        )?;
-    }
-
-    // Same bytes as now: no backup of an identical version, but the write still goes
-    // through rename and directory sync. The current file may never have been made
-    // durable (an earlier write at a lower durability, or one whose directory sync
-    // failed), and this call promises it is.
-    let unchanged = previous.as_ref() == Some(&version);
-
-    // 6. Keep the old version: by hard link (free, exact), or by copy where refused.
-    //    An old version that does not parse is kept once as .name.corrupt instead.
-    let mut aside = RemoveOnDrop { fs, path: None };
-    let mut backup_method = None;
-    if old_meta.is_some() && previous.is_some() && !unchanged && (plan.backups > 0 || !old_parses) {
-        let link_path = t.temp_path(&random_suffix());
-        backup_method = Some(link_aside(plan, &t.path, &link_path)?);
-        aside.path = Some(link_path);
-    }
-
-    // 7. The atomic step.
-    if mutant_in_place() {
-        return mutant_write_in_place(plan, lock, &temp_path, version, bytes);
-    }
-    fs.rename(&temp_path, &t.path)
-        .map_err(|e| Error::io("rename temp file over", &t.path, e))?;
-    temp.disarm();
-
-    // 8. Rotate the link into the backups (or keep a corrupt old version once).
-    let backup = match (aside.disarm(), backup_method) {
-        (Some(link), Some(method)) => {
-            let made = if old_parses {
-                rotate(fs, t, plan.backups, &link)
-            } else {
-                fs.rename(&link, &t.corrupt_path())
-                    .map(|()| t.corrupt_path())
-            };
-            match made {
-                Ok(path) if old_parses => previous.clone().map(|version| BackupMade {
-                    path,
-                    version,
-                    method,
-                }),
-                Ok(path) => {
-                    tracing::warn!(file = %t.path.display(), kept = %path.display(),
-                        "replaced a document that did not parse; kept it aside");
-                    None
-                }
-                Err(e) => {
-                    // The write itself succeeded; only the history is short one version.
-                    let _ = fs.remove_file(&link);
-                    tracing::warn!(file = %t.path.display(), error = %e,
-                        "could not rotate the backup of the replaced version");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-
-    // 9. Make the rename durable.
-    let reached = sync_dir(plan, &version)?;
-
+    temp.rename_over_target()?; //                                    7.
+    let backup = aside.and_then(|a| a.rotate(plan.backups)); //       8.
+    let durability = sync_dir(w, plan, &version)?; //                 9.
     Ok(Receipt {
-        path: t.path.clone(),
+        path: w.target.path.clone(),
         version,
-        previous,
+        previous: current.version().cloned(),
         bytes,
-        durability: reached,
+        durability,
         backup,
-        created: old_meta.is_none(),
+        created: current.meta().is_none(),
         unchanged,
-        lock_wait: lock.waited(),
+        lock_wait: w.lock.waited(),
     })
 }
 
-/// Step 0, before the lock (the lock file lives in the directory): create missing
-/// directories above the target if asked, then take the document's lock.
-pub(crate) fn lock_target(
-    fs: &Arc<dyn Fs>,
-    t: &Target,
-    create_dirs: bool,
-    durability: Durability,
-    timeout: std::time::Duration,
-) -> Result<LockGuard> {
-    ensure_dir(fs.as_ref(), t, create_dirs, durability)?;
-    // The lock file, too, through the resolved directory's handle.
-    let pinned = fs
-        .pin_dir(&t.dir)
-        .map_err(|e| Error::io("open directory", &t.dir, e))?;
-    let ops: &dyn Fs = pinned.as_deref().unwrap_or(fs.as_ref());
-    let mut guard = crate::lock::acquire_through(fs, ops, &t.lock_path(), timeout)?;
-    guard.keep_dir(&t.dir, pinned);
-    Ok(guard)
+/// Before step 1: the process must be allowed to write the file it replaces.
+fn check_write_access(w: &Locked, current: &Current) -> Result<()> {
+    if current.meta().is_some() {
+        w.dir
+            .check_write_access(&w.target.name)
+            .ctx("write", &w.target.path)?;
+    }
+    Ok(())
 }
 
-/// Create the missing directories above the target, top down, syncing each into its
-/// parent with full durability. Together with the directory sync after the rename,
-/// that makes every directory the write created durable.
+/// The temp file of one write, removed when dropped unless renamed into place.
+struct Temp<'a> {
+    w: &'a Locked,
+    name: OsString,
+    /// Open until synced.
+    file: Option<Box<dyn FsFile>>,
+    armed: bool,
+}
+
+impl<'a> Temp<'a> {
+    /// Step 1: a temp file only this writer uses, beside the target.
+    fn create(w: &'a Locked) -> Result<Temp<'a>> {
+        let t = &w.target;
+        let mut attempts = 0;
+        loop {
+            let name = if mutants::active(Mutant::FixedTempName) {
+                let mut n = OsString::from(".");
+                n.push(&t.name);
+                n.push(".tmp");
+                n
+            } else {
+                t.temp_name(&random_suffix())
+            };
+            match w.dir.create_new(&name, 0o600) {
+                Ok(f) => {
+                    return Ok(Temp {
+                        w,
+                        name,
+                        file: Some(f),
+                        armed: true,
+                    });
+                }
+                // 80 random bits collide only if the random source is broken; try again.
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists
+                        && attempts < 8
+                        && !mutants::active(Mutant::FixedTempName) =>
+                {
+                    attempts += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io("create temp file for", &t.path, e)),
+            }
+        }
+    }
+
+    fn file(&mut self) -> &mut Box<dyn FsFile> {
+        self.file
+            .as_mut()
+            .expect("the temp file is open until it is synced")
+    }
+
+    fn path(&self) -> PathBuf {
+        self.w.target.dir.join(&self.name)
+    }
+
+    /// Step 2: the target's owner (where the process may set it) and mode; a new
+    /// document gets 0644 less the umask. Done before any content is written.
+    fn take_permissions(&mut self, old: Option<&Metadata>, umask: u32) -> Result<()> {
+        let path = self.path();
+        let file = self.file();
+        let mode = match old {
+            Some(m) => {
+                let mine = file.metadata().ctx("inspect temp file", &path)?;
+                if (mine.uid, mine.gid) != (m.uid, m.gid) {
+                    match file.set_owner(m.uid, m.gid) {
+                        Ok(()) => {}
+                        // Only root (or the owner, for groups it belongs to) may do this.
+                        Err(e)
+                            if matches!(
+                                errno(&e),
+                                Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS)
+                            ) => {}
+                        Err(e) => return Err(Error::io("set owner of temp file", &path, e)),
+                    }
+                }
+                m.mode
+            }
+            None => 0o644 & !umask,
+        };
+        if mode != 0o600 {
+            file.set_mode(mode).ctx("set mode of temp file", &path)?;
+        }
+        Ok(())
+    }
+
+    /// Step 3: stream the content, hashing and counting it.
+    fn fill(&mut self, body: &mut Body<'_>) -> Result<(Version, u64)> {
+        let target = &self.w.target.path;
+        // The hasher sits behind the buffer, so it sees 64 KiB chunks rather than the
+        // serializer's many small writes.
+        let mut w: TempWriter<'_> =
+            BufWriter::with_capacity(64 * 1024, HashingWriter::new(self.file()));
+        body(&mut w).map_err(|e| match e {
+            SerializeError::Value(msg) => Error::new(
+                ErrorKind::Serialize,
+                format!("cannot write {}: {msg}", target.display()),
+            )
+            .with_path(target),
+            SerializeError::Io(e) => Error::io("write temp file for", target, e),
+        })?;
+        let hashing = w
+            .into_inner()
+            .map_err(|e| Error::io("write temp file for", target, e.into_error()))?;
+        let (_, version, bytes) = hashing.finish();
+        Ok((version, bytes))
+    }
+
+    /// Step 4: the data must be on disk before a name points at it. Closes the file.
+    fn sync(&mut self, durability: Durability) -> Result<()> {
+        let mut file = self.file.take().expect("synced once");
+        sync_file(file.as_mut(), durability, &self.w.target.path)
+    }
+
+    /// Step 5: read the synced temp back, if asked.
+    fn verify(&self, how: Verify, want: &Version) -> Result<()> {
+        let t = &self.w.target;
+        let dir = self.w.dir.as_ref();
+        let (got, parses) = match how {
+            Verify::No => return Ok(()),
+            Verify::Json => {
+                let s = file::inspect(dir, &self.name, &self.path())?;
+                (s.version, s.parses)
+            }
+            Verify::Bytes => {
+                let (f, _) = file::open(dir, &self.name, &self.path())?;
+                let (v, _) = hash_reader(f).ctx("re-read temp file for", &t.path)?;
+                (v, true)
+            }
+        };
+        if &got != want || !parses {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "cannot write {}: verification failed, the synced temp file does not read \
+                     back as written (the document is unchanged)",
+                    t.path.display()
+                ),
+            )
+            .with_path(&t.path));
+        }
+        Ok(())
+    }
+
+    /// Step 7: the atomic step.
+    fn rename_over_target(mut self) -> Result<()> {
+        let t = &self.w.target;
+        self.w
+            .dir
+            .rename(&self.name, &t.name)
+            .ctx("rename temp file over", &t.path)?;
+        self.armed = false;
+        Ok(())
+    }
+
+    /// Hand the temp over to someone else (the in-place mutant), unremoved.
+    fn disarm(mut self) -> OsString {
+        self.armed = false;
+        std::mem::take(&mut self.name)
+    }
+}
+
+impl Drop for Temp<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // If even this fails, recovery removes the temp later (the name says so).
+            self.file = None;
+            let _ = self.w.dir.remove_file(&self.name);
+        }
+    }
+}
+
+/// `fsync` (or `fdatasync`) per `durability`. Never retried: after a failed fsync the
+/// page cache may already have dropped the data it could not write, so a second fsync
+/// "succeeding" would prove nothing.
+fn sync_file(file: &mut dyn FsFile, durability: Durability, target: &Path) -> Result<()> {
+    if mutants::active(Mutant::NoFileFsync) {
+        return Ok(());
+    }
+    let r = match durability {
+        Durability::Full => file.sync_all(),
+        Durability::Data => file.sync_data(),
+        Durability::None => Ok(()),
+    };
+    r.map_err(|e| {
+        let err = Error::io("sync temp file for", target, e);
+        Error::new(
+            err.kind(),
+            format!("{} (the document is unchanged)", err.message()),
+        )
+        .with_path(target)
+        .with_source(err)
+    })
+}
+
+/// The replaced version, linked aside under a temp name before the rename (step 6) and
+/// rotated into the backups after it (step 8). Removed when dropped before that.
+struct Aside<'a> {
+    w: &'a Locked,
+    name: Option<OsString>,
+    old: &'a Seen,
+    method: BackupMethod,
+}
+
+impl<'a> Aside<'a> {
+    /// Step 6: keep the old version by hard link (free, exact), or by copy where
+    /// refused. An old version that does not parse is kept once as `.name.corrupt`
+    /// instead. Nothing to keep: no file, an identical one, or backups off for a file
+    /// that parses.
+    fn link(
+        w: &'a Locked,
+        plan: &Plan<'_>,
+        old: Option<&'a Seen>,
+        unchanged: bool,
+    ) -> Result<Option<Aside<'a>>> {
+        let Some(old) = old else { return Ok(None) };
+        if unchanged || (plan.backups == 0 && old.parses) {
+            return Ok(None);
+        }
+        let t = &w.target;
+        let link = t.temp_name(&random_suffix());
+        let method = match w.dir.hard_link(&t.name, &link) {
+            Ok(()) => BackupMethod::Link,
+            // This file system will not link: copy.
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(
+                        rustix::io::Errno::PERM
+                            | rustix::io::Errno::XDEV
+                            | rustix::io::Errno::MLINK
+                            | rustix::io::Errno::OPNOTSUPP
+                    )
+                ) =>
+            {
+                copy_file(w, plan.durability, &link)?;
+                BackupMethod::Copy
+            }
+            Err(e) => return Err(Error::io("link backup of", &t.path, e)),
+        };
+        Ok(Some(Aside {
+            w,
+            name: Some(link),
+            old,
+            method,
+        }))
+    }
+
+    /// Step 8: rotate the link into the backups (or keep a corrupt old version once).
+    /// The write itself has succeeded: a failure here only shortens the history.
+    fn rotate(mut self, keep: usize) -> Option<BackupMade> {
+        let t = &self.w.target;
+        let dir = self.w.dir.as_ref();
+        let link = self.name.take()?;
+        let made = if self.old.parses {
+            shift_backups(dir, t, keep).and_then(|()| {
+                let first = t.backup_name(1);
+                dir.rename(&link, &first).map(|()| t.backup_path(1))
+            })
+        } else {
+            dir.rename(&link, &t.corrupt_name())
+                .map(|()| t.corrupt_path())
+        };
+        match made {
+            Ok(path) if self.old.parses => Some(BackupMade {
+                path,
+                version: self.old.version.clone(),
+                method: self.method,
+            }),
+            Ok(path) => {
+                tracing::warn!(file = %t.path.display(), kept = %path.display(),
+                    "replaced a document that did not parse; kept it aside");
+                None
+            }
+            Err(e) => {
+                let _ = dir.remove_file(&link);
+                tracing::warn!(file = %t.path.display(), error = %e,
+                    "could not rotate the backup of the replaced version");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Aside<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = self.name.take() {
+            let _ = self.w.dir.remove_file(&link);
+        }
+    }
+}
+
+/// Copy the target to `to` (a temp name) and sync the copy: the backup where the file
+/// system refuses hard links.
+fn copy_file(w: &Locked, durability: Durability, to: &OsString) -> Result<()> {
+    let t = &w.target;
+    let (mut src, _) = file::open(w.dir.as_ref(), &t.name, &t.path)?;
+    let mut dst =
+        crate::fs::retry(|| w.dir.create_new(to, 0o600)).ctx("create backup copy of", &t.path)?;
+    let copied = io::copy(&mut src, &mut dst)
+        .ctx("copy backup of", &t.path)
+        .and_then(|_| sync_file(dst.as_mut(), durability, &t.path));
+    if copied.is_err() {
+        let _ = w.dir.remove_file(to);
+    }
+    copied
+}
+
+/// Make room for a new `.bak`: shift `.bak`, `.bak.2` ... up by one, the last one kept
+/// (`.bak.{keep}`) being overwritten. Only backups that exist are touched, so a huge
+/// `keep` costs nothing. Each rename is atomic and replaces its destination, so a
+/// crash in between loses at most one old backup, never the document.
+pub(crate) fn shift_backups(dir: &dyn FsDir, t: &Target, keep: usize) -> io::Result<()> {
+    let mut n = 0;
+    while n + 1 < keep {
+        match dir.stat(&t.backup_name(n + 1)) {
+            Ok(_) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    for k in (1..=n).rev() {
+        match dir.rename(&t.backup_name(k), &t.backup_name(k + 1)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Step 9: make the rename durable.
+fn sync_dir(w: &Locked, plan: &Plan<'_>, version: &Version) -> Result<Durability> {
+    if plan.durability != Durability::Full {
+        return Ok(plan.durability);
+    }
+    if mutants::active(Mutant::NoDirFsync) {
+        return Ok(Durability::Full);
+    }
+    let t = &w.target;
+    if let Err(e) = w.dir.sync() {
+        if let Some(p) = plan.poison {
+            p.store(true, Ordering::SeqCst);
+        }
+        return Err(Error::new(
+            ErrorKind::Durability,
+            format!(
+                "wrote {} (version {version}), but syncing directory {} failed: the new \
+                 version is visible, yet may not survive a power loss",
+                t.path.display(),
+                t.dir.display()
+            ),
+        )
+        .with_path(&t.path)
+        .with_version(version.clone())
+        .with_source(e));
+    }
+    Ok(Durability::Full)
+}
+
+/// A store whose directory sync failed refuses every change until it is reopened, like a
+/// database after a failed fsync: what is on disk is unknown.
+pub(crate) fn refuse_if_poisoned(
+    poison: Option<&AtomicBool>,
+    verb: &str,
+    path: &Path,
+) -> Result<()> {
+    if poison.is_some_and(|p| p.load(Ordering::SeqCst)) {
+        return Err(Error::new(
+            ErrorKind::Durability,
+            format!(
+                "refusing to {verb} {}: an earlier directory sync in this store failed, so \
+                 what is on disk is unknown; reopen the store after checking the disk",
+                path.display()
+            ),
+        )
+        .with_path(path));
+    }
+    Ok(())
+}
+
+/// Step 0's directories: create the missing ones above the target if asked, top down,
+/// syncing each into its parent with full durability. Together with the directory sync
+/// after the rename, that makes every directory the write created durable.
 fn ensure_dir(fs: &dyn Fs, t: &Target, create_dirs: bool, durability: Durability) -> Result<()> {
     let dir = &t.dir;
     match fs.metadata(dir) {
@@ -331,7 +709,8 @@ fn ensure_dir(fs: &dyn Fs, t: &Target, create_dirs: bool, durability: Durability
     create_missing_dirs(fs, &missing, durability)
 }
 
-/// Create `dirs` (parents first), with full durability syncing each into its parent.
+/// Create `dirs` (parents first; each parent canonical), with full durability syncing
+/// each into its parent, through the parent's handle.
 ///
 /// A directory another writer made first is synced into its parent all the same: that
 /// writer may not have synced it yet, and this write is about to be acknowledged inside
@@ -343,393 +722,28 @@ pub(crate) fn create_missing_dirs(
     durability: Durability,
 ) -> Result<()> {
     for d in dirs {
-        let made = match fs.create_dir(d) {
+        let (Some(parent), Some(name)) = (d.parent(), d.file_name()) else {
+            continue;
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let handle = fs.open_dir(parent).ctx("open directory", parent)?;
+        let made = match handle.create_dir(name) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
             Err(e) => return Err(Error::io("create directory", d, e)),
         };
-        if durability == Durability::Full {
-            let parent = match d.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            if let Err(e) = fs.sync_dir(parent) {
-                if made {
-                    let _ = fs.remove_dir(d);
-                }
-                return Err(Error::io("sync directory", parent, e));
+        if durability == Durability::Full
+            && let Err(e) = handle.sync()
+        {
+            if made {
+                let _ = handle.remove_dir(name);
             }
+            return Err(Error::io("sync directory", parent, e));
         }
     }
     Ok(())
-}
-
-fn stat_current(fs: &dyn Fs, path: &Path) -> Result<Option<Metadata>> {
-    match fs.metadata(path) {
-        Ok(m) if m.is_dir() => Err(Error::new(
-            ErrorKind::InvalidName,
-            format!("cannot write {}: it is a directory", path.display()),
-        )
-        .with_path(path)),
-        Ok(m) => Ok(Some(m)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io("inspect", path, e)),
-    }
-}
-
-/// Hash the current file and check whether it parses, streaming (the file may be large).
-pub(crate) fn inspect(fs: &dyn Fs, path: &Path) -> Result<(Version, bool)> {
-    /// Up to this size the file is read whole: parsing a slice is several times faster
-    /// than parsing a stream. Larger files stream, so memory stays bounded.
-    const IN_MEMORY: u64 = 16 << 20;
-    let mut f = crate::fs::retry(|| fs.open_read(path)).map_err(|e| Error::io("read", path, e))?;
-    let len = f.metadata().map_err(|e| Error::io("read", path, e))?.len;
-    if len <= IN_MEMORY {
-        let mut bytes = Vec::with_capacity(len as usize + 1);
-        f.read_to_end(&mut bytes)
-            .map_err(|e| Error::io("read", path, e))?;
-        let parses = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
-        return Ok((Version::of(&bytes), parses));
-    }
-    let mut tee = HashingReader::new(f);
-    let parses = json::validate_reader(&mut tee).is_ok();
-    // Hash whatever the parser did not consume (trailing bytes of a damaged file).
-    io::copy(&mut tee, &mut io::sink()).map_err(|e| Error::io("read", path, e))?;
-    if let Some(e) = tee.error.take() {
-        return Err(Error::io("read", path, e));
-    }
-    let (version, _) = tee.finish();
-    Ok((version, parses))
-}
-
-/// A reader that hashes what passes through and remembers the first I/O error (the
-/// JSON parser reports I/O errors as parse errors, which must not read as corruption).
-struct HashingReader<R> {
-    inner: R,
-    hasher: HashingWriter<io::Sink>,
-    error: Option<io::Error>,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: HashingWriter::new(io::sink()),
-            error: None,
-        }
-    }
-    fn finish(self) -> (Version, u64) {
-        let (_, v, n) = self.hasher.finish();
-        (v, n)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.inner.read(buf) {
-                Ok(n) => {
-                    self.hasher.write_all(&buf[..n])?;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let copy = io::Error::new(e.kind(), e.to_string());
-                    self.error.get_or_insert(e);
-                    return Err(copy);
-                }
-            }
-        }
-    }
-}
-
-fn create_temp(fs: &dyn Fs, t: &Target) -> Result<(PathBuf, Box<dyn FsFile>)> {
-    let mut attempts = 0;
-    loop {
-        let path = if mutant_fixed_temp() {
-            t.dir.join(format!(".{}.tmp", t.name.to_string_lossy()))
-        } else {
-            t.temp_path(&random_suffix())
-        };
-        match fs.create_new(&path, 0o600) {
-            Ok(f) => return Ok((path, f)),
-            // 80 random bits collide only if the random source is broken; try again.
-            Err(e)
-                if e.kind() == io::ErrorKind::AlreadyExists
-                    && attempts < 8
-                    && !mutant_fixed_temp() =>
-            {
-                attempts += 1;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("create temp file for", &t.path, e)),
-        }
-    }
-}
-
-/// The temp file takes the target's owner (where the process may set it) and mode;
-/// a new document gets 0644 less the umask. Done before any content is written.
-fn set_permissions(
-    fs: &dyn Fs,
-    file: &mut dyn FsFile,
-    old: Option<&Metadata>,
-    temp_path: &Path,
-) -> Result<()> {
-    let mode = match old {
-        Some(m) => {
-            let mine = file
-                .metadata()
-                .map_err(|e| Error::io("inspect temp file", temp_path, e))?;
-            if (mine.uid, mine.gid) != (m.uid, m.gid) {
-                match file.set_owner(m.uid, m.gid) {
-                    Ok(()) => {}
-                    // Only root (or the owner, for groups it belongs to) may do this.
-                    Err(e) if matches!(e.raw_os_error(), Some(1) | Some(13)) => {}
-                    Err(e) => return Err(Error::io("set owner of temp file", temp_path, e)),
-                }
-            }
-            m.mode
-        }
-        None => 0o644 & !fs.umask(),
-    };
-    if mode != 0o600 {
-        file.set_mode(mode)
-            .map_err(|e| Error::io("set mode of temp file", temp_path, e))?;
-    }
-    Ok(())
-}
-
-fn sync_file(plan: &Plan<'_>, file: &mut dyn FsFile, target: &Path) -> Result<()> {
-    if mutant_no_file_fsync() {
-        return Ok(());
-    }
-    let r = match plan.durability {
-        Durability::Full => file.sync_all(),
-        Durability::Data => file.sync_data(),
-        Durability::None => Ok(()),
-    };
-    // Never retried: after a failed fsync the page cache may already have dropped the
-    // data it could not write, so a second fsync "succeeding" would prove nothing.
-    r.map_err(|e| {
-        let mut err = Error::io("sync temp file for", target, e);
-        err = Error::new(
-            err.kind(),
-            format!("{} (the document is unchanged)", err.message()),
-        )
-        .with_path(target)
-        .with_source(err);
-        err
-    })
-}
-
-fn verify_temp(fs: &dyn Fs, temp: &Path, want: &Version, json: bool, target: &Path) -> Result<()> {
-    let got = if json {
-        inspect(fs, temp)?
-    } else {
-        let f = crate::fs::retry(|| fs.open_read(temp))
-            .map_err(|e| Error::io("re-read temp file for", target, e))?;
-        let (v, _) = hash_reader(f).map_err(|e| Error::io("re-read temp file for", target, e))?;
-        (v, true)
-    };
-    if &got.0 != want || !got.1 {
-        return Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "cannot write {}: verification failed, the synced temp file does not read back \
-                 as written (the document is unchanged)",
-                target.display()
-            ),
-        )
-        .with_path(target));
-    }
-    Ok(())
-}
-
-/// Link (or copy) the current version to `link`, a temp name, before the rename.
-fn link_aside(plan: &Plan<'_>, current: &Path, link: &Path) -> Result<BackupMethod> {
-    let fs = plan.fs;
-    match fs.hard_link(current, link) {
-        Ok(()) => Ok(BackupMethod::Link),
-        // EPERM, EXDEV, EMLINK, EOPNOTSUPP: this file system will not link; copy.
-        Err(e) if matches!(e.raw_os_error(), Some(1) | Some(18) | Some(31) | Some(95)) => {
-            copy_file(plan, current, link)?;
-            Ok(BackupMethod::Copy)
-        }
-        Err(e) => Err(Error::io("link backup of", current, e)),
-    }
-}
-
-fn copy_file(plan: &Plan<'_>, from: &Path, to: &Path) -> Result<()> {
-    let fs = plan.fs;
-    let mut src =
-        crate::fs::retry(|| fs.open_read(from)).map_err(|e| Error::io("read", from, e))?;
-    let mut dst = crate::fs::retry(|| fs.create_new(to, 0o600))
-        .map_err(|e| Error::io("create backup copy of", from, e))?;
-    let mut guard = RemoveOnDrop {
-        fs,
-        path: Some(to.to_path_buf()),
-    };
-    io::copy(&mut src, &mut dst).map_err(|e| Error::io("copy backup of", from, e))?;
-    sync_file(plan, dst.as_mut(), from)?;
-    guard.disarm();
-    Ok(())
-}
-
-/// Shift `.bak` -> `.bak.2` -> ... (dropping the oldest) and move `link` into `.bak`.
-/// Each rename is atomic and replaces its destination, so a crash in between loses at
-/// most one old backup, never the document.
-fn rotate(fs: &dyn Fs, t: &Target, keep: usize, link: &Path) -> io::Result<PathBuf> {
-    shift_backups(fs, t, keep)?;
-    let first = t.backup_path(1);
-    fs.rename(link, &first)?;
-    Ok(first)
-}
-
-/// A store whose directory sync failed refuses every change until it is reopened, like a
-/// database after a failed fsync: what is on disk is unknown.
-pub(crate) fn refuse_if_poisoned(
-    poison: Option<&AtomicBool>,
-    verb: &str,
-    path: &Path,
-) -> Result<()> {
-    if poison.is_some_and(|p| p.load(Ordering::SeqCst)) {
-        return Err(Error::new(
-            ErrorKind::Durability,
-            format!(
-                "refusing to {verb} {}: an earlier directory sync in this store failed, so \
-                 what is on disk is unknown; reopen the store after checking the disk",
-                path.display()
-            ),
-        )
-        .with_path(path));
-    }
-    Ok(())
-}
-
-/// Make room for a new `.bak`: shift `.bak`, `.bak.2` ... up by one, the last one kept
-/// (`.bak.{keep}`) being overwritten. Only backups that exist are touched, so a huge
-/// `keep` costs nothing.
-pub(crate) fn shift_backups(fs: &dyn Fs, t: &Target, keep: usize) -> io::Result<()> {
-    let mut n = 0;
-    while n + 1 < keep {
-        match fs.symlink_metadata(&t.backup_path(n + 1)) {
-            Ok(_) => n += 1,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-            Err(e) => return Err(e),
-        }
-    }
-    for k in (1..=n).rev() {
-        match fs.rename(&t.backup_path(k), &t.backup_path(k + 1)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn sync_dir(plan: &Plan<'_>, version: &Version) -> Result<Durability> {
-    if plan.durability != Durability::Full {
-        return Ok(plan.durability);
-    }
-    if mutant_no_dir_fsync() {
-        return Ok(Durability::Full);
-    }
-    let dir = &plan.target.dir;
-    if let Err(e) = plan.fs.sync_dir(dir) {
-        if let Some(p) = plan.poison {
-            p.store(true, Ordering::SeqCst);
-        }
-        return Err(Error::new(
-            ErrorKind::Durability,
-            format!(
-                "wrote {} (version {version}), but syncing directory {} failed: the new \
-                 version is visible, yet may not survive a power loss",
-                plan.target.path.display(),
-                dir.display()
-            ),
-        )
-        .with_path(&plan.target.path)
-        .with_version(version.clone())
-        .with_source(e));
-    }
-    Ok(Durability::Full)
-}
-
-// ---- Test-only mutants: deliberately broken protocols the crash explorer must catch.
-
-#[cfg(feature = "mutants")]
-use crate::mutants::{Mutant, active};
-
-#[cfg(feature = "mutants")]
-fn mutant_no_file_fsync() -> bool {
-    active(Mutant::NoFileFsync)
-}
-#[cfg(feature = "mutants")]
-fn mutant_no_dir_fsync() -> bool {
-    active(Mutant::NoDirFsync)
-}
-#[cfg(feature = "mutants")]
-fn mutant_in_place() -> bool {
-    active(Mutant::InPlace)
-}
-#[cfg(feature = "mutants")]
-fn mutant_fixed_temp() -> bool {
-    active(Mutant::FixedTempName)
-}
-#[cfg(not(feature = "mutants"))]
-fn mutant_no_file_fsync() -> bool {
-    false
-}
-#[cfg(not(feature = "mutants"))]
-fn mutant_no_dir_fsync() -> bool {
-    false
-}
-#[cfg(not(feature = "mutants"))]
-fn mutant_in_place() -> bool {
-    false
-}
-#[cfg(not(feature = "mutants"))]
-fn mutant_fixed_temp() -> bool {
-    false
-}
-
-/// The in-place mutant: instead of renaming, delete the target and write the bytes
-/// into a fresh file at its name, the way the services that motivated statefile did.
-#[cfg_attr(not(feature = "mutants"), allow(unused_variables))]
-fn mutant_write_in_place(
-    plan: &Plan<'_>,
-    lock: &LockGuard,
-    temp: &Path,
-    version: Version,
-    bytes: u64,
-) -> Result<Receipt> {
-    let fs = plan.fs;
-    let t = plan.target;
-    let content = crate::fs::read_all(fs, temp).map_err(|e| Error::io("read", temp, e))?;
-    let _ = fs.remove_file(temp);
-    match fs.remove_file(&t.path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", &t.path, e)),
-    }
-    let mut f = fs
-        .create_new(&t.path, 0o644)
-        .map_err(|e| Error::io("create", &t.path, e))?;
-    f.write_all(&content)
-        .map_err(|e| Error::io("write", &t.path, e))?;
-    f.sync_all().map_err(|e| Error::io("sync", &t.path, e))?;
-    fs.sync_dir(&t.dir)
-        .map_err(|e| Error::io("sync directory", &t.dir, e))?;
-    Ok(Receipt {
-        path: t.path.clone(),
-        version,
-        previous: None,
-        bytes,
-        durability: plan.durability,
-        backup: None,
-        created: false,
-        unchanged: false,
-        lock_wait: lock.waited(),
-    })
 }

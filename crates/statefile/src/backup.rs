@@ -4,17 +4,18 @@
 //! after the rename; see [`atomic`](crate::atomic)). This module lists them, picks one,
 //! and restores it: itself an atomic write, so a restore can be undone from the backups.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::atomic::{self, Current, Plan, Verify};
+use crate::atomic::{self, Current, Locked, Plan, Verify};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fs::{Fs, read_all};
+use crate::file;
+use crate::fs::{FileType, FsDir};
 use crate::json;
-use crate::lock::LockGuard;
 use crate::names::{Sidecar, Target, sidecar_of};
 use crate::options::Receipt;
 use crate::version::Version;
@@ -101,48 +102,59 @@ impl fmt::Display for ParseBackupRefError {
 
 impl std::error::Error for ParseBackupRefError {}
 
-/// The backup files of `t`, newest first, as (suffix number, path). Gaps are possible
-/// after a crash during rotation; the order is what counts.
-pub(crate) fn backup_files(fs: &dyn Fs, t: &Target) -> Result<Vec<PathBuf>> {
-    let entries = match fs.read_dir(&t.dir) {
+/// The backup files of `t`, newest first, as names in its directory. Gaps are
+/// possible after a crash during rotation; the order is what counts.
+pub(crate) fn backup_files(dir: &dyn FsDir, t: &Target) -> Result<Vec<OsString>> {
+    let entries = match dir.read_dir() {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io("list backups in", &t.dir, e)),
     };
-    let mut found: Vec<(usize, PathBuf)> = entries
+    let mut found: Vec<(usize, OsString)> = entries
         .into_iter()
         .filter_map(|e| match sidecar_of(&e.name) {
-            Some(Sidecar::Backup(doc, n)) if doc == t.name => Some((n, t.dir.join(&e.name))),
+            Some(Sidecar::Backup(doc, n)) if doc == t.name => Some((n, e.name)),
             _ => None,
         })
         .collect();
     found.sort();
-    Ok(found.into_iter().map(|(_, p)| p).collect())
+    Ok(found.into_iter().map(|(_, name)| name).collect())
 }
 
 /// Every backup of `t` with its version and whether it parses, newest first.
-pub(crate) fn list(fs: &dyn Fs, t: &Target) -> Result<Vec<BackupInfo>> {
+pub(crate) fn list(dir: &dyn FsDir, t: &Target) -> Result<Vec<BackupInfo>> {
     let mut out = Vec::new();
-    for (i, path) in backup_files(fs, t)?.into_iter().enumerate() {
-        let meta = match fs.metadata(&path) {
+    for name in backup_files(dir, t)? {
+        let path = t.beside(&name);
+        let meta = match dir.stat(&name) {
             Ok(m) => m,
             // Rotated away by a concurrent writer between listing and stat.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("inspect backup", &path, e)),
         };
-        let (version, parses) = atomic::inspect(fs, &path)?;
+        if meta.file_type != FileType::File {
+            // Not one statefile made: never read, listed or restored (verify reports it).
+            tracing::warn!(backup = %path.display(), is = meta.file_type.describe(),
+                "ignoring a backup that is not a regular file");
+            continue;
+        }
+        let seen = match file::inspect(dir, &name, &path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let modified = if meta.mtime_ns >= 0 {
             UNIX_EPOCH + Duration::from_nanos(meta.mtime_ns as u64)
         } else {
             UNIX_EPOCH
         };
         out.push(BackupInfo {
-            number: i + 1,
+            number: out.len() + 1,
             path,
-            version,
+            version: seen.version,
             len: meta.len,
             modified,
-            parses,
+            parses: seen.parses,
         });
     }
     Ok(out)
@@ -185,64 +197,93 @@ pub(crate) fn pick<'a>(
     Ok(b)
 }
 
-/// Restore a backup over the document, under the lock the caller holds. If `expect`
-/// is given, the document must still have that version (or be missing, for `None`
-/// inside): repair replaces only the damaged bytes it saw.
+/// Restore a backup over the locked document. If `expect` is given, the document must
+/// still have that version (or be missing, for `None` inside): repair replaces only the
+/// damaged bytes it saw.
 pub(crate) fn restore_locked(
-    plan_base: &Plan<'_>,
-    lock: &LockGuard,
+    w: &Locked,
+    plan: &Plan<'_>,
     which: &BackupRef,
     expect: Option<Option<&Version>>,
 ) -> Result<Receipt> {
-    let fs = plan_base.fs;
-    let t = plan_base.target;
-    let current = match fs.metadata(&t.path) {
-        Ok(_) => {
-            let (v, parses) = atomic::inspect(fs, &t.path)?;
-            Current::Read { version: v, parses }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Current::Missing,
-        Err(e) => return Err(Error::io("inspect", &t.path, e)),
-    };
-    if let Some(expected) = expect {
-        let now = match &current {
-            Current::Read { version, .. } => Some(version),
-            _ => None,
-        };
-        if now != expected {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "not restoring {}: it changed since it was checked",
-                    t.path.display()
-                ),
-            )
-            .with_path(&t.path));
-        }
+    let t = &w.target;
+    let dir = w.dir.as_ref();
+    let current = Current::probe(w, true)?;
+    if let Some(expected) = expect
+        && current.version() != expected
+    {
+        return Err(Error::new(
+            ErrorKind::Conflict,
+            format!(
+                "not restoring {}: it changed since it was checked",
+                t.path.display()
+            ),
+        )
+        .with_path(&t.path));
     }
-    let all = list(fs, t)?;
+    let all = list(dir, t)?;
     let chosen = pick(&all, which, t)?;
-    let bytes =
-        read_all(fs, &chosen.path).map_err(|e| Error::io("read backup", &chosen.path, e))?;
+    let name = chosen
+        .path
+        .file_name()
+        .expect("a backup path ends in its name");
+    let (bytes, _) = file::read(dir, name, &chosen.path)?;
     // The bytes were checked by `list`, but may have been rotated since: check again.
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return Err(json::parse_error(e, bytes.is_empty(), &chosen.path));
     }
     let plan = Plan {
-        fs: plan_base.fs,
-        target: t,
-        durability: plan_base.durability,
         // Keep at least one backup so the restore itself can be undone.
-        backups: plan_base.backups.max(1),
-        verify: if plan_base.verify == Verify::No {
+        backups: plan.backups.max(1),
+        verify: if plan.verify == Verify::No {
             Verify::No
         } else {
             Verify::Json
         },
-        current,
-        poison: plan_base.poison,
+        ..*plan
     };
-    atomic::replace(&plan, lock, &mut |w| {
-        w.write_all(&bytes).map_err(json::SerializeError::Io)
+    atomic::replace(w, &plan, &current, &mut |out| {
+        out.write_all(&bytes).map_err(json::SerializeError::Io)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // `?from=` and `restore FILE FROM` take any text: never a panic.
+        #[test]
+        fn parse_never_panics(s in any::<String>()) {
+            match s.parse::<BackupRef>() {
+                Ok(BackupRef::Number(n)) => prop_assert!(n >= 1),
+                Ok(BackupRef::Version(_)) | Err(_) => {}
+                Ok(BackupRef::NewestGood) => prop_assert!(false, "text never means NewestGood"),
+            }
+        }
+
+        #[test]
+        fn numbers_and_versions_round_trip(n in 1usize.., bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+            prop_assert_eq!(n.to_string().parse::<BackupRef>().unwrap(), BackupRef::Number(n));
+            let v = Version::of(&bytes);
+            prop_assert_eq!(v.as_str().parse::<BackupRef>().unwrap(), BackupRef::Version(v.clone()));
+            prop_assert_eq!(v.etag().parse::<BackupRef>().unwrap(), BackupRef::Version(v));
+        }
+    }
+
+    #[test]
+    fn zero_and_overflowing_numbers_are_refused() {
+        for bad in [
+            "0",
+            "00",
+            "",
+            "-1",
+            "+1",
+            "1.5",
+            "99999999999999999999999999",
+        ] {
+            assert!(bad.parse::<BackupRef>().is_err(), "{bad:?}");
+        }
+    }
 }

@@ -10,10 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::atomic::{self, Current, Plan, Verify};
+use crate::atomic::{self, Current, Locked, Plan};
 use crate::backup::{self, BackupInfo, BackupRef};
-use crate::error::{Error, ErrorKind, Result};
-use crate::fs::{Fs, Metadata, read_all};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::file;
+use crate::fs::{FsDir, Metadata};
 use crate::json;
 use crate::lock::LockGuard;
 use crate::names::{self, Target};
@@ -90,7 +91,7 @@ const RACY_NS: i128 = 100_000_000;
 ///     Ok(())
 /// })?;
 /// assert_eq!(doc.read()?, ["build", "test"]);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), statefile::Error>(())
 /// ```
 pub struct Doc<T> {
     path: PathBuf,
@@ -138,22 +139,6 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         })
     }
 
-    pub(crate) fn in_store(
-        path: PathBuf,
-        opts: Options,
-        root: PathBuf,
-        poison: Arc<AtomicBool>,
-    ) -> Doc<T> {
-        Doc {
-            path,
-            opts,
-            confine: Some(root),
-            poison: Some(poison),
-            cache: Mutex::new(None),
-            _type: PhantomData,
-        }
-    }
-
     /// This handle with another read policy (e.g. fallback reads for a server that
     /// must keep answering while strict handles refuse to update a damaged document).
     pub fn with_read_policy(mut self, policy: ReadPolicy) -> Doc<T> {
@@ -171,210 +156,6 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         &self.opts
     }
 
-    fn fs(&self) -> &Arc<dyn Fs> {
-        &self.opts.fs
-    }
-
-    /// Resolve symlinks to the real file; refuse to leave the store's root.
-    fn target(&self) -> Result<(Target, bool)> {
-        let (t, dangling) = names::resolve(self.fs().as_ref(), &self.path)?;
-        if let Some(root) = &self.confine
-            && !t.path.starts_with(root)
-        {
-            return Err(Error::new(
-                ErrorKind::InvalidName,
-                format!(
-                    "{} resolves outside the store (through a symlink)",
-                    self.path.display()
-                ),
-            )
-            .with_path(&self.path));
-        }
-        Ok((t, dangling))
-    }
-
-    fn write_target(&self) -> Result<Target> {
-        let (t, dangling) = self.target()?;
-        if dangling {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!(
-                    "cannot write {}: it is a symlink to {}, which does not exist",
-                    self.path.display(),
-                    t.path.display()
-                ),
-            )
-            .with_path(&self.path));
-        }
-        Ok(t)
-    }
-
-    fn lock_target(&self, t: &Target) -> Result<LockGuard> {
-        atomic::lock_target(
-            self.fs(),
-            t,
-            self.opts.create_dirs,
-            self.opts.durability,
-            self.opts.lock_timeout,
-        )
-    }
-
-    fn plan<'a>(&'a self, t: &'a Target, current: Current) -> Plan<'a> {
-        Plan {
-            fs: self.fs().as_ref(),
-            target: t,
-            durability: self.opts.durability,
-            backups: self.opts.backups,
-            verify: if self.opts.verify {
-                Verify::Json
-            } else {
-                Verify::No
-            },
-            current,
-            poison: self.poison.as_deref(),
-        }
-    }
-
-    fn write_value(&self, plan: &Plan<'_>, lock: &LockGuard, value: &T) -> Result<Receipt> {
-        let format = self.opts.format;
-        atomic::replace(plan, lock, &mut |w| json::serialize_into(value, format, w))
-    }
-
-    /// The path reads open: the resolved file inside a store (so a symlink cannot
-    /// lead out of it), the path as given otherwise (the kernel follows links).
-    fn read_path(&self) -> Result<PathBuf> {
-        if self.confine.is_some() {
-            Ok(self.target()?.0.path)
-        } else {
-            Ok(self.path.clone())
-        }
-    }
-
-    fn read_bytes_at(&self, path: &Path) -> Result<(Vec<u8>, Option<Metadata>)> {
-        // Inside a store, `path` was resolved and checked to be inside it: read through
-        // the directory's handle, as writes do, so it is not resolved a second time.
-        // Outside a store the path is the caller's own and is followed as given.
-        let pinned = match (&self.confine, path.parent()) {
-            (Some(_), Some(dir)) => self
-                .fs()
-                .pin_dir(dir)
-                .map_err(|e| self.read_error(path, e))?,
-            _ => None,
-        };
-        let fs: &dyn Fs = pinned.as_deref().unwrap_or(self.fs().as_ref());
-        let mut f =
-            crate::fs::retry(|| fs.open_read(path)).map_err(|e| self.read_error(path, e))?;
-        let meta = f.metadata().ok();
-        if meta.is_some_and(|m| m.is_dir()) {
-            return Err(is_a_directory(path));
-        }
-        let mut buf = Vec::new();
-        crate::fs::reserve_for(&mut buf, meta.map_or(0, |m| m.len))
-            .map_err(|e| self.read_error(path, e))?;
-        io::Read::read_to_end(&mut f, &mut buf).map_err(|e| self.read_error(path, e))?;
-        Ok((buf, meta))
-    }
-
-    fn read_error(&self, path: &Path, e: io::Error) -> Error {
-        if e.raw_os_error() == Some(21) {
-            return is_a_directory(path);
-        }
-        if e.kind() == io::ErrorKind::NotFound {
-            return Error::new(
-                ErrorKind::NotFound,
-                format!("{} does not exist", path.display()),
-            )
-            .with_path(path)
-            .with_source(e);
-        }
-        Error::io("read", path, e)
-    }
-
-    /// Parse `bytes`; on damage, fall back or report per the read policy.
-    fn parse_or_recover(&self, bytes: Vec<u8>, path: &Path) -> Result<Versioned<T>> {
-        match json::parse::<T>(&bytes, path) {
-            Ok(value) => Ok(Versioned {
-                value,
-                version: Version::of(&bytes),
-                recovered: None,
-            }),
-            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                let damaged = Version::of(&bytes);
-                self.recover_read(e, damaged)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn recover_read(&self, err: Error, damaged: Version) -> Result<Versioned<T>> {
-        // Only a backup that parses *and* fits the type is a good one.
-        self.recover_with(err, damaged, |b| serde_json::from_slice::<T>(b).ok())
-    }
-
-    /// Per the read policy: the newest backup that `parse` accepts, or the Corrupt error
-    /// annotated with whether a backup exists.
-    fn recover_with<U>(
-        &self,
-        err: Error,
-        damaged: Version,
-        parse: impl Fn(&[u8]) -> Option<U>,
-    ) -> Result<Versioned<U>> {
-        let (t, _) = self.target()?;
-        let fs = self.fs().as_ref();
-        let backups = backup::backup_files(fs, &t)?;
-        if self.opts.read_policy == ReadPolicy::FallbackToBackup {
-            for (i, path) in backups.iter().enumerate() {
-                let Ok(bytes) = read_all(fs, path) else {
-                    continue;
-                };
-                if let Some(value) = parse(&bytes) {
-                    let reason = err
-                        .corrupt_info()
-                        .map_or_else(|| err.to_string(), |c| c.reason.clone());
-                    tracing::warn!(
-                        file = %t.path.display(),
-                        backup = %path.display(),
-                        reason = %reason,
-                        "document is damaged; serving its newest good backup"
-                    );
-                    return Ok(Versioned {
-                        value,
-                        version: Version::of(&bytes),
-                        recovered: Some(Recovered {
-                            backup: i + 1,
-                            path: path.clone(),
-                            damaged_version: damaged,
-                            reason,
-                        }),
-                    });
-                }
-            }
-        }
-        let has_backup = !backups.is_empty();
-        let mut info = err.corrupt_info().cloned().unwrap_or(crate::CorruptInfo {
-            line: 0,
-            column: 0,
-            reason: err.to_string(),
-            backup_exists: false,
-        });
-        info.backup_exists = has_backup;
-        let hint = match (has_backup, self.opts.read_policy) {
-            (false, _) => " (no backup exists)".to_string(),
-            (true, ReadPolicy::Strict) => format!(
-                " (a backup exists: {}; read with fallback or run `statefile recover`)",
-                backups[0].display()
-            ),
-            (true, ReadPolicy::FallbackToBackup) => " (and no backup parses either)".to_string(),
-        };
-        Err(
-            Error::new(ErrorKind::Corrupt, format!("{}{hint}", err.message()))
-                .with_path(&t.path)
-                .with_corrupt(info)
-                .with_version(damaged)
-                .with_source(err),
-        )
-    }
-
     /// Read and parse the document.
     ///
     /// Never returns a torn value: writers replace the file by renaming a complete new
@@ -384,7 +165,8 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// [`ErrorKind::NotFound`] if it does not exist; [`ErrorKind::Corrupt`] if it is
     /// empty or not valid JSON (unless the read policy falls back to a backup);
     /// [`ErrorKind::Serialize`] if it is valid JSON that does not fit `T` (never a
-    /// reason to fall back).
+    /// reason to fall back); [`ErrorKind::InvalidName`] if it is not a regular file
+    /// (a directory, FIFO, socket or device: never read).
     pub fn read(&self) -> Result<T> {
         Ok(self.read_versioned()?.value)
     }
@@ -395,9 +177,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// As [`Doc::read`].
     pub fn read_versioned(&self) -> Result<Versioned<T>> {
-        let path = self.read_path()?;
-        let (bytes, _) = self.read_bytes_at(&path)?;
-        self.parse_or_recover(bytes, &path)
+        let opened = self.open_for_read()?;
+        let (bytes, _) = self.read_in(&opened)?;
+        self.parse_or_recover(&opened, bytes)
     }
 
     /// Read the document, or `T::default()` if it does not exist.
@@ -423,11 +205,11 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// As [`Doc::read_versioned`].
     pub fn read_cached(&self) -> Result<Arc<Versioned<T>>> {
-        let path = self.read_path()?;
-        let meta = self
-            .fs()
-            .metadata(&path)
-            .map_err(|e| self.read_error(&path, e))?;
+        let opened = self.open_for_read()?;
+        let meta = opened
+            .dir
+            .stat(&opened.target.name)
+            .map_err(|e| self.read_error(&opened, e))?;
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = cache.as_ref()
@@ -438,15 +220,13 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             }
         }
         let cached_at_ns = now_ns();
-        let (bytes, meta) = self.read_bytes_at(&path)?;
-        let value = Arc::new(self.parse_or_recover(bytes, &path)?);
-        if let Some(meta) = meta {
-            *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(CacheEntry {
-                identity: identity(&meta),
-                cached_at_ns,
-                value: value.clone(),
-            });
-        }
+        let (bytes, meta) = self.read_in(&opened)?;
+        let value = Arc::new(self.parse_or_recover(&opened, bytes)?);
+        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(CacheEntry {
+            identity: identity(&meta),
+            cached_at_ns,
+            value: value.clone(),
+        });
         Ok(value)
     }
 
@@ -456,8 +236,8 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// As [`Doc::read`].
     pub fn read_bytes(&self) -> Result<Versioned<Vec<u8>>> {
-        let path = self.read_path()?;
-        let (bytes, _) = self.read_bytes_at(&path)?;
+        let opened = self.open_for_read()?;
+        let (bytes, _) = self.read_in(&opened)?;
         match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
             Ok(_) => Ok(Versioned {
                 version: Version::of(&bytes),
@@ -465,12 +245,12 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
                 recovered: None,
             }),
             Err(e) => {
-                let err = json::parse_error(e, bytes.is_empty(), &path);
+                let err = json::parse_error(e, bytes.is_empty(), &opened.shown);
                 if err.kind() != ErrorKind::Corrupt {
                     return Err(err);
                 }
                 let damaged = Version::of(&bytes);
-                self.recover_with(err, damaged, |b| {
+                self.recover_with(&opened, err, damaged, |b| {
                     serde_json::from_slice::<serde::de::IgnoredAny>(b)
                         .ok()
                         .map(|_| b.to_vec())
@@ -484,9 +264,25 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// [`ErrorKind::NotFound`] if it does not exist; I/O kinds if it cannot be read.
     pub fn version(&self) -> Result<Version> {
-        let path = self.read_path()?;
-        let (bytes, _) = self.read_bytes_at(&path)?;
+        let opened = self.open_for_read()?;
+        let (bytes, _) = self.read_in(&opened)?;
         Ok(Version::of(&bytes))
+    }
+
+    /// Whether the document exists.
+    ///
+    /// # Errors
+    /// I/O kinds if that cannot be determined.
+    pub fn exists(&self) -> Result<bool> {
+        let opened = match self.open_for_read() {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            r => r?,
+        };
+        match opened.dir.stat(&opened.target.name) {
+            Ok(m) => Ok(!m.is_dir()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("inspect", &opened.shown, e)),
+        }
     }
 
     /// Take the document's lock and hold it until the guard is dropped: every writer
@@ -497,21 +293,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// [`ErrorKind::LockTimeout`] after the lock timeout; I/O kinds.
     pub fn lock(&self) -> Result<LockGuard> {
-        let t = self.write_target()?;
-        self.lock_target(&t)
-    }
-
-    /// Whether the document exists.
-    ///
-    /// # Errors
-    /// I/O kinds if that cannot be determined.
-    pub fn exists(&self) -> Result<bool> {
-        let path = self.read_path()?;
-        match self.fs().metadata(&path) {
-            Ok(m) => Ok(!m.is_dir()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io("inspect", &path, e)),
-        }
+        Ok(self.locked()?.lock)
     }
 
     /// Replace the document with `value`: atomically (readers see the old or the new
@@ -528,11 +310,17 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// than 127 levels (nothing is written); [`ErrorKind::LockTimeout`];
     /// [`ErrorKind::NoSpace`], [`ErrorKind::PermissionDenied`], [`ErrorKind::Io`] with
     /// the document untouched; [`ErrorKind::Durability`] if the new version was renamed
-    /// into place but the directory sync failed.
+    /// into place but the directory sync failed; [`ErrorKind::InvalidName`] if what is
+    /// at the path is not a regular file (it is left alone).
     pub fn write(&self, value: &T) -> Result<Receipt> {
-        let t = self.write_target()?;
-        let lock = self.lock_target(&t)?;
-        self.write_value(&self.plan(&t, Current::Unknown), &lock, value)
+        let format = self.opts.format;
+        atomic::write(
+            &self.path,
+            self.confine.as_deref(),
+            &self.opts,
+            &self.plan(),
+            &mut |w| json::serialize_into(value, format, w),
+        )
     }
 
     /// Compare-and-swap: replace the document only if its version is still `expected`.
@@ -541,15 +329,13 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// [`ErrorKind::Conflict`] (carrying the version found) if it changed or no longer
     /// exists; otherwise as [`Doc::write`].
     pub fn write_if(&self, expected: &Version, value: &T) -> Result<Receipt> {
-        let t = self.write_target()?;
-        let lock = self.lock_target(&t)?;
-        let current = self.current_under_lock(&t)?;
-        match &current {
-            Current::Read { version, .. } if version == expected => {}
-            Current::Read { version, .. } => return Err(conflict(&t, expected, Some(version))),
-            _ => return Err(conflict(&t, expected, None)),
+        let w = self.locked()?;
+        let current = Current::probe(&w, true)?;
+        match current.version() {
+            Some(v) if v == expected => {}
+            found => return Err(conflict(&w.target, expected, found)),
         }
-        self.write_value(&self.plan(&t, current), &lock, value)
+        self.write_value(&w, &current, value)
     }
 
     /// Write `value` only if the document does not exist yet.
@@ -557,37 +343,35 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// [`ErrorKind::Conflict`] if it exists; otherwise as [`Doc::write`].
     pub fn create(&self, value: &T) -> Result<Receipt> {
-        let t = self.write_target()?;
-        let lock = self.lock_target(&t)?;
-        let current = self.current_under_lock(&t)?;
-        if let Current::Read { version, .. } = &current {
+        let w = self.locked()?;
+        let current = Current::probe(&w, true)?;
+        if let Some(version) = current.version() {
             return Err(Error::new(
                 ErrorKind::Conflict,
-                format!("cannot create {}: it already exists", t.path.display()),
+                format!(
+                    "cannot create {}: it already exists",
+                    w.target.path.display()
+                ),
             )
-            .with_path(&t.path)
+            .with_path(&w.target.path)
             .with_version(version.clone()));
         }
-        self.write_value(&self.plan(&t, current), &lock, value)
-    }
-
-    fn current_under_lock(&self, t: &Target) -> Result<Current> {
-        let fs = self.fs().as_ref();
-        match fs.metadata(&t.path) {
-            Ok(m) if m.is_dir() => Err(is_a_directory(&t.path)),
-            Ok(_) => {
-                let (version, parses) = atomic::inspect(fs, &t.path)?;
-                Ok(Current::Read { version, parses })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Current::Missing),
-            Err(e) => Err(Error::io("inspect", &t.path, e)),
-        }
+        self.write_value(&w, &current, value)
     }
 
     /// Locked read-modify-write: take the lock, read and parse, call `f` on the value,
     /// write the result with the replace protocol, release. Concurrent updates from
-    /// threads and processes never lose each other's changes. If `f` returns an error
-    /// nothing is written. If the new bytes equal the old, nothing is written either.
+    /// threads and processes never lose each other's changes. If `f` returns an error,
+    /// nothing is written and that error is returned. If `f` leaves the value as it
+    /// was, the same bytes are written again all the same (no backup is made of the
+    /// identical version, and the receipt says `unchanged`): the write still syncs, so
+    /// a document an earlier, less durable write left behind is durable afterwards.
+    ///
+    /// `f` returns its own error type `E`, which must hold the library's errors too
+    /// (`E: From<statefile::Error>`): a caller's own failure (a patch that does not
+    /// apply, a business rule) comes back as it was raised. Where the caller's `?`
+    /// converts into [`Error`] itself, `E` is inferred; elsewhere name it
+    /// (`Ok::<_, statefile::Error>(..)`).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -609,7 +393,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// [`Doc::update_or_default`]); [`ErrorKind::Corrupt`] if it does not parse (repair
     /// it first: updating a damaged document would build on a guess); whatever `f`
     /// returns; otherwise as [`Doc::write`].
-    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> Result<R>) -> Result<(R, Receipt)> {
+    pub fn update<R, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut T) -> Result<R, E>,
+    ) -> Result<(R, Receipt), E> {
         self.modify(None, None, f)
     }
 
@@ -617,7 +404,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     ///
     /// # Errors
     /// As [`Doc::update`], except that a missing document is not an error.
-    pub fn update_or_default<R>(&self, f: impl FnOnce(&mut T) -> Result<R>) -> Result<(R, Receipt)>
+    pub fn update_or_default<R, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut T) -> Result<R, E>,
+    ) -> Result<(R, Receipt), E>
     where
         T: Default,
     {
@@ -628,11 +418,11 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     ///
     /// # Errors
     /// As [`Doc::update_or_default`].
-    pub fn update_or_insert_with<R>(
+    pub fn update_or_insert_with<R, E: From<Error>>(
         &self,
         mut init: impl FnMut() -> T,
-        f: impl FnOnce(&mut T) -> Result<R>,
-    ) -> Result<(R, Receipt)> {
+        f: impl FnOnce(&mut T) -> Result<R, E>,
+    ) -> Result<(R, Receipt), E> {
         self.modify(None, Some(&mut init), f)
     }
 
@@ -640,76 +430,12 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     ///
     /// # Errors
     /// [`ErrorKind::Conflict`] if it changed; otherwise as [`Doc::update`].
-    pub fn update_if<R>(
+    pub fn update_if<R, E: From<Error>>(
         &self,
         expected: &Version,
-        f: impl FnOnce(&mut T) -> Result<R>,
-    ) -> Result<(R, Receipt)> {
+        f: impl FnOnce(&mut T) -> Result<R, E>,
+    ) -> Result<(R, Receipt), E> {
         self.modify(Some(expected), None, f)
-    }
-
-    fn modify<R>(
-        &self,
-        expected: Option<&Version>,
-        init: Option<&mut dyn FnMut() -> T>,
-        f: impl FnOnce(&mut T) -> Result<R>,
-    ) -> Result<(R, Receipt)> {
-        let t = self.write_target()?;
-        let lock = self.lock_target(&t)?;
-        let (mut value, current) = match read_all(self.fs().as_ref(), &t.path) {
-            Ok(bytes) => {
-                let version = Version::of(&bytes);
-                if let Some(exp) = expected
-                    && exp != &version
-                {
-                    return Err(conflict(&t, exp, Some(&version)));
-                }
-                let value = json::parse::<T>(&bytes, &t.path).map_err(|e| {
-                    if e.kind() == ErrorKind::Corrupt {
-                        Error::new(
-                            ErrorKind::Corrupt,
-                            format!(
-                                "cannot update {}: {} (restore it from a backup first, e.g. `statefile recover`)",
-                                t.path.display(),
-                                e.corrupt_info().map_or_else(|| e.to_string(), |c| format!("{} at line {} column {}", c.reason, c.line, c.column))
-                            ),
-                        )
-                        .with_path(&t.path)
-                        .with_version(version.clone())
-                        .with_source(e)
-                    } else {
-                        e
-                    }
-                })?;
-                (
-                    value,
-                    Current::Read {
-                        version,
-                        parses: true,
-                    },
-                )
-            }
-            Err(e) if e.raw_os_error() == Some(21) => return Err(is_a_directory(&t.path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if let Some(exp) = expected {
-                    return Err(conflict(&t, exp, None));
-                }
-                match init {
-                    Some(init) => (init(), Current::Missing),
-                    None => {
-                        return Err(Error::new(
-                            ErrorKind::NotFound,
-                            format!("cannot update {}: it does not exist", t.path.display()),
-                        )
-                        .with_path(&t.path));
-                    }
-                }
-            }
-            Err(e) => return Err(Error::io("read", &t.path, e)),
-        };
-        let r = f(&mut value)?;
-        let receipt = self.write_value(&self.plan(&t, current), &lock, &value)?;
-        Ok((r, receipt))
     }
 
     /// Delete the document under its lock. With backups on, it is moved to `.name.bak`
@@ -732,13 +458,174 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         self.delete_inner(Some(expected))
     }
 
+    /// Delete the document and everything statefile keeps beside it: backups, the
+    /// `.corrupt` copy, and finally the lock file (only a lock holder that deletes the
+    /// document may delete the lock). Not undoable. Missing pieces are skipped.
+    ///
+    /// Returns the files removed.
+    ///
+    /// # Errors
+    /// I/O kinds; [`ErrorKind::NotFound`] if there was nothing to remove.
+    pub fn remove_all(&self) -> Result<Vec<PathBuf>> {
+        let w = self.locked()?;
+        atomic::refuse_if_poisoned(self.poison.as_deref(), "delete", &w.target.path)?;
+        let (t, dir) = (&w.target, w.dir.as_ref());
+        let mut victims = vec![t.name.clone()];
+        victims.extend(backup::backup_files(dir, t)?);
+        victims.push(t.corrupt_name());
+        let mut removed = Vec::new();
+        for name in victims {
+            match dir.remove_file(&name) {
+                Ok(()) => removed.push(t.beside(&name)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("delete", &t.beside(&name), e)),
+            }
+        }
+        if removed.is_empty() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("cannot delete {}: it does not exist", t.path.display()),
+            )
+            .with_path(&t.path));
+        }
+        // Last, while still holding it: waiters notice the unlinked lock and retry.
+        match dir.remove_file(&t.lock_name()) {
+            Ok(()) => removed.push(t.lock_path()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("delete", &t.lock_path(), e)),
+        }
+        self.sync_after_delete(&w, &Version::of(b""))?;
+        Ok(removed)
+    }
+
+    /// The kept previous versions, newest first (numbered from 1). Backups that are not
+    /// regular files (a symlink, a FIFO: not made by statefile) are left out.
+    ///
+    /// # Errors
+    /// I/O kinds if the directory or a backup cannot be read.
+    pub fn backups(&self) -> Result<Vec<BackupInfo>> {
+        let opened = match self.open_for_read() {
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            r => r?,
+        };
+        backup::list(opened.dir.as_ref(), &opened.target)
+    }
+
+    /// Replace the document with one of its backups, under the lock. This is itself an
+    /// atomic write, and the version it replaces becomes the newest backup, so a restore
+    /// can be undone by restoring again. Works on a missing or damaged document too (a
+    /// damaged one is kept as `.name.corrupt`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if there is no such backup; [`ErrorKind::Corrupt`] if it
+    /// does not parse; otherwise as [`Doc::write`].
+    pub fn restore(&self, which: &BackupRef) -> Result<Receipt> {
+        let w = self.locked()?;
+        backup::restore_locked(&w, &self.plan(), which, None)
+    }
+
+    /// Repair: restore `which` only if the document still has the `damaged` version (or
+    /// is still missing, for `None`) under the lock, so a concurrent fix is never undone.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`] if it changed; otherwise as [`Doc::restore`].
+    pub fn restore_if(&self, damaged: Option<&Version>, which: &BackupRef) -> Result<Receipt> {
+        let w = self.locked()?;
+        backup::restore_locked(&w, &self.plan(), which, Some(damaged))
+    }
+}
+
+/// The document resolved and its directory opened, for a read.
+struct Opened {
+    target: Target,
+    dir: Box<dyn FsDir>,
+    /// The name errors give it: the path as given, or inside a store the resolved one.
+    shown: PathBuf,
+}
+
+// Plumbing: resolution, the write path's entry points, reads and recovery.
+impl<T: Serialize + DeserializeOwned> Doc<T> {
+    pub(crate) fn in_store(
+        path: PathBuf,
+        opts: Options,
+        root: PathBuf,
+        poison: Arc<AtomicBool>,
+    ) -> Doc<T> {
+        Doc {
+            path,
+            opts,
+            confine: Some(root),
+            poison: Some(poison),
+            cache: Mutex::new(None),
+            _type: PhantomData,
+        }
+    }
+
+    /// Step 0 of every write: resolved, directory open, lock held.
+    fn locked(&self) -> Result<Locked> {
+        Locked::open(&self.path, self.confine.as_deref(), &self.opts)
+    }
+
+    fn plan(&self) -> Plan<'_> {
+        Plan::json(&self.opts, self.poison.as_deref())
+    }
+
+    fn write_value(&self, w: &Locked, current: &Current, value: &T) -> Result<Receipt> {
+        let format = self.opts.format;
+        atomic::replace(w, &self.plan(), current, &mut |out| {
+            json::serialize_into(value, format, out)
+        })
+    }
+
+    fn modify<R, E: From<Error>>(
+        &self,
+        expected: Option<&Version>,
+        init: Option<&mut dyn FnMut() -> T>,
+        f: impl FnOnce(&mut T) -> Result<R, E>,
+    ) -> Result<(R, Receipt), E> {
+        let w = self.locked()?;
+        let t = &w.target;
+        let (mut value, current) = match file::read(w.dir.as_ref(), &t.name, &t.path) {
+            Ok((bytes, meta)) => {
+                let version = Version::of(&bytes);
+                if let Some(exp) = expected
+                    && exp != &version
+                {
+                    return Err(conflict(t, exp, Some(&version)).into());
+                }
+                let value = json::parse::<T>(&bytes, &t.path)
+                    .map_err(|e| cannot_update_damaged(t, &version, e))?;
+                (value, Current::read(meta, &bytes, true))
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if let Some(exp) = expected {
+                    return Err(conflict(t, exp, None).into());
+                }
+                match init {
+                    Some(init) => (init(), Current::Missing),
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!("cannot update {}: it does not exist", t.path.display()),
+                        )
+                        .with_path(&t.path)
+                        .into());
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let r = f(&mut value)?;
+        let receipt = self.write_value(&w, &current, &value)?;
+        Ok((r, receipt))
+    }
+
     fn delete_inner(&self, expected: Option<&Version>) -> Result<Deleted> {
-        let t = self.write_target()?;
-        atomic::refuse_if_poisoned(self.poison.as_deref(), "delete", &t.path)?;
-        let _lock = self.lock_target(&t)?;
-        let fs = self.fs().as_ref();
-        let (version, parses) = match self.current_under_lock(&t)? {
-            Current::Read { version, parses } => (version, parses),
+        let w = self.locked()?;
+        atomic::refuse_if_poisoned(self.poison.as_deref(), "delete", &w.target.path)?;
+        let (t, dir) = (&w.target, w.dir.as_ref());
+        let seen = match Current::probe(&w, true)? {
+            Current::File { seen: Some(s), .. } => s,
             _ => {
                 return Err(Error::new(
                     ErrorKind::NotFound,
@@ -748,35 +635,36 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             }
         };
         if let Some(exp) = expected
-            && exp != &version
+            && exp != &seen.version
         {
-            return Err(conflict(&t, exp, Some(&version)));
+            return Err(conflict(t, exp, Some(&seen.version)));
         }
-        let kept_as = if !parses {
-            let to = t.corrupt_path();
-            fs.rename(&t.path, &to)
-                .map_err(|e| Error::io("move aside", &t.path, e))?;
-            Some(to)
+        let kept_as = if !seen.parses {
+            dir.rename(&t.name, &t.corrupt_name())
+                .ctx("move aside", &t.path)?;
+            Some(t.corrupt_path())
         } else if self.opts.backups > 0 {
-            atomic::shift_backups(fs, &t, self.opts.backups)
-                .map_err(|e| Error::io("rotate backups of", &t.path, e))?;
-            fs.rename(&t.path, &t.backup_path(1))
-                .map_err(|e| Error::io("move to backup", &t.path, e))?;
+            atomic::shift_backups(dir, t, self.opts.backups).ctx("rotate backups of", &t.path)?;
+            dir.rename(&t.name, &t.backup_name(1))
+                .ctx("move to backup", &t.path)?;
             Some(t.backup_path(1))
         } else {
-            fs.remove_file(&t.path)
-                .map_err(|e| Error::io("delete", &t.path, e))?;
+            dir.remove_file(&t.name).ctx("delete", &t.path)?;
             None
         };
-        self.sync_after_delete(&t, &version)?;
-        Ok(Deleted { version, kept_as })
+        self.sync_after_delete(&w, &seen.version)?;
+        Ok(Deleted {
+            version: seen.version,
+            kept_as,
+        })
     }
 
-    fn sync_after_delete(&self, t: &Target, version: &Version) -> Result<()> {
+    fn sync_after_delete(&self, w: &Locked, version: &Version) -> Result<()> {
         if self.opts.durability != Durability::Full {
             return Ok(());
         }
-        self.fs().sync_dir(&t.dir).map_err(|e| {
+        let t = &w.target;
+        w.dir.sync().map_err(|e| {
             if let Some(p) = &self.poison {
                 p.store(true, Ordering::SeqCst);
             }
@@ -793,85 +681,121 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         })
     }
 
-    /// Delete the document and everything statefile keeps beside it: backups, the
-    /// `.corrupt` copy, and finally the lock file (only a lock holder that deletes the
-    /// document may delete the lock). Not undoable. Missing pieces are skipped.
-    ///
-    /// Returns the files removed.
-    ///
-    /// # Errors
-    /// I/O kinds; [`ErrorKind::NotFound`] if there was nothing to remove.
-    pub fn remove_all(&self) -> Result<Vec<PathBuf>> {
-        let t = self.write_target()?;
-        atomic::refuse_if_poisoned(self.poison.as_deref(), "delete", &t.path)?;
-        let lock = self.lock_target(&t)?;
-        let fs = self.fs().as_ref();
-        let mut victims = vec![t.path.clone()];
-        victims.extend(backup::backup_files(fs, &t)?);
-        victims.push(t.corrupt_path());
-        let mut removed = Vec::new();
-        for p in victims {
-            match fs.remove_file(&p) {
-                Ok(()) => removed.push(p),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("delete", &p, e)),
+    /// Resolve the document (inside a store, refusing to leave it) and open its
+    /// directory. Reads go through that handle, as writes do.
+    fn open_for_read(&self) -> Result<Opened> {
+        let fs = self.opts.fs.as_ref();
+        let (target, _) = names::resolve(fs, &self.path, self.confine.as_deref())?;
+        let shown = if self.confine.is_some() {
+            target.path.clone()
+        } else {
+            self.path.clone()
+        };
+        match fs.open_dir(&target.dir) {
+            Ok(dir) => Ok(Opened { target, dir, shown }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(does_not_exist(&shown, e)),
+            Err(e) => Err(Error::io("open directory", &target.dir, e)),
+        }
+    }
+
+    /// The document's bytes and metadata.
+    fn read_in(&self, opened: &Opened) -> Result<(Vec<u8>, Metadata)> {
+        let t = &opened.target;
+        file::read(opened.dir.as_ref(), &t.name, &opened.shown).map_err(|e| match e.io_error() {
+            Some(io) if io.kind() == io::ErrorKind::NotFound => {
+                does_not_exist(&opened.shown, io::Error::new(io.kind(), io.to_string()))
+            }
+            _ => e,
+        })
+    }
+
+    fn read_error(&self, opened: &Opened, e: io::Error) -> Error {
+        if e.kind() == io::ErrorKind::NotFound {
+            return does_not_exist(&opened.shown, e);
+        }
+        Error::io("read", &opened.shown, e)
+    }
+
+    /// Parse `bytes`; on damage, fall back or report per the read policy.
+    fn parse_or_recover(&self, opened: &Opened, bytes: Vec<u8>) -> Result<Versioned<T>> {
+        match json::parse::<T>(&bytes, &opened.shown) {
+            Ok(value) => Ok(Versioned {
+                value,
+                version: Version::of(&bytes),
+                recovered: None,
+            }),
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                let damaged = Version::of(&bytes);
+                // Only a backup that parses *and* fits the type is a good one.
+                self.recover_with(opened, e, damaged, |b| serde_json::from_slice::<T>(b).ok())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Per the read policy: the newest backup that `parse` accepts, or the Corrupt error
+    /// annotated with whether a backup exists.
+    fn recover_with<U>(
+        &self,
+        opened: &Opened,
+        err: Error,
+        damaged: Version,
+        parse: impl Fn(&[u8]) -> Option<U>,
+    ) -> Result<Versioned<U>> {
+        let (t, dir) = (&opened.target, opened.dir.as_ref());
+        let backups = backup::backup_files(dir, t)?;
+        if self.opts.read_policy == ReadPolicy::FallbackToBackup {
+            for (i, name) in backups.iter().enumerate() {
+                let path = t.beside(name);
+                // Only a regular file: a symlink or FIFO planted as a backup is never read.
+                let Ok((bytes, _)) = file::read(dir, name, &path) else {
+                    continue;
+                };
+                if let Some(value) = parse(&bytes) {
+                    let reason = err
+                        .corrupt_info()
+                        .map_or_else(|| err.to_string(), |c| c.reason.clone());
+                    tracing::warn!(
+                        file = %t.path.display(),
+                        backup = %path.display(),
+                        reason = %reason,
+                        "document is damaged; serving its newest good backup"
+                    );
+                    return Ok(Versioned {
+                        value,
+                        version: Version::of(&bytes),
+                        recovered: Some(Recovered {
+                            backup: i + 1,
+                            path,
+                            damaged_version: damaged,
+                            reason,
+                        }),
+                    });
+                }
             }
         }
-        if removed.is_empty() {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("cannot delete {}: it does not exist", t.path.display()),
-            )
-            .with_path(&t.path));
-        }
-        // Last, while still holding it: waiters notice the unlinked lock and retry.
-        match fs.remove_file(&t.lock_path()) {
-            Ok(()) => removed.push(t.lock_path()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("delete", &t.lock_path(), e)),
-        }
-        let version = Version::of(b"");
-        self.sync_after_delete(&t, &version)?;
-        drop(lock);
-        Ok(removed)
-    }
-
-    /// The kept previous versions, newest first (numbered from 1).
-    ///
-    /// # Errors
-    /// I/O kinds if the directory or a backup cannot be read.
-    pub fn backups(&self) -> Result<Vec<BackupInfo>> {
-        let (t, _) = self.target()?;
-        backup::list(self.fs().as_ref(), &t)
-    }
-
-    /// Replace the document with one of its backups, under the lock. This is itself an
-    /// atomic write, and the version it replaces becomes the newest backup, so a restore
-    /// can be undone by restoring again. Works on a missing or damaged document too (a
-    /// damaged one is kept as `.name.corrupt`).
-    ///
-    /// # Errors
-    /// [`ErrorKind::NotFound`] if there is no such backup; [`ErrorKind::Corrupt`] if it
-    /// does not parse; otherwise as [`Doc::write`].
-    pub fn restore(&self, which: &BackupRef) -> Result<Receipt> {
-        let t = self.write_target()?;
-        let lock = self.lock_target(&t)?;
-        backup::restore_locked(&self.plan(&t, Current::Unknown), &lock, which, None)
-    }
-
-    /// Repair: restore `which` only if the document still has the `damaged` version (or
-    /// is still missing, for `None`) under the lock, so a concurrent fix is never undone.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Conflict`] if it changed; otherwise as [`Doc::restore`].
-    pub fn restore_if(&self, damaged: Option<&Version>, which: &BackupRef) -> Result<Receipt> {
-        let t = self.write_target()?;
-        let lock = self.lock_target(&t)?;
-        backup::restore_locked(
-            &self.plan(&t, Current::Unknown),
-            &lock,
-            which,
-            Some(damaged),
+        let has_backup = !backups.is_empty();
+        let mut info = err.corrupt_info().cloned().unwrap_or(crate::CorruptInfo {
+            line: 0,
+            column: 0,
+            reason: err.to_string(),
+            backup_exists: false,
+        });
+        info.backup_exists = has_backup;
+        let hint = match (has_backup, self.opts.read_policy) {
+            (false, _) => " (no backup exists)".to_string(),
+            (true, ReadPolicy::Strict) => format!(
+                " (a backup exists: {}; read with fallback or run `statefile recover`)",
+                t.beside(&backups[0]).display()
+            ),
+            (true, ReadPolicy::FallbackToBackup) => " (and no backup parses either)".to_string(),
+        };
+        Err(
+            Error::new(ErrorKind::Corrupt, format!("{}{hint}", err.message()))
+                .with_path(&t.path)
+                .with_corrupt(info)
+                .with_version(damaged)
+                .with_source(err),
         )
     }
 }
@@ -886,12 +810,33 @@ fn now_ns() -> i128 {
         .map_or(0, |d| d.as_nanos() as i128)
 }
 
-fn is_a_directory(path: &Path) -> Error {
+fn does_not_exist(path: &Path, e: io::Error) -> Error {
     Error::new(
-        ErrorKind::InvalidName,
-        format!("{} is a directory, not a document", path.display()),
+        ErrorKind::NotFound,
+        format!("{} does not exist", path.display()),
     )
     .with_path(path)
+    .with_source(e)
+}
+
+fn cannot_update_damaged(t: &Target, version: &Version, e: Error) -> Error {
+    if e.kind() != ErrorKind::Corrupt {
+        return e;
+    }
+    let what = e.corrupt_info().map_or_else(
+        || e.to_string(),
+        |c| format!("{} at line {} column {}", c.reason, c.line, c.column),
+    );
+    Error::new(
+        ErrorKind::Corrupt,
+        format!(
+            "cannot update {}: {what} (restore it from a backup first, e.g. `statefile recover`)",
+            t.path.display(),
+        ),
+    )
+    .with_path(&t.path)
+    .with_version(version.clone())
+    .with_source(e)
 }
 
 fn conflict(t: &Target, expected: &Version, found: Option<&Version>) -> Error {

@@ -5,7 +5,27 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
+
 use crate::version::Version;
+
+/// The OS error number behind `err`, to match with rustix's named constants.
+pub(crate) fn errno(err: &io::Error) -> Option<Errno> {
+    Errno::from_io_error(err)
+}
+
+/// Turns an OS error into the library's, naming the operation and the file:
+/// `open(..).ctx("read", path)?`.
+pub(crate) trait Context<T> {
+    /// `op` on `path` failed; the kind follows from the OS error.
+    fn ctx(self, op: &str, path: &Path) -> Result<T>;
+}
+
+impl<T> Context<T> for io::Result<T> {
+    fn ctx(self, op: &str, path: &Path) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}
 
 /// What went wrong, coarsely: the part of an [`Error`] that programs branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,9 +81,9 @@ impl ErrorKind {
             io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
                 ErrorKind::PermissionDenied
             }
-            // EPERM maps to PermissionDenied in std as well; keep the raw check for
+            // EPERM maps to PermissionDenied in std as well; keep the check for
             // platforms whose mapping differs.
-            _ if err.raw_os_error() == Some(1) => ErrorKind::PermissionDenied,
+            _ if errno(err) == Some(Errno::PERM) => ErrorKind::PermissionDenied,
             _ => ErrorKind::Io,
         }
     }
@@ -123,12 +143,6 @@ impl Error {
                 version: None,
             }),
         }
-    }
-
-    /// An error raised by the caller's closure in [`Doc::update`](crate::Doc::update):
-    /// the update is abandoned and nothing is written.
-    pub fn aborted(message: impl Into<String>) -> Error {
-        Error::new(ErrorKind::Io, message)
     }
 
     /// `op` on `path` failed with `err`; the kind follows from the OS error.

@@ -1,14 +1,25 @@
 //! The seam between statefile and the operating system.
 //!
-//! Every file-system call the library makes (writes, reads, directory listing and
-//! creation, links, renames, syncs and locks) goes through the [`Fs`] trait. The real
-//! implementation is [`OsFs`]; tests plug in implementations that fail any single call
-//! or record every operation to replay the states a power loss could leave.
+//! Every file-system call the library makes goes through two traits:
 //!
-//! The trait is deliberately small and path-based: each method is one system call (or
-//! the obvious short sequence, like `open` + `fsync` + `close` for [`Fs::sync_dir`]), so
-//! a recording of calls is a recording of what the kernel was asked to do.
+//! - [`Fs`], the file system: it resolves paths (`stat`, `readlink`, `realpath`) and
+//!   opens directories;
+//! - [`FsDir`], one open directory: everything done to a file (create, open, rename,
+//!   link, unlink, stat, sync) is done through the handle of the directory that holds
+//!   it, by name (`openat`, `renameat`, `linkat`, `unlinkat`, `fstatat`, `fsync`).
+//!
+//! The split is the guarantee: once a write has resolved its document's directory, no
+//! call can resolve that directory's path again, so a component swapped for a symlink
+//! meanwhile cannot redirect the write. And an [`FsDir`] never follows a symlink at the
+//! name it is given, nor blocks opening a FIFO: a sidecar or document that is a symlink,
+//! FIFO, socket or device is seen as what it is (see [`FsDir::open_read`]).
+//!
+//! The real implementation is [`OsFs`]; tests plug in implementations that fail any
+//! single call or record every operation to replay the states a power loss could leave.
+//! Each method is one system call (or the obvious short sequence), so a recording of
+//! calls is a recording of what the kernel was asked to do.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,10 +40,28 @@ pub enum FileType {
     File,
     /// A directory.
     Dir,
-    /// A symbolic link (only reported by [`Fs::symlink_metadata`] and [`Fs::read_dir`]).
+    /// A symbolic link (only reported where links are not followed).
     Symlink,
-    /// Anything else: sockets, FIFOs, devices.
-    Other,
+    /// A FIFO (named pipe).
+    Fifo,
+    /// A Unix-domain socket.
+    Socket,
+    /// A character or block device.
+    Device,
+}
+
+impl FileType {
+    /// What it is, in words, for error messages ("a FIFO", "a symlink").
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileType::File => "a regular file",
+            FileType::Dir => "a directory",
+            FileType::Symlink => "a symlink",
+            FileType::Fifo => "a FIFO",
+            FileType::Socket => "a socket",
+            FileType::Device => "a device",
+        }
+    }
 }
 
 /// The parts of `stat(2)` that statefile uses.
@@ -75,11 +104,11 @@ impl Metadata {
     }
 }
 
-/// One entry of [`Fs::read_dir`].
+/// One entry of [`FsDir::read_dir`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     /// The entry's file name (not a path).
-    pub name: std::ffi::OsString,
+    pub name: OsString,
     /// Its type, without following symlinks.
     pub file_type: FileType,
 }
@@ -106,20 +135,17 @@ pub trait FsLockFile: Send + fmt::Debug {
     fn try_lock(&self) -> io::Result<bool>;
     /// Release the lock.
     fn unlock(&self) -> io::Result<()>;
-    /// `fstat(2)` of the lock file, to check it is still the one linked at its path.
+    /// `fstat(2)` of the lock file, to check it is still the one linked at its name.
     fn metadata(&self) -> io::Result<Metadata>;
 }
 
-/// The file-system operations statefile performs. See the [module docs](self).
+/// The file system: resolving paths, and opening directories. See the
+/// [module docs](self).
 pub trait Fs: Send + Sync + fmt::Debug {
-    /// Create a new file for writing with `O_CREAT | O_EXCL` and permission bits `mode`
-    /// (before the umask). Fails with `AlreadyExists` if the name is taken.
-    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn FsFile>>;
-    /// Open an existing file for reading (following symlinks).
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
-    /// Open a lock file, creating it (mode 0644 before the umask) if missing. Read
-    /// access is enough to lock, so a lock file created by another user still works.
-    fn open_lock(&self, path: &Path) -> io::Result<Box<dyn FsLockFile>>;
+    /// Open the directory `dir` as a handle. `dir` must be free of symlinks (canonical,
+    /// as [`Fs::canonicalize`] returns it): a symlink found in it is an error (`ELOOP`),
+    /// because a write resolves its directory once and must not be redirected later.
+    fn open_dir(&self, dir: &Path) -> io::Result<Box<dyn FsDir>>;
     /// `stat(2)`, following symlinks.
     fn metadata(&self, path: &Path) -> io::Result<Metadata>;
     /// `lstat(2)`, not following symlinks.
@@ -128,42 +154,51 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn read_link(&self, path: &Path) -> io::Result<PathBuf>;
     /// `realpath(3)`: an absolute path with every symlink and `..` resolved.
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf>;
-    /// `rename(2)`: atomically replaces `to` if it exists.
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
-    /// `link(2)`: a second name for `original`.
-    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()>;
-    /// `unlink(2)`.
-    fn remove_file(&self, path: &Path) -> io::Result<()>;
-    /// `mkdir(2)` with mode 0755 before the umask; fails if `path` exists.
-    fn create_dir(&self, path: &Path) -> io::Result<()>;
-    /// `rmdir(2)`: remove an empty directory.
-    fn remove_dir(&self, path: &Path) -> io::Result<()>;
-    /// `fsync(2)` on a directory, making the creations, links, renames and unlinks of
-    /// names in it durable.
-    fn sync_dir(&self, path: &Path) -> io::Result<()>;
-    /// The entries of a directory, without `.` and `..`, in no particular order.
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
     /// The process's file-mode creation mask.
     fn umask(&self) -> u32;
-    /// This file system with the directory `dir` held open: calls on names directly
-    /// inside `dir` are made relative to that handle (`openat`, `renameat`, `linkat`,
-    /// `unlinkat`, `fstatat`, `fsync`), so a component of `dir` swapped for a symlink
-    /// after it was resolved cannot redirect them. `dir` must be free of symlinks
-    /// (canonical); one found there is an error. `Ok(None)` where the file system has
-    /// no such handles (the default, for simulations): paths are used as they are.
-    fn pin_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Fs>>> {
-        let _ = dir;
-        Ok(None)
-    }
-    /// Whether this process may write the existing file at `path` (`access(2)` with
+}
+
+/// One open directory: every call names a file directly inside it, and none follows a
+/// symlink at that name. See the [module docs](self).
+pub trait FsDir: Send + Sync + fmt::Debug {
+    /// Create a new file for writing (`O_CREAT | O_EXCL`, so a name that exists,
+    /// a symlink included, is `AlreadyExists`), with permission bits `mode` (before the
+    /// umask).
+    fn create_new(&self, name: &OsStr, mode: u32) -> io::Result<Box<dyn FsFile>>;
+    /// Open an existing file for reading, without following a symlink (`O_NOFOLLOW`:
+    /// a symlink is an error, `ELOOP`) and without blocking (`O_NONBLOCK`: a FIFO opens
+    /// at once instead of waiting for a writer). Check the type with
+    /// [`FsFile::metadata`] before reading: only a regular file is a document.
+    fn open_read(&self, name: &OsStr) -> io::Result<Box<dyn FsFile>>;
+    /// Open a lock file (as [`FsDir::open_read`] does: no symlinks, no blocking),
+    /// creating it (mode 0644 before the umask) if missing. Read access is enough to
+    /// lock, so a lock file created by another user still works.
+    fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>>;
+    /// `fstatat(2)` without following a symlink.
+    fn stat(&self, name: &OsStr) -> io::Result<Metadata>;
+    /// `renameat(2)` within this directory: atomically replaces `to` if it exists.
+    fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()>;
+    /// `linkat(2)`: a second name for `original` (a symlink itself is linked, never
+    /// followed).
+    fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()>;
+    /// `unlinkat(2)`.
+    fn remove_file(&self, name: &OsStr) -> io::Result<()>;
+    /// `mkdirat(2)` with mode 0755 before the umask; fails if `name` exists.
+    fn create_dir(&self, name: &OsStr) -> io::Result<()>;
+    /// `unlinkat(2)` with `AT_REMOVEDIR`: remove an empty directory.
+    fn remove_dir(&self, name: &OsStr) -> io::Result<()>;
+    /// Open the subdirectory `name` (a symlink there is an error, `ELOOP`).
+    fn open_dir(&self, name: &OsStr) -> io::Result<Box<dyn FsDir>>;
+    /// `fsync(2)` on this directory, making the creations, links, renames and unlinks
+    /// of names in it durable.
+    fn sync(&self) -> io::Result<()>;
+    /// The entries, without `.` and `..`, in no particular order.
+    fn read_dir(&self) -> io::Result<Vec<DirEntry>>;
+    /// Whether this process may write the existing file `name` (`faccessat(2)` with
     /// the effective user and group). Replacing a file by rename only needs write
     /// access to its directory; statefile also requires it on the file, so a read-only
     /// document or one owned by another user is refused rather than silently taken over.
-    /// The default allows everything (for simulations that do not model permissions).
-    fn check_write_access(&self, path: &Path) -> io::Result<()> {
-        let _ = path;
-        Ok(())
-    }
+    fn check_write_access(&self, name: &OsStr) -> io::Result<()>;
 }
 
 /// The file system statefile uses unless told otherwise: the real one.
@@ -182,17 +217,6 @@ pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
             r => return r,
         }
     }
-}
-
-/// Read a whole file through the seam.
-pub(crate) fn read_all(fs: &dyn Fs, path: &Path) -> io::Result<Vec<u8>> {
-    let mut f = retry(|| fs.open_read(path))?;
-    let mut buf = Vec::new();
-    if let Ok(meta) = f.metadata() {
-        reserve_for(&mut buf, meta.len)?;
-    }
-    io::Read::read_to_end(&mut f, &mut buf)?;
-    Ok(buf)
 }
 
 /// Room for a file of `len` bytes, or an error (not an abort) when memory cannot hold it:

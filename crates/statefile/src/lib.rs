@@ -58,9 +58,14 @@ mod atomic;
 mod backup;
 mod doc;
 mod error;
+mod file;
 pub mod fs;
 mod json;
 mod lock;
+#[cfg(feature = "mutants")]
+pub mod mutants;
+#[cfg(not(feature = "mutants"))]
+mod mutants;
 mod names;
 mod options;
 pub mod pointer;
@@ -82,7 +87,7 @@ pub use names::MAX_NAME_LEN;
 pub use options::{BackupMade, BackupMethod, Durability, Options, ReadPolicy, Receipt};
 pub use recover::{Action, Finding, Problem, Report, Scan, ScanMode, recover, verify};
 pub use store::Store;
-pub use version::Version;
+pub use version::{ParseVersionError, Version};
 
 /// Write `value` as JSON to `path` atomically and durably, with default [`Options`]
 /// (one backup of the replaced version).
@@ -91,14 +96,13 @@ pub use version::Version;
 /// As [`Doc::write`].
 pub fn write_json<T: Serialize + ?Sized>(path: impl AsRef<Path>, value: &T) -> Result<Receipt> {
     let opts = Options::default();
-    let verify = if opts.verify {
-        atomic::Verify::Json
-    } else {
-        atomic::Verify::No
-    };
-    replace_path(path.as_ref(), &opts, opts.backups, verify, &mut |w| {
-        json::serialize_into(value, opts.format, w)
-    })
+    atomic::write(
+        path.as_ref(),
+        None,
+        &opts,
+        &atomic::Plan::json(&opts, None),
+        &mut |w| json::serialize_into(value, opts.format, w),
+    )
 }
 
 /// Read and parse the JSON document at `path`.
@@ -133,84 +137,13 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Receipt> {
 /// # Errors
 /// As [`Doc::write`].
 pub fn write_atomic_with(path: impl AsRef<Path>, bytes: &[u8], opts: &Options) -> Result<Receipt> {
-    let verify = if opts.verify {
-        atomic::Verify::Bytes
-    } else {
-        atomic::Verify::No
-    };
-    replace_path(path.as_ref(), opts, 0, verify, &mut |w| {
-        std::io::Write::write_all(w, bytes).map_err(json::SerializeError::Io)
-    })
-}
-
-fn replace_path(
-    path: &Path,
-    opts: &Options,
-    backups: usize,
-    verify: atomic::Verify,
-    body: &mut atomic::Body<'_>,
-) -> Result<Receipt> {
-    let (t, dangling) = names::resolve(opts.fs.as_ref(), path)?;
-    if dangling {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            format!(
-                "cannot write {}: it is a symlink to {}, which does not exist",
-                path.display(),
-                t.path.display()
-            ),
-        )
-        .with_path(path));
-    }
-    let lock = atomic::lock_target(
-        &opts.fs,
-        &t,
-        opts.create_dirs,
-        opts.durability,
-        opts.lock_timeout,
-    )?;
-    let plan = atomic::Plan {
-        fs: opts.fs.as_ref(),
-        target: &t,
-        durability: opts.durability,
-        backups,
-        verify,
-        current: atomic::Current::Unknown,
-        poison: None,
-    };
-    atomic::replace(&plan, &lock, body)
-}
-
-/// Test-only switches that break the write protocol on purpose, so the crash-state
-/// explorer can prove it notices. Compiled only with the `mutants` feature.
-#[cfg(feature = "mutants")]
-pub mod mutants {
-    use std::sync::atomic::{AtomicU8, Ordering};
-
-    /// A deliberate bug in the write protocol.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    #[repr(u8)]
-    pub enum Mutant {
-        /// Skip the fsync of the temp file.
-        NoFileFsync = 1,
-        /// Skip the fsync of the directory after the rename.
-        NoDirFsync = 2,
-        /// Delete the target and write the new bytes at its name, no rename.
-        InPlace = 3,
-        /// Use the fixed temp name `.name.tmp` instead of a unique one.
-        FixedTempName = 4,
-    }
-
-    static ACTIVE: AtomicU8 = AtomicU8::new(0);
-
-    /// Turn one mutant on (process-wide), or all off with `None`.
-    pub fn set(m: Option<Mutant>) {
-        ACTIVE.store(m.map_or(0, |m| m as u8), Ordering::SeqCst);
-    }
-
-    pub(crate) fn active(m: Mutant) -> bool {
-        ACTIVE.load(Ordering::SeqCst) == m as u8
-    }
+    atomic::write(
+        path.as_ref(),
+        None,
+        opts,
+        &atomic::Plan::bytes(opts),
+        &mut |w| std::io::Write::write_all(w, bytes).map_err(json::SerializeError::Io),
+    )
 }
 
 #[doc = include_str!("../../../README.md")]

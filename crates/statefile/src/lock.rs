@@ -16,13 +16,14 @@
 //! have unlinked it, and a lock on an unlinked file excludes nobody.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::fs::{Fs, FsLockFile};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::fs::{Fs, FsDir, FsLockFile};
 
 /// (file system instance, device, inode) of a lock file.
 type Key = (usize, u64, u64);
@@ -124,28 +125,12 @@ pub struct LockGuard {
     fifo: Arc<Fifo>,
     key: Key,
     waited: Duration,
-    /// The document's directory handle the lock was taken through, kept for the write
-    /// that follows (so one write opens its directory once).
-    dir: Option<(PathBuf, Box<dyn Fs>)>,
 }
 
 impl LockGuard {
     /// How long acquiring the lock took.
     pub fn waited(&self) -> Duration {
         self.waited
-    }
-
-    /// Keep `handle`, pinned from directory `dir`, for the holder's writes.
-    pub(crate) fn keep_dir(&mut self, dir: &Path, handle: Option<Box<dyn Fs>>) {
-        self.dir = handle.map(|h| (dir.to_path_buf(), h));
-    }
-
-    /// The kept handle of directory `dir`, if any.
-    pub(crate) fn dir_handle(&self, dir: &Path) -> Option<&dyn Fs> {
-        self.dir
-            .as_ref()
-            .filter(|(d, _)| d == dir)
-            .map(|(_, h)| h.as_ref())
     }
 }
 
@@ -165,26 +150,25 @@ fn fs_id(fs: &Arc<dyn Fs>) -> usize {
 }
 
 /// The lock file's identity, creating the file if it does not exist yet.
-/// `ops` makes the calls (the file system, or a directory handle pinned from it).
-fn identity(fs: &Arc<dyn Fs>, ops: &dyn Fs, path: &Path) -> io::Result<Key> {
-    let meta = match ops.metadata(path) {
+fn identity(fs: &Arc<dyn Fs>, dir: &dyn FsDir, name: &OsStr) -> io::Result<Key> {
+    let meta = match dir.stat(name) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            drop(crate::fs::retry(|| ops.open_lock(path))?);
-            ops.metadata(path)?
+            drop(crate::fs::retry(|| dir.open_lock(name))?);
+            dir.stat(name)?
         }
         Err(e) => return Err(e),
     };
     Ok((fs_id(fs), meta.dev, meta.ino))
 }
 
-/// Whether `file` is still the file linked at `path`.
-fn still_linked(fs: &dyn Fs, file: &dyn FsLockFile, path: &Path) -> io::Result<bool> {
+/// Whether `file` is still the file linked at `name`.
+fn still_linked(dir: &dyn FsDir, file: &dyn FsLockFile, name: &OsStr) -> io::Result<bool> {
     let held = file.metadata()?;
     if held.nlink == 0 {
         return Ok(false);
     }
-    match fs.metadata(path) {
+    match dir.stat(name) {
         Ok(now) => Ok(now.dev == held.dev && now.ino == held.ino),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
@@ -203,20 +187,16 @@ fn timeout_error(path: &Path, timeout: Duration) -> Error {
     .with_path(path)
 }
 
-/// Take the exclusive lock at `path`, waiting at most `timeout`.
+/// Take the exclusive lock on the lock file `name` in `dir` (at `path`, for messages),
+/// waiting at most `timeout`. `fs`, which opened `dir`, keys the in-process queue.
 ///
 /// # Errors
 /// [`ErrorKind::LockTimeout`] when the lock is not free in time; the I/O kinds when the
 /// lock file cannot be created or opened.
-pub(crate) fn acquire(fs: &Arc<dyn Fs>, path: &Path, timeout: Duration) -> Result<LockGuard> {
-    acquire_through(fs, fs.as_ref(), path, timeout)
-}
-
-/// As [`acquire`], making the file calls through `ops` (a directory handle pinned from
-/// `fs`, so the lock file's path is not resolved again); `fs` keys the in-process queue.
-pub(crate) fn acquire_through(
+pub(crate) fn acquire(
     fs: &Arc<dyn Fs>,
-    ops: &dyn Fs,
+    dir: &dyn FsDir,
+    name: &OsStr,
     path: &Path,
     timeout: Duration,
 ) -> Result<LockGuard> {
@@ -226,7 +206,7 @@ pub(crate) fn acquire_through(
     let deadline = start
         .checked_add(timeout)
         .unwrap_or_else(|| start + Duration::from_secs(u32::MAX.into()));
-    let mut key = identity(fs, ops, path).map_err(|e| Error::io("create lock file", path, e))?;
+    let mut key = identity(fs, dir, name).ctx("create lock file", path)?;
     loop {
         let fifo = enter(key);
         if !fifo.acquire(deadline) {
@@ -238,17 +218,15 @@ pub(crate) fn acquire_through(
             fifo,
             key,
             waited: Duration::ZERO,
-            dir: None,
         };
-        let file = crate::fs::retry(|| ops.open_lock(path))
-            .map_err(|e| Error::io("open lock file", path, e))?;
+        let file = crate::fs::retry(|| dir.open_lock(name)).ctx("open lock file", path)?;
         let mut backoff = Duration::from_micros(50);
         loop {
             match file.try_lock() {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("lock", path, e)),
+                Err(e) => return Err(e).ctx("lock", path),
             }
             let now = Instant::now();
             if now >= deadline {
@@ -257,7 +235,7 @@ pub(crate) fn acquire_through(
             std::thread::sleep(jitter(backoff).min(deadline - now));
             backoff = (backoff * 2).min(Duration::from_millis(8));
         }
-        if still_linked(ops, file.as_ref(), path).map_err(|e| Error::io("lock", path, e))? {
+        if still_linked(dir, file.as_ref(), name).ctx("lock", path)? {
             guard.file = Some(file);
             guard.waited = start.elapsed();
             return Ok(guard);
@@ -266,15 +244,19 @@ pub(crate) fn acquire_through(
         // our lock excludes nobody. Start again on the file now at the path.
         drop(file);
         drop(guard);
-        key = identity(fs, ops, path).map_err(|e| Error::io("create lock file", path, e))?;
+        key = identity(fs, dir, name).ctx("create lock file", path)?;
     }
 }
 
 /// Take the lock only if it is free right now: `Ok(None)` if anyone (a thread of this
 /// process or another process) holds it.
-pub(crate) fn try_acquire(fs: &Arc<dyn Fs>, path: &Path) -> Result<Option<LockGuard>> {
-    let key =
-        identity(fs, fs.as_ref(), path).map_err(|e| Error::io("create lock file", path, e))?;
+pub(crate) fn try_acquire(
+    fs: &Arc<dyn Fs>,
+    dir: &dyn FsDir,
+    name: &OsStr,
+    path: &Path,
+) -> Result<Option<LockGuard>> {
+    let key = identity(fs, dir, name).ctx("create lock file", path)?;
     let fifo = enter(key);
     if !fifo.try_acquire() {
         leave(key);
@@ -285,19 +267,17 @@ pub(crate) fn try_acquire(fs: &Arc<dyn Fs>, path: &Path) -> Result<Option<LockGu
         fifo,
         key,
         waited: Duration::ZERO,
-        dir: None,
     };
-    let file = crate::fs::retry(|| fs.open_lock(path))
-        .map_err(|e| Error::io("open lock file", path, e))?;
+    let file = crate::fs::retry(|| dir.open_lock(name)).ctx("open lock file", path)?;
     loop {
         match file.try_lock() {
             Ok(true) => break,
             Ok(false) => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("lock", path, e)),
+            Err(e) => return Err(e).ctx("lock", path),
         }
     }
-    if !still_linked(fs.as_ref(), file.as_ref(), path).map_err(|e| Error::io("lock", path, e))? {
+    if !still_linked(dir, file.as_ref(), name).ctx("lock", path)? {
         return Ok(None);
     }
     guard.file = Some(file);
@@ -319,6 +299,18 @@ fn jitter(d: Duration) -> Duration {
 mod tests {
     use super::*;
     use crate::fs::default_fs;
+
+    /// [`super::acquire`] by path, through a handle of the path's directory.
+    fn acquire(fs: &Arc<dyn Fs>, path: &Path, timeout: Duration) -> Result<LockGuard> {
+        let dir = fs.open_dir(path.parent().unwrap()).unwrap();
+        super::acquire(fs, dir.as_ref(), path.file_name().unwrap(), path, timeout)
+    }
+
+    /// [`super::try_acquire`] by path.
+    fn try_acquire(fs: &Arc<dyn Fs>, path: &Path) -> Result<Option<LockGuard>> {
+        let dir = fs.open_dir(path.parent().unwrap()).unwrap();
+        super::try_acquire(fs, dir.as_ref(), path.file_name().unwrap(), path)
+    }
 
     #[test]
     fn a_huge_timeout_is_not_an_overflow() {

@@ -28,26 +28,35 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    fn sidecar(&self, suffix: &str) -> PathBuf {
+    /// A target from a directory entry: `name` in the (canonical) directory `dir`.
+    pub fn in_dir(dir: &Path, name: &OsStr) -> Target {
+        Target {
+            dir: dir.to_path_buf(),
+            name: name.to_os_string(),
+            path: dir.join(name),
+        }
+    }
+
+    fn sidecar(&self, suffix: &str) -> OsString {
         let mut n = OsString::with_capacity(self.name.len() + suffix.len() + 1);
         n.push(".");
         n.push(&self.name);
         n.push(suffix);
-        self.dir.join(n)
+        n
     }
 
     /// `.name.json.lock`: the lock file, never replaced.
-    pub fn lock_path(&self) -> PathBuf {
+    pub fn lock_name(&self) -> OsString {
         self.sidecar(".lock")
     }
 
     /// `.name.json.sf-<random>.tmp`: a write in progress.
-    pub fn temp_path(&self, random: &str) -> PathBuf {
+    pub fn temp_name(&self, random: &str) -> OsString {
         self.sidecar(&format!(".sf-{random}.tmp"))
     }
 
     /// `.name.json.bak` (n = 1), `.name.json.bak.2`, ...: previous versions, newest first.
-    pub fn backup_path(&self, n: usize) -> PathBuf {
+    pub fn backup_name(&self, n: usize) -> OsString {
         if n <= 1 {
             self.sidecar(".bak")
         } else {
@@ -56,8 +65,28 @@ impl Target {
     }
 
     /// `.name.json.corrupt`: the last unparseable version that was replaced.
-    pub fn corrupt_path(&self) -> PathBuf {
+    pub fn corrupt_name(&self) -> OsString {
         self.sidecar(".corrupt")
+    }
+
+    /// The path of `name` beside the document, for messages and receipts.
+    pub fn beside(&self, name: &OsStr) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The lock file's path.
+    pub fn lock_path(&self) -> PathBuf {
+        self.beside(&self.lock_name())
+    }
+
+    /// Backup `n`'s path.
+    pub fn backup_path(&self, n: usize) -> PathBuf {
+        self.beside(&self.backup_name(n))
+    }
+
+    /// The `.corrupt` file's path.
+    pub fn corrupt_path(&self) -> PathBuf {
+        self.beside(&self.corrupt_name())
     }
 }
 
@@ -211,7 +240,48 @@ pub(crate) fn check_store_name(name: &str) -> Result<()> {
 /// would be created; a missing directory resolves through its nearest existing ancestor.
 ///
 /// Returns the target and whether the path was (or led through) a dangling symlink.
-pub(crate) fn resolve(fs: &dyn Fs, path: &Path) -> Result<(Target, bool)> {
+/// With `confine` (a store's canonical root), a target outside it is
+/// [`ErrorKind::InvalidName`].
+pub(crate) fn resolve(fs: &dyn Fs, path: &Path, confine: Option<&Path>) -> Result<(Target, bool)> {
+    let (t, dangling) = resolve_anywhere(fs, path)?;
+    if let Some(root) = confine
+        && !t.path.starts_with(root)
+    {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!(
+                "{} resolves outside the store (through a symlink)",
+                path.display()
+            ),
+        )
+        .with_path(path));
+    }
+    Ok((t, dangling))
+}
+
+/// As [`resolve`], for a write: a dangling symlink is [`ErrorKind::NotFound`] (a write
+/// does not create the file a link points to).
+pub(crate) fn resolve_for_write(
+    fs: &dyn Fs,
+    path: &Path,
+    confine: Option<&Path>,
+) -> Result<Target> {
+    let (t, dangling) = resolve(fs, path, confine)?;
+    if dangling {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!(
+                "cannot write {}: it is a symlink to {}, which does not exist",
+                path.display(),
+                t.path.display()
+            ),
+        )
+        .with_path(path));
+    }
+    Ok(t)
+}
+
+fn resolve_anywhere(fs: &dyn Fs, path: &Path) -> Result<(Target, bool)> {
     check_path(path)?;
     let mut current = path.to_path_buf();
     let mut followed = false;
@@ -275,7 +345,7 @@ fn finish(fs: &dyn Fs, file: &Path, dangling: bool) -> Result<(Target, bool)> {
 }
 
 /// Canonicalize the longest existing prefix of `dir` and append the rest unchanged.
-fn canonicalize_existing_prefix(fs: &dyn Fs, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn canonicalize_existing_prefix(fs: &dyn Fs, dir: &Path) -> Result<PathBuf> {
     let mut missing: Vec<OsString> = Vec::new();
     let mut cur = dir.to_path_buf();
     loop {
@@ -318,7 +388,7 @@ mod tests {
         let cases = [
             (t.lock_path(), Sidecar::Lock("a.json".into())),
             (
-                t.temp_path(&random_suffix()),
+                t.beside(&t.temp_name(&random_suffix())),
                 Sidecar::Temp("a.json".into()),
             ),
             (t.backup_path(1), Sidecar::Backup("a.json".into(), 1)),
@@ -369,5 +439,69 @@ mod tests {
         let long = "x".repeat(MAX_NAME_LEN + 1);
         assert!(check_store_name(&long).is_err());
         check_store_name(&"x".repeat(MAX_NAME_LEN)).unwrap();
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A segment a store name may have: not hidden, no separators or NUL.
+        fn segment() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9_][a-zA-Z0-9_. -]{0,20}"
+                .prop_filter("not . or ..", |s| s != "." && s != "..")
+        }
+
+        proptest! {
+            // Names come from URLs and command lines: no input may panic the checks.
+            #[test]
+            fn name_checks_never_panic(name in any::<String>(), raw in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = check_store_name(&name);
+                let _ = check_path(Path::new(&name));
+                let _ = check_path(Path::new(OsStr::from_bytes(&raw)));
+                let _ = sidecar_of(OsStr::from_bytes(&raw));
+            }
+
+            // What the store accepts stays inside it and is never one of its own files.
+            #[test]
+            fn an_accepted_store_name_is_relative_plain_and_not_a_sidecar(name in any::<String>()) {
+                if check_store_name(&name).is_ok() {
+                    prop_assert!(!name.starts_with('/'));
+                    prop_assert!(!name.contains('\0') && !name.contains('\\'));
+                    for seg in name.split('/') {
+                        prop_assert!(!seg.is_empty() && !seg.starts_with('.'));
+                        prop_assert!(seg.len() <= NAME_MAX);
+                    }
+                    let file = name.rsplit('/').next().unwrap();
+                    prop_assert!(file.len() <= MAX_NAME_LEN);
+                    prop_assert_eq!(sidecar_of(OsStr::new(file)), None);
+                }
+            }
+
+            // Names built from plain segments are accepted.
+            #[test]
+            fn plain_segments_make_a_valid_name(segs in proptest::collection::vec(segment(), 1..5)) {
+                let name = segs.join("/");
+                prop_assert!(check_store_name(&name).is_ok(), "{:?}", name);
+            }
+
+            // Every sidecar name of a document classifies back to that document, and is
+            // refused as a document name itself.
+            #[test]
+            fn sidecar_names_round_trip_for_any_document(doc in segment(), n in 1usize..1000) {
+                prop_assume!(check_path(Path::new(&doc)).is_ok());
+                let t = Target::in_dir(Path::new("/d"), OsStr::new(&doc));
+                let d = OsString::from(&doc);
+                let cases = [
+                    (t.lock_name(), Sidecar::Lock(d.clone())),
+                    (t.temp_name(&random_suffix()), Sidecar::Temp(d.clone())),
+                    (t.backup_name(n), Sidecar::Backup(d.clone(), n)),
+                    (t.corrupt_name(), Sidecar::Corrupt(d.clone())),
+                ];
+                for (name, want) in cases {
+                    prop_assert_eq!(sidecar_of(&name), Some(want));
+                    prop_assert!(check_path(Path::new(&name)).is_err());
+                }
+            }
+        }
     }
 }

@@ -66,6 +66,29 @@ pub enum ReadPolicy {
 }
 
 /// Settings for a [`Doc`](crate::Doc) or a [`Store`](crate::Store).
+///
+/// A builder: start from the defaults ([`Options::new`]) and change what differs.
+///
+/// ```
+/// use std::time::Duration;
+/// use statefile::{Doc, Durability, Options};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("cache/index.json");
+/// let opts = Options::new()
+///     .durability(Durability::Data) // fdatasync the file; no directory sync
+///     .backups(3)                   // keep .index.json.bak, .bak.2, .bak.3
+///     .lock_timeout(Duration::from_secs(2))
+///     .create_dirs(true)            // create cache/ if it is missing
+///     .fallback(true);              // a damaged file reads as its newest good backup
+/// let doc = Doc::<Vec<u32>>::open_with(&path, opts)?;
+/// for n in 0..5 {
+///     doc.write(&vec![n])?;
+/// }
+/// assert_eq!(doc.backups()?.len(), 3);
+/// assert_eq!(doc.options().get_backups(), 3);
+/// # Ok::<(), statefile::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Options {
     pub(crate) durability: Durability,

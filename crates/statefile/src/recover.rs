@@ -15,19 +15,19 @@
 //! seen, so a concurrent fix is never undone. Lock files are never problems.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use crate::atomic;
 use crate::backup::{self, BackupRef};
 use crate::doc::Doc;
-use crate::error::{Error, ErrorKind, Result};
-use crate::fs::{FileType, Fs};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::file::{self, Seen};
+use crate::fs::{FileType, Fs, FsDir};
 use crate::lock;
-use crate::names::{Sidecar, Target, sidecar_of};
+use crate::names::{self, Sidecar, Target, sidecar_of};
 use crate::options::{Durability, Options};
 use crate::version::Version;
 
@@ -164,6 +164,19 @@ impl Report {
 
 /// Check `path` (a document or a directory tree) without changing anything.
 ///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let root = dir.path();
+/// statefile::write_json(root.join("ok.json"), &[1, 2])?;
+/// std::fs::write(root.join("hurt.json"), b"{\"trunc")?; // a crash of some other writer
+/// let report = statefile::verify(root)?;
+/// assert_eq!(report.documents, 2);
+/// assert!(report.needs_repair());
+/// let hurt: Vec<_> = report.corrupt_documents().map(|f| f.path.clone()).collect();
+/// assert_eq!(hurt, [root.join("hurt.json")]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// Only when `path` itself cannot be read; problems inside are findings.
 pub fn verify(path: impl AsRef<Path>) -> Result<Report> {
@@ -174,6 +187,23 @@ pub fn verify(path: impl AsRef<Path>) -> Result<Report> {
 /// temp files, restore damaged documents from their newest good backup, move damaged
 /// backups aside. Never touches a temp file whose writer is alive.
 ///
+/// ```
+/// use statefile::{Action, Doc};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("jobs.json");
+/// let doc = Doc::<Vec<String>>::open(&path)?;
+/// doc.write(&vec!["a".into()])?;
+/// doc.write(&vec!["a".into(), "b".into()])?; // the first version is now .jobs.json.bak
+/// std::fs::write(&path, b"[\"a\", \"b")?;     // damaged behind statefile's back
+///
+/// let report = statefile::recover(dir.path())?;
+/// assert!(matches!(report.findings[0].action, Action::Restored { .. }));
+/// assert!(!report.needs_repair());
+/// assert_eq!(doc.read()?, ["a"]); // the newest good backup
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// Only when `path` itself cannot be read; problems inside are findings.
 pub fn recover(path: impl AsRef<Path>) -> Result<Report> {
@@ -182,6 +212,27 @@ pub fn recover(path: impl AsRef<Path>) -> Result<Report> {
 
 /// A configurable scan: the mode, a dry run, the options repairs write with, and a
 /// progress callback.
+///
+/// ```
+/// use statefile::{Action, Scan, ScanMode};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let root = dir.path();
+/// statefile::write_json(root.join("a.json"), &1)?;
+/// statefile::write_json(root.join("a.json"), &2)?; // .a.json.bak holds 1
+/// std::fs::write(root.join("a.json"), b"")?;         // an empty file: damaged
+///
+/// // What would a repair do? Nothing changes.
+/// let plan = Scan::new(ScanMode::Repair).dry_run(true).run(root)?;
+/// assert!(matches!(&plan.findings[0].action, Action::Would(what) if what.starts_with("restore")));
+/// assert!(std::fs::read(root.join("a.json"))?.is_empty());
+///
+/// let mut seen = 0;
+/// let done = Scan::new(ScanMode::Repair).run_with_progress(root, &mut |n, _total| seen = n)?;
+/// assert!(done.findings[0].is_fixed());
+/// assert_eq!((seen, statefile::read_json::<u32>(root.join("a.json"))?), (1, 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Scan {
     mode: ScanMode,
@@ -238,33 +289,52 @@ impl Scan {
     /// As [`Scan::run`].
     pub fn run_with_progress(&self, path: &Path, progress: Progress<'_>) -> Result<Report> {
         let fs = self.opts.fs.clone();
-        let meta = fs
-            .metadata(path)
-            .map_err(|e| Error::io("inspect", path, e))?;
+        let meta = fs.metadata(path).ctx("inspect", path)?;
         let mut groups: Vec<Group> = Vec::new();
         let mut report = Report::default();
         if meta.is_dir() {
-            walk(fs.as_ref(), path, &mut groups, &mut report);
+            let real = fs.canonicalize(path).ctx("inspect", path)?;
+            walk(fs.as_ref(), path, &real, &mut groups, &mut report);
         } else {
             let dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
+            let real = fs.canonicalize(&dir).ctx("inspect", &dir)?;
             let name = path.file_name().map(OsString::from).unwrap_or_default();
             let entries = fs
-                .read_dir(&dir)
-                .map_err(|e| Error::io("list directory", &dir, e))?;
-            let mut by_doc = group_dir(&dir, entries.into_iter().map(|e| (e.name, e.file_type)));
+                .open_dir(&real)
+                .and_then(|d| d.read_dir())
+                .ctx("list directory", &dir)?;
+            let mut by_doc = group_dir(
+                &dir,
+                &real,
+                entries.into_iter().map(|e| (e.name, e.file_type)),
+            );
             let mut g = by_doc
                 .remove(&name)
-                .unwrap_or_else(|| Group::new(&dir, &name));
+                .unwrap_or_else(|| Group::new(&dir, &real, &name));
             g.is_doc = true;
             groups.push(g);
         }
         let total = groups.iter().filter(|g| g.is_doc).count();
         let mut done = 0;
+        // Groups come directory by directory: one handle at a time, reused.
+        let mut open: Option<(PathBuf, Box<dyn FsDir>)> = None;
         for g in &groups {
-            self.check_group(g, &mut report);
+            if open.as_ref().is_none_or(|(d, _)| d != &g.real_dir) {
+                open = match fs.open_dir(&g.real_dir) {
+                    Ok(h) => Some((g.real_dir.clone(), h)),
+                    Err(e) => {
+                        let e = Error::io("open directory", &g.dir, e);
+                        report.findings.push(unreadable(&g.dir, &e));
+                        None
+                    }
+                };
+            }
+            if let Some((_, dir)) = &open {
+                self.check_group(dir.as_ref(), g, &mut report);
+            }
             if g.is_doc {
                 done += 1;
                 progress(done, total);
@@ -274,77 +344,74 @@ impl Scan {
         Ok(report)
     }
 
-    fn check_group(&self, g: &Group, report: &mut Report) {
-        let fs = &self.opts.fs;
-        let t = Target {
-            dir: g.dir.clone(),
-            name: g.name.clone(),
-            path: g.dir.join(&g.name),
-        };
+    fn check_group(&self, dir: &dyn FsDir, g: &Group, report: &mut Report) {
+        let t = Target::in_dir(&g.dir, &g.name);
         // Temps first: a live writer may be about to replace the document.
         let mut removed_any = false;
         for temp in &g.temps {
-            match self.check_temp(&t, temp) {
+            let path = t.beside(temp);
+            match self.check_temp(dir, &t, temp) {
                 Ok(TempState::Live) => report.live_temps += 1,
                 Ok(TempState::Gone) => {}
                 Ok(TempState::Stale(action)) => {
                     removed_any |= action == Action::Removed;
                     report.findings.push(Finding {
-                        path: temp.clone(),
+                        path,
                         problem: Problem::StaleTemp,
                         action,
                     });
                 }
-                Err(e) => report.findings.push(unreadable(temp, &e)),
+                Err(e) => report.findings.push(unreadable(&path, &e)),
             }
         }
         if removed_any && self.opts.durability == Durability::Full {
             // Not needed for correctness (a resurrected temp is removed again), but it
             // keeps a second recovery from finding the same temp after a power loss.
-            let _ = fs.sync_dir(&t.dir);
+            let _ = dir.sync();
         }
         // Backups before the document: both may move a damaged file to `.corrupt`, and
         // the one that stays there must be the newest damage (the document's), which is
         // the one worth salvaging.
         for b in &g.backups {
             report.backups += 1;
-            self.check_backup(&t, b, report);
+            self.check_backup(dir, &t, b, report);
         }
         if g.is_doc {
             report.documents += 1;
             if g.backups.is_empty() {
                 report.without_backup += 1;
             }
-            self.check_document(&t, report);
+            self.check_document(dir, &t, report);
         }
     }
 
-    fn check_temp(&self, t: &Target, temp: &Path) -> Result<TempState> {
+    fn check_temp(&self, dir: &dyn FsDir, t: &Target, temp: &OsStr) -> Result<TempState> {
         let fs = &self.opts.fs;
-        let lock_path = t.lock_path();
+        let (lock_name, lock_path) = (t.lock_name(), t.lock_path());
         // A writer creates the lock file before its temp file; without one, the
         // writer is gone. With one, it is gone only if its lock is free.
-        let guard = match fs.metadata(&lock_path) {
+        let guard = match dir.stat(&lock_name) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            _ => match lock::try_acquire(fs, &lock_path)? {
+            _ => match lock::try_acquire(fs, dir, &lock_name, &lock_path)? {
                 Some(g) => Some(g),
                 None => return Ok(TempState::Live),
             },
         };
+        let path = t.beside(temp);
         // Its writer may have finished between the directory listing and our lock.
-        match fs.symlink_metadata(temp) {
+        match dir.stat(temp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TempState::Gone),
-            Err(e) => return Err(Error::io("inspect", temp, e)),
+            Err(e) => return Err(Error::io("inspect", &path, e)),
             Ok(_) => {}
         }
         let action = match (self.mode, self.dry_run) {
             (ScanMode::Verify, _) => Action::None,
             (_, true) => Action::Would("delete".into()),
-            _ => match fs.remove_file(temp) {
+            _ => match dir.remove_file(temp) {
                 Ok(()) => Action::Removed,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Action::Removed,
                 Err(e) => Action::Failed {
-                    error: Error::io("delete", temp, e).to_string(),
+                    error: Error::io("delete", &path, e).to_string(),
                 },
             },
         };
@@ -352,9 +419,27 @@ impl Scan {
         Ok(TempState::Stale(action))
     }
 
-    fn check_document(&self, t: &Target, report: &mut Report) {
+    /// The document's version and whether it parses, through a symlink if it is one
+    /// (as a reader would see it).
+    fn inspect_document(&self, dir: &dyn FsDir, t: &Target) -> Result<(Seen, String)> {
         let fs = self.opts.fs.as_ref();
-        let (damaged, parses) = match atomic::inspect(fs, &t.path) {
+        let linked = dir
+            .stat(&t.name)
+            .is_ok_and(|m| m.file_type == FileType::Symlink);
+        if !linked {
+            let seen = file::inspect(dir, &t.name, &t.path)?;
+            let reason = describe_damage(dir, &t.name, &t.path);
+            return Ok((seen, reason));
+        }
+        let (real, _) = names::resolve(fs, &t.path, None)?;
+        let real_dir = fs.open_dir(&real.dir).ctx("open directory", &real.dir)?;
+        let seen = file::inspect(real_dir.as_ref(), &real.name, &t.path)?;
+        let reason = describe_damage(real_dir.as_ref(), &real.name, &t.path);
+        Ok((seen, reason))
+    }
+
+    fn check_document(&self, dir: &dyn FsDir, t: &Target, report: &mut Report) {
+        let (seen, reason) = match self.inspect_document(dir, t) {
             Ok(r) => r,
             Err(e) if e.kind() == ErrorKind::NotFound => return,
             Err(e) => {
@@ -362,11 +447,11 @@ impl Scan {
                 return;
             }
         };
-        if parses {
+        if seen.parses {
             return;
         }
-        let reason = describe_damage(fs, &t.path);
-        let good = backup::list(fs, t)
+        let damaged = seen.version;
+        let good = backup::list(dir, t)
             .ok()
             .and_then(|l| l.into_iter().find(|b| b.parses));
         let action = match (&good, self.mode, self.dry_run) {
@@ -407,36 +492,41 @@ impl Scan {
         });
     }
 
-    fn check_backup(&self, t: &Target, b: &Path, report: &mut Report) {
+    fn check_backup(&self, dir: &dyn FsDir, t: &Target, b: &OsStr, report: &mut Report) {
         let fs = &self.opts.fs;
-        let seen = match atomic::inspect(fs.as_ref(), b) {
-            Ok((_, true)) => return,
+        let path = t.beside(b);
+        let seen = match file::inspect(dir, b, &path) {
+            Ok(s) if s.parses => return,
             Err(e) if e.kind() == ErrorKind::NotFound => return,
             Err(e) => {
-                report.findings.push(unreadable(b, &e));
+                report.findings.push(unreadable(&path, &e));
                 return;
             }
-            Ok((v, false)) => v,
+            Ok(s) => s,
         };
-        let reason = describe_damage(fs.as_ref(), b);
+        let reason = describe_damage(dir, b, &path);
         let to = t.corrupt_path();
         let action = match (self.mode, self.dry_run) {
             (ScanMode::Repair, true) => Action::Would(format!("move to {}", to.display())),
             (ScanMode::Repair, false) => {
                 // Under the lock, and only if the backup still holds the damage we saw: a
                 // writer may have rotated a good version into this name meanwhile.
-                let moved =
-                    lock::acquire(fs, &t.lock_path(), self.opts.lock_timeout).and_then(|_g| {
-                        match atomic::inspect(fs.as_ref(), b) {
-                            Ok((v, false)) if v == seen => fs
-                                .rename(b, &to)
-                                .map(|()| true)
-                                .map_err(|e| Error::io("move aside", b, e)),
-                            Ok(_) => Ok(false),
-                            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-                            Err(e) => Err(e),
-                        }
-                    });
+                let moved = lock::acquire(
+                    fs,
+                    dir,
+                    &t.lock_name(),
+                    &t.lock_path(),
+                    self.opts.lock_timeout,
+                )
+                .and_then(|_g| match file::inspect(dir, b, &path) {
+                    Ok(now) if !now.parses && now.version == seen.version => dir
+                        .rename(b, &t.corrupt_name())
+                        .map(|()| true)
+                        .ctx("move aside", &path),
+                    Ok(_) => Ok(false),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(e),
+                });
                 match moved {
                     Ok(true) => Action::MovedAside { to },
                     Ok(false) => Action::None,
@@ -448,7 +538,7 @@ impl Scan {
             _ => Action::None,
         };
         report.findings.push(Finding {
-            path: b.to_path_buf(),
+            path,
             problem: Problem::CorruptBackup { reason },
             action,
         });
@@ -472,10 +562,11 @@ fn unreadable(path: &Path, e: &Error) -> Finding {
     }
 }
 
-fn describe_damage(fs: &dyn Fs, path: &Path) -> String {
-    match crate::fs::read_all(fs, path) {
-        Ok(bytes) if bytes.is_empty() => "the file is empty".into(),
-        Ok(bytes) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+/// What is wrong with a file that did not parse, with the position.
+fn describe_damage(dir: &dyn FsDir, name: &OsStr, path: &Path) -> String {
+    match file::read(dir, name, path) {
+        Ok((bytes, _)) if bytes.is_empty() => "the file is empty".into(),
+        Ok((bytes, _)) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
             Ok(_) => "the file changed while it was checked".into(),
             Err(e) => {
                 let info = crate::json::corrupt_info(&e, false);
@@ -489,20 +580,24 @@ fn describe_damage(fs: &dyn Fs, path: &Path) -> String {
     }
 }
 
-/// A document name in one directory and the sidecars found for it.
+/// A document name in one directory and the sidecars found for it (names in `dir`).
 #[derive(Debug)]
 struct Group {
+    /// The directory as the scan was asked about it (what findings name).
     dir: PathBuf,
+    /// The same directory, canonical: what is opened.
+    real_dir: PathBuf,
     name: OsString,
     is_doc: bool,
-    temps: Vec<PathBuf>,
-    backups: Vec<PathBuf>,
+    temps: Vec<OsString>,
+    backups: Vec<OsString>,
 }
 
 impl Group {
-    fn new(dir: &Path, name: &OsString) -> Group {
+    fn new(dir: &Path, real_dir: &Path, name: &OsString) -> Group {
         Group {
             dir: dir.to_path_buf(),
+            real_dir: real_dir.to_path_buf(),
             name: name.clone(),
             is_doc: false,
             temps: Vec::new(),
@@ -519,27 +614,27 @@ fn is_document_name(name: &OsString) -> bool {
 
 fn group_dir(
     dir: &Path,
+    real_dir: &Path,
     entries: impl Iterator<Item = (OsString, FileType)>,
 ) -> BTreeMap<OsString, Group> {
+    fn group<'m>(
+        by_doc: &'m mut BTreeMap<OsString, Group>,
+        (dir, real_dir): (&Path, &Path),
+        doc: &OsString,
+    ) -> &'m mut Group {
+        by_doc
+            .entry(doc.clone())
+            .or_insert_with(|| Group::new(dir, real_dir, doc))
+    }
     let mut by_doc: BTreeMap<OsString, Group> = BTreeMap::new();
+    let at = (dir, real_dir);
     for (name, ft) in entries {
         match sidecar_of(&name) {
-            Some(Sidecar::Temp(doc)) => by_doc
-                .entry(doc.clone())
-                .or_insert_with(|| Group::new(dir, &doc))
-                .temps
-                .push(dir.join(&name)),
-            Some(Sidecar::Backup(doc, _)) => by_doc
-                .entry(doc.clone())
-                .or_insert_with(|| Group::new(dir, &doc))
-                .backups
-                .push(dir.join(&name)),
+            Some(Sidecar::Temp(doc)) => group(&mut by_doc, at, &doc).temps.push(name),
+            Some(Sidecar::Backup(doc, _)) => group(&mut by_doc, at, &doc).backups.push(name),
             Some(Sidecar::Lock(_) | Sidecar::Corrupt(_)) => {}
             None if matches!(ft, FileType::File | FileType::Symlink) && is_document_name(&name) => {
-                by_doc
-                    .entry(name.clone())
-                    .or_insert_with(|| Group::new(dir, &name))
-                    .is_doc = true;
+                group(&mut by_doc, at, &name).is_doc = true;
             }
             None => {}
         }
@@ -547,10 +642,10 @@ fn group_dir(
     by_doc
 }
 
-/// Collect groups under `dir` recursively (not following symlinked directories, so a
-/// scan cannot loop or leave the tree).
-fn walk(fs: &dyn Fs, dir: &Path, groups: &mut Vec<Group>, report: &mut Report) {
-    let entries = match fs.read_dir(dir) {
+/// Collect groups under `dir` (canonical: `real`) recursively, not following
+/// symlinked directories, so a scan cannot loop or leave the tree.
+fn walk(fs: &dyn Fs, dir: &Path, real: &Path, groups: &mut Vec<Group>, report: &mut Report) {
+    let entries = match fs.open_dir(real).and_then(|d| d.read_dir()) {
         Ok(e) => e,
         Err(e) => {
             report
@@ -564,15 +659,15 @@ fn walk(fs: &dyn Fs, dir: &Path, groups: &mut Vec<Group>, report: &mut Report) {
     for e in entries {
         if e.file_type == FileType::Dir {
             if !e.name.to_string_lossy().starts_with('.') {
-                subdirs.push(dir.join(&e.name));
+                subdirs.push(e.name);
             }
         } else {
             files.push((e.name, e.file_type));
         }
     }
-    groups.extend(group_dir(dir, files.into_iter()).into_values());
+    groups.extend(group_dir(dir, real, files.into_iter()).into_values());
     subdirs.sort();
     for d in subdirs {
-        walk(fs, &d, groups, report);
+        walk(fs, &dir.join(&d), &real.join(&d), groups, report);
     }
 }

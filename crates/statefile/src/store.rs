@@ -139,7 +139,9 @@ impl Store {
     }
 
     fn list_dir(&self, dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) -> Result<()> {
-        let entries = match self.opts.fs.read_dir(dir) {
+        // `dir` is the canonical root joined with names of real directories (not links):
+        // opened refusing symlinks, so a directory swapped for one is not followed.
+        let entries = match self.opts.fs.open_dir(dir).and_then(|d| d.read_dir()) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(Error::io("list directory", dir, e)),
@@ -182,6 +184,15 @@ impl Store {
 
     /// Check every document of the store without changing anything.
     ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = statefile::Store::open(dir.path())?;
+    /// store.doc::<u32>("n.json")?.write(&1)?;
+    /// let report = store.verify()?;
+    /// assert_eq!((report.documents, report.is_healthy()), (1, true));
+    /// # Ok::<(), statefile::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// Only if the root cannot be read.
     pub fn verify(&self) -> Result<Report> {
@@ -204,8 +215,10 @@ impl Store {
 
 fn create_root(opts: &Options, root: &Path) -> Result<()> {
     let fs = opts.fs.as_ref();
+    // Created through handles of canonical parents: resolve what exists first.
+    let root = names::canonicalize_existing_prefix(fs, root)?;
     let mut missing = Vec::new();
-    let mut cur = root;
+    let mut cur = root.as_path();
     loop {
         match fs.metadata(cur) {
             Ok(_) => break,

@@ -9,12 +9,25 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, ErrorKind};
-
 /// A document's version: the lowercase hex SHA-256 of its bytes on disk.
 ///
 /// The same string, in double quotes, is the HTTP `ETag` the server sends.
 /// [`Version::parse`] accepts both forms.
+///
+/// ```
+/// use statefile::Version;
+///
+/// // printf 'abc' | sha256sum
+/// let v = Version::of(b"abc");
+/// assert_eq!(v.as_str(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+/// assert_eq!(v.etag(), format!("\"{v}\""));
+/// // As the CLI prints it, or as an HTTP ETag (weak or strong): the same version.
+/// assert_eq!(Version::parse(v.as_str())?, v);
+/// assert_eq!(Version::parse(&v.etag())?, v);
+/// assert_eq!(Version::parse(&format!("W/{}", v.etag()))?, v);
+/// assert!(Version::parse("abc").is_err());
+/// # Ok::<(), statefile::ParseVersionError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version(String);
 
@@ -38,8 +51,8 @@ impl Version {
     /// `W/"hex"`). Upper-case hex is accepted and normalised.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidName`] when `s` is not 64 hex digits.
-    pub fn parse(s: &str) -> Result<Version, Error> {
+    /// [`ParseVersionError`] when `s` is not 64 hex digits (optionally quoted).
+    pub fn parse(s: &str) -> Result<Version, ParseVersionError> {
         let t = s.trim();
         let t = t.strip_prefix("W/").unwrap_or(t);
         let t = t
@@ -49,10 +62,9 @@ impl Version {
         if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
             Ok(Version(t.to_ascii_lowercase()))
         } else {
-            Err(Error::new(
-                ErrorKind::InvalidName,
-                format!("{s:?} is not a statefile version (64 hex digits, optionally quoted)"),
-            ))
+            Err(ParseVersionError {
+                input: s.to_string(),
+            })
         }
     }
 
@@ -80,11 +92,42 @@ impl fmt::Debug for Version {
 }
 
 impl FromStr for Version {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Version, Error> {
+    type Err = ParseVersionError;
+    fn from_str(s: &str) -> Result<Version, ParseVersionError> {
         Version::parse(s)
     }
 }
+
+/// A string that is not a version: [`Version::parse`]'s error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseVersionError {
+    input: String,
+}
+
+impl ParseVersionError {
+    /// The text that did not parse.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+}
+
+impl fmt::Display for ParseVersionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Quote only a short prefix: the input may be a whole request header.
+        let shown: String = self.input.chars().take(80).collect();
+        let more = if shown.len() < self.input.len() {
+            "..."
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "{shown:?}{more} is not a statefile version (64 hex digits, optionally quoted)"
+        )
+    }
+}
+
+impl std::error::Error for ParseVersionError {}
 
 /// A writer that hashes and counts everything passing through it.
 pub(crate) struct HashingWriter<W> {
@@ -123,22 +166,57 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Hash a stream (for files too large to hold twice in memory).
-pub(crate) fn hash_reader(mut r: impl io::Read) -> io::Result<(Version, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n_total = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        n_total += n as u64;
+/// A reader that hashes what passes through and remembers the first I/O error (the
+/// JSON parser reports I/O errors as parse errors, which must not read as corruption).
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: HashingWriter<io::Sink>,
+    error: Option<io::Error>,
+}
+
+impl<R: io::Read> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: HashingWriter::new(io::sink()),
+            error: None,
+        }
     }
-    Ok((Version::from_digest(hasher.finalize().into()), n_total))
+
+    /// The version and length of what was read, or the first read error met.
+    pub(crate) fn finish(self) -> io::Result<(Version, u64)> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let (_, v, n) = self.hasher.finish();
+        Ok((v, n))
+    }
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Ok(n) => {
+                    self.hasher.write_all(&buf[..n])?;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let copy = io::Error::new(e.kind(), e.to_string());
+                    self.error.get_or_insert(e);
+                    return Err(copy);
+                }
+            }
+        }
+    }
+}
+
+/// Hash a stream (for files too large to hold twice in memory).
+pub(crate) fn hash_reader(r: impl io::Read) -> io::Result<(Version, u64)> {
+    let mut tee = HashingReader::new(r);
+    io::copy(&mut tee, &mut io::sink())?;
+    tee.finish()
 }
 
 #[cfg(test)]
@@ -174,5 +252,41 @@ mod tests {
         assert_eq!(n, 11);
         assert_eq!(v, Version::of(&bytes));
         assert_eq!(hash_reader(&bytes[..]).unwrap(), (v, 11));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            // Versions come from If-Match headers and --if-match: never a panic.
+            #[test]
+            fn parse_never_panics(s in any::<String>()) {
+                if let Ok(v) = Version::parse(&s) {
+                    prop_assert_eq!(v.as_str().len(), 64);
+                    prop_assert!(v.as_str().bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+                }
+            }
+
+            // Every printed form of a version parses back to it.
+            #[test]
+            fn every_form_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                let v = Version::of(&bytes);
+                prop_assert_eq!(Version::parse(v.as_str()).unwrap(), v.clone());
+                prop_assert_eq!(Version::parse(&v.to_string()).unwrap(), v.clone());
+                prop_assert_eq!(Version::parse(&v.etag()).unwrap(), v.clone());
+                prop_assert_eq!(Version::parse(&format!("W/{}", v.etag())).unwrap(), v.clone());
+                prop_assert_eq!(Version::parse(&v.as_str().to_ascii_uppercase()).unwrap(), v.clone());
+                prop_assert_eq!(v.as_str().parse::<Version>().unwrap(), v);
+            }
+
+            // Anything but 64 hex digits (optionally quoted) is refused, and says what.
+            #[test]
+            fn wrong_lengths_are_refused(hex in "[0-9a-f]{0,63}|[0-9a-f]{65,80}") {
+                let e = Version::parse(&hex).unwrap_err();
+                prop_assert_eq!(e.input(), hex.as_str());
+                prop_assert!(e.to_string().contains("not a statefile version"));
+            }
+        }
     }
 }

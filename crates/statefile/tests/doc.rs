@@ -50,7 +50,7 @@ fn write_read_update_and_receipts() {
     let ((), r2) = doc
         .update(|d| {
             d.cases.push("b".into());
-            Ok(())
+            Ok::<_, statefile::Error>(())
         })
         .unwrap();
     assert_eq!(r2.previous, Some(r.version.clone()));
@@ -63,17 +63,18 @@ fn write_read_update_and_receipts() {
         [".resData.json.bak", ".resData.json.lock", "resData.json"]
     );
 
-    // An update that changes nothing writes nothing.
-    let ((), r3) = doc.update(|_| Ok(())).unwrap();
+    // An update that changes nothing rewrites the same bytes (and syncs them), but keeps
+    // no backup of the identical version.
+    let ((), r3) = doc.update(|_| Ok::<_, statefile::Error>(())).unwrap();
     assert!(r3.unchanged);
     assert_eq!(r3.version, r2.version);
 
     // A closure error aborts without writing.
     let before = std::fs::read(&p).unwrap();
     let e = doc
-        .update(|d| -> statefile::Result<()> {
+        .update(|d| -> Result<(), Refused> {
             d.cases.clear();
-            Err(statefile::Error::aborted("no"))
+            Err(Refused::Because("no"))
         })
         .unwrap_err();
     assert_eq!(e.to_string(), "no");
@@ -85,12 +86,14 @@ fn update_of_a_missing_document() {
     let (_dir, p) = setup();
     let doc: Doc<ResData> = Doc::open(&p).unwrap();
     assert_eq!(
-        doc.update(|_| Ok(())).unwrap_err().kind(),
+        doc.update(|_| Ok::<_, statefile::Error>(()))
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
     doc.update_or_default(|d| {
         d.cases.push("x".into());
-        Ok(())
+        Ok::<_, statefile::Error>(())
     })
     .unwrap();
     assert_eq!(doc.read().unwrap().cases, ["x"]);
@@ -99,7 +102,7 @@ fn update_of_a_missing_document() {
         || json!({}),
         |d| {
             d["k"] = json!(1);
-            Ok(())
+            Ok::<_, statefile::Error>(())
         },
     )
     .unwrap();
@@ -138,11 +141,13 @@ fn compare_and_swap() {
     let etag = Version::parse(&r.version.etag()).unwrap();
     doc.update_if(&etag, |v| {
         v["n"] = json!(4);
-        Ok(())
+        Ok::<_, statefile::Error>(())
     })
     .unwrap();
     assert_eq!(
-        doc.update_if(&etag, |_| Ok(())).unwrap_err().kind(),
+        doc.update_if(&etag, |_| Ok::<_, statefile::Error>(()))
+            .unwrap_err()
+            .kind(),
         ErrorKind::Conflict
     );
 }
@@ -163,7 +168,7 @@ fn keys_keep_their_order() {
     let doc: Doc<Value> = Doc::open(&p).unwrap();
     doc.update(|v| {
         v["mid"]["c"] = json!(3);
-        Ok(())
+        Ok::<_, statefile::Error>(())
     })
     .unwrap();
     let text = std::fs::read_to_string(&p).unwrap();
@@ -311,7 +316,9 @@ fn safe_reads_of_damaged_documents() {
     }
     // Read-modify-write refuses a damaged document (it would build on a guess).
     assert_eq!(
-        doc.update(|_| Ok(())).unwrap_err().kind(),
+        doc.update(|_| Ok::<_, statefile::Error>(()))
+            .unwrap_err()
+            .kind(),
         ErrorKind::Corrupt
     );
     let _ = dir;
@@ -429,7 +436,7 @@ fn writing_through_a_symlink_replaces_the_target_and_keeps_the_link() {
     direct
         .update(|n| {
             *n += 1;
-            Ok(())
+            Ok::<_, statefile::Error>(())
         })
         .unwrap();
     assert_eq!(via_link.read().unwrap(), 8);
@@ -541,7 +548,7 @@ fn durability_levels_are_reported() {
         let r = doc
             .update_or_default(|n| {
                 *n += 1;
-                Ok(())
+                Ok::<_, statefile::Error>(())
             })
             .unwrap()
             .1;
@@ -755,4 +762,26 @@ fn a_huge_sparse_file_is_an_error_not_an_abort() {
         "names the problem: {e}"
     );
     std::fs::remove_file(&p).unwrap();
+}
+
+/// A caller's own error, returned from an update's closure.
+#[derive(Debug)]
+enum Refused {
+    Because(&'static str),
+    Library(statefile::Error),
+}
+
+impl From<statefile::Error> for Refused {
+    fn from(e: statefile::Error) -> Self {
+        Refused::Library(e)
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Because(why) => f.write_str(why),
+            Refused::Library(e) => e.fmt(f),
+        }
+    }
 }

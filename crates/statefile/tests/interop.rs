@@ -45,7 +45,7 @@ fn python_and_rust_writers_exclude_each_other() {
                                 .as_array_mut()
                                 .unwrap()
                                 .push(json!(format!("rs{t}-{i}")));
-                            Ok(())
+                            Ok::<_, statefile::Error>(())
                         },
                     )
                     .unwrap();

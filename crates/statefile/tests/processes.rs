@@ -38,7 +38,7 @@ fn child_entry() {
                             .as_array_mut()
                             .unwrap()
                             .push(json!(format!("{}-{i}", args[1])));
-                        Ok(())
+                        Ok::<_, statefile::Error>(())
                     },
                 )
                 .unwrap();
@@ -72,7 +72,7 @@ fn child_entry() {
                     }
                     std::fs::write(&ready, b"").unwrap();
                     std::thread::sleep(Duration::from_secs(600));
-                    Ok(())
+                    Ok::<_, statefile::Error>(())
                 },
             );
         }
@@ -93,7 +93,7 @@ fn child_entry() {
             let doc: Doc<Value> = Doc::open(&path).unwrap();
             doc.update(|v| {
                 v["updated"] = json!(true);
-                Ok(())
+                Ok::<_, statefile::Error>(())
             })
             .unwrap();
         }
@@ -147,7 +147,7 @@ fn eight_processes_and_eight_threads_append_without_losing_one() {
                                 .as_array_mut()
                                 .unwrap()
                                 .push(json!(format!("t{t}-{i}")));
-                            Ok(())
+                            Ok::<_, statefile::Error>(())
                         },
                     )
                     .unwrap();

@@ -483,7 +483,7 @@ fn a_held_lock_is_exit_6() {
         doc.update(|_| {
             tx.send(()).unwrap();
             done_rx.recv().unwrap();
-            Ok(())
+            Ok::<_, statefile::Error>(())
         })
         .unwrap();
     });

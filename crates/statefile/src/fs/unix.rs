@@ -1,36 +1,54 @@
-//! [`Fs`] on Unix, through `std` and `rustix` (no `unsafe`).
+//! [`Fs`] and [`FsDir`] on Unix, through `std` and `rustix` (no `unsafe`).
 
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use std::sync::OnceLock;
 
-use super::{DirEntry, FileType, Fs, FsFile, FsLockFile, Metadata};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::{DirEntry, FileType, Fs, FsDir, FsFile, FsLockFile, Metadata};
 
 /// The real file system.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OsFs;
 
-fn file_type(ft: fs::FileType) -> FileType {
+fn file_type(ft: rfs::FileType) -> FileType {
+    match ft {
+        rfs::FileType::RegularFile => FileType::File,
+        rfs::FileType::Directory => FileType::Dir,
+        rfs::FileType::Symlink => FileType::Symlink,
+        rfs::FileType::Fifo => FileType::Fifo,
+        rfs::FileType::Socket => FileType::Socket,
+        _ => FileType::Device,
+    }
+}
+
+fn std_file_type(ft: fs::FileType) -> FileType {
+    use std::os::unix::fs::FileTypeExt;
     if ft.is_symlink() {
         FileType::Symlink
     } else if ft.is_dir() {
         FileType::Dir
     } else if ft.is_file() {
         FileType::File
+    } else if ft.is_fifo() {
+        FileType::Fifo
+    } else if ft.is_socket() {
+        FileType::Socket
     } else {
-        FileType::Other
+        FileType::Device
     }
 }
 
 fn convert(m: &fs::Metadata) -> Metadata {
     Metadata {
-        file_type: file_type(m.file_type()),
+        file_type: std_file_type(m.file_type()),
         dev: m.dev(),
         ino: m.ino(),
         nlink: m.nlink(),
@@ -40,6 +58,27 @@ fn convert(m: &fs::Metadata) -> Metadata {
         len: m.len(),
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
         ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+    }
+}
+
+// The field types of `struct stat` differ between Unix platforms: the casts are needed
+// on some of them.
+#[allow(clippy::unnecessary_cast)]
+fn convert_stat(st: &rfs::Stat) -> Metadata {
+    let mode = st.st_mode as u32;
+    Metadata {
+        file_type: file_type(rfs::FileType::from_raw_mode(mode as _)),
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        nlink: st.st_nlink as u64,
+        mode: mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        len: st.st_size as u64,
+        mtime_ns: i128::from(st.st_mtime as i64) * 1_000_000_000
+            + i128::from(st.st_mtime_nsec as i64),
+        ctime_ns: i128::from(st.st_ctime as i64) * 1_000_000_000
+            + i128::from(st.st_ctime_nsec as i64),
     }
 }
 
@@ -99,36 +138,8 @@ impl FsLockFile for OsLock {
 }
 
 impl Fs for OsFs {
-    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn FsFile>> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)?;
-        Ok(Box::new(OsFile(f)))
-    }
-
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        Ok(Box::new(OsFile(File::open(path)?)))
-    }
-
-    fn open_lock(&self, path: &Path) -> io::Result<Box<dyn FsLockFile>> {
-        // Read access is enough for flock: try that first so a lock file created by
-        // another user (root, 0644) still works; create it only when it is missing.
-        match File::open(path) {
-            Ok(f) => Ok(Box::new(OsLock(f))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .mode(0o644)
-                    .open(path)?;
-                Ok(Box::new(OsLock(f)))
-            }
-            Err(e) => Err(e),
-        }
+    fn open_dir(&self, dir: &Path) -> io::Result<Box<dyn FsDir>> {
+        Ok(Box::new(OsDir(open_dir_no_symlinks(dir)?)))
     }
 
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
@@ -147,64 +158,8 @@ impl Fs for OsFs {
         fs::canonicalize(path)
     }
 
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        fs::rename(from, to)
-    }
-
-    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
-        fs::hard_link(original, link)
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        fs::remove_file(path)
-    }
-
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir(path)
-    }
-
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        fs::remove_dir(path)
-    }
-
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        File::open(path)?.sync_all()
-    }
-
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(path)? {
-            let entry = entry?;
-            out.push(DirEntry {
-                name: entry.file_name(),
-                file_type: file_type(entry.file_type()?),
-            });
-        }
-        Ok(out)
-    }
-
     fn umask(&self) -> u32 {
         process_umask()
-    }
-
-    fn pin_dir(&self, dir: &Path) -> io::Result<Option<Box<dyn Fs>>> {
-        let fd = OsFs::open_dir_no_symlinks(dir)?;
-        Ok(Some(Box::new(PinnedDir {
-            dir: dir.to_path_buf(),
-            fd,
-        })))
-    }
-
-    fn check_write_access(&self, path: &Path) -> io::Result<()> {
-        // access(2) rather than open(O_WRONLY): opening for write would wake inotify
-        // watchers (IN_CLOSE_WRITE) on the old version before it is even replaced.
-        rustix::fs::accessat(
-            rustix::fs::CWD,
-            path,
-            rustix::fs::Access::WRITE_OK,
-            rustix::fs::AtFlags::EACCESS,
-        )
-        .map_err(io::Error::from)
     }
 }
 
@@ -224,49 +179,37 @@ fn process_umask() -> u32 {
     })
 }
 
-impl OsFs {
-    /// Open `dir` as a directory handle, refusing any symlink on the way (Linux 5.6+
-    /// `openat2` with `RESOLVE_NO_SYMLINKS`; a plain `open` where that call is missing).
-    fn open_dir_no_symlinks(dir: &Path) -> io::Result<OwnedFd> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        match rfs::openat2(
-            rfs::CWD,
-            dir,
-            flags,
-            Mode::empty(),
-            rfs::ResolveFlags::NO_SYMLINKS | rfs::ResolveFlags::NO_MAGICLINKS,
-        ) {
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
-                Ok(rfs::openat(rfs::CWD, dir, flags, Mode::empty())?)
-            }
-            r => Ok(r?),
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
+
+/// Open `dir` as a directory handle, refusing any symlink on the way (Linux 5.6+
+/// `openat2` with `RESOLVE_NO_SYMLINKS`; a plain `open` where that call is missing or
+/// forbidden by a seccomp filter).
+fn open_dir_no_symlinks(dir: &Path) -> io::Result<OwnedFd> {
+    match rfs::openat2(
+        rfs::CWD,
+        dir,
+        DIR_FLAGS,
+        Mode::empty(),
+        rfs::ResolveFlags::NO_SYMLINKS | rfs::ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Err(Errno::NOSYS | Errno::PERM) => {
+            Ok(rfs::openat(rfs::CWD, dir, DIR_FLAGS, Mode::empty())?)
         }
+        r => Ok(r?),
     }
 }
 
-/// [`OsFs`] with one directory held open ([`Fs::pin_dir`]): calls on names directly
-/// inside it go through the handle, never through the directory's path again. Final
-/// components are not followed when they are symlinks (the write path only ever meets
-/// regular files there, so a symlink is someone else's doing).
+/// One directory held open: calls on names go through the handle (`*at` calls), never
+/// through the directory's path again, and never follow a symlink at the name.
 #[derive(Debug)]
-struct PinnedDir {
-    dir: PathBuf,
-    fd: OwnedFd,
-}
+struct OsDir(OwnedFd);
 
-impl PinnedDir {
-    /// The name of `path` when it is directly inside the pinned directory.
-    fn name<'a>(&self, path: &'a Path) -> Option<&'a OsStr> {
-        if path.parent() == Some(self.dir.as_path()) {
-            path.file_name()
-        } else {
-            None
-        }
-    }
-
+impl OsDir {
     fn open(&self, name: &OsStr, flags: OFlags, mode: u32) -> io::Result<File> {
         let fd = rfs::openat(
-            &self.fd,
+            &self.0,
             name,
             flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::from_raw_mode(mode),
@@ -274,152 +217,132 @@ impl PinnedDir {
         Ok(File::from(fd))
     }
 
-    fn stat(&self, name: &OsStr, flags: AtFlags) -> io::Result<Metadata> {
-        let st = rfs::statat(&self.fd, name, flags)?;
-        let mode = st.st_mode as u32;
-        Ok(Metadata {
-            file_type: match rfs::FileType::from_raw_mode(mode as _) {
-                rfs::FileType::RegularFile => FileType::File,
-                rfs::FileType::Directory => FileType::Dir,
-                rfs::FileType::Symlink => FileType::Symlink,
-                _ => FileType::Other,
-            },
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
-            nlink: st.st_nlink as u64,
-            mode: mode & 0o7777,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            len: st.st_size as u64,
-            mtime_ns: i128::from(st.st_mtime as i64) * 1_000_000_000
-                + i128::from(st.st_mtime_nsec as i64),
-            ctime_ns: i128::from(st.st_ctime as i64) * 1_000_000_000
-                + i128::from(st.st_ctime_nsec as i64),
-        })
+    /// Open without blocking (a FIFO opens at once), then switch back to blocking
+    /// I/O: the caller checks the type before reading, and a regular file's reads
+    /// never block anyway.
+    fn open_nonblocking(&self, name: &OsStr, flags: OFlags, mode: u32) -> io::Result<File> {
+        let f = self.open(name, flags | OFlags::NONBLOCK, mode)?;
+        let fl = rfs::fcntl_getfl(f.as_fd())?;
+        rfs::fcntl_setfl(f.as_fd(), fl - OFlags::NONBLOCK)?;
+        Ok(f)
     }
 }
 
-impl Fs for PinnedDir {
-    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn FsFile>> {
-        match self.name(path) {
-            Some(n) => {
-                let f = self.open(n, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, mode)?;
-                Ok(Box::new(OsFile(f)))
-            }
-            None => OsFs.create_new(path, mode),
-        }
+impl FsDir for OsDir {
+    fn create_new(&self, name: &OsStr, mode: u32) -> io::Result<Box<dyn FsFile>> {
+        let f = self.open(name, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, mode)?;
+        Ok(Box::new(OsFile(f)))
     }
 
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        match self.name(path) {
-            Some(n) => Ok(Box::new(OsFile(self.open(n, OFlags::RDONLY, 0)?))),
-            None => OsFs.open_read(path),
-        }
+    fn open_read(&self, name: &OsStr) -> io::Result<Box<dyn FsFile>> {
+        Ok(Box::new(OsFile(self.open_nonblocking(
+            name,
+            OFlags::RDONLY,
+            0,
+        )?)))
     }
 
-    fn open_lock(&self, path: &Path) -> io::Result<Box<dyn FsLockFile>> {
-        let Some(n) = self.name(path) else {
-            return OsFs.open_lock(path);
-        };
-        match self.open(n, OFlags::RDONLY, 0) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Box::new(OsLock(self.open(
-                n,
-                OFlags::RDWR | OFlags::CREATE,
-                0o644,
-            )?))),
+    fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
+        // Read access is enough for flock: try that first so a lock file created by
+        // another user (root, 0644) still works; create it only when it is missing.
+        match self.open_nonblocking(name, OFlags::RDONLY, 0) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Box::new(OsLock(
+                self.open_nonblocking(name, OFlags::RDWR | OFlags::CREATE, 0o644)?,
+            ))),
             r => Ok(Box::new(OsLock(r?))),
         }
     }
 
-    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
-        match self.name(path) {
-            Some(n) => self.stat(n, AtFlags::empty()),
-            None => OsFs.metadata(path),
+    fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
+        Ok(convert_stat(&rfs::statat(
+            &self.0,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?))
+    }
+
+    fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        Ok(rfs::renameat(&self.0, from, &self.0, to)?)
+    }
+
+    fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
+        Ok(rfs::linkat(
+            &self.0,
+            original,
+            &self.0,
+            link,
+            AtFlags::empty(),
+        )?)
+    }
+
+    fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+        Ok(rfs::unlinkat(&self.0, name, AtFlags::empty())?)
+    }
+
+    fn create_dir(&self, name: &OsStr) -> io::Result<()> {
+        Ok(rfs::mkdirat(&self.0, name, Mode::from_raw_mode(0o755))?)
+    }
+
+    fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+        Ok(rfs::unlinkat(&self.0, name, AtFlags::REMOVEDIR)?)
+    }
+
+    fn open_dir(&self, name: &OsStr) -> io::Result<Box<dyn FsDir>> {
+        let fd = rfs::openat(&self.0, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+        Ok(Box::new(OsDir(fd)))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(rfs::fsync(&self.0)?)
+    }
+
+    fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in rfs::Dir::read_from(&self.0)? {
+            let entry = entry?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let file_type = match entry.file_type() {
+                // Some file systems do not fill in d_type: ask.
+                rfs::FileType::Unknown => self.stat(name)?.file_type,
+                ft => file_type(ft),
+            };
+            out.push(DirEntry {
+                name: name.to_os_string(),
+                file_type,
+            });
         }
+        Ok(out)
     }
 
-    fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
-        match self.name(path) {
-            Some(n) => self.stat(n, AtFlags::SYMLINK_NOFOLLOW),
-            None => OsFs.symlink_metadata(path),
-        }
-    }
-
-    fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
-        OsFs.read_link(path)
-    }
-
-    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
-        OsFs.canonicalize(path)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        match (self.name(from), self.name(to)) {
-            (Some(a), Some(b)) => Ok(rfs::renameat(&self.fd, a, &self.fd, b)?),
-            _ => OsFs.rename(from, to),
-        }
-    }
-
-    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
-        match (self.name(original), self.name(link)) {
-            (Some(a), Some(b)) => Ok(rfs::linkat(&self.fd, a, &self.fd, b, AtFlags::empty())?),
-            _ => OsFs.hard_link(original, link),
-        }
-    }
-
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        match self.name(path) {
-            Some(n) => Ok(rfs::unlinkat(&self.fd, n, AtFlags::empty())?),
-            None => OsFs.remove_file(path),
-        }
-    }
-
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        match self.name(path) {
-            Some(n) => Ok(rfs::mkdirat(&self.fd, n, Mode::from_raw_mode(0o755))?),
-            None => OsFs.create_dir(path),
-        }
-    }
-
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        match self.name(path) {
-            Some(n) => Ok(rfs::unlinkat(&self.fd, n, AtFlags::REMOVEDIR)?),
-            None => OsFs.remove_dir(path),
-        }
-    }
-
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        if path == self.dir {
-            Ok(rfs::fsync(&self.fd)?)
-        } else {
-            OsFs.sync_dir(path)
-        }
-    }
-
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
-        OsFs.read_dir(path)
-    }
-
-    fn umask(&self) -> u32 {
-        OsFs.umask()
-    }
-
-    fn check_write_access(&self, path: &Path) -> io::Result<()> {
-        match self.name(path) {
-            Some(n) => Ok(rfs::accessat(
-                &self.fd,
-                n,
-                rfs::Access::WRITE_OK,
-                AtFlags::EACCESS,
-            )?),
-            None => OsFs.check_write_access(path),
-        }
+    fn check_write_access(&self, name: &OsStr) -> io::Result<()> {
+        // access(2) rather than open(O_WRONLY): opening for write would wake inotify
+        // watchers (IN_CLOSE_WRITE) on the old version before it is even replaced.
+        Ok(rfs::accessat(
+            &self.0,
+            name,
+            rfs::Access::WRITE_OK,
+            AtFlags::EACCESS,
+        )?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn has_openat2() -> bool {
+        let probe = rfs::openat2(
+            rfs::CWD,
+            "/",
+            DIR_FLAGS,
+            Mode::empty(),
+            rfs::ResolveFlags::NO_SYMLINKS,
+        );
+        !matches!(probe, Err(Errno::NOSYS | Errno::PERM))
+    }
 
     #[test]
     fn a_pinned_directory_swapped_for_a_symlink_still_gets_the_write() {
@@ -428,19 +351,19 @@ mod tests {
         let elsewhere = root.path().join("elsewhere");
         fs::create_dir(&dir).unwrap();
         fs::create_dir(&elsewhere).unwrap();
-        let pinned = OsFs.pin_dir(&dir).unwrap().expect("OsFs pins");
+        let handle = OsFs.open_dir(&dir).unwrap();
         // Someone swaps the directory for a symlink to another place.
         let moved = root.path().join("moved");
         fs::rename(&dir, &moved).unwrap();
         std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
 
-        let mut f = pinned.create_new(&dir.join(".a.json.tmp"), 0o600).unwrap();
+        let mut f = handle.create_new(OsStr::new(".a.json.tmp"), 0o600).unwrap();
         f.write_all(b"{}").unwrap();
         f.sync_all().unwrap();
-        pinned
-            .rename(&dir.join(".a.json.tmp"), &dir.join("a.json"))
+        handle
+            .rename(OsStr::new(".a.json.tmp"), OsStr::new("a.json"))
             .unwrap();
-        pinned.sync_dir(&dir).unwrap();
+        handle.sync().unwrap();
         assert_eq!(fs::read(moved.join("a.json")).unwrap(), b"{}");
         assert_eq!(
             fs::read_dir(&elsewhere).unwrap().count(),
@@ -456,23 +379,13 @@ mod tests {
         fs::create_dir(&real).unwrap();
         let link = root.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        let probe = rfs::openat2(
-            rfs::CWD,
-            root.path(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            rfs::ResolveFlags::NO_SYMLINKS,
-        );
-        if matches!(
-            probe,
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM)
-        ) {
+        if !has_openat2() {
             println!("skipping: this kernel has no openat2 (Linux 5.6+)");
             return;
         }
-        assert!(OsFs.pin_dir(&real).is_ok());
-        let e = OsFs.pin_dir(&link).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(40), "ELOOP: {e}");
+        assert!(OsFs.open_dir(&real).is_ok());
+        let e = OsFs.open_dir(&link).unwrap_err();
+        assert_eq!(Errno::from_io_error(&e), Some(Errno::LOOP), "{e}");
     }
 
     #[test]
@@ -482,10 +395,38 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         fs::write(root.path().join("secret"), b"s").unwrap();
         std::os::unix::fs::symlink(root.path().join("secret"), dir.join("a.json")).unwrap();
-        let pinned = OsFs.pin_dir(&dir).unwrap().unwrap();
-        let e = pinned.open_read(&dir.join("a.json")).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(40), "ELOOP: {e}");
-        // Names outside the pinned directory still work, by path.
-        assert!(pinned.open_read(&root.path().join("secret")).is_ok());
+        let handle = OsFs.open_dir(&dir).unwrap();
+        let e = handle.open_read(OsStr::new("a.json")).unwrap_err();
+        assert_eq!(Errno::from_io_error(&e), Some(Errno::LOOP), "{e}");
+        assert_eq!(
+            handle.stat(OsStr::new("a.json")).unwrap().file_type,
+            FileType::Symlink
+        );
+    }
+
+    #[test]
+    fn read_dir_through_the_handle_names_every_type() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path();
+        fs::write(d.join("f"), b"").unwrap();
+        fs::create_dir(d.join("sub")).unwrap();
+        std::os::unix::fs::symlink("f", d.join("l")).unwrap();
+        let mut got: Vec<(String, FileType)> = OsFs
+            .open_dir(d)
+            .unwrap()
+            .read_dir()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name.to_string_lossy().into_owned(), e.file_type))
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            got,
+            [
+                ("f".to_string(), FileType::File),
+                ("l".to_string(), FileType::Symlink),
+                ("sub".to_string(), FileType::Dir),
+            ]
+        );
     }
 }

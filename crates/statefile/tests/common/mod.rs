@@ -3,13 +3,13 @@
 
 mod mount;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use statefile::fs::{DirEntry, Fs, FsFile, FsLockFile, Metadata, OsFs};
+use statefile::fs::{DirEntry, Fs, FsDir, FsFile, FsLockFile, Metadata, OsFs};
 
 /// The entry point every test binary that spawns children defines as
 /// `#[test] #[ignore] fn child_entry()`; this builds the command that runs it.
@@ -70,13 +70,13 @@ pub fn is_root() -> bool {
 
 /// A file system that behaves like the real one except where a test says otherwise:
 /// reads of temp files can return flipped bytes (a lying disk) and directory syncs
-/// can fail.
-#[derive(Debug, Default)]
+/// can fail. Cheap to clone: the settings are shared with the directory handles it opens.
+#[derive(Debug, Default, Clone)]
 pub struct Twisted {
-    pub corrupt_temp_reads: Mutex<bool>,
-    pub fail_sync_dir: Mutex<Option<i32>>,
-    pub fail_hard_link: Mutex<Option<i32>>,
-    pub synced_dirs: Mutex<Vec<PathBuf>>,
+    pub corrupt_temp_reads: Arc<Mutex<bool>>,
+    pub fail_sync_dir: Arc<Mutex<Option<i32>>>,
+    pub fail_hard_link: Arc<Mutex<Option<i32>>>,
+    pub synced_dirs: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl Twisted {
@@ -126,22 +126,12 @@ impl FsFile for Flipped {
 }
 
 impl Fs for Twisted {
-    fn create_new(&self, path: &Path, mode: u32) -> io::Result<Box<dyn FsFile>> {
-        OsFs.create_new(path, mode)
-    }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let f = OsFs.open_read(path)?;
-        let is_temp = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().contains(".sf-"));
-        if is_temp && *self.corrupt_temp_reads.lock().unwrap() {
-            Ok(Box::new(Flipped(f)))
-        } else {
-            Ok(f)
-        }
-    }
-    fn open_lock(&self, path: &Path) -> io::Result<Box<dyn FsLockFile>> {
-        OsFs.open_lock(path)
+    fn open_dir(&self, dir: &Path) -> io::Result<Box<dyn FsDir>> {
+        Ok(Box::new(TwistedDir {
+            inner: OsFs.open_dir(dir)?,
+            path: dir.to_path_buf(),
+            fs: self.clone(),
+        }))
     }
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         OsFs.metadata(path)
@@ -155,41 +145,77 @@ impl Fs for Twisted {
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
         OsFs.canonicalize(path)
     }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        OsFs.rename(from, to)
-    }
-    fn hard_link(&self, original: &Path, link: &Path) -> io::Result<()> {
-        match *self.fail_hard_link.lock().unwrap() {
-            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-            None => OsFs.hard_link(original, link),
-        }
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        OsFs.remove_file(path)
-    }
-    fn create_dir(&self, path: &Path) -> io::Result<()> {
-        OsFs.create_dir(path)
-    }
-    fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        OsFs.remove_dir(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        match *self.fail_sync_dir.lock().unwrap() {
-            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
-            None => {
-                self.synced_dirs.lock().unwrap().push(path.to_path_buf());
-                OsFs.sync_dir(path)
-            }
-        }
-    }
-    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
-        OsFs.read_dir(path)
-    }
     fn umask(&self) -> u32 {
         OsFs.umask()
     }
-    fn check_write_access(&self, path: &Path) -> io::Result<()> {
-        OsFs.check_write_access(path)
+}
+
+/// A directory opened through [`Twisted`]: the real one, with the twists.
+#[derive(Debug)]
+struct TwistedDir {
+    inner: Box<dyn FsDir>,
+    path: PathBuf,
+    fs: Twisted,
+}
+
+impl FsDir for TwistedDir {
+    fn create_new(&self, name: &OsStr, mode: u32) -> io::Result<Box<dyn FsFile>> {
+        self.inner.create_new(name, mode)
+    }
+    fn open_read(&self, name: &OsStr) -> io::Result<Box<dyn FsFile>> {
+        let f = self.inner.open_read(name)?;
+        let is_temp = name.to_string_lossy().contains(".sf-");
+        if is_temp && *self.fs.corrupt_temp_reads.lock().unwrap() {
+            Ok(Box::new(Flipped(f)))
+        } else {
+            Ok(f)
+        }
+    }
+    fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
+        self.inner.open_lock(name)
+    }
+    fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
+        self.inner.stat(name)
+    }
+    fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
+        match *self.fs.fail_hard_link.lock().unwrap() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => self.inner.hard_link(original, link),
+        }
+    }
+    fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+        self.inner.remove_file(name)
+    }
+    fn create_dir(&self, name: &OsStr) -> io::Result<()> {
+        self.inner.create_dir(name)
+    }
+    fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+        self.inner.remove_dir(name)
+    }
+    fn open_dir(&self, name: &OsStr) -> io::Result<Box<dyn FsDir>> {
+        Ok(Box::new(TwistedDir {
+            inner: self.inner.open_dir(name)?,
+            path: self.path.join(name),
+            fs: self.fs.clone(),
+        }))
+    }
+    fn sync(&self) -> io::Result<()> {
+        match *self.fs.fail_sync_dir.lock().unwrap() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => {
+                self.fs.synced_dirs.lock().unwrap().push(self.path.clone());
+                self.inner.sync()
+            }
+        }
+    }
+    fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
+        self.inner.read_dir()
+    }
+    fn check_write_access(&self, name: &OsStr) -> io::Result<()> {
+        self.inner.check_write_access(name)
     }
 }
 

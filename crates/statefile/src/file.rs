@@ -1,0 +1,93 @@
+//! Reading a document or one of its sidecars: always through the handle of the
+//! directory that holds it, by name, without following a symlink at that name and
+//! without blocking on a FIFO, and only if it is a regular file. A symlink, FIFO,
+//! socket, device or directory where a file should be is reported
+//! ([`ErrorKind::InvalidName`], naming what it is), never read.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::error::{Context, Error, ErrorKind, Result, errno};
+use crate::fs::{FileType, FsDir, FsFile, Metadata, reserve_for, retry};
+use crate::json;
+use crate::version::{HashingReader, Version};
+
+/// What a look at a file's bytes found: their version, and whether they are JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub version: Version,
+    pub parses: bool,
+}
+
+/// The error for a file at `path` that is `what` instead of a regular file.
+pub(crate) fn not_regular(path: &Path, what: FileType) -> Error {
+    let hint = match what {
+        FileType::Dir => "",
+        _ => "; statefile reads and replaces regular files only, and never follows or reads it",
+    };
+    Error::new(
+        ErrorKind::InvalidName,
+        format!(
+            "{} is {}, not a regular file{hint}",
+            path.display(),
+            what.describe()
+        ),
+    )
+    .with_path(path)
+}
+
+/// Open `name` in `dir` for reading and check that it is a regular file (`path` names
+/// it in errors).
+pub(crate) fn open(
+    dir: &dyn FsDir,
+    name: &OsStr,
+    path: &Path,
+) -> Result<(Box<dyn FsFile>, Metadata)> {
+    let f = match retry(|| dir.open_read(name)) {
+        Ok(f) => f,
+        // O_NOFOLLOW met a symlink: say so, rather than "too many levels of links".
+        Err(e) if errno(&e) == Some(rustix::io::Errno::LOOP) => {
+            return Err(not_regular(path, FileType::Symlink).with_source(e));
+        }
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let meta = f.metadata().ctx("read", path)?;
+    if meta.file_type != FileType::File {
+        return Err(not_regular(path, meta.file_type));
+    }
+    Ok((f, meta))
+}
+
+/// Read the regular file `name` in `dir` whole.
+pub(crate) fn read(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<(Vec<u8>, Metadata)> {
+    let (mut f, meta) = open(dir, name, path)?;
+    let mut buf = Vec::new();
+    reserve_for(&mut buf, meta.len).ctx("read", path)?;
+    f.read_to_end(&mut buf).ctx("read", path)?;
+    Ok((buf, meta))
+}
+
+/// Hash the regular file `name` in `dir` and check whether it parses, streaming (the
+/// file may be large).
+pub(crate) fn inspect(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<Seen> {
+    /// Up to this size the file is read whole: parsing a slice is several times faster
+    /// than parsing a stream. Larger files stream, so memory stays bounded.
+    const IN_MEMORY: u64 = 16 << 20;
+    let (mut f, meta) = open(dir, name, path)?;
+    if meta.len <= IN_MEMORY {
+        let mut bytes = Vec::with_capacity(meta.len as usize + 1);
+        f.read_to_end(&mut bytes).ctx("read", path)?;
+        let parses = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+        return Ok(Seen {
+            version: Version::of(&bytes),
+            parses,
+        });
+    }
+    let mut tee = HashingReader::new(f);
+    let parses = json::validate_reader(&mut tee).is_ok();
+    // Hash whatever the parser did not consume (trailing bytes of a damaged file).
+    io::copy(&mut tee, &mut io::sink()).ctx("read", path)?;
+    let (version, _) = tee.finish().ctx("read", path)?;
+    Ok(Seen { version, parses })
+}
