@@ -68,9 +68,7 @@ impl Locked {
         let fs = &opts.fs;
         let target = names::resolve_for_write(fs.as_ref(), path, confine)?;
         ensure_dir(fs.as_ref(), &target, opts.create_dirs, opts.durability)?;
-        let dir = fs
-            .open_dir(&target.dir)
-            .ctx("open directory", &target.dir)?;
+        let dir = file::open_dir(fs.as_ref(), &target.dir)?;
         let lock = lock::acquire(
             fs,
             dir.as_ref(),

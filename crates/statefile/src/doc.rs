@@ -470,6 +470,12 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         let w = self.locked()?;
         atomic::refuse_if_poisoned(self.poison.as_deref(), "delete", &w.target.path)?;
         let (t, dir) = (&w.target, w.dir.as_ref());
+        match dir.check_write_access(&t.name) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(e).ctx("delete", &t.path);
+            }
+            _ => {}
+        }
         let mut victims = vec![t.name.clone()];
         victims.extend(backup::backup_files(dir, t)?);
         victims.push(t.corrupt_name());
@@ -639,6 +645,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         {
             return Err(conflict(t, exp, Some(&seen.version)));
         }
+        // A document this process may not write, it may not delete either (as for
+        // writes: a read-only document is not silently taken away).
+        dir.check_write_access(&t.name).ctx("delete", &t.path)?;
         let kept_as = if !seen.parses {
             dir.rename(&t.name, &t.corrupt_name())
                 .ctx("move aside", &t.path)?;
@@ -691,10 +700,13 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         } else {
             self.path.clone()
         };
-        match fs.open_dir(&target.dir) {
+        match file::open_dir(fs, &target.dir) {
             Ok(dir) => Ok(Opened { target, dir, shown }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(does_not_exist(&shown, e)),
-            Err(e) => Err(Error::io("open directory", &target.dir, e)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(does_not_exist(
+                &shown,
+                io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+            )),
+            Err(e) => Err(e),
         }
     }
 

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::error::{Context, Error, ErrorKind, Result, errno};
-use crate::fs::{FileType, FsDir, FsFile, Metadata, reserve_for, retry};
+use crate::fs::{FileType, Fs, FsDir, FsFile, Metadata, reserve_for, retry};
 use crate::json;
 use crate::version::{HashingReader, Version};
 
@@ -37,6 +37,26 @@ pub(crate) fn not_regular(path: &Path, what: FileType) -> Error {
     .with_path(path)
 }
 
+/// Open the (canonical) directory `dir`. A symlink met on the way (one swapped in
+/// since the path was resolved) is [`ErrorKind::InvalidName`].
+pub(crate) fn open_dir(fs: &dyn Fs, dir: &Path) -> Result<Box<dyn FsDir>> {
+    fs.open_dir(dir).map_err(|e| {
+        if errno(&e) == Some(rustix::io::Errno::LOOP) {
+            Error::new(
+                ErrorKind::InvalidName,
+                format!(
+                    "{}: a part of the path is a symlink where a directory was resolved",
+                    dir.display()
+                ),
+            )
+            .with_path(dir)
+            .with_source(e)
+        } else {
+            Error::io("open directory", dir, e)
+        }
+    })
+}
+
 /// Open `name` in `dir` for reading and check that it is a regular file (`path` names
 /// it in errors).
 pub(crate) fn open(
@@ -46,9 +66,15 @@ pub(crate) fn open(
 ) -> Result<(Box<dyn FsFile>, Metadata)> {
     let f = match retry(|| dir.open_read(name)) {
         Ok(f) => f,
-        // O_NOFOLLOW met a symlink: say so, rather than "too many levels of links".
-        Err(e) if errno(&e) == Some(rustix::io::Errno::LOOP) => {
-            return Err(not_regular(path, FileType::Symlink).with_source(e));
+        // O_NOFOLLOW met a symlink (ELOOP), or the name is a socket (ENXIO) or some
+        // other thing open refuses: say what it is, rather than the errno.
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(match dir.stat(name) {
+                Ok(m) if m.file_type != FileType::File => {
+                    not_regular(path, m.file_type).with_source(e)
+                }
+                _ => Error::io("read", path, e),
+            });
         }
         Err(e) => return Err(Error::io("read", path, e)),
     };

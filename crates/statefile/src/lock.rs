@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::fs::{Fs, FsDir, FsLockFile};
+use crate::fs::{FileType, Fs, FsDir, FsLockFile};
 
 /// (file system instance, device, inode) of a lock file.
 type Key = (usize, u64, u64);
@@ -150,16 +150,30 @@ fn fs_id(fs: &Arc<dyn Fs>) -> usize {
 }
 
 /// The lock file's identity, creating the file if it does not exist yet.
-fn identity(fs: &Arc<dyn Fs>, dir: &dyn FsDir, name: &OsStr) -> io::Result<Key> {
+/// Anything but a regular file there (a symlink, a FIFO) is refused, never opened.
+fn identity(fs: &Arc<dyn Fs>, dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<Key> {
     let meta = match dir.stat(name) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            drop(crate::fs::retry(|| dir.open_lock(name))?);
-            dir.stat(name)?
+            drop(crate::fs::retry(|| dir.open_lock(name)).ctx("create lock file", path)?);
+            dir.stat(name).ctx("create lock file", path)?
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e).ctx("create lock file", path),
     };
+    if meta.file_type != FileType::File {
+        return Err(crate::file::not_regular(path, meta.file_type));
+    }
     Ok((fs_id(fs), meta.dev, meta.ino))
+}
+
+/// Open the lock file, checking it is (still) a regular file.
+fn open(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<Box<dyn FsLockFile>> {
+    let file = crate::fs::retry(|| dir.open_lock(name)).ctx("open lock file", path)?;
+    let meta = file.metadata().ctx("open lock file", path)?;
+    if meta.file_type != FileType::File {
+        return Err(crate::file::not_regular(path, meta.file_type));
+    }
+    Ok(file)
 }
 
 /// Whether `file` is still the file linked at `name`.
@@ -206,7 +220,7 @@ pub(crate) fn acquire(
     let deadline = start
         .checked_add(timeout)
         .unwrap_or_else(|| start + Duration::from_secs(u32::MAX.into()));
-    let mut key = identity(fs, dir, name).ctx("create lock file", path)?;
+    let mut key = identity(fs, dir, name, path)?;
     loop {
         let fifo = enter(key);
         if !fifo.acquire(deadline) {
@@ -219,7 +233,7 @@ pub(crate) fn acquire(
             key,
             waited: Duration::ZERO,
         };
-        let file = crate::fs::retry(|| dir.open_lock(name)).ctx("open lock file", path)?;
+        let file = open(dir, name, path)?;
         let mut backoff = Duration::from_micros(50);
         loop {
             match file.try_lock() {
@@ -244,7 +258,7 @@ pub(crate) fn acquire(
         // our lock excludes nobody. Start again on the file now at the path.
         drop(file);
         drop(guard);
-        key = identity(fs, dir, name).ctx("create lock file", path)?;
+        key = identity(fs, dir, name, path)?;
     }
 }
 
@@ -256,7 +270,7 @@ pub(crate) fn try_acquire(
     name: &OsStr,
     path: &Path,
 ) -> Result<Option<LockGuard>> {
-    let key = identity(fs, dir, name).ctx("create lock file", path)?;
+    let key = identity(fs, dir, name, path)?;
     let fifo = enter(key);
     if !fifo.try_acquire() {
         leave(key);
@@ -268,7 +282,7 @@ pub(crate) fn try_acquire(
         key,
         waited: Duration::ZERO,
     };
-    let file = crate::fs::retry(|| dir.open_lock(name)).ctx("open lock file", path)?;
+    let file = open(dir, name, path)?;
     loop {
         match file.try_lock() {
             Ok(true) => break,

@@ -6,7 +6,9 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::{Error, ErrorKind, Result};
+use rustix::io::Errno;
+
+use crate::error::{Error, ErrorKind, Result, errno};
 use crate::fs::{FileType, Fs};
 
 /// Bytes a file name may have on common Unix file systems.
@@ -307,8 +309,10 @@ fn resolve_anywhere(fs: &dyn Fs, path: &Path) -> Result<(Target, bool)> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return finish(fs, &current, followed);
             }
+            // ELOOP: a symlink loop where a directory of the path should be.
+            Err(e) if errno(&e) == Some(Errno::LOOP) => return Err(symlink_loop(path, e)),
             // ENOTDIR: a file stands where a directory of the path should be.
-            Err(e) if e.raw_os_error() == Some(20) => {
+            Err(e) if errno(&e) == Some(Errno::NOTDIR) => {
                 return Err(Error::new(
                     ErrorKind::InvalidName,
                     format!(
@@ -322,11 +326,19 @@ fn resolve_anywhere(fs: &dyn Fs, path: &Path) -> Result<(Target, bool)> {
             Err(e) => return Err(Error::io("inspect", &current, e)),
         }
     }
-    Err(Error::new(
-        ErrorKind::Io,
-        format!("{}: too many levels of symbolic links", path.display()),
+    Err(symlink_loop(path, io::Error::from(Errno::LOOP)))
+}
+
+fn symlink_loop(path: &Path, e: io::Error) -> Error {
+    Error::new(
+        ErrorKind::InvalidName,
+        format!(
+            "{}: too many levels of symbolic links (a symlink loop)",
+            path.display()
+        ),
     )
-    .with_path(path))
+    .with_path(path)
+    .with_source(e)
 }
 
 fn finish(fs: &dyn Fs, file: &Path, dangling: bool) -> Result<(Target, bool)> {
@@ -357,6 +369,20 @@ pub(crate) fn canonicalize_existing_prefix(fs: &dyn Fs, dir: &Path) -> Result<Pa
                 return Ok(c);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A symlink that leads nowhere, where a directory should be: writing
+                // through it would create a directory at its target, reading finds
+                // nothing; refuse it as a name that cannot hold a document.
+                if fs.symlink_metadata(&cur).is_ok_and(|m| m.is_symlink()) {
+                    return Err(Error::new(
+                        ErrorKind::InvalidName,
+                        format!(
+                            "{} is a symlink to a directory that does not exist",
+                            cur.display()
+                        ),
+                    )
+                    .with_path(&cur)
+                    .with_source(e));
+                }
                 match (cur.file_name(), cur.parent()) {
                     (Some(n), Some(p)) => {
                         missing.push(n.to_os_string());
@@ -369,6 +395,7 @@ pub(crate) fn canonicalize_existing_prefix(fs: &dyn Fs, dir: &Path) -> Result<Pa
                     _ => return Err(Error::io("resolve directory", dir, e)),
                 }
             }
+            Err(e) if errno(&e) == Some(Errno::LOOP) => return Err(symlink_loop(&cur, e)),
             Err(e) => return Err(Error::io("resolve directory", dir, e)),
         }
     }

@@ -376,6 +376,12 @@ impl Scan {
             report.backups += 1;
             self.check_backup(dir, &t, b, report);
         }
+        for (name, what) in &g.odd {
+            let path = t.beside(name);
+            report
+                .findings
+                .push(unreadable(&path, &file::not_regular(&path, *what)));
+        }
         if g.is_doc {
             report.documents += 1;
             if g.backups.is_empty() {
@@ -591,6 +597,8 @@ struct Group {
     is_doc: bool,
     temps: Vec<OsString>,
     backups: Vec<OsString>,
+    /// A lock file or `.corrupt` that is not a regular file (a FIFO, a symlink).
+    odd: Vec<(OsString, FileType)>,
 }
 
 impl Group {
@@ -602,6 +610,7 @@ impl Group {
             is_doc: false,
             temps: Vec::new(),
             backups: Vec::new(),
+            odd: Vec::new(),
         }
     }
 }
@@ -632,8 +641,13 @@ fn group_dir(
         match sidecar_of(&name) {
             Some(Sidecar::Temp(doc)) => group(&mut by_doc, at, &doc).temps.push(name),
             Some(Sidecar::Backup(doc, _)) => group(&mut by_doc, at, &doc).backups.push(name),
+            Some(Sidecar::Lock(doc) | Sidecar::Corrupt(doc)) if ft != FileType::File => {
+                group(&mut by_doc, at, &doc).odd.push((name, ft));
+            }
             Some(Sidecar::Lock(_) | Sidecar::Corrupt(_)) => {}
-            None if matches!(ft, FileType::File | FileType::Symlink) && is_document_name(&name) => {
+            // Anything named like a document is one to check, whatever it is: a FIFO
+            // or socket there is reported (never read), not passed over as healthy.
+            None if ft != FileType::Dir && is_document_name(&name) => {
                 group(&mut by_doc, at, &name).is_doc = true;
             }
             None => {}

@@ -89,6 +89,19 @@ fn child_entry() {
             };
             std::process::exit(code);
         }
+        "delete" => {
+            // Exit 0 when deleted, 8 when refused for permissions.
+            let doc: Doc<Value> = Doc::open(&path).unwrap();
+            let code = match doc.delete() {
+                Ok(_) => 0,
+                Err(e) if e.kind() == ErrorKind::PermissionDenied => 8,
+                Err(e) => {
+                    eprintln!("unexpected error: {e}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
         "update" => {
             let doc: Doc<Value> = Doc::open(&path).unwrap();
             doc.update(|v| {
@@ -394,6 +407,48 @@ fn another_users_file_or_a_read_only_directory_is_permission_denied() {
         statefile::read_json::<Value>(&q).unwrap(),
         json!({"updated": true})
     );
+}
+
+// Regression (issue 9): a read-only (0444) document could be deleted by its owner,
+// although writing it is refused. Deleting is a write: refused the same way.
+#[test]
+fn a_read_only_document_is_not_deleted_by_a_user_who_may_not_write_it() {
+    if !common::is_root() {
+        println!("skipping: needs root to run a child as another user");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    chmod(base.path(), 0o755);
+    let dir = base.path().join("open");
+    std::fs::create_dir(&dir).unwrap();
+    chmod(&dir, 0o777);
+    let probe = child("delete", &["/nonexistent/a.json".into()])
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if probe.is_err() {
+        println!("skipping: the test binary cannot be run as another user here");
+        return;
+    }
+    // Nobody's own document, made read-only: its owner may not write it, so not delete.
+    let ro = dir.join("ro.json");
+    statefile::write_json(&ro, &json!({"keep": true})).unwrap();
+    chown(&ro, 65534);
+    chmod(&ro, 0o444);
+    let before = std::fs::read(&ro).unwrap();
+    assert_eq!(run_as_nobody("delete", &ro), 8, "PermissionDenied");
+    assert_eq!(std::fs::read(&ro).unwrap(), before);
+    assert!(!dir.join(".ro.json.bak").exists());
+    // The same document, writable: deleted (moved to its backup).
+    let rw = dir.join("rw.json");
+    statefile::write_json(&rw, &json!({"go": true})).unwrap();
+    chown(&rw, 65534);
+    chmod(&rw, 0o644);
+    assert_eq!(run_as_nobody("delete", &rw), 0);
+    assert!(!rw.exists());
+    assert!(dir.join(".rw.json.bak").exists());
 }
 
 #[test]
