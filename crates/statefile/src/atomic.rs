@@ -47,7 +47,7 @@ use crate::json::SerializeError;
 use crate::lock::{self, LockGuard};
 use crate::mutants::{self, Mutant};
 use crate::names::{self, Target, random_suffix};
-use crate::options::{BackupMade, BackupMethod, Durability, Options, Receipt};
+use crate::options::{BackupMade, BackupMethod, Durability, Options, Perms, Receipt};
 use crate::version::{HashingWriter, Version, hash_reader};
 
 /// A document's directory, opened once, with the document's lock held: what every
@@ -168,6 +168,8 @@ pub(crate) struct Plan<'a> {
     /// How many backups to keep; 0 for none. Only JSON that parses is backed up.
     pub backups: usize,
     pub verify: Verify,
+    /// The owner and mode the new file gets.
+    pub perms: Perms,
     /// Set when a directory sync fails, so the owning store refuses further writes.
     pub poison: Option<&'a AtomicBool>,
 }
@@ -183,6 +185,7 @@ impl<'a> Plan<'a> {
             } else {
                 Verify::No
             },
+            perms: opts.perms,
             poison,
         }
     }
@@ -197,6 +200,7 @@ impl<'a> Plan<'a> {
             } else {
                 Verify::No
             },
+            perms: opts.perms,
             poison: None,
         }
     }
@@ -243,7 +247,7 @@ pub(crate) fn replace(
     refuse_if_poisoned(plan.poison, "write", &w.target.path)?;
     check_write_access(w, current)?;
     let mut temp = Temp::create(w)?; //                               1.
-    temp.take_permissions(current.meta(), w.umask)?; //               2.
+    temp.take_permissions(current.meta(), plan.perms, w.umask)?; //   2.
     let (version, bytes) = temp.fill(body)?; //                       3.
     temp.sync(plan.durability)?; //                                   4.
     temp.verify(plan.verify, &version)?; //                           5.
@@ -335,28 +339,30 @@ impl<'a> Temp<'a> {
     }
 
     /// Step 2: the target's owner (where the process may set it) and mode; a new
-    /// document gets 0644 less the umask. Done before any content is written.
-    fn take_permissions(&mut self, old: Option<&Metadata>, umask: u32) -> Result<()> {
+    /// document gets 0644 less the umask. `perms` overrides either. Done before any
+    /// content is written.
+    fn take_permissions(&mut self, old: Option<&Metadata>, perms: Perms, umask: u32) -> Result<()> {
         let path = self.path();
         let file = self.file();
-        let mode = match old {
-            Some(m) => {
-                let mine = file.metadata().ctx("inspect temp file", &path)?;
-                if (mine.uid, mine.gid) != (m.uid, m.gid) {
-                    match file.set_owner(m.uid, m.gid) {
-                        Ok(()) => {}
-                        // Only root (or the owner, for groups it belongs to) may do this.
-                        Err(e)
-                            if matches!(
-                                errno(&e),
-                                Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS)
-                            ) => {}
-                        Err(e) => return Err(Error::io("set owner of temp file", &path, e)),
-                    }
+        if let Some((uid, gid)) = perms.owner.or(old.map(|m| (m.uid, m.gid))) {
+            let mine = file.metadata().ctx("inspect temp file", &path)?;
+            if (mine.uid, mine.gid) != (uid, gid) {
+                match file.set_owner(uid, gid) {
+                    Ok(()) => {}
+                    // Only root (or the owner, for groups it belongs to) may do this.
+                    Err(e)
+                        if matches!(
+                            errno(&e),
+                            Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS)
+                        ) => {}
+                    Err(e) => return Err(Error::io("set owner of temp file", &path, e)),
                 }
-                m.mode
             }
-            None => 0o644 & !umask,
+        }
+        let mode = match (perms.mode, old) {
+            (Some(bits), _) => bits,
+            (None, Some(m)) => m.mode,
+            (None, None) => perms.create_mode & !umask,
         };
         if mode != 0o600 {
             file.set_mode(mode).ctx("set mode of temp file", &path)?;

@@ -65,6 +65,28 @@ pub enum ReadPolicy {
     FallbackToBackup,
 }
 
+/// Owner and permission bits a write gives the file (see [`Options::mode`],
+/// [`Options::create_mode`] and [`Options::owner`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Perms {
+    /// Exact bits for every write; `None` keeps the replaced file's.
+    pub mode: Option<u32>,
+    /// Bits, before the umask, for a file that does not exist yet.
+    pub create_mode: u32,
+    /// Owner and group for every write; `None` keeps the replaced file's.
+    pub owner: Option<(u32, u32)>,
+}
+
+impl Default for Perms {
+    fn default() -> Self {
+        Perms {
+            mode: None,
+            create_mode: 0o644,
+            owner: None,
+        }
+    }
+}
+
 /// Settings for a [`Doc`](crate::Doc) or a [`Store`](crate::Store).
 ///
 /// A builder: start from the defaults ([`Options::new`]) and change what differs.
@@ -98,6 +120,7 @@ pub struct Options {
     pub(crate) verify: bool,
     pub(crate) create_dirs: bool,
     pub(crate) format: Format,
+    pub(crate) perms: Perms,
     pub(crate) fs: Arc<dyn Fs>,
 }
 
@@ -111,6 +134,7 @@ impl Default for Options {
             verify: false,
             create_dirs: false,
             format: Format::Pretty,
+            perms: Perms::default(),
             fs: default_fs(),
         }
     }
@@ -176,6 +200,30 @@ impl Options {
     /// How documents are laid out (default pretty: 2-space indent, trailing newline).
     pub fn format(mut self, f: Format) -> Options {
         self.format = f;
+        self
+    }
+
+    /// Give every written file exactly these permission bits (`0o600`, ...; the umask
+    /// does not apply), instead of keeping the replaced file's. The temp file is
+    /// created 0600 and gets them before any content is written.
+    pub fn mode(mut self, bits: u32) -> Options {
+        self.perms.mode = Some(bits & 0o7777);
+        self
+    }
+
+    /// The permission bits, before the umask, of a file that does not exist yet
+    /// (default `0o644`; `0o666` is what `open(2)` callers such as Node's `fs` use).
+    /// A replaced file keeps its own mode unless [`Options::mode`] is set.
+    pub fn create_mode(mut self, bits: u32) -> Options {
+        self.perms.create_mode = bits & 0o7777;
+        self
+    }
+
+    /// Give every written file this owner and group, instead of the replaced file's.
+    /// As with the default, a refusal (only root may give files away) is ignored and
+    /// the file keeps the writer's own.
+    pub fn owner(mut self, uid: u32, gid: u32) -> Options {
+        self.perms.owner = Some((uid, gid));
         self
     }
 

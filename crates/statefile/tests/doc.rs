@@ -403,6 +403,47 @@ fn permissions_are_kept_and_new_files_follow_the_umask() {
 }
 
 #[test]
+fn explicit_mode_create_mode_and_owner_override_the_kept_ones() {
+    let (_dir, p) = setup();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let umask = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    // A new file: create_mode less the umask.
+    statefile::write_atomic_with(&p, b"1", &Options::new().create_mode(0o666)).unwrap();
+    assert_eq!(mode(&p), 0o666 & !umask);
+    // create_mode does not touch an existing file's mode.
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    statefile::write_atomic_with(&p, b"2", &Options::new().create_mode(0o666)).unwrap();
+    assert_eq!(mode(&p), 0o640);
+    // mode: exactly these bits, umask or not, for existing and new files.
+    let doc: Doc<u32> = Doc::open_with(&p, Options::new().mode(0o600)).unwrap();
+    doc.write(&3).unwrap();
+    assert_eq!(mode(&p), 0o600);
+    let q = p.with_file_name("other.json");
+    Doc::<u32>::open_with(&q, Options::new().mode(0o666))
+        .unwrap()
+        .write(&1)
+        .unwrap();
+    assert_eq!(mode(&q), 0o666);
+    if common::is_root() {
+        let doc: Doc<u32> = Doc::open_with(&p, Options::new().owner(4242, 4343)).unwrap();
+        doc.write(&4).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (4242, 4343), "owner set");
+        // And the default keeps that owner afterwards.
+        Doc::<u32>::open(&p).unwrap().write(&5).unwrap();
+        let m = std::fs::metadata(&p).unwrap();
+        assert_eq!((m.uid(), m.gid()), (4242, 4343), "owner kept");
+    } else {
+        println!("skipping the owner part: not root, cannot chown to another user");
+    }
+}
+
+#[test]
 fn writing_through_a_symlink_replaces_the_target_and_keeps_the_link() {
     let dir = tempfile::tempdir().unwrap();
     let real_dir = dir.path().join("real");
