@@ -1,0 +1,1082 @@
+//! N-API bindings for statefile: the native half of the npm package `statefile`.
+//!
+//! Every file operation is a call into the `statefile` library; nothing of the replace
+//! protocol or the lock is written again here. The JavaScript half (`index.ts`)
+//! turns values into JSON text and back, checks them, and throws `StatefileError`s.
+//!
+//! Each operation comes twice: `fooSync` runs on the calling (JavaScript) thread, as
+//! `fs.writeFileSync` does; `foo` runs on a worker thread of napi's tokio runtime's
+//! blocking pool and returns a Promise, so file I/O, fsync and lock waits never block
+//! the event loop. Lock waits do not occupy libuv's own thread pool either, so
+//! `fs.promises` calls made while an update waits for a lock still run.
+//!
+//! Every result crosses to JavaScript as one JSON text, `{"ok": ...}` or
+//! `{"error": {"code", "message", "path", "version", "errno", "pointer"}}`, so that a
+//! document value is parsed once, by V8's own `JSON.parse`.
+//!
+//! The crate's own code has no `unsafe`; the glue napi-derive generates does.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use napi::bindgen_prelude::{Buffer, Function};
+use napi_derive::napi;
+use serde::Serialize;
+use serde_json::Value;
+use statefile::{
+    Action, BackupInfo, BackupRef, Doc, Durability, Error, ErrorKind, Options, Problem, Receipt,
+    Report, Store, Version, Versioned,
+};
+use tokio::sync::oneshot;
+
+// ---------------------------------------------------------------------------------
+// Results as JSON text
+
+/// A failure as JavaScript sees it (the fields of `StatefileError`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorOut {
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    /// The OS error number underneath, if any (JavaScript names it: `ENOENT`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno: Option<i32>,
+    /// For a value JavaScript cannot hold exactly: where it is (RFC 6901).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pointer: Option<String>,
+}
+
+fn code(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::NotFound => "NOT_FOUND",
+        ErrorKind::Corrupt => "CORRUPT",
+        ErrorKind::Conflict => "CONFLICT",
+        ErrorKind::LockTimeout => "LOCK_TIMEOUT",
+        ErrorKind::NoSpace => "NO_SPACE",
+        ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+        ErrorKind::InvalidName => "INVALID_NAME",
+        ErrorKind::Durability => "DURABILITY",
+        ErrorKind::Serialize => "SERIALIZE",
+        _ => "IO",
+    }
+}
+
+impl From<Error> for ErrorOut {
+    fn from(e: Error) -> ErrorOut {
+        // The message plus its causes, as the CLI prints them.
+        let mut message = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            cause = c.source();
+        }
+        ErrorOut {
+            code: code(e.kind()),
+            message,
+            path: e.path().map(|p| p.display().to_string()),
+            version: e.version().map(|v| v.as_str().to_string()),
+            errno: e.io_error().and_then(std::io::Error::raw_os_error),
+            pointer: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+enum Envelope<T> {
+    #[serde(rename = "ok")]
+    Ok(T),
+    #[serde(rename = "error")]
+    Error(ErrorOut),
+    /// An update whose JavaScript callback threw: nothing was written.
+    #[serde(rename = "aborted")]
+    Aborted(bool),
+}
+
+type Out<T> = Result<T, ErrorOut>;
+
+fn envelope<T: Serialize>(r: Out<T>) -> String {
+    let e = match r {
+        Ok(v) => Envelope::Ok(v),
+        Err(e) => Envelope::Error(e),
+    };
+    text(&e)
+}
+
+fn text<T: Serialize>(e: &Envelope<T>) -> String {
+    // Serializing a serde_json::Value or the plain structs below cannot fail (all map
+    // keys are strings); should it ever, say so rather than panic.
+    serde_json::to_string(e).unwrap_or_else(|err| {
+        format!(
+            r#"{{"error":{{"code":"IO","message":{}}}}}"#,
+            Value::String(format!("cannot encode a result for JavaScript: {err}"))
+        )
+    })
+}
+
+/// Parse the JSON text the JavaScript side made of a value. It comes from
+/// `JSON.stringify`, so only nesting deeper than the parser accepts can fail here.
+fn parse_value(json: &str) -> Out<Value> {
+    serde_json::from_str(json).map_err(|e| ErrorOut {
+        code: "SERIALIZE",
+        message: format!("cannot store this value: {e}"),
+        path: None,
+        version: None,
+        errno: None,
+        pointer: None,
+    })
+}
+
+/// The first number in `v` that a JavaScript number cannot hold exactly, as (pointer,
+/// text). An integer is exact when the double nearest to it prints as the same
+/// digits (JavaScript prints doubles by their shortest round-trip form), so what
+/// JavaScript writes back is the number that was read: 2^53 + 1 is not, and neither
+/// is 2^60, whose double prints as 1152921504606847000. Non-integers are doubles on
+/// both sides already.
+fn inexact_number(v: &Value) -> Option<(String, String)> {
+    fn walk(v: &Value, at: &mut String) -> Option<(String, String)> {
+        match v {
+            Value::Number(n) if n.is_u64() || n.is_i64() => {
+                let digits = n.to_string();
+                let nearest = n.as_f64().map(|f| format!("{f}"));
+                (nearest.as_deref() != Some(digits.as_str())).then(|| (at.clone(), digits))
+            }
+            Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&i.to_string());
+                let found = walk(item, at);
+                at.truncate(len);
+                found
+            }),
+            Value::Object(map) => map.iter().find_map(|(k, item)| {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                let found = walk(item, at);
+                at.truncate(len);
+                found
+            }),
+            _ => None,
+        }
+    }
+    walk(v, &mut String::new())
+}
+
+/// Refuse to hand JavaScript a value it would round: reading, or updating, a document
+/// must never change a number nobody touched.
+fn exact_for_js(v: &Value, path: &Path) -> Out<()> {
+    match inexact_number(v) {
+        None => Ok(()),
+        Some((pointer, digits)) => Err(ErrorOut {
+            code: "SERIALIZE",
+            message: format!(
+                "{}: the number {digits} at {} cannot be held exactly by a JavaScript number; \
+                 statefile refuses to round it (store such numbers as strings)",
+                path.display(),
+                if pointer.is_empty() {
+                    "the top"
+                } else {
+                    &pointer
+                }
+            ),
+            path: Some(path.display().to_string()),
+            version: None,
+            errno: None,
+            pointer: Some(pointer),
+        }),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptOut {
+    path: String,
+    version: String,
+    previous: Option<String>,
+    bytes: u64,
+    durability: &'static str,
+    backup: Option<String>,
+    created: bool,
+    unchanged: bool,
+    lock_wait_ms: f64,
+}
+
+impl From<Receipt> for ReceiptOut {
+    fn from(r: Receipt) -> ReceiptOut {
+        ReceiptOut {
+            path: r.path.display().to_string(),
+            version: r.version.as_str().to_string(),
+            previous: r.previous.map(|v| v.as_str().to_string()),
+            bytes: r.bytes,
+            durability: r.durability.as_str(),
+            backup: r.backup.map(|b| b.path.display().to_string()),
+            created: r.created,
+            unchanged: r.unchanged,
+            lock_wait_ms: r.lock_wait.as_secs_f64() * 1e3,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionedOut {
+    value: Value,
+    version: String,
+    recovered: Option<RecoveredOut>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecoveredOut {
+    backup: usize,
+    path: String,
+    damaged_version: String,
+    reason: String,
+}
+
+impl VersionedOut {
+    fn new(v: Versioned<Value>, path: &Path) -> Out<VersionedOut> {
+        exact_for_js(&v.value, path)?;
+        Ok(VersionedOut {
+            value: v.value,
+            version: v.version.as_str().to_string(),
+            recovered: v.recovered.map(|r| RecoveredOut {
+                backup: r.backup,
+                path: r.path.display().to_string(),
+                damaged_version: r.damaged_version.as_str().to_string(),
+                reason: r.reason,
+            }),
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BackupOut {
+    number: usize,
+    path: String,
+    version: String,
+    len: u64,
+    modified_ms: f64,
+    parses: bool,
+}
+
+impl From<BackupInfo> for BackupOut {
+    fn from(b: BackupInfo) -> BackupOut {
+        BackupOut {
+            number: b.number,
+            path: b.path.display().to_string(),
+            version: b.version.as_str().to_string(),
+            len: b.len,
+            modified_ms: b
+                .modified
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3),
+            parses: b.parses,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportOut {
+    healthy: bool,
+    needs_repair: bool,
+    documents: usize,
+    backups: usize,
+    without_backup: usize,
+    live_temps: usize,
+    findings: Vec<FindingOut>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FindingOut {
+    path: String,
+    /// `stale-temp`, `corrupt-document`, `corrupt-backup` or `unreadable`.
+    problem: &'static str,
+    detail: Option<String>,
+    /// `none`, `removed`, `restored`, `moved-aside`, `would` or `failed`.
+    action: &'static str,
+    action_detail: Option<String>,
+    fixed: bool,
+}
+
+impl From<Report> for ReportOut {
+    fn from(r: Report) -> ReportOut {
+        ReportOut {
+            healthy: r.is_healthy(),
+            needs_repair: r.needs_repair(),
+            documents: r.documents,
+            backups: r.backups,
+            without_backup: r.without_backup,
+            live_temps: r.live_temps,
+            findings: r
+                .findings
+                .into_iter()
+                .map(|f| {
+                    let fixed = f.is_fixed();
+                    let (problem, detail) = match f.problem {
+                        Problem::StaleTemp => ("stale-temp", None),
+                        Problem::CorruptDocument {
+                            reason,
+                            good_backup,
+                        } => (
+                            "corrupt-document",
+                            Some(match good_backup {
+                                Some(b) => format!("{reason} (good backup: {})", b.display()),
+                                None => format!("{reason} (no good backup)"),
+                            }),
+                        ),
+                        Problem::CorruptBackup { reason } => ("corrupt-backup", Some(reason)),
+                        Problem::Unreadable { error } => ("unreadable", Some(error)),
+                        _ => ("other", None),
+                    };
+                    let (action, action_detail) = match f.action {
+                        Action::None => ("none", None),
+                        Action::Removed => ("removed", None),
+                        Action::Restored { from, version } => (
+                            "restored",
+                            Some(format!("from {} (version {version})", from.display())),
+                        ),
+                        Action::MovedAside { to } => {
+                            ("moved-aside", Some(to.display().to_string()))
+                        }
+                        Action::Would(what) => ("would", Some(what)),
+                        Action::Failed { error } => ("failed", Some(error)),
+                        _ => ("other", None),
+                    };
+                    FindingOut {
+                        path: f.path.display().to_string(),
+                        problem,
+                        detail,
+                        action,
+                        action_detail,
+                        fixed,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeletedOut {
+    version: String,
+    kept_as: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------
+// Options
+
+/// Options of a `Doc` or a `Store` (checked by the JavaScript side first).
+#[napi(object)]
+#[derive(Debug, Clone, Default)]
+pub struct DocOptions {
+    /// Previous versions to keep as `.name.bak`, `.name.bak.2`, ...
+    pub backups: Option<u32>,
+    /// `"full"`, `"data"` or `"none"`.
+    pub durability: Option<String>,
+    /// How long a write waits for the document's lock.
+    pub lock_timeout_ms: Option<f64>,
+    /// Create missing parent directories on write.
+    pub create_dirs: Option<bool>,
+    /// Serve the newest good backup when the document is damaged.
+    pub fallback: Option<bool>,
+}
+
+fn invalid_arg(msg: String) -> napi::Error {
+    napi::Error::new(napi::Status::InvalidArg, msg)
+}
+
+fn lock_timeout(ms: f64) -> napi::Result<Duration> {
+    Duration::try_from_secs_f64(ms / 1e3).map_err(|_| {
+        invalid_arg(format!(
+            "lockTimeoutMs must be a finite number >= 0, not {ms}"
+        ))
+    })
+}
+
+fn options(base: Options, o: &DocOptions) -> napi::Result<Options> {
+    let mut opts = base;
+    if let Some(n) = o.backups {
+        opts = opts.backups(n as usize);
+    }
+    if let Some(d) = &o.durability {
+        opts = opts.durability(d.parse::<Durability>().map_err(invalid_arg)?);
+    }
+    if let Some(ms) = o.lock_timeout_ms {
+        opts = opts.lock_timeout(lock_timeout(ms)?);
+    }
+    if let Some(on) = o.create_dirs {
+        opts = opts.create_dirs(on);
+    }
+    if let Some(on) = o.fallback {
+        opts = opts.fallback(on);
+    }
+    Ok(opts)
+}
+
+/// Run `f` on a thread of the blocking pool and hand its JSON text back.
+async fn off_thread(f: impl FnOnce() -> String + Send + 'static) -> napi::Result<String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| napi::Error::from_reason(format!("statefile: a worker thread failed: {e}")))
+}
+
+// ---------------------------------------------------------------------------------
+// Documents
+
+/// A store opened on first use (opening scans it and cleans up after crashed
+/// writers: file I/O that must not run on the event loop, so not in a constructor).
+#[derive(Debug)]
+struct LazyStore {
+    root: PathBuf,
+    opts: Options,
+    store: Mutex<Option<Arc<Store>>>,
+}
+
+impl LazyStore {
+    fn get(&self) -> Result<Arc<Store>, Error> {
+        let mut slot = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(Store::open_with(&self.root, self.opts.clone())?);
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+}
+
+#[derive(Debug)]
+enum Handle {
+    Plain(Box<Doc<Value>>),
+    InStore(Arc<LazyStore>, String),
+}
+
+impl Handle {
+    fn with<R>(&self, f: impl FnOnce(&Doc<Value>) -> Out<R>) -> Out<R> {
+        match self {
+            Handle::Plain(d) => f(d),
+            Handle::InStore(store, name) => f(&store.get()?.doc::<Value>(name)?),
+        }
+    }
+
+    fn read(&self) -> String {
+        envelope(self.with(|d| VersionedOut::new(d.read_versioned()?, d.path())))
+    }
+
+    fn write(&self, json: &str) -> String {
+        envelope(parse_value(json).and_then(|v| self.with(|d| Ok(ReceiptOut::from(d.write(&v)?)))))
+    }
+
+    fn write_if(&self, version: &str, json: &str) -> String {
+        envelope(parse_value(json).and_then(|v| {
+            let expected = Version::parse(version)?;
+            self.with(|d| Ok(ReceiptOut::from(d.write_if(&expected, &v)?)))
+        }))
+    }
+
+    fn create(&self, json: &str) -> String {
+        envelope(parse_value(json).and_then(|v| self.with(|d| Ok(ReceiptOut::from(d.create(&v)?)))))
+    }
+
+    fn delete(&self) -> String {
+        envelope(self.with(|d| {
+            let del = d.delete()?;
+            Ok(DeletedOut {
+                version: del.version.as_str().to_string(),
+                kept_as: del.kept_as.map(|p| p.display().to_string()),
+            })
+        }))
+    }
+
+    fn version(&self) -> String {
+        envelope(self.with(|d| Ok(d.version()?.as_str().to_string())))
+    }
+
+    fn backups(&self) -> String {
+        envelope(self.with(|d| {
+            Ok(d.backups()?
+                .into_iter()
+                .map(BackupOut::from)
+                .collect::<Vec<_>>())
+        }))
+    }
+
+    fn restore(&self, which: &str) -> String {
+        envelope(
+            backup_ref(which).and_then(|r| self.with(|d| Ok(ReceiptOut::from(d.restore(&r)?)))),
+        )
+    }
+}
+
+/// `""` for the newest good backup, a number (1 = newest), or a version.
+fn backup_ref(which: &str) -> Out<BackupRef> {
+    if which.is_empty() {
+        return Ok(BackupRef::NewestGood);
+    }
+    if let Ok(n) = which.parse::<usize>() {
+        return Ok(BackupRef::Number(n));
+    }
+    Ok(BackupRef::Version(Version::parse(which)?))
+}
+
+/// What JavaScript decided about an update it was shown.
+enum Decision {
+    Commit(Value),
+    Abort,
+}
+
+/// The outcome of the locked read-modify-write, once its decision came.
+fn run_update(
+    h: &Handle,
+    default: Option<Value>,
+    show: impl FnOnce(Out<&Value>) -> Option<Decision>,
+) -> String {
+    let mut show = Some(show);
+    let mut aborted = false;
+    let r = h.with(|d| {
+        let f = |v: &mut Value| -> statefile::Result<()> {
+            let checked = exact_for_js(v, d.path());
+            let refused = checked.is_err();
+            let shown = show.take().map(|s| s(checked.map(|()| &*v)));
+            match shown {
+                Some(Some(Decision::Commit(new))) if !refused => {
+                    *v = new;
+                    Ok(())
+                }
+                _ => {
+                    aborted = true;
+                    Err(Error::aborted("the update was abandoned by its callback"))
+                }
+            }
+        };
+        let (_, receipt) = match default {
+            Some(init) => d.update_or_insert_with(|| init.clone(), f)?,
+            None => d.update(f)?,
+        };
+        Ok(ReceiptOut::from(receipt))
+    });
+    match r {
+        Err(_) if aborted => text::<()>(&Envelope::Aborted(true)),
+        // Done, or failed before the value could be shown (lock timeout, not found,
+        // corrupt: the callback never ran) or while writing it.
+        r => envelope(r),
+    }
+}
+
+/// A locked read-modify-write in progress: the lock is held on a worker thread while
+/// JavaScript runs the callback; `commit` or `abort` ends it.
+#[napi]
+pub struct UpdateSession {
+    current: String,
+    decide: Mutex<Option<oneshot::Sender<Decision>>>,
+    done: Mutex<Option<oneshot::Receiver<String>>>,
+}
+
+impl std::fmt::Debug for UpdateSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateSession").finish_non_exhaustive()
+    }
+}
+
+#[napi]
+impl UpdateSession {
+    /// The value read under the lock, as `{"ok": {"value": ...}}`, or why the update
+    /// could not start (`{"error": ...}`; then the lock is not held).
+    #[napi(getter)]
+    pub fn current(&self) -> String {
+        self.current.clone()
+    }
+
+    /// Write `json` as the new value under the lock; resolves to the receipt (or an
+    /// error) once it is written and the lock released.
+    #[napi]
+    pub async fn commit(&self, json: String) -> napi::Result<String> {
+        let parsed = parse_value(&json);
+        let decision = match &parsed {
+            Ok(v) => Decision::Commit(v.clone()),
+            Err(_) => Decision::Abort,
+        };
+        let outcome = self.finish(decision).await;
+        match parsed {
+            Err(e) => Ok(envelope::<()>(Err(e))),
+            Ok(_) => Ok(outcome),
+        }
+    }
+
+    /// Write nothing; resolves once the lock is released.
+    #[napi]
+    pub async fn abort(&self) -> napi::Result<()> {
+        self.finish(Decision::Abort).await;
+        Ok(())
+    }
+}
+
+impl UpdateSession {
+    async fn finish(&self, d: Decision) -> String {
+        let tx = self
+            .decide
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let rx = self
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(tx) = tx {
+            // The worker may already be gone (it failed before showing a value).
+            let _ = tx.send(d);
+        }
+        match rx {
+            Some(rx) => rx.await.unwrap_or_else(|_| {
+                envelope::<()>(Err(ErrorOut {
+                    code: "IO",
+                    message: "the update's worker thread ended without an answer".into(),
+                    path: None,
+                    version: None,
+                    errno: None,
+                    pointer: None,
+                }))
+            }),
+            None => text::<()>(&Envelope::Aborted(true)),
+        }
+    }
+}
+
+/// One JSON document (`new Doc(path, options)` in JavaScript).
+#[napi]
+#[derive(Debug)]
+pub struct NativeDoc {
+    h: Arc<Handle>,
+}
+
+fn parse_default(json: Option<String>) -> Out<Option<Value>> {
+    json.as_deref().map(parse_value).transpose()
+}
+
+#[napi]
+impl NativeDoc {
+    /// A handle to the document at `path`; touches nothing on disk.
+    #[napi(constructor)]
+    pub fn new(path: String, opts: DocOptions) -> napi::Result<NativeDoc> {
+        let opts = options(Options::default(), &opts)?;
+        let doc = Doc::<Value>::open_with(&path, opts).map_err(|e| {
+            napi::Error::new(napi::Status::InvalidArg, envelope::<()>(Err(e.into())))
+        })?;
+        Ok(NativeDoc {
+            h: Arc::new(Handle::Plain(Box::new(doc))),
+        })
+    }
+
+    /// The path as given.
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        match &*self.h {
+            Handle::Plain(d) => d.path().display().to_string(),
+            Handle::InStore(s, name) => s.root.join(name).display().to_string(),
+        }
+    }
+
+    /// `{value, version, recovered}`.
+    #[napi]
+    pub async fn read(&self) -> napi::Result<String> {
+        let h = self.h.clone();
+        off_thread(move || h.read()).await
+    }
+
+    /// As `read`, on the calling thread.
+    #[napi]
+    pub fn read_sync(&self) -> String {
+        self.h.read()
+    }
+
+    /// Replace the document with the value `json`; the receipt.
+    #[napi]
+    pub async fn write(&self, json: String) -> napi::Result<String> {
+        let h = self.h.clone();
+        off_thread(move || h.write(&json)).await
+    }
+
+    /// As `write`, on the calling thread.
+    #[napi]
+    pub fn write_sync(&self, json: String) -> String {
+        self.h.write(&json)
+    }
+
+    /// Compare-and-swap.
+    #[napi]
+    pub async fn write_if(&self, version: String, json: String) -> napi::Result<String> {
+        let h = self.h.clone();
+        off_thread(move || h.write_if(&version, &json)).await
+    }
+
+    /// As `writeIf`, on the calling thread.
+    #[napi]
+    pub fn write_if_sync(&self, version: String, json: String) -> String {
+        self.h.write_if(&version, &json)
+    }
+
+    /// Write only if the document does not exist.
+    #[napi]
+    pub async fn create(&self, json: String) -> napi::Result<String> {
+        let h = self.h.clone();
+        off_thread(move || h.create(&json)).await
+    }
+
+    /// As `create`, on the calling thread.
+    #[napi]
+    pub fn create_sync(&self, json: String) -> String {
+        self.h.create(&json)
+    }
+
+    /// Delete (to `.name.bak` when backups are on).
+    #[napi]
+    pub async fn delete(&self) -> napi::Result<String> {
+        let h = self.h.clone();
+        off_thread(move || h.delete()).await
+    }
+
+    /// As `delete`, on the calling thread.
+    #[napi]
+    pub fn delete_sync(&self) -> String {
+        self.h.delete()
+    }
+
+    /// The current version.
+    #[napi]
+    pub async fn version(&self) -> napi::Result<String> {
+        let h = self.h.clone();
+        off_thread(move || h.version()).await
+    }
+
+    /// As `version`, on the calling thread.
+    #[napi]
+    pub fn version_sync(&self) -> String {
+        self.h.version()
+    }
+
+    /// The kept previous versions, newest first.
+    #[napi]
+    pub async fn backups(&self) -> napi::Result<String> {
+        let h = self.h.clone();
+        off_thread(move || h.backups()).await
+    }
+
+    /// As `backups`, on the calling thread.
+    #[napi]
+    pub fn backups_sync(&self) -> String {
+        self.h.backups()
+    }
+
+    /// Restore a backup: `""` (newest good), a number, or a version.
+    #[napi]
+    pub async fn restore(&self, which: String) -> napi::Result<String> {
+        let h = self.h.clone();
+        off_thread(move || h.restore(&which)).await
+    }
+
+    /// As `restore`, on the calling thread.
+    #[napi]
+    pub fn restore_sync(&self, which: String) -> String {
+        self.h.restore(&which)
+    }
+
+    /// Start a locked read-modify-write: resolves once the lock is held and the value
+    /// read (or the update failed to start). `default_json` is the value to start
+    /// from when the document does not exist.
+    #[napi]
+    pub async fn begin_update(&self, default_json: Option<String>) -> napi::Result<UpdateSession> {
+        let h = self.h.clone();
+        let (shown_tx, shown_rx) = oneshot::channel::<String>();
+        let (decide_tx, decide_rx) = oneshot::channel::<Decision>();
+        let (done_tx, done_rx) = oneshot::channel::<String>();
+        let worker = tokio::task::spawn_blocking(move || {
+            let default = match parse_default(default_json) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = shown_tx.send(envelope::<()>(Err(e)));
+                    return;
+                }
+            };
+            let mut shown_tx = Some(shown_tx);
+            let outcome = run_update(&h, default, |current| {
+                let tx = shown_tx.take()?;
+                let refused = current.is_err();
+                let _ = tx.send(envelope(current.map(|v| CurrentOut { value: v })));
+                if refused {
+                    return None;
+                }
+                // Blocks this worker thread (not the event loop) until JavaScript
+                // commits or aborts; a session dropped unanswered aborts.
+                decide_rx.blocking_recv().ok()
+            });
+            match shown_tx.take() {
+                // It failed before a value could be shown: that is the answer.
+                Some(tx) => {
+                    let _ = tx.send(outcome);
+                }
+                None => {
+                    let _ = done_tx.send(outcome);
+                }
+            }
+        });
+        let current = match shown_rx.await {
+            Ok(c) => c,
+            Err(_) => {
+                let failure = worker
+                    .await
+                    .err()
+                    .map_or_else(String::new, |e| e.to_string());
+                return Err(napi::Error::from_reason(format!(
+                    "statefile: the update's worker thread failed {failure}"
+                )));
+            }
+        };
+        Ok(UpdateSession {
+            current,
+            decide: Mutex::new(Some(decide_tx)),
+            done: Mutex::new(Some(done_rx)),
+        })
+    }
+
+    /// A locked read-modify-write on the calling thread: `callback` gets the value as
+    /// JSON text and returns the new value as JSON text, or `null` to write nothing.
+    #[napi]
+    pub fn update_sync(
+        &self,
+        default_json: Option<String>,
+        callback: Function<'_, String, Option<String>>,
+    ) -> String {
+        let default = match parse_default(default_json) {
+            Ok(d) => d,
+            Err(e) => return envelope::<()>(Err(e)),
+        };
+        run_update(&self.h, default, |current| {
+            let v = current.ok()?;
+            let json = serde_json::to_string(&CurrentOut { value: v }).ok()?;
+            // A JavaScript exception in the callback is caught by the JavaScript side,
+            // which answers null; an exception here is one napi could not convert.
+            match callback.call(json) {
+                Ok(Some(new)) => parse_value(&new).ok().map(Decision::Commit),
+                _ => Some(Decision::Abort),
+            }
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct CurrentOut<'a> {
+    value: &'a Value,
+}
+
+// ---------------------------------------------------------------------------------
+// Stores
+
+/// A directory of documents (`new Store(root, options)` in JavaScript), opened on
+/// first use.
+#[napi]
+#[derive(Debug)]
+pub struct NativeStore {
+    store: Arc<LazyStore>,
+}
+
+#[napi]
+impl NativeStore {
+    /// A store at `root`; nothing is touched until the first operation.
+    #[napi(constructor)]
+    pub fn new(root: String, opts: DocOptions) -> napi::Result<NativeStore> {
+        // As `Store::open`: documents get missing parent directories by default.
+        let base = Options::default().create_dirs(true);
+        Ok(NativeStore {
+            store: Arc::new(LazyStore {
+                root: PathBuf::from(root),
+                opts: options(base, &opts)?,
+                store: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The document `name` (relative, `/`-separated).
+    #[napi]
+    pub fn doc(&self, name: String) -> NativeDoc {
+        NativeDoc {
+            h: Arc::new(Handle::InStore(self.store.clone(), name)),
+        }
+    }
+
+    /// Open the store now (recovering after crashed writers); what recovery found.
+    #[napi]
+    pub async fn open(&self) -> napi::Result<String> {
+        let s = self.store.clone();
+        off_thread(move || {
+            envelope(
+                s.get()
+                    .map(|s| ReportOut::from(s.recovery().clone()))
+                    .map_err(ErrorOut::from),
+            )
+        })
+        .await
+    }
+
+    /// As `open`, on the calling thread.
+    #[napi]
+    pub fn open_sync(&self) -> String {
+        envelope(
+            self.store
+                .get()
+                .map(|s| ReportOut::from(s.recovery().clone()))
+                .map_err(ErrorOut::from),
+        )
+    }
+
+    /// Document names starting with `prefix`, sorted.
+    #[napi]
+    pub async fn list(&self, prefix: String) -> napi::Result<String> {
+        let s = self.store.clone();
+        off_thread(move || store_list(&s, &prefix)).await
+    }
+
+    /// As `list`, on the calling thread.
+    #[napi]
+    pub fn list_sync(&self, prefix: String) -> String {
+        store_list(&self.store, &prefix)
+    }
+
+    /// Check every document; changes nothing.
+    #[napi]
+    pub async fn verify(&self) -> napi::Result<String> {
+        let s = self.store.clone();
+        off_thread(move || store_scan(&s, false)).await
+    }
+
+    /// As `verify`, on the calling thread.
+    #[napi]
+    pub fn verify_sync(&self) -> String {
+        store_scan(&self.store, false)
+    }
+
+    /// Repair what `verify` reports.
+    #[napi]
+    pub async fn recover(&self) -> napi::Result<String> {
+        let s = self.store.clone();
+        off_thread(move || store_scan(&s, true)).await
+    }
+
+    /// As `recover`, on the calling thread.
+    #[napi]
+    pub fn recover_sync(&self) -> String {
+        store_scan(&self.store, true)
+    }
+}
+
+fn store_list(s: &LazyStore, prefix: &str) -> String {
+    envelope(s.get().and_then(|s| s.list(prefix)).map_err(ErrorOut::from))
+}
+
+fn store_scan(s: &LazyStore, repair: bool) -> String {
+    envelope(
+        s.get()
+            .and_then(|s| if repair { s.recover() } else { s.verify() })
+            .map(ReportOut::from)
+            .map_err(ErrorOut::from),
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// writeFileAtomic
+
+/// What the JavaScript `writeFileAtomic` worked out from its options.
+#[napi(object)]
+#[derive(Debug, Clone, Default)]
+pub struct AtomicOptions {
+    /// Exact permission bits; unset keeps the replaced file's.
+    pub mode: Option<u32>,
+    /// Bits before the umask for a new file.
+    pub create_mode: Option<u32>,
+    /// Owner to give the file; unset keeps the replaced file's.
+    pub uid: Option<u32>,
+    /// Group to give the file (with `uid`).
+    pub gid: Option<u32>,
+    /// `false`: no fsync of the file or the directory.
+    pub fsync: Option<bool>,
+    /// How long to wait for another writer of the same file.
+    pub lock_timeout_ms: Option<f64>,
+}
+
+fn atomic_options(o: &AtomicOptions) -> napi::Result<Options> {
+    let mut opts = Options::default().backups(0);
+    if let Some(m) = o.mode {
+        opts = opts.mode(m);
+    }
+    if let Some(m) = o.create_mode {
+        opts = opts.create_mode(m);
+    }
+    if let (Some(uid), Some(gid)) = (o.uid, o.gid) {
+        opts = opts.owner(uid, gid);
+    }
+    if o.fsync == Some(false) {
+        opts = opts.durability(Durability::None);
+    }
+    if let Some(ms) = o.lock_timeout_ms {
+        opts = opts.lock_timeout(lock_timeout(ms)?);
+    }
+    Ok(opts)
+}
+
+fn write_bytes(path: &str, bytes: &[u8], opts: &Options) -> String {
+    envelope(
+        statefile::write_atomic_with(path, bytes, opts)
+            .map(ReceiptOut::from)
+            .map_err(ErrorOut::from),
+    )
+}
+
+/// Replace the file at `path` with `data` by the statefile protocol (lock, unique
+/// temp, fsync, rename, directory fsync); no backups.
+#[napi]
+pub async fn write_file_atomic(
+    path: String,
+    data: Buffer,
+    opts: AtomicOptions,
+) -> napi::Result<String> {
+    let opts = atomic_options(&opts)?;
+    let bytes = data.to_vec();
+    off_thread(move || write_bytes(&path, &bytes, &opts)).await
+}
+
+/// As `writeFileAtomic`, on the calling thread.
+#[napi]
+pub fn write_file_atomic_sync(
+    path: String,
+    data: Buffer,
+    opts: AtomicOptions,
+) -> napi::Result<String> {
+    let opts = atomic_options(&opts)?;
+    Ok(write_bytes(&path, &data, &opts))
+}
+
+/// The library's defaults for a document, as the JavaScript options spell them.
+#[napi]
+pub fn default_options() -> DocOptions {
+    let o = Options::default();
+    DocOptions {
+        backups: Some(o.get_backups() as u32),
+        durability: Some(o.get_durability().as_str().to_string()),
+        lock_timeout_ms: Some(o.get_lock_timeout().as_secs_f64() * 1e3),
+        create_dirs: Some(false),
+        fallback: Some(false),
+    }
+}
