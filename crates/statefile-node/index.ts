@@ -9,6 +9,7 @@
  * fsync or a lock. `...Sync` variants run on the calling thread, for scripts.
  */
 import { getSystemErrorName } from 'node:util'
+import { resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import * as native from './native'
@@ -656,13 +657,24 @@ function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomic
   return [path, bytes, out]
 }
 
-/** As fs errors do, `code` is the OS error name (`'EACCES'`, ...) when there is one. */
+const FS_CODES: Record<string, string> = { NOT_FOUND: 'ENOENT', NO_SPACE: 'ENOSPC', PERMISSION_DENIED: 'EACCES' }
+
+/**
+ * As fs errors do, `code` is the OS error name (`'ENOENT'`, `'EACCES'`, ...): the one
+ * underneath, or the usual one for the kind of failure.
+ */
 function fsStyle(e: unknown): unknown {
-  if (e instanceof StatefileError && e.errno !== undefined) {
-    return new StatefileError(e.message, { code: e.errno, path: e.path, version: e.version, errno: e.errno })
+  if (e instanceof StatefileError) {
+    const code = e.errno ?? FS_CODES[e.code]
+    if (code !== undefined) {
+      return new StatefileError(e.message, { code, path: e.path, version: e.version, errno: code })
+    }
   }
   return e
 }
+
+/** The pending writeFileAtomic calls of each file (by absolute path), in call order. */
+const queues = new Map<string, Promise<void>>()
 
 /**
  * `write-file-atomic`'s `writeFile(filename, data, options?, callback?)`, on statefile's
@@ -681,10 +693,22 @@ export function writeFileAtomic(filename: string | URL, data: Data, options?: Wr
   }
   const run = async (): Promise<void> => {
     const [path, bytes, opts] = atomicArgs(filename, data, options as WriteFileAtomicOptions | BufferEncoding | undefined, 'writeFileAtomic')
+    const key = resolvePath(path)
+    // Calls on one file take turns in call order, as write-file-atomic's do, so the
+    // last call's data is what stays; the lock alone would not keep that order.
+    const before = queues.get(key) ?? Promise.resolve()
+    let done!: () => void
+    const mine = new Promise<void>((resolve) => { done = resolve })
+    const tail = before.then(() => mine)
+    queues.set(key, tail)
     try {
+      await before
       unwrap(await native.writeFileAtomic(path, bytes, opts))
     } catch (e) {
       throw fsStyle(e)
+    } finally {
+      done()
+      if (queues.get(key) === tail) queues.delete(key)
     }
   }
   const promise = run()

@@ -1,0 +1,104 @@
+// Concurrent read-modify-write from one process and from several: no update lost,
+// none applied twice; the event loop keeps running while a call waits for a lock.
+'use strict'
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const path = require('node:path')
+const { Doc, StatefileError } = require('..')
+const { scratch, temps, child, waitFor, sleep } = require('./helpers')
+
+test('50 concurrent updates in one process: all kept, none twice', async (t) => {
+  const dir = scratch(t)
+  const doc = new Doc(path.join(dir, 'resData.json'))
+  await doc.write({ cases: [] })
+  const results = await Promise.all(Array.from({ length: 50 }, (_, i) => doc.update(async (d) => {
+    // Yield inside the critical section: the lock, not luck, keeps the others out.
+    await sleep(1)
+    d.cases.push(`case-${i}`)
+    return d.cases.length - 1
+  })))
+  const { cases } = await doc.read()
+  assert.equal(cases.length, 50)
+  assert.equal(new Set(cases).size, 50)
+  // Each call's result is the index its case landed at.
+  results.forEach((r, i) => assert.equal(cases[r.result], `case-${i}`))
+  assert.equal(new Set(results.map((r) => r.version)).size, 50, 'each update wrote its own version')
+  assert.deepEqual(temps(dir), [])
+})
+
+test('4 processes x 100 updates each: all 400 kept, none twice', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'resData.json')
+  await new Doc(p).write({ cases: [] })
+  const kids = [0, 1, 2, 3].map((w) => child(`
+    const doc = new sf.Doc(process.argv[1], { lockTimeoutMs: 60000 });
+    (async () => {
+      // Half of the updates in flight at once inside the process too.
+      for (let round = 0; round < 10; round++) {
+        await Promise.all(Array.from({ length: 10 }, (_, i) =>
+          doc.update((d) => { d.cases.push('${w}-' + (round * 10 + i)) })));
+      }
+    })().catch((e) => { console.error(e); process.exit(1) });`, [p]))
+  for (const k of kids) {
+    const r = await k.done
+    assert.equal(r.code, 0, r.err)
+  }
+  const { cases } = await new Doc(p).read()
+  assert.equal(cases.length, 400)
+  assert.equal(new Set(cases).size, 400)
+  for (let w = 0; w < 4; w++) {
+    for (let i = 0; i < 100; i++) assert.ok(cases.includes(`${w}-${i}`), `${w}-${i}`)
+  }
+})
+
+test('sync updates from 4 processes interleave with async ones without loss', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'counter.json')
+  await new Doc(p).write({ n: 0 })
+  const kids = [0, 1, 2, 3].map((w) => child(`
+    const doc = new sf.Doc(process.argv[1], { lockTimeoutMs: 60000 });
+    for (let i = 0; i < 50; i++) doc.updateSync((d) => { d.n += 1 });`, [p]))
+  const doc = new Doc(p, { lockTimeoutMs: 60000 })
+  await Promise.all(Array.from({ length: 50 }, () => doc.update((d) => { d.n += 1 })))
+  for (const k of kids) assert.equal((await k.done).code, 0)
+  assert.equal((await doc.read()).n, 250)
+})
+
+test('the event loop keeps running while a write waits for a lock held by another process', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'servers.json')
+  await new Doc(p).write({ servers: [] })
+  // Another process takes the document's lock and holds it for 1.5 s.
+  const holder = child(`
+    const doc = new sf.Doc(process.argv[1]);
+    doc.update(async (d) => {
+      console.log('locked');
+      await new Promise((r) => setTimeout(r, 1500));
+      d.servers.push('from-holder');
+    }).then(() => console.log('released'));`, [p])
+  await waitFor(holder, 'locked')
+
+  let ticks = 0
+  const timer = setInterval(() => { ticks++ }, 10)
+  const doc = new Doc(p)
+  const started = Date.now()
+  const receipt = await doc.update((d) => { d.servers.push('from-me') })
+  const waited = Date.now() - started
+  clearInterval(timer)
+  assert.equal((await holder.done).code, 0)
+
+  assert.ok(receipt.lockWaitMs > 800, `the write waited for the lock (${receipt.lockWaitMs} ms)`)
+  // A blocked event loop would fire the 10 ms timer at most once or twice.
+  assert.ok(ticks >= waited / 10 / 4, `${ticks} ticks in ${waited} ms`)
+  assert.deepEqual((await doc.read()).servers, ['from-holder', 'from-me'])
+
+  // The same wait with a short timeout: LOCK_TIMEOUT, nothing written.
+  const again = child(`
+    const doc = new sf.Doc(process.argv[1]);
+    doc.update(async () => { console.log('locked'); await new Promise((r) => setTimeout(r, 1500)) });`, [p])
+  await waitFor(again, 'locked')
+  const impatient = new Doc(p, { lockTimeoutMs: 100 })
+  await assert.rejects(impatient.write({ servers: [] }), (e) => e instanceof StatefileError && e.code === 'LOCK_TIMEOUT' && e.path.endsWith('.servers.json.lock'))
+  await again.done
+  assert.deepEqual((await doc.read()).servers, ['from-holder', 'from-me'])
+})
