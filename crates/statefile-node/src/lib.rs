@@ -521,15 +521,20 @@ impl Handle {
     }
 }
 
-/// `""` for the newest good backup, a number (1 = newest), or a version.
+/// `""` for the newest good backup, else as the CLI and the server take it: a number
+/// (1 = newest) or a version.
 fn backup_ref(which: &str) -> Out<BackupRef> {
     if which.is_empty() {
         return Ok(BackupRef::NewestGood);
     }
-    if let Ok(n) = which.parse::<usize>() {
-        return Ok(BackupRef::Number(n));
-    }
-    Ok(BackupRef::Version(Version::parse(which)?))
+    which.parse::<BackupRef>().map_err(|e| ErrorOut {
+        code: "INVALID_NAME",
+        message: format!("restore: {e}"),
+        path: None,
+        version: None,
+        errno: None,
+        pointer: None,
+    })
 }
 
 /// What JavaScript decided about an update it was shown.
