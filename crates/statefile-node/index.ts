@@ -31,7 +31,7 @@ export type ErrorCode =
   | 'IO'
 
 interface NativeFailure {
-  code: ErrorCode
+  code: ErrorCode | 'INVALID_ARGUMENT'
   message: string
   path?: string
   version?: string
@@ -79,7 +79,8 @@ function toError(f: NativeFailure): StatefileError {
     code: f.code,
     path: f.path,
     version: f.version,
-    errno: errnoName(f.errno),
+    // A missing document is ENOENT to fs-minded code even where no OS error is kept.
+    errno: errnoName(f.errno) ?? (f.code === 'NOT_FOUND' ? 'ENOENT' : undefined),
     pointer: f.pointer,
   })
 }
@@ -89,7 +90,10 @@ type Envelope<T> = { ok: T } | { error: NativeFailure } | { aborted: true }
 function unwrap<T>(text: string): T {
   const r = JSON.parse(text) as Envelope<T>
   if ('ok' in r) return r.ok
-  if ('error' in r) throw toError(r.error)
+  if ('error' in r) {
+    if (r.error.code === 'INVALID_ARGUMENT') throw new TypeError(`statefile: ${r.error.message}`)
+    throw toError(r.error)
+  }
   throw new StatefileError('the update was abandoned; nothing was written', { code: 'IO' })
 }
 

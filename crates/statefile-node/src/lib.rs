@@ -66,6 +66,40 @@ fn code(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// A malformed argument (a version or backup reference that does not parse): the
+/// JavaScript side throws it as a `TypeError`.
+fn invalid_argument(message: String) -> ErrorOut {
+    ErrorOut {
+        code: "INVALID_ARGUMENT",
+        message,
+        path: None,
+        version: None,
+        errno: None,
+        pointer: None,
+    }
+}
+
+impl From<statefile::ParseVersionError> for ErrorOut {
+    fn from(e: statefile::ParseVersionError) -> ErrorOut {
+        invalid_argument(e.to_string())
+    }
+}
+
+/// The OS error number of the first `io::Error` among `e`'s causes.
+fn os_error(e: &Error) -> Option<i32> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(n) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+        {
+            return Some(n);
+        }
+        cause = c.source();
+    }
+    None
+}
+
 impl From<Error> for ErrorOut {
     fn from(e: Error) -> ErrorOut {
         // The message plus its causes, as the CLI prints them.
@@ -84,7 +118,7 @@ impl From<Error> for ErrorOut {
             message,
             path: e.path().map(|p| p.display().to_string()),
             version: e.version().map(|v| v.as_str().to_string()),
-            errno: e.io_error().and_then(std::io::Error::raw_os_error),
+            errno: os_error(&e),
             pointer: None,
         }
     }
@@ -465,7 +499,7 @@ enum Handle {
 }
 
 impl Handle {
-    fn with<R>(&self, f: impl FnOnce(&Doc<Value>) -> Out<R>) -> Out<R> {
+    fn with<R, E: From<Error>>(&self, f: impl FnOnce(&Doc<Value>) -> Result<R, E>) -> Result<R, E> {
         match self {
             Handle::Plain(d) => f(d),
             Handle::InStore(store, name) => f(&store.get()?.doc::<Value>(name)?),
@@ -527,14 +561,22 @@ fn backup_ref(which: &str) -> Out<BackupRef> {
     if which.is_empty() {
         return Ok(BackupRef::NewestGood);
     }
-    which.parse::<BackupRef>().map_err(|e| ErrorOut {
-        code: "INVALID_NAME",
-        message: format!("restore: {e}"),
-        path: None,
-        version: None,
-        errno: None,
-        pointer: None,
-    })
+    which
+        .parse::<BackupRef>()
+        .map_err(|e| invalid_argument(format!("restore: {e}")))
+}
+
+/// Why an update ended without writing.
+enum UpdateFail {
+    Lib(Error),
+    /// JavaScript aborted it (its callback threw), or the value could not be shown.
+    Abandoned,
+}
+
+impl From<Error> for UpdateFail {
+    fn from(e: Error) -> UpdateFail {
+        UpdateFail::Lib(e)
+    }
 }
 
 /// What JavaScript decided about an update it was shown.
@@ -549,22 +591,16 @@ fn run_update(
     default: Option<Value>,
     show: impl FnOnce(Out<&Value>) -> Option<Decision>,
 ) -> String {
-    let mut show = Some(show);
-    let mut aborted = false;
     let r = h.with(|d| {
-        let f = |v: &mut Value| -> statefile::Result<()> {
+        let f = |v: &mut Value| -> Result<(), UpdateFail> {
             let checked = exact_for_js(v, d.path());
             let refused = checked.is_err();
-            let shown = show.take().map(|s| s(checked.map(|()| &*v)));
-            match shown {
-                Some(Some(Decision::Commit(new))) if !refused => {
+            match show(checked.map(|()| &*v)) {
+                Some(Decision::Commit(new)) if !refused => {
                     *v = new;
                     Ok(())
                 }
-                _ => {
-                    aborted = true;
-                    Err(Error::aborted("the update was abandoned by its callback"))
-                }
+                _ => Err(UpdateFail::Abandoned),
             }
         };
         let (_, receipt) = match default {
@@ -574,10 +610,11 @@ fn run_update(
         Ok(ReceiptOut::from(receipt))
     });
     match r {
-        Err(_) if aborted => text::<()>(&Envelope::Aborted(true)),
+        Err(UpdateFail::Abandoned) => text::<()>(&Envelope::Aborted(true)),
         // Done, or failed before the value could be shown (lock timeout, not found,
         // corrupt: the callback never ran) or while writing it.
-        r => envelope(r),
+        Ok(receipt) => envelope(Ok(receipt)),
+        Err(UpdateFail::Lib(e)) => envelope::<()>(Err(e.into())),
     }
 }
 

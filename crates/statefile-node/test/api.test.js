@@ -37,7 +37,8 @@ test('read, readVersioned, write, writeIf, create, version: async and sync agree
   const w2 = doc.writeIfSync(w1.version, { ...v.value, replicas: 4 })
   assert.equal(w2.previous, w1.version)
   assert.equal((await doc.read()).replicas, 4)
-  await assert.rejects(doc.writeIf('not-a-version', {}), (e) => e instanceof StatefileError)
+  await assert.rejects(doc.writeIf('not-a-version', {}), TypeError)
+  assert.throws(() => doc.restoreSync('nope'), TypeError)
 
   // Key order is kept; the file is pretty JSON with a trailing newline.
   await doc.write({ z: 1, a: 2, m: { y: 1, b: 2 } })
