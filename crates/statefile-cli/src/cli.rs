@@ -111,6 +111,29 @@ pub fn seconds(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// A size in bytes: digits, optionally followed by K, M or G (powers of 1024; `KiB`,
+/// `MB` and the like are read the same way).
+pub fn bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size: give bytes, or a number with K, M or G"
+            ));
+        }
+    };
+    n.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size: give bytes, or a number with K, M or G"))
+}
+
 /// The document a command works on.
 const FILE: &str = "The JSON document: a path to a file, e.g. jobs/42.json";
 
@@ -340,9 +363,7 @@ pub struct RestoreArgs {
 /// Serve a directory of documents over HTTP (see README: the HTTP API), or the documents
 /// of a PostgreSQL database, which any number of servers can share.
 #[derive(Debug, Args)]
-#[command(
-    after_help = "Examples:\n  statefile serve ./data\n  STATEFILE_TOKEN=s3cret statefile serve ./data --addr 0.0.0.0:7878\n  statefile serve --backend postgres://statefile@db.internal/statefile --addr 0.0.0.0:7878 --token \"$T\"\n\nWithout DIR or --backend, DATABASE_URL names the database."
-)]
+#[command(after_help = SERVE_AFTER_HELP)]
 pub struct ServeArgs {
     /// The directory of documents to serve; a document's name is its path under it.
     pub dir: Option<PathBuf>,
@@ -363,16 +384,8 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer TOKEN` on every route but /healthz.
     #[arg(long, env = "STATEFILE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
-    pub max_body: usize,
-    /// Seconds before a request is answered with a timeout.
-    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds,
-          allow_negative_numbers = true)]
-    pub request_timeout: Duration,
-    /// Requests handled at once (more wait in a queue).
-    #[arg(long, default_value_t = 256)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub limits: ServeLimits,
     #[command(flatten)]
     pub write: WriteOptions,
 }
@@ -413,6 +426,65 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub write: WriteOptions,
 }
+
+/// What `serve` lets one client, request or document hold (docs/design.md's "Limits and
+/// hostile input" has a row for each).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct ServeLimits {
+    /// Largest accepted request body (beyond it: 413). Sizes take K, M, G (powers of 1024).
+    #[arg(long, default_value = "16M", value_name = "BYTES", value_parser = bytes)]
+    pub max_body: usize,
+    /// Memory for request bodies held at once, counting the values they parse into; more
+    /// requests wait their turn, and one body that could need more is refused (413). At
+    /// least 4 times --max-body.
+    #[arg(long, default_value = "2G", value_name = "BYTES", value_parser = bytes)]
+    pub max_body_memory: usize,
+    /// Seconds a request may take, waiting for its turn included (then: 503 and
+    /// Retry-After; a write that reached the storage still completes).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds,
+          allow_negative_numbers = true)]
+    pub request_timeout: Duration,
+    /// Seconds to receive a request body (then: 408, connection closed, nothing changed).
+    #[arg(long, default_value = "20", value_name = "SECONDS", value_parser = seconds,
+          allow_negative_numbers = true)]
+    pub body_timeout: Duration,
+    /// Seconds a connection may take to send a request head, from when it opens or from
+    /// the previous answer (then it is closed): bounds idle and slow clients.
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = seconds,
+          allow_negative_numbers = true)]
+    pub header_timeout: Duration,
+    /// Connections open at once; more wait to be accepted. Lowered at start to fit the
+    /// open-file limit, which is raised to its hard limit where allowed.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub max_connections: usize,
+    /// Storage operations at once; more wait in a queue.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub concurrency: usize,
+    /// Writes at once to one document; more wait in that document's queue, without
+    /// holding up other documents or reads.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub doc_concurrency: usize,
+    /// Operations in one JSON Patch (beyond: 413, checked before the document is locked).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub max_patch_ops: usize,
+}
+
+/// `serve --help`'s epilogue: examples, and the most memory the limits allow.
+const SERVE_AFTER_HELP: &str = "\
+Memory, worst case: the request bodies held at once, with the values they parse into,
+stay within --max-body-memory (2 GiB by default); each open connection holds at most
+64 KiB of request head (64 MiB for 1024 connections); each storage operation holds the
+document it works on (up to --concurrency of them). Documents are written by streaming,
+not held twice.
+
+Examples:
+  statefile serve ./data
+  STATEFILE_TOKEN=s3cret statefile serve ./data --addr 0.0.0.0:7878
+  statefile serve --backend postgres://statefile@db.internal/statefile --addr 0.0.0.0:7878 --token \"$T\"
+  statefile serve ./data --max-body 1M --max-body-memory 256M --max-connections 256
+
+Without DIR or --backend, DATABASE_URL names the database.";
 
 /// Print a shell completion script.
 #[derive(Debug, Args)]

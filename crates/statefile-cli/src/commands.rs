@@ -340,6 +340,7 @@ fn serve(a: ServeArgs) -> CliResult {
                 })?,
         ),
     };
+    let l = a.limits;
     let mut config = statefile_server::Config::new(a.dir.unwrap_or_default());
     config.postgres = database.map(|url| {
         let mut o = statefile_server::pg::PgOptions::new(url);
@@ -348,9 +349,15 @@ fn serve(a: ServeArgs) -> CliResult {
     });
     config.addr = a.addr;
     config.token = a.token.filter(|t| !t.is_empty());
-    config.max_body = a.max_body;
-    config.request_timeout = a.request_timeout;
-    config.concurrency = a.concurrency.max(1);
+    config.max_body = l.max_body;
+    config.max_body_memory = l.max_body_memory;
+    config.request_timeout = l.request_timeout;
+    config.body_timeout = l.body_timeout;
+    config.header_timeout = l.header_timeout;
+    config.max_connections = l.max_connections.max(1);
+    config.concurrency = l.concurrency.max(1);
+    config.doc_concurrency = l.doc_concurrency.max(1);
+    config.max_patch_ops = l.max_patch_ops;
     config.options = a.write.options().create_dirs(true);
     statefile_server::run(config).map_err(|e| CliError::new(anyhow::Error::msg(e.to_string()), 1))
 }

@@ -3,15 +3,20 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::App;
 use crate::headers;
+use crate::limits::{self, Reservation};
 use crate::problem::ApiError;
 use crate::store::Condition;
 
@@ -103,36 +108,114 @@ impl<S: Send + Sync> FromRequestParts<S> for Precondition {
     }
 }
 
-/// The body's bytes within `--max-body`: beyond it 413, unreadable 400.
-async fn body_bytes(req: Request, app: &Arc<App>) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, app).await.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        "Request body too large",
+        format!("the body exceeds the limit of {max} bytes"),
+    )
+}
+
+/// The body's bytes, within `--max-body` and received within `--body-timeout`, with
+/// their reservation from the body budget (taken, by the declared length, before the
+/// first byte is read).
+async fn receive(req: Request, app: &Arc<App>) -> Result<(Bytes, Reservation), ApiError> {
+    let max = app.config.max_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large(max));
+    }
+    // Without a length (chunked), reserve the limit and give back the rest after.
+    let mut reservation = app
+        .limits
+        .receive(declared.map_or(max, |n| n as usize))
+        .await;
+    let body = req.into_body();
+    let bytes = tokio::time::timeout(app.config.body_timeout, collect(body, max))
+        .await
+        .map_err(|_| {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Request body too large",
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request body too slow",
                 format!(
-                    "the body exceeds the limit of {} bytes",
-                    app.config.max_body
+                    "the body did not arrive within {} s; nothing was changed",
+                    app.config.body_timeout.as_secs_f64()
                 ),
             )
-        } else {
+            .closing()
+        })??;
+    reservation.shrink_to(bytes.len());
+    Ok((bytes, reservation))
+}
+
+async fn collect(mut body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
             ApiError::bad_request("unreadable-body", "the request body could not be read")
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > max {
+                return Err(too_large(max).closing());
+            }
+            buf.extend_from_slice(&data);
         }
-    })
+    }
+    Ok(buf.freeze())
 }
 
-fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::bad_request("invalid-json", format!("the body is not valid JSON: {e}"))
-    })
+/// Bodies larger than this are parsed on a blocking thread, not on the runtime's.
+const PARSE_INLINE: usize = 64 * 1024;
+
+/// Parse `bytes` as JSON, first reserving from the body budget the memory the value
+/// can take ([`limits::parsed_size`]); a body that could need more than the whole
+/// budget is 413.
+async fn parse_json(bytes: Bytes, app: &Arc<App>) -> Result<(Value, Reservation), ApiError> {
+    let need = limits::parsed_size(&bytes);
+    let total = app.limits.parsed_total();
+    if need > total {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+            format!(
+                "parsing this body could take {} MiB of memory, more than the {} MiB the server \
+                 allows for parsed bodies at once (serve --max-body-memory)",
+                need.div_ceil(1 << 20),
+                total >> 20
+            ),
+        ));
+    }
+    let reservation = app.limits.parse(need).await;
+    let parse = move || {
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+            ApiError::bad_request("invalid-json", format!("the body is not valid JSON: {e}"))
+        })
+    };
+    let value = if need <= PARSE_INLINE {
+        parse()?
+    } else {
+        tokio::task::spawn_blocking(parse)
+            .await
+            .map_err(|e| ApiError::internal(format_args!("parse task failed: {e}")))??
+    };
+    Ok((value, reservation))
 }
 
-/// An `application/json` body: the value and the bytes it was parsed from.
+/// An `application/json` body, parsed, with a digest of its bytes (to tell a repeated
+/// request from another) and the memory reserved for it, held until the handler is
+/// done with the value.
 #[derive(Debug)]
 pub struct JsonBody {
     pub value: Value,
-    pub raw: Bytes,
+    pub digest: [u8; 32],
+    pub memory: Reservation,
 }
 
 impl FromRequest<Arc<App>> for JsonBody {
@@ -143,19 +226,31 @@ impl FromRequest<Arc<App>> for JsonBody {
         if ct != "application/json" {
             return Err(headers::unsupported(&ct, "application/json"));
         }
-        let raw = body_bytes(req, app).await?;
+        let (raw, _receiving) = receive(req, app).await?;
+        let digest = crate::idempotency::fingerprint(&[&raw]);
+        let (value, memory) = parse_json(raw, app).await?;
         Ok(JsonBody {
-            value: parse_json(&raw)?,
-            raw,
+            value,
+            digest,
+            memory,
         })
     }
 }
 
-/// A `PATCH` body: a merge patch (RFC 7396) or a JSON Patch (RFC 6902), by media type.
+/// What a `PATCH` asks for, by media type.
 #[derive(Debug)]
-pub enum PatchBody {
+pub enum Patch {
+    /// A merge patch (RFC 7396).
     Merge(Value),
+    /// A JSON Patch (RFC 6902).
     Json(json_patch::Patch),
+}
+
+/// A `PATCH` body and the memory reserved for it.
+#[derive(Debug)]
+pub struct PatchBody {
+    pub patch: Patch,
+    pub memory: Reservation,
 }
 
 impl FromRequest<Arc<App>> for PatchBody {
@@ -173,15 +268,53 @@ impl FromRequest<Arc<App>> for PatchBody {
                 ));
             }
         };
-        let input = parse_json(&body_bytes(req, app).await?)?;
+        let (raw, _receiving) = receive(req, app).await?;
+        let (input, memory) = parse_json(raw, app).await?;
         if !json_patch {
-            return Ok(PatchBody::Merge(input));
+            return Ok(PatchBody {
+                patch: Patch::Merge(input),
+                memory,
+            });
         }
-        serde_json::from_value(input)
-            .map(PatchBody::Json)
-            .map_err(|e| {
-                ApiError::bad_request("invalid-patch", format!("not an RFC 6902 JSON Patch: {e}"))
-            })
+        let ops: json_patch::Patch = serde_json::from_value(input).map_err(|e| {
+            ApiError::bad_request("invalid-patch", format!("not an RFC 6902 JSON Patch: {e}"))
+        })?;
+        let max = app.config.max_patch_ops;
+        if ops.0.len() > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "patch-too-large",
+                "Too many patch operations",
+                format!(
+                    "the patch has {} operations; the limit is {max} (serve --max-patch-ops)",
+                    ops.0.len()
+                ),
+            ));
+        }
+        Ok(PatchBody {
+            patch: Patch::Json(ops),
+            memory,
+        })
+    }
+}
+
+/// When the request's time is up: work on it stops there (`--request-timeout`, counted
+/// from when the request arrived).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(pub Instant);
+
+impl FromRequestParts<Arc<App>> for Deadline {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let start = parts
+            .extensions
+            .get::<crate::Arrived>()
+            .map_or_else(Instant::now, |a| a.0);
+        Ok(Deadline(start + app.config.request_timeout))
     }
 }
 

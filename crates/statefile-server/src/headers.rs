@@ -93,12 +93,14 @@ pub fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// The token of `Authorization: Bearer <token>`, or "" when there is none.
+/// The token of `Authorization: Bearer <token>`, or "" when there is none. The scheme
+/// is case-insensitive and followed by one or more spaces (RFC 9110 11.4, RFC 6750).
 pub fn bearer_token(h: &HeaderMap) -> &str {
     h.get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token.trim_start_matches(' '))
 }
 
 #[cfg(test)]
@@ -160,6 +162,24 @@ mod tests {
                 others.iter().filter(|o| **o != v).map(Version::etag).collect();
             let h = with(header::IF_NONE_MATCH, without.join(", ").as_bytes()).unwrap();
             prop_assert!(!none_match(&h, &v).unwrap());
+        }
+
+        #[test]
+        fn a_bearer_token_is_read_whatever_the_scheme_case(
+            token in "[A-Za-z0-9._~+/-]{1,60}=*",
+            upper in proptest::collection::vec(any::<bool>(), 6),
+            spaces in 1usize..4,
+        ) {
+            let scheme: String = "bearer"
+                .chars()
+                .zip(upper)
+                .map(|(c, u)| if u { c.to_ascii_uppercase() } else { c })
+                .collect();
+            let value = format!("{scheme}{}{token}", " ".repeat(spaces));
+            let h = with(header::AUTHORIZATION, value.as_bytes()).unwrap();
+            prop_assert_eq!(bearer_token(&h), token.as_str());
+            let h = with(header::AUTHORIZATION, format!("Basic {token}").as_bytes()).unwrap();
+            prop_assert_eq!(bearer_token(&h), "");
         }
 
         #[test]

@@ -12,6 +12,8 @@
 pub mod extract;
 pub mod headers;
 mod idempotency;
+pub mod limits;
+mod listen;
 mod metrics;
 pub mod pg;
 pub mod problem;
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -35,6 +37,7 @@ use tower::util::MapRequestLayer;
 use tower::{Layer, ServiceBuilder};
 
 pub use idempotency::Idempotency;
+pub use listen::{MAX_HEAD, fit_to_descriptors, raise_descriptor_limit, serve_on};
 pub use metrics::Metrics;
 pub use problem::ApiError;
 pub use store::{
@@ -42,7 +45,7 @@ pub use store::{
     Written,
 };
 
-/// How to serve.
+/// How to serve. Each limit has a row in docs/design.md's "Limits and hostile input".
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The directory of documents (created if missing).
@@ -53,10 +56,25 @@ pub struct Config {
     pub token: Option<String>,
     /// Largest request body in bytes (default 16 MiB).
     pub max_body: usize,
+    /// Memory for request bodies held at once, counting each body's parsed value
+    /// (default 2 GiB). More bodies wait their turn; one that could need more is 413.
+    pub max_body_memory: usize,
     /// Time limit for one request, queueing included (default 30 s).
     pub request_timeout: Duration,
-    /// Requests handled at once; more wait in a queue (default 256).
+    /// Time limit for receiving a request body (default 20 s): then 408.
+    pub body_timeout: Duration,
+    /// Time a connection may take to send a request head, counted from when it opened
+    /// or from the previous answer (default 10 s): then it is closed.
+    pub header_timeout: Duration,
+    /// Connections open at once (default 1024); more wait to be accepted.
+    pub max_connections: usize,
+    /// Storage operations at once (default 256); more wait in a queue.
     pub concurrency: usize,
+    /// Writes at once to one document (default 16); more wait in that document's
+    /// queue without taking one of `concurrency`'s places.
+    pub doc_concurrency: usize,
+    /// Operations in one JSON Patch (default 10,000): beyond, 413.
+    pub max_patch_ops: usize,
     /// Library options for the documents (durability, backups, lock timeout...).
     pub options: statefile::Options,
     /// When set, [`run`] serves the documents of this PostgreSQL database instead of
@@ -73,13 +91,26 @@ impl Config {
             addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
             token: None,
             max_body: 16 * 1024 * 1024,
+            max_body_memory: 2 * 1024 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(20),
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
             concurrency: 256,
+            doc_concurrency: 16,
+            max_patch_ops: 10_000,
             options: statefile::Options::new(),
             postgres: None,
         }
     }
 }
+
+/// When a request arrived (its time limit counts from here).
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived(pub std::time::Instant);
+
+/// The longest request target (path and query) answered; beyond it, 414.
+pub const MAX_URI: usize = 8 * 1024;
 
 /// Shared state of the routes.
 #[derive(Debug)]
@@ -88,6 +119,7 @@ pub struct App {
     pub store: Arc<dyn DocStore>,
     pub metrics: Metrics,
     pub idempotency: Idempotency,
+    pub limits: limits::Limits,
     token_digest: Option<[u8; 32]>,
 }
 
@@ -104,11 +136,18 @@ impl App {
             .token
             .as_ref()
             .map(|t| Sha256::digest(t.as_bytes()).into());
+        let limits = limits::Limits::new(
+            config.max_body_memory,
+            config.max_body,
+            config.concurrency,
+            config.doc_concurrency,
+        );
         Arc::new(App {
             config,
             store,
             metrics: Metrics::default(),
             idempotency: Idempotency::default(),
+            limits,
             token_digest,
         })
     }
@@ -133,8 +172,9 @@ impl App {
 }
 
 /// The whole service: [`routes::map_request`] in front of the router, whose every route
-/// has the layers request id, log line and metrics (outermost), auth, timeout,
-/// concurrency limit (queueing) and body limit.
+/// has the layers request id, log line and metrics (outermost), the request-target
+/// length limit, auth and the request's time limit. The handlers take their turns at
+/// the storage ([`limits::Limits`]) inside that time limit.
 pub fn app(state: Arc<App>) -> Router {
     use routes::method_not_allowed as other;
     let timeout = state.config.request_timeout;
@@ -165,10 +205,6 @@ pub fn app(state: Arc<App>) -> Router {
         .route(openapi, get(routes::openapi).fallback(other))
         .route(healthz, get(routes::healthz).fallback(other))
         .fallback(routes::fallback)
-        .layer(DefaultBodyLimit::max(state.config.max_body))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            state.config.concurrency.max(1),
-        ))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -184,6 +220,7 @@ pub fn app(state: Arc<App>) -> Router {
                 .timeout(timeout),
         )
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(limit_uri))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state);
     // Rewriting the path must come before routing, so it wraps the whole router.
@@ -192,7 +229,9 @@ pub fn app(state: Arc<App>) -> Router {
 
 /// Request id, log line and metrics around every request. The metric label is the
 /// route the router matched, as the API names it.
-async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    req.extensions_mut()
+        .insert(Arrived(std::time::Instant::now()));
     let id = new_request_id();
     let method = req.method().clone();
     let route = req
@@ -207,6 +246,22 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
         res.headers_mut().insert("x-request-id", v);
     }
     res
+}
+
+/// A request target longer than [`MAX_URI`] is 414 (longer still, and the request head
+/// passes [`MAX_HEAD`]: the HTTP layer answers 431 before any route).
+async fn limit_uri(req: Request, next: Next) -> Response {
+    let len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if len > MAX_URI {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "Request target too long",
+            format!("the path and query take {len} bytes; the limit is {MAX_URI}"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Bearer-token check (constant time: digests compared without early exit).
@@ -243,21 +298,6 @@ fn new_request_id() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Serve `app` on an already bound listener until `shutdown` resolves; in-flight
-/// requests finish first (and writes on blocking threads always complete).
-///
-/// # Errors
-/// When serving fails.
-pub async fn serve_on(
-    listener: tokio::net::TcpListener,
-    app: Arc<App>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, self::app(app))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// SIGTERM or Ctrl-C.
@@ -309,7 +349,21 @@ fn open_for_run(config: Config) -> Result<(Arc<App>, String), String> {
 ///
 /// # Errors
 /// When the store cannot be opened or the address cannot be bound.
-pub fn run(config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if config.max_body_memory / 4 < config.max_body {
+        return Err(format!(
+            "--max-body-memory ({}) must be at least 4 times --max-body ({}): a quarter of it \
+             holds the bodies being received",
+            config.max_body_memory, config.max_body
+        )
+        .into());
+    }
+    if let Some(fds) = raise_descriptor_limit()
+        && let Some(warning) = fit_to_descriptors(&mut config, fds)
+    {
+        eprintln!("statefile: warning: {warning}");
+        tracing::warn!("{warning}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -31,6 +31,8 @@ pub struct ApiError {
     pub title: &'static str,
     pub detail: String,
     pub retry_after: Option<u32>,
+    /// Close the connection after answering (the rest of the request was not read).
+    pub close: bool,
 }
 
 impl ApiError {
@@ -46,7 +48,15 @@ impl ApiError {
             title,
             detail: detail.into(),
             retry_after: None,
+            close: false,
         }
+    }
+
+    /// The same answer, closing the connection after it.
+    #[must_use]
+    pub fn closing(mut self) -> ApiError {
+        self.close = true;
+        self
     }
 
     pub fn bad_request(slug: &'static str, detail: impl Into<String>) -> ApiError {
@@ -232,6 +242,10 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.close {
+            res.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         res
     }

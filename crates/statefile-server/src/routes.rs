@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use statefile::{BackupRef, Version, pointer};
 
 use crate::App;
-use crate::extract::{DocName, JsonBody, PatchBody, Precondition, Q};
+use crate::extract::{Deadline, DocName, JsonBody, Patch, PatchBody, Precondition, Q};
 use crate::headers;
 use crate::idempotency::Stored;
 use crate::problem::ApiError;
@@ -80,6 +80,34 @@ pub fn map_request(mut req: Request) -> Request {
         }
     }
     req
+}
+
+/// Whether a storage call reads or writes the document (writes queue per document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Run a storage call for document `name` on a blocking thread once it has its turn
+/// ([`crate::limits::Limits`]), and answer its error. The turn is held by the call, so
+/// a call that outlives its request (the client left, or the time ran out) still
+/// counts against the limits until it ends.
+async fn storage<T: Send + 'static>(
+    app: &App,
+    name: &str,
+    access: Access,
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let turn = match access {
+        Access::Read => app.limits.read_turn().await,
+        Access::Write => app.limits.write_turn(name).await,
+    };
+    blocking(name, move || {
+        let _turn = turn;
+        f()
+    })
+    .await
 }
 
 /// Run a storage call on a blocking thread, and answer its error for document `name`.
@@ -164,7 +192,7 @@ pub async fn list(State(app): State<Arc<App>>, Q(q): Q<ListQuery>) -> ApiResult 
     let prefix = q.prefix.unwrap_or_default();
     let store = app.store.clone();
     let p = prefix.clone();
-    let names = blocking(&prefix, move || store.list(&p)).await?;
+    let names = storage(&app, &prefix, Access::Read, move || store.list(&p)).await?;
     Ok(json_response(
         StatusCode::OK,
         None,
@@ -190,7 +218,7 @@ pub async fn get_doc(
     let tokens = q.pointer.as_deref().map(parse_pointer).transpose()?;
     let store = app.store.clone();
     let n = name.clone();
-    let f = blocking(&name, move || store.get(&n)).await?;
+    let f = storage(&app, &name, Access::Read, move || store.get(&n)).await?;
     if let Some(b) = f.recovered_from {
         app.metrics.recovery();
         tracing::warn!(request_id = %crate::problem::request_id(), document = %name, backup = b,
@@ -244,7 +272,12 @@ pub async fn put_doc(
     let store = app.store.clone();
     let started = Instant::now();
     let n = name.clone();
-    let w = blocking(&name, move || store.put(&n, &body.value, &cond)).await?;
+    let JsonBody { value, memory, .. } = body;
+    let w = storage(&app, &name, Access::Write, move || {
+        let _memory = memory;
+        store.put(&n, &value, &cond)
+    })
+    .await?;
     record_write(&app, started, &w);
     let status = if w.created {
         StatusCode::CREATED
@@ -267,6 +300,7 @@ pub async fn patch_doc(
     State(app): State<Arc<App>>,
     DocName(name): DocName,
     Precondition(cond): Precondition,
+    Deadline(deadline): Deadline,
     body: PatchBody,
 ) -> ApiResult {
     if cond == Condition::Absent {
@@ -275,23 +309,22 @@ pub async fn patch_doc(
             "If-None-Match: * only applies to PUT",
         ));
     }
-    let (init, f): (Option<Value>, Mutator<'static>) = match body {
-        PatchBody::Json(ops) => (
+    // Everything that does not need the document was checked before this point: the
+    // media type, the JSON, the patch's form and its number of operations. Under the
+    // lock only the applying is left, and it stops when the request's time is up.
+    let PatchBody { patch, memory } = body;
+    let (init, f): (Option<Value>, Mutator<'static>) = match patch {
+        Patch::Json(ops) => (
             None,
             Box::new(move |v| {
-                json_patch::patch(v, &ops)
-                    .map(|()| Value::Null)
-                    .map_err(|e| {
-                        StoreError::mutation(ApiError::unprocessable(
-                            "patch-not-applicable",
-                            format!("the patch does not apply: {e}"),
-                        ))
-                    })
+                let _memory = memory;
+                apply_json_patch(v, &ops, deadline).map(|()| Value::Null)
             }),
         ),
-        PatchBody::Merge(input) => (
+        Patch::Merge(input) => (
             Some(json!({})),
             Box::new(move |v| {
+                let _memory = memory;
                 json_patch::merge(v, &input);
                 Ok(Value::Null)
             }),
@@ -300,9 +333,43 @@ pub async fn patch_doc(
     let store = app.store.clone();
     let started = Instant::now();
     let n = name.clone();
-    let (_, w) = blocking(&name, move || store.update(&n, &cond, init, f)).await?;
+    let (_, w) = storage(&app, &name, Access::Write, move || {
+        store.update(&n, &cond, init, f)
+    })
+    .await?;
     record_write(&app, started, &w);
     Ok(version_response(StatusCode::OK, &w.version))
+}
+
+/// Apply `ops` one at a time, stopping with 503 once `deadline` has passed. A failed
+/// operation leaves `v` partly patched: the update is then abandoned, nothing written.
+fn apply_json_patch(v: &mut Value, ops: &json_patch::Patch, deadline: Instant) -> StoreResult<()> {
+    for (i, op) in ops.0.iter().enumerate() {
+        if Instant::now() >= deadline {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request-timeout",
+                "The request took too long",
+                format!(
+                    "the patch was still being applied (operation {i} of {}) when the request's \
+                     time ran out; the document is unchanged",
+                    ops.0.len()
+                ),
+            );
+            e.retry_after = Some(1);
+            return Err(StoreError::mutation(e));
+        }
+        json_patch::patch_unsafe(v, std::slice::from_ref(op)).map_err(|e| {
+            StoreError::mutation(ApiError::unprocessable(
+                "patch-not-applicable",
+                format!(
+                    "the patch does not apply: operation {i} ({}): {}",
+                    e.path, e.kind
+                ),
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// `DELETE /v1/docs/{name}`: moved to its backup (restorable).
@@ -319,7 +386,7 @@ pub async fn delete_doc(
     let store = app.store.clone();
     let started = Instant::now();
     let n = name.clone();
-    blocking(&name, move || store.delete(&n, &cond)).await?;
+    storage(&app, &name, Access::Write, move || store.delete(&n, &cond)).await?;
     // A delete is a write (a rename and a directory sync): it counts in the histogram.
     app.metrics
         .write(started.elapsed(), std::time::Duration::ZERO);
@@ -346,8 +413,8 @@ pub async fn append(
     let pointer_text = q.pointer.unwrap_or_default();
     let tokens = parse_pointer(&pointer_text)?;
     let key = headers::idempotency_key(&headers)?;
-    let request = crate::idempotency::fingerprint(&[pointer_text.as_bytes(), &body.raw]);
-    let value = body.value;
+    let request = crate::idempotency::fingerprint(&[pointer_text.as_bytes(), &body.digest]);
+    let JsonBody { value, memory, .. } = body;
     let init = if tokens.is_empty() {
         json!([])
     } else {
@@ -361,9 +428,10 @@ pub async fn append(
             let store = app.store.clone();
             let started = Instant::now();
             let n = name.clone();
-            let (index, w) = blocking(&name, move || {
+            let (index, w) = storage(&app, &name, Access::Write, move || {
                 let label = n.clone();
                 let f: Mutator<'_> = Box::new(move |v| {
+                    let _memory = memory;
                     pointer::append(v, &tokens, value)
                         .map(|i| json!(i))
                         .map_err(|e| StoreError::mutation(pointer_error(e, &label)))
@@ -439,7 +507,7 @@ pub async fn append(
 pub async fn backups(State(app): State<Arc<App>>, DocName(name): DocName) -> ApiResult {
     let store = app.store.clone();
     let n = name.clone();
-    let list = blocking(&name, move || store.backups(&n)).await?;
+    let list = storage(&app, &name, Access::Read, move || store.backups(&n)).await?;
     Ok(json_response(
         StatusCode::OK,
         None,
@@ -459,26 +527,24 @@ pub async fn restore(
 ) -> ApiResult {
     let which = match q.from.as_deref() {
         None | Some("") => BackupRef::NewestGood,
-        Some(s) if s.len() < 10 && s.bytes().all(|b| b.is_ascii_digit()) => BackupRef::Number(
-            s.parse()
-                .map_err(|_| ApiError::bad_request("invalid-query", "bad backup number"))?,
-        ),
-        Some(s) => BackupRef::Version(Version::parse(s).map_err(|_| {
-            ApiError::bad_request("invalid-query", "from must be a backup number or a version")
-        })?),
+        Some(s) => s.parse().map_err(|e: statefile::ParseBackupRefError| {
+            ApiError::bad_request("invalid-query", format!("from: {e}"))
+        })?,
     };
     let store = app.store.clone();
     let started = Instant::now();
     let n = name.clone();
-    let w = blocking(&name, move || store.restore(&n, &which))
-        .await
-        .map_err(|e| {
-            if e.status == StatusCode::NOT_FOUND {
-                ApiError::not_found(format!("document {name} has no such backup"))
-            } else {
-                e
-            }
-        })?;
+    let w = storage(&app, &name, Access::Write, move || {
+        store.restore(&n, &which)
+    })
+    .await
+    .map_err(|e| {
+        if e.status == StatusCode::NOT_FOUND {
+            ApiError::not_found(format!("document {name} has no such backup"))
+        } else {
+            e
+        }
+    })?;
     record_write(&app, started, &w);
     Ok(version_response(StatusCode::OK, &w.version))
 }
@@ -488,6 +554,7 @@ pub async fn restore(
     (status = 503, description = "problem+json storage-unavailable: the storage (the database) cannot be reached")))]
 pub async fn healthz(State(app): State<Arc<App>>) -> ApiResult {
     let store = app.store.clone();
+    // No storage slot: the answer must come even when every slot is busy.
     blocking("-", move || store.health()).await?;
     Ok("ok\n".into_response())
 }

@@ -4,59 +4,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 
-use common::{Conn, header};
+use common::{Conn, Server, header};
 use serde_json::{Value, json};
-use statefile_server::{App, Config};
-
-/// A server on 127.0.0.1:0 in its own runtime; stops when dropped.
-struct Server {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(config: Config) -> Server {
-        let app = App::open(config).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                // A backlog of 2048 (std's default is 128), as a burst of 1,000 connects
-                // needs: the kernel would otherwise drop some of them.
-                let socket = tokio::net::TcpSocket::new_v4().unwrap();
-                socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-                let listener = socket.listen(2048).unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                statefile_server::serve_on(listener, app, async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        Server {
-            addr: addr_rx.recv().unwrap(),
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        let _ = self.thread.take().map(std::thread::JoinHandle::join);
-    }
-}
+use statefile_server::Config;
 
 #[test]
 fn a_thousand_concurrent_appends_from_fifty_connections() {

@@ -291,3 +291,59 @@ fn a_non_loopback_address_without_a_token_is_warned_about() {
     let loopback = stderr_of_serve(dir.path(), &["--addr", "127.0.0.1:0"], None);
     assert!(!loopback.contains("warning"), "{loopback:?}");
 }
+
+#[test]
+fn serve_help_names_each_limit_and_the_worst_case_memory() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--max-body ",
+        "--max-body-memory",
+        "--request-timeout",
+        "--body-timeout",
+        "--header-timeout",
+        "--max-connections",
+        "--concurrency",
+        "--doc-concurrency",
+        "--max-patch-ops",
+        "Memory, worst case",
+    ] {
+        assert!(
+            help.contains(flag),
+            "{flag} missing from serve --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_a_body_budget_smaller_than_four_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--max-body",
+            "16M",
+            "--max-body-memory",
+            "32M",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-body-memory") && err.contains("4 times"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--max-body", "16 parsecs"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad size is a usage error");
+}
