@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod drain;
 pub mod extract;
 pub mod headers;
 mod idempotency;
@@ -222,6 +223,7 @@ pub fn app(state: Arc<App>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(limit_uri))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(drain::drain_unread))
         .with_state(state);
     // Rewriting the path must come before routing, so it wraps the whole router.
     Router::new().fallback_service(MapRequestLayer::new(routes::map_request).layer(routes))

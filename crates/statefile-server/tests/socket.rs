@@ -236,3 +236,64 @@ fn nothing_outside_the_directory_is_read_or_written() {
     outside_names.sort();
     assert_eq!(outside_names, ["secret.json"]);
 }
+
+/// Regression: a request refused before its body was read (here a bad name) left the
+/// body on the connection, which was then closed, depending on whether the body had
+/// arrived yet. Now a small body is read and dropped, and the connection kept; a large
+/// one is not waited for, and the answer says `Connection: close`.
+#[test]
+fn a_request_refused_before_its_body_keeps_the_connection() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config::new(dir.path()));
+    let s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut answer = |r: &mut BufReader<std::net::TcpStream>| {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(r.read_line(&mut line).unwrap() > 0, "connection closed");
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line.trim_end().to_ascii_lowercase());
+        }
+        let len: usize = head
+            .iter()
+            .find_map(|h| h.strip_prefix("content-length: "))
+            .map_or(0, |n| n.parse().unwrap());
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        head
+    };
+    for _ in 0..3 {
+        // The head first; the body only once the answer could already be on its way.
+        w.write_all(
+            b"PUT /v1/docs/bad%20name.json HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n",
+        )
+        .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        w.write_all(b"{\"a\": true}").unwrap();
+        let head = answer(&mut r);
+        assert!(head[0].starts_with("http/1.1 400"), "{head:?}");
+        assert!(!head.contains(&"connection: close".to_string()), "{head:?}");
+    }
+    w.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    assert!(answer(&mut r)[0].starts_with("http/1.1 200"));
+    // A body larger than what is drained: the connection is closed after the answer.
+    let big = vec![b' '; 1 << 20];
+    write!(
+        w,
+        "PUT /v1/docs/bad%20name.json HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        big.len()
+    )
+    .unwrap();
+    let _ = w.write_all(&big);
+    let head = answer(&mut r);
+    assert!(head[0].starts_with("http/1.1 400"), "{head:?}");
+    assert!(head.contains(&"connection: close".to_string()), "{head:?}");
+}
