@@ -706,3 +706,47 @@ fn malformed_paths_long_targets_and_lowercase_bearer() {
         assert_eq!(status, 401, "{wrong:?}");
     }
 }
+
+/// Regression (issue #9 items 4 and 9): a symlink loop, a socket and a dangling
+/// directory link were answered 500 "internal", and a GET of a FIFO blocked a thread
+/// forever. Each is 400 `invalid-name`, at once, and the problem names no path.
+#[test]
+fn special_files_in_the_store_are_400_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::os::unix::fs::symlink(root.join("loop.json"), root.join("loop.json")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/dir", root.join("gone")).unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("sock.json")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(root.join("fifo.json"))
+        .status()
+        .is_ok_and(|s| s.success());
+    let server = Server::start(Config::new(root));
+    let mut conn = Conn::open(server.addr);
+    let mut names = vec!["loop.json", "sock.json", "gone/x.json"];
+    if fifo {
+        names.push("fifo.json");
+    } else {
+        println!("no mkfifo here: the FIFO case is not run");
+    }
+    for name in names {
+        for (method, body) in [("GET", &b""[..]), ("PUT", &b"{}"[..])] {
+            let started = Instant::now();
+            let (status, hs, b) = conn
+                .send(method, &format!("/v1/docs/{name}"), &[JSON], body)
+                .unwrap();
+            let text = String::from_utf8_lossy(&b);
+            assert_eq!(status, 400, "{method} {name}: {text}");
+            assert_eq!(
+                header(&hs, "content-type").as_deref(),
+                Some("application/problem+json")
+            );
+            assert!(text.contains("invalid-name"), "{text}");
+            assert!(!text.contains(&root.display().to_string()), "{text}");
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{method} {name}"
+            );
+        }
+    }
+}

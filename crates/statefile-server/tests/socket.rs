@@ -251,7 +251,7 @@ fn a_request_refused_before_its_body_keeps_the_connection() {
         .unwrap();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
-    let mut answer = |r: &mut BufReader<std::net::TcpStream>| {
+    let answer = |r: &mut BufReader<std::net::TcpStream>| {
         let mut head = Vec::new();
         loop {
             let mut line = String::new();
