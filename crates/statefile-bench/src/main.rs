@@ -12,6 +12,7 @@
 mod alts;
 mod ext;
 mod load;
+mod node;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -189,10 +190,10 @@ usage: statefile-bench [--quick] [--out FILE] [--only WORKLOAD]...
 Runs every workload for statefile and each alternative and prints Markdown tables.
   --quick          a few seconds: small counts, one repetition (CI's smoke run)
   --out FILE       also write the tables to FILE (e.g. BENCHMARKS.md)
-  --only WORKLOAD  run only this workload (repeatable): replace, rmw, reads, big, many, server
+  --only WORKLOAD  run only this workload (repeatable): replace, rmw, reads, big, many, server, node
 Build with --release for figures worth reading.";
 
-const WORKLOADS: [&str; 6] = ["replace", "rmw", "reads", "big", "many", "server"];
+const WORKLOADS: [&str; 7] = ["replace", "rmw", "reads", "big", "many", "server", "node"];
 
 struct Opts {
     quick: bool,
@@ -276,6 +277,9 @@ fn main() {
     }
     if wants("server") {
         load::server_workload(&mut out, &cfg);
+    }
+    if wants("node") {
+        node::node_workload(&mut out, &cfg);
     }
     out.targets_table();
     out.line(format!(

@@ -1,0 +1,263 @@
+//! The Node rows: statefile's npm package (`crates/statefile-node`) against
+//! `write-file-atomic` (sync and async), `steno`, and `write-file-atomic` +
+//! `proper-lockfile`, driven by `scripts/node-bench.js`, each alternative in its own
+//! `node` process.
+//!
+//! The package must be built (`npm ci && npm run build` in its directory; `./test`
+//! does that); if it is not, this builds it. Where Node cannot run, the workload says
+//! so and is skipped, except under `CI=true`, where that fails the run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::{Cfg, Out, Summary, human, median_by, ratio, scratch};
+
+const SCRIPT: &str = include_str!("../scripts/node-bench.js");
+
+/// The alternatives of the durable-replace table, and whether each syncs the
+/// directory after its rename (the difference between durable and probably durable).
+const REPLACE: [(&str, &str); 7] = [
+    ("statefile Doc.write", "yes: file and directory"),
+    ("statefile Doc.writeSync", "yes: file and directory"),
+    ("statefile writeFileAtomic", "yes: file and directory"),
+    ("statefile writeFileAtomicSync", "yes: file and directory"),
+    ("write-file-atomic (async)", "file yes, rename not synced"),
+    ("write-file-atomic (sync)", "file yes, rename not synced"),
+    ("steno", "no: no fsync"),
+];
+
+const RMW: [&str; 3] = [
+    "statefile Doc.update",
+    "write-file-atomic + proper-lockfile",
+    "write-file-atomic (no lock)",
+];
+
+struct NodeEnv {
+    /// Where the script and its node_modules are.
+    dir: PathBuf,
+    /// The statefile package directory.
+    package: PathBuf,
+}
+
+/// Fail under CI=true, otherwise explain the skip in the output.
+fn unavailable(out: &mut Out, why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        eprintln!("statefile-bench: the Node workload cannot run under CI=true: {why}");
+        std::process::exit(1);
+    }
+    out.line(format!("\n(Node rows skipped: {why}.)"));
+}
+
+fn run_ok(c: &mut Command) -> Result<(), String> {
+    let shown = format!("{c:?}");
+    let o = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{shown} failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
+}
+
+fn setup() -> Result<NodeEnv, String> {
+    run_ok(Command::new("node").arg("--version")).map_err(|e| format!("node: {e}"))?;
+    let package = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../statefile-node")
+        .canonicalize()
+        .map_err(|e| format!("cannot find crates/statefile-node: {e}"))?;
+    let built = package.join("index.js").exists()
+        && std::fs::read_dir(&package)
+            .map_err(|e| e.to_string())?
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with(".node"));
+    if !built {
+        eprintln!("statefile-bench: building the Node package (npm ci, npm run build)...");
+        run_ok(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&package),
+        )?;
+        run_ok(
+            Command::new("npm")
+                .args(["run", "build"])
+                .current_dir(&package),
+        )?;
+    }
+    let dir = scratch("node");
+    std::fs::write(dir.join("node-bench.js"), SCRIPT).map_err(|e| e.to_string())?;
+    run_ok(
+        Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+            ])
+            .arg(&dir)
+            .args(["write-file-atomic@6", "steno@4", "proper-lockfile@4"]),
+    )?;
+    Ok(NodeEnv { dir, package })
+}
+
+fn script(env: &NodeEnv, args: &[String]) -> Result<Value, String> {
+    let o = Command::new("node")
+        .arg(env.dir.join("node-bench.js"))
+        .args(args)
+        .env("STATEFILE_NODE", &env.package)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run node: {e}"))?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(text.trim())
+        .map_err(|_| format!("node-bench.js {args:?} failed ({}): {text}", o.status))
+}
+
+/// Durable replace from Node, and 50 concurrent read-modify-writes in one process.
+pub fn node_workload(out: &mut Out, cfg: &Cfg) {
+    out.line("\n## 7. From Node.js: the npm package against write-file-atomic, steno and proper-lockfile\n");
+    let env = match setup() {
+        Ok(e) => e,
+        Err(why) => return unavailable(out, &why),
+    };
+    if let Err(why) = replace_tables(out, cfg, &env).and_then(|()| rmw_table(out, cfg, &env)) {
+        unavailable(out, &why);
+    }
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+fn replace_tables(out: &mut Out, cfg: &Cfg, env: &NodeEnv) -> Result<(), String> {
+    let sizes: &[(usize, usize)] = if cfg.quick {
+        &[(1_000, 20)]
+    } else {
+        &[(1_000, 2000), (7_000, 2000)]
+    };
+    for &(size, n) in sizes {
+        out.line(format!(
+            "\n### Durable replace of a {} document from Node, one writer, {n} times (serializing included)\n",
+            human(size)
+        ));
+        out.line("| alternative | writes/s | p50 | p99 | ratio to write-file-atomic (sync) | durable? | final document correct |");
+        out.line("|---|---|---|---|---|---|---|");
+        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); REPLACE.len()];
+        for _ in 0..cfg.reps {
+            for (i, (alt, _)) in REPLACE.iter().enumerate() {
+                let dir = scratch("node-replace");
+                let r = script(
+                    env,
+                    &[
+                        "replace".into(),
+                        dir.join("doc.json").display().to_string(),
+                        n.to_string(),
+                        size.to_string(),
+                        (*alt).into(),
+                    ],
+                );
+                let _ = std::fs::remove_dir_all(&dir);
+                runs[i].push(r?);
+            }
+        }
+        let results: Vec<Value> = runs
+            .into_iter()
+            .map(|r| median_by(r, |v| Summary::from_json(&v["lat"]).per_sec()))
+            .collect();
+        let rate = |alt: &str| {
+            REPLACE
+                .iter()
+                .position(|(a, _)| *a == alt)
+                .map_or(0.0, |i| Summary::from_json(&results[i]["lat"]).per_sec())
+        };
+        let base = rate("write-file-atomic (sync)");
+        for ((alt, durable), r) in REPLACE.iter().zip(&results) {
+            let s = Summary::from_json(&r["lat"]);
+            out.line(format!(
+                "| {alt} | {:.0} | {:.0} µs | {:.0} µs | {} | {durable} | {} |",
+                s.per_sec(),
+                s.p50_us,
+                s.p99_us,
+                ratio(s.per_sec(), base),
+                if r["correct"] == true { "yes" } else { "NO" },
+            ));
+        }
+        let wfa_best = rate("write-file-atomic (sync)").max(rate("write-file-atomic (async)"));
+        for (ours, theirs) in [
+            ("statefile Doc.writeSync", "write-file-atomic (sync)"),
+            ("statefile Doc.write", "write-file-atomic (async)"),
+        ] {
+            let x = rate(ours) / rate(theirs).max(f64::MIN_POSITIVE);
+            out.target(
+                format!(
+                    "Node durable replace of {}: {ours} ahead of {theirs}, syncing the directory too",
+                    human(size)
+                ),
+                format!("{x:.2}x"),
+                x > 1.0,
+            );
+        }
+        let x = rate("statefile writeFileAtomicSync") / wfa_best.max(f64::MIN_POSITIVE);
+        out.line(format!(
+            "\nThe drop-in `writeFileAtomicSync` runs at {x:.2}x the faster write-file-atomic variant, with one more fsync (the directory's) per write."
+        ));
+    }
+    Ok(())
+}
+
+fn rmw_table(out: &mut Out, cfg: &Cfg, env: &NodeEnv) -> Result<(), String> {
+    let n = 50;
+    out.line(format!(
+        "\n### {n} concurrent async read-modify-writes in one Node process, each appending to one array\n"
+    ));
+    out.line("| alternative | updates/s | lost updates | locked |");
+    out.line("|---|---|---|---|");
+    let mut ours_lost = 0;
+    let mut ours_rate = 0.0;
+    for alt in RMW {
+        let mut runs = Vec::new();
+        for _ in 0..cfg.reps {
+            let dir = scratch("node-rmw");
+            let r = script(
+                env,
+                &[
+                    "rmw".into(),
+                    dir.join("doc.json").display().to_string(),
+                    n.to_string(),
+                    alt.into(),
+                ],
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            runs.push(r?);
+        }
+        let r = median_by(runs, |v| v["total"].as_f64().unwrap_or(f64::MAX));
+        let rate = n as f64 / r["total"].as_f64().unwrap_or(f64::MAX);
+        let lost = r["lost"].as_u64().unwrap_or(u64::MAX);
+        if alt == "statefile Doc.update" {
+            ours_lost = lost;
+            ours_rate = rate;
+        }
+        out.line(format!(
+            "| {alt} | {rate:.0} | {} | {} |",
+            if lost == 0 {
+                "0".to_string()
+            } else {
+                format!("**{lost} of {n}**")
+            },
+            if alt.contains("no lock") { "no" } else { "yes" }
+        ));
+    }
+    out.target(
+        format!("{n} concurrent Node read-modify-writes: 0 lost"),
+        format!("{ours_lost} lost, {ours_rate:.0} updates/s"),
+        ours_lost == 0,
+    );
+    out.line("\nproper-lockfile takes its lock by `mkdir` and waits by polling (1-10 ms here); statefile's updates queue in the library's in-process FIFO and its `flock`.");
+    Ok(())
+}
