@@ -629,3 +629,53 @@ async fn healthz_asks_the_database_and_metrics_show_the_pool_and_operations() {
         .unwrap();
     assert!(ops.parse::<u64>().unwrap() >= 2, "{m}");
 }
+
+/// Regression: a refused write (412, 404, 422) closed its database connection instead of
+/// returning it to the pool, so every refusal cost a new connection.
+#[tokio::test]
+async fn refused_writes_keep_their_connection_in_the_pool() {
+    let Some(base) = url() else { return };
+    let mut o = PgOptions::new(fresh_schema(&base).await);
+    o.pool_size = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(open(o).await.unwrap(), dir.path());
+    call(&app, "PUT", "/v1/docs/c.json", &[JSON], b"{\"n\": 1}").await;
+    let stale = (
+        "if-match",
+        "\"0000000000000000000000000000000000000000000000000000000000000000\"",
+    );
+    for _ in 0..20 {
+        call(&app, "PUT", "/v1/docs/c.json", &[JSON, stale], b"{}")
+            .await
+            .problem(412, "precondition-failed");
+        call(
+            &app,
+            "PUT",
+            "/v1/docs/c.json",
+            &[JSON, ("if-none-match", "*")],
+            b"{}",
+        )
+        .await
+        .problem(412, "precondition-failed");
+        call(&app, "DELETE", "/v1/docs/none.json", &[], b"")
+            .await
+            .problem(404, "not-found");
+        call(
+            &app,
+            "POST",
+            "/v1/docs/c.json/append?pointer=/n",
+            &[JSON],
+            b"1",
+        )
+        .await
+        .problem(422, "pointer-not-applicable");
+    }
+    let m = String::from_utf8(call(&app, "GET", "/metrics", &[], b"").await.body).unwrap();
+    let opened: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("statefile_pg_connections_opened_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(opened <= 2, "{opened} connections for 80 refusals: {m}");
+}

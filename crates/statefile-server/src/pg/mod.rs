@@ -21,8 +21,12 @@
 //! never a hang; broken connections are dropped from the pool and new ones made once the
 //! database is back, without restarting the server.
 
+mod failure;
+mod metrics;
 mod schema;
 pub mod transfer;
+
+use failure::{Failure, db_reason, pool_reason};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +36,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, T
 use serde_json::Value;
 use statefile::{BackupRef, ErrorKind, Format, Version};
 use tokio_postgres::NoTls;
-use tokio_postgres::error::SqlState;
 
 use crate::store::{
     BackupEntry, Condition, DocStore, Fetched, Keyed, Mutator, StoreError, StoreResult, Written,
@@ -210,7 +213,13 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let metrics = metrics::PgMetrics::default();
+        let opened = metrics.connections_opened.clone();
         let pool = Pool::builder(manager)
+            .post_create(deadpool_postgres::Hook::sync_fn(move |_, _| {
+                opened.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }))
             .max_size(opts.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(opts.connect_timeout))
@@ -267,7 +276,7 @@ impl PgStore {
             label,
             warnings,
             keyed_writes: AtomicU64::new(0),
-            metrics: metrics::PgMetrics::default(),
+            metrics,
         })
     }
 
@@ -301,6 +310,22 @@ impl PgStore {
                 .unwrap_or_else(|_| Err(Failure::Timeout))
         });
         self.metrics.operation(started.elapsed(), r.as_ref().err());
+        r
+    }
+
+    /// Run `op` on a pooled connection. The connection goes back to the pool when `op`
+    /// finishes (a refusal such as a failed precondition included: its transaction was
+    /// rolled back), and is closed instead when the database failed or `op` was
+    /// abandoned at its timeout, possibly mid-statement.
+    async fn with_conn<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut Conn) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let mut c = self.conn().await?;
+        let r = op(&mut c).await;
+        if !matches!(r, Err(Failure::Unavailable(_) | Failure::Timeout)) {
+            c.done();
+        }
         r
     }
 
@@ -446,29 +471,30 @@ impl PgStore {
     }
 
     async fn put_tx(&self, name: &str, bytes: &[u8], cond: &Condition) -> Result<Written, Failure> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let t = Instant::now();
-        let current = self.lock(&tx, name, false).await?;
-        let lock_wait = t.elapsed();
-        check(name, cond, current.as_ref())?;
-        let version = Version::of(bytes);
-        self.store(
-            &tx,
-            name,
-            current.is_some(),
-            bytes,
-            &version,
-            self.opts.backups,
-        )
-        .await?;
-        tx.commit().await?;
-        c.done();
-        Ok(Written {
-            version,
-            created: current.is_none(),
-            lock_wait,
+        self.with_conn(async |c| {
+            let tx = c.transaction().await?;
+            let t = Instant::now();
+            let current = self.lock(&tx, name, false).await?;
+            let lock_wait = t.elapsed();
+            check(name, cond, current.as_ref())?;
+            let version = Version::of(bytes);
+            self.store(
+                &tx,
+                name,
+                current.is_some(),
+                bytes,
+                &version,
+                self.opts.backups,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Written {
+                version,
+                created: current.is_none(),
+                lock_wait,
+            })
         })
+        .await
     }
 
     async fn update_tx(
@@ -479,73 +505,75 @@ impl PgStore {
         f: Mutator<'_>,
         key: Option<&Keyed<'_>>,
     ) -> Result<(Value, Written), Failure> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let t = Instant::now();
-        let current = self.lock(&tx, name, true).await?;
-        let lock_wait = t.elapsed();
-        if let Some(k) = key
-            && let Some(replay) = self.remembered(&tx, name, k).await?
-        {
-            tx.rollback().await?;
-            c.done();
-            return Ok(replay);
-        }
-        let mut value = match (&current, init) {
-            (Some(_), _) if *cond == Condition::Absent => {
-                return Err(conflict_because(
-                    name,
-                    "exists, and the request asked that it not",
-                ));
+        self.with_conn(async |c| {
+            let tx = c.transaction().await?;
+            let t = Instant::now();
+            let current = self.lock(&tx, name, true).await?;
+            let lock_wait = t.elapsed();
+            if let Some(k) = key
+                && let Some(replay) = self.remembered(&tx, name, k).await?
+            {
+                tx.rollback().await?;
+                return Ok(replay);
             }
-            (Some(cur), _) => {
-                check(name, cond, Some(cur))?;
-                serde_json::from_slice(cur.body.as_deref().unwrap_or_default()).map_err(|e| {
-                    Failure::Lib(statefile::Error::new(
-                        ErrorKind::Corrupt,
-                        format!("document {name} in the database is not valid JSON: {e}"),
-                    ))
-                })?
+            let mut value = match (&current, init) {
+                (Some(_), _) if *cond == Condition::Absent => {
+                    return Err(conflict_because(
+                        name,
+                        "exists, and the request asked that it not",
+                    ));
+                }
+                (Some(cur), _) => {
+                    check(name, cond, Some(cur))?;
+                    serde_json::from_slice(cur.body.as_deref().unwrap_or_default()).map_err(
+                        |e| {
+                            Failure::Lib(statefile::Error::new(
+                                ErrorKind::Corrupt,
+                                format!("document {name} in the database is not valid JSON: {e}"),
+                            ))
+                        },
+                    )?
+                }
+                (None, _) if matches!(cond, Condition::IfMatch(_)) => {
+                    return Err(check(name, cond, None).unwrap_err());
+                }
+                (None, Some(init)) => init,
+                (None, None) => {
+                    return Err(Failure::Lib(statefile::Error::new(
+                        ErrorKind::NotFound,
+                        format!("document {name} does not exist"),
+                    )));
+                }
+            };
+            let out = f(&mut value).map_err(Failure::Store)?;
+            let bytes = self.serialize(name, &value)?;
+            let version = Version::of(&bytes);
+            self.store(
+                &tx,
+                name,
+                current.is_some(),
+                &bytes,
+                &version,
+                self.opts.backups,
+            )
+            .await?;
+            if let Some(k) = key {
+                self.remember(&tx, name, k, &out, &version).await?;
             }
-            (None, _) if matches!(cond, Condition::IfMatch(_)) => {
-                return Err(check(name, cond, None).unwrap_err());
+            tx.commit().await?;
+            if key.is_some() {
+                self.sweep_keys(c).await;
             }
-            (None, Some(init)) => init,
-            (None, None) => {
-                return Err(Failure::Lib(statefile::Error::new(
-                    ErrorKind::NotFound,
-                    format!("document {name} does not exist"),
-                )));
-            }
-        };
-        let out = f(&mut value).map_err(Failure::Store)?;
-        let bytes = self.serialize(name, &value)?;
-        let version = Version::of(&bytes);
-        self.store(
-            &tx,
-            name,
-            current.is_some(),
-            &bytes,
-            &version,
-            self.opts.backups,
-        )
-        .await?;
-        if let Some(k) = key {
-            self.remember(&tx, name, k, &out, &version).await?;
-        }
-        tx.commit().await?;
-        c.done();
-        if key.is_some() {
-            self.sweep_keys().await;
-        }
-        Ok((
-            out,
-            Written {
-                version,
-                created: current.is_none(),
-                lock_wait,
-            },
-        ))
+            Ok((
+                out,
+                Written {
+                    version,
+                    created: current.is_none(),
+                    lock_wait,
+                },
+            ))
+        })
+        .await
     }
 
     /// The answer kept for this key, if it is not expired. The caller holds the
@@ -621,7 +649,7 @@ impl PgStore {
 
     /// Every 64th keyed write, forget expired keys and the oldest beyond the capacity
     /// (the in-memory table's rules). Best effort: a failure only delays it.
-    async fn sweep_keys(&self) {
+    async fn sweep_keys(&self, c: &mut Conn) {
         if !self
             .keyed_writes
             .fetch_add(1, Ordering::Relaxed)
@@ -629,57 +657,52 @@ impl PgStore {
         {
             return;
         }
-        let run = async {
-            let c = self.conn().await?;
-            let ttl = crate::Idempotency::TTL.as_secs_f64();
-            let cap = crate::Idempotency::CAPACITY as i64;
-            c.execute(
+        let ttl = crate::Idempotency::TTL.as_secs_f64();
+        let cap = crate::Idempotency::CAPACITY as i64;
+        let swept = c
+            .execute(
                 "DELETE FROM statefile_idempotency
                  WHERE created_at <= clock_timestamp() - make_interval(secs => $1)
                     OR (name, key) IN (SELECT name, key FROM statefile_idempotency
                                        ORDER BY created_at DESC OFFSET $2)",
                 &[&ttl, &cap],
             )
-            .await?;
-            let mut c = c;
-            c.done();
-            Ok::<(), Failure>(())
-        };
-        if let Err(e) = run.await {
-            tracing::warn!(error = %e.log_text(), "could not forget expired idempotency keys");
+            .await;
+        if let Err(e) = swept {
+            tracing::warn!(error = %Failure::from(e).log_text(), "could not forget expired idempotency keys");
         }
     }
 
     async fn delete_tx(&self, name: &str, cond: &Condition) -> Result<(), Failure> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let stmt = tx
+        self.with_conn(async |c| {
+            let tx = c.transaction().await?;
+            let stmt = tx
             .prepare_cached(
                 "SELECT version, NULL::bytea FROM statefile_documents WHERE name = $1 FOR UPDATE",
             )
             .await?;
-        let current = tx
-            .query_opt(&stmt, &[&name])
-            .await?
-            .map(|r| Current::from_row(&r));
-        match (cond, &current) {
-            (Condition::Absent, Some(_)) => {
-                return Err(conflict_because(
-                    name,
-                    "exists, and If-None-Match: * asked that it not",
-                ));
+            let current = tx
+                .query_opt(&stmt, &[&name])
+                .await?
+                .map(|r| Current::from_row(&r));
+            match (cond, &current) {
+                (Condition::Absent, Some(_)) => {
+                    return Err(conflict_because(
+                        name,
+                        "exists, and If-None-Match: * asked that it not",
+                    ));
+                }
+                (_, None) => {
+                    return Err(Failure::Lib(statefile::Error::new(
+                        ErrorKind::NotFound,
+                        format!("cannot delete {name}: it does not exist"),
+                    )));
+                }
+                (cond, Some(cur)) => check(name, cond, Some(cur))?,
             }
-            (_, None) => {
-                return Err(Failure::Lib(statefile::Error::new(
-                    ErrorKind::NotFound,
-                    format!("cannot delete {name}: it does not exist"),
-                )));
-            }
-            (cond, Some(cur)) => check(name, cond, Some(cur))?,
-        }
-        let stmt = tx
-            .prepare_cached(
-                "WITH kept AS (
+            let stmt = tx
+                .prepare_cached(
+                    "WITH kept AS (
                      INSERT INTO statefile_backups (name, body, version, written_at)
                      SELECT name, body, version, written_at FROM statefile_documents
                      WHERE name = $1 AND $2::bigint > 0
@@ -691,79 +714,81 @@ impl PgStore {
                  WHERE name = $1 AND EXISTS (SELECT 1 FROM kept) AND seq IN (
                      SELECT seq FROM statefile_backups WHERE name = $1
                      ORDER BY seq DESC OFFSET GREATEST($2::bigint - 1, 0))",
-            )
-            .await?;
-        tx.execute(&stmt, &[&name, &(self.opts.backups as i64)])
-            .await?;
-        tx.commit().await?;
-        c.done();
-        Ok(())
+                )
+                .await?;
+            tx.execute(&stmt, &[&name, &(self.opts.backups as i64)])
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn restore_tx(&self, name: &str, which: &BackupRef) -> Result<Written, Failure> {
-        let mut c = self.conn().await?;
-        let tx = c.transaction().await?;
-        let t = Instant::now();
-        let current = self.lock(&tx, name, false).await?;
-        let lock_wait = t.elapsed();
-        let stmt = tx
-            .prepare_cached(
-                "SELECT seq, version FROM statefile_backups WHERE name = $1 ORDER BY seq DESC",
+        self.with_conn(async |c| {
+            let tx = c.transaction().await?;
+            let t = Instant::now();
+            let current = self.lock(&tx, name, false).await?;
+            let lock_wait = t.elapsed();
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT seq, version FROM statefile_backups WHERE name = $1 ORDER BY seq DESC",
+                )
+                .await?;
+            let kept: Vec<(i64, String)> = tx
+                .query(&stmt, &[&name])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let chosen = match which {
+                BackupRef::NewestGood => kept.first(),
+                BackupRef::Number(n) => n.checked_sub(1).and_then(|i| kept.get(i)),
+                BackupRef::Version(v) => kept.iter().find(|(_, kv)| kv == v.as_str()),
+            };
+            let Some((seq, _)) = chosen else {
+                let what = match which {
+                    BackupRef::NewestGood => "no backup".to_string(),
+                    BackupRef::Number(n) => format!("no backup number {n} ({} kept)", kept.len()),
+                    BackupRef::Version(v) => format!("no backup with version {v}"),
+                };
+                return Err(Failure::Lib(statefile::Error::new(
+                    ErrorKind::NotFound,
+                    format!("cannot restore {name}: {what}"),
+                )));
+            };
+            let body: Vec<u8> = tx
+                .query_one(
+                    "SELECT body FROM statefile_backups WHERE name = $1 AND seq = $2",
+                    &[&name, seq],
+                )
+                .await?
+                .get(0);
+            if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+                return Err(Failure::Lib(statefile::Error::new(
+                    ErrorKind::Corrupt,
+                    format!("cannot restore {name}: that backup is not valid JSON: {e}"),
+                )));
+            }
+            let version = Version::of(&body);
+            // Keep at least one backup, so the restore itself can be undone.
+            self.store(
+                &tx,
+                name,
+                current.is_some(),
+                &body,
+                &version,
+                self.opts.backups.max(1),
             )
             .await?;
-        let kept: Vec<(i64, String)> = tx
-            .query(&stmt, &[&name])
-            .await?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let chosen = match which {
-            BackupRef::NewestGood => kept.first(),
-            BackupRef::Number(n) => n.checked_sub(1).and_then(|i| kept.get(i)),
-            BackupRef::Version(v) => kept.iter().find(|(_, kv)| kv == v.as_str()),
-        };
-        let Some((seq, _)) = chosen else {
-            let what = match which {
-                BackupRef::NewestGood => "no backup".to_string(),
-                BackupRef::Number(n) => format!("no backup number {n} ({} kept)", kept.len()),
-                BackupRef::Version(v) => format!("no backup with version {v}"),
-            };
-            return Err(Failure::Lib(statefile::Error::new(
-                ErrorKind::NotFound,
-                format!("cannot restore {name}: {what}"),
-            )));
-        };
-        let body: Vec<u8> = tx
-            .query_one(
-                "SELECT body FROM statefile_backups WHERE name = $1 AND seq = $2",
-                &[&name, seq],
-            )
-            .await?
-            .get(0);
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
-            return Err(Failure::Lib(statefile::Error::new(
-                ErrorKind::Corrupt,
-                format!("cannot restore {name}: that backup is not valid JSON: {e}"),
-            )));
-        }
-        let version = Version::of(&body);
-        // Keep at least one backup, so the restore itself can be undone.
-        self.store(
-            &tx,
-            name,
-            current.is_some(),
-            &body,
-            &version,
-            self.opts.backups.max(1),
-        )
-        .await?;
-        tx.commit().await?;
-        c.done();
-        Ok(Written {
-            version,
-            created: current.is_none(),
-            lock_wait,
+            tx.commit().await?;
+            Ok(Written {
+                version,
+                created: current.is_none(),
+                lock_wait,
+            })
         })
+        .await
     }
 }
 
@@ -864,127 +889,6 @@ impl Drop for Conn {
             // A timeout or failure may have left it mid-statement or broken: close it
             // instead of handing it on.
             drop(Object::take(obj));
-        }
-    }
-}
-
-/// What went wrong, before it becomes an answer.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// A library-kind error (not found, conflict, invalid name, not storable...).
-    Lib(statefile::Error),
-    /// The database cannot be reached, went away, or is starting or stopping.
-    Unavailable(String),
-    /// The operation did not finish within its time.
-    Timeout,
-    /// Waiting for the document's row lock timed out.
-    LockTimeout,
-    /// Returned unchanged: the mutator's refusal (a patch that does not apply...), or a
-    /// refusal phrased for the client.
-    Store(StoreError),
-    /// An idempotency key seen before with another request.
-    KeyReused,
-    /// Anything else: a bug or a database error nobody expects.
-    Internal(String),
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Failure::from_db(&e)
-    }
-}
-
-fn db_reason(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(c) = src {
-                s.push_str(&format!(": {c}"));
-                src = c.source();
-            }
-            s
-        }
-    }
-}
-
-fn pool_reason(e: &deadpool_postgres::PoolError) -> String {
-    match e {
-        deadpool_postgres::PoolError::Backend(b) => db_reason(b),
-        deadpool_postgres::PoolError::Timeout(_) => "timed out connecting".to_string(),
-        other => other.to_string(),
-    }
-}
-
-impl Failure {
-    fn from_db(e: &tokio_postgres::Error) -> Failure {
-        let Some(code) = e.code() else {
-            // No SQLSTATE: the connection failed, closed or timed out.
-            return Failure::Unavailable(db_reason(e));
-        };
-        let c = code.code();
-        if *code == SqlState::LOCK_NOT_AVAILABLE {
-            Failure::LockTimeout
-        } else if *code == SqlState::QUERY_CANCELED {
-            Failure::Timeout
-        } else if *code == SqlState::DISK_FULL {
-            Failure::Lib(statefile::Error::new(ErrorKind::NoSpace, db_reason(e)))
-        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
-            Failure::Lib(statefile::Error::new(
-                ErrorKind::PermissionDenied,
-                db_reason(e),
-            ))
-        } else if c.starts_with("08") // connection exception
-            || c.starts_with("57P") // shutting down, crashed, starting up
-            || c.starts_with("53") // out of connections, memory
-            || *code == SqlState::READ_ONLY_SQL_TRANSACTION // a standby
-            || *code == SqlState::T_R_SERIALIZATION_FAILURE
-            || *code == SqlState::T_R_DEADLOCK_DETECTED
-        {
-            Failure::Unavailable(db_reason(e))
-        } else {
-            Failure::Internal(db_reason(e))
-        }
-    }
-
-    fn from_pool(e: &deadpool_postgres::PoolError) -> Failure {
-        match e {
-            deadpool_postgres::PoolError::Backend(b) => Failure::from_db(b),
-            deadpool_postgres::PoolError::Timeout(_) => {
-                Failure::Unavailable("no database connection within the connect timeout".into())
-            }
-            other => Failure::Unavailable(other.to_string()),
-        }
-    }
-
-    /// For the log: the whole story.
-    fn log_text(&self) -> String {
-        match self {
-            Failure::Lib(e) => e.to_string(),
-            Failure::Unavailable(s) | Failure::Internal(s) => s.clone(),
-            Failure::Timeout => "timed out".into(),
-            Failure::LockTimeout => "lock timeout".into(),
-            Failure::Store(m) => m.to_string(),
-            Failure::KeyReused => "idempotency key reused".into(),
-        }
-    }
-
-    /// As a storage error (details of database failures go to the log, not clients).
-    fn into_store(self) -> StoreError {
-        match self {
-            Failure::Lib(e) => e.into(),
-            Failure::Store(m) => m,
-            Failure::LockTimeout => StoreError::new(
-                ErrorKind::LockTimeout,
-                "waiting for the document's row lock timed out",
-            ),
-            Failure::Unavailable(why) => StoreError::unavailable(format!("database: {why}")),
-            Failure::Timeout => {
-                StoreError::unavailable("database: the operation did not finish in time")
-            }
-            Failure::KeyReused => StoreError::KeyReused,
-            Failure::Internal(why) => StoreError::new(ErrorKind::Io, format!("database: {why}")),
         }
     }
 }
@@ -1150,82 +1054,4 @@ fn conflict_because(name: &str, why: &str) -> Failure {
 
 fn not_found(msg: String) -> Failure {
     Failure::Lib(statefile::Error::new(ErrorKind::NotFound, msg))
-}
-
-mod metrics {
-    //! Pool and query figures for `/metrics`.
-
-    use std::fmt::Write as _;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
-
-    use super::Failure;
-    use crate::metrics::Histogram;
-
-    #[derive(Debug, Default)]
-    pub struct PgMetrics {
-        pool_wait: Histogram,
-        transaction: Histogram,
-        unavailable: AtomicU64,
-        timeouts: AtomicU64,
-        other_errors: AtomicU64,
-    }
-
-    impl PgMetrics {
-        pub fn pool_wait(&self, d: Duration) {
-            self.pool_wait.observe(d);
-        }
-
-        pub fn operation(&self, d: Duration, failed: Option<&Failure>) {
-            self.transaction.observe(d);
-            match failed {
-                Some(Failure::Unavailable(_)) => &self.unavailable,
-                Some(Failure::Timeout | Failure::LockTimeout) => &self.timeouts,
-                Some(Failure::Internal(_)) => &self.other_errors,
-                _ => return,
-            }
-            .fetch_add(1, Ordering::Relaxed);
-        }
-
-        pub fn render(&self, s: &deadpool_postgres::Status, out: &mut String) {
-            let _ = writeln!(
-                out,
-                "# HELP statefile_pg_pool_connections Database connections by state.\n\
-                 # TYPE statefile_pg_pool_connections gauge\n\
-                 statefile_pg_pool_connections{{state=\"idle\"}} {}\n\
-                 statefile_pg_pool_connections{{state=\"in_use\"}} {}\n\
-                 # HELP statefile_pg_pool_max_connections The pool's bound.\n\
-                 # TYPE statefile_pg_pool_max_connections gauge\n\
-                 statefile_pg_pool_max_connections {}\n\
-                 # HELP statefile_pg_pool_waiting Requests waiting for a connection.\n\
-                 # TYPE statefile_pg_pool_waiting gauge\n\
-                 statefile_pg_pool_waiting {}",
-                s.available,
-                s.size.saturating_sub(s.available),
-                s.max_size,
-                s.waiting
-            );
-            self.pool_wait.render(
-                "statefile_pg_pool_wait_seconds",
-                "Time to get a database connection from the pool.",
-                out,
-            );
-            self.transaction.render(
-                "statefile_pg_operation_seconds",
-                "Time of one storage operation (its transaction, connection wait included).",
-                out,
-            );
-            let _ = writeln!(
-                out,
-                "# HELP statefile_pg_errors_total Failed storage operations by cause.\n\
-                 # TYPE statefile_pg_errors_total counter\n\
-                 statefile_pg_errors_total{{cause=\"unavailable\"}} {}\n\
-                 statefile_pg_errors_total{{cause=\"timeout\"}} {}\n\
-                 statefile_pg_errors_total{{cause=\"other\"}} {}",
-                self.unavailable.load(Ordering::Relaxed),
-                self.timeouts.load(Ordering::Relaxed),
-                self.other_errors.load(Ordering::Relaxed)
-            );
-        }
-    }
 }

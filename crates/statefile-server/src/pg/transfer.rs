@@ -354,8 +354,7 @@ impl PgStore {
             )));
         }
         tracing::debug!(document = name, bytes = total, "importing");
-        self.block(async {
-            let mut c = self.conn().await?;
+        self.block(self.with_conn(async |c| {
             let tx = c.transaction().await?;
             let current = self.lock(&tx, name, false).await?;
             let have: Vec<String> = tx
@@ -375,7 +374,6 @@ impl PgStore {
                     .eq(want_backups.iter().map(Version::as_str));
             if same {
                 tx.rollback().await?;
-                c.done();
                 return Ok(false);
             }
             tx.execute("DELETE FROM statefile_backups WHERE name = $1", &[&name])
@@ -402,8 +400,7 @@ impl PgStore {
             )
             .await?;
             tx.commit().await?;
-            c.done();
             Ok(true)
-        })
+        }))
     }
 }
