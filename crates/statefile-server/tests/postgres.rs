@@ -296,7 +296,12 @@ async fn a_row_lock_held_elsewhere_is_503_lock_timeout_then_the_write_goes_throu
 #[tokio::test]
 async fn creating_one_document_from_many_stores_at_once_creates_it_once() {
     let Some(base) = url() else { return };
-    let url = fresh_schema(&base).await;
+    // Regression: under a default of REPEATABLE READ, a creator that waited for another
+    // creator did not see its row and failed with a unique violation (500).
+    let url = format!(
+        "{}%20-cdefault_transaction_isolation%3Drepeatable%5C%20read",
+        fresh_schema(&base).await
+    );
     let dir = tempfile::tempdir().unwrap();
     let a = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
     let b = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
@@ -678,4 +683,56 @@ async fn refused_writes_keep_their_connection_in_the_pool() {
         .parse()
         .unwrap();
     assert!(opened <= 2, "{opened} connections for 80 refusals: {m}");
+}
+
+#[tokio::test]
+async fn concurrent_patches_from_two_servers_are_all_applied() {
+    let Some(base) = url() else { return };
+    let url = fresh_schema(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let b = app(open(PgOptions::new(&url)).await.unwrap(), dir.path());
+    let merge = ("content-type", "application/merge-patch+json");
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let r = if i % 3 == 0 {
+                    // A JSON Patch needs the document: retry until a merge patch made it.
+                    loop {
+                        let body = format!(r#"[{{"op": "add", "path": "/k{i}", "value": {i}}}]"#);
+                        let r = call(
+                            &app,
+                            "PATCH",
+                            "/v1/docs/p.json",
+                            &[("content-type", "application/json-patch+json")],
+                            body.as_bytes(),
+                        )
+                        .await;
+                        if r.status != 404 {
+                            break r;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                } else {
+                    call(
+                        &app,
+                        "PATCH",
+                        "/v1/docs/p.json",
+                        &[merge],
+                        format!(r#"{{"k{i}": {i}}}"#).as_bytes(),
+                    )
+                    .await
+                };
+                assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let doc = call(&a, "GET", "/v1/docs/p.json", &[], b"").await.json();
+    for i in 0..60 {
+        assert_eq!(doc[format!("k{i}")], i, "patch {i} lost: {doc}");
+    }
 }

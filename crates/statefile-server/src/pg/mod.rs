@@ -472,7 +472,7 @@ impl PgStore {
 
     async fn put_tx(&self, name: &str, bytes: &[u8], cond: &Condition) -> Result<Written, Failure> {
         self.with_conn(async |c| {
-            let tx = c.transaction().await?;
+            let tx = begin(c).await?;
             let t = Instant::now();
             let current = self.lock(&tx, name, false).await?;
             let lock_wait = t.elapsed();
@@ -506,7 +506,7 @@ impl PgStore {
         key: Option<&Keyed<'_>>,
     ) -> Result<(Value, Written), Failure> {
         self.with_conn(async |c| {
-            let tx = c.transaction().await?;
+            let tx = begin(c).await?;
             let t = Instant::now();
             let current = self.lock(&tx, name, true).await?;
             let lock_wait = t.elapsed();
@@ -675,7 +675,7 @@ impl PgStore {
 
     async fn delete_tx(&self, name: &str, cond: &Condition) -> Result<(), Failure> {
         self.with_conn(async |c| {
-            let tx = c.transaction().await?;
+            let tx = begin(c).await?;
             let stmt = tx
             .prepare_cached(
                 "SELECT version, NULL::bytea FROM statefile_documents WHERE name = $1 FOR UPDATE",
@@ -726,7 +726,7 @@ impl PgStore {
 
     async fn restore_tx(&self, name: &str, which: &BackupRef) -> Result<Written, Failure> {
         self.with_conn(async |c| {
-            let tx = c.transaction().await?;
+            let tx = begin(c).await?;
             let t = Instant::now();
             let current = self.lock(&tx, name, false).await?;
             let lock_wait = t.elapsed();
@@ -853,6 +853,16 @@ fn like_escape(s: &str) -> String {
         out.push(ch);
     }
     out
+}
+
+/// A READ COMMITTED transaction, whatever the database's default: a statement that
+/// waited for a lock must see what the lock's holder committed (under REPEATABLE READ a
+/// creator that waited on another creator would not see its row).
+async fn begin(c: &mut Conn) -> Result<Transaction<'_>, Failure> {
+    Ok(c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .await?)
 }
 
 /// A pooled connection that goes back to the pool only when marked [`Conn::done`].

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use statefile::{ErrorKind, Version};
 
-use super::{Failure, PgStore};
+use super::{Failure, PgStore, begin};
 
 /// One stored version: its exact bytes and when it was written.
 #[derive(Debug, Clone, PartialEq)]
@@ -355,7 +355,7 @@ impl PgStore {
         }
         tracing::debug!(document = name, bytes = total, "importing");
         self.block(self.with_conn(async |c| {
-            let tx = c.transaction().await?;
+            let tx = begin(c).await?;
             let current = self.lock(&tx, name, false).await?;
             let have: Vec<String> = tx
                 .query(
