@@ -397,7 +397,7 @@ pub async fn delete_doc(
 #[utoipa::path(post, path = "/v1/docs/{name}/append",
     params(("name" = String, Path, description = "Document name"),
            ("pointer" = Option<String>, Query, description = "The array (created if missing); default: the document"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (10 min, in memory)")),
+           ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (10 min; kept in memory, or in the database with the PostgreSQL backend)")),
     request_body(content = Object, content_type = "application/json"),
     responses((status = 200, description = "Appended: {index, version}; ETag", example = json!({"index": 3, "version": "9f86d0..."})),
               (status = 400, description = "Invalid JSON or pointer"),

@@ -402,13 +402,10 @@ fn the_backend_comes_from_the_flag_the_environment_or_database_url() {
     );
 }
 
-#[test]
-fn synchronous_commit_off_is_warned_about_on_start() {
-    let Some(base) = base_url() else { return };
-    let _db = DATABASE.read().unwrap_or_else(|e| e.into_inner());
-    let url = format!("{}%20-csynchronous_commit%3Doff", fresh_schema(&base));
+/// What `statefile serve --backend url` prints on stderr before it serves.
+fn startup_stderr(url: &str) -> String {
     let mut child = Command::new(BIN)
-        .args(["serve", "--addr", "127.0.0.1:0", "--backend", &url])
+        .args(["serve", "--addr", "127.0.0.1:0", "--backend", url])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -417,11 +414,65 @@ fn synchronous_commit_off_is_warned_about_on_start() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    assert!(line.starts_with("statefile: serving postgres://"), "{line}");
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn synchronous_commit_off_is_warned_about_on_start() {
+    let Some(base) = base_url() else { return };
+    let _db = DATABASE.read().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_schema(&base);
+    assert!(!startup_stderr(&url).contains("warning"));
+    let err = startup_stderr(&format!("{url}%20-csynchronous_commit%3Doff"));
     assert!(
         err.contains("statefile: warning: the database runs with synchronous_commit off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fsync_off_is_warned_about_on_start() {
+    let Some(base) = base_url() else { return };
+    // fsync is the whole cluster's setting: nothing else here runs meanwhile.
+    let _db = DATABASE.write().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_schema(&base);
+    /// Sets fsync cluster-wide and waits until new sessions see it.
+    fn set_fsync(base: &str, value: &str) {
+        let mut c = postgres::Client::connect(base, postgres::NoTls).unwrap();
+        let sql = if value == "on" {
+            "ALTER SYSTEM RESET fsync".to_string()
+        } else {
+            format!("ALTER SYSTEM SET fsync = {value}")
+        };
+        c.batch_execute(&sql).unwrap();
+        c.batch_execute("SELECT pg_reload_conf()").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut probe = postgres::Client::connect(base, postgres::NoTls).unwrap();
+            let v: String = probe.query_one("SHOW fsync", &[]).unwrap().get(0);
+            assert!(Instant::now() < deadline, "fsync stays {v}");
+            if v == value {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    /// Puts fsync back on, even if the test fails.
+    struct Reset<'a>(&'a str);
+    impl Drop for Reset<'_> {
+        fn drop(&mut self) {
+            set_fsync(self.0, "on");
+        }
+    }
+    set_fsync(&base, "off");
+    let reset = Reset(&base);
+    let err = startup_stderr(&url);
+    drop(reset);
+    assert!(
+        err.contains("statefile: warning: the database runs with fsync off"),
         "{err}"
     );
 }
@@ -438,6 +489,7 @@ fn import_and_export_through_the_binary() {
             .args(["put", "--parents"])
             .arg(src.path().join("jobs/a.json"))
             .stdin(Stdio::piped())
+            .stdout(Stdio::null())
             .spawn()
             .unwrap();
         c.stdin.take().unwrap().write_all(v.as_bytes()).unwrap();
