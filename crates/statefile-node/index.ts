@@ -485,6 +485,9 @@ export class Doc<T = any> {
    *
    * `NOT_FOUND` if the document does not exist and no `default` is given; `CORRUPT` if
    * it is damaged (restore it first); `LOCK_TIMEOUT` if the lock is not free in time.
+   * A write to the same document from inside `fn` waits for the lock `fn` holds, and so
+   * ends in `LOCK_TIMEOUT`: change `data` instead. A number JavaScript cannot hold
+   * exactly makes the update fail (`SERIALIZE`) before `fn` runs, rather than round it.
    */
   async update<R>(fn: (data: T) => R | Promise<R>, options?: UpdateOptions<T>): Promise<UpdateResult<Awaited<R>>> {
     if (typeof fn !== 'function') throw new TypeError('update: the callback must be a function')
