@@ -1109,16 +1109,3 @@ pub fn write_file_atomic_sync(
     let opts = atomic_options(&opts)?;
     Ok(write_bytes(&path, &data, &opts))
 }
-
-/// The library's defaults for a document, as the JavaScript options spell them.
-#[napi]
-pub fn default_options() -> DocOptions {
-    let o = Options::default();
-    DocOptions {
-        backups: Some(o.get_backups() as u32),
-        durability: Some(o.get_durability().as_str().to_string()),
-        lock_timeout_ms: Some(o.get_lock_timeout().as_secs_f64() * 1e3),
-        create_dirs: Some(false),
-        fallback: Some(false),
-    }
-}
