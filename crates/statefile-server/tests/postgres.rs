@@ -736,3 +736,38 @@ async fn concurrent_patches_from_two_servers_are_all_applied() {
         assert_eq!(doc[format!("k{i}")], i, "patch {i} lost: {doc}");
     }
 }
+
+/// Regression: requests waited for a pooled connection only as long as the connect
+/// timeout, so a burst larger than the pool got 503s while the database was fine.
+#[tokio::test]
+async fn a_burst_larger_than_the_pool_queues_for_connections_instead_of_failing() {
+    let Some(base) = url() else { return };
+    let mut o = PgOptions::new(fresh_schema(&base).await);
+    o.pool_size = 1;
+    o.connect_timeout = Duration::from_millis(200);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(open(o).await.unwrap(), dir.path());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                call(
+                    &app,
+                    "POST",
+                    "/v1/docs/burst.json/append",
+                    &[JSON],
+                    format!("{i}").as_bytes(),
+                )
+                .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let doc = call(&app, "GET", "/v1/docs/burst.json", &[], b"")
+        .await
+        .json();
+    assert_eq!(doc.as_array().unwrap().len(), 200);
+}

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
 
-use common::{Conn, Server, header};
+use common::{Backend, Conn, Server, header};
 use serde_json::{Value, json};
 use statefile_server::Config;
 
@@ -22,10 +22,23 @@ fn a_thousand_appends_in_flight_at_once_queue_and_none_is_refused() {
     concurrent_appends(1000, 1);
 }
 
+#[test]
+fn on_postgres_a_thousand_appends_in_flight_at_once_queue_and_none_is_refused() {
+    // The same burst on the PostgreSQL backend: 256 requests at once wait for the
+    // pool's 16 connections and for the row lock, none refused.
+    if let Some(b) = Backend::postgres() {
+        concurrent_appends_on(&b, 1000, 1);
+    }
+}
+
 /// `conns` connections, each sending `per` appends to one array, all started together.
 fn concurrent_appends(conns: usize, per: usize) {
+    concurrent_appends_on(&Backend::File, conns, per);
+}
+
+fn concurrent_appends_on(backend: &Backend, conns: usize, per: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(Config::new(dir.path()));
+    let server = Server::serve(backend.app_blocking(Config::new(dir.path())));
     let start = Arc::new(Barrier::new(conns));
     let threads: Vec<_> = (0..conns)
         .map(|c| {
@@ -78,6 +91,14 @@ fn two_hundred_racing_conditional_puts_one_wins() {
 }
 
 #[test]
+fn on_postgres_two_hundred_racing_conditional_puts_one_wins() {
+    if let Some(b) = Backend::postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        racing_conditional_puts_on(b.app_blocking(Config::new(dir.path())));
+    }
+}
+
+#[test]
 fn with_four_requests_at_a_time_the_rest_queue_and_one_still_wins() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
@@ -120,7 +141,11 @@ fn a_request_that_outlives_its_time_limit_is_503_and_its_write_still_lands() {
 }
 
 fn racing_conditional_puts(config: Config) {
-    let server = Server::start(config);
+    racing_conditional_puts_on(statefile_server::App::open(config).unwrap());
+}
+
+fn racing_conditional_puts_on(app: std::sync::Arc<statefile_server::App>) {
+    let server = Server::serve(app);
     let mut conn = Conn::open(server.addr);
     let (status, hs, _) = conn
         .send(

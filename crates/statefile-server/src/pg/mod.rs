@@ -54,9 +54,11 @@ pub struct PgOptions {
     pub url: String,
     /// Connections at most (default 16, at most [`MAX_POOL_SIZE`]).
     pub pool_size: usize,
-    /// Connecting, and waiting for a free connection, give up after this (default 5 s).
+    /// Connecting gives up after this (default 5 s).
     pub connect_timeout: Duration,
-    /// One statement gives up after this (default 30 s, the server's request timeout).
+    /// One statement, and waiting for a free connection, give up after this (default
+    /// 30 s, the server's request timeout): under load requests queue for the pool as
+    /// they queue for a lock, rather than fail while the database is fine.
     pub statement_timeout: Duration,
     /// Waiting for a document's row lock gives up after this, as a lock timeout
     /// (default 10 s, the library's lock timeout).
@@ -222,7 +224,7 @@ impl PgStore {
             }))
             .max_size(opts.pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(opts.connect_timeout))
+            .wait_timeout(Some(opts.statement_timeout))
             .create_timeout(Some(opts.connect_timeout))
             .recycle_timeout(Some(opts.connect_timeout))
             .build()
@@ -295,8 +297,9 @@ impl PgStore {
         &self.opts
     }
 
-    /// Run `op` on the store's runtime, bounded by the statement timeout (plus the
-    /// time to get a connection), and count it.
+    /// Run `op` on the store's runtime, bounded as a whole by the statement timeout
+    /// plus the connect timeout (the HTTP request itself ends at the request timeout),
+    /// and count it.
     fn block<T>(&self, op: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
         let started = Instant::now();
         let limit = self.opts.statement_timeout + self.opts.connect_timeout;

@@ -57,6 +57,13 @@ impl Backend {
         self.app_with(Config::new(dir)).await
     }
 
+    /// [`Backend::app_with`] from a test that is not async.
+    pub fn app_blocking(&self, config: Config) -> Arc<App> {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(self.app_with(config))
+    }
+
     /// The app over this backend with `config` (its root is the file backend's).
     pub async fn app_with(&self, config: Config) -> Arc<App> {
         match self {
@@ -280,7 +287,11 @@ pub struct Server {
 
 impl Server {
     pub fn start(config: Config) -> Server {
-        let app = App::open(config).unwrap();
+        Server::serve(App::open(config).unwrap())
+    }
+
+    /// Serve `app` (any backend) on 127.0.0.1:0 in its own runtime.
+    pub fn serve(app: Arc<App>) -> Server {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
