@@ -20,4 +20,5 @@ echo "postgres: throwaway cluster at $STATEFILE_TEST_PG_URL"
 export STATEFILE_TEST_PG_REQUIRED=1
 cargo test -p statefile-server --test api -- postgres
 cargo test -p statefile-server --test postgres
+cargo test -p statefile-server --test socket -- on_postgres
 cargo test -p statefile-cli --test cli -- postgres::
