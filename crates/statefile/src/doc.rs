@@ -517,6 +517,34 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         backup::list(opened.dir.as_ref(), &opened.target)
     }
 
+    /// The bytes of one kept version (for copying it elsewhere, as `statefile export`
+    /// and `import` do), read like every read: through the document's directory, regular
+    /// files only. The version is that of the bytes read (a backup rotated meanwhile
+    /// shows as another version; hold [`Doc::lock`] to prevent that).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if there is no such backup; [`ErrorKind::Corrupt`] if it
+    /// does not parse (a damaged backup is never copied); I/O kinds if it cannot be read.
+    pub fn read_backup(&self, which: &BackupRef) -> Result<Versioned<Vec<u8>>> {
+        let opened = self.open_for_read()?;
+        let dir = opened.dir.as_ref();
+        let all = backup::list(dir, &opened.target)?;
+        let chosen = backup::pick(&all, which, &opened.target)?;
+        let name = chosen
+            .path
+            .file_name()
+            .expect("a backup path ends in its name");
+        let (bytes, _) = file::read(dir, name, &chosen.path)?;
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            return Err(json::parse_error(e, bytes.is_empty(), &chosen.path));
+        }
+        Ok(Versioned {
+            version: Version::of(&bytes),
+            value: bytes,
+            recovered: None,
+        })
+    }
+
     /// Replace the document with one of its backups, under the lock. This is itself an
     /// atomic write, and the version it replaces becomes the newest backup, so a restore
     /// can be undone by restoring again. Works on a missing or damaged document too (a

@@ -826,3 +826,39 @@ impl std::fmt::Display for Refused {
         }
     }
 }
+
+#[test]
+fn read_backup_returns_a_kept_versions_exact_bytes_and_refuses_what_is_not_one() {
+    let (_dir, path) = setup();
+    let doc = Doc::<Value>::open_with(&path, Options::new().backups(2)).unwrap();
+    doc.write(&json!({"v": 1})).unwrap();
+    doc.write(&json!({"v": 2})).unwrap();
+    doc.write(&json!({"v": 3})).unwrap();
+    let listed = doc.backups().unwrap();
+    for b in &listed {
+        let read = doc.read_backup(&BackupRef::Number(b.number)).unwrap();
+        assert_eq!(read.version, b.version);
+        assert_eq!(read.value, std::fs::read(&b.path).unwrap());
+    }
+    let newest = doc.read_backup(&BackupRef::NewestGood).unwrap();
+    assert_eq!(
+        newest.value,
+        statefile::to_vec(&json!({"v": 2}), Format::Pretty).unwrap()
+    );
+    let e = doc.read_backup(&BackupRef::Number(3)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    // A FIFO in a backup's place is never opened (which would block).
+    let fifo = &listed[1].path;
+    std::fs::remove_file(fifo).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = doc.read_backup(&BackupRef::Number(2)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    // A damaged backup is refused, never handed out.
+    std::fs::write(&listed[0].path, b"{\"v\": ").unwrap();
+    let e = doc.read_backup(&BackupRef::Number(1)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+}

@@ -109,16 +109,17 @@ fn read_file_history(
             ));
             continue;
         }
-        let bytes = std::fs::read(&b.path)
-            .map_err(|e| format!("cannot read backup {}: {e}", b.path.display()))?;
-        if Version::of(&bytes) != b.version {
+        let read = doc
+            .read_backup(&statefile::BackupRef::Number(b.number))
+            .map_err(|e| e.to_string())?;
+        if read.version != b.version {
             return Err(format!(
                 "backup {} changed while it was read",
                 b.path.display()
             ));
         }
         backups.push(Kept {
-            bytes,
+            bytes: read.value,
             written_unix: unix(b.modified),
         });
     }
