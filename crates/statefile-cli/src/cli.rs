@@ -79,7 +79,7 @@ pub struct WriteOptions {
         allow_negative_numbers = true
     )]
     pub backups: usize,
-    /// Seconds to wait for another writer's lock before failing with exit code 6.
+    /// Seconds to wait for another writer's lock before giving up (exit code 6).
     #[arg(long, env = "STATEFILE_LOCK_TIMEOUT", default_value = "10",
           value_name = "SECONDS", value_parser = seconds, allow_negative_numbers = true)]
     pub lock_timeout: Duration,
@@ -170,7 +170,7 @@ pub enum Command {
 /// Print a document, or the value at a JSON Pointer.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  statefile get jobs/42.json\n  statefile get --raw jobs/42.json /status\n  statefile get --fallback config.json   # a damaged file reads as its newest good backup"
+    after_help = "Examples:\n  statefile get jobs/42.json\n  statefile get --raw jobs/42.json /status\n  for id in $(statefile get --lines queue.json /pending); do ...; done\n  statefile get --fallback config.json   # a damaged file reads as its newest good backup"
 )]
 pub struct GetArgs {
     #[arg(help = FILE)]
@@ -182,6 +182,10 @@ pub struct GetArgs {
     /// Print a string value without quotes.
     #[arg(long)]
     pub raw: bool,
+    /// Print an array one element per line: strings without quotes, anything else as
+    /// compact JSON (for `for id in $(statefile get --lines ...)` and `while read`).
+    #[arg(long, conflicts_with = "pretty")]
+    pub lines: bool,
     /// If the file is damaged, print its newest backup that parses (and say so on stderr).
     #[arg(long)]
     pub fallback: bool,
@@ -363,7 +367,12 @@ pub struct RestoreArgs {
 /// Serve a directory of documents over HTTP (see README: the HTTP API), or the documents
 /// of a PostgreSQL database, which any number of servers can share.
 #[derive(Debug, Args)]
-#[command(after_help = SERVE_AFTER_HELP)]
+#[command(
+    after_help = SERVE_AFTER_HELP,
+    mut_arg("lock_timeout", |a| a.help(
+        "Seconds a write waits for another writer's lock before its request fails with 503"
+    ))
+)]
 pub struct ServeArgs {
     /// The directory of documents to serve; a document's name is its path under it.
     pub dir: Option<PathBuf>,

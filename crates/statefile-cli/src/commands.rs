@@ -34,17 +34,64 @@ pub fn run(cli: Cli) -> CliResult {
     }
 }
 
-/// A write into a missing directory: say how to create it.
-fn hint_parents(file: &Path, e: statefile::Error) -> CliError {
-    let missing_dir = file
-        .parent()
-        .is_some_and(|p| !p.as_os_str().is_empty() && !p.exists());
-    let hint = e.kind() == statefile::ErrorKind::NotFound && missing_dir;
+/// A library error about `file`, with advice where there is something to do: a
+/// missing directory (pass --parents), a damaged document (what can repair it).
+fn hint(file: &Path, e: statefile::Error) -> CliError {
+    use statefile::ErrorKind as K;
+    let missing_dir = || {
+        file.parent()
+            .is_some_and(|p| !p.as_os_str().is_empty() && !p.exists())
+    };
+    let help = match e.kind() {
+        K::NotFound if missing_dir() => {
+            Some("pass --parents to create the missing directories".to_string())
+        }
+        K::Corrupt => Some(damage_help(file)),
+        _ => None,
+    };
     let e = CliError::from(e);
-    if hint {
-        e.with_help("pass --parents to create the missing directories")
+    match help {
+        Some(h) => e.with_help(h),
+        None => e,
+    }
+}
+
+/// What repairs the damaged document `file`: its good backup, or else a new version.
+fn damage_help(file: &Path) -> String {
+    let f = shell_quote(file);
+    let backups = Doc::<Value>::open(file)
+        .and_then(|d| d.backups())
+        .unwrap_or_default();
+    if let Some(good) = backups.iter().find(|b| b.parses) {
+        return format!(
+            "backup {} is good: print it with `statefile get --fallback {f}`, or put it back with `statefile recover {f}`",
+            good.number
+        );
+    }
+    let none = match backups.len() {
+        0 => "no backup to restore".to_string(),
+        1 => "no good backup (the one kept is damaged too)".to_string(),
+        n => format!("no good backup (all {n} kept are damaged too)"),
+    };
+    let aside = file.file_name().map_or_else(
+        || "a .corrupt file".to_string(),
+        |n| format!(".{}.corrupt", n.to_string_lossy()),
+    );
+    format!(
+        "{none}: fix {f} by hand, replace it with `statefile put {f} < good.json`, or move it aside (kept as {aside}) with `statefile rm {f}`"
+    )
+}
+
+/// `path` as a shell word: bare when that is safe, else in single quotes.
+fn shell_quote(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@%,".contains(&b));
+    if safe {
+        s.into_owned()
     } else {
-        e
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -97,7 +144,7 @@ fn get(g: &Global, a: GetArgs) -> CliResult {
     let file = &a.file;
     let tokens = pointer::parse(a.pointer.as_deref().unwrap_or("")).map_err(in_file(file))?;
     let d = Doc::<Value>::open_with(file, Options::new().fallback(a.fallback))?;
-    let v = d.read_versioned()?;
+    let v = d.read_versioned().map_err(|e| hint(file, e))?;
     if let Some(r) = &v.recovered
         && !g.quiet
     {
@@ -109,7 +156,58 @@ fn get(g: &Global, a: GetArgs) -> CliResult {
         );
     }
     let at = pointer::get(&v.value, &tokens).map_err(in_file(file))?;
-    print_value(at, &a.output, a.raw)
+    if a.lines {
+        print_lines(file, a.pointer.as_deref().unwrap_or(""), at)
+    } else {
+        print_value(at, &a.output, a.raw)
+    }
+}
+
+/// `get --lines`: an array's elements one per line, strings bare, others compact JSON.
+/// Checked before anything is printed, so a value that cannot be printed that way
+/// prints nothing.
+fn print_lines(file: &Path, ptr: &str, v: &Value) -> CliResult {
+    let what = if ptr.is_empty() {
+        "the document".to_string()
+    } else {
+        format!("the value at {ptr}")
+    };
+    let Value::Array(items) = v else {
+        let kind = match v {
+            Value::Object(_) => "an object",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(CliError::not_applicable(about(
+            file,
+            format!("{what} is {kind}, not an array: --lines prints an array's elements"),
+        )));
+    };
+    if let Some(i) = items
+        .iter()
+        .position(|e| matches!(e, Value::String(s) if s.contains(['\n', '\r'])))
+    {
+        return Err(CliError::not_applicable(about(
+            file,
+            format!(
+                "element {i} of {what} holds a line break, so --lines cannot print it on one line (without --lines it prints as JSON)"
+            ),
+        )));
+    }
+    let mut out = io::BufWriter::with_capacity(64 * 1024, io::stdout().lock());
+    for item in items {
+        match item {
+            Value::String(s) => writeln!(out, "{s}")?,
+            other => {
+                serde_json::to_writer(&mut out, other).map_err(io::Error::from)?;
+                writeln!(out)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Read one JSON value from stdin: `what` for `file`.
@@ -157,7 +255,7 @@ fn modify<R>(
     };
     res.map_err(|e| match e {
         Failed::Mutation(e) => e,
-        Failed::Storage(e) => hint_parents(d.path(), e),
+        Failed::Storage(e) => hint(d.path(), e),
     })
 }
 
@@ -182,7 +280,7 @@ fn put(g: &Global, a: PutArgs) -> CliResult {
         (None, true) => d.create(&value),
         (None, false) => d.write(&value),
     }
-    .map_err(|e| hint_parents(file, e))?;
+    .map_err(|e| hint(file, e))?;
     say(g, r.version.as_str())
 }
 

@@ -730,3 +730,51 @@ fn bad_values_are_usage_errors_naming_the_value() {
     }
     assert_eq!(s.read("a.json"), b"2\n");
 }
+
+#[test]
+fn get_lines_prints_an_array_one_element_per_line() {
+    let s = Sandbox::new();
+    s.run_in(
+        &["put", "q.json"],
+        br#"{"pending": ["a1", "b 2", {"id": 3}, [4], null], "none": [], "n": 1}"#,
+    )
+    .ok();
+    assert_eq!(
+        s.run(&["get", "--lines", "q.json", "/pending"]).ok().stdout,
+        "a1\nb 2\n{\"id\":3}\n[4]\nnull\n"
+    );
+    assert_eq!(
+        s.run(&["get", "--lines", "q.json", "/none"]).ok().stdout,
+        ""
+    );
+    s.run_in(&["put", "list.json"], br#"["x", "y"]"#).ok();
+    assert_eq!(
+        s.run(&["get", "--lines", "list.json"]).ok().stdout,
+        "x\ny\n"
+    );
+    // Not an array, or an element that would span two lines: an error, nothing printed.
+    let r = s.run(&["get", "--lines", "q.json", "/n"]).code(1);
+    assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr
+            .contains("q.json: the value at /n is a number, not an array"),
+        "{}",
+        r.stderr
+    );
+    s.run(&["get", "--lines", "q.json"])
+        .code(1)
+        .stderr_has("the document is an object, not an array");
+    s.run(&["set", "--string", "q.json", "/pending/1", "two\nlines"])
+        .ok();
+    let r = s.run(&["get", "--lines", "q.json", "/pending"]).code(1);
+    assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr
+            .contains("element 1 of the value at /pending holds a line break"),
+        "{}",
+        r.stderr
+    );
+    s.run(&["get", "--lines", "--pretty", "list.json"])
+        .code(2)
+        .stderr_has("cannot be used with");
+}

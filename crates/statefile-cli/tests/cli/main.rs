@@ -6,6 +6,7 @@ mod common;
 mod mount;
 
 mod commands;
+mod help;
 mod postgres;
 mod processes;
 mod serve;
