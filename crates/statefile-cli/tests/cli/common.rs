@@ -1,8 +1,9 @@
 //! Running the built `statefile` binary in a scratch directory.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_statefile");
 
@@ -138,4 +139,29 @@ pub fn temps(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.') && n.contains(".sf-") && n.ends_with(".tmp"))
         .collect()
+}
+
+/// Start `statefile serve ARGS --addr 127.0.0.1:0` in `cwd`; returns the server and the
+/// address it printed it listens on.
+pub fn serve(cwd: &Path, args: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .current_dir(cwd)
+        .env_remove("STATEFILE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, addr)
 }

@@ -9,6 +9,7 @@ mod commands;
 mod help;
 mod postgres;
 mod processes;
+mod readme;
 mod serve;
 mod storage;
 mod strace;
