@@ -370,12 +370,17 @@ pub struct RestoreArgs {
 #[command(
     after_help = SERVE_AFTER_HELP,
     mut_arg("lock_timeout", |a| a.help(
-        "Seconds a write waits for another writer's lock before its request fails with 503"
-    ))
+        "Seconds a write waits for another writer's lock on the document before it is \
+         answered 503 lock-timeout, with Retry-After"
+    )),
 )]
 pub struct ServeArgs {
-    /// The directory of documents to serve; a document's name is its path under it.
+    /// The directory of documents to serve; a document's name is its path under it. It
+    /// must exist, unless --create is given.
     pub dir: Option<PathBuf>,
+    /// Create DIR (and its parents) if it does not exist.
+    #[arg(long)]
+    pub create: bool,
     /// Serve the documents of this PostgreSQL database instead of a directory.
     #[arg(
         long,
@@ -387,12 +392,18 @@ pub struct ServeArgs {
     /// Database connections this server holds at most (PostgreSQL backend; 1 to 256).
     #[arg(long, default_value_t = 16)]
     pub pool_size: usize,
-    /// Address to listen on.
+    /// Address to listen on: an IP address or a host name (every address it resolves to,
+    /// e.g. both loopbacks for localhost), and a port (0: any free one).
     #[arg(long, default_value = "127.0.0.1:7878", value_name = "HOST:PORT")]
-    pub addr: std::net::SocketAddr,
+    pub addr: String,
     /// Require `Authorization: Bearer TOKEN` on every route but /healthz.
     #[arg(long, env = "STATEFILE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// How log lines on stderr look: text, or one JSON object per line for log shippers.
+    /// By default a line at start and one per request (method, route, status, duration,
+    /// request id); -q only errors, -v more.
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub limits: ServeLimits,
     #[command(flatten)]
@@ -434,6 +445,13 @@ pub struct ExportArgs {
     pub json: bool,
     #[command(flatten)]
     pub write: WriteOptions,
+}
+
+/// `serve --log-format`: human-readable lines, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// What `serve` lets one client, request or document hold (docs/design.md's "Limits and
@@ -479,8 +497,15 @@ pub struct ServeLimits {
     pub max_patch_ops: usize,
 }
 
-/// `serve --help`'s epilogue: examples, and the most memory the limits allow.
+/// `serve --help`'s epilogue: the answers, examples, and the most memory the limits allow.
 const SERVE_AFTER_HELP: &str = "\
+Answers are HTTP statuses, errors as problem+json (README: the HTTP service): 400 a bad
+name, JSON, pointer or precondition; 401 no token; 404; 405; 408 a body too slow; 412
+If-Match or If-None-Match did not hold; 413 a body or patch too large; 414; 415; 422 a
+patch or append that does not apply; 503 the lock or the request timed out (Retry-After);
+507 no space; 500 a damaged document, a permission or durability problem. The process
+exits 0 after SIGTERM or Ctrl-C (requests in flight finish), 1 if it cannot start.
+
 Memory, worst case: the request bodies held at once, with the values they parse into,
 stay within --max-body-memory (2 GiB by default); each open connection holds at most
 64 KiB of request head (64 MiB for 1024 connections); each storage operation holds the

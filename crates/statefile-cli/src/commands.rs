@@ -446,6 +446,7 @@ fn serve(a: ServeArgs) -> CliResult {
         o
     });
     config.addr = a.addr;
+    config.create = a.create;
     config.token = a.token.filter(|t| !t.is_empty());
     config.max_body = l.max_body;
     config.max_body_memory = l.max_body_memory;

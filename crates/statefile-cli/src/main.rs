@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Global};
+use crate::cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(&cli.global);
+    init_logging(&cli);
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -35,25 +35,45 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(g: &Global) {
-    // The CLI reports what matters itself; library log lines are for -v.
-    let level = if g.quiet {
-        "off"
-    } else {
-        match g.verbose {
-            0 => "error",
-            1 => "warn",
-            2 => "info",
-            _ => "debug",
+fn init_logging(cli: &Cli) {
+    let g = &cli.global;
+    // A server logs what it does: a line at start and one per request (info), a read
+    // served from a backup (warn). The other commands report what matters themselves;
+    // library log lines are for -v.
+    let (serve, json) = match &cli.command {
+        Command::Serve(a) => (true, a.log_format == LogFormat::Json),
+        _ => (false, false),
+    };
+    let level = match (serve, g.quiet, g.verbose) {
+        (_, true, _) => {
+            if serve {
+                "error"
+            } else {
+                "off"
+            }
         }
+        (true, false, 0) => "info",
+        (true, false, 1) => "debug",
+        (true, false, _) => "trace",
+        (false, false, 0) => "error",
+        (false, false, 1) => "warn",
+        (false, false, 2) => "info",
+        (false, false, _) => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STATEFILE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        log.json().flatten_event(true).try_init()
+    } else if serve {
+        log.with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .try_init()
+    } else {
+        log.with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .without_time()
+            .try_init()
+    };
 }

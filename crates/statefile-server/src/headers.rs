@@ -31,23 +31,62 @@ pub fn condition(h: &HeaderMap) -> Result<Condition, ApiError> {
             "invalid-precondition",
             "send If-Match or If-None-Match, not both",
         )),
-        // If-Match compares strongly (RFC 9110 13.1.1): a weak tag never matches.
-        (Some(m), None) if m.trim_start().starts_with("W/") => Err(ApiError::precondition_failed(
-            "If-Match uses strong comparison, and a weak ETag never matches",
-        )),
-        (Some(m), None) => Version::parse(m).map(Condition::IfMatch).map_err(|_| {
-            ApiError::bad_request(
-                "invalid-precondition",
-                "If-Match must be one ETag this server issued",
-            )
-        }),
-        (None, Some("*")) => Ok(Condition::Absent),
+        (Some(m), None) => if_match_condition(m),
+        (None, Some(n)) if n.trim() == "*" => Ok(Condition::Absent),
         (None, Some(_)) => Err(ApiError::bad_request(
             "invalid-precondition",
             "on writes, If-None-Match only accepts *",
         )),
         (None, None) => Ok(Condition::Any),
     }
+}
+
+/// `If-Match` (RFC 9110 13.1.1): `*` (the document exists), or a list of entity-tags of
+/// which the current version must be one. The comparison is strong: a weak tag never
+/// matches, nor does a tag that is not a version this server issued. A bare version
+/// (unquoted hex, as the CLI prints it) is accepted as its tag.
+fn if_match_condition(value: &str) -> Result<Condition, ApiError> {
+    if value.trim() == "*" {
+        return Ok(Condition::Exists);
+    }
+    let tags = entity_tags(value).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid-precondition",
+            "If-Match must be * or a list of ETags as this server sends them, e.g. \"9f86d0...\"",
+        )
+    })?;
+    Ok(Condition::IfMatch(
+        tags.into_iter()
+            .filter(|(weak, _)| !weak)
+            .filter_map(|(_, tag)| Version::parse(tag).ok())
+            .collect(),
+    ))
+}
+
+/// A comma-separated list of entity-tags (`"opaque"` or `W/"opaque"`, RFC 9110 8.8.3),
+/// as (weak, opaque) pairs; empty list elements are allowed, as RFC 9110 5.6.1 asks.
+/// `None` when it is not one; a bare version alone counts as a strong tag.
+fn entity_tags(value: &str) -> Option<Vec<(bool, &str)>> {
+    let mut tags = Vec::new();
+    for item in value.split(',') {
+        let item = item.trim_matches([' ', '\t']);
+        if item.is_empty() {
+            continue;
+        }
+        let (weak, rest) = match item.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, item),
+        };
+        let opaque = rest.strip_prefix('"').and_then(|r| r.strip_suffix('"'));
+        match opaque {
+            Some(o) if o.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)) => {
+                tags.push((weak, rest));
+            }
+            None if !weak && Version::parse(item).is_ok() => tags.push((false, item)),
+            _ => return None,
+        }
+    }
+    (!tags.is_empty()).then_some(tags)
 }
 
 /// Whether a read's `If-None-Match` names `current` (or is `*`): then the answer is 304.
@@ -145,7 +184,30 @@ mod tests {
         #[test]
         fn an_issued_etag_is_its_own_if_match(v in any_version(), pad in "[ \t]{0,3}") {
             let h = with(header::IF_MATCH, format!("{pad}{}{pad}", v.etag()).as_bytes()).unwrap();
-            prop_assert_eq!(condition(&h).unwrap(), Condition::IfMatch(v));
+            prop_assert_eq!(condition(&h).unwrap(), Condition::IfMatch(vec![v]));
+        }
+
+        #[test]
+        fn an_if_match_list_holds_for_each_strong_tag_in_it(
+            listed in proptest::collection::vec(any_version(), 1..5),
+            weak in proptest::collection::vec(any_version(), 0..3),
+            other in any_version(),
+        ) {
+            let mut tags: Vec<String> = listed.iter().map(Version::etag).collect();
+            tags.extend(weak.iter().map(|w| format!("W/{}", w.etag())));
+            tags.push("\"not-a-version\"".to_string());
+            let h = with(header::IF_MATCH, tags.join(" ,  ,").as_bytes()).unwrap();
+            let cond = condition(&h).unwrap();
+            for v in &listed {
+                prop_assert!(cond.holds(Some(v)));
+            }
+            prop_assert!(!cond.holds(None));
+            if !listed.contains(&other) {
+                prop_assert!(!cond.holds(Some(&other)));
+            }
+            for w in weak.iter().filter(|w| !listed.contains(w)) {
+                prop_assert!(!cond.holds(Some(w)), "a weak tag never matches");
+            }
         }
 
         #[test]
@@ -203,6 +265,28 @@ mod tests {
             let sent = if upper { t.to_ascii_uppercase() } else { t.clone() };
             let h = with(header::CONTENT_TYPE, format!("{sent}{params}").as_bytes()).unwrap();
             prop_assert_eq!(content_type(&h).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn if_match_star_means_exists_and_bad_syntax_is_a_bad_request() {
+        let h = with(header::IF_MATCH, b" * ").unwrap();
+        assert_eq!(condition(&h).unwrap(), Condition::Exists);
+        for bad in [
+            &b"nope"[..],
+            b"\"unterminated",
+            b"W/nope",
+            b"\"a\" \"b\"",
+            b",",
+            b"*, \"a\"",
+        ] {
+            let h = with(header::IF_MATCH, bad).unwrap();
+            assert_eq!(
+                condition(&h).unwrap_err().slug,
+                "invalid-precondition",
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Stored {
     pub status: u16,
     pub etag: String,
     pub body: Vec<u8>,
+    /// The storage answered it from its own record of the key (nothing written then).
+    pub replayed: bool,
 }
 
 type Slot = Arc<OnceCell<Stored>>;

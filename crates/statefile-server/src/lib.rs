@@ -21,7 +21,6 @@ pub mod problem;
 pub mod routes;
 mod store;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +37,7 @@ use tower::util::MapRequestLayer;
 use tower::{Layer, ServiceBuilder};
 
 pub use idempotency::Idempotency;
-pub use listen::{MAX_HEAD, fit_to_descriptors, raise_descriptor_limit, serve_on};
+pub use listen::{MAX_HEAD, bind, fit_to_descriptors, raise_descriptor_limit, serve_all, serve_on};
 pub use metrics::Metrics;
 pub use problem::ApiError;
 pub use store::{
@@ -49,10 +48,14 @@ pub use store::{
 /// How to serve. Each limit has a row in docs/design.md's "Limits and hostile input".
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The directory of documents (created if missing).
+    /// The directory of documents.
     pub root: PathBuf,
-    /// Where to listen (default 127.0.0.1:7878).
-    pub addr: SocketAddr,
+    /// Create `root` (and its parents) if it is missing; otherwise a missing directory
+    /// is an error, so that a mistyped one is not served as an empty store.
+    pub create: bool,
+    /// Where to listen, `HOST:PORT` with a host name or an IP address (default
+    /// 127.0.0.1:7878); every address the host resolves to is bound.
+    pub addr: String,
     /// If set, every route but `/healthz` needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
     /// Largest request body in bytes (default 16 MiB).
@@ -89,7 +92,8 @@ impl Config {
     pub fn new(root: impl Into<PathBuf>) -> Config {
         Config {
             root: root.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            create: false,
+            addr: "127.0.0.1:7878".to_string(),
             token: None,
             max_body: 16 * 1024 * 1024,
             max_body_memory: 2 * 1024 * 1024 * 1024,
@@ -156,8 +160,18 @@ impl App {
     /// Open the store at `config.root` (recovering it) and build the app.
     ///
     /// # Errors
-    /// When the directory cannot be opened.
+    /// When the directory cannot be opened, or is missing and `config.create` is off
+    /// (`NotFound`).
     pub fn open(config: Config) -> Result<Arc<App>, statefile::Error> {
+        if !config.create && !config.root.exists() {
+            return Err(statefile::Error::new(
+                statefile::ErrorKind::NotFound,
+                format!(
+                    "{} does not exist; to start an empty store there, create it or pass --create",
+                    config.root.display()
+                ),
+            ));
+        }
         let store =
             statefile::Store::open_with(&config.root, config.options.clone().create_dirs(true))?;
         let r = store.recovery();
@@ -240,10 +254,12 @@ async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| routes::route_label(p.as_str()));
+    let started = std::time::Instant::now();
     let mut res = problem::REQUEST_ID.scope(id.clone(), next.run(req)).await;
     let status = res.status().as_u16();
     app.metrics.request(method.as_str(), route, status);
-    tracing::debug!(request_id = %id, %method, route, status, "request");
+    let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    tracing::info!(request_id = %id, %method, route, status, duration_ms, "request");
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }
@@ -370,20 +386,33 @@ pub fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        if !config.addr.ip().is_loopback() && config.token.is_none() {
-            eprintln!(
-                "statefile: warning: serving on {} without --token: anyone who can reach it can read and write",
-                config.addr
-            );
-            tracing::warn!(addr = %config.addr, "serving on a non-loopback address without a token");
+        let listeners = bind(&config.addr).await?;
+        let mut urls = Vec::new();
+        for l in &listeners {
+            let local = l.local_addr()?;
+            if !local.ip().is_loopback() && config.token.is_none() {
+                eprintln!(
+                    "statefile: warning: serving on {local} without --token: anyone who can reach it can read and write"
+                );
+                tracing::warn!(addr = %local, "serving on a non-loopback address without a token");
+            }
+            urls.push(format!("http://{local}"));
         }
         let (app, serving) = tokio::task::spawn_blocking(move || open_for_run(config)).await??;
-        let listener = tokio::net::TcpListener::bind(app.config.addr)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", app.config.addr))?;
-        let local = listener.local_addr()?;
-        println!("statefile: serving {serving} on http://{local}");
-        serve_on(listener, app, shutdown_signal()).await?;
+        let c = &app.config;
+        tracing::info!(
+            store = %serving,
+            addr = %urls.join(", "),
+            token = c.token.is_some(),
+            max_connections = c.max_connections,
+            concurrency = c.concurrency,
+            max_body = c.max_body,
+            max_body_memory = c.max_body_memory,
+            request_timeout_s = c.request_timeout.as_secs_f64(),
+            "serving"
+        );
+        println!("statefile: serving {serving} on {}", urls.join(", "));
+        serve_all(listeners, app, shutdown_signal()).await?;
         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     })?;
     // Dropping the runtime waits for blocking tasks: writes in flight complete.

@@ -74,6 +74,46 @@ pub fn fit_to_descriptors(config: &mut Config, descriptors: u64) -> Option<Strin
     Some(warning)
 }
 
+/// Bind every address `addr` (`HOST:PORT`, a host name or an IP address) resolves
+/// to: `localhost` is its IPv4 and its IPv6 loopback address when it has both. With
+/// port 0 the first gets a free port, and the others the same one. An address that
+/// cannot be bound (IPv6 turned off) is skipped if another one was bound.
+///
+/// # Errors
+/// When the name does not resolve, or no address can be bound.
+pub async fn bind(addr: &str) -> io::Result<Vec<TcpListener>> {
+    let mut addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {addr}: {e}")))?
+        .collect();
+    addrs.dedup();
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    let mut first_error = None;
+    for mut a in addrs {
+        if let Some(l) = listeners.first() {
+            a.set_port(l.local_addr()?.port());
+        }
+        match TcpListener::bind(a).await {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                first_error.get_or_insert(io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {a}: {e}"),
+                ));
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(first_error.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{addr} resolves to no address"),
+            )
+        }));
+    }
+    Ok(listeners)
+}
+
 /// Serve `app` on an already bound listener until `shutdown` resolves; then stop
 /// accepting, close idle connections, and let requests in flight finish (writes on
 /// blocking threads always complete).
@@ -86,53 +126,102 @@ pub async fn serve_on(
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_all(vec![listener], app, shutdown).await
+}
+
+/// [`serve_on`] for several listeners, which share the connection limit.
+///
+/// # Errors
+/// As [`serve_on`].
+pub async fn serve_all(
+    listeners: Vec<TcpListener>,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(app.config.max_connections.max(1)));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(app.config.header_timeout)
         .max_header_size(MAX_HEAD);
     let service = crate::app(app);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        // A connection slot first: at the limit, new connections wait in the backlog.
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => s,
-            () = &mut shutdown => break,
-        };
-        let Ok(slot) = slot else { break };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = &mut shutdown => break,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) if is_connection_error(&e) => continue,
-            Err(e) => {
-                // Out of descriptors or similar: wait for some to be released.
-                tracing::error!(error = %e, "accept failed; retrying in 1 s");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    () = &mut shutdown => break,
-                }
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = http.serve_connection(
-            TokioIo::new(stream),
-            TowerToHyperService::new(service.clone()),
-        );
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(slot);
-        });
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let accept = Accept {
+                listener,
+                slots: slots.clone(),
+                http: http.clone(),
+                service: service.clone(),
+                graceful: graceful.clone(),
+            };
+            tokio::spawn(accept.run(stop.clone()))
+        })
+        .collect();
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
     }
-    drop(listener);
-    graceful.shutdown().await;
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        graceful.shutdown().await;
+    }
     Ok(())
+}
+
+/// One listener's accept loop.
+struct Accept {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    http: hyper::server::conn::http1::Builder,
+    service: axum::Router,
+    graceful: Arc<GracefulShutdown>,
+}
+
+impl Accept {
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        loop {
+            // A connection slot first: at the limit, new connections wait in the backlog.
+            let slot = tokio::select! {
+                s = self.slots.clone().acquire_owned() => s,
+                () = &mut stopped => break,
+            };
+            let Ok(slot) = slot else { break };
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                () = &mut stopped => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of descriptors or similar: wait for some to be released.
+                    tracing::error!(error = %e, "accept failed; retrying in 1 s");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        () = &mut stopped => break,
+                    }
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = self.http.serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(self.service.clone()),
+            );
+            let conn = self.graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                drop(slot);
+            });
+        }
+    }
 }
 
 fn is_connection_error(e: &io::Error) -> bool {

@@ -236,21 +236,28 @@ pub async fn get_doc(
         return Ok(res);
     }
     let body = match tokens {
-        None => f.bytes,
-        Some(tokens) => {
-            let v: Value = serde_json::from_slice(&f.bytes).map_err(ApiError::internal)?;
-            let at = pointer::get(&v, &tokens).map_err(|e| pointer_error(e, &name))?;
-            let mut out = serde_json::to_vec(at).map_err(ApiError::internal)?;
-            out.push(b'\n');
-            out
-        }
+        None => Ok(f.bytes),
+        Some(tokens) => value_at(&f.bytes, &tokens, &name),
     };
-    let mut res = json_response(StatusCode::OK, Some(&f.version), body);
+    // Whatever the answer, if it was computed from a backup it says so.
+    let mut res = match body {
+        Ok(body) => json_response(StatusCode::OK, Some(&f.version), body),
+        Err(e) => e.into_response(),
+    };
     if let Some(b) = f.recovered_from {
         res.headers_mut()
             .insert("statefile-recovered-from", HeaderValue::from(b));
     }
     Ok(res)
+}
+
+/// The value at `tokens` in the document `bytes`, as JSON with a newline.
+fn value_at(bytes: &[u8], tokens: &[String], name: &str) -> Result<Vec<u8>, ApiError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(ApiError::internal)?;
+    let at = pointer::get(&v, tokens).map_err(|e| pointer_error(e, name))?;
+    let mut out = serde_json::to_vec(at).map_err(ApiError::internal)?;
+    out.push(b'\n');
+    Ok(out)
 }
 
 /// `PUT /v1/docs/{name}`: create (201) or replace (200).
@@ -420,11 +427,15 @@ pub async fn append(
     } else {
         json!({})
     };
+    // Set when this request's own append runs; a request answered without it is a replay.
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let run = {
         let app = app.clone();
         let name = name.clone();
         let key = key.clone();
+        let ran = ran.clone();
         move || async move {
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
             let store = app.store.clone();
             let started = Instant::now();
             let n = name.clone();
@@ -457,6 +468,7 @@ pub async fn append(
                 body: json!({"index": index, "version": w.version.as_str()})
                     .to_string()
                     .into_bytes(),
+                replayed: w.replayed,
             })
         }
     };
@@ -496,6 +508,12 @@ pub async fn append(
     );
     if let Ok(v) = HeaderValue::from_str(&stored.etag) {
         res.headers_mut().insert(header::ETAG, v);
+    }
+    if stored.replayed || !ran.load(std::sync::atomic::Ordering::SeqCst) {
+        // The first answer to this key, repeated: nothing was appended now (the ETag is
+        // the version that append made, which the document may have left since).
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(res)
 }

@@ -128,15 +128,32 @@ fn safe_reason(e: &statefile::Error) -> String {
 /// `Result` with [`StoreError`].
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A precondition on the current version.
+/// A precondition on the current version (RFC 9110 13.1.1 and 13.1.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
     /// No precondition.
     Any,
-    /// `If-Match`: the document must exist at this version.
-    IfMatch(Version),
+    /// `If-Match: "v1", "v2"`: the document must exist at one of these versions (none
+    /// listed: it never holds).
+    IfMatch(Vec<Version>),
+    /// `If-Match: *`: the document must exist.
+    Exists,
     /// `If-None-Match: *`: the document must not exist.
     Absent,
+}
+
+impl Condition {
+    /// Whether it holds for a document at `current` (`None`: missing).
+    pub fn holds(&self, current: Option<&Version>) -> bool {
+        match (self, current) {
+            (Condition::Any, _) => true,
+            (Condition::IfMatch(list), Some(v)) => list.contains(v),
+            (Condition::Exists, Some(_)) | (Condition::Absent, None) => true,
+            (Condition::IfMatch(_) | Condition::Exists, None) | (Condition::Absent, Some(_)) => {
+                false
+            }
+        }
+    }
 }
 
 /// A read: the stored bytes, their version, and the backup served if the document is
@@ -155,6 +172,8 @@ pub struct Written {
     pub version: Version,
     pub created: bool,
     pub lock_wait: Duration,
+    /// The answer kept for an `Idempotency-Key` was returned: nothing was written now.
+    pub replayed: bool,
 }
 
 /// One kept version.
@@ -270,7 +289,54 @@ fn written(r: statefile::Receipt) -> Written {
         version: r.version,
         created: r.created,
         lock_wait: r.lock_wait,
+        replayed: false,
     }
+}
+
+/// The `Conflict` of a condition that does not hold for document `name`.
+fn not_held(name: &str, cond: &Condition) -> StoreError {
+    let why = match cond {
+        Condition::Exists => "does not exist, and If-Match: * asked that it did",
+        Condition::Absent => "exists, and the request asked that it not",
+        _ => "is not at a version the request expected",
+    };
+    conflict(name, why)
+}
+
+/// How often a write whose precondition held at the check, and was overtaken by another
+/// writer before it took the lock, checks again.
+const RECHECKS: usize = 16;
+
+/// The document's version now; `None` if it is missing.
+fn version_now(doc: &statefile::Doc<Value>) -> StoreResult<Option<Version>> {
+    match doc.version() {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `op` at the version found now, if `cond` holds for it; when another writer got in
+/// between (`op` answers Conflict), check again.
+fn at_version_holding<R>(
+    name: &str,
+    doc: &statefile::Doc<Value>,
+    cond: &Condition,
+    mut op: impl FnMut(&Version) -> statefile::Result<R>,
+) -> StoreResult<R> {
+    for _ in 0..RECHECKS {
+        let Some(current) = version_now(doc)?.filter(|v| cond.holds(Some(v))) else {
+            return Err(not_held(name, cond));
+        };
+        match op(&current) {
+            Err(e) if e.kind() == ErrorKind::Conflict => continue,
+            r => return Ok(r?),
+        }
+    }
+    Err(StoreError::new(
+        ErrorKind::LockTimeout,
+        format!("document {name} kept changing while a conditional write checked it"),
+    ))
 }
 
 /// A `Conflict` whose reason the client may read: `document {name} {why}`.
@@ -298,12 +364,16 @@ impl DocStore for FileStore {
 
     fn put(&self, name: &str, value: &Value, cond: &Condition) -> StoreResult<Written> {
         let doc = self.doc(name)?;
-        let r = match cond {
-            Condition::Any => doc.write(value),
-            Condition::IfMatch(v) => doc.write_if(v, value),
-            Condition::Absent => doc.create(value),
-        };
-        Ok(r.map(written)?)
+        match cond {
+            Condition::Any => return Ok(doc.write(value).map(written)?),
+            Condition::Absent => return Ok(doc.create(value).map(written)?),
+            Condition::IfMatch(list) if list.len() == 1 => {
+                return Ok(doc.write_if(&list[0], value).map(written)?);
+            }
+            Condition::IfMatch(_) | Condition::Exists => {}
+        }
+        // Several versions, or any: write at the current one if it is listed.
+        at_version_holding(name, &doc, cond, |v| doc.write_if(v, value)).map(written)
     }
 
     fn update(
@@ -318,13 +388,29 @@ impl DocStore for FileStore {
         let absent_only = *cond == Condition::Absent;
         let body = |v: &mut Value| {
             if absent_only && !inserted.get() {
-                Err(conflict(name, "exists, and the request asked that it not"))
+                Err(not_held(name, cond))
             } else {
                 f(v)
             }
         };
         let res = match (cond, init) {
-            (Condition::IfMatch(v), _) => doc.update_if(v, body),
+            (Condition::IfMatch(list), _) => {
+                // The mutation runs once, so there is one attempt: at the version found
+                // now, if listed. (Overtaken by another writer, it answers Conflict even
+                // if that writer's version is listed too: the client reads and retries.)
+                match version_now(&doc)?.filter(|v| list.contains(v)) {
+                    Some(v) => doc.update_if(&v, body),
+                    None => return Err(not_held(name, cond)),
+                }
+            }
+            // If-Match: * updates an existing document only, whatever `init` offers.
+            (Condition::Exists, _) => match doc.update(body) {
+                Err(StoreError::Storage {
+                    kind: ErrorKind::NotFound,
+                    ..
+                }) => return Err(not_held(name, cond)),
+                r => r,
+            },
             (_, Some(init)) => doc.update_or_insert_with(
                 || {
                     inserted.set(true);
@@ -341,12 +427,15 @@ impl DocStore for FileStore {
     fn delete(&self, name: &str, cond: &Condition) -> StoreResult<()> {
         let doc = self.doc(name)?;
         let r = match cond {
-            Condition::IfMatch(v) => doc.delete_if(v),
+            Condition::IfMatch(list) if list.len() == 1 => doc.delete_if(&list[0]),
             Condition::Any => doc.delete(),
+            Condition::IfMatch(_) | Condition::Exists => {
+                return at_version_holding(name, &doc, cond, |v| doc.delete_if(v)).map(drop);
+            }
             // "Only if it does not exist": there is then nothing to delete.
             Condition::Absent => {
                 return Err(if doc.exists()? {
-                    conflict(name, "exists, and If-None-Match: * asked that it not")
+                    not_held(name, cond)
                 } else {
                     statefile::Error::new(
                         ErrorKind::NotFound,

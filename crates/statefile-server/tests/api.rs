@@ -12,6 +12,8 @@ on_each_backend!(
     an_idempotency_key_reused_for_another_append_is_refused,
     racing_retries_with_one_idempotency_key_append_once,
     auth_health_metrics_openapi,
+    if_match_star_and_lists_of_etags,
+    every_idempotent_replay_is_marked,
 );
 
 use std::time::Duration;
@@ -866,4 +868,183 @@ async fn a_wrong_method_is_405_with_allow_and_metrics_label_the_matched_route() 
     ] {
         assert!(m.contains(line), "{line} in\n{m}");
     }
+}
+
+/// Regression (issue #10 item 6): `If-Match: *` ("the document exists") and a list of
+/// ETags were refused with 400; RFC 9110 13.1.1 defines both.
+async fn if_match_star_and_lists_of_etags(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = b.app_in(dir.path()).await;
+    let star = ("if-match", "*");
+    // On a missing document, * does not hold: 412 for every kind of write, nothing made.
+    for (method, uri, ct, body) in [
+        ("PUT", "/v1/docs/s.json", "application/json", &b"{}"[..]),
+        (
+            "PATCH",
+            "/v1/docs/s.json",
+            "application/merge-patch+json",
+            b"{}",
+        ),
+        ("DELETE", "/v1/docs/s.json", "application/json", b""),
+    ] {
+        call(&app, method, uri, &[("content-type", ct), star], body)
+            .await
+            .problem(412, "precondition-failed");
+    }
+    call(&app, "GET", "/v1/docs/s.json", &[], b"")
+        .await
+        .problem(404, "not-found");
+    let first = call(&app, "PUT", "/v1/docs/s.json", &[JSON], b"{\"n\": 1}").await;
+    let v1 = first.header("etag").unwrap();
+    // It exists: * holds for PUT and PATCH.
+    let r = call(&app, "PUT", "/v1/docs/s.json", &[JSON, star], b"{\"n\": 2}").await;
+    assert_eq!(r.status, 200);
+    let v2 = r.header("etag").unwrap();
+    let merge = ("content-type", "application/merge-patch+json");
+    let r = call(
+        &app,
+        "PATCH",
+        "/v1/docs/s.json",
+        &[merge, star],
+        b"{\"m\": 1}",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let v3 = r.header("etag").unwrap();
+    // A list holds when the current version is any of its strong tags.
+    let unknown = format!("\"{}\"", "0".repeat(64));
+    let list = format!("{unknown}, {v1} ,W/{v3}");
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/s.json",
+        &[JSON, ("if-match", &list)],
+        b"{}",
+    )
+    .await
+    .problem(412, "precondition-failed");
+    let list = format!("{v1}, {v3}, {unknown}");
+    let r = call(
+        &app,
+        "PUT",
+        "/v1/docs/s.json",
+        &[JSON, ("if-match", &list)],
+        b"{\"n\": 4}",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v4 = r.header("etag").unwrap();
+    let list = format!("{v2}, {v4}");
+    let r = call(
+        &app,
+        "PATCH",
+        "/v1/docs/s.json",
+        &[merge, ("if-match", &list)],
+        b"{\"p\": 1}",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let v5 = r.header("etag").unwrap();
+    call(
+        &app,
+        "DELETE",
+        "/v1/docs/s.json",
+        &[("if-match", &format!("{v1}, {v4}"))],
+        b"",
+    )
+    .await
+    .problem(412, "precondition-failed");
+    let r = call(
+        &app,
+        "DELETE",
+        "/v1/docs/s.json",
+        &[("if-match", &format!("{v1}, {v5}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    // A tag that is not one: 400, as before.
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/s.json",
+        &[JSON, ("if-match", "\"a\" \"b\"")],
+        b"{}",
+    )
+    .await
+    .problem(400, "invalid-precondition");
+}
+
+/// Regression (issue #10 item 4): after a document was replaced, an append reusing a
+/// key got the first answer and did nothing, unmarked. Every replay now says
+/// `Idempotent-Replayed: true`; an append that ran does not.
+async fn every_idempotent_replay_is_marked(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = b.app_in(dir.path()).await;
+    let key = ("idempotency-key", "run-1");
+    let uri = "/v1/docs/log.json/append?pointer=/lines";
+    let first = call(&app, "POST", uri, &[JSON, key], b"\"a\"").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let plain = call(&app, "POST", uri, &[JSON], b"\"b\"").await;
+    assert_eq!(plain.header("idempotent-replayed"), None);
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/log.json",
+        &[JSON],
+        b"{\"lines\": []}",
+    )
+    .await;
+    let again = call(&app, "POST", uri, &[JSON, key], b"\"a\"").await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body, "the first answer");
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    let doc = call(&app, "GET", "/v1/docs/log.json", &[], b"")
+        .await
+        .json();
+    assert_eq!(doc, json!({"lines": []}), "nothing appended by the replay");
+}
+
+/// Regression (issue #10 item 5): a pointer GET on a damaged document whose value is
+/// missing in the backup answered 404 without saying it came from the backup.
+#[tokio::test]
+async fn an_answer_computed_from_a_backup_says_so_whatever_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    call(&app, "PUT", "/v1/docs/job.json", &[JSON], br#"{"a": 1}"#).await;
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/job.json",
+        &[JSON],
+        br#"{"a": 1, "b": 2}"#,
+    )
+    .await;
+    std::fs::write(dir.path().join("job.json"), b"{\"a\": 1, \"b\"").unwrap();
+    for (pointer, status) in [("/a", 200), ("/b", 404), ("/a/x", 404)] {
+        let r = call(
+            &app,
+            "GET",
+            &format!("/v1/docs/job.json?pointer={pointer}"),
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            status,
+            "{pointer}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            r.header("statefile-recovered-from").as_deref(),
+            Some("1"),
+            "{pointer}: the answer came from backup 1"
+        );
+    }
+    // A pointer that is not one is refused before the document is read: no backup in it.
+    let r = call(&app, "GET", "/v1/docs/job.json?pointer=bad", &[], b"").await;
+    r.problem(400, "invalid-pointer");
+    assert_eq!(r.header("statefile-recovered-from"), None);
 }

@@ -292,12 +292,18 @@ fn serve_help_names_each_limit_and_the_worst_case_memory() {
         "--doc-concurrency",
         "--max-patch-ops",
         "Memory, worst case",
+        "503 the lock or the request timed out",
+        "412",
+        "413",
     ] {
         assert!(
             help.contains(flag),
             "{flag} missing from serve --help:\n{help}"
         );
     }
+    // Regression (issue #10): serve's help spoke of exit codes (--lock-timeout's "exit
+    // code 6"), which a server's clients never see.
+    assert!(!help.contains("exit code"), "{help}");
 }
 
 #[test]
@@ -328,4 +334,228 @@ fn serve_refuses_a_body_budget_smaller_than_four_bodies() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "a bad size is a usage error");
+}
+
+/// Wait for `serve`'s "serving" line on its stdout; the address it names.
+fn serving_addr(child: &mut Child) -> Option<SocketAddr> {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().rsplit("http://").next()?.parse().ok()
+}
+
+/// Regression (issue #10 item 3): `statefile serve DIR` created a mistyped DIR and its
+/// parents, and served an empty store. A missing DIR is refused, naming it and --create.
+#[test]
+fn serve_refuses_a_missing_dir_unless_asked_to_create_it() {
+    let base = tempfile::tempdir().unwrap();
+    let typo = base.path().join("dtaa/store");
+    let out = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .arg(&typo)
+        .env_remove("STATEFILE_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("does not exist") && err.contains("--create") && err.contains("dtaa"),
+        "{err}"
+    );
+    assert!(!base.path().join("dtaa").exists(), "nothing created");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--create", "--addr", "127.0.0.1:0"])
+        .arg(&typo)
+        .env_remove("STATEFILE_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = serving_addr(&mut child).expect("serving with --create");
+    assert!(typo.is_dir());
+    assert_eq!(
+        request(addr, "PUT", "/v1/docs/a.json", "{}").unwrap().0,
+        201
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The README's first command must work on a fresh clone, where ./data does not exist:
+/// run it, as written, in an empty directory (on a free port).
+#[test]
+fn the_readmes_serve_command_works_where_data_does_not_exist_yet() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -p statefile-cli -- serve"))
+        .expect("the README's serve command");
+    let args: Vec<&str> = line
+        .split_once(" -- ")
+        .unwrap()
+        .1
+        .split('#')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let fresh = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .args(["--addr", "127.0.0.1:0"])
+        .current_dir(fresh.path())
+        .env_remove("STATEFILE_TOKEN")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = serving_addr(&mut child)
+        .unwrap_or_else(|| panic!("`statefile {}` did not start", args.join(" ")));
+    assert_eq!(
+        request(addr, "PUT", "/v1/docs/a.json", "{}").unwrap().0,
+        201
+    );
+    assert!(fresh.path().join("data/a.json").is_file());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Regression (issue #10 item 7): `--addr localhost:7999` was refused. A host name
+/// is resolved, and each of its addresses served.
+#[test]
+fn serve_listens_on_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "localhost:0"])
+        .arg(dir.path())
+        .env_remove("STATEFILE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = serving_addr(&mut child).expect("serving on localhost");
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_eq!(
+        request(addr, "PUT", "/v1/docs/a.json", "{}").unwrap().0,
+        201
+    );
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("without --token"),
+        "localhost is loopback: {err}"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--addr", "no-such-host.invalid:7999"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-host.invalid"), "{err}");
+}
+
+/// `serve` with `args`, through `run(addr)`, then stopped with SIGTERM: its stderr.
+fn serve_log(dir: &std::path::Path, args: &[&str], run: impl FnOnce(SocketAddr)) -> String {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .args(["--addr", "127.0.0.1:0"])
+        .arg(dir)
+        .env_remove("STATEFILE_TOKEN")
+        .env_remove("STATEFILE_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = serving_addr(&mut child).expect("serving");
+    run(addr);
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Regression (issue #10, operator logs): the server logged nothing an operator could
+/// use. By default: a line at start, one per request with method, route, status,
+/// duration and request id (the one the client got), and a read served from a backup
+/// at warn; `--log-format json` gives the same as JSON lines; -q only errors, -v more.
+#[test]
+fn serve_logs_a_line_at_start_and_one_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = |addr: SocketAddr| {
+        request(addr, "PUT", "/v1/docs/job.json", "{\"v\": 1}").unwrap();
+        request(addr, "PUT", "/v1/docs/job.json", "{\"v\": 2}").unwrap();
+    };
+    serve_log(dir.path(), &[], seed);
+    std::fs::write(dir.path().join("job.json"), b"{\"v\": ").unwrap();
+    let mut ids = Vec::new();
+    let log = serve_log(dir.path(), &["--log-format", "json"], |addr| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET /v1/docs/job.json HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let id = out
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-request-id: ")
+                    .map(str::to_string)
+            })
+            .unwrap();
+        ids.push(id);
+        request(addr, "GET", "/v1/docs/none.json", "").unwrap();
+    });
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "serving" && l["level"] == "INFO"),
+        "{log}"
+    );
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["message"] == "request").collect();
+    assert_eq!(requests.len(), 2, "{log}");
+    let first = requests[0];
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["route"], "/v1/docs/{name}");
+    assert_eq!(first["status"], 200);
+    assert!(first["duration_ms"].is_number(), "{first}");
+    assert_eq!(first["request_id"], ids[0]);
+    assert_eq!(requests[1]["status"], 404);
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["request_id"] == ids[0]
+            && l["message"].as_str().unwrap().contains("backup")),
+        "a read served from a backup is a warning: {log}"
+    );
+    // Text by default; -q: errors only; -v: also what the server refuses and why.
+    let text = serve_log(dir.path(), &[], |addr| {
+        request(addr, "GET", "/v1/docs/none.json", "").unwrap();
+    });
+    assert!(
+        text.contains("INFO") && text.contains("status=404"),
+        "{text}"
+    );
+    let quiet = serve_log(dir.path(), &["-q"], |addr| {
+        request(addr, "GET", "/v1/docs/none.json", "").unwrap();
+    });
+    assert_eq!(quiet, "", "-q prints only errors");
+    let verbose = serve_log(dir.path(), &["-v"], |addr| {
+        request(addr, "GET", "/v1/docs/none.json", "").unwrap();
+    });
+    assert!(
+        verbose.contains("DEBUG") && verbose.contains("request refused"),
+        "{verbose}"
+    );
 }

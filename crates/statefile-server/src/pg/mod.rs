@@ -495,6 +495,7 @@ impl PgStore {
                 version,
                 created: current.is_none(),
                 lock_wait,
+                replayed: false,
             })
         })
         .await
@@ -537,7 +538,7 @@ impl PgStore {
                         },
                     )?
                 }
-                (None, _) if matches!(cond, Condition::IfMatch(_)) => {
+                (None, _) if matches!(cond, Condition::IfMatch(_) | Condition::Exists) => {
                     return Err(check(name, cond, None).unwrap_err());
                 }
                 (None, Some(init)) => init,
@@ -573,6 +574,7 @@ impl PgStore {
                     version,
                     created: current.is_none(),
                     lock_wait,
+                    replayed: false,
                 },
             ))
         })
@@ -615,6 +617,7 @@ impl PgStore {
                 version,
                 created: false,
                 lock_wait: Duration::ZERO,
+                replayed: true,
             },
         )))
     }
@@ -695,6 +698,8 @@ impl PgStore {
                         "exists, and If-None-Match: * asked that it not",
                     ));
                 }
+                // A precondition on a missing document is false (412), as on disk.
+                (Condition::IfMatch(_) | Condition::Exists, None) => check(name, cond, None)?,
                 (_, None) => {
                     return Err(Failure::Lib(statefile::Error::new(
                         ErrorKind::NotFound,
@@ -789,6 +794,7 @@ impl PgStore {
                 version,
                 created: current.is_none(),
                 lock_wait,
+                replayed: false,
             })
         })
         .await
@@ -822,20 +828,18 @@ fn check(name: &str, cond: &Condition, current: Option<&Current>) -> Result<(), 
             msg,
         )))
     };
+    if cond.holds(current.map(|c| &c.version)) {
+        return Ok(());
+    }
     match (cond, current) {
-        (Condition::Any, _) => Ok(()),
-        (Condition::IfMatch(v), Some(c)) if &c.version == v => Ok(()),
-        (Condition::IfMatch(v), Some(c)) => conflict(format!(
-            "{name} changed: expected version {v}, found {}",
+        (Condition::Absent, _) => conflict(format!("cannot create {name}: it already exists")),
+        (_, Some(c)) => conflict(format!(
+            "{name} changed: it is at version {}, not one the request expected",
             c.version
         )),
-        (Condition::IfMatch(v), None) => {
-            conflict(format!("{name} does not exist (expected version {v})"))
-        }
-        (Condition::Absent, None) => Ok(()),
-        (Condition::Absent, Some(_)) => {
-            conflict(format!("cannot create {name}: it already exists"))
-        }
+        (_, None) => conflict(format!(
+            "{name} does not exist (the request expected it to)"
+        )),
     }
 }
 
