@@ -370,8 +370,8 @@ pub struct RestoreArgs {
 #[command(
     after_help = SERVE_AFTER_HELP,
     mut_arg("lock_timeout", |a| a.help(
-        "Seconds a write waits for another writer's lock on the document before it is \
-         answered 503 lock-timeout, with Retry-After"
+        "Seconds a write waits for another writer's lock before its request fails with 503 \
+         lock-timeout (with Retry-After)"
     )),
 )]
 pub struct ServeArgs {
