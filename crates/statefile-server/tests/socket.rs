@@ -322,3 +322,72 @@ fn a_request_refused_before_its_body_keeps_the_connection() {
     assert!(head[0].starts_with("http/1.1 400"), "{head:?}");
     assert!(head.contains(&"connection: close".to_string()), "{head:?}");
 }
+
+// Regression (issue 10, item 2): a retry-on-412 client looped forever on a damaged
+// document. GET serves the newest good backup with its ETag; a PUT with If-Match that
+// ETag now replaces (and so repairs) the document.
+#[test]
+fn a_put_with_the_etag_served_for_a_damaged_document_repairs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config::new(dir.path()));
+    let mut conn = Conn::open(server.addr);
+    let json = ("content-type", "application/json");
+    for body in [&b"{\"v\": 1}"[..], b"{\"v\": 2}"] {
+        let (status, _, _) = conn
+            .send("PUT", "/v1/docs/cfg.json", &[json], body)
+            .unwrap();
+        assert!(status == 200 || status == 201, "{status}");
+    }
+    std::fs::write(dir.path().join("cfg.json"), b"{\"v\": 2, \"trun").unwrap();
+
+    let (status, hs, body) = conn.send("GET", "/v1/docs/cfg.json", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&hs, "statefile-recovered-from").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"v": 1})
+    );
+    let etag = header(&hs, "etag").expect("an ETag");
+    let backup = std::fs::read(dir.path().join(".cfg.json.bak")).unwrap();
+    assert_eq!(
+        etag,
+        statefile::Version::of(&backup).etag(),
+        "the backup's ETag"
+    );
+
+    let (status, hs, body) = conn
+        .send(
+            "PUT",
+            "/v1/docs/cfg.json",
+            &[json, ("if-match", &etag)],
+            b"{\"v\": 3}",
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let new_etag = header(&hs, "etag").expect("the new ETag");
+    let (status, hs, body) = conn.send("GET", "/v1/docs/cfg.json", &[], b"").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(header(&hs, "statefile-recovered-from"), None, "repaired");
+    assert_eq!(header(&hs, "etag").as_deref(), Some(new_etag.as_str()));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"v": 3})
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(".cfg.json.corrupt")).unwrap(),
+        b"{\"v\": 2, \"trun"
+    );
+    // The old ETag is an old version now: 412, as for any stale If-Match.
+    let (status, _, _) = conn
+        .send(
+            "PUT",
+            "/v1/docs/cfg.json",
+            &[json, ("if-match", &etag)],
+            b"{\"v\": 4}",
+        )
+        .unwrap();
+    assert_eq!(status, 412);
+}

@@ -35,7 +35,7 @@
 //! the content under the lock (e.g. apply every queued mutation to one read), and call
 //! [`replace`] once with a [`Body`] that writes it; each step here stays one place.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -126,6 +126,11 @@ impl Current {
                 parses,
             }),
         }
+    }
+
+    /// Whether the file exists and was found not to parse (empty, or not JSON).
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.seen().is_some_and(|s| !s.parses)
     }
 
     /// The version, if the file exists and was looked at.
@@ -539,10 +544,7 @@ impl<'a> Aside<'a> {
         let dir = self.w.dir.as_ref();
         let link = self.name.take()?;
         let made = if self.old.parses {
-            shift_backups(dir, t, keep).and_then(|()| {
-                let first = t.backup_name(1);
-                dir.rename(&link, &first).map(|()| t.backup_path(1))
-            })
+            rotate_in(dir, t, keep, &link)
         } else {
             dir.rename(&link, &t.corrupt_name())
                 .map(|()| t.corrupt_path())
@@ -592,11 +594,31 @@ fn copy_file(w: &Locked, durability: Durability, to: &OsString) -> Result<()> {
     copied
 }
 
+/// Make `from` (a name in the document's directory) the newest backup, `.bak`: shift
+/// the older ones up (`.bak` -> `.bak.2` ...), then drop those beyond `keep`, so a
+/// setting lowered since earlier writes takes effect. Each rename is atomic and
+/// replaces its destination, so a crash in between loses at most one old backup,
+/// never the document.
+pub(crate) fn rotate_in(
+    dir: &dyn FsDir,
+    t: &Target,
+    keep: usize,
+    from: &OsStr,
+) -> io::Result<PathBuf> {
+    shift_backups(dir, t, keep)?;
+    dir.rename(from, &t.backup_name(1))?;
+    if let Err(e) = prune_backups(dir, t, keep) {
+        // The rotation is done; only old history outlives the setting.
+        tracing::warn!(file = %t.path.display(), error = %e,
+            "could not remove backups beyond the number to keep");
+    }
+    Ok(t.backup_path(1))
+}
+
 /// Make room for a new `.bak`: shift `.bak`, `.bak.2` ... up by one, the last one kept
 /// (`.bak.{keep}`) being overwritten. Only backups that exist are touched, so a huge
-/// `keep` costs nothing. Each rename is atomic and replaces its destination, so a
-/// crash in between loses at most one old backup, never the document.
-pub(crate) fn shift_backups(dir: &dyn FsDir, t: &Target, keep: usize) -> io::Result<()> {
+/// `keep` costs nothing.
+fn shift_backups(dir: &dyn FsDir, t: &Target, keep: usize) -> io::Result<()> {
     let mut n = 0;
     while n + 1 < keep {
         match dir.stat(&t.backup_name(n + 1)) {
@@ -613,6 +635,19 @@ pub(crate) fn shift_backups(dir: &dyn FsDir, t: &Target, keep: usize) -> io::Res
         }
     }
     Ok(())
+}
+
+/// Remove `.bak.{keep+1}`, `.bak.{keep+2}` ... while they exist: backups an earlier,
+/// higher setting kept. The first name that is missing (the usual case) ends it.
+fn prune_backups(dir: &dyn FsDir, t: &Target, keep: usize) -> io::Result<()> {
+    let mut n = keep.max(1) + 1;
+    loop {
+        match dir.remove_file(&t.backup_name(n)) {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Step 9: make the rename durable.

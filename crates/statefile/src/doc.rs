@@ -1,5 +1,6 @@
 //! [`Doc<T>`]: one JSON document with typed, versioned, locked reads and writes.
 
+use std::ffi::OsString;
 use std::io;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
@@ -325,6 +326,29 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
 
     /// Compare-and-swap: replace the document only if its version is still `expected`.
     ///
+    /// A damaged document (empty, or not JSON) reads with
+    /// [`ReadPolicy::FallbackToBackup`] as its newest good backup, with that backup's
+    /// version: a compare-and-swap naming that version replaces the damaged document
+    /// (kept as `.name.corrupt`), as long as it is still damaged and that backup is still
+    /// the one such a read serves. So a client that read the recovered value and writes
+    /// conditionally succeeds, and repairs the document, instead of conflicting forever.
+    ///
+    /// ```
+    /// use statefile::{Doc, ReadPolicy};
+    ///
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("cfg.json");
+    /// let doc = Doc::<Vec<u32>>::open(&path)?.with_read_policy(ReadPolicy::FallbackToBackup);
+    /// doc.write(&vec![1])?;
+    /// doc.write(&vec![1, 2])?;                  // vec![1] is now the backup
+    /// std::fs::write(&path, b"[1, 2")?;         // damaged
+    /// let served = doc.read_versioned()?;       // the backup, and its version
+    /// assert_eq!(served.value, [1]);
+    /// doc.write_if(&served.version, &vec![1, 3])?;
+    /// assert_eq!(doc.read()?, [1, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     /// [`ErrorKind::Conflict`] (carrying the version found) if it changed or no longer
     /// exists; otherwise as [`Doc::write`].
@@ -333,6 +357,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         let current = Current::probe(&w, true)?;
         match current.version() {
             Some(v) if v == expected => {}
+            // The version a fallback read served for a damaged document: replacing it
+            // is what the caller asked, and repairs it.
+            _ if self.served_for_damaged(&w, &current, expected)?.is_some() => {}
             found => return Err(conflict(&w.target, expected, found)),
         }
         self.write_value(&w, &current, value)
@@ -427,6 +454,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     }
 
     /// As [`Doc::update`], but only if the document is still at version `expected`.
+    ///
+    /// As for [`Doc::write_if`], `expected` may be the version a fallback read served
+    /// for a damaged document: `f` then runs on that backup's value, and the write
+    /// repairs the document.
     ///
     /// # Errors
     /// [`ErrorKind::Conflict`] if it changed; otherwise as [`Doc::update`].
@@ -611,6 +642,25 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         })
     }
 
+    /// Under the lock: when the document is damaged (empty or not JSON) and `expected`
+    /// is the version a fallback read serves for it now (its newest good backup's), that
+    /// backup's value. A conditional write naming it is taken as meant for what was
+    /// served, so a retry-on-conflict loop on a damaged document ends, and repairs it.
+    fn served_for_damaged(
+        &self,
+        w: &Locked,
+        current: &Current,
+        expected: &Version,
+    ) -> Result<Option<T>> {
+        if !current.is_damaged() {
+            return Ok(None);
+        }
+        let (t, dir) = (&w.target, w.dir.as_ref());
+        let backups = backup::backup_files(dir, t)?;
+        let good = newest_good(dir, t, &backups, |b| serde_json::from_slice::<T>(b).ok());
+        Ok(good.filter(|g| &g.version == expected).map(|g| g.value))
+    }
+
     fn modify<R, E: From<Error>>(
         &self,
         expected: Option<&Version>,
@@ -622,14 +672,28 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         let (mut value, current) = match file::read(w.dir.as_ref(), &t.name, &t.path) {
             Ok((bytes, meta)) => {
                 let version = Version::of(&bytes);
-                if let Some(exp) = expected
-                    && exp != &version
-                {
-                    return Err(conflict(t, exp, Some(&version)).into());
+                let parsed = json::parse::<T>(&bytes, &t.path);
+                match expected {
+                    Some(exp) if exp != &version => {
+                        // The version a fallback read served for a damaged document:
+                        // update what was served, which repairs the document.
+                        let damaged = Current::read(meta, &bytes, false);
+                        let served = match &parsed {
+                            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                                self.served_for_damaged(&w, &damaged, exp)?
+                            }
+                            _ => None,
+                        };
+                        match served {
+                            Some(value) => (value, damaged),
+                            None => return Err(conflict(t, exp, Some(&version)).into()),
+                        }
+                    }
+                    _ => {
+                        let value = parsed.map_err(|e| cannot_update_damaged(t, &version, e))?;
+                        (value, Current::read(meta, &bytes, true))
+                    }
                 }
-                let value = json::parse::<T>(&bytes, &t.path)
-                    .map_err(|e| cannot_update_damaged(t, &version, e))?;
-                (value, Current::read(meta, &bytes, true))
             }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if let Some(exp) = expected {
@@ -681,10 +745,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
                 .ctx("move aside", &t.path)?;
             Some(t.corrupt_path())
         } else if self.opts.backups > 0 {
-            atomic::shift_backups(dir, t, self.opts.backups).ctx("rotate backups of", &t.path)?;
-            dir.rename(&t.name, &t.backup_name(1))
+            let kept = atomic::rotate_in(dir, t, self.opts.backups, &t.name)
                 .ctx("move to backup", &t.path)?;
-            Some(t.backup_path(1))
+            Some(kept)
         } else {
             dir.remove_file(&t.name).ctx("delete", &t.path)?;
             None
@@ -784,35 +847,28 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     ) -> Result<Versioned<U>> {
         let (t, dir) = (&opened.target, opened.dir.as_ref());
         let backups = backup::backup_files(dir, t)?;
-        if self.opts.read_policy == ReadPolicy::FallbackToBackup {
-            for (i, name) in backups.iter().enumerate() {
-                let path = t.beside(name);
-                // Only a regular file: a symlink or FIFO planted as a backup is never read.
-                let Ok((bytes, _)) = file::read(dir, name, &path) else {
-                    continue;
-                };
-                if let Some(value) = parse(&bytes) {
-                    let reason = err
-                        .corrupt_info()
-                        .map_or_else(|| err.to_string(), |c| c.reason.clone());
-                    tracing::warn!(
-                        file = %t.path.display(),
-                        backup = %path.display(),
-                        reason = %reason,
-                        "document is damaged; serving its newest good backup"
-                    );
-                    return Ok(Versioned {
-                        value,
-                        version: Version::of(&bytes),
-                        recovered: Some(Recovered {
-                            backup: i + 1,
-                            path,
-                            damaged_version: damaged,
-                            reason,
-                        }),
-                    });
-                }
-            }
+        if self.opts.read_policy == ReadPolicy::FallbackToBackup
+            && let Some(good) = newest_good(dir, t, &backups, parse)
+        {
+            let reason = err
+                .corrupt_info()
+                .map_or_else(|| err.to_string(), |c| c.reason.clone());
+            tracing::warn!(
+                file = %t.path.display(),
+                backup = %good.path.display(),
+                reason = %reason,
+                "document is damaged; serving its newest good backup"
+            );
+            return Ok(Versioned {
+                value: good.value,
+                version: good.version,
+                recovered: Some(Recovered {
+                    backup: good.number,
+                    path: good.path,
+                    damaged_version: damaged,
+                    reason,
+                }),
+            });
         }
         let has_backup = !backups.is_empty();
         let mut info = err.corrupt_info().cloned().unwrap_or(crate::CorruptInfo {
@@ -838,6 +894,46 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
                 .with_source(err),
         )
     }
+}
+
+/// A backup a fallback read would serve.
+struct Good<U> {
+    /// Its number, counting regular files only (as [`Doc::backups`] numbers them).
+    number: usize,
+    path: PathBuf,
+    version: Version,
+    value: U,
+}
+
+/// The newest of `backups` (names in `dir`, newest first) that is a regular file and that
+/// `parse` accepts: what a fallback read serves.
+fn newest_good<U>(
+    dir: &dyn FsDir,
+    t: &Target,
+    backups: &[OsString],
+    parse: impl Fn(&[u8]) -> Option<U>,
+) -> Option<Good<U>> {
+    let mut number = 0;
+    for name in backups {
+        // Only a regular file: a symlink or FIFO planted as a backup is never read.
+        if !dir.stat(name).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        number += 1;
+        let path = t.beside(name);
+        let Ok((bytes, _)) = file::read(dir, name, &path) else {
+            continue;
+        };
+        if let Some(value) = parse(&bytes) {
+            return Some(Good {
+                number,
+                path,
+                version: Version::of(&bytes),
+                value,
+            });
+        }
+    }
+    None
 }
 
 fn identity(m: &Metadata) -> (u64, u64, u64, i128, i128) {

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use statefile::{BackupMethod, BackupRef, Doc, Durability, ErrorKind, Format, Options, Version};
+use statefile::{
+    BackupMethod, BackupRef, Doc, Durability, ErrorKind, Format, Options, ReadPolicy, Version,
+};
 
 use common::{Twisted, names, temps};
 
@@ -861,4 +863,146 @@ fn read_backup_returns_a_kept_versions_exact_bytes_and_refuses_what_is_not_one()
     std::fs::write(&listed[0].path, b"{\"v\": ").unwrap();
     let e = doc.read_backup(&BackupRef::Number(1)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+}
+
+/// `doc` at v1, then v2 (v1 its backup), then damaged behind statefile's back. Returns
+/// the version a fallback read serves (v1's).
+fn damaged_with_backup(doc: &Doc<Value>) -> Version {
+    doc.write(&json!({"v": 1})).unwrap();
+    doc.write(&json!({"v": 2})).unwrap();
+    std::fs::write(doc.path(), b"{\"v\": 2, \"trunc").unwrap();
+    let served = doc
+        .read_versioned()
+        .expect("a fallback handle serves the backup");
+    assert!(served.recovered.is_some());
+    assert_eq!(served.value, json!({"v": 1}));
+    served.version
+}
+
+// Regression (issue 10, item 2): a compare-and-swap at the version served for a damaged
+// document conflicted forever; it now replaces (and so repairs) the document.
+#[test]
+fn a_conditional_write_at_the_served_version_repairs_a_damaged_document() {
+    let (dir, p) = setup();
+    let doc: Doc<Value> = Doc::open(&p)
+        .unwrap()
+        .with_read_policy(ReadPolicy::FallbackToBackup);
+    let served = damaged_with_backup(&doc);
+    let r = doc.write_if(&served, &json!({"v": 3})).unwrap();
+    assert_eq!(doc.read().unwrap(), json!({"v": 3}));
+    assert!(doc.read_versioned().unwrap().recovered.is_none());
+    assert_eq!(
+        std::fs::read(dir.path().join(".resData.json.corrupt")).unwrap(),
+        b"{\"v\": 2, \"trunc",
+        "the damaged version is kept aside"
+    );
+    assert!(r.backup.is_none(), "no backup of the damaged bytes");
+    // Now it is repaired: the old served version is just an old version.
+    assert_eq!(
+        doc.write_if(&served, &json!({"v": 4})).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+
+    // update_if: the closure runs on what was served.
+    let served = damaged_with_backup(&doc);
+    let (before, _) = doc
+        .update_if(&served, |v| {
+            let before = v.clone();
+            v["v"] = json!(5);
+            Ok::<_, statefile::Error>(before)
+        })
+        .unwrap();
+    assert_eq!(before, json!({"v": 1}));
+    assert_eq!(doc.read().unwrap(), json!({"v": 5}));
+
+    // A strict handle takes the same version: the rule is about the document's state.
+    let served = damaged_with_backup(&doc);
+    let strict: Doc<Value> = Doc::open(&p).unwrap();
+    strict.write_if(&served, &json!({"v": 6})).unwrap();
+    assert_eq!(strict.read().unwrap(), json!({"v": 6}));
+}
+
+#[test]
+fn the_served_version_counts_only_while_the_document_is_damaged_and_that_backup_is_served() {
+    let (_dir, p) = setup();
+    let doc: Doc<Value> = Doc::open_with(&p, Options::new().backups(3))
+        .unwrap()
+        .with_read_policy(ReadPolicy::FallbackToBackup);
+    let served = damaged_with_backup(&doc);
+    // Any other version: a conflict, carrying the damaged version found.
+    let other = Version::of(b"{}");
+    let e = doc.write_if(&other, &json!(0)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    assert_eq!(e.version(), Some(&Version::of(&std::fs::read(&p).unwrap())));
+    // An older good backup is not what a fallback read serves: a conflict too.
+    let older = doc.backups().unwrap();
+    assert_eq!(older.len(), 1);
+    // A newer good backup appears (another writer's version was rotated in meanwhile):
+    // the read the caller made is stale.
+    let bak = p.with_file_name(".resData.json.bak");
+    let bak2 = p.with_file_name(".resData.json.bak.2");
+    std::fs::rename(&bak, &bak2).unwrap();
+    std::fs::write(&bak, b"{\"v\": \"newer\"}\n").unwrap();
+    for (what, expected) in [("stale", &served), ("older", &older[0].version)] {
+        assert_eq!(
+            doc.write_if(expected, &json!(0)).unwrap_err().kind(),
+            ErrorKind::Conflict,
+            "{what}"
+        );
+        assert_eq!(
+            doc.update_if(expected, |_| Ok::<_, statefile::Error>(()))
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Conflict,
+            "{what}"
+        );
+    }
+    assert_eq!(std::fs::read(&p).unwrap(), b"{\"v\": 2, \"trunc");
+    // Replaced by someone else in between (a repair with other content): a conflict.
+    let now_served = doc.read_versioned().unwrap().version;
+    doc.write(&json!({"fixed": "by someone else"})).unwrap();
+    assert_eq!(
+        doc.write_if(&now_served, &json!(0)).unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+}
+
+// Regression (issue 10, item 6): restoring with a lower `backups` setting than earlier
+// writes used left the older .bak.N files behind.
+#[test]
+fn restoring_with_fewer_backups_removes_those_beyond_the_setting() {
+    let (dir, p) = setup();
+    let five: Doc<Value> = Doc::open_with(&p, Options::new().backups(5)).unwrap();
+    for n in 0..7 {
+        five.write(&json!({"n": n})).unwrap();
+    }
+    let baks = |d: &std::path::Path| -> Vec<String> {
+        names(d)
+            .into_iter()
+            .filter(|n| n.contains(".bak"))
+            .collect()
+    };
+    assert_eq!(baks(dir.path()).len(), 5);
+    let two: Doc<Value> = Doc::open_with(&p, Options::new().backups(2)).unwrap();
+    two.restore(&BackupRef::Number(3)).unwrap();
+    assert_eq!(two.read().unwrap(), json!({"n": 3}));
+    assert_eq!(
+        baks(dir.path()),
+        [".resData.json.bak", ".resData.json.bak.2"]
+    );
+    // The newest backup is the version the restore replaced; the next is the one before.
+    let kept: Vec<Value> = two
+        .backups()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_slice(&std::fs::read(&b.path).unwrap()).unwrap())
+        .collect();
+    assert_eq!(kept, [json!({"n": 6}), json!({"n": 5})]);
+    // A plain write with the lower setting keeps to it as well.
+    for n in 0..3 {
+        five.write(&json!({"again": n})).unwrap();
+    }
+    assert_eq!(baks(dir.path()).len(), 5);
+    two.write(&json!("last")).unwrap();
+    assert_eq!(baks(dir.path()).len(), 2);
 }

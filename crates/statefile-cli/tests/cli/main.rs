@@ -10,6 +10,7 @@ mod help;
 mod postgres;
 mod processes;
 mod readme;
+mod repair;
 mod serve;
 mod storage;
 mod strace;

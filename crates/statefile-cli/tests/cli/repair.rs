@@ -1,0 +1,72 @@
+//! Repairing a damaged document from the command line: a compare-and-swap at the
+//! version served for it (issue 10, item 2), and a restore that keeps to `--backups`
+//! (issue 10, item 6).
+
+use serde_json::json;
+use statefile::Version;
+
+use crate::common::Sandbox;
+
+fn damaged(s: &Sandbox) -> String {
+    s.run_in(&["put", "cfg.json"], b"{\"v\": 1}").ok();
+    s.run_in(&["put", "cfg.json"], b"{\"v\": 2}").ok();
+    s.write("cfg.json", b"{\"v\": 2, \"tru");
+    // What `get --fallback` serves is the backup; its version is the one to name.
+    let out = s.run(&["get", "--fallback", "cfg.json"]).ok();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
+        json!({"v": 1})
+    );
+    Version::of(&s.read(".cfg.json.bak")).to_string()
+}
+
+// Regression: `put --if-match` and `patch --if-match` at the served version exited 3
+// forever on a damaged document.
+#[test]
+fn if_match_at_the_version_served_for_a_damaged_document_repairs_it() {
+    let s = Sandbox::new();
+    let v = damaged(&s);
+    s.run_in(&["put", "--if-match", &v, "cfg.json"], b"{\"v\": 3}")
+        .ok();
+    assert_eq!(s.json("cfg.json"), json!({"v": 3}));
+    assert_eq!(s.read(".cfg.json.corrupt"), b"{\"v\": 2, \"tru");
+    // Now a stale version: exit 3, as any.
+    s.run_in(&["put", "--if-match", &v, "cfg.json"], b"{\"v\": 4}")
+        .code(3);
+
+    let v = damaged(&s);
+    s.run_in(&["patch", "--if-match", &v, "cfg.json"], b"{\"w\": 5}")
+        .ok();
+    assert_eq!(
+        s.json("cfg.json"),
+        json!({"v": 1, "w": 5}),
+        "built on what was served"
+    );
+}
+
+// Regression: a restore with a lower --backups than earlier writes left .bak.3 ... behind.
+#[test]
+fn restore_with_fewer_backups_removes_the_older_ones() {
+    let s = Sandbox::new();
+    for n in 0..7 {
+        s.run_in(
+            &["put", "--backups", "5", "cfg.json"],
+            format!("{{\"n\": {n}}}").as_bytes(),
+        )
+        .ok();
+    }
+    let baks = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(s.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".bak"))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(baks().len(), 5);
+    s.run(&["restore", "--backups", "2", "--from", "3", "cfg.json"])
+        .ok();
+    assert_eq!(s.json("cfg.json"), json!({"n": 3}));
+    assert_eq!(baks(), [".cfg.json.bak", ".cfg.json.bak.2"]);
+}
