@@ -176,9 +176,13 @@ fn backups_and_restore() {
         serde_json::from_str(&s.run(&["backups", "--json", "b.json"]).ok().stdout).unwrap();
     assert_eq!(j.as_array().unwrap().len(), 3);
     let oldest = j[2]["version"].as_str().unwrap().to_string();
-    s.run(&["restore", "b.json", "--from", "2"]).ok();
+    // A restore keeps to --backups like every write (issue 10): these three were kept
+    // with 3, and the version the restore replaces makes a fourth.
+    s.run(&["restore", "--backups", "4", "b.json", "--from", "2"])
+        .ok();
     assert_eq!(s.read("b.json"), b"2\n");
-    s.run(&["restore", "b.json", "--from", &oldest]).ok();
+    s.run(&["restore", "--backups", "4", "b.json", "--from", &oldest])
+        .ok();
     assert_eq!(s.read("b.json"), b"1\n");
     s.run(&["restore", "b.json", "--from", "9"]).code(4);
     let none = s.run(&["backups", "nothing.json"]).ok().stdout;
