@@ -343,36 +343,10 @@ impl<'a> Temp<'a> {
         self.w.target.dir.join(&self.name)
     }
 
-    /// Step 2: the target's owner (where the process may set it) and mode; a new
-    /// document gets 0644 less the umask. `perms` overrides either. Done before any
-    /// content is written.
+    /// Step 2: see [`take_permissions`].
     fn take_permissions(&mut self, old: Option<&Metadata>, perms: Perms, umask: u32) -> Result<()> {
         let path = self.path();
-        let file = self.file();
-        if let Some((uid, gid)) = perms.owner.or(old.map(|m| (m.uid, m.gid))) {
-            let mine = file.metadata().ctx("inspect temp file", &path)?;
-            if (mine.uid, mine.gid) != (uid, gid) {
-                match file.set_owner(uid, gid) {
-                    Ok(()) => {}
-                    // Only root (or the owner, for groups it belongs to) may do this.
-                    Err(e)
-                        if matches!(
-                            errno(&e),
-                            Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS)
-                        ) => {}
-                    Err(e) => return Err(Error::io("set owner of temp file", &path, e)),
-                }
-            }
-        }
-        let mode = match (perms.mode, old) {
-            (Some(bits), _) => bits,
-            (None, Some(m)) => m.mode,
-            (None, None) => perms.create_mode & !umask,
-        };
-        if mode != 0o600 {
-            file.set_mode(mode).ctx("set mode of temp file", &path)?;
-        }
-        Ok(())
+        take_permissions(self.file().as_mut(), &path, old, perms, umask)
     }
 
     /// Step 3: stream the content, hashing and counting it.
@@ -459,6 +433,43 @@ impl Drop for Temp<'_> {
             let _ = self.w.dir.remove_file(&self.name);
         }
     }
+}
+
+/// Step 2: a file about to replace a document takes the target's owner (where the
+/// process may set it) and mode; a new document gets 0644 less the umask; `perms`
+/// overrides either. Done before any content is written to a temp of ours (`install`
+/// does it to the caller's finished file).
+pub(crate) fn take_permissions(
+    file: &mut dyn FsFile,
+    path: &Path,
+    old: Option<&Metadata>,
+    perms: Perms,
+    umask: u32,
+) -> Result<()> {
+    if let Some((uid, gid)) = perms.owner.or(old.map(|m| (m.uid, m.gid))) {
+        let mine = file.metadata().ctx("inspect temp file", path)?;
+        if (mine.uid, mine.gid) != (uid, gid) {
+            match file.set_owner(uid, gid) {
+                Ok(()) => {}
+                // Only root (or the owner, for groups it belongs to) may do this.
+                Err(e)
+                    if matches!(
+                        errno(&e),
+                        Some(rustix::io::Errno::PERM | rustix::io::Errno::ACCESS)
+                    ) => {}
+                Err(e) => return Err(Error::io("set owner of temp file", path, e)),
+            }
+        }
+    }
+    let mode = match (perms.mode, old) {
+        (Some(bits), _) => bits,
+        (None, Some(m)) => m.mode,
+        (None, None) => perms.create_mode & !umask,
+    };
+    if mode != 0o600 {
+        file.set_mode(mode).ctx("set mode of temp file", path)?;
+    }
+    Ok(())
 }
 
 /// `fsync` (or `fdatasync`) per `durability`. Never retried: after a failed fsync the

@@ -60,6 +60,7 @@ mod doc;
 mod error;
 mod file;
 pub mod fs;
+mod install;
 mod json;
 mod lock;
 #[cfg(feature = "mutants")]
@@ -81,6 +82,7 @@ use serde::de::DeserializeOwned;
 pub use backup::{BackupInfo, BackupRef, ParseBackupRefError};
 pub use doc::{Deleted, Doc, Recovered, Versioned};
 pub use error::{CorruptInfo, Error, ErrorKind, Result};
+pub use install::{move_file, replace_file};
 pub use json::{Format, MAX_DEPTH, to_vec};
 pub use lock::LockGuard;
 pub use names::MAX_NAME_LEN;
