@@ -1,0 +1,98 @@
+"""Atomic, durable, locked JSON state files.
+
+statefile makes the JSON files a service keeps its state in safe: a write is atomic
+(readers in any process see the complete old or the complete new version) and durable
+(synced, directory included, before it returns); a read-modify-write holds the
+document's lock, so concurrent threads and processes never lose each other's updates; a
+crash at any instant leaves a complete version; a damaged file can be read from, and
+repaired with, its backup. The files stay plain JSON that any program can read.
+
+Every file operation is done by the statefile Rust library, with the GIL released while
+it reads, writes, syncs or waits for a lock: Python writers, Rust writers, the
+``statefile`` command and the HTTP service all take the same locks and exclude each
+other.
+
+    import statefile
+
+    doc = statefile.Doc("view/resData.json", create_dirs=True)
+    with doc.update(default=dict) as data:       # locked; written on a clean exit
+        data.setdefault("cases", []).append({"id": 7})
+    doc.update(lambda data: data["cases"].append({"id": 8}))
+    value, version = doc.read_versioned()
+    doc.write_if(version, value)                 # compare-and-swap: Conflict if it changed
+
+Threads: every call releases the GIL while it waits, so other threads run.
+``asyncio``: call it through ``await asyncio.to_thread(doc.write, value)`` (the event
+loop must not wait for a disk sync or a lock). ``multiprocessing``: handles can be
+created in any process (fork or spawn); with fork, start children while no statefile
+call is in progress in another thread (locks held then stay with the parent's thread).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+import os
+
+from . import atomicwrites
+from ._statefile import Doc, Store, Update, _read_json, recover, verify, write_json
+from ._types import (
+    Backup,
+    Conflict,
+    Corrupt,
+    Deleted,
+    Durability,
+    Error,
+    InvalidName,
+    IoError,
+    LockTimeout,
+    NoSpace,
+    NotFound,
+    PermissionDenied,
+    Receipt,
+    Recovered,
+    SerializeError,
+    Versioned,
+)
+
+__all__ = [
+    "Backup",
+    "Conflict",
+    "Corrupt",
+    "Deleted",
+    "Doc",
+    "Durability",
+    "Error",
+    "InvalidName",
+    "IoError",
+    "LockTimeout",
+    "NoSpace",
+    "NotFound",
+    "PermissionDenied",
+    "Receipt",
+    "Recovered",
+    "SerializeError",
+    "Store",
+    "Update",
+    "Versioned",
+    "atomicwrites",
+    "read_json",
+    "recover",
+    "verify",
+    "write_json",
+]
+
+_MISSING: Any = object()
+
+
+def read_json(path: Union[str, "os.PathLike[str]"], default: Any = _MISSING) -> Any:
+    """Read and parse the JSON document at ``path``.
+
+    If it does not exist, return ``default`` when one is given (``None`` included),
+    otherwise raise ``NotFound``. A damaged document raises ``Corrupt``.
+    """
+    try:
+        return _read_json(path)
+    except NotFound:
+        if default is _MISSING:
+            raise
+        return default

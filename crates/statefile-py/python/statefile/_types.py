@@ -1,0 +1,223 @@
+"""Exceptions and result records of the statefile package.
+
+The native module builds these (errors from the library's error kinds, receipts from
+its receipts); they are plain Python classes so that the exceptions can also derive
+from the standard ones a program already catches, and so that they pickle across
+``multiprocessing``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Optional
+
+
+def _rebuild(cls: type[Error], message: str, state: dict[str, Any]) -> Error:
+    return cls(message, **state)
+
+
+class Error(Exception):
+    """Any error from statefile. Every message names the file and the operation.
+
+    Attributes:
+        message: the message, naming the file and what was being done.
+        kind: the library's error kind (``"not-found"``, ``"corrupt"``, ``"conflict"``,
+            ``"lock-timeout"``, ``"no-space"``, ``"permission-denied"``,
+            ``"invalid-name"``, ``"durability"``, ``"serialize"``, ``"io"``); the same
+            names as the CLI's ``--json`` output and the HTTP problem types.
+        path: the file concerned, when there is one.
+        version: for ``Conflict``, the version found; for ``Durability``, the version
+            that was renamed into place but may not survive a power loss.
+    """
+
+    kind: str = "io"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: Optional[str] = None,
+        path: Optional[str] = None,
+        version: Optional[str] = None,
+        errno: Optional[int] = None,
+        **details: Any,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+        self.path = path
+        self.version = version
+        if isinstance(self, OSError) and errno is not None:
+            os_error: OSError = self
+            os_error.errno = errno
+            os_error.strerror = os.strerror(errno)
+        for name, value in details.items():
+            setattr(self, name, value)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through __init__ (OSError's own pickling would pass errno and
+        # strerror positionally), so exceptions cross multiprocessing intact.
+        state = {k: v for k, v in self.__dict__.items() if k != "message"}
+        if isinstance(self, OSError):
+            state["errno"] = self.errno
+        return (_rebuild, (type(self), self.message, state))
+
+
+class NotFound(Error, FileNotFoundError):
+    """The document (or the backup asked for) does not exist."""
+
+    kind = "not-found"
+
+
+class Corrupt(Error):
+    """The document is not valid JSON (empty, truncated, garbage) and no fallback was
+    asked for or possible.
+
+    Attributes:
+        line, column: where parsing failed (0, 0 for an empty file).
+        reason: what the parser said.
+        backup_exists: whether a backup exists (``Doc(..., fallback=True)`` reads it,
+            ``Store.recover()`` restores it).
+    """
+
+    kind = "corrupt"
+    line: int = 0
+    column: int = 0
+    reason: str = ""
+    backup_exists: bool = False
+
+
+class Conflict(Error):
+    """A compare-and-swap found another version (``.version``), or ``create`` found
+    the document already there."""
+
+    kind = "conflict"
+
+
+class LockTimeout(Error, TimeoutError):
+    """Another writer held the document's lock longer than ``lock_timeout``."""
+
+    kind = "lock-timeout"
+
+
+class NoSpace(Error, OSError):
+    """The file system is full or the quota is exhausted (ENOSPC, EDQUOT). The
+    document is unchanged."""
+
+    kind = "no-space"
+
+
+class PermissionDenied(Error, PermissionError):
+    """The operating system refused (EACCES, EPERM, EROFS). The document is unchanged."""
+
+    kind = "permission-denied"
+
+
+class InvalidName(Error, ValueError):
+    """The path or name is not one statefile will store a document under (or a
+    version string is malformed)."""
+
+    kind = "invalid-name"
+
+
+class Durability(Error, OSError):
+    """The new version was renamed into place, but syncing its directory failed: it
+    is visible now (``.version``), yet may not survive a power loss."""
+
+    kind = "durability"
+
+
+class SerializeError(Error, ValueError):
+    """The value cannot be stored or read as asked."""
+
+    kind = "serialize"
+
+
+class IoError(Error, OSError):
+    """Any other I/O failure. ``errno`` is the OS error when there is one."""
+
+    kind = "io"
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """How a fallback read recovered from a damaged document."""
+
+    backup: int
+    """The backup the value came from (1 = newest)."""
+    path: str
+    """That backup's path."""
+    damaged_version: str
+    """The version of the damaged document."""
+    reason: str
+    """What was wrong with it."""
+
+
+class _VersionedTuple(NamedTuple):
+    value: Any
+    version: str
+
+
+class Versioned(_VersionedTuple):
+    """A value and the version it was read at: ``value, version = doc.read_versioned()``.
+
+    ``recovered`` is set when the document was damaged and the value came from a
+    backup (only with ``fallback=True``).
+    """
+
+    recovered: Optional[Recovered] = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a write did."""
+
+    path: str
+    """The file written (symlinks resolved)."""
+    version: str
+    """The version now on disk (the SHA-256 of its bytes, as ``sha256sum`` prints it)."""
+    previous: Optional[str]
+    """The version it replaced, if there was one and it was read."""
+    bytes: int
+    """Bytes written."""
+    durability: str
+    """What a power loss right now would leave: ``"full"``, ``"data"`` or ``"none"``."""
+    backup: Optional[str]
+    """Where the replaced version was kept (``.name.bak``), if a backup was made."""
+    created: bool
+    """True when the document did not exist before."""
+    unchanged: bool
+    """True when the new bytes equalled the old ones (still replaced and synced)."""
+    lock_wait: float
+    """Seconds spent waiting for the document's lock."""
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What ``Doc.delete`` did."""
+
+    version: str
+    """The version that was deleted."""
+    kept_as: Optional[str]
+    """Where it went: ``.name.bak`` (restorable), ``.name.corrupt``, or None when
+    backups are off and it was unlinked."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    """One kept previous version of a document."""
+
+    number: int
+    """1 for the newest, 2 for the one before, ..."""
+    path: str
+    version: str
+    size: int
+    modified: float
+    """When that version was written (seconds since the epoch)."""
+    parses: bool
+    """Whether it is valid JSON (a backup that does not parse is never restored)."""

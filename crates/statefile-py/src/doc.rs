@@ -1,0 +1,379 @@
+//! `statefile.Doc`: one JSON document, every operation a call into the library with
+//! the GIL released while it touches the disk, syncs or waits for the lock.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use serde_json::Value;
+use statefile::{BackupRef, Error, Version, Versioned};
+
+use crate::convert::{integers_intact, to_json, to_py};
+use crate::errors::{IntoPy, to_pyerr};
+use crate::records::{self, path_str};
+use crate::update::Update;
+
+/// A JSON document on disk. See the package documentation (`help(statefile)`).
+#[pyclass(module = "statefile", frozen)]
+pub struct Doc {
+    pub(crate) inner: Arc<statefile::Doc<Value>>,
+}
+
+impl std::fmt::Debug for Doc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Doc")
+            .field("path", &self.inner.path())
+            .finish()
+    }
+}
+
+impl Doc {
+    pub fn wrap(inner: statefile::Doc<Value>) -> Doc {
+        Doc {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+/// What `update` starts from when the document does not exist.
+pub enum Default {
+    /// A factory such as `dict`, called under the lock (only when needed).
+    Factory(Py<PyAny>),
+    /// A value, checked before anything is touched and copied for each use (so the
+    /// caller's object is never mutated).
+    Value(Value),
+}
+
+impl Default {
+    /// The starting value, as fresh Python objects.
+    pub fn make<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Default::Factory(f) => f.bind(py).call0(),
+            Default::Value(v) => to_py(py, v),
+        }
+    }
+}
+
+/// The `default=` keyword of `update`: absent, a value or a factory.
+pub fn default_kwarg(
+    kwargs: Option<&Bound<'_, PyDict>>,
+    method: &str,
+) -> PyResult<Option<Default>> {
+    let Some(kw) = kwargs else {
+        return Ok(None);
+    };
+    let mut default = None;
+    for (k, v) in kw.iter() {
+        match k
+            .cast::<PyString>()
+            .map(|s| s.to_string_lossy().into_owned())
+        {
+            Ok(name) if name == "default" => {
+                default = Some(if v.is_callable() {
+                    Default::Factory(v.unbind())
+                } else {
+                    Default::Value(to_json(&v)?)
+                });
+            }
+            Ok(name) => {
+                return Err(PyTypeError::new_err(format!(
+                    "{method}() got an unexpected keyword argument '{name}'"
+                )));
+            }
+            Err(_) => return Err(PyTypeError::new_err("keywords must be strings")),
+        }
+    }
+    Ok(default)
+}
+
+fn backup_ref(which: Option<&Bound<'_, PyAny>>) -> PyResult<BackupRef> {
+    let Some(w) = which else {
+        return Ok(BackupRef::NewestGood);
+    };
+    if w.is_none() {
+        return Ok(BackupRef::NewestGood);
+    }
+    if let Ok(s) = w.cast::<PyString>() {
+        return version_arg(w.py(), &s.to_string_lossy()).map(BackupRef::Version);
+    }
+    match w.extract::<usize>() {
+        Ok(n) if n >= 1 => Ok(BackupRef::Number(n)),
+        _ => Err(PyValueError::new_err(
+            "restore() takes a backup number (1 = newest), a version string, or None for the newest backup that parses",
+        )),
+    }
+}
+
+/// A read through the library, refusing integers it could not keep exactly.
+pub(crate) fn checked_read(doc: &statefile::Doc<Value>) -> Result<Versioned<Value>, Error> {
+    checked(doc, || doc.read_versioned().map(Arc::new)).map(Arc::unwrap_or_clone)
+}
+
+fn checked(
+    doc: &statefile::Doc<Value>,
+    mut read: impl FnMut() -> Result<Arc<Versioned<Value>>, Error>,
+) -> Result<Arc<Versioned<Value>>, Error> {
+    // Another writer may replace the file between the two reads; then read again.
+    for _ in 0..16 {
+        let v = read()?;
+        if integers_intact(doc, &v.value, Some(&v.version))? {
+            return Ok(v);
+        }
+    }
+    Err(Error::new(
+        statefile::ErrorKind::Io,
+        format!("{} kept changing while it was read", doc.path().display()),
+    ))
+}
+
+/// Under the lock, in an update: refuse a value whose integers were not kept exactly.
+pub(crate) fn checked_under_lock(doc: &statefile::Doc<Value>, v: &Value) -> Result<(), Error> {
+    integers_intact(doc, v, None).map(drop)
+}
+
+/// A version given by the caller; a malformed one is `InvalidName` (a `ValueError`).
+fn version_arg(py: Python<'_>, v: &str) -> PyResult<Version> {
+    Version::parse(v)
+        .map_err(|e| Error::new(statefile::ErrorKind::InvalidName, e.to_string()))
+        .py_err(py)
+}
+
+/// Why an update's closure gave up; nothing is written.
+pub(crate) enum Abort {
+    /// The library refused (or the value read cannot be handed over exactly).
+    Library(Error),
+    /// The Python function raised, or its result is not JSON: that exception.
+    Python(PyErr),
+}
+
+impl From<Error> for Abort {
+    fn from(e: Error) -> Self {
+        Abort::Library(e)
+    }
+}
+
+#[pymethods]
+impl Doc {
+    #[new]
+    #[pyo3(signature = (path, *, backups=1, durability="full", lock_timeout=30.0, create_dirs=false, fallback=false))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        backups: usize,
+        durability: &str,
+        lock_timeout: f64,
+        create_dirs: bool,
+        fallback: bool,
+    ) -> PyResult<Doc> {
+        let opts = records::options(backups, durability, lock_timeout, create_dirs, fallback)?;
+        let inner = statefile::Doc::open_with(path, opts).py_err(py)?;
+        Ok(Doc::wrap(inner))
+    }
+
+    /// The path this handle was opened with.
+    #[getter]
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        path_str(py, self.inner.path())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("statefile.Doc({:?})", self.inner.path())
+    }
+
+    fn __fspath__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        path_str(py, self.inner.path())
+    }
+
+    /// The document's value. Raises NotFound, Corrupt (unless fallback=True and a
+    /// backup parses), or an OS-level error.
+    fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let doc = &self.inner;
+        let v = py.detach(|| checked_read(doc)).py_err(py)?;
+        to_py(py, &v.value)
+    }
+
+    /// The value and the version it was read at (a `Versioned`: `value, version = ...`).
+    fn read_versioned<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let doc = &self.inner;
+        let v = py.detach(|| checked_read(doc)).py_err(py)?;
+        records::versioned(py, &v)
+    }
+
+    /// The value, or `default` (returned as given) if the document does not exist.
+    fn read_or<'py>(
+        &self,
+        py: Python<'py>,
+        default: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let doc = &self.inner;
+        match py.detach(|| checked_read(doc)) {
+            Ok(v) => to_py(py, &v.value),
+            Err(e) if e.kind() == statefile::ErrorKind::NotFound => Ok(default),
+            Err(e) => Err(to_pyerr(py, &e)),
+        }
+    }
+
+    /// As read(), but parsing only when the file changed since this handle last read it
+    /// (validated by the file's identity and timestamps: a write by any process is seen).
+    fn read_cached<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let doc = &self.inner;
+        let v = py
+            .detach(|| checked(doc, || doc.read_cached()))
+            .py_err(py)?;
+        to_py(py, &v.value)
+    }
+
+    /// Whether the document exists.
+    fn exists(&self, py: Python<'_>) -> PyResult<bool> {
+        let doc = &self.inner;
+        py.detach(|| doc.exists()).py_err(py)
+    }
+
+    /// The current version (the SHA-256 of the file), without parsing it.
+    fn version(&self, py: Python<'_>) -> PyResult<String> {
+        let doc = &self.inner;
+        let v = py.detach(|| doc.version()).py_err(py)?;
+        Ok(v.as_str().to_owned())
+    }
+
+    /// Replace the document with `obj`, atomically and durably, under its lock.
+    fn write<'py>(&self, py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let value = to_json(obj)?;
+        let doc = &self.inner;
+        let r = py.detach(|| doc.write(&value)).py_err(py)?;
+        records::receipt(py, &r)
+    }
+
+    /// Compare-and-swap: write `obj` only if the document is still at `version`.
+    fn write_if<'py>(
+        &self,
+        py: Python<'py>,
+        version: &str,
+        obj: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let expected = version_arg(py, version)?;
+        let value = to_json(obj)?;
+        let doc = &self.inner;
+        let r = py.detach(|| doc.write_if(&expected, &value)).py_err(py)?;
+        records::receipt(py, &r)
+    }
+
+    /// Write `obj` only if the document does not exist yet (Conflict otherwise).
+    fn create<'py>(&self, py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let value = to_json(obj)?;
+        let doc = &self.inner;
+        let r = py.detach(|| doc.create(&value)).py_err(py)?;
+        records::receipt(py, &r)
+    }
+
+    /// Delete the document under its lock (moved to its backup, so restore() undoes it).
+    #[pyo3(signature = (*, if_version=None))]
+    fn delete<'py>(
+        &self,
+        py: Python<'py>,
+        if_version: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let doc = &self.inner;
+        let d = match if_version {
+            Some(v) => {
+                let expected = version_arg(py, v)?;
+                py.detach(|| doc.delete_if(&expected))
+            }
+            None => py.detach(|| doc.delete()),
+        }
+        .py_err(py)?;
+        records::deleted(py, &d)
+    }
+
+    /// The kept previous versions, newest first.
+    fn backups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyList>> {
+        let doc = &self.inner;
+        let list = py.detach(|| doc.backups()).py_err(py)?;
+        records::backups(py, &list)
+    }
+
+    /// Replace the document with a backup: by number (1 = newest), by version, or
+    /// (None) the newest that parses. Itself an atomic write, so it can be undone.
+    #[pyo3(signature = (which=None))]
+    fn restore<'py>(
+        &self,
+        py: Python<'py>,
+        which: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let which = backup_ref(which)?;
+        let doc = &self.inner;
+        let r = py.detach(|| doc.restore(&which)).py_err(py)?;
+        records::receipt(py, &r)
+    }
+
+    /// Locked read-modify-write, in two forms:
+    ///
+    ///     doc.update(fn)                       # fn(data) mutates data; returns fn's result
+    ///     with doc.update(default=dict) as data:
+    ///         ...                              # written on a clean exit, discarded on an exception
+    ///
+    /// `default` (a value, or a factory such as `dict`) is used when the document does
+    /// not exist; without it a missing document raises NotFound.
+    #[pyo3(signature = (r#fn=None, /, **kwargs), text_signature = "(self, fn=None, /, *, default=...)")]
+    fn update<'py>(
+        &self,
+        py: Python<'py>,
+        r#fn: Option<Bound<'py, PyAny>>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let default = default_kwarg(kwargs, "update")?;
+        match r#fn {
+            None => Ok(Bound::new(py, Update::new(self.inner.clone(), default))?.into_any()),
+            Some(f) => {
+                if !f.is_callable() {
+                    return Err(PyTypeError::new_err(
+                        "update() takes a function of the document's value, or no argument for a `with` block",
+                    ));
+                }
+                update_with(py, &self.inner, f.unbind(), default)
+            }
+        }
+    }
+}
+
+/// The function form of update: `f` runs under the document's lock, on the value read
+/// under it; its changes are written when it returns, nothing when it raises.
+fn update_with<'py>(
+    py: Python<'py>,
+    doc: &statefile::Doc<Value>,
+    f: Py<PyAny>,
+    default: Option<Default>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let missing = AtomicBool::new(false);
+    let body = |v: &mut Value| -> Result<Py<PyAny>, Abort> {
+        checked_under_lock(doc, v)?;
+        Python::attach(|py| {
+            let data = match (&default, missing.load(Ordering::SeqCst)) {
+                (Some(d), true) => d.make(py)?,
+                _ => to_py(py, v)?,
+            };
+            let result = f.bind(py).call1((&data,))?;
+            *v = to_json(&data)?;
+            Ok(result.unbind())
+        })
+        .map_err(Abort::Python)
+    };
+    let result = py.detach(|| match &default {
+        Some(_) => doc.update_or_insert_with(
+            || {
+                missing.store(true, Ordering::SeqCst);
+                Value::Null
+            },
+            body,
+        ),
+        None => doc.update(body),
+    });
+    match result {
+        Ok((r, _)) => Ok(r.into_bound(py)),
+        Err(Abort::Python(e)) => Err(e),
+        Err(Abort::Library(e)) => Err(to_pyerr(py, &e)),
+    }
+}

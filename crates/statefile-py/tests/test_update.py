@@ -1,0 +1,246 @@
+"""Locked read-modify-write in both forms, and what the GIL does meanwhile."""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import statefile
+from conftest import temps
+
+
+def test_with_block_writes_on_a_clean_exit(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "view" / "resData.json", create_dirs=True)
+    with doc.update(default=dict) as data:
+        data.setdefault("cases", []).append({"id": 1})
+    with doc.update() as data:
+        data["cases"].append({"id": 2})
+    assert doc.read() == {"cases": [{"id": 1}, {"id": 2}]}
+
+
+def test_with_block_discards_on_an_exception_and_it_propagates(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json")
+    doc.write({"n": 1})
+    before = (tmp_path / "a.json").read_bytes()
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        with doc.update() as data:
+            data["n"] = 2
+            raise Boom()
+    assert (tmp_path / "a.json").read_bytes() == before
+    assert temps(tmp_path) == []
+    # The lock was released: the next update does not wait.
+    t = time.monotonic()
+    doc.update(lambda d: d.__setitem__("n", 3))
+    assert time.monotonic() - t < 5
+    assert doc.read() == {"n": 3}
+
+
+def test_the_receipt_of_a_block(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json")
+    u = doc.update(default=list)
+    assert u.receipt is None
+    with u as data:
+        data.append(1)
+    assert u.receipt is not None and u.receipt.version == doc.version() and u.receipt.created
+    # Reusable, one block at a time.
+    with u as data:
+        data.append(2)
+        with pytest.raises(RuntimeError):
+            u.__enter__()
+    assert doc.read() == [1, 2]
+
+
+def test_function_form_returns_what_the_function_returns(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json")
+    doc.write({"runs": []})
+    n = doc.update(lambda d: (d["runs"].append("r1"), len(d["runs"]))[1])
+    assert n == 1
+    assert doc.update(lambda d: d["runs"].append("r2")) is None
+    assert doc.read() == {"runs": ["r1", "r2"]}
+
+
+def test_function_form_raising_writes_nothing(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json")
+    doc.write({"runs": []})
+    before = (tmp_path / "a.json").read_bytes()
+
+    def bad(d: Any) -> None:
+        d["runs"].append("half")
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError):
+        doc.update(bad)
+    assert (tmp_path / "a.json").read_bytes() == before
+
+
+def test_missing_document_without_a_default_is_not_found(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json")
+    with pytest.raises(statefile.NotFound):
+        doc.update(lambda d: None)
+    with pytest.raises(statefile.NotFound):
+        with doc.update():
+            pass
+    assert not (tmp_path / "a.json").exists()
+
+
+def test_defaults_value_or_factory_and_the_callers_object_is_not_mutated(tmp_path: Path) -> None:
+    mine = {"cases": []}
+    doc = statefile.Doc(tmp_path / "a.json")
+    with doc.update(default=mine) as data:
+        data["cases"].append(1)
+    assert mine == {"cases": []}
+    calls = []
+    doc2 = statefile.Doc(tmp_path / "b.json")
+    doc2.update(lambda d: d.append(1), default=lambda: calls.append(1) or [])
+    doc2.update(lambda d: d.append(2), default=lambda: calls.append(1) or [])
+    assert doc2.read() == [1, 2] and calls == [1]  # the factory runs only when missing
+    # null is a legitimate default value
+    doc3 = statefile.Doc(tmp_path / "c.json")
+    doc3.update(lambda d: None, default=None)
+    assert doc3.read() is None
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        doc3.update(lambda d: None, defualt=None)  # type: ignore[call-overload]
+
+
+def test_an_updated_value_json_cannot_hold_aborts_the_block(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json")
+    doc.write({})
+    with pytest.raises(TypeError, match="set"):
+        with doc.update() as data:
+            data["s"] = {1}
+    assert doc.read() == {}
+
+
+def test_corrupt_document_refuses_update(tmp_path: Path) -> None:
+    p = tmp_path / "a.json"
+    p.write_text('{"cases": [')
+    with pytest.raises(statefile.Corrupt) as e:
+        with statefile.Doc(p).update():
+            pass
+    assert e.value.path == str(p)
+    assert p.read_text() == '{"cases": ['
+
+
+def _hold_lock(path: str, ready: Any, release: Any) -> None:
+    with statefile.Doc(path).update() as data:
+        data["held"] = True
+        ready.set()
+        release.wait(30)
+
+
+def test_other_threads_run_while_one_waits_for_a_lock_held_by_another_process(tmp_path: Path) -> None:
+    p = tmp_path / "a.json"
+    statefile.Doc(p).write({})
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(p), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60), "the holder never took the lock"
+        waited: dict[str, Any] = {}
+
+        def writer() -> None:
+            t = time.monotonic()
+            waited["receipt"] = statefile.Doc(p).write({"from": "waiter"})
+            waited["seconds"] = time.monotonic() - t
+
+        w = threading.Thread(target=writer)
+        w.start()
+        # While the writer waits for the lock (GIL released), this thread counts.
+        count = 0
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            count += 1
+        assert w.is_alive(), "the writer did not wait for the other process's lock"
+        release.set()
+        w.join(60)
+        assert not w.is_alive()
+        assert count > 100_000, f"this thread was starved: {count} loops in 1 s"
+        assert waited["seconds"] >= 0.9 and waited["receipt"].lock_wait >= 0.9
+    finally:
+        release.set()
+        holder.join(60)
+    assert statefile.Doc(p).read() == {"from": "waiter"}
+
+
+def test_lock_timeout_while_another_process_holds_the_lock(tmp_path: Path) -> None:
+    p = tmp_path / "a.json"
+    statefile.Doc(p).write({})
+    # Another program taking the documented lock (flock on .a.json.lock) directly.
+    fd = os.open(tmp_path / ".a.json.lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        doc = statefile.Doc(p, lock_timeout=0.3)
+        t = time.monotonic()
+        with pytest.raises(TimeoutError) as e:
+            doc.write({"x": 1})
+        assert isinstance(e.value, statefile.LockTimeout)
+        assert time.monotonic() - t >= 0.3
+        with pytest.raises(statefile.LockTimeout):
+            with doc.update():
+                pass
+        with pytest.raises(statefile.LockTimeout):
+            doc.update(lambda d: None)
+    finally:
+        os.close(fd)
+    assert statefile.Doc(p).read() == {}
+
+
+def test_threads_in_with_blocks_lose_nothing(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json", durability="none")
+    errors: list[BaseException] = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(25):
+                if i % 2:
+                    with doc.update(default=dict) as data:
+                        data.setdefault("items", []).append(f"{t}-{i}")
+                else:
+                    doc.update(lambda d: d.setdefault("items", []).append(f"{t}-{i}"), default=dict)
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    items = doc.read()["items"]
+    assert sorted(items) == sorted(f"{t}-{i}" for t in range(8) for i in range(25))
+
+
+def test_an_abandoned_block_releases_the_lock(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json", lock_timeout=10)
+    doc.write({"n": 0})
+
+    def gen() -> Any:
+        with doc.update() as data:
+            data["n"] = 1
+            yield data
+
+    g = gen()
+    next(g)
+    del g  # closes the generator: GeneratorExit inside the block, nothing written
+    doc.update(lambda d: d.__setitem__("n", 2))
+    assert doc.read() == {"n": 2}
+    # Entered and dropped without __exit__ at all: the lock is released, nothing written.
+    u = doc.update()
+    u.__enter__()["n"] = 3
+    del u
+    t = time.monotonic()
+    doc.update(lambda d: d.__setitem__("n", 4))
+    assert time.monotonic() - t < 5
+    assert doc.read() == {"n": 4}
