@@ -13,6 +13,7 @@ mod alts;
 mod ext;
 mod load;
 mod node;
+mod py;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -190,10 +191,13 @@ usage: statefile-bench [--quick] [--out FILE] [--only WORKLOAD]...
 Runs every workload for statefile and each alternative and prints Markdown tables.
   --quick          a few seconds: small counts, one repetition (CI's smoke run)
   --out FILE       also write the tables to FILE (e.g. BENCHMARKS.md)
-  --only WORKLOAD  run only this workload (repeatable): replace, rmw, reads, big, many, server, node
+  --only WORKLOAD  run only this workload (repeatable): replace, rmw, reads, big, many, server, node,
+                   python
 Build with --release for figures worth reading.";
 
-const WORKLOADS: [&str; 7] = ["replace", "rmw", "reads", "big", "many", "server", "node"];
+const WORKLOADS: [&str; 8] = [
+    "replace", "rmw", "reads", "big", "many", "server", "node", "python",
+];
 
 struct Opts {
     quick: bool,
@@ -280,6 +284,9 @@ fn main() {
     }
     if wants("node") {
         node::node_workload(&mut out, &cfg);
+    }
+    if wants("python") {
+        py::python_workload(&mut out, &cfg);
     }
     out.targets_table();
     out.line(format!(
