@@ -29,10 +29,10 @@ fn class_name(kind: ErrorKind) -> &'static str {
 /// The errno a kind stands for when the library has no OS error to show.
 fn default_errno(kind: ErrorKind) -> Option<i32> {
     match kind {
-        ErrorKind::NotFound => Some(2),     // ENOENT
-        ErrorKind::NoSpace => Some(28),     // ENOSPC
-        ErrorKind::LockTimeout => Some(11), // EAGAIN: the lock stayed taken
-        ErrorKind::Durability => Some(5),   // EIO
+        ErrorKind::NotFound => Some(2),      // ENOENT
+        ErrorKind::NoSpace => Some(28),      // ENOSPC
+        ErrorKind::LockTimeout => Some(110), // ETIMEDOUT, as TimeoutError has
+        ErrorKind::Durability => Some(5),    // EIO
         _ => None,
     }
 }

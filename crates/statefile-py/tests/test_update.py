@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import multiprocessing
 import os
@@ -185,7 +186,7 @@ def test_lock_timeout_while_another_process_holds_the_lock(tmp_path: Path) -> No
         t = time.monotonic()
         with pytest.raises(TimeoutError) as e:
             doc.write({"x": 1})
-        assert isinstance(e.value, statefile.LockTimeout)
+        assert isinstance(e.value, statefile.LockTimeout) and e.value.errno == errno.ETIMEDOUT
         assert time.monotonic() - t >= 0.3
         with pytest.raises(statefile.LockTimeout):
             with doc.update():
@@ -244,3 +245,33 @@ def test_an_abandoned_block_releases_the_lock(tmp_path: Path) -> None:
     doc.update(lambda d: d.__setitem__("n", 4))
     assert time.monotonic() - t < 5
     assert doc.read() == {"n": 4}
+
+
+def test_asyncio_keeps_running_while_a_call_waits_for_the_lock_in_a_thread(tmp_path: Path) -> None:
+    import asyncio
+
+    p = tmp_path / "a.json"
+    doc = statefile.Doc(p)
+    doc.write({})
+    fd = os.open(tmp_path / ".a.json.lock", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another holder, released by the event loop at 0.5 s
+
+    async def main() -> tuple[int, float]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        asyncio.get_running_loop().call_later(0.5, os.close, fd)
+        r = await asyncio.to_thread(doc.write, {"from": "asyncio"})
+        task.cancel()
+        return ticks, r.lock_wait
+
+    ticks, waited = asyncio.run(main())
+    assert waited >= 0.4
+    assert ticks >= 20, f"the event loop ran only {ticks} times in {waited:.2f} s"
+    assert doc.read() == {"from": "asyncio"}
