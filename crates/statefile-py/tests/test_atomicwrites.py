@@ -148,6 +148,24 @@ def test_what_statefile_adds_mode_kept_and_symlink_kept(tmp_path: Path) -> None:
     assert link.is_symlink() and p.read_text() == '{"via": "link"}'
 
 
+def test_a_source_in_another_directory_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    src, dst = tmp_path / "a" / "tmp1", tmp_path / "b" / "out.txt"
+    src.write_text("x")
+    for f in (ours.replace_atomic, ours.move_atomic):
+        with pytest.raises(ValueError, match="same directory"):
+            f(str(src), str(dst))
+    assert src.exists() and not dst.exists()
+    # A symlinked target in another directory: the temp goes beside the real file.
+    (tmp_path / "b" / "real.txt").write_text("old")
+    (tmp_path / "a" / "link.txt").symlink_to(tmp_path / "b" / "real.txt")
+    with ours.atomic_write(str(tmp_path / "a" / "link.txt"), overwrite=True) as f:
+        f.write("new")
+    assert (tmp_path / "b" / "real.txt").read_text() == "new"
+    assert sorted(os.listdir(tmp_path / "a")) == ["link.txt", "tmp1"]
+
+
 SCRIPT = textwrap.dedent(
     """
     import sys

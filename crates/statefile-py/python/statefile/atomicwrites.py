@@ -23,6 +23,12 @@ What changes is the commit: it goes through statefile's replace protocol
   the link itself with a regular file);
 - refuses to replace a file this process may not write (``PermissionError``).
 
+One difference: the temp file must be in the directory of the (resolved) target, which
+is where ``get_fileobject`` puts it unless told otherwise. ``replace_atomic`` and
+``move_atomic`` with a source in another directory raise ``statefile.InvalidName`` (a
+``ValueError``) and change nothing, where ``atomicwrites`` accepted any directory on
+the same file system: the replace goes through one handle on the target's directory.
+
 ``sync()`` only flushes Python's buffers: the file's fsync happens once, in
 ``commit()``, through statefile. The module does not lock: concurrent writers of one
 file each replace it whole, the last one wins, as with ``atomicwrites``. For locked
@@ -152,7 +158,9 @@ class AtomicWriter(object):
     ) -> IO[Any]:
         """Return the temporary file to use."""
         if dir is None:
-            dir = os.path.normpath(os.path.dirname(_name(self._path)))
+            # Beside the file the path resolves to (through symlinks): that is the
+            # directory the commit renames in.
+            dir = os.path.dirname(os.path.realpath(_name(self._path)))
         descriptor, name = tempfile.mkstemp(suffix=suffix, prefix=prefix, dir=dir)
         # io.open() will take either the descriptor or the name, but we need
         # the name later for commit()/replace_atomic() and couldn't find a way
