@@ -2,8 +2,22 @@
 //! missing objects), append, remove. The CLI's `set`/`append`/`rm` and the server's
 //! `?pointer=` share these rules: a missing intermediate object is created, and an
 //! array is only ever created as the target of an append.
+//!
+//! Pointers are untrusted input (a query parameter, a command-line argument, a path in a
+//! patch), so they are bounded: at most [`MAX_TOKENS`] reference tokens, the deepest a
+//! document can nest. Every walk here is a loop, never a recursion, and messages quote
+//! at most the first [`QUOTED`] characters of a pointer or key.
 
 use serde_json::{Map, Value};
+
+/// The most reference tokens a pointer may have: [`MAX_DEPTH`](crate::MAX_DEPTH), since a
+/// longer pointer cannot name anything in a document the library can read. It also
+/// bounds the objects `set` and `append` create on the way, which would otherwise make a
+/// value as deep as the pointer is long (a pointer of 60,000 `/` overflowed the stack).
+pub const MAX_TOKENS: usize = crate::json::MAX_DEPTH;
+
+/// How many characters of a pointer or key an error message quotes.
+pub const QUOTED: usize = 100;
 
 /// Why a pointer operation failed (the CLI and server map these to exit codes and statuses).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,15 +43,29 @@ impl std::fmt::Display for PointerError {
 impl std::error::Error for PointerError {}
 
 /// The reference tokens of `ptr` ("" is the whole document).
+///
+/// # Errors
+/// [`PointerError::Syntax`] if `ptr` is neither empty nor starts with `/`, has a `~` not
+/// followed by `0` or `1`, or has more than [`MAX_TOKENS`] tokens (checked before any
+/// token is built).
 pub fn parse(ptr: &str) -> Result<Vec<String>, PointerError> {
     if ptr.is_empty() {
         return Ok(Vec::new());
     }
     let Some(rest) = ptr.strip_prefix('/') else {
         return Err(PointerError::Syntax(format!(
-            "{ptr:?} is not a JSON Pointer: it must be empty or start with '/'"
+            "{} is not a JSON Pointer: it must be empty or start with '/'",
+            quote(ptr)
         )));
     };
+    let count = ptr.bytes().filter(|&b| b == b'/').count();
+    if count > MAX_TOKENS {
+        return Err(PointerError::Syntax(format!(
+            "the pointer {} has {count} reference tokens; at most {MAX_TOKENS} are allowed \
+             (no document nests deeper)",
+            quote(ptr)
+        )));
+    }
     rest.split('/')
         .map(|t| {
             let mut out = String::with_capacity(t.len());
@@ -49,7 +77,8 @@ pub fn parse(ptr: &str) -> Result<Vec<String>, PointerError> {
                         Some('1') => out.push('/'),
                         _ => {
                             return Err(PointerError::Syntax(format!(
-                                "{ptr:?} is not a JSON Pointer: '~' must be followed by 0 or 1"
+                                "{} is not a JSON Pointer: '~' must be followed by 0 or 1",
+                                quote(ptr)
                             )));
                         }
                     }
@@ -62,16 +91,49 @@ pub fn parse(ptr: &str) -> Result<Vec<String>, PointerError> {
         .collect()
 }
 
+/// The pointer text for `tokens`: the inverse of [`parse`] (`~` is written `~0`, `/` is
+/// written `~1`; no tokens is the empty pointer).
+///
+/// ```
+/// use statefile::pointer;
+/// let tokens = pointer::parse("/a~1b/c~0d/0")?;
+/// assert_eq!(tokens, ["a/b", "c~d", "0"]);
+/// assert_eq!(pointer::format(&tokens), "/a~1b/c~0d/0");
+/// # Ok::<(), pointer::PointerError>(())
+/// ```
+pub fn format(tokens: &[String]) -> String {
+    let mut s = String::with_capacity(tokens.iter().map(|t| t.len() + 1).sum());
+    for t in tokens {
+        s.push('/');
+        for c in t.chars() {
+            match c {
+                '~' => s.push_str("~0"),
+                '/' => s.push_str("~1"),
+                c => s.push(c),
+            }
+        }
+    }
+    s
+}
+
+/// `text` in quotes, cut to its first [`QUOTED`] characters (an attacker's 16 MiB pointer
+/// must not come back in every error message).
+pub(crate) fn quote(text: &str) -> String {
+    match text.char_indices().nth(QUOTED) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
 fn describe(tokens: &[String]) -> String {
     if tokens.is_empty() {
         return "the document".into();
     }
-    let mut s = String::new();
-    for t in tokens {
-        s.push('/');
-        s.push_str(&t.replace('~', "~0").replace('/', "~1"));
+    let text = format(tokens);
+    match text.char_indices().nth(QUOTED) {
+        None => text,
+        Some((cut, _)) => format!("{}... ({} bytes)", &text[..cut], text.len()),
     }
-    s
 }
 
 fn index(token: &str, len: usize, tokens: &[String]) -> Result<usize, PointerError> {
@@ -85,8 +147,9 @@ fn index(token: &str, len: usize, tokens: &[String]) -> Result<usize, PointerErr
         })?
     } else {
         return Err(PointerError::NotFound(format!(
-            "{}: {token:?} is not an array index",
-            describe(tokens)
+            "{}: {} is not an array index",
+            describe(tokens),
+            quote(token)
         )));
     };
     if i < len {
@@ -277,6 +340,50 @@ mod tests {
         assert_eq!(p("/a~1b/c~0d/"), ["a/b", "c~d", ""]);
         assert!(matches!(parse("a"), Err(PointerError::Syntax(_))));
         assert!(matches!(parse("/a~2"), Err(PointerError::Syntax(_))));
+    }
+
+    // Regression (issue 9): `append?pointer=` + 60,000 `/` built a value 60,000 levels
+    // deep and overflowed the stack; the pointer is now refused before any token is built.
+    #[test]
+    fn pointers_longer_than_a_document_can_nest_are_refused() {
+        let deepest = "/a".repeat(MAX_TOKENS);
+        assert_eq!(p(&deepest).len(), MAX_TOKENS);
+        for bad in ["/".repeat(MAX_TOKENS + 1), "/".repeat(60_000)] {
+            let Err(PointerError::Syntax(m)) = parse(&bad) else {
+                panic!("accepted {} tokens", bad.len());
+            };
+            assert!(m.contains(&format!("at most {MAX_TOKENS}")), "{m}");
+            assert!(m.len() < 400, "the message quotes the pointer in full: {m}");
+        }
+        let mut v = json!({});
+        append(&mut v, &p(&deepest), json!(1)).unwrap();
+        let mut depth = 0;
+        let mut cur = &v;
+        while let Some(next) = cur.get("a") {
+            depth += 1;
+            cur = next;
+        }
+        assert_eq!(depth, MAX_TOKENS);
+    }
+
+    #[test]
+    fn messages_quote_long_keys_and_pointers_shortened() {
+        let key = "k".repeat(10_000);
+        let e = get(&json!({}), std::slice::from_ref(&key))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400 && e.contains("10001 bytes"), "{e}");
+        let e = parse(&key).unwrap_err().to_string();
+        assert!(e.len() < 400 && e.contains("10000 bytes"), "{e}");
+        let e = get(&json!([]), &[key]).unwrap_err().to_string();
+        assert!(e.len() < 400, "{e}");
+    }
+
+    #[test]
+    fn format_is_the_inverse_of_parse() {
+        for s in ["", "/", "//", "/a~1b/c~0d/", "/~01", "/ü/0/-"] {
+            assert_eq!(format(&p(s)), s);
+        }
     }
 
     #[test]

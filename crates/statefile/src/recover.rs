@@ -656,32 +656,36 @@ fn group_dir(
     by_doc
 }
 
-/// Collect groups under `dir` (canonical: `real`) recursively, not following
-/// symlinked directories, so a scan cannot loop or leave the tree.
-fn walk(fs: &dyn Fs, dir: &Path, real: &Path, groups: &mut Vec<Group>, report: &mut Report) {
-    let entries = match fs.open_dir(real).and_then(|d| d.read_dir()) {
-        Ok(e) => e,
-        Err(e) => {
-            report
-                .findings
-                .push(unreadable(dir, &Error::io("list directory", dir, e)));
-            return;
-        }
-    };
-    let mut subdirs = Vec::new();
-    let mut files = Vec::new();
-    for e in entries {
-        if e.file_type == FileType::Dir {
-            if !e.name.to_string_lossy().starts_with('.') {
-                subdirs.push(e.name);
+/// Collect groups under `root` (canonical: `real_root`) and every directory below it,
+/// depth first in name order, not following symlinked directories, so a scan cannot loop
+/// or leave the tree. A loop over a stack of directories, not a recursion: the tree is
+/// untrusted, and one thousands of levels deep overflowed the 2 MiB stack of the
+/// server's blocking threads.
+fn walk(fs: &dyn Fs, root: &Path, real_root: &Path, groups: &mut Vec<Group>, report: &mut Report) {
+    let mut pending = vec![(root.to_path_buf(), real_root.to_path_buf())];
+    while let Some((dir, real)) = pending.pop() {
+        let entries = match fs.open_dir(&real).and_then(|d| d.read_dir()) {
+            Ok(e) => e,
+            Err(e) => {
+                report
+                    .findings
+                    .push(unreadable(&dir, &Error::io("list directory", &dir, e)));
+                continue;
             }
-        } else {
-            files.push((e.name, e.file_type));
+        };
+        let mut subdirs = Vec::new();
+        let mut files = Vec::new();
+        for e in entries {
+            if e.file_type == FileType::Dir {
+                if !e.name.to_string_lossy().starts_with('.') {
+                    subdirs.push(e.name);
+                }
+            } else {
+                files.push((e.name, e.file_type));
+            }
         }
-    }
-    groups.extend(group_dir(dir, real, files.into_iter()).into_values());
-    subdirs.sort();
-    for d in subdirs {
-        walk(fs, &dir.join(&d), &real.join(&d), groups, report);
+        groups.extend(group_dir(&dir, &real, files.into_iter()).into_values());
+        subdirs.sort();
+        pending.extend(subdirs.iter().rev().map(|d| (dir.join(d), real.join(d))));
     }
 }

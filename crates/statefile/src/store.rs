@@ -133,17 +133,33 @@ impl Store {
     /// I/O kinds if a directory cannot be listed.
     pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        self.list_dir(&self.root, "", prefix, &mut out)?;
+        // A loop over a stack of directories, not a recursion: the tree is untrusted.
+        let mut pending = vec![(self.root.clone(), String::new())];
+        while let Some((dir, rel)) = pending.pop() {
+            self.list_dir(&dir, &rel, prefix, &mut out, &mut pending)?;
+        }
         out.sort();
         Ok(out)
     }
 
-    fn list_dir(&self, dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    /// The documents of `dir` into `out`, its subdirectories that may hold names with
+    /// `prefix` into `pending`.
+    fn list_dir(
+        &self,
+        dir: &Path,
+        rel: &str,
+        prefix: &str,
+        out: &mut Vec<String>,
+        pending: &mut Vec<(PathBuf, String)>,
+    ) -> Result<()> {
         // `dir` is the canonical root joined with names of real directories (not links):
         // opened refusing symlinks, so a directory swapped for one is not followed.
         let entries = match self.opts.fs.open_dir(dir).and_then(|d| d.read_dir()) {
             Ok(e) => e,
+            // Gone meanwhile, or too deep for a path to reach: no document there can be
+            // opened by name, so none is listed.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidFilename => return Ok(()),
             Err(e) => return Err(Error::io("list directory", dir, e)),
         };
         for e in entries {
@@ -159,7 +175,7 @@ impl Store {
                     let sub = format!("{full}/");
                     // Descend only where names with this prefix can be.
                     if sub.starts_with(prefix) || prefix.starts_with(&sub) {
-                        self.list_dir(&dir.join(name), &sub, prefix, out)?;
+                        pending.push((dir.join(name), sub));
                     }
                 }
                 FileType::File if name.ends_with(".json") && full.starts_with(prefix) => {

@@ -386,3 +386,46 @@ fn store_recovery_does_not_repair_through_a_symlink_out_of_the_root() {
         "nothing outside the root was written"
     );
 }
+
+// Regression (issue 9): the scan and the listing recursed once per directory level, and
+// a tree 2,000 levels deep overflowed the 2 MiB stack of the server's blocking threads
+// (`statefile serve` aborted on start). Both are loops now: run them on a 128 KiB stack.
+#[test]
+fn a_tree_thousands_of_directories_deep_is_scanned_and_listed_on_a_small_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("s");
+    let mut deep = root.clone();
+    // As deep as a path can reach (PATH_MAX is 4096 bytes)...
+    while deep.as_os_str().len() < 4_080 {
+        deep.push("a");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("x.json"), "{}").unwrap();
+    std::fs::write(root.join("top.json"), "{}").unwrap();
+    // ...and beyond, made relative to a directory inside it.
+    let made = std::process::Command::new("mkdir")
+        .args(["-p", &["a"; 30].join("/")])
+        .current_dir(&deep)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let levels = deep.strip_prefix(&root).unwrap().components().count();
+    assert!(levels > 2_000, "{levels}");
+    let (report, listed) = std::thread::Builder::new()
+        .stack_size(128 * 1024)
+        .spawn(move || {
+            let store = Store::open(&root).unwrap();
+            (store.verify().unwrap(), store.list("").unwrap())
+        })
+        .unwrap()
+        .join()
+        .expect("the scan or the listing overflowed the stack");
+    // The only finding: the directory no path can reach, reported, not a crash.
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    let Problem::Unreadable { error } = &report.findings[0].problem else {
+        panic!("{report:?}");
+    };
+    assert!(error.contains("File name too long"), "{error}");
+    let deepest = format!("{}/x.json", vec!["a"; levels].join("/"));
+    assert_eq!(listed, [deepest, "top.json".to_string()]);
+}

@@ -7,6 +7,7 @@ mod mount;
 
 mod commands;
 mod help;
+mod hostile;
 mod postgres;
 mod processes;
 mod readme;
