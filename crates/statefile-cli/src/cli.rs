@@ -290,6 +290,13 @@ pub struct PatchArgs {
     /// Create missing parent directories (merge patch only).
     #[arg(long)]
     pub parents: bool,
+    /// Refuse a JSON Patch of more operations than this (exit 2).
+    #[arg(long, value_name = "N", default_value_t = statefile::patch::DEFAULT_MAX_OPERATIONS)]
+    pub max_ops: usize,
+    /// Refuse a patch that would make the document larger than this many bytes of
+    /// compact JSON, or than it already is (exit 1, checked before each operation).
+    #[arg(long, value_name = "BYTES", default_value_t = statefile::patch::DEFAULT_MAX_RESULT_BYTES)]
+    pub max_size: usize,
     #[command(flatten)]
     pub write: WriteOptions,
 }

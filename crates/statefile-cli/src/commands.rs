@@ -4,6 +4,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
 
 use serde_json::{Value, json};
+use statefile::patch::{self, PatchErrorKind, PatchKind};
 use statefile::{BackupRef, Doc, Options, ScanMode, Version, pointer};
 
 use crate::cli::{
@@ -212,6 +213,17 @@ fn print_lines(file: &Path, ptr: &str, v: &Value) -> CliResult {
 
 /// Read one JSON value from stdin: `what` for `file`.
 fn read_stdin(file: &Path, what: &str) -> CliResult<Value> {
+    let buf = read_stdin_bytes(file, what)?;
+    serde_json::from_slice(&buf).map_err(|e| {
+        CliError::usage(about(
+            file,
+            format!("stdin is not valid JSON ({what}): {e}"),
+        ))
+    })
+}
+
+/// All of stdin, which must not be blank: `what` for `file`.
+fn read_stdin_bytes(file: &Path, what: &str) -> CliResult<Vec<u8>> {
     let usage = |message: String| CliError::usage(about(file, message));
     let mut buf = Vec::new();
     io::stdin()
@@ -220,8 +232,7 @@ fn read_stdin(file: &Path, what: &str) -> CliResult<Value> {
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Err(usage(format!("stdin is empty: expected {what}")));
     }
-    serde_json::from_slice(&buf)
-        .map_err(|e| usage(format!("stdin is not valid JSON ({what}): {e}")))
+    Ok(buf)
 }
 
 /// The value argument of `set` or `append` on `file`.
@@ -349,34 +360,49 @@ fn rm(g: &Global, a: RmArgs) -> CliResult {
     }
 }
 
+/// `patch`: parsed and checked (operations, pointers) before the lock, applied under it
+/// by the library within the limits, all or nothing.
 fn patch(g: &Global, a: PatchArgs) -> CliResult {
     let file = &a.file;
-    let input = read_stdin(file, "the patch")?;
-    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
-    let json_patch = a.json_patch;
-    let apply = |v: &mut Value| -> CliResult {
-        if json_patch {
-            let ops: json_patch::Patch = serde_json::from_value(input.clone()).map_err(|e| {
-                CliError::usage(about(
-                    file,
-                    format!("stdin is not an RFC 6902 JSON Patch: {e}"),
-                ))
-            })?;
-            json_patch::patch(v, &ops).map_err(|e| {
-                CliError::not_applicable(format!(
-                    "the patch does not apply to {}: {e}",
-                    file.display()
-                ))
-            })
-        } else {
-            json_patch::merge(v, &input);
-            Ok(())
-        }
+    let kind = if a.json_patch {
+        PatchKind::Json
+    } else {
+        PatchKind::Merge
     };
+    let limits = patch::Limits::new()
+        .max_operations(a.max_ops)
+        .max_result_bytes(a.max_size);
+    let input = read_stdin_bytes(file, "the patch")?;
+    let p = patch::Patch::parse(kind, &input, &limits).map_err(patch_failure(file))?;
+    drop(input);
+    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
     // A merge patch creates a missing document; a JSON Patch needs it to exist.
-    let init = (!json_patch).then(|| json!({}));
-    let ((), receipt) = modify(&d, init, a.if_match.as_ref(), apply)?;
+    let init = (kind == PatchKind::Merge).then(|| json!({}));
+    let ((), receipt) = modify(&d, init, a.if_match.as_ref(), |v| {
+        p.apply(v, &limits).map_err(patch_failure(file))
+    })?;
     say(g, receipt.version.as_str())
+}
+
+/// A refused patch: bad input is a usage error (exit 2), one that does not apply to this
+/// document exit 1.
+fn patch_failure(file: &Path) -> impl Fn(patch::PatchError) -> CliError + '_ {
+    move |e| match e.kind() {
+        PatchErrorKind::Syntax => CliError::usage(about(
+            file,
+            format!("stdin is not valid JSON (the patch): {}", e.detail()),
+        )),
+        PatchErrorKind::Invalid if e.operation().is_none() => {
+            CliError::usage(about(file, format!("stdin is {}", e.detail())))
+        }
+        PatchErrorKind::Invalid | PatchErrorKind::TooManyOperations => {
+            CliError::usage(about(file, format!("stdin is not a usable patch: {e}")))
+        }
+        _ => CliError::not_applicable(format!(
+            "the patch does not apply to {}: {e}",
+            file.display()
+        )),
+    }
 }
 
 fn version(g: &Global, a: VersionArgs) -> CliResult {

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use statefile::patch::{self, Patch, PatchErrorKind, PatchKind};
 
 use crate::App;
 use crate::headers;
@@ -237,16 +238,9 @@ impl FromRequest<Arc<App>> for JsonBody {
     }
 }
 
-/// What a `PATCH` asks for, by media type.
-#[derive(Debug)]
-pub enum Patch {
-    /// A merge patch (RFC 7396).
-    Merge(Value),
-    /// A JSON Patch (RFC 6902).
-    Json(json_patch::Patch),
-}
-
-/// A `PATCH` body and the memory reserved for it.
+/// A `PATCH` body and the memory reserved for it: a merge patch (RFC 7396) or a JSON
+/// Patch (RFC 6902), by media type, parsed and checked by the library before the
+/// document's lock is taken (JSON, form, operation count, pointers).
 #[derive(Debug)]
 pub struct PatchBody {
     pub patch: Patch,
@@ -258,43 +252,57 @@ impl FromRequest<Arc<App>> for PatchBody {
 
     async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
         let ct = headers::content_type(req.headers())?;
-        let json_patch = match ct.as_str() {
-            "application/merge-patch+json" => false,
-            "application/json-patch+json" => true,
-            _ => {
-                return Err(headers::unsupported(
-                    &ct,
-                    "application/merge-patch+json or application/json-patch+json",
-                ));
-            }
+        let Some(kind) = PatchKind::from_media_type(&ct) else {
+            return Err(headers::unsupported(
+                &ct,
+                "application/merge-patch+json or application/json-patch+json",
+            ));
         };
         let (raw, _receiving) = receive(req, app).await?;
         let (input, memory) = parse_json(raw, app).await?;
-        if !json_patch {
-            return Ok(PatchBody {
-                patch: Patch::Merge(input),
-                memory,
-            });
+        let limits = patch::Limits::new().max_operations(app.config.max_patch_ops);
+        let patch = Patch::from_value(kind, input, &limits).map_err(patch_error)?;
+        Ok(PatchBody { patch, memory })
+    }
+}
+
+/// A refused patch, parsing or applying. Bad input is 400. More operations than allowed
+/// is 413: the request content is larger than the server will process, whatever the
+/// document. A result too large or too deep is 422, like any patch that does not apply
+/// to this document: the same patch applies to a smaller one, so 413 (shrink your
+/// request) would mislead. Stopped at the time limit is 503, as the timeout layer answers.
+pub fn patch_error(e: patch::PatchError) -> ApiError {
+    match e.kind() {
+        PatchErrorKind::Syntax | PatchErrorKind::Invalid => {
+            ApiError::bad_request("invalid-patch", e.to_string())
         }
-        let ops: json_patch::Patch = serde_json::from_value(input).map_err(|e| {
-            ApiError::bad_request("invalid-patch", format!("not an RFC 6902 JSON Patch: {e}"))
-        })?;
-        let max = app.config.max_patch_ops;
-        if ops.0.len() > max {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "patch-too-large",
-                "Too many patch operations",
+        PatchErrorKind::TooManyOperations => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "patch-too-large",
+            "Too many patch operations",
+            format!("{e} (serve --max-patch-ops)"),
+        ),
+        PatchErrorKind::TooLarge => {
+            ApiError::unprocessable("patch-result-too-large", format!("{e} (serve --max-body)"))
+        }
+        PatchErrorKind::TooDeep => ApiError::unprocessable("value-not-storable", e.to_string()),
+        PatchErrorKind::Stopped => {
+            let mut a = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request-timeout",
+                "The request took too long",
                 format!(
-                    "the patch has {} operations; the limit is {max} (serve --max-patch-ops)",
-                    ops.0.len()
+                    "{e}: the request's time ran out while the patch was applied; the \
+                     document is unchanged"
                 ),
-            ));
+            );
+            a.retry_after = Some(1);
+            a
         }
-        Ok(PatchBody {
-            patch: Patch::Json(ops),
-            memory,
-        })
+        _ => ApiError::unprocessable(
+            "patch-not-applicable",
+            format!("the patch does not apply: {e}"),
+        ),
     }
 }
 

@@ -15,10 +15,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use statefile::patch::{self, PatchKind};
 use statefile::{BackupRef, Version, pointer};
 
 use crate::App;
-use crate::extract::{Deadline, DocName, JsonBody, Patch, PatchBody, Precondition, Q};
+use crate::extract::{Deadline, DocName, JsonBody, PatchBody, Precondition, Q, patch_error};
 use crate::headers;
 use crate::idempotency::Stored;
 use crate::problem::ApiError;
@@ -299,9 +300,13 @@ pub async fn put_doc(
     params(("name" = String, Path, description = "Document name"),
            ("If-Match" = Option<String>, Header, description = "Apply only at this ETag")),
     request_body(content((Object = "application/merge-patch+json"), (Vec<Object> = "application/json-patch+json"))),
-    responses((status = 200, description = "Patched; ETag"), (status = 404, description = "JSON Patch on a missing document"),
-              (status = 412, description = "Precondition failed"), (status = 415, description = "Not a patch media type"),
-              (status = 422, description = "The patch does not apply"),
+    responses((status = 200, description = "Patched; ETag"),
+              (status = 400, description = "Not JSON, not a patch, or a bad pointer (invalid-patch)"),
+              (status = 404, description = "JSON Patch on a missing document"),
+              (status = 412, description = "Precondition failed"),
+              (status = 413, description = "Body too large, or more operations than --max-patch-ops (patch-too-large)"),
+              (status = 415, description = "Not a patch media type"),
+              (status = 422, description = "The patch does not apply (patch-not-applicable), or its result would exceed --max-body (patch-result-too-large) or nest too deep (value-not-storable)"),
               (status = 500, description = "The document is damaged (corrupt-document)")))]
 pub async fn patch_doc(
     State(app): State<Arc<App>>,
@@ -318,25 +323,21 @@ pub async fn patch_doc(
     }
     // Everything that does not need the document was checked before this point: the
     // media type, the JSON, the patch's form and its number of operations. Under the
-    // lock only the applying is left, and it stops when the request's time is up.
+    // lock only the applying is left, bounded by --max-body, and all or nothing: it
+    // stops when the request's time is up.
     let PatchBody { patch, memory } = body;
-    let (init, f): (Option<Value>, Mutator<'static>) = match patch {
-        Patch::Json(ops) => (
-            None,
-            Box::new(move |v| {
-                let _memory = memory;
-                apply_json_patch(v, &ops, deadline).map(|()| Value::Null)
-            }),
-        ),
-        Patch::Merge(input) => (
-            Some(json!({})),
-            Box::new(move |v| {
-                let _memory = memory;
-                json_patch::merge(v, &input);
-                Ok(Value::Null)
-            }),
-        ),
-    };
+    let limits = patch::Limits::new()
+        .max_result_bytes(app.config.max_body)
+        .deadline(deadline);
+    // A merge patch creates a missing document; a JSON Patch needs it to exist.
+    let init = (patch.kind() == PatchKind::Merge).then(|| json!({}));
+    let f: Mutator<'static> = Box::new(move |v| {
+        let _memory = memory;
+        patch
+            .apply(v, &limits)
+            .map(|()| Value::Null)
+            .map_err(|e| StoreError::mutation(patch_error(e)))
+    });
     let store = app.store.clone();
     let started = Instant::now();
     let n = name.clone();
@@ -346,37 +347,6 @@ pub async fn patch_doc(
     .await?;
     record_write(&app, started, &w);
     Ok(version_response(StatusCode::OK, &w.version))
-}
-
-/// Apply `ops` one at a time, stopping with 503 once `deadline` has passed. A failed
-/// operation leaves `v` partly patched: the update is then abandoned, nothing written.
-fn apply_json_patch(v: &mut Value, ops: &json_patch::Patch, deadline: Instant) -> StoreResult<()> {
-    for (i, op) in ops.0.iter().enumerate() {
-        if Instant::now() >= deadline {
-            let mut e = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "request-timeout",
-                "The request took too long",
-                format!(
-                    "the patch was still being applied (operation {i} of {}) when the request's \
-                     time ran out; the document is unchanged",
-                    ops.0.len()
-                ),
-            );
-            e.retry_after = Some(1);
-            return Err(StoreError::mutation(e));
-        }
-        json_patch::patch_unsafe(v, std::slice::from_ref(op)).map_err(|e| {
-            StoreError::mutation(ApiError::unprocessable(
-                "patch-not-applicable",
-                format!(
-                    "the patch does not apply: operation {i} ({}): {}",
-                    e.path, e.kind
-                ),
-            ))
-        })?;
-    }
-    Ok(())
 }
 
 /// `DELETE /v1/docs/{name}`: moved to its backup (restorable).

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::ser::{self, Serialize};
+use serde_json::{Number, Value};
 
 use crate::error::{CorruptInfo, Error, ErrorKind, Result};
 
@@ -153,6 +154,147 @@ pub(crate) fn parse_error(e: serde_json::Error, empty: bool, path: &Path) -> Err
         )
         .with_path(path)
         .with_source(e)
+    }
+}
+
+/// The length of `v` as compact JSON (what `serde_json::to_vec` would produce) and its
+/// nesting depth (a scalar is 0, `[]` is 1, `[[1]]` is 2), in one walk. A loop over an
+/// explicit stack, so a value of any depth is measured without recursion.
+pub(crate) fn measure(v: &Value) -> (usize, usize) {
+    let mut len = 0usize;
+    let mut depth = 0usize;
+    let mut pending: Vec<(&Value, usize)> = vec![(v, 0)];
+    while let Some((v, level)) = pending.pop() {
+        match v {
+            Value::Array(a) => {
+                depth = depth.max(level + 1);
+                len += 2 + a.len().saturating_sub(1);
+                pending.extend(a.iter().map(|e| (e, level + 1)));
+            }
+            Value::Object(m) => {
+                depth = depth.max(level + 1);
+                len += 2 + m.len().saturating_sub(1);
+                for (k, e) in m {
+                    len += string_len(k) + 1;
+                    pending.push((e, level + 1));
+                }
+            }
+            scalar => len += scalar_len(scalar),
+        }
+    }
+    (len, depth)
+}
+
+/// The compact JSON length of a scalar (for a container: 0).
+fn scalar_len(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(true) => 4,
+        Value::Bool(false) => 5,
+        Value::Number(n) => {
+            let mut count = Count(0);
+            let _ = fmt::Write::write_fmt(&mut count, format_args!("{n}"));
+            count.0
+        }
+        Value::String(s) => string_len(s),
+        Value::Array(_) | Value::Object(_) => 0,
+    }
+}
+
+/// The length of `s` as a JSON string with serde_json's escapes, quotes included.
+pub(crate) fn string_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+struct Count(usize);
+
+impl fmt::Write for Count {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0 += s.len();
+        Ok(())
+    }
+}
+
+/// Whether two numbers are equal in value, as RFC 6902's `test` compares them: `1`,
+/// `1.0`, `10e-1` and `0.1e1` are equal; so are `0` and `-0`. Exact for numbers of any
+/// length (they are compared as decimals, never through a float); only when an exponent
+/// has more than 30 digits are the texts compared instead.
+pub(crate) fn numbers_equal(a: &Number, b: &Number) -> bool {
+    let (a, b) = (a.to_string(), b.to_string());
+    match (Decimal::parse(&a), Decimal::parse(&b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// A JSON number as sign, significant digits (no leading or trailing zeros) and the
+/// exponent of its first digit. Zero has no digits and no sign.
+#[derive(PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    digits: Vec<u8>,
+    exponent: i128,
+}
+
+impl Decimal {
+    fn parse(text: &str) -> Option<Decimal> {
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (mantissa, exp) = match rest.find(['e', 'E']) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, "0"),
+        };
+        let exp_digits = exp.trim_start_matches(['+', '-']);
+        if exp_digits.len() > 30 || exp_digits.is_empty() {
+            return None;
+        }
+        let mut exponent: i128 = exp_digits.parse().ok()?;
+        if exp.starts_with('-') {
+            exponent = -exponent;
+        }
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let all: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+        let Some(first) = all.iter().position(|&d| d != b'0') else {
+            return Some(Decimal {
+                negative: false,
+                digits: Vec::new(),
+                exponent: 0,
+            });
+        };
+        let last = all.iter().rposition(|&d| d != b'0')?;
+        // The first significant digit's power of ten: int.len() - 1 - first.
+        exponent += i128::try_from(int.len()).ok()? - 1 - i128::try_from(first).ok()?;
+        Some(Decimal {
+            negative,
+            digits: all[first..=last].to_vec(),
+            exponent,
+        })
+    }
+}
+
+/// Equality of JSON values as RFC 6902's `test` defines it: numbers by value (see
+/// [`numbers_equal`]), strings, arrays and objects member by member (objects in any
+/// order). Recursive, so only for values within [`MAX_DEPTH`].
+pub(crate) fn values_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => numbers_equal(x, y),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| values_equal(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| values_equal(v, w)))
+        }
+        _ => a == b,
     }
 }
 

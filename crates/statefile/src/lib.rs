@@ -69,6 +69,7 @@ pub mod mutants;
 mod mutants;
 mod names;
 mod options;
+pub mod patch;
 pub mod pointer;
 mod recover;
 mod store;

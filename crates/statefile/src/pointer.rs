@@ -136,7 +136,31 @@ fn describe(tokens: &[String]) -> String {
     }
 }
 
-fn index(token: &str, len: usize, tokens: &[String]) -> Result<usize, PointerError> {
+/// The index `token` names in an array of `len` elements, which must exist (no `-`).
+pub(crate) fn index(token: &str, len: usize, tokens: &[String]) -> Result<usize, PointerError> {
+    checked_index(token, len, false, tokens)
+}
+
+/// The index `token` names for inserting into an array of `len` elements: an existing
+/// index, or `len` (also spelled `-`) to append.
+pub(crate) fn insert_index(
+    token: &str,
+    len: usize,
+    tokens: &[String],
+) -> Result<usize, PointerError> {
+    if token == "-" {
+        Ok(len)
+    } else {
+        checked_index(token, len, true, tokens)
+    }
+}
+
+fn checked_index(
+    token: &str,
+    len: usize,
+    end_ok: bool,
+    tokens: &[String],
+) -> Result<usize, PointerError> {
     // RFC 6901: no leading zeros, no signs.
     let valid = !token.is_empty()
         && token.bytes().all(|b| b.is_ascii_digit())
@@ -152,7 +176,7 @@ fn index(token: &str, len: usize, tokens: &[String]) -> Result<usize, PointerErr
             quote(token)
         )));
     };
-    if i < len {
+    if i < len || (end_ok && i == len) {
         Ok(i)
     } else {
         Err(PointerError::NotFound(format!(
@@ -171,6 +195,33 @@ pub fn get<'a>(v: &'a Value, tokens: &[String]) -> Result<&'a Value, PointerErro
                 PointerError::NotFound(format!("{} does not exist", describe(&tokens[..=n])))
             })?,
             Value::Array(a) => &a[index(t, a.len(), &tokens[..=n])?],
+            _ => {
+                return Err(PointerError::NotFound(format!(
+                    "{} does not exist: {} is not an object or array",
+                    describe(&tokens[..=n]),
+                    describe(&tokens[..n])
+                )));
+            }
+        };
+    }
+    Ok(cur)
+}
+
+/// The value at `tokens`, mutably; nothing is created.
+///
+/// # Errors
+/// [`PointerError::NotFound`] if there is nothing at `tokens`.
+pub fn get_mut<'a>(v: &'a mut Value, tokens: &[String]) -> Result<&'a mut Value, PointerError> {
+    let mut cur = v;
+    for (n, t) in tokens.iter().enumerate() {
+        cur = match cur {
+            Value::Object(m) => m.get_mut(t).ok_or_else(|| {
+                PointerError::NotFound(format!("{} does not exist", describe(&tokens[..=n])))
+            })?,
+            Value::Array(a) => {
+                let i = index(t, a.len(), &tokens[..=n])?;
+                &mut a[i]
+            }
             _ => {
                 return Err(PointerError::NotFound(format!(
                     "{} does not exist: {} is not an object or array",
@@ -280,25 +331,7 @@ pub fn remove(v: &mut Value, tokens: &[String]) -> Result<Value, PointerError> {
             "the empty pointer names the whole document; remove the file instead".into(),
         ));
     };
-    // Look the parent up without creating anything.
-    let mut cur = v;
-    for (n, t) in parents.iter().enumerate() {
-        cur = match cur {
-            Value::Object(m) => m.get_mut(t).ok_or_else(|| {
-                PointerError::NotFound(format!("{} does not exist", describe(&tokens[..=n])))
-            })?,
-            Value::Array(a) => {
-                let i = index(t, a.len(), &tokens[..=n])?;
-                &mut a[i]
-            }
-            _ => {
-                return Err(PointerError::NotFound(format!(
-                    "{} does not exist",
-                    describe(&tokens[..=n])
-                )));
-            }
-        };
-    }
+    let cur = get_mut(v, parents)?;
     match cur {
         Value::Object(m) => m
             .shift_remove(last)

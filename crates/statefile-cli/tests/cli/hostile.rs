@@ -1,6 +1,8 @@
 //! Hostile input through the real binary and the real server over a socket: pointers
-//! deeper than any document, stores nested thousands of directories deep. Each was a
-//! crash (a stack overflow aborts the process) before it was bounded.
+//! deeper than any document, stores nested thousands of directories deep, patches that
+//! multiply a document or hold its lock for minutes. Each was a crash (a stack overflow
+//! aborts the process), an exhaustion of memory, or a lock held for minutes, before it
+//! was bounded.
 //!
 //! Children run under `prlimit --as` where a regression could exhaust memory, so it
 //! fails the test instead of taking the machine down.
@@ -185,7 +187,15 @@ fn cli_refuses_pointers_deeper_than_any_document() {
 fn server_refuses_pointers_deeper_than_any_document() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]);
-    let long = "/".repeat(60_000);
+    // 60,000 is now over the request-target limit (414); 5,000 still reaches the pointer.
+    let (status, _) = server.request(
+        "POST",
+        &format!("/v1/docs/d.json/append?pointer={}", "/".repeat(60_000)),
+        "application/json",
+        b"1",
+    );
+    assert_eq!(status, 414);
+    let long = "/".repeat(5_000);
     let p = problem(
         server.request(
             "POST",
@@ -229,4 +239,204 @@ fn a_store_thousands_of_directories_deep_is_served_and_verified() {
     assert_eq!(names["names"].as_array().unwrap().len(), 2, "{names}");
     assert_eq!(server.get("/v1/docs/top.json").1, json!({"n": 1}));
     server.alive();
+}
+
+/// `n` JSON Patch operations copying the whole document into itself: each doubles it.
+fn doubling_patch(n: usize) -> Vec<u8> {
+    let ops: Vec<Value> = (0..n)
+        .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
+        .collect();
+    serde_json::to_vec(&ops).unwrap()
+}
+
+/// 400,000 `add` at `/a/0`: a 15 MB patch, O(n^2) array shifts if applied.
+fn shifting_patch(n: usize) -> Vec<u8> {
+    let mut body = b"[".to_vec();
+    for i in 0..n {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(br#"{"op":"add","path":"/a/0","value":1}"#);
+    }
+    body.push(b']');
+    body
+}
+
+// Regression (issue 9): 40 `copy` from "" (1.6 KB) doubled the document 40 times until
+// memory ran out; and 400,000 `add` at /a/0 ran for minutes. Both through the CLI,
+// capped at 1 GiB of address space: refused, the file untouched.
+#[test]
+fn cli_patches_that_multiply_or_grind_are_refused() {
+    let sb = Sandbox::new();
+    sb.write(
+        "d.json",
+        format!("{{\"s\": \"{}\"}}\n", "x".repeat(1000)).as_bytes(),
+    );
+    let before = sb.read("d.json");
+    let (code, _, err) = run_capped(
+        sb.dir.path(),
+        &["patch", "--json-patch", "d.json"],
+        &doubling_patch(40),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("over the limit of 16777216 bytes"), "{err}");
+    // 1 KB doubled 14 times passes 16 MiB: the 15th copy (operation 14) is refused.
+    assert!(err.contains("operation 14 (copy)"), "{err}");
+    let (code, _, err) = run_capped(
+        sb.dir.path(),
+        &["patch", "--json-patch", "--max-size", "100000", "d.json"],
+        &doubling_patch(40),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("operation 6 (copy)"), "{err}");
+    sb.write("a.json", b"{\"a\": []}\n");
+    let arr = sb.read("a.json");
+    let (code, _, err) = run_capped(
+        sb.dir.path(),
+        &["patch", "--json-patch", "a.json"],
+        &shifting_patch(400_000),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("more than 10000 operations"), "{err}");
+    let (code, _, err) = run_capped(
+        sb.dir.path(),
+        &["patch", "--json-patch", "--max-ops", "3", "a.json"],
+        &shifting_patch(4),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(sb.read("d.json"), before);
+    assert_eq!(sb.read("a.json"), arr);
+    sb.run_in(
+        &["patch", "--json-patch", "--max-ops", "3", "a.json"],
+        &shifting_patch(3),
+    )
+    .ok();
+    assert_eq!(sb.json("a.json"), json!({"a": [1, 1, 1]}));
+    assert!(crate::common::temps(sb.dir.path()).is_empty());
+}
+
+// Regression: json-patch 5 panicked (exit 101) undoing a move to "" once a later
+// operation failed; and its remove reordered the other members (swap_remove).
+#[test]
+fn cli_json_patch_is_all_or_nothing_and_keeps_member_order() {
+    let sb = Sandbox::new();
+    sb.write("l.json", b"[1]\n");
+    sb.run_in(
+        &["patch", "--json-patch", "l.json"],
+        br#"[{"op": "move", "from": "/0", "path": ""}, {"op": "remove", "path": ""}]"#,
+    )
+    .code(1)
+    .stderr_has("operation 1 (remove): cannot remove the whole document");
+    assert_eq!(sb.read("l.json"), b"[1]\n");
+    sb.write("c.json", br#"{"a": 1, "b": 2, "c": 3, "d": 4}"#);
+    sb.run_in(
+        &["patch", "--json-patch", "c.json"],
+        br#"[{"op": "remove", "path": "/a"}]"#,
+    )
+    .ok();
+    sb.run_in(&["patch", "c.json"], br#"{"b": null, "e": 5}"#)
+        .ok();
+    assert_eq!(
+        String::from_utf8(sb.read("c.json")).unwrap(),
+        "{\n  \"c\": 3,\n  \"d\": 4,\n  \"e\": 5\n}\n"
+    );
+}
+
+// Regression (issue 9): the same attacks over HTTP, against a server capped at 1 GiB.
+#[test]
+fn server_patches_that_multiply_or_grind_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    let doc = json!({"s": "x".repeat(1000)});
+    let put = server.request(
+        "PUT",
+        "/v1/docs/d.json",
+        "application/json",
+        doc.to_string().as_bytes(),
+    );
+    assert_eq!(put.0, 201);
+    let jp = "application/json-patch+json";
+    let p = problem(
+        server.request("PATCH", "/v1/docs/d.json", jp, &doubling_patch(40)),
+        422,
+        "patch-result-too-large",
+    );
+    assert!(p["detail"].as_str().unwrap().contains("16777216"), "{p}");
+    let p = problem(
+        server.request("PATCH", "/v1/docs/d.json", jp, &shifting_patch(400_000)),
+        413,
+        "patch-too-large",
+    );
+    assert!(p["detail"].as_str().unwrap().contains("10000"), "{p}");
+    problem(
+        server.request(
+            "PATCH",
+            "/v1/docs/d.json",
+            jp,
+            br#"[{"op": "move", "from": "/s", "path": ""}, {"op": "remove", "path": ""}]"#,
+        ),
+        422,
+        "patch-not-applicable",
+    );
+    problem(
+        server.request(
+            "PATCH",
+            "/v1/docs/d.json",
+            jp,
+            format!(
+                r#"[{{"op": "add", "path": "{}", "value": 1}}]"#,
+                "/".repeat(60_000)
+            )
+            .as_bytes(),
+        ),
+        400,
+        "invalid-patch",
+    );
+    server.alive();
+    assert_eq!(
+        server.get("/v1/docs/d.json").1,
+        doc,
+        "the document is untouched"
+    );
+}
+
+// Regression (issue 9 item 6): a patch that would run for minutes under the lock stops
+// at the request's time limit and gives the lock back (after undoing what it did), so
+// the next writer of that document gets through instead of 503 for minutes.
+#[test]
+fn server_a_slow_patch_stops_at_the_time_limit_and_releases_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    // A million elements: each `add` at /a/0 shifts them all (tens of MB of memmove).
+    // Written directly: a PUT of it may itself take more than 3 s on a debug build.
+    let big = format!("{{\"a\": [{}1]}}", "1,".repeat(999_999));
+    std::fs::write(dir.path().join("big.json"), &big).unwrap();
+    let server = Server::start(dir.path(), &["--request-timeout", "3"]);
+    let started = std::time::Instant::now();
+    let (status, body) = server.request(
+        "PATCH",
+        "/v1/docs/big.json",
+        "application/json-patch+json",
+        &shifting_patch(10_000),
+    );
+    assert_eq!(status, 503, "{body}");
+    // Unfixed, the patch held the lock for minutes; now it stops at its 3 s limit and
+    // undoes what it did (about as long again). A write gets through well before.
+    let replaced = loop {
+        let (status, _) = server.request(
+            "PUT",
+            "/v1/docs/big.json",
+            "application/json",
+            b"{\"a\": []}",
+        );
+        if status == 200 {
+            break started.elapsed();
+        }
+        assert_eq!(status, 503);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the patch still holds the lock a minute later"
+        );
+    };
+    assert_eq!(server.get("/v1/docs/big.json").1, json!({"a": []}));
+    eprintln!("the document was writable again {replaced:?} after the patch started");
 }
