@@ -700,6 +700,15 @@ fn apply_op(
             Ok(())
         }
         What::Move(from) => {
+            if from.is_empty() {
+                // Only "" to "" gets here (into itself is refused when parsing): a move
+                // removes its source, and the document itself cannot be removed.
+                return Err(PatchError::new(
+                    PatchErrorKind::NotApplicable,
+                    None,
+                    "cannot move the whole document",
+                ));
+            }
             if from == path {
                 // RFC 6902 4.4: the source must exist; moving it onto itself changes nothing.
                 return pointer::get(doc, &from).map(drop).map_err(not_applicable);

@@ -50,6 +50,29 @@ fn operation() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// json-patch's `patch`, or `None` where it panics: it does when undoing a failed
+/// patch that moved a value to "" (`[1]`: move /0 to "", remove ""), or whose `move`
+/// failed after removing its source (`[null]`: replace /0, move /0 to /a). Its panics
+/// are kept out of the test output.
+fn reference(
+    doc: &mut Value,
+    ops: &json_patch::Patch,
+) -> Option<Result<(), json_patch::PatchError>> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info
+                .location()
+                .is_some_and(|l| l.file().contains("json-patch"))
+            {
+                default(info);
+            }
+        }));
+    });
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| json_patch::patch(doc, ops))).ok()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3_000))]
 
@@ -59,22 +82,19 @@ proptest! {
         ops in prop::collection::vec(operation(), 0..6),
     ) {
         let limits = Limits::new();
-        // json-patch 5 panics undoing a `move` to "" once a later operation fails
-        // (`[1]` with move /0 -> "", then remove ""): no reference for those patches.
-        let moves_to_root = ops.iter().any(|o| o["op"] == "move" && o["path"] == "");
         let ops = Value::from(ops);
         let reference_ops: json_patch::Patch = serde_json::from_value(ops.clone()).unwrap();
         let mut got = doc.clone();
         let ours = Patch::from_value(PatchKind::Json, ops, &limits)
             .and_then(|p| p.apply(&mut got, &limits));
-        if moves_to_root {
+        let mut expected = doc.clone();
+        let Some(reference) = reference(&mut expected, &reference_ops) else {
+            // No reference for this patch: still all or nothing.
             if ours.is_err() {
                 prop_assert_eq!(got.to_string(), doc.to_string());
             }
             return Ok(());
-        }
-        let mut expected = doc.clone();
-        let reference = json_patch::patch(&mut expected, &reference_ops);
+        };
         match (&ours, &reference) {
             // Objects compare without regard to order (the reference reorders on remove).
             (Ok(()), Ok(())) => prop_assert_eq!(&got, &expected),

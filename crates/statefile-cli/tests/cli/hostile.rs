@@ -316,7 +316,8 @@ fn cli_patches_that_multiply_or_grind_are_refused() {
 }
 
 // Regression: json-patch 5 panicked (exit 101) undoing a move to "" once a later
-// operation failed; and its remove reordered the other members (swap_remove).
+// operation failed, or a move that failed after removing its source; and its remove
+// reordered the other members (swap_remove).
 #[test]
 fn cli_json_patch_is_all_or_nothing_and_keeps_member_order() {
     let sb = Sandbox::new();
@@ -327,6 +328,14 @@ fn cli_json_patch_is_all_or_nothing_and_keeps_member_order() {
     )
     .code(1)
     .stderr_has("operation 1 (remove): cannot remove the whole document");
+    assert_eq!(sb.read("l.json"), b"[1]\n");
+    // And when a move fails after removing its source, with an earlier operation to undo.
+    sb.run_in(
+        &["patch", "--json-patch", "l.json"],
+        br#"[{"op": "replace", "path": "/0", "value": 2}, {"op": "move", "from": "/0", "path": "/a"}]"#,
+    )
+    .code(1)
+    .stderr_has("operation 1 (move)");
     assert_eq!(sb.read("l.json"), b"[1]\n");
     sb.write("c.json", br#"{"a": 1, "b": 2, "c": 3, "d": 4}"#);
     sb.run_in(
