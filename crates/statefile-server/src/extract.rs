@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -82,7 +83,8 @@ impl<S: Send + Sync> FromRequestParts<S> for DocName {
     }
 }
 
-/// The query string as `T`; a malformed one is `invalid-query`.
+/// The query string as `T`; a malformed one, or one with a parameter `T` does not
+/// name, is `invalid-query`, saying which.
 #[derive(Debug)]
 pub struct Q<T>(pub T);
 
@@ -93,7 +95,13 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Q<T> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(t)| Q(t))
-            .map_err(|_| ApiError::bad_request("invalid-query", "the query string is malformed"))
+            .map_err(|e| {
+                let why = match e {
+                    QueryRejection::FailedToDeserializeQueryString(e) => e.body_text(),
+                    other => other.body_text(),
+                };
+                ApiError::bad_request("invalid-query", why)
+            })
     }
 }
 

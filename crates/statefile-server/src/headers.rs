@@ -120,14 +120,18 @@ pub fn unsupported(got: &str, want: &str) -> ApiError {
     )
 }
 
-/// `Idempotency-Key`: absent, or 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes of text.
+/// `Idempotency-Key`: absent, or 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] printable ASCII
+/// characters (space to `~`).
 pub fn idempotency_key(h: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = text(h, &HeaderName::from_static("idempotency-key"))?;
+    let printable = |k: &str| k.bytes().all(|b| (b' '..=b'~').contains(&b));
     match key {
-        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN => Err(ApiError::bad_request(
-            "invalid-idempotency-key",
-            "Idempotency-Key must be 1 to 255 characters",
-        )),
+        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable(k) => {
+            Err(ApiError::bad_request(
+                "invalid-idempotency-key",
+                "Idempotency-Key must be 1 to 255 printable ASCII characters",
+            ))
+        }
         k => Ok(k.map(str::to_string)),
     }
 }

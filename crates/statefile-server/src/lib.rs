@@ -16,6 +16,7 @@ mod idempotency;
 pub mod limits;
 mod listen;
 mod metrics;
+pub mod openapi;
 pub mod pg;
 pub mod problem;
 pub mod routes;

@@ -23,7 +23,7 @@ use crate::extract::{Deadline, DocName, JsonBody, PatchBody, Precondition, Q, pa
 use crate::headers;
 use crate::idempotency::Stored;
 use crate::problem::ApiError;
-use crate::store::{BackupEntry, Condition, Keyed, Mutator, StoreError, StoreResult};
+use crate::store::{Condition, Keyed, Mutator, StoreError, StoreResult};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -170,17 +170,22 @@ fn record_write(app: &App, started: Instant, w: &crate::store::Written) {
     app.metrics.write(started.elapsed(), w.lock_wait);
 }
 
+/// A query; a parameter it does not name is refused, so that a misspelt one is not
+/// silently ignored.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PointerQuery {
     pointer: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RestoreQuery {
     from: Option<String>,
 }
@@ -206,7 +211,9 @@ pub async fn list(State(app): State<Arc<App>>, Q(q): Q<ListQuery>) -> ApiResult 
     params(("name" = String, Path, description = "Document name, e.g. view/resData.json"),
            ("pointer" = Option<String>, Query, description = "RFC 6901 pointer to one value"),
            ("If-None-Match" = Option<String>, Header, description = "ETag the client has")),
-    responses((status = 200, description = "The document; ETag header; Statefile-Recovered-From if served from a backup"),
+    responses((status = 200, description = "The document (or the value at the pointer), with its ETag",
+               headers(("ETag" = String, description = "The document's version, quoted"),
+                       ("Statefile-Recovered-From" = Option<u32>, description = "Set when the document is damaged and this answer, whatever its status, was computed from this backup (1 = newest)"))),
               (status = 304, description = "Unchanged"),
               (status = 400, description = "Bad name or pointer"),
               (status = 404, description = "No such document or value")))]
@@ -374,9 +381,12 @@ pub async fn delete_doc(
 #[utoipa::path(post, path = "/v1/docs/{name}/append",
     params(("name" = String, Path, description = "Document name"),
            ("pointer" = Option<String>, Query, description = "The array (created if missing); default: the document"),
-           ("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key (10 min; kept in memory, or in the database with the PostgreSQL backend)")),
+           ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable ASCII characters. A repeat of this request (same document, pointer and body) within 10 minutes gets the first answer, marked Idempotent-Replayed: true, and appends nothing; the same key with another request is 422. A key belongs to one document. The file backend keeps up to 10,000 keys in memory (a restart forgets them), the PostgreSQL backend keeps them in the database. Use a fresh key per logical append.")),
     request_body(content = Object, content_type = "application/json"),
-    responses((status = 200, description = "Appended: {index, version}; ETag", example = json!({"index": 3, "version": "9f86d0..."})),
+    responses((status = 200, description = "Appended: {index, version}; ETag",
+               headers(("ETag" = String, description = "The version the append made"),
+                       ("Idempotent-Replayed" = Option<String>, description = "true when this is the kept answer to an earlier request with the same Idempotency-Key: nothing was appended now")),
+               example = json!({"index": 3, "version": "9f86d0..."})),
               (status = 400, description = "Invalid JSON or pointer"),
               (status = 422, description = "The pointer names something that is not an array"),
               (status = 503, description = "Lock timeout; Retry-After")))]
@@ -491,7 +501,7 @@ pub async fn append(
 /// `GET /v1/docs/{name}/backups`: the kept versions, newest (1) first.
 #[utoipa::path(get, path = "/v1/docs/{name}/backups",
     params(("name" = String, Path, description = "Document name")),
-    responses((status = 200, description = "Backups", body = [BackupEntry]), (status = 404, description = "Unknown document")))]
+    responses((status = 200, description = "The kept versions, newest first: {\"backups\": [BackupEntry...]}", body = Object), (status = 404, description = "Unknown document")))]
 pub async fn backups(State(app): State<Arc<App>>, DocName(name): DocName) -> ApiResult {
     let store = app.store.clone();
     let n = name.clone();
@@ -548,7 +558,7 @@ pub async fn healthz(State(app): State<Arc<App>>) -> ApiResult {
 }
 
 /// `GET /metrics`: Prometheus text.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format. Needs the bearer token when the server has one")))]
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut text = app.metrics.render();
     app.store.render_metrics(&mut text);
@@ -560,80 +570,11 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     res
 }
 
-/// The OpenAPI description, generated from the annotations on the handlers above.
-#[derive(Debug, utoipa::OpenApi)]
-#[openapi(
-    info(
-        title = "statefile",
-        description = "Atomic, durable JSON documents over HTTP. Errors are RFC 9457 problem+json."
-    ),
-    paths(
-        list, get_doc, put_doc, patch_doc, delete_doc, append, backups, restore, healthz, metrics,
-        openapi
-    ),
-    components(schemas(BackupEntry)),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-pub struct ApiDoc;
-
-/// The `--token` scheme: every route but `/healthz` needs `Authorization: Bearer`, and
-/// any route answers 401 without it.
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::ResponseBuilder;
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        api.components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(
-                "bearer",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
-        // The answers any route may give, whatever its own annotation lists.
-        let shared = [
-            (
-                "401",
-                "Missing or wrong bearer token (when the server runs with --token)",
-            ),
-            (
-                "500",
-                "problem+json: corrupt-document, storage-permission, durability-unknown or internal (with the request id)",
-            ),
-            (
-                "503",
-                "problem+json: lock-timeout or request-timeout, with Retry-After",
-            ),
-        ];
-        for (path, item) in api.paths.paths.iter_mut() {
-            if path == "/healthz" {
-                continue;
-            }
-            let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.patch,
-                &mut item.delete,
-            ];
-            for op in ops.into_iter().flatten() {
-                for (code, text) in shared {
-                    op.responses
-                        .responses
-                        .entry(code.to_string())
-                        .or_insert_with(|| ResponseBuilder::new().description(text).build().into());
-                }
-            }
-        }
-    }
-}
-
-/// `GET /openapi.json`.
+/// `GET /openapi.json`: this server's description (with the bearer scheme only when it
+/// has a token).
 #[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This description")))]
-pub async fn openapi() -> Response {
-    use utoipa::OpenApi;
-    match ApiDoc::openapi().to_json() {
+pub async fn openapi(State(app): State<Arc<App>>) -> Response {
+    match crate::openapi::spec(app.config.token.is_some()).to_json() {
         Ok(s) => json_response(StatusCode::OK, None, s.into_bytes()),
         Err(e) => ApiError::internal(e).into_response(),
     }

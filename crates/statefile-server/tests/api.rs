@@ -1048,3 +1048,124 @@ async fn an_answer_computed_from_a_backup_says_so_whatever_its_status() {
     r.problem(400, "invalid-pointer");
     assert_eq!(r.header("statefile-recovered-from"), None);
 }
+
+/// Regression (issue #10, OpenAPI): 400 invalid-name was answered but not listed on
+/// DELETE, GET backups, PATCH and restore; the name's schema did not say what a valid
+/// name is; the bearer scheme was declared even without --token.
+#[tokio::test]
+async fn the_served_openapi_describes_the_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = app_in(dir.path());
+    let spec = call(&open, "GET", "/openapi.json", &[], b"").await.json();
+    assert!(
+        spec["security"].is_null(),
+        "no token, no security: {}",
+        spec["security"]
+    );
+    assert!(spec["components"]["securitySchemes"].is_null());
+    let name_ops = [
+        ("/v1/docs/{name}", "get"),
+        ("/v1/docs/{name}", "put"),
+        ("/v1/docs/{name}", "patch"),
+        ("/v1/docs/{name}", "delete"),
+        ("/v1/docs/{name}/append", "post"),
+        ("/v1/docs/{name}/backups", "get"),
+        ("/v1/docs/{name}/restore", "post"),
+    ];
+    for (path, method) in name_ops {
+        let op = &spec["paths"][path][method];
+        assert!(
+            op["responses"]["400"].is_object(),
+            "{method} {path} lists 400"
+        );
+        assert!(
+            op["responses"]["401"].is_null(),
+            "{method} {path}: no 401 without a token"
+        );
+        assert_eq!(
+            op["responses"]["400"]["content"]["application/problem+json"]["schema"]["$ref"],
+            "#/components/schemas/Problem"
+        );
+        let name = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "name")
+            .unwrap();
+        assert_eq!(name["schema"]["maxLength"], 1024);
+        // The pattern is the server's own rule: openapi.rs checks that it accepts what
+        // check_name accepts, and nothing else.
+        assert_eq!(
+            name["schema"]["pattern"],
+            statefile_server::openapi::NAME_PATTERN
+        );
+    }
+    let append = &spec["paths"]["/v1/docs/{name}/append"]["post"];
+    assert!(append["responses"]["200"]["headers"]["Idempotent-Replayed"].is_object());
+    assert!(
+        append["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Idempotency-Key"
+                && p["description"].as_str().unwrap().contains("10 minutes")),
+        "the key's window is described"
+    );
+    assert!(
+        spec["paths"]["/metrics"]["get"]["responses"]["200"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("token"),
+        "whether /metrics needs the token is said"
+    );
+    // With a token: the scheme, required everywhere but /healthz, 401 listed.
+    let mut c = Config::new(dir.path());
+    c.token = Some("t".into());
+    let guarded = app_with(c);
+    let spec = call(
+        &guarded,
+        "GET",
+        "/openapi.json",
+        &[("authorization", "Bearer t")],
+        b"",
+    )
+    .await
+    .json();
+    assert_eq!(spec["security"], json!([{"bearer": []}]));
+    assert!(spec["paths"]["/metrics"]["get"]["responses"]["401"].is_object());
+    assert_eq!(spec["paths"]["/healthz"]["get"]["security"], json!([{}]));
+}
+
+#[tokio::test]
+async fn an_unknown_query_parameter_or_a_control_character_in_a_key_is_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    // A misspelt parameter would otherwise append to the document's root.
+    let r = call(
+        &app,
+        "POST",
+        "/v1/docs/a.json/append?ponter=/x",
+        &[JSON],
+        b"1",
+    )
+    .await;
+    r.problem(400, "invalid-query");
+    assert!(
+        r.json()["detail"].as_str().unwrap().contains("ponter"),
+        "{}",
+        r.json()
+    );
+    call(&app, "GET", "/v1/docs?prefix=a&limit=3", &[], b"")
+        .await
+        .problem(400, "invalid-query");
+    call(
+        &app,
+        "POST",
+        "/v1/docs/a.json/append",
+        &[JSON, ("idempotency-key", "a\tb")],
+        b"1",
+    )
+    .await
+    .problem(400, "invalid-idempotency-key");
+    assert!(!dir.path().join("a.json").exists());
+}
