@@ -330,8 +330,8 @@ pub async fn patch_doc(
     }
     // Everything that does not need the document was checked before this point: the
     // media type, the JSON, the patch's form and its number of operations. Under the
-    // lock only the applying is left, bounded by --max-body, and all or nothing: it
-    // stops when the request's time is up.
+    // lock only the applying is left, bounded by --max-body: it stops when the request's
+    // time is up, and the document is then left unchanged.
     let PatchBody { patch, memory } = body;
     let limits = patch::Limits::new()
         .max_result_bytes(app.config.max_body)
@@ -340,8 +340,9 @@ pub async fn patch_doc(
     let init = (patch.kind() == PatchKind::Merge).then(|| json!({}));
     let f: Mutator<'static> = Box::new(move |v| {
         let _memory = memory;
+        // The update is abandoned on an error, so the patch need not undo its work.
         patch
-            .apply(v, &limits)
+            .apply_or_abandon(v, &limits)
             .map(|()| Value::Null)
             .map_err(|e| StoreError::mutation(patch_error(e)))
     });

@@ -437,6 +437,21 @@ impl Patch {
     /// [`PatchErrorKind::NotApplicable`], [`PatchErrorKind::TooLarge`],
     /// [`PatchErrorKind::TooDeep`], [`PatchErrorKind::Stopped`].
     pub fn apply(self, doc: &mut Value, limits: &Limits) -> Result<(), PatchError> {
+        self.run(doc, limits, true)
+    }
+
+    /// As [`Patch::apply`], except that on an error `doc` is left as far as the patch
+    /// got instead of being restored: for a caller that throws `doc` away on an error
+    /// (an abandoned update), so that a patch stopped by its deadline stops there,
+    /// instead of holding the document as long again to undo its work.
+    ///
+    /// # Errors
+    /// As [`Patch::apply`].
+    pub fn apply_or_abandon(self, doc: &mut Value, limits: &Limits) -> Result<(), PatchError> {
+        self.run(doc, limits, false)
+    }
+
+    fn run(self, doc: &mut Value, limits: &Limits, restore: bool) -> Result<(), PatchError> {
         limits.check_time(None)?;
         let (size, _) = json::measure(doc);
         let mut budget = Budget {
@@ -465,10 +480,13 @@ impl Patch {
                             ..e
                         });
                     if let Err(e) = step {
-                        while let Some(u) = undo.pop() {
+                        while let Some(u) = undo.pop().filter(|_| restore) {
                             u.revert(doc);
                         }
                         return Err(e);
+                    }
+                    if !restore {
+                        undo.clear();
                     }
                 }
                 debug_assert_eq!(budget.size, json::measure(doc).0, "tracked size");

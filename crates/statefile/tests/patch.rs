@@ -115,3 +115,25 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn apply_restores_the_document_on_an_error_and_apply_or_abandon_leaves_it() {
+    use statefile::patch::PatchErrorKind;
+    let ops =
+        br#"[{"op": "add", "path": "/x", "value": 1}, {"op": "test", "path": "/x", "value": 2}]"#;
+    let limits = Limits::new();
+    let mut doc = serde_json::json!({});
+    let p = Patch::parse(PatchKind::Json, ops, &limits).unwrap();
+    assert_eq!(
+        p.apply(&mut doc, &limits).unwrap_err().kind(),
+        PatchErrorKind::NotApplicable
+    );
+    assert_eq!(doc, serde_json::json!({}), "restored");
+    let p = Patch::parse(PatchKind::Json, ops, &limits).unwrap();
+    assert!(p.apply_or_abandon(&mut doc, &limits).is_err());
+    assert_eq!(
+        doc,
+        serde_json::json!({"x": 1}),
+        "left as far as it got, for a caller that drops it"
+    );
+}
