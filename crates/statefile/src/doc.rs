@@ -206,12 +206,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// As [`Doc::read_versioned`].
     pub fn read_cached(&self) -> Result<Arc<Versioned<T>>> {
-        let opened = self.open_for_read()?;
-        let meta = opened
-            .dir
-            .stat(&opened.target.name)
-            .map_err(|e| self.read_error(&opened, e))?;
-        {
+        // The hit costs one stat of the path: nothing is opened, and a file that is not
+        // the one cached (another inode, a FIFO swapped in) is read as any read is.
+        if let Ok(meta) = self.opts.fs.metadata(&self.path) {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(entry) = cache.as_ref()
                 && entry.identity == identity(&meta)
@@ -220,6 +217,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
                 return Ok(entry.value.clone());
             }
         }
+        let opened = self.open_for_read()?;
         let cached_at_ns = now_ns();
         let (bytes, meta) = self.read_in(&opened)?;
         let value = Arc::new(self.parse_or_recover(&opened, bytes)?);
@@ -810,13 +808,6 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             }
             _ => e,
         })
-    }
-
-    fn read_error(&self, opened: &Opened, e: io::Error) -> Error {
-        if e.kind() == io::ErrorKind::NotFound {
-            return does_not_exist(&opened.shown, e);
-        }
-        Error::io("read", &opened.shown, e)
     }
 
     /// Parse `bytes`; on damage, fall back or report per the read policy.
