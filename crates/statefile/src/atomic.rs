@@ -10,7 +10,8 @@
 //!                                  that handle (*at calls), so the path is never
 //!                                  resolved again. The lock is taken through it too.
 //!     look at what is there        [`Current::probe`], under the lock
-//!  1. create .name.sf-<rand>.tmp   O_EXCL, 0600: unique per writer, private until step 2
+//!  1. create .name.sf-<rand>.tmp   O_EXCL, 0600: unique per writer, private until step 2;
+//!                                  then [`Options::on_temp_created`]'s hook, if any
 //!  2. fchown + fchmod the temp     the target's owner and mode, or 0644 less the umask
 //!  3. stream the bytes into it     through a buffer, hashing and counting them
 //!  4. fsync the temp               the data is on disk before any name points at it
@@ -47,7 +48,7 @@ use crate::json::SerializeError;
 use crate::lock::{self, LockGuard};
 use crate::mutants::{self, Mutant};
 use crate::names::{self, Target, random_suffix};
-use crate::options::{BackupMade, BackupMethod, Durability, Options, Perms, Receipt};
+use crate::options::{BackupMade, BackupMethod, Durability, Options, Perms, Receipt, TempHook};
 use crate::version::{HashingWriter, Version, hash_reader};
 
 /// A document's directory, opened once, with the document's lock held: what every
@@ -177,11 +178,13 @@ pub(crate) struct Plan<'a> {
     pub perms: Perms,
     /// Set when a directory sync fails, so the owning store refuses further writes.
     pub poison: Option<&'a AtomicBool>,
+    /// Told the temp file's path after step 1.
+    pub temp_created: Option<&'a TempHook>,
 }
 
 impl<'a> Plan<'a> {
     /// A JSON document's write, as `opts` says.
-    pub(crate) fn json(opts: &Options, poison: Option<&'a AtomicBool>) -> Plan<'a> {
+    pub(crate) fn json(opts: &'a Options, poison: Option<&'a AtomicBool>) -> Plan<'a> {
         Plan {
             durability: opts.durability,
             backups: opts.backups,
@@ -192,11 +195,12 @@ impl<'a> Plan<'a> {
             },
             perms: opts.perms,
             poison,
+            temp_created: opts.temp_created.as_ref(),
         }
     }
 
     /// A write of bytes that need not be JSON (`write_atomic`): no backups.
-    pub(crate) fn bytes(opts: &Options) -> Plan<'a> {
+    pub(crate) fn bytes(opts: &'a Options) -> Plan<'a> {
         Plan {
             durability: opts.durability,
             backups: 0,
@@ -207,6 +211,7 @@ impl<'a> Plan<'a> {
             },
             perms: opts.perms,
             poison: None,
+            temp_created: opts.temp_created.as_ref(),
         }
     }
 
@@ -252,6 +257,7 @@ pub(crate) fn replace(
     refuse_if_poisoned(plan.poison, "write", &w.target.path)?;
     check_write_access(w, current)?;
     let mut temp = Temp::create(w)?; //                               1.
+    temp.announce(plan.temp_created)?;
     temp.take_permissions(current.meta(), plan.perms, w.umask)?; //   2.
     let (version, bytes) = temp.fill(body)?; //                       3.
     temp.sync(plan.durability)?; //                                   4.
@@ -330,6 +336,17 @@ impl<'a> Temp<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Error::io("create temp file for", &t.path, e)),
             }
+        }
+    }
+
+    /// Tell the caller's hook where the temp file is; its refusal ends the write (the
+    /// temp is removed on drop).
+    fn announce(&self, hook: Option<&TempHook>) -> Result<()> {
+        match hook {
+            Some(h) => h
+                .call(&self.path())
+                .ctx("hand over the temp file for", &self.w.target.path),
+            None => Ok(()),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Per-document settings and the receipt every write returns.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,6 +89,25 @@ impl Default for Perms {
     }
 }
 
+/// The signature of [`Options::on_temp_created`]'s hook.
+type TempHookFn = dyn Fn(&Path) -> io::Result<()> + Send + Sync;
+
+/// What [`Options::on_temp_created`] calls.
+#[derive(Clone)]
+pub(crate) struct TempHook(Arc<TempHookFn>);
+
+impl TempHook {
+    pub(crate) fn call(&self, temp: &Path) -> io::Result<()> {
+        (self.0)(temp)
+    }
+}
+
+impl fmt::Debug for TempHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TempHook(..)")
+    }
+}
+
 /// Settings for a [`Doc`](crate::Doc) or a [`Store`](crate::Store).
 ///
 /// A builder: start from the defaults ([`Options::new`]) and change what differs.
@@ -122,6 +143,7 @@ pub struct Options {
     pub(crate) format: Format,
     pub(crate) perms: Perms,
     pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) temp_created: Option<TempHook>,
 }
 
 impl Default for Options {
@@ -136,6 +158,7 @@ impl Default for Options {
             format: Format::Pretty,
             perms: Perms::default(),
             fs: default_fs(),
+            temp_created: None,
         }
     }
 }
@@ -224,6 +247,40 @@ impl Options {
     /// the file keeps the writer's own.
     pub fn owner(mut self, uid: u32, gid: u32) -> Options {
         self.perms.owner = Some((uid, gid));
+        self
+    }
+
+    /// Call `hook` with the path of each temp file a write creates, right after step 1
+    /// of the protocol (the file exists, empty, mode 0600, before its owner, mode and
+    /// content are set), on the writing thread and with the document's lock held. For
+    /// callers that track temp files, as `write-file-atomic`'s `tmpfileCreated` does.
+    /// If `hook` fails, the write stops there: the temp file is removed, the target is
+    /// untouched, and the write fails with the hook's error as its source (the kind
+    /// follows from it, as for any I/O error).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use statefile::Options;
+    ///
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("servers.json");
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let opts = Options::new().on_temp_created(move |temp| {
+    ///     log.lock().unwrap().push(temp.to_path_buf());
+    ///     Ok(())
+    /// });
+    /// statefile::write_atomic_with(&path, b"{}", &opts)?;
+    /// let temps = seen.lock().unwrap();
+    /// assert_eq!(temps.len(), 1);
+    /// assert!(!temps[0].exists(), "renamed into place by now");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_temp_created(
+        mut self,
+        hook: impl Fn(&Path) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Options {
+        self.temp_created = Some(TempHook(Arc::new(hook)));
         self
     }
 

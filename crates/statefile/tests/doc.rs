@@ -404,6 +404,70 @@ fn permissions_are_kept_and_new_files_follow_the_umask() {
     }
 }
 
+// write-file-atomic's `tmpfileCreated` (the Node package) needs the temp's name while
+// the temp exists, before its content is written.
+#[test]
+fn on_temp_created_sees_the_new_empty_private_temp_and_can_stop_the_write() {
+    let (dir, p) = setup();
+    std::fs::write(&p, "{\"old\": true}\n").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let target = p.clone();
+    let opts = Options::new().on_temp_created(move |temp| {
+        let m = std::fs::metadata(temp)?;
+        let name = temp.file_name().unwrap().to_string_lossy().into_owned();
+        // The lock is held meanwhile: the target is still the old version.
+        let old = std::fs::read_to_string(&target)?;
+        log.lock().unwrap().push((
+            temp.parent().map(|d| d.to_path_buf()),
+            name,
+            m.len(),
+            m.mode() & 0o7777,
+            old,
+        ));
+        Ok(())
+    });
+    let doc: Doc<Value> = Doc::open_with(&p, opts.clone()).unwrap();
+    doc.write(&json!({"new": 1})).unwrap();
+    statefile::write_atomic_with(&p, b"{}", &opts).unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "once per write: {seen:?}");
+    for (parent, name, len, mode, _) in &seen {
+        assert_eq!(parent.as_deref(), Some(dir.path()));
+        assert!(
+            name.starts_with(".resData.json.sf-") && name.ends_with(".tmp"),
+            "{name}"
+        );
+        assert_eq!(
+            (*len, *mode),
+            (0, 0o600),
+            "empty and private when announced"
+        );
+    }
+    assert_eq!(seen[0].4, "{\"old\": true}\n");
+    assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().mode() & 0o7777,
+        0o640,
+        "mode kept"
+    );
+
+    // A hook that fails stops the write: target untouched, temp removed, its error kept.
+    let refuse =
+        Options::new().on_temp_created(|_| Err(std::io::Error::other("the caller said no")));
+    let e = statefile::write_atomic_with(&p, b"new", &refuse).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert!(e.to_string().contains("the caller said no"), "{e}");
+    let e = Doc::<Value>::open_with(&p, refuse)
+        .unwrap()
+        .write(&json!(1))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Io);
+    assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+    assert_eq!(temps(dir.path()), Vec::<String>::new());
+}
+
 #[test]
 fn explicit_mode_create_mode_and_owner_override_the_kept_ones() {
     let (_dir, p) = setup();
