@@ -8,7 +8,8 @@
  * Promise methods run on worker threads: the event loop never waits for file I/O, an
  * fsync or a lock. `...Sync` variants run on the calling thread, for scripts.
  */
-import { getSystemErrorName } from 'node:util'
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { getSystemErrorName, types } from 'node:util'
 import { resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -17,7 +18,11 @@ import * as native from './native'
 /** Any value JSON can hold. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
 
-/** Error codes of `StatefileError`, one per kind of failure of the library. */
+/**
+ * Error codes of `StatefileError`: one per kind of failure of the library, and two of
+ * this package's own: `UPDATE_TIMEOUT` (an `update` callback did not settle within its
+ * `timeoutMs`) and `DEADLOCK` (a call that would wait for a lock its own caller holds).
+ */
 export type ErrorCode =
   | 'NOT_FOUND'
   | 'CORRUPT'
@@ -29,6 +34,8 @@ export type ErrorCode =
   | 'DURABILITY'
   | 'SERIALIZE'
   | 'IO'
+  | 'UPDATE_TIMEOUT'
+  | 'DEADLOCK'
 
 interface NativeFailure {
   code: ErrorCode | 'INVALID_ARGUMENT'
@@ -100,17 +107,41 @@ function unwrap<T>(text: string): T {
 // ---------------------------------------------------------------------------------
 // Values to JSON, refusing what JSON cannot hold instead of changing it
 
+/** The deepest nesting of arrays and objects statefile writes (and so reads back). */
+const MAX_DEPTH = 127
+
 function describe(v: unknown): string {
   if (typeof v === 'bigint') return `the BigInt ${v}n`
   if (typeof v === 'function') return 'a function'
   if (typeof v === 'symbol') return 'a symbol'
   if (typeof v === 'number') return `the number ${v}`
+  if (typeof v === 'string') return 'a string'
   if (v === undefined) return 'undefined'
-  if (v instanceof Map) return 'a Map'
-  if (v instanceof Set) return 'a Set'
   if (Array.isArray(v)) return 'an array'
-  if (v !== null && typeof v === 'object') return 'an object'
+  if (v !== null && typeof v === 'object') {
+    const kind = builtin(v)
+    return kind ?? 'an object'
+  }
   return String(v)
+}
+
+/**
+ * What a built-in object is, when `JSON.stringify` would lose what it holds (writing `{}`
+ * or index keys): its state lives in internal slots, not in properties. Checked with
+ * `util.types`, so objects from other realms (`vm`, worker messages) are caught too.
+ */
+function builtin(v: object): string | undefined {
+  if (types.isMap(v)) return 'a Map'
+  if (types.isSet(v)) return 'a Set'
+  if (types.isWeakMap(v) || types.isWeakSet(v)) return 'a WeakMap or WeakSet'
+  if (types.isPromise(v)) return 'a Promise (await it first)'
+  if (types.isRegExp(v)) return 'a RegExp'
+  if (types.isNativeError(v)) return 'an Error'
+  if (types.isAnyArrayBuffer(v)) return 'an ArrayBuffer'
+  if (types.isArrayBufferView(v)) return 'a typed array or DataView'
+  if (types.isSymbolObject(v)) return 'a Symbol object'
+  if (v instanceof WeakRef) return 'a WeakRef'
+  return undefined
 }
 
 /** Why `v` (after `toJSON`) cannot be stored at this place, or `undefined` if it can. */
@@ -123,73 +154,134 @@ function refusal(v: unknown, inArray: boolean, top: boolean): string | undefined
       return 'it is not JSON'
     case 'number':
       return Number.isFinite(v) ? undefined : 'JSON has no NaN or Infinity'
+    case 'string':
+      return v.isWellFormed() ? undefined : 'it holds a lone surrogate (half of a UTF-16 pair), which UTF-8 JSON cannot store'
     case 'undefined':
       if (top) return 'undefined is not JSON'
       return inArray ? 'JSON has no undefined (an array would store null instead)' : undefined
     case 'object':
-      if (v instanceof Map || v instanceof Set) return 'its entries would be lost (JSON.stringify writes {}); convert it first'
+      if (v === null || Array.isArray(v)) return undefined
+      if (builtin(v) !== undefined) return 'what it holds would be lost (JSON.stringify writes {} or index keys); convert it first'
       return undefined
     default:
       return undefined
   }
 }
 
+const TOO_DEEP = `it nests deeper than ${MAX_DEPTH} levels of arrays and objects, more than statefile reads back`
+const BAD_KEY = 'its key holds a lone surrogate (half of a UTF-16 pair), which UTF-8 JSON cannot store'
+
 function pointerToken(key: string): string {
   return key.replace(/~/g, '~0').replace(/\//g, '~1')
 }
 
 /** Find where in `root` the refused value is, for the error message. */
-function locate(root: unknown): { pointer: string; value: unknown; why: string } | undefined {
+function locate(root: unknown): { pointer: string; value: unknown; why: string; what?: string } | undefined {
   const seen = new Set<unknown>()
-  const visit = (holder: unknown, key: string, raw: unknown, pointer: string, inArray: boolean, top: boolean): ReturnType<typeof locate> => {
+  const visit = (holder: unknown, key: string, raw: unknown, pointer: string, inArray: boolean, depth: number): ReturnType<typeof locate> => {
+    if (!key.isWellFormed()) return { pointer, value: key, why: BAD_KEY, what: 'a key' }
     let v = raw
     if (v !== null && typeof v === 'object' && typeof (v as { toJSON?: unknown }).toJSON === 'function') {
       v = (v as { toJSON: (k: string) => unknown }).toJSON.call(holder, key)
     }
-    const why = refusal(v, inArray, top)
+    const why = refusal(v, inArray, depth === 0)
     if (why !== undefined) return { pointer, value: v, why }
     if (v === null || typeof v !== 'object') return undefined
     if (seen.has(v)) return { pointer, value: v, why: 'it contains itself (a cycle)' }
+    if (depth >= MAX_DEPTH) return { pointer, value: v, why: TOO_DEEP }
     seen.add(v)
     if (Array.isArray(v)) {
       for (let i = 0; i < v.length; i++) {
-        const r = visit(v, String(i), v[i], `${pointer}/${i}`, true, false)
+        const r = visit(v, String(i), v[i], `${pointer}/${i}`, true, depth + 1)
         if (r) return r
       }
     } else {
       for (const k of Object.keys(v)) {
-        const r = visit(v, k, (v as Record<string, unknown>)[k], `${pointer}/${pointerToken(k)}`, false, false)
+        const r = visit(v, k, (v as Record<string, unknown>)[k], `${pointer}/${pointerToken(k)}`, false, depth + 1)
         if (r) return r
       }
     }
     seen.delete(v)
     return undefined
   }
-  return visit({ '': root }, '', root, '', false, true)
+  return visit({ '': root }, '', root, '', false, 0)
+}
+
+/**
+ * Whether `v` is plain data that `JSON.stringify` writes exactly as it is: strings
+ * without lone surrogates, finite numbers, booleans, null, arrays without holes or
+ * `undefined`, and objects whose prototype is `Object.prototype` or null and that have
+ * no `toJSON`, at most `MAX_DEPTH` deep. A fast check (no callback per value, as a
+ * replacer would be) for the common case; anything else takes the careful path.
+ */
+function plain(v: unknown, depth: number): boolean {
+  switch (typeof v) {
+    case 'string':
+      return v.isWellFormed()
+    case 'number':
+      return Number.isFinite(v)
+    case 'boolean':
+      return true
+    case 'object': {
+      if (v === null) return true
+      if (depth >= MAX_DEPTH) return false
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) {
+          if (!(i in v)) return false
+          const x: unknown = v[i]
+          if (x === undefined || !plain(x, depth + 1)) return false
+        }
+        return true
+      }
+      const proto: unknown = Object.getPrototypeOf(v)
+      if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function') return false
+      for (const k in v) {
+        if (!k.isWellFormed()) return false
+        const x: unknown = (v as Record<string, unknown>)[k]
+        if (x !== undefined && !plain(x, depth + 1)) return false
+      }
+      return true
+    }
+    default:
+      return false
+  }
 }
 
 class Refused extends Error {}
 
 /**
- * `value` as JSON text, or a TypeError before any file is touched if it is not JSON:
- * a BigInt, a cycle, a function or symbol, NaN or Infinity, a Map or Set, `undefined`
- * at the top or in an array. `undefined` properties of objects are left out, as
+ * `value` as JSON text, or a TypeError before any file is touched if JSON cannot hold
+ * it as it is: a BigInt, a cycle, a function or symbol, NaN or Infinity, a built-in
+ * whose content `JSON.stringify` drops (Map, Set, typed arrays, ArrayBuffer, Promise,
+ * RegExp, Error), `undefined` at the top or in an array, a string or key with a lone
+ * surrogate, or nesting deeper than 127 levels. The message names the JSON Pointer of
+ * the first such value. `undefined` properties of objects are left out, as
  * `JSON.stringify` does (reading the property back gives `undefined` again); `toJSON`
  * methods (Dates, Buffers) are honoured.
  */
 function toJson(value: unknown, what = 'the value'): string {
+  if (plain(value, 0)) return JSON.stringify(value)
   let text: string | undefined
   try {
-    text = JSON.stringify(value, function (this: unknown, _key: string, v: unknown) {
-      if (refusal(v, Array.isArray(this), false) !== undefined) throw new Refused()
+    // The holders from the top down to the value being written: how deep it is.
+    const path: unknown[] = []
+    text = JSON.stringify(value, function (this: unknown, key: string, v: unknown) {
+      while (path.length > 0 && path[path.length - 1] !== this) path.pop()
+      if (path.length === 0) path.push(this)
+      if (!key.isWellFormed() || refusal(v, Array.isArray(this), path.length === 1 && key === '') !== undefined) throw new Refused()
+      if (v !== null && typeof v === 'object') {
+        if (path.length > MAX_DEPTH) throw new Refused()
+        path.push(v)
+      }
       return v
     })
   } catch (e) {
     if (!(e instanceof Refused) && !(e instanceof TypeError)) throw e
     const found = locate(value)
     if (found === undefined) throw new TypeError(`statefile: cannot store ${what}: ${(e as Error).message}`)
-    const at = found.pointer === '' ? '' : ` at ${found.pointer}`
-    throw new TypeError(`statefile: cannot store ${what}: ${describe(found.value)}${at}: ${found.why}`)
+    // A lone surrogate in the pointer itself is shown escaped, so the message prints.
+    const at = found.pointer === '' ? '' : ` at ${found.pointer.replace(/\p{Surrogate}/gu, (c) => `\\u${c.charCodeAt(0).toString(16)}`)}`
+    throw new TypeError(`statefile: cannot store ${what}: ${found.what ?? describe(found.value)}${at}: ${found.why}`)
   }
   if (text === undefined) {
     throw new TypeError(`statefile: cannot store ${what}: ${describe(value)} is not JSON`)
@@ -292,6 +384,67 @@ export interface Report {
 export interface UpdateOptions<T> {
   /** Start from this value (or what this function returns) when the document does not exist. */
   default?: T | (() => T)
+  /**
+   * How long the callback may hold the document's lock (default 60000; `Infinity` for
+   * no limit; `update` only). A callback that has not settled by then is abandoned: the
+   * lock is released, nothing is written (whatever the callback does later), and
+   * `update` rejects with `UPDATE_TIMEOUT`. So a forgotten promise cannot keep every
+   * other writer of the document, in any process, waiting forever.
+   */
+  timeoutMs?: number
+}
+
+/** An update callback that is running: its document, and whether it still holds the lock. */
+interface Holding {
+  key: string
+  active: boolean
+}
+
+/** The updates whose callbacks the current code runs inside (async context). */
+const holding = new AsyncLocalStorage<Holding[]>()
+
+/**
+ * Refuse, at once, a call that would wait for the lock an enclosing update callback of
+ * the same document holds: it would wait until its lock timeout while the callback
+ * waits for it. Recognised by path (as resolved when the Doc was made), so a second
+ * path to the same file (a symlink, a hard link) is not recognised and still ends in
+ * `LOCK_TIMEOUT`.
+ */
+function refuseNested(key: string, what: string): void {
+  const held = holding.getStore()
+  if (held === undefined) return
+  for (const h of held) {
+    if (h.active && h.key === key) {
+      throw new StatefileError(
+        `statefile: ${what} of ${key} from inside an update callback of the same document would wait for the lock that callback holds (and time out): change the value the callback was given instead`,
+        { code: 'DEADLOCK', path: key },
+      )
+    }
+  }
+}
+
+/**
+ * Run `fn` marked as holding `frame.key`'s lock, for `refuseNested`: it and everything
+ * it starts, until `frame.active` is set false.
+ */
+function whileHolding<R>(frame: Holding, fn: () => R): R {
+  return holding.run([...(holding.getStore() ?? []), frame], fn)
+}
+
+/** `update` changes the value in place, which only an object or array allows. */
+function refusePrimitive(value: unknown, where: string): void {
+  if (value === null || typeof value !== 'object') {
+    throw new TypeError(
+      `${where}: the document holds ${value === null ? 'null' : describe(value)}, which the callback cannot change in place (nothing was written); store an object (e.g. { "count": 0 }) or use writeIf(version, value)`,
+    )
+  }
+}
+
+function updateTimeout(o: UpdateOptions<unknown> | undefined): number {
+  const t = o?.timeoutMs
+  if (t === undefined) return 60_000
+  if (typeof t !== 'number' || !(t >= 0)) throw new TypeError(`update: timeoutMs must be a number >= 0 (or Infinity), not ${String(t)}`)
+  return t
 }
 
 function checkOptions(o: DocOptions | undefined, where: string): native.DocOptions {
@@ -355,7 +508,7 @@ function toBackups(list: Array<Omit<BackupInfo, 'modified'> & { modifiedMs: numb
 }
 
 /** Set only while `Store.doc` constructs a `Doc` around a handle of its own. */
-let storeHandle: native.NativeDoc | undefined
+let storeHandle: { native: native.NativeDoc; key: string } | undefined
 
 /**
  * One JSON document. Reads need no lock and always see a complete version. Writes take
@@ -370,13 +523,17 @@ let storeHandle: native.NativeDoc | undefined
  */
 export class Doc<T = any> {
   readonly #native: native.NativeDoc
+  /** The absolute path, for recognising calls made inside this document's update. */
+  readonly #key: string
 
   constructor(path: string | URL, options?: DocOptions) {
     if (storeHandle !== undefined) {
-      this.#native = storeHandle
+      this.#native = storeHandle.native
+      this.#key = storeHandle.key
       return
     }
     const p = pathOf(path, 'new Doc')
+    this.#key = resolvePath(p)
     const opts = checkOptions(options, 'new Doc')
     try {
       this.#native = new native.NativeDoc(p, opts)
@@ -412,40 +569,48 @@ export class Doc<T = any> {
 
   /** Replace the document with `value`, atomically and durably. */
   async write(value: T): Promise<Receipt> {
+    refuseNested(this.#key, 'a write')
     const json = toJson(value)
     return unwrap<Receipt>(await this.#native.write(json))
   }
 
   writeSync(value: T): Receipt {
+    refuseNested(this.#key, 'a write')
     return unwrap<Receipt>(this.#native.writeSync(toJson(value)))
   }
 
   /** Compare-and-swap: `CONFLICT` (with the current `version`) unless it is still at `version`. */
   async writeIf(version: string, value: T): Promise<Receipt> {
+    refuseNested(this.#key, 'a write')
     const json = toJson(value)
     return unwrap<Receipt>(await this.#native.writeIf(String(version), json))
   }
 
   writeIfSync(version: string, value: T): Receipt {
+    refuseNested(this.#key, 'a write')
     return unwrap<Receipt>(this.#native.writeIfSync(String(version), toJson(value)))
   }
 
   /** Write only if the document does not exist yet (`CONFLICT` otherwise). */
   async create(value: T): Promise<Receipt> {
+    refuseNested(this.#key, 'a write')
     const json = toJson(value)
     return unwrap<Receipt>(await this.#native.create(json))
   }
 
   createSync(value: T): Receipt {
+    refuseNested(this.#key, 'a write')
     return unwrap<Receipt>(this.#native.createSync(toJson(value)))
   }
 
   /** Delete it (moved to `.name.bak` when backups are on, so `restore` undoes it). */
   async delete(): Promise<Deleted> {
+    refuseNested(this.#key, 'a delete')
     return unwrap<Deleted>(await this.#native.delete())
   }
 
   deleteSync(): Deleted {
+    refuseNested(this.#key, 'a delete')
     return unwrap<Deleted>(this.#native.deleteSync())
   }
 
@@ -469,10 +634,12 @@ export class Doc<T = any> {
 
   /** Restore a backup: by number (1 = newest), by version, or the newest good one. */
   async restore(ref?: number | string): Promise<Receipt> {
+    refuseNested(this.#key, 'a restore')
     return unwrap<Receipt>(await this.#native.restore(restoreRef(ref)))
   }
 
   restoreSync(ref?: number | string): Receipt {
+    refuseNested(this.#key, 'a restore')
     return unwrap<Receipt>(this.#native.restoreSync(restoreRef(ref)))
   }
 
@@ -481,42 +648,79 @@ export class Doc<T = any> {
    * may be async. The document stays locked (against every writer, in this process and
    * others) until `fn` settles; then the changed value is written. If `fn` throws or
    * rejects, nothing is written and `update` rejects with that error. Resolves to the
-   * write's receipt and `result`, what `fn` returned.
+   * write's receipt and `result`, what `fn` returned (returning a new value does not
+   * replace the document: change the one given).
    *
    * `NOT_FOUND` if the document does not exist and no `default` is given; `CORRUPT` if
-   * it is damaged (restore it first); `LOCK_TIMEOUT` if the lock is not free in time.
-   * A write to the same document from inside `fn` waits for the lock `fn` holds, and so
-   * ends in `LOCK_TIMEOUT`: change `data` instead. A number JavaScript cannot hold
-   * exactly makes the update fail (`SERIALIZE`) before `fn` runs, rather than round it.
+   * it is damaged (restore it first); `LOCK_TIMEOUT` if the lock is not free in time;
+   * `UPDATE_TIMEOUT` if `fn` has not settled after `timeoutMs` (default 60 s: the lock
+   * is released and nothing written). A write, delete, restore or update of the same
+   * document from inside `fn` would wait for the lock `fn` holds: it fails at once with
+   * `DEADLOCK`. A document that is not an object or array (a number, a string, null)
+   * cannot be changed in place: a TypeError, before `fn` runs. A number JavaScript
+   * cannot hold exactly makes the update fail (`SERIALIZE`) before `fn` runs, rather
+   * than round it.
    */
   async update<R>(fn: (data: T) => R | Promise<R>, options?: UpdateOptions<T>): Promise<UpdateResult<Awaited<R>>> {
     if (typeof fn !== 'function') throw new TypeError('update: the callback must be a function')
+    refuseNested(this.#key, 'an update')
+    const timeoutMs = updateTimeout(options)
     const start = defaultJson(options)
     const session = await this.#native.beginUpdate(start)
     const { value } = unwrap<{ value: T }>(session.current)
     let result: Awaited<R>
     let json: string
+    let timer: NodeJS.Timeout | undefined
+    const frame: Holding = { key: this.#key, active: true }
     try {
-      result = await fn(value)
+      refusePrimitive(value, 'update')
+      const running = new Promise<Awaited<R>>((resolve, reject) => {
+        whileHolding(frame, () => {
+          try {
+            return Promise.resolve(fn(value))
+          } catch (e) {
+            return Promise.reject(e)
+          }
+        }).then(resolve, reject)
+        if (timeoutMs !== Infinity) {
+          timer = setTimeout(() => {
+            reject(new StatefileError(
+              `statefile: the update callback of ${this.#key} did not settle within ${timeoutMs} ms; it was abandoned (the lock is released, nothing was written)`,
+              { code: 'UPDATE_TIMEOUT', path: this.#key },
+            ))
+          }, timeoutMs)
+        }
+      })
+      result = await running
       json = toJson(value, 'the updated value')
     } catch (e) {
       await session.abort()
       throw e
+    } finally {
+      clearTimeout(timer)
+      frame.active = false
     }
     const receipt = unwrap<Receipt>(await session.commit(json))
     return { ...receipt, result }
   }
 
-  /** As `update`, on the calling thread; `fn` must be synchronous. */
+  /** As `update`, on the calling thread; `fn` must be synchronous (no `timeoutMs`). */
   updateSync<R>(fn: (data: T) => R, options?: UpdateOptions<T>): UpdateResult<R> {
     if (typeof fn !== 'function') throw new TypeError('updateSync: the callback must be a function')
+    refuseNested(this.#key, 'an update')
     const start = defaultJson(options)
     let thrown: { error: unknown } | undefined
     let result: R | undefined
     const text = this.#native.updateSync(start, (current: string): string | null => {
       try {
-        const { value } = JSON.parse(current) as { value: T }
-        result = fn(value)
+        const { value } = unwrap<{ value: T }>(current)
+        refusePrimitive(value, 'updateSync')
+        const frame: Holding = { key: this.#key, active: true }
+        try {
+          result = whileHolding(frame, () => fn(value))
+        } finally {
+          frame.active = false
+        }
         if (isThenable(result)) {
           throw new TypeError('updateSync: the callback returned a Promise; use update() for async callbacks')
         }
@@ -560,7 +764,7 @@ export class Store {
   /** The document `name` (relative, `/`-separated, e.g. `'jobs/42.json'`). */
   doc<T = any>(name: string): Doc<T> {
     if (typeof name !== 'string') throw new TypeError('Store.doc: the name must be a string')
-    storeHandle = this.#native.doc(name)
+    storeHandle = { native: this.#native.doc(name), key: resolvePath(this.root, name) }
     try {
       return new Doc<T>(name)
     } finally {
@@ -620,16 +824,36 @@ export interface WriteFileAtomicOptions {
   fsync?: boolean
   /** How long to wait for another writer of the same file (default 60000 ms). */
   lockTimeoutMs?: number
+  /**
+   * Called with the temp file's path once it exists (empty, mode 0600, the file's lock
+   * held), before its content is written, as write-file-atomic calls it. The async
+   * `writeFileAtomic` awaits what it returns; `writeFileAtomicSync` does not. If it
+   * throws (or rejects), the temp file is removed, the file is untouched and the write
+   * fails with that error.
+   */
+  tmpfileCreated?: (tmpfile: string) => unknown
 }
 
 type Data = string | NodeJS.ArrayBufferView | null | undefined | { toString(): string }
 
-function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomicOptions | BufferEncoding | undefined, where: string): [string, Buffer, native.AtomicOptions] {
+interface AtomicArgs {
+  path: string
+  /** The absolute path: the key of the per-file queue and of `refuseNested`. */
+  key: string
+  bytes: Buffer
+  opts: native.AtomicOptions
+  tmpfileCreated?: (tmpfile: string) => unknown
+}
+
+function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomicOptions | BufferEncoding | undefined, where: string): AtomicArgs {
   const path = pathOf(filename, where)
+  const key = resolvePath(path)
+  refuseNested(key, where)
   const o: WriteFileAtomicOptions = typeof options === 'string' ? { encoding: options } : options ?? {}
   if (typeof o !== 'object') throw new TypeError(`${where}: options must be an object or an encoding`)
-  if ((o as { tmpfileCreated?: unknown }).tmpfileCreated !== undefined) {
-    throw new TypeError(`${where}: the tmpfileCreated option is not supported (the temp file is created and removed inside statefile)`)
+  const tmpfileCreated = o.tmpfileCreated ?? undefined
+  if (tmpfileCreated !== undefined && typeof tmpfileCreated !== 'function') {
+    throw new TypeError(`${where}: tmpfileCreated must be a function`)
   }
   let bytes: Buffer
   if (ArrayBuffer.isView(data)) {
@@ -661,7 +885,29 @@ function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomic
   }
   if (o.fsync === false) out.fsync = false
   if (o.lockTimeoutMs !== undefined) out.lockTimeoutMs = checkOptions({ lockTimeoutMs: o.lockTimeoutMs }, where).lockTimeoutMs
-  return [path, bytes, out]
+  return { path, key, bytes, opts: out, tmpfileCreated }
+}
+
+/** One write, as `writeFileAtomic` makes it once its turn on the file has come. */
+async function writeOnce(a: AtomicArgs): Promise<void> {
+  if (a.tmpfileCreated === undefined) {
+    unwrap(await native.writeFileAtomic(a.path, a.bytes, a.opts))
+    return
+  }
+  // The write pauses once its temp file exists (lock held) until the callback settled.
+  const session = await native.beginWriteFileAtomic(a.path, a.bytes, a.opts)
+  const { tmpfile } = unwrap<{ tmpfile: string }>(session.current)
+  const created = a.tmpfileCreated
+  const frame: Holding = { key: a.key, active: true }
+  try {
+    await whileHolding(frame, () => created(tmpfile))
+  } catch (e) {
+    await session.abort()
+    throw e
+  } finally {
+    frame.active = false
+  }
+  unwrap(await session.proceed())
 }
 
 const FS_CODES: Record<string, string> = { NOT_FOUND: 'ENOENT', NO_SPACE: 'ENOSPC', PERMISSION_DENIED: 'EACCES' }
@@ -699,8 +945,8 @@ export function writeFileAtomic(filename: string | URL, data: Data, options?: Wr
     options = undefined
   }
   const run = async (): Promise<void> => {
-    const [path, bytes, opts] = atomicArgs(filename, data, options as WriteFileAtomicOptions | BufferEncoding | undefined, 'writeFileAtomic')
-    const key = resolvePath(path)
+    const args = atomicArgs(filename, data, options as WriteFileAtomicOptions | BufferEncoding | undefined, 'writeFileAtomic')
+    const key = args.key
     // Calls on one file take turns in call order, as write-file-atomic's do, so the
     // last call's data is what stays; the lock alone would not keep that order.
     const before = queues.get(key) ?? Promise.resolve()
@@ -710,7 +956,7 @@ export function writeFileAtomic(filename: string | URL, data: Data, options?: Wr
     queues.set(key, tail)
     try {
       await before
-      unwrap(await native.writeFileAtomic(path, bytes, opts))
+      await writeOnce(args)
     } catch (e) {
       throw fsStyle(e)
     } finally {
@@ -731,9 +977,32 @@ export function writeFileAtomic(filename: string | URL, data: Data, options?: Wr
 
 /** `write-file-atomic`'s `writeFileSync`: as `writeFileAtomic`, on the calling thread. */
 export function writeFileAtomicSync(filename: string | URL, data: Data, options?: WriteFileAtomicOptions | BufferEncoding): void {
-  const [path, bytes, opts] = atomicArgs(filename, data, options, 'writeFileAtomicSync')
+  const { path, key, bytes, opts, tmpfileCreated } = atomicArgs(filename, data, options, 'writeFileAtomicSync')
+  let thrown: { error: unknown } | undefined
+  const created = tmpfileCreated === undefined
+    ? undefined
+    : (tmpfile: string): boolean => {
+        const frame: Holding = { key, active: true }
+        try {
+          // As write-file-atomic's sync version: a returned Promise is not awaited.
+          whileHolding(frame, () => tmpfileCreated(tmpfile))
+          return true
+        } catch (e) {
+          thrown = { error: e }
+          return false
+        } finally {
+          frame.active = false
+        }
+      }
+  let text: string
   try {
-    unwrap(native.writeFileAtomicSync(path, bytes, opts))
+    text = native.writeFileAtomicSync(path, bytes, opts, created)
+  } catch (e) {
+    throw fsStyle(e)
+  }
+  if (thrown !== undefined) throw thrown.error
+  try {
+    unwrap(text)
   } catch (e) {
     throw fsStyle(e)
   }

@@ -17,7 +17,7 @@
 //! The crate's own code has no `unsafe`; the glue napi-derive generates does.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use napi::bindgen_prelude::{Buffer, Function};
@@ -569,7 +569,9 @@ fn backup_ref(which: &str) -> Out<BackupRef> {
 /// Why an update ended without writing.
 enum UpdateFail {
     Lib(Error),
-    /// JavaScript aborted it (its callback threw), or the value could not be shown.
+    /// The value cannot be shown to JavaScript, or the one it gave cannot be stored.
+    Refused(ErrorOut),
+    /// JavaScript aborted it (its callback threw), or dropped the session unanswered.
     Abandoned,
 }
 
@@ -579,28 +581,31 @@ impl From<Error> for UpdateFail {
     }
 }
 
-/// What JavaScript decided about an update it was shown.
+/// What JavaScript decided about an update it was shown: the new value as JSON text
+/// (parsed on the worker thread, which holds the lock anyway), or nothing.
 enum Decision {
-    Commit(Value),
+    Commit(String),
     Abort,
 }
 
-/// The outcome of the locked read-modify-write, once its decision came.
+/// The outcome of the locked read-modify-write, once its decision came. `show` gets
+/// the value as JSON text (`{"value": ...}`) and answers the decision, `None` if
+/// JavaScript is gone.
 fn run_update(
     h: &Handle,
     default: Option<Value>,
-    show: impl FnOnce(Out<&Value>) -> Option<Decision>,
+    show: impl FnOnce(String) -> Option<Decision>,
 ) -> String {
     let r = h.with(|d| {
         let f = |v: &mut Value| -> Result<(), UpdateFail> {
-            let checked = exact_for_js(v, d.path());
-            let refused = checked.is_err();
-            match show(checked.map(|()| &*v)) {
-                Some(Decision::Commit(new)) if !refused => {
-                    *v = new;
+            exact_for_js(v, d.path()).map_err(UpdateFail::Refused)?;
+            let shown = text(&Envelope::Ok(CurrentOut { value: v }));
+            match show(shown) {
+                Some(Decision::Commit(json)) => {
+                    *v = parse_value(&json).map_err(UpdateFail::Refused)?;
                     Ok(())
                 }
-                _ => Err(UpdateFail::Abandoned),
+                Some(Decision::Abort) | None => Err(UpdateFail::Abandoned),
             }
         };
         let (_, receipt) = match default {
@@ -612,9 +617,116 @@ fn run_update(
     match r {
         Err(UpdateFail::Abandoned) => text::<()>(&Envelope::Aborted(true)),
         // Done, or failed before the value could be shown (lock timeout, not found,
-        // corrupt: the callback never ran) or while writing it.
+        // corrupt, a number JavaScript would round: the callback never ran) or while
+        // writing it.
         Ok(receipt) => envelope(Ok(receipt)),
+        Err(UpdateFail::Refused(e)) => envelope::<()>(Err(e)),
         Err(UpdateFail::Lib(e)) => envelope::<()>(Err(e.into())),
+    }
+}
+
+/// The worker's side of a call paused while JavaScript decides something (an update's
+/// new value, whether a write goes on after `tmpfileCreated`).
+struct Pause<D> {
+    shown: Option<oneshot::Sender<String>>,
+    decide: Option<oneshot::Receiver<D>>,
+}
+
+impl<D> Pause<D> {
+    /// Show JavaScript `text` and block this worker thread (never the event loop) until
+    /// it decides; `None` if it was shown something already or dropped the session
+    /// unanswered (a terminated worker_thread, a collected session).
+    fn show(&mut self, text: String) -> Option<D> {
+        self.shown.take()?.send(text).ok()?;
+        self.decide.take()?.blocking_recv().ok()
+    }
+}
+
+/// The JavaScript side of a paused call: what the worker showed (or how the call ended
+/// before it could show anything), and the way to answer.
+struct Paused<D> {
+    shown: String,
+    decide: Mutex<Option<oneshot::Sender<D>>>,
+    done: Mutex<Option<oneshot::Receiver<String>>>,
+}
+
+impl<D: Send + 'static> Paused<D> {
+    /// Run `work` on a thread of its own and resolve with the first text it shows, or
+    /// with its outcome if it ended without showing anything.
+    ///
+    /// A thread of its own, not one of the shared blocking pool: a paused call holds its
+    /// thread for as long as JavaScript takes to answer, and a pool full of paused calls
+    /// (512 concurrent updates of different documents) would leave no thread for the
+    /// reads and writes their callbacks wait for: a deadlock no timeout ends.
+    async fn start(
+        work: impl FnOnce(&Arc<Mutex<Pause<D>>>) -> String + Send + 'static,
+    ) -> napi::Result<Paused<D>> {
+        let (shown_tx, shown_rx) = oneshot::channel::<String>();
+        let (decide_tx, decide_rx) = oneshot::channel::<D>();
+        let (done_tx, done_rx) = oneshot::channel::<String>();
+        let pause = Arc::new(Mutex::new(Pause {
+            shown: Some(shown_tx),
+            decide: Some(decide_rx),
+        }));
+        std::thread::Builder::new()
+            .name("statefile-paused".into())
+            .spawn(move || {
+                let outcome = work(&pause);
+                let first = pause
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .shown
+                    .take();
+                // Nothing shown yet: the outcome is the answer. Else the one waiting
+                // for `finish` gets it; either may be gone, and then nobody asks.
+                let _ = match first {
+                    Some(tx) => tx.send(outcome),
+                    None => done_tx.send(outcome),
+                };
+            })
+            .map_err(|e| {
+                napi::Error::from_reason(format!("statefile: cannot start a thread: {e}"))
+            })?;
+        let shown = shown_rx.await.map_err(|_| {
+            napi::Error::from_reason("statefile: a worker thread ended without an answer")
+        })?;
+        Ok(Paused {
+            shown,
+            decide: Mutex::new(Some(decide_tx)),
+            done: Mutex::new(Some(done_rx)),
+        })
+    }
+
+    /// Answer `d`; resolves with the call's outcome once it ended (`aborted` if it had
+    /// ended already, having shown nothing to answer).
+    async fn finish(&self, d: D) -> String {
+        let tx = self
+            .decide
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let rx = self
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(tx) = tx {
+            // The worker may already be gone (it ended before showing anything).
+            let _ = tx.send(d);
+        }
+        match rx {
+            Some(rx) => rx.await.unwrap_or_else(|_| {
+                envelope::<()>(Err(ErrorOut {
+                    code: "IO",
+                    message: "a worker thread ended without an answer".into(),
+                    path: None,
+                    version: None,
+                    errno: None,
+                    pointer: None,
+                }))
+            }),
+            None => text::<()>(&Envelope::Aborted(true)),
+        }
     }
 }
 
@@ -622,9 +734,7 @@ fn run_update(
 /// JavaScript runs the callback; `commit` or `abort` ends it.
 #[napi]
 pub struct UpdateSession {
-    current: String,
-    decide: Mutex<Option<oneshot::Sender<Decision>>>,
-    done: Mutex<Option<oneshot::Receiver<String>>>,
+    p: Paused<Decision>,
 }
 
 impl std::fmt::Debug for UpdateSession {
@@ -639,62 +749,21 @@ impl UpdateSession {
     /// could not start (`{"error": ...}`; then the lock is not held).
     #[napi(getter)]
     pub fn current(&self) -> String {
-        self.current.clone()
+        self.p.shown.clone()
     }
 
     /// Write `json` as the new value under the lock; resolves to the receipt (or an
     /// error) once it is written and the lock released.
     #[napi]
     pub async fn commit(&self, json: String) -> napi::Result<String> {
-        let parsed = parse_value(&json);
-        let decision = match &parsed {
-            Ok(v) => Decision::Commit(v.clone()),
-            Err(_) => Decision::Abort,
-        };
-        let outcome = self.finish(decision).await;
-        match parsed {
-            Err(e) => Ok(envelope::<()>(Err(e))),
-            Ok(_) => Ok(outcome),
-        }
+        Ok(self.p.finish(Decision::Commit(json)).await)
     }
 
     /// Write nothing; resolves once the lock is released.
     #[napi]
     pub async fn abort(&self) -> napi::Result<()> {
-        self.finish(Decision::Abort).await;
+        self.p.finish(Decision::Abort).await;
         Ok(())
-    }
-}
-
-impl UpdateSession {
-    async fn finish(&self, d: Decision) -> String {
-        let tx = self
-            .decide
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let rx = self
-            .done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(tx) = tx {
-            // The worker may already be gone (it failed before showing a value).
-            let _ = tx.send(d);
-        }
-        match rx {
-            Some(rx) => rx.await.unwrap_or_else(|_| {
-                envelope::<()>(Err(ErrorOut {
-                    code: "IO",
-                    message: "the update's worker thread ended without an answer".into(),
-                    path: None,
-                    version: None,
-                    errno: None,
-                    pointer: None,
-                }))
-            }),
-            None => text::<()>(&Envelope::Aborted(true)),
-        }
     }
 }
 
@@ -842,56 +911,19 @@ impl NativeDoc {
     #[napi]
     pub async fn begin_update(&self, default_json: Option<String>) -> napi::Result<UpdateSession> {
         let h = self.h.clone();
-        let (shown_tx, shown_rx) = oneshot::channel::<String>();
-        let (decide_tx, decide_rx) = oneshot::channel::<Decision>();
-        let (done_tx, done_rx) = oneshot::channel::<String>();
-        let worker = tokio::task::spawn_blocking(move || {
-            let default = match parse_default(default_json) {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = shown_tx.send(envelope::<()>(Err(e)));
-                    return;
-                }
-            };
-            let mut shown_tx = Some(shown_tx);
-            let outcome = run_update(&h, default, |current| {
-                let tx = shown_tx.take()?;
-                let refused = current.is_err();
-                let _ = tx.send(envelope(current.map(|v| CurrentOut { value: v })));
-                if refused {
-                    return None;
-                }
-                // Blocks this worker thread (not the event loop) until JavaScript
-                // commits or aborts; a session dropped unanswered aborts.
-                decide_rx.blocking_recv().ok()
-            });
-            match shown_tx.take() {
-                // It failed before a value could be shown: that is the answer.
-                Some(tx) => {
-                    let _ = tx.send(outcome);
-                }
-                None => {
-                    let _ = done_tx.send(outcome);
-                }
+        let p = Paused::start(move |pause: &Arc<Mutex<Pause<Decision>>>| {
+            match parse_default(default_json) {
+                Ok(default) => run_update(&h, default, |shown| {
+                    pause
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .show(shown)
+                }),
+                Err(e) => envelope::<()>(Err(e)),
             }
-        });
-        let current = match shown_rx.await {
-            Ok(c) => c,
-            Err(_) => {
-                let failure = worker
-                    .await
-                    .err()
-                    .map_or_else(String::new, |e| e.to_string());
-                return Err(napi::Error::from_reason(format!(
-                    "statefile: the update's worker thread failed {failure}"
-                )));
-            }
-        };
-        Ok(UpdateSession {
-            current,
-            decide: Mutex::new(Some(decide_tx)),
-            done: Mutex::new(Some(done_rx)),
         })
+        .await?;
+        Ok(UpdateSession { p })
     }
 
     /// A locked read-modify-write on the calling thread: `callback` gets the value as
@@ -906,13 +938,11 @@ impl NativeDoc {
             Ok(d) => d,
             Err(e) => return envelope::<()>(Err(e)),
         };
-        run_update(&self.h, default, |current| {
-            let v = current.ok()?;
-            let json = serde_json::to_string(&CurrentOut { value: v }).ok()?;
+        run_update(&self.h, default, |shown| {
             // A JavaScript exception in the callback is caught by the JavaScript side,
-            // which answers null; an exception here is one napi could not convert.
-            match callback.call(json) {
-                Ok(Some(new)) => parse_value(&new).ok().map(Decision::Commit),
+            // which answers null; an error here is one napi could not convert.
+            match callback.call(shown) {
+                Ok(Some(new)) => Some(Decision::Commit(new)),
                 _ => Some(Decision::Abort),
             }
         })
@@ -1099,13 +1129,130 @@ pub async fn write_file_atomic(
     off_thread(move || write_bytes(&path, &bytes, &opts)).await
 }
 
-/// As `writeFileAtomic`, on the calling thread.
+#[derive(Serialize)]
+struct TempOut {
+    tmpfile: String,
+}
+
+/// The error a write stops with when JavaScript's `tmpfileCreated` failed (JavaScript
+/// throws that failure instead).
+fn refused_by_callback() -> std::io::Error {
+    std::io::Error::other("tmpfileCreated failed")
+}
+
+/// A `writeFileAtomic` with a `tmpfileCreated` callback, paused after step 1 of the
+/// protocol (the temp file exists, the file's lock is held) while the callback runs.
+#[napi]
+pub struct TempSession {
+    p: Paused<bool>,
+}
+
+impl std::fmt::Debug for TempSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TempSession").finish_non_exhaustive()
+    }
+}
+
+#[napi]
+impl TempSession {
+    /// `{"ok": {"tmpfile": path}}` once the temp file exists, or how the write ended
+    /// before that (`{"error": ...}`: nothing waits then).
+    #[napi(getter)]
+    pub fn current(&self) -> String {
+        self.p.shown.clone()
+    }
+
+    /// Go on with the write; resolves to the receipt or the error.
+    #[napi]
+    pub async fn proceed(&self) -> napi::Result<String> {
+        Ok(self.p.finish(true).await)
+    }
+
+    /// Stop the write: the temp file is removed and the file untouched; resolves once
+    /// that is done and the lock released.
+    #[napi]
+    pub async fn abort(&self) -> napi::Result<()> {
+        self.p.finish(false).await;
+        Ok(())
+    }
+}
+
+/// As `writeFileAtomic`, pausing once the temp file exists so that JavaScript can run
+/// `tmpfileCreated` with its path (`TempSession`).
+#[napi]
+pub async fn begin_write_file_atomic(
+    path: String,
+    data: Buffer,
+    opts: AtomicOptions,
+) -> napi::Result<TempSession> {
+    let opts = atomic_options(&opts)?;
+    let bytes = data.to_vec();
+    let p = Paused::start(move |pause: &Arc<Mutex<Pause<bool>>>| {
+        let pause = pause.clone();
+        let opts = opts.on_temp_created(move |temp| {
+            let shown = text(&Envelope::Ok(TempOut {
+                tmpfile: temp.display().to_string(),
+            }));
+            let answer = pause
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .show(shown);
+            match answer {
+                Some(true) => Ok(()),
+                _ => Err(refused_by_callback()),
+            }
+        });
+        write_bytes(&path, &bytes, &opts)
+    })
+    .await?;
+    Ok(TempSession { p })
+}
+
+/// As `writeFileAtomic`, on the calling thread; with `tmpfile_created`, that is called
+/// with the temp file's path once it exists and answers whether the write goes on.
 #[napi]
 pub fn write_file_atomic_sync(
     path: String,
     data: Buffer,
     opts: AtomicOptions,
+    tmpfile_created: Option<Function<'_, String, bool>>,
 ) -> napi::Result<String> {
     let opts = atomic_options(&opts)?;
-    Ok(write_bytes(&path, &data, &opts))
+    let Some(callback) = tmpfile_created else {
+        return Ok(write_bytes(&path, &data, &opts));
+    };
+    // The library calls its hook on the writing thread and needs it to be Send, which a
+    // JavaScript function is not: so the write runs on a helper thread while this (the
+    // JavaScript) thread waits, calls `callback` when the hook hands it the temp's path,
+    // and sends the answer back.
+    let (ask_tx, ask_rx) = mpsc::channel::<(String, mpsc::Sender<bool>)>();
+    let ask = Mutex::new(ask_tx);
+    let opts = opts.on_temp_created(move |temp| {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        ask.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send((temp.display().to_string(), reply_tx))
+            .map_err(|_| refused_by_callback())?;
+        match reply_rx.recv() {
+            Ok(true) => Ok(()),
+            _ => Err(refused_by_callback()),
+        }
+    });
+    let bytes = data.to_vec();
+    std::thread::scope(|s| {
+        let writer = std::thread::Builder::new()
+            .name("statefile-write".into())
+            .spawn_scoped(s, move || write_bytes(&path, &bytes, &opts))
+            .map_err(|e| {
+                napi::Error::from_reason(format!("statefile: cannot start a thread: {e}"))
+            })?;
+        // Ends when the writer drops `opts` (and with it the hook's sender).
+        for (tmpfile, reply) in ask_rx {
+            // The JavaScript side catches the callback's exceptions and answers false.
+            let _ = reply.send(matches!(callback.call(tmpfile), Ok(true)));
+        }
+        writer
+            .join()
+            .map_err(|_| napi::Error::from_reason("statefile: the writing thread panicked"))
+    })
 }

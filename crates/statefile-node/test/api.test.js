@@ -10,6 +10,13 @@ const { scratch, temps } = require('./helpers')
 
 const isError = (code) => (e) => e instanceof StatefileError && e.code === code
 
+/** `leaf` inside `depth` arrays (or whatever `wrap` makes). */
+function nest (depth, wrap = (v) => [v], leaf = 1) {
+  let v = leaf
+  for (let i = 0; i < depth; i++) v = wrap(v)
+  return v
+}
+
 test('read, readVersioned, write, writeIf, create, version: async and sync agree', async (t) => {
   const dir = scratch(t)
   const p = path.join(dir, 'config.json')
@@ -123,7 +130,25 @@ test('values that are not JSON are TypeErrors before any file is touched', async
     ['a hole in an array', [1, , 3], /at \/1/], // eslint-disable-line no-sparse-arrays
     ['a Map', { m: new Map([[1, 2]]) }, /Map at \/m/],
     ['a Set', new Set([1]), /Set/],
-    ['a key needing escapes', { 'a/b': { '~': 1n } }, /at \/a~1b\/~0/]
+    ['a key needing escapes', { 'a/b': { '~': 1n } }, /at \/a~1b\/~0/],
+    // Built-ins whose content JSON.stringify drops ({} or index keys), however deep.
+    ['a typed array', { t: new Uint8Array([1, 2]) }, /typed array or DataView at \/t/],
+    ['a DataView', [new DataView(new ArrayBuffer(2))], /typed array or DataView at \/0/],
+    ['an ArrayBuffer', { b: new ArrayBuffer(4) }, /ArrayBuffer at \/b/],
+    ['a Promise', { p: Promise.resolve(1) }, /Promise \(await it first\) at \/p/],
+    ['a RegExp', { r: /x/ }, /RegExp at \/r/],
+    ['an Error', { e: new Error('x') }, /an Error at \/e/],
+    ['a WeakMap', { w: new WeakMap() }, /WeakMap or WeakSet at \/w/],
+    ['a Map from another realm', { m: require('node:vm').runInNewContext('new Map([[1, 2]])') }, /Map at \/m/],
+    // Strings UTF-8 cannot hold: a lone surrogate in a value or a key (shown escaped).
+    ['a lone surrogate', { s: 'ab\ud800' }, /a string at \/s: it holds a lone surrogate/],
+    ['a lone low surrogate in an array', ['\udc00'], /a string at \/0: it holds a lone surrogate/],
+    ['a lone surrogate in a key', { a: { 'x\udc00': 1 } }, /a key at \/a\/x\\udc00: its key holds a lone surrogate/],
+    // Deeper than statefile reads back (127 levels), however deep: never a stack overflow.
+    ['128 levels', nest(128), /an array at (\/0){127}: it nests deeper than 127 levels/],
+    ['100,000 levels', nest(100000), /an array at (\/0){127}: it nests deeper than 127 levels/],
+    ['100,000 levels of objects', nest(100000, (v) => ({ k: v })), /an object at (\/k){127}: it nests deeper/],
+    ['a BigInt 100,000 levels down', nest(100000, (v) => [v], 1n), /nests deeper than 127/]
   ]
   for (const [what, value, message] of refused) {
     await assert.rejects(doc.write(value), (e) => e instanceof TypeError && message.test(e.message), what)
@@ -135,6 +160,29 @@ test('values that are not JSON are TypeErrors before any file is touched', async
   // What JSON.stringify does and reads back the same stays allowed.
   await doc.write({ when: new Date(0), skip: undefined, nested: { toJSON: () => 'custom' }, big: 1e21, neg: -0 })
   assert.deepEqual(await doc.read(), { when: '1970-01-01T00:00:00.000Z', nested: 'custom', big: 1e21, neg: 0 })
+  // Buffers have toJSON; class instances are their own enumerable properties; boxed
+  // primitives are their values; well-formed surrogate pairs are text like any other.
+  class Point { constructor () { this.x = 1; this.y = 2 } }
+  await doc.write({ buf: Buffer.from('hi'), p: new Point(), n: Object(3), s: Object('x'), emoji: '\ud83d\ude00' })
+  assert.deepEqual(await doc.read(), { buf: { type: 'Buffer', data: [104, 105] }, p: { x: 1, y: 2 }, n: 3, s: 'x', emoji: '\ud83d\ude00' })
+  // Exactly 127 levels is the most, and reads back.
+  await doc.write(nest(127))
+  assert.deepEqual(await doc.read(), nest(127))
+})
+
+test('__proto__ keys are plain data both ways: nothing is polluted', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'proto.json')
+  fs.writeFileSync(p, '{"__proto__": {"polluted": true}, "constructor": {"prototype": {"polluted": true}}}')
+  const doc = new Doc(p)
+  const v = await doc.read()
+  assert.equal(Object.getPrototypeOf(v), Object.prototype)
+  assert.deepEqual(Object.keys(v), ['__proto__', 'constructor'])
+  assert.equal({}.polluted, undefined)
+  await doc.update((d) => { d.__proto__.more = 1 }) // eslint-disable-line no-proto
+  assert.equal({}.polluted, undefined)
+  assert.equal({}.more, undefined)
+  assert.deepEqual(JSON.parse(fs.readFileSync(p, 'utf8')), JSON.parse('{"__proto__": {"polluted": true, "more": 1}, "constructor": {"prototype": {"polluted": true}}}'))
 })
 
 test('numbers a JavaScript number cannot hold exactly are refused, never rounded', async (t) => {
@@ -144,7 +192,11 @@ test('numbers a JavaScript number cannot hold exactly are refused, never rounded
   const doc = new Doc(p)
   await assert.rejects(doc.read(), (e) => isError('SERIALIZE')(e) && e.pointer === '/id' && /1152921504606846976/.test(e.message))
   const before = fs.readFileSync(p)
-  await assert.rejects(doc.update((d) => { d.touched = true }), isError('SERIALIZE'))
+  let ran = false
+  await assert.rejects(doc.update((d) => { ran = true; d.touched = true }), (e) => isError('SERIALIZE')(e) && e.pointer === '/id' && e.path === p)
+  // The same from updateSync (it was once reported as an abandoned update, code IO).
+  assert.throws(() => doc.updateSync((d) => { ran = true; d.touched = true }), (e) => isError('SERIALIZE')(e) && e.pointer === '/id' && /1152921504606846976/.test(e.message))
+  assert.equal(ran, false, 'the callback never saw the rounded value')
   assert.deepEqual(fs.readFileSync(p), before, 'an update does not round the id')
   // What JavaScript writes it reads back exactly, large doubles included.
   await doc.write({ big: 2 ** 60, max: Number.MAX_SAFE_INTEGER, tiny: 5e-324, e: 1e300 })

@@ -7,8 +7,8 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const realWfa = require('write-file-atomic')
-const { writeFileAtomic, writeFileAtomicSync, StatefileError } = require('..')
-const { PKG, scratch, temps, isRoot, tmpfs } = require('./helpers')
+const { Doc, writeFileAtomic, writeFileAtomicSync, StatefileError } = require('..')
+const { PKG, scratch, temps, isRoot, tmpfs, sleep } = require('./helpers')
 
 const mode = (p) => fs.statSync(p).mode & 0o7777
 const umask = process.umask()
@@ -125,8 +125,77 @@ test('callback style, .sync, fsync: false, and fs-style error codes', async (t) 
   await assert.rejects(writeFileAtomic(missing, 'x'), { code: 'ENOENT' })
   assert.throws(() => writeFileAtomicSync(missing, 'x'), { code: 'ENOENT' })
   assert.throws(() => writeFileAtomicSync(dir, 'x'), (e) => e instanceof StatefileError)
-  assert.throws(() => writeFileAtomicSync(p, 'x', { tmpfileCreated: () => {} }), TypeError)
+  assert.throws(() => writeFileAtomicSync(p, 'x', { tmpfileCreated: 'not a function' }), TypeError)
   assert.deepEqual(temps(dir), [])
+})
+
+test('tmpfileCreated: called with the temp file while it exists and is empty, awaited; a throw stops the write', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'servers.json')
+  fs.writeFileSync(p, 'old')
+  // What each variant's callback sees: the temp's directory, whether it exists, its size,
+  // and the target's content at that moment.
+  const look = (log) => (tmpfile) => {
+    const st = fs.statSync(tmpfile)
+    log.push({ dir: path.dirname(tmpfile), isFile: st.isFile(), size: st.size, target: fs.readFileSync(p, 'utf8') })
+  }
+  const theirs = []
+  await realWfa(p, 'new', { tmpfileCreated: look(theirs) })
+  fs.writeFileSync(p, 'old')
+  realWfa.sync(p, 'new', { tmpfileCreated: look(theirs) })
+  const ours = []
+  const names = []
+  fs.writeFileSync(p, 'old')
+  await writeFileAtomic(p, 'new', { tmpfileCreated: (f) => { names.push(path.basename(f)); look(ours)(f) } })
+  fs.writeFileSync(p, 'old')
+  writeFileAtomicSync(p, 'new', { tmpfileCreated: (f) => { names.push(path.basename(f)); look(ours)(f) } })
+  t.diagnostic(JSON.stringify({ theirs, ours }))
+  assert.deepEqual(ours, theirs, 'the same view as write-file-atomic gives')
+  assert.deepEqual(ours, [{ dir, isFile: true, size: 0, target: 'old' }, { dir, isFile: true, size: 0, target: 'old' }])
+  for (const n of names) assert.match(n, /^\.servers\.json\.sf-[a-z2-7]{16}\.tmp$/)
+  assert.notEqual(names[0], names[1])
+
+  // The async variant awaits the callback: the write goes on only after it settled,
+  // holding the file's lock meanwhile.
+  let settled = false
+  const slow = writeFileAtomic(p, 'after', {
+    tmpfileCreated: async (f) => {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      assert.equal(fs.readFileSync(p, 'utf8'), 'new', 'not written before the callback settled')
+      assert.ok(fs.existsSync(f))
+      settled = true
+    }
+  })
+  await sleep(20)
+  await assert.rejects(new Doc(p, { lockTimeoutMs: 20, backups: 0 }).write({}), { code: 'LOCK_TIMEOUT' })
+  await slow
+  assert.ok(settled)
+  assert.equal(fs.readFileSync(p, 'utf8'), 'after')
+
+  // A throw or a rejection: that error, the temp removed, the file untouched; as with
+  // write-file-atomic, whose behaviour is checked alongside.
+  const boom = new Error('not now')
+  for (const [who, write] of [
+    ['statefile', (cb) => writeFileAtomic(p, 'x', { tmpfileCreated: cb })],
+    ['statefile sync', async (cb) => writeFileAtomicSync(p, 'x', { tmpfileCreated: cb })],
+    ['write-file-atomic', (cb) => realWfa(p, 'x', { tmpfileCreated: cb })]
+  ]) {
+    await assert.rejects(write(() => { throw boom }), (e) => e === boom, `${who}: a throw`)
+    if (who !== 'statefile sync') {
+      await assert.rejects(write(async () => { throw boom }), (e) => e === boom, `${who}: a rejection`)
+    }
+    assert.equal(fs.readFileSync(p, 'utf8'), 'after', who)
+    assert.deepEqual(leftovers(dir), [], who)
+  }
+  // The sync variant does not await a returned Promise (nor does write-file-atomic's).
+  let later = false
+  writeFileAtomicSync(p, 'sync', { tmpfileCreated: async () => { await null; later = true } })
+  assert.equal(later, false)
+  assert.equal(fs.readFileSync(p, 'utf8'), 'sync')
+  // A write of the same file from inside the callback would wait for itself.
+  await assert.rejects(writeFileAtomic(p, 'x', { tmpfileCreated: () => writeFileAtomicSync(p, 'y') }), { code: 'DEADLOCK' })
+  assert.equal(fs.readFileSync(p, 'utf8'), 'sync')
+  assert.deepEqual(leftovers(dir), [])
 })
 
 test('concurrent calls on one file are serialized in call order: the last call\'s data stays', async (t) => {
