@@ -5,8 +5,9 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { Doc, Store, StatefileError } = require('..')
-const { scratch, temps } = require('./helpers')
+const { spawnSync } = require('node:child_process')
+const { Doc, Store, StatefileError, writeFileAtomic } = require('..')
+const { scratch, temps, isRoot, tmpfs } = require('./helpers')
 
 const isError = (code) => (e) => e instanceof StatefileError && e.code === code
 
@@ -264,4 +265,31 @@ test('options are checked', (t) => {
   const deep = new Doc(path.join(dir, 'a', 'b', 'c.json'), { createDirs: true })
   assert.equal(deep.writeSync([]).created, true)
   assert.equal(new Doc(new URL(`file://${p}`)).readSync(), 1)
+})
+
+test('PERMISSION_DENIED: a read-only file system or directory, with errno, nothing changed', async (t) => {
+  let dir
+  if (isRoot()) {
+    // Root ignores permission bits: a read-only mount refuses it for real.
+    const m = tmpfs(t, '1m')
+    if (m.skip) return t.skip(m.skip)
+    dir = m.dir
+  } else {
+    dir = scratch(t)
+  }
+  const p = path.join(dir, 'servers.json')
+  const doc = new Doc(p)
+  await doc.write({ servers: ['a'] })
+  if (isRoot()) {
+    assert.equal(spawnSync('mount', ['-o', 'remount,ro', dir]).status, 0)
+  } else {
+    fs.chmodSync(dir, 0o555)
+    t.after(() => fs.chmodSync(dir, 0o755))
+  }
+  const denied = (e) => isError('PERMISSION_DENIED')(e) && ['EROFS', 'EACCES', 'EPERM'].includes(e.errno) && e.path === p && e instanceof Error
+  await assert.rejects(doc.write({ servers: [] }), denied)
+  assert.throws(() => doc.writeSync({ servers: [] }), denied)
+  await assert.rejects(doc.update((d) => { d.servers = [] }), denied)
+  await assert.rejects(writeFileAtomic(p, '{}'), (e) => ['EROFS', 'EACCES', 'EPERM'].includes(e.code))
+  assert.deepEqual(await doc.read(), { servers: ['a'] }, 'reads still work')
 })

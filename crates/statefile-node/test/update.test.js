@@ -135,6 +135,20 @@ test('a write of the same document from inside its update callback fails at once
   assert.deepEqual(await other.read(), { n: 1 })
   assert.deepEqual((await doc.read()).groups, ['g0', 'g1', 'later'])
   assert.ok(r.version)
+  // Callbacks of different documents running at once each hold only their own: from
+  // inside A's callback a write of A fails, a write of B waits for B's callback.
+  const a = new Doc(path.join(dir, 'a.json'))
+  const b = new Doc(path.join(dir, 'b.json'))
+  let releaseB
+  const bRunning = b.update((d) => new Promise((resolve) => { releaseB = () => { d.by = 'b'; resolve() } }), { default: {} })
+  await assert.rejects(a.update(async (d) => {
+    setTimeout(() => releaseB(), 50)
+    await b.update((x) => { x.from = 'a' }) // waits for b's callback, then runs
+    d.done = true
+    await a.write({}) // but this one would wait for itself
+  }, { default: {} }), isError('DEADLOCK'))
+  await bRunning
+  assert.deepEqual(await b.read(), { by: 'b', from: 'a' })
   // And concurrent updates from unrelated code still queue for the lock, as always.
   await Promise.all([
     doc.update(async (d) => { await sleep(30); d.groups.push('a') }),
