@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, Function};
+use napi::Env;
+use napi::bindgen_prelude::{Buffer, Function, Object};
 use napi_derive::napi;
 use serde::Serialize;
 use serde_json::Value;
@@ -461,11 +462,20 @@ fn options(base: Options, o: &DocOptions) -> napi::Result<Options> {
     Ok(opts)
 }
 
-/// Run `f` on a thread of the blocking pool and hand its JSON text back.
-async fn off_thread(f: impl FnOnce() -> String + Send + 'static) -> napi::Result<String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| napi::Error::from_reason(format!("statefile: a worker thread failed: {e}")))
+/// A Promise of the JSON text `f` makes on a thread of napi's blocking pool. The work
+/// goes straight from the JavaScript thread to the pool thread, which resolves the
+/// Promise itself: two thread switches per call, where an `async fn` awaiting
+/// `spawn_blocking` takes four (through a tokio worker both ways).
+fn promise<'env>(
+    env: &'env Env,
+    f: impl FnOnce() -> String + Send + 'static,
+) -> napi::Result<Object<'env>> {
+    let (deferred, promise) = env.create_deferred()?;
+    napi::bindgen_prelude::spawn_blocking(move || {
+        let text = f();
+        deferred.resolve(move |_| Ok(text));
+    });
+    Ok(promise)
 }
 
 // ---------------------------------------------------------------------------------
@@ -802,10 +812,10 @@ impl NativeDoc {
     }
 
     /// `{value, version, recovered}`.
-    #[napi]
-    pub async fn read(&self) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn read<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        off_thread(move || h.read()).await
+        promise(env, move || h.read())
     }
 
     /// As `read`, on the calling thread.
@@ -815,10 +825,10 @@ impl NativeDoc {
     }
 
     /// Replace the document with the value `json`; the receipt.
-    #[napi]
-    pub async fn write(&self, json: String) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn write<'env>(&self, env: &'env Env, json: String) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        off_thread(move || h.write(&json)).await
+        promise(env, move || h.write(&json))
     }
 
     /// As `write`, on the calling thread.
@@ -828,10 +838,15 @@ impl NativeDoc {
     }
 
     /// Compare-and-swap.
-    #[napi]
-    pub async fn write_if(&self, version: String, json: String) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn write_if<'env>(
+        &self,
+        env: &'env Env,
+        version: String,
+        json: String,
+    ) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        off_thread(move || h.write_if(&version, &json)).await
+        promise(env, move || h.write_if(&version, &json))
     }
 
     /// As `writeIf`, on the calling thread.
@@ -841,10 +856,10 @@ impl NativeDoc {
     }
 
     /// Write only if the document does not exist.
-    #[napi]
-    pub async fn create(&self, json: String) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn create<'env>(&self, env: &'env Env, json: String) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        off_thread(move || h.create(&json)).await
+        promise(env, move || h.create(&json))
     }
 
     /// As `create`, on the calling thread.
@@ -854,10 +869,10 @@ impl NativeDoc {
     }
 
     /// Delete (to `.name.bak` when backups are on).
-    #[napi]
-    pub async fn delete(&self) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn delete<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        off_thread(move || h.delete()).await
+        promise(env, move || h.delete())
     }
 
     /// As `delete`, on the calling thread.
@@ -867,10 +882,10 @@ impl NativeDoc {
     }
 
     /// The current version.
-    #[napi]
-    pub async fn version(&self) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn version<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        off_thread(move || h.version()).await
+        promise(env, move || h.version())
     }
 
     /// As `version`, on the calling thread.
@@ -880,10 +895,10 @@ impl NativeDoc {
     }
 
     /// The kept previous versions, newest first.
-    #[napi]
-    pub async fn backups(&self) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn backups<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        off_thread(move || h.backups()).await
+        promise(env, move || h.backups())
     }
 
     /// As `backups`, on the calling thread.
@@ -893,10 +908,10 @@ impl NativeDoc {
     }
 
     /// Restore a backup: `""` (newest good), a number, or a version.
-    #[napi]
-    pub async fn restore(&self, which: String) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn restore<'env>(&self, env: &'env Env, which: String) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        off_thread(move || h.restore(&which)).await
+        promise(env, move || h.restore(&which))
     }
 
     /// As `restore`, on the calling thread.
@@ -990,17 +1005,16 @@ impl NativeStore {
     }
 
     /// Open the store now (recovering after crashed writers); what recovery found.
-    #[napi]
-    pub async fn open(&self) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn open<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let s = self.store.clone();
-        off_thread(move || {
+        promise(env, move || {
             envelope(
                 s.get()
                     .map(|s| ReportOut::from(s.recovery().clone()))
                     .map_err(ErrorOut::from),
             )
         })
-        .await
     }
 
     /// As `open`, on the calling thread.
@@ -1015,10 +1029,10 @@ impl NativeStore {
     }
 
     /// Document names starting with `prefix`, sorted.
-    #[napi]
-    pub async fn list(&self, prefix: String) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn list<'env>(&self, env: &'env Env, prefix: String) -> napi::Result<Object<'env>> {
         let s = self.store.clone();
-        off_thread(move || store_list(&s, &prefix)).await
+        promise(env, move || store_list(&s, &prefix))
     }
 
     /// As `list`, on the calling thread.
@@ -1028,10 +1042,10 @@ impl NativeStore {
     }
 
     /// Check every document; changes nothing.
-    #[napi]
-    pub async fn verify(&self) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn verify<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let s = self.store.clone();
-        off_thread(move || store_scan(&s, false)).await
+        promise(env, move || store_scan(&s, false))
     }
 
     /// As `verify`, on the calling thread.
@@ -1041,10 +1055,10 @@ impl NativeStore {
     }
 
     /// Repair what `verify` reports.
-    #[napi]
-    pub async fn recover(&self) -> napi::Result<String> {
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn recover<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
         let s = self.store.clone();
-        off_thread(move || store_scan(&s, true)).await
+        promise(env, move || store_scan(&s, true))
     }
 
     /// As `recover`, on the calling thread.
@@ -1118,15 +1132,16 @@ fn write_bytes(path: &str, bytes: &[u8], opts: &Options) -> String {
 
 /// Replace the file at `path` with `data` by the statefile protocol (lock, unique
 /// temp, fsync, rename, directory fsync); no backups.
-#[napi]
-pub async fn write_file_atomic(
+#[napi(ts_return_type = "Promise<string>")]
+pub fn write_file_atomic<'env>(
+    env: &'env Env,
     path: String,
     data: Buffer,
     opts: AtomicOptions,
-) -> napi::Result<String> {
+) -> napi::Result<Object<'env>> {
     let opts = atomic_options(&opts)?;
     let bytes = data.to_vec();
-    off_thread(move || write_bytes(&path, &bytes, &opts)).await
+    promise(env, move || write_bytes(&path, &bytes, &opts))
 }
 
 #[derive(Serialize)]
