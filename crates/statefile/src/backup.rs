@@ -197,6 +197,23 @@ pub(crate) fn pick<'a>(
     Ok(b)
 }
 
+/// The bytes of the backup `which` names, read through `dir` (regular files only) and
+/// checked to parse: a damaged backup is never handed out or restored.
+pub(crate) fn read_picked(dir: &dyn FsDir, t: &Target, which: &BackupRef) -> Result<Vec<u8>> {
+    let all = list(dir, t)?;
+    let chosen = pick(&all, which, t)?;
+    let name = chosen
+        .path
+        .file_name()
+        .expect("a backup path ends in its name");
+    let (bytes, _) = file::read(dir, name, &chosen.path)?;
+    // The bytes were checked by `list`, but may have been rotated since: check again.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+        return Err(json::parse_error(e, bytes.is_empty(), &chosen.path));
+    }
+    Ok(bytes)
+}
+
 /// Restore a backup over the locked document. If `expect` is given, the document must
 /// still have that version (or be missing, for `None` inside): repair replaces only the
 /// damaged bytes it saw.
@@ -221,17 +238,7 @@ pub(crate) fn restore_locked(
         )
         .with_path(&t.path));
     }
-    let all = list(dir, t)?;
-    let chosen = pick(&all, which, t)?;
-    let name = chosen
-        .path
-        .file_name()
-        .expect("a backup path ends in its name");
-    let (bytes, _) = file::read(dir, name, &chosen.path)?;
-    // The bytes were checked by `list`, but may have been rotated since: check again.
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return Err(json::parse_error(e, bytes.is_empty(), &chosen.path));
-    }
+    let bytes = read_picked(dir, t, which)?;
     let plan = Plan {
         // Keep at least one backup so the restore itself can be undone.
         backups: plan.backups.max(1),

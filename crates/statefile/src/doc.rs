@@ -556,17 +556,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// does not parse (a damaged backup is never copied); I/O kinds if it cannot be read.
     pub fn read_backup(&self, which: &BackupRef) -> Result<Versioned<Vec<u8>>> {
         let opened = self.open_for_read()?;
-        let dir = opened.dir.as_ref();
-        let all = backup::list(dir, &opened.target)?;
-        let chosen = backup::pick(&all, which, &opened.target)?;
-        let name = chosen
-            .path
-            .file_name()
-            .expect("a backup path ends in its name");
-        let (bytes, _) = file::read(dir, name, &chosen.path)?;
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-            return Err(json::parse_error(e, bytes.is_empty(), &chosen.path));
-        }
+        let bytes = backup::read_picked(opened.dir.as_ref(), &opened.target, which)?;
         Ok(Versioned {
             version: Version::of(&bytes),
             value: bytes,
