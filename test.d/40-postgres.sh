@@ -15,7 +15,7 @@ trap pg_cluster_stop EXIT
 if ! pg_cluster_start; then
     skip_or_fail "a throwaway PostgreSQL cluster would not start (see above)"
 fi
-echo "postgres: throwaway cluster at $STATEFILE_TEST_PG_URL"
+echo "postgres: throwaway cluster at ${STATEFILE_TEST_PG_URL##*@} (in $PG_CLUSTER_DIR)"
 # Without a database the PostgreSQL variants skip; here they must run.
 export STATEFILE_TEST_PG_REQUIRED=1
 cargo test -p statefile-server --test api -- postgres

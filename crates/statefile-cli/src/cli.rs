@@ -388,7 +388,11 @@ pub struct ServeArgs {
     /// Create DIR (and its parents) if it does not exist.
     #[arg(long)]
     pub create: bool,
-    /// Serve the documents of this PostgreSQL database instead of a directory.
+    /// Serve the documents of this PostgreSQL database instead of a directory: a URL, or
+    /// key=value pairs (host=HOST dbname=DB ...). TLS as libpq: sslmode=disable, prefer
+    /// (the default), require, verify-ca or verify-full; sslrootcert=FILE or system;
+    /// sslcert and sslkey. A password is better given through STATEFILE_BACKEND than on
+    /// the command line, which other users of the machine can read.
     #[arg(
         long,
         env = "STATEFILE_BACKEND",
@@ -426,7 +430,8 @@ pub struct ServeArgs {
 pub struct ImportArgs {
     /// The directory of documents.
     pub dir: PathBuf,
-    /// The database: postgres://USER@HOST:PORT/DB.
+    /// The database: postgres://USER@HOST:PORT/DB, or host=HOST dbname=DB ... (TLS
+    /// settings as for serve --backend).
     #[arg(long, value_name = "postgres://USER@HOST:PORT/DB")]
     pub to: String,
     /// Print the report as JSON.
@@ -441,7 +446,8 @@ pub struct ImportArgs {
     after_help = "Examples:\n  statefile export postgres://statefile@db.internal/statefile --to ./data\n\nEach version is written through the library (atomic, durable, the older versions as\nbackups). Exit 0 when every document matches, 1 if any failed."
 )]
 pub struct ExportArgs {
-    /// The database: postgres://USER@HOST:PORT/DB.
+    /// The database: postgres://USER@HOST:PORT/DB, or host=HOST dbname=DB ... (TLS
+    /// settings as for serve --backend).
     #[arg(value_name = "postgres://USER@HOST:PORT/DB")]
     pub from: String,
     /// The directory to write into (created if missing).

@@ -440,11 +440,11 @@ fn serve(a: ServeArgs) -> CliResult {
             ));
         }
         (None, Some(url)) => Some(
-            crate::transfer::postgres_url(url)
+            crate::transfer::connection_string(url)
                 .ok_or_else(|| {
                     CliError::usage(
-                        "--backend takes a database URL, postgres://USER@HOST:PORT/DB; to serve \
-                         a directory, name it: statefile serve DIR"
+                        "--backend takes a database: postgres://USER@HOST:PORT/DB, or host=HOST \
+                         dbname=DB ...; to serve a directory, name it: statefile serve DIR"
                             .to_string(),
                     )
                 })?
@@ -454,7 +454,7 @@ fn serve(a: ServeArgs) -> CliResult {
         (None, None) => Some(
             std::env::var("DATABASE_URL")
                 .ok()
-                .filter(|u| crate::transfer::postgres_url(u).is_some())
+                .filter(|u| crate::transfer::connection_string(u).is_some())
                 .ok_or_else(|| {
                     CliError::usage(
                         "serve needs a DIR, or --backend postgres://USER@HOST:PORT/DB (or \

@@ -8,15 +8,16 @@ use statefile_server::pg::{PgOptions, PgStore};
 use crate::cli::{ExportArgs, Global, ImportArgs};
 use crate::error::{CliError, CliResult};
 
-/// `url` if it names a PostgreSQL database.
-pub fn postgres_url(url: &str) -> Option<&str> {
-    (url.starts_with("postgres://") || url.starts_with("postgresql://")).then_some(url)
+/// `s` if it names a PostgreSQL database: a `postgres://` URL or libpq's `key=value`
+/// pairs (`host=… dbname=…`).
+pub fn connection_string(s: &str) -> Option<&str> {
+    statefile_server::pg::connect::is_connection_string(s).then_some(s)
 }
 
 fn open_database(url: &str, flag: &str) -> CliResult<PgStore> {
-    let url = postgres_url(url).ok_or_else(|| {
+    let url = connection_string(url).ok_or_else(|| {
         CliError::usage(format!(
-            "{flag} takes a database URL, postgres://USER@HOST:PORT/DB"
+            "{flag} takes a database: postgres://USER@HOST:PORT/DB, or host=HOST dbname=DB ..."
         ))
     })?;
     let store = PgStore::open(PgOptions::new(url))

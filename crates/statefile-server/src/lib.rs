@@ -356,7 +356,11 @@ fn open_for_run(config: Config) -> Result<(Arc<App>, String), String> {
     for w in store.warnings() {
         eprintln!("statefile: warning: {w}");
     }
-    let serving = store.label().to_string();
+    let serving = format!(
+        "{} (TLS: sslmode={})",
+        store.label(),
+        store.tls_mode().as_str()
+    );
     Ok((App::new(config, Arc::new(store)), serving))
 }
 

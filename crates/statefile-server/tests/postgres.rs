@@ -86,7 +86,27 @@ async fn an_unreachable_database_is_a_clear_error_within_the_connect_timeout() {
     );
     assert!(!e.contains("hunter2"), "the password stays out: {e}");
     let e = open(PgOptions::new("mysql://x")).await.unwrap_err();
-    assert!(e.contains("not a PostgreSQL URL"), "{e}");
+    assert!(e.contains("not a PostgreSQL connection string"), "{e}");
+    // Neither form of the connection string shows its password in a message or in
+    // the options' Debug.
+    let e = open(PgOptions::new(format!(
+        "host=127.0.0.1 port={port} user=someone password=hunter2 dbname=nothing connect_timeout=2"
+    )))
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains(&format!("postgres://someone@127.0.0.1:{port}/nothing"))
+            && !e.contains("hunter2"),
+        "{e}"
+    );
+    for url in [
+        "postgres://me:hunter2@db/app",
+        "host=db user=me password=hunter2 dbname=app",
+        "postgres://me:hunter2@db:bad/app",
+    ] {
+        let shown = format!("{:?}", PgOptions::new(url));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
     let mut o = PgOptions::new("postgres://x@127.0.0.1/x");
     o.pool_size = 100_000;
     let e = open(o).await.unwrap_err();
@@ -770,4 +790,183 @@ async fn a_burst_larger_than_the_pool_queues_for_connections_instead_of_failing(
         .await
         .json();
     assert_eq!(doc.as_array().unwrap().len(), 200);
+}
+
+/// The throwaway cluster's certificates (test.d/pg-cluster.sh): `None` (said plainly, or
+/// a failure when the database is required) without them.
+fn tls_dir() -> Option<std::path::PathBuf> {
+    match std::env::var_os("STATEFILE_TEST_PG_TLS") {
+        Some(d) => Some(d.into()),
+        None => {
+            assert!(
+                std::env::var_os("STATEFILE_TEST_PG_REQUIRED").is_none(),
+                "STATEFILE_TEST_PG_TLS is not set"
+            );
+            println!("skipping: STATEFILE_TEST_PG_TLS is not set (./test postgres sets it)");
+            None
+        }
+    }
+}
+
+/// Whether the sessions named `app` (application_name) are encrypted: one answer for
+/// all of them, and at least one session.
+async fn sessions_encrypted(base: &str, app: &str) -> bool {
+    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    assert!(!rows.is_empty(), "no session named {app}");
+    let ssl: Vec<bool> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(ssl.windows(2).all(|w| w[0] == w[1]), "{ssl:?}");
+    ssl[0]
+}
+
+#[tokio::test]
+async fn tls_sslmodes_against_a_cluster_with_a_self_signed_certificate() {
+    let Some(base) = url() else { return };
+    let Some(tls) = tls_dir() else { return };
+    let c: tokio_postgres::Config = base.parse().unwrap();
+    let password = String::from_utf8(c.get_password().unwrap().to_vec()).unwrap();
+    let port = c.get_ports()[0];
+    let schema_url = fresh_schema(&base).await;
+    let options = schema_url.split_once("?options=").unwrap().1.to_string();
+    let ca = tls.join("ca.crt");
+    let other = tls.join("other-ca.crt");
+    // The certificate names `localhost` only: reached as 127.0.0.1 its name does not
+    // match; as localhost (hostaddr 127.0.0.1) it does.
+    let by_ip = |app: &str, tls: &str| {
+        format!(
+            "postgres://statefile:{password}@127.0.0.1:{port}/statefile?options={options}&application_name={app}{tls}"
+        )
+    };
+    let by_name = |app: &str, tls: &str| {
+        format!(
+            "postgres://statefile:{password}@localhost:{port}/statefile?hostaddr=127.0.0.1&options={options}&application_name={app}{tls}"
+        )
+    };
+    let ca_q = format!("&sslrootcert={}", ca.display());
+    let other_q = format!("&sslrootcert={}", other.display());
+    let works = [
+        (
+            "tls-disable",
+            by_ip("tls-disable", "&sslmode=disable"),
+            false,
+        ),
+        ("tls-default", by_ip("tls-default", ""), true),
+        (
+            "tls-require",
+            by_ip("tls-require", "&sslmode=require"),
+            true,
+        ),
+        (
+            "tls-verify-ca",
+            by_ip("tls-verify-ca", &format!("&sslmode=verify-ca{ca_q}")),
+            true,
+        ),
+        (
+            "tls-verify-full",
+            by_name("tls-verify-full", &format!("&sslmode=verify-full{ca_q}")),
+            true,
+        ),
+        (
+            "tls-pairs",
+            format!(
+                "host=localhost hostaddr=127.0.0.1 port={port} user=statefile password='{password}' \
+                 dbname=statefile options='{}' application_name=tls-pairs sslmode=verify-full \
+                 sslrootcert='{}'",
+                options.replace("%3D", "="),
+                ca.display()
+            ),
+            true,
+        ),
+    ];
+    let mut stores = Vec::new();
+    for (app, url, encrypted) in works {
+        let s = open(PgOptions::new(&url))
+            .await
+            .unwrap_or_else(|e| panic!("{app}: {e}"));
+        assert_eq!(sessions_encrypted(&base, app).await, encrypted, "{app}");
+        stores.push(s);
+    }
+    assert_eq!(
+        stores[4].tls_mode(),
+        statefile_server::pg::connect::SslMode::VerifyFull
+    );
+    // Each refusal says why, within the connect timeout, without the password.
+    let refused = [
+        (
+            by_ip("x", &format!("&sslmode=verify-full{ca_q}")),
+            "certificate",
+        ),
+        (
+            by_name("x", &format!("&sslmode=verify-full{other_q}")),
+            "certificate",
+        ),
+        (
+            by_ip("x", &format!("&sslmode=verify-ca{other_q}")),
+            "certificate",
+        ),
+        // As libpq: require with a CA given checks the chain.
+        (
+            by_ip("x", &format!("&sslmode=require{other_q}")),
+            "certificate",
+        ),
+        (
+            by_ip("x", "&sslmode=verify-full&sslrootcert=/nonexistent/ca.crt"),
+            "cannot read sslrootcert /nonexistent/ca.crt",
+        ),
+    ];
+    for (url, why) in refused {
+        let t = Instant::now();
+        let e = open(PgOptions::new(&url)).await.unwrap_err();
+        assert!(e.contains(why), "{url}: {e}");
+        assert!(!e.contains(&password), "the password stays out: {e}");
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    }
+    // A client certificate: certuser may log in with it only (in a schema of its own).
+    let cert_schema_url = fresh_schema(&base).await;
+    let cert_options = cert_schema_url
+        .split_once("?options=")
+        .unwrap()
+        .1
+        .to_string();
+    sql(
+        &cert_schema_url,
+        &format!(
+            "GRANT ALL ON SCHEMA {} TO certuser",
+            cert_options.rsplit("%3D").next().unwrap()
+        ),
+    )
+    .await;
+    let client = |cert: &str| {
+        format!(
+            "postgres://certuser@localhost:{port}/statefile?hostaddr=127.0.0.1&options={cert_options}\
+             &application_name=tls-cert&sslmode=verify-full{ca_q}{cert}"
+        )
+    };
+    let with_cert = client(&format!(
+        "&sslcert={}&sslkey={}",
+        tls.join("client.crt").display(),
+        tls.join("client.key").display()
+    ));
+    let s = open(PgOptions::new(&with_cert)).await.unwrap();
+    assert!(sessions_encrypted(&base, "tls-cert").await);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(s, dir.path());
+    assert_eq!(
+        call(&app, "PUT", "/v1/docs/tls.json", &[JSON], b"[1]")
+            .await
+            .status,
+        201
+    );
+    let e = open(PgOptions::new(client(""))).await.unwrap_err();
+    assert!(e.contains("certuser"), "{e}");
 }

@@ -552,3 +552,89 @@ fn import_and_export_through_the_binary() {
     let out = run(&["import", dir, "--to", "mysql://x"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Regression: `--backend`, `import --to` and `export` took only URLs, and TLS not at all
+/// (`sslmode=require` was refused): libpq's key=value form and its TLS settings work
+/// through the binary.
+#[test]
+fn key_value_connection_strings_and_verified_tls_through_the_binary() {
+    let Some(base) = base_url() else { return };
+    let Some(tls) = std::env::var_os("STATEFILE_TEST_PG_TLS") else {
+        assert!(
+            std::env::var_os("STATEFILE_TEST_PG_REQUIRED").is_none(),
+            "STATEFILE_TEST_PG_TLS is not set"
+        );
+        println!("skipping: STATEFILE_TEST_PG_TLS is not set (./test postgres sets it)");
+        return;
+    };
+    let _db = DATABASE.read().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_schema(&base);
+    let schema = url.rsplit("%3D").next().unwrap();
+    let c: postgres::Config = base.parse().unwrap();
+    let password = String::from_utf8(c.get_password().unwrap().to_vec()).unwrap();
+    let pairs = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=statefile password={password} \
+         dbname=statefile options='-c search_path={schema}' sslmode=verify-full \
+         sslrootcert={}",
+        c.get_ports()[0],
+        std::path::Path::new(&tls).join("ca.crt").display()
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("STATEFILE_BACKEND", &pairs)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server {
+        addr: line
+            .trim()
+            .rsplit("http://")
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}")),
+        child,
+    };
+    assert!(
+        line.starts_with(&format!(
+            "statefile: serving postgres://statefile@localhost:{}/statefile (TLS: sslmode=verify-full) on",
+            c.get_ports()[0]
+        )),
+        "{line}"
+    );
+    assert!(!line.contains(&password), "{line}");
+    let (status, _, _) = request(server.addr, "PUT", "/v1/docs/kv.json", &[], "[1]").unwrap();
+    assert_eq!(status, 201);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("imported.json"), "{\"x\": 1}\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["import", src.path().to_str().unwrap(), "--to", &pairs])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, _, body) = request(server.addr, "GET", "/v1/docs/imported.json", &[], "").unwrap();
+    assert_eq!((status, body.as_str()), (200, "{\"x\": 1}\n"));
+    // A directory given to --backend is not mistaken for a database.
+    let out = Command::new(BIN)
+        .args(["serve", "--backend", "./data"])
+        .env_remove("STATEFILE_BACKEND")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("or host=HOST dbname=DB"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,6 +21,7 @@
 //! never a hang; broken connections are dropped from the pool and new ones made once the
 //! database is back, without restarting the server.
 
+pub mod connect;
 mod failure;
 mod metrics;
 mod schema;
@@ -35,7 +36,6 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
 use serde_json::Value;
 use statefile::{BackupRef, ErrorKind, Format, Version};
-use tokio_postgres::NoTls;
 
 use crate::store::{
     BackupEntry, Condition, DocStore, Fetched, Keyed, Mutator, StoreError, StoreResult, Written,
@@ -47,10 +47,12 @@ pub use schema::LATEST as SCHEMA_VERSION;
 pub const MAX_POOL_SIZE: usize = 256;
 
 /// How to connect and what to store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
-    /// `postgres://user[:password]@host[:port]/dbname[?options]` (or the key=value form).
-    /// A schema other than `public`: `?options=-csearch_path%3Dmyschema`.
+    /// `postgres://user[:password]@host[:port]/dbname[?options]`, or the key=value form
+    /// (`host=… port=… dbname=… user=…`), with libpq's TLS settings `sslmode`,
+    /// `sslrootcert`, `sslcert` and `sslkey` ([`connect`]). A schema other than
+    /// `public`: `?options=-csearch_path%3Dmyschema`.
     pub url: String,
     /// Connections at most (default 16, at most [`MAX_POOL_SIZE`]).
     pub pool_size: usize,
@@ -70,6 +72,22 @@ pub struct PgOptions {
     /// The largest document, in bytes, this store writes (default 64 MiB; PostgreSQL's
     /// own limit for one value is 1 GiB).
     pub max_document_bytes: usize,
+}
+
+/// The connection string without its password.
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &connect::redacted(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("backups", &self.backups)
+            .field("format", &self.format)
+            .field("max_document_bytes", &self.max_document_bytes)
+            .finish()
+    }
 }
 
 impl PgOptions {
@@ -115,6 +133,7 @@ pub struct PgStore {
     pool: Pool,
     opts: PgOptions,
     label: String,
+    tls_mode: connect::SslMode,
     warnings: Vec<String>,
     keyed_writes: AtomicU64,
     pub(crate) metrics: metrics::PgMetrics,
@@ -137,43 +156,23 @@ impl Drop for PgStore {
     }
 }
 
-/// The URL without its password, for messages and logs.
-fn describe(c: &tokio_postgres::Config) -> String {
-    let host = match c.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".to_string(),
-    };
-    let port = c.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "postgres://{}@{host}:{port}/{}",
-        c.get_user().unwrap_or(""),
-        c.get_dbname().unwrap_or("")
-    )
-}
-
 impl PgStore {
     /// Connect, create or upgrade the tables, and check the server's durability
     /// settings ([`PgStore::warnings`]).
     ///
     /// # Errors
-    /// A URL that does not parse, a database that cannot be reached (within the connect
-    /// timeout), one whose statefile tables are newer than this build, or one that
-    /// refuses to create them; each message says which.
+    /// A connection string that does not parse, TLS settings that cannot work (a CA
+    /// file that cannot be read...), a database that cannot be reached (within the
+    /// connect timeout) or whose certificate does not verify, one whose statefile tables
+    /// are newer than this build, or one that refuses to create them; each message says
+    /// which, and none repeats the password.
     pub fn open(opts: PgOptions) -> Result<PgStore, OpenError> {
-        let mut pg: tokio_postgres::Config = opts.url.parse().map_err(|e| {
-            OpenError(format!(
-                "not a PostgreSQL URL (postgres://user@host:port/dbname): {e}"
-            ))
-        })?;
-        if pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(OpenError(
-                "sslmode=require: this build connects without TLS; reach the database over a \
-                 trusted network or a local TLS proxy, and use sslmode=disable or prefer"
-                    .to_string(),
-            ));
-        }
-        let label = describe(&pg);
+        let connect::Target {
+            config: mut pg,
+            mode: tls_mode,
+            tls,
+        } = connect::parse(&opts.url).map_err(OpenError)?;
+        let label = connect::describe(&pg);
         if !(1..=MAX_POOL_SIZE).contains(&opts.pool_size) {
             return Err(OpenError(format!(
                 "the pool size must be 1 to {MAX_POOL_SIZE}, not {}",
@@ -210,7 +209,7 @@ impl PgStore {
             .map_err(|e| OpenError(format!("cannot start the database client: {e}")))?;
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -276,6 +275,7 @@ impl PgStore {
             pool,
             opts,
             label,
+            tls_mode,
             warnings,
             keyed_writes: AtomicU64::new(0),
             metrics,
@@ -285,6 +285,11 @@ impl PgStore {
     /// The database, as `postgres://user@host:port/dbname` (no password).
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The connection's `sslmode` (TLS), as given or defaulted.
+    pub fn tls_mode(&self) -> connect::SslMode {
+        self.tls_mode
     }
 
     /// What the durability check at open found off (`fsync`, `synchronous_commit`).
