@@ -970,3 +970,87 @@ async fn tls_sslmodes_against_a_cluster_with_a_self_signed_certificate() {
     let e = open(PgOptions::new(client(""))).await.unwrap_err();
     assert!(e.contains("certuser"), "{e}");
 }
+
+/// A server that answers every SSLRequest with `N` (no TLS here) and records what the
+/// client sends after that refusal (a startup message, with the user name, in clear).
+fn tls_refusing_server() -> (u16, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut request = [0u8; 8];
+            if conn.read_exact(&mut request).is_err() {
+                continue;
+            }
+            // Length 8, code 80877103: an SSLRequest.
+            assert_eq!(request, [0, 0, 0, 8, 4, 210, 22, 47], "not an SSLRequest");
+            conn.write_all(b"N").unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut after = Vec::new();
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                after.extend_from_slice(&buf[..n]);
+                if after.len() > 8 {
+                    break;
+                }
+            }
+            record.lock().unwrap().push(after);
+        }
+    });
+    (port, seen)
+}
+
+/// Regression: with require or verify-*, a server that refuses TLS gets neither the
+/// startup message nor the password in clear: the open fails, saying so. `prefer`
+/// carries on without TLS, as libpq (which is how the fake shows it can see a startup).
+#[tokio::test]
+async fn tls_is_never_downgraded_when_it_is_required() {
+    let ca = std::env::var_os("STATEFILE_TEST_PG_TLS")
+        .map(|d| std::path::PathBuf::from(d).join("ca.crt"));
+    let mut modes = vec!["sslmode=require".to_string()];
+    match &ca {
+        Some(ca) => {
+            for m in ["verify-ca", "verify-full"] {
+                modes.push(format!("sslmode={m}&sslrootcert={}", ca.display()));
+            }
+        }
+        None => println!("verify-ca, verify-full: skipped (no STATEFILE_TEST_PG_TLS CA)"),
+    }
+    for mode in modes {
+        let (port, seen) = tls_refusing_server();
+        let mut o = PgOptions::new(format!(
+            "postgres://someone:hunter2@localhost:{port}/db?hostaddr=127.0.0.1&{mode}"
+        ));
+        o.connect_timeout = Duration::from_secs(5);
+        let e = open(o).await.unwrap_err();
+        assert!(e.contains("TLS"), "{mode}: {e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            !seen.is_empty(),
+            "{mode}: the fake server saw no connection"
+        );
+        assert!(
+            seen.iter().all(Vec::is_empty),
+            "{mode}: the client went on without TLS: {seen:?}"
+        );
+    }
+    let (port, seen) = tls_refusing_server();
+    let mut o = PgOptions::new(format!(
+        "postgres://someone@127.0.0.1:{port}/db?sslmode=prefer"
+    ));
+    o.connect_timeout = Duration::from_secs(5);
+    open(o).await.unwrap_err();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|s| s.windows(7).any(|w| w == b"someone")),
+        "prefer: no startup message after the refusal: {seen:?}"
+    );
+}
