@@ -14,6 +14,7 @@ on_each_backend!(
     auth_health_metrics_openapi,
     if_match_star_and_lists_of_etags,
     every_idempotent_replay_is_marked,
+    a_directory_stays_in_the_way_after_its_documents_are_deleted,
 );
 
 use std::time::Duration;
@@ -1168,4 +1169,44 @@ async fn an_unknown_query_parameter_or_a_control_character_in_a_key_is_400() {
     .await
     .problem(400, "invalid-idempotency-key");
     assert!(!dir.path().join("a.json").exists());
+}
+
+/// Regression: with --backups 0 the file backend refused `d.json` once `d.json/x.json`
+/// had been created and deleted (its directory stays, with the lock file), while the
+/// PostgreSQL backend, with nothing left below `d.json/`, created it. Both refuse it,
+/// with or without backups; a name whose document was deleted may hold documents below.
+async fn a_directory_stays_in_the_way_after_its_documents_are_deleted(b: Backend) {
+    for backups in [0, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::new(dir.path());
+        c.options = c.options.backups(backups);
+        let app = b.app_with(c).await;
+        for doc in ["/v1/docs/d.json/x.json", "/v1/docs/d.json/e/y.json"] {
+            assert_eq!(call(&app, "PUT", doc, &[JSON], b"[1]").await.status, 201);
+            assert_eq!(call(&app, "DELETE", doc, &[], b"").await.status, 204);
+        }
+        let r = call(&app, "GET", "/v1/docs?prefix=d.json", &[], b"").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json(), json!({"names": []}), "backups {backups}");
+        call(&app, "PUT", "/v1/docs/d.json", &[JSON], b"{}")
+            .await
+            .problem(400, "invalid-name");
+        // Documents can be created below again, and the other way round works.
+        let r = call(&app, "PUT", "/v1/docs/d.json/x.json", &[JSON], b"[2]").await;
+        assert_eq!(r.status, 201, "backups {backups}");
+        assert_eq!(
+            call(&app, "PUT", "/v1/docs/f.json", &[JSON], b"[1]")
+                .await
+                .status,
+            201
+        );
+        assert_eq!(
+            call(&app, "DELETE", "/v1/docs/f.json", &[], b"")
+                .await
+                .status,
+            204
+        );
+        let r = call(&app, "PUT", "/v1/docs/f.json/z.json", &[JSON], b"[1]").await;
+        assert_eq!(r.status, 201, "backups {backups}");
+    }
 }

@@ -55,6 +55,23 @@ async fn migrations_are_idempotent_and_a_newer_schema_is_refused() {
         rows[0].get::<_, i32>(0),
         statefile_server::pg::SCHEMA_VERSION
     );
+    // Version 1 to 2: the directories of the names already stored are filled in.
+    for q in [
+        "DROP TABLE statefile_directories",
+        "UPDATE statefile_schema SET version = 1",
+        "INSERT INTO statefile_documents (name, body, version) VALUES ('m.json/a.json', '1', 'x')",
+        "INSERT INTO statefile_backups (name, body, version, written_at)
+         VALUES ('n.json/b/c.json', '1', 'x', now())",
+    ] {
+        sql(&url, q).await;
+    }
+    open(PgOptions::new(&url)).await.unwrap();
+    let dirs: Vec<String> = sql(&url, "SELECT name FROM statefile_directories ORDER BY name")
+        .await
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(dirs, ["m.json", "n.json", "n.json/b"]);
     sql(&url, "UPDATE statefile_schema SET version = 99").await;
     let e = open(PgOptions::new(&url)).await.unwrap_err();
     assert!(

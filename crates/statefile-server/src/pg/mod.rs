@@ -411,17 +411,16 @@ impl PgStore {
             return Ok(Some(Current::from_row(&row)));
         }
         // The file backend cannot store `a.json/b.json` beside a document `a.json`, nor
-        // `d.json` where a directory `d.json/` holds documents or kept versions.
+        // `d.json` where a directory `d.json/` was made for documents, which stays (with
+        // their lock files) when they are deleted.
         let ancestors: Vec<String> = keys[..keys.len() - 1].to_vec();
-        let below = format!("{}/%", like_escape(name));
         let clash = tx
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM statefile_documents WHERE name = ANY($1::text[])),
-                        EXISTS (SELECT 1 FROM statefile_documents WHERE name LIKE $2 ESCAPE '\\')
-                        OR EXISTS (SELECT 1 FROM statefile_backups WHERE name LIKE $2 ESCAPE '\\')",
+                        EXISTS (SELECT 1 FROM statefile_directories WHERE name = $2)",
             )
             .await?;
-        let row = tx.query_one(&clash, &[&ancestors, &below]).await?;
+        let row = tx.query_one(&clash, &[&ancestors, &name]).await?;
         if row.get::<_, bool>(0) || row.get::<_, bool>(1) {
             return Err(Failure::Lib(statefile::Error::new(
                 ErrorKind::InvalidName,
@@ -444,6 +443,7 @@ impl PgStore {
         backups: usize,
     ) -> Result<(), Failure> {
         if !exists {
+            record_directories(tx, name).await?;
             let stmt = tx
                 .prepare_cached(
                     "INSERT INTO statefile_documents (name, body, version) VALUES ($1, $2, $3)",
@@ -853,6 +853,26 @@ fn check(name: &str, cond: &Condition, current: Option<&Current>) -> Result<(), 
 pub(crate) fn check_name(name: &str) -> Result<(), Failure> {
     crate::extract::check_name(name)
         .map_err(|e| Failure::Lib(statefile::Error::new(ErrorKind::InvalidName, e.detail)))
+}
+
+/// Record the directories `name` is in (`a.json/b/c.json`: `a.json`, `a.json/b`) as
+/// the file backend makes them, under the advisory locks [`PgStore::lock`] took on them.
+async fn record_directories(tx: &Transaction<'_>, name: &str) -> Result<(), Failure> {
+    let dirs: Vec<&str> = name.match_indices('/').map(|(i, _)| &name[..i]).collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO statefile_directories (name)
+             SELECT d FROM unnest($1::text[]) WITH ORDINALITY AS t(d, i)
+             WHERE NOT EXISTS (SELECT 1 FROM statefile_directories WHERE name = t.d)
+             ORDER BY i
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .await?;
+    tx.execute(&stmt, &[&dirs]).await?;
+    Ok(())
 }
 
 /// Escape `%`, `_` and `\` for a LIKE pattern.

@@ -10,7 +10,7 @@
 use tokio_postgres::GenericClient;
 
 /// The schema version this build writes and understands.
-pub const LATEST: i32 = 1;
+pub const LATEST: i32 = 2;
 
 /// Migration `i` brings the tables from version `i` to `i + 1`.
 const MIGRATIONS: [&str; LATEST as usize] = [
@@ -41,6 +41,19 @@ const MIGRATIONS: [&str; LATEST as usize] = [
     );
     CREATE INDEX IF NOT EXISTS statefile_idempotency_created_at
         ON statefile_idempotency (created_at);
+    "#,
+    // 2: the names that have been directories (`d.json` once `d.json/x.json` was
+    // created), which stay in the way of a document of that name as the directory does
+    // on disk, whatever was deleted below it; filled from the names already stored.
+    r#"
+    CREATE TABLE IF NOT EXISTS statefile_directories (
+        name text COLLATE "C" PRIMARY KEY
+    );
+    INSERT INTO statefile_directories (name)
+    SELECT DISTINCT left(n.name, p.pos - 1)
+    FROM (SELECT name FROM statefile_documents UNION SELECT name FROM statefile_backups) AS n,
+         LATERAL unnest(array_positions(string_to_array(n.name, NULL), '/')) AS p(pos)
+    ON CONFLICT (name) DO NOTHING;
     "#,
 ];
 

@@ -377,6 +377,9 @@ impl PgStore {
                 tx.rollback().await?;
                 return Ok(false);
             }
+            if current.is_none() {
+                super::record_directories(&tx, name).await?;
+            }
             tx.execute("DELETE FROM statefile_backups WHERE name = $1", &[&name])
                 .await?;
             for k in h.backups.iter().rev() {
