@@ -425,7 +425,7 @@ pub struct ServeArgs {
 /// check each version there. Re-runnable: what already matches is left alone.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  statefile import ./data --to postgres://statefile@db.internal/statefile\n  statefile import ./data --to \"$DATABASE_URL\" --json\n\nDocuments only in the database are left alone; one that differs is replaced there,\nwith its backups, in one transaction. Exit 0 when every document matches, 1 if any failed."
+    after_help = "Examples:\n  statefile import ./data --to postgres://statefile@db.internal/statefile\n  statefile import ./data --to \"$DATABASE_URL\" --json\n\nDocuments only in the database are left alone; one that differs is replaced there,\nwith its backups, in one transaction. Deleted documents (backups left) are copied as\ndeleted documents with their backups. Exit 0 when every document matches, 1 if any failed."
 )]
 pub struct ImportArgs {
     /// The directory of documents.
@@ -443,7 +443,7 @@ pub struct ImportArgs {
 /// check each version there. Re-runnable: what already matches is left alone.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  statefile export postgres://statefile@db.internal/statefile --to ./data\n\nEach version is written through the library (atomic, durable, the older versions as\nbackups). Exit 0 when every document matches, 1 if any failed."
+    after_help = "Examples:\n  statefile export postgres://statefile@db.internal/statefile --to ./data\n\nEach version is written through the library (atomic, durable, the older versions as\nbackups); a deleted document (backups left) is then deleted, keeping them. Exit 0 when\nevery document matches, 1 if any failed."
 )]
 pub struct ExportArgs {
     /// The database: postgres://USER@HOST:PORT/DB, or host=HOST dbname=DB ... (TLS

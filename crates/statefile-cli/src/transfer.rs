@@ -50,12 +50,14 @@ pub fn export(g: &Global, a: ExportArgs) -> CliResult {
 
 fn outcome_json(name: &str, o: &Outcome) -> Value {
     match o {
-        Outcome::Copied { version, backups } => {
-            json!({"name": name, "outcome": "copied", "version": version, "backups": backups})
-        }
-        Outcome::Unchanged { version } => {
-            json!({"name": name, "outcome": "unchanged", "version": version})
-        }
+        Outcome::Copied { version, backups } => json!({
+            "name": name, "outcome": "copied", "version": version,
+            "deleted": version.is_none(), "backups": backups
+        }),
+        Outcome::Unchanged { version } => json!({
+            "name": name, "outcome": "unchanged", "version": version,
+            "deleted": version.is_none()
+        }),
         Outcome::Failed(why) => json!({"name": name, "outcome": "failed", "error": why}),
     }
 }

@@ -574,23 +574,67 @@ async fn import_and_export_copy_documents_and_backups_byte_for_byte_and_rerun_cl
         .unwrap();
     // Bytes another program wrote (compact, no newline): copied as they are.
     std::fs::write(src.path().join("raw.json"), br#"{"x":1}"#).unwrap();
+    // A deleted document, restorable from its two backups: copied as deleted, with them.
+    let gone = store.doc::<serde_json::Value>("old/gone.json").unwrap();
+    gone.write(&json!("first")).unwrap();
+    gone.write(&json!("last")).unwrap();
+    gone.delete().unwrap();
     let url = fresh_schema(&base).await;
     let pg = open(PgOptions::new(&url)).await.unwrap();
     let out = tempfile::tempdir().unwrap();
     let (src_path, out_path) = (src.path().to_path_buf(), out.path().to_path_buf());
     tokio::task::spawn_blocking(move || {
+        use statefile_server::DocStore;
         let store = statefile::Store::open_with(&src_path, opts.clone()).unwrap();
         let r = transfer::import(&store, &pg, |_| {}).unwrap();
-        assert_eq!((r.copied(), r.failed()), (3, 0), "{:?}", r.documents);
+        assert_eq!((r.copied(), r.failed()), (4, 0), "{:?}", r.documents);
+        assert!(r.documents.contains(&(
+            "old/gone.json".to_string(),
+            Outcome::Copied {
+                version: None,
+                backups: 2
+            }
+        )));
         let again = transfer::import(&store, &pg, |_| {}).unwrap();
-        assert_eq!(again.unchanged(), 3, "re-runnable: {:?}", again.documents);
+        assert_eq!(again.unchanged(), 4, "re-runnable: {:?}", again.documents);
+        // In the database: no document, its two versions restorable.
+        assert!(pg.get("old/gone.json").is_err());
+        let kept = pg.backups("old/gone.json").unwrap();
+        let src_kept: Vec<_> = gone
+            .backups()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.version)
+            .collect();
+        assert_eq!(
+            kept.iter().map(|b| b.version.as_str()).collect::<Vec<_>>(),
+            src_kept.iter().map(|v| v.as_str()).collect::<Vec<_>>()
+        );
         let target = statefile::Store::open_with(&out_path, opts).unwrap();
         let r = transfer::export(&pg, &target, |_| {}).unwrap();
-        assert_eq!((r.copied(), r.failed()), (3, 0), "{:?}", r.documents);
+        assert_eq!((r.copied(), r.failed()), (4, 0), "{:?}", r.documents);
         assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
         assert!(r.notes[0].starts_with("raw.json: its bytes were not in the directory's layout"));
         let again = transfer::export(&pg, &target, |_| {}).unwrap();
-        assert_eq!(again.unchanged(), 3, "{:?}", again.documents);
+        assert_eq!(again.unchanged(), 4, "{:?}", again.documents);
+        // Deleted in the directory too, with the same backups, and restorable there.
+        assert_eq!(target.list_deleted("").unwrap(), ["old/gone.json"]);
+        let out_gone = target.doc::<serde_json::Value>("old/gone.json").unwrap();
+        assert!(!out_gone.exists().unwrap());
+        let out_kept: Vec<_> = out_gone
+            .backups()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.version)
+            .collect();
+        assert_eq!(out_kept, src_kept);
+        out_gone.restore(&statefile::BackupRef::NewestGood).unwrap();
+        assert_eq!(out_gone.read().unwrap(), json!("last"));
+        // Restored at the source: the next import brings the document back.
+        gone.restore(&statefile::BackupRef::NewestGood).unwrap();
+        let r = transfer::import(&store, &pg, |_| {}).unwrap();
+        assert_eq!((r.copied(), r.unchanged()), (1, 3), "{:?}", r.documents);
+        assert_eq!(pg.get("old/gone.json").unwrap().bytes, b"\"last\"\n");
         // The database holds raw.json's bytes as they were; the directory lays out the
         // same value as every statefile write does.
         let raw = target.doc::<serde_json::Value>("raw.json").unwrap();
@@ -627,7 +671,7 @@ async fn import_and_export_copy_documents_and_backups_byte_for_byte_and_rerun_cl
             .write(&json!({"a": [2]}))
             .unwrap();
         let r = transfer::import(&store, &pg, |_| {}).unwrap();
-        assert_eq!((r.copied(), r.unchanged()), (1, 2), "{:?}", r.documents);
+        assert_eq!((r.copied(), r.unchanged()), (1, 3), "{:?}", r.documents);
         assert!(matches!(
             r.documents
                 .iter()

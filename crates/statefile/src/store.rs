@@ -132,23 +132,54 @@ impl Store {
     /// # Errors
     /// I/O kinds if a directory cannot be listed.
     pub fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        self.walk(prefix, Listing::Documents)
+    }
+
+    /// The names of deleted documents whose name starts with `prefix`, sorted: those
+    /// that do not exist but have backups (`.name.json.bak`...), which
+    /// [`Doc::restore`] can bring back and [`Doc::backups`] lists.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = statefile::Store::open(dir.path())?;
+    /// let doc = store.doc::<u32>("a/n.json")?;
+    /// doc.write(&1)?;
+    /// doc.delete()?;
+    /// let kept = store.doc::<u32>("k.json")?;
+    /// kept.write(&1)?;
+    /// kept.write(&2)?; // a document with a backup: listed by list, not list_deleted
+    /// assert_eq!(store.list_deleted("")?, ["a/n.json"]);
+    /// assert!(store.list_deleted("k")?.is_empty());
+    /// assert_eq!(store.list("")?, ["k.json"]);
+    /// # Ok::<(), statefile::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// I/O kinds if a directory cannot be listed.
+    pub fn list_deleted(&self, prefix: &str) -> Result<Vec<String>> {
+        self.walk(prefix, Listing::Deleted)
+    }
+
+    fn walk(&self, prefix: &str, which: Listing) -> Result<Vec<String>> {
         let mut out = Vec::new();
         // A loop over a stack of directories, not a recursion: the tree is untrusted.
         let mut pending = vec![(self.root.clone(), String::new())];
         while let Some((dir, rel)) = pending.pop() {
-            self.list_dir(&dir, &rel, prefix, &mut out, &mut pending)?;
+            self.list_dir(&dir, &rel, prefix, which, &mut out, &mut pending)?;
         }
         out.sort();
+        out.dedup();
         Ok(out)
     }
 
-    /// The documents of `dir` into `out`, its subdirectories that may hold names with
-    /// `prefix` into `pending`.
+    /// The documents (or deleted documents) of `dir` into `out`, its subdirectories
+    /// that may hold names with `prefix` into `pending`.
     fn list_dir(
         &self,
         dir: &Path,
         rel: &str,
         prefix: &str,
+        which: Listing,
         out: &mut Vec<String>,
         pending: &mut Vec<(PathBuf, String)>,
     ) -> Result<()> {
@@ -162,6 +193,24 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::InvalidFilename => return Ok(()),
             Err(e) => return Err(Error::io("list directory", dir, e)),
         };
+        if which == Listing::Deleted {
+            let present: std::collections::HashSet<&std::ffi::OsStr> =
+                entries.iter().map(|e| e.name.as_os_str()).collect();
+            for e in &entries {
+                if let Some(names::Sidecar::Backup(doc, _)) = names::sidecar_of(&e.name)
+                    && e.file_type == FileType::File
+                    && !present.contains(doc.as_os_str())
+                    && let Some(doc) = doc.to_str()
+                    && doc.ends_with(".json")
+                    && !doc.starts_with('.')
+                {
+                    let full = format!("{rel}{doc}");
+                    if full.starts_with(prefix) {
+                        out.push(full);
+                    }
+                }
+            }
+        }
         for e in entries {
             let Some(name) = e.name.to_str() else {
                 continue;
@@ -178,6 +227,7 @@ impl Store {
                         pending.push((dir.join(name), sub));
                     }
                 }
+                _ if which == Listing::Deleted => {}
                 FileType::File if name.ends_with(".json") && full.starts_with(prefix) => {
                     out.push(full);
                 }
@@ -248,4 +298,11 @@ fn create_root(opts: &Options, root: &Path) -> Result<()> {
     }
     missing.reverse();
     crate::atomic::create_missing_dirs(fs, &missing, opts.durability)
+}
+
+/// What [`Store::list_dir`] collects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    Documents,
+    Deleted,
 }

@@ -5,7 +5,10 @@
 //! Re-runnable: a document whose current version and kept versions already match on
 //! the target is left alone; one that differs is replaced on the target (for import,
 //! in one transaction with its backups). Documents only on the target are left alone.
-//! Deleted documents (backups without a document) are not copied.
+//!
+//! A round trip keeps everything the API can reach: deleted documents (backups without
+//! a document, which `restore` brings back and `/backups` lists) are copied too, as
+//! deleted documents with the same kept versions.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -28,29 +31,44 @@ impl Kept {
     }
 }
 
-/// A document and its kept versions (newest first).
+/// A document and its kept versions (newest first); `current` is `None` for a deleted
+/// document, whose backups are then never empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct History {
-    pub current: Kept,
+    pub current: Option<Kept>,
     pub backups: Vec<Kept>,
 }
 
+/// A document's version (`None`: deleted) and its backups' versions, newest first.
+type Versions = (Option<Version>, Vec<Version>);
+
 impl History {
-    fn versions(&self) -> (Version, Vec<Version>) {
+    fn versions(&self) -> Versions {
         (
-            self.current.version(),
+            self.current.as_ref().map(Kept::version),
             self.backups.iter().map(Kept::version).collect(),
         )
+    }
+
+    /// The current version, as reports show it (`None`: deleted).
+    fn shown(&self) -> Option<String> {
+        self.current
+            .as_ref()
+            .map(|k| k.version().as_str().to_string())
     }
 }
 
 /// What happened to one document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Copied (or replaced), and the target's version checked.
-    Copied { version: String, backups: usize },
-    /// The target already had the same version and backups.
-    Unchanged { version: String },
+    /// Copied (or replaced), and the target's version checked; `version` is `None` for
+    /// a deleted document (its backups copied).
+    Copied {
+        version: Option<String>,
+        backups: usize,
+    },
+    /// The target already had the same version (or was deleted alike) and backups.
+    Unchanged { version: Option<String> },
     /// Not copied: why (a damaged document, a name the target refuses, ...).
     Failed(String),
 }
@@ -92,13 +110,21 @@ fn read_file_history(
 ) -> Result<History, String> {
     let doc = store.doc::<Value>(name).map_err(|e| e.to_string())?;
     let _lock = doc.lock().map_err(|e| e.to_string())?;
-    let current = doc.read_bytes().map_err(|e| match e.kind() {
-        ErrorKind::Corrupt => format!("{e} (repair it with `statefile recover` first)"),
-        _ => e.to_string(),
-    })?;
-    let modified = std::fs::metadata(doc.path())
-        .and_then(|m| m.modified())
-        .map_err(|e| format!("cannot stat {}: {e}", doc.path().display()))?;
+    let current = if doc.exists().map_err(|e| e.to_string())? {
+        let current = doc.read_bytes().map_err(|e| match e.kind() {
+            ErrorKind::Corrupt => format!("{e} (repair it with `statefile recover` first)"),
+            _ => e.to_string(),
+        })?;
+        let modified = std::fs::metadata(doc.path())
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("cannot stat {}: {e}", doc.path().display()))?;
+        Some(Kept {
+            bytes: current.value,
+            written_unix: unix(modified),
+        })
+    } else {
+        None
+    };
     let mut backups = Vec::new();
     for b in doc.backups().map_err(|e| e.to_string())? {
         if !b.parses {
@@ -123,13 +149,10 @@ fn read_file_history(
             written_unix: unix(b.modified),
         });
     }
-    Ok(History {
-        current: Kept {
-            bytes: current.value,
-            written_unix: unix(modified),
-        },
-        backups,
-    })
+    if current.is_none() && backups.is_empty() {
+        return Err("deleted, and no backup of it is left to copy".to_string());
+    }
+    Ok(History { current, backups })
 }
 
 /// Copy every document of `from` (and its backups) into `to`.
@@ -142,19 +165,20 @@ pub fn import(
     mut progress: impl FnMut(&str),
 ) -> Result<Report, String> {
     let mut report = Report::default();
-    let names = from.list("").map_err(|e| e.to_string())?;
+    let mut names = from.list("").map_err(|e| e.to_string())?;
+    names.extend(from.list_deleted("").map_err(|e| e.to_string())?);
+    names.sort();
+    names.dedup();
     for name in names {
         progress(&name);
         let outcome = match read_file_history(from, &name, &mut report.notes) {
             Err(why) => Outcome::Failed(why),
             Ok(h) => match to.replace_history(&name, &h) {
                 Err(e) => Outcome::Failed(e.log_text()),
-                Ok(false) => Outcome::Unchanged {
-                    version: h.current.version().as_str().to_string(),
-                },
+                Ok(false) => Outcome::Unchanged { version: h.shown() },
                 Ok(true) => match to.history(&name) {
                     Ok(Some(back)) if back.versions() == h.versions() => Outcome::Copied {
-                        version: h.current.version().as_str().to_string(),
+                        version: h.shown(),
                         backups: h.backups.len(),
                     },
                     Ok(_) => Outcome::Failed(
@@ -169,28 +193,27 @@ pub fn import(
     Ok(report)
 }
 
-/// The directory store's versions of `name`, if it exists there.
-fn file_versions(
-    store: &statefile::Store,
-    name: &str,
-) -> Result<Option<(Version, Vec<Version>)>, String> {
+/// The directory store's versions of `name` (`(None, [])` if it has none).
+fn file_versions(store: &statefile::Store, name: &str) -> Result<Versions, String> {
     let doc = store.doc::<Value>(name).map_err(|e| e.to_string())?;
-    if !doc.exists().map_err(|e| e.to_string())? {
-        return Ok(None);
-    }
-    let current = doc.version().map_err(|e| e.to_string())?;
+    let current = if doc.exists().map_err(|e| e.to_string())? {
+        Some(doc.version().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let backups = doc
         .backups()
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|b| b.version)
         .collect();
-    Ok(Some((current, backups)))
+    Ok((current, backups))
 }
 
 /// Write `h` into the directory store through the library: the backups oldest first,
 /// then the document, each an ordinary atomic write of the parsed value that keeps the
-/// one before as its backup, so the directory ends with the same document and backups.
+/// one before as its backup, so the directory ends with the same document and backups;
+/// a deleted document is then deleted (its last version becoming the newest backup).
 /// A document that already exists there with other versions is replaced the same way
 /// (its old versions are then older backups). Bytes in the store's layout (everything
 /// statefile wrote) come out identical; others are laid out anew.
@@ -206,10 +229,13 @@ fn write_file_history(store: &statefile::Store, name: &str, h: &History) -> Resu
         .backups(store.options().get_backups().max(h.backups.len()))
         .create_dirs(true);
     let doc = statefile::Doc::<Value>::open_with(path, opts).map_err(|e| e.to_string())?;
-    for k in h.backups.iter().rev().chain(std::iter::once(&h.current)) {
+    for k in h.backups.iter().rev().chain(h.current.as_ref()) {
         let value: Value = serde_json::from_slice(&k.bytes)
             .map_err(|e| format!("a version in the database is not valid JSON: {e}"))?;
         doc.write(&value).map_err(|e| e.to_string())?;
+    }
+    if h.current.is_none() {
+        doc.delete().map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -224,7 +250,7 @@ pub fn export(
     mut progress: impl FnMut(&str),
 ) -> Result<Report, String> {
     let mut report = Report::default();
-    let names = crate::DocStore::list(from, "").map_err(|e| e.to_string())?;
+    let names = from.names_with_history().map_err(|e| e.log_text())?;
     for name in names {
         progress(&name);
         let outcome = export_one(from, to, &name, &mut report.notes);
@@ -235,7 +261,12 @@ pub fn export(
 
 /// The versions `h` has once written into `to`: its own where its bytes are in the
 /// store's layout (all that statefile writes), else those of the same values laid out.
-fn expected_in(to: &statefile::Store, h: &History) -> (Option<Version>, Vec<Option<Version>>) {
+/// The outer `Option` of the current version is `None` for a deleted document; the
+/// inner one when a version cannot be laid out.
+fn expected_in(
+    to: &statefile::Store,
+    h: &History,
+) -> (Option<Option<Version>>, Vec<Option<Version>>) {
     let laid_out = |k: &Kept| {
         serde_json::from_slice::<Value>(&k.bytes)
             .ok()
@@ -243,7 +274,7 @@ fn expected_in(to: &statefile::Store, h: &History) -> (Option<Version>, Vec<Opti
             .map(|b| Version::of(&b))
     };
     (
-        laid_out(&h.current),
+        h.current.as_ref().map(laid_out),
         h.backups.iter().map(laid_out).collect(),
     )
 }
@@ -263,8 +294,8 @@ fn export_one(
         Err(e) => return Outcome::Failed(e.log_text()),
     };
     let (expect_current, expect_backups) = expected_in(to, &h);
-    let holds_it = |have: &(Version, Vec<Version>)| {
-        Some(&have.0) == expect_current.as_ref()
+    let holds_it = |have: &Versions| {
+        have.0.as_ref().map(Some) == expect_current.as_ref().map(Option::as_ref)
             && have.1.len() >= expect_backups.len()
             && have
                 .1
@@ -274,14 +305,14 @@ fn export_one(
     };
     let unchanged = match file_versions(to, name) {
         Err(e) => return Outcome::Failed(e),
-        Ok(have) => have.as_ref().is_some_and(holds_it),
+        Ok(have) => holds_it(&have),
     };
-    let source = h.current.version();
+    let source = h.current.as_ref().map(Kept::version);
     if !unchanged && let Err(e) = write_file_history(to, name, &h) {
         return Outcome::Failed(e);
     }
     let current = match file_versions(to, name) {
-        Ok(Some(have)) if holds_it(&have) => have.0,
+        Ok(have) if holds_it(&have) => have.0,
         Ok(_) => {
             return Outcome::Failed(
                 "the directory holds other versions than were copied".to_string(),
@@ -289,26 +320,45 @@ fn export_one(
         }
         Err(e) => return Outcome::Failed(format!("cannot check the copy: {e}")),
     };
-    if current != source && !unchanged {
+    if let (Some(source), Some(current)) = (&source, &current)
+        && current != source
+        && !unchanged
+    {
         notes.push(format!(
             "{name}: its bytes were not in the directory's layout and were laid out anew \
              (version {source} is {current} there)"
         ));
     }
+    let version = current.map(|v| v.as_str().to_string());
     if unchanged {
-        Outcome::Unchanged {
-            version: current.as_str().to_string(),
-        }
+        Outcome::Unchanged { version }
     } else {
         Outcome::Copied {
-            version: current.as_str().to_string(),
+            version,
             backups: h.backups.len(),
         }
     }
 }
 
 impl PgStore {
-    /// `name`'s document and kept versions, if the document exists.
+    /// The names of the documents and of the deleted documents that have backups,
+    /// sorted.
+    pub(crate) fn names_with_history(&self) -> Result<Vec<String>, Failure> {
+        self.block(async {
+            let mut c = self.conn().await?;
+            let rows = c
+                .query(
+                    "SELECT name FROM statefile_documents
+                     UNION SELECT name FROM statefile_backups ORDER BY name",
+                    &[],
+                )
+                .await?;
+            c.done();
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    /// `name`'s document (if it exists) and kept versions; `None` if it has neither.
     pub(crate) fn history(&self, name: &str) -> Result<Option<History>, Failure> {
         self.block(async {
             let mut c = self.conn().await?;
@@ -331,8 +381,11 @@ impl PgStore {
                 bytes: r.get(0),
                 written_unix: r.get(1),
             };
-            Ok(current.map(|r| History {
-                current: kept(&r),
+            if current.is_none() && backups.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(History {
+                current: current.as_ref().map(kept),
                 backups: backups.iter().map(kept).collect(),
             }))
         })
@@ -342,14 +395,23 @@ impl PgStore {
     /// transaction. `false` if it already held the same versions.
     pub(crate) fn replace_history(&self, name: &str, h: &History) -> Result<bool, Failure> {
         super::check_name(name)?;
-        let total: usize =
-            h.backups.iter().map(|k| k.bytes.len()).sum::<usize>() + h.current.bytes.len();
-        if h.current.bytes.len() > self.opts.max_document_bytes {
+        let total: usize = h
+            .backups
+            .iter()
+            .chain(&h.current)
+            .map(|k| k.bytes.len())
+            .sum();
+        if let Some(k) = h
+            .backups
+            .iter()
+            .chain(&h.current)
+            .find(|k| k.bytes.len() > self.opts.max_document_bytes)
+        {
             return Err(Failure::Lib(statefile::Error::new(
                 ErrorKind::Serialize,
                 format!(
-                    "{name} is {} bytes, over the backend's limit of {} bytes per document",
-                    h.current.bytes.len(),
+                    "{name} has a version of {} bytes, over the backend's limit of {} bytes per document",
+                    k.bytes.len(),
                     self.opts.max_document_bytes
                 ),
             )));
@@ -368,7 +430,7 @@ impl PgStore {
                 .map(|r| r.get(0))
                 .collect();
             let (want_current, want_backups) = h.versions();
-            let same = current.as_ref().is_some_and(|c| c.version == want_current)
+            let same = current.as_ref().map(|c| &c.version) == want_current.as_ref()
                 && have
                     .iter()
                     .map(String::as_str)
@@ -390,19 +452,22 @@ impl PgStore {
                 )
                 .await?;
             }
-            tx.execute(
-                "INSERT INTO statefile_documents (name, body, version, written_at)
-                 VALUES ($1, $2, $3, to_timestamp($4))
-                 ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body,
-                     version = EXCLUDED.version, written_at = EXCLUDED.written_at",
-                &[
-                    &name,
-                    &h.current.bytes,
-                    &want_current.as_str(),
-                    &h.current.written_unix,
-                ],
-            )
-            .await?;
+            match (&h.current, &want_current) {
+                (Some(k), Some(v)) => {
+                    tx.execute(
+                        "INSERT INTO statefile_documents (name, body, version, written_at)
+                         VALUES ($1, $2, $3, to_timestamp($4))
+                         ON CONFLICT (name) DO UPDATE SET body = EXCLUDED.body,
+                             version = EXCLUDED.version, written_at = EXCLUDED.written_at",
+                        &[&name, &k.bytes, &v.as_str(), &k.written_unix],
+                    )
+                    .await?;
+                }
+                _ => {
+                    tx.execute("DELETE FROM statefile_documents WHERE name = $1", &[&name])
+                        .await?;
+                }
+            }
             tx.commit().await?;
             Ok(true)
         }))
