@@ -391,8 +391,10 @@ pub struct ServeArgs {
     /// Serve the documents of this PostgreSQL database instead of a directory: a URL, or
     /// key=value pairs (host=HOST dbname=DB ...). TLS as libpq: sslmode=disable, prefer
     /// (the default), require, verify-ca or verify-full; sslrootcert=FILE or system;
-    /// sslcert and sslkey. A password is better given through STATEFILE_BACKEND than on
-    /// the command line, which other users of the machine can read.
+    /// sslcert and sslkey. What it leaves out comes from PGHOST, PGPORT, PGUSER,
+    /// PGPASSWORD, PGDATABASE, PGSSLMODE... and ~/.pgpass, as with libpq: postgres://
+    /// alone takes everything from them. Keep a password off the command line, which
+    /// other users of the machine can read (STATEFILE_BACKEND, PGPASSWORD, ~/.pgpass).
     #[arg(
         long,
         env = "STATEFILE_BACKEND",

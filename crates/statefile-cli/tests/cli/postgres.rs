@@ -638,3 +638,85 @@ fn key_value_connection_strings_and_verified_tls_through_the_binary() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Regression: the PG* environment variables and the password file were ignored, so the
+/// password had to be in the connection string. `--backend postgres://` takes everything
+/// from them, as libpq does (TLS included), and never shows the password.
+#[test]
+fn libpq_environment_variables_and_the_password_file_through_the_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(base) = base_url() else { return };
+    let Some(tls) = std::env::var_os("STATEFILE_TEST_PG_TLS") else {
+        assert!(
+            std::env::var_os("STATEFILE_TEST_PG_REQUIRED").is_none(),
+            "STATEFILE_TEST_PG_TLS is not set"
+        );
+        println!("skipping: STATEFILE_TEST_PG_TLS is not set (./test postgres sets it)");
+        return;
+    };
+    let _db = DATABASE.read().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_schema(&base);
+    let schema = url.rsplit("%3D").next().unwrap().to_string();
+    let c: postgres::Config = base.parse().unwrap();
+    let password = String::from_utf8(c.get_password().unwrap().to_vec()).unwrap();
+    let port = c.get_ports()[0].to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let pgpass = dir.path().join("pgpass");
+    std::fs::write(
+        &pgpass,
+        format!("localhost:{port}:statefile:someone-else:wrong\n*:{port}:*:statefile:{password}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = std::path::Path::new(&tls).join("ca.crt");
+    let options = format!("-c search_path={schema}");
+    let env = |passfile: &std::path::Path| {
+        vec![
+            ("PGHOST", "localhost".to_string()),
+            ("PGHOSTADDR", "127.0.0.1".to_string()),
+            ("PGPORT", port.clone()),
+            ("PGUSER", "statefile".to_string()),
+            ("PGDATABASE", "statefile".to_string()),
+            ("PGPASSFILE", passfile.display().to_string()),
+            ("PGOPTIONS", options.clone()),
+            ("PGSSLMODE", "verify-full".to_string()),
+            ("PGSSLROOTCERT", ca.display().to_string()),
+        ]
+    };
+    let vars = env(&pgpass);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = serve(&["--backend", "postgres://"], &vars);
+    let (status, _, _) = request(server.addr, "PUT", "/v1/docs/env.json", &[], "[1]").unwrap();
+    assert_eq!(status, 201);
+    // In the schema PGOPTIONS named.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM statefile_documents WHERE name = 'env.json'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    drop(server);
+    // A password file others may read is not used (as libpq): no password, no start.
+    let open = dir.path().join("pgpass-open");
+    std::fs::copy(&pgpass, &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--backend", "postgres://"])
+        .env_remove("STATEFILE_BACKEND")
+        .env_remove("DATABASE_URL")
+        .env_remove("PGPASSWORD");
+    for (k, v) in env(&open) {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("postgres://statefile@localhost:{port}/statefile")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&password), "{stderr}");
+}

@@ -15,6 +15,15 @@
 //! without it, `verify-ca` and `verify-full` use `~/.postgresql/root.crt`. `sslcert` and
 //! `sslkey` (PEM, unencrypted) are a client certificate. Messages never repeat the
 //! connection string: it may hold a password.
+//!
+//! What the string leaves out comes, as with libpq, from the environment: `PGHOST`,
+//! `PGHOSTADDR`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGOPTIONS`,
+//! `PGAPPNAME`, `PGCONNECT_TIMEOUT`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`,
+//! `PGSSLKEY`; then a password from the password file (`PGPASSFILE`, or `~/.pgpass`,
+//! used only when no one but its owner may read it); then libpq's defaults (the
+//! operating system's user name, a Unix socket in `/var/run/postgresql` or `/tmp` where
+//! one is listening, else `localhost`). So `postgres://` alone takes everything from
+//! the environment.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -86,17 +95,29 @@ pub(crate) struct Target {
 /// # Errors
 /// What is wrong, without repeating `s`.
 pub(crate) fn parse(s: &str) -> Result<Target, String> {
-    let (rest, tls) = if let Some(body) = url_body(s) {
+    parse_with(s, &|k| std::env::var(k).ok())
+}
+
+/// [`parse`], with `env` for the environment.
+fn parse_with(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target, String> {
+    let (mut rest, mut tls) = if let Some(body) = url_body(s) {
         split_url(s, body)?
     } else {
         split_pairs(s)?
     };
+    // The client library gives a URL's host without a port 5432; libpq takes PGPORT.
+    if let Some(ports) = env("PGPORT").filter(|p| !p.is_empty())
+        && let Some(with_ports) = url_with_ports(&rest, &check_ports(&ports)?)
+    {
+        rest = with_ports;
+    }
     let mut config: tokio_postgres::Config = rest.parse().map_err(|e| {
         format!(
             "not a PostgreSQL connection string (postgres://USER@HOST:PORT/DB, or host=HOST \
              dbname=DB ...): {e}"
         )
     })?;
+    from_environment(&mut config, &mut tls, env)?;
     let get = |k: &str| {
         tls.iter()
             .rev()
@@ -189,6 +210,188 @@ pub(crate) fn parse(s: &str) -> Result<Target, String> {
     })
 }
 
+/// Fill what the connection string left out from libpq's environment variables, the
+/// password file and libpq's defaults. The TLS settings from the environment go first
+/// in `tls`, so the string's own (found last) win.
+fn from_environment(
+    config: &mut tokio_postgres::Config,
+    tls: &mut Vec<(String, String)>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty());
+    if config.get_hosts().is_empty()
+        && let Some(hosts) = var("PGHOST")
+    {
+        for h in hosts.split(',') {
+            config.host(h);
+        }
+    }
+    if config.get_hostaddrs().is_empty()
+        && let Some(addrs) = var("PGHOSTADDR")
+    {
+        for a in addrs.split(',') {
+            config.hostaddr(
+                a.trim()
+                    .parse()
+                    .map_err(|_| format!("PGHOSTADDR: {a:?} is not an IP address"))?,
+            );
+        }
+    }
+    if config.get_ports().is_empty()
+        && let Some(ports) = var("PGPORT")
+    {
+        for p in check_ports(&ports)? {
+            config.port(p);
+        }
+    }
+    if config.get_user().is_none()
+        && let Some(u) = var("PGUSER")
+    {
+        config.user(u);
+    }
+    if config.get_password().is_none()
+        && let Some(p) = var("PGPASSWORD")
+    {
+        config.password(p);
+    }
+    if config.get_dbname().is_none()
+        && let Some(d) = var("PGDATABASE")
+    {
+        config.dbname(d);
+    }
+    if config.get_options().is_none()
+        && let Some(o) = var("PGOPTIONS")
+    {
+        config.options(o);
+    }
+    if config.get_application_name().is_none()
+        && let Some(a) = var("PGAPPNAME")
+    {
+        config.application_name(a);
+    }
+    if config.get_connect_timeout().is_none()
+        && let Some(t) = var("PGCONNECT_TIMEOUT")
+    {
+        let secs: u64 = t
+            .trim()
+            .parse()
+            .map_err(|_| format!("PGCONNECT_TIMEOUT: {t:?} is not a number of seconds"))?;
+        // As libpq: 0 is no limit (the store's own then applies), and at least 2 s.
+        if secs > 0 {
+            config.connect_timeout(std::time::Duration::from_secs(secs.max(2)));
+        }
+    }
+    let mut from_env = Vec::new();
+    for (key, var_name) in [
+        ("sslmode", "PGSSLMODE"),
+        ("sslrootcert", "PGSSLROOTCERT"),
+        ("sslcert", "PGSSLCERT"),
+        ("sslkey", "PGSSLKEY"),
+    ] {
+        if !tls.iter().any(|(k, _)| k == key)
+            && let Some(v) = var(var_name)
+        {
+            from_env.push((key.to_string(), v));
+        }
+    }
+    tls.splice(0..0, from_env);
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let socket = ["/var/run/postgresql", "/tmp"]
+            .into_iter()
+            .find(|d| Path::new(d).join(format!(".s.PGSQL.{port}")).exists());
+        config.host(socket.unwrap_or("localhost"));
+    }
+    if config.get_password().is_none() {
+        let file = var("PGPASSFILE")
+            .map(std::path::PathBuf::from)
+            .or_else(|| var("HOME").map(|h| Path::new(&h).join(".pgpass")));
+        if let Some(file) = file
+            && let Some(password) = password_from_file(&file, config, env)
+        {
+            config.password(password);
+        }
+    }
+    Ok(())
+}
+
+/// The password for `config`'s first host, port, database and user from the password
+/// file at `path` (`host:port:database:user:password` lines, `*` for any, `\:` and
+/// `\\` escaped; the first match wins), as libpq reads it. `None` when there is no
+/// file, no match, or when others than its owner may read it (libpq ignores it then).
+fn password_from_file(
+    path: &Path,
+    config: &tokio_postgres::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let file = std::fs::File::open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.mode() & 0o077 != 0 {
+        if meta.is_file() {
+            tracing::warn!(
+                file = %path.display(),
+                "the password file is readable by others than its owner: not used"
+            );
+        }
+        return None;
+    }
+    let mut text = String::new();
+    // Bounded: a password file is a few lines.
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        // A socket in the default directories is `localhost`, as libpq says.
+        Some(tokio_postgres::config::Host::Unix(p))
+            if p == Path::new("/var/run/postgresql") || p == Path::new("/tmp") =>
+        {
+            "localhost".to_string()
+        }
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let user = match config.get_user() {
+        Some(u) => u.to_string(),
+        None => env("USER").or_else(|| env("LOGNAME"))?,
+    };
+    let db = config
+        .get_dbname()
+        .map_or_else(|| user.clone(), str::to_string);
+    let want = [host.as_str(), port.as_str(), db.as_str(), user.as_str()];
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut fields = Vec::with_capacity(5);
+        let mut field = String::new();
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => field.extend(chars.next()),
+                ':' if fields.len() < 4 => fields.push(std::mem::take(&mut field)),
+                c => field.push(c),
+            }
+        }
+        fields.push(field);
+        if fields.len() == 5
+            && fields[..4]
+                .iter()
+                .zip(want)
+                .all(|(f, w)| f == "*" || f == w)
+        {
+            return Some(fields.pop().unwrap_or_default());
+        }
+    }
+    None
+}
+
 /// Whether `s` looks like a connection string rather than a directory: a
 /// `postgres://` URL, or `key=value` pairs.
 pub fn is_connection_string(s: &str) -> bool {
@@ -227,6 +430,49 @@ pub fn describe(c: &tokio_postgres::Config) -> String {
         c.get_user().unwrap_or(""),
         c.get_dbname().unwrap_or("")
     )
+}
+
+/// `PGPORT`'s ports (one, or one per host).
+fn check_ports(ports: &str) -> Result<Vec<u16>, String> {
+    ports
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|_| format!("PGPORT: {p:?} is not a port number"))
+        })
+        .collect()
+}
+
+/// `url` with `ports` after its hosts, if it names hosts and none has a port; `None`
+/// otherwise.
+fn url_with_ports(url: &str, ports: &[u16]) -> Option<String> {
+    let body = url_body(url)?;
+    let start = url.len() - body.len();
+    // Where the client library looks for the credentials and the host.
+    let host_start = start + body.find('@').map_or(0, |i| i + 1);
+    let host_end = url[host_start..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| host_start + i);
+    let hosts = &url[host_start..host_end];
+    let has_port = |h: &str| match h.rfind(']') {
+        Some(i) => h[i..].contains(':'),
+        None => h.contains(':'),
+    };
+    if hosts.is_empty() || hosts.split(',').any(has_port) {
+        return None;
+    }
+    let with: Vec<String> = hosts
+        .split(',')
+        .enumerate()
+        .map(|(i, h)| format!("{h}:{}", ports[i.min(ports.len() - 1)]))
+        .collect();
+    Some(format!(
+        "{}{}{}",
+        &url[..host_start],
+        with.join(","),
+        &url[host_end..]
+    ))
 }
 
 fn url_body(s: &str) -> Option<&str> {
@@ -557,9 +803,110 @@ mod tests {
         assert!(!e.contains("hunter2"), "{e}");
         let e = err("host=h password=hunter2 port=x");
         assert!(!e.contains("hunter2"), "{e}");
-        let t = parse("postgres://h/db").unwrap();
+        let none = |_: &str| None;
+        let t = parse_with("postgres://h/db", &none).unwrap();
         assert_eq!(t.mode, SslMode::Prefer);
-        let t = parse("host=h dbname=d sslmode=disable").unwrap();
+        let t = parse_with("host=h dbname=d sslmode=disable", &none).unwrap();
         assert_eq!(t.mode, SslMode::Disable);
+    }
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn the_environment_fills_what_the_string_leaves_out_and_never_overrides_it() {
+        let env = env_of(&[
+            ("PGHOST", "envhost"),
+            ("PGPORT", "6000"),
+            ("PGUSER", "envuser"),
+            ("PGPASSWORD", "envpw"),
+            ("PGDATABASE", "envdb"),
+            ("PGAPPNAME", "envapp"),
+            ("PGOPTIONS", "-c search_path=s"),
+            ("PGCONNECT_TIMEOUT", "1"),
+            ("PGSSLMODE", "disable"),
+        ]);
+        let t = parse_with("postgres://me@h/db?application_name=mine", &env).unwrap();
+        let c = &t.config;
+        assert_eq!(
+            c.get_hosts(),
+            [tokio_postgres::config::Host::Tcp("h".into())]
+        );
+        assert_eq!(c.get_ports(), [6000]);
+        assert_eq!(c.get_user(), Some("me"));
+        assert_eq!(c.get_password(), Some(&b"envpw"[..]));
+        assert_eq!(c.get_dbname(), Some("db"));
+        assert_eq!(c.get_application_name(), Some("mine"));
+        assert_eq!(c.get_options(), Some("-c search_path=s"));
+        assert_eq!(
+            c.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(2))
+        );
+        assert_eq!(t.mode, SslMode::Disable);
+        // The string's own TLS setting wins.
+        let t = parse_with("host=h sslmode=require", &env).unwrap();
+        assert_eq!(t.mode, SslMode::Require);
+        // Everything from the environment.
+        let t = parse_with("postgres://", &env).unwrap();
+        assert_eq!(describe(&t.config), "postgres://envuser@envhost:6000/envdb");
+        for (k, v, why) in [
+            ("PGPORT", "x", "PGPORT"),
+            ("PGHOSTADDR", "nohost", "PGHOSTADDR"),
+            ("PGSSLMODE", "sometimes", "sslmode must be"),
+            ("PGCONNECT_TIMEOUT", "soon", "PGCONNECT_TIMEOUT"),
+        ] {
+            let e = parse_with("postgres://h/db", &env_of(&[(k, v)]))
+                .err()
+                .unwrap_or_else(|| panic!("{k}={v} accepted"));
+            assert!(e.contains(why), "{e}");
+        }
+        // Nothing set anywhere: a socket where one listens, else localhost.
+        let t = parse_with("postgres://", &|_: &str| None).unwrap();
+        assert_eq!(t.config.get_hosts().len(), 1);
+    }
+
+    #[test]
+    fn the_password_file_is_read_as_libpq_reads_it_and_ignored_when_others_may_read_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(
+            &file,
+            "# a comment\n\
+             other:5432:*:me:wrong\n\
+             db.internal:5433:app:me:not-this-port\n\
+             db.internal:*:app:me:pa\\:ss\\\\w:rd\n\
+             *:*:*:*:fallback\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let path = file.to_str().unwrap().to_string();
+        let env = env_of(&[("PGPASSFILE", &path)]);
+        let pw = |s: &str, env: &dyn Fn(&str) -> Option<String>| {
+            let t = parse_with(s, env).unwrap();
+            t.config
+                .get_password()
+                .map(|p| String::from_utf8(p.to_vec()).unwrap())
+        };
+        assert_eq!(
+            pw("postgres://me@db.internal:5434/app", &env).as_deref(),
+            Some("pa:ss\\w:rd")
+        );
+        assert_eq!(
+            pw("host=x user=y dbname=z", &env).as_deref(),
+            Some("fallback")
+        );
+        // A password given wins over the file.
+        assert_eq!(
+            pw("postgres://me:given@db.internal/app", &env).as_deref(),
+            Some("given")
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(pw("postgres://me@db.internal:5434/app", &env), None);
     }
 }
