@@ -39,7 +39,9 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::error::{Context, Error, ErrorKind, Result, errno};
 use crate::file::{self, Seen};
@@ -50,6 +52,60 @@ use crate::mutants::{self, Mutant};
 use crate::names::{self, Target, random_suffix};
 use crate::options::{BackupMade, BackupMethod, Durability, Options, Perms, Receipt, TempHook};
 use crate::version::{HashingWriter, Version, hash_reader};
+
+/// A document's directory, opened once, and its lock file's in-process state: step 0
+/// up to the lock. Group commit prepares every call this way, outside the lock; the
+/// call that leads a batch then takes the lock ([`Prepared::lock`]).
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub target: Target,
+    pub dir: Box<dyn FsDir>,
+    pub entry: lock::Entry,
+    fs: Arc<dyn Fs>,
+}
+
+impl Prepared {
+    /// Resolve `path` (following a symlink at its end; refusing to leave `confine`, a
+    /// store's root), create missing directories if `opts` asks, open the directory
+    /// and find the lock file's state (creating the lock file if missing).
+    pub(crate) fn open(path: &Path, confine: Option<&Path>, opts: &Options) -> Result<Prepared> {
+        let fs = &opts.fs;
+        let target = names::resolve_for_write(fs.as_ref(), path, confine)?;
+        ensure_dir(fs.as_ref(), &target, opts.create_dirs, opts.durability)?;
+        let dir = file::open_dir(fs.as_ref(), &target.dir)?;
+        let entry = lock::Entry::open(fs, dir.as_ref(), &target.lock_name(), &target.lock_path())?;
+        Ok(Prepared {
+            target,
+            dir,
+            entry,
+            fs: fs.clone(),
+        })
+    }
+
+    /// Take the document's lock, waiting as `wait` says.
+    pub(crate) fn lock(self, wait: lock::Wait) -> Result<Locked> {
+        let Prepared {
+            target,
+            dir,
+            entry,
+            fs,
+        } = self;
+        let lock = lock::acquire_in(
+            entry,
+            &fs,
+            dir.as_ref(),
+            &target.lock_name(),
+            &target.lock_path(),
+            wait,
+        )?;
+        Ok(Locked {
+            target,
+            dir,
+            lock,
+            umask: fs.umask(),
+        })
+    }
+}
 
 /// A document's directory, opened once, with the document's lock held: what every
 /// step of a write goes through. Dropping it releases the lock.
@@ -62,27 +118,10 @@ pub(crate) struct Locked {
 }
 
 impl Locked {
-    /// Step 0: resolve `path` (following a symlink at its end; refusing to leave
-    /// `confine`, a store's root), create missing directories if `opts` asks, open the
-    /// directory and take the document's lock through it.
+    /// Step 0: [`Prepared::open`], then take the lock.
     pub(crate) fn open(path: &Path, confine: Option<&Path>, opts: &Options) -> Result<Locked> {
-        let fs = &opts.fs;
-        let target = names::resolve_for_write(fs.as_ref(), path, confine)?;
-        ensure_dir(fs.as_ref(), &target, opts.create_dirs, opts.durability)?;
-        let dir = file::open_dir(fs.as_ref(), &target.dir)?;
-        let lock = lock::acquire(
-            fs,
-            dir.as_ref(),
-            &target.lock_name(),
-            &target.lock_path(),
-            opts.lock_timeout,
-        )?;
-        Ok(Locked {
-            target,
-            dir,
-            lock,
-            umask: fs.umask(),
-        })
+        let wait = lock::Wait::new(opts.lock_timeout);
+        Prepared::open(path, confine, opts)?.lock(wait)
     }
 }
 
@@ -116,22 +155,6 @@ impl Current {
             None
         };
         Ok(Current::File { meta, seen })
-    }
-
-    /// A file just read under the lock.
-    pub(crate) fn read(meta: Metadata, bytes: &[u8], parses: bool) -> Current {
-        Current::File {
-            meta,
-            seen: Some(Seen {
-                version: Version::of(bytes),
-                parses,
-            }),
-        }
-    }
-
-    /// Whether the file exists and was found not to parse (empty, or not JSON).
-    pub(crate) fn is_damaged(&self) -> bool {
-        self.seen().is_some_and(|s| !s.parses)
     }
 
     /// The version, if the file exists and was looked at.
@@ -280,6 +303,8 @@ pub(crate) fn replace(
         created: current.meta().is_none(),
         unchanged,
         lock_wait: w.lock.waited(),
+        batch: 1,
+        queued: Duration::ZERO,
     })
 }
 

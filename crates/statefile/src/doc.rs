@@ -16,6 +16,7 @@ use crate::backup::{self, BackupInfo, BackupRef};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::file;
 use crate::fs::{FsDir, Metadata};
+use crate::group::{self, Fail};
 use crate::json;
 use crate::lock::LockGuard;
 use crate::names::{self, Target};
@@ -284,6 +285,18 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         }
     }
 
+    /// How many calls of this process wait in the document's group-commit queue for
+    /// the batch in progress to finish (not counting the calls in that batch): a
+    /// figure for monitoring. See [`Options::max_batch`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`] or an I/O kind if the path cannot be resolved.
+    pub fn queued(&self) -> Result<usize> {
+        let (target, _) =
+            names::resolve(self.opts.fs.as_ref(), &self.path, self.confine.as_deref())?;
+        Ok(crate::lock::queued(&target.path))
+    }
+
     /// Take the document's lock and hold it until the guard is dropped: every writer
     /// (in this process or another, and the CLI and server) waits meanwhile. For
     /// coordinating work beyond one read-modify-write; writes through this handle
@@ -304,6 +317,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// temp file that [`recover`](crate::recover) or [`Store::open`](crate::Store::open)
     /// removes.
     ///
+    /// Concurrent writes and updates of the document in this process are batched
+    /// (group commit, see [`Options::max_batch`]): this write then takes its place in
+    /// arrival order, and the batch's one durable write answers every call in it.
+    ///
     /// # Errors
     /// [`ErrorKind::Serialize`] if `value` holds a non-finite number or nests deeper
     /// than 127 levels (nothing is written); [`ErrorKind::LockTimeout`];
@@ -312,14 +329,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// into place but the directory sync failed; [`ErrorKind::InvalidName`] if what is
     /// at the path is not a regular file (it is left alone).
     pub fn write(&self, value: &T) -> Result<Receipt> {
-        let format = self.opts.format;
-        atomic::write(
-            &self.path,
-            self.confine.as_deref(),
-            &self.opts,
-            &self.plan(),
-            &mut |w| json::serialize_into(value, format, w),
-        )
+        self.put(group::Cond::Any, value)
     }
 
     /// Compare-and-swap: replace the document only if its version is still `expected`.
@@ -351,16 +361,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// [`ErrorKind::Conflict`] (carrying the version found) if it changed or no longer
     /// exists; otherwise as [`Doc::write`].
     pub fn write_if(&self, expected: &Version, value: &T) -> Result<Receipt> {
-        let w = self.locked()?;
-        let current = Current::probe(&w, true)?;
-        match current.version() {
-            Some(v) if v == expected => {}
-            // The version a fallback read served for a damaged document: replacing it
-            // is what the caller asked, and repairs it.
-            _ if self.served_for_damaged(&w, &current, expected)?.is_some() => {}
-            found => return Err(conflict(&w.target, expected, found)),
-        }
-        self.write_value(&w, &current, value)
+        self.put(group::Cond::IfMatch(expected), value)
     }
 
     /// Write `value` only if the document does not exist yet.
@@ -368,20 +369,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// [`ErrorKind::Conflict`] if it exists; otherwise as [`Doc::write`].
     pub fn create(&self, value: &T) -> Result<Receipt> {
-        let w = self.locked()?;
-        let current = Current::probe(&w, true)?;
-        if let Some(version) = current.version() {
-            return Err(Error::new(
-                ErrorKind::Conflict,
-                format!(
-                    "cannot create {}: it already exists",
-                    w.target.path.display()
-                ),
-            )
-            .with_path(&w.target.path)
-            .with_version(version.clone()));
-        }
-        self.write_value(&w, &current, value)
+        self.put(group::Cond::Absent, value)
     }
 
     /// Locked read-modify-write: take the lock, read and parse, call `f` on the value,
@@ -391,6 +379,15 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// was, the same bytes are written again all the same (no backup is made of the
     /// identical version, and the receipt says `unchanged`): the write still syncs, so
     /// a document an earlier, less durable write left behind is durable afterwards.
+    ///
+    /// Concurrent calls on the document in this process share one durable write
+    /// (group commit, see [`Options::max_batch`]): `f` still runs on this thread, on the
+    /// value as the calls queued before this one left it, and this call returns once the
+    /// write holding its change is durable (at the strongest [`Durability`] of the
+    /// batch's calls). If `f` fails or panics, this call alone fails (the panic resumes
+    /// here) and the others go on without its change. Keep `f` short: the calls batched
+    /// after it wait for it, and the calls before it wait for their write until it
+    /// returns. The value moves between threads, hence `T: Send + 'static`.
     ///
     /// `f` returns its own error type `E`, which must hold the library's errors too
     /// (`E: From<statefile::Error>`): a caller's own failure (a patch that does not
@@ -421,7 +418,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     pub fn update<R, E: From<Error>>(
         &self,
         f: impl FnOnce(&mut T) -> Result<R, E>,
-    ) -> Result<(R, Receipt), E> {
+    ) -> Result<(R, Receipt), E>
+    where
+        T: Send + 'static,
+    {
         self.modify(None, None, f)
     }
 
@@ -434,7 +434,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         f: impl FnOnce(&mut T) -> Result<R, E>,
     ) -> Result<(R, Receipt), E>
     where
-        T: Default,
+        T: Default + Send + 'static,
     {
         self.modify(None, Some(&mut T::default), f)
     }
@@ -447,7 +447,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         &self,
         mut init: impl FnMut() -> T,
         f: impl FnOnce(&mut T) -> Result<R, E>,
-    ) -> Result<(R, Receipt), E> {
+    ) -> Result<(R, Receipt), E>
+    where
+        T: Send + 'static,
+    {
         self.modify(None, Some(&mut init), f)
     }
 
@@ -463,7 +466,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         &self,
         expected: &Version,
         f: impl FnOnce(&mut T) -> Result<R, E>,
-    ) -> Result<(R, Receipt), E> {
+    ) -> Result<(R, Receipt), E>
+    where
+        T: Send + 'static,
+    {
         self.modify(Some(expected), None, f)
     }
 
@@ -623,87 +629,52 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         Plan::json(&self.opts, self.poison.as_deref())
     }
 
-    fn write_value(&self, w: &Locked, current: &Current, value: &T) -> Result<Receipt> {
-        let format = self.opts.format;
-        atomic::replace(w, &self.plan(), current, &mut |out| {
-            json::serialize_into(value, format, out)
-        })
-    }
-
-    /// Under the lock: when the document is damaged (empty or not JSON) and `expected`
-    /// is the version a fallback read serves for it now (its newest good backup's), that
-    /// backup's value. A conditional write naming it is taken as meant for what was
-    /// served, so a retry-on-conflict loop on a damaged document ends, and repairs it.
-    fn served_for_damaged(
-        &self,
-        w: &Locked,
-        current: &Current,
-        expected: &Version,
-    ) -> Result<Option<T>> {
-        if !current.is_damaged() {
-            return Ok(None);
+    fn call(&self) -> group::Call<'_> {
+        group::Call {
+            path: &self.path,
+            confine: self.confine.as_deref(),
+            opts: &self.opts,
+            poison: self.poison.as_ref(),
         }
-        let (t, dir) = (&w.target, w.dir.as_ref());
-        let backups = backup::backup_files(dir, t)?;
-        let good = newest_good(dir, t, &backups, |b| serde_json::from_slice::<T>(b).ok());
-        Ok(good.filter(|g| &g.version == expected).map(|g| g.value))
     }
 
+    /// A whole-value write, joining the document's group commit.
+    fn put(&self, cond: group::Cond<'_>, value: &T) -> Result<Receipt> {
+        match group::write(&self.call(), cond, value) {
+            Ok(r) => Ok(r),
+            Err(Fail::Error(e)) => Err(e),
+            Err(Fail::Panic(p)) => std::panic::resume_unwind(p),
+            Err(Fail::Own) => unreachable!("a write has no change of the caller's to fail"),
+        }
+    }
+
+    /// A read-modify-write, joining the document's group commit: `f` runs on this
+    /// thread, on the value as the batch has it when this call's turn comes.
     fn modify<R, E: From<Error>>(
         &self,
         expected: Option<&Version>,
         init: Option<&mut dyn FnMut() -> T>,
         f: impl FnOnce(&mut T) -> Result<R, E>,
-    ) -> Result<(R, Receipt), E> {
-        let w = self.locked()?;
-        let t = &w.target;
-        let (mut value, current) = match file::read(w.dir.as_ref(), &t.name, &t.path) {
-            Ok((bytes, meta)) => {
-                let version = Version::of(&bytes);
-                let parsed = json::parse::<T>(&bytes, &t.path);
-                match expected {
-                    Some(exp) if exp != &version => {
-                        // The version a fallback read served for a damaged document:
-                        // update what was served, which repairs the document.
-                        let damaged = Current::read(meta, &bytes, false);
-                        let served = match &parsed {
-                            Err(e) if e.kind() == ErrorKind::Corrupt => {
-                                self.served_for_damaged(&w, &damaged, exp)?
-                            }
-                            _ => None,
-                        };
-                        match served {
-                            Some(value) => (value, damaged),
-                            None => return Err(conflict(t, exp, Some(&version)).into()),
-                        }
-                    }
-                    _ => {
-                        let value = parsed.map_err(|e| cannot_update_damaged(t, &version, e))?;
-                        (value, Current::read(meta, &bytes, true))
-                    }
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                if let Some(exp) = expected {
-                    return Err(conflict(t, exp, None).into());
-                }
-                match init {
-                    Some(init) => (init(), Current::Missing),
-                    None => {
-                        return Err(Error::new(
-                            ErrorKind::NotFound,
-                            format!("cannot update {}: it does not exist", t.path.display()),
-                        )
-                        .with_path(&t.path)
-                        .into());
-                    }
-                }
-            }
-            Err(e) => return Err(e.into()),
+    ) -> Result<(R, Receipt), E>
+    where
+        T: Send + 'static,
+    {
+        let mut f = Some(f);
+        let mut out = None;
+        let mut change = |v: &mut T| {
+            let r = (f.take().expect("a change runs once"))(v);
+            let ok = r.is_ok();
+            out = Some(r);
+            ok
         };
-        let r = f(&mut value)?;
-        let receipt = self.write_value(&w, &current, &value)?;
-        Ok((r, receipt))
+        let done = group::update(&self.call(), expected, init, &mut change);
+        match (done, out) {
+            (Ok(receipt), Some(Ok(r))) => Ok((r, receipt)),
+            (Err(Fail::Own), Some(Err(e))) => Err(e),
+            (Err(Fail::Error(e)), _) => Err(e.into()),
+            (Err(Fail::Panic(p)), _) => std::panic::resume_unwind(p),
+            _ => unreachable!("a call is acknowledged only when its change succeeded"),
+        }
     }
 
     fn delete_inner(&self, expected: Option<&Version>) -> Result<Deleted> {
@@ -878,17 +849,17 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
 }
 
 /// A backup a fallback read would serve.
-struct Good<U> {
+pub(crate) struct Good<U> {
     /// Its number, counting regular files only (as [`Doc::backups`] numbers them).
     number: usize,
     path: PathBuf,
-    version: Version,
-    value: U,
+    pub(crate) version: Version,
+    pub(crate) value: U,
 }
 
 /// The newest of `backups` (names in `dir`, newest first) that is a regular file and that
 /// `parse` accepts: what a fallback read serves.
-fn newest_good<U>(
+pub(crate) fn newest_good<U>(
     dir: &dyn FsDir,
     t: &Target,
     backups: &[OsString],
@@ -936,7 +907,7 @@ fn does_not_exist(path: &Path, e: io::Error) -> Error {
     .with_source(e)
 }
 
-fn cannot_update_damaged(t: &Target, version: &Version, e: Error) -> Error {
+pub(crate) fn cannot_update_damaged(t: &Target, version: &Version, e: Error) -> Error {
     if e.kind() != ErrorKind::Corrupt {
         return e;
     }
@@ -956,7 +927,7 @@ fn cannot_update_damaged(t: &Target, version: &Version, e: Error) -> Error {
     .with_source(e)
 }
 
-fn conflict(t: &Target, expected: &Version, found: Option<&Version>) -> Error {
+pub(crate) fn conflict(t: &Target, expected: &Version, found: Option<&Version>) -> Error {
     let msg = match found {
         Some(v) => format!(
             "{} changed: expected version {expected}, found {v}",

@@ -176,6 +176,38 @@ impl Error {
         self
     }
 
+    /// The same error again, for each of several callers it answers (a batched write
+    /// that failed fails every call in it). The cause is copied as far as it can be: an
+    /// OS error keeps its error number, anything else its message.
+    pub(crate) fn duplicate(&self) -> Error {
+        let i = &self.inner;
+        let source: Option<Box<dyn std::error::Error + Send + Sync>> =
+            i.source
+                .as_ref()
+                .map(|s| -> Box<dyn std::error::Error + Send + Sync> {
+                    match s.downcast_ref::<io::Error>() {
+                        Some(io) => Box::new(match io.raw_os_error() {
+                            Some(code) => io::Error::from_raw_os_error(code),
+                            None => io::Error::new(io.kind(), io.to_string()),
+                        }),
+                        None => match s.downcast_ref::<Error>() {
+                            Some(e) => Box::new(e.duplicate()),
+                            None => s.to_string().into(),
+                        },
+                    }
+                });
+        Error {
+            inner: Box::new(Inner {
+                kind: i.kind,
+                message: i.message.clone(),
+                path: i.path.clone(),
+                source,
+                corrupt: i.corrupt.clone(),
+                version: i.version.clone(),
+            }),
+        }
+    }
+
     /// What went wrong, coarsely.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind

@@ -133,6 +133,19 @@ pub trait FsLockFile: Send + fmt::Debug {
     /// Try to take the exclusive lock without blocking: `Ok(false)` if another open
     /// file description holds it.
     fn try_lock(&self) -> io::Result<bool>;
+    /// Take the exclusive lock, blocking until it is free (`flock(LOCK_EX)`): the
+    /// kernel wakes the caller the moment the holder lets go. statefile calls this only
+    /// from a helper thread and enforces its timeout in the waiting thread. The default
+    /// polls [`try_lock`](FsLockFile::try_lock) with a backoff up to 8 ms, for file
+    /// systems (simulations) that cannot block.
+    fn lock(&self) -> io::Result<()> {
+        let mut backoff = std::time::Duration::from_micros(50);
+        while !self.try_lock()? {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(std::time::Duration::from_millis(8));
+        }
+        Ok(())
+    }
     /// Release the lock.
     fn unlock(&self) -> io::Result<()>;
     /// `fstat(2)` of the lock file, to check it is still the one linked at its name.

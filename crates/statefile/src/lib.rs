@@ -60,6 +60,7 @@ mod doc;
 mod error;
 mod file;
 pub mod fs;
+mod group;
 mod install;
 mod json;
 mod lock;

@@ -5,11 +5,19 @@
 //! `.name.json.lock` beside the document. Never the document itself: every write
 //! renames a new inode over it, so a lock on the document's inode protects nothing.
 //!
-//! Inside one process, threads first queue in a FIFO per lock file (keyed by the lock
-//! file's device and inode), so they take turns fairly and only the thread at the head
-//! holds a file descriptor for the lock. The head then takes the `flock` through a fresh
-//! descriptor, polling with a short backoff until the deadline: the kernel drops the
-//! lock of a process that dies, so a crashed holder never blocks anyone for long.
+//! Inside one process, each lock file has one [`Shared`] state, keyed by the lock
+//! file's identity (file system instance, device, inode): the FIFO in which threads
+//! take turns, so only the thread at the head holds a file descriptor for the lock; the
+//! group-commit queue ([`crate::group`]); and at most one helper thread blocked in
+//! `flock`. The head takes the `flock` through a fresh descriptor: at once if it is
+//! free, else by handing the descriptor to a helper thread that blocks in `flock(LOCK_EX)`,
+//! so the kernel wakes it the moment another process lets go, while the head waits
+//! for the helper with its own deadline. A head that gives up leaves the helper behind
+//! for the next head to adopt; a helper that wins with nobody waiting releases the lock
+//! at once. At most [`MAX_HELPERS`] helpers exist per process (beyond that, heads poll
+//! with a backoff capped at 8 ms), and each lives only until its `flock` returns: the
+//! worst case is one blocked thread per lock file that another process holds forever
+//! after a waiter here gave up on it.
 //!
 //! After `flock` succeeds we check that the descriptor's (dev, ino) is still the one
 //! linked at the lock path: a holder that deleted the document and its lock file may
@@ -19,11 +27,13 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fs::{FileType, Fs, FsDir, FsLockFile};
+use crate::group;
 
 /// (file system instance, device, inode) of a lock file.
 type Key = (usize, u64, u64);
@@ -41,7 +51,7 @@ struct Fifo {
     turn: Condvar,
 }
 
-fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another thread while it held one of these short critical sections
     // leaves the state consistent (every mutation is a single assignment), so go on.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -92,38 +102,94 @@ impl Fifo {
     }
 }
 
-/// FIFOs in use, with the number of threads using each, so idle ones are dropped and a
-/// store of many documents does not grow this map forever.
-type Registry = Mutex<HashMap<Key, (Arc<Fifo>, usize)>>;
+/// What the threads of this process share about one lock file.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    fifo: Fifo,
+    /// The document's group-commit queue.
+    pub(crate) batch: group::Queue,
+    /// A helper blocked in `flock` for a head that gave up, for the next head to adopt.
+    helper: Mutex<Option<Arc<Helper>>>,
+}
+
+/// The states in use, with the number of users of each (threads waiting or holding,
+/// queued calls, helpers), so idle ones are dropped and a store of many documents does
+/// not grow this map forever.
+type Registry = Mutex<HashMap<Key, (Arc<Shared>, usize)>>;
 
 fn registry() -> &'static Registry {
     static REG: OnceLock<Registry> = OnceLock::new();
     REG.get_or_init(Default::default)
 }
 
-fn enter(key: Key) -> Arc<Fifo> {
-    let mut reg = lock_ignoring_poison(registry());
-    let slot = reg.entry(key).or_insert_with(|| (Arc::default(), 0));
-    slot.1 += 1;
-    slot.0.clone()
+/// A use of one lock file's [`Shared`] state; the state lives while it has users.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    key: Key,
+    shared: Arc<Shared>,
 }
 
-fn leave(key: Key) {
-    let mut reg = lock_ignoring_poison(registry());
-    if let Some(slot) = reg.get_mut(&key) {
-        slot.1 -= 1;
-        if slot.1 == 0 {
-            reg.remove(&key);
+impl Entry {
+    fn enter(key: Key) -> Entry {
+        let mut reg = lock_ignoring_poison(registry());
+        let slot = reg.entry(key).or_insert_with(|| (Arc::default(), 0));
+        slot.1 += 1;
+        Entry {
+            key,
+            shared: slot.0.clone(),
         }
     }
+
+    /// The state of the lock file `name` in `dir` (at `path`; created if missing),
+    /// for `fs`. Anything but a regular file there is refused, never opened.
+    pub(crate) fn open(
+        fs: &Arc<dyn Fs>,
+        dir: &dyn FsDir,
+        name: &OsStr,
+        path: &Path,
+    ) -> Result<Entry> {
+        Ok(Entry::enter(identity(fs, dir, name, path)?))
+    }
+
+    /// The shared state.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Clone for Entry {
+    fn clone(&self) -> Entry {
+        Entry::enter(self.key)
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut reg = lock_ignoring_poison(registry());
+        if let Some(slot) = reg.get_mut(&self.key) {
+            slot.1 -= 1;
+            if slot.1 == 0 {
+                reg.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// How many calls wait in the group-commit queues of this process to write `path` (a
+/// resolved document path).
+pub(crate) fn queued(path: &Path) -> usize {
+    let shared: Vec<Arc<Shared>> = lock_ignoring_poison(registry())
+        .values()
+        .map(|(s, _)| s.clone())
+        .collect();
+    shared.iter().map(|s| s.batch.queued(path)).sum()
 }
 
 /// The exclusive lock on one document, held until dropped.
 #[derive(Debug)]
 pub struct LockGuard {
     file: Option<Box<dyn FsLockFile>>,
-    fifo: Arc<Fifo>,
-    key: Key,
+    entry: Entry,
     waited: Duration,
 }
 
@@ -140,8 +206,7 @@ impl Drop for LockGuard {
             // Closing the descriptor releases the flock even if unlock fails.
             let _ = file.unlock();
         }
-        self.fifo.release();
-        leave(self.key);
+        self.entry.shared.fifo.release();
     }
 }
 
@@ -201,6 +266,37 @@ fn timeout_error(path: &Path, timeout: Duration) -> Error {
     .with_path(path)
 }
 
+/// When a wait for the lock began, and until when it may last.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wait {
+    /// The guard's [`LockGuard::waited`] counts from here.
+    pub start: Instant,
+    /// The wait ends with `LockTimeout` here.
+    pub deadline: Instant,
+    /// The configured timeout, for the message.
+    pub timeout: Duration,
+}
+
+impl Wait {
+    /// A wait of `timeout` from now.
+    pub(crate) fn new(timeout: Duration) -> Wait {
+        let start = Instant::now();
+        Wait {
+            start,
+            deadline: deadline(start, timeout),
+            timeout,
+        }
+    }
+}
+
+/// `start + timeout`, where a timeout too large to add (Duration::MAX, `--lock-timeout
+/// 1e18`) means "wait as long as it takes", not a panic.
+pub(crate) fn deadline(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(u32::MAX.into()))
+}
+
 /// Take the exclusive lock on the lock file `name` in `dir` (at `path`, for messages),
 /// waiting at most `timeout`. `fs`, which opened `dir`, keys the in-process queue.
 ///
@@ -214,41 +310,38 @@ pub(crate) fn acquire(
     path: &Path,
     timeout: Duration,
 ) -> Result<LockGuard> {
-    let start = Instant::now();
-    // A timeout too large to add (Duration::MAX, `--lock-timeout 1e18`) means "wait as
-    // long as it takes", not a panic.
-    let deadline = start
-        .checked_add(timeout)
-        .unwrap_or_else(|| start + Duration::from_secs(u32::MAX.into()));
-    let mut key = identity(fs, dir, name, path)?;
+    let wait = Wait::new(timeout);
+    let entry = Entry::open(fs, dir, name, path)?;
+    acquire_in(entry, fs, dir, name, path, wait)
+}
+
+/// [`acquire`] for a lock file whose [`Entry`] the caller already has.
+pub(crate) fn acquire_in(
+    mut entry: Entry,
+    fs: &Arc<dyn Fs>,
+    dir: &dyn FsDir,
+    name: &OsStr,
+    path: &Path,
+    wait: Wait,
+) -> Result<LockGuard> {
+    let Wait {
+        start,
+        deadline,
+        timeout,
+    } = wait;
     loop {
-        let fifo = enter(key);
-        if !fifo.acquire(deadline) {
-            leave(key);
+        if !entry.shared.fifo.acquire(deadline) {
             return Err(timeout_error(path, timeout));
         }
         let mut guard = LockGuard {
             file: None,
-            fifo,
-            key,
+            entry,
             waited: Duration::ZERO,
         };
         let file = open(dir, name, path)?;
-        let mut backoff = Duration::from_micros(50);
-        loop {
-            match file.try_lock() {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).ctx("lock", path),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(timeout_error(path, timeout));
-            }
-            std::thread::sleep(jitter(backoff).min(deadline - now));
-            backoff = (backoff * 2).min(Duration::from_millis(8));
-        }
+        let Some(file) = flock(&guard.entry, file, deadline).ctx("lock", path)? else {
+            return Err(timeout_error(path, timeout));
+        };
         if still_linked(dir, file.as_ref(), name).ctx("lock", path)? {
             guard.file = Some(file);
             guard.waited = start.elapsed();
@@ -257,8 +350,151 @@ pub(crate) fn acquire(
         // The lock file was deleted (with its document) or replaced while we waited:
         // our lock excludes nobody. Start again on the file now at the path.
         drop(file);
+        entry = Entry::open(fs, dir, name, path)?;
         drop(guard);
-        key = identity(fs, dir, name, path)?;
+    }
+}
+
+/// Most helper threads blocked in `flock` at once, in the whole process.
+pub const MAX_HELPERS: usize = 64;
+
+static HELPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread blocked in `flock` on behalf of a waiting head.
+#[derive(Debug, Default)]
+struct Helper {
+    state: Mutex<HelperState>,
+    done: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct HelperState {
+    /// A head is waiting for the outcome.
+    waiting: bool,
+    /// The outcome, once `flock` returned and a head was waiting for it.
+    outcome: Option<io::Result<Box<dyn FsLockFile>>>,
+    /// `flock` returned: nothing left to adopt.
+    finished: bool,
+}
+
+/// Take the `flock` on `file` (a fresh descriptor of `entry`'s lock file) by
+/// `deadline`: `Ok(None)` on timeout. Tries at once, even past the deadline.
+fn flock(
+    entry: &Entry,
+    file: Box<dyn FsLockFile>,
+    deadline: Instant,
+) -> io::Result<Option<Box<dyn FsLockFile>>> {
+    if crate::fs::retry(|| file.try_lock())? {
+        return Ok(Some(file));
+    }
+    match helper_for(entry, file) {
+        Ok(helper) => wait_for_helper(&helper, deadline),
+        Err(file) => poll(file, deadline),
+    }
+}
+
+/// The helper blocked in `flock` on this lock file, adopted or started for `file`
+/// (dropped when one is adopted); `Err(file)` when no helper may be started.
+fn helper_for(
+    entry: &Entry,
+    file: Box<dyn FsLockFile>,
+) -> Result<Arc<Helper>, Box<dyn FsLockFile>> {
+    let mut slot = lock_ignoring_poison(&entry.shared.helper);
+    if let Some(h) = slot.as_ref() {
+        let mut st = lock_ignoring_poison(&h.state);
+        if !st.finished {
+            st.waiting = true;
+            return Ok(h.clone());
+        }
+    }
+    if HELPERS.fetch_add(1, Ordering::SeqCst) >= MAX_HELPERS {
+        HELPERS.fetch_sub(1, Ordering::SeqCst);
+        return Err(file);
+    }
+    let helper = Arc::new(Helper {
+        state: Mutex::new(HelperState {
+            waiting: true,
+            ..HelperState::default()
+        }),
+        done: Condvar::new(),
+    });
+    let (h, user) = (helper.clone(), entry.clone());
+    // The descriptor goes to the thread; if the thread cannot start, it comes back.
+    let handed = Arc::new(Mutex::new(Some(file)));
+    let take = handed.clone();
+    let spawned = std::thread::Builder::new()
+        .name("statefile-flock".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let file = lock_ignoring_poison(&take)
+                .take()
+                .expect("handed over before the thread started");
+            let outcome = crate::fs::retry(|| file.lock()).map(|()| file);
+            let mut st = lock_ignoring_poison(&h.state);
+            st.finished = true;
+            if st.waiting {
+                st.outcome = Some(outcome);
+                h.done.notify_all();
+            }
+            // Else the head gave up and nobody adopted us: dropping the descriptor
+            // (with `outcome`) releases the lock at once.
+            drop(st);
+            let mut slot = lock_ignoring_poison(&user.shared.helper);
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h)) {
+                *slot = None;
+            }
+            drop(slot);
+            drop(user);
+            HELPERS.fetch_sub(1, Ordering::SeqCst);
+        });
+    match spawned {
+        Ok(_) => {
+            *slot = Some(helper.clone());
+            Ok(helper)
+        }
+        Err(_) => {
+            HELPERS.fetch_sub(1, Ordering::SeqCst);
+            let file = lock_ignoring_poison(&handed).take();
+            Err(file.expect("the thread never started"))
+        }
+    }
+}
+
+/// Wait for `helper`'s `flock` until `deadline`; on timeout leave it for the next head
+/// (or, if nobody adopts it, to release the lock the moment it wins).
+fn wait_for_helper(helper: &Helper, deadline: Instant) -> io::Result<Option<Box<dyn FsLockFile>>> {
+    let mut st = lock_ignoring_poison(&helper.state);
+    loop {
+        if let Some(outcome) = st.outcome.take() {
+            st.waiting = false;
+            return outcome.map(Some);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            st.waiting = false;
+            return Ok(None);
+        }
+        st = helper
+            .done
+            .wait_timeout(st, deadline - now)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+/// Without a helper: try again and again, with a jittered backoff capped at 8 ms.
+fn poll(file: Box<dyn FsLockFile>, deadline: Instant) -> io::Result<Option<Box<dyn FsLockFile>>> {
+    let mut backoff = Duration::from_micros(50);
+    loop {
+        if crate::fs::retry(|| file.try_lock())? {
+            return Ok(Some(file));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(jitter(backoff).min(deadline - now));
+        backoff = (backoff * 2).min(Duration::from_millis(8));
     }
 }
 
@@ -270,26 +506,18 @@ pub(crate) fn try_acquire(
     name: &OsStr,
     path: &Path,
 ) -> Result<Option<LockGuard>> {
-    let key = identity(fs, dir, name, path)?;
-    let fifo = enter(key);
-    if !fifo.try_acquire() {
-        leave(key);
+    let entry = Entry::open(fs, dir, name, path)?;
+    if !entry.shared.fifo.try_acquire() {
         return Ok(None);
     }
     let mut guard = LockGuard {
         file: None,
-        fifo,
-        key,
+        entry,
         waited: Duration::ZERO,
     };
     let file = open(dir, name, path)?;
-    loop {
-        match file.try_lock() {
-            Ok(true) => break,
-            Ok(false) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).ctx("lock", path),
-        }
+    if !crate::fs::retry(|| file.try_lock()).ctx("lock", path)? {
+        return Ok(None);
     }
     if !still_linked(dir, file.as_ref(), name).ctx("lock", path)? {
         return Ok(None);
@@ -348,7 +576,7 @@ mod tests {
         });
         assert_eq!(t.join().unwrap(), ErrorKind::LockTimeout);
         assert!(try_acquire(&fs, &p).unwrap().is_none());
-        let key = g.key;
+        let key = g.entry.key;
         drop(g);
         let again = try_acquire(&fs, &p).unwrap().unwrap();
         drop(again);
@@ -371,11 +599,11 @@ mod tests {
                 order.lock().unwrap().push(i);
             }));
             // Wait until this thread is queued before starting the next.
-            let key = first.key;
+            let key = first.entry.key;
             loop {
                 let queued = lock_ignoring_poison(registry())
                     .get(&key)
-                    .map(|(f, _)| lock_ignoring_poison(&f.state).queue.len());
+                    .map(|(f, _)| lock_ignoring_poison(&f.fifo.state).queue.len());
                 if queued == Some(i + 1) {
                     break;
                 }

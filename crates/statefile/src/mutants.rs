@@ -82,5 +82,7 @@ pub(crate) fn write_in_place(
         created: false,
         unchanged: false,
         lock_wait: w.lock.waited(),
+        batch: 1,
+        queued: std::time::Duration::ZERO,
     })
 }

@@ -100,6 +100,11 @@ impl TempHook {
     pub(crate) fn call(&self, temp: &Path) -> io::Result<()> {
         (self.0)(temp)
     }
+
+    /// Whether `other` is this very hook (a clone of the same one).
+    pub(crate) fn same(&self, other: &TempHook) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl fmt::Debug for TempHook {
@@ -142,6 +147,8 @@ pub struct Options {
     pub(crate) create_dirs: bool,
     pub(crate) format: Format,
     pub(crate) perms: Perms,
+    pub(crate) max_batch_calls: usize,
+    pub(crate) max_batch_bytes: u64,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) temp_created: Option<TempHook>,
 }
@@ -157,6 +164,8 @@ impl Default for Options {
             create_dirs: false,
             format: Format::Pretty,
             perms: Perms::default(),
+            max_batch_calls: 64,
+            max_batch_bytes: 16 << 20,
             fs: default_fs(),
             temp_created: None,
         }
@@ -165,7 +174,8 @@ impl Default for Options {
 
 impl Options {
     /// The defaults: full durability, 1 backup, 10 s lock timeout, strict reads, no
-    /// verification, no directory creation, pretty output.
+    /// verification, no directory creation, pretty output, batches of at most 64 calls
+    /// and 16 MiB.
     pub fn new() -> Options {
         Options::default()
     }
@@ -284,6 +294,22 @@ impl Options {
         self
     }
 
+    /// Bounds of group commit: concurrent writes of one document in this process are
+    /// batched into one durable write, at most `calls` calls per batch (default 64), and
+    /// a batch takes no further call once the values its calls worked on add up to
+    /// `bytes` (default 16 MiB: each update counts the document's size, each write its
+    /// value's). A batch always takes at least one call; `calls` = 1 gives every call
+    /// its own write. A call waits for at most the batches queued before it, so none
+    /// starves; the bounds keep each batch's time and memory in check.
+    ///
+    /// Calls batched together must agree on the document's format, backups and
+    /// permissions; the batch syncs at the strongest durability any of them asks for.
+    pub fn max_batch(mut self, calls: usize, bytes: u64) -> Options {
+        self.max_batch_calls = calls.max(1);
+        self.max_batch_bytes = bytes.max(1);
+        self
+    }
+
     /// The file system to use: the real one by default; tests pass simulations.
     pub fn fs(mut self, fs: Arc<dyn Fs>) -> Options {
         self.fs = fs;
@@ -303,6 +329,11 @@ impl Options {
     /// The configured layout of documents (other storage backends write the same bytes).
     pub fn get_format(&self) -> Format {
         self.format
+    }
+
+    /// The configured group-commit bounds: (calls, bytes) per batch.
+    pub fn get_max_batch(&self) -> (usize, u64) {
+        (self.max_batch_calls, self.max_batch_bytes)
     }
 
     /// The configured lock timeout.
@@ -352,6 +383,14 @@ pub struct Receipt {
     /// True when the new bytes equalled the old ones: no backup was made of the identical
     /// version, but the file was still replaced and synced as `durability` says.
     pub unchanged: bool,
-    /// How long the write waited for the document's lock.
+    /// How long the write waited for the document's lock: for a call batched with
+    /// others (group commit), how long the batch's leader waited for it.
     pub lock_wait: Duration,
+    /// How many calls this one write answered: 1 alone, more when concurrent calls
+    /// were batched into it (group commit). All of them carry the same `version`.
+    pub batch: usize,
+    /// How long this call waited in the document's in-process queue before its batch
+    /// began taking the lock (earlier batches running meanwhile); `queued + lock_wait`
+    /// is the whole wait before its batch held the lock.
+    pub queued: Duration,
 }

@@ -129,6 +129,9 @@ impl FsLockFile for OsLock {
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
+    fn lock(&self) -> io::Result<()> {
+        self.0.lock()
+    }
     fn unlock(&self) -> io::Result<()> {
         self.0.unlock()
     }
