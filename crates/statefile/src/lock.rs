@@ -435,9 +435,11 @@ fn helper_for(
             if st.waiting {
                 st.outcome = Some(outcome);
                 h.done.notify_all();
+            } else {
+                // The head gave up and nobody adopted us: closing the descriptor
+                // releases the lock at once.
+                drop(outcome);
             }
-            // Else the head gave up and nobody adopted us: dropping the descriptor
-            // (with `outcome`) releases the lock at once.
             drop(st);
             let mut slot = lock_ignoring_poison(&user.shared.helper);
             if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h)) {
@@ -615,6 +617,43 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+    }
+
+    // A head that gives up on a lock another process holds leaves its helper blocked in
+    // flock; later heads adopt that helper instead of starting more (one per lock file),
+    // and when the holder lets go with nobody waiting, the helper releases at once.
+    #[test]
+    fn heads_that_give_up_share_one_helper_which_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(".a.json.lock");
+        // Another file system instance: another process, as far as the queue knows.
+        let other: Arc<dyn Fs> = Arc::new(crate::fs::OsFs);
+        let held = acquire(&other, &p, Duration::from_secs(1)).unwrap();
+        let fs = default_fs();
+        let handle = fs.open_dir(dir.path()).unwrap();
+        let entry = Entry::open(&fs, handle.as_ref(), p.file_name().unwrap(), &p).unwrap();
+        let helper = || lock_ignoring_poison(&entry.shared.helper).clone();
+        let mut first: Option<Arc<Helper>> = None;
+        for _ in 0..3 {
+            let e = acquire(&fs, &p, Duration::from_millis(30)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::LockTimeout);
+            let h = helper().expect("a helper stays blocked in flock");
+            if let Some(f) = &first {
+                assert!(Arc::ptr_eq(f, &h), "a second helper was started");
+            }
+            first = Some(h);
+        }
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while helper().is_some() {
+            assert!(Instant::now() < deadline, "the helper never got the lock");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // It won with nobody waiting and let go: the lock is free.
+        assert!(
+            try_acquire(&other, &p).unwrap().is_some(),
+            "the helper kept the lock"
+        );
     }
 
     // Regression: a lock file unlinked by its holder must not be trusted by a waiter.
