@@ -41,6 +41,8 @@ pub struct Ctx {
     pub sim: SimFs,
     pub opts: Options,
     history: Arc<Mutex<History>>,
+    /// What the workload itself found wrong in this run (its own invariants).
+    violations: Arc<Mutex<Vec<String>>>,
 }
 
 impl Ctx {
@@ -49,7 +51,23 @@ impl Ctx {
             opts: opts.fs(Arc::new(sim.clone())),
             sim,
             history: Arc::default(),
+            violations: Arc::default(),
         }
+    }
+
+    /// The workload found one of its own invariants broken.
+    pub fn violation(&self, what: String) {
+        self.violations.lock().unwrap().push(what);
+    }
+
+    fn violations(&self) -> Vec<String> {
+        self.violations.lock().unwrap().clone()
+    }
+
+    /// The bytes of document `name` right now, without a call through the seam (so
+    /// the call sequence stays the same however often this is asked).
+    pub fn peek(&self, name: &str) -> Option<Vec<u8>> {
+        self.sim.image().tree().get(&Ctx::path(name)).cloned()
     }
 
     /// The path of document `name` in the store.
@@ -207,6 +225,7 @@ fn run_recorded(
         opts: setup_ctx.opts.clone().fs(Arc::new(sim.clone())),
         sim: sim.clone(),
         history: setup_ctx.history.clone(),
+        violations: Arc::default(),
     };
     {
         // The setup's attempts are not part of the run.
@@ -499,6 +518,9 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
             .report
             .violation(Violation::Other, format!("the workload itself failed: {e}"));
     }
+    for what in ctx.violations() {
+        judge.report.violation(Violation::Other, what);
+    }
     let mut seed = budget.seed | 1;
     for k in 0..=log.len() {
         let must = mandatory(&log, k);
@@ -628,6 +650,10 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                 }),
             );
             let fired = ctx.sim.fault_fired();
+            let own = ctx.violations();
+            // Versions this run set out to write (a workload may learn them only as it
+            // runs, e.g. which calls of a batch failed).
+            let attempted: Vec<Attempt> = ctx.history.lock().unwrap().attempts.clone();
             let mut fail = |what: String| {
                 report.violations += 1;
                 if report.examples.len() < 5 {
@@ -636,6 +662,9 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                         .push(format!("call {at} ({call:?}) {kind:?}: {what}"));
                 }
             };
+            for what in own {
+                fail(format!("the workload found: {what}"));
+            }
             match (&result, expected_kind(kind)) {
                 (Ok(()), _) => {}
                 (Err(e), _)
@@ -657,6 +686,7 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                             || history
                                 .attempts
                                 .iter()
+                                .chain(&attempted)
                                 .any(|a| &a.doc == name && &a.bytes == c)
                     });
                 if !ok {

@@ -1,5 +1,9 @@
 //! The scenarios the explorer runs (issue 6, item 3).
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
 use serde_json::{Value, json};
 use statefile::{BackupRef, Options};
 
@@ -99,11 +103,133 @@ pub const TWO_WRITERS: Workload = Workload {
     deterministic: false,
 };
 
+/// Group commit: four threads' appends through one leader, two rounds, each round one
+/// batch. The leader's change waits until the other three are queued behind it (each
+/// started only once the one before it is queued), so the calls reach the file system
+/// in the same order in every run, as fault injection needs.
+///
+/// A round is one attempted version (all four appends) acknowledged when the first
+/// call returns: at every crash point an acknowledged round is all there, and an
+/// unacknowledged one is all there or not at all. Under an injected fault the workload
+/// checks its own invariant: the document holds exactly the appends of the calls that
+/// succeeded (or got `Durability`: visible, durability unknown), in order; a failed
+/// write fails every call of its batch.
+pub const BATCHED: Workload = Workload {
+    name: "group commit: 4 threads, 2 batches",
+    opts: || Options::new().backups(1),
+    setup: |ctx| ctx.initial("jobs.json", &json!({"items": []})),
+    run: |ctx| {
+        for round in 0..2 {
+            batch_round(ctx, round, 4)?;
+        }
+        Ok(())
+    },
+    deterministic: true,
+};
+
+fn items_of(bytes: Option<Vec<u8>>) -> Vec<Value> {
+    bytes
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn pretty(items: &[Value]) -> Vec<u8> {
+    statefile::to_vec(&json!({ "items": items }), statefile::Format::Pretty).unwrap()
+}
+
+/// Block until `ready` holds, checking now and then.
+fn until(ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "a batch never formed");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+fn batch_round(ctx: &Ctx, round: usize, calls: usize) -> statefile::Result<()> {
+    let name = "jobs.json";
+    let path = std::path::PathBuf::from(Ctx::path(name));
+    let base = items_of(ctx.peek(name));
+    let item = |k: usize| json!(format!("r{round}-{k}"));
+    let all: Vec<Value> = base.iter().cloned().chain((0..calls).map(item)).collect();
+    let id = ctx.begin_bytes(name, pretty(&all));
+    let acked = AtomicBool::new(false);
+    let finished = AtomicUsize::new(0);
+    let (entered, inside) = mpsc::channel::<()>();
+    let (go, wait) = mpsc::channel::<()>();
+    let append = |k: usize, gate: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>| {
+        let r = ctx.doc(name).update(|v| {
+            v["items"].as_array_mut().expect("array").push(item(k));
+            if let Some((entered, wait)) = &gate {
+                entered.send(()).expect("main waits");
+                wait.recv().expect("main lets go");
+            }
+            Ok::<_, statefile::Error>(())
+        });
+        if r.is_ok() && !acked.swap(true, Ordering::SeqCst) {
+            ctx.ack(id);
+        }
+        finished.fetch_add(1, Ordering::SeqCst);
+        r.map(|_| ())
+    };
+    let results: Vec<statefile::Result<()>> = std::thread::scope(|s| {
+        let (append, finished) = (&append, &finished);
+        let leader = s.spawn(move || append(0, Some((entered, wait))));
+        // The leader holds the baton (or failed before its change ran).
+        until(|| matches!(inside.try_recv(), Ok(())) || finished.load(Ordering::SeqCst) == 1);
+        let leader_in_batch = finished.load(Ordering::SeqCst) == 0;
+        let mut others = Vec::new();
+        for k in 1..calls {
+            others.push(s.spawn(move || append(k, None)));
+            // Each call is queued (or already done) before the next starts.
+            let done_before = usize::from(!leader_in_batch);
+            until(|| {
+                statefile::mutants::queued(&path) + finished.load(Ordering::SeqCst) - done_before
+                    == k
+            });
+        }
+        let _ = go.send(());
+        std::iter::once(leader)
+            .chain(others)
+            .map(|h| h.join().expect("no panic"))
+            .collect()
+    });
+    // The document holds exactly the appends of the calls that succeeded, in order.
+    let landed: Vec<Value> = base
+        .iter()
+        .cloned()
+        .chain(results.iter().enumerate().filter_map(|(k, r)| match r {
+            Ok(()) => Some(item(k)),
+            Err(e) if e.kind() == statefile::ErrorKind::Durability => Some(item(k)),
+            Err(_) => None,
+        }))
+        .collect();
+    let want = pretty(&landed);
+    let have = ctx.peek(name);
+    if landed != all {
+        // Under a fault: what should be there is learnt only now.
+        ctx.begin_bytes(name, want.clone());
+    }
+    if have.as_deref() != Some(&want[..]) {
+        ctx.violation(format!(
+            "round {round}: the calls answered {:?}, but the document holds {:?}",
+            results
+                .iter()
+                .map(|r| r.as_ref().map_err(|e| e.kind()))
+                .collect::<Vec<_>>(),
+            items_of(have)
+        ));
+    }
+    results.into_iter().collect()
+}
+
 /// Every workload.
-pub const ALL: [Workload; 5] = [
+pub const ALL: [Workload; 6] = [
     ONE_REPLACE,
     TEN_REPLACES,
     READ_MODIFY_WRITE,
     RESTORE,
     TWO_WRITERS,
+    BATCHED,
 ];

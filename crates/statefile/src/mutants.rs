@@ -1,7 +1,8 @@
 //! Test-only switches that break the write protocol on purpose, so the crash-state
-//! explorer (crates/statefile-crashtest) can prove it notices. Public only with the
-//! `mutants` feature; without it every switch is a constant `false` the compiler
-//! removes, and the broken protocols below are never reached.
+//! explorer (crates/statefile-crashtest) can prove it notices, and a probe it uses to
+//! form batches deterministically. Public only with the `mutants` feature; without it
+//! every switch is a constant `false` the compiler removes, and the broken protocols
+//! below are never reached.
 
 use std::io::Write;
 
@@ -34,6 +35,14 @@ pub fn set(m: Option<Mutant>) {
         m.map_or(0, |m| m as u8),
         std::sync::atomic::Ordering::SeqCst,
     );
+}
+
+/// How many calls of this process wait in group-commit queues to write the document
+/// at the resolved path `path`, found without a file-system call (so a workload can wait
+/// for a batch to form without changing the sequence of calls the explorer replays).
+#[cfg(feature = "mutants")]
+pub fn queued(path: &std::path::Path) -> usize {
+    crate::lock::queued(path)
 }
 
 /// Whether mutant `m` is on.
