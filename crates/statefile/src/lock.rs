@@ -356,7 +356,7 @@ pub(crate) fn acquire_in(
 }
 
 /// Most helper threads blocked in `flock` at once, in the whole process.
-pub const MAX_HELPERS: usize = 64;
+pub(crate) const MAX_HELPERS: usize = 64;
 
 static HELPERS: AtomicUsize = AtomicUsize::new(0);
 
