@@ -1210,3 +1210,82 @@ async fn a_directory_stays_in_the_way_after_its_documents_are_deleted(b: Backend
         assert_eq!(r.status, 201, "backups {backups}");
     }
 }
+
+// Issue 12: the server's If-Match PUT, append and PATCH join the document's group
+// commit. Queued behind a held lock, the three are written by one durable write: the
+// backup afterwards is the version before all three, not the one before the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn if_match_put_append_and_patch_share_one_durable_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let r = call(
+        &app,
+        "PUT",
+        "/v1/docs/jobs.json",
+        &[JSON],
+        br#"{"items": []}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let etag = r.header("etag").unwrap();
+    let path = dir.path().join("jobs.json");
+    let before = std::fs::read(&path).unwrap();
+    let probe = statefile::Doc::<Value>::open(&path).unwrap();
+    let guard = probe.lock().unwrap();
+    // (method, uri, If-Match, body)
+    let requests: Vec<(&str, &str, Option<String>, &[u8])> = vec![
+        (
+            "PUT",
+            "/v1/docs/jobs.json",
+            Some(etag.clone()),
+            br#"{"items": ["put"]}"#,
+        ),
+        (
+            "POST",
+            "/v1/docs/jobs.json/append?pointer=/items",
+            None,
+            br#""appended""#,
+        ),
+        ("PATCH", "/v1/docs/jobs.json", None, br#"{"patched": true}"#),
+    ];
+    let mut answers = Vec::new();
+    for (i, (method, uri, if_match, body)) in requests.into_iter().enumerate() {
+        let app = app.clone();
+        answers.push(tokio::spawn(async move {
+            let ct = if method == "PATCH" {
+                ("content-type", "application/merge-patch+json")
+            } else {
+                JSON
+            };
+            let mut hs: Vec<(&str, &str)> = vec![ct];
+            if let Some(v) = &if_match {
+                hs.push(("if-match", v));
+            }
+            call(&app, method, uri, &hs, body).await
+        }));
+        // Each request queued before the next is sent: one batch, in this order.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while probe.queued().unwrap() != i + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "request {i} never queued"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    drop(guard);
+    let mut versions = Vec::new();
+    for a in answers {
+        let r = a.await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        versions.push(r.header("etag").unwrap());
+    }
+    assert!(
+        versions.windows(2).all(|w| w[0] == w[1]),
+        "one write answered all three: {versions:?}"
+    );
+    let now: Value = statefile::read_json(&path).unwrap();
+    assert_eq!(now, json!({"items": ["put", "appended"], "patched": true}));
+    let backup = std::fs::read(dir.path().join(".jobs.json.bak")).unwrap();
+    assert_eq!(backup, before, "the backup is the version before the batch");
+}
