@@ -40,7 +40,9 @@ trap 'stop; rm -rf "$work"' EXIT
 # Start the server (extra arguments: its flags) and set $url once it listens.
 start() {
     mkdir -p "$work/store"
-    "$bin" serve --addr 127.0.0.1:0 -q "$@" "$work/store" >"$work/out" 2>"$work/err" &
+    # Not -q: that silences the "serving on" line the address is read from. The log
+    # keeps warnings and errors only (the per-request lines would be thousands).
+    STATEFILE_LOG=warn "$bin" serve --addr 127.0.0.1:0 "$@" "$work/store" >"$work/out" 2>"$work/err" &
     server=$!
     for _ in $(seq 100); do
         url=$(grep -o 'http://[0-9.:]*' "$work/out" 2>/dev/null || true)

@@ -28,7 +28,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Recover(a) => recover(g, a),
         Command::Backups(a) => backups(a),
         Command::Restore(a) => restore(g, a),
-        Command::Serve(a) => serve(a),
+        Command::Serve(a) => serve(g, a),
         Command::Import(a) => crate::transfer::import(g, a),
         Command::Export(a) => crate::transfer::export(g, a),
         Command::Completions(a) => completions(a),
@@ -432,7 +432,7 @@ fn restore(g: &Global, a: RestoreArgs) -> CliResult {
     say(g, r.version.as_str())
 }
 
-fn serve(a: ServeArgs) -> CliResult {
+fn serve(g: &Global, a: ServeArgs) -> CliResult {
     let database: Option<String> = match (&a.dir, &a.backend) {
         (Some(_), Some(_)) => {
             return Err(CliError::usage(
@@ -473,6 +473,7 @@ fn serve(a: ServeArgs) -> CliResult {
     });
     config.addr = a.addr;
     config.create = a.create;
+    config.quiet = g.quiet;
     config.token = a.token.filter(|t| !t.is_empty());
     config.max_body = l.max_body;
     config.max_body_memory = l.max_body_memory;

@@ -86,6 +86,9 @@ pub struct Config {
     /// `root` (taking backups, format and lock timeout from `options`, and the statement
     /// timeout from `request_timeout`).
     pub postgres: Option<pg::PgOptions>,
+    /// [`run`] prints nothing but errors: no "serving" line on stdout, no warnings on
+    /// stderr (the log's own level is the caller's to set).
+    pub quiet: bool,
 }
 
 impl Config {
@@ -107,6 +110,7 @@ impl Config {
             max_patch_ops: 10_000,
             options: statefile::Options::new(),
             postgres: None,
+            quiet: false,
         }
     }
 }
@@ -354,7 +358,7 @@ fn open_for_run(config: Config) -> Result<(Arc<App>, String), String> {
     pg.statement_timeout = config.request_timeout;
     let store = pg::PgStore::open(pg).map_err(|e| e.to_string())?;
     for w in store.warnings() {
-        eprintln!("statefile: warning: {w}");
+        warn(&config, w);
     }
     let serving = format!(
         "{} (TLS: sslmode={})",
@@ -364,11 +368,18 @@ fn open_for_run(config: Config) -> Result<(Arc<App>, String), String> {
     Ok((App::new(config, Arc::new(store)), serving))
 }
 
+/// `statefile: warning: …` on stderr, unless `config.quiet`.
+fn warn(config: &Config, warning: &str) {
+    if !config.quiet {
+        eprintln!("statefile: warning: {warning}");
+    }
+}
+
 /// Open the store, bind, and serve until SIGTERM or Ctrl-C. Blocks.
 ///
 /// Prints `statefile: serving DIR on http://ADDR` (or the database as
 /// `postgres://user@host:port/dbname`) to stdout once listening (with the real port when
-/// the address asked for port 0).
+/// the address asked for port 0), unless `config.quiet`.
 ///
 /// # Errors
 /// When the store cannot be opened or the address cannot be bound.
@@ -384,7 +395,7 @@ pub fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
     if let Some(fds) = raise_descriptor_limit()
         && let Some(warning) = fit_to_descriptors(&mut config, fds)
     {
-        eprintln!("statefile: warning: {warning}");
+        warn(&config, &warning);
         tracing::warn!("{warning}");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -396,8 +407,9 @@ pub fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
         for l in &listeners {
             let local = l.local_addr()?;
             if !local.ip().is_loopback() && config.token.is_none() {
-                eprintln!(
-                    "statefile: warning: serving on {local} without --token: anyone who can reach it can read and write"
+                warn(
+                    &config,
+                    &format!("serving on {local} without --token: anyone who can reach it can read and write"),
                 );
                 tracing::warn!(addr = %local, "serving on a non-loopback address without a token");
             }
@@ -416,7 +428,9 @@ pub fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
             request_timeout_s = c.request_timeout.as_secs_f64(),
             "serving"
         );
-        println!("statefile: serving {serving} on {}", urls.join(", "));
+        if !c.quiet {
+            println!("statefile: serving {serving} on {}", urls.join(", "));
+        }
         serve_all(listeners, app, shutdown_signal()).await?;
         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     })?;

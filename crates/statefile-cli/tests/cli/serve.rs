@@ -458,10 +458,28 @@ fn serve_listens_on_a_host_name() {
 
 /// `serve` with `args`, through `run(addr)`, then stopped with SIGTERM: its stderr.
 fn serve_log(dir: &std::path::Path, args: &[&str], run: impl FnOnce(SocketAddr)) -> String {
+    let (stdout, stderr) = serve_output(dir, "127.0.0.1", args, run);
+    assert!(stdout.contains("serving"), "{stdout:?}");
+    stderr
+}
+
+/// `serve` with `args` on `host` and a free port, through `run(addr)` once it accepts
+/// connections on the loopback (found by connecting, not from its stdout, so that a quiet
+/// server can be run), then stopped with SIGTERM: its stdout and stderr.
+fn serve_output(
+    dir: &std::path::Path,
+    host: &str,
+    args: &[&str],
+    run: impl FnOnce(SocketAddr),
+) -> (String, String) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut child = Command::new(BIN)
         .arg("serve")
         .args(args)
-        .args(["--addr", "127.0.0.1:0"])
+        .args(["--addr", &format!("{host}:{}", addr.port())])
         .arg(dir)
         .env_remove("STATEFILE_TOKEN")
         .env_remove("STATEFILE_LOG")
@@ -469,7 +487,12 @@ fn serve_log(dir: &std::path::Path, args: &[&str], run: impl FnOnce(SocketAddr))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let addr = serving_addr(&mut child).expect("serving");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(addr).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "serve exited");
+        assert!(std::time::Instant::now() < deadline, "serve never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     run(addr);
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -477,7 +500,10 @@ fn serve_log(dir: &std::path::Path, args: &[&str], run: impl FnOnce(SocketAddr))
         .unwrap();
     assert!(ok.success());
     let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Regression (issue #10, operator logs): the server logged nothing an operator could
@@ -547,10 +573,21 @@ fn serve_logs_a_line_at_start_and_one_per_request() {
         text.contains("INFO") && text.contains("status=404"),
         "{text}"
     );
-    let quiet = serve_log(dir.path(), &["-q"], |addr| {
+    // Regression: -q still printed the "serving on" line.
+    let (stdout, stderr) = serve_output(dir.path(), "127.0.0.1", &["-q"], |addr| {
         request(addr, "GET", "/v1/docs/none.json", "").unwrap();
     });
-    assert_eq!(quiet, "", "-q prints only errors");
+    assert_eq!(
+        (stdout.as_str(), stderr.as_str()),
+        ("", ""),
+        "-q prints only errors"
+    );
+    let (stdout, stderr) = serve_output(dir.path(), "0.0.0.0", &["-q"], |_| {});
+    assert_eq!(
+        (stdout.as_str(), stderr.as_str()),
+        ("", ""),
+        "-q prints no warnings either"
+    );
     let verbose = serve_log(dir.path(), &["-v"], |addr| {
         request(addr, "GET", "/v1/docs/none.json", "").unwrap();
     });
