@@ -316,27 +316,71 @@ fn version_now(doc: &statefile::Doc<Value>) -> StoreResult<Option<Version>> {
     }
 }
 
-/// `op` at the version found now, if `cond` holds for it; when another writer got in
-/// between (`op` answers Conflict), check again.
-fn at_version_holding<R>(
+/// The version `cond` holds for now, if any: the document's, or for a damaged document
+/// the version reads serve for it (its newest good backup's), which a conditional
+/// write may name to replace it (issue #10 item 2).
+fn version_holding(
+    store: &FileStore,
     name: &str,
     doc: &statefile::Doc<Value>,
     cond: &Condition,
-    mut op: impl FnMut(&Version) -> statefile::Result<R>,
+) -> StoreResult<Option<Version>> {
+    let Some(current) = version_now(doc)? else {
+        return Ok(None);
+    };
+    if cond.holds(Some(&current)) {
+        return Ok(Some(current));
+    }
+    if !matches!(cond, Condition::IfMatch(_)) {
+        return Ok(None);
+    }
+    let served = match store
+        .doc(name)?
+        .with_read_policy(ReadPolicy::FallbackToBackup)
+        .read_bytes()
+    {
+        Ok(v) => v.recovered.map(|_| v.version),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(served.filter(|v| cond.holds(Some(v))))
+}
+
+/// `op` at the version `cond` holds for now; when another writer got in between (`op`
+/// answers `Ok(None)`: overtaken), check again, as RFC 9110 13.1.1 compares `If-Match`
+/// with the version current when the request is applied. The same version found twice
+/// running is not an overtaking: the condition does not hold.
+fn at_version_holding<R>(
+    store: &FileStore,
+    name: &str,
+    doc: &statefile::Doc<Value>,
+    cond: &Condition,
+    mut op: impl FnMut(&Version) -> StoreResult<Option<R>>,
 ) -> StoreResult<R> {
+    let mut tried: Option<Version> = None;
     for _ in 0..RECHECKS {
-        let Some(current) = version_now(doc)?.filter(|v| cond.holds(Some(v))) else {
+        let found = version_holding(store, name, doc, cond)?;
+        let Some(current) = found.filter(|v| tried.as_ref() != Some(v)) else {
             return Err(not_held(name, cond));
         };
-        match op(&current) {
-            Err(e) if e.kind() == ErrorKind::Conflict => continue,
-            r => return Ok(r?),
+        if let Some(r) = op(&current)? {
+            return Ok(r);
         }
+        tried = Some(current);
     }
     Err(StoreError::new(
         ErrorKind::LockTimeout,
         format!("document {name} kept changing while a conditional write checked it"),
     ))
+}
+
+/// `r`, or `None` when it is the `Conflict` of a version that changed since it was
+/// checked.
+fn overtaken<R>(r: statefile::Result<R>) -> StoreResult<Option<R>> {
+    match r {
+        Err(e) if e.kind() == ErrorKind::Conflict => Ok(None),
+        r => Ok(Some(r?)),
+    }
 }
 
 /// A `Conflict` whose reason the client may read: `document {name} {why}`.
@@ -373,7 +417,10 @@ impl DocStore for FileStore {
             Condition::IfMatch(_) | Condition::Exists => {}
         }
         // Several versions, or any: write at the current one if it is listed.
-        at_version_holding(name, &doc, cond, |v| doc.write_if(v, value)).map(written)
+        at_version_holding(self, name, &doc, cond, |v| {
+            overtaken(doc.write_if(v, value))
+        })
+        .map(written)
     }
 
     fn update(
@@ -394,14 +441,25 @@ impl DocStore for FileStore {
             }
         };
         let res = match (cond, init) {
-            (Condition::IfMatch(list), _) => {
-                // The mutation runs once, so there is one attempt: at the version found
-                // now, if listed. (Overtaken by another writer, it answers Conflict even
-                // if that writer's version is listed too: the client reads and retries.)
-                match version_now(&doc)?.filter(|v| list.contains(v)) {
-                    Some(v) => doc.update_if(&v, body),
-                    None => return Err(not_held(name, cond)),
-                }
+            (Condition::IfMatch(_), _) => {
+                // As PUT: at a listed version found now, checking again when another
+                // writer got in first. The mutation runs once, in the attempt that finds
+                // its version under the lock; an attempt refused before it ran is retried.
+                let body = std::cell::Cell::new(Some(body));
+                let ran = std::cell::Cell::new(false);
+                at_version_holding(self, name, &doc, cond, |v| {
+                    let once = |value: &mut Value| {
+                        ran.set(true);
+                        let f = body
+                            .take()
+                            .expect("an attempt that ran the mutation is the last one");
+                        f(value)
+                    };
+                    match doc.update_if(v, once) {
+                        Err(e) if e.kind() == Some(ErrorKind::Conflict) && !ran.get() => Ok(None),
+                        r => r.map(Some),
+                    }
+                })
             }
             // If-Match: * updates an existing document only, whatever `init` offers.
             (Condition::Exists, _) => match doc.update(body) {
@@ -430,7 +488,8 @@ impl DocStore for FileStore {
             Condition::IfMatch(list) if list.len() == 1 => doc.delete_if(&list[0]),
             Condition::Any => doc.delete(),
             Condition::IfMatch(_) | Condition::Exists => {
-                return at_version_holding(name, &doc, cond, |v| doc.delete_if(v)).map(drop);
+                return at_version_holding(self, name, &doc, cond, |v| overtaken(doc.delete_if(v)))
+                    .map(drop);
             }
             // "Only if it does not exist": there is then nothing to delete.
             Condition::Absent => {

@@ -1289,3 +1289,96 @@ async fn if_match_put_append_and_patch_share_one_durable_write() {
     let backup = std::fs::read(dir.path().join(".jobs.json.bak")).unwrap();
     assert_eq!(backup, before, "the backup is the version before the batch");
 }
+
+/// Regression: a PATCH whose `If-Match` lists several ETags, overtaken between its check
+/// and the lock by a writer that left another listed version, answered 412, where PUT
+/// (and RFC 9110 13.1.1, which compares with the version current when the request is
+/// applied) apply it.
+#[tokio::test]
+async fn an_overtaken_patch_applies_at_another_listed_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let uri = "/v1/docs/s.json";
+    let v2 = call(&app, "PUT", uri, &[JSON], b"{\"n\": 2}").await;
+    let v2 = v2.header("etag").unwrap();
+    let v1 = call(&app, "PUT", uri, &[JSON], b"{\"n\": 1}").await;
+    let v1 = v1.header("etag").unwrap();
+    // Another writer holds the lock, and leaves the document at v2 a second later: long
+    // after the PATCH found v1 and began waiting for the lock.
+    let doc = statefile::Doc::<Value>::open(dir.path().join("s.json")).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        doc.update(|v| {
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+            *v = json!({"n": 2});
+            Ok::<_, statefile::Error>(())
+        })
+        .unwrap()
+    });
+    held_rx.recv().unwrap();
+    let merge = ("content-type", "application/merge-patch+json");
+    let list = format!("{v1}, {v2}");
+    let r = call(
+        &app,
+        "PATCH",
+        uri,
+        &[merge, ("if-match", &list)],
+        b"{\"p\": 1}",
+    )
+    .await;
+    let (_, receipt) = holder.join().unwrap();
+    assert_eq!(receipt.version.etag(), v2, "the other writer left v2");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let now = call(&app, "GET", uri, &[], b"").await;
+    assert_eq!(now.json(), json!({"n": 2, "p": 1}), "applied at v2, once");
+    // A list naming neither the version now nor one it passes through is still 412.
+    for method in ["PUT", "PATCH", "DELETE"] {
+        let ct = if method == "PATCH" { merge } else { JSON };
+        call(&app, method, uri, &[ct, ("if-match", &list)], b"{}")
+            .await
+            .problem(412, "precondition-failed");
+    }
+}
+
+/// Regression (issue #10 item 2, with a list): the ETag a GET served for a damaged
+/// document (its backup's) is a version a conditional write may name, alone or in a
+/// list, for PUT as for PATCH.
+#[tokio::test]
+async fn a_list_naming_the_served_backup_repairs_a_damaged_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let uri = "/v1/docs/job.json";
+    let merge = ("content-type", "application/merge-patch+json");
+    let unknown = format!("\"{}\"", "0".repeat(64));
+    for (method, ct, body) in [
+        ("PATCH", merge, &b"{\"b\": 2}"[..]),
+        ("PUT", JSON, b"{\"c\": 3}"),
+    ] {
+        call(&app, "PUT", uri, &[JSON], br#"{"a": 1}"#).await;
+        call(&app, "PUT", uri, &[JSON], br#"{"a": 1, "b": 0}"#).await;
+        std::fs::write(dir.path().join("job.json"), b"{\"a\": 1, \"b\"").unwrap();
+        let served = call(&app, "GET", uri, &[], b"").await;
+        assert_eq!(
+            served.header("statefile-recovered-from").as_deref(),
+            Some("1")
+        );
+        let etag = served.header("etag").unwrap();
+        let list = format!("{unknown}, {etag}");
+        let r = call(&app, method, uri, &[ct, ("if-match", &list)], body).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{method}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let now = call(&app, "GET", uri, &[], b"").await;
+        assert_eq!(
+            now.header("statefile-recovered-from"),
+            None,
+            "{method} repaired it"
+        );
+    }
+    let now = call(&app, "GET", uri, &[], b"").await;
+    assert_eq!(now.json(), json!({"c": 3}));
+}
