@@ -11,6 +11,7 @@
 
 mod drain;
 pub mod extract;
+mod head_errors;
 pub mod headers;
 mod idempotency;
 pub mod limits;
@@ -317,7 +318,7 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     }
 }
 
-fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()

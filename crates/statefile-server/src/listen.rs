@@ -16,10 +16,11 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::head_errors::ProblemHeads;
 use crate::{App, Config};
 
 /// The largest request head (request line and headers) read; beyond it the HTTP layer
-/// answers 431 and closes the connection.
+/// answers 431 (problem+json, written by the connection layer) and closes the connection.
 pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Descriptors a storage operation may hold at once (directory, lock, document, temp).
@@ -210,7 +211,7 @@ impl Accept {
             };
             let _ = stream.set_nodelay(true);
             let conn = self.http.serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(ProblemHeads::new(stream)),
                 TowerToHyperService::new(self.service.clone()),
             );
             let conn = self.graceful.watch(conn);

@@ -224,17 +224,28 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// The problem+json body of an answer.
+pub fn body(slug: &str, title: &str, status: u16, detail: &str, request_id: &str) -> String {
+    json!({
+        "type": format!("urn:statefile:problem:{slug}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "request_id": request_id,
+    })
+    .to_string()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let rid = request_id();
-        let body = json!({
-            "type": format!("urn:statefile:problem:{}", self.slug),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "request_id": rid,
-        });
-        let mut res = (self.status, body.to_string()).into_response();
+        let body = body(
+            self.slug,
+            self.title,
+            self.status.as_u16(),
+            &self.detail,
+            &request_id(),
+        );
+        let mut res = (self.status, body).into_response();
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

@@ -750,3 +750,105 @@ fn special_files_in_the_store_are_400_at_once() {
         }
     }
 }
+
+/// Send `bytes` on a new connection; everything the server answers until it closes.
+fn raw_answer(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Regression: hyper answered a request head it cannot parse (431 for a head over
+/// 64 KiB, 400 for a bad header, method, version or Content-Length) with an empty body,
+/// while every other error of the server is problem+json naming what was wrong.
+#[test]
+fn unparseable_request_heads_get_problem_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(Config::new(dir.path()));
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let ok = "GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n";
+    let cases: [(&str, String, u16, &str); 6] = [
+        ("a head over 64 KiB", big, 431, "header-too-large"),
+        (
+            "a header line without a colon",
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nno colon here\r\n\r\n".into(),
+            400,
+            "malformed-request",
+        ),
+        (
+            "a method that is not a token",
+            "G(T /healthz HTTP/1.1\r\nhost: x\r\n\r\n".into(),
+            400,
+            "malformed-request",
+        ),
+        (
+            "an unknown version",
+            "GET /healthz HTTP/7.1\r\nhost: x\r\n\r\n".into(),
+            400,
+            "malformed-request",
+        ),
+        (
+            "a Content-Length that is not a number",
+            "PUT /v1/docs/a.json HTTP/1.1\r\nhost: x\r\ncontent-length: ten\r\n\r\n".into(),
+            400,
+            "malformed-request",
+        ),
+        (
+            "a bad head after a good request on a kept-alive connection",
+            format!("{ok}GET /healthz HTTP/1.1\r\nhost x\r\n\r\n"),
+            400,
+            "malformed-request",
+        ),
+    ];
+    for (what, bytes, status, slug) in cases {
+        let out = raw_answer(server.addr, bytes.as_bytes());
+        // The kept-alive case: the good request's answer comes first.
+        let last = out
+            .rfind("HTTP/1.1 ")
+            .unwrap_or_else(|| panic!("{what}: {out:?}"));
+        let (head, body) = out[last..].split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {out:?}"
+        );
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("\r\ncontent-type: application/problem+json"),
+            "{what}: {out:?}"
+        );
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}", body.len())),
+            "{what}: {out:?}"
+        );
+        let p: Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {out:?}"));
+        assert_eq!(p["type"], format!("urn:statefile:problem:{slug}"), "{what}");
+        assert_eq!(p["status"], status, "{what}");
+        assert!(
+            p["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}"
+        );
+        let id = header_value(&head, "x-request-id");
+        assert_eq!(p["request_id"].as_str(), id.as_deref(), "{what}");
+    }
+    // The server goes on answering.
+    assert!(
+        raw_answer(
+            server.addr,
+            b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .starts_with("HTTP/1.1 200 ")
+    );
+}
+
+/// A field of a lowercased head.
+fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+}
