@@ -147,10 +147,10 @@ impl ApiError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "corrupt-document",
                 "The stored document is damaged",
-                format!(
-                    "document {name} is damaged and cannot be modified until it is recovered \
-                     (restore a backup, or replace it with PUT)"
-                ),
+                match reason {
+                    Some(why) => format!("document {name} is damaged (not valid JSON): {why}"),
+                    None => format!("document {name} is damaged (not valid JSON)"),
+                },
             ),
             ErrorKind::LockTimeout => {
                 let mut a = ApiError::new(

@@ -282,6 +282,39 @@ impl FileStore {
     fn doc(&self, name: &str) -> StoreResult<statefile::Doc<Value>> {
         Ok(self.store.doc::<Value>(name)?)
     }
+
+    /// A `Corrupt` error about document `name`, with a client-safe reason that says
+    /// what repairs it: its good backup if it has one, else a new version.
+    fn damaged(&self, name: &str, e: impl Into<StoreError>) -> StoreError {
+        let e = e.into();
+        if e.kind() != Some(ErrorKind::Corrupt) {
+            return e;
+        }
+        let backups = self
+            .doc(name)
+            .and_then(|d| Ok(d.backups()?))
+            .unwrap_or_default();
+        let why = match backups.iter().find(|b| b.parses) {
+            Some(good) => format!(
+                "its backup {n} is good (a GET serves it): put it back with POST \
+                 /v1/docs/{name}/restore?from={n}, send the write again with If-Match set to \
+                 the ETag that GET answers, or replace the document with PUT",
+                n = good.number
+            ),
+            None => {
+                let none = if backups.is_empty() {
+                    "it has no backup"
+                } else {
+                    "no backup of it is valid JSON either"
+                };
+                format!(
+                    "{none}: replace it with PUT, or DELETE it (its damaged bytes are kept \
+                     aside, not served)"
+                )
+            }
+        };
+        e.with_reason(why)
+    }
 }
 
 fn written(r: statefile::Receipt) -> Written {
@@ -398,7 +431,7 @@ impl DocStore for FileStore {
         let doc = self
             .doc(name)?
             .with_read_policy(ReadPolicy::FallbackToBackup);
-        let v = doc.read_bytes()?;
+        let v = doc.read_bytes().map_err(|e| self.damaged(name, e))?;
         Ok(Fetched {
             bytes: v.value,
             version: v.version,
@@ -478,7 +511,7 @@ impl DocStore for FileStore {
             ),
             (_, None) => doc.update(body),
         };
-        let (out, r) = res?;
+        let (out, r) = res.map_err(|e| self.damaged(name, e))?;
         Ok((out, written(r)))
     }
 

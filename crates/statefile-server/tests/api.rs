@@ -1382,3 +1382,50 @@ async fn a_list_naming_the_served_backup_repairs_a_damaged_document() {
     let now = call(&app, "GET", uri, &[], b"").await;
     assert_eq!(now.json(), json!({"c": 3}));
 }
+
+/// Regression (issue #10, help that fits): the answer for a damaged document said
+/// "cannot be modified until it is recovered (restore a backup …)" to a read, and with
+/// no backup to restore. It now says what repairs it in each case, names the document
+/// as the client did, and never the server's paths.
+#[tokio::test]
+async fn a_damaged_document_answer_says_what_repairs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
+    let app = app_in(dir.path());
+    let merge = ("content-type", "application/merge-patch+json");
+    let detail = |r: &common::Answer| {
+        let p = r.json();
+        let d = p["detail"].as_str().unwrap().to_string();
+        assert!(!d.contains(&root), "a server path in {d}");
+        assert!(!d.contains("cannot be modified"), "{d}");
+        d
+    };
+    // No backup at all: a read and a write say so, and what to do instead.
+    call(&app, "PUT", "/v1/docs/a/one.json", &[JSON], b"{\"n\": 1}").await;
+    std::fs::write(dir.path().join("a/one.json"), b"{\"n\"").unwrap();
+    for (method, ct) in [("GET", JSON), ("PATCH", merge)] {
+        let r = call(&app, method, "/v1/docs/a/one.json", &[ct], b"{}").await;
+        r.problem(500, "corrupt-document");
+        let d = detail(&r);
+        assert!(d.starts_with("document a/one.json is damaged"), "{d}");
+        assert!(d.contains("it has no backup: replace it with PUT"), "{d}");
+        assert!(!d.contains("restore"), "nothing to restore: {d}");
+    }
+    // Backups, all damaged too.
+    call(&app, "PUT", "/v1/docs/a/one.json", &[JSON], b"{\"n\": 2}").await;
+    std::fs::write(dir.path().join("a/.one.json.bak"), b"{").unwrap();
+    std::fs::write(dir.path().join("a/one.json"), b"{\"n\"").unwrap();
+    let r = call(&app, "GET", "/v1/docs/a/one.json", &[], b"").await;
+    r.problem(500, "corrupt-document");
+    let d = detail(&r);
+    assert!(d.contains("no backup of it is valid JSON either"), "{d}");
+    // A good backup: a read is served from it; a write is told how to use it.
+    call(&app, "PUT", "/v1/docs/b.json", &[JSON], b"{\"n\": 1}").await;
+    call(&app, "PUT", "/v1/docs/b.json", &[JSON], b"{\"n\": 2}").await;
+    std::fs::write(dir.path().join("b.json"), b"{\"n\"").unwrap();
+    let r = call(&app, "PATCH", "/v1/docs/b.json", &[merge], b"{}").await;
+    r.problem(500, "corrupt-document");
+    let d = detail(&r);
+    assert!(d.contains("its backup 1 is good"), "{d}");
+    assert!(d.contains("POST /v1/docs/b.json/restore?from=1"), "{d}");
+}
