@@ -740,16 +740,22 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         })
     }
 
+    /// The path messages name for the resolved `target`: the one this handle was opened
+    /// with, or inside a store the resolved one (the root joined with the name).
+    fn shown<'a>(&'a self, target: &'a Target) -> &'a Path {
+        if self.confine.is_some() {
+            &target.path
+        } else {
+            &self.path
+        }
+    }
+
     /// Resolve the document (inside a store, refusing to leave it) and open its
     /// directory. Reads go through that handle, as writes do.
     fn open_for_read(&self) -> Result<Opened> {
         let fs = self.opts.fs.as_ref();
         let (target, _) = names::resolve(fs, &self.path, self.confine.as_deref())?;
-        let shown = if self.confine.is_some() {
-            target.path.clone()
-        } else {
-            self.path.clone()
-        };
+        let shown = self.shown(&target).to_path_buf();
         match file::open_dir(fs, &target.dir) {
             Ok(dir) => Ok(Opened { target, dir, shown }),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(does_not_exist(
@@ -800,7 +806,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         let (t, dir) = (&opened.target, opened.dir.as_ref());
         let backups = backup::backup_files(dir, t)?;
         if self.opts.read_policy == ReadPolicy::FallbackToBackup
-            && let Some(good) = newest_good(dir, t, &backups, parse)
+            && let Some(good) = newest_good(dir, t, &backups, &parse)
         {
             let reason = err
                 .corrupt_info()
@@ -830,14 +836,12 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             backup_exists: false,
         });
         info.backup_exists = has_backup;
-        let hint = match (has_backup, self.opts.read_policy) {
-            (false, _) => " (no backup exists)".to_string(),
-            (true, ReadPolicy::Strict) => format!(
-                " (a backup exists: {}; read with fallback or run `statefile recover`)",
-                t.beside(&backups[0]).display()
-            ),
-            (true, ReadPolicy::FallbackToBackup) => " (and no backup parses either)".to_string(),
+        // A fallback read that got here found no good backup; a strict one looks.
+        let good = match self.opts.read_policy {
+            ReadPolicy::Strict => newest_good(dir, t, &backups, &parse).map(|g| g.number),
+            ReadPolicy::FallbackToBackup => None,
         };
+        let hint = damage_hint(has_backup, good, "read it with fallback");
         Err(
             Error::new(ErrorKind::Corrupt, format!("{}{hint}", err.message()))
                 .with_path(&t.path)
@@ -907,7 +911,23 @@ fn does_not_exist(path: &Path, e: io::Error) -> Error {
     .with_source(e)
 }
 
-pub(crate) fn cannot_update_damaged(t: &Target, version: &Version, e: Error) -> Error {
+/// What the damage message of a document adds: whether it has backups, and which good
+/// one (by number) would `serve` it.
+fn damage_hint(has_backup: bool, good: Option<usize>, serve: &str) -> String {
+    match (has_backup, good) {
+        (false, _) => " (it has no backup: replace it with a write, or fix it by hand)".into(),
+        (true, Some(n)) => {
+            format!(" (backup {n} is good: {serve}, or put it back with `statefile recover`)")
+        }
+        (true, None) => {
+            " (no backup of it parses either: replace it with a write, or fix it by hand)".into()
+        }
+    }
+}
+
+/// The `Corrupt` error of an update of the damaged document locked in `w`, saying what
+/// repairs it.
+pub(crate) fn cannot_update_damaged(w: &Locked, version: &Version, e: Error) -> Error {
     if e.kind() != ErrorKind::Corrupt {
         return e;
     }
@@ -915,12 +935,19 @@ pub(crate) fn cannot_update_damaged(t: &Target, version: &Version, e: Error) -> 
         || e.to_string(),
         |c| format!("{} at line {} column {}", c.reason, c.line, c.column),
     );
+    let (t, dir) = (&w.target, w.dir.as_ref());
+    let backups = backup::backup_files(dir, t).unwrap_or_default();
+    let good = newest_good(dir, t, &backups, |b| {
+        serde_json::from_slice::<serde::de::IgnoredAny>(b).ok()
+    });
+    let hint = damage_hint(
+        !backups.is_empty(),
+        good.map(|g| g.number),
+        "update the version a fallback read serves",
+    );
     Error::new(
         ErrorKind::Corrupt,
-        format!(
-            "cannot update {}: {what} (restore it from a backup first, e.g. `statefile recover`)",
-            t.path.display(),
-        ),
+        format!("cannot update {}: {what}{hint}", t.path.display()),
     )
     .with_path(&t.path)
     .with_version(version.clone())

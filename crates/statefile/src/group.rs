@@ -461,7 +461,7 @@ impl Baton {
                     let corrupt = matches!(&parsed, Err(e) if e.kind() == ErrorKind::Corrupt);
                     let version = Version::of(bytes);
                     self.disk.parses = Some(!corrupt);
-                    parsed.map_err(|e| cannot_update_damaged(t, &version, e))
+                    parsed.map_err(|e| cannot_update_damaged(&self.locked, &version, e))
                 }
             },
             Work::Bytes { bytes, .. } => json::parse::<T>(bytes, &t.path),

@@ -295,7 +295,7 @@ fn safe_reads_of_damaged_documents() {
         let e = doc.read().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt, "{damage:?}");
         assert!(e.to_string().contains(&*p.to_string_lossy()), "{e}");
-        assert!(e.to_string().contains("backup exists"), "{e}");
+        assert!(e.to_string().contains("(backup 1 is good: "), "{e}");
         let info = e.corrupt_info().unwrap();
         assert!(info.backup_exists);
         if damage.is_empty() {
