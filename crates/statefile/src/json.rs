@@ -482,49 +482,31 @@ impl ser::Serializer for Checker {
     }
 }
 
-impl ser::SerializeSeq for Checker {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        v.serialize(*self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
+/// The compound serializers other than maps: each element or field is checked in turn
+/// (its nesting was counted when the compound began).
+macro_rules! check_each {
+    ($($trait:ident :: $method:ident ($($name:ty)?)),* $(,)?) => {$(
+        impl ser::$trait for Checker {
+            type Ok = ();
+            type Error = CheckError;
+            fn $method<T: Serialize + ?Sized>(&mut self, $(_: $name,)? v: &T) -> R {
+                v.serialize(*self)
+            }
+            fn end(self) -> R {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Checker {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        v.serialize(*self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for Checker {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        v.serialize(*self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for Checker {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        v.serialize(*self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
+check_each!(
+    SerializeSeq::serialize_element(),
+    SerializeTuple::serialize_element(),
+    SerializeTupleStruct::serialize_field(),
+    SerializeTupleVariant::serialize_field(),
+    SerializeStruct::serialize_field(&'static str),
+    SerializeStructVariant::serialize_field(&'static str),
+);
 
 impl ser::SerializeMap for Checker {
     type Ok = ();
@@ -533,28 +515,6 @@ impl ser::SerializeMap for Checker {
         k.serialize(*self)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-        v.serialize(*self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Checker {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> R {
-        v.serialize(*self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Checker {
-    type Ok = ();
-    type Error = CheckError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, _: &'static str, v: &T) -> R {
         v.serialize(*self)
     }
     fn end(self) -> R {

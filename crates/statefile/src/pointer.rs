@@ -191,17 +191,9 @@ pub fn get<'a>(v: &'a Value, tokens: &[String]) -> Result<&'a Value, PointerErro
     let mut cur = v;
     for (n, t) in tokens.iter().enumerate() {
         cur = match cur {
-            Value::Object(m) => m.get(t).ok_or_else(|| {
-                PointerError::NotFound(format!("{} does not exist", describe(&tokens[..=n])))
-            })?,
+            Value::Object(m) => m.get(t).ok_or_else(|| missing(tokens, n))?,
             Value::Array(a) => &a[index(t, a.len(), &tokens[..=n])?],
-            _ => {
-                return Err(PointerError::NotFound(format!(
-                    "{} does not exist: {} is not an object or array",
-                    describe(&tokens[..=n]),
-                    describe(&tokens[..n])
-                )));
-            }
+            _ => return Err(not_a_container(tokens, n)),
         };
     }
     Ok(cur)
@@ -215,23 +207,29 @@ pub fn get_mut<'a>(v: &'a mut Value, tokens: &[String]) -> Result<&'a mut Value,
     let mut cur = v;
     for (n, t) in tokens.iter().enumerate() {
         cur = match cur {
-            Value::Object(m) => m.get_mut(t).ok_or_else(|| {
-                PointerError::NotFound(format!("{} does not exist", describe(&tokens[..=n])))
-            })?,
+            Value::Object(m) => m.get_mut(t).ok_or_else(|| missing(tokens, n))?,
             Value::Array(a) => {
                 let i = index(t, a.len(), &tokens[..=n])?;
                 &mut a[i]
             }
-            _ => {
-                return Err(PointerError::NotFound(format!(
-                    "{} does not exist: {} is not an object or array",
-                    describe(&tokens[..=n]),
-                    describe(&tokens[..n])
-                )));
-            }
+            _ => return Err(not_a_container(tokens, n)),
         };
     }
     Ok(cur)
+}
+
+/// The member `tokens[n]` of an object is missing.
+fn missing(tokens: &[String], n: usize) -> PointerError {
+    PointerError::NotFound(format!("{} does not exist", describe(&tokens[..=n])))
+}
+
+/// What `tokens[..n]` names is neither an object nor an array, so `tokens[n]` names nothing.
+fn not_a_container(tokens: &[String], n: usize) -> PointerError {
+    PointerError::NotFound(format!(
+        "{} does not exist: {} is not an object or array",
+        describe(&tokens[..=n]),
+        describe(&tokens[..n])
+    ))
 }
 
 /// Walk to the parent container of the last token, creating missing objects.
