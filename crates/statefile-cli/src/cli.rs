@@ -224,6 +224,13 @@ pub struct SetArgs {
     pub pointer: String,
     /// The new value as JSON, e.g. 10, '"text"' or '{"a": 1}' (with --string: any text).
     pub json: String,
+    #[command(flatten)]
+    pub edit: EditOptions,
+}
+
+/// How `set` and `append` take their value and open the file.
+#[derive(Debug, Args)]
+pub struct EditOptions {
     /// Take JSON as a plain string.
     #[arg(long)]
     pub string: bool,
@@ -246,14 +253,8 @@ pub struct AppendArgs {
     pub pointer: String,
     /// The element to append as JSON, e.g. '{"id": 7}' (with --string: any text).
     pub json: String,
-    /// Take JSON as a plain string.
-    #[arg(long)]
-    pub string: bool,
-    /// Create missing parent directories.
-    #[arg(long)]
-    pub parents: bool,
     #[command(flatten)]
-    pub write: WriteOptions,
+    pub edit: EditOptions,
 }
 
 /// Remove the value at a JSON Pointer, or the whole document.

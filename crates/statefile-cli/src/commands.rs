@@ -8,8 +8,9 @@ use statefile::patch::{self, PatchErrorKind, PatchKind};
 use statefile::{BackupRef, Doc, Options, ScanMode, Version, pointer};
 
 use crate::cli::{
-    AppendArgs, BackupsArgs, Cli, Command, CompletionsArgs, GetArgs, Global, Output, PatchArgs,
-    PutArgs, RecoverArgs, RestoreArgs, RmArgs, ServeArgs, SetArgs, VerifyArgs, VersionArgs,
+    AppendArgs, BackupsArgs, Cli, Command, CompletionsArgs, EditOptions, GetArgs, Global, Output,
+    PatchArgs, PutArgs, RecoverArgs, RestoreArgs, RmArgs, ServeArgs, SetArgs, VerifyArgs,
+    VersionArgs,
 };
 use crate::error::{CliError, CliResult};
 use crate::report;
@@ -295,11 +296,22 @@ fn put(g: &Global, a: PutArgs) -> CliResult {
     say(g, r.version.as_str())
 }
 
+/// What `set` and `append` work on: the pointer's tokens, the value, and the document.
+fn edit_target(
+    file: &Path,
+    pointer: &str,
+    json: &str,
+    o: &EditOptions,
+) -> CliResult<(Vec<String>, Value, Doc<Value>)> {
+    let tokens = pointer::parse(pointer).map_err(in_file(file))?;
+    let value = parse_arg(file, json, o.string)?;
+    let d = Doc::open_with(file, o.write.options().create_dirs(o.parents))?;
+    Ok((tokens, value, d))
+}
+
 fn set(g: &Global, a: SetArgs) -> CliResult {
     let file = &a.file;
-    let tokens = pointer::parse(&a.pointer).map_err(in_file(file))?;
-    let value = parse_arg(file, &a.json, a.string)?;
-    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
+    let (tokens, value, d) = edit_target(file, &a.pointer, &a.json, &a.edit)?;
     let ((), receipt) = modify(&d, Some(json!({})), None, |v| {
         pointer::set(v, &tokens, value).map_err(in_file(file))
     })?;
@@ -308,9 +320,7 @@ fn set(g: &Global, a: SetArgs) -> CliResult {
 
 fn append(g: &Global, a: AppendArgs) -> CliResult {
     let file = &a.file;
-    let tokens = pointer::parse(&a.pointer).map_err(in_file(file))?;
-    let value = parse_arg(file, &a.json, a.string)?;
-    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
+    let (tokens, value, d) = edit_target(file, &a.pointer, &a.json, &a.edit)?;
     let init = if tokens.is_empty() {
         json!([])
     } else {
