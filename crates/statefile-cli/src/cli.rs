@@ -516,10 +516,11 @@ pub struct ServeLimits {
 /// `serve --help`'s epilogue: the answers, examples, and the most memory the limits allow.
 const SERVE_AFTER_HELP: &str = "\
 Answers are HTTP statuses, errors as problem+json (README: the HTTP service): 400 a bad
-name, JSON, pointer or precondition; 401 no token; 404; 405; 408 a body too slow; 412
-If-Match or If-None-Match did not hold; 413 a body or patch too large; 414; 415; 422 a
-patch or append that does not apply; 503 the lock or the request timed out (Retry-After);
-507 no space; 500 a damaged document, a permission or durability problem. The process
+name, JSON, pointer or precondition, or a request that is not valid HTTP/1.1; 401 no
+token; 404; 405; 408 a body too slow; 412 If-Match or If-None-Match did not hold; 413 a
+body or patch too large; 414; 415; 422 a patch or append that does not apply; 431 a
+request head over 64 KiB; 503 the lock or the request timed out (Retry-After); 507 no
+space; 500 a damaged document, a permission or durability problem. The process
 exits 0 after SIGTERM or Ctrl-C (requests in flight finish), 1 if it cannot start.
 
 Memory, worst case: the request bodies held at once, with the values they parse into,
