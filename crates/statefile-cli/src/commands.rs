@@ -150,11 +150,14 @@ fn get(g: &Global, a: GetArgs) -> CliResult {
     if let Some(r) = &v.recovered
         && !g.quiet
     {
+        // The backup by number and file name: its full path may be one the user never
+        // typed (a symlink's target directory, or an absolute one).
         eprintln!(
-            "statefile: {} is damaged ({}); printing its backup {}",
+            "statefile: {} is damaged ({}); printing its backup {} ({})",
             file.display(),
             r.reason,
-            r.path.display()
+            r.backup,
+            r.path.file_name().unwrap_or_default().to_string_lossy()
         );
     }
     let at = pointer::get(&v.value, &tokens).map_err(in_file(file))?;

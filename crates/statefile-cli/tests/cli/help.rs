@@ -259,6 +259,13 @@ fn a_damaged_documents_message_is_true_in_each_case() {
         "(backup 1 is good: update the version a fallback read serves, or put it back with `statefile recover`)",
         &[],
     );
+    // Printed with --fallback: the backup by number and name, not by absolute path.
+    let run = s.run(&["get", "--fallback", "b.json"]).ok();
+    assert_eq!(run.stdout.trim(), "1");
+    assert_eq!(
+        run.stderr,
+        "statefile: b.json is damaged (EOF while parsing a list); printing its backup 1 (.b.json.bak)\n"
+    );
     // Its backup damaged too: no advice to read or restore it.
     s.write(".b.json.bak", b"[");
     let bad = "(no backup of it parses either: replace it with a write, or fix it by hand)";
