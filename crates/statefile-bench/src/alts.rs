@@ -21,8 +21,9 @@ pub const REPLACE_ALTS: [&str; 9] = [
     "sqlite",
 ];
 
-pub const RMW_ALTS: [&str; 6] = [
+pub const RMW_ALTS: [&str; 7] = [
     "statefile",
+    "statefile (one write per update)",
     "sqlite",
     "naive",
     "naive-rename",
@@ -84,6 +85,16 @@ impl Writer {
                     &path,
                     Options::new()
                         .backups(1)
+                        .lock_timeout(std::time::Duration::from_secs(300)),
+                )
+                .unwrap(),
+            ),
+            "statefile (one write per update)" => Writer::Statefile(
+                Doc::open_with(
+                    &path,
+                    Options::new()
+                        .backups(0)
+                        .max_batch(1, u64::MAX)
                         .lock_timeout(std::time::Duration::from_secs(300)),
                 )
                 .unwrap(),
@@ -171,18 +182,20 @@ impl Writer {
     }
 
     /// Append `item` to the array `items`: read, modify, write (locked only where the
-    /// alternative locks).
-    pub fn append(&mut self, item: &str) {
+    /// alternative locks). For statefile: how many updates the write answered.
+    pub fn append(&mut self, item: &str) -> Option<usize> {
         match self {
             Writer::Statefile(d) => {
-                d.update_or_insert_with(
-                    || json!({"items": []}),
-                    |v| -> statefile::Result<()> {
-                        v["items"].as_array_mut().expect("array").push(json!(item));
-                        Ok(())
-                    },
-                )
-                .expect("statefile update");
+                let (_, r) = d
+                    .update_or_insert_with(
+                        || json!({"items": []}),
+                        |v| -> statefile::Result<()> {
+                            v["items"].as_array_mut().expect("array").push(json!(item));
+                            Ok(())
+                        },
+                    )
+                    .expect("statefile update");
+                return Some(r.batch);
             }
             Writer::Sqlite(c) => {
                 let tx = c
@@ -235,6 +248,7 @@ impl Writer {
                 }
             }
         }
+        None
     }
 
     /// The items now in the document.

@@ -176,7 +176,7 @@ pub fn rmw_rows(procs: usize, n: usize, base: f64) -> Vec<String> {
         let present = items(&file);
         let lost = (procs * n).saturating_sub(present);
         rows.push(format!(
-            "| {label} | {procs} x 1 thread(s) x {n} (processes) | {rate:.0} | {} | {} | no |",
+            "| {label} | {procs} x 1 thread(s) x {n} (processes) | {rate:.0} | {} | {} | no | - |",
             crate::ratio(rate, base),
             if lost == 0 {
                 "0".into()
