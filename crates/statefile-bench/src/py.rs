@@ -248,9 +248,7 @@ fn rmw_table(out: &mut Out, cfg: &Cfg, py: &Py) {
             ));
             if alt.starts_with("sqlite3") && label == "threads" {
                 out.target(
-                    format!(
-                        "Python: {nt}-thread read-modify-write >= 3x sqlite3 (once group commit lands), 0 lost"
-                    ),
+                    format!("Python: {nt}-thread read-modify-write >= 3x sqlite3, 0 lost"),
                     format!(
                         "{} sqlite3, {statefile_lost} lost",
                         ratio(base, rate).replace('x', "x of")
