@@ -152,8 +152,12 @@ impl Database {
 
     /// A URL whose sessions use a new, empty schema.
     fn fresh_schema(&self, name: &str) -> Result<String, String> {
-        let mut c = postgres::Client::connect(&self.url, postgres::NoTls)
-            .map_err(|e| format!("cannot connect to {}: {e}", self.url))?;
+        let mut c = postgres::Client::connect(&self.url, postgres::NoTls).map_err(|e| {
+            format!(
+                "cannot connect to {}: {e}",
+                statefile_server::pg::connect::redacted(&self.url)
+            )
+        })?;
         let schema = format!("bench_{name}_{}", std::process::id());
         c.batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"

@@ -15,6 +15,8 @@ on_each_backend!(
     if_match_star_and_lists_of_etags,
     every_idempotent_replay_is_marked,
     a_directory_stays_in_the_way_after_its_documents_are_deleted,
+    a_wrong_method_is_405_with_allow_and_metrics_label_the_matched_route,
+    an_unknown_query_parameter_or_a_control_character_in_a_key_is_400,
 );
 
 use std::time::Duration;
@@ -816,10 +818,9 @@ async fn a_full_disk_is_507() {
     assert_eq!(r.json(), json!({"small": 1}), "unchanged");
 }
 
-#[tokio::test]
-async fn a_wrong_method_is_405_with_allow_and_metrics_label_the_matched_route() {
+async fn a_wrong_method_is_405_with_allow_and_metrics_label_the_matched_route(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(dir.path());
+    let app = b.app_in(dir.path()).await;
     for (method, uri, allow) in [
         ("POST", "/v1/docs/a.json", "GET,HEAD,PUT,PATCH,DELETE"),
         ("GET", "/v1/docs/a.json/append", "POST"),
@@ -1137,10 +1138,9 @@ async fn the_served_openapi_describes_the_running_server() {
     assert_eq!(spec["paths"]["/healthz"]["get"]["security"], json!([{}]));
 }
 
-#[tokio::test]
-async fn an_unknown_query_parameter_or_a_control_character_in_a_key_is_400() {
+async fn an_unknown_query_parameter_or_a_control_character_in_a_key_is_400(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_in(dir.path());
+    let app = b.app_in(dir.path()).await;
     // A misspelt parameter would otherwise append to the document's root.
     let r = call(
         &app,
