@@ -328,6 +328,13 @@ export interface Receipt {
   unchanged: boolean
   /** How long the write waited for the lock. */
   lockWaitMs: number
+  /**
+   * How many calls this write answered: concurrent writes of one document in this
+   * process share one durable write (group commit), and each gets this same receipt.
+   */
+  batch: number
+  /** How long this call waited in the document's queue before its write began. */
+  queuedMs: number
 }
 
 /** `Doc.update`'s answer: the receipt of the write and what the callback returned. */

@@ -243,6 +243,8 @@ struct ReceiptOut {
     created: bool,
     unchanged: bool,
     lock_wait_ms: f64,
+    batch: usize,
+    queued_ms: f64,
 }
 
 impl From<Receipt> for ReceiptOut {
@@ -257,6 +259,8 @@ impl From<Receipt> for ReceiptOut {
             created: r.created,
             unchanged: r.unchanged,
             lock_wait_ms: r.lock_wait.as_secs_f64() * 1e3,
+            batch: r.batch,
+            queued_ms: r.queued.as_secs_f64() * 1e3,
         }
     }
 }

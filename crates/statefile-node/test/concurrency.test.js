@@ -31,6 +31,7 @@ test('50 concurrent updates in one process: all kept, none twice', async (t) => 
     at.sort((a, b) => a - b)
     assert.equal(at[at.length - 1] - at[0] + 1, at.length, `the calls written as ${version} are consecutive`)
   }
+  for (const r of results) assert.equal(r.batch, byVersion.get(r.version).length, 'a receipt says how many calls its write answered')
   assert.equal(results.find((r) => r.result === 49).version, await doc.version())
   assert.deepEqual(temps(dir), [])
 })

@@ -49,6 +49,8 @@ pub fn receipt<'py>(py: Python<'py>, r: &Receipt) -> PyResult<Bound<'py, PyAny>>
     kw.set_item("created", r.created)?;
     kw.set_item("unchanged", r.unchanged)?;
     kw.set_item("lock_wait", r.lock_wait.as_secs_f64())?;
+    kw.set_item("batch", r.batch)?;
+    kw.set_item("queued", r.queued.as_secs_f64())?;
     record(py, "Receipt", &kw)
 }
 

@@ -6,6 +6,9 @@ import hashlib
 import json
 import os
 import pickle
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -190,3 +193,38 @@ def test_no_temp_or_lock_left_by_reads(tmp_path: Path) -> None:
         doc.read_cached()
     assert sorted(os.listdir(tmp_path)) == before
     assert temps(tmp_path) == []
+
+
+def test_receipts_say_how_many_calls_one_write_answered(tmp_path: Path) -> None:
+    # Issue 12: concurrent writes of one document in one process share one durable write
+    # (group commit); every call it answered gets its receipt, which says how many.
+    p = tmp_path / "a.json"
+    lone = statefile.Doc(p).write({"n": 0})
+    assert lone.batch == 1 and lone.queued >= 0.0
+    receipts: list[statefile.Receipt] = []
+    started = threading.Semaphore(0)
+    mutex = threading.Lock()
+
+    def writer(i: int) -> None:
+        started.release()
+        r = statefile.Doc(p).write({"n": i})
+        with mutex:
+            receipts.append(r)
+
+    held = statefile.Doc(p).update()
+    with held as data:  # the lock is held: the writers queue meanwhile
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for _ in threads:
+            assert started.acquire(timeout=60)
+        time.sleep(0.3)
+        data["held"] = True
+    for t in threads:
+        t.join()
+    assert held.receipt is not None
+    receipts.append(held.receipt)
+    shared = Counter(r.version for r in receipts)
+    for r in receipts:
+        assert r.batch == shared[r.version], "a receipt's batch is the calls its write answered"
+    assert held.receipt.batch > 1, "the queued writes joined the held update's write"

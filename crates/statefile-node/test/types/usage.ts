@@ -49,6 +49,7 @@ function shaped<T extends object>(v: T, shape: Record<keyof T, Kind>, what: stri
 const receiptShape: Record<keyof Receipt, Kind> = {
   path: 'string', version: 'string', previous: 'string|null', bytes: 'number', durability: 'string',
   backup: 'string|null', created: 'boolean', unchanged: 'boolean', lockWaitMs: 'number',
+  batch: 'number', queuedMs: 'number',
 }
 const receipt = (r: Receipt, what: string): Receipt => shaped(r, receiptShape, what)
 const updated = <R>(r: UpdateResult<R>, what: string): UpdateResult<R> =>

@@ -195,6 +195,11 @@ class Receipt:
     """True when the new bytes equalled the old ones (still replaced and synced)."""
     lock_wait: float
     """Seconds spent waiting for the document's lock."""
+    batch: int
+    """How many calls this write answered: concurrent writes of one document in one
+    process share one durable write (group commit), and each gets this same receipt."""
+    queued: float
+    """Seconds this call waited in the document's queue before its write began."""
 
 
 @dataclass(frozen=True)
