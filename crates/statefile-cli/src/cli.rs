@@ -164,6 +164,7 @@ pub enum Command {
     Serve(ServeArgs),
     Import(ImportArgs),
     Export(ExportArgs),
+    Journal(JournalArgs),
     Completions(CompletionsArgs),
 }
 
@@ -343,6 +344,83 @@ pub struct RecoverArgs {
     pub json: bool,
     #[command(flatten)]
     pub write: WriteOptions,
+}
+
+/// Journal mode for a store: a durable write costs one flush of the store's journal.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Once enabled, every statefile writer in the tree (library, CLI, server, any process) \
+                  finds the journal and commits through it; the documents stay plain JSON files.\n\n\
+                  Examples:\n  statefile journal enable ./data\n  statefile journal status ./data\n  \
+                  statefile journal disable ./data"
+)]
+pub struct JournalArgs {
+    #[command(subcommand)]
+    pub action: JournalAction,
+}
+
+/// What `statefile journal` does.
+#[derive(Debug, Subcommand)]
+pub enum JournalAction {
+    /// Create DIR/.statefile/journal (preallocated): every writer in DIR's tree uses it.
+    Enable {
+        /// The store's root directory.
+        dir: PathBuf,
+        /// Bytes of the journal's ring (suffixes K, M, G; at least 16K). A document
+        /// larger than a quarter of it is written without the journal.
+        #[arg(long, default_value = "16M", value_parser = size)]
+        size: u64,
+        /// Print the journal's state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checkpoint (every document durable in its own file), then remove the journal.
+    Disable {
+        /// The store's root directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        write: LockTimeout,
+    },
+    /// Make the documents the journal covers durable in their files; reuse its space.
+    Checkpoint {
+        /// The store's root directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        write: LockTimeout,
+    },
+    /// Show the journal governing PATH: checkpoint, records, documents to replay, damage.
+    /// Exit 4 if PATH is not in journal mode, 5 if something needs `statefile recover`.
+    Status {
+        /// A directory or document in the store.
+        path: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `--lock-timeout` alone, for commands that wait for locks but write no document.
+#[derive(Debug, Args)]
+pub struct LockTimeout {
+    /// Seconds to wait for a lock before failing (exit 6).
+    #[arg(long, env = "STATEFILE_LOCK_TIMEOUT", default_value = "10", value_parser = seconds)]
+    pub lock_timeout: Duration,
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+pub fn size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (a number of bytes, or with K, M or G)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// List a document's kept versions, newest (1) first.

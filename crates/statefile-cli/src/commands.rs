@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Serve(a) => serve(g, a),
         Command::Import(a) => crate::transfer::import(g, a),
         Command::Export(a) => crate::transfer::export(g, a),
+        Command::Journal(a) => report::journal(g, a.action),
         Command::Completions(a) => completions(a),
     }
 }

@@ -4,9 +4,10 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
-use statefile::{Action, Doc, Finding, Problem, Report, Scan};
+use statefile::journal::{self, JournalOptions, JournalStatus};
+use statefile::{Action, Doc, Finding, Options, Problem, Report, Scan};
 
-use crate::cli::Global;
+use crate::cli::{Global, JournalAction};
 use crate::error::{CliError, CliResult};
 
 /// Show a progress bar only for trees at least this large, on a terminal.
@@ -77,6 +78,9 @@ fn print_reports(
             for f in &r.findings {
                 writeln!(out, "{}", finding_line(f))?;
             }
+            for j in &r.journals {
+                writeln!(out, "{}", journal_line(j))?;
+            }
             let problems = r.findings.iter().filter(|f| !f.is_fixed()).count();
             let fixed = r.findings.len() - problems;
             let mut summary = format!(
@@ -119,6 +123,20 @@ fn finding_line(f: &Finding) -> String {
         },
         Problem::CorruptBackup { reason } => format!("corrupt backup: {reason}"),
         Problem::Unreadable { error } => format!("unreadable: {error}"),
+        Problem::JournalReplay { version: Some(v) } => {
+            format!("not yet what its last journal record says (version {v})")
+        }
+        Problem::JournalReplay { version: None } => {
+            "not yet what its last journal record says (deleted)".to_string()
+        }
+        Problem::JournalDamaged {
+            lsn,
+            reason,
+            later_records,
+        } => format!(
+            "journal damaged at LSN {lsn} ({reason}), {later_records} valid records after it: \
+             writes in this tree are refused until a person decides"
+        ),
         _ => "problem".to_string(),
     };
     let done = match &f.action {
@@ -128,6 +146,7 @@ fn finding_line(f: &Finding) -> String {
         Action::MovedAside { to } => format!(" -> moved to {}", to.display()),
         Action::Would(what) => format!(" -> would {what}"),
         Action::Failed { error } => format!(" -> repair failed: {error}"),
+        Action::Replayed => " -> replayed from the journal".into(),
         _ => String::new(),
     };
     format!("{}: {what}{done}", f.path.display())
@@ -147,6 +166,16 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
                 ),
                 Problem::CorruptBackup { reason } => ("corrupt-backup", Some(reason.clone()), None),
                 Problem::Unreadable { error } => ("unreadable", Some(error.clone()), None),
+                Problem::JournalReplay { version } => (
+                    "journal-replay",
+                    Some(version.as_ref().map_or("deleted".to_string(), |v| v.to_string())),
+                    None,
+                ),
+                Problem::JournalDamaged { lsn, reason, later_records } => (
+                    "journal-damaged",
+                    Some(format!("LSN {lsn}: {reason}; {later_records} valid records after it")),
+                    None,
+                ),
                 _ => ("other", None, None),
             };
             let action = match &f.action {
@@ -158,6 +187,7 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
                 Action::MovedAside { to } => json!({"done": "moved-aside", "to": to.display().to_string()}),
                 Action::Would(w) => json!({"would": w}),
                 Action::Failed { error } => json!({"failed": error}),
+                Action::Replayed => json!({"done": "replayed"}),
                 _ => json!(null),
             };
             json!({
@@ -178,7 +208,149 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
         "without_backup": r.without_backup,
         "needs_repair": r.needs_repair(),
         "findings": findings,
+        "journals": r.journals.iter().map(journal_json).collect::<Vec<_>>(),
     })
+}
+
+fn journal_json(s: &JournalStatus) -> Value {
+    json!({
+        "root": s.root.display().to_string(),
+        "path": s.path.display().to_string(),
+        "format_version": s.format_version,
+        "capacity": s.capacity,
+        "checkpoint_lsn": s.checkpoint_lsn,
+        "end_lsn": s.end_lsn,
+        "records": s.records,
+        "in_flight": s.in_flight,
+        "to_replay": s.to_replay.iter().map(|p| json!({
+            "path": p.path.display().to_string(),
+            "version": p.version.as_ref().map(|v| v.as_str().to_string()),
+            "in_flight": p.in_flight,
+        })).collect::<Vec<_>>(),
+        "damage": s.damage.as_ref().map(|d| json!({
+            "lsn": d.lsn,
+            "reason": d.reason,
+            "later_records": d.later_records,
+        })),
+        "needs_repair": s.needs_repair(),
+    })
+}
+
+fn journal_line(s: &JournalStatus) -> String {
+    let mut line = format!(
+        "{}: journal mode (format {}, {} bytes), {} records since the checkpoint",
+        s.path.display(),
+        s.format_version,
+        s.capacity,
+        s.records
+    );
+    let replay = s.to_replay.iter().filter(|p| !p.in_flight).count();
+    if replay > 0 {
+        line.push_str(&format!(", {replay} documents to replay"));
+    }
+    if s.in_flight > 0 {
+        line.push_str(&format!(", {} commits in flight", s.in_flight));
+    }
+    if let Some(d) = &s.damage {
+        line.push_str(&format!(", DAMAGED at LSN {}", d.lsn));
+    }
+    line
+}
+
+/// `statefile journal ...`.
+pub fn journal(g: &Global, action: JournalAction) -> CliResult {
+    match action {
+        JournalAction::Enable { dir, size, json } => {
+            let opts = Options::new();
+            let jopts = JournalOptions {
+                capacity: size,
+                ..JournalOptions::default()
+            };
+            let st = journal::enable(&dir, &opts, jopts)?;
+            print_status(g, &st, json)
+        }
+        JournalAction::Disable { dir, write } => {
+            let opts = Options::new().lock_timeout(write.lock_timeout);
+            let r = journal::disable(&dir, &opts)?;
+            say_line(
+                g,
+                &format!(
+                    "journal mode disabled in {}: {} documents and {} directories synced",
+                    dir.display(),
+                    r.documents,
+                    r.directories
+                ),
+            )
+        }
+        JournalAction::Checkpoint { dir, write } => {
+            let opts = Options::new().lock_timeout(write.lock_timeout);
+            let r = journal::checkpoint(&dir, &opts)?;
+            say_line(
+                g,
+                &format!(
+                    "checkpoint: {} documents and {} directories synced, {} bytes of the journal freed",
+                    r.documents, r.directories, r.freed
+                ),
+            )
+        }
+        JournalAction::Status { path, json } => {
+            let Some(st) = journal::status(&path, &Options::new())? else {
+                return Err(CliError::from(statefile::Error::new(
+                    statefile::ErrorKind::NotFound,
+                    format!("{} is not in journal mode", path.display()),
+                )));
+            };
+            print_status(g, &st, json)?;
+            if st.needs_repair() {
+                return Err(CliError::code(5));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_status(g: &Global, st: &JournalStatus, as_json: bool) -> CliResult {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if as_json {
+        serde_json::to_writer_pretty(&mut out, &journal_json(st)).map_err(io::Error::from)?;
+        writeln!(out)?;
+    } else if !g.quiet {
+        writeln!(out, "{}", journal_line(st))?;
+        for p in &st.to_replay {
+            let v = p
+                .version
+                .as_ref()
+                .map_or("deleted".to_string(), |v| v.to_string());
+            let when = if p.in_flight {
+                " (being written now)"
+            } else {
+                ""
+            };
+            writeln!(out, "  to replay: {} -> {v}{when}", p.path.display())?;
+        }
+        if let Some(d) = &st.damage {
+            writeln!(
+                out,
+                "  damage at LSN {}: {} ({} valid records after it)",
+                d.lsn, d.reason, d.later_records
+            )?;
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn say_line(g: &Global, line: &str) -> CliResult {
+    if !g.quiet {
+        let mut out = io::stdout().lock();
+        match writeln!(out, "{line}").and_then(|()| out.flush()) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 pub fn backups(d: &Doc<Value>, as_json: bool) -> CliResult {

@@ -20,12 +20,12 @@ use crate::sim::{Call, Fault, FaultKind, Fill, Image, Op, SimFs, Tear};
 /// The store every workload uses.
 pub const ROOT: &str = "/data";
 
-/// One attempted write of a document's bytes, with where in the log it began and
-/// (if it returned success) was acknowledged.
+/// One attempted write of a document's bytes (`None`: a delete), with where in the log
+/// it began and (if it returned success) was acknowledged.
 #[derive(Debug, Clone)]
 struct Attempt {
     doc: String,
-    bytes: Vec<u8>,
+    bytes: Option<Vec<u8>>,
 }
 
 /// What a workload did, for judging crash states.
@@ -99,6 +99,15 @@ impl Ctx {
 
     /// As [`Ctx::begin`], with the exact bytes (for restores).
     pub fn begin_bytes(&self, name: &str, bytes: Vec<u8>) -> usize {
+        self.begin_any(name, Some(bytes))
+    }
+
+    /// A delete of `name` begins.
+    pub fn begin_delete(&self, name: &str) -> usize {
+        self.begin_any(name, None)
+    }
+
+    fn begin_any(&self, name: &str, bytes: Option<Vec<u8>>) -> usize {
         let mut h = self.history.lock().unwrap();
         let id = h.attempts.len();
         h.attempts.push(Attempt {
@@ -127,6 +136,10 @@ pub struct Workload {
     pub run: fn(&Ctx) -> statefile::Result<()>,
     /// Deterministic call sequence (fault injection needs one).
     pub deterministic: bool,
+    /// Crashes during recovery are explored for every n-th checked state times this:
+    /// a journal replay's recovery log is long, and each of its prefixes is a recovery
+    /// of its own.
+    pub recovery_sparsity: usize,
 }
 
 /// How much to explore.
@@ -277,7 +290,7 @@ fn allowed(h: &History, marks: &HashMap<usize, usize>, k: usize) -> BTreeMap<Str
             let superseded =
                 at(2 * id + 1).is_some_and(|done| acked.iter().any(|(begin, _)| *begin > done));
             if !superseded {
-                set.insert(Some(a.bytes.clone()));
+                set.insert(a.bytes.clone());
             }
         }
         docs.insert(name.clone(), set);
@@ -285,9 +298,20 @@ fn allowed(h: &History, marks: &HashMap<usize, usize>, k: usize) -> BTreeMap<Str
     docs
 }
 
+/// The journal's shared state: volatile by design (rebuilt by every recovery after a
+/// power loss, and it carries the boot id), so not part of what a state is judged by.
+const SHARED_STATE: &str = "/data/.statefile/journal-shm";
+
+/// The tree that counts: everything but the journal's shared state.
+fn durable_tree(image: &Image) -> BTreeMap<String, Vec<u8>> {
+    let mut t = image.tree();
+    t.remove(SHARED_STATE);
+    t
+}
+
 fn tree_hash(image: &Image) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    image.tree().hash(&mut h);
+    durable_tree(image).hash(&mut h);
     h.finish()
 }
 
@@ -325,7 +349,22 @@ fn mandatory(ops: &[Op], k: usize) -> HashSet<usize> {
     out
 }
 
+/// Whether op `i` of `ops` may be lost or torn in a crash state worth judging: a change
+/// not made durable by a later sync, and not a write of the journal's shared state
+/// (which nothing trusts after a power loss, so its variants recover identically).
+fn optional(ops: &[Op], k: usize, volatile: Option<crate::sim::Ino>) -> Vec<usize> {
+    let must = mandatory(ops, k);
+    (0..k)
+        .filter(|i| {
+            ops[*i].is_change()
+                && !must.contains(i)
+                && !volatile.is_some_and(|v| ops[*i].touches(v))
+        })
+        .collect()
+}
+
 struct Judge<'a> {
+    volatile: Option<crate::sim::Ino>,
     ctx: &'a Ctx,
     history: &'a History,
     marks: HashMap<usize, usize>,
@@ -342,7 +381,7 @@ impl Judge<'_> {
     }
 
     /// Recover `image` and check every invariant for a crash after `k` ops.
-    fn check(&mut self, image: &Image, k: usize, what: &str) {
+    fn check(&mut self, image: &Image, k: usize, what: &str, sparsity: usize) {
         if !self.seen.insert(tree_hash(image)) {
             return;
         }
@@ -365,7 +404,7 @@ impl Judge<'_> {
         // Recovery again changes nothing.
         let again = SimFs::from_image(recovered.clone());
         match Store::open_with(ROOT, self.opts(&again)) {
-            Ok(_) if again.image().tree() == recovered.tree() => {}
+            Ok(_) if durable_tree(&again.image()) == durable_tree(&recovered) => {}
             Ok(_) => self.report.violation(
                 Violation::Other,
                 format!("{what} @{k}: a second recovery changed the tree"),
@@ -407,14 +446,11 @@ impl Judge<'_> {
         }
 
         // A crash during recovery, recovered again, must satisfy the same invariants.
-        let every = self.budget.recovery_crash_every;
+        let every = self.budget.recovery_crash_every * sparsity;
         if every > 0 && self.checked.is_multiple_of(every) && recovery_log.iter().any(Op::is_change)
         {
             for k2 in 1..=recovery_log.len() {
-                let must = mandatory(&recovery_log, k2);
-                let optional: Vec<usize> = (0..k2)
-                    .filter(|i| recovery_log[*i].is_change() && !must.contains(i))
-                    .collect();
+                let optional = optional(&recovery_log, k2, self.volatile);
                 let mut variants = vec![HashSet::new()];
                 variants.extend(optional.iter().map(|o| HashSet::from([*o])));
                 for dropped in variants {
@@ -450,7 +486,7 @@ impl Judge<'_> {
                 .attempts
                 .iter()
                 .filter(|a| &a.doc == name)
-                .map(|a| Some(a.bytes.clone()))
+                .map(|a| a.bytes.clone())
                 .chain(std::iter::once(self.history.initial.get(name).cloned()))
                 .collect();
             let shown = content.as_ref().map_or("<missing>".to_string(), |c| {
@@ -499,6 +535,7 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
     let log = ctx.sim.log();
     let history = std::mem::take(&mut *ctx.history.lock().unwrap());
     let mut judge = Judge {
+        volatile: image0.lookup(SHARED_STATE),
         ctx: &ctx,
         history: &history,
         marks: marks(&log),
@@ -523,12 +560,14 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
     }
     let mut seed = budget.seed | 1;
     for k in 0..=log.len() {
-        let must = mandatory(&log, k);
-        let optional: Vec<usize> = (0..k)
-            .filter(|i| log[*i].is_change() && !must.contains(i))
-            .collect();
+        let optional = optional(&log, k, judge.volatile);
         judge.report.prefixes += 1;
-        judge.check(&build(&image0, &log, k, &HashSet::new(), None), k, "prefix");
+        judge.check(
+            &build(&image0, &log, k, &HashSet::new(), None),
+            k,
+            "prefix",
+            w.recovery_sparsity,
+        );
         if budget.omissions {
             for o in &optional {
                 judge.report.omissions += 1;
@@ -536,6 +575,7 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
                     &build(&image0, &log, k, &HashSet::from([*o]), None),
                     k,
                     "omission",
+                    w.recovery_sparsity,
                 );
             }
         }
@@ -557,6 +597,7 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
                                     &build(&image0, &log, k, &HashSet::new(), Some((*o, tear))),
                                     k,
                                     "torn",
+                                    w.recovery_sparsity,
                                 );
                             }
                         }
@@ -574,7 +615,12 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
                 .filter(|_| rng(&mut seed).is_multiple_of(2))
                 .collect();
             judge.report.random += 1;
-            judge.check(&build(&image0, &log, k, &dropped, None), k, "random");
+            judge.check(
+                &build(&image0, &log, k, &dropped, None),
+                k,
+                "random",
+                w.recovery_sparsity,
+            );
         }
     }
     judge.report.distinct_recovered = judge.distinct.len();
@@ -667,8 +713,11 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
             }
             match (&result, expected_kind(kind)) {
                 (Ok(()), _) => {}
+                // A failed directory sync after the rename, or a failed journal flush:
+                // the write may or may not survive, and says so.
                 (Err(e), _)
-                    if fired == Some(Call::SyncDir) && e.kind() == ErrorKind::Durability => {}
+                    if matches!(fired, Some(Call::SyncDir | Call::SyncFile))
+                        && e.kind() == ErrorKind::Durability => {}
                 (Err(e), Some(want)) if e.kind() == want => {}
                 (Err(e), _) => fail(format!("returned {:?}: {e}", e.kind())),
             }
@@ -680,14 +729,19 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                 .chain(history.attempts.iter().map(|a| &a.doc))
             {
                 let content = tree.get(&Ctx::path(name)).cloned();
-                let ok = content.is_none() && !history.initial.contains_key(name)
+                let deleted = history
+                    .attempts
+                    .iter()
+                    .chain(&attempted)
+                    .any(|a| &a.doc == name && a.bytes.is_none());
+                let ok = content.is_none() && (deleted || !history.initial.contains_key(name))
                     || content.as_ref().is_some_and(|c| {
                         history.initial.get(name) == Some(c)
                             || history
                                 .attempts
                                 .iter()
                                 .chain(&attempted)
-                                .any(|a| &a.doc == name && &a.bytes == c)
+                                .any(|a| &a.doc == name && a.bytes.as_ref() == Some(c))
                     });
                 if !ok {
                     fail(format!("{name} holds neither the old nor a new version"));
@@ -734,7 +788,7 @@ mod tests {
                 .iter()
                 .map(|b| Attempt {
                     doc: "d.json".into(),
-                    bytes: b.as_bytes().to_vec(),
+                    bytes: Some(b.as_bytes().to_vec()),
                 })
                 .collect(),
         }

@@ -16,7 +16,9 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use statefile::fs::{DirEntry, FileType, Fs, FsDir, FsFile, FsLockFile, Metadata};
+use statefile::fs::{
+    DirEntry, FileType, Fs, FsDir, FsFile, FsLockFile, FsRwFile, LockMode, Metadata,
+};
 
 pub type Ino = u64;
 const ROOT: Ino = 1;
@@ -108,6 +110,11 @@ impl Op {
     /// Ops that change durable state (not syncs or marks).
     pub fn is_change(&self) -> bool {
         !matches!(self, Op::SyncFile { .. } | Op::SyncDir { .. } | Op::Mark(_))
+    }
+
+    /// Whether this op changes the content or metadata of inode `ino`.
+    pub fn touches(&self, ino: Ino) -> bool {
+        matches!(self, Op::Write { ino: i, .. } | Op::SetMeta { ino: i, .. } if *i == ino)
     }
 }
 
@@ -206,6 +213,9 @@ impl Image {
                     i.gid = *gid;
                 }
             }
+            // A name for an inode whose creation was lost is lost with it: no file
+            // system persists a directory entry for an inode it never allocated.
+            Op::Link { ino, .. } | Op::Rename { ino, .. } if !self.inodes.contains_key(ino) => {}
             Op::Link { dir, name, ino } => {
                 if let Some(e) = self.entries_mut(*dir) {
                     e.insert(name.clone(), *ino);
@@ -236,6 +246,18 @@ impl Image {
             }
             Op::SyncFile { .. } | Op::SyncDir { .. } | Op::Mark(_) => {}
         }
+    }
+
+    /// The inode at the absolute `path`, without following symlinks.
+    pub fn lookup(&self, path: &str) -> Option<Ino> {
+        let mut ino = ROOT;
+        for name in path.split('/').filter(|s| !s.is_empty()) {
+            match &self.inodes.get(&ino)?.kind {
+                Kind::Dir(e) => ino = *e.get(OsStr::new(name))?,
+                _ => return None,
+            }
+        }
+        Some(ino)
     }
 
     /// Every file under `/` as (path, content); directories as (path/, empty).
@@ -341,8 +363,60 @@ struct State {
     call_kinds: Vec<Call>,
     fault: Option<Fault>,
     fault_fired: Option<Call>,
-    locks: HashMap<Ino, u64>,
+    locks: HashMap<Ino, Held>,
     next_ofd: u64,
+    /// This machine's boot: a simulated power loss is a new boot.
+    boot: u128,
+}
+
+/// Who holds a lock on an inode (by open file description, as `flock` counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Held {
+    Exclusive(u64),
+    Shared(Vec<u64>),
+}
+
+impl State {
+    /// `flock(LOCK_NB)` for `ofd` on `ino`: taking the other mode converts the lock.
+    fn try_flock(&mut self, ino: Ino, ofd: u64, mode: LockMode) -> bool {
+        self.funlock(ino, ofd);
+        match (self.locks.get_mut(&ino), mode) {
+            (None, LockMode::Exclusive) => {
+                self.locks.insert(ino, Held::Exclusive(ofd));
+                true
+            }
+            (None, LockMode::Shared) => {
+                self.locks.insert(ino, Held::Shared(vec![ofd]));
+                true
+            }
+            (Some(Held::Shared(holders)), LockMode::Shared) => {
+                holders.push(ofd);
+                true
+            }
+            (Some(_), _) => false,
+        }
+    }
+
+    fn funlock(&mut self, ino: Ino, ofd: u64) {
+        let empty = match self.locks.get_mut(&ino) {
+            Some(Held::Exclusive(h)) => *h == ofd,
+            Some(Held::Shared(holders)) => {
+                holders.retain(|h| *h != ofd);
+                holders.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.locks.remove(&ino);
+        }
+    }
+}
+
+/// Boots handed out so far: each simulated machine (and each power loss) is a new one.
+static BOOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_boot() -> u128 {
+    u128::from(BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// The simulated file system. Cheap to clone (shared state).
@@ -358,7 +432,9 @@ fn enoent() -> io::Error {
 impl SimFs {
     /// An empty file system with just `/`.
     pub fn new() -> SimFs {
-        SimFs::default()
+        let sim = SimFs::default();
+        sim.lock().boot = next_boot();
+        sim
     }
 
     /// A file system holding `image`, recording from now on.
@@ -375,6 +451,7 @@ impl SimFs {
                 })
                 .collect();
             st.live = image;
+            st.boot = next_boot();
         }
         sim
     }
@@ -670,19 +747,13 @@ impl FsLockFile for SimLock {
     fn try_lock(&self) -> io::Result<bool> {
         self.fs.enter(Call::Lock)?;
         let mut st = self.fs.lock();
-        match st.locks.get(&self.ino) {
-            Some(holder) if *holder != self.ofd => Ok(false),
-            _ => {
-                st.locks.insert(self.ino, self.ofd);
-                Ok(true)
-            }
+        if st.locks.get(&self.ino) == Some(&Held::Exclusive(self.ofd)) {
+            return Ok(true);
         }
+        Ok(st.try_flock(self.ino, self.ofd, LockMode::Exclusive))
     }
     fn unlock(&self) -> io::Result<()> {
-        let mut st = self.fs.lock();
-        if st.locks.get(&self.ino) == Some(&self.ofd) {
-            st.locks.remove(&self.ino);
-        }
+        self.fs.lock().funlock(self.ino, self.ofd);
         Ok(())
     }
     fn metadata(&self) -> io::Result<Metadata> {
@@ -694,6 +765,72 @@ impl FsLockFile for SimLock {
 impl Drop for SimLock {
     fn drop(&mut self) {
         let _ = self.unlock();
+    }
+}
+
+/// A file opened for positional reads and writes (the journal's files).
+#[derive(Debug)]
+struct SimRw {
+    fs: SimFs,
+    ino: Ino,
+    ofd: u64,
+}
+
+impl FsRwFile for SimRw {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.fs.enter(Call::Read)?;
+        let st = self.fs.lock();
+        let Some(Kind::File(c)) = st.live.inodes.get(&self.ino).map(|n| &n.kind) else {
+            return Err(io::Error::from_raw_os_error(21));
+        };
+        let start = (offset as usize).min(c.len());
+        let n = buf.len().min(c.len() - start);
+        buf[..n].copy_from_slice(&c[start..start + n]);
+        Ok(n)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let fault = self.fs.enter(Call::Write)?;
+        let n = if fault == Some(FaultKind::ShortWrite) {
+            buf.len().div_ceil(2).min(buf.len())
+        } else {
+            buf.len()
+        };
+        let mut st = self.fs.lock();
+        SimFs::push(
+            &mut st,
+            Op::Write {
+                ino: self.ino,
+                offset,
+                data: buf[..n].to_vec(),
+            },
+        );
+        Ok(n)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        SimFile {
+            fs: self.fs.clone(),
+            ino: self.ino,
+            pos: 0,
+        }
+        .sync()
+    }
+    fn metadata(&self) -> io::Result<Metadata> {
+        self.fs.enter(Call::Other)?;
+        self.fs.lock().meta(self.ino)
+    }
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+        self.fs.enter(Call::Lock)?;
+        Ok(self.fs.lock().try_flock(self.ino, self.ofd, mode))
+    }
+    fn unlock(&self) -> io::Result<()> {
+        self.fs.lock().funlock(self.ino, self.ofd);
+        Ok(())
+    }
+}
+
+impl Drop for SimRw {
+    fn drop(&mut self) {
+        self.fs.lock().funlock(self.ino, self.ofd);
     }
 }
 
@@ -804,6 +941,10 @@ impl Fs for SimFs {
 
     fn umask(&self) -> u32 {
         0o022
+    }
+
+    fn boot_id(&self) -> Option<u128> {
+        Some(self.lock().boot)
     }
 }
 
@@ -1019,6 +1160,31 @@ impl FsDir for SimDir {
                 .collect()),
             _ => Err(io::Error::from_raw_os_error(20)),
         }
+    }
+
+    fn open_rw(&self, name: &OsStr, mode: u32, create: bool) -> io::Result<Box<dyn FsRwFile>> {
+        self.fs.enter(Call::Open)?;
+        let mut st = self.fs.lock();
+        let dir = self.ino;
+        let ino = match st.entry(dir, name)? {
+            Some(i) if st.is_symlink(i) => return Err(io::Error::from_raw_os_error(40)),
+            Some(i) => i,
+            None if create => self.add(&mut st, name, |name, ino| Op::Create {
+                dir,
+                name,
+                ino,
+                mode: mode & !0o022,
+            })?,
+            None => return Err(enoent()),
+        };
+        st.next_ofd += 1;
+        let ofd = st.next_ofd;
+        drop(st);
+        Ok(Box::new(SimRw {
+            fs: self.fs.clone(),
+            ino,
+            ofd,
+        }))
     }
 
     /// The simulation does not model permissions.

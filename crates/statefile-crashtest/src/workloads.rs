@@ -5,9 +5,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use statefile::journal::{self, JournalOptions};
 use statefile::{BackupRef, Options};
 
-use crate::explore::{Ctx, Workload};
+use crate::explore::{Ctx, ROOT, Workload};
 
 fn write(ctx: &Ctx, name: &str, v: Value) -> statefile::Result<()> {
     let id = ctx.begin(name, &v);
@@ -23,6 +24,7 @@ pub const ONE_REPLACE: Workload = Workload {
     setup: |ctx| ctx.initial("a.json", &json!({"v": 0})),
     run: |ctx| write(ctx, "a.json", json!({"v": 1, "payload": "x".repeat(5000)})),
     deterministic: true,
+    recovery_sparsity: 1,
 };
 
 /// Ten replaces in a row, keeping three backups.
@@ -37,6 +39,7 @@ pub const TEN_REPLACES: Workload = Workload {
         Ok(())
     },
     deterministic: true,
+    recovery_sparsity: 1,
 };
 
 /// Read-modify-write (appends) with a backup.
@@ -58,6 +61,7 @@ pub const READ_MODIFY_WRITE: Workload = Workload {
         Ok(())
     },
     deterministic: true,
+    recovery_sparsity: 1,
 };
 
 /// Restore from the newest backup.
@@ -76,6 +80,7 @@ pub const RESTORE: Workload = Workload {
         Ok(())
     },
     deterministic: true,
+    recovery_sparsity: 1,
 };
 
 /// Two writers, each with its own handle, interleaved on one document.
@@ -101,6 +106,72 @@ pub const TWO_WRITERS: Workload = Workload {
         })
     },
     deterministic: false,
+    recovery_sparsity: 1,
+};
+
+/// During setup: turn journal mode on for the store, with a small ring (16 KiB) so that
+/// a few writes fill half of it and a checkpoint follows.
+fn enable_journal(ctx: &Ctx) {
+    journal::enable(
+        ROOT,
+        &ctx.opts,
+        JournalOptions {
+            capacity: 16 << 10,
+            ..JournalOptions::default()
+        },
+    )
+    .expect("enable the journal");
+}
+
+/// A value of about `n` bytes (a record larger than one 512-byte sector, so that a
+/// torn journal write can keep a record's header and lose its bytes).
+fn payload(tag: &str, n: usize) -> Value {
+    json!({"tag": tag, "pad": "x".repeat(n)})
+}
+
+/// Journal mode: writes of two documents and a delete, each one record, one flush of
+/// the journal and a rename without syncs.
+pub const JOURNAL_WRITES: Workload = Workload {
+    name: "journal: writes and a delete",
+    opts: || Options::new().backups(1),
+    setup: |ctx| {
+        ctx.initial("a.json", &json!({"v": 0}));
+        ctx.initial("b.json", &json!({"w": 0}));
+        enable_journal(ctx);
+    },
+    run: |ctx| {
+        write(ctx, "a.json", payload("a1", 900))?;
+        write(ctx, "b.json", payload("b1", 700))?;
+        write(ctx, "a.json", payload("a2", 600))?;
+        let id = ctx.begin_delete("b.json");
+        ctx.doc("b.json").delete()?;
+        ctx.ack(id);
+        Ok(())
+    },
+    deterministic: true,
+    recovery_sparsity: 16,
+};
+
+/// Journal mode with a checkpoint in the middle: writes fill more than half of the
+/// 16 KiB ring, so the write that crosses it runs a checkpoint (documents synced, then
+/// the header), and the writes after it wrap around the ring.
+pub const JOURNAL_CHECKPOINT: Workload = Workload {
+    name: "journal: checkpoint in the middle",
+    opts: || Options::new().backups(0),
+    setup: |ctx| {
+        ctx.initial("a.json", &json!({"v": 0}));
+        ctx.initial("b.json", &json!({"w": 0}));
+        enable_journal(ctx);
+    },
+    run: |ctx| {
+        for n in 0..7 {
+            let name = if n % 2 == 0 { "a.json" } else { "b.json" };
+            write(ctx, name, payload(&format!("{name}{n}"), 2300))?;
+        }
+        Ok(())
+    },
+    deterministic: true,
+    recovery_sparsity: 16,
 };
 
 /// Group commit: four threads' appends through one leader, two rounds, each round one
@@ -125,6 +196,7 @@ pub const BATCHED: Workload = Workload {
         Ok(())
     },
     deterministic: true,
+    recovery_sparsity: 1,
 };
 
 fn items_of(bytes: Option<Vec<u8>>) -> Vec<Value> {
@@ -225,11 +297,13 @@ fn batch_round(ctx: &Ctx, round: usize, calls: usize) -> statefile::Result<()> {
 }
 
 /// Every workload.
-pub const ALL: [Workload; 6] = [
+pub const ALL: [Workload; 8] = [
     ONE_REPLACE,
     TEN_REPLACES,
     READ_MODIFY_WRITE,
     RESTORE,
     TWO_WRITERS,
     BATCHED,
+    JOURNAL_WRITES,
+    JOURNAL_CHECKPOINT,
 ];

@@ -46,6 +46,7 @@ use std::time::Duration;
 use crate::error::{Context, Error, ErrorKind, Result, errno};
 use crate::file::{self, Seen};
 use crate::fs::{FileType, Fs, FsDir, FsFile, Metadata};
+use crate::journal::{self, AfterUnlock, AppendError, Binding, Bound, Entry, Op};
 use crate::json::SerializeError;
 use crate::lock::{self, LockGuard};
 use crate::mutants::{self, Mutant};
@@ -103,6 +104,8 @@ impl Prepared {
             dir,
             lock,
             umask: fs.umask(),
+            journal: None,
+            after: AfterUnlock::default(),
         })
     }
 }
@@ -115,14 +118,102 @@ pub(crate) struct Locked {
     pub dir: Box<dyn FsDir>,
     pub lock: LockGuard,
     umask: u32,
+    /// The journal the tree is in, found under the lock; `None` outside journal mode
+    /// (and for a replay's own writes, which must not be journaled again).
+    pub journal: Option<Bound>,
+    /// Declared after the lock, so dropped after it: runs a checkpoint a commit made
+    /// due once the lock is released.
+    after: AfterUnlock,
 }
 
 impl Locked {
-    /// Step 0: [`Prepared::open`], then take the lock.
+    /// Step 0: [`Prepared::open`], then take the lock, then bind the write to the
+    /// tree's journal ([`Locked::bind`]), starting again if that had to release the lock.
     pub(crate) fn open(path: &Path, confine: Option<&Path>, opts: &Options) -> Result<Locked> {
         let wait = lock::Wait::new(opts.lock_timeout);
-        Prepared::open(path, confine, opts)?.lock(wait)
+        let mut closed = None;
+        loop {
+            let w = Prepared::open(path, confine, opts)?.lock(wait)?;
+            if let Bind::Ready(w) = w.bind(opts, &mut closed)? {
+                return Ok(w);
+            }
+        }
     }
+
+    /// Under the lock, look for the tree's journal (walking up from the document's
+    /// directory, as the file system is now) and bind the write to it. If this process
+    /// has yet to open that journal (opening may replay it, which takes document
+    /// locks), or a writer that died left a commit naming this document in flight
+    /// (applying it takes the locks of its documents, this one included), the lock is
+    /// released, that is done, and the caller takes the lock again ([`Bind::Again`]).
+    /// `closed`: a journal found closed by `disable` (its files not yet removed), which
+    /// the next attempt ignores.
+    pub(crate) fn bind(mut self, opts: &Options, closed: &mut Option<(u64, u64)>) -> Result<Bind> {
+        let bound = match journal::bind(&self.target, opts, *closed)? {
+            Binding::None => return Ok(Bind::Ready(self)),
+            Binding::Bound(b) => b,
+            Binding::Unopened(root, id) => {
+                drop(self);
+                if !Binding::open(&root, id, opts)? {
+                    *closed = Some(id);
+                }
+                return Ok(Bind::Again);
+            }
+        };
+        match bound.journal.pending(&[&bound.name])? {
+            None => {
+                self.journal = Some(bound);
+                Ok(Bind::Ready(self))
+            }
+            Some(dead) => {
+                drop(self);
+                bound.journal.adopt(opts, dead, false)?;
+                Ok(Bind::Again)
+            }
+        }
+    }
+
+    /// Step 0 without the journal: for the journal's own replays.
+    pub(crate) fn open_plain(
+        path: &Path,
+        confine: Option<&Path>,
+        opts: &Options,
+    ) -> Result<Locked> {
+        Prepared::open(path, confine, opts)?.lock(lock::Wait::new(opts.lock_timeout))
+    }
+
+    /// [`Locked::open_plain`], only if the lock is free now (`None` if it is held).
+    pub(crate) fn try_open_plain(
+        path: &Path,
+        confine: Option<&Path>,
+        opts: &Options,
+    ) -> Result<Option<Locked>> {
+        let fs = &opts.fs;
+        let target = names::resolve_for_write(fs.as_ref(), path, confine)?;
+        let dir = file::open_dir(fs.as_ref(), &target.dir)?;
+        let Some(lock) =
+            lock::try_acquire(fs, dir.as_ref(), &target.lock_name(), &target.lock_path())?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Locked {
+            target,
+            dir,
+            lock,
+            umask: fs.umask(),
+            journal: None,
+            after: AfterUnlock::default(),
+        }))
+    }
+}
+
+/// What [`Locked::bind`] found.
+#[derive(Debug)]
+pub(crate) enum Bind {
+    /// The lock is held, the write bound to the journal if the tree has one.
+    Ready(Locked),
+    /// The lock was released to settle the journal first: take it again.
+    Again,
 }
 
 /// What is at the target when a write starts, seen under the lock.
@@ -244,10 +335,37 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// Where a replace's content goes: a buffer, then the hasher, then the temp file. A
+/// Where a replace's content goes: a buffer, then the hasher, then the temp file (or,
+/// in journal mode, memory: the record needs the bytes before the temp file does). A
 /// concrete type, so the serializer's many small writes compile to inlined buffer
 /// copies (through `dyn Write` a pretty 1 MB document took twice as long).
-pub(crate) type TempWriter<'a> = BufWriter<HashingWriter<&'a mut Box<dyn FsFile>>>;
+pub(crate) type TempWriter<'a> = BufWriter<HashingWriter<Sink<'a>>>;
+
+/// The end of a [`TempWriter`]: the temp file, or memory. It sees the buffer's 64 KiB
+/// chunks, so the dispatch costs nothing.
+#[derive(Debug)]
+pub(crate) enum Sink<'a> {
+    File(&'a mut Box<dyn FsFile>),
+    Memory(&'a mut Vec<u8>),
+}
+
+impl io::Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Memory(v) => {
+                v.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Memory(_) => Ok(()),
+        }
+    }
+}
 
 /// What produces a replace's content.
 pub(crate) type Body<'b> =
@@ -277,6 +395,9 @@ pub(crate) fn replace(
     current: &Current,
     body: &mut Body<'_>,
 ) -> Result<Receipt> {
+    if let Some(b) = &w.journal {
+        return replace_journaled(w, b, plan, current, body);
+    }
     refuse_if_poisoned(plan.poison, "write", &w.target.path)?;
     check_write_access(w, current)?;
     let mut temp = Temp::create(w)?; //                               1.
@@ -306,6 +427,231 @@ pub(crate) fn replace(
         batch: 1,
         queued: Duration::ZERO,
     })
+}
+
+/// The replace protocol in journal mode (see [`crate::journal`]): the new bytes go into
+/// one journal record and into the temp file; one flush of the journal makes them
+/// durable; the rename follows without a sync:
+///
+/// ```text
+///  1-3. temp filled from memory   not synced
+///  5.   (verify)                  as above
+///  6.   link the old version      as above
+///  J1.  append the record         name, bytes, version, the version replaced
+///  J2.  flush the journal         unless another flush covered the record already
+///  7.   rename temp -> name       visible now; durable through the journal
+///  8.   rotate the backup link
+///  J3.  free the commit's slot    (and a checkpoint once the lock is released, if due)
+/// ```
+///
+/// A document too large for the journal (over a quarter of its ring) is written as
+/// outside journal mode, then a small record says so, so that a replay does not roll it
+/// back to an older record.
+fn replace_journaled(
+    w: &Locked,
+    b: &Bound,
+    plan: &Plan<'_>,
+    current: &Current,
+    body: &mut Body<'_>,
+) -> Result<Receipt> {
+    let t = &w.target;
+    refuse_if_poisoned(plan.poison, "write", &t.path)?;
+    check_write_access(w, current)?;
+    let started = std::time::Instant::now();
+    let mut bytes = Vec::new();
+    let (version, len) = run_body(Sink::Memory(&mut bytes), body, &t.path)?;
+    let mut temp = Temp::create(w)?; //                                  1.
+    temp.announce(plan.temp_created)?;
+    temp.take_permissions(current.meta(), plan.perms, w.umask)?; //      2.
+    let (mode, uid, gid) = temp.fill_bytes(&bytes)?; //                  3.
+    temp.verify(plan.verify, &version)?; //                              5.
+    let unchanged = current.version() == Some(&version);
+    let aside = Aside::link(w, plan, current.seen(), unchanged)?; //     6.
+    let j = &b.journal;
+    let entry = Entry {
+        name: b.name.clone(),
+        op: Op::Put {
+            bytes,
+            version: version.clone(),
+            mode,
+            uid,
+            gid,
+        },
+        previous: current.version().cloned(),
+        backups: u32::try_from(plan.backups).unwrap_or(u32::MAX),
+    };
+    let names: [&[u8]; 1] = [&b.name];
+    let direct = |temp: Temp<'_>, aside: Option<Aside<'_>>, marker: bool| {
+        finish_direct(w, b, plan, current, (temp, aside), (&version, len), marker)
+    };
+    let ticket = match j.append(
+        &b.opts,
+        std::slice::from_ref(&entry),
+        &names,
+        j.max_record(),
+    ) {
+        Ok(ticket) => ticket, //                                          J1.
+        Err(AppendError::Failed(e)) => return Err(e),
+        Err(AppendError::TooLarge) => return direct(temp, aside, true),
+        Err(AppendError::Disabled) => {
+            journal::wait_disabled(j, started + b.opts.lock_timeout)?;
+            return direct(temp, aside, false);
+        }
+    };
+    if plan.durability != Durability::None {
+        j.flush(&ticket)?; //                                            J2.
+    }
+    temp.rename_over_target() //                                          7.
+        .map_err(|e| committed_not_applied(t, &version, e))?;
+    let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
+    j.finished(&ticket, &w.after, &b.opts); //                           J3.
+    Ok(Receipt {
+        path: t.path.clone(),
+        version,
+        previous: current.version().cloned(),
+        bytes: len,
+        durability: if plan.durability == Durability::None {
+            Durability::None
+        } else {
+            Durability::Full
+        },
+        backup,
+        created: current.meta().is_none(),
+        unchanged,
+        lock_wait: w.lock.waited(),
+        batch: 1,
+        queued: Duration::ZERO,
+    })
+}
+
+/// A journal-mode write that goes on without the journal (a document too large for it,
+/// or a journal being disabled): steps 4, 7, 8, 9 on the filled temp; then, with
+/// `marker`, a record saying the document was written this way.
+fn finish_direct(
+    w: &Locked,
+    b: &Bound,
+    plan: &Plan<'_>,
+    current: &Current,
+    (mut temp, aside): (Temp<'_>, Option<Aside<'_>>),
+    (version, len): (&Version, u64),
+    marker: bool,
+) -> Result<Receipt> {
+    let t = &w.target;
+    let (f, _) = file::open(w.dir.as_ref(), &temp.name, &temp.path())?;
+    temp.file = Some(f);
+    temp.sync(plan.durability)?; //                                      4.
+    temp.rename_over_target()?; //                                       7.
+    let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
+    let durability = sync_dir(w, plan, version)?; //                     9.
+    if marker {
+        let entry = Entry {
+            name: b.name.clone(),
+            op: Op::Direct {
+                version: version.clone(),
+            },
+            previous: current.version().cloned(),
+            backups: u32::try_from(plan.backups).unwrap_or(u32::MAX),
+        };
+        let names: [&[u8]; 1] = [&b.name];
+        match b.journal.append(&b.opts, &[entry], &names, u64::MAX) {
+            Ok(ticket) => {
+                if plan.durability != Durability::None {
+                    b.journal.flush(&ticket)?;
+                }
+                b.journal.finished(&ticket, &w.after, &b.opts);
+            }
+            Err(AppendError::Disabled) => {}
+            Err(AppendError::Failed(e)) => return Err(e),
+            Err(AppendError::TooLarge) => unreachable!("no limit given"),
+        }
+    }
+    Ok(Receipt {
+        path: t.path.clone(),
+        version: version.clone(),
+        previous: current.version().cloned(),
+        bytes: len,
+        durability,
+        backup,
+        created: current.meta().is_none(),
+        unchanged: current.version() == Some(version),
+        lock_wait: w.lock.waited(),
+        batch: 1,
+        queued: Duration::ZERO,
+    })
+}
+
+/// The rename after a durable journal record failed: the commit stands (a later lock of
+/// the document, or a recovery, applies it from the journal).
+fn committed_not_applied(t: &Target, version: &Version, e: Error) -> Error {
+    Error::new(
+        e.kind(),
+        format!(
+            "{} (version {version} is committed in the journal and will be applied by the              next writer of the document or by recovery)",
+            e.message()
+        ),
+    )
+    .with_path(&t.path)
+    .with_version(version.clone())
+    .with_source(e)
+}
+
+/// Delete the locked document whose current bytes are `seen`: as [`Doc::delete`]
+/// describes (to `.bak`, to `.corrupt` if it does not parse, or unlinked without
+/// backups). In journal mode a record says so first, flushed unless `durability` is
+/// `None`. Returns where the document went and whether the journal made it durable
+/// (otherwise the caller syncs the directory).
+///
+/// [`Doc::delete`]: crate::Doc::delete
+pub(crate) fn delete(
+    w: &Locked,
+    durability: Durability,
+    backups: usize,
+    seen: &Seen,
+) -> Result<(Option<PathBuf>, bool)> {
+    let Some(b) = &w.journal else {
+        return Ok((remove_locked(w, backups, seen)?, false));
+    };
+    let started = std::time::Instant::now();
+    let entry = Entry {
+        name: b.name.clone(),
+        op: Op::Delete,
+        previous: Some(seen.version.clone()),
+        backups: u32::try_from(backups).unwrap_or(u32::MAX),
+    };
+    let names: [&[u8]; 1] = [&b.name];
+    let ticket = match b.journal.append(&b.opts, &[entry], &names, u64::MAX) {
+        Ok(ticket) => ticket,
+        Err(AppendError::Disabled) => {
+            journal::wait_disabled(&b.journal, started + b.opts.lock_timeout)?;
+            return Ok((remove_locked(w, backups, seen)?, false));
+        }
+        Err(AppendError::Failed(e)) => return Err(e),
+        Err(AppendError::TooLarge) => unreachable!("no limit given"),
+    };
+    if durability != Durability::None {
+        b.journal.flush(&ticket)?;
+    }
+    let kept = remove_locked(w, backups, seen)?;
+    b.journal.finished(&ticket, &w.after, &b.opts);
+    Ok((kept, durability != Durability::None))
+}
+
+/// The file operations of a delete, under the lock: a document that does not parse
+/// goes to `.corrupt`; with backups it becomes `.bak` (older ones shifted); otherwise it
+/// is unlinked. No sync.
+pub(crate) fn remove_locked(w: &Locked, backups: usize, seen: &Seen) -> Result<Option<PathBuf>> {
+    let (t, dir) = (&w.target, w.dir.as_ref());
+    if !seen.parses {
+        dir.rename(&t.name, &t.corrupt_name())
+            .ctx("move aside", &t.path)?;
+        Ok(Some(t.corrupt_path()))
+    } else if backups > 0 {
+        let kept = rotate_in(dir, t, backups, &t.name).ctx("move to backup", &t.path)?;
+        Ok(Some(kept))
+    } else {
+        dir.remove_file(&t.name).ctx("delete", &t.path)?;
+        Ok(None)
+    }
 }
 
 /// Before step 1: the process must be allowed to write the file it replaces.
@@ -393,24 +739,19 @@ impl<'a> Temp<'a> {
 
     /// Step 3: stream the content, hashing and counting it.
     fn fill(&mut self, body: &mut Body<'_>) -> Result<(Version, u64)> {
-        let target = &self.w.target.path;
-        // The hasher sits behind the buffer, so it sees 64 KiB chunks rather than the
-        // serializer's many small writes.
-        let mut w: TempWriter<'_> =
-            BufWriter::with_capacity(64 * 1024, HashingWriter::new(self.file()));
-        body(&mut w).map_err(|e| match e {
-            SerializeError::Value(msg) => Error::new(
-                ErrorKind::Serialize,
-                format!("cannot write {}: {msg}", target.display()),
-            )
-            .with_path(target),
-            SerializeError::Io(e) => Error::io("write temp file for", target, e),
-        })?;
-        let hashing = w
-            .into_inner()
-            .map_err(|e| Error::io("write temp file for", target, e.into_error()))?;
-        let (_, version, bytes) = hashing.finish();
-        Ok((version, bytes))
+        let target = self.w.target.path.clone();
+        run_body(Sink::File(self.file()), body, &target)
+    }
+
+    /// Step 3 in journal mode: the bytes are already made. Returns the permission bits
+    /// and owner the file ended with (step 2), for the journal record. Closes the file.
+    fn fill_bytes(&mut self, bytes: &[u8]) -> Result<(u32, u32, u32)> {
+        let target = self.w.target.path.clone();
+        let file = self.file();
+        io::Write::write_all(file, bytes).ctx("write temp file for", &target)?;
+        let m = file.metadata().ctx("inspect temp file for", &target)?;
+        self.file = None;
+        Ok((m.mode, m.uid, m.gid))
     }
 
     /// Step 4: the data must be on disk before a name points at it. Closes the file.
@@ -512,6 +853,27 @@ pub(crate) fn take_permissions(
         file.set_mode(mode).ctx("set mode of temp file", path)?;
     }
     Ok(())
+}
+
+/// Run `body` into `sink` through the 64 KiB buffer and the hasher: the version and
+/// length of what it wrote.
+fn run_body(sink: Sink<'_>, body: &mut Body<'_>, target: &Path) -> Result<(Version, u64)> {
+    // The hasher sits behind the buffer, so it sees 64 KiB chunks rather than the
+    // serializer's many small writes.
+    let mut w: TempWriter<'_> = BufWriter::with_capacity(64 * 1024, HashingWriter::new(sink));
+    body(&mut w).map_err(|e| match e {
+        SerializeError::Value(msg) => Error::new(
+            ErrorKind::Serialize,
+            format!("cannot write {}: {msg}", target.display()),
+        )
+        .with_path(target),
+        SerializeError::Io(e) => Error::io("write temp file for", target, e),
+    })?;
+    let hashing = w
+        .into_inner()
+        .map_err(|e| Error::io("write temp file for", target, e.into_error()))?;
+    let (_, version, bytes) = hashing.finish();
+    Ok((version, bytes))
 }
 
 /// `fsync` (or `fdatasync`) per `durability`. Never retried: after a failed fsync the

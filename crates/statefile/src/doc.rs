@@ -699,19 +699,11 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         // A document this process may not write, it may not delete either (as for
         // writes: a read-only document is not silently taken away).
         dir.check_write_access(&t.name).ctx("delete", &t.path)?;
-        let kept_as = if !seen.parses {
-            dir.rename(&t.name, &t.corrupt_name())
-                .ctx("move aside", &t.path)?;
-            Some(t.corrupt_path())
-        } else if self.opts.backups > 0 {
-            let kept = atomic::rotate_in(dir, t, self.opts.backups, &t.name)
-                .ctx("move to backup", &t.path)?;
-            Some(kept)
-        } else {
-            dir.remove_file(&t.name).ctx("delete", &t.path)?;
-            None
-        };
-        self.sync_after_delete(&w, &seen.version)?;
+        let (kept_as, journaled) =
+            atomic::delete(&w, self.opts.durability, self.opts.backups, &seen)?;
+        if !journaled {
+            self.sync_after_delete(&w, &seen.version)?;
+        }
         Ok(Deleted {
             version: seen.version,
             kept_as,

@@ -152,6 +152,36 @@ pub trait FsLockFile: Send + fmt::Debug {
     fn metadata(&self) -> io::Result<Metadata>;
 }
 
+/// How [`FsRwFile::try_lock`] locks: many holders, or one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// `LOCK_SH`: any number of shared holders, no exclusive one.
+    Shared,
+    /// `LOCK_EX`: one holder.
+    Exclusive,
+}
+
+/// A file opened for reading and writing at explicit offsets, which can also be locked
+/// shared or exclusive: what the journal uses for its log and its shared state. Calls
+/// take `&self` (positional I/O needs no cursor), so one open file serves every thread
+/// of a process.
+pub trait FsRwFile: Send + Sync + fmt::Debug {
+    /// `pread(2)`: up to `buf.len()` bytes at `offset`; fewer at the end of the file.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// `pwrite(2)`: up to `buf.len()` bytes at `offset`, growing the file if needed.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+    /// `fdatasync(2)`: the data, and the metadata needed to read it back.
+    fn sync_data(&self) -> io::Result<()>;
+    /// `fstat(2)`.
+    fn metadata(&self) -> io::Result<Metadata>;
+    /// `flock(2)` with `LOCK_NB`: `Ok(false)` if another open file description holds
+    /// a conflicting lock. Taking the other mode while holding one converts it (not
+    /// atomically: the old lock is released first, as `flock` does).
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool>;
+    /// `flock(LOCK_UN)`.
+    fn unlock(&self) -> io::Result<()>;
+}
+
 /// The file system: resolving paths, and opening directories. See the
 /// [module docs](self).
 pub trait Fs: Send + Sync + fmt::Debug {
@@ -169,6 +199,14 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf>;
     /// The process's file-mode creation mask.
     fn umask(&self) -> u32;
+    /// An identifier of the running boot of the machine (Linux:
+    /// `/proc/sys/kernel/random/boot_id`), or `None` where there is none. The journal
+    /// uses it to tell a power loss or reboot, after which nothing that was not synced
+    /// can be trusted, from a process crash, after which the page cache still holds
+    /// everything written.
+    fn boot_id(&self) -> Option<u128> {
+        None
+    }
 }
 
 /// One open directory: every call names a file directly inside it, and none follows a
@@ -207,6 +245,18 @@ pub trait FsDir: Send + Sync + fmt::Debug {
     fn sync(&self) -> io::Result<()>;
     /// The entries, without `.` and `..`, in no particular order.
     fn read_dir(&self) -> io::Result<Vec<DirEntry>>;
+    /// Open the file `name` for reading and writing at offsets (`O_RDWR|O_NOFOLLOW`),
+    /// creating it with `mode` (before the umask) if `create` and it is missing. Check
+    /// the type with [`FsRwFile::metadata`]: only a regular file is a journal. File
+    /// systems that cannot provide this (the default) cannot hold a journal: enabling
+    /// one fails, and so do writes in a tree that has one, with this error.
+    fn open_rw(&self, name: &OsStr, mode: u32, create: bool) -> io::Result<Box<dyn FsRwFile>> {
+        let _ = (name, mode, create);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this file system cannot open files for positional writes (no journal here)",
+        ))
+    }
     /// Whether this process may write the existing file `name` (`faccessat(2)` with
     /// the effective user and group). Replacing a file by rename only needs write
     /// access to its directory; statefile also requires it on the file, so a read-only

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::atomic::{self, Current, Locked, Plan, Prepared, TempWriter, Verify};
+use crate::atomic::{self, Bind, Current, Locked, Plan, Prepared, TempWriter, Verify};
 use crate::backup;
 use crate::doc::{cannot_update_damaged, conflict, newest_good};
 use crate::error::{Error, ErrorKind, Result};
@@ -934,7 +934,7 @@ fn run(
     let baton = loop {
         if let Some(started) = lead {
             let prepared = prepared.take().expect("a call leads at most once");
-            break begin(q, &slot, prepared, started, deadline, opts.lock_timeout)?;
+            break begin(q, &slot, prepared, call, started, deadline)?;
         }
         match wait(q, &slot, deadline, opts.lock_timeout)? {
             Woken::Lead => lead = Some(Instant::now()),
@@ -967,21 +967,37 @@ fn run(
     finish(hold, step, me, mine)
 }
 
-/// Lead: take the lock and begin a batch.
+/// Lead: take the lock, bind the write to the tree's journal (one journal record and
+/// flush for the whole batch, in journal mode), and begin a batch.
 fn begin(
     q: &Queue,
     slot: &Arc<Slot>,
     prepared: Prepared,
+    call: &Call<'_>,
     started: Instant,
     deadline: Instant,
-    timeout: Duration,
 ) -> std::result::Result<Box<Baton>, Fail> {
     let wait = lock::Wait {
         start: started,
         deadline,
-        timeout,
+        timeout: call.opts.lock_timeout,
     };
-    let opened = prepared.lock(wait).and_then(|w| Ok((Disk::probe(&w)?, w)));
+    let mut prepared = prepared;
+    let mut closed = None;
+    let opened = loop {
+        match prepared
+            .lock(wait)
+            .and_then(|w| w.bind(call.opts, &mut closed))
+        {
+            Ok(Bind::Ready(w)) => break Disk::probe(&w).map(|disk| (disk, w)),
+            // The lock was released to settle the journal: take it again.
+            Ok(Bind::Again) => match Prepared::open(call.path, call.confine, call.opts) {
+                Ok(p) => prepared = p,
+                Err(e) => break Err(e),
+            },
+            Err(e) => break Err(e),
+        }
+    };
     match opened {
         Ok((disk, w)) => {
             q.begin(slot);

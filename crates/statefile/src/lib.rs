@@ -62,6 +62,7 @@ mod file;
 pub mod fs;
 mod group;
 mod install;
+pub mod journal;
 mod json;
 mod lock;
 #[cfg(feature = "mutants")]

@@ -23,6 +23,16 @@ pub enum Mutant {
     InPlace = 3,
     /// Use the fixed temp name `.name.tmp` instead of a unique one.
     FixedTempName = 4,
+    /// Journal mode: acknowledge a commit without flushing the journal.
+    NoJournalFlush = 5,
+    /// Journal mode: a checkpoint marks the journal's space reusable before the
+    /// documents it covers are durable.
+    CheckpointBeforeSync = 6,
+    /// Journal mode: recovery skips the replay of the journal's records.
+    NoReplay = 7,
+    /// Journal mode: a record at the torn end of the journal counts as committed
+    /// (its documents' bytes are not checked against their versions).
+    TornTailAccepted = 8,
 }
 
 #[cfg(feature = "mutants")]

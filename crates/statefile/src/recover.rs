@@ -8,6 +8,10 @@
 //! | a live writer's temp file | the same, but the lock is held | nothing: not a problem |
 //! | a damaged document | empty, or not valid JSON | restore the newest backup that parses, keeping the damaged file as `.name.corrupt` |
 //! | a damaged backup | a `.name.bak*` that is not valid JSON | move it to `.name.corrupt` |
+//! | journal mode: a document that is not what its last journal record says | compare the record's version with the file | rewrite it from the record (replay) |
+//! | journal mode: damage before the journal's end | a valid record later than an invalid one, written after the invalid one was flushed | nothing: a person decides; writes are refused |
+//!
+//! Journals come first: a replay may repair what would otherwise look damaged.
 //!
 //! Every writer holds the document's lock while its temp file exists, so a temp file
 //! whose lock can be taken belongs to a writer that is gone. Repairs take the lock,
@@ -67,6 +71,23 @@ pub enum Problem {
         /// The error.
         error: String,
     },
+    /// Journal mode: the document's bytes are not those of its last journal record
+    /// (its writer died, or the machine lost power, before the file caught up).
+    JournalReplay {
+        /// The version the record gives it (`None`: the record deletes it).
+        version: Option<Version>,
+    },
+    /// Journal mode: a record before the end of the journal is damaged; the records
+    /// after it cannot be replayed. Writes in the tree are refused until a person
+    /// decides.
+    JournalDamaged {
+        /// Where the damaged record starts.
+        lsn: u64,
+        /// What is wrong with it.
+        reason: String,
+        /// Valid records after it.
+        later_records: usize,
+    },
 }
 
 /// What a scan did about a finding.
@@ -91,6 +112,8 @@ pub enum Action {
     },
     /// Dry run: what would be done.
     Would(String),
+    /// The document was rewritten from its last journal record.
+    Replayed,
     /// The repair was attempted and failed.
     Failed {
         /// Why.
@@ -115,7 +138,10 @@ impl Finding {
     pub fn is_fixed(&self) -> bool {
         matches!(
             self.action,
-            Action::Removed | Action::Restored { .. } | Action::MovedAside { .. }
+            Action::Removed
+                | Action::Restored { .. }
+                | Action::MovedAside { .. }
+                | Action::Replayed
         )
     }
 }
@@ -134,6 +160,9 @@ pub struct Report {
     pub live_temps: usize,
     /// Everything found, in path order.
     pub findings: Vec<Finding>,
+    /// Journal mode: the state of each journal covering the scanned path, as it was
+    /// when the scan ended.
+    pub journals: Vec<crate::journal::JournalStatus>,
 }
 
 impl Report {
@@ -292,15 +321,29 @@ impl Scan {
         let meta = fs.metadata(path).ctx("inspect", path)?;
         let mut groups: Vec<Group> = Vec::new();
         let mut report = Report::default();
+        let mut journals = Vec::new();
         if meta.is_dir() {
             let real = fs.canonicalize(path).ctx("inspect", path)?;
-            walk(fs.as_ref(), path, &real, &mut groups, &mut report);
+            if let Some((root, _)) = crate::journal::locate(fs.as_ref(), &real)? {
+                journals.push(root);
+            }
+            walk(
+                fs.as_ref(),
+                path,
+                &real,
+                &mut groups,
+                &mut report,
+                &mut journals,
+            );
         } else {
             let dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
             let real = fs.canonicalize(&dir).ctx("inspect", &dir)?;
+            if let Some((root, _)) = crate::journal::locate(fs.as_ref(), &real)? {
+                journals.push(root);
+            }
             let name = path.file_name().map(OsString::from).unwrap_or_default();
             let entries = fs
                 .open_dir(&real)
@@ -316,6 +359,11 @@ impl Scan {
                 .unwrap_or_else(|| Group::new(&dir, &real, &name));
             g.is_doc = true;
             groups.push(g);
+        }
+        journals.sort();
+        journals.dedup();
+        for root in &journals {
+            self.check_journal(root, &mut report);
         }
         let total = groups.iter().filter(|g| g.is_doc).count();
         let mut done = 0;
@@ -342,6 +390,63 @@ impl Scan {
         }
         report.findings.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(report)
+    }
+
+    /// Journal mode: recover the journal at `root` (Store::open, recover) and report what
+    /// is still to replay and any damage. Verify only reads.
+    fn check_journal(&self, root: &Path, report: &mut Report) {
+        use crate::journal;
+        let opts = &self.opts;
+        let recovered = match (self.mode, self.dry_run) {
+            (ScanMode::Verify, _) | (_, true) => Ok(Vec::new()),
+            (ScanMode::Clean, false) => journal::recover(root, opts, false),
+            (ScanMode::Repair, false) => journal::recover(root, opts, true),
+        };
+        let status = recovered.and_then(|done| {
+            for (path, version) in done {
+                report.findings.push(Finding {
+                    path,
+                    problem: Problem::JournalReplay { version },
+                    action: Action::Replayed,
+                });
+            }
+            journal::status(root, opts)
+        });
+        let status = match status {
+            Ok(Some(s)) => s,
+            Ok(None) => return,
+            Err(e) => {
+                report
+                    .findings
+                    .push(unreadable(&journal::log_path(root), &e));
+                return;
+            }
+        };
+        for p in status.to_replay.iter().filter(|p| !p.in_flight) {
+            let action = match (self.mode, self.dry_run) {
+                (ScanMode::Repair, true) => Action::Would("replay from the journal".into()),
+                _ => Action::None,
+            };
+            report.findings.push(Finding {
+                path: p.path.clone(),
+                problem: Problem::JournalReplay {
+                    version: p.version.clone(),
+                },
+                action,
+            });
+        }
+        if let Some(d) = &status.damage {
+            report.findings.push(Finding {
+                path: status.path.clone(),
+                problem: Problem::JournalDamaged {
+                    lsn: d.lsn,
+                    reason: d.reason.clone(),
+                    later_records: d.later_records,
+                },
+                action: Action::None,
+            });
+        }
+        report.journals.push(status);
     }
 
     fn check_group(&self, dir: &dyn FsDir, g: &Group, report: &mut Report) {
@@ -660,8 +765,16 @@ fn group_dir(
 /// depth first in name order, not following symlinked directories, so a scan cannot loop
 /// or leave the tree. A loop over a stack of directories, not a recursion: the tree is
 /// untrusted, and one thousands of levels deep overflowed the 2 MiB stack of the
-/// server's blocking threads.
-fn walk(fs: &dyn Fs, root: &Path, real_root: &Path, groups: &mut Vec<Group>, report: &mut Report) {
+/// server's blocking threads. Directories holding a journal (`.statefile/journal`) are
+/// collected in `journals`.
+fn walk(
+    fs: &dyn Fs,
+    root: &Path,
+    real_root: &Path,
+    groups: &mut Vec<Group>,
+    report: &mut Report,
+    journals: &mut Vec<PathBuf>,
+) {
     let mut pending = vec![(root.to_path_buf(), real_root.to_path_buf())];
     while let Some((dir, real)) = pending.pop() {
         let entries = match fs.open_dir(&real).and_then(|d| d.read_dir()) {
@@ -677,6 +790,13 @@ fn walk(fs: &dyn Fs, root: &Path, real_root: &Path, groups: &mut Vec<Group>, rep
         let mut files = Vec::new();
         for e in entries {
             if e.file_type == FileType::Dir {
+                if e.name == crate::journal::META_DIR
+                    && fs
+                        .symlink_metadata(&real.join(&e.name).join("journal"))
+                        .is_ok_and(|m| m.is_file())
+                {
+                    journals.push(real.clone());
+                }
                 if !e.name.to_string_lossy().starts_with('.') {
                     subdirs.push(e.name);
                 }

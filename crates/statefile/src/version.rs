@@ -37,7 +37,8 @@ impl Version {
         Version::from_digest(Sha256::digest(bytes).into())
     }
 
-    fn from_digest(digest: [u8; 32]) -> Version {
+    /// The version whose SHA-256 digest is `digest` (as the journal stores it).
+    pub(crate) fn from_digest(digest: [u8; 32]) -> Version {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut s = String::with_capacity(64);
         for b in digest {
@@ -66,6 +67,18 @@ impl Version {
                 input: s.to_string(),
             })
         }
+    }
+
+    /// The 32 bytes of the digest (as the journal stores it).
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        fn nibble(c: u8) -> u8 {
+            match c {
+                b'0'..=b'9' => c - b'0',
+                _ => c - b'a' + 10,
+            }
+        }
+        let hex = self.0.as_bytes();
+        std::array::from_fn(|i| nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]))
     }
 
     /// The bare lowercase hex form.

@@ -8,6 +8,7 @@ mod mount;
 mod commands;
 mod help;
 mod hostile;
+mod journal;
 mod postgres;
 mod processes;
 mod readme;

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{DirEntry, FileType, Fs, FsDir, FsFile, FsLockFile, Metadata};
+use super::{DirEntry, FileType, Fs, FsDir, FsFile, FsLockFile, FsRwFile, LockMode, Metadata};
 
 /// The real file system.
 #[derive(Debug, Clone, Copy, Default)]
@@ -140,6 +140,39 @@ impl FsLockFile for OsLock {
     }
 }
 
+/// A file for positional reads and writes (the journal's files).
+#[derive(Debug)]
+struct OsRw(File);
+
+impl FsRwFile for OsRw {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::write_at(&self.0, buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn metadata(&self) -> io::Result<Metadata> {
+        Ok(convert(&self.0.metadata()?))
+    }
+    fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+        let r = match mode {
+            LockMode::Shared => self.0.try_lock_shared(),
+            LockMode::Exclusive => self.0.try_lock(),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(fs::TryLockError::WouldBlock) => Ok(false),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+    fn unlock(&self) -> io::Result<()> {
+        self.0.unlock()
+    }
+}
+
 impl Fs for OsFs {
     fn open_dir(&self, dir: &Path) -> io::Result<Box<dyn FsDir>> {
         Ok(Box::new(OsDir(open_dir_no_symlinks(dir)?)))
@@ -163,6 +196,17 @@ impl Fs for OsFs {
 
     fn umask(&self) -> u32 {
         process_umask()
+    }
+
+    fn boot_id(&self) -> Option<u128> {
+        static BOOT: OnceLock<Option<u128>> = OnceLock::new();
+        *BOOT.get_or_init(|| {
+            let text = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            let hex: String = text.trim().chars().filter(|c| *c != '-').collect();
+            (hex.len() == 32)
+                .then(|| u128::from_str_radix(&hex, 16).ok())
+                .flatten()
+        })
     }
 }
 
@@ -318,6 +362,15 @@ impl FsDir for OsDir {
             });
         }
         Ok(out)
+    }
+
+    fn open_rw(&self, name: &OsStr, mode: u32, create: bool) -> io::Result<Box<dyn FsRwFile>> {
+        let flags = if create {
+            OFlags::RDWR | OFlags::CREATE
+        } else {
+            OFlags::RDWR
+        };
+        Ok(Box::new(OsRw(self.open_nonblocking(name, flags, mode)?)))
     }
 
     fn check_write_access(&self, name: &OsStr) -> io::Result<()> {

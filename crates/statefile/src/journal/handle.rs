@@ -1,0 +1,881 @@
+//! One process's handle on a journal: its open files, the locks between processes (and,
+//! in front of each, a mutex between this process's threads), appending, flushing, and
+//! the in-flight slots.
+//!
+//! Locks, all `flock(2)`, each behind an in-process mutex:
+//!
+//! | lock | file | held |
+//! |---|---|---|
+//! | append | `journal-shm`, exclusive | while one record is written and the shared state updated (microseconds) |
+//! | flush | `journal`, exclusive | while one `fdatasync` of the journal runs |
+//! | checkpoint | `journal-ckpt`, exclusive | while one checkpoint runs |
+//! | users | `journal-users`, shared | as long as a process has the journal open; exclusive while one recovers it |
+//!
+//! Order: a document's lock before any of these; checkpoint before flush before append.
+//! No one waits for a document's lock while holding the append or flush lock.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::format::{self, Entry, Header, RecordHeader};
+use super::shm::{self, Bloom, Page, Slot};
+use super::{CKPT, LOG, SHM, USERS};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::fs::{FsDir, FsRwFile, LockMode};
+use crate::mutants::{self, Mutant};
+use crate::options::Options;
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Write all of `buf` at `offset`.
+pub(crate) fn write_all_at(f: &dyn FsRwFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match f.write_at(buf, offset) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read up to `buf.len()` bytes at `offset`; returns how many (fewer at the end).
+pub(crate) fn read_full_at(f: &dyn FsRwFile, buf: &mut [u8], mut offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// A flock, polled until `deadline` (`None`: as long as it takes). Hold times are short
+/// (an append, one fdatasync), so the backoff stays small.
+pub(crate) fn flock(
+    f: &dyn FsRwFile,
+    mode: LockMode,
+    deadline: Option<Instant>,
+    what: &str,
+    path: &Path,
+) -> Result<()> {
+    let mut backoff = Duration::from_micros(10);
+    loop {
+        match f.try_lock(mode) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("lock", path, e)),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::new(
+                ErrorKind::LockTimeout,
+                format!(
+                    "cannot take the journal's {what} lock ({}): another process held it too long",
+                    path.display()
+                ),
+            )
+            .with_path(path));
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_micros(500));
+    }
+}
+
+/// An appended commit, until its writer has applied it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    pub slot: usize,
+    pub lsn: u64,
+    pub end: u64,
+    pub crc: u32,
+    /// The shared state's generation when it was appended: a rollback after a failed
+    /// flush (which discards unflushed commits) bumps it.
+    pub generation: u32,
+}
+
+impl Ticket {
+    fn of(i: usize, s: &Slot, generation: u32) -> Ticket {
+        Ticket {
+            slot: i,
+            lsn: s.lsn,
+            end: s.lsn + s.len,
+            crc: s.crc,
+            generation,
+        }
+    }
+
+    /// The commits in flight in `page`.
+    pub(super) fn all(page: &Page) -> Vec<Ticket> {
+        page.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| Ticket::of(i, s, page.generation)))
+            .collect()
+    }
+}
+
+/// What this process knows of the journal's flushes.
+#[derive(Debug, Default)]
+struct FlushState {
+    /// The journal is durable up to here (as this process last saw), in `generation`.
+    flushed: u64,
+    generation: u32,
+    /// A thread of this process is flushing: wait for it instead of starting another.
+    flushing: bool,
+}
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The journal is being disabled or is disabled: write without it.
+    Disabled,
+    /// The record can never fit: write without it (one document) or refuse.
+    TooLarge,
+    Failed(Error),
+}
+
+impl From<Error> for AppendError {
+    fn from(e: Error) -> Self {
+        AppendError::Failed(e)
+    }
+}
+
+/// One process's handle on the journal of the tree at `root`.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    root: PathBuf,
+    /// `.statefile/`.
+    pub(super) meta: Box<dyn FsDir>,
+    pub(super) log: Box<dyn FsRwFile>,
+    pub(super) shm: Box<dyn FsRwFile>,
+    users: Box<dyn FsRwFile>,
+    pub(super) ckpt_file: Box<dyn FsRwFile>,
+    pub(super) salt: u64,
+    pub(super) capacity: u64,
+    pub(super) checkpoint_age: Duration,
+    append: Mutex<()>,
+    flush: Mutex<FlushState>,
+    flushed: Condvar,
+    pub(super) ckpt: Mutex<()>,
+    /// Disabled (or being disabled) as this process last saw: the handle is dropped from
+    /// the registry and writers look again.
+    gone: AtomicBool,
+    /// Documents this handle rewrote from the journal (replays, dead writers' commits),
+    /// until a recovery scan reports them.
+    pub(super) replayed: Mutex<Vec<(PathBuf, Option<crate::version::Version>)>>,
+}
+
+impl Journal {
+    /// Open the journal at `root` and join its users, recovering it first if this
+    /// process is the only one. `None` if it was closed by `disable`.
+    pub(crate) fn open(root: &Path, opts: &Options) -> Result<Option<Arc<Journal>>> {
+        let meta = super::open_meta_dir(opts.fs.as_ref(), root)?;
+        let path = super::shown(root);
+        let log = open_file(meta.as_ref(), LOG, &path, false)?;
+        let header = read_header(log.as_ref(), &path)?;
+        if header.flags & format::FLAG_CLOSED != 0 {
+            return Ok(None);
+        }
+        let side = |name: &str| {
+            let p = root.join(super::META_DIR).join(name);
+            open_file(meta.as_ref(), name, &p, true)
+        };
+        let j = Arc::new(Journal {
+            root: root.to_path_buf(),
+            shm: side(SHM)?,
+            users: side(USERS)?,
+            ckpt_file: side(CKPT)?,
+            log,
+            meta,
+            salt: header.salt,
+            capacity: header.capacity,
+            checkpoint_age: Duration::from_secs(u64::from(header.checkpoint_age.max(1))),
+            append: Mutex::new(()),
+            flush: Mutex::new(FlushState::default()),
+            flushed: Condvar::new(),
+            ckpt: Mutex::new(()),
+            gone: AtomicBool::new(false),
+            replayed: Mutex::new(Vec::new()),
+        });
+        j.join(opts)?;
+        Ok(Some(j))
+    }
+
+    /// A handle for reading only (status): the journal's files opened, no lock taken,
+    /// nothing recovered.
+    pub(super) fn reader(
+        root: &Path,
+        meta: Box<dyn FsDir>,
+        log: Box<dyn FsRwFile>,
+        header: &Header,
+    ) -> Result<Journal> {
+        let side = |name: &str| {
+            let p = root.join(super::META_DIR).join(name);
+            open_file(meta.as_ref(), name, &p, false)
+        };
+        Ok(Journal {
+            root: root.to_path_buf(),
+            shm: side(SHM)?,
+            users: side(USERS)?,
+            ckpt_file: side(CKPT)?,
+            log,
+            meta,
+            salt: header.salt,
+            capacity: header.capacity,
+            checkpoint_age: Duration::from_secs(u64::from(header.checkpoint_age.max(1))),
+            append: Mutex::new(()),
+            flush: Mutex::new(FlushState::default()),
+            flushed: Condvar::new(),
+            ckpt: Mutex::new(()),
+            gone: AtomicBool::new(false),
+            replayed: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The directory holding `.statefile/`.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn path(&self) -> PathBuf {
+        super::shown(&self.root)
+    }
+
+    pub(super) fn shm_path(&self) -> PathBuf {
+        self.root.join(super::META_DIR).join(SHM)
+    }
+
+    /// The documents rewritten from the journal since the last call.
+    pub(crate) fn take_replayed(&self) -> Vec<(PathBuf, Option<crate::version::Version>)> {
+        std::mem::take(&mut *guard(&self.replayed))
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn set_gone(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+    }
+
+    /// Take the users lock shared. Whoever gets it exclusive first (no other process has
+    /// the journal open) recovers the journal: after a reboot, from the journal itself;
+    /// after process crashes, from the shared state's in-flight slots.
+    fn join(&self, opts: &Options) -> Result<()> {
+        let path = self.root.join(super::META_DIR).join(USERS);
+        let start = Instant::now();
+        // Waiting for another process's recovery may take longer than a lock timeout.
+        let deadline = start + opts.lock_timeout.max(Duration::from_secs(60));
+        let mut backoff = Duration::from_micros(100);
+        loop {
+            if crate::fs::retry(|| self.users.try_lock(LockMode::Exclusive)).ctx("lock", &path)? {
+                let recovered = self.recover_alone(opts);
+                // Converting to shared releases first: another process may take it
+                // exclusive in between and recover again (harmless), then we retry.
+                let shared = crate::fs::retry(|| self.users.try_lock(LockMode::Shared))
+                    .ctx("lock", &path)?;
+                recovered?;
+                if shared {
+                    return Ok(());
+                }
+            } else if crate::fs::retry(|| self.users.try_lock(LockMode::Shared))
+                .ctx("lock", &path)?
+            {
+                // Others use it: its shared state is valid (whoever was first built it).
+                let page = self.read_page()?;
+                if page.is_none() {
+                    return Err(self.damaged_state());
+                }
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::LockTimeout,
+                    format!(
+                        "cannot open the journal {}: another process has been recovering it for {:.0}s",
+                        self.path().display(),
+                        start.elapsed().as_secs_f64()
+                    ),
+                )
+                .with_path(&path));
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(10));
+        }
+    }
+
+    pub(super) fn damaged_state(&self) -> Error {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "the journal's shared state {} is not valid although other processes use the \
+                 journal: was .statefile/ changed by hand? Stop every writer and run `statefile recover`",
+                self.shm_path().display()
+            ),
+        )
+        .with_path(&self.shm_path())
+    }
+
+    /// Page 0 of the shared state, if valid and this journal's.
+    pub(super) fn read_page(&self) -> Result<Option<Page>> {
+        let mut b = vec![0u8; shm::PAGE];
+        let n = read_full_at(self.shm.as_ref(), &mut b, 0).ctx("read", &self.shm_path())?;
+        if n < shm::PAGE {
+            return Ok(None);
+        }
+        Ok(Page::decode(&b).filter(|p| p.salt == self.salt))
+    }
+
+    /// Page 0, which must be valid (a process holding the users lock shared may rely on it).
+    pub(super) fn page(&self) -> Result<Page> {
+        self.read_page()?.ok_or_else(|| self.damaged_state())
+    }
+
+    pub(super) fn write_page(&self, page: &Page, upto: Option<usize>) -> Result<()> {
+        write_all_at(self.shm.as_ref(), &page.encode(upto), 0).ctx("write", &self.shm_path())
+    }
+
+    pub(super) fn write_slot(&self, page: &Page, i: usize) -> Result<()> {
+        let (at, bytes) = page.slot_bytes(i);
+        write_all_at(self.shm.as_ref(), &bytes, at).ctx("write", &self.shm_path())
+    }
+
+    /// The flushed LSN in page 1 and the chain value there ((0, 0) if it is not this
+    /// journal's).
+    pub(super) fn read_flushed(&self) -> Result<(u64, u32)> {
+        let mut b = [0u8; 20];
+        let n = read_full_at(self.shm.as_ref(), &mut b, shm::FLUSH_PAGE)
+            .ctx("read", &self.shm_path())?;
+        Ok(if n == b.len() {
+            shm::decode_flushed(&b, self.salt).unwrap_or((0, 0))
+        } else {
+            (0, 0)
+        })
+    }
+
+    pub(super) fn write_flushed(&self, flushed: u64, chain: u32) -> Result<()> {
+        write_all_at(
+            self.shm.as_ref(),
+            &shm::encode_flushed(flushed, chain, self.salt),
+            shm::FLUSH_PAGE,
+        )
+        .ctx("write", &self.shm_path())
+    }
+
+    /// After a failed flush: roll the journal's end back to what is known durable,
+    /// discarding the commits after it (their writers were told they failed, and none
+    /// was applied: a commit is applied only after its flush), and clear the poison.
+    pub(super) fn roll_back_poison(&self) -> Result<bool> {
+        let path = self.path();
+        flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", &path)?;
+        let r = self.with_append_lock(None, || {
+            let mut page = self.page()?;
+            if page.flags & shm::FLAG_POISONED == 0 {
+                return Ok(false);
+            }
+            let (flushed, chain) = self.read_flushed()?;
+            let flushed = flushed.max(page.tail);
+            let chain = if flushed == page.tail {
+                read_header(self.log.as_ref(), &path)?.tail_chain
+            } else {
+                chain
+            };
+            for s in page.slots.iter_mut() {
+                if s.is_some_and(|s| s.lsn >= flushed) {
+                    *s = None;
+                }
+            }
+            tracing::warn!(journal = %path.display(), from = page.end, to = flushed,
+                "rolled the journal back to its last successful flush");
+            page.end = flushed;
+            page.chain = chain;
+            page.generation = page.generation.wrapping_add(1);
+            page.flags &= !shm::FLAG_POISONED;
+            self.write_page(&page, None)?;
+            Ok(true)
+        });
+        let _ = self.log.unlock();
+        r
+    }
+
+    /// Run `f` under the append lock (this process's threads first take turns).
+    pub(super) fn with_append_lock<R>(
+        &self,
+        deadline: Option<Instant>,
+        f: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
+        let _in = guard(&self.append);
+        flock(
+            self.shm.as_ref(),
+            LockMode::Exclusive,
+            deadline,
+            "append",
+            &self.shm_path(),
+        )?;
+        let r = f();
+        let _ = self.shm.unlock();
+        r
+    }
+
+    /// The position of a record at `lsn` in the file.
+    pub(super) fn offset(&self, lsn: u64) -> u64 {
+        format::RING_START + lsn % self.capacity
+    }
+
+    /// The largest record a single write may append (larger documents are written
+    /// without the journal).
+    pub(crate) fn max_record(&self) -> u64 {
+        self.capacity / 4
+    }
+
+    /// Append one commit record for `entries` (documents named `names`, whose locks the
+    /// caller holds and has settled), claiming an in-flight slot. Nothing is durable yet:
+    /// see [`Journal::flush_to`]. When the ring is full, a checkpoint runs first.
+    pub(crate) fn append(
+        &self,
+        opts: &Options,
+        entries: &[Entry],
+        names: &[&[u8]],
+        limit: u64,
+    ) -> std::result::Result<Ticket, AppendError> {
+        let len = format::record_len(entries);
+        if len > limit {
+            return Err(AppendError::TooLarge);
+        }
+        let mut bloom = Bloom::default();
+        for n in names {
+            bloom.add(n);
+        }
+        let deadline = Instant::now() + opts.lock_timeout;
+        let path = self.path();
+        let mut waited_for_slot = Duration::from_micros(50);
+        loop {
+            enum Next {
+                Done(Ticket),
+                Full,
+                NoSlot,
+                Disabled,
+            }
+            let next = self.with_append_lock(Some(deadline), || {
+                let mut page = self.page()?;
+                if page.flags & (shm::FLAG_DISABLING | shm::FLAG_DISABLED) != 0 {
+                    return Ok(Next::Disabled);
+                }
+                if page.flags & shm::FLAG_POISONED != 0 {
+                    return Err(self.poisoned_error());
+                }
+                if page.flags & shm::FLAG_DAMAGED != 0 {
+                    // Appending at the end found would overwrite the valid records
+                    // after the damage, which may be all that holds their documents.
+                    return Err(Error::new(
+                        ErrorKind::Corrupt,
+                        format!(
+                            "the journal {} is damaged before its end: refusing to write in its \
+                             tree (`statefile verify` shows where; a person decides)",
+                            path.display()
+                        ),
+                    )
+                    .with_path(&path));
+                }
+                let mut lsn = page.end;
+                let room = self.capacity - lsn % self.capacity;
+                let skip = if room < len { room } else { 0 };
+                if lsn + skip + len - page.tail > self.capacity {
+                    return Ok(Next::Full);
+                }
+                let Some(slot) = page.free_slot() else {
+                    return Ok(Next::NoSlot);
+                };
+                let flushed_before = {
+                    let st = guard(&self.flush);
+                    if st.generation == page.generation {
+                        st.flushed.min(page.end)
+                    } else {
+                        0
+                    }
+                };
+                let mut chain = page.chain;
+                if skip > 0 {
+                    if skip >= format::RECORD_HEADER {
+                        let (w, crc) = format::encode_wrap(self.salt, lsn, flushed_before, chain);
+                        write_all_at(self.log.as_ref(), &w, self.offset(lsn))
+                            .ctx("write", &path)?;
+                        chain = crc;
+                    }
+                    lsn += skip;
+                }
+                let (bytes, crc) =
+                    format::encode_commit(self.salt, lsn, flushed_before, chain, entries);
+                write_all_at(self.log.as_ref(), &bytes, self.offset(lsn)).ctx("write", &path)?;
+                page.end = lsn + len;
+                page.chain = crc;
+                page.slots[slot] = Some(Slot {
+                    lsn,
+                    len,
+                    crc,
+                    pid: std::process::id(),
+                    names: bloom,
+                });
+                // One write within one page: a process killed here leaves all or nothing.
+                self.write_page(&page, Some(slot))?;
+                Ok(Next::Done(Ticket {
+                    slot,
+                    lsn,
+                    end: lsn + len,
+                    crc,
+                    generation: page.generation,
+                }))
+            })?;
+            match next {
+                Next::Done(t) => return Ok(t),
+                Next::Disabled => return Err(AppendError::Disabled),
+                Next::Full => {
+                    // Safe while holding document locks: the checkpoint waits only for
+                    // locks of commits already appended, whose writers need none of ours.
+                    let report = self.checkpoint(opts)?;
+                    if report.freed == 0 && Instant::now() >= deadline {
+                        return Err(AppendError::Failed(Error::new(
+                            ErrorKind::NoSpace,
+                            format!(
+                                "the journal {} is full and a checkpoint freed nothing: \
+                                 enable it with a larger --size",
+                                path.display()
+                            ),
+                        )));
+                    }
+                }
+                Next::NoSlot => {
+                    // Every slot is taken by a commit in flight: they finish within
+                    // microseconds, unless their writers died (then adopt them).
+                    if Instant::now() >= deadline {
+                        return Err(AppendError::Failed(Error::new(
+                            ErrorKind::LockTimeout,
+                            format!(
+                                "the journal {} has {} commits in flight and none finished in time",
+                                path.display(),
+                                shm::SLOTS
+                            ),
+                        )));
+                    }
+                    self.adopt_dead(opts, true)?;
+                    std::thread::sleep(waited_for_slot);
+                    waited_for_slot = (waited_for_slot * 2).min(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    pub(super) fn poisoned_error(&self) -> Error {
+        Error::new(
+            ErrorKind::Durability,
+            format!(
+                "refusing to write: a flush of the journal {} failed, so what it holds on disk \
+                 is unknown; stop every writer and run `statefile recover`",
+                self.path().display()
+            ),
+        )
+        .with_path(&self.path())
+    }
+
+    /// Make the journal durable up to `t`'s end. A flush by anyone (a thread of this
+    /// process, another process) that already covered it is enough; otherwise one
+    /// fdatasync covers every record appended so far, and its reach is published for
+    /// the others. A failed flush is final: the journal is poisoned for every process,
+    /// never flushed again as if the data were safe, until a recovery rolls its end back
+    /// to what is known durable (the commits after it were never acknowledged).
+    pub(crate) fn flush(&self, t: &Ticket) -> Result<()> {
+        self.flush_to(t.end, t.generation)
+    }
+
+    pub(super) fn flush_to(&self, target: u64, generation: u32) -> Result<()> {
+        {
+            let mut st = guard(&self.flush);
+            loop {
+                if st.generation == generation && st.flushed >= target {
+                    return Ok(());
+                }
+                if !st.flushing {
+                    st.flushing = true;
+                    break;
+                }
+                st = self
+                    .flushed
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        let r = self.flush_across_processes(target, generation);
+        let mut st = guard(&self.flush);
+        st.flushing = false;
+        if let Ok(f) = r {
+            if st.generation != generation {
+                st.generation = generation;
+                st.flushed = 0;
+            }
+            st.flushed = st.flushed.max(f);
+        }
+        drop(st);
+        self.flushed.notify_all();
+        r.map(|_| ())
+    }
+
+    fn flush_across_processes(&self, target: u64, generation: u32) -> Result<u64> {
+        let path = self.path();
+        flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", &path)?;
+        let r = (|| {
+            let page = self.with_append_lock(None, || self.page())?;
+            if page.flags & shm::FLAG_POISONED != 0 {
+                return Err(self.poisoned_error());
+            }
+            if page.generation != generation {
+                return Err(Error::new(
+                    ErrorKind::Durability,
+                    format!(
+                        "a flush of the journal {} failed while this commit waited for it:                          it was discarded, not written",
+                        path.display()
+                    ),
+                )
+                .with_path(&path));
+            }
+            let (flushed, _) = self.read_flushed()?;
+            if flushed >= target {
+                return Ok(flushed);
+            }
+            if !mutants::active(Mutant::NoJournalFlush)
+                && let Err(e) = self.log.sync_data()
+            {
+                self.poison();
+                return Err(Error::new(
+                    ErrorKind::Durability,
+                    format!(
+                        "syncing the journal {} failed ({e}): this write may or may not survive \
+                         a power loss, and the journal refuses further writes until the store \
+                         is opened again",
+                        path.display()
+                    ),
+                )
+                .with_path(&path)
+                .with_source(e));
+            }
+            self.write_flushed(page.end, page.chain)?;
+            Ok(page.end)
+        })();
+        let _ = self.log.unlock();
+        r
+    }
+
+    /// Mark the shared state poisoned: every process refuses to append or flush.
+    fn poison(&self) {
+        let _ = self.with_append_lock(None, || {
+            let mut page = self.page()?;
+            page.flags |= shm::FLAG_POISONED;
+            self.write_page(&page, Some(0))
+        });
+    }
+
+    /// The writer of `t` has applied it: free its slot, and if a checkpoint is due,
+    /// have `after` run one once the document's lock is released. A failure here is
+    /// logged, not returned: the commit is durable and applied; a slot left behind is
+    /// freed by the next writer of the document, finding nothing to do.
+    pub(crate) fn finished(&self, t: &Ticket, after: &super::AfterUnlock, opts: &Options) {
+        let r = self.finish(t).and_then(|()| self.checkpoint_due());
+        match r {
+            Ok(true) => after.set(self, opts),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(journal = %self.path().display(), error = %e,
+                "could not free a finished commit's slot"),
+        }
+    }
+
+    /// The commit of `t` is applied: free its slot.
+    pub(crate) fn finish(&self, t: &Ticket) -> Result<()> {
+        self.with_append_lock(None, || {
+            let mut page = self.page()?;
+            if page.slots[t.slot].is_some_and(|s| s.lsn == t.lsn && s.crc == t.crc) {
+                page.slots[t.slot] = None;
+                self.write_slot(&page, t.slot)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether a checkpoint is due after a commit ending at `end`: the ring is more than
+    /// half full, or the last checkpoint is older than the age bound.
+    pub(crate) fn checkpoint_due(&self) -> Result<bool> {
+        let page = self.page()?;
+        let used = page.end - page.tail;
+        let old = now_unix().saturating_sub(page.checkpoint_unix) > self.checkpoint_age.as_secs();
+        Ok(used > self.capacity / 2 || (used > 0 && old))
+    }
+
+    /// Read the header and metadata of the commit record at `lsn`, if one is there with
+    /// checksum `crc` (or any valid checksum, for `None`).
+    pub(super) fn read_record_meta(
+        &self,
+        lsn: u64,
+        crc: Option<u32>,
+    ) -> Result<Option<(RecordHeader, Vec<format::EntryMeta>)>> {
+        let path = self.path();
+        let mut raw = [0u8; format::RECORD_HEADER as usize];
+        let n = read_full_at(self.log.as_ref(), &mut raw, self.offset(lsn)).ctx("read", &path)?;
+        let Some(h) = RecordHeader::parse(&raw[..n], self.capacity) else {
+            return Ok(None);
+        };
+        if h.lsn != lsn || h.kind != format::KIND_COMMIT || crc.is_some_and(|c| c != h.crc) {
+            return Ok(None);
+        }
+        let mut meta = vec![0u8; h.meta_len as usize];
+        let n = read_full_at(
+            self.log.as_ref(),
+            &mut meta,
+            self.offset(lsn) + format::RECORD_HEADER,
+        )
+        .ctx("read", &path)?;
+        if n < meta.len() || !h.check(&raw, &meta, self.salt) {
+            return Ok(None);
+        }
+        Ok(format::parse_meta(&meta, h.len).map(|m| (h, m)))
+    }
+
+    /// Read `len` bytes of a record's data at `at` (from the record's start).
+    pub(super) fn read_data(&self, lsn: u64, at: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.path();
+        let mut buf = Vec::new();
+        crate::fs::reserve_for(&mut buf, len).ctx("read", &path)?;
+        buf.resize(len as usize, 0);
+        let n =
+            read_full_at(self.log.as_ref(), &mut buf, self.offset(lsn) + at).ctx("read", &path)?;
+        if n < buf.len() {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!("the journal {} ends inside a record", path.display()),
+            ));
+        }
+        Ok(buf)
+    }
+
+    /// The first in-flight commit of a writer that is gone which names one of `names`:
+    /// the writer of a commit in flight holds the locks of its documents until it frees
+    /// its slot, so under those locks, a slot naming one of them is a dead writer's.
+    pub(crate) fn pending(&self, names: &[&[u8]]) -> Result<Option<Ticket>> {
+        // Read without the append lock: a dead writer's slot never changes, and a live
+        // one's (possibly torn here) is checked against its record below.
+        let Some(page) = self.read_page()? else {
+            return Err(self.damaged_state());
+        };
+        for (i, s) in page.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if !names.iter().any(|n| s.names.may_contain(n)) {
+                continue;
+            }
+            let Some((_, metas)) = self.read_record_meta(s.lsn, Some(s.crc))? else {
+                continue;
+            };
+            if metas.iter().any(|m| names.contains(&m.name.as_slice())) {
+                return Ok(Some(Ticket::of(i, s, page.generation)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the slot of `t` still holds `t`'s commit.
+    pub(super) fn still_in_flight(&self, t: &Ticket) -> Result<bool> {
+        self.with_append_lock(None, || {
+            let page = self.page()?;
+            Ok(page.slots[t.slot].is_some_and(|s| s.lsn == t.lsn && s.crc == t.crc))
+        })
+    }
+}
+
+/// Open one of the journal's files, which must be a regular file.
+fn open_file(meta: &dyn FsDir, name: &str, path: &Path, create: bool) -> Result<Box<dyn FsRwFile>> {
+    let f = crate::fs::retry(|| meta.open_rw(std::ffi::OsStr::new(name), 0o600, create))
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "{} is missing although the journal exists: was .statefile/ changed by hand?",
+                        path.display()
+                    ),
+                )
+                .with_path(path)
+                .with_source(e)
+            } else {
+                Error::io("open", path, e)
+            }
+        })?;
+    let m = f.metadata().ctx("open", path)?;
+    super::check_regular(path, &m)?;
+    Ok(f)
+}
+
+/// The header to trust, refusing a format version this build does not know.
+pub(super) fn read_header(log: &dyn FsRwFile, path: &Path) -> Result<Header> {
+    let mut copies = [None, None];
+    for (i, at) in format::HEADER_COPIES.iter().enumerate() {
+        let mut b = [0u8; format::HEADER_LEN];
+        let n = read_full_at(log, &mut b, *at).ctx("read", path)?;
+        copies[i] = Header::decode(&b[..n]);
+    }
+    let Some((_, h)) = Header::newest(copies[0], copies[1]) else {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{} has no valid header: it is damaged or not a statefile journal; refusing to write in its tree",
+                path.display()
+            ),
+        )
+        .with_path(path));
+    };
+    if h.version != format::FORMAT_VERSION {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{} has journal format version {}, which this statefile (format {}) does not \
+                 know: refusing to write in its tree rather than bypass the journal; upgrade statefile",
+                path.display(),
+                h.version,
+                format::FORMAT_VERSION
+            ),
+        )
+        .with_path(path));
+    }
+    if h.capacity < format::MIN_CAPACITY
+        || h.capacity > format::MAX_CAPACITY
+        || h.capacity % 4096 != 0
+    {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "{} has an impossible capacity ({} bytes)",
+                path.display(),
+                h.capacity
+            ),
+        )
+        .with_path(path));
+    }
+    Ok(h)
+}

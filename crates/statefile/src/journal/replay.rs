@@ -1,0 +1,952 @@
+//! Reading the journal back: scanning records, applying them to documents (replay and
+//! adoption of dead writers' commits), checkpoints, and the public enable / disable /
+//! status operations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::format::{self, Action, EntryMeta, Header, RecordHeader};
+use super::handle::{self, Journal, Ticket, read_full_at, write_all_at};
+use super::shm::{self, Page};
+use super::{CKPT, LOG, META_DIR, SHM, USERS};
+use crate::atomic::{self, Current, Locked, Plan, Verify};
+use crate::error::{Context, Error, ErrorKind, Result};
+use crate::fs::{Fs, FsDir};
+use crate::json::SerializeError;
+use crate::mutants::{self, Mutant};
+use crate::names::random_suffix;
+use crate::options::{Durability, Options, Perms};
+use crate::version::Version;
+
+/// What a checkpoint did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointReport {
+    /// Bytes of the journal made free for reuse.
+    pub freed: u64,
+    /// Documents synced to disk.
+    pub documents: usize,
+    /// Directories synced.
+    pub directories: usize,
+    /// Commits of writers that were gone, applied first.
+    pub adopted: usize,
+}
+
+/// A document whose bytes on disk are not those of its last journal record: what a
+/// replay would rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PendingDocument {
+    /// The document.
+    pub path: PathBuf,
+    /// The version its last record gives it (`None`: the record deletes it).
+    pub version: Option<Version>,
+    /// Whether a writer of this process or another is applying it right now (its commit
+    /// is in flight): then it is not a problem, just a moment.
+    pub in_flight: bool,
+}
+
+/// Damage found before the end of the journal's records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalDamage {
+    /// Where the damaged record starts.
+    pub lsn: u64,
+    /// What is wrong with it.
+    pub reason: String,
+    /// Valid records found after it (which a replay cannot reach): the evidence that this
+    /// is damage, not the torn end of the journal.
+    pub later_records: usize,
+}
+
+/// The state of a journal, as [`status`](super::status) reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JournalStatus {
+    /// The directory holding `.statefile/`.
+    pub root: PathBuf,
+    /// The journal file.
+    pub path: PathBuf,
+    /// Its format version.
+    pub format_version: u32,
+    /// Bytes of its ring.
+    pub capacity: u64,
+    /// Where the last checkpoint is (an LSN).
+    pub checkpoint_lsn: u64,
+    /// The end of the valid records after it.
+    pub end_lsn: u64,
+    /// Records between them.
+    pub records: usize,
+    /// Commits appended but not yet applied by their (live or dead) writers, as the
+    /// shared state says (0 when no process has the journal open).
+    pub in_flight: usize,
+    /// Documents a replay would rewrite.
+    pub to_replay: Vec<PendingDocument>,
+    /// Damage before the end of the records, if any.
+    pub damage: Option<JournalDamage>,
+}
+
+impl JournalStatus {
+    /// Whether anything needs a recovery: documents to replay that no live writer is
+    /// applying, or damage.
+    pub fn needs_repair(&self) -> bool {
+        self.damage.is_some() || self.to_replay.iter().any(|p| !p.in_flight)
+    }
+}
+
+/// A record read at a position: its header and entries (`None` for a wrap record), or
+/// why it is not a valid record there.
+type Validity = std::result::Result<(RecordHeader, Option<Vec<EntryMeta>>), String>;
+
+/// One valid commit record found by a scan.
+#[derive(Debug, Clone)]
+pub(super) struct Rec {
+    pub lsn: u64,
+    pub entries: Vec<EntryMeta>,
+}
+
+/// What a scan found.
+#[derive(Debug, Clone)]
+pub(super) struct Scanned {
+    pub records: Vec<Rec>,
+    pub end: u64,
+    pub chain: u32,
+    pub damage: Option<JournalDamage>,
+}
+
+impl Scanned {
+    /// For each document, the last record naming it: (record index, entry index).
+    pub(super) fn last_entries(&self) -> BTreeMap<Vec<u8>, (usize, usize)> {
+        let mut last = BTreeMap::new();
+        for (ri, r) in self.records.iter().enumerate() {
+            for (ei, e) in r.entries.iter().enumerate() {
+                last.insert(e.name.clone(), (ri, ei));
+            }
+        }
+        last
+    }
+}
+
+impl Journal {
+    /// Read the records from `from` (whose predecessor's chain value is `chain`) up to
+    /// `until`, or to the first invalid one. With `verify_data`, a record counts only if
+    /// every document's bytes hash to their recorded version. Without `until`, an invalid
+    /// record is looked past: a later valid record that says the invalid one had been
+    /// flushed before it was written proves damage, not a torn end.
+    pub(super) fn scan(
+        &self,
+        from: u64,
+        chain: u32,
+        until: Option<u64>,
+        verify_data: bool,
+    ) -> Result<Scanned> {
+        let cap = self.capacity;
+        let mut lsn = from;
+        let mut chain = chain;
+        let mut records = Vec::new();
+        let verify_data = verify_data && !mutants::active(Mutant::TornTailAccepted);
+        let reason = loop {
+            if until.is_some_and(|u| lsn >= u) || lsn - from >= cap {
+                break None;
+            }
+            let room = cap - lsn % cap;
+            if room < format::RECORD_HEADER {
+                lsn += room;
+                continue;
+            }
+            match self.read_valid(lsn, chain, room, verify_data)? {
+                Ok((h, None)) => {
+                    chain = h.crc;
+                    lsn += room;
+                }
+                Ok((h, Some(entries))) => {
+                    chain = h.crc;
+                    records.push(Rec { lsn, entries });
+                    lsn += h.len;
+                }
+                Err(why) => break Some(why),
+            }
+        };
+        let damage = match (reason, until) {
+            (Some(why), None) => self.damage_after(lsn, from, why)?,
+            (Some(why), Some(u)) => {
+                return Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "the journal {} is damaged at LSN {lsn} (before {u}, which was written): {why}",
+                        self.path().display()
+                    ),
+                )
+                .with_path(&self.path()));
+            }
+            (None, _) => None,
+        };
+        Ok(Scanned {
+            records,
+            end: lsn,
+            chain,
+            damage,
+        })
+    }
+
+    /// The record at `lsn` if it is valid and follows `chain`: its header, and its
+    /// entries (`None` for a wrap record). `Err` says why not.
+    fn read_valid(&self, lsn: u64, chain: u32, room: u64, verify_data: bool) -> Result<Validity> {
+        let path = self.path();
+        let mut raw = [0u8; format::RECORD_HEADER as usize];
+        let n = read_full_at(self.log.as_ref(), &mut raw, self.offset(lsn)).ctx("read", &path)?;
+        let Some(h) = RecordHeader::parse(&raw[..n], self.capacity) else {
+            return Ok(Err("no valid record header".into()));
+        };
+        if h.lsn != lsn {
+            return Ok(Err(format!("a record of LSN {} (a stale one)", h.lsn)));
+        }
+        if h.prev != chain {
+            return Ok(Err("the record does not follow its predecessor".into()));
+        }
+        if h.len > room {
+            return Ok(Err("the record would cross the end of the ring".into()));
+        }
+        let mut meta = vec![0u8; h.meta_len as usize];
+        let n = read_full_at(
+            self.log.as_ref(),
+            &mut meta,
+            self.offset(lsn) + format::RECORD_HEADER,
+        )
+        .ctx("read", &path)?;
+        if n < meta.len() || !h.check(&raw, &meta, self.salt) {
+            return Ok(Err("checksum mismatch".into()));
+        }
+        if h.kind == format::KIND_WRAP {
+            return Ok(Ok((h, None)));
+        }
+        let Some(entries) = format::parse_meta(&meta, h.len) else {
+            return Ok(Err("its metadata does not add up".into()));
+        };
+        if entries
+            .iter()
+            .any(|e| super::check_recorded_name(&e.name).is_none())
+        {
+            return Ok(Err("it names an impossible path".into()));
+        }
+        if verify_data {
+            for e in &entries {
+                if let Some(p) = e.put() {
+                    let data = self.read_data(lsn, p.data_at, p.data_len)?;
+                    if Version::of(&data) != p.version {
+                        return Ok(Err(format!(
+                            "the bytes of {} do not hash to their version",
+                            String::from_utf8_lossy(&e.name)
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(Ok((h, Some(entries))))
+    }
+
+    /// After an invalid record at `bad`: is there a valid record later in this lap that
+    /// was written after `bad` had been flushed? Then `bad` is damage.
+    fn damage_after(&self, bad: u64, from: u64, why: String) -> Result<Option<JournalDamage>> {
+        let cap = self.capacity;
+        let path = self.path();
+        let stop = from + cap;
+        let mut lsn = bad + format::ALIGN;
+        const CHUNK: u64 = 1 << 20;
+        while lsn + format::RECORD_HEADER <= stop {
+            let room = cap - lsn % cap;
+            let n = room.min(CHUNK).min(stop - lsn);
+            let mut buf = vec![0u8; n as usize];
+            let got =
+                read_full_at(self.log.as_ref(), &mut buf, self.offset(lsn)).ctx("read", &path)?;
+            let mut at = 0usize;
+            while at + format::RECORD_HEADER as usize <= got {
+                if buf[at..at + 4] == format::RECORD_MAGIC {
+                    let cand = lsn + at as u64;
+                    if let Some(h) = RecordHeader::parse(&buf[at..], cap)
+                        && h.lsn == cand
+                        && h.flushed_before > bad
+                        && let Some((_, _)) = self.read_record_meta(cand, Some(h.crc))?
+                    {
+                        let later = self
+                            .scan(cand, h.prev, None, false)
+                            .map_or(1, |s| s.records.len().max(1));
+                        return Ok(Some(JournalDamage {
+                            lsn: bad,
+                            reason: why,
+                            later_records: later,
+                        }));
+                    }
+                }
+                at += format::ALIGN as usize;
+            }
+            lsn += n.max(format::ALIGN);
+        }
+        Ok(None)
+    }
+
+    /// Apply one entry of the record at `lsn` to its locked document: rewrite it from the
+    /// record (or delete it) unless it already is what the entry says. Returns whether
+    /// anything changed. No journal record is appended: the record exists.
+    pub(super) fn apply(&self, w: &Locked, lsn: u64, e: &EntryMeta) -> Result<bool> {
+        let current = Current::probe(w, true)?;
+        match &e.action {
+            // Written durably outside the journal: the file is the truth.
+            Action::Direct(_) => Ok(false),
+            Action::Put(p) => {
+                if current.version() == Some(&p.version) {
+                    return Ok(false);
+                }
+                let data = self.read_data(lsn, p.data_at, p.data_len)?;
+                if Version::of(&data) != p.version {
+                    return Err(Error::new(
+                        ErrorKind::Io,
+                        format!(
+                            "the journal {} holds damaged bytes for {} (record at LSN {lsn})",
+                            self.path().display(),
+                            w.target.path.display()
+                        ),
+                    )
+                    .with_path(&w.target.path));
+                }
+                let plan = Plan {
+                    durability: Durability::None,
+                    backups: e.backups as usize,
+                    verify: Verify::No,
+                    perms: Perms {
+                        mode: Some(p.mode),
+                        owner: Some((p.uid, p.gid)),
+                        ..Perms::default()
+                    },
+                    poison: None,
+                    temp_created: None,
+                };
+                atomic::replace(w, &plan, &current, &mut |out| {
+                    out.write_all(&data).map_err(SerializeError::Io)
+                })?;
+                tracing::info!(file = %w.target.path.display(), version = %p.version,
+                    "replayed a journal record");
+                self.replayed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((w.target.path.clone(), Some(p.version.clone())));
+                Ok(true)
+            }
+            Action::Delete => match current {
+                Current::Missing => Ok(false),
+                Current::File {
+                    seen: Some(seen), ..
+                } => {
+                    atomic::remove_locked(w, e.backups as usize, &seen)?;
+                    self.replayed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((w.target.path.clone(), None));
+                    Ok(true)
+                }
+                Current::File { seen: None, .. } => unreachable!("probed with a look"),
+            },
+        }
+    }
+
+    /// Lock the documents `entries` name, in the global order (their paths), as plain
+    /// locks (no journal of their own). With `try_only`, `None` as soon as one is busy.
+    /// A document whose directory is gone is left out, with a warning.
+    fn lock_entries(
+        &self,
+        opts: &Options,
+        entries: &[EntryMeta],
+        try_only: bool,
+    ) -> Result<Option<Vec<(usize, Locked)>>> {
+        let mut order: Vec<(PathBuf, usize)> = entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                super::check_recorded_name(&e.name).map(|rel| (self.root().join(rel), i))
+            })
+            .collect();
+        order.sort();
+        let mut locked = Vec::new();
+        let plain = Options {
+            create_dirs: false,
+            ..opts.clone()
+        };
+        for (path, i) in order {
+            let w = if try_only {
+                Locked::try_open_plain(&path, Some(self.root()), &plain)
+            } else {
+                Locked::open_plain(&path, Some(self.root()), &plain).map(Some)
+            };
+            match w {
+                Ok(Some(w)) => locked.push((i, w)),
+                Ok(None) => return Ok(None),
+                Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::InvalidName => {
+                    tracing::warn!(file = %path.display(), error = %e,
+                        "a journal record names a document that can no longer be written; skipped");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(locked))
+    }
+
+    /// Apply the in-flight commit `t` whose writer may be gone: take the locks of its
+    /// documents (the writer holds them until its slot is free, so once they are ours
+    /// and the slot still holds `t`, the writer is gone), flush the journal up to it,
+    /// apply each entry, free the slot. Returns false if `try_only` and a lock was busy.
+    pub(crate) fn adopt(&self, opts: &Options, t: Ticket, try_only: bool) -> Result<bool> {
+        let Some((_, entries)) = self.read_record_meta(t.lsn, Some(t.crc))? else {
+            // The slot names no valid record: a claim torn by a crash. Free it.
+            self.free_if(&t)?;
+            return Ok(true);
+        };
+        let Some(locked) = self.lock_entries(opts, &entries, try_only)? else {
+            return Ok(false);
+        };
+        if !self.still_in_flight(&t)? {
+            return Ok(true);
+        }
+        self.flush(&t)?;
+        for (i, w) in &locked {
+            self.apply(w, t.lsn, &entries[*i])?;
+        }
+        tracing::warn!(journal = %self.path().display(), lsn = t.lsn,
+            "applied the commit of a writer that died before finishing it");
+        self.free_if(&t)?;
+        Ok(true)
+    }
+
+    fn free_if(&self, t: &Ticket) -> Result<()> {
+        self.finish(t)
+    }
+
+    /// Adopt every in-flight commit whose writer is gone (with `try_only`, only those
+    /// whose documents' locks are free now). Returns how many were applied.
+    pub(crate) fn adopt_dead(&self, opts: &Options, try_only: bool) -> Result<usize> {
+        let mut n = 0;
+        for t in Ticket::all(&self.page()?) {
+            if self.adopt(opts, t, try_only)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// With the users lock exclusive (no other process has the journal open): bring the
+    /// documents up to date with the journal and build the shared state.
+    pub(super) fn recover_alone(&self, opts: &Options) -> Result<()> {
+        let path = self.path();
+        let header = handle::read_header(self.log.as_ref(), &path)?;
+        let boot = opts.fs.boot_id();
+        let page = self.read_page()?;
+        if let (Some(page), Some(boot)) = (&page, boot)
+            && page.boot == boot
+            && page.flags & shm::FLAG_DAMAGED == 0
+        {
+            // Same boot: only processes died. The page cache kept everything they wrote;
+            // what they left undone is in their slots.
+            self.roll_back_poison()?;
+            if page.flags & shm::FLAG_DISABLING != 0 {
+                // A `disable` died during its checkpoint: writers may go on.
+                self.with_append_lock(None, || {
+                    let mut p = self.page()?;
+                    p.flags &= !shm::FLAG_DISABLING;
+                    self.write_page(&p, Some(0))
+                })?;
+            }
+            if !mutants::active(Mutant::NoReplay) {
+                self.adopt_dead(opts, false)?;
+            }
+            return Ok(());
+        }
+        // A reboot (or a power loss), a first use, or damage found before: replay from
+        // the journal itself, which is what the disk holds.
+        let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
+        if !mutants::active(Mutant::NoReplay) {
+            for (ri, ei) in scanned.last_entries().into_values() {
+                let rec = &scanned.records[ri];
+                let e = &rec.entries[ei];
+                let locked = self.lock_entries(opts, std::slice::from_ref(e), false)?;
+                for (_, w) in locked.into_iter().flatten() {
+                    self.apply(&w, rec.lsn, e)?;
+                }
+            }
+        }
+        // Records written in an earlier boot and found intact are on disk; a first use
+        // of this boot may read some from the page cache: make them durable before
+        // anything relies on them.
+        self.log.sync_data().ctx("sync", &path)?;
+        let mut page = Page::new(
+            self.salt,
+            boot.unwrap_or(0),
+            scanned.end,
+            header.tail,
+            scanned.chain,
+            header.checkpoint_unix,
+        );
+        if let Some(d) = &scanned.damage {
+            page.flags |= shm::FLAG_DAMAGED;
+            tracing::error!(journal = %path.display(), lsn = d.lsn, later = d.later_records,
+                reason = %d.reason, "the journal is damaged before its end: writes refused");
+        }
+        self.write_flushed(scanned.end, scanned.chain)?;
+        self.write_page(&page, None)?;
+        Ok(())
+    }
+
+    /// Bring the document at `path` up to its last record, under its lock (after
+    /// applying a dead writer's commit naming it, if any).
+    pub(crate) fn repair_document(&self, opts: &Options, path: &Path) -> Result<()> {
+        let plain = Options {
+            create_dirs: false,
+            ..opts.clone()
+        };
+        loop {
+            let w = Locked::open_plain(path, Some(self.root()), &plain)?;
+            let name = super::relative_name(self.root(), &w.target)?;
+            if let Some(dead) = self.pending(&[&name])? {
+                drop(w);
+                self.adopt(opts, dead, false)?;
+                continue;
+            }
+            let header = handle::read_header(self.log.as_ref(), &self.path())?;
+            let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
+            if let Some((ri, ei)) = scanned.last_entries().get(&name) {
+                let rec = &scanned.records[*ri];
+                self.apply(&w, rec.lsn, &rec.entries[*ei])?;
+            }
+            return Ok(());
+        }
+    }
+
+    /// See [`super::checkpoint`].
+    pub(crate) fn checkpoint(&self, opts: &Options) -> Result<CheckpointReport> {
+        let _in = self
+            .ckpt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let p = self.root().join(META_DIR).join(CKPT);
+        handle::flock(
+            self.ckpt_file.as_ref(),
+            crate::fs::LockMode::Exclusive,
+            None,
+            "checkpoint",
+            &p,
+        )?;
+        let r = self.checkpoint_locked(opts);
+        let _ = self.ckpt_file.unlock();
+        r
+    }
+
+    fn checkpoint_locked(&self, opts: &Options) -> Result<CheckpointReport> {
+        let path = self.path();
+        let fs = &opts.fs;
+        let page = self.with_append_lock(None, || self.page())?;
+        let header = handle::read_header(self.log.as_ref(), &path)?;
+        let (tail, x) = (header.tail, page.end);
+        let mut report = CheckpointReport::default();
+        if x == tail {
+            return Ok(report);
+        }
+        self.flush_to(x, page.generation)?;
+        // Every commit before X must be applied: wait for live writers (their locks),
+        // apply dead ones.
+        for t in Ticket::all(&page).into_iter().filter(|t| t.lsn < x) {
+            if self.still_in_flight(&t)? {
+                self.adopt(opts, t, false)?;
+                report.adopted += 1;
+            }
+        }
+        let scanned = self.scan(tail, header.tail_chain, Some(x), false)?;
+        let mut by_dir: BTreeMap<PathBuf, BTreeSet<std::ffi::OsString>> = BTreeMap::new();
+        for r in &scanned.records {
+            for e in &r.entries {
+                if let Some(rel) = super::check_recorded_name(&e.name) {
+                    let full = self.root().join(rel);
+                    if let (Some(d), Some(n)) = (full.parent(), full.file_name()) {
+                        by_dir
+                            .entry(d.to_path_buf())
+                            .or_default()
+                            .insert(n.to_os_string());
+                    }
+                }
+            }
+        }
+        let early = mutants::active(Mutant::CheckpointBeforeSync);
+        if early {
+            self.write_header(&header, x, scanned.chain)?;
+        }
+        // Files first, then the directories that name them.
+        let mut dirs: Vec<Box<dyn FsDir>> = Vec::new();
+        for (d, names) in &by_dir {
+            let dir = match fs.open_dir(d) {
+                Ok(h) => h,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("open directory", d, e)),
+            };
+            for n in names {
+                let f = d.join(n);
+                match dir.stat(n) {
+                    Ok(m) if m.is_file() => {}
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("inspect", &f, e)),
+                }
+                let mut file = match dir.open_read(n) {
+                    Ok(h) => h,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io("open", &f, e)),
+                };
+                file.sync_all().ctx("sync", &f)?;
+                report.documents += 1;
+            }
+            dirs.push(dir);
+        }
+        for (dir, d) in dirs.iter().zip(by_dir.keys()) {
+            dir.sync().ctx("sync directory", d)?;
+            report.directories += 1;
+        }
+        if !early {
+            self.write_header(&header, x, scanned.chain)?;
+        }
+        let now = handle::now_unix();
+        self.with_append_lock(None, || {
+            let mut p = self.page()?;
+            p.tail = p.tail.max(x);
+            p.checkpoint_unix = now;
+            self.write_page(&p, Some(0))
+        })?;
+        report.freed = x - tail;
+        Ok(report)
+    }
+
+    /// Write a new header with the checkpoint at `tail` over the older copy, and sync.
+    fn write_header(&self, old: &Header, tail: u64, chain: u32) -> Result<()> {
+        self.write_header_flags(old, tail, chain, old.flags)
+    }
+
+    pub(super) fn write_header_flags(
+        &self,
+        old: &Header,
+        tail: u64,
+        chain: u32,
+        flags: u32,
+    ) -> Result<()> {
+        let path = self.path();
+        // The copy that is not the newest gets the new one: a torn write leaves the
+        // other intact.
+        let mut copies = [None, None];
+        for (i, at) in format::HEADER_COPIES.iter().enumerate() {
+            let mut b = [0u8; format::HEADER_LEN];
+            let n = read_full_at(self.log.as_ref(), &mut b, *at).ctx("read", &path)?;
+            copies[i] = Header::decode(&b[..n]);
+        }
+        let newest = Header::newest(copies[0], copies[1]).map_or(0, |(i, _)| i);
+        let h = Header {
+            seq: old
+                .seq
+                .max(copies.iter().flatten().map(|c| c.seq).max().unwrap_or(0))
+                + 1,
+            tail,
+            tail_chain: chain,
+            flags,
+            checkpoint_unix: handle::now_unix(),
+            ..*old
+        };
+        write_all_at(
+            self.log.as_ref(),
+            &h.encode(),
+            format::HEADER_COPIES[1 - newest],
+        )
+        .ctx("write", &path)?;
+        self.log.sync_data().ctx("sync", &path)
+    }
+}
+
+/// See [`super::status`].
+pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<JournalStatus> {
+    let _ = opts;
+    let meta = super::open_meta_dir(fs.as_ref(), root)?;
+    let path = super::shown(root);
+    let log = meta
+        .open_rw(OsStr::new(LOG), 0o600, false)
+        .ctx("open", &path)?;
+    let header = handle::read_header(log.as_ref(), &path)?;
+    let reader = Journal::reader(root, meta, log, &header)?;
+    let scanned = reader.scan(header.tail, header.tail_chain, None, true)?;
+    let page = reader.read_page().ok().flatten();
+    let in_flight: Vec<u64> = page
+        .as_ref()
+        .map(|p| p.slots.iter().flatten().map(|s| s.lsn).collect())
+        .unwrap_or_default();
+    let mut to_replay = Vec::new();
+    for (name, (ri, ei)) in scanned.last_entries() {
+        let rec = &scanned.records[ri];
+        let e = &rec.entries[ei];
+        let Some(rel) = super::check_recorded_name(&name) else {
+            continue;
+        };
+        let full = root.join(rel);
+        let now = doc_version(fs.as_ref(), &full)?;
+        if now.as_ref() != e.version() {
+            to_replay.push(PendingDocument {
+                path: full,
+                version: e.version().cloned(),
+                in_flight: in_flight.contains(&rec.lsn),
+            });
+        }
+    }
+    Ok(JournalStatus {
+        root: root.to_path_buf(),
+        path,
+        format_version: header.version,
+        capacity: header.capacity,
+        checkpoint_lsn: header.tail,
+        end_lsn: scanned.end,
+        records: scanned.records.len(),
+        in_flight: in_flight.len(),
+        to_replay,
+        damage: scanned.damage,
+    })
+}
+
+/// The version of the document at `path` now (`None` if missing), read through its
+/// directory's handle, regular files only.
+fn doc_version(fs: &dyn Fs, path: &Path) -> Result<Option<Version>> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(None);
+    };
+    let d = match fs.open_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open directory", dir, e)),
+    };
+    match crate::file::inspect(d.as_ref(), name, path) {
+        Ok(seen) => Ok(Some(seen.version)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// See [`super::enable`].
+pub(super) fn enable(
+    dir: &Path,
+    opts: &Options,
+    jopts: super::JournalOptions,
+) -> Result<JournalStatus> {
+    let fs = &opts.fs;
+    let root = fs.canonicalize(dir).ctx("enable a journal in", dir)?;
+    let m = fs.metadata(&root).ctx("enable a journal in", &root)?;
+    if !m.is_dir() {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!("{} is not a directory", root.display()),
+        )
+        .with_path(&root));
+    }
+    if let Some((at, _)) = super::locate(fs.as_ref(), &root)? {
+        if at == root {
+            return status(fs, &root, opts);
+        }
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!(
+                "{} is inside the tree of the journal at {}: a document belongs to one journal",
+                root.display(),
+                at.display()
+            ),
+        )
+        .with_path(&root));
+    }
+    if let Some(below) = journal_below(fs.as_ref(), &root, 0)? {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!(
+                "{} holds a journal deeper down, at {}: a document belongs to one journal",
+                root.display(),
+                below.display()
+            ),
+        )
+        .with_path(&root));
+    }
+    let capacity = jopts
+        .capacity
+        .clamp(format::MIN_CAPACITY, format::MAX_CAPACITY)
+        .div_ceil(4096)
+        * 4096;
+    let root_dir = fs.open_dir(&root).ctx("open", &root)?;
+    match root_dir.create_dir(OsStr::new(META_DIR)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create", &root.join(META_DIR), e)),
+    }
+    root_dir.sync().ctx("sync directory", &root)?;
+    let meta = super::open_meta_dir(fs.as_ref(), &root)?;
+    let mode = jopts.mode & 0o7777;
+    for name in [SHM, USERS, CKPT] {
+        let p = root.join(META_DIR).join(name);
+        match meta.create_new(OsStr::new(name), 0o600) {
+            Ok(mut f) => {
+                f.set_mode(mode).ctx("set mode of", &p)?;
+                f.sync_all().ctx("sync", &p)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create", &p, e)),
+        }
+    }
+    let temp = format!(".{LOG}.sf-{}.tmp", random_suffix());
+    let temp_path = root.join(META_DIR).join(&temp);
+    let made = (|| {
+        let mut f = meta
+            .create_new(OsStr::new(&temp), 0o600)
+            .ctx("create", &temp_path)?;
+        f.set_mode(mode).ctx("set mode of", &temp_path)?;
+        let mut salt = [0u8; 8];
+        getrandom::fill(&mut salt)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot draw a random salt: {e}")))?;
+        let salt = u64::from_le_bytes(salt);
+        let h = Header {
+            version: format::FORMAT_VERSION,
+            flags: 0,
+            seq: 1,
+            salt,
+            capacity,
+            tail: 0,
+            tail_chain: Header::initial_chain(salt),
+            checkpoint_age: u32::try_from(jopts.checkpoint_age.as_secs())
+                .unwrap_or(u32::MAX)
+                .max(1),
+            checkpoint_unix: handle::now_unix(),
+        };
+        let mut head = vec![0u8; format::RING_START as usize];
+        head[..format::HEADER_LEN].copy_from_slice(&h.encode());
+        f.write_all(&head).ctx("write", &temp_path)?;
+        // The ring's blocks are written now, so that a flush later carries data only.
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = capacity;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            f.write_all(&zeros[..n]).ctx("write", &temp_path)?;
+            left -= n as u64;
+        }
+        f.sync_all().ctx("sync", &temp_path)?;
+        drop(f);
+        match meta.hard_link(OsStr::new(&temp), OsStr::new(LOG)) {
+            Ok(()) => Ok(()),
+            // Enabled by someone else meanwhile: theirs stands.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io("create", &super::shown(&root), e)),
+        }
+    })();
+    let _ = meta.remove_file(OsStr::new(&temp));
+    made?;
+    meta.sync().ctx("sync directory", &root.join(META_DIR))?;
+    tracing::info!(journal = %super::shown(&root).display(), capacity, "journal mode enabled");
+    status(fs, &root, opts)
+}
+
+/// A `.statefile/journal` strictly below `dir`, not following symlinked directories.
+fn journal_below(fs: &dyn Fs, dir: &Path, depth: usize) -> Result<Option<PathBuf>> {
+    if depth > 64 {
+        return Ok(None);
+    }
+    let entries = match fs.open_dir(dir).and_then(|d| d.read_dir()) {
+        Ok(e) => e,
+        Err(e) => return Err(Error::io("list directory", dir, e)),
+    };
+    for e in entries {
+        if e.file_type != crate::fs::FileType::Dir || e.name == META_DIR {
+            continue;
+        }
+        let sub = dir.join(&e.name);
+        if fs.symlink_metadata(&sub.join(META_DIR).join(LOG)).is_ok() {
+            return Ok(Some(sub));
+        }
+        if let Some(found) = journal_below(fs, &sub, depth + 1)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// See [`super::disable`].
+pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
+    let fs = &opts.fs;
+    let root = fs.canonicalize(dir).ctx("disable the journal in", dir)?;
+    let j = super::open_at(&root, opts)?.ok_or_else(|| super::no_journal(&root))?;
+    let path = j.path();
+    // No new commits from here on; writers that find this wait for the end, then write
+    // without the journal.
+    j.with_append_lock(None, || {
+        let mut p = j.page()?;
+        p.flags |= shm::FLAG_DISABLING;
+        j.write_page(&p, Some(0))
+    })?;
+    let done = (|| {
+        let report = j.checkpoint(opts)?;
+        let header = handle::read_header(j.log.as_ref(), &path)?;
+        let page = j.page()?;
+        j.write_header_flags(
+            &header,
+            page.end,
+            page.chain,
+            header.flags | format::FLAG_CLOSED,
+        )?;
+        Ok::<_, Error>(report)
+    })();
+    let report = match done {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = j.with_append_lock(None, || {
+                let mut p = j.page()?;
+                p.flags &= !shm::FLAG_DISABLING;
+                j.write_page(&p, Some(0))
+            });
+            return Err(e);
+        }
+    };
+    j.with_append_lock(None, || {
+        let mut p = j.page()?;
+        p.flags = (p.flags & !shm::FLAG_DISABLING) | shm::FLAG_DISABLED;
+        j.write_page(&p, Some(0))
+    })?;
+    j.set_gone();
+    for name in [LOG, SHM, USERS, CKPT] {
+        match j.meta.remove_file(OsStr::new(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &root.join(META_DIR).join(name), e)),
+        }
+    }
+    let root_dir = fs.open_dir(&root).ctx("open", &root)?;
+    let _ = root_dir.remove_dir(OsStr::new(META_DIR));
+    root_dir.sync().ctx("sync directory", &root)?;
+    tracing::info!(journal = %path.display(), "journal mode disabled");
+    Ok(report)
+}
+
+/// Wait until a journal being disabled is disabled (then writers go on without it).
+pub(crate) fn wait_disabled(j: &Journal, deadline: Instant) -> Result<()> {
+    let mut backoff = std::time::Duration::from_micros(200);
+    loop {
+        let page = j.page()?;
+        if page.flags & shm::FLAG_DISABLED != 0 || page.flags & shm::FLAG_DISABLING == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::LockTimeout,
+                format!(
+                    "the journal {} is being disabled and its checkpoint took too long",
+                    j.path().display()
+                ),
+            ));
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(std::time::Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,240 @@
+//! Journal mode (issue 14): enabling, writing through the journal, replay, checkpoints,
+//! disabling.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use statefile::fs::{Fs, OsFs};
+use statefile::journal::{self, JournalOptions};
+use statefile::{Options, Store};
+
+/// Options with a file system of their own: a "process" whose journal handle is not
+/// shared with other tests' (the registry keys handles by file system instance).
+fn fresh() -> Options {
+    Options::new()
+        .create_dirs(true)
+        .fs(Arc::new(OsFs) as Arc<dyn Fs>)
+}
+
+fn small() -> JournalOptions {
+    JournalOptions {
+        capacity: 64 << 10,
+        ..JournalOptions::default()
+    }
+}
+
+#[test]
+fn a_write_in_journal_mode_goes_through_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh();
+    let store = Store::open_with(dir.path(), opts.clone()).unwrap();
+    let st = journal::enable(dir.path(), &opts, small()).unwrap();
+    assert_eq!(st.records, 0);
+    assert_eq!(st.capacity, 64 << 10);
+    let doc = store.doc::<Value>("a.json").unwrap();
+    let r = doc.write(&json!({"v": 1})).unwrap();
+    assert_eq!(r.durability, statefile::Durability::Full);
+    let st = journal::status(dir.path(), &opts).unwrap().unwrap();
+    assert_eq!(st.records, 1, "{st:?}");
+    assert!(st.to_replay.is_empty(), "{st:?}");
+    assert_eq!(doc.read().unwrap(), json!({"v": 1}));
+    doc.update(|v| {
+        v["v"] = json!(2);
+        Ok::<(), statefile::Error>(())
+    })
+    .unwrap();
+    let st = journal::status(dir.path(), &opts).unwrap().unwrap();
+    assert_eq!(st.records, 2);
+    let report = journal::checkpoint(dir.path(), &opts).unwrap();
+    assert_eq!(report.documents, 1);
+    assert!(report.freed > 0);
+    let st = journal::status(dir.path(), &opts).unwrap().unwrap();
+    assert_eq!(st.records, 0);
+    journal::disable(dir.path(), &opts).unwrap();
+    assert!(!dir.path().join(".statefile").exists());
+    assert_eq!(doc.read().unwrap(), json!({"v": 2}));
+    doc.write(&json!({"v": 3})).unwrap();
+    assert_eq!(doc.read().unwrap(), json!({"v": 3}));
+}
+
+fn zero_shm(root: &Path) {
+    std::fs::write(root.join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
+}
+
+#[test]
+fn a_lost_rename_is_replayed_when_the_store_is_opened_after_a_reboot() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let opts = fresh();
+        journal::enable(dir.path(), &opts, small()).unwrap();
+        let store = Store::open_with(dir.path(), opts).unwrap();
+        let doc = store.doc::<Value>("a.json").unwrap();
+        doc.write(&json!({"v": 1})).unwrap();
+        let old = std::fs::read(dir.path().join("a.json")).unwrap();
+        doc.write(&json!({"v": 2})).unwrap();
+        // The power went out before the rename reached the disk: the old bytes are back.
+        std::fs::write(dir.path().join("a.json"), old).unwrap();
+    }
+    // Nobody uses the journal now; the shared state is gone with the reboot.
+    zero_shm(dir.path());
+    let opts = fresh();
+    let store = Store::open_with(dir.path(), opts).unwrap();
+    let replayed: Vec<_> = store
+        .recovery()
+        .findings
+        .iter()
+        .filter(|f| matches!(f.action, statefile::Action::Replayed))
+        .map(|f| f.path.clone())
+        .collect();
+    assert_eq!(replayed, [store.root().join("a.json")]);
+    assert_eq!(
+        store.doc::<Value>("a.json").unwrap().read().unwrap(),
+        json!({"v": 2})
+    );
+}
+
+/// CRC-32C, as the journal's header uses it (the test edits a header like another
+/// program would, from the format in docs/design.md).
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for b in bytes {
+        c ^= u32::from(*b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+fn a_journal_of_an_unknown_format_version_refuses_every_write() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let opts = fresh();
+        journal::enable(dir.path(), &opts, small()).unwrap();
+        let store = Store::open_with(dir.path(), opts).unwrap();
+        store
+            .doc::<Value>("a.json")
+            .unwrap()
+            .write(&json!(1))
+            .unwrap();
+    }
+    // A later statefile wrote format 2 into both header copies.
+    let log = dir.path().join(".statefile/journal");
+    let mut bytes = std::fs::read(&log).unwrap();
+    for at in [0usize, 4096] {
+        if &bytes[at..at + 8] != b"SFJOURNL" {
+            continue;
+        }
+        bytes[at + 8..at + 12].copy_from_slice(&2u32.to_le_bytes());
+        let crc = crc32c(&bytes[at..at + 64]);
+        bytes[at + 64..at + 68].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(&log, &bytes).unwrap();
+    let before = std::fs::read(dir.path().join("a.json")).unwrap();
+    let opts = fresh();
+    let doc = statefile::Doc::<Value>::open_with(dir.path().join("a.json"), opts.clone()).unwrap();
+    let e = doc.write(&json!(2)).unwrap_err();
+    assert!(
+        e.to_string().contains("format version 2"),
+        "the error names the version: {e}"
+    );
+    let e = doc.delete().unwrap_err();
+    assert!(e.to_string().contains("format version 2"), "{e}");
+    assert_eq!(std::fs::read(dir.path().join("a.json")).unwrap(), before);
+    // A new document in the tree, too.
+    let other = statefile::Doc::<Value>::open_with(dir.path().join("b.json"), opts).unwrap();
+    assert!(other.write(&json!(3)).is_err());
+    assert!(!dir.path().join("b.json").exists());
+}
+
+/// The journal file's records start here (after the two header copies).
+const RING_START: usize = 8192;
+
+fn three_records(dir: &Path) -> Options {
+    let opts = fresh();
+    journal::enable(dir, &opts, small()).unwrap();
+    let store = Store::open_with(dir, opts.clone()).unwrap();
+    for n in 0..3 {
+        store
+            .doc::<Value>(&format!("d{n}.json"))
+            .unwrap()
+            .write(&json!({"n": n, "pad": "x".repeat(300)}))
+            .unwrap();
+    }
+    opts
+}
+
+/// The LSN (offset from the ring's start) of each record, following their lengths.
+fn record_offsets(log: &[u8], n: usize) -> Vec<usize> {
+    let mut at = 0;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        assert_eq!(&log[RING_START + at..RING_START + at + 4], b"SFJR");
+        out.push(at);
+        at += u64::from_le_bytes(
+            log[RING_START + at + 8..RING_START + at + 16]
+                .try_into()
+                .unwrap(),
+        ) as usize;
+    }
+    out
+}
+
+#[test]
+fn a_torn_last_record_is_ignored_and_damage_before_it_is_reported() {
+    // The last record torn: the journal simply ends before it.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = three_records(dir.path());
+    let log_path = dir.path().join(".statefile/journal");
+    let mut log = std::fs::read(&log_path).unwrap();
+    let at = record_offsets(&log, 3);
+    log[RING_START + at[2] + 60] ^= 0xff;
+    std::fs::write(&log_path, &log).unwrap();
+    let st = journal::status(dir.path(), &opts).unwrap().unwrap();
+    assert_eq!(st.records, 2, "{st:?}");
+    assert!(st.damage.is_none(), "a torn tail is not damage: {st:?}");
+    assert!(!st.needs_repair(), "{st:?}");
+
+    // The first record damaged, two valid ones after it: damage, reported.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = three_records(dir.path());
+    let log_path = dir.path().join(".statefile/journal");
+    let mut log = std::fs::read(&log_path).unwrap();
+    let at = record_offsets(&log, 3);
+    log[RING_START + at[0] + 60] ^= 0xff;
+    std::fs::write(&log_path, &log).unwrap();
+    let st = journal::status(dir.path(), &opts).unwrap().unwrap();
+    let damage = st.damage.clone().expect("damage reported");
+    assert_eq!(damage.lsn, at[0] as u64);
+    assert!(damage.later_records >= 1, "{damage:?}");
+    assert!(st.needs_repair());
+    let report = statefile::Scan::new(statefile::ScanMode::Verify)
+        .options(opts)
+        .run(dir.path())
+        .unwrap();
+    assert!(report.needs_repair());
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| matches!(f.problem, statefile::Problem::JournalDamaged { .. })),
+        "{report:?}"
+    );
+    // After a reboot, the damage is found when the journal is opened: writes are
+    // refused (appending would overwrite the valid records after it).
+    zero_shm(dir.path());
+    let opts = fresh();
+    let doc = statefile::Doc::<Value>::open_with(dir.path().join("d2.json"), opts).unwrap();
+    let e = doc.write(&json!("new")).unwrap_err();
+    assert_eq!(e.kind(), statefile::ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("damaged before its end"), "{e}");
+    assert_eq!(doc.read().unwrap()["n"], json!(2));
+}
