@@ -165,6 +165,7 @@ pub enum Command {
     Import(ImportArgs),
     Export(ExportArgs),
     Journal(JournalArgs),
+    Tx(TxArgs),
     Completions(CompletionsArgs),
 }
 
@@ -397,6 +398,28 @@ pub enum JournalAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Apply a JSON array of operations (read from stdin) to documents of DIR as one
+/// transaction: all or nothing, even across a crash. Prints each operation's result.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "DIR must be in journal mode (statefile journal enable DIR). Operations, each with an \
+                  optional \"if_match\": \"<version>\" or \"if_none_match\": \"*\":\n  \
+                  {\"op\": \"put\", \"doc\": \"a.json\", \"value\": ...}\n  \
+                  {\"op\": \"patch\", \"doc\": \"b.json\", \"merge\": {...}}   (or \"json_patch\": [...])\n  \
+                  {\"op\": \"append\", \"doc\": \"c.json\", \"pointer\": \"/items\", \"value\": ...}\n  \
+                  {\"op\": \"delete\", \"doc\": \"d.json\"}\n  \
+                  {\"op\": \"get\", \"doc\": \"e.json\"}   (read under the transaction's locks)\n\n\
+                  A failed precondition exits 3 naming the document; nothing is written.\n\n\
+                  Example:\n  echo '[{\"op\":\"delete\",\"doc\":\"queue/7.json\"},\
+                  {\"op\":\"put\",\"doc\":\"jobs/7.json\",\"value\":{\"state\":\"running\"}}]' | statefile tx ./data"
+)]
+pub struct TxArgs {
+    /// The store (in journal mode) the documents are named relative to.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub write: WriteOptions,
 }
 
 /// `--lock-timeout` alone, for commands that wait for locks but write no document.

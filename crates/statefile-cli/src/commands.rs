@@ -5,11 +5,11 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use statefile::patch::{self, PatchErrorKind, PatchKind};
-use statefile::{BackupRef, Doc, Options, ScanMode, Version, pointer};
+use statefile::{BackupRef, Doc, Options, ScanMode, Store, TxOpError, Version, pointer};
 
 use crate::cli::{
     AppendArgs, BackupsArgs, Cli, Command, CompletionsArgs, EditOptions, GetArgs, Global, Output,
-    PatchArgs, PutArgs, RecoverArgs, RestoreArgs, RmArgs, ServeArgs, SetArgs, VerifyArgs,
+    PatchArgs, PutArgs, RecoverArgs, RestoreArgs, RmArgs, ServeArgs, SetArgs, TxArgs, VerifyArgs,
     VersionArgs,
 };
 use crate::error::{CliError, CliResult};
@@ -33,6 +33,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Import(a) => crate::transfer::import(g, a),
         Command::Export(a) => crate::transfer::export(g, a),
         Command::Journal(a) => report::journal(g, a.action),
+        Command::Tx(a) => tx(g, a),
         Command::Completions(a) => completions(a),
     }
 }
@@ -417,6 +418,28 @@ fn patch_failure(file: &Path) -> impl Fn(patch::PatchError) -> CliError + '_ {
             file.display()
         )),
     }
+}
+
+fn tx(g: &Global, a: TxArgs) -> CliResult {
+    let dir = &a.dir;
+    let input = read_stdin_bytes(dir, "a JSON array of operations")?;
+    let value: Value = serde_json::from_slice(&input).map_err(|e| {
+        CliError::usage(about(
+            dir,
+            format!("stdin is not valid JSON (the operations): {e}"),
+        ))
+    })?;
+    drop(input);
+    let limits = patch::Limits::new();
+    let ops =
+        statefile::parse_tx_ops(&value, &limits).map_err(|e| CliError::usage(about(dir, e)))?;
+    let store = Store::open_with(dir, a.write.options())?;
+    let results = store.apply_tx(&ops, &limits).map_err(|e| match e {
+        TxOpError::Store(e) => CliError::from(e),
+        other => CliError::not_applicable(other.to_string()),
+    })?;
+    let out: Vec<Value> = results.iter().map(|r| r.to_json()).collect();
+    say(g, &Value::Array(out).to_string())
 }
 
 fn version(g: &Global, a: VersionArgs) -> CliResult {

@@ -43,7 +43,13 @@ pub struct Ctx {
     history: Arc<Mutex<History>>,
     /// What the workload itself found wrong in this run (its own invariants).
     violations: Arc<Mutex<Vec<String>>>,
+    /// What every recovered tree must satisfy, if the workload says.
+    invariant: Arc<Mutex<Option<Invariant>>>,
 }
+
+/// A property every recovered tree must have beyond each document's own (e.g. a sum
+/// over two documents that transactions keep): the tree's files by path, or why not.
+pub type Invariant = fn(&BTreeMap<String, Vec<u8>>) -> Result<(), String>;
 
 impl Ctx {
     fn new(sim: SimFs, opts: Options) -> Ctx {
@@ -52,7 +58,13 @@ impl Ctx {
             sim,
             history: Arc::default(),
             violations: Arc::default(),
+            invariant: Arc::default(),
         }
+    }
+
+    /// During setup: every recovered tree must satisfy `check`.
+    pub fn invariant(&self, check: Invariant) {
+        *self.invariant.lock().unwrap() = Some(check);
     }
 
     /// The workload found one of its own invariants broken.
@@ -239,6 +251,7 @@ fn run_recorded(
         sim: sim.clone(),
         history: setup_ctx.history.clone(),
         violations: Arc::default(),
+        invariant: setup_ctx.invariant.clone(),
     };
     {
         // The setup's attempts are not part of the run.
@@ -503,6 +516,13 @@ impl Judge<'_> {
                     format!("{what} @{k}: {name} is not a written version: {shown}"),
                 );
             }
+        }
+        let invariant = *self.ctx.invariant.lock().unwrap();
+        if let Some(check) = invariant
+            && let Err(why) = check(&tree)
+        {
+            self.report
+                .violation(Violation::Inconsistent, format!("{what} @{k}: {why}"));
         }
         // Any other visible document must at least parse.
         for (path, content) in &tree {

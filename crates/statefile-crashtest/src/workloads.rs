@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use statefile::journal::{self, JournalOptions};
-use statefile::{BackupRef, Options};
+use statefile::{BackupRef, Options, Store};
 
 use crate::explore::{Ctx, ROOT, Workload};
 
@@ -296,8 +296,58 @@ fn batch_round(ctx: &Ctx, round: usize, calls: usize) -> statefile::Result<()> {
     results.into_iter().collect()
 }
 
+/// The two documents of [`JOURNAL_TRANSACTIONS`] hold 10 units between them.
+fn sum_is_ten(tree: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<(), String> {
+    let n = |name: &str| -> Result<i64, String> {
+        let bytes = tree
+            .get(&Ctx::path(name))
+            .ok_or_else(|| format!("{name} is missing"))?;
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("{name}: {e}"))?;
+        v["n"].as_i64().ok_or_else(|| format!("{name} has no n"))
+    };
+    let (a, b) = (n("a.json")?, n("b.json")?);
+    if a + b == 10 {
+        Ok(())
+    } else {
+        Err(format!(
+            "half a transaction: a.json n = {a}, b.json n = {b}"
+        ))
+    }
+}
+
+/// Journal mode, two-document transactions: each moves units from a.json to b.json as
+/// one record; after any crash both documents are new or both old (their sum is 10).
+pub const JOURNAL_TRANSACTIONS: Workload = Workload {
+    name: "journal: two-document transactions",
+    opts: || Options::new().backups(1),
+    setup: |ctx| {
+        ctx.initial("a.json", &json!({"n": 10, "pad": "a".repeat(600)}));
+        ctx.initial("b.json", &json!({"n": 0, "pad": "b".repeat(600)}));
+        enable_journal(ctx);
+        ctx.invariant(sum_is_ten);
+    },
+    run: |ctx| {
+        let store = Store::open_with(ROOT, ctx.opts.clone())?;
+        for k in 1..=3 {
+            let a = json!({"n": 10 - 2 * k, "pad": "a".repeat(600)});
+            let b = json!({"n": 2 * k, "pad": "b".repeat(600)});
+            let ia = ctx.begin("a.json", &a);
+            let ib = ctx.begin("b.json", &b);
+            store.transaction(|tx| {
+                tx.write("a.json", &a)?;
+                tx.write("b.json", &b)
+            })?;
+            ctx.ack(ia);
+            ctx.ack(ib);
+        }
+        Ok(())
+    },
+    deterministic: true,
+    recovery_sparsity: 16,
+};
+
 /// Every workload.
-pub const ALL: [Workload; 8] = [
+pub const ALL: [Workload; 9] = [
     ONE_REPLACE,
     TEN_REPLACES,
     READ_MODIFY_WRITE,
@@ -306,4 +356,5 @@ pub const ALL: [Workload; 8] = [
     BATCHED,
     JOURNAL_WRITES,
     JOURNAL_CHECKPOINT,
+    JOURNAL_TRANSACTIONS,
 ];

@@ -524,6 +524,197 @@ fn replace_journaled(
     })
 }
 
+/// One document's change in a multi-document commit.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// The document gets these bytes.
+    Put(Vec<u8>),
+    /// The document, whose bytes were `Seen`, is deleted (to `.bak` with backups).
+    Delete(Seen),
+}
+
+/// A document of a multi-document commit: locked, looked at, and its change.
+#[derive(Debug)]
+pub(crate) struct Part<'a> {
+    pub w: &'a Locked,
+    pub current: Current,
+    pub change: Change,
+}
+
+/// What a temp or delete waits for until the commit's record is durable.
+enum Staged<'a> {
+    Put(Temp<'a>, Option<Aside<'a>>),
+    Delete(&'a Seen),
+}
+
+/// Commit several locked documents as one journal record (a transaction): every
+/// document's temp file is filled (not synced) and its old version linked aside, one
+/// record holds every change, one flush makes it durable, then each temp is renamed
+/// over its document (or the document deleted), without further syncs. Before the
+/// flush returns nothing is visible; after it, a crash leaves the record, which recovery
+/// applies to every document it names: all or nothing. `after` is the lock dropped last,
+/// which runs a checkpoint the commit made due. Returns each part's new version (`None`:
+/// deleted), in order.
+///
+/// # Errors
+/// [`ErrorKind::InvalidName`] if a document is not in journal mode, or not in the same
+/// journal as the first; [`ErrorKind::NoSpace`] if the record is larger than half the
+/// journal; the kinds of a write. A failure before the flush leaves every document
+/// untouched; one after it (a rename) leaves the commit to the next writer of the
+/// document or to recovery, and says so.
+pub(crate) fn commit_many(
+    parts: Vec<Part<'_>>,
+    plan: &Plan<'_>,
+    after: &Locked,
+) -> Result<Vec<Option<Version>>> {
+    let Some(first) = parts.first() else {
+        return Ok(Vec::new());
+    };
+    let Some(b) = &first.w.journal else {
+        return Err(not_journaled(&first.w.target.path));
+    };
+    for p in &parts {
+        match &p.w.journal {
+            Some(o) if Arc::ptr_eq(&o.journal, &b.journal) => {}
+            Some(o) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    format!(
+                        "{} is in the journal of {}, not of {}: a transaction's documents share one journal",
+                        p.w.target.path.display(),
+                        o.journal.root().display(),
+                        b.journal.root().display()
+                    ),
+                )
+                .with_path(&p.w.target.path));
+            }
+            None => return Err(not_journaled(&p.w.target.path)),
+        }
+    }
+    refuse_if_poisoned(plan.poison, "write", &first.w.target.path)?;
+    let backups = u32::try_from(plan.backups).unwrap_or(u32::MAX);
+    let mut staged = Vec::with_capacity(parts.len());
+    let mut entries = Vec::with_capacity(parts.len());
+    let mut versions = Vec::with_capacity(parts.len());
+    for p in &parts {
+        let name =
+            p.w.journal
+                .as_ref()
+                .map(|o| o.name.clone())
+                .unwrap_or_default();
+        check_write_access(p.w, &p.current)?;
+        match &p.change {
+            Change::Put(bytes) => {
+                let version = Version::of(bytes);
+                let mut temp = Temp::create(p.w)?; //                          1.
+                temp.announce(plan.temp_created)?;
+                temp.take_permissions(p.current.meta(), plan.perms, p.w.umask)?; // 2.
+                let (mode, uid, gid) = temp.fill_bytes(bytes)?; //             3.
+                temp.verify(plan.verify, &version)?; //                        5.
+                let unchanged = p.current.version() == Some(&version);
+                let aside = Aside::link(p.w, plan, p.current.seen(), unchanged)?; // 6.
+                entries.push(Entry {
+                    name,
+                    op: Op::Put {
+                        bytes: bytes.clone(),
+                        version: version.clone(),
+                        mode,
+                        uid,
+                        gid,
+                    },
+                    previous: p.current.version().cloned(),
+                    backups,
+                });
+                staged.push(Staged::Put(temp, aside));
+                versions.push(Some(version));
+            }
+            Change::Delete(seen) => {
+                entries.push(Entry {
+                    name,
+                    op: Op::Delete,
+                    previous: Some(seen.version.clone()),
+                    backups,
+                });
+                staged.push(Staged::Delete(seen));
+                versions.push(None);
+            }
+        }
+    }
+    let j = &b.journal;
+    let names: Vec<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
+    let ticket = match j.append(&b.opts, &entries, &names, j.max_transaction()) {
+        Ok(t) => t, //                                                        J1.
+        Err(AppendError::Failed(e)) => return Err(e),
+        Err(AppendError::TooLarge) => {
+            return Err(Error::new(
+                ErrorKind::NoSpace,
+                format!(
+                    "the transaction's record ({} bytes) is larger than half the journal {}: \
+                     nothing written; enable the journal with a larger --size",
+                    journal::record_len(&entries),
+                    j.path().display()
+                ),
+            )
+            .with_path(&j.path()));
+        }
+        Err(AppendError::Disabled) => {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "the journal {} is being disabled: the transaction wrote nothing",
+                    j.path().display()
+                ),
+            )
+            .with_path(&j.path()));
+        }
+    };
+    drop(entries);
+    if plan.durability != Durability::None {
+        j.flush(&ticket)?; //                                                J2.
+    }
+    for ((p, st), v) in parts.iter().zip(staged).zip(&versions) {
+        let t = &p.w.target;
+        match st {
+            Staged::Put(temp, aside) => {
+                let v = v.as_ref().expect("a put has a version");
+                temp.rename_over_target() //                                  7.
+                    .map_err(|e| committed_not_applied(t, v, e))?;
+                if let Some(a) = aside {
+                    a.rotate(plan.backups); //                                8.
+                }
+            }
+            Staged::Delete(seen) => {
+                remove_locked(p.w, plan.backups, seen).map_err(|e| {
+                    Error::new(
+                        e.kind(),
+                        format!(
+                            "{} (the delete is committed in the journal and will be applied by \
+                             the next writer of the document or by recovery)",
+                            e.message()
+                        ),
+                    )
+                    .with_path(&t.path)
+                    .with_source(e)
+                })?;
+            }
+        }
+    }
+    j.finished(&ticket, &after.after, &b.opts); //                         J3.
+    Ok(versions)
+}
+
+fn not_journaled(path: &Path) -> Error {
+    Error::new(
+        ErrorKind::InvalidName,
+        format!(
+            "{} is not in journal mode: a transaction needs its store's journal \
+             (`statefile journal enable DIR`)",
+            path.display()
+        ),
+    )
+    .with_path(path)
+}
+
 /// A journal-mode write that goes on without the journal (a document too large for it,
 /// or a journal being disabled): steps 4, 7, 8, 9 on the filled temp; then, with
 /// `marker`, a record saying the document was written this way.

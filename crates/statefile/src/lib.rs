@@ -75,6 +75,8 @@ pub mod patch;
 pub mod pointer;
 mod recover;
 mod store;
+mod tx;
+mod tx_ops;
 mod version;
 
 use std::path::Path;
@@ -92,6 +94,8 @@ pub use names::MAX_NAME_LEN;
 pub use options::{BackupMade, BackupMethod, Durability, Options, ReadPolicy, Receipt};
 pub use recover::{Action, Finding, Problem, Report, Scan, ScanMode, recover, verify};
 pub use store::Store;
+pub use tx::{Transaction, TxDocument, TxReceipt};
+pub use tx_ops::{MAX_TX_OPS, TxOp, TxOpError, TxOpKind, TxOpResult, parse_tx_ops};
 pub use version::{ParseVersionError, Version};
 
 /// Write `value` as JSON to `path` atomically and durably, with default [`Options`]

@@ -104,6 +104,11 @@ impl Store {
         &self.report
     }
 
+    /// The flag a failed directory sync sets (for writes made on the store's behalf).
+    pub(crate) fn poison_flag(&self) -> &AtomicBool {
+        &self.poisoned
+    }
+
     /// True after a directory sync failed: the store refuses writes until reopened.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst)

@@ -4,8 +4,8 @@
 use crate::common::Sandbox;
 
 /// The commands that write documents to files, and so take the write options.
-const WRITERS: [&str; 9] = [
-    "put", "set", "append", "patch", "rm", "restore", "recover", "serve", "export",
+const WRITERS: [&str; 10] = [
+    "put", "set", "append", "patch", "rm", "restore", "recover", "serve", "export", "tx",
 ];
 /// The others: they read files, or write only to a database (`import`).
 const READERS: [&str; 6] = [
@@ -16,6 +16,9 @@ const READERS: [&str; 6] = [
     "import",
     "completions",
 ];
+/// Commands made of subcommands (`statefile journal enable ...`): each subcommand's help
+/// is checked in `subcommands_describe_their_arguments`.
+const GROUPS: [&str; 1] = ["journal"];
 
 #[test]
 fn every_command_is_in_one_of_the_lists_above() {
@@ -29,13 +32,13 @@ fn every_command_is_in_one_of_the_lists_above() {
         .collect();
     for c in &commands {
         assert!(
-            WRITERS.contains(c) || READERS.contains(c),
-            "sort `statefile {c}` into WRITERS or READERS"
+            WRITERS.contains(c) || READERS.contains(c) || GROUPS.contains(c),
+            "sort `statefile {c}` into WRITERS, READERS or GROUPS"
         );
     }
     assert_eq!(
         commands.len(),
-        WRITERS.len() + READERS.len(),
+        WRITERS.len() + READERS.len() + GROUPS.len(),
         "{commands:?}"
     );
 }
@@ -84,6 +87,40 @@ fn every_positional_argument_is_described() {
         serve.contains("DIR]  The directory of documents"),
         "{serve}"
     );
+}
+
+#[test]
+fn subcommands_describe_their_arguments() {
+    let s = Sandbox::new();
+    for group in GROUPS {
+        let help = s.run(&[group, "--help"]).ok().stdout;
+        let subs: Vec<&str> = section(&help, "Commands:")
+            .iter()
+            .filter(|l| !l.starts_with("   "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|c| *c != "help")
+            .collect();
+        assert!(
+            !subs.is_empty(),
+            "{group} --help lists no subcommands:\n{help}"
+        );
+        for sub in subs {
+            let help = s.run(&[group, sub, "--help"]).ok().stdout;
+            let args = section(&help, "Arguments:");
+            assert!(
+                !args.is_empty(),
+                "{group} {sub} --help lists no arguments:\n{help}"
+            );
+            for line in args {
+                let t = line.trim_start();
+                let (name, text) = t.split_once("  ").unwrap_or((t, ""));
+                assert!(
+                    text.trim().len() > 10,
+                    "{group} {sub}: {name} is not described:\n{help}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

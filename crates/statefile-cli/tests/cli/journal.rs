@@ -59,3 +59,88 @@ fn enable_write_verify_replay_disable() {
     s.run_in(&["put", "a.json"], b"{\"v\": 3}").ok();
     assert_eq!(s.json("a.json"), json!({"v": 3}));
 }
+
+#[test]
+fn tx_applies_every_operation_or_none() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    s.run_in(&["put", "queue.json"], br#"{"items": [1, 2]}"#)
+        .ok();
+    s.run_in(&["put", "d.json"], b"1").ok();
+    let d = statefile::Version::of(&s.read("d.json")).to_string();
+    let ops = json!([
+        {"op": "patch", "doc": "queue.json", "json_patch": [{"op": "remove", "path": "/items/0"}]},
+        {"op": "put", "doc": "job-1.json", "value": {"item": 1}, "if_none_match": "*"},
+        {"op": "append", "doc": "log.json", "pointer": "/events", "value": "moved 1"},
+        {"op": "delete", "doc": "d.json", "if_match": d},
+        {"op": "get", "doc": "queue.json"},
+        {"op": "patch", "doc": "job-1.json", "merge": {"state": "queued"}}
+    ]);
+    let out = s.run_in(&["tx", "."], ops.to_string().as_bytes()).ok();
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    let queue = statefile::Version::of(&s.read("queue.json")).to_string();
+    let job = statefile::Version::of(&s.read("job-1.json")).to_string();
+    assert_eq!(
+        r[0],
+        json!({"doc": "queue.json", "op": "patch", "version": queue})
+    );
+    assert_eq!(
+        r[1]["version"],
+        json!(job),
+        "the version after the transaction"
+    );
+    assert_eq!(r[2]["index"], json!(0));
+    assert_eq!(
+        r[3],
+        json!({"doc": "d.json", "op": "delete", "version": null})
+    );
+    assert_eq!(
+        r[4]["value"],
+        json!({"items": [2]}),
+        "a get sees the transaction's own writes"
+    );
+    assert_eq!(s.json("queue.json"), json!({"items": [2]}));
+    assert_eq!(s.json("job-1.json"), json!({"item": 1, "state": "queued"}));
+    assert_eq!(s.json("log.json"), json!({"events": ["moved 1"]}));
+    assert!(!s.path("d.json").exists());
+
+    // A failed precondition: exit 3 naming the document, nothing written.
+    let ops = json!([
+        {"op": "put", "doc": "new.json", "value": 1},
+        {"op": "put", "doc": "job-1.json", "value": {}, "if_none_match": "*"}
+    ]);
+    let out = s.run_in(&["tx", "."], ops.to_string().as_bytes()).code(3);
+    assert!(out.stderr.contains("job-1.json"), "{}", out.stderr);
+    assert!(!s.path("new.json").exists());
+    assert_eq!(s.json("job-1.json"), json!({"item": 1, "state": "queued"}));
+    // A JSON Patch that does not apply: exit 1, nothing written.
+    let ops = json!([
+        {"op": "put", "doc": "new.json", "value": 1},
+        {"op": "patch", "doc": "queue.json", "json_patch": [{"op": "remove", "path": "/nope"}]}
+    ]);
+    s.run_in(&["tx", "."], ops.to_string().as_bytes()).code(1);
+    assert!(!s.path("new.json").exists());
+    // Malformed operations are usage errors naming the operation.
+    let out = s
+        .run_in(&["tx", "."], br#"[{"op": "put", "doc": "a.json"}]"#)
+        .code(2);
+    assert!(out.stderr.contains("operation 0"), "{}", out.stderr);
+    s.run_in(&["tx", "."], br#"{"op": "get"}"#).code(2);
+    s.run_in(&["tx", "."], b"[]").code(2);
+    // A get of a missing document: exit 4.
+    s.run_in(&["tx", "."], br#"[{"op": "get", "doc": "none.json"}]"#)
+        .code(4);
+}
+
+#[test]
+fn tx_outside_journal_mode_is_refused() {
+    let s = Sandbox::new();
+    let out = s
+        .run_in(
+            &["tx", "."],
+            br#"[{"op": "put", "doc": "a.json", "value": 1}]"#,
+        )
+        .code(2);
+    assert!(out.stderr.contains("journal"), "{}", out.stderr);
+    assert!(!s.path("a.json").exists());
+}

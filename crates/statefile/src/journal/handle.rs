@@ -450,6 +450,11 @@ impl Journal {
         self.capacity / 4
     }
 
+    /// The largest record a transaction may append.
+    pub(crate) fn max_transaction(&self) -> u64 {
+        self.capacity / 2
+    }
+
     /// Append one commit record for `entries` (documents named `names`, whose locks the
     /// caller holds and has settled), claiming an in-flight slot. Nothing is durable yet:
     /// see [`Journal::flush_to`]. When the ring is full, a checkpoint runs first.

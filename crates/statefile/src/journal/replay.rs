@@ -601,7 +601,13 @@ impl Journal {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(Error::io("open", &f, e)),
                 };
-                file.sync_all().ctx("sync", &f)?;
+                if let Err(e) = file.sync_all() {
+                    // A failed fsync may drop the pages it could not write: the file
+                    // may no longer read as its record. Put the record's bytes back.
+                    drop(file);
+                    self.restore_after_failed_sync(opts, &f, header.tail, header.tail_chain);
+                    return Err(Error::io("sync", &f, e));
+                }
                 report.documents += 1;
             }
             dirs.push(dir);
@@ -622,6 +628,36 @@ impl Journal {
         })?;
         report.freed = x - tail;
         Ok(report)
+    }
+
+    /// After a failed sync of the document at `path` in a checkpoint: rewrite it from its
+    /// last record if it no longer holds those bytes (under its lock, if free now: a
+    /// writer holding it writes it anew anyway; otherwise recovery does).
+    fn restore_after_failed_sync(&self, opts: &Options, path: &Path, tail: u64, chain: u32) {
+        let plain = Options {
+            create_dirs: false,
+            ..opts.clone()
+        };
+        let r = (|| {
+            let Some(w) = Locked::try_open_plain(path, Some(self.root()), &plain)? else {
+                return Ok(false);
+            };
+            let name = super::relative_name(self.root(), &w.target)?;
+            let scanned = self.scan(tail, chain, None, true)?;
+            match scanned.last_entries().get(&name) {
+                Some((ri, ei)) => {
+                    let rec = &scanned.records[*ri];
+                    self.apply(&w, rec.lsn, &rec.entries[*ei])
+                }
+                None => Ok(false),
+            }
+        })();
+        match r {
+            Ok(_) => {}
+            Err(e) => tracing::error!(file = %path.display(), error = %e,
+                "a checkpoint's sync failed and the document could not be rewritten from the journal; \
+                 `statefile recover` will"),
+        }
     }
 
     /// Write a new header with the checkpoint at `tail` over the older copy, and sync.

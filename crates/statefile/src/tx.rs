@@ -1,0 +1,384 @@
+//! Multi-document transactions (journal mode): [`Store::transaction`] and
+//! [`Store::read_tx`].
+//!
+//! A transaction locks each document it touches, in one global order (the documents'
+//! resolved paths), so two transactions never wait for each other in a cycle: a
+//! document that sorts before one already locked makes the attempt start again with
+//! every document seen so far locked up front, in order. Reads are under the locks;
+//! writes are kept in memory until the closure returns, then committed as one journal
+//! record (see `atomic::commit_many`): after a crash, every document of a transaction
+//! has its new version or none has.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::atomic::{self, Change, Current, Locked, Part, Plan};
+use crate::error::{Error, ErrorKind, Result};
+use crate::store::Store;
+use crate::version::Version;
+use crate::{file, json, names};
+
+/// What a committed transaction did to one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TxDocument {
+    /// The document's name in the store, as the transaction named it.
+    pub name: String,
+    /// Its path.
+    pub path: PathBuf,
+    /// Its new version (`None`: deleted).
+    pub version: Option<Version>,
+    /// The version it replaced (`None`: it did not exist).
+    pub previous: Option<Version>,
+}
+
+/// What [`Store::transaction`] committed: the documents written or deleted, in the
+/// order of their paths. Empty for a transaction that only read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TxReceipt {
+    /// One per document changed.
+    pub documents: Vec<TxDocument>,
+}
+
+/// A document the transaction holds the lock of.
+#[derive(Debug)]
+struct Held {
+    name: String,
+    w: Locked,
+    /// What is there (version looked at), as of when it was locked.
+    current: Current,
+    /// The change to commit, if any.
+    change: Option<Pending>,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Put(Vec<u8>),
+    Delete,
+}
+
+/// The documents of a running transaction: see [`Store::transaction`].
+#[derive(Debug)]
+pub struct Transaction<'s> {
+    store: &'s Store,
+    /// Locked documents by resolved path: the global lock order.
+    held: BTreeMap<PathBuf, Held>,
+    /// A document that sorted before one already locked: the attempt starts again.
+    missed: Option<String>,
+}
+
+impl<'s> Transaction<'s> {
+    fn new(store: &'s Store) -> Transaction<'s> {
+        Transaction {
+            store,
+            held: BTreeMap::new(),
+            missed: None,
+        }
+    }
+
+    /// The resolved path of the store's document `name` (the lock order's key).
+    fn key(&self, name: &str) -> Result<PathBuf> {
+        names::check_store_name(name)?;
+        let opts = self.store.options();
+        let path = self.store.root().join(name);
+        Ok(names::resolve_for_write(opts.fs.as_ref(), &path, Some(self.store.root()))?.path)
+    }
+
+    /// Lock `name` (blocking, with the lock timeout) if it sorts after every document
+    /// held; otherwise mark the attempt for a restart.
+    fn hold(&mut self, name: &str) -> Result<&mut Held> {
+        let key = self.key(name)?;
+        if !self.held.contains_key(&key) {
+            if self
+                .held
+                .last_key_value()
+                .is_some_and(|(last, _)| *last > key)
+            {
+                self.missed = Some(name.to_string());
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "the transaction starts again: {name} sorts before a document it \
+                         already locked (locks are taken in one order)"
+                    ),
+                ));
+            }
+            self.lock(name, key.clone())?;
+        }
+        Ok(self.held.get_mut(&key).expect("just locked"))
+    }
+
+    fn lock(&mut self, name: &str, key: PathBuf) -> Result<()> {
+        let path = self.store.root().join(name);
+        let w = Locked::open(&path, Some(self.store.root()), self.store.options())?;
+        if w.target.path != key {
+            // The path resolves elsewhere now (a symlink changed): order by what is locked.
+            self.missed = Some(name.to_string());
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("the transaction starts again: {name} moved while it was locked"),
+            ));
+        }
+        let current = Current::probe(&w, true)?;
+        self.held.insert(
+            key,
+            Held {
+                name: name.to_string(),
+                w,
+                current,
+                change: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Lock every document of `names` in the global order.
+    fn lock_all(&mut self, names: &BTreeSet<String>) -> Result<()> {
+        let mut keyed = Vec::with_capacity(names.len());
+        for n in names {
+            keyed.push((self.key(n)?, n.clone()));
+        }
+        keyed.sort();
+        keyed.dedup_by(|a, b| a.0 == b.0);
+        for (key, name) in keyed {
+            self.lock(&name, key)?;
+        }
+        Ok(())
+    }
+
+    /// The document `name` as this transaction sees it: its value after the
+    /// transaction's own writes, or as it is on disk (read under its lock). `None` if it
+    /// does not exist (or the transaction deleted it).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupt`] if the document is damaged, [`ErrorKind::Serialize`] if it
+    /// does not fit `T`, [`ErrorKind::LockTimeout`], [`ErrorKind::InvalidName`];
+    /// [`ErrorKind::Conflict`] when the transaction must start again (return it: the
+    /// closure is called again with more locks held).
+    pub fn read<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>> {
+        let h = self.hold(name)?;
+        let t = &h.w.target;
+        match &h.change {
+            Some(Pending::Put(bytes)) => json::parse(bytes, &t.path).map(Some),
+            Some(Pending::Delete) => Ok(None),
+            None => match file::read(h.w.dir.as_ref(), &t.name, &t.path) {
+                Ok((bytes, _)) => json::parse(&bytes, &t.path).map(Some),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The version of `name` on disk when it was locked (`None`: missing), whatever
+    /// this transaction wrote to it since.
+    ///
+    /// # Errors
+    /// As [`Transaction::read`].
+    pub fn version(&mut self, name: &str) -> Result<Option<Version>> {
+        Ok(self.hold(name)?.current.version().cloned())
+    }
+
+    /// A precondition, checked under the lock: `name` must be at version `expected`
+    /// (`None`: must not exist).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Conflict`] naming the document if it is not; as
+    /// [`Transaction::read`].
+    pub fn expect(&mut self, name: &str, expected: Option<&Version>) -> Result<()> {
+        let h = self.hold(name)?;
+        let now = h.current.version();
+        if now == expected {
+            return Ok(());
+        }
+        let path = &h.w.target.path;
+        let msg = match (expected, now) {
+            (Some(e), Some(n)) => format!(
+                "{} is at version {n}, not {e}: the transaction wrote nothing",
+                path.display()
+            ),
+            (Some(e), None) => format!(
+                "{} does not exist (expected version {e}): the transaction wrote nothing",
+                path.display()
+            ),
+            (None, _) => format!(
+                "{} exists (expected none): the transaction wrote nothing",
+                path.display()
+            ),
+        };
+        let e = Error::new(ErrorKind::Conflict, msg).with_path(path);
+        Err(match now {
+            Some(v) => e.with_version(v.clone()),
+            None => e,
+        })
+    }
+
+    /// Write `value` to `name` when the transaction commits (a missing document is
+    /// created; its directory must exist unless the store creates directories).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Serialize`] if `value` cannot be stored; as [`Transaction::read`].
+    pub fn write<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
+        let format = self.store.options().format;
+        let h = self.hold(name)?;
+        let bytes = json::to_vec(value, format).map_err(|e| e.with_path(&h.w.target.path))?;
+        h.change = Some(Pending::Put(bytes));
+        Ok(())
+    }
+
+    /// Delete `name` when the transaction commits (to `.bak` with backups on).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if it does not exist; as [`Transaction::read`].
+    pub fn delete(&mut self, name: &str) -> Result<()> {
+        let h = self.hold(name)?;
+        if matches!(h.current, Current::Missing) || matches!(h.change, Some(Pending::Delete)) {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "cannot delete {}: it does not exist",
+                    h.w.target.path.display()
+                ),
+            )
+            .with_path(&h.w.target.path));
+        }
+        h.change = Some(Pending::Delete);
+        Ok(())
+    }
+
+    /// Commit the pending changes as one journal record.
+    fn commit(self) -> Result<TxReceipt> {
+        let Some(last) = self.held.values().last() else {
+            return Ok(TxReceipt::default());
+        };
+        let plan = Plan::json(self.store.options(), Some(self.store.poison_flag()));
+        let mut parts = Vec::new();
+        let mut docs = Vec::new();
+        for h in self.held.values() {
+            let change = match &h.change {
+                None => continue,
+                Some(Pending::Put(bytes)) => Change::Put(bytes.clone()),
+                Some(Pending::Delete) => match &h.current {
+                    Current::File {
+                        seen: Some(seen), ..
+                    } => Change::Delete(seen.clone()),
+                    _ => unreachable!("a delete is pending only for a document looked at"),
+                },
+            };
+            docs.push(TxDocument {
+                name: h.name.clone(),
+                path: h.w.target.path.clone(),
+                version: None,
+                previous: h.current.version().cloned(),
+            });
+            parts.push(Part {
+                w: &h.w,
+                current: h.current.clone(),
+                change,
+            });
+        }
+        if parts.is_empty() {
+            return Ok(TxReceipt::default());
+        }
+        let versions = atomic::commit_many(parts, &plan, &last.w)?;
+        for (d, v) in docs.iter_mut().zip(versions) {
+            d.version = v;
+        }
+        Ok(TxReceipt { documents: docs })
+    }
+
+    fn names(&self) -> impl Iterator<Item = &String> {
+        self.held.values().map(|h| &h.name)
+    }
+}
+
+impl Store {
+    /// Run `f` as one transaction over the documents it reads and writes, and commit
+    /// its writes as one journal record: after a crash at any moment, either every
+    /// document it wrote has its new version or none has. The store must be in journal
+    /// mode (for a transaction that writes).
+    ///
+    /// Each document is locked when `f` first touches it, in one global order (by
+    /// resolved path); a document that sorts before one already locked makes the
+    /// attempt stop with a `Conflict` that `f` must return (`?`), and `f` is called
+    /// again with every document seen so far locked first. So `f` may run more than
+    /// once, and should do nothing but read and write through `tx`. A lock wait past
+    /// the lock timeout fails the whole transaction with `LockTimeout`; an error `f`
+    /// returns aborts it. Nothing is written until `f` returns `Ok`.
+    ///
+    /// Readers that take no lock may, for the moment of the renames, see some of the
+    /// documents new and others old; [`Store::read_tx`] sees one consistent state.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use statefile::journal::{self, JournalOptions};
+    ///
+    /// let store = statefile::Store::open(dir.path())?;
+    /// journal::enable(dir.path(), store.options(), JournalOptions::default())?;
+    /// store.doc::<Vec<u32>>("queue.json")?.write(&vec![7, 8])?;
+    /// let (job, receipt) = store.transaction(|tx| {
+    ///     let mut queue: Vec<u32> = tx.read("queue.json")?.unwrap_or_default();
+    ///     let job = queue.remove(0);
+    ///     tx.write("queue.json", &queue)?;
+    ///     tx.write(&format!("job-{job}.json"), &serde_json::json!({"id": job}))?;
+    ///     Ok::<_, statefile::Error>(job)
+    /// })?;
+    /// assert_eq!(job, 7);
+    /// assert_eq!(receipt.documents.len(), 2);
+    /// # Ok::<(), statefile::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// What `f` returns; [`ErrorKind::Conflict`] for a failed [`Transaction::expect`];
+    /// [`ErrorKind::InvalidName`] if the store is not in journal mode;
+    /// [`ErrorKind::NoSpace`] if the changes do not fit in half the journal; the kinds
+    /// of a write.
+    pub fn transaction<R, E: From<Error>>(
+        &self,
+        mut f: impl FnMut(&mut Transaction<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, TxReceipt), E> {
+        self.run_tx(BTreeSet::new(), &mut f)
+    }
+
+    /// Read the documents `names` under their locks, taken in the global order, so the
+    /// values are one consistent state (no transaction is half visible). `None` for a
+    /// missing document. Works with or without journal mode.
+    ///
+    /// # Errors
+    /// As [`Transaction::read`].
+    pub fn read_tx<T: DeserializeOwned>(&self, names: &[&str]) -> Result<Vec<Option<T>>> {
+        let wanted = names.iter().map(|n| n.to_string()).collect();
+        self.run_tx(wanted, &mut |tx| names.iter().map(|n| tx.read(n)).collect())
+            .map(|(values, _)| values)
+    }
+
+    fn run_tx<R, E: From<Error>>(
+        &self,
+        mut wanted: BTreeSet<String>,
+        f: &mut dyn FnMut(&mut Transaction<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(R, TxReceipt), E> {
+        loop {
+            let mut tx = Transaction::new(self);
+            let locked = tx.lock_all(&wanted);
+            if let Some(missed) = tx.missed.take() {
+                wanted.extend(tx.names().cloned());
+                wanted.insert(missed);
+                continue;
+            }
+            locked?;
+            let r = f(&mut tx);
+            if let Some(missed) = tx.missed.take() {
+                // Every restart adds a document not locked before: this ends.
+                wanted.extend(tx.names().cloned());
+                wanted.insert(missed);
+                continue;
+            }
+            let r = r?;
+            let receipt = tx.commit()?;
+            return Ok((r, receipt));
+        }
+    }
+}

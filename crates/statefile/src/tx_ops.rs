@@ -1,0 +1,347 @@
+//! The operations of `statefile tx` and `POST /v1/tx`: a JSON array, parsed and checked
+//! here once for both, applied as one [`Store::transaction`].
+//!
+//! ```json
+//! [{"op": "put", "doc": "a.json", "value": {"n": 1}},
+//!  {"op": "patch", "doc": "b.json", "merge": {"n": 2}},
+//!  {"op": "patch", "doc": "b.json", "json_patch": [{"op": "add", "path": "/m", "value": 3}]},
+//!  {"op": "append", "doc": "c.json", "pointer": "/items", "value": 4},
+//!  {"op": "delete", "doc": "d.json", "if_match": "<version>"},
+//!  {"op": "get", "doc": "e.json"}]
+//! ```
+
+use serde_json::{Map, Value, json};
+
+use crate::error::{Error, ErrorKind};
+use crate::patch::{self, Patch, PatchKind};
+use crate::pointer::{self, PointerError};
+use crate::store::Store;
+use crate::version::Version;
+
+/// The most operations one request may hold.
+pub const MAX_TX_OPS: usize = 1000;
+
+/// What one operation does.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TxOpKind {
+    /// Replace the document with this value.
+    Put(Value),
+    /// Apply a patch (a merge patch creates a missing document as `{}`; a JSON Patch
+    /// needs it to exist).
+    Patch(PatchKind, Patch),
+    /// Append `value` to the array at `pointer` (a missing document is created).
+    Append {
+        /// The array's pointer tokens.
+        pointer: Vec<String>,
+        /// The new element.
+        value: Value,
+    },
+    /// Delete the document.
+    Delete,
+    /// Read the document under the transaction's locks.
+    Get,
+}
+
+/// One operation: a document, what to do, and its precondition.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TxOp {
+    /// The document's name in the store.
+    pub doc: String,
+    /// What to do.
+    pub kind: TxOpKind,
+    /// `if_match`: the document must be at this version.
+    pub if_match: Option<Version>,
+    /// `if_none_match: "*"`: the document must not exist.
+    pub if_none_match: bool,
+}
+
+/// What one operation did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TxOpResult {
+    /// The document.
+    pub doc: String,
+    /// The operation (`put`, `patch`, `append`, `delete`, `get`).
+    pub op: &'static str,
+    /// The document's version after the transaction (`None`: deleted); for `get`, the
+    /// version read.
+    pub version: Option<Version>,
+    /// `get`: the value read.
+    pub value: Option<Value>,
+    /// `append`: the new element's index.
+    pub index: Option<usize>,
+}
+
+impl TxOpResult {
+    /// As JSON: `{"doc", "op", "version"}` plus `value` (get) or `index` (append).
+    pub fn to_json(&self) -> Value {
+        let mut o = Map::new();
+        o.insert("doc".into(), json!(self.doc));
+        o.insert("op".into(), json!(self.op));
+        o.insert(
+            "version".into(),
+            json!(self.version.as_ref().map(Version::as_str)),
+        );
+        if let Some(v) = &self.value {
+            o.insert("value".into(), v.clone());
+        }
+        if let Some(i) = self.index {
+            o.insert("index".into(), json!(i));
+        }
+        Value::Object(o)
+    }
+}
+
+/// Why a transaction of operations did not commit.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TxOpError {
+    /// A storage error, a failed precondition (`Conflict`, naming the document), a
+    /// missing document (`NotFound`).
+    Store(Error),
+    /// A patch or append that does not apply to the document as it is.
+    NotApplicable {
+        /// The document.
+        doc: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl From<Error> for TxOpError {
+    fn from(e: Error) -> Self {
+        TxOpError::Store(e)
+    }
+}
+
+impl std::fmt::Display for TxOpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TxOpError::Store(e) => write!(f, "{e}"),
+            TxOpError::NotApplicable { doc, message } => {
+                write!(f, "{doc}: {message} (the transaction wrote nothing)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TxOpError {}
+
+/// Parse the operations array. The error names the operation (by index) and what is
+/// wrong: a usage error, nothing was touched.
+///
+/// # Errors
+/// A message for anything that is not a well-formed operation, more than
+/// [`MAX_TX_OPS`] operations, a patch over `limits`, or a bad pointer or version.
+pub fn parse_tx_ops(input: &Value, limits: &patch::Limits) -> Result<Vec<TxOp>, String> {
+    let Some(items) = input.as_array() else {
+        return Err("the transaction must be a JSON array of operations".into());
+    };
+    if items.is_empty() {
+        return Err("the transaction has no operations".into());
+    }
+    if items.len() > MAX_TX_OPS {
+        return Err(format!(
+            "the transaction has {} operations; at most {MAX_TX_OPS}",
+            items.len()
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_one(item, limits).map_err(|e| format!("operation {i}: {e}")))
+        .collect()
+}
+
+fn parse_one(item: &Value, limits: &patch::Limits) -> Result<TxOp, String> {
+    let Some(o) = item.as_object() else {
+        return Err("not an object".into());
+    };
+    let text = |key: &str| -> Result<Option<&str>, String> {
+        match o.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(format!("\"{key}\" must be a string")),
+        }
+    };
+    let op = text("op")?.ok_or("\"op\" is missing")?;
+    let doc = text("doc")?.ok_or("\"doc\" is missing")?.to_string();
+    let value = || o.get("value").cloned().ok_or("\"value\" is missing");
+    let (kind, allowed): (TxOpKind, &[&str]) = match op {
+        "put" => (TxOpKind::Put(value()?), &["value"]),
+        "patch" => match (o.get("merge"), o.get("json_patch")) {
+            (Some(m), None) => (parse_patch(PatchKind::Merge, m, limits)?, &["merge"]),
+            (None, Some(p)) => (parse_patch(PatchKind::Json, p, limits)?, &["json_patch"]),
+            _ => return Err("a patch takes one of \"merge\" or \"json_patch\"".into()),
+        },
+        "append" => {
+            let ptr = text("pointer")?.unwrap_or("");
+            let pointer = pointer::parse(ptr).map_err(|e| e.to_string())?;
+            (
+                TxOpKind::Append {
+                    pointer,
+                    value: value()?,
+                },
+                &["pointer", "value"],
+            )
+        }
+        "delete" => (TxOpKind::Delete, &[]),
+        "get" => (TxOpKind::Get, &[]),
+        other => {
+            return Err(format!(
+                "unknown op {other:?} (put, patch, append, delete, get)"
+            ));
+        }
+    };
+    for key in o.keys() {
+        let common = ["op", "doc", "if_match", "if_none_match"];
+        if !common.contains(&key.as_str()) && !allowed.contains(&key.as_str()) {
+            return Err(format!("\"{key}\" does not belong in a {op} operation"));
+        }
+    }
+    let if_match = text("if_match")?
+        .map(|v| v.parse::<Version>().map_err(|e| format!("if_match: {e}")))
+        .transpose()?;
+    let if_none_match = match text("if_none_match")? {
+        None => false,
+        Some("*") => true,
+        Some(_) => return Err("if_none_match takes only \"*\"".into()),
+    };
+    if if_match.is_some() && if_none_match {
+        return Err("if_match and if_none_match exclude each other".into());
+    }
+    Ok(TxOp {
+        doc,
+        kind,
+        if_match,
+        if_none_match,
+    })
+}
+
+fn parse_patch(kind: PatchKind, v: &Value, limits: &patch::Limits) -> Result<TxOpKind, String> {
+    let bytes = serde_json::to_vec(v).map_err(|e| e.to_string())?;
+    let p = Patch::parse(kind, &bytes, limits).map_err(|e| e.to_string())?;
+    Ok(TxOpKind::Patch(kind, p))
+}
+
+fn not_applicable(doc: &str, message: String) -> TxOpError {
+    TxOpError::NotApplicable {
+        doc: doc.to_string(),
+        message,
+    }
+}
+
+fn missing(store: &Store, doc: &str, what: &str) -> TxOpError {
+    let path = store.root().join(doc);
+    TxOpError::Store(
+        Error::new(
+            ErrorKind::NotFound,
+            format!("cannot {what} {}: it does not exist", path.display()),
+        )
+        .with_path(&path),
+    )
+}
+
+fn pointer_error(doc: &str, e: PointerError) -> TxOpError {
+    match e {
+        PointerError::NotFound(m) => {
+            TxOpError::Store(Error::new(ErrorKind::NotFound, format!("{doc}: {m}")))
+        }
+        PointerError::Syntax(m) | PointerError::NotApplicable(m) => not_applicable(doc, m),
+    }
+}
+
+impl Store {
+    /// Apply `ops` in order as one [`Store::transaction`]: each precondition is checked
+    /// under the locks, and one failing aborts all (nothing written). Returns one
+    /// result per operation; a written document's version is its version after the
+    /// transaction.
+    ///
+    /// # Errors
+    /// [`TxOpError::Store`] with `Conflict` naming the document whose precondition
+    /// failed, `NotFound` for a get, delete or JSON Patch of a missing document, or the
+    /// kinds of [`Store::transaction`]; [`TxOpError::NotApplicable`] for a patch or
+    /// append that does not apply.
+    pub fn apply_tx(
+        &self,
+        ops: &[TxOp],
+        limits: &patch::Limits,
+    ) -> Result<Vec<TxOpResult>, TxOpError> {
+        let (mut results, receipt) = self.transaction(|tx| {
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                let doc = op.doc.as_str();
+                if let Some(v) = &op.if_match {
+                    tx.expect(doc, Some(v))?;
+                }
+                if op.if_none_match {
+                    tx.expect(doc, None)?;
+                }
+                let mut r = TxOpResult {
+                    doc: op.doc.clone(),
+                    op: "",
+                    version: None,
+                    value: None,
+                    index: None,
+                };
+                match &op.kind {
+                    TxOpKind::Put(v) => {
+                        r.op = "put";
+                        tx.write(doc, v)?;
+                    }
+                    TxOpKind::Patch(kind, p) => {
+                        r.op = "patch";
+                        let mut v = match (tx.read::<Value>(doc)?, kind) {
+                            (Some(v), _) => v,
+                            (None, PatchKind::Merge) => json!({}),
+                            (None, _) => return Err(missing(self, doc, "patch")),
+                        };
+                        p.clone()
+                            .apply(&mut v, limits)
+                            .map_err(|e| not_applicable(doc, e.to_string()))?;
+                        tx.write(doc, &v)?;
+                    }
+                    TxOpKind::Append { pointer, value } => {
+                        r.op = "append";
+                        let mut v = match tx.read::<Value>(doc)? {
+                            Some(v) => v,
+                            None if pointer.is_empty() => json!([]),
+                            None => json!({}),
+                        };
+                        let i = pointer::append(&mut v, pointer, value.clone())
+                            .map_err(|e| pointer_error(doc, e))?;
+                        r.index = Some(i);
+                        tx.write(doc, &v)?;
+                    }
+                    TxOpKind::Delete => {
+                        r.op = "delete";
+                        tx.delete(doc)?;
+                    }
+                    TxOpKind::Get => {
+                        r.op = "get";
+                        let v = tx
+                            .read::<Value>(doc)?
+                            .ok_or_else(|| missing(self, doc, "get"))?;
+                        r.value = Some(v);
+                        r.version = tx.version(doc)?;
+                    }
+                }
+                results.push(r);
+            }
+            Ok::<_, TxOpError>(results)
+        })?;
+        for r in results.iter_mut().filter(|r| r.op != "get") {
+            let path = self.root().join(&r.doc);
+            if let Some(d) = receipt
+                .documents
+                .iter()
+                .find(|d| d.name == r.doc || d.path == path)
+            {
+                r.version = d.version.clone();
+            }
+        }
+        Ok(results)
+    }
+}
