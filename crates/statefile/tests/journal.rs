@@ -238,3 +238,62 @@ fn a_torn_last_record_is_ignored_and_damage_before_it_is_reported() {
     assert!(e.to_string().contains("damaged before its end"), "{e}");
     assert_eq!(doc.read().unwrap()["n"], json!(2));
 }
+
+#[test]
+fn a_group_commit_batch_is_one_journal_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh();
+    journal::enable(dir.path(), &opts, JournalOptions::default()).unwrap();
+    let store = Arc::new(Store::open_with(dir.path(), opts.clone()).unwrap());
+    store
+        .doc::<Value>("jobs.json")
+        .unwrap()
+        .write(&json!({"items": []}))
+        .unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let doc = store.doc::<Value>("jobs.json").unwrap();
+                (0..20)
+                    .map(|i| {
+                        doc.update(|v| {
+                            v["items"].as_array_mut().unwrap().push(json!([t, i]));
+                            Ok::<(), statefile::Error>(())
+                        })
+                        .unwrap()
+                        .1
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let receipts: Vec<_> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let v = store.doc::<Value>("jobs.json").unwrap().read().unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 160, "no update lost");
+    // Every batch wrote once: one version per batch, one record per batch.
+    let batches: std::collections::HashSet<_> =
+        receipts.iter().map(|r| r.version.clone()).collect();
+    let st = journal::status(dir.path(), &opts).unwrap().unwrap();
+    assert_eq!(
+        st.records,
+        batches.len() + 1,
+        "one record per batch, and the setup's: {st:?}"
+    );
+    assert!(
+        receipts
+            .iter()
+            .all(|r| r.durability == statefile::Durability::Full)
+    );
+    // Eight threads queued on one document while each write flushes: some batches
+    // held several updates (else this test would prove nothing about batches).
+    assert!(
+        batches.len() < receipts.len(),
+        "{} batches for {} updates",
+        batches.len(),
+        receipts.len()
+    );
+}
