@@ -134,7 +134,7 @@ impl Locked {
         let mut closed = None;
         loop {
             let w = Prepared::open(path, confine, opts)?.lock(wait)?;
-            if let Bind::Ready(w) = w.bind(opts, &mut closed)? {
+            if let Some(w) = w.bind(opts, &mut closed)? {
                 return Ok(w);
             }
         }
@@ -145,30 +145,34 @@ impl Locked {
     /// has yet to open that journal (opening may replay it, which takes document
     /// locks), or a writer that died left a commit naming this document in flight
     /// (applying it takes the locks of its documents, this one included), the lock is
-    /// released, that is done, and the caller takes the lock again ([`Bind::Again`]).
+    /// released, that is done, and the caller takes the lock again (`None`).
     /// `closed`: a journal found closed by `disable` (its files not yet removed), which
     /// the next attempt ignores.
-    pub(crate) fn bind(mut self, opts: &Options, closed: &mut Option<(u64, u64)>) -> Result<Bind> {
+    pub(crate) fn bind(
+        mut self,
+        opts: &Options,
+        closed: &mut Option<(u64, u64)>,
+    ) -> Result<Option<Locked>> {
         let bound = match journal::bind(&self.target, opts, *closed)? {
-            Binding::None => return Ok(Bind::Ready(self)),
+            Binding::None => return Ok(Some(self)),
             Binding::Bound(b) => b,
             Binding::Unopened(root, id) => {
                 drop(self);
                 if !Binding::open(&root, id, opts)? {
                     *closed = Some(id);
                 }
-                return Ok(Bind::Again);
+                return Ok(None);
             }
         };
         match bound.journal.pending(&[&bound.name])? {
             None => {
                 self.journal = Some(bound);
-                Ok(Bind::Ready(self))
+                Ok(Some(self))
             }
             Some(dead) => {
                 drop(self);
                 bound.journal.adopt(opts, dead, false)?;
-                Ok(Bind::Again)
+                Ok(None)
             }
         }
     }
@@ -205,15 +209,6 @@ impl Locked {
             after: AfterUnlock::default(),
         }))
     }
-}
-
-/// What [`Locked::bind`] found.
-#[derive(Debug)]
-pub(crate) enum Bind {
-    /// The lock is held, the write bound to the journal if the tree has one.
-    Ready(Locked),
-    /// The lock was released to settle the journal first: take it again.
-    Again,
 }
 
 /// What is at the target when a write starts, seen under the lock.

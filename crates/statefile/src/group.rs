@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::atomic::{self, Bind, Current, Locked, Plan, Prepared, TempWriter, Verify};
+use crate::atomic::{self, Current, Locked, Plan, Prepared, TempWriter, Verify};
 use crate::backup;
 use crate::doc::{cannot_update_damaged, conflict, newest_good};
 use crate::error::{Error, ErrorKind, Result};
@@ -989,9 +989,9 @@ fn begin(
             .lock(wait)
             .and_then(|w| w.bind(call.opts, &mut closed))
         {
-            Ok(Bind::Ready(w)) => break Disk::probe(&w).map(|disk| (disk, w)),
+            Ok(Some(w)) => break Disk::probe(&w).map(|disk| (disk, w)),
             // The lock was released to settle the journal: take it again.
-            Ok(Bind::Again) => match Prepared::open(call.path, call.confine, call.opts) {
+            Ok(None) => match Prepared::open(call.path, call.confine, call.opts) {
                 Ok(p) => prepared = p,
                 Err(e) => break Err(e),
             },
