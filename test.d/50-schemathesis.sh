@@ -40,6 +40,8 @@ trap 'stop; rm -rf "$work"' EXIT
 # Start the server (extra arguments: its flags) and set $url once it listens.
 start() {
     mkdir -p "$work/store"
+    # Journal mode, so that POST /v1/tx commits (outside it, it answers 501).
+    "$bin" journal enable -q "$work/store" >/dev/null
     # Not -q: that silences the "serving on" line the address is read from. The log
     # keeps warnings and errors only (the per-request lines would be thousands).
     STATEFILE_LOG=warn "$bin" serve --addr 127.0.0.1:0 "$@" "$work/store" >"$work/out" 2>"$work/err" &

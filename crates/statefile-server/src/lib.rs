@@ -201,6 +201,7 @@ pub fn app(state: Arc<App>) -> Router {
     let timeout = state.config.request_timeout;
     let [
         list,
+        tx,
         doc,
         append,
         backups,
@@ -211,6 +212,7 @@ pub fn app(state: Arc<App>) -> Router {
     ] = routes::ROUTES.map(|(path, _)| path);
     let routes = Router::new()
         .route(list, get(routes::list).fallback(other))
+        .route(tx, post(routes::transaction).fallback(other))
         .route(
             doc,
             get(routes::get_doc)

@@ -15,6 +15,7 @@ use crate::extract::MAX_NAME_LEN;
 use crate::routes::{
     __path_append, __path_backups, __path_delete_doc, __path_get_doc, __path_healthz, __path_list,
     __path_metrics, __path_openapi, __path_patch_doc, __path_put_doc, __path_restore,
+    __path_transaction,
 };
 
 /// The annotations on the handlers.
@@ -25,7 +26,17 @@ use crate::routes::{
         description = "Atomic, durable JSON documents over HTTP. Errors are RFC 9457 problem+json."
     ),
     paths(
-        list, get_doc, put_doc, patch_doc, delete_doc, append, backups, restore, healthz, metrics,
+        list,
+        get_doc,
+        put_doc,
+        patch_doc,
+        delete_doc,
+        append,
+        transaction,
+        backups,
+        restore,
+        healthz,
+        metrics,
         openapi
     ),
     components(schemas(crate::BackupEntry))
@@ -82,11 +93,13 @@ pub fn spec(token: bool) -> utoipa::openapi::OpenApi {
 /// Everything `method path` may answer, the name's rules, the bodies' schemas.
 fn complete(path: &str, method: &str, op: &mut Operation, token: bool) {
     let named = path.contains("{name}");
-    let body = matches!(
-        (path, method),
-        ("/v1/docs/{name}", "put" | "patch") | ("/v1/docs/{name}/append", "post")
-    );
-    let write = named && method != "get";
+    let tx = path == "/v1/tx";
+    let body = tx
+        || matches!(
+            (path, method),
+            ("/v1/docs/{name}", "put" | "patch") | ("/v1/docs/{name}/append", "post")
+        );
+    let write = (named && method != "get") || tx;
     let mut answers: Vec<(&str, &str)> = vec![(
         "414",
         "uri-too-long: the path and query are longer than 8 KiB",
@@ -106,6 +119,24 @@ fn complete(path: &str, method: &str, op: &mut Operation, token: bool) {
         if token {
             answers.push(("401", "unauthorized: a missing or wrong bearer token"));
         }
+    }
+    if tx {
+        answers.push((
+            "400",
+            "invalid-transaction (malformed operations), invalid-name, invalid-patch",
+        ));
+        answers.push((
+            "404",
+            "not-found: a get, delete or JSON Patch of a missing document",
+        ));
+        answers.push((
+            "412",
+            "precondition-failed: an operation's if_match or if_none_match does not hold; names the document; nothing written",
+        ));
+        answers.push((
+            "501",
+            "transactions-unavailable: the store is not in journal mode, or the backend has no transactions",
+        ));
     }
     if named || path == "/v1/docs" {
         answers.push((
@@ -232,7 +263,15 @@ fn name_schema(p: &mut Parameter) {
 fn request_body(path: &str, method: &str) -> RequestBody {
     let mut body = RequestBody::new();
     body.required = Some(utoipa::openapi::Required::True);
-    if method == "patch" {
+    if path == "/v1/tx" {
+        body.description = Some(
+            "The operations, applied as one transaction: put (value), patch (merge or json_patch), \
+             append (pointer, value), delete, get; each may carry if_match or if_none_match: \"*\""
+                .to_string(),
+        );
+        body.content
+            .insert("application/json".into(), content(tx_schema().into()));
+    } else if method == "patch" {
         body.content.insert(
             "application/merge-patch+json".into(),
             content(any_json().into()),
@@ -251,6 +290,56 @@ fn request_body(path: &str, method: &str) -> RequestBody {
             .insert("application/json".into(), content(any_json().into()));
     }
     body
+}
+
+/// `POST /v1/tx`: 1 to 1000 operations, each naming its `op` and `doc`.
+fn tx_schema() -> Schema {
+    let op = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "op",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(["put", "patch", "append", "delete", "get"])),
+        )
+        .required("op")
+        .property(
+            "doc",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(NAME_PATTERN))
+                .min_length(Some(6))
+                .max_length(Some(MAX_NAME_LEN)),
+        )
+        .required("doc")
+        .property("value", any_json())
+        .property("merge", any_json())
+        .property("json_patch", json_patch_schema())
+        .property(
+            "pointer",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(POINTER_PATTERN)),
+        )
+        .property(
+            "if_match",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^[0-9A-Fa-f]{64}$")),
+        )
+        .property(
+            "if_none_match",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(r"^\*$")),
+        );
+    Schema::Array(
+        ArrayBuilder::new()
+            .items(op.build())
+            .min_items(Some(1))
+            .max_items(Some(statefile::MAX_TX_OPS))
+            .build(),
+    )
 }
 
 /// RFC 6902: an array of operations, each with `op` and `path`; `value` for add, replace

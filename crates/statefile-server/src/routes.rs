@@ -23,7 +23,7 @@ use crate::extract::{Deadline, DocName, JsonBody, PatchBody, Precondition, Q, pa
 use crate::headers;
 use crate::idempotency::Stored;
 use crate::problem::ApiError;
-use crate::store::{Condition, Keyed, Mutator, StoreError, StoreResult};
+use crate::store::{Condition, Keyed, Mutator, StoreError, StoreResult, TxFailed};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -33,8 +33,9 @@ const INTERNAL: &str = "/.internal";
 
 /// The routes as registered, with the path each stands for in the API (its metric
 /// label and its OpenAPI path).
-pub const ROUTES: [(&str, &str); 8] = [
+pub const ROUTES: [(&str, &str); 9] = [
     ("/v1/docs", "/v1/docs"),
+    ("/v1/tx", "/v1/tx"),
     ("/v1/docs/{*name}", "/v1/docs/{name}"),
     ("/.internal/append/{*name}", "/v1/docs/{name}/append"),
     ("/.internal/backups/{*name}", "/v1/docs/{name}/backups"),
@@ -497,6 +498,73 @@ pub async fn append(
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(res)
+}
+
+/// `POST /v1/tx`: a JSON array of operations on documents, applied as one transaction
+/// (the store must be in journal mode): every change or none, even across a crash.
+#[utoipa::path(post, path = "/v1/tx",
+    request_body(content = Vec<Object>, content_type = "application/json",
+        description = "Operations, each {\"op\": \"put\"|\"patch\"|\"append\"|\"delete\"|\"get\", \"doc\": name, ...} with an optional \"if_match\": version or \"if_none_match\": \"*\" (see statefile tx --help)",
+        example = json!([{"op": "delete", "doc": "queue/7.json"}, {"op": "put", "doc": "jobs/7.json", "value": {"state": "running"}}])),
+    responses((status = 200, description = "Committed: {\"results\": [{\"doc\", \"op\", \"version\", \"etag\", \"value\" (get), \"index\" (append)}]}", body = Object),
+              (status = 400, description = "Malformed operations or names; the store is not in journal mode"),
+              (status = 404, description = "A get, delete or JSON Patch of a missing document"),
+              (status = 412, description = "A precondition failed; names the document; nothing written"),
+              (status = 422, description = "A patch or append does not apply; nothing written"),
+              (status = 501, description = "The storage backend has no multi-document transactions"),
+              (status = 503, description = "Lock timeout; Retry-After")))]
+pub async fn transaction(State(app): State<Arc<App>>, body: JsonBody) -> ApiResult {
+    let JsonBody { value, memory, .. } = body;
+    let limits = patch::Limits::new()
+        .max_operations(app.config.max_patch_ops)
+        .max_result_bytes(app.config.max_body);
+    let ops = statefile::parse_tx_ops(&value, &limits)
+        .map_err(|e| ApiError::bad_request("invalid-transaction", e))?;
+    drop(value);
+    for op in &ops {
+        crate::extract::check_name(&op.doc)?;
+    }
+    let store = app.store.clone();
+    let started = Instant::now();
+    // The first document names the request's turn at the storage and its errors.
+    let first = ops[0].doc.clone();
+    let outcome = storage(&app, &first, Access::Write, move || {
+        let _memory = memory;
+        Ok(store.transaction(&ops, &limits))
+    })
+    .await?;
+    let results = outcome.map_err(|f| match f {
+        TxFailed::Store { doc, error } => {
+            ApiError::from_store(error, doc.as_deref().unwrap_or("(transaction)"))
+        }
+        TxFailed::NotApplicable { doc, message } => {
+            ApiError::unprocessable("patch-not-applicable", format!("document {doc}: {message}"))
+        }
+        TxFailed::PointerNotFound(what) => ApiError::not_found(what),
+        TxFailed::Unsupported(why) => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "transactions-unavailable",
+            "Transactions are unavailable",
+            why,
+        ),
+    })?;
+    if results.iter().any(|r| r.op != "get") {
+        app.metrics
+            .write(started.elapsed(), std::time::Duration::ZERO);
+    }
+    let out: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let mut v = r.to_json();
+            v["etag"] = json!(r.version.as_ref().map(Version::etag));
+            v
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        None,
+        serde_json::to_vec(&json!({ "results": out })).map_err(ApiError::internal)?,
+    ))
 }
 
 /// `GET /v1/docs/{name}/backups`: the kept versions, newest (1) first.

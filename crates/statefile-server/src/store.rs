@@ -7,6 +7,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -204,6 +205,23 @@ pub type Mutator<'a> = Box<dyn FnOnce(&mut Value) -> StoreResult<Value> + Send +
 /// from), `LockTimeout` (busy), `NoSpace`, `PermissionDenied`, `Durability`,
 /// `InvalidName` (the name cannot be stored there), `Serialize` (the value cannot be
 /// stored, with a reason), anything else `Io`.
+/// Why [`DocStore::transaction`] did not commit. Nothing was written.
+#[derive(Debug)]
+pub enum TxFailed {
+    /// A storage error, about document `doc` where one is to blame (a failed
+    /// precondition, a missing document).
+    Store {
+        doc: Option<String>,
+        error: StoreError,
+    },
+    /// A patch or append that does not apply to document `doc` as it is.
+    NotApplicable { doc: String, message: String },
+    /// Nothing at an operation's pointer (the message names the document and pointer).
+    PointerNotFound(String),
+    /// This storage cannot run multi-document transactions (as it is configured).
+    Unsupported(String),
+}
+
 pub trait DocStore: Send + Sync + 'static {
     /// Document names starting with `prefix`, sorted.
     fn list(&self, prefix: &str) -> StoreResult<Vec<String>>;
@@ -229,6 +247,20 @@ pub trait DocStore: Send + Sync + 'static {
     fn backups(&self, name: &str) -> StoreResult<Vec<BackupEntry>>;
     /// Restore a kept version.
     fn restore(&self, name: &str, which: &BackupRef) -> StoreResult<Written>;
+
+    /// Apply `ops` as one transaction: every change or none, even across a crash; each
+    /// precondition checked under the locks. The default refuses: a backend without
+    /// multi-document transactions.
+    fn transaction(
+        &self,
+        ops: &[statefile::TxOp],
+        limits: &statefile::patch::Limits,
+    ) -> Result<Vec<statefile::TxOpResult>, TxFailed> {
+        let _ = (ops, limits);
+        Err(TxFailed::Unsupported(
+            "this server's storage backend has no multi-document transactions".into(),
+        ))
+    }
 
     /// [`DocStore::update`] (with [`Condition::Any`]) for a request carrying an
     /// `Idempotency-Key`. A store that keeps keys itself (PostgreSQL: in the transaction
@@ -436,6 +468,62 @@ impl DocStore for FileStore {
             bytes: v.value,
             version: v.version,
             recovered_from: v.recovered.map(|r| r.backup),
+        })
+    }
+
+    fn transaction(
+        &self,
+        ops: &[statefile::TxOp],
+        limits: &statefile::patch::Limits,
+    ) -> Result<Vec<statefile::TxOpResult>, TxFailed> {
+        let root = self.store.root();
+        let opts = self.store.options();
+        match statefile::journal::status(root, opts) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(TxFailed::Unsupported(
+                    "the store is not in journal mode: multi-document transactions need its \
+                     journal (statefile journal enable DIR)"
+                        .into(),
+                ));
+            }
+            Err(e) => {
+                return Err(TxFailed::Store {
+                    doc: None,
+                    error: e.into(),
+                });
+            }
+        }
+        self.store.apply_tx(ops, limits).map_err(|e| match e {
+            statefile::TxOpError::Store(e)
+                if e.kind() == ErrorKind::NotFound && e.path().is_none() =>
+            {
+                TxFailed::PointerNotFound(e.message().to_string())
+            }
+            statefile::TxOpError::Store(e) => {
+                // The document the error is about, by name (never the server's paths).
+                let doc = e.path().and_then(|p| {
+                    ops.iter()
+                        .find(|o| p.ends_with(Path::new(&o.doc)))
+                        .map(|o| o.doc.clone())
+                });
+                let conflict = e.kind() == ErrorKind::Conflict;
+                let mut error = StoreError::from(e);
+                if let (true, Some(d)) = (conflict, &doc) {
+                    error = error.with_reason(format!(
+                        "document {d} is not at the version its operation expected \
+                         (if_match / if_none_match): nothing was written"
+                    ));
+                }
+                TxFailed::Store { doc, error }
+            }
+            statefile::TxOpError::NotApplicable { doc, message } => {
+                TxFailed::NotApplicable { doc, message }
+            }
+            other => TxFailed::Store {
+                doc: None,
+                error: StoreError::new(ErrorKind::Io, other.to_string()),
+            },
         })
     }
 

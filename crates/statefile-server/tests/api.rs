@@ -1429,3 +1429,104 @@ async fn a_damaged_document_answer_says_what_repairs_it() {
     assert!(d.contains("its backup 1 is good"), "{d}");
     assert!(d.contains("POST /v1/docs/b.json/restore?from=1"), "{d}");
 }
+
+/// `POST /v1/tx` (issue 14): several documents in one transaction, all or nothing; 412
+/// naming the document whose precondition failed; 501 outside journal mode.
+#[tokio::test]
+async fn a_transaction_commits_every_document_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_in(dir.path());
+    let body = br#"[{"op": "put", "doc": "a.json", "value": 1}]"#;
+    let r = call(&app, "POST", "/v1/tx", &[JSON], body).await;
+    assert_eq!(r.status, 501, "not in journal mode: {:?}", r.json());
+    assert_eq!(
+        r.json()["type"],
+        "urn:statefile:problem:transactions-unavailable"
+    );
+    assert!(!dir.path().join("a.json").exists());
+
+    let opts = statefile::Options::new();
+    statefile::journal::enable(
+        dir.path(),
+        &opts,
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    call(
+        &app,
+        "PUT",
+        "/v1/docs/queue.json",
+        &[JSON],
+        br#"{"items": [7, 8]}"#,
+    )
+    .await;
+    let ops = json!([
+        {"op": "patch", "doc": "queue.json", "json_patch": [{"op": "remove", "path": "/items/0"}]},
+        {"op": "put", "doc": "jobs/7.json", "value": {"state": "running"}, "if_none_match": "*"},
+        {"op": "get", "doc": "queue.json"}
+    ]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let res = r.json()["results"].clone();
+    let queue = statefile::Version::of(&std::fs::read(dir.path().join("queue.json")).unwrap());
+    assert_eq!(res[0]["etag"], json!(queue.etag()));
+    assert_eq!(res[1]["doc"], "jobs/7.json");
+    assert_eq!(res[2]["value"], json!({"items": [8]}));
+    let r = call(&app, "GET", "/v1/docs/jobs/7.json", &[], b"").await;
+    assert_eq!(r.json(), json!({"state": "running"}));
+
+    // A failed precondition: 412 naming the document, nothing written.
+    let ops = json!([
+        {"op": "put", "doc": "new.json", "value": 1},
+        {"op": "delete", "doc": "jobs/7.json", "if_match": "0".repeat(64)}
+    ]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    assert_eq!(r.status, 412);
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("jobs/7.json"), "{detail}");
+    assert!(
+        !detail.contains(dir.path().to_str().unwrap()),
+        "no server paths: {detail}"
+    );
+    assert!(!dir.path().join("new.json").exists());
+    // An append or patch that does not apply: 422; a get of a missing document: 404;
+    // malformed operations: 400. Nothing written by any.
+    let ops = json!([
+        {"op": "put", "doc": "new.json", "value": 1},
+        {"op": "append", "doc": "queue.json", "pointer": "/items/0", "value": 1}
+    ]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    assert_eq!(r.status, 422, "{:?}", r.json());
+    assert!(!dir.path().join("new.json").exists());
+    let ops = json!([{"op": "patch", "doc": "queue.json", "json_patch": [{"op": "test", "path": "/items", "value": []}]}]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    assert_eq!(r.status, 422, "{:?}", r.json());
+    let r = call(
+        &app,
+        "POST",
+        "/v1/tx",
+        &[JSON],
+        br#"[{"op": "get", "doc": "none.json"}]"#,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["detail"].as_str().unwrap().contains("none.json"));
+    for bad in [
+        &b"[]"[..],
+        br#"{"op": "get"}"#,
+        br#"[{"op": "put", "doc": "../x.json", "value": 1}]"#,
+        br#"[{"op": "zap", "doc": "a.json"}]"#,
+    ] {
+        let r = call(&app, "POST", "/v1/tx", &[JSON], bad).await;
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(bad));
+    }
+    assert!(!dir.path().join("new.json").exists());
+    let spec = call(&app, "GET", "/openapi.json", &[], b"").await.json();
+    let tx = &spec["paths"]["/v1/tx"]["post"];
+    for code in ["200", "400", "404", "412", "422", "501"] {
+        assert!(
+            tx["responses"][code].is_object(),
+            "POST /v1/tx lists {code}"
+        );
+    }
+}
