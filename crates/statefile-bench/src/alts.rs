@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use statefile::{Doc, Options};
 
 /// Every Rust-side alternative.
-pub const REPLACE_ALTS: [&str; 9] = [
+pub const REPLACE_ALTS: [&str; 10] = [
     "statefile",
+    "statefile (journal)",
     "statefile (backups on)",
     "statefile (bytes given)",
     "floor",
@@ -21,9 +22,10 @@ pub const REPLACE_ALTS: [&str; 9] = [
     "sqlite",
 ];
 
-pub const RMW_ALTS: [&str; 7] = [
+pub const RMW_ALTS: [&str; 8] = [
     "statefile",
     "statefile (one write per update)",
+    "statefile (journal)",
     "sqlite",
     "naive",
     "naive-rename",
@@ -55,6 +57,16 @@ pub enum Writer {
     Sqlite(rusqlite::Connection),
 }
 
+/// Journal mode for the store at `dir` (a no-op if it is on already).
+pub fn journal_on(dir: &Path) {
+    statefile::journal::enable(
+        dir,
+        &Options::new(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .expect("enable the journal");
+}
+
 pub fn sqlite_open(dir: &Path) -> rusqlite::Connection {
     let c = rusqlite::Connection::open(dir.join("bench.sqlite")).expect("sqlite open");
     // The busy timeout first: switching to WAL takes a lock that a concurrent opener
@@ -80,6 +92,18 @@ impl Writer {
                 )
                 .unwrap(),
             ),
+            "statefile (journal)" => {
+                journal_on(dir);
+                Writer::Statefile(
+                    Doc::open_with(
+                        &path,
+                        Options::new()
+                            .backups(0)
+                            .lock_timeout(std::time::Duration::from_secs(300)),
+                    )
+                    .unwrap(),
+                )
+            }
             "statefile (backups on)" => Writer::Statefile(
                 Doc::open_with(
                     &path,

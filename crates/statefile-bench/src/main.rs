@@ -194,12 +194,12 @@ usage: statefile-bench [--quick] [--out FILE] [--only WORKLOAD]...
 Runs every workload for statefile and each alternative and prints Markdown tables.
   --quick          a few seconds: small counts, one repetition (CI's smoke run)
   --out FILE       also write the tables to FILE (e.g. BENCHMARKS.md)
-  --only WORKLOAD  run only this workload (repeatable): replace, rmw, reads, big, many, server, node,
+  --only WORKLOAD  run only this workload (repeatable): replace, rmw, reads, big, many, tx, server, node,
                    python
 Build with --release for figures worth reading.";
 
-const WORKLOADS: [&str; 8] = [
-    "replace", "rmw", "reads", "big", "many", "server", "node", "python",
+const WORKLOADS: [&str; 9] = [
+    "replace", "rmw", "reads", "big", "many", "tx", "server", "node", "python",
 ];
 
 struct Opts {
@@ -282,6 +282,9 @@ fn main() {
     }
     if wants("many") {
         many_workload(&mut out, &cfg);
+    }
+    if wants("tx") {
+        tx_workload(&mut out, &cfg);
     }
     if wants("server") {
         load::server_workload(&mut out, &cfg);
@@ -391,6 +394,17 @@ fn replace_workload(out: &mut Out, cfg: &Cfg) {
                 human_kb(r["peak_kb"].as_u64().unwrap_or(0)),
             ));
         }
+        if size <= 7_000 {
+            let (j, q) = (rate("statefile (journal)"), rate("sqlite"));
+            out.target(
+                format!(
+                    "journal mode: durable replace of a {} document >= 1.0x SQLite (WAL, synchronous=FULL)",
+                    human(size)
+                ),
+                ratio(j, q).replace('x', "x of") + " SQLite",
+                j >= q,
+            );
+        }
         let floor = rate("floor").max(f64::MIN_POSITIVE);
         for (alt, how) in [
             ("statefile", "Doc::write, serializing"),
@@ -451,12 +465,28 @@ fn rmw_workload(out: &mut Out, cfg: &Cfg) {
     for (label, np, nt, n) in setups {
         let mut base = 0.0;
         let mut statefile_lost = 0;
+        let mut journal = (0.0, 0);
         for alt in RMW_ALTS {
             let runs: Vec<Rmw> = (0..cfg.reps).map(|_| rmw_once(alt, np, nt, n)).collect();
             let r = median_by(runs, |r| r.rate);
             if alt == "statefile" {
                 base = r.rate;
                 statefile_lost = r.lost;
+            }
+            if alt == "statefile (journal)" {
+                journal = (r.rate, r.lost);
+            }
+            if alt == "sqlite" && label == "processes" {
+                out.target(
+                    "journal mode: read-modify-write (processes) >= 1.0x SQLite, 0 lost updates"
+                        .to_string(),
+                    format!(
+                        "{} SQLite, {} lost",
+                        ratio(journal.0, r.rate).replace('x', "x of"),
+                        journal.1
+                    ),
+                    journal.0 >= r.rate && journal.1 == 0,
+                );
             }
             if alt == "sqlite" && label == "threads" && nt == threaded[0].0 {
                 out.sqlite_rmw_16_threads = Some(r.rate);
@@ -566,6 +596,9 @@ fn rmw_once(alt: &str, np: usize, nt: usize, n: usize) -> Rmw {
     if alt == "sqlite" {
         // Create the database and switch it to WAL once, before the writers race.
         drop(alts::sqlite_open(&dir));
+    }
+    if alt == "statefile (journal)" {
+        alts::journal_on(&dir);
     }
     let t = Instant::now();
     let children: Vec<_> = (0..np)
@@ -710,7 +743,8 @@ fn many_workload(out: &mut Out, cfg: &Cfg) {
     ));
     out.line("| store | write, per document | verify the whole store, per document | correct |");
     out.line("|---|---|---|---|");
-    for alt in ["statefile", "sqlite"] {
+    let mut per_doc = Vec::new();
+    for alt in ["statefile", "statefile (journal)", "sqlite"] {
         let runs: Vec<Value> = (0..cfg.reps)
             .map(|_| {
                 let dir = scratch("many");
@@ -720,18 +754,149 @@ fn many_workload(out: &mut Out, cfg: &Cfg) {
             })
             .collect();
         let r = median_by(runs, |v| v["write_s"].as_f64().unwrap_or(0.0));
+        per_doc.push(r["write_s"].as_f64().unwrap_or(0.0) / n as f64 * 1e6);
         out.line(format!(
             "| {} | {:.0} µs | {:.1} µs | {} |",
-            if alt == "sqlite" {
-                "sqlite (one row each, one transaction each; verify = integrity_check)"
-            } else {
-                "statefile (Store; verify = statefile::verify)"
+            match alt {
+                "sqlite" => "sqlite (one row each, one transaction each; verify = integrity_check)",
+                "statefile (journal)" =>
+                    "statefile (journal) (Store in journal mode; verify = statefile::verify)",
+                _ => "statefile (Store; verify = statefile::verify)",
             },
             r["write_s"].as_f64().unwrap_or(0.0) / n as f64 * 1e6,
             r["verify_s"].as_f64().unwrap_or(0.0) / n as f64 * 1e6,
             if r["correct"] == true { "yes" } else { "NO" }
         ));
     }
+    if let [_, journal, sqlite] = per_doc[..] {
+        out.target(
+            format!("journal mode: {n} documents, write per document <= 1.5x SQLite's"),
+            format!(
+                "{journal:.0} µs vs {sqlite:.0} µs ({:.2}x)",
+                journal / sqlite.max(1e-9)
+            ),
+            journal <= 1.5 * sqlite,
+        );
+    }
+}
+
+fn tx_workload(out: &mut Out, cfg: &Cfg) {
+    let n = if cfg.quick { 50 } else { 2000 };
+    out.line(format!(
+        "\n## 9. Two-document transactions: move one unit from a.json to b.json, one writer, {n} times\n"
+    ));
+    out.line("| alternative | transactions/s | p50 | p99 | ratio to SQLite | durable? | correct |");
+    out.line("|---|---|---|---|---|---|---|");
+    let alts = ["statefile (journal)", "sqlite"];
+    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); alts.len()];
+    for _ in 0..cfg.reps {
+        for (i, alt) in alts.iter().enumerate() {
+            let dir = scratch("tx");
+            runs[i].push(child("tx", &json!({"alt": alt, "dir": dir, "n": n})));
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let results: Vec<Value> = runs
+        .into_iter()
+        .map(|r| median_by(r, |v| Summary::from_json(&v["lat"]).per_sec()))
+        .collect();
+    let sqlite = Summary::from_json(&results[1]["lat"]).per_sec();
+    for (alt, r) in alts.iter().zip(&results) {
+        let s = Summary::from_json(&r["lat"]);
+        out.line(format!(
+            "| {alt} | {:.0} | {:.0} µs | {:.0} µs | {} | yes | {} |",
+            s.per_sec(),
+            s.p50_us,
+            s.p99_us,
+            ratio(s.per_sec(), sqlite),
+            if r["correct"] == true { "yes" } else { "NO" },
+        ));
+    }
+    out.line("\nstatefile: `Store::transaction` reading both documents under their locks and writing both as one journal record (one fdatasync of the journal, then two renames). SQLite: WAL, synchronous=FULL, `BEGIN IMMEDIATE`, two SELECTs and two UPDATEs of rows holding the same JSON documents, `COMMIT`.");
+}
+
+fn child_tx(alt: &str, dir: &Path, n: usize) -> Value {
+    let mut lat = Vec::with_capacity(n);
+    let mut total = Duration::ZERO;
+    let correct;
+    if alt == "sqlite" {
+        let mut c = alts::sqlite_open(dir);
+        for (name, v) in [("a.json", n), ("b.json", 0)] {
+            c.execute(
+                "INSERT INTO docs (name, body) VALUES (?1, ?2)",
+                [name.to_string(), json!({"n": v}).to_string()],
+            )
+            .unwrap();
+        }
+        for _ in 0..n {
+            let t = Instant::now();
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .unwrap();
+            for (name, delta) in [("a.json", -1i64), ("b.json", 1)] {
+                let body: String = tx
+                    .query_row("SELECT body FROM docs WHERE name = ?1", [name], |r| {
+                        r.get(0)
+                    })
+                    .unwrap();
+                let mut v: Value = serde_json::from_str(&body).unwrap();
+                v["n"] = json!(v["n"].as_i64().unwrap() + delta);
+                tx.execute(
+                    "UPDATE docs SET body = ?2 WHERE name = ?1",
+                    [name.to_string(), v.to_string()],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+            let d = t.elapsed();
+            total += d;
+            lat.push(d);
+        }
+        let get = |name: &str| -> i64 {
+            let body: String = c
+                .query_row("SELECT body FROM docs WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            serde_json::from_str::<Value>(&body).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        };
+        correct = get("a.json") == 0 && get("b.json") == n as i64;
+    } else {
+        alts::journal_on(dir);
+        let store = statefile::Store::open(dir).unwrap();
+        store
+            .doc::<Value>("a.json")
+            .unwrap()
+            .write(&json!({"n": n}))
+            .unwrap();
+        store
+            .doc::<Value>("b.json")
+            .unwrap()
+            .write(&json!({"n": 0}))
+            .unwrap();
+        for _ in 0..n {
+            let t = Instant::now();
+            store
+                .transaction(|tx| {
+                    let mut a: Value = tx.read("a.json")?.unwrap_or_default();
+                    let mut b: Value = tx.read("b.json")?.unwrap_or_default();
+                    a["n"] = json!(a["n"].as_i64().unwrap_or(0) - 1);
+                    b["n"] = json!(b["n"].as_i64().unwrap_or(0) + 1);
+                    tx.write("a.json", &a)?;
+                    tx.write("b.json", &b)
+                })
+                .unwrap();
+            let d = t.elapsed();
+            total += d;
+            lat.push(d);
+        }
+        let v = store.read_tx::<Value>(&["a.json", "b.json"]).unwrap();
+        correct = v[0].as_ref().map(|a| a["n"] == json!(0)) == Some(true)
+            && v[1].as_ref().map(|b| b["n"] == json!(n)) == Some(true);
+    }
+    json!({"lat": Summary::of(lat, total).json(), "correct": correct})
 }
 
 pub fn human(bytes: usize) -> String {
@@ -795,6 +960,11 @@ fn run_child(task: &str, p: &Value) -> Value {
             p["alt"].as_str().unwrap(),
             &dir,
             p["mb"].as_u64().unwrap() as usize,
+        ),
+        "tx" => child_tx(
+            p["alt"].as_str().unwrap(),
+            &dir,
+            p["n"].as_u64().unwrap() as usize,
         ),
         "many" => child_many(
             p["alt"].as_str().unwrap(),
@@ -932,7 +1102,10 @@ fn child_many(alt: &str, dir: &Path, n: usize) -> Value {
     let t = Instant::now();
     let correct;
     let verify_s;
-    if alt == "statefile" {
+    if alt.starts_with("statefile") {
+        if alt == "statefile (journal)" {
+            alts::journal_on(dir);
+        }
         let store = statefile::Store::open(dir).unwrap();
         for i in 0..n {
             store
