@@ -292,50 +292,63 @@ fn request_body(path: &str, method: &str) -> RequestBody {
     body
 }
 
-/// `POST /v1/tx`: 1 to 1000 operations, each naming its `op` and `doc`.
+/// `POST /v1/tx`: 1 to 1000 operations, each one of the forms `statefile tx` accepts:
+/// its `op`, its `doc`, the members that op needs, and an optional precondition;
+/// nothing else (the server refuses unknown members).
 fn tx_schema() -> Schema {
-    let op = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property(
-            "op",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .enum_values(Some(["put", "patch", "append", "delete", "get"])),
-        )
-        .required("op")
-        .property(
-            "doc",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(NAME_PATTERN))
-                .min_length(Some(6))
-                .max_length(Some(MAX_NAME_LEN)),
-        )
-        .required("doc")
-        .property("value", any_json())
-        .property("merge", any_json())
-        .property("json_patch", json_patch_schema())
-        .property(
-            "pointer",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(POINTER_PATTERN)),
-        )
-        .property(
-            "if_match",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(r"^[0-9A-Fa-f]{64}$")),
-        )
-        .property(
-            "if_none_match",
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(r"^\*$")),
-        );
+    let string = |pattern: &'static str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+    };
+    let form = |ops: &[&str], needs: &[(&str, Schema)], may: &[(&str, Schema)]| {
+        let mut o = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property(
+                "op",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(ops.iter().copied())),
+            )
+            .required("op")
+            .property(
+                "doc",
+                string(NAME_PATTERN)
+                    .min_length(Some(6))
+                    .max_length(Some(MAX_NAME_LEN)),
+            )
+            .required("doc")
+            .property("if_match", string(r"^[0-9A-Fa-f]{64}$"))
+            .property("if_none_match", string(r"^\*$"))
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        for (name, schema) in needs {
+            o = o.property(*name, schema.clone()).required(*name);
+        }
+        for (name, schema) in may {
+            o = o.property(*name, schema.clone());
+        }
+        Schema::Object(o.build())
+    };
+    let pointer = || Schema::Object(string(POINTER_PATTERN).build());
+    let item = utoipa::openapi::schema::OneOfBuilder::new()
+        .item(form(&["put"], &[("value", any_json())], &[]))
+        .item(form(&["patch"], &[("merge", any_json())], &[]))
+        .item(form(
+            &["patch"],
+            &[("json_patch", json_patch_schema())],
+            &[],
+        ))
+        .item(form(
+            &["append"],
+            &[("value", any_json())],
+            &[("pointer", pointer())],
+        ))
+        .item(form(&["delete", "get"], &[], &[]));
     Schema::Array(
         ArrayBuilder::new()
-            .items(op.build())
+            .items(item)
             .min_items(Some(1))
             .max_items(Some(statefile::MAX_TX_OPS))
             .build(),
