@@ -18,6 +18,9 @@ use crate::error::{CorruptInfo, Error, ErrorKind, Result};
 /// refuses anything deeper, so the writer refuses it too.
 pub const MAX_DEPTH: usize = 127;
 
+/// The struct name serde_json gives a number under `arbitrary_precision`.
+const EXACT_NUMBER: &str = "$serde_json::private::Number";
+
 /// How a document is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -466,9 +469,14 @@ impl ser::Serializer for Checker {
     }
     fn serialize_struct(
         self,
-        _: &'static str,
+        name: &'static str,
         _: usize,
     ) -> std::result::Result<Checker, CheckError> {
+        // An exact number (serde_json's `arbitrary_precision`) comes as a struct of one
+        // string: a scalar in the JSON, not a level of nesting.
+        if name == EXACT_NUMBER {
+            return Ok(self);
+        }
         self.nest()
     }
     fn serialize_struct_variant(

@@ -358,14 +358,11 @@ impl Patch {
                 if n > limits.max_operations {
                     return Err(too_many_operations(limits.max_operations));
                 }
-                let ops = serde_json::from_value(value).map_err(|e| {
-                    PatchError::new(
-                        PatchErrorKind::Invalid,
-                        None,
-                        format!("not an RFC 6902 JSON Patch: {e}"),
-                    )
-                })?;
-                Patch::from_operations(ops)
+                // Through its text, not `from_value`: serde's buffering of the tagged
+                // operations cannot hold an exact number beyond 64 bits.
+                let bytes = serde_json::to_vec(&value)
+                    .map_err(|e| PatchError::new(PatchErrorKind::Invalid, None, e.to_string()))?;
+                Patch::parse(PatchKind::Json, &bytes, limits)
             }
         }
     }

@@ -2,7 +2,7 @@
 //! deeper than any document, stores nested thousands of directories deep, patches that
 //! multiply a document or hold its lock for minutes. Each was a crash (a stack overflow
 //! aborts the process), an exhaustion of memory, or a lock held for minutes, before it
-//! was bounded.
+//! was bounded. And numbers a float would change, which are now kept exactly.
 //!
 //! Children run under `prlimit --as` where a regression could exhaust memory, so it
 //! fails the test instead of taking the machine down.
@@ -448,4 +448,100 @@ fn server_a_slow_patch_stops_at_the_time_limit_and_releases_the_lock() {
     };
     assert_eq!(server.get("/v1/docs/big.json").1, json!({"a": []}));
     eprintln!("the document was writable again {replaced:?} after the patch started");
+}
+
+/// Numbers a float or a 64-bit integer would change (issue 9 item 8).
+const EXACT_NUMBERS: [&str; 7] = [
+    "123456789012345678901234567890",
+    "18446744073709551616",
+    "-9223372036854775809",
+    "1e-400",
+    "1.0",
+    "-0",
+    "0.30000000000000000001",
+];
+
+// Regression (issue 9): `statefile` stored 123456789012345678901234567890 as
+// 1.2345678901234568e+29, 18446744073709551616 as a float and 1e-400 as 0.0, exit 0.
+#[test]
+fn cli_keeps_numbers_exactly() {
+    let sb = Sandbox::new();
+    let all = format!("[{}]", EXACT_NUMBERS.join(","));
+    sb.run_in(&["put", "p.json"], all.as_bytes()).ok();
+    assert_eq!(
+        sb.run(&["get", "--compact", "p.json"]).ok().stdout,
+        format!("{all}\n")
+    );
+    for n in EXACT_NUMBERS {
+        sb.run(&["set", "s.json", "/n", "--", n]).ok();
+        let stored = String::from_utf8(sb.read("s.json")).unwrap();
+        assert!(stored.contains(&format!("\"n\": {n}\n")), "{n}: {stored}");
+        sb.run(&["append", "a.json", "/list", "--", n]).ok();
+        sb.run_in(&["patch", "m.json"], format!("{{\"m\": {n}}}").as_bytes())
+            .ok();
+        sb.run_in(
+            &["patch", "--json-patch", "m.json"],
+            format!(r#"[{{"op": "add", "path": "/j", "value": {n}}}, {{"op": "test", "path": "/j", "value": {n}}}]"#)
+                .as_bytes(),
+        )
+        .ok();
+        for ptr in ["/m", "/j"] {
+            assert_eq!(
+                sb.run(&["get", "m.json", ptr]).ok().stdout,
+                format!("{n}\n")
+            );
+        }
+    }
+    assert_eq!(
+        sb.run(&["get", "--compact", "a.json", "/list"]).ok().stdout,
+        format!("{all}\n")
+    );
+}
+
+// Regression (issue 9): the same over HTTP, answered 201.
+#[test]
+fn server_keeps_numbers_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let all = format!("[{}]", EXACT_NUMBERS.join(","));
+    let put = server.request("PUT", "/v1/docs/p.json", "application/json", all.as_bytes());
+    assert_eq!(put.0, 201);
+    assert_eq!(server.get("/v1/docs/p.json").1.to_string(), all);
+    let stored = std::fs::read_to_string(dir.path().join("p.json")).unwrap();
+    for n in EXACT_NUMBERS {
+        assert!(stored.contains(&format!("  {n}")), "{n}: {stored}");
+        let (status, _) = server.request(
+            "POST",
+            "/v1/docs/a.json/append?pointer=/list",
+            "application/json",
+            n.as_bytes(),
+        );
+        assert_eq!(status, 200);
+        let merge = format!("{{\"m\": {n}}}");
+        let (status, _) = server.request(
+            "PATCH",
+            "/v1/docs/m.json",
+            "application/merge-patch+json",
+            merge.as_bytes(),
+        );
+        assert_eq!(status, 200);
+        let ops = format!(
+            r#"[{{"op": "add", "path": "/j", "value": {n}}}, {{"op": "test", "path": "/j", "value": {n}}}]"#
+        );
+        let (status, body) = server.request(
+            "PATCH",
+            "/v1/docs/m.json",
+            "application/json-patch+json",
+            ops.as_bytes(),
+        );
+        assert_eq!(status, 200, "{body}");
+        for ptr in ["/m", "/j"] {
+            let (_, v) = server.get(&format!("/v1/docs/m.json?pointer={ptr}"));
+            assert_eq!(v.to_string(), n);
+        }
+    }
+    assert_eq!(
+        server.get("/v1/docs/a.json?pointer=/list").1.to_string(),
+        all
+    );
 }
