@@ -227,7 +227,7 @@ impl fmt::Write for Count {
 /// Whether two numbers are equal in value, as RFC 6902's `test` compares them: `1`,
 /// `1.0`, `10e-1` and `0.1e1` are equal; so are `0` and `-0`. Exact for numbers of any
 /// length (they are compared as decimals, never through a float); only when an exponent
-/// has more than 30 digits are the texts compared instead.
+/// has more than 30 significant digits are the texts compared instead.
 pub(crate) fn numbers_equal(a: &Number, b: &Number) -> bool {
     let (a, b) = (a.to_string(), b.to_string());
     match (Decimal::parse(&a), Decimal::parse(&b)) {
@@ -236,17 +236,58 @@ pub(crate) fn numbers_equal(a: &Number, b: &Number) -> bool {
     }
 }
 
-/// A JSON number as sign, significant digits (no leading or trailing zeros) and the
-/// exponent of its first digit. Zero has no digits and no sign.
-#[derive(PartialEq, Eq)]
-struct Decimal {
+/// The `f64` that stands for the JSON number `n` without changing it, if there is one:
+/// a finite double whose shortest round-trip form (what JavaScript's `JSON.stringify`,
+/// Python's `repr` and serde_json print) is the same number as `n`. So a program that
+/// holds numbers as doubles reads `n` as this and writes back the number it read.
+///
+/// `None` for a number a double would change: more digits than it keeps
+/// (`0.30000000000000000001`, `9007199254740993`, `1152921504606846976`, which prints as
+/// `1152921504606847000`), or beyond its range (`1e-400`, `1e400`). `1.0`, `1e2`, `0.1`
+/// and `-0` have one. For bindings to languages whose numbers are doubles: the cost is
+/// one parse of the number's text, and a formatting only for numbers of more than 15
+/// significant digits or at the ends of the range. Never allocates or loops in
+/// proportion to an exponent, however large.
+///
+/// ```
+/// use serde_json::Number;
+/// let n = |s: &str| s.parse::<Number>().unwrap();
+/// assert_eq!(statefile::exact_f64(&n("0.1")), Some(0.1));
+/// assert_eq!(statefile::exact_f64(&n("1e2")), Some(100.0));
+/// assert_eq!(statefile::exact_f64(&n("9007199254740993")), None);
+/// # #[cfg(feature = "exact-numbers")]
+/// assert_eq!(statefile::exact_f64(&n("1e-400")), None);
+/// ```
+pub fn exact_f64(n: &Number) -> Option<f64> {
+    let text = n.to_string();
+    let decimal = Decimal::parse(&text)?;
+    let f: f64 = text.parse().ok().filter(|f: &f64| f.is_finite())?;
+    // Up to 15 significant digits, in the range of normal doubles, a decimal is the
+    // shortest form of its nearest double (DBL_DIG): no need to print it.
+    if decimal.count <= 15 && (-307..=307).contains(&decimal.exponent) {
+        return Some(f);
+    }
+    let shortest = format!("{f:e}");
+    (Decimal::parse(&shortest)? == decimal).then_some(f)
+}
+
+/// A JSON number's value, borrowing its text: the sign, the significant digits (the
+/// `count` digits of `int` followed by `frac`, from index `first`: no leading or
+/// trailing zeros) and the power of ten of the first of them. Zero has no digits and
+/// no sign.
+struct Decimal<'a> {
     negative: bool,
-    digits: Vec<u8>,
+    int: &'a str,
+    frac: &'a str,
+    first: usize,
+    count: usize,
     exponent: i128,
 }
 
-impl Decimal {
-    fn parse(text: &str) -> Option<Decimal> {
+impl<'a> Decimal<'a> {
+    /// `text` is a JSON number. `None` if its exponent has more than 30 significant
+    /// digits (and it is not zero): a value no document can bring back into range.
+    fn parse(text: &'a str) -> Option<Decimal<'a>> {
         let (negative, rest) = match text.strip_prefix('-') {
             Some(r) => (true, r),
             None => (false, text),
@@ -255,31 +296,58 @@ impl Decimal {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, "0"),
         };
-        let exp_digits = exp.trim_start_matches(['+', '-']);
-        if exp_digits.len() > 30 || exp_digits.is_empty() {
-            return None;
-        }
-        let mut exponent: i128 = exp_digits.parse().ok()?;
-        if exp.starts_with('-') {
-            exponent = -exponent;
-        }
         let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        let all: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
-        let Some(first) = all.iter().position(|&d| d != b'0') else {
+        let digits = || int.bytes().chain(frac.bytes());
+        let Some(first) = digits().position(|d| d != b'0') else {
             return Some(Decimal {
                 negative: false,
-                digits: Vec::new(),
+                int: "",
+                frac: "",
+                first: 0,
+                count: 0,
                 exponent: 0,
             });
         };
-        let last = all.iter().rposition(|&d| d != b'0')?;
+        let last = int.len() + frac.len() - 1 - digits().rev().position(|d| d != b'0')?;
+        let exp_digits = exp.trim_start_matches(['+', '-']).trim_start_matches('0');
+        if exp_digits.len() > 30 {
+            return None;
+        }
+        let mut exponent: i128 = if exp_digits.is_empty() {
+            0
+        } else {
+            exp_digits.parse().ok()?
+        };
+        if exp.starts_with('-') {
+            exponent = -exponent;
+        }
         // The first significant digit's power of ten: int.len() - 1 - first.
         exponent += i128::try_from(int.len()).ok()? - 1 - i128::try_from(first).ok()?;
         Some(Decimal {
             negative,
-            digits: all[first..=last].to_vec(),
+            int,
+            frac,
+            first,
+            count: last + 1 - first,
             exponent,
         })
+    }
+
+    fn digits(&self) -> impl Iterator<Item = u8> + 'a {
+        self.int
+            .bytes()
+            .chain(self.frac.bytes())
+            .skip(self.first)
+            .take(self.count)
+    }
+}
+
+impl PartialEq for Decimal<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.negative == other.negative
+            && self.exponent == other.exponent
+            && self.count == other.count
+            && self.digits().eq(other.digits())
     }
 }
 
@@ -585,6 +653,105 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         let e = parse::<Value>(deep.as_bytes(), p).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Corrupt);
+    }
+
+    fn number(s: &str) -> Number {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn numbers_are_equal_by_value() {
+        let same = [
+            ("1", "1.0"),
+            ("1", "10e-1"),
+            ("1", "0.1e1"),
+            ("100", "1E2"),
+            ("0", "-0"),
+            ("0", "0e99999999999999999999999999999999999999"),
+            ("-1.50", "-15e-1"),
+            ("1e+0000000000000000000000000000000000000001", "10"),
+            (
+                "123456789012345678901234567890",
+                "1.2345678901234567890123456789e29",
+            ),
+        ];
+        for (a, b) in same {
+            assert!(numbers_equal(&number(a), &number(b)), "{a} = {b}");
+        }
+        assert!(!numbers_equal(&number("1"), &number("-1")));
+        // Differences a float would lose.
+        #[cfg(feature = "exact-numbers")]
+        for (a, b) in [
+            ("1", "1.000000000000000000000000001"),
+            ("1e-400", "0"),
+            ("1e-400", "1e-401"),
+            (
+                "123456789012345678901234567890",
+                "123456789012345678901234567891",
+            ),
+        ] {
+            assert!(!numbers_equal(&number(a), &number(b)), "{a} != {b}");
+        }
+    }
+
+    #[test]
+    fn exact_f64_is_the_double_that_writes_back_the_same_number() {
+        let exact = [
+            ("0", 0.0),
+            ("1.0", 1.0),
+            ("1E2", 100.0),
+            ("0.1", 0.1),
+            ("-2.5e-3", -2.5e-3),
+            ("9007199254740992", 9_007_199_254_740_992.0),
+            ("100000000000000000000", 1e20),
+            ("5e-324", 5e-324),
+            ("1.7976931348623157e308", f64::MAX),
+            ("0.30000000000000004", 0.300_000_000_000_000_04),
+            ("0e999999999999999999999999999999999999999", 0.0),
+        ];
+        for (text, f) in exact {
+            assert_eq!(exact_f64(&number(text)), Some(f), "{text}");
+        }
+        let neg_zero = exact_f64(&number("-0.0")).unwrap();
+        assert!(neg_zero == 0.0 && neg_zero.is_sign_negative());
+        for text in [
+            "9007199254740993",
+            "-9007199254740993",
+            "1152921504606846976",
+        ] {
+            assert_eq!(exact_f64(&number(text)), None, "{text}");
+        }
+        #[cfg(feature = "exact-numbers")]
+        for text in [
+            "0.30000000000000000001",
+            "1e-400",
+            "2e-324",
+            "1e400",
+            "1.7976931348623159e308",
+            "123456789012345678901234567890",
+            "1e999999999",
+            "-1e-99999999999999999999999999999999999999999",
+        ] {
+            assert_eq!(exact_f64(&number(text)), None, "{text}");
+        }
+    }
+
+    // Exponents are never looped over or expanded: a number of a few bytes that means
+    // 10^(10^40) costs what its text costs (a regression would not finish).
+    #[cfg(feature = "exact-numbers")]
+    #[test]
+    fn huge_exponents_and_long_numbers_cost_their_length() {
+        let huge = format!("1e{}", "9".repeat(40));
+        assert!(numbers_equal(&number(&huge), &number(&huge)));
+        assert_eq!(exact_f64(&number(&huge)), None);
+        assert_eq!(exact_f64(&number("1e999999999")), None);
+        let long = format!("0.{}1", "0".repeat(1_000_000));
+        assert_eq!(exact_f64(&number(&long)), None);
+        let digits = "7".repeat(1_000_000);
+        assert!(!numbers_equal(
+            &number(&digits),
+            &number(&format!("{digits}1"))
+        ));
     }
 
     #[test]
