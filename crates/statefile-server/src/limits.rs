@@ -186,7 +186,10 @@ impl Drop for DocTurn {
 /// Each array and object is counted at the capacity its buffers grow to (doubling from
 /// 4) plus the buffers it outgrew on the way (freed, but their pages may stay resident),
 /// each object entry with its key and index slot, each string at its length plus the
-/// allocator's overhead.
+/// allocator's overhead. With exact numbers (`arbitrary_precision`) each number keeps
+/// its digits in a buffer grown by doubling from 8, and while one is parsed its digits
+/// may be held twice (scanned, then parsed again into the number): a body of one number
+/// of n digits is counted at up to 4n (a 2 MiB one measured 2 MiB on top of its body).
 pub fn parsed_size(json: &[u8]) -> usize {
     // Nesting beyond serde_json's limit (128) fails the parse; count no deeper.
     const MAX_DEPTH: usize = 130;
@@ -214,6 +217,11 @@ pub fn parsed_size(json: &[u8]) -> usize {
             grown(cap, value)
         }
     };
+    // A number's digits as kept: a String grown by doubling from 8 bytes (Rust's
+    // smallest capacity for bytes).
+    let digits = |len: usize| len.next_power_of_two().max(8) + OVERHEAD;
+    // The scan buffer of the number being parsed, freed once it is parsed again.
+    let mut scanning: usize = 0;
     let mut total: usize = 0;
     // (is_object, commas, non-empty) per open container.
     let mut stack: Vec<(bool, usize, bool)> = Vec::with_capacity(MAX_DEPTH);
@@ -267,7 +275,10 @@ pub fn parsed_size(json: &[u8]) -> usize {
                     {
                         i += 1;
                     }
-                    total = total.saturating_add(i + 1 - start + OVERHEAD);
+                    // One more for the `+` an exponent may gain (`1e5` is kept as `1e+5`).
+                    let kept = digits(i + 2 - start);
+                    total = total.saturating_add(kept);
+                    scanning = scanning.max(kept);
                 }
             }
         }
@@ -278,7 +289,7 @@ pub fn parsed_size(json: &[u8]) -> usize {
         let items = if nonempty { commas + 1 } else { 0 };
         total = total.saturating_add(close(is_object, items));
     }
-    total
+    total.saturating_add(scanning)
 }
 
 #[cfg(test)]
@@ -289,12 +300,16 @@ mod tests {
 
     #[test]
     fn sizes_grow_with_what_parsing_allocates() {
-        assert_eq!(parsed_size(b"0"), 0);
         assert_eq!(parsed_size(b"[]"), 0);
+        assert_eq!(parsed_size(b"\"\""), 0);
         assert!(parsed_size(b"[0]") >= 4 * size_of::<Value>());
         assert!(parsed_size(b"[[0],[0]]") > parsed_size(b"[0,0]"));
         assert!(parsed_size(b"{\"a\":0}") > parsed_size(b"[0]"));
         assert!(parsed_size(b"\"abc\"") >= 3);
+        // An exact number keeps its digits (grown by doubling) and, while it is parsed,
+        // holds them twice.
+        let digits = vec![b'7'; 1_000_000];
+        assert!(parsed_size(&digits) >= 2 * digits.len());
     }
 
     #[tokio::test]

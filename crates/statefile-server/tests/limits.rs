@@ -214,6 +214,10 @@ fn shape_body(shape: &str, bytes: usize) -> Vec<u8> {
         "short-strings" => ("[", &|_| "\"a\"".into(), "]"),
         "many-keys" => ("{", &|i| format!("\"{i:x}\":0"), "}"),
         "long-strings" => ("[", &|i| format!("\"{}\"", "x".repeat(1000 + i % 7)), "]"),
+        // Exact numbers keep their digits: long ones cost like strings, and more.
+        "long-numbers" => ("[", &|i| "7".repeat(1000 + i % 7), "]"),
+        // One item that fills the body, so a second does not fit.
+        "one-long-number" => ("", &|_| "7".repeat((2 << 20) - 2), ""),
         "nested" => ("[", &|_| "[[[{\"k\":[1,{\"x\":\"y\"}]}]]]".into(), "]"),
         "escapes" => ("[", &|_| "\"\\u0041\\n\"".into(), "]"),
         _ => panic!("unknown shape {shape}"),
@@ -249,6 +253,8 @@ fn parsed_size_bounds_what_parsing_takes() {
         "short-strings",
         "many-keys",
         "long-strings",
+        "long-numbers",
+        "one-long-number",
         "nested",
         "escapes",
     ] {
