@@ -545,3 +545,248 @@ fn server_keeps_numbers_exactly() {
         all
     );
 }
+
+/// JSON Patch `test` compares numbers by value, exactly: `1` is `1.0`, a big integer is
+/// itself and not its neighbour, `1e-400` is not `0`. Each (stored, the same value spelled
+/// otherwise, a value a float would confuse with it). The second is spelled as serde_json
+/// keeps it, since a merge patch stores it.
+const SAME_AND_DIFFERENT: [(&str, &str, &str); 5] = [
+    ("1.0", "1", "1.0000000000000000000001"),
+    ("100", "1e+2", "100.00000000000000000001"),
+    (
+        "123456789012345678901234567890",
+        "1.2345678901234567890123456789e+29",
+        "123456789012345678901234567891",
+    ),
+    ("1e-400", "10e-401", "0"),
+    ("-0", "0.0", "1e-400"),
+];
+
+fn test_op(n: &str) -> String {
+    format!(
+        r#"[{{"op": "test", "path": "/n", "value": {n}}}, {{"op": "add", "path": "/ok", "value": true}}]"#
+    )
+}
+
+// A `test` that a float comparison would pass (123456789012345678901234567890 against
+// ...891, 1e-400 against 0) fails, and one that differs only in spelling passes.
+#[test]
+fn cli_json_patch_test_compares_numbers_exactly() {
+    let sb = Sandbox::new();
+    for (stored, same, different) in SAME_AND_DIFFERENT {
+        let doc = format!("{{\"n\": {stored}}}\n");
+        sb.write("t.json", doc.as_bytes());
+        sb.run_in(
+            &["patch", "--json-patch", "t.json"],
+            test_op(different).as_bytes(),
+        )
+        .code(1)
+        .stderr_has("test failed");
+        assert_eq!(sb.read("t.json"), doc.as_bytes(), "{different}");
+        sb.run_in(
+            &["patch", "--json-patch", "t.json"],
+            test_op(same).as_bytes(),
+        )
+        .ok();
+        assert_eq!(
+            String::from_utf8(sb.read("t.json")).unwrap(),
+            format!("{{\n  \"n\": {stored},\n  \"ok\": true\n}}\n")
+        );
+        // A merge patch stores the number it is given, spelling and all.
+        sb.run_in(
+            &["patch", "t.json"],
+            format!("{{\"n\": {same}}}").as_bytes(),
+        )
+        .ok();
+        assert_eq!(
+            sb.run(&["get", "t.json", "/n"]).ok().stdout,
+            format!("{same}\n")
+        );
+    }
+    // The one change serde_json makes to a number's text: its exponent is spelled `e`,
+    // with `+` when positive. The same value, as a `test` confirms.
+    sb.run_in(&["put", "e.json"], b"[1E2, 1e5, 2.5E-3, 1E+0]")
+        .ok();
+    assert_eq!(
+        sb.run(&["get", "--compact", "e.json"]).ok().stdout,
+        "[1e+2,1e+5,2.5e-3,1e+0]\n"
+    );
+    sb.run_in(
+        &["patch", "--json-patch", "e.json"],
+        br#"[{"op": "test", "path": "", "value": [100, 100000, 0.0025, 1]}]"#,
+    )
+    .ok();
+}
+
+#[test]
+fn server_json_patch_test_compares_numbers_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    for (stored, same, different) in SAME_AND_DIFFERENT {
+        let doc = format!("{{\"n\": {stored}}}");
+        let put = server.request("PUT", "/v1/docs/t.json", "application/json", doc.as_bytes());
+        assert!(put.0 == 200 || put.0 == 201, "{put:?}");
+        let before = std::fs::read(dir.path().join("t.json")).unwrap();
+        let patch = |ops: String| {
+            server.request(
+                "PATCH",
+                "/v1/docs/t.json",
+                "application/json-patch+json",
+                ops.as_bytes(),
+            )
+        };
+        let (status, body) = patch(test_op(different));
+        assert_eq!(status, 422, "{different}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("test failed"),
+            "{body}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("t.json")).unwrap(), before);
+        let (status, body) = patch(test_op(same));
+        assert_eq!(status, 200, "{same}: {body}");
+        let merge = format!("{{\"n\": {same}}}");
+        let (status, _) = server.request(
+            "PATCH",
+            "/v1/docs/t.json",
+            "application/merge-patch+json",
+            merge.as_bytes(),
+        );
+        assert_eq!(status, 200);
+        let stored_now = std::fs::read_to_string(dir.path().join("t.json")).unwrap();
+        assert_eq!(
+            stored_now,
+            format!("{{\n  \"n\": {same},\n  \"ok\": true\n}}\n")
+        );
+    }
+}
+
+/// A number literal of `n` digits, and one whose exponent has `n` digits.
+fn long_numbers(n: usize) -> [String; 2] {
+    [
+        format!("-{}.{}", "7".repeat(n / 2), "3".repeat(n / 2)),
+        // As serde_json keeps it: a positive exponent gets its `+`.
+        format!("1e+{}", "9".repeat(n)),
+    ]
+}
+
+/// Generous: the linear work takes a few seconds in a debug build; a quadratic step on a
+/// million digits would take hours.
+const LINEAR: Duration = Duration::from_secs(60);
+
+// A number of a million digits (inside the default limits) is stored, served,
+// compared by a JSON Patch test and merged exactly, each in time linear in its length:
+// nothing expands an exponent, converts the digits to a float or compares them pairwise.
+// Beyond --max-body it is refused (413) before it is parsed.
+#[test]
+fn server_numbers_of_a_million_digits_cost_their_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-body", "4MiB"]);
+    for n in long_numbers(1_000_000) {
+        let started = std::time::Instant::now();
+        let doc = format!("{{\"n\": {n}}}");
+        let put = server.request(
+            "PUT",
+            "/v1/docs/big.json",
+            "application/json",
+            doc.as_bytes(),
+        );
+        assert!(put.0 == 200 || put.0 == 201, "{}", put.0);
+        let stored = std::fs::read_to_string(dir.path().join("big.json")).unwrap();
+        assert!(
+            stored == format!("{{\n  \"n\": {n}\n}}\n"),
+            "stored: {}",
+            cut(&stored)
+        );
+        let (status, v) = server.get("/v1/docs/big.json?pointer=/n");
+        assert_eq!(status, 200);
+        let served = v.to_string();
+        assert!(served == n, "served: {}", cut(&served));
+        let (status, body) = server.request(
+            "PATCH",
+            "/v1/docs/big.json",
+            "application/json-patch+json",
+            test_op(&n).as_bytes(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let mut other = n.clone();
+        other.push('1');
+        let (status, _) = server.request(
+            "PATCH",
+            "/v1/docs/big.json",
+            "application/json-patch+json",
+            test_op(&other).as_bytes(),
+        );
+        assert_eq!(status, 422);
+        let (status, _) = server.request(
+            "POST",
+            "/v1/docs/list.json/append?pointer=/l",
+            "application/json",
+            n.as_bytes(),
+        );
+        assert_eq!(status, 200);
+        let (status, _) = server.request(
+            "PATCH",
+            "/v1/docs/big.json",
+            "application/merge-patch+json",
+            format!("{{\"m\": {n}}}").as_bytes(),
+        );
+        assert_eq!(status, 200);
+        let elapsed = started.elapsed();
+        assert!(elapsed < LINEAR, "{} bytes took {elapsed:?}", n.len());
+        eprintln!(
+            "a number of {} bytes: put, get, test twice, append, merge in {elapsed:?}",
+            n.len()
+        );
+    }
+    let over = format!("[{}]", "1".repeat(4 * 1024 * 1024));
+    problem(
+        server.request(
+            "PUT",
+            "/v1/docs/over.json",
+            "application/json",
+            over.as_bytes(),
+        ),
+        413,
+        "body-too-large",
+    );
+    assert!(!dir.path().join("over.json").exists());
+}
+
+#[test]
+fn cli_numbers_of_a_million_digits_cost_their_length() {
+    let sb = Sandbox::new();
+    for n in long_numbers(1_000_000) {
+        let started = std::time::Instant::now();
+        let doc = format!("{{\"n\": {n}}}");
+        let (code, _, err) = run_capped(sb.dir.path(), &["put", "big.json"], doc.as_bytes());
+        assert_eq!(code, 0, "{err}");
+        let stored = String::from_utf8(sb.read("big.json")).unwrap();
+        assert!(
+            stored == format!("{{\n  \"n\": {n}\n}}\n"),
+            "stored: {}",
+            cut(&stored)
+        );
+        let (code, out, err) = run_capped(sb.dir.path(), &["get", "big.json", "/n"], b"");
+        assert!(code == 0 && out == format!("{n}\n"), "{err} {}", cut(&out));
+        let (code, _, err) = run_capped(
+            sb.dir.path(),
+            &["patch", "--json-patch", "big.json"],
+            test_op(&n).as_bytes(),
+        );
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = run_capped(
+            sb.dir.path(),
+            &["patch", "big.json"],
+            format!("{{\"m\": {n}}}").as_bytes(),
+        );
+        assert_eq!(code, 0, "{err}");
+        let (code, out, err) = run_capped(sb.dir.path(), &["get", "big.json", "/m"], b"");
+        assert!(code == 0 && out == format!("{n}\n"), "{err} {}", cut(&out));
+        let elapsed = started.elapsed();
+        assert!(elapsed < LINEAR, "{} bytes took {elapsed:?}", n.len());
+        eprintln!(
+            "a number of {} bytes: put, get, test, merge in {elapsed:?}",
+            n.len()
+        );
+    }
+}
