@@ -8,14 +8,22 @@
 //! place as a JSON Pointer. Nothing is converted silently: `json.dumps` turns a `1` key
 //! into `"1"` and NaN into `NaN`; here both are errors.
 //!
+//! Numbers are exact both ways (the library keeps each number's text). An int is
+//! written as its digits, whatever its size; a float as the shortest text that reads
+//! back as the same float; a `decimal.Decimal` as its own digits. Read back, an integer
+//! is an int, and any other number a float when the float is the same number (what
+//! `repr` writes back is what was read: `1.0`, `0.1`, `1e2`), else a `decimal.Decimal`
+//! of its exact digits (`1e-400`, `1e400`, `0.30000000000000000001`), where Python's
+//! `json` module would round it.
+//!
 //! Reading: objects keep their key order (dicts are ordered), integers stay integers.
 
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use serde_json::{Map, Number, Value};
 
 /// Why a value cannot be stored, and where (pointer segments, innermost first).
@@ -146,6 +154,9 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, open: &mut Vec<usize>) -> Resul
     let is_dict = obj.is_instance_of::<PyDict>();
     let is_list = obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>();
     if !is_dict && !is_list {
+        if obj.is_instance(decimal_type(obj.py())?)? {
+            return decimal(obj).map(Value::Number);
+        }
         return Err(refuse_type(unsupported(obj)));
     }
     let id = obj.as_ptr() as usize;
@@ -213,21 +224,46 @@ fn integer(obj: &Bound<'_, PyAny>) -> Result<Number, Failure> {
     if let Ok(u) = obj.extract::<u64>() {
         return Ok(Number::from(u));
     }
-    // Beyond 64 bits: exact only where serde_json keeps numbers as text
-    // (`arbitrary_precision`); otherwise it would become a float, so refuse.
-    let py = obj.py();
-    let digits: String = py
+    // Beyond 64 bits: the digits, kept as text by the library. int's own repr, so a
+    // subclass's cannot say something else. It refuses more digits than
+    // sys.get_int_max_str_digits() (4300 by default), as json.dumps does.
+    let digits: String = obj
+        .py()
         .get_type::<PyInt>()
-        .call_method1("__repr__", (obj,))?
+        .call_method1("__repr__", (obj,))
+        .map_err(|e| refuse_value(format!("the integer cannot be written in decimal: {e}")))?
         .extract()?;
-    match digits.parse::<Number>() {
-        Ok(n) if n.to_string() == digits => Ok(n),
-        _ => Err(refuse_value(format!(
-            "the integer {} does not fit in 64 bits, and this build of statefile stores \
-             only 64-bit integers exactly",
-            abbreviate(&digits)
-        ))),
+    exact_text(&digits, "integer")
+}
+
+/// `decimal.Decimal`, imported once.
+fn decimal_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static DECIMAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    DECIMAL.import(py, "decimal", "Decimal")
+}
+
+/// A `decimal.Decimal` (or a subclass) as the JSON number of its digits, exactly.
+fn decimal(obj: &Bound<'_, PyAny>) -> Result<Number, Failure> {
+    if !obj.call_method0("is_finite")?.is_truthy()? {
+        return Err(refuse_value(format!(
+            "{} is not a JSON number (JSON has no NaN or infinity)",
+            short_repr(obj)
+        )));
     }
+    let text: String = decimal_type(obj.py())?
+        .call_method1("__str__", (obj,))?
+        .extract()?;
+    exact_text(&text, "Decimal")
+}
+
+/// The JSON number of `text` (an int's or a Decimal's digits), kept as given.
+fn exact_text(text: &str, what: &str) -> Result<Number, Failure> {
+    text.parse::<Number>().map_err(|e| {
+        refuse_value(format!(
+            "the {what} {} is not a JSON number: {e}",
+            abbreviate(text)
+        ))
+    })
 }
 
 fn float_name(x: f64) -> &'static str {
@@ -245,7 +281,6 @@ fn unsupported(obj: &Bound<'_, PyAny>) -> String {
     let hint = match name.as_str() {
         "set" | "frozenset" => " (use a list)",
         "bytes" | "bytearray" => " (decode it to a str, or store base64 text)",
-        "Decimal" => " (use a float, an int or a str)",
         _ => "",
     };
     format!("an object of type {name} is not JSON{hint}")
@@ -274,24 +309,55 @@ fn abbreviate(s: &str) -> String {
     out
 }
 
-/// A JSON value as Python objects: dicts in key order, ints as ints.
+/// A JSON value as Python objects: dicts in key order, ints as ints, other numbers as
+/// floats where a float is the same number, else as `decimal.Decimal`s.
 pub fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
+    to_py_at(py, v, &mut Vec::new())
+}
+
+/// `to_py`, with the path to `v` (pointer segments from the root) for the message when
+/// a number cannot be converted. Recursive: a value read from a file nests at most
+/// `statefile::MAX_DEPTH` levels.
+fn to_py_at<'py>(
+    py: Python<'py>,
+    v: &Value,
+    path: &mut Vec<String>,
+) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Value::Number(n) => number(py, n)?,
+        Value::Number(n) => number(py, n).map_err(|e| {
+            let place: String = path
+                .iter()
+                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+                .collect();
+            let err = PyValueError::new_err(format!(
+                "cannot read the number {} at {}: {}",
+                abbreviate(&n.to_string()),
+                if place.is_empty() { "the top" } else { &place },
+                e.value(py)
+            ));
+            err.set_cause(py, Some(e));
+            err
+        })?,
         Value::String(s) => PyString::new(py, s).into_any(),
         Value::Array(items) => {
             let list = PyList::empty(py);
-            for item in items {
-                list.append(to_py(py, item)?)?;
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                let item = to_py_at(py, item, path);
+                path.pop();
+                list.append(item?)?;
             }
             list.into_any()
         }
         Value::Object(map) => {
             let dict = PyDict::new(py);
             for (k, item) in map {
-                dict.set_item(k, to_py(py, item)?)?;
+                path.push(k.clone());
+                let item = to_py_at(py, item, path);
+                path.pop();
+                dict.set_item(k, item?)?;
             }
             dict.into_any()
         }
@@ -307,109 +373,19 @@ fn number<'py>(py: Python<'py>, n: &Number) -> PyResult<Bound<'py, PyAny>> {
     }
     let text = n.to_string();
     if !text.contains(['.', 'e', 'E']) {
-        // An integer beyond 64 bits, kept as text (`arbitrary_precision`).
+        // An integer beyond 64 bits. int() refuses more digits than
+        // sys.get_int_max_str_digits() (4300 by default), as json.loads does.
         return py.get_type::<PyInt>().call1((text,));
     }
-    match n.as_f64() {
+    match statefile::exact_f64(n) {
         Some(x) => Ok(PyFloat::new(py, x).into_any()),
-        None => Err(PyValueError::new_err(format!(
-            "the number {} cannot be represented as a float",
-            abbreviate(&text)
-        ))),
-    }
-}
-
-/// Whether this build's JSON numbers keep integers beyond 64 bits exactly (serde_json's
-/// `arbitrary_precision`). Without it, the parser turns such an integer into the
-/// nearest float, and what Python got would not be what the file says.
-pub fn big_integers_kept() -> bool {
-    static KEPT: OnceLock<bool> = OnceLock::new();
-    *KEPT.get_or_init(|| {
-        const BIG: &str = "123456789012345678901234567890";
-        serde_json::from_str::<Value>(BIG).is_ok_and(|v| v.as_number().is_some_and(|n| !n.is_f64()))
-    })
-}
-
-/// Whether `v` holds a float anywhere (where a big integer may have become one).
-pub fn has_float(v: &Value) -> bool {
-    match v {
-        Value::Number(n) => !n.is_i64() && !n.is_u64(),
-        Value::Array(items) => items.iter().any(has_float),
-        Value::Object(map) => map.values().any(has_float),
-        _ => false,
-    }
-}
-
-/// The first integer literal in the JSON text `json` that does not fit in 64 bits,
-/// with its line and column (1-based). Only number tokens are looked at: strings are
-/// skipped, escapes included.
-pub fn first_big_integer(json: &[u8]) -> Option<(String, usize, usize)> {
-    let (mut i, mut line, mut line_start) = (0, 1, 0);
-    while i < json.len() {
-        match json[i] {
-            b'"' => {
-                i += 1;
-                while i < json.len() {
-                    match json[i] {
-                        b'\\' => i += 2,
-                        b'"' => break,
-                        _ => i += 1,
-                    }
-                }
-                i += 1;
-            }
-            b'\n' => {
-                i += 1;
-                line += 1;
-                line_start = i;
-            }
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                while i < json.len()
-                    && matches!(json[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                {
-                    i += 1;
-                }
-                let token = std::str::from_utf8(&json[start..i]).unwrap_or("");
-                let integer = !token.contains(['.', 'e', 'E']);
-                if integer && token.parse::<i64>().is_err() && token.parse::<u64>().is_err() {
-                    return Some((token.to_owned(), line, start - line_start + 1));
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-/// Refuse a value read from `doc` if the file held an integer this build would have
-/// handed back as a different number. Only where that can have happened (no
-/// `arbitrary_precision`, and a float in the value), at the cost of one more read.
-/// `version` is the version the value was read at (`None` under the document's lock,
-/// where it cannot change): `Ok(false)` if the file changed since (read again).
-pub fn integers_intact(
-    doc: &statefile::Doc<Value>,
-    value: &Value,
-    version: Option<&statefile::Version>,
-) -> Result<bool, statefile::Error> {
-    if big_integers_kept() || !has_float(value) {
-        return Ok(true);
-    }
-    let raw = doc.read_bytes()?;
-    if version.is_some_and(|v| v != &raw.version) {
-        return Ok(false);
-    }
-    match first_big_integer(&raw.value) {
-        None => Ok(true),
-        Some((n, line, column)) => Err(statefile::Error::new(
-            statefile::ErrorKind::Serialize,
-            format!(
-                "{} holds the integer {} (line {line}, column {column}), which does not fit in \
-                 64 bits: this build of statefile reads integers exactly only up to 64 bits, and \
-                 will not hand back a different number",
-                doc.path().display(),
-                abbreviate(&n)
-            ),
-        )),
+        None => decimal_type(py)?.call1((text,)).map_err(|e| {
+            // Decimal's exponent stops at about 10^18: beyond, InvalidOperation.
+            let err = PyValueError::new_err(
+                "its exponent is beyond the range of a Python float and of a decimal.Decimal",
+            );
+            err.set_cause(py, Some(e));
+            err
+        }),
     }
 }

@@ -9,9 +9,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use serde_json::Value;
-use statefile::{BackupRef, Error, Version, Versioned};
+use statefile::{BackupRef, Error, Version};
 
-use crate::convert::{integers_intact, to_json, to_py};
+use crate::convert::{to_json, to_py};
 use crate::errors::{IntoPy, to_pyerr};
 use crate::records::{self, path_str};
 use crate::update::Update;
@@ -107,33 +107,6 @@ fn backup_ref(which: Option<&Bound<'_, PyAny>>) -> PyResult<BackupRef> {
     }
 }
 
-/// A read through the library, refusing integers it could not keep exactly.
-pub(crate) fn checked_read(doc: &statefile::Doc<Value>) -> Result<Versioned<Value>, Error> {
-    checked(doc, || doc.read_versioned().map(Arc::new)).map(Arc::unwrap_or_clone)
-}
-
-fn checked(
-    doc: &statefile::Doc<Value>,
-    mut read: impl FnMut() -> Result<Arc<Versioned<Value>>, Error>,
-) -> Result<Arc<Versioned<Value>>, Error> {
-    // Another writer may replace the file between the two reads; then read again.
-    for _ in 0..16 {
-        let v = read()?;
-        if integers_intact(doc, &v.value, Some(&v.version))? {
-            return Ok(v);
-        }
-    }
-    Err(Error::new(
-        statefile::ErrorKind::Io,
-        format!("{} kept changing while it was read", doc.path().display()),
-    ))
-}
-
-/// Under the lock, in an update: refuse a value whose integers were not kept exactly.
-pub(crate) fn checked_under_lock(doc: &statefile::Doc<Value>, v: &Value) -> Result<(), Error> {
-    integers_intact(doc, v, None).map(drop)
-}
-
 /// A version given by the caller; a malformed one is `InvalidName` (a `ValueError`).
 fn version_arg(py: Python<'_>, v: &str) -> PyResult<Version> {
     Version::parse(v)
@@ -191,14 +164,14 @@ impl Doc {
     /// backup parses), or an OS-level error.
     fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let doc = &self.inner;
-        let v = py.detach(|| checked_read(doc)).py_err(py)?;
+        let v = py.detach(|| doc.read_versioned()).py_err(py)?;
         to_py(py, &v.value)
     }
 
     /// The value and the version it was read at (a `Versioned`: `value, version = ...`).
     fn read_versioned<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let doc = &self.inner;
-        let v = py.detach(|| checked_read(doc)).py_err(py)?;
+        let v = py.detach(|| doc.read_versioned()).py_err(py)?;
         records::versioned(py, &v)
     }
 
@@ -209,7 +182,7 @@ impl Doc {
         default: Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let doc = &self.inner;
-        match py.detach(|| checked_read(doc)) {
+        match py.detach(|| doc.read_versioned()) {
             Ok(v) => to_py(py, &v.value),
             Err(e) if e.kind() == statefile::ErrorKind::NotFound => Ok(default),
             Err(e) => Err(to_pyerr(py, &e)),
@@ -220,9 +193,7 @@ impl Doc {
     /// (validated by the file's identity and timestamps: a write by any process is seen).
     fn read_cached<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let doc = &self.inner;
-        let v = py
-            .detach(|| checked(doc, || doc.read_cached()))
-            .py_err(py)?;
+        let v = py.detach(|| doc.read_cached()).py_err(py)?;
         to_py(py, &v.value)
     }
 
@@ -349,7 +320,6 @@ fn update_with<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let missing = AtomicBool::new(false);
     let body = |v: &mut Value| -> Result<Py<PyAny>, Abort> {
-        checked_under_lock(doc, v)?;
         Python::attach(|py| {
             let data = match (&default, missing.load(Ordering::SeqCst)) {
                 (Some(d), true) => d.make(py)?,

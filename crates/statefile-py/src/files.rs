@@ -31,7 +31,7 @@ fn write_json<'py>(
 #[pyfunction]
 fn _read_json<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
     let doc = statefile::Doc::<serde_json::Value>::open(path).py_err(py)?;
-    let v = py.detach(|| crate::doc::checked_read(&doc)).py_err(py)?;
+    let v = py.detach(|| doc.read_versioned()).py_err(py)?;
     to_py(py, &v.value)
 }
 

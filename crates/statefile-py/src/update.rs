@@ -32,7 +32,7 @@ use serde_json::Value;
 use statefile::{Error, Receipt};
 
 use crate::convert::{to_json, to_py};
-use crate::doc::{Default, checked_under_lock};
+use crate::doc::Default;
 use crate::errors::to_pyerr;
 use crate::records;
 
@@ -114,7 +114,6 @@ fn helper(
     let missing = AtomicBool::new(false);
     let to_python = reports.clone();
     let body = |v: &mut Value| -> Result<(), Abort> {
-        checked_under_lock(&doc, v)?;
         reached.store(true, Ordering::SeqCst);
         let got = Report::Got {
             value: std::mem::take(v),
