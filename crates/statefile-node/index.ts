@@ -9,6 +9,7 @@
  * fsync or a lock. `...Sync` variants run on the calling thread, for scripts.
  */
 import { AsyncLocalStorage } from 'node:async_hooks'
+import { randomUUID } from 'node:crypto'
 import { getSystemErrorName, types } from 'node:util'
 import { resolve as resolvePath } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -58,7 +59,7 @@ export class StatefileError extends Error {
   readonly path?: string
   readonly version?: string
   readonly errno?: string
-  /** For a number JavaScript cannot hold exactly: where it is (a JSON Pointer). */
+  /** For a number neither a JavaScript number nor a BigInt holds exactly: where it is (a JSON Pointer). */
   readonly pointer?: string
 
   constructor(message: string, fields: { code: ErrorCode | string; path?: string; version?: string; errno?: string; pointer?: string }) {
@@ -93,6 +94,32 @@ function toError(f: NativeFailure): StatefileError {
 }
 
 type Envelope<T> = { ok: T } | { error: NativeFailure } | { aborted: true }
+
+/** A value as the native side shows it: `bigints` lists where it gave an integer as text. */
+type Shown<T> = { value: T; bigints?: string[] }
+
+/**
+ * Make BigInts of the integers the native side gave as strings of digits (at the JSON
+ * Pointers in `bigints`): those a JavaScript number would round (beyond 2^53, or like
+ * 2^60, whose double prints as 1152921504606847000). Returns `shown` without `bigints`.
+ */
+function withBigInts<R extends Shown<unknown>>(shown: R): Omit<R, 'bigints'> {
+  const { bigints, ...rest } = shown
+  if (bigints === undefined) return rest
+  for (const pointer of bigints) {
+    if (pointer === '') {
+      rest.value = BigInt(rest.value as string)
+      continue
+    }
+    const tokens = pointer.slice(1).split('/').map((t) => t.replace(/~1/g, '/').replace(/~0/g, '~'))
+    const last = tokens.pop() as string
+    let parent = rest.value as Record<string, unknown>
+    for (const t of tokens) parent = parent[t] as Record<string, unknown>
+    // Redefined, not assigned: a key like `__proto__` stays plain data, in its place.
+    Object.defineProperty(parent, last, { value: BigInt(parent[last] as string), writable: true, enumerable: true, configurable: true })
+  }
+  return rest
+}
 
 function unwrap<T>(text: string): T {
   const r = JSON.parse(text) as Envelope<T>
@@ -148,7 +175,7 @@ function builtin(v: object): string | undefined {
 function refusal(v: unknown, inArray: boolean, top: boolean): string | undefined {
   switch (typeof v) {
     case 'bigint':
-      return 'JSON has no BigInt (store it as a string, or as a number if it fits)'
+      return undefined
     case 'function':
     case 'symbol':
       return 'it is not JSON'
@@ -250,18 +277,26 @@ function plain(v: unknown, depth: number): boolean {
 class Refused extends Error {}
 
 /**
+ * What a BigInt is written as while `JSON.stringify` runs, before its digits replace
+ * the quoted string: random per process, so no string a program stores matches it.
+ */
+const BIGINT_MARK = `statefile-bigint-${randomUUID()}:`
+const BIGINT_MARKED = new RegExp(`"${BIGINT_MARK}(-?[0-9]+)"`, 'g')
+
+/**
  * `value` as JSON text, or a TypeError before any file is touched if JSON cannot hold
- * it as it is: a BigInt, a cycle, a function or symbol, NaN or Infinity, a built-in
+ * it as it is: a cycle, a function or symbol, NaN or Infinity, a built-in
  * whose content `JSON.stringify` drops (Map, Set, typed arrays, ArrayBuffer, Promise,
  * RegExp, Error), `undefined` at the top or in an array, a string or key with a lone
  * surrogate, or nesting deeper than 127 levels. The message names the JSON Pointer of
  * the first such value. `undefined` properties of objects are left out, as
  * `JSON.stringify` does (reading the property back gives `undefined` again); `toJSON`
- * methods (Dates, Buffers) are honoured.
+ * methods (Dates, Buffers) are honoured. A BigInt is written as its digits, exactly.
  */
 function toJson(value: unknown, what = 'the value'): string {
   if (plain(value, 0)) return JSON.stringify(value)
   let text: string | undefined
+  let bigints = false
   try {
     // The holders from the top down to the value being written: how deep it is.
     const path: unknown[] = []
@@ -272,6 +307,10 @@ function toJson(value: unknown, what = 'the value'): string {
       if (v !== null && typeof v === 'object') {
         if (path.length > MAX_DEPTH) throw new Refused()
         path.push(v)
+      }
+      if (typeof v === 'bigint') {
+        bigints = true
+        return `${BIGINT_MARK}${v}`
       }
       return v
     })
@@ -286,7 +325,7 @@ function toJson(value: unknown, what = 'the value'): string {
   if (text === undefined) {
     throw new TypeError(`statefile: cannot store ${what}: ${describe(value)} is not JSON`)
   }
-  return text
+  return bigints ? text.replace(BIGINT_MARKED, '$1') : text
 }
 
 // ---------------------------------------------------------------------------------
@@ -572,7 +611,11 @@ export class Doc<T = any> {
     return this.#native.path
   }
 
-  /** The value. `NOT_FOUND` if it does not exist; `CORRUPT` if it is damaged (unless `fallback`). */
+  /**
+   * The value. `NOT_FOUND` if it does not exist; `CORRUPT` if it is damaged (unless
+   * `fallback`). Integers a JavaScript number cannot hold exactly are BigInts; other
+   * numbers a double would change (`1e-400`) are `SERIALIZE`, naming their `pointer`.
+   */
   async read(): Promise<T> {
     return (await this.readVersioned()).value
   }
@@ -583,11 +626,11 @@ export class Doc<T = any> {
 
   /** The value with its version (for `writeIf`, or an ETag). */
   async readVersioned(): Promise<Versioned<T>> {
-    return unwrap<Versioned<T>>(await this.#native.read())
+    return withBigInts(unwrap<Versioned<T>>(await this.#native.read()))
   }
 
   readVersionedSync(): Versioned<T> {
-    return unwrap<Versioned<T>>(this.#native.readSync())
+    return withBigInts(unwrap<Versioned<T>>(this.#native.readSync()))
   }
 
   /** Replace the document with `value`, atomically and durably. */
@@ -680,9 +723,10 @@ export class Doc<T = any> {
    * is released and nothing written). A write, delete, restore or update of the same
    * document from inside `fn` would wait for the lock `fn` holds: it fails at once with
    * `DEADLOCK`. A document that is not an object or array (a number, a string, null)
-   * cannot be changed in place: a TypeError, before `fn` runs. A number JavaScript
-   * cannot hold exactly makes the update fail (`SERIALIZE`) before `fn` runs, rather
-   * than round it.
+   * cannot be changed in place: a TypeError, before `fn` runs. An integer a JavaScript
+   * number cannot hold exactly is a BigInt in `fn`'s value (written back as it was);
+   * any other number a double would change (`1e-400`) makes the update fail
+   * (`SERIALIZE`) before `fn` runs, rather than round it.
    */
   async update<R>(fn: (data: T) => R | Promise<R>, options?: UpdateOptions<T>): Promise<UpdateResult<Awaited<R>>> {
     if (typeof fn !== 'function') throw new TypeError('update: the callback must be a function')
@@ -690,7 +734,7 @@ export class Doc<T = any> {
     const timeoutMs = updateTimeout(options)
     const start = defaultJson(options)
     const session = await this.#native.beginUpdate(start)
-    const { value } = unwrap<{ value: T }>(session.current)
+    const { value } = withBigInts(unwrap<Shown<T>>(session.current))
     let result: Awaited<R>
     let json: string
     let timer: NodeJS.Timeout | undefined
@@ -736,7 +780,7 @@ export class Doc<T = any> {
     let result: R | undefined
     const text = this.#native.updateSync(start, (current: string): string | null => {
       try {
-        const { value } = unwrap<{ value: T }>(current)
+        const { value } = withBigInts(unwrap<Shown<T>>(current))
         refusePrimitive(value, 'updateSync')
         const frame: Holding = { key: this.#key, active: false }
         try {

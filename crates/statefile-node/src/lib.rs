@@ -16,6 +16,7 @@
 //!
 //! The crate's own code has no `unsafe`; the glue napi-derive generates does.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
@@ -170,53 +171,80 @@ fn parse_value(json: &str) -> Out<Value> {
     })
 }
 
-/// The first number in `v` that a JavaScript number cannot hold exactly, as (pointer,
-/// text). An integer is exact when the double nearest to it prints as the same
-/// digits (JavaScript prints doubles by their shortest round-trip form), so what
-/// JavaScript writes back is the number that was read: 2^53 + 1 is not, and neither
-/// is 2^60, whose double prints as 1152921504606847000. Non-integers are doubles on
-/// both sides already.
-fn inexact_number(v: &Value) -> Option<(String, String)> {
-    fn walk(v: &Value, at: &mut String) -> Option<(String, String)> {
+/// The numbers in `v` that a JavaScript number cannot hold exactly: a number is exact
+/// when the double nearest to it prints as the same number (JavaScript prints doubles
+/// by their shortest round-trip form), so what JavaScript writes back is the number
+/// that was read ([`statefile::exact_f64`]). `1.0` and `1e2` are: JavaScript writes
+/// them back as `1` and `100`, the same numbers. Integers that are not (2^53 + 1, 2^60,
+/// whose double prints as 1152921504606847000, `123456789012345678901234567890`), and
+/// integers JavaScript would write with an exponent (from 10^21), are listed by pointer,
+/// to become BigInts; any other number (`0.30000000000000000001`,
+/// `1e-400`, `1e400`) has no exact JavaScript type: the first is the error, as
+/// (pointer, text). A loop with a stack of its own, not recursion.
+fn inexact_numbers(v: &Value) -> Result<Vec<String>, (String, String)> {
+    let mut bigints = Vec::new();
+    // (a value still to look at, its pointer)
+    let mut stack: Vec<(&Value, String)> = vec![(v, String::new())];
+    while let Some((v, at)) = stack.pop() {
         match v {
-            Value::Number(n) if n.is_u64() || n.is_i64() => {
-                let digits = n.to_string();
-                let nearest = n.as_f64().map(|f| format!("{f}"));
-                (nearest.as_deref() != Some(digits.as_str())).then(|| (at.clone(), digits))
+            // The common case, without looking at the number's text.
+            Value::Number(n) if n.as_i64().is_some_and(|i| i.unsigned_abs() <= 1 << 53) => {}
+            Value::Number(n) => {
+                let text = n.to_string();
+                let integer = text.bytes().all(|b| b == b'-' || b.is_ascii_digit());
+                match statefile::exact_f64(n) {
+                    // From 1e21 up JavaScript writes an integer with an exponent (1e+30):
+                    // the same value, but no longer an integer to other readers.
+                    Some(f) if !integer || f.abs() < 1e21 => {}
+                    _ if integer => bigints.push(at),
+                    _ => return Err((at, text)),
+                }
             }
-            Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
-                let len = at.len();
-                at.push('/');
-                at.push_str(&i.to_string());
-                let found = walk(item, at);
-                at.truncate(len);
-                found
-            }),
-            Value::Object(map) => map.iter().find_map(|(k, item)| {
-                let len = at.len();
-                at.push('/');
-                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                let found = walk(item, at);
-                at.truncate(len);
-                found
-            }),
-            _ => None,
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate().rev() {
+                    if matches!(item, Value::Number(_) | Value::Array(_) | Value::Object(_)) {
+                        stack.push((item, format!("{at}/{i}")));
+                    }
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map.iter().rev() {
+                    if matches!(item, Value::Number(_) | Value::Array(_) | Value::Object(_)) {
+                        let token = k.replace('~', "~0").replace('/', "~1");
+                        stack.push((item, format!("{at}/{token}")));
+                    }
+                }
+            }
+            _ => {}
         }
     }
-    walk(v, &mut String::new())
+    Ok(bigints)
 }
 
-/// Refuse to hand JavaScript a value it would round: reading, or updating, a document
-/// must never change a number nobody touched.
-fn exact_for_js(v: &Value, path: &Path) -> Out<()> {
-    match inexact_number(v) {
-        None => Ok(()),
-        Some((pointer, digits)) => Err(ErrorOut {
+/// A value as JavaScript gets it, with `bigints`: the pointers of the integers a
+/// JavaScript number would round, each given as the string of its digits, which the
+/// JavaScript side turns into a BigInt. Refused (nothing shown, nothing written) if it
+/// holds another number a JavaScript number would change: reading, or updating, a
+/// document must never change a number nobody touched.
+fn for_js<'a>(v: &'a Value, path: &Path) -> Out<(Cow<'a, Value>, Vec<String>)> {
+    match inexact_numbers(v) {
+        Ok(bigints) if bigints.is_empty() => Ok((Cow::Borrowed(v), bigints)),
+        Ok(bigints) => {
+            let mut shown = v.clone();
+            for at in &bigints {
+                if let Some(n) = shown.pointer_mut(at) {
+                    *n = Value::String(n.to_string());
+                }
+            }
+            Ok((Cow::Owned(shown), bigints))
+        }
+        Err((pointer, digits)) => Err(ErrorOut {
             code: "SERIALIZE",
             message: format!(
-                "{}: the number {digits} at {} cannot be held exactly by a JavaScript number; \
-                 statefile refuses to round it (store such numbers as strings)",
+                "{}: the number {} at {} cannot be held exactly by a JavaScript number or \
+                 BigInt; statefile refuses to round it (store such numbers as strings)",
                 path.display(),
+                abbreviate(&digits),
                 if pointer.is_empty() {
                     "the top"
                 } else {
@@ -229,6 +257,20 @@ fn exact_for_js(v: &Value, path: &Path) -> Out<()> {
             pointer: Some(pointer),
         }),
     }
+}
+
+/// A number's text for a message: in full up to 60 characters, else its ends and length.
+fn abbreviate(text: &str) -> String {
+    if text.len() <= 60 {
+        return text.to_string();
+    }
+    // A JSON number is ASCII: any byte is a character boundary.
+    format!(
+        "{}...{} ({} characters)",
+        &text[..24],
+        &text[text.len() - 24..],
+        text.len()
+    )
 }
 
 #[derive(Serialize)]
@@ -271,6 +313,9 @@ struct VersionedOut {
     value: Value,
     version: String,
     recovered: Option<RecoveredOut>,
+    /// Pointers of the integers given as strings, to become BigInts (see [`for_js`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bigints: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -284,9 +329,13 @@ struct RecoveredOut {
 
 impl VersionedOut {
     fn new(v: Versioned<Value>, path: &Path) -> Out<VersionedOut> {
-        exact_for_js(&v.value, path)?;
+        let (value, bigints) = match for_js(&v.value, path)? {
+            (Cow::Owned(shown), bigints) => (shown, bigints),
+            (Cow::Borrowed(_), bigints) => (v.value, bigints),
+        };
         Ok(VersionedOut {
-            value: v.value,
+            value,
+            bigints,
             version: v.version.as_str().to_string(),
             recovered: v.recovered.map(|r| RecoveredOut {
                 backup: r.backup,
@@ -612,8 +661,11 @@ fn run_update(
 ) -> String {
     let r = h.with(|d| {
         let f = |v: &mut Value| -> Result<(), UpdateFail> {
-            exact_for_js(v, d.path()).map_err(UpdateFail::Refused)?;
-            let shown = text(&Envelope::Ok(CurrentOut { value: v }));
+            let (value, bigints) = for_js(v, d.path()).map_err(UpdateFail::Refused)?;
+            let shown = text(&Envelope::Ok(CurrentOut {
+                value: &value,
+                bigints,
+            }));
             match show(shown) {
                 Some(Decision::Commit(json)) => {
                     *v = parse_value(&json).map_err(UpdateFail::Refused)?;
@@ -971,6 +1023,9 @@ impl NativeDoc {
 #[derive(Serialize)]
 struct CurrentOut<'a> {
     value: &'a Value,
+    /// As in [`VersionedOut`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bigints: Vec<String>,
 }
 
 // ---------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ test('a failed write leaves no temp file and the original intact', async (t) => 
   const before = fs.readFileSync(p)
 
   // A value that is not JSON: a TypeError before any file is touched.
-  await assert.rejects(api.servers.write({ servers: [{ id: 'x', port: 10n }] }), TypeError)
+  await assert.rejects(api.servers.write({ servers: [{ id: 'x', port: NaN }] }), TypeError)
   // A callback that throws: nothing written, the same error comes back.
   const boom = new Error('validation failed')
   await assert.rejects(api.servers.update((d) => { d.servers.length = 0; throw boom }), (e) => e === boom)
