@@ -112,3 +112,30 @@ fn typed_documents_read_numbers_as_their_types() {
         statefile::ErrorKind::Serialize
     );
 }
+
+// What `arbitrary_precision` does to equality: `Value`'s `==` compares a number's text,
+// so `1` and `1.0` differ (and an update that turns one into the other changes the
+// file); JSON Patch's `test` compares values, exactly.
+#[test]
+fn value_equality_is_by_text_and_the_patch_test_by_value() {
+    use statefile::patch::{Limits, Patch, PatchKind};
+    let v = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+    assert_ne!(v("1"), v("1.0"));
+    assert_ne!(v("0"), v("-0"));
+    assert_eq!(v("1E2"), v("1e+2"), "serde_json spells an exponent one way");
+    let test = |doc: &str, n: &str| {
+        let ops = format!(r#"[{{"op": "test", "path": "/n", "value": {n}}}]"#);
+        let patch = Patch::parse(PatchKind::Json, ops.as_bytes(), &Limits::new()).unwrap();
+        patch.apply(&mut v(doc), &Limits::new()).is_ok()
+    };
+    let big = r#"{"n": 123456789012345678901234567890}"#;
+    assert!(test(r#"{"n": 1.0}"#, "1"));
+    assert!(test(r#"{"n": -0}"#, "0e5"));
+    assert!(test(big, "1.23456789012345678901234567890e29"));
+    assert!(!test(big, "123456789012345678901234567891"));
+    assert!(
+        !test(big, "1.2345678901234568e29"),
+        "the float nearest to it is another number"
+    );
+    assert!(!test(r#"{"n": 1e-400}"#, "0"));
+}
