@@ -17,6 +17,7 @@ on_each_backend!(
     a_directory_stays_in_the_way_after_its_documents_are_deleted,
     a_wrong_method_is_405_with_allow_and_metrics_label_the_matched_route,
     an_unknown_query_parameter_or_a_control_character_in_a_key_is_400,
+    numbers_are_kept_exactly,
 );
 
 use std::time::Duration;
@@ -261,6 +262,72 @@ async fn patches(b: Backend) {
         .problem(415, "unsupported-media-type");
     let r = call(&app, "GET", "/v1/docs/p.json", &[], b"").await;
     assert_eq!(r.json(), json!({"b": {"c": 2, "d": 3}, "t": [1]}));
+}
+
+// Regression (issue 9): 123456789012345678901234567890 was stored as
+// 1.2345678901234568e+29 and 1e-400 as 0.0, answered 201. Each backend keeps the bytes
+// of every number (PostgreSQL as bytea, not jsonb, which would rewrite 1e-400 and
+// refuse 1e999999999), through PUT, GET, merge and JSON Patch, append, and a backup.
+async fn numbers_are_kept_exactly(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = b.app_in(dir.path()).await;
+    let numbers = "[123456789012345678901234567890,18446744073709551616,-9223372036854775809,\
+                   1e-400,1.5e+400,1e+999999999,1.0,-0,0.30000000000000000001]";
+    let put = call(&app, "PUT", "/v1/docs/n.json", &[JSON], numbers.as_bytes()).await;
+    assert_eq!(put.status, 201);
+    let got = call(&app, "GET", "/v1/docs/n.json", &[], b"").await;
+    assert_eq!(got.json().to_string(), numbers);
+    let merge = ("content-type", "application/merge-patch+json");
+    let jp = ("content-type", "application/json-patch+json");
+    let r = call(
+        &app,
+        "PATCH",
+        "/v1/docs/m.json",
+        &[merge],
+        format!("{{\"all\": {numbers}}}").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let ops = format!(
+        r#"[{{"op": "test", "path": "/all", "value": {numbers}}}, {{"op": "add", "path": "/x", "value": 1e-400}}]"#
+    );
+    let r = call(&app, "PATCH", "/v1/docs/m.json", &[jp], ops.as_bytes()).await;
+    assert_eq!(r.status, 200);
+    let r = call(
+        &app,
+        "POST",
+        "/v1/docs/m.json/append?pointer=/all",
+        &[JSON],
+        b"1E-400",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let got = call(&app, "GET", "/v1/docs/m.json", &[], b"").await.json();
+    assert_eq!(
+        got.to_string(),
+        format!(
+            "{{\"all\":{},1e-400],\"x\":1e-400}}",
+            &numbers[..numbers.len() - 1]
+        )
+    );
+    // The version before the append, kept as a backup, restores with its numbers.
+    let r = call(&app, "POST", "/v1/docs/m.json/restore?from=1", &[], b"").await;
+    assert_eq!(r.status, 200);
+    let got = call(&app, "GET", "/v1/docs/m.json", &[], b"").await.json();
+    assert_eq!(
+        got.to_string(),
+        format!("{{\"all\":{numbers},\"x\":1e-400}}")
+    );
+    // A JSON Patch test against its neighbour (the same float) fails.
+    call(
+        &app,
+        "PATCH",
+        "/v1/docs/m.json",
+        &[jp],
+        br#"[{"op": "test", "path": "/all/0", "value": 123456789012345678901234567891}]"#,
+    )
+    .await
+    .problem(422, "patch-not-applicable");
 }
 
 async fn append_and_idempotency(b: Backend) {
