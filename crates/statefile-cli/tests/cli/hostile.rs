@@ -790,3 +790,41 @@ fn cli_numbers_of_a_million_digits_cost_their_length() {
         );
     }
 }
+
+// Journal mode and `statefile tx` (issue 14) keep numbers exactly too: a put, a merge
+// and a JSON Patch (whose `test` compares exactly) and an append in one transaction,
+// committed through the journal, and read back by the transaction's `get`.
+#[test]
+fn cli_transactions_in_journal_mode_keep_numbers_exactly() {
+    let sb = Sandbox::new();
+    sb.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    let all = format!("[{}]", EXACT_NUMBERS.join(","));
+    let ops = format!(
+        r#"[{{"op": "put", "doc": "p.json", "value": {all}}},
+            {{"op": "patch", "doc": "m.json", "merge": {{"m": {all}}}}},
+            {{"op": "append", "doc": "a.json", "pointer": "/l", "value": 1e-400}},
+            {{"op": "get", "doc": "p.json"}}]"#
+    );
+    let out = sb.run_in(&["tx", "."], ops.as_bytes()).ok();
+    let answers: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(answers[3]["value"].to_string(), all);
+    assert_eq!(
+        sb.run(&["get", "--compact", "p.json"]).ok().stdout,
+        format!("{all}\n")
+    );
+    assert_eq!(
+        sb.run(&["get", "--compact", "m.json", "/m"]).ok().stdout,
+        format!("{all}\n")
+    );
+    assert_eq!(
+        sb.run(&["get", "--compact", "a.json", "/l"]).ok().stdout,
+        "[1e-400]\n"
+    );
+    // A test against the float nearest to the stored integer fails the whole transaction.
+    let ops = r#"[{"op": "put", "doc": "x.json", "value": 1},
+        {"op": "patch", "doc": "p.json", "json_patch": [{"op": "test", "path": "/0", "value": 1.2345678901234568e29}]}]"#;
+    sb.run_in(&["tx", "."], ops.as_bytes())
+        .code(1)
+        .stderr_has("test failed");
+    assert!(!sb.dir.path().join("x.json").exists());
+}
