@@ -418,6 +418,9 @@ pub enum JournalAction {
 pub struct TxArgs {
     /// The store (in journal mode) the documents are named relative to.
     pub dir: PathBuf,
+    /// Create missing parent directories of the documents written (inside DIR).
+    #[arg(long)]
+    pub parents: bool,
     #[command(flatten)]
     pub write: WriteOptions,
 }

@@ -130,6 +130,11 @@ fn tx_applies_every_operation_or_none() {
     // A get of a missing document: exit 4.
     s.run_in(&["tx", "."], br#"[{"op": "get", "doc": "none.json"}]"#)
         .code(4);
+    // A document in a missing directory: only with --parents.
+    let ops = br#"[{"op": "put", "doc": "jobs/7.json", "value": 7}]"#;
+    s.run_in(&["tx", "."], ops).code(4);
+    s.run_in(&["tx", "--parents", "."], ops).ok();
+    assert_eq!(s.json("jobs/7.json"), json!(7));
 }
 
 #[test]
