@@ -140,7 +140,15 @@ test('a write of the same document from inside its update callback fails at once
   const a = new Doc(path.join(dir, 'a.json'))
   const b = new Doc(path.join(dir, 'b.json'))
   let releaseB
-  const bRunning = b.update((d) => new Promise((resolve) => { releaseB = () => { d.by = 'b'; resolve() } }), { default: {} })
+  let bStarted
+  const bHolds = new Promise((resolve) => { bStarted = resolve })
+  const bRunning = b.update((d) => new Promise((resolve) => {
+    releaseB = () => { d.by = 'b'; resolve() }
+    bStarted()
+  }), { default: {} })
+  // b's callback runs (b's lock is held, b.json will exist) before a's starts: otherwise
+  // a's inner b.update, which has no default, could take b's lock first and find no file.
+  await bHolds
   await assert.rejects(a.update(async (d) => {
     setTimeout(() => releaseB(), 50)
     await b.update((x) => { x.from = 'a' }) // waits for b's callback, then runs
