@@ -732,14 +732,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         })
     }
 
-    /// The path messages name for the resolved `target`: the one this handle was opened
-    /// with, or inside a store the resolved one (the root joined with the name).
+    /// The path messages name for the resolved `target` (see [`shown`]).
     fn shown<'a>(&'a self, target: &'a Target) -> &'a Path {
-        if self.confine.is_some() {
-            &target.path
-        } else {
-            &self.path
-        }
+        shown(&self.path, self.confine.as_deref(), target)
     }
 
     /// Resolve the document (inside a store, refusing to leave it) and open its
@@ -917,9 +912,25 @@ fn damage_hint(has_backup: bool, good: Option<usize>, serve: &str) -> String {
     }
 }
 
+/// The path messages name for the document a handle opened as `given` (inside the store
+/// rooted at `confine`, if any) resolved to `target`: `given`, or inside a store the
+/// resolved path (the root joined with the name).
+pub(crate) fn shown<'a>(given: &'a Path, confine: Option<&Path>, target: &'a Target) -> &'a Path {
+    if confine.is_some() {
+        &target.path
+    } else {
+        given
+    }
+}
+
 /// The `Corrupt` error of an update of the damaged document locked in `w`, saying what
-/// repairs it.
-pub(crate) fn cannot_update_damaged(w: &Locked, version: &Version, e: Error) -> Error {
+/// repairs it; its message names the document as `shown` (as the caller named it).
+pub(crate) fn cannot_update_damaged(
+    w: &Locked,
+    shown: &Path,
+    version: &Version,
+    e: Error,
+) -> Error {
     if e.kind() != ErrorKind::Corrupt {
         return e;
     }
@@ -939,7 +950,7 @@ pub(crate) fn cannot_update_damaged(w: &Locked, version: &Version, e: Error) -> 
     );
     Error::new(
         ErrorKind::Corrupt,
-        format!("cannot update {}: {what}{hint}", t.path.display()),
+        format!("cannot update {}: {what}{hint}", shown.display()),
     )
     .with_path(&t.path)
     .with_version(version.clone())

@@ -54,7 +54,7 @@ use serde::de::DeserializeOwned;
 
 use crate::atomic::{self, Current, Locked, Plan, Prepared, TempWriter, Verify};
 use crate::backup;
-use crate::doc::{cannot_update_damaged, conflict, newest_good};
+use crate::doc::{cannot_update_damaged, conflict, newest_good, shown};
 use crate::error::{Error, ErrorKind, Result};
 use crate::file::{self, Seen};
 use crate::fs::Metadata;
@@ -99,6 +99,9 @@ struct Slot {
 struct Meta {
     /// The resolved document.
     path: PathBuf,
+    /// The document as this caller named it, for its error messages: members of one
+    /// batch may name the same file differently.
+    shown: PathBuf,
     format: Format,
     backups: usize,
     perms: Perms,
@@ -439,12 +442,17 @@ impl Baton {
         }
     }
 
-    /// The value of type `T` for a change: from the document on disk (or `init` if
-    /// there is none), or from the working value's JSON.
+    /// The value of type `T` for member `me`'s change: from the document on disk (or
+    /// `init` if there is none), or from the working value's JSON. Its errors name the
+    /// document as that member named it (their `path()` is the resolved file, as a
+    /// read's).
     fn input<T: DeserializeOwned>(
         &mut self,
+        me: usize,
         init: Option<&mut (dyn FnMut() -> T + '_)>,
     ) -> Result<T> {
+        let slot = self.members[me].slot.clone();
+        let shown = &slot.meta.shown;
         let t = &self.locked.target;
         match &self.work {
             Work::Disk => match self.disk.read(&self.locked)? {
@@ -452,19 +460,19 @@ impl Baton {
                     Some(init) => Ok(init()),
                     None => Err(Error::new(
                         ErrorKind::NotFound,
-                        format!("cannot update {}: it does not exist", t.path.display()),
+                        format!("cannot update {}: it does not exist", shown.display()),
                     )
                     .with_path(&t.path)),
                 },
                 Some(bytes) => {
-                    let parsed = json::parse::<T>(bytes, &t.path);
+                    let parsed = json::parse::<T>(bytes, shown);
                     let corrupt = matches!(&parsed, Err(e) if e.kind() == ErrorKind::Corrupt);
                     let version = Version::of(bytes);
                     self.disk.parses = Some(!corrupt);
-                    parsed.map_err(|e| cannot_update_damaged(&self.locked, &version, e))
+                    parsed.map_err(|e| cannot_update_damaged(&self.locked, shown, &version, e))
                 }
             },
-            Work::Bytes { bytes, .. } => json::parse::<T>(bytes, &t.path),
+            Work::Bytes { bytes, .. } => json::parse::<T>(bytes, shown),
             Work::Value { .. } | Work::Deferred { .. } => {
                 unreachable!("settled before a change and before the baton moves")
             }
@@ -568,7 +576,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Step for Update<'_, '_, '
             let mut value = match (served, taken.and_then(|v| v.downcast::<T>().ok())) {
                 (Some(v), _) => v,
                 (None, Some(v)) => *v,
-                (None, None) => b.input::<T>(self.init.as_deref_mut())?,
+                (None, None) => b.input::<T>(me, self.init.as_deref_mut())?,
             };
             if (self.change)(&mut value) {
                 b.set_value(value, me);
@@ -909,6 +917,7 @@ fn run(
     let slot = Arc::new(Slot {
         meta: Meta {
             path: prepared.target.path.clone(),
+            shown: shown(call.path, call.confine, &prepared.target).to_path_buf(),
             format: opts.format,
             backups: opts.backups,
             perms: opts.perms,

@@ -612,6 +612,106 @@ fn a_damaged_document_fails_updates_and_a_write_of_the_batch_replaces_it() {
     );
 }
 
+// Regression (issue 10, help that fits): a read of a damaged document named it as the
+// caller did, but an update named the resolved (absolute) path, because a batch read
+// the document for every member by the resolved path. Each member's error now names it
+// as that member did. A relative path needs its own working directory: a child process.
+#[test]
+fn an_update_of_a_damaged_document_names_it_as_each_caller_did() {
+    let (dir, path) = setup();
+    std::fs::write(&path, b"{\"items\": [").unwrap();
+    let out = common::child("named-updates", &[path.display().to_string()])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("named-updates: checked"),
+        "the child ran no check: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A symlink and a path with `..` in it name the same file: one batch, three names.
+    let link = path.with_file_name("link.json");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let dotted = path.parent().unwrap().join("sub/../jobs.json");
+    let names = [&path, &link, &dotted];
+    let got = in_one_batch(&path, names.iter().map(|p| failed_update(p)).collect());
+    for (e, name) in got.iter().zip(names) {
+        assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+        assert!(
+            e.message()
+                .starts_with(&format!("cannot update {}: ", name.display())),
+            "{e}"
+        );
+        assert_eq!(
+            e.path(),
+            Some(path.as_path()),
+            "the resolved file, as a read's"
+        );
+    }
+}
+
+/// An update of `path` that must fail: its error.
+fn failed_update(path: &Path) -> Call<'_, statefile::Error> {
+    Box::new(move || {
+        jobs(path)
+            .update(|_| Ok::<_, statefile::Error>(()))
+            .expect_err("the document is damaged")
+    })
+}
+
+/// In a child whose working directory holds the damaged `jobs.json` (`args[0]`, its
+/// absolute path): one batch with a relative and an absolute handle, each order.
+fn named_updates_child(args: &[String]) {
+    let abs = PathBuf::from(&args[0]);
+    let rel = Path::new("jobs.json");
+    let read = jobs(rel).read().unwrap_err();
+    assert_eq!(read.kind(), ErrorKind::Corrupt, "{read}");
+    assert!(
+        read.message().starts_with("jobs.json is corrupt: "),
+        "{read}"
+    );
+    for order in [[rel, abs.as_path()], [abs.as_path(), rel]] {
+        let got = in_one_batch(&abs, order.iter().map(|p| failed_update(p)).collect());
+        for (e, name) in got.iter().zip(order) {
+            assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+            assert!(
+                e.message()
+                    .starts_with(&format!("cannot update {}: ", name.display())),
+                "{e}"
+            );
+            assert_eq!(e.path(), read.path(), "the resolved file, as a read's: {e}");
+            if name == rel {
+                // Nor in its causes, as a CLI prints them.
+                let mut cause: Option<&dyn std::error::Error> = Some(e);
+                while let Some(c) = cause {
+                    assert!(!c.to_string().contains(&args[0]), "an absolute path: {c}");
+                    cause = c.source();
+                }
+            }
+        }
+    }
+    println!("named-updates: checked");
+}
+
+#[test]
+#[ignore = "run by other tests as a child process"]
+fn child_entry() {
+    let Some((role, args)) = common::child_role() else {
+        return;
+    };
+    match role.as_str() {
+        "named-updates" => named_updates_child(&args),
+        other => panic!("unknown child role {other}"),
+    }
+}
+
 // Real threads, real time: every update applied exactly once, and in real-time order
 // (linearizable): if A returned before B began, A comes before B.
 #[test]

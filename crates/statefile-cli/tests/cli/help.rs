@@ -244,28 +244,26 @@ fn a_damaged_document_says_what_to_do_next() {
 // Regression (issue #10, help that fits): the library's message for a damaged document
 // said "restore it from a backup first" with no backup to restore, and "a backup exists:
 // <absolute path>; read with fallback" when that backup was damaged too. Each case now
-// says what is true; a read names the document as the user did.
+// says what is true, and names the document as the user did: a read, and an update too
+// (a group commit's batch names it as each of its callers did).
 #[test]
 fn a_damaged_documents_message_is_true_in_each_case() {
     let s = Sandbox::new();
     let root = s.dir.path().display().to_string();
-    let check = |args: &[&str], first: &str, absent: &[&str]| {
-        let run = s.run(args).code(5);
+    let check_in = |args: &[&str], stdin: &[u8], first: &str, absent: &[&str]| {
+        let run = s.run_in(args, stdin).code(5);
         let line = run.stderr.lines().next().unwrap_or_default().to_string();
         assert!(line.contains(first), "{args:?}: {line}");
         for a in absent {
             assert!(!line.contains(a), "{args:?} says {a:?}: {line}");
         }
-        // A read names the document as given. (An update names the resolved file: a
-        // group commit's batch serves handles that may name it differently.)
-        if args[0] == "get" {
-            assert!(
-                !run.stderr.contains(&root),
-                "{args:?}: an absolute path: {}",
-                run.stderr
-            );
-        }
+        assert!(
+            !run.stderr.contains(&root),
+            "{args:?}: an absolute path: {}",
+            run.stderr
+        );
     };
+    let check = |args: &[&str], first: &str, absent: &[&str]| check_in(args, b"", first, absent);
     std::fs::create_dir(s.path("sub")).unwrap();
     s.run_in(&["put", "--backups", "0", "sub/a.json"], b"{}")
         .ok();
@@ -277,9 +275,28 @@ fn a_damaged_documents_message_is_true_in_each_case() {
         &["restore"],
     );
     check(&["get", "sub/a.json"], none, &[]);
+    let cut =
+        format!("cannot update sub/a.json: EOF while parsing a string at line 1 column 5 {none}");
     check(
         &["set", "sub/a.json", "/k", "1"],
-        &format!("sub/a.json: EOF while parsing a string at line 1 column 5 {none}"),
+        &cut,
+        &["restore", "recover"],
+    );
+    check(
+        &["append", "sub/a.json", "/l", "1"],
+        &cut,
+        &["restore", "recover"],
+    );
+    check_in(
+        &["patch", "sub/a.json"],
+        br#"{"k": 1}"#,
+        &cut,
+        &["restore", "recover"],
+    );
+    check_in(
+        &["patch", "--json-patch", "sub/a.json"],
+        br#"[{"op": "add", "path": "/k", "value": 1}]"#,
+        &cut,
         &["restore", "recover"],
     );
     // A good backup: named by its number, and how to use it.
