@@ -366,3 +366,83 @@ fn batches_and_timeouts_leak_no_descriptor() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+// Keying (held, expected): a directory renamed while calls are queued. Calls that
+// resolved the old path and calls that resolve the new one meet in one queue (one lock
+// file) but never in one batch; every update lands exactly once, in order.
+#[test]
+fn a_directory_renamed_while_calls_queue_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(root.join("d1")).unwrap();
+    let (p1, p2) = (root.join("d1/jobs.json"), root.join("d2/jobs.json"));
+    jobs(&p1).write(&json!({"items": []})).unwrap();
+    let probe = jobs(&p1);
+    let guard = probe.lock().unwrap();
+    std::thread::scope(|s| {
+        let mut hs = Vec::new();
+        for item in ["a", "b"] {
+            let p1 = &p1;
+            hs.push(s.spawn(move || push_with(&jobs(p1), item).unwrap()));
+            wait_queued(&probe, hs.len());
+        }
+        std::fs::rename(root.join("d1"), root.join("d2")).unwrap();
+        for item in ["c", "d"] {
+            let p2 = &p2;
+            hs.push(s.spawn(move || push_with(&jobs(p2), item).unwrap()));
+            // The probe counts calls for its own resolved path only.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while jobs(p2).queued().unwrap() != hs.len() - 2 {
+                assert!(Instant::now() < deadline);
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        drop(guard);
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    assert_eq!(items(&p2), ["a", "b", "c", "d"]);
+}
+
+// Keying: "a lock file hard-linked under another document's name cannot put two
+// documents in one batch, since their resolved paths differ" (docs/design.md). With a
+// rename the paths need not differ: X resolves d1/jobs.json (file one), then d1 moves
+// away and d2 (whose lock file is a hard link of d1's) takes its name; Y resolves
+// d1/jobs.json (file two). Same lock inode, same path string: Y joins X's batch, which
+// writes through X's directory handle, so Y's change lands in file one, which Y never
+// named, and file two, which Y's call resolved, never gets it.
+#[test]
+fn a_call_never_lands_in_a_file_it_did_not_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    for d in ["d1", "d2"] {
+        std::fs::create_dir(root.join(d)).unwrap();
+        jobs(&root.join(d).join("jobs.json"))
+            .write(&json!({"items": [d]}))
+            .unwrap();
+    }
+    std::fs::remove_file(root.join("d2/.jobs.json.lock")).unwrap();
+    std::fs::hard_link(
+        root.join("d1/.jobs.json.lock"),
+        root.join("d2/.jobs.json.lock"),
+    )
+    .unwrap();
+    let path = root.join("d1/jobs.json");
+    let probe = jobs(&path);
+    let guard = probe.lock().unwrap();
+    std::thread::scope(|s| {
+        let p = &path;
+        let x = s.spawn(move || push_with(&jobs(p), "x").unwrap());
+        wait_queued(&probe, 1);
+        std::fs::rename(root.join("d1"), root.join("old")).unwrap();
+        std::fs::rename(root.join("d2"), root.join("d1")).unwrap();
+        let y = s.spawn(move || push_with(&jobs(p), "y").unwrap());
+        wait_queued(&probe, 2);
+        drop(guard);
+        x.join().unwrap();
+        y.join().unwrap();
+    });
+    assert_eq!(items(&root.join("old/jobs.json")), ["d1", "x"]);
+    assert_eq!(items(&root.join("d1/jobs.json")), ["d2", "y"]);
+}
