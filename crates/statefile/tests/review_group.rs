@@ -94,13 +94,14 @@ struct Seen {
 // returned, the document must show at least what it saw.
 //
 // Here B's change sees A's "a", returns its error, and B reads the document at once
-// (while C's change is still running, so the batch is not written yet): "a" is absent.
+// (C's change waits for that read, so the batch is not written yet): "a" is absent.
 #[test]
 fn a_failed_change_saw_only_committed_state() {
     let (_d, path) = setup();
     jobs(&path).write(&json!({"items": []})).unwrap();
     let (p, seen) = (&path, Arc::new(Mutex::new(None)));
     let seen_b = seen.clone();
+    let (read_tx, read_rx) = mpsc::channel::<()>();
     let calls: Vec<Call<'_, ()>> = vec![
         Box::new(move || push_with(&jobs(p), "a").unwrap()),
         Box::new(move || {
@@ -119,12 +120,14 @@ fn a_failed_change_saw_only_committed_state() {
                 in_change: saw,
                 on_disk_after: items(p),
             });
+            let _ = read_tx.send(());
         }),
         Box::new(move || {
             jobs(p)
                 .update(|v: &mut Value| {
-                    // A change that takes a moment: B has returned by now.
-                    std::thread::sleep(Duration::from_millis(500));
+                    // Wait until B has returned and read the document (bounded: were B
+                    // to wait for the batch's write, as it should, this goes on).
+                    let _ = read_rx.recv_timeout(Duration::from_secs(2));
                     v["items"].as_array_mut().unwrap().push(json!("c"));
                     Ok::<_, statefile::Error>(())
                 })
