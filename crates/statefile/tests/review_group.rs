@@ -204,9 +204,23 @@ fn a_failed_change_never_sees_a_change_that_then_failed_to_commit() {
 // mutex: a deadlock that no lock timeout ends.
 #[test]
 fn an_answered_call_never_waits_past_its_lock_timeout_for_later_changes() {
+    mutex_held_around_an_update(Options::new().lock_timeout(Duration::from_millis(500)));
+}
+
+// The same two calls without batching (`max_batch(1, ..)`, each call its own write, as
+// before group commit): both return. This shows the hang above comes from batching.
+#[test]
+fn without_batching_the_same_calls_both_return() {
+    mutex_held_around_an_update(
+        Options::new()
+            .lock_timeout(Duration::from_millis(500))
+            .max_batch(1, u64::MAX),
+    );
+}
+
+fn mutex_held_around_an_update(opts: Options) {
     let (d, path) = setup();
     jobs(&path).write(&json!({"items": []})).unwrap();
-    let opts = Options::new().lock_timeout(Duration::from_millis(500));
     let m = Arc::new(Mutex::new(()));
     let probe = jobs(&path);
     let guard = probe.lock().unwrap();
