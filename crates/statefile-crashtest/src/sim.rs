@@ -1060,6 +1060,11 @@ impl FsDir for SimDir {
         st.meta(ino)
     }
 
+    fn metadata(&self) -> io::Result<Metadata> {
+        self.fs.enter(Call::Other)?;
+        self.fs.lock().meta(self.ino)
+    }
+
     fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
         self.fs.enter(Call::Rename)?;
         let mut st = self.fs.lock();

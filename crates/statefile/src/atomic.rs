@@ -772,7 +772,8 @@ fn committed_not_applied(t: &Target, version: &Version, e: Error) -> Error {
     Error::new(
         e.kind(),
         format!(
-            "{} (version {version} is committed in the journal and will be applied by the              next writer of the document or by recovery)",
+            "{} (version {version} is committed in the journal and will be applied by the \
+             next writer of the document or by recovery)",
             e.message()
         ),
     )

@@ -385,9 +385,24 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// value as the calls queued before this one left it, and this call returns once the
     /// write holding its change is durable (at the strongest [`Durability`] of the
     /// batch's calls). If `f` fails or panics, this call alone fails (the panic resumes
-    /// here) and the others go on without its change. Keep `f` short: the calls batched
-    /// after it wait for it, and the calls before it wait for their write until it
-    /// returns. The value moves between threads, hence `T: Send + 'static`.
+    /// here) and the others go on without its change; if `f` ran on a value earlier
+    /// calls of the batch changed, this call first waits for the batch's write (and
+    /// fails with the write's error if that fails), so it never returns having seen
+    /// changes that are not committed. Keep `f` short: the calls batched after it wait
+    /// for it, and the calls before it wait for their write until it returns. The value
+    /// moves between threads, hence `T: Send + 'static`.
+    ///
+    /// # Deadlocks: `f` must never block on what another caller may hold
+    ///
+    /// **`f` must never wait for anything (a mutex, a channel, a lock, another
+    /// document's update) that another caller of this same document may hold while
+    /// its own update of it is in progress.** Once its change has run, a call waits
+    /// for the write of its batch, and that write waits for every later change of the
+    /// batch, with no deadline: [`Options::lock_timeout`] bounds only the wait in the
+    /// queue, not this one. A caller holding mutex `M` around `doc.update(..)`, batched
+    /// with another thread's update whose `f` takes `M`, waits forever for that `f`,
+    /// which waits forever for `M`. Take such locks inside `f` (or not at all), never
+    /// around the call; or turn batching off with [`Options::max_batch`]`(1, ..)`.
     ///
     /// `f` returns its own error type `E`, which must hold the library's errors too
     /// (`E: From<statefile::Error>`): a caller's own failure (a patch that does not
@@ -426,6 +441,8 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     }
 
     /// As [`Doc::update`], starting from `T::default()` when the document is missing.
+    /// As there, `f` must never block on anything another caller of this document may
+    /// hold (see [`Doc::update`]'s *Deadlocks*).
     ///
     /// # Errors
     /// As [`Doc::update`], except that a missing document is not an error.
@@ -440,6 +457,8 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     }
 
     /// As [`Doc::update`], starting from `init()` when the document is missing.
+    /// As there, neither `init` nor `f` may block on anything another caller of this
+    /// document may hold (see [`Doc::update`]'s *Deadlocks*).
     ///
     /// # Errors
     /// As [`Doc::update_or_default`].
@@ -455,6 +474,8 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     }
 
     /// As [`Doc::update`], but only if the document is still at version `expected`.
+    /// As there, `f` must never block on anything another caller of this document may
+    /// hold (see [`Doc::update`]'s *Deadlocks*).
     ///
     /// As for [`Doc::write_if`], `expected` may be the version a fallback read served
     /// for a damaged document: `f` then runs on that backup's value, and the write

@@ -227,6 +227,11 @@ pub trait FsDir: Send + Sync + fmt::Debug {
     fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>>;
     /// `fstatat(2)` without following a symlink.
     fn stat(&self, name: &OsStr) -> io::Result<Metadata>;
+    /// `fstat(2)` of the directory itself: its identity (`dev`, `ino`) tells whether two
+    /// handles opened the same directory. By default `fstatat(2)` of `"."`.
+    fn metadata(&self) -> io::Result<Metadata> {
+        self.stat(OsStr::new("."))
+    }
     /// `renameat(2)` within this directory: atomically replaces `to` if it exists.
     fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()>;
     /// `linkat(2)`: a second name for `original` (a symlink itself is linked, never

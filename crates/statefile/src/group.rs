@@ -35,7 +35,10 @@
 //! that change. Before a change runs on a value an earlier change of the batch made,
 //! that value is kept as compact JSON (the *undo*), which also proves it serializes; a
 //! failing change puts it back. A panic is caught, the batch goes on, and the panic
-//! resumes in its caller's thread once the baton has left it. A failed write fails
+//! resumes in its caller's thread once the baton has left it. A change that failed on
+//! a value earlier changes of the batch made waits for the batch's outcome before it
+//! returns (its own failure once the write succeeded, the batch's error if it failed):
+//! what it saw is not committed yet, and may never be. A failed write fails
 //! every member with that error (a `Durability` error, and the store's refusal to write
 //! further, for all of them); nothing of the batch is visible then.
 
@@ -99,6 +102,10 @@ struct Slot {
 struct Meta {
     /// The resolved document.
     path: PathBuf,
+    /// The identity (device, inode) of the directory this call resolved and opened:
+    /// with `path`, what makes two calls name one file (a renamed directory and a
+    /// hard-linked lock file can give two files one path and one lock inode).
+    dir: (u64, u64),
     /// The document as this caller named it, for its error messages: members of one
     /// batch may name the same file differently.
     shown: PathBuf,
@@ -277,12 +284,18 @@ impl Disk {
 struct Member {
     slot: Arc<Slot>,
     ok: bool,
+    /// Its change failed on a working value holding earlier changes of the batch: it
+    /// waits for the batch's outcome before it returns (what it saw may never exist).
+    waits: bool,
 }
 
 /// A batch in progress: the lock, the working value, the members so far. Handed from
 /// thread to thread, to the caller whose change comes next.
 pub(crate) struct Baton {
     locked: Locked,
+    /// The identity (device, inode) of the locked directory, which every write of the
+    /// batch goes through.
+    dir: (u64, u64),
     disk: Disk,
     work: Work,
     members: Vec<Member>,
@@ -317,9 +330,10 @@ fn strength(d: Durability) -> u8 {
 }
 
 impl Baton {
-    fn new(locked: Locked, disk: Disk, first: &Meta, started: Instant) -> Baton {
+    fn new(locked: Locked, dir: (u64, u64), disk: Disk, first: &Meta, started: Instant) -> Baton {
         Baton {
             locked,
+            dir,
             disk,
             work: Work::Disk,
             members: Vec::new(),
@@ -349,6 +363,7 @@ impl Baton {
         self.members.push(Member {
             slot: slot.clone(),
             ok: false,
+            waits: false,
         });
         self.members.len() - 1
     }
@@ -358,6 +373,7 @@ impl Baton {
         self.members.len() < self.max_calls.min(next.max_calls)
             && self.bytes < self.max_bytes.min(next.max_bytes)
             && next.path == self.locked.target.path
+            && next.dir == self.dir
             && next.format == self.format
             && next.backups == self.backups
             && next.perms == self.perms
@@ -878,7 +894,7 @@ impl Drop for Holding<'_> {
             let members = b.members;
             drop(b.locked);
             self.queue.end();
-            for m in members.iter().filter(|m| m.ok) {
+            for m in members.iter().filter(|m| m.ok || m.waits) {
                 answer(
                     &m.slot,
                     Err(Fail::Error(
@@ -898,6 +914,14 @@ impl Drop for Holding<'_> {
     }
 }
 
+/// The identity (device, inode) of the opened directory `dir` (named `path`).
+fn dir_identity(dir: &dyn crate::fs::FsDir, path: &Path) -> Result<(u64, u64)> {
+    let m = dir
+        .metadata()
+        .map_err(|e| Error::io("stat directory", path, e))?;
+    Ok((m.dev, m.ino))
+}
+
 fn refuse_if_poisoned(meta: &Meta) -> Result<()> {
     atomic::refuse_if_poisoned(meta.poison.as_deref(), "write", &meta.path)
 }
@@ -912,11 +936,13 @@ fn run(
     let called = Instant::now();
     let opts = call.opts;
     let prepared = Prepared::open(call.path, call.confine, opts)?;
+    let dir = dir_identity(prepared.dir.as_ref(), &prepared.target.dir)?;
     let joined = Instant::now();
     let (max_calls, max_bytes) = opts.get_max_batch();
     let slot = Arc::new(Slot {
         meta: Meta {
             path: prepared.target.path.clone(),
+            dir,
             shown: shown(call.path, call.confine, &prepared.target).to_path_buf(),
             format: opts.format,
             backups: opts.backups,
@@ -958,6 +984,10 @@ fn run(
     };
     let b = hold.baton.as_mut().expect("held");
     let me = b.admit(&slot);
+    // Whether this change runs on a value earlier changes of the batch made (not yet
+    // written): then even a failed change waits for the batch, since what it saw may
+    // never be committed.
+    let dirty = b.successes > 0;
     let mut mine = refuse_if_poisoned(&slot.meta)
         .map_err(Fail::Error)
         .and_then(|()| step.apply(b, me));
@@ -965,15 +995,32 @@ fn run(
         if mine.is_ok() {
             mine = step.settle(b, me);
         }
+        let waits = mine.is_err() && dirty;
+        b.members[me].waits = waits;
         let b = hold.baton.take().expect("held");
         *locked(&next.state) = SlotState::Turn(b);
         next.wake.notify_one();
         return match mine {
             Ok(()) => wait_done(&slot),
+            Err(f) if waits => after_batch(wait_done(&slot), f),
             Err(f) => Err(f),
         };
     }
-    finish(hold, step, me, mine)
+    let waits = mine.is_err() && dirty;
+    finish(hold, step, me, mine, waits)
+}
+
+/// The answer of a call whose change failed (`own`) on a value holding earlier changes
+/// of its batch, given the batch's `outcome`: its own failure once the batch is written
+/// (or when nothing was to be written), the batch's error if the write failed.
+fn after_batch(
+    outcome: std::result::Result<Receipt, Fail>,
+    own: Fail,
+) -> std::result::Result<Receipt, Fail> {
+    match outcome {
+        Ok(_) | Err(Fail::Own) => Err(own),
+        Err(batch) => Err(batch),
+    }
 }
 
 /// Lead: take the lock, bind the write to the tree's journal (one journal record and
@@ -998,7 +1045,10 @@ fn begin(
             .lock(wait)
             .and_then(|w| w.bind(call.opts, &mut closed))
         {
-            Ok(Some(w)) => break Disk::probe(&w).map(|disk| (disk, w)),
+            Ok(Some(w)) => {
+                break dir_identity(w.dir.as_ref(), &w.target.dir)
+                    .and_then(|dir| Disk::probe(&w).map(|disk| (dir, disk, w)));
+            }
             // The lock was released to settle the journal: take it again.
             Ok(None) => match Prepared::open(call.path, call.confine, call.opts) {
                 Ok(p) => prepared = p,
@@ -1008,9 +1058,9 @@ fn begin(
         }
     };
     match opened {
-        Ok((disk, w)) => {
+        Ok((dir, disk, w)) => {
             q.begin(slot);
-            Ok(Box::new(Baton::new(w, disk, &slot.meta, started)))
+            Ok(Box::new(Baton::new(w, dir, disk, &slot.meta, started)))
         }
         Err(e) => {
             q.resign(slot);
@@ -1026,6 +1076,7 @@ fn finish(
     step: &mut dyn Step,
     me: usize,
     mine: std::result::Result<(), Fail>,
+    waits: bool,
 ) -> std::result::Result<Receipt, Fail> {
     let b = hold.baton.as_mut().expect("held");
     let written = write_batch(b, step);
@@ -1058,11 +1109,13 @@ fn finish(
             Ok(r)
         }
         Some(Err(e)) => Err(Fail::Error(e.duplicate())),
-        None => unreachable!("a batch with members whose change succeeded writes"),
+        // No change succeeded: only members whose change failed are answered, each
+        // with its own failure.
+        None => Err(Fail::Own),
     };
     let mut own = None;
     for (i, m) in members.iter().enumerate() {
-        if !m.ok {
+        if !m.ok && !m.waits {
             continue;
         }
         if i == me {
@@ -1077,6 +1130,7 @@ fn finish(
             // stored) while writing: its answer is waiting in its slot.
             wait_done(&members[me].slot)
         }),
+        Err(f) if waits => after_batch(result_for(&members[me]), f),
         Err(f) => Err(f),
     }
 }
@@ -1102,24 +1156,42 @@ fn write_batch(b: &mut Baton, step: &dyn Step) -> Option<Result<Receipt>> {
             temp_created: b.temp_created.as_ref(),
         };
         let (format, work, w) = (b.format, &b.work, &b.locked);
+        // Only the body (the working value's serialization) is a change's fault: a
+        // value that cannot be stored, or a panic while serializing it. Anything else
+        // that fails during the replace (I/O, the temp-file hook) fails the batch.
+        let mut fault: Option<Fail> = None;
         let done = panic::catch_unwind(AssertUnwindSafe(|| {
-            atomic::replace(w, &plan, &current, &mut |out| match work {
-                Work::Deferred { .. } => step.body(format, out),
-                Work::Value { value, codec, .. } => (codec.write)(&**value, format, out),
-                Work::Bytes {
-                    bytes, exact: true, ..
-                } => out.write_all(bytes).map_err(SerializeError::Io),
-                Work::Bytes {
-                    bytes,
-                    codec: Some(codec),
-                    ..
-                } => {
-                    let value = (codec.parse)(bytes, &w.target.path)
-                        .map_err(|e| SerializeError::Value(e.to_string()))?;
-                    (codec.write)(&*value, format, out)
-                }
-                Work::Bytes { codec: None, .. } | Work::Disk => {
-                    unreachable!("a change succeeded, so the value is not the disk's")
+            atomic::replace(w, &plan, &current, &mut |out| {
+                let body = panic::catch_unwind(AssertUnwindSafe(|| match work {
+                    Work::Deferred { .. } => step.body(format, out),
+                    Work::Value { value, codec, .. } => (codec.write)(&**value, format, out),
+                    Work::Bytes {
+                        bytes, exact: true, ..
+                    } => out.write_all(bytes).map_err(SerializeError::Io),
+                    Work::Bytes {
+                        bytes,
+                        codec: Some(codec),
+                        ..
+                    } => {
+                        let value = (codec.parse)(bytes, &w.target.path)
+                            .map_err(|e| SerializeError::Value(e.to_string()))?;
+                        (codec.write)(&*value, format, out)
+                    }
+                    Work::Bytes { codec: None, .. } | Work::Disk => {
+                        unreachable!("a change succeeded, so the value is not the disk's")
+                    }
+                }));
+                match body {
+                    Ok(Err(SerializeError::Value(msg))) => {
+                        fault = Some(Fail::Own);
+                        Err(SerializeError::Value(msg))
+                    }
+                    Ok(r) => r,
+                    Err(p) => {
+                        let msg = format!("serializing it panicked: {}", panic_message(&*p));
+                        fault = Some(Fail::Panic(p));
+                        Err(SerializeError::Value(msg))
+                    }
                 }
             })
         }));
@@ -1127,11 +1199,23 @@ fn write_batch(b: &mut Baton, step: &dyn Step) -> Option<Result<Receipt>> {
             Work::Value { by, .. } | Work::Deferred { by, .. } => Some(*by),
             _ => None,
         };
-        let failed = match (done, by) {
-            (Ok(Err(e)), Some(by)) if e.kind() == ErrorKind::Serialize => (by, Fail::Error(e)),
-            (Err(p), Some(by)) => (by, Fail::Panic(p)),
-            (Ok(r), _) => return Some(r),
-            (Err(p), None) => panic::resume_unwind(p),
+        let failed = match (done, fault, by) {
+            (Ok(Err(e)), Some(Fail::Own), Some(by)) => (by, Fail::Error(e)),
+            (Ok(_), Some(Fail::Panic(p)), Some(by)) => (by, Fail::Panic(p)),
+            (Ok(r), _, _) => return Some(r),
+            (Err(p), _, _) => {
+                let path = &b.locked.target.path;
+                return Some(Err(Error::new(
+                    ErrorKind::Io,
+                    format!(
+                        "cannot write {}: the write panicked ({}); nothing of the batch was \
+                         written",
+                        path.display(),
+                        panic_message(&*p)
+                    ),
+                )
+                .with_path(path)));
+            }
         };
         let prev = match std::mem::replace(&mut b.work, Work::Disk) {
             Work::Value { undo, .. } => *undo,
@@ -1141,4 +1225,12 @@ fn write_batch(b: &mut Baton, step: &dyn Step) -> Option<Result<Receipt>> {
         b.work = prev;
         b.blame(failed.0, failed.1);
     }
+}
+
+/// A panic's message, as far as it has one.
+fn panic_message(p: &(dyn Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
 }
