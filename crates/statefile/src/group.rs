@@ -284,9 +284,14 @@ impl Disk {
 struct Member {
     slot: Arc<Slot>,
     ok: bool,
-    /// Its change failed on a working value holding earlier changes of the batch: it
-    /// waits for the batch's outcome before it returns (what it saw may never exist).
+    /// Its change ran on a working value holding earlier changes of the batch.
+    dirty: bool,
+    /// Its change failed on such a value: it waits for the batch's outcome before it
+    /// returns (what it saw may never exist).
     waits: bool,
+    /// Its change succeeded on such a value but was blamed later (its value cannot be
+    /// stored): the failure it gets once the batch's write succeeded.
+    held: Option<Fail>,
 }
 
 /// A batch in progress: the lock, the working value, the members so far. Handed from
@@ -363,7 +368,9 @@ impl Baton {
         self.members.push(Member {
             slot: slot.clone(),
             ok: false,
+            dirty: self.successes > 0,
             waits: false,
+            held: None,
         });
         self.members.len() - 1
     }
@@ -387,14 +394,20 @@ impl Baton {
     }
 
     /// Member `by`'s change, which succeeded, turned out to fail after all (its value
-    /// cannot be stored): answer it now and put back the value before it.
+    /// cannot be stored): answer it now, or once the batch is written if its change saw
+    /// earlier changes of the batch (which may never be committed).
     fn blame(&mut self, by: usize, why: Fail) {
         let m = &mut self.members[by];
         if m.ok {
             m.ok = false;
             self.successes -= 1;
         }
-        answer(&m.slot, Err(why));
+        if m.dirty {
+            m.waits = true;
+            m.held = Some(why);
+        } else {
+            answer(&m.slot, Err(why));
+        }
     }
 
     fn undo_len(&self) -> u64 {
@@ -987,7 +1000,7 @@ fn run(
     // Whether this change runs on a value earlier changes of the batch made (not yet
     // written): then even a failed change waits for the batch, since what it saw may
     // never be committed.
-    let dirty = b.successes > 0;
+    let dirty = b.members[me].dirty;
     let mut mine = refuse_if_poisoned(&slot.meta)
         .map_err(Fail::Error)
         .and_then(|()| step.apply(b, me));
@@ -1083,7 +1096,7 @@ fn finish(
     let b = hold.baton.take().expect("held");
     let Baton {
         locked: w,
-        members,
+        mut members,
         successes,
         started,
         ..
@@ -1114,14 +1127,18 @@ fn finish(
         None => Err(Fail::Own),
     };
     let mut own = None;
-    for (i, m) in members.iter().enumerate() {
+    for (i, m) in members.iter_mut().enumerate() {
         if !m.ok && !m.waits {
             continue;
         }
+        let r = match m.held.take() {
+            Some(blamed) => after_batch(result_for(m), blamed),
+            None => result_for(m),
+        };
         if i == me {
-            own = Some(result_for(m));
+            own = Some(r);
         } else {
-            answer(&m.slot, result_for(m));
+            answer(&m.slot, r);
         }
     }
     match mine {

@@ -488,3 +488,66 @@ fn a_call_never_lands_in_a_file_it_did_not_resolve() {
     assert_eq!(items(&root.join("old/jobs.json")), ["d1", "x"]);
     assert_eq!(items(&root.join("d1/jobs.json")), ["d2", "y"]);
 }
+
+/// A value that refuses to be serialized: its change succeeds, but the value it leaves
+/// cannot be stored.
+#[derive(Debug, serde::Deserialize)]
+struct Unstorable(Value);
+
+impl serde::Serialize for Unstorable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value refuses to be stored"))
+    }
+}
+
+// The same dirty read where B's change succeeds but leaves a value that cannot be
+// stored: B's call fails once the batch finds that out (before C's change), yet B's
+// change saw A's uncommitted "a", so B must not return before the batch is written.
+#[test]
+fn a_change_whose_value_cannot_be_stored_saw_only_committed_state() {
+    let (_d, path) = setup();
+    jobs(&path).write(&json!({"items": []})).unwrap();
+    let (p, seen) = (&path, Arc::new(Mutex::new(None)));
+    let seen_b = seen.clone();
+    let (read_tx, read_rx) = mpsc::channel::<()>();
+    let calls: Vec<Call<'_, ()>> = vec![
+        Box::new(move || push_with(&jobs(p), "a").unwrap()),
+        Box::new(move || {
+            let mut saw = Vec::new();
+            let r = Doc::<Unstorable>::open(p).unwrap().update(|v| {
+                saw = v.0["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap().to_string())
+                    .collect();
+                Ok::<_, statefile::Error>(())
+            });
+            assert_eq!(r.unwrap_err().kind(), ErrorKind::Serialize);
+            *seen_b.lock().unwrap() = Some(Seen {
+                in_change: saw,
+                on_disk_after: items(p),
+            });
+            let _ = read_tx.send(());
+        }),
+        Box::new(move || {
+            jobs(p)
+                .update(|v: &mut Value| {
+                    let _ = read_rx.recv_timeout(Duration::from_secs(2));
+                    v["items"].as_array_mut().unwrap().push(json!("c"));
+                    Ok::<_, statefile::Error>(())
+                })
+                .unwrap();
+        }),
+    ];
+    in_one_batch(&path, calls);
+    let seen = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(items(&path), ["a", "c"]);
+    assert_eq!(seen.in_change, ["a"]);
+    assert!(
+        seen.on_disk_after.contains(&"a".to_string()),
+        "B's change saw {:?}, but right after B returned the document held {:?}",
+        seen.in_change,
+        seen.on_disk_after
+    );
+}
