@@ -20,9 +20,11 @@ import * as native from './native'
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue }
 
 /**
- * Error codes of `StatefileError`: one per kind of failure of the library, and two of
- * this package's own: `UPDATE_TIMEOUT` (an `update` callback did not settle within its
- * `timeoutMs`) and `DEADLOCK` (a call that would wait for a lock its own caller holds).
+ * Error codes of `StatefileError`: one per kind of failure of the library
+ * (`NOT_APPLICABLE`: a transaction's patch or append that does not apply to the
+ * document as it is), and two of this package's own: `UPDATE_TIMEOUT` (an `update`
+ * callback did not settle within its `timeoutMs`) and `DEADLOCK` (a call that would
+ * wait for a lock its own caller holds).
  */
 export type ErrorCode =
   | 'NOT_FOUND'
@@ -35,6 +37,7 @@ export type ErrorCode =
   | 'DURABILITY'
   | 'SERIALIZE'
   | 'IO'
+  | 'NOT_APPLICABLE'
   | 'UPDATE_TIMEOUT'
   | 'DEADLOCK'
 
@@ -418,12 +421,124 @@ export interface Report {
   liveTemps: number
   findings: Array<{
     path: string
-    problem: 'stale-temp' | 'corrupt-document' | 'corrupt-backup' | 'unreadable' | 'other'
+    problem: 'stale-temp' | 'corrupt-document' | 'corrupt-backup' | 'unreadable' | 'journal-replay' | 'journal-damaged' | 'other'
     detail: string | null
-    action: 'none' | 'removed' | 'restored' | 'moved-aside' | 'would' | 'failed' | 'other'
+    action: 'none' | 'removed' | 'restored' | 'moved-aside' | 'would' | 'failed' | 'replayed' | 'other'
     actionDetail: string | null
     fixed: boolean
   }>
+  /** Journal mode: the state of the store's journal as the scan found it (empty otherwise). */
+  journals: JournalStatus[]
+}
+
+/** The state of a store's journal (`Store.journalStatus`, `Report.journals`). */
+export interface JournalStatus {
+  /** The directory holding `.statefile/`. */
+  root: string
+  /** The journal file. */
+  path: string
+  formatVersion: number
+  /** Bytes of its ring. */
+  capacity: number
+  /** Where the last checkpoint is (a log sequence number). */
+  checkpointLsn: number
+  /** The end of the valid records after it. */
+  endLsn: number
+  /** Records since the last checkpoint. */
+  records: number
+  /** Commits appended but not yet applied by their writers (0 when no process has it open). */
+  inFlight: number
+  /** Documents a replay would rewrite (`inFlight`: a live writer is applying it right now). */
+  toReplay: Array<{ path: string; version: string | null; inFlight: boolean }>
+  /** Damage before the end of the records: writes in the tree are refused until a person decides. */
+  damage: { lsn: number; reason: string; laterRecords: number } | null
+  /** Whether `recover()` has something to do (replays no live writer is doing, or damage). */
+  needsRepair: boolean
+}
+
+/** What a checkpoint did (`Store.checkpoint`, `Store.disableJournal`). */
+export interface CheckpointReport {
+  /** Bytes of the journal made free for reuse. */
+  freed: number
+  /** Documents synced to disk. */
+  documents: number
+  /** Directories synced. */
+  directories: number
+  /** Commits of writers that were gone, applied first. */
+  adopted: number
+}
+
+/** How `Store.enableJournal` makes the journal. */
+export interface JournalOptions {
+  /**
+   * Bytes of the ring that holds records (default 16 MiB; rounded up to 4 KiB, at least
+   * 16 KiB). A document larger than a quarter of it is written without the journal; a
+   * transaction larger than half of it is refused (`NO_SPACE`).
+   */
+  capacity?: number
+  /** Permission bits of the journal's files (default 0o600): it holds copies of documents. */
+  mode?: number
+  /** At most this long between checkpoints while it is written to (default 60000). */
+  checkpointAgeMs?: number
+}
+
+/**
+ * A precondition of one operation of `Store.transaction`, checked under the locks: the
+ * document must be at version `ifMatch`, or (`ifNoneMatch: '*'`) must not exist. One
+ * failing fails the whole transaction with `CONFLICT` naming the document (its `path`,
+ * and its current `version` if it exists); nothing is written.
+ */
+export interface TxPrecondition {
+  ifMatch?: string
+  ifNoneMatch?: '*'
+}
+
+/** A JSON Patch (RFC 6902) operation. */
+export interface JsonPatchOperation {
+  op: 'add' | 'remove' | 'replace' | 'move' | 'copy' | 'test'
+  path: string
+  value?: unknown
+  from?: string
+}
+
+/**
+ * One operation of `Store.transaction`: the operations of `statefile tx` (and of the
+ * server's `POST /v1/tx`) with JavaScript spelling (`ifMatch`, `ifNoneMatch`,
+ * `jsonPatch`; the CLI's `if_match`, `if_none_match` and `json_patch` are refused).
+ * `doc` is a document name in the store (relative, `/`-separated).
+ *
+ * - `put`: replace the document with `value`.
+ * - `patch` with `merge`: an RFC 7396 merge patch (a missing document starts as `{}`).
+ * - `patch` with `jsonPatch`: an RFC 6902 JSON Patch (the document must exist).
+ * - `append`: add `value` to the end of the array at `pointer` (default: the document
+ *   itself; a missing document or array is created).
+ * - `delete`: delete the document (it must exist).
+ * - `get`: read it under the transaction's locks (it must exist).
+ *
+ * Operations apply in order; a later one sees what the earlier ones did.
+ */
+export type TxOp = TxPrecondition & (
+  | { op: 'put'; doc: string; value: unknown }
+  | { op: 'patch'; doc: string; merge: unknown }
+  | { op: 'patch'; doc: string; jsonPatch: JsonPatchOperation[] }
+  | { op: 'append'; doc: string; pointer?: string; value: unknown }
+  | { op: 'delete'; doc: string }
+  | { op: 'get'; doc: string }
+)
+
+/** What one operation of a committed transaction did. */
+export interface TxResult {
+  doc: string
+  op: 'put' | 'patch' | 'append' | 'delete' | 'get'
+  /**
+   * The document's version after the transaction (`null`: deleted); for `get`, the
+   * version read.
+   */
+  version: string | null
+  /** `get`: the value read. */
+  value?: any
+  /** `append`: the new element's index. */
+  index?: number
 }
 
 /** Options of `Doc.update`. */
@@ -814,6 +929,107 @@ function unwrapThrown(message: string): StatefileError {
 // ---------------------------------------------------------------------------------
 // Stores
 
+/** The most operations (and documents of `readTx`) one transaction may hold. */
+const MAX_TX_OPS = 1000
+
+/** JavaScript's spelling of an operation's keys, to the one of `statefile tx`. */
+const TX_KEYS: Record<string, string> = {
+  op: 'op',
+  doc: 'doc',
+  value: 'value',
+  merge: 'merge',
+  jsonPatch: 'json_patch',
+  pointer: 'pointer',
+  ifMatch: 'if_match',
+  ifNoneMatch: 'if_none_match',
+}
+const TX_VALUES = new Set(['value', 'merge', 'jsonPatch'])
+const CLI_SPELLING: Record<string, string> = { if_match: 'ifMatch', if_none_match: 'ifNoneMatch', json_patch: 'jsonPatch' }
+
+function txName(name: unknown, what: string): string {
+  if (typeof name !== 'string') throw new TypeError(`${what} must be a string (a document name), not ${describe(name)}`)
+  if (!name.isWellFormed()) throw new TypeError(`${what} holds a lone surrogate (half of a UTF-16 pair)`)
+  return name
+}
+
+/**
+ * The operations as the JSON text the library's parser takes (that parser checks what
+ * each operation needs: a missing `value`, an unknown `op`, a bad pointer or version,
+ * a name outside the store). Here: the shape, the spelling, and every value as
+ * `toJson` writes it (a TypeError before anything is touched).
+ */
+function txJson(ops: unknown, where: string, root: string): string {
+  if (!Array.isArray(ops)) throw new TypeError(`${where}: the operations must be an array, not ${describe(ops)}`)
+  if (ops.length === 0) throw new TypeError(`${where}: the transaction has no operations`)
+  if (ops.length > MAX_TX_OPS) throw new TypeError(`${where}: the transaction has ${ops.length} operations; at most ${MAX_TX_OPS}`)
+  const out: string[] = []
+  for (let i = 0; i < ops.length; i++) {
+    const item: unknown = ops[i]
+    const at = `${where}: operation ${i}`
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) throw new TypeError(`${at} must be an object, not ${describe(item)}`)
+    const fields: string[] = []
+    for (const [k, v] of Object.entries(item)) {
+      if (v === undefined) continue
+      const key = TX_KEYS[k]
+      if (key === undefined) {
+        const better = CLI_SPELLING[k]
+        throw new TypeError(better ? `${at}: "${k}" is spelled "${better}" here` : `${at}: unknown key "${k}" (op, doc, value, merge, jsonPatch, pointer, ifMatch, ifNoneMatch)`)
+      }
+      let text: string
+      if (TX_VALUES.has(k)) {
+        text = toJson(v, `${at}'s ${k}`)
+      } else {
+        if (typeof v !== 'string') throw new TypeError(`${at}: "${k}" must be a string, not ${describe(v)}`)
+        text = JSON.stringify(k === 'doc' ? txName(v, `${at}'s doc`) : v)
+      }
+      fields.push(`${JSON.stringify(key)}:${text}`)
+    }
+    const doc = (item as { doc?: unknown }).doc
+    if (typeof doc === 'string') refuseNested(resolvePath(root, doc), 'a transaction')
+    out.push(`{${fields.join(',')}}`)
+  }
+  return `[${out.join(',')}]`
+}
+
+function txResults(list: Array<TxResult & { bigints?: string[] }>): TxResult[] {
+  return list.map((r) => (r.value === undefined ? r : (withBigInts(r as TxResult & Shown<unknown>) as TxResult)))
+}
+
+function txNames(names: unknown, where: string, root: string): string[] {
+  if (!Array.isArray(names)) throw new TypeError(`${where}: the names must be an array of strings, not ${describe(names)}`)
+  if (names.length > MAX_TX_OPS) throw new TypeError(`${where}: ${names.length} documents; at most ${MAX_TX_OPS}`)
+  return names.map((n, i) => {
+    const name = txName(n, `${where}: name ${i}`)
+    refuseNested(resolvePath(root, name), 'a consistent read')
+    return name
+  })
+}
+
+function readResults<T>(list: Array<(Versioned<T> & { bigints?: string[] }) | null>): Array<Versioned<T> | null> {
+  return list.map((r) => (r === null ? null : withBigInts(r)))
+}
+
+function journalOptions(o: JournalOptions | undefined): native.JournalOpts {
+  if (o === undefined || o === null) return {}
+  if (typeof o !== 'object') throw new TypeError('enableJournal: options must be an object')
+  const out: native.JournalOpts = {}
+  if (o.capacity !== undefined) {
+    if (!Number.isSafeInteger(o.capacity) || o.capacity < 0) throw new TypeError(`enableJournal: capacity must be an integer number of bytes >= 0, not ${String(o.capacity)}`)
+    out.capacity = o.capacity
+  }
+  if (o.mode !== undefined) {
+    if (!Number.isInteger(o.mode) || o.mode < 0 || o.mode > 0o7777) throw new TypeError(`enableJournal: mode must be permission bits (0 to 0o7777), not ${String(o.mode)}`)
+    out.mode = o.mode
+  }
+  if (o.checkpointAgeMs !== undefined) {
+    if (typeof o.checkpointAgeMs !== 'number' || !(o.checkpointAgeMs >= 0) || !Number.isFinite(o.checkpointAgeMs)) {
+      throw new TypeError(`enableJournal: checkpointAgeMs must be a finite number >= 0, not ${String(o.checkpointAgeMs)}`)
+    }
+    out.checkpointAgeMs = o.checkpointAgeMs
+  }
+  return out
+}
+
 /**
  * A directory tree of documents. It is opened (and cleaned up after crashed writers)
  * on its first operation, off the event loop; `open()` does that explicitly and says
@@ -873,6 +1089,90 @@ export class Store {
 
   recoverSync(): Report {
     return unwrap<Report>(this.#native.recoverSync())
+  }
+
+  /**
+   * Apply `ops` as one transaction: each document they touch is locked (in one global
+   * order, so transactions never deadlock), the preconditions are checked and the
+   * operations applied in order, and all the changes are committed as one journal
+   * record: every document changes, or none does, also across a crash at any moment.
+   * Resolves to one result per operation (the version each document has now, the
+   * values the `get`s read).
+   *
+   * The store must be in journal mode (`enableJournal`, or `statefile journal enable`):
+   * otherwise `INVALID_NAME`, nothing written. A failed precondition: `CONFLICT` naming
+   * the document (`path`, and its current `version`). A `get`, `delete` or `jsonPatch`
+   * of a missing document: `NOT_FOUND`. A patch or append that does not apply:
+   * `NOT_APPLICABLE`. A malformed operation (not an array of at most 1000 objects, an
+   * unknown op or key, a value JSON cannot hold, a bad pointer or version, a name
+   * outside the store): a TypeError or `INVALID_NAME`, before anything is touched.
+   * Readers that take no lock may, for the moment of the renames, see some documents
+   * new and others old: `readTx` sees one consistent state.
+   */
+  async transaction(ops: TxOp[]): Promise<TxResult[]> {
+    const json = txJson(ops, 'transaction', this.root)
+    return txResults(unwrap(await this.#native.transaction(json)))
+  }
+
+  transactionSync(ops: TxOp[]): TxResult[] {
+    return txResults(unwrap(this.#native.transactionSync(txJson(ops, 'transactionSync', this.root))))
+  }
+
+  /**
+   * Read the documents `names` under their locks (taken in the global order), so the
+   * values are one consistent state: no transaction is half visible. Each is
+   * `{ value, version }`, or `null` if it does not exist. Works with or without
+   * journal mode. At most 1000 names.
+   */
+  async readTx<T = any>(names: string[]): Promise<Array<Versioned<T> | null>> {
+    const list = txNames(names, 'readTx', this.root)
+    return readResults<T>(unwrap(await this.#native.readTx(list)))
+  }
+
+  readTxSync<T = any>(names: string[]): Array<Versioned<T> | null> {
+    return readResults<T>(unwrap(this.#native.readTxSync(txNames(names, 'readTxSync', this.root))))
+  }
+
+  /**
+   * Turn on journal mode for the store (as `statefile journal enable`): a durable write
+   * then costs one flush of the journal instead of two (file, then directory), and
+   * `transaction` works. It is a property of the directory on disk: every statefile
+   * writer of the tree, in any process or language, uses it from then on. Enabling a
+   * store that has a journal already changes nothing. Resolves to its status.
+   */
+  async enableJournal(options?: JournalOptions): Promise<JournalStatus> {
+    return unwrap<JournalStatus>(await this.#native.enableJournal(journalOptions(options)))
+  }
+
+  enableJournalSync(options?: JournalOptions): JournalStatus {
+    return unwrap<JournalStatus>(this.#native.enableJournalSync(journalOptions(options)))
+  }
+
+  /** Checkpoint everything (every document durable in its own file), then remove the journal. `NOT_FOUND` if there is none. */
+  async disableJournal(): Promise<CheckpointReport> {
+    return unwrap<CheckpointReport>(await this.#native.disableJournal())
+  }
+
+  disableJournalSync(): CheckpointReport {
+    return unwrap<CheckpointReport>(this.#native.disableJournalSync())
+  }
+
+  /** Make every document the journal covers durable in its own file, and free its space. `NOT_FOUND` without a journal. */
+  async checkpoint(): Promise<CheckpointReport> {
+    return unwrap<CheckpointReport>(await this.#native.checkpoint())
+  }
+
+  checkpointSync(): CheckpointReport {
+    return unwrap<CheckpointReport>(this.#native.checkpointSync())
+  }
+
+  /** The journal's state, or `null` when the store is not in journal mode. Changes nothing. */
+  async journalStatus(): Promise<JournalStatus | null> {
+    return unwrap<JournalStatus | null>(await this.#native.journalStatus())
+  }
+
+  journalStatusSync(): JournalStatus | null {
+    return unwrap<JournalStatus | null>(this.#native.journalStatusSync())
   }
 }
 

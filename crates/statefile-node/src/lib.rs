@@ -26,9 +26,10 @@ use napi::bindgen_prelude::{Buffer, Function, Object};
 use napi_derive::napi;
 use serde::Serialize;
 use serde_json::Value;
+use statefile::journal::{self, CheckpointReport, JournalOptions, JournalStatus};
 use statefile::{
-    Action, BackupInfo, BackupRef, Doc, Durability, Error, ErrorKind, Options, Problem, Receipt,
-    Report, Store, Version, Versioned,
+    Action, BackupInfo, BackupRef, Doc, Durability, Error, ErrorKind, MAX_TX_OPS, Options, Problem,
+    Receipt, Report, Store, TxOpError, Version, Versioned,
 };
 use tokio::sync::oneshot;
 
@@ -384,6 +385,8 @@ struct ReportOut {
     without_backup: usize,
     live_temps: usize,
     findings: Vec<FindingOut>,
+    /// Journal mode: each journal covering the store, as the scan found it.
+    journals: Vec<JournalStatusOut>,
 }
 
 #[derive(Serialize)]
@@ -427,6 +430,28 @@ impl From<Report> for ReportOut {
                         ),
                         Problem::CorruptBackup { reason } => ("corrupt-backup", Some(reason)),
                         Problem::Unreadable { error } => ("unreadable", Some(error)),
+                        Problem::JournalReplay { version } => (
+                            "journal-replay",
+                            Some(match version {
+                                Some(v) => format!(
+                                    "not yet what its last journal record says (version {v})"
+                                ),
+                                None => "not yet what its last journal record says (deleted)"
+                                    .to_string(),
+                            }),
+                        ),
+                        Problem::JournalDamaged {
+                            lsn,
+                            reason,
+                            later_records,
+                        } => (
+                            "journal-damaged",
+                            Some(format!(
+                                "journal damaged at LSN {lsn} ({reason}), {later_records} valid \
+                                 records after it: writes in this tree are refused until a \
+                                 person decides"
+                            )),
+                        ),
                         _ => ("other", None),
                     };
                     let (action, action_detail) = match f.action {
@@ -441,6 +466,7 @@ impl From<Report> for ReportOut {
                         }
                         Action::Would(what) => ("would", Some(what)),
                         Action::Failed { error } => ("failed", Some(error)),
+                        Action::Replayed => ("replayed", None),
                         _ => ("other", None),
                     };
                     FindingOut {
@@ -453,6 +479,91 @@ impl From<Report> for ReportOut {
                     }
                 })
                 .collect(),
+            journals: r.journals.into_iter().map(JournalStatusOut::from).collect(),
+        }
+    }
+}
+
+/// A journal's state (`journal::status`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JournalStatusOut {
+    root: String,
+    path: String,
+    format_version: u32,
+    capacity: u64,
+    checkpoint_lsn: u64,
+    end_lsn: u64,
+    records: usize,
+    in_flight: usize,
+    to_replay: Vec<PendingOut>,
+    damage: Option<DamageOut>,
+    needs_repair: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PendingOut {
+    path: String,
+    version: Option<String>,
+    in_flight: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DamageOut {
+    lsn: u64,
+    reason: String,
+    later_records: usize,
+}
+
+impl From<JournalStatus> for JournalStatusOut {
+    fn from(s: JournalStatus) -> JournalStatusOut {
+        JournalStatusOut {
+            needs_repair: s.needs_repair(),
+            root: s.root.display().to_string(),
+            path: s.path.display().to_string(),
+            format_version: s.format_version,
+            capacity: s.capacity,
+            checkpoint_lsn: s.checkpoint_lsn,
+            end_lsn: s.end_lsn,
+            records: s.records,
+            in_flight: s.in_flight,
+            to_replay: s
+                .to_replay
+                .into_iter()
+                .map(|p| PendingOut {
+                    path: p.path.display().to_string(),
+                    version: p.version.map(|v| v.as_str().to_string()),
+                    in_flight: p.in_flight,
+                })
+                .collect(),
+            damage: s.damage.map(|d| DamageOut {
+                lsn: d.lsn,
+                reason: d.reason,
+                later_records: d.later_records,
+            }),
+        }
+    }
+}
+
+/// What a checkpoint did (`checkpoint`, `disableJournal`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CheckpointOut {
+    freed: u64,
+    documents: usize,
+    directories: usize,
+    adopted: usize,
+}
+
+impl From<CheckpointReport> for CheckpointOut {
+    fn from(r: CheckpointReport) -> CheckpointOut {
+        CheckpointOut {
+            freed: r.freed,
+            documents: r.documents,
+            directories: r.directories,
+            adopted: r.adopted,
         }
     }
 }
@@ -1125,6 +1236,274 @@ impl NativeStore {
     pub fn recover_sync(&self) -> String {
         store_scan(&self.store, true)
     }
+    /// Apply `ops_json`, an array of operations as `statefile tx` takes them, as one
+    /// transaction (journal mode): every document changes or none does.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn transaction<'env>(
+        &self,
+        env: &'env Env,
+        ops_json: String,
+    ) -> napi::Result<Object<'env>> {
+        let s = self.store.clone();
+        promise(env, move || envelope(apply_ops(&s, &ops_json)))
+    }
+
+    /// As `transaction`, on the calling thread.
+    #[napi]
+    pub fn transaction_sync(&self, ops_json: String) -> String {
+        envelope(apply_ops(&self.store, &ops_json))
+    }
+
+    /// The documents `names`, read under their locks (one consistent state), each with
+    /// its version; `null` for a missing one.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn read_tx<'env>(&self, env: &'env Env, names: Vec<String>) -> napi::Result<Object<'env>> {
+        let s = self.store.clone();
+        promise(env, move || envelope(read_many(&s, &names)))
+    }
+
+    /// As `readTx`, on the calling thread.
+    #[napi]
+    pub fn read_tx_sync(&self, names: Vec<String>) -> String {
+        envelope(read_many(&self.store, &names))
+    }
+
+    /// Turn journal mode on for the store (`statefile journal enable`); its status.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn enable_journal<'env>(
+        &self,
+        env: &'env Env,
+        opts: JournalOpts,
+    ) -> napi::Result<Object<'env>> {
+        let s = self.store.clone();
+        let j = journal_options(&opts)?;
+        promise(env, move || {
+            envelope(journal_call(&s, JournalCall::Enable(j)))
+        })
+    }
+
+    /// As `enableJournal`, on the calling thread.
+    #[napi]
+    pub fn enable_journal_sync(&self, opts: JournalOpts) -> napi::Result<String> {
+        let j = journal_options(&opts)?;
+        Ok(envelope(journal_call(&self.store, JournalCall::Enable(j))))
+    }
+
+    /// Checkpoint everything, then turn journal mode off.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn disable_journal<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let s = self.store.clone();
+        promise(env, move || {
+            envelope(journal_call(&s, JournalCall::Disable))
+        })
+    }
+
+    /// As `disableJournal`, on the calling thread.
+    #[napi]
+    pub fn disable_journal_sync(&self) -> String {
+        envelope(journal_call(&self.store, JournalCall::Disable))
+    }
+
+    /// Make every document the journal covers durable in its own file.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn checkpoint<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let s = self.store.clone();
+        promise(env, move || {
+            envelope(journal_call(&s, JournalCall::Checkpoint))
+        })
+    }
+
+    /// As `checkpoint`, on the calling thread.
+    #[napi]
+    pub fn checkpoint_sync(&self) -> String {
+        envelope(journal_call(&self.store, JournalCall::Checkpoint))
+    }
+
+    /// The journal's state, `null` when the store is not in journal mode.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn journal_status<'env>(&self, env: &'env Env) -> napi::Result<Object<'env>> {
+        let s = self.store.clone();
+        promise(env, move || envelope(journal_call(&s, JournalCall::Status)))
+    }
+
+    /// As `journalStatus`, on the calling thread.
+    #[napi]
+    pub fn journal_status_sync(&self) -> String {
+        envelope(journal_call(&self.store, JournalCall::Status))
+    }
+}
+
+/// One result of a transaction's operation, as JavaScript gets it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TxResultOut {
+    doc: String,
+    op: &'static str,
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    /// As in [`VersionedOut`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bigints: Vec<String>,
+}
+
+/// Parse the operations (the library's parser, as `statefile tx` and `POST /v1/tx` use
+/// it) and apply them with `Store::apply_tx`.
+fn apply_ops(s: &LazyStore, ops_json: &str) -> Out<Vec<TxResultOut>> {
+    let ops = parse_value(ops_json)?;
+    let limits = statefile::patch::Limits::new();
+    let ops = statefile::parse_tx_ops(&ops, &limits)
+        .map_err(|e| invalid_argument(format!("transaction: {e}")))?;
+    let store = s.get()?;
+    let results = store.apply_tx(&ops, &limits).map_err(|e| match e {
+        TxOpError::Store(e) => ErrorOut::from(e),
+        TxOpError::NotApplicable { doc, message } => ErrorOut {
+            code: "NOT_APPLICABLE",
+            message: format!("{doc}: {message} (the transaction wrote nothing)"),
+            path: Some(store.root().join(&doc).display().to_string()),
+            version: None,
+            errno: None,
+            pointer: None,
+        },
+        other => ErrorOut {
+            code: "IO",
+            message: other.to_string(),
+            path: None,
+            version: None,
+            errno: None,
+            pointer: None,
+        },
+    })?;
+    let wrote = results.iter().any(|r| r.op != "get");
+    results
+        .into_iter()
+        .map(|r| {
+            let (value, bigints) = match r.value {
+                None => (None, Vec::new()),
+                Some(v) => {
+                    let path = store.root().join(&r.doc);
+                    let (shown, bigints) = for_js(&v, &path).map_err(|mut e| {
+                        if wrote {
+                            e.message.push_str(
+                                " (the transaction itself committed: its writes are on disk)",
+                            );
+                        }
+                        e
+                    })?;
+                    (Some(shown.into_owned()), bigints)
+                }
+            };
+            Ok(TxResultOut {
+                doc: r.doc,
+                op: r.op,
+                version: r.version.map(|v| v.as_str().to_string()),
+                value,
+                index: r.index,
+                bigints,
+            })
+        })
+        .collect()
+}
+
+/// `names` read in one transaction that writes nothing (no journal needed).
+fn read_many(s: &LazyStore, names: &[String]) -> Out<Vec<Option<VersionedOut>>> {
+    if names.len() > MAX_TX_OPS {
+        return Err(invalid_argument(format!(
+            "readTx: {} documents; at most {MAX_TX_OPS}",
+            names.len()
+        )));
+    }
+    let store = s.get()?;
+    let (read, _) = store.transaction(|tx| {
+        names
+            .iter()
+            .map(|n| Ok((tx.read::<Value>(n)?, tx.version(n)?)))
+            .collect::<Result<Vec<_>, Error>>()
+    })?;
+    read.into_iter()
+        .zip(names)
+        .map(|(r, name)| match r {
+            (Some(value), Some(version)) => {
+                let path = store.root().join(name);
+                let (shown, bigints) = for_js(&value, &path)?;
+                Ok(Some(VersionedOut {
+                    value: shown.into_owned(),
+                    bigints,
+                    version: version.as_str().to_string(),
+                    recovered: None,
+                }))
+            }
+            _ => Ok(None),
+        })
+        .collect()
+}
+
+/// How `enableJournal` makes the journal (checked by the JavaScript side first).
+#[napi(object)]
+#[derive(Debug, Clone, Default)]
+pub struct JournalOpts {
+    /// Bytes of the journal's ring.
+    pub capacity: Option<f64>,
+    /// Permission bits of the journal's files.
+    pub mode: Option<u32>,
+    /// At most this long between checkpoints while it is written to.
+    pub checkpoint_age_ms: Option<f64>,
+}
+
+fn journal_options(o: &JournalOpts) -> napi::Result<JournalOptions> {
+    let mut j = JournalOptions::default();
+    if let Some(c) = o.capacity {
+        if !(c.is_finite() && c >= 0.0 && c.fract() == 0.0 && c <= 9_007_199_254_740_992.0) {
+            return Err(invalid_arg(format!(
+                "capacity must be an integer number of bytes >= 0, not {c}"
+            )));
+        }
+        // An integer below 2^53: exact as a u64.
+        j.capacity = c as u64;
+    }
+    if let Some(m) = o.mode {
+        if m > 0o7777 {
+            return Err(invalid_arg(format!(
+                "mode must be permission bits (at most 0o7777), not {m:#o}"
+            )));
+        }
+        j.mode = m;
+    }
+    if let Some(ms) = o.checkpoint_age_ms {
+        j.checkpoint_age = Duration::try_from_secs_f64(ms / 1e3).map_err(|_| {
+            invalid_arg(format!(
+                "checkpointAgeMs must be a finite number >= 0, not {ms}"
+            ))
+        })?;
+    }
+    Ok(j)
+}
+
+enum JournalCall {
+    Enable(JournalOptions),
+    Disable,
+    Checkpoint,
+    Status,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum JournalOut {
+    Status(Option<JournalStatusOut>),
+    Checkpoint(CheckpointOut),
+}
+
+fn journal_call(s: &LazyStore, call: JournalCall) -> Out<JournalOut> {
+    let store = s.get()?;
+    let (root, opts) = (store.root(), store.options());
+    Ok(match call {
+        JournalCall::Enable(j) => JournalOut::Status(Some(journal::enable(root, opts, j)?.into())),
+        JournalCall::Disable => JournalOut::Checkpoint(journal::disable(root, opts)?.into()),
+        JournalCall::Checkpoint => JournalOut::Checkpoint(journal::checkpoint(root, opts)?.into()),
+        JournalCall::Status => JournalOut::Status(journal::status(root, opts)?.map(Into::into)),
+    })
 }
 
 fn store_list(s: &LazyStore, prefix: &str) -> String {

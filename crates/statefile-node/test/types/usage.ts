@@ -16,6 +16,11 @@ import {
 } from 'statefile'
 import type {
   BackupInfo,
+  CheckpointReport,
+  JournalOptions,
+  JournalStatus,
+  TxOp,
+  TxResult,
   Deleted,
   DocOptions,
   ErrorCode,
@@ -68,11 +73,20 @@ const findingShape: Record<keyof Finding, Kind> = {
 function report(r: Report, what: string): Report {
   shaped(r, {
     healthy: 'boolean', needsRepair: 'boolean', documents: 'number', backups: 'number',
-    withoutBackup: 'number', liveTemps: 'number', findings: 'object',
+    withoutBackup: 'number', liveTemps: 'number', findings: 'object', journals: 'object',
   } satisfies Record<keyof Report, Kind>, what)
   r.findings.forEach((f, i) => shaped(f, findingShape, `${what}.findings[${i}]`))
+  r.journals.forEach((j, i) => journal(j, `${what}.journals[${i}]`))
   return r
 }
+function journal(j: JournalStatus, what: string): JournalStatus {
+  return shaped(j, {
+    root: 'string', path: 'string', formatVersion: 'number', capacity: 'number', checkpointLsn: 'number',
+    endLsn: 'number', records: 'number', inFlight: 'number', toReplay: 'object', damage: 'object|null', needsRepair: 'boolean',
+  } satisfies Record<keyof JournalStatus, Kind>, what)
+}
+const checkpointed = (c: CheckpointReport, what: string): CheckpointReport =>
+  shaped(c, { freed: 'number', documents: 'number', directories: 'number', adopted: 'number' } satisfies Record<keyof CheckpointReport, Kind>, what)
 
 interface Server { id: string; port: number }
 interface Config { servers: Server[]; note?: string }
@@ -178,6 +192,42 @@ export async function main(dir: string): Promise<void> {
   report(await store.recover(), 'recover')
   report(store.recoverSync(), 'recoverSync')
 
+  // Journal mode and transactions (the damaged job written again first).
+  receipt(await job.write({ id: 1 }), 'rewrite')
+  const jopts: JournalOptions = { capacity: 1 << 20, mode: 0o600, checkpointAgeMs: 60_000 }
+  const on: JournalStatus = journal(await store.enableJournal(jopts), 'enableJournal')
+  assert.equal(on.needsRepair, false)
+  journal(store.enableJournalSync(), 'enableJournalSync')
+  const ops: TxOp[] = [
+    { op: 'put', doc: 'jobs/2.json', value: { id: 2 }, ifNoneMatch: '*' },
+    { op: 'patch', doc: 'jobs/1.json', merge: { state: 'moved' }, ifMatch: await job.version() },
+    { op: 'patch', doc: 'jobs/1.json', jsonPatch: [{ op: 'add', path: '/n', value: 1 }] },
+    { op: 'append', doc: 'log.json', pointer: '/moves', value: 1 },
+    { op: 'get', doc: 'jobs/1.json' },
+  ]
+  const results: TxResult[] = await store.transaction(ops)
+  const txShape: Record<keyof TxResult, Kind> = { doc: 'string', op: 'string', version: 'string|null', value: 'any', index: 'number' }
+  const pick = (r: TxResult): Partial<Record<keyof TxResult, Kind>> => Object.fromEntries(Object.keys(r).map((k) => [k, txShape[k as keyof TxResult]]))
+  results.forEach((r, i) => shaped(r, pick(r) as Record<keyof TxResult, Kind>, `transaction[${i}]`))
+  assert.equal(results[3]!.index, 0)
+  assert.equal(results[4]!.value.state, 'moved')
+  const synced: TxResult[] = store.transactionSync([{ op: 'delete', doc: 'jobs/2.json' }])
+  assert.equal(synced[0]!.version, null)
+  const both: Array<Versioned<{ id: number }> | null> = await store.readTx<{ id: number }>(['jobs/1.json', 'jobs/2.json'])
+  versioned(both[0]!, 'readTx')
+  assert.equal(both[0]!.value.id, 1)
+  assert.equal(both[1], null)
+  assert.equal(store.readTxSync(['jobs/1.json']).length, 1)
+  const st: JournalStatus | null = await store.journalStatus()
+  journal(st!, 'journalStatus')
+  journal(store.journalStatusSync()!, 'journalStatusSync')
+  report(await store.verify(), 'verify in journal mode')
+  checkpointed(await store.checkpoint(), 'checkpoint')
+  checkpointed(store.checkpointSync(), 'checkpointSync')
+  checkpointed(await store.disableJournal(), 'disableJournal')
+  store.enableJournalSync()
+  checkpointed(store.disableJournalSync(), 'disableJournalSync')
+
   // writeFileAtomic, in every form write-file-atomic takes.
   const out = path.join(dir, 'out.txt')
   const wopts: WriteFileAtomicOptions = { mode: 0o600, chown: false, encoding: 'utf8', fsync: true, lockTimeoutMs: 1000, tmpfileCreated: (t: string) => { assert.ok(fs.existsSync(t)) } }
@@ -213,6 +263,16 @@ export function typeErrors(doc: Doc<Config>, store: Store): void {
   store.doc(1)
   // @ts-expect-error: mode is a number or false
   void writeFileAtomic('x', 'x', { mode: '0600' })
+  // @ts-expect-error: an unknown op
+  void store.transaction([{ op: 'frobnicate', doc: 'a.json' }])
+  // @ts-expect-error: a put needs a value
+  void store.transaction([{ op: 'put', doc: 'a.json' }])
+  // @ts-expect-error: the CLI's spelling is not this package's
+  void store.transaction([{ op: 'delete', doc: 'a.json', if_match: 'v' }])
+  // @ts-expect-error: ifNoneMatch takes only '*'
+  store.transactionSync([{ op: 'delete', doc: 'a.json', ifNoneMatch: true }])
+  // @ts-expect-error: readTx takes names
+  void store.readTx('a.json')
   // @ts-expect-error: chown needs both ids
   writeFileAtomicSync('x', 'x', { chown: { uid: 1 } })
 }

@@ -1,0 +1,266 @@
+// Multi-document transactions (journal mode), consistent reads, and journal control,
+// on real files and, for the invariants under concurrency, real child processes.
+'use strict'
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+const { Store, StatefileError } = require('..')
+const { scratch, temps, child } = require('./helpers')
+
+/** A store in journal mode with `a.json` and `b.json`. */
+async function journalStore (t) {
+  const dir = scratch(t, 'tx')
+  const store = new Store(dir)
+  await store.enableJournal()
+  await store.doc('a.json').write({ n: 1 })
+  await store.doc('b.json').write({ n: 2 })
+  return { dir, store }
+}
+
+/**
+ * Every file under `dir` with its bytes: the documents, backups and any temp file. Left
+ * out: the journal's own files, and lock files (a transaction creates the lock file of
+ * each document it locks, also when it then writes nothing; they are never data).
+ */
+function snapshot (dir) {
+  const out = {}
+  for (const name of fs.readdirSync(dir, { recursive: true })) {
+    const p = path.join(dir, name)
+    if (name.startsWith('.statefile') || /(^|\/)\.[^/]*\.lock$/.test(name) || !fs.statSync(p).isFile()) continue
+    out[name] = fs.readFileSync(p, 'utf8')
+  }
+  return out
+}
+
+test('a transaction applies every operation and answers each', async (t) => {
+  const { dir, store } = await journalStore(t)
+  const vb = await store.doc('b.json').version()
+  await store.doc('gone.json').write({ x: 1 })
+  const r = await store.transaction([
+    { op: 'put', doc: 'a.json', value: { n: 10 } },
+    { op: 'patch', doc: 'b.json', merge: { m: 3 }, ifMatch: vb },
+    { op: 'patch', doc: 'b.json', jsonPatch: [{ op: 'replace', path: '/n', value: 20 }] },
+    { op: 'append', doc: 'log.json', pointer: '/events', value: 'moved', ifNoneMatch: '*' },
+    { op: 'delete', doc: 'gone.json' },
+    { op: 'get', doc: 'b.json' },
+    { op: 'put', doc: 'jobs/new/1.json', value: { big: 2n ** 60n } },
+  ])
+  assert.equal(r.length, 7)
+  assert.deepEqual(r.map((x) => [x.doc, x.op]), [
+    ['a.json', 'put'], ['b.json', 'patch'], ['b.json', 'patch'], ['log.json', 'append'],
+    ['gone.json', 'delete'], ['b.json', 'get'], ['jobs/new/1.json', 'put'],
+  ])
+  assert.deepEqual(await store.doc('a.json').read(), { n: 10 })
+  assert.deepEqual(await store.doc('b.json').read(), { n: 20, m: 3 })
+  assert.deepEqual(await store.doc('log.json').read(), { events: ['moved'] })
+  await assert.rejects(store.doc('gone.json').read(), { code: 'NOT_FOUND' })
+  assert.deepEqual(await store.doc('jobs/new/1.json').read(), { big: 2n ** 60n })
+  // Each written document's version is the one it has now; a delete's is null.
+  assert.equal(r[0].version, await store.doc('a.json').version())
+  assert.equal(r[1].version, await store.doc('b.json').version())
+  assert.equal(r[3].version, await store.doc('log.json').version())
+  assert.equal(r[3].index, 0)
+  assert.equal(r[4].version, null)
+  // The get read b under the lock, as it was on disk when the transaction locked it.
+  assert.deepEqual(r[5].value, { n: 20, m: 3 })
+  assert.equal(r[5].version, vb)
+  assert.equal(typeof r[6].version, 'string')
+  assert.deepEqual(temps(dir), [])
+})
+
+test('a failed precondition on the second document writes nothing and names it', async (t) => {
+  const { dir, store } = await journalStore(t)
+  const before = snapshot(dir)
+  const va = await store.doc('a.json').version()
+  const vb = await store.doc('b.json').version()
+  const stale = va // a's version is not b's
+  const err = await store.transaction([
+    { op: 'put', doc: 'a.json', value: { n: 100 }, ifMatch: va },
+    { op: 'put', doc: 'b.json', value: { n: -98 }, ifMatch: stale },
+    { op: 'put', doc: 'c.json', value: { new: true } },
+  ]).then(() => assert.fail('committed'), (e) => e)
+  assert.ok(err instanceof StatefileError, String(err))
+  assert.equal(err.code, 'CONFLICT')
+  assert.equal(err.path, path.join(fs.realpathSync(dir), 'b.json'))
+  assert.equal(err.version, vb, 'the current version of the document that failed')
+  assert.match(err.message, /b\.json/)
+  assert.deepEqual(snapshot(dir), before, 'nothing written, nothing created')
+  // ifNoneMatch on an existing document, sync variant: the same.
+  assert.throws(() => store.transactionSync([
+    { op: 'put', doc: 'c.json', value: 1 },
+    { op: 'put', doc: 'a.json', value: { n: 0 }, ifNoneMatch: '*' },
+  ]), { code: 'CONFLICT', path: path.join(fs.realpathSync(dir), 'a.json') })
+  assert.deepEqual(snapshot(dir), before)
+})
+
+test('operations that do not apply: NOT_FOUND and NOT_APPLICABLE, nothing written', async (t) => {
+  const { dir, store } = await journalStore(t)
+  const before = snapshot(dir)
+  await assert.rejects(store.transaction([
+    { op: 'put', doc: 'a.json', value: 5 },
+    { op: 'get', doc: 'missing.json' },
+  ]), { code: 'NOT_FOUND' })
+  await assert.rejects(store.transaction([
+    { op: 'put', doc: 'b.json', value: 5 },
+    { op: 'patch', doc: 'missing.json', jsonPatch: [{ op: 'add', path: '/x', value: 1 }] },
+  ]), { code: 'NOT_FOUND' })
+  await assert.rejects(store.transaction([
+    { op: 'put', doc: 'b.json', value: 5 },
+    { op: 'append', doc: 'a.json', pointer: '/n', value: 1 },
+  ]), (e) => e.code === 'NOT_APPLICABLE' && /a\.json/.test(e.message) && /wrote nothing/.test(e.message))
+  await assert.rejects(store.transaction([
+    { op: 'put', doc: 'b.json', value: 5 },
+    { op: 'patch', doc: 'a.json', jsonPatch: [{ op: 'test', path: '/n', value: 999 }] },
+  ]), { code: 'NOT_APPLICABLE' })
+  assert.deepEqual(snapshot(dir), before)
+})
+
+test('outside journal mode a transaction that writes fails with INVALID_NAME; readTx works', async (t) => {
+  const dir = scratch(t, 'tx')
+  const store = new Store(dir)
+  await store.doc('a.json').write({ n: 1 })
+  const before = snapshot(dir)
+  await assert.rejects(store.transaction([{ op: 'put', doc: 'a.json', value: { n: 2 } }, { op: 'put', doc: 'b.json', value: 1 }]),
+    (e) => e instanceof StatefileError && e.code === 'INVALID_NAME' && /journal/.test(e.message))
+  assert.throws(() => store.transactionSync([{ op: 'put', doc: 'a.json', value: { n: 2 } }]), { code: 'INVALID_NAME' })
+  assert.deepEqual(snapshot(dir), before)
+  const [a, missing] = await store.readTx(['a.json', 'missing.json'])
+  assert.deepEqual(a.value, { n: 1 })
+  assert.equal(a.version, await store.doc('a.json').version())
+  assert.equal(missing, null)
+  assert.deepEqual(store.readTxSync(['a.json']).map((x) => x.value), [{ n: 1 }])
+  assert.equal(await store.journalStatus(), null)
+  assert.deepEqual((await store.verify()).journals, [])
+  await assert.rejects(store.checkpoint(), { code: 'NOT_FOUND' })
+  await assert.rejects(store.disableJournal(), { code: 'NOT_FOUND' })
+})
+
+test('malformed operations are refused clearly before anything is touched', async (t) => {
+  const { dir, store } = await journalStore(t)
+  const before = snapshot(dir)
+  const va = await store.doc('a.json').version()
+  const bad = [
+    [undefined, TypeError, /must be an array/],
+    ['[{"op":"put"}]', TypeError, /must be an array/],
+    [{ op: 'put', doc: 'a.json', value: 1 }, TypeError, /must be an array/],
+    [[], TypeError, /no operations/],
+    [new Array(1001).fill({ op: 'get', doc: 'a.json' }), TypeError, /1001 operations; at most 1000/],
+    [new Array(10_000_000), TypeError, /10000000 operations; at most 1000/],
+    [[null], TypeError, /operation 0 must be an object/],
+    [[{ op: 'put', doc: 'a.json', value: 1 }, [1, 2]], TypeError, /operation 1 must be an object/],
+    [[{ op: 'frobnicate', doc: 'a.json' }], TypeError, /unknown op "frobnicate"/],
+    [[{ doc: 'a.json', value: 1 }], TypeError, /"op" is missing/],
+    [[{ op: 'put', value: 1 }], TypeError, /"doc" is missing/],
+    [[{ op: 'put', doc: 'a.json' }], TypeError, /"value" is missing/],
+    [[{ op: 'put', doc: 5, value: 1 }], TypeError, /"doc" must be a string, not the number 5/],
+    [[{ op: 7, doc: 'a.json' }], TypeError, /"op" must be a string/],
+    [[{ op: 'put', doc: 'a.json', value: () => 1 }], TypeError, /value: a function/],
+    [[{ op: 'put', doc: 'a.json', value: { x: NaN } }], TypeError, /value: the number NaN at \/x/],
+    [[{ op: 'put', doc: 'a.json', value: 1, if_match: va }], TypeError, /"if_match" is spelled "ifMatch"/],
+    [[{ op: 'patch', doc: 'a.json', json_patch: [] }], TypeError, /"json_patch" is spelled "jsonPatch"/],
+    [[{ op: 'put', doc: 'a.json', value: 1, extra: 1 }], TypeError, /unknown key "extra"/],
+    [[{ op: 'get', doc: 'a.json', value: 1 }], TypeError, /"value" does not belong in a get operation/],
+    [[{ op: 'put', doc: 'a.json', value: 1, ifMatch: 'not-a-version' }], TypeError, /if_match/],
+    [[{ op: 'put', doc: 'a.json', value: 1, ifNoneMatch: 'yes' }], TypeError, /only "\*"/],
+    [[{ op: 'put', doc: 'a.json', value: 1, ifMatch: va, ifNoneMatch: '*' }], TypeError, /exclude each other/],
+    [[{ op: 'append', doc: 'a.json', pointer: 'no-slash', value: 1 }], TypeError, /operation 0/],
+    [[{ op: 'patch', doc: 'a.json', merge: 1, jsonPatch: [] }], TypeError, /one of "merge" or "json_patch"/],
+    [[{ op: 'patch', doc: 'a.json', jsonPatch: [{ op: 'jump' }] }], TypeError, /operation 0/],
+    [[{ op: 'put', doc: 'a\ud800.json', value: 1 }], TypeError, /lone surrogate/],
+  ]
+  for (const [ops, type, message] of bad) {
+    await assert.rejects(store.transaction(ops), (e) => e instanceof type && message.test(e.message), `async: ${message}`)
+    assert.throws(() => store.transactionSync(ops), (e) => e instanceof type && message.test(e.message), `sync: ${message}`)
+  }
+  // Names outside the store, or not document names: the library's InvalidName.
+  for (const name of ['../x.json', '/etc/passwd', '', 'a/../../x.json', '.statefile/journal', 'a.json/', 'a\0.json']) {
+    await assert.rejects(store.transaction([{ op: 'put', doc: 'a.json', value: 0 }, { op: 'put', doc: name, value: 1 }]),
+      (e) => e instanceof StatefileError && e.code === 'INVALID_NAME' && e.message.includes('not a valid document path'), JSON.stringify(name))
+  }
+  assert.deepEqual(snapshot(dir), before, 'nothing written, nothing created')
+  assert.ok(!fs.existsSync(path.join(path.dirname(dir), 'x.json')))
+  await assert.rejects(store.readTx('a.json'), TypeError)
+  await assert.rejects(store.readTx([1]), /name 0 must be a string/)
+  await assert.rejects(store.readTx(new Array(1001).fill('a.json')), /1001 documents; at most 1000/)
+  await assert.rejects(store.readTx(['../x.json']), { code: 'INVALID_NAME' })
+})
+
+test('4 processes moving amounts between two documents keep the sum; readTx always sees it', async (t) => {
+  const { dir, store } = await journalStore(t)
+  await store.transaction([{ op: 'put', doc: 'a.json', value: { n: 500 } }, { op: 'put', doc: 'b.json', value: { n: 500 } }])
+  const rounds = 40
+  const kids = [0, 1, 2, 3].map((w) => child(`
+    const store = new sf.Store(process.argv[1], { lockTimeoutMs: 60000 });
+    (async () => {
+      let retries = 0;
+      for (let i = 0; i < ${rounds}; i++) {
+        for (;;) {
+          const [a, b] = await store.readTx(['a.json', 'b.json']);
+          const amount = ((i * 7 + ${w}) % 13) - 6;
+          try {
+            await store.transaction([
+              { op: 'put', doc: 'a.json', value: { n: a.value.n - amount }, ifMatch: a.version },
+              { op: 'put', doc: 'b.json', value: { n: b.value.n + amount }, ifMatch: b.version },
+            ]);
+            break;
+          } catch (e) {
+            if (e.code !== 'CONFLICT') throw e;
+            retries++;
+          }
+        }
+      }
+      console.log('retries', retries);
+    })().catch((e) => { console.error(e); process.exit(1) });`, [dir]))
+  let running = true
+  const done = Promise.all(kids.map((k) => k.done)).finally(() => { running = false })
+  let reads = 0
+  while (running) {
+    const [a, b] = await store.readTx(['a.json', 'b.json'])
+    assert.equal(a.value.n + b.value.n, 1000, `a consistent state: ${a.value.n} + ${b.value.n}`)
+    reads++
+  }
+  for (const r of await done) assert.equal(r.code, 0, r.err)
+  const [a, b] = await store.readTx(['a.json', 'b.json'])
+  assert.equal(a.value.n + b.value.n, 1000)
+  // Every transfer happened once: the sum of all amounts moved.
+  let moved = 0
+  for (let w = 0; w < 4; w++) for (let i = 0; i < rounds; i++) moved += ((i * 7 + w) % 13) - 6
+  assert.equal(b.value.n, 500 + moved)
+  assert.ok(reads > 0)
+  assert.deepEqual(temps(dir), [])
+})
+
+test('journal control: enable, status, checkpoint, verify, disable', async (t) => {
+  const dir = scratch(t, 'tx')
+  const store = new Store(dir)
+  assert.equal(await store.journalStatus(), null)
+  await assert.rejects(store.enableJournal({ capacity: -1 }), TypeError)
+  await assert.rejects(store.enableJournal({ mode: 0o10000 }), TypeError)
+  await assert.rejects(store.enableJournal({ checkpointAgeMs: Infinity }), TypeError)
+  const s = await store.enableJournal({ capacity: 1 << 20, mode: 0o600 })
+  assert.equal(s.root, fs.realpathSync(dir))
+  assert.equal(s.capacity, 1 << 20)
+  assert.equal(s.records, 0)
+  assert.equal(s.needsRepair, false)
+  assert.equal(fs.statSync(s.path).mode & 0o777, 0o600)
+  // Enabling again changes nothing.
+  assert.equal((store.enableJournalSync()).capacity, 1 << 20)
+  await store.doc('a.json').write({ n: 1 })
+  await store.transaction([{ op: 'put', doc: 'b.json', value: 2 }, { op: 'put', doc: 'c.json', value: 3 }])
+  const now = await store.journalStatus()
+  assert.equal(now.records, 2)
+  const report = await store.verify()
+  assert.equal(report.healthy, true)
+  assert.equal(report.journals.length, 1)
+  assert.equal(report.journals[0].records, 2)
+  const ck = await store.checkpoint()
+  assert.ok(ck.documents >= 3, JSON.stringify(ck))
+  assert.equal((store.journalStatusSync()).records, 0)
+  store.checkpointSync()
+  const off = await store.disableJournal()
+  assert.equal(typeof off.freed, 'number')
+  assert.equal(await store.journalStatus(), null)
+  assert.deepEqual(await store.doc('c.json').read(), 3)
+  await assert.rejects(store.transaction([{ op: 'put', doc: 'a.json', value: 1 }]), { code: 'INVALID_NAME' })
+})
