@@ -135,7 +135,7 @@ fn complete(path: &str, method: &str, op: &mut Operation, token: bool) {
         ));
         answers.push((
             "501",
-            "transactions-unavailable: the store is not in journal mode, or the backend has no transactions",
+            "transactions-unavailable: the file store is not in journal mode (statefile journal enable DIR)",
         ));
     }
     if named || path == "/v1/docs" {

@@ -501,17 +501,18 @@ pub async fn append(
 }
 
 /// `POST /v1/tx`: a JSON array of operations on documents, applied as one transaction
-/// (the store must be in journal mode): every change or none, even across a crash.
+/// (a file store must be in journal mode; PostgreSQL runs one SQL transaction): every
+/// change or none, even across a crash.
 #[utoipa::path(post, path = "/v1/tx",
     request_body(content = Vec<Object>, content_type = "application/json",
         description = "Operations, each {\"op\": \"put\"|\"patch\"|\"append\"|\"delete\"|\"get\", \"doc\": name, ...} with an optional \"if_match\": version or \"if_none_match\": \"*\" (see statefile tx --help)",
         example = json!([{"op": "delete", "doc": "queue/7.json"}, {"op": "put", "doc": "jobs/7.json", "value": {"state": "running"}}])),
     responses((status = 200, description = "Committed: {\"results\": [{\"doc\", \"op\", \"version\", \"etag\", \"value\" (get), \"index\" (append)}]}", body = Object),
-              (status = 400, description = "Malformed operations or names; the store is not in journal mode"),
+              (status = 400, description = "Malformed operations or names"),
               (status = 404, description = "A get, delete or JSON Patch of a missing document"),
               (status = 412, description = "A precondition failed; names the document; nothing written"),
               (status = 422, description = "A patch or append does not apply; nothing written"),
-              (status = 501, description = "The storage backend has no multi-document transactions"),
+              (status = 501, description = "The file store is not in journal mode"),
               (status = 503, description = "Lock timeout; Retry-After")))]
 pub async fn transaction(State(app): State<Arc<App>>, body: JsonBody) -> ApiResult {
     let JsonBody { value, memory, .. } = body;

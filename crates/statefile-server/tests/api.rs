@@ -18,6 +18,8 @@ on_each_backend!(
     a_wrong_method_is_405_with_allow_and_metrics_label_the_matched_route,
     an_unknown_query_parameter_or_a_control_character_in_a_key_is_400,
     numbers_are_kept_exactly,
+    a_transaction_is_all_or_nothing,
+    hostile_transactions_are_refused_and_write_nothing,
 );
 
 use std::time::Duration;
@@ -1596,4 +1598,206 @@ async fn a_transaction_commits_every_document_or_none() {
             "POST /v1/tx lists {code}"
         );
     }
+}
+
+/// The app over `b`, able to run `POST /v1/tx` (a file store in journal mode).
+async fn tx_app(b: &Backend, dir: &std::path::Path) -> std::sync::Arc<statefile_server::App> {
+    let app = b.app_in(dir).await;
+    if b.is_file() {
+        statefile::journal::enable(
+            dir,
+            &statefile::Options::new(),
+            statefile::journal::JournalOptions::default(),
+        )
+        .unwrap();
+    }
+    app
+}
+
+/// Every document's ETag, or `None` where it does not exist.
+async fn etags(app: &std::sync::Arc<statefile_server::App>, names: &[&str]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(
+            call(app, "GET", &format!("/v1/docs/{n}"), &[], b"")
+                .await
+                .header("etag"),
+        );
+    }
+    out
+}
+
+/// `POST /v1/tx` on each backend (issue 14): a refusal of a later operation (the second
+/// document's precondition, a missing document, a patch that does not apply) leaves
+/// every document as it was, backups included; a commit changes all of them at once.
+async fn a_transaction_is_all_or_nothing(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = tx_app(&b, dir.path()).await;
+    let tx = |ops: Value| {
+        let app = app.clone();
+        async move { call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await }
+    };
+    let a = call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"{\"n\": 10}").await;
+    let a_tag = a.header("etag").unwrap();
+    call(&app, "PUT", "/v1/docs/b.json", &[JSON], b"{\"n\": 5}").await;
+    let names = ["a.json", "b.json", "c.json", "d/e.json"];
+    let before = etags(&app, &names).await;
+    let backups_before = call(&app, "GET", "/v1/docs/a.json/backups", &[], b"")
+        .await
+        .json();
+    // The first operation holds; the second document's precondition does not.
+    let r = tx(json!([
+        {"op": "put", "doc": "a.json", "value": {"n": 0}, "if_match": a_tag.trim_matches('"')},
+        {"op": "put", "doc": "c.json", "value": 1},
+        {"op": "patch", "doc": "b.json", "merge": {"n": 15}, "if_match": "0".repeat(64)}
+    ]))
+    .await;
+    r.problem(412, "precondition-failed");
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("b.json") && !detail.contains("a.json"),
+        "{detail}"
+    );
+    for (ops, status) in [
+        // The second creates a document that must not exist.
+        (
+            json!([{"op": "delete", "doc": "a.json"}, {"op": "put", "doc": "b.json", "value": 0, "if_none_match": "*"}]),
+            412,
+        ),
+        (
+            json!([{"op": "put", "doc": "d/e.json", "value": 1}, {"op": "get", "doc": "none.json"}]),
+            404,
+        ),
+        (
+            json!([{"op": "append", "doc": "a.json", "value": 1}, {"op": "patch", "doc": "b.json", "json_patch": [{"op": "test", "path": "/n", "value": 0}]}]),
+            422,
+        ),
+        (
+            json!([{"op": "delete", "doc": "a.json"}, {"op": "append", "doc": "b.json", "pointer": "/n", "value": 1}]),
+            422,
+        ),
+        (
+            json!([{"op": "put", "doc": "c.json", "value": 1}, {"op": "delete", "doc": "c.json"}]),
+            404,
+        ),
+    ] {
+        let r = tx(ops.clone()).await;
+        assert_eq!(
+            r.status,
+            status,
+            "{ops}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(etags(&app, &names).await, before, "nothing was written");
+    assert_eq!(
+        call(&app, "GET", "/v1/docs/a.json/backups", &[], b"")
+            .await
+            .json()["backups"]
+            .as_array()
+            .map(Vec::len),
+        backups_before["backups"].as_array().map(Vec::len),
+        "no backup was made"
+    );
+    // Committed: every document changes, each answer its new ETag.
+    let r = tx(json!([
+        {"op": "patch", "doc": "a.json", "merge": {"n": 7}, "if_match": a_tag.trim_matches('"')},
+        {"op": "patch", "doc": "b.json", "json_patch": [{"op": "replace", "path": "/n", "value": 8}]},
+        {"op": "put", "doc": "d/e.json", "value": [], "if_none_match": "*"},
+        {"op": "append", "doc": "d/e.json", "value": "x"},
+        {"op": "get", "doc": "b.json"}
+    ]))
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let res = r.json()["results"].clone();
+    let now = etags(&app, &names).await;
+    assert_eq!(res[0]["etag"], json!(now[0]));
+    assert_eq!(res[1]["etag"], json!(now[1]));
+    assert_eq!(res[2]["etag"], json!(now[3]));
+    assert_eq!(res[3]["etag"], json!(now[3]));
+    assert_eq!(res[3]["index"], 0);
+    assert_eq!(
+        res[4]["value"],
+        json!({"n": 8}),
+        "a get sees the transaction's writes"
+    );
+    assert_eq!(
+        res[4]["etag"],
+        json!(before[1]),
+        "and the version found at the lock"
+    );
+    assert_eq!(now[2], None);
+    let r = call(&app, "GET", "/v1/docs/d/e.json", &[], b"").await;
+    assert_eq!(r.json(), json!(["x"]));
+    // A delete keeps the document as a backup, restorable.
+    let r =
+        tx(json!([{"op": "delete", "doc": "a.json"}, {"op": "delete", "doc": "d/e.json"}])).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["results"][0]["etag"], Value::Null);
+    assert_eq!(etags(&app, &["a.json", "d/e.json"]).await, [None, None]);
+    let r = call(&app, "POST", "/v1/docs/a.json/restore?from=1", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("etag"), now[0]);
+}
+
+/// Hostile `POST /v1/tx` bodies are 4xx before anything is written, on each backend:
+/// unknown operations, wrong types, too many operations, bad names.
+async fn hostile_transactions_are_refused_and_write_nothing(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = tx_app(&b, dir.path()).await;
+    let put = |doc: &str| json!({"op": "put", "doc": doc, "value": 1});
+    let many: Vec<Value> = (0..=statefile::MAX_TX_OPS)
+        .map(|i| put(&format!("m{i}.json")))
+        .collect();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let bodies: Vec<(Vec<u8>, u16)> = vec![
+        (json!([put("ok.json"), {"op": "zap", "doc": "a.json"}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": "put", "doc": 5, "value": 1}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": "put", "doc": "a.json"}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": ["put"], "doc": "a.json", "value": 1}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": "put", "doc": "a.json", "value": 1, "if_match": "nope"}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": "put", "doc": "a.json", "value": 1, "if_none_match": "v"}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": "get", "doc": "a.json", "value": 1}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": "patch", "doc": "a.json", "merge": {}, "json_patch": []}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": "patch", "doc": "a.json", "json_patch": [{"op": "frob", "path": "/x"}]}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), {"op": "append", "doc": "a.json", "pointer": "x", "value": 1}]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), "put"]).to_string().into_bytes(), 400),
+        (json!({"op": "put", "doc": "ok.json", "value": 1}).to_string().into_bytes(), 400),
+        (b"[]".to_vec(), 400),
+        (b"[{\"op\": \"put\", \"doc\": \"ok.json\", \"value\": 1}".to_vec(), 400),
+        (serde_json::to_vec(&many).unwrap(), 400),
+        (json!([put("ok.json"), put("../x.json")]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), put("/abs.json")]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), put("a/../../x.json")]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), put("nul\u{0}.json")]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), put("")]).to_string().into_bytes(), 400),
+        (json!([put("ok.json"), put(&format!("{}.json", "x".repeat(300)))]).to_string().into_bytes(), 400),
+        (format!("[{{\"op\": \"put\", \"doc\": \"ok.json\", \"value\": {deep}}}]").into_bytes(), 400),
+    ];
+    for (body, status) in bodies {
+        let r = call(&app, "POST", "/v1/tx", &[JSON], &body).await;
+        let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).to_string();
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "{shown}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/problem+json"),
+            "{shown}"
+        );
+    }
+    let r = call(
+        &app,
+        "POST",
+        "/v1/tx",
+        &[("content-type", "text/plain")],
+        b"[]",
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    let r = call(&app, "GET", "/v1/docs", &[], b"").await;
+    assert_eq!(r.json(), json!({"names": []}), "nothing was written");
 }

@@ -1126,3 +1126,239 @@ async fn tls_is_never_downgraded_when_it_is_required() {
         "prefer: no startup message after the refusal: {seen:?}"
     );
 }
+
+/// `POST /v1/tx` on one store, as (status, body as JSON).
+async fn tx(app: &Arc<App>, ops: &serde_json::Value) -> (u16, serde_json::Value) {
+    let r = call(app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    (r.status.as_u16(), r.json())
+}
+
+/// The same transactions against the file backend (journal mode) and PostgreSQL give
+/// the same statuses, problem types, results and ETags, and leave the same documents.
+#[tokio::test]
+async fn transactions_answer_as_on_the_file_backend() {
+    let Some(b) = Backend::postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let files = Backend::File.app_in(dir.path()).await;
+    statefile::journal::enable(
+        dir.path(),
+        &statefile::Options::new(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    let pg = b.app_in(dir.path()).await;
+    let v0 = statefile::Version::of(b"0").to_string();
+    let steps = [
+        json!([{"op": "put", "doc": "a.json", "value": {"n": 1, "s": "\u{e9}", "f": 2.5}},
+               {"op": "patch", "doc": "b.json", "merge": {"x": {"y": 1}}},
+               {"op": "append", "doc": "c/d.json", "pointer": "/items", "value": [1]},
+               {"op": "append", "doc": "e.json", "value": "first"},
+               {"op": "get", "doc": "a.json"}]),
+        json!([{"op": "get", "doc": "a.json"}, {"op": "get", "doc": "c/d.json"}]),
+        json!([{"op": "put", "doc": "a.json", "value": 2, "if_none_match": "*"}]),
+        json!([{"op": "put", "doc": "z.json", "value": 2, "if_match": v0}]),
+        json!([{"op": "patch", "doc": "missing.json", "json_patch": [{"op": "add", "path": "/a", "value": 1}]}]),
+        json!([{"op": "patch", "doc": "a.json", "json_patch": [{"op": "remove", "path": "/nothing"}]}]),
+        json!([{"op": "append", "doc": "c/d.json", "pointer": "/items/5", "value": 1}]),
+        json!([{"op": "append", "doc": "a.json", "pointer": "/n", "value": 1}]),
+        json!([{"op": "delete", "doc": "missing.json"}]),
+        json!([{"op": "get", "doc": "missing.json"}]),
+        json!([{"op": "put", "doc": "f.json", "value": 1}, {"op": "delete", "doc": "f.json"}]),
+        json!([{"op": "put", "doc": "b.json", "value": []}, {"op": "delete", "doc": "b.json"},
+               {"op": "put", "doc": "g.json", "value": null}]),
+        json!([{"op": "put", "doc": "e.json", "value": ["first"]}, {"op": "get", "doc": "e.json"}]),
+        json!([{"op": "delete", "doc": "e.json"}, {"op": "put", "doc": "e.json", "value": 3}]),
+        json!([{"op": "patch", "doc": "a.json", "json_patch": [{"op": "replace", "path": "/n", "value": 9}]},
+               {"op": "patch", "doc": "a.json", "merge": {"s": null}},
+               {"op": "append", "doc": "a.json", "pointer": "/list", "value": {"k": [1, 2]}}]),
+    ];
+    for ops in &steps {
+        let (fs, fj) = tx(&files, ops).await;
+        let (ps, pj) = tx(&pg, ops).await;
+        assert_eq!(fs, ps, "{ops}\nfile: {fj}\npostgres: {pj}");
+        if fs == 200 {
+            assert_eq!(fj, pj, "{ops}");
+        } else {
+            assert_eq!(fj["type"], pj["type"], "{ops}\nfile: {fj}\npostgres: {pj}");
+        }
+    }
+    for name in [
+        "a.json", "b.json", "c/d.json", "e.json", "f.json", "g.json", "z.json",
+    ] {
+        let uri = format!("/v1/docs/{name}");
+        let f = call(&files, "GET", &uri, &[], b"").await;
+        let p = call(&pg, "GET", &uri, &[], b"").await;
+        assert_eq!(f.status, p.status, "{name}");
+        if f.status == 200 {
+            assert_eq!(f.body, p.body, "{name}");
+        }
+        assert_eq!(f.header("etag"), p.header("etag"), "{name}");
+    }
+}
+
+/// Many transactions from two servers (two pools, many connections) move amounts
+/// between two documents, checking each one's ETag under the locks: the sum never
+/// changes and every committed move is in the result. Others write the same documents
+/// blind in both orders and create new ones: no deadlock, every one commits.
+#[tokio::test]
+async fn concurrent_transactions_keep_the_sum_of_two_documents() {
+    let Some(base) = url() else { return };
+    let url = fresh_schema(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    let servers = [
+        app(open(PgOptions::new(&url)).await.unwrap(), dir.path()),
+        app(open(PgOptions::new(&url)).await.unwrap(), dir.path()),
+    ];
+    for d in ["x.json", "y.json"] {
+        let r = call(
+            &servers[0],
+            "PUT",
+            &format!("/v1/docs/{d}"),
+            &[JSON],
+            b"{\"n\": 1000}",
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
+    let tasks: Vec<_> = (0..48)
+        .map(|i: i64| {
+            let app = servers[i as usize % 2].clone();
+            tokio::spawn(async move {
+                if i % 4 == 3 {
+                    // Blind writes of two other documents, in both orders, and a create.
+                    let (p, q) = if i % 8 == 3 { ("p.json", "q.json") } else { ("q.json", "p.json") };
+                    let ops = json!([{"op": "put", "doc": p, "value": i},
+                                     {"op": "put", "doc": format!("new/{i}.json"), "value": i, "if_none_match": "*"},
+                                     {"op": "patch", "doc": q, "merge": {"by": i}}]);
+                    let (s, body) = tx(&app, &ops).await;
+                    assert_eq!(s, 200, "{body}");
+                    return 0;
+                }
+                let mut moved = 0;
+                for k in 0..4 {
+                    let amount = i * 4 + k;
+                    let (from, to) = if (i + k) % 2 == 0 { ("x.json", "y.json") } else { ("y.json", "x.json") };
+                    loop {
+                        let (s, read) = tx(&app, &json!([{"op": "get", "doc": to}, {"op": "get", "doc": from}])).await;
+                        assert_eq!(s, 200, "{read}");
+                        let r = &read["results"];
+                        let (t, f) = (r[0]["value"]["n"].as_i64().unwrap(), r[1]["value"]["n"].as_i64().unwrap());
+                        let ops = json!([
+                            {"op": "put", "doc": from, "value": {"n": f - amount}, "if_match": r[1]["version"]},
+                            {"op": "put", "doc": to, "value": {"n": t + amount}, "if_match": r[0]["version"]}
+                        ]);
+                        match tx(&app, &ops).await {
+                            (200, _) => break,
+                            (412, _) => continue,
+                            (s, body) => panic!("{s}: {body}"),
+                        }
+                    }
+                    moved += if from == "x.json" { amount } else { -amount };
+                }
+                moved
+            })
+        })
+        .collect();
+    let mut out_of_x = 0;
+    for t in tasks {
+        out_of_x += t.await.unwrap();
+    }
+    let n = |d: &'static str| {
+        let app = servers[1].clone();
+        async move {
+            call(&app, "GET", &format!("/v1/docs/{d}"), &[], b"")
+                .await
+                .json()["n"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    let (x, y) = (n("x.json").await, n("y.json").await);
+    assert_eq!(x + y, 2000, "the sum is invariant");
+    assert_eq!(x, 1000 - out_of_x, "every committed move, once");
+    let names = call(&servers[0], "GET", "/v1/docs?prefix=new/", &[], b"")
+        .await
+        .json();
+    assert_eq!(names["names"].as_array().unwrap().len(), 12);
+}
+
+/// A transaction's documents are bounded in bytes (read and written); one that waits
+/// on a row lock past the lock timeout is 503; neither writes anything.
+#[tokio::test]
+async fn an_oversized_or_blocked_transaction_writes_nothing() {
+    let Some(base) = url() else { return };
+    let url = fresh_schema(&base).await;
+    let mut o = PgOptions::new(&url);
+    o.max_document_bytes = 1000;
+    o.lock_timeout = Duration::from_millis(300);
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(open(o).await.unwrap(), dir.path());
+    let big = json!("x".repeat(600));
+    for (d, v) in [("a.json", big.clone()), ("b.json", json!([big]))] {
+        let r = call(
+            &app,
+            "PUT",
+            &format!("/v1/docs/{d}"),
+            &[JSON],
+            v.to_string().as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
+    let before = call(&app, "GET", "/v1/docs/a.json", &[], b"")
+        .await
+        .header("etag");
+    // Two reads and two writes of over 600 bytes each: over 2 x 1000.
+    let ops = json!([{"op": "get", "doc": "a.json"}, {"op": "append", "doc": "b.json", "value": 1},
+                     {"op": "put", "doc": "c.json", "value": big}]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    r.problem(422, "value-not-storable");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2000 bytes per transaction")
+    );
+    // Three new documents of 700 bytes: over too, found before anything is stored.
+    let v = json!("y".repeat(700));
+    let ops = json!([{"op": "put", "doc": "a.json", "value": v}, {"op": "put", "doc": "d.json", "value": v},
+                     {"op": "put", "doc": "e.json", "value": v}]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    r.problem(422, "value-not-storable");
+    // Two are within the bound.
+    let ops = json!([{"op": "put", "doc": "d.json", "value": v}, {"op": "put", "doc": "e.json", "value": v}]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    call(&app, "DELETE", "/v1/docs/d.json", &[], b"").await;
+    call(&app, "DELETE", "/v1/docs/e.json", &[], b"").await;
+
+    // Another session holds b.json's row: the transaction gives up at the lock timeout.
+    let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let held = client.transaction().await.unwrap();
+    held.query(
+        "SELECT 1 FROM statefile_documents WHERE name = 'b.json' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+    let ops = json!([{"op": "put", "doc": "a.json", "value": 1}, {"op": "put", "doc": "n.json", "value": 1},
+                     {"op": "put", "doc": "b.json", "value": 1}]);
+    let t = Instant::now();
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    r.problem(503, "lock-timeout");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    held.rollback().await.unwrap();
+    let names = call(&app, "GET", "/v1/docs", &[], b"").await.json();
+    assert_eq!(names, json!({"names": ["a.json", "b.json"]}));
+    assert_eq!(
+        call(&app, "GET", "/v1/docs/a.json", &[], b"")
+            .await
+            .header("etag"),
+        before
+    );
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}

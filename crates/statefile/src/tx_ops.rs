@@ -75,6 +75,28 @@ pub struct TxOpResult {
 }
 
 impl TxOpResult {
+    /// The result of operation `op` (`put`, `patch`, `append`, `delete`, `get`) on
+    /// `doc`, with no version, value or index yet: for a storage backend outside this
+    /// crate that applies the same operations (the server's PostgreSQL backend).
+    ///
+    /// ```
+    /// let mut r = statefile::TxOpResult::new("a.json", "append");
+    /// r.index = Some(2);
+    /// assert_eq!(
+    ///     r.to_json(),
+    ///     serde_json::json!({"doc": "a.json", "op": "append", "version": null, "index": 2})
+    /// );
+    /// ```
+    pub fn new(doc: impl Into<String>, op: &'static str) -> TxOpResult {
+        TxOpResult {
+            doc: doc.into(),
+            op,
+            version: None,
+            value: None,
+            index: None,
+        }
+    }
+
     /// As JSON: `{"doc", "op", "version"}` plus `value` (get) or `index` (append).
     pub fn to_json(&self) -> Value {
         let mut o = Map::new();
@@ -279,13 +301,7 @@ impl Store {
                 if op.if_none_match {
                     tx.expect(doc, None)?;
                 }
-                let mut r = TxOpResult {
-                    doc: op.doc.clone(),
-                    op: "",
-                    version: None,
-                    value: None,
-                    index: None,
-                };
+                let mut r = TxOpResult::new(op.doc.clone(), "");
                 match &op.kind {
                     TxOpKind::Put(v) => {
                         r.op = "put";

@@ -26,6 +26,7 @@ mod failure;
 mod metrics;
 mod schema;
 pub mod transfer;
+mod tx;
 
 use failure::{Failure, db_reason, pool_reason};
 
@@ -38,7 +39,8 @@ use serde_json::Value;
 use statefile::{BackupRef, ErrorKind, Format, Version};
 
 use crate::store::{
-    BackupEntry, Condition, DocStore, Fetched, Keyed, Mutator, StoreError, StoreResult, Written,
+    BackupEntry, Condition, DocStore, Fetched, Keyed, Mutator, StoreError, StoreResult, TxFailed,
+    Written,
 };
 
 pub use schema::LATEST as SCHEMA_VERSION;
@@ -398,14 +400,7 @@ impl PgStore {
         }
         keys.push(name.to_string());
         excl.push(true);
-        let locks = tx
-            .prepare_cached(
-                "SELECT count(*) FROM (SELECT CASE WHEN x
-                     THEN pg_advisory_xact_lock(hashtextextended('statefile:' || current_schema() || ':' || k, 0))::text
-                     ELSE pg_advisory_xact_lock_shared(hashtextextended('statefile:' || current_schema() || ':' || k, 0))::text
-                 END FROM unnest($1::text[], $2::bool[]) AS t(k, x)) AS taken",
-            )
-            .await?;
+        let locks = tx.prepare_cached(ADVISORY_LOCKS).await?;
         tx.query_one(&locks, &[&keys, &excl]).await?;
         if let Some(row) = tx.query_opt(&stmt, &[&name]).await? {
             return Ok(Some(Current::from_row(&row)));
@@ -713,9 +708,19 @@ impl PgStore {
                 }
                 (cond, Some(cur)) => check(name, cond, Some(cur))?,
             }
-            let stmt = tx
-                .prepare_cached(
-                    "WITH kept AS (
+            self.remove(&tx, name).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Delete `name`'s row, locked by the caller, keeping it as the newest backup (the
+    /// oldest beyond `backups` go): a deleted document can be restored.
+    async fn remove(&self, tx: &Transaction<'_>, name: &str) -> Result<(), Failure> {
+        let stmt = tx
+            .prepare_cached(
+                "WITH kept AS (
                      INSERT INTO statefile_backups (name, body, version, written_at)
                      SELECT name, body, version, written_at FROM statefile_documents
                      WHERE name = $1 AND $2::bigint > 0
@@ -727,14 +732,11 @@ impl PgStore {
                  WHERE name = $1 AND EXISTS (SELECT 1 FROM kept) AND seq IN (
                      SELECT seq FROM statefile_backups WHERE name = $1
                      ORDER BY seq DESC OFFSET GREATEST($2::bigint - 1, 0))",
-                )
-                .await?;
-            tx.execute(&stmt, &[&name, &(self.opts.backups as i64)])
-                .await?;
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
+            )
+            .await?;
+        tx.execute(&stmt, &[&name, &(self.opts.backups as i64)])
+            .await?;
+        Ok(())
     }
 
     async fn restore_tx(&self, name: &str, which: &BackupRef) -> Result<Written, Failure> {
@@ -806,6 +808,14 @@ impl PgStore {
     }
 }
 
+/// Take the advisory locks of the keys in `$1` (text[]), in its order, each exclusive
+/// where `$2` (bool[]) says so and shared otherwise; they end with the transaction.
+/// Creators of a name take them, so a name that does not exist yet has a lock too.
+const ADVISORY_LOCKS: &str = "SELECT count(*) FROM (SELECT CASE WHEN x
+     THEN pg_advisory_xact_lock(hashtextextended('statefile:' || current_schema() || ':' || k, 0))::text
+     ELSE pg_advisory_xact_lock_shared(hashtextextended('statefile:' || current_schema() || ':' || k, 0))::text
+ END FROM unnest($1::text[], $2::bool[]) AS t(k, x)) AS taken";
+
 /// The locked row: its version, and its body when asked for.
 struct Current {
     version: Version,
@@ -814,8 +824,10 @@ struct Current {
 
 impl Current {
     fn from_row(row: &tokio_postgres::Row) -> Current {
-        let version: &str = row.get(0);
-        let body: Option<Vec<u8>> = row.get(1);
+        Current::new(row.get(0), row.get(1))
+    }
+
+    fn new(version: &str, body: Option<Vec<u8>>) -> Current {
         Current {
             // A version this build did not write (edited by hand) matches nothing.
             version: Version::parse(version).unwrap_or_else(|_| Version::of(version.as_bytes())),
@@ -1069,6 +1081,28 @@ impl DocStore for PgStore {
         check_name(name).map_err(Failure::into_store)?;
         self.block(self.update_tx(name, &Condition::Any, init, f, Some(key)))
             .map_err(Failure::into_store)
+    }
+
+    /// One SQL transaction (see the `tx` module): the rows and names locked in one
+    /// order, every precondition checked under the locks, every change or none.
+    fn transaction(
+        &self,
+        ops: &[statefile::TxOp],
+        limits: &statefile::patch::Limits,
+    ) -> Result<Vec<statefile::TxOpResult>, TxFailed> {
+        for op in ops {
+            check_name(&op.doc).map_err(|f| TxFailed::Store {
+                doc: Some(op.doc.clone()),
+                error: f.into_store(),
+            })?;
+        }
+        self.block(self.transaction_tx(ops, limits))
+            .unwrap_or_else(|f| {
+                Err(TxFailed::Store {
+                    doc: None,
+                    error: f.into_store(),
+                })
+            })
     }
 
     /// A `SELECT 1` on a pooled connection, within the connect and statement timeouts.
