@@ -858,25 +858,9 @@ async fn a_full_disk_is_507() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("tiny");
     std::fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        println!("skipping: cannot mount a tiny tmpfs here");
+    let Some(_m) = common::mount::tiny_tmpfs(&mnt, "64k") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _u = Unmount(mnt.clone());
+    };
     let app = app_in(&mnt);
     call(&app, "PUT", "/v1/docs/s.json", &[JSON], b"{\"small\": 1}").await;
     let big = format!("{{\"blob\": \"{}\"}}", "x".repeat(200_000));

@@ -400,7 +400,7 @@ fn permissions_are_kept_and_new_files_follow_the_umask() {
         let m = std::fs::metadata(&p).unwrap();
         assert_eq!((m.uid(), m.gid()), (4242, 4343), "owner kept");
     } else {
-        println!("skipping the owner part: not root, cannot chown to another user");
+        common::skip("the owner part: not root, cannot chown to another user");
     }
 }
 
@@ -505,7 +505,7 @@ fn explicit_mode_create_mode_and_owner_override_the_kept_ones() {
         let m = std::fs::metadata(&p).unwrap();
         assert_eq!((m.uid(), m.gid()), (4242, 4343), "owner kept");
     } else {
-        println!("skipping the owner part: not root, cannot chown to another user");
+        common::skip("the owner part: not root, cannot chown to another user");
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::{Call, in_one_batch, items, jobs, setup, wait_queued};
 use std::collections::HashMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -16,62 +17,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use statefile::{Doc, Durability, ErrorKind, Format, Options, Receipt, Store, Version};
-
-fn setup() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().canonicalize().unwrap().join("jobs.json");
-    (dir, path)
-}
-
-fn jobs(path: &Path) -> Doc<Value> {
-    Doc::open(path).unwrap()
-}
-
-fn items(path: &Path) -> Vec<String> {
-    let v: Value = statefile::read_json(path).unwrap();
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// A boxed call for [`in_one_batch`].
-type Call<'a, R> = Box<dyn FnOnce() -> R + Send + 'a>;
-
-/// Wait until `n` calls are queued for `probe`'s document.
-fn wait_queued(probe: &Doc<Value>, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while probe.queued().unwrap() != n {
-        assert!(
-            Instant::now() < deadline,
-            "{n} calls never queued (now {})",
-            probe.queued().unwrap()
-        );
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
-/// Run `calls` as one batch, in this order: hold the lock while they queue, then let
-/// go. Returns their results in the same order.
-fn in_one_batch<'a, R: Send + 'a>(path: &Path, calls: Vec<Call<'a, R>>) -> Vec<R> {
-    let probe = jobs(path);
-    let guard = probe.lock().unwrap();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = calls
-            .into_iter()
-            .enumerate()
-            .map(|(i, call)| {
-                let h = s.spawn(call);
-                wait_queued(&probe, i + 1);
-                h
-            })
-            .collect();
-        drop(guard);
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
-}
 
 fn push(path: &Path, item: &str) -> statefile::Result<Receipt> {
     jobs(path)
@@ -334,12 +279,8 @@ fn a_full_disk_fails_every_call_of_the_batch_and_leaves_the_document() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let _m = match common::try_mount_tmpfs(&mnt, "64k") {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipping: cannot mount a tiny tmpfs ({why})");
-            return;
-        }
+    let Some(_m) = common::tiny_tmpfs(&mnt, "64k") else {
+        return;
     };
     let path = mnt.canonicalize().unwrap().join("jobs.json");
     let doc = jobs(&path);

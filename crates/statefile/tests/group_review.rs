@@ -7,61 +7,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::{Call, in_one_batch, items, jobs, setup, wait_queued};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use statefile::{Doc, ErrorKind, Options};
-
-fn setup() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().canonicalize().unwrap().join("jobs.json");
-    (dir, path)
-}
-
-fn jobs(path: &Path) -> Doc<Value> {
-    Doc::open(path).unwrap()
-}
-
-fn items(path: &Path) -> Vec<String> {
-    let v: Value = statefile::read_json(path).unwrap();
-    v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn wait_queued(probe: &Doc<Value>, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while probe.queued().unwrap() != n {
-        assert!(Instant::now() < deadline, "{n} calls never queued");
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
-type Call<'a, R> = Box<dyn FnOnce() -> R + Send + 'a>;
-
-fn in_one_batch<'a, R: Send + 'a>(path: &Path, calls: Vec<Call<'a, R>>) -> Vec<R> {
-    let probe = jobs(path);
-    let guard = probe.lock().unwrap();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = calls
-            .into_iter()
-            .enumerate()
-            .map(|(i, call)| {
-                let h = s.spawn(call);
-                wait_queued(&probe, i + 1);
-                h
-            })
-            .collect();
-        drop(guard);
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
-}
 
 fn push_with(doc: &Doc<Value>, item: &str) -> statefile::Result<()> {
     doc.update(|v| {
@@ -171,12 +123,8 @@ fn a_failed_change_never_sees_a_change_that_then_failed_to_commit() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let _m = match common::try_mount_tmpfs(&mnt, "64k") {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipping: cannot mount a tiny tmpfs ({why})");
-            return;
-        }
+    let Some(_m) = common::tiny_tmpfs(&mnt, "64k") else {
+        return;
     };
     let path = mnt.canonicalize().unwrap().join("jobs.json");
     jobs(&path).write(&json!({"items": []})).unwrap();

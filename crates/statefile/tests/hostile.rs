@@ -310,7 +310,7 @@ fn child_entry() {
 #[test]
 fn a_backup_symlinked_to_dev_zero_is_not_read_under_a_memory_limit() {
     if Command::new("prlimit").arg("--version").output().is_err() {
-        println!("skipping: prlimit (util-linux) is not installed");
+        common::skip("prlimit (util-linux) is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,17 +1,18 @@
 //! The lock protocol of docs/design.md is followed by another language: a Python writer
 //! (docs/interop/statefile_lock.py) and Rust writers append to one document at once.
 
-use std::collections::HashSet;
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use statefile::{Doc, Options};
 
 #[test]
 fn python_and_rust_writers_exclude_each_other() {
     if Command::new("python3").arg("--version").output().is_err() {
-        println!("skipping: python3 is not installed");
+        common::skip("python3 is not installed");
         return;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/interop/statefile_lock.py");
@@ -38,17 +39,7 @@ fn python_and_rust_writers_exclude_each_other() {
                 )
                 .unwrap();
                 for i in 0..100 {
-                    doc.update_or_insert_with(
-                        || json!({"items": []}),
-                        |v| {
-                            v["items"]
-                                .as_array_mut()
-                                .unwrap()
-                                .push(json!(format!("rs{t}-{i}")));
-                            Ok::<_, statefile::Error>(())
-                        },
-                    )
-                    .unwrap();
+                    common::append_item(&doc, format!("rs{t}-{i}")).unwrap();
                 }
             })
         })
@@ -59,16 +50,7 @@ fn python_and_rust_writers_exclude_each_other() {
     for mut c in pythons {
         assert!(c.wait().unwrap().success());
     }
-    let v: Value = statefile::read_json(&p).unwrap();
-    let items: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap())
-        .collect();
-    let unique: HashSet<&str> = items.iter().copied().collect();
-    assert_eq!(items.len(), 400);
-    assert_eq!(unique.len(), 400);
+    common::items_once(&p, 400);
     // The versions agree: Python's sha256 of the bytes is the library's version.
     let bytes = std::fs::read(&p).unwrap();
     let out = Command::new("python3")

@@ -31,17 +31,7 @@ fn child_entry() {
             let doc: Doc<Value> = Doc::open_with(&path, patient).unwrap();
             let n: usize = args[2].parse().unwrap();
             for i in 0..n {
-                doc.update_or_insert_with(
-                    || json!({"items": []}),
-                    |v| {
-                        v["items"]
-                            .as_array_mut()
-                            .unwrap()
-                            .push(json!(format!("{}-{i}", args[1])));
-                        Ok::<_, statefile::Error>(())
-                    },
-                )
-                .unwrap();
+                common::append_item(&doc, format!("{}-{i}", args[1])).unwrap();
             }
         }
         "replace-loop" => {
@@ -176,17 +166,7 @@ fn eight_processes_and_eight_threads_append_without_losing_one() {
                     Doc::open_with(&p, Options::new().lock_timeout(Duration::from_secs(120)))
                         .unwrap();
                 for i in 0..100 {
-                    doc.update_or_insert_with(
-                        || json!({"items": []}),
-                        |v| {
-                            v["items"]
-                                .as_array_mut()
-                                .unwrap()
-                                .push(json!(format!("t{t}-{i}")));
-                            Ok::<_, statefile::Error>(())
-                        },
-                    )
-                    .unwrap();
+                    common::append_item(&doc, format!("t{t}-{i}")).unwrap();
                 }
             })
         })
@@ -197,16 +177,7 @@ fn eight_processes_and_eight_threads_append_without_losing_one() {
     for mut c in procs {
         assert!(c.wait().unwrap().success());
     }
-    let v: Value = statefile::read_json(&p).unwrap();
-    let items: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap())
-        .collect();
-    let unique: HashSet<&str> = items.iter().copied().collect();
-    assert_eq!(items.len(), 1600, "every append present");
-    assert_eq!(unique.len(), 1600, "and each exactly once");
+    let unique = common::items_once(&p, 1600);
     for w in (0..8)
         .map(|i| format!("p{i}"))
         .chain((0..8).map(|i| format!("t{i}")))
@@ -242,18 +213,7 @@ fn sixteen_threads_and_four_processes_append_exactly_once() {
             s.spawn(move || {
                 let doc: Doc<Value> = Doc::open_with(p, opts).unwrap();
                 for i in 0..1000 {
-                    let (_, r) = doc
-                        .update_or_insert_with(
-                            || json!({"items": []}),
-                            |v| {
-                                v["items"]
-                                    .as_array_mut()
-                                    .unwrap()
-                                    .push(json!(format!("t{t}-{i}")));
-                                Ok::<_, statefile::Error>(())
-                            },
-                        )
-                        .unwrap();
+                    let r = common::append_item(&doc, format!("t{t}-{i}")).unwrap();
                     largest.fetch_max(r.batch, std::sync::atomic::Ordering::Relaxed);
                 }
             });
@@ -262,16 +222,7 @@ fn sixteen_threads_and_four_processes_append_exactly_once() {
     for mut c in procs {
         assert!(c.wait().unwrap().success());
     }
-    let v: Value = statefile::read_json(&p).unwrap();
-    let items: Vec<&str> = v["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap())
-        .collect();
-    let unique: HashSet<&str> = items.iter().copied().collect();
-    assert_eq!(items.len(), 17_000, "every append present");
-    assert_eq!(unique.len(), 17_000, "and each exactly once");
+    let unique = common::items_once(&p, 17_000);
     for t in 0..16 {
         for i in 0..1000 {
             assert!(unique.contains(format!("t{t}-{i}").as_str()));
@@ -491,7 +442,7 @@ fn chmod(p: &Path, mode: u32) {
 #[test]
 fn another_users_file_or_a_read_only_directory_is_permission_denied() {
     if !common::is_root() {
-        println!("skipping: needs root to run a child as another user");
+        common::skip("needs root to run a child as another user");
         return;
     }
     // The child runs as nobody: it must be able to run the test binary.
@@ -502,7 +453,7 @@ fn another_users_file_or_a_read_only_directory_is_permission_denied() {
         .stderr(Stdio::null())
         .status();
     if probe.is_err() {
-        println!("skipping: the test binary cannot be run as another user here");
+        common::skip("the test binary cannot be run as another user here");
         return;
     }
     let base = tempfile::tempdir().unwrap();
@@ -549,7 +500,7 @@ fn another_users_file_or_a_read_only_directory_is_permission_denied() {
 #[test]
 fn a_read_only_document_is_not_deleted_by_a_user_who_may_not_write_it() {
     if !common::is_root() {
-        println!("skipping: needs root to run a child as another user");
+        common::skip("needs root to run a child as another user");
         return;
     }
     let base = tempfile::tempdir().unwrap();
@@ -564,7 +515,7 @@ fn a_read_only_document_is_not_deleted_by_a_user_who_may_not_write_it() {
         .stderr(Stdio::null())
         .status();
     if probe.is_err() {
-        println!("skipping: the test binary cannot be run as another user here");
+        common::skip("the test binary cannot be run as another user here");
         return;
     }
     // Nobody's own document, made read-only: its owner may not write it, so not delete.
@@ -591,12 +542,8 @@ fn a_full_disk_is_no_space_with_the_original_intact() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("tiny");
     std::fs::create_dir(&mnt).unwrap();
-    let _m = match common::try_mount_tmpfs(&mnt, "64k") {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipping: cannot mount a tiny tmpfs ({why})");
-            return;
-        }
+    let Some(_m) = common::tiny_tmpfs(&mnt, "64k") else {
+        return;
     };
     let p = mnt.join("state.json");
     let doc: Doc<Value> = Doc::open(&p).unwrap();
@@ -617,12 +564,8 @@ fn a_read_only_mount_is_permission_denied_with_the_original_intact() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("ro");
     std::fs::create_dir(&mnt).unwrap();
-    let _m = match common::try_mount_tmpfs(&mnt, "1m") {
-        Ok(m) => m,
-        Err(why) => {
-            println!("skipping: cannot mount a tmpfs ({why})");
-            return;
-        }
+    let Some(_m) = common::tiny_tmpfs(&mnt, "1m") else {
+        return;
     };
     let p = mnt.join("state.json");
     statefile::write_json(&p, &json!({"v": 1})).unwrap();
@@ -633,7 +576,7 @@ fn a_read_only_mount_is_permission_denied_with_the_original_intact() {
         .output()
         .unwrap();
     if !out.status.success() {
-        println!("skipping: cannot remount read-only");
+        common::skip("cannot remount read-only");
         return;
     }
     let e = statefile::write_json(&p, &json!({"v": 2})).unwrap_err();

@@ -4,6 +4,8 @@
 mod common;
 #[path = "../../../statefile/tests/common/mount.rs"]
 mod mount;
+#[path = "../../../statefile/tests/common/skip.rs"]
+mod skip;
 
 mod commands;
 mod help;

@@ -44,7 +44,7 @@ fn arg_fd(line: &str) -> Option<i64> {
 #[test]
 fn put_syncs_the_temp_then_renames_then_syncs_the_directory() {
     if Command::new("strace").arg("-V").output().is_err() {
-        println!("skipping: strace not installed (CI installs it)");
+        crate::skip::skip("strace not installed (CI installs it)");
         return;
     }
     let s = Sandbox::new();

@@ -20,7 +20,7 @@ fn on_a_terminal(dir: &std::path::Path, args: &str) -> Option<String> {
 #[test]
 fn a_terminal_gets_a_progress_bar_and_pretty_output_a_pipe_does_not() {
     if Command::new("script").arg("--version").output().is_err() {
-        println!("skipping: script (util-linux) is not installed; it provides the pty");
+        crate::skip::skip("script (util-linux) is not installed; it provides the pty");
         return;
     }
     let s = Sandbox::new();

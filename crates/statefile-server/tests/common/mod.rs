@@ -11,6 +11,11 @@ use http_body_util::BodyExt;
 use statefile_server::{App, Config};
 use tower::ServiceExt;
 
+#[path = "../../../statefile/tests/common/mount.rs"]
+pub mod mount;
+#[path = "../../../statefile/tests/common/skip.rs"]
+pub mod skip;
+
 pub fn app_in(dir: &std::path::Path) -> Arc<App> {
     App::open(Config::new(dir)).unwrap()
 }

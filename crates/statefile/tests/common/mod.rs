@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 mod mount;
+pub mod skip;
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -53,8 +54,11 @@ pub fn temps(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-#[allow(unused_imports)] // not every test binary mounts
-pub use mount::try_mount_tmpfs;
+#[allow(unused_imports)] // not every test binary mounts or skips
+pub use {
+    mount::{tiny_tmpfs, try_mount_tmpfs},
+    skip::skip,
+};
 
 /// Whether we are root (able to drop to another user for permission tests).
 pub fn is_root() -> bool {
@@ -227,4 +231,93 @@ pub fn open_up(dir: &Path) {
 
 pub fn os(s: &str) -> OsString {
     OsString::from(s)
+}
+
+/// A fresh directory and the (canonical) path of `jobs.json` in it.
+pub fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().canonicalize().unwrap().join("jobs.json");
+    (dir, path)
+}
+
+/// The document at `path`, default options.
+pub fn jobs(path: &Path) -> statefile::Doc<serde_json::Value> {
+    statefile::Doc::open(path).unwrap()
+}
+
+/// The strings of the document's `items` array, in order.
+pub fn items(path: &Path) -> Vec<String> {
+    let v: serde_json::Value = statefile::read_json(path).unwrap();
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The document's `items`, asserted to be `n` strings, each present once.
+#[track_caller]
+pub fn items_once(path: &Path, n: usize) -> std::collections::HashSet<String> {
+    let items = items(path);
+    let unique: std::collections::HashSet<String> = items.iter().cloned().collect();
+    assert_eq!(items.len(), n, "every append present");
+    assert_eq!(unique.len(), n, "and each exactly once");
+    unique
+}
+
+/// Append `item` to the document's `items` array (the document is created as
+/// `{"items": []}` if missing), as one locked read-modify-write.
+pub fn append_item(
+    doc: &statefile::Doc<serde_json::Value>,
+    item: String,
+) -> statefile::Result<statefile::Receipt> {
+    doc.update_or_insert_with(
+        || serde_json::json!({"items": []}),
+        |v| {
+            v["items"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::Value::String(item));
+            Ok::<_, statefile::Error>(())
+        },
+    )
+    .map(|(_, r)| r)
+}
+
+/// Wait until `n` calls are queued for `probe`'s document.
+pub fn wait_queued(probe: &statefile::Doc<serde_json::Value>, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while probe.queued().unwrap() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} calls never queued (now {})",
+            probe.queued().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
+/// A boxed call for [`in_one_batch`].
+pub type Call<'a, R> = Box<dyn FnOnce() -> R + Send + 'a>;
+
+/// Run `calls` as one batch, in this order: hold the document's lock while they queue
+/// (each queued before the next starts), then let go: the first leads, the rest join
+/// its batch in order. Returns their results in the same order.
+pub fn in_one_batch<'a, R: Send + 'a>(path: &Path, calls: Vec<Call<'a, R>>) -> Vec<R> {
+    let probe = jobs(path);
+    let guard = probe.lock().unwrap();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = calls
+            .into_iter()
+            .enumerate()
+            .map(|(i, call)| {
+                let h = s.spawn(call);
+                wait_queued(&probe, i + 1);
+                h
+            })
+            .collect();
+        drop(guard);
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }

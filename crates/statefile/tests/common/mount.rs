@@ -1,5 +1,5 @@
-//! A real tiny tmpfs for out-of-space and read-only tests (shared with the CLI's tests
-//! through `#[path]`). Needs root; callers skip with a printed reason otherwise.
+//! A real tiny tmpfs for out-of-space and read-only tests (shared with the CLI's and the
+//! server's tests through `#[path]`). Needs root (CAP_SYS_ADMIN); see [`tiny_tmpfs`].
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -26,6 +26,19 @@ pub fn try_mount_tmpfs(dir: &Path, size: &str) -> Result<TmpfsMount, String> {
             "mount -t tmpfs failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
+    }
+}
+
+/// A tmpfs of `size` mounted on `dir`, or `None` after [`super::skip::skip`] said why not
+/// (under `CI=true`, where the tests run as root, that fails the test instead).
+#[track_caller]
+pub fn tiny_tmpfs(dir: &Path, size: &str) -> Option<TmpfsMount> {
+    match try_mount_tmpfs(dir, size) {
+        Ok(m) => Some(m),
+        Err(why) => {
+            super::skip::skip(&format!("cannot mount a tmpfs ({why})"));
+            None
+        }
     }
 }
 
