@@ -125,7 +125,10 @@ function withBigInts<R extends Shown<unknown>>(shown: R): Omit<R, 'bigints'> {
 }
 
 function unwrap<T>(text: string): T {
-  const r = JSON.parse(text) as Envelope<T>
+  return settle(JSON.parse(text) as Envelope<T>)
+}
+
+function settle<T>(r: Envelope<T>): T {
   if ('ok' in r) return r.ok
   if ('error' in r) {
     if (r.error.code === 'INVALID_ARGUMENT') throw new TypeError(`statefile: ${r.error.message}`)
@@ -929,6 +932,126 @@ function unwrapThrown(message: string): StatefileError {
 // ---------------------------------------------------------------------------------
 // Stores
 
+/** Options of `Store.transaction(fn)`. */
+export interface TransactionOptions {
+  /**
+   * How long the callback may hold the documents' locks, over all its runs (default
+   * 60000; `Infinity` for no limit). Past it the transaction is abandoned: the locks are
+   * released, nothing is written (whatever the callback does later), and `transaction`
+   * rejects with `UPDATE_TIMEOUT`.
+   */
+  timeoutMs?: number
+}
+
+/** What a committed `Store.transaction(fn)` did to one document. */
+export interface TxDocument {
+  /** Its name in the store, as the transaction named it. */
+  name: string
+  path: string
+  /** Its new version (`null`: deleted). */
+  version: string | null
+  /** The version it replaced (`null`: it did not exist). */
+  previous: string | null
+}
+
+/** `Store.transaction(fn)`'s answer: what `fn` returned, and the documents written or deleted (by path). */
+export interface TransactionResult<R> {
+  result: R
+  documents: TxDocument[]
+}
+
+/** The library started the transaction again: this run of the callback is over. */
+class TxRestart extends Error {
+  constructor(readonly attempt: number) {
+    super('statefile: the transaction starts again (a document sorted before one it had locked): this run of the callback is over')
+    this.name = 'TxRestart'
+  }
+}
+
+/**
+ * The documents of a running `Store.transaction(fn)`, as `fn` sees them. Each document
+ * is locked when first touched (and stays locked until the transaction ends); reads see
+ * the transaction's own writes; writes and deletes are kept until `fn` settles, then
+ * committed together as one journal record. Every method returns a Promise.
+ *
+ * A method that fails (a missing document to delete, a damaged one, a lock timeout, a
+ * failed `expect`) ends the transaction: it rejects with that error, and so does
+ * `transaction`, whatever `fn` does next; nothing is written.
+ */
+export class Transaction {
+  readonly #session: native.TxSession
+  readonly #root: string
+  /** Which run of the callback this is (1 for the first). */
+  readonly attempt: number
+  /** Shared with `Store.transaction`: whether this run is over, and the next run's number if the library started again. */
+  readonly #state: { over: boolean; restart?: number }
+
+  /** Made by `Store.transaction` only. */
+  constructor(session: native.TxSession, attempt: number, root: string, state: { over: boolean; restart?: number }) {
+    this.#session = session
+    this.attempt = attempt
+    this.#root = root
+    this.#state = state
+  }
+
+  async #call<T>(op: string, name: string, arg?: string): Promise<T> {
+    const state = this.#state
+    if (state.restart !== undefined) throw new TxRestart(state.restart)
+    if (state.over) throw new StatefileError(`statefile: ${op} of ${name}: the transaction's callback has settled; its tx can no longer be used`, { code: 'IO' })
+    const r = JSON.parse(await this.#session.call(this.attempt, op, name, arg)) as Envelope<T> | { restart: number }
+    if ('restart' in r) {
+      state.restart ??= r.restart
+      throw new TxRestart(state.restart)
+    }
+    return settle(r)
+  }
+
+  #name(name: unknown, what: string): string {
+    const n = txName(name, `transaction: ${what}: the name`)
+    refuseNested(resolvePath(this.#root, n), `a transaction's ${what}`)
+    return n
+  }
+
+  /**
+   * The document's value as this transaction sees it (its own writes included), read
+   * under its lock; `undefined` if it does not exist.
+   */
+  async read<T = any>(name: string): Promise<T | undefined> {
+    return (await this.readVersioned<T>(name))?.value
+  }
+
+  /**
+   * As `read`, with the version the document had on disk when this transaction locked
+   * it (`null`: it did not exist then), whatever the transaction wrote since.
+   */
+  async readVersioned<T = any>(name: string): Promise<{ value: T; version: string | null } | undefined> {
+    const r = await this.#call<(Shown<T> & { version?: string }) | null>('read', this.#name(name, 'read'))
+    if (r === null) return undefined
+    const { value, version } = withBigInts(r)
+    return { value, version: version ?? null }
+  }
+
+  /** Write `value` when the transaction commits. */
+  async write(name: string, value: unknown): Promise<void> {
+    const n = this.#name(name, 'write')
+    await this.#call<null>('write', n, toJson(value))
+  }
+
+  /** Delete the document when the transaction commits (`NOT_FOUND` if it does not exist). */
+  async delete(name: string): Promise<void> {
+    await this.#call<null>('delete', this.#name(name, 'delete'))
+  }
+
+  /**
+   * A precondition, checked under the lock: the document is at `version` (`null`: does
+   * not exist). Otherwise the transaction fails with `CONFLICT` naming the document.
+   */
+  async expect(name: string, version: string | null): Promise<void> {
+    if (version !== null && typeof version !== 'string') throw new TypeError('transaction: expect: the version must be a string or null')
+    await this.#call<null>('expect', this.#name(name, 'expect'), version ?? undefined)
+  }
+}
+
 /** The most operations (and documents of `readTx`) one transaction may hold. */
 const MAX_TX_OPS = 1000
 
@@ -1109,9 +1232,86 @@ export class Store {
    * Readers that take no lock may, for the moment of the renames, see some documents
    * new and others old: `readTx` sees one consistent state.
    */
-  async transaction(ops: TxOp[]): Promise<TxResult[]> {
+  async transaction(ops: TxOp[]): Promise<TxResult[]>
+  /**
+   * Run `fn` as one transaction over the documents it reads and writes through `tx`
+   * (see `Transaction`), and commit its writes as one journal record when it settles:
+   * every document changes or none does, also across a crash. Resolves to what `fn`
+   * returned and the documents written. If `fn` throws or rejects, nothing is written and
+   * `transaction` rejects with that error; if a `tx` method fails, the transaction fails
+   * with that error whatever `fn` does.
+   *
+   * `fn` MAY RUN MORE THAN ONCE: documents are locked in one global order (so
+   * transactions never deadlock), and when `fn` touches a document that sorts before
+   * one it already locked, the library starts over with all of them locked first. The
+   * `tx` call then rejects with an internal error (let it propagate, or at least do not
+   * go on), whatever the earlier run did is dropped, and `fn` is called again with a
+   * fresh `tx` (`tx.attempt` counts the runs). So `fn` should only read and write
+   * through `tx`, with no other side effects. The locks are held while `fn` runs, at
+   * most `timeoutMs` (default 60 s, then `UPDATE_TIMEOUT`, nothing written); calling
+   * a `Doc` method on a document the transaction holds waits for its lock (and ends in
+   * `LOCK_TIMEOUT`). The store must be in journal mode for a transaction that writes
+   * (`INVALID_NAME` otherwise).
+   */
+  async transaction<R>(fn: (tx: Transaction) => R | Promise<R>, options?: TransactionOptions): Promise<TransactionResult<Awaited<R>>>
+  async transaction<R>(ops: TxOp[] | ((tx: Transaction) => R | Promise<R>), options?: TransactionOptions): Promise<TxResult[] | TransactionResult<Awaited<R>>> {
+    if (typeof ops === 'function') return this.#runTransaction(ops, options)
     const json = txJson(ops, 'transaction', this.root)
     return txResults(unwrap(await this.#native.transaction(json)))
+  }
+
+  async #runTransaction<R>(fn: (tx: Transaction) => R | Promise<R>, options: TransactionOptions | undefined): Promise<TransactionResult<Awaited<R>>> {
+    const t = options?.timeoutMs
+    const timeoutMs = t === undefined ? 60_000 : t
+    if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) throw new TypeError(`transaction: timeoutMs must be a number >= 0 (or Infinity), not ${String(t)}`)
+    const session = this.#native.beginTransaction()
+    let timer: NodeJS.Timeout | undefined
+    let timedOut = false
+    const deadline = new Promise<never>((_, reject) => {
+      if (timeoutMs === Infinity) return
+      timer = setTimeout(() => {
+        timedOut = true
+        reject(new StatefileError(
+          `statefile: the transaction callback did not settle within ${timeoutMs} ms; it was abandoned (the locks are released, nothing was written)`,
+          { code: 'UPDATE_TIMEOUT', path: this.root },
+        ))
+      }, timeoutMs)
+    })
+    try {
+      for (let attempt = 1; ;) {
+        const state: { over: boolean; restart?: number } = { over: false }
+        const tx = new Transaction(session, attempt, this.root, state)
+        let outcome: { ok: true; value: Awaited<R> } | { ok: false; error: unknown }
+        try {
+          const run = (async () => fn(tx))()
+          outcome = { ok: true, value: await Promise.race([run, deadline]) }
+        } catch (error) {
+          outcome = { ok: false, error }
+        }
+        state.over = true
+        if (timedOut && !outcome.ok) {
+          // Ends the current run, whichever it is (a stale one is answered `restart`,
+          // and closing the session below ends the new one): nothing is written.
+          await session.call(state.restart ?? attempt, 'abort')
+          throw outcome.error
+        }
+        if (state.restart !== undefined) {
+          attempt = state.restart
+          continue
+        }
+        if (!outcome.ok) {
+          // Answered once the locks are released: aborted, or the failure that ended it.
+          await session.call(attempt, 'abort')
+          throw outcome.error
+        }
+        // The failure of a tx method the callback caught, if one ended the transaction.
+        const documents = unwrap<TxDocument[]>(await session.call(attempt, 'commit'))
+        return { result: outcome.value, documents }
+      }
+    } finally {
+      clearTimeout(timer)
+      session.close()
+    }
   }
 
   transactionSync(ops: TxOp[]): TxResult[] {

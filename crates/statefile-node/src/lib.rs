@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use napi::Env;
-use napi::bindgen_prelude::{Buffer, Function, Object};
+use napi::bindgen_prelude::{Buffer, Function, Object, PromiseRaw};
 use napi_derive::napi;
 use serde::Serialize;
 use serde_json::Value;
@@ -1254,6 +1254,13 @@ impl NativeStore {
         envelope(apply_ops(&self.store, &ops_json))
     }
 
+    /// Start a transaction driven by a JavaScript callback (`TxSession`): resolves once
+    /// its thread waits for the callback's first request.
+    #[napi]
+    pub fn begin_transaction(&self) -> napi::Result<TxSession> {
+        TxSession::start(self.store.clone())
+    }
+
     /// The documents `names`, read under their locks (one consistent state), each with
     /// its version; `null` for a missing one.
     #[napi(ts_return_type = "Promise<string>")]
@@ -1517,6 +1524,302 @@ fn store_scan(s: &LazyStore, repair: bool) -> String {
             .map(ReportOut::from)
             .map_err(ErrorOut::from),
     )
+}
+
+// ---------------------------------------------------------------------------------
+// Transactions driven by a JavaScript callback
+
+/// A request of a transaction callback, for the attempt it was made in.
+struct TxMsg {
+    attempt: u32,
+    req: TxReq,
+    reply: oneshot::Sender<String>,
+}
+
+enum TxReq {
+    /// The document's value and version (`null` if missing).
+    Read(String),
+    /// Write the value (JSON text) when the transaction commits.
+    Write(String, String),
+    Delete(String),
+    /// The document must be at this version (`None`: must not exist).
+    Expect(String, Option<String>),
+    Commit,
+    Abort,
+}
+
+/// Why an attempt of a callback transaction ended without committing.
+enum TxFail {
+    Lib(Error),
+    /// A value or version JavaScript gave cannot be used.
+    Refused(ErrorOut),
+    /// The callback threw (or timed out): nothing is written.
+    Aborted,
+    /// JavaScript dropped the session unanswered.
+    Abandoned,
+}
+
+impl From<Error> for TxFail {
+    fn from(e: Error) -> TxFail {
+        TxFail::Lib(e)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TxDocumentOut {
+    name: String,
+    path: String,
+    version: Option<String>,
+    previous: Option<String>,
+}
+
+/// What JavaScript is told when the library starts the transaction again (a document
+/// sorted before one already locked): the callback runs again, as attempt `attempt`.
+fn restart_text(attempt: u32) -> String {
+    format!(r#"{{"restart":{attempt}}}"#)
+}
+
+/// A transaction whose operations come from a JavaScript callback, one request at a
+/// time: `Store::transaction` runs on a thread of its own, and its closure answers the
+/// callback's requests (read, write, delete, expect) until the callback settles
+/// (commit or abort). Every request names its attempt: the library may call the closure
+/// again (a document sorted before one already locked), and a request of an attempt
+/// that is over is answered `restart` and never applied to the new one.
+///
+/// A request the library fails ends the attempt (the closure returns the error, as the
+/// library requires for a restart); whether the transaction then starts again or fails
+/// is known only afterwards, so that request is answered then: `restart`, or the error.
+#[napi]
+pub struct TxSession {
+    tx: Mutex<Option<mpsc::Sender<TxMsg>>>,
+}
+
+impl std::fmt::Debug for TxSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxSession").finish_non_exhaustive()
+    }
+}
+
+impl TxSession {
+    fn start(store: Arc<LazyStore>) -> napi::Result<TxSession> {
+        let (tx, rx) = mpsc::channel::<TxMsg>();
+        // A thread of its own, not the blocking pool: it waits for JavaScript while it
+        // holds locks (see `Paused::start`).
+        std::thread::Builder::new()
+            .name("statefile-tx".into())
+            .spawn(move || run_session(&store, &rx))
+            .map_err(|e| {
+                napi::Error::from_reason(format!("statefile: cannot start a thread: {e}"))
+            })?;
+        Ok(TxSession {
+            tx: Mutex::new(Some(tx)),
+        })
+    }
+}
+
+#[napi]
+impl TxSession {
+    /// One request of the callback in attempt `attempt`: `op` is `read`, `write`,
+    /// `delete`, `expect`, `commit` or `abort`; `name` the document, `arg` the value's
+    /// JSON text (write) or the expected version (expect; none: must not exist).
+    /// Resolves to `{"ok": ...}`, `{"error": ...}`, `{"restart": attempt}` or, for
+    /// commit and abort, the transaction's outcome. The request is queued before this
+    /// returns, so requests apply in the order JavaScript made them, awaited or not.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn call<'env>(
+        &self,
+        env: &'env Env,
+        attempt: u32,
+        op: String,
+        name: Option<String>,
+        arg: Option<String>,
+    ) -> napi::Result<PromiseRaw<'env, String>> {
+        let name = name.unwrap_or_default();
+        let req = match op.as_str() {
+            "read" => TxReq::Read(name),
+            "write" => TxReq::Write(name, arg.unwrap_or_default()),
+            "delete" => TxReq::Delete(name),
+            "expect" => TxReq::Expect(name, arg),
+            "commit" => TxReq::Commit,
+            "abort" => TxReq::Abort,
+            other => {
+                return Err(invalid_arg(format!(
+                    "unknown transaction request {other:?}"
+                )));
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        let sent = self
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|tx| {
+                tx.send(TxMsg {
+                    attempt,
+                    req,
+                    reply,
+                })
+                .is_ok()
+            });
+        env.spawn_future(async move {
+            let ended = || {
+                envelope::<()>(Err(ErrorOut {
+                    code: "IO",
+                    message: "the transaction has ended".into(),
+                    path: None,
+                    version: None,
+                    errno: None,
+                    pointer: None,
+                }))
+            };
+            if !sent {
+                return Ok(ended());
+            }
+            Ok(answer.await.unwrap_or_else(|_| ended()))
+        })
+    }
+
+    /// Let the transaction's thread end (after commit or abort were answered).
+    #[napi]
+    pub fn close(&self) {
+        self.tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// One request applied to the transaction: the answer's JSON text.
+fn tx_request(
+    tx: &mut statefile::Transaction<'_>,
+    req: TxReq,
+    store: &Store,
+) -> Result<String, TxFail> {
+    Ok(match req {
+        TxReq::Read(name) => {
+            let value = tx.read::<Value>(&name)?;
+            let version = tx.version(&name)?;
+            match (value, version) {
+                (Some(value), Some(version)) => {
+                    let (shown, bigints) =
+                        for_js(&value, &store.root().join(&name)).map_err(TxFail::Refused)?;
+                    text(&Envelope::Ok(VersionedOut {
+                        value: shown.into_owned(),
+                        bigints,
+                        version: version.as_str().to_string(),
+                        recovered: None,
+                    }))
+                }
+                // Missing, or written by this transaction to a document that did not
+                // exist: its value, no version yet.
+                (Some(value), None) => {
+                    let (shown, bigints) =
+                        for_js(&value, &store.root().join(&name)).map_err(TxFail::Refused)?;
+                    text(&Envelope::Ok(CurrentOut {
+                        value: &shown,
+                        bigints,
+                    }))
+                }
+                (None, _) => text(&Envelope::Ok(Value::Null)),
+            }
+        }
+        TxReq::Write(name, json) => {
+            let value = parse_value(&json).map_err(TxFail::Refused)?;
+            tx.write(&name, &value)?;
+            text(&Envelope::Ok(Value::Null))
+        }
+        TxReq::Delete(name) => {
+            tx.delete(&name)?;
+            text(&Envelope::Ok(Value::Null))
+        }
+        TxReq::Expect(name, version) => {
+            let expected = version
+                .as_deref()
+                .map(Version::parse)
+                .transpose()
+                .map_err(|e| TxFail::Refused(e.into()))?;
+            tx.expect(&name, expected.as_ref())?;
+            text(&Envelope::Ok(Value::Null))
+        }
+        TxReq::Commit | TxReq::Abort => unreachable!("handled by the session"),
+    })
+}
+
+fn run_session(s: &LazyStore, rx: &mpsc::Receiver<TxMsg>) {
+    let store = match s.get() {
+        Ok(store) => store,
+        Err(e) => {
+            let outcome = envelope::<()>(Err(e.into()));
+            for msg in rx {
+                let _ = msg.reply.send(outcome.clone());
+            }
+            return;
+        }
+    };
+    let mut attempt = 0u32;
+    // The reply to the request that ended the last attempt: answered once the library
+    // has said whether the transaction starts again or is over.
+    let mut ending: Option<oneshot::Sender<String>> = None;
+    let r = store.transaction(|tx| -> Result<(), TxFail> {
+        attempt += 1;
+        if let Some(reply) = ending.take() {
+            let _ = reply.send(restart_text(attempt));
+        }
+        loop {
+            let Ok(msg) = rx.recv() else {
+                return Err(TxFail::Abandoned);
+            };
+            if msg.attempt != attempt {
+                let _ = msg.reply.send(restart_text(attempt));
+                continue;
+            }
+            match msg.req {
+                TxReq::Commit => {
+                    ending = Some(msg.reply);
+                    return Ok(());
+                }
+                TxReq::Abort => {
+                    ending = Some(msg.reply);
+                    return Err(TxFail::Aborted);
+                }
+                req => match tx_request(tx, req, &store) {
+                    Ok(answer) => {
+                        let _ = msg.reply.send(answer);
+                    }
+                    Err(e) => {
+                        ending = Some(msg.reply);
+                        return Err(e);
+                    }
+                },
+            }
+        }
+    });
+    let outcome = match r {
+        Ok(((), receipt)) => envelope(Ok(receipt
+            .documents
+            .into_iter()
+            .map(|d| TxDocumentOut {
+                name: d.name,
+                path: d.path.display().to_string(),
+                version: d.version.map(|v| v.as_str().to_string()),
+                previous: d.previous.map(|v| v.as_str().to_string()),
+            })
+            .collect::<Vec<_>>())),
+        Err(TxFail::Lib(e)) => envelope::<()>(Err(e.into())),
+        Err(TxFail::Refused(e)) => envelope::<()>(Err(e)),
+        Err(TxFail::Aborted) => text::<()>(&Envelope::Aborted(true)),
+        Err(TxFail::Abandoned) => return,
+    };
+    if let Some(reply) = ending.take() {
+        let _ = reply.send(outcome.clone());
+    }
+    // Over: every later request (a callback that caught the error and went on, its
+    // commit or abort) gets the outcome, until JavaScript closes the session.
+    for msg in rx {
+        let _ = msg.reply.send(outcome.clone());
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { Store, StatefileError } = require('..')
+const { Store, StatefileError, Doc } = require('..')
 const { scratch, temps, child } = require('./helpers')
 
 /** A store in journal mode with `a.json` and `b.json`. */
@@ -186,7 +186,7 @@ test('malformed operations are refused clearly before anything is touched', asyn
   await assert.rejects(store.readTx(['../x.json']), { code: 'INVALID_NAME' })
 })
 
-test('4 processes moving amounts between two documents keep the sum; readTx always sees it', async (t) => {
+test('4 processes moving amounts between two documents (ops with ifMatch, and callbacks) keep the sum; readTx always sees it', async (t) => {
   const { dir, store } = await journalStore(t)
   await store.transaction([{ op: 'put', doc: 'a.json', value: { n: 500 } }, { op: 'put', doc: 'b.json', value: { n: 500 } }])
   const rounds = 40
@@ -196,8 +196,18 @@ test('4 processes moving amounts between two documents keep the sum; readTx alwa
       let retries = 0;
       for (let i = 0; i < ${rounds}; i++) {
         for (;;) {
-          const [a, b] = await store.readTx(['a.json', 'b.json']);
           const amount = ((i * 7 + ${w}) % 13) - 6;
+          if (${w} >= 2) {
+            // The callback form: locked reads, no retry needed (it may run again).
+            await store.transaction(async (tx) => {
+              const b = await tx.read('b.json');
+              const a = await tx.read('a.json');
+              await tx.write('a.json', { n: a.n - amount });
+              await tx.write('b.json', { n: b.n + amount });
+            });
+            break;
+          }
+          const [a, b] = await store.readTx(['a.json', 'b.json']);
           try {
             await store.transaction([
               { op: 'put', doc: 'a.json', value: { n: a.value.n - amount }, ifMatch: a.version },
@@ -263,4 +273,129 @@ test('journal control: enable, status, checkpoint, verify, disable', async (t) =
   assert.equal(await store.journalStatus(), null)
   assert.deepEqual(await store.doc('c.json').read(), 3)
   await assert.rejects(store.transaction([{ op: 'put', doc: 'a.json', value: 1 }]), { code: 'INVALID_NAME' })
+})
+
+test('transaction(fn): reads and writes several documents, commits them together', async (t) => {
+  const { dir, store } = await journalStore(t)
+  await store.doc('queue.json').write({ jobs: [7, 8] })
+  let runs = 0
+  const r = await store.transaction(async (tx) => {
+    runs++
+    const q = await tx.read('queue.json')
+    const job = q.jobs.shift()
+    await tx.write('queue.json', q)
+    await tx.write(`jobs/${job}.json`, { id: job, big: 2n ** 60n })
+    // Reads see the transaction's own writes; the version is the one on disk when locked.
+    assert.deepEqual(await tx.read(`jobs/${job}.json`), { id: job, big: 2n ** 60n })
+    assert.deepEqual(await tx.readVersioned(`jobs/${job}.json`), { value: { id: job, big: 2n ** 60n }, version: null })
+    assert.equal(await tx.read('missing.json'), undefined)
+    await tx.expect('missing.json', null)
+    await tx.expect('a.json', (await store.doc('a.json').readVersioned()).version)
+    await tx.delete('b.json')
+    return job
+  })
+  assert.equal(r.result, 7)
+  // jobs/7.json, missing.json, a.json and b.json each sort before queue.json, locked
+  // first: each started the transaction over with one more document locked up front.
+  // Only the last run's writes (the same ones) were committed.
+  assert.equal(runs, 5)
+  assert.deepEqual(r.documents.map((d) => d.name).sort(), ['b.json', 'jobs/7.json', 'queue.json'])
+  for (const d of r.documents) {
+    if (d.name === 'b.json') assert.equal(d.version, null)
+    else assert.equal(d.version, await store.doc(d.name).version())
+  }
+  assert.deepEqual(await store.doc('queue.json').read(), { jobs: [8] })
+  assert.deepEqual(await store.doc('jobs/7.json').read(), { id: 7, big: 2n ** 60n })
+  await assert.rejects(store.doc('b.json').read(), { code: 'NOT_FOUND' })
+  assert.deepEqual(temps(dir), [])
+})
+
+test('transaction(fn) runs the callback again when the library starts over; the first run leaves nothing', async (t) => {
+  const { dir, store } = await journalStore(t)
+  const runs = []
+  let stale
+  const r = await store.transaction(async (tx) => {
+    runs.push(tx.attempt)
+    await tx.write('c.json', { run: tx.attempt })
+    if (tx.attempt === 1) stale = tx
+    // a.json sorts before c.json, which is locked already: the first run is over here.
+    const a = await tx.read('a.json')
+    await tx.write('a.json', { n: a.n + 1 })
+    return tx.attempt
+  })
+  assert.deepEqual(runs, [1, 2])
+  assert.equal(r.result, 2)
+  assert.deepEqual(await store.doc('c.json').read(), { run: 2 })
+  assert.deepEqual(await store.doc('a.json').read(), { n: 2 })
+  // The first run's tx is dead: nothing it is asked now reaches the transaction.
+  await assert.rejects(stale.write('d.json', 1), /callback has settled|starts again/)
+  assert.ok(!fs.existsSync(path.join(dir, 'd.json')))
+  // A callback that swallows the restart and writes on: its late writes are refused.
+  const seen = []
+  await store.transaction(async (tx) => {
+    await tx.write('e.json', { run: tx.attempt })
+    try {
+      await tx.read('b.json')
+    } catch (e) {
+      seen.push(e.name)
+      await assert.rejects(tx.write('f.json', 1), { name: 'TxRestart' })
+      return
+    }
+    await tx.write('b.json', { n: tx.attempt })
+  })
+  assert.deepEqual(seen, ['TxRestart'])
+  assert.deepEqual(await store.doc('b.json').read(), { n: 2 })
+  assert.deepEqual(await store.doc('e.json').read(), { run: 2 })
+  assert.ok(!fs.existsSync(path.join(dir, 'f.json')))
+})
+
+test('transaction(fn): a throw, a failed precondition or a timeout writes nothing and releases the locks', async (t) => {
+  const { dir, store } = await journalStore(t)
+  const before = snapshot(dir)
+  const boom = new Error('boom')
+  await assert.rejects(store.transaction(async (tx) => {
+    await tx.write('a.json', { n: 100 })
+    await tx.write('b.json', { n: 100 })
+    throw boom
+  }), (e) => e === boom)
+  // A failed expect fails the transaction even if the callback catches it.
+  const va = await store.doc('a.json').version()
+  await assert.rejects(store.transaction(async (tx) => {
+    await tx.write('a.json', { n: 100 })
+    try {
+      await tx.expect('b.json', va)
+    } catch (e) {
+      assert.equal(e.code, 'CONFLICT')
+    }
+    return 'swallowed'
+  }), (e) => e instanceof StatefileError && e.code === 'CONFLICT' && e.path === path.join(fs.realpathSync(dir), 'b.json'))
+  await assert.rejects(store.transaction(async (tx) => { await tx.delete('missing.json') }), { code: 'NOT_FOUND' })
+  await assert.rejects(store.transaction(async (tx) => { await tx.write('../x.json', 1) }), { code: 'INVALID_NAME' })
+  await assert.rejects(store.transaction(async (tx) => { await tx.write('a.json', () => 1) }), TypeError)
+  const started = Date.now()
+  await assert.rejects(store.transaction(async (tx) => {
+    await tx.write('a.json', { n: 100 })
+    await new Promise(() => {})
+  }, { timeoutMs: 200 }), { code: 'UPDATE_TIMEOUT' })
+  assert.ok(Date.now() - started < 10_000)
+  assert.deepEqual(snapshot(dir), before)
+  // Every lock is free again: another process writes both documents at once.
+  const r = await child(`
+    const store = new sf.Store(process.argv[1], { lockTimeoutMs: 2000 });
+    store.transaction([{ op: 'put', doc: 'a.json', value: 1 }, { op: 'put', doc: 'b.json', value: 2 }])
+      .then(() => console.log('ok'), (e) => { console.error(e); process.exit(1) })`, [dir]).done
+  assert.equal(r.code, 0, r.err)
+  await assert.rejects(store.transaction(() => 1, { timeoutMs: -1 }), TypeError)
+})
+
+test('transaction(fn) outside journal mode: reads work, a write fails with INVALID_NAME', async (t) => {
+  const dir = scratch(t, 'tx')
+  const store = new Store(dir)
+  await store.doc('a.json').write({ n: 1 })
+  const r = await store.transaction(async (tx) => (await tx.read('a.json')).n)
+  assert.equal(r.result, 1)
+  assert.deepEqual(r.documents, [])
+  await assert.rejects(store.transaction(async (tx) => { await tx.write('a.json', { n: 2 }) }), { code: 'INVALID_NAME' })
+  assert.deepEqual(await store.doc('a.json').read(), { n: 1 })
+  assert.ok(new Doc(path.join(dir, 'a.json')))
 })

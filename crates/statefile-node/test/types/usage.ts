@@ -10,6 +10,7 @@ import { pathToFileURL } from 'node:url'
 import {
   Doc,
   Store,
+  Transaction,
   StatefileError,
   writeFileAtomic,
   writeFileAtomicSync,
@@ -19,6 +20,9 @@ import type {
   CheckpointReport,
   JournalOptions,
   JournalStatus,
+  TransactionOptions,
+  TransactionResult,
+  TxDocument,
   TxOp,
   TxResult,
   Deleted,
@@ -222,6 +226,21 @@ export async function main(dir: string): Promise<void> {
   journal(st!, 'journalStatus')
   journal(store.journalStatusSync()!, 'journalStatusSync')
   report(await store.verify(), 'verify in journal mode')
+  const topts: TransactionOptions = { timeoutMs: 5000 }
+  const cb: TransactionResult<number> = await store.transaction(async (tx: Transaction) => {
+    const attempt: number = tx.attempt
+    assert.ok(attempt >= 1)
+    const j = await tx.read<{ id: number }>('jobs/1.json')
+    const rv: { value: { id: number }; version: string | null } | undefined = await tx.readVersioned<{ id: number }>('jobs/1.json')
+    await tx.expect('jobs/1.json', rv!.version)
+    await tx.expect('jobs/3.json', null)
+    await tx.write('jobs/3.json', { id: 3 })
+    return j!.id
+  }, topts)
+  shaped(cb, { result: 'number', documents: 'object' } satisfies Record<keyof TransactionResult<number>, Kind>, 'transaction(fn)')
+  cb.documents.forEach((d: TxDocument, i) => shaped(d, { name: 'string', path: 'string', version: 'string|null', previous: 'string|null' } satisfies Record<keyof TxDocument, Kind>, `documents[${i}]`))
+  const del3: TransactionResult<void> = await store.transaction(async (tx) => { await tx.delete('jobs/3.json') })
+  assert.equal(del3.documents[0]!.version, null)
   checkpointed(await store.checkpoint(), 'checkpoint')
   checkpointed(store.checkpointSync(), 'checkpointSync')
   checkpointed(await store.disableJournal(), 'disableJournal')
@@ -271,6 +290,10 @@ export function typeErrors(doc: Doc<Config>, store: Store): void {
   void store.transaction([{ op: 'delete', doc: 'a.json', if_match: 'v' }])
   // @ts-expect-error: ifNoneMatch takes only '*'
   store.transactionSync([{ op: 'delete', doc: 'a.json', ifNoneMatch: true }])
+  // @ts-expect-error: a transaction callback's tx has no update
+  void store.transaction(async (tx) => { await tx.update('a.json') })
+  // @ts-expect-error: expect takes a version or null
+  void store.transaction(async (tx) => { await tx.expect('a.json', undefined) })
   // @ts-expect-error: readTx takes names
   void store.readTx('a.json')
   // @ts-expect-error: chown needs both ids
