@@ -108,7 +108,7 @@ fn backup_ref(which: Option<&Bound<'_, PyAny>>) -> PyResult<BackupRef> {
 }
 
 /// A version given by the caller; a malformed one is `InvalidName` (a `ValueError`).
-fn version_arg(py: Python<'_>, v: &str) -> PyResult<Version> {
+pub(crate) fn version_arg(py: Python<'_>, v: &str) -> PyResult<Version> {
     Version::parse(v)
         .map_err(|e| Error::new(statefile::ErrorKind::InvalidName, e.to_string()))
         .py_err(py)

@@ -82,6 +82,41 @@ fn build(py: Python<'_>, e: &Error) -> Result<PyErr, PyErr> {
     Ok(PyErr::from_value(exc))
 }
 
+/// `NotFound` for `path`, raised by the binding itself (the library answered "missing"
+/// where the caller asked for a value).
+pub fn not_found(py: Python<'_>, message: String, path: &std::path::Path) -> PyErr {
+    raise(
+        py,
+        "NotFound",
+        message,
+        path,
+        default_errno(ErrorKind::NotFound),
+    )
+}
+
+/// `NotApplicable`: a patch or append of `statefile tx`'s operations that does not
+/// apply to the document at `path`.
+pub fn not_applicable(py: Python<'_>, message: String, path: &std::path::Path) -> PyErr {
+    raise(py, "NotApplicable", message, path, None)
+}
+
+fn raise(
+    py: Python<'_>,
+    class_name: &str,
+    message: String,
+    path: &std::path::Path,
+    errno: Option<i32>,
+) -> PyErr {
+    let built = (|| {
+        let kw = PyDict::new(py);
+        kw.set_item("path", path.as_os_str())?;
+        kw.set_item("errno", errno)?;
+        let exc = class(py, class_name)?.call((message,), Some(&kw))?;
+        Ok(PyErr::from_value(exc))
+    })();
+    built.unwrap_or_else(|failure: PyErr| failure)
+}
+
 /// Map a library result into a Python one.
 pub trait IntoPy<T> {
     /// The value, or the error as its Python exception.

@@ -10,8 +10,10 @@ mod convert;
 mod doc;
 mod errors;
 mod files;
+mod journal;
 mod records;
 mod store;
+mod tx;
 mod update;
 
 use pyo3::prelude::*;
@@ -21,6 +23,8 @@ fn _statefile(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<doc::Doc>()?;
     m.add_class::<store::Store>()?;
     m.add_class::<update::Update>()?;
+    m.add_class::<tx::Transaction>()?;
     files::register(m)?;
+    journal::register(m)?;
     Ok(())
 }

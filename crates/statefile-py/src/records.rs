@@ -8,8 +8,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
+use statefile::journal::{CheckpointReport, JournalStatus};
 use statefile::{
-    Action, BackupInfo, Deleted, Durability, Options, Problem, Receipt, Report, Versioned,
+    Action, BackupInfo, Deleted, Durability, Options, Problem, Receipt, Report, TxReceipt,
+    Versioned,
 };
 
 use crate::convert::to_py;
@@ -106,11 +108,31 @@ pub fn report<'py>(py: Python<'py>, r: &Report) -> PyResult<Bound<'py, PyDict>> 
                 good_backup,
             } => (
                 "corrupt-document",
-                Some(reason.as_str()),
+                Some(reason.clone()),
                 good_backup.as_deref(),
             ),
-            Problem::CorruptBackup { reason } => ("corrupt-backup", Some(reason.as_str()), None),
-            Problem::Unreadable { error } => ("unreadable", Some(error.as_str()), None),
+            Problem::CorruptBackup { reason } => ("corrupt-backup", Some(reason.clone()), None),
+            Problem::Unreadable { error } => ("unreadable", Some(error.clone()), None),
+            Problem::JournalReplay { version } => (
+                "journal-replay",
+                Some(
+                    version
+                        .as_ref()
+                        .map_or("deleted".to_owned(), |v| v.to_string()),
+                ),
+                None,
+            ),
+            Problem::JournalDamaged {
+                lsn,
+                reason,
+                later_records,
+            } => (
+                "journal-damaged",
+                Some(format!(
+                    "LSN {lsn}: {reason}; {later_records} valid records after it"
+                )),
+                None,
+            ),
             _ => ("other", None, None),
         };
         d.set_item("problem", problem)?;
@@ -126,6 +148,7 @@ pub fn report<'py>(py: Python<'py>, r: &Report) -> PyResult<Bound<'py, PyDict>> 
             Action::MovedAside { to } => ("moved-aside", Some(to.display().to_string())),
             Action::Would(what) => ("would", Some(what.clone())),
             Action::Failed { error } => ("failed", Some(error.clone())),
+            Action::Replayed => ("replayed", None),
             _ => ("other", None),
         };
         d.set_item("action", action)?;
@@ -141,7 +164,78 @@ pub fn report<'py>(py: Python<'py>, r: &Report) -> PyResult<Bound<'py, PyDict>> 
     out.set_item("without_backup", r.without_backup)?;
     out.set_item("live_temps", r.live_temps)?;
     out.set_item("findings", findings)?;
+    let journals = PyList::empty(py);
+    for j in &r.journals {
+        journals.append(journal_status(py, j)?)?;
+    }
+    out.set_item("journals", journals)?;
     Ok(out)
+}
+
+/// A journal's state as plain data (what `statefile journal status --json` prints).
+pub fn journal_status<'py>(py: Python<'py>, s: &JournalStatus) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    out.set_item("root", path_str(py, &s.root)?)?;
+    out.set_item("path", path_str(py, &s.path)?)?;
+    out.set_item("format_version", s.format_version)?;
+    out.set_item("capacity", s.capacity)?;
+    out.set_item("checkpoint_lsn", s.checkpoint_lsn)?;
+    out.set_item("end_lsn", s.end_lsn)?;
+    out.set_item("records", s.records)?;
+    out.set_item("in_flight", s.in_flight)?;
+    let to_replay = PyList::empty(py);
+    for p in &s.to_replay {
+        let d = PyDict::new(py);
+        d.set_item("path", path_str(py, &p.path)?)?;
+        d.set_item("version", p.version.as_ref().map(|v| v.as_str()))?;
+        d.set_item("in_flight", p.in_flight)?;
+        to_replay.append(d)?;
+    }
+    out.set_item("to_replay", to_replay)?;
+    let damage = match &s.damage {
+        Some(d) => {
+            let dd = PyDict::new(py);
+            dd.set_item("lsn", d.lsn)?;
+            dd.set_item("reason", &d.reason)?;
+            dd.set_item("later_records", d.later_records)?;
+            dd.into_any()
+        }
+        None => py.None().into_bound(py),
+    };
+    out.set_item("damage", damage)?;
+    out.set_item("needs_repair", s.needs_repair())?;
+    Ok(out)
+}
+
+/// What a checkpoint did, as plain data.
+pub fn checkpoint<'py>(py: Python<'py>, r: &CheckpointReport) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    out.set_item("freed", r.freed)?;
+    out.set_item("documents", r.documents)?;
+    out.set_item("directories", r.directories)?;
+    out.set_item("adopted", r.adopted)?;
+    Ok(out)
+}
+
+/// What a transaction committed: a `TxReceipt` of `TxDocument`s.
+pub fn tx_receipt<'py>(py: Python<'py>, r: &TxReceipt) -> PyResult<Bound<'py, PyAny>> {
+    let docs = PyList::empty(py);
+    for d in &r.documents {
+        let kw = PyDict::new(py);
+        kw.set_item("name", &d.name)?;
+        kw.set_item("path", path_str(py, &d.path)?)?;
+        kw.set_item("version", d.version.as_ref().map(|v| v.as_str()))?;
+        kw.set_item("previous", d.previous.as_ref().map(|v| v.as_str()))?;
+        docs.append(record(py, "TxDocument", &kw)?)?;
+    }
+    let kw = PyDict::new(py);
+    kw.set_item("documents", docs.to_tuple())?;
+    record(py, "TxReceipt", &kw)
+}
+
+/// `lock_timeout=` as a library option.
+pub fn lock_timeout(seconds: f64) -> PyResult<Options> {
+    Ok(Options::new().lock_timeout(timeout(seconds)?))
 }
 
 /// The keyword arguments every handle takes, as library options.

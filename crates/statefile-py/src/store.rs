@@ -1,18 +1,25 @@
 //! `statefile.Store`: a directory tree of documents, opened with crash recovery.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
+use serde_json::Value;
+use statefile::TxOpError;
+use statefile::patch::Limits;
 
+use crate::convert::{to_json, to_py};
 use crate::doc::Doc;
-use crate::errors::IntoPy;
+use crate::errors::{IntoPy, not_applicable, to_pyerr};
 use crate::records::{self, path_str};
+use crate::tx;
 
 /// A directory of documents addressed by relative names. See `help(statefile)`.
 #[pyclass(module = "statefile", frozen)]
 pub struct Store {
-    inner: statefile::Store,
+    inner: Arc<statefile::Store>,
 }
 
 impl std::fmt::Debug for Store {
@@ -40,7 +47,9 @@ impl Store {
         let inner = py
             .detach(|| statefile::Store::open_with(root, opts))
             .py_err(py)?;
-        Ok(Store { inner })
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
     }
 
     /// The store's root directory (canonical).
@@ -85,5 +94,94 @@ impl Store {
         let store = &self.inner;
         let r = py.detach(|| store.recover()).py_err(py)?;
         records::report(py, &r)
+    }
+
+    /// Run `fn(tx)` as one transaction over the documents it reads and writes through
+    /// `tx` (a `Transaction`), and commit its writes together: after a crash at any
+    /// moment, every document it wrote has its new version or none has. The store must
+    /// be in journal mode (`statefile.enable_journal`) for a transaction that writes.
+    /// Returns `(fn's result, TxReceipt)`.
+    ///
+    /// `fn` may be called more than once: documents are locked in one global order,
+    /// and one that sorts before a document already locked makes the attempt start
+    /// again with all of them locked first (the earlier call's result or exception is
+    /// discarded). So `fn` must do nothing but compute and read and write through `tx`.
+    /// If `fn` raises, nothing is written and its exception propagates.
+    #[pyo3(signature = (r#fn, /), text_signature = "(self, fn, /)")]
+    fn transaction<'py>(
+        &self,
+        py: Python<'py>,
+        r#fn: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        if !r#fn.is_callable() {
+            return Err(PyTypeError::new_err(
+                "transaction() takes a function of the transaction (fn(tx))",
+            ));
+        }
+        let (result, receipt) = tx::run(py, &self.inner, r#fn)?;
+        PyTuple::new(
+            py,
+            [result.into_bound(py), records::tx_receipt(py, &receipt)?],
+        )
+    }
+
+    /// Read the documents `names` under their locks, taken in one global order, so the
+    /// values are one consistent state (no transaction half visible). A missing
+    /// document gives `default`. Works with or without journal mode.
+    #[pyo3(signature = (names, *, default=None))]
+    fn read_tx<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let store = &self.inner;
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let values = py.detach(|| store.read_tx::<Value>(&refs)).py_err(py)?;
+        let default = default.unwrap_or_else(|| py.None().into_bound(py));
+        let out = PyList::empty(py);
+        for v in values {
+            match v {
+                Some(v) => out.append(to_py(py, &v)?)?,
+                None => out.append(&default)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Apply a list of operations as one transaction, as `statefile tx` does:
+    ///
+    ///     store.apply([
+    ///         {"op": "put", "doc": "a.json", "value": {"n": 1}},
+    ///         {"op": "patch", "doc": "b.json", "merge": {"n": 2}},
+    ///         {"op": "patch", "doc": "b.json", "json_patch": [{"op": "add", "path": "/m", "value": 3}]},
+    ///         {"op": "append", "doc": "c.json", "pointer": "/items", "value": 4},
+    ///         {"op": "delete", "doc": "d.json", "if_match": version},
+    ///         {"op": "get", "doc": "e.json"},
+    ///     ])
+    ///
+    /// Each may carry `"if_match": version` or `"if_none_match": "*"`, checked under
+    /// the locks. Returns what `statefile tx` prints: one dict per operation with
+    /// `doc`, `op`, `version` (after the transaction; None: deleted), and `value`
+    /// (get) or `index` (append). Raises ValueError for a malformed list, Conflict
+    /// naming the document whose precondition failed, NotFound, NotApplicable for a
+    /// patch or append that does not apply; nothing is written then.
+    fn apply<'py>(&self, py: Python<'py>, ops: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let value = to_json(ops)?;
+        let limits = Limits::new();
+        let ops = statefile::parse_tx_ops(&value, &limits).map_err(PyValueError::new_err)?;
+        drop(value);
+        let store = &self.inner;
+        let results = py
+            .detach(|| store.apply_tx(&ops, &limits))
+            .map_err(|e| match e {
+                TxOpError::Store(e) => to_pyerr(py, &e),
+                TxOpError::NotApplicable { ref doc, .. } => {
+                    not_applicable(py, e.to_string(), &store.root().join(doc))
+                }
+                other => PyRuntimeError::new_err(other.to_string()),
+            })?;
+        let out: Vec<Value> = results.iter().map(statefile::TxOpResult::to_json).collect();
+        to_py(py, &Value::Array(out))
     }
 }

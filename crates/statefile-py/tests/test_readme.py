@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import statefile
 
 README = Path(__file__).resolve().parents[3] / "README.md"
@@ -26,7 +28,7 @@ def python_blocks() -> list[str]:
 
 
 def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
-    (block,) = python_blocks()
+    block = python_blocks()[0]
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
@@ -46,7 +48,36 @@ def test_the_readme_example_runs_as_written(tmp_path: Path) -> None:
         os.chdir(cwd)
 
 
-def test_the_example_file_is_the_readme_example() -> None:
-    example = (Path(__file__).resolve().parents[1] / "examples" / "case_run.py").read_text()
-    (block,) = python_blocks()
-    assert block.strip() in example
+def test_the_readme_transaction_example_runs_as_written(tmp_path: Path) -> None:
+    _, block = python_blocks()
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        scope: dict[str, Any] = {}
+        exec(compile(block, str(README), "exec"), scope)
+        store = scope["store"]
+        store.doc("pending.json").write([1, 2])
+        assert scope["start_next_job"]() == 1
+        assert store.read_tx(["pending.json", "running/1.json"]) == [
+            [2],
+            {"id": 1, "state": "running"},
+        ]
+        assert scope["start_next_job"]() == 2
+        assert scope["start_next_job"]() is None
+        v2 = store.doc("running/2.json").version()
+        with pytest.raises(statefile.Conflict):
+            scope["finish"](1, v2)  # running/1.json is not at that version
+        assert store.doc("running/1.json").exists() and not store.doc("done.json").exists()
+        scope["finish"](2, v2)
+        assert not store.doc("running/2.json").exists()
+        assert store.doc("done.json").read() == [2]
+        assert statefile.journal_status("queue") is not None
+    finally:
+        os.chdir(cwd)
+
+
+def test_the_example_files_are_the_readme_examples() -> None:
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    case_run, job_queue = python_blocks()
+    assert case_run.strip() in (examples / "case_run.py").read_text()
+    assert job_queue.strip() in (examples / "job_queue.py").read_text()

@@ -52,3 +52,33 @@ def test_the_typed_api_as_a_service_uses_it(tmp_path: Path) -> None:
     w = AtomicWriter(str(tmp_path / "y.txt"))
     with w.open() as f:
         f.write("y")
+
+
+def test_the_typed_transaction_api(tmp_path: Path) -> None:
+    status: statefile.JournalStatus = statefile.enable_journal(tmp_path, capacity=1 << 20)
+    assert status["needs_repair"] is False
+    store = statefile.Store(tmp_path)
+
+    def move(tx: statefile.Transaction) -> int:
+        a: Any = tx.read("a.json", default={"n": 5})
+        version: str | None = tx.version("a.json")
+        tx.expect("a.json", version)
+        tx.write("a.json", {"n": a["n"] - 1})
+        tx.write("b.json", {"n": 1})
+        return int(a["n"])
+
+    moved, receipt = store.transaction(move)
+    n: int = moved
+    docs: tuple[statefile.TxDocument, ...] = receipt.documents
+    versions: dict[str, str | None] = receipt.versions
+    assert n == 5 and len(docs) == 2 and versions["b.json"] is not None
+    values: list[Any] = store.read_tx(["a.json", "b.json"])
+    assert values == [{"n": 4}, {"n": 1}]
+    results = store.apply([{"op": "get", "doc": "a.json"}])
+    op: str = results[0]["op"]
+    assert op == "get" and results[0]["value"] == {"n": 4}
+    st: statefile.JournalStatus | None = statefile.journal_status(tmp_path)
+    assert st is not None and st["records"] == 1
+    ck: statefile.CheckpointReport = statefile.checkpoint(tmp_path)
+    assert ck["documents"] == 2
+    statefile.disable_journal(tmp_path)

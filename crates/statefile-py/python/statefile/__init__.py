@@ -21,6 +21,26 @@ other.
     value, version = doc.read_versioned()
     doc.write_if(version, value)                 # compare-and-swap: Conflict if it changed
 
+Several documents at once (journal mode: ``statefile.enable_journal(root)``, once per
+store, on disk)::
+
+    store = statefile.Store("state")
+
+    def move(tx: statefile.Transaction) -> int:
+        queue = tx.read("queue.json", default=[])
+        job = queue.pop(0)
+        tx.write("queue.json", queue)
+        tx.write(f"jobs/{job}.json", {"id": job, "state": "running"})
+        return job
+
+    job, receipt = store.transaction(move)       # all or nothing, even across a crash
+
+``fn`` may run more than once (documents are locked in one global order; one that
+sorts before a document already locked makes the attempt start again), so it must
+only compute and read and write through ``tx``. ``store.read_tx(names)`` reads several
+documents as one consistent state; ``store.apply(ops)`` takes the operations of
+``statefile tx``.
+
 Threads: every call releases the GIL while it waits, so other threads run.
 ``asyncio``: call it through ``await asyncio.to_thread(doc.write, value)`` (the event
 loop must not wait for a disk sync or a lock). ``multiprocessing``: handles can be
@@ -34,9 +54,25 @@ from typing import Any, Union
 import os
 
 from . import atomicwrites
-from ._statefile import Doc, Store, Update, _read_json, recover, verify, write_json
+from ._statefile import (
+    Doc,
+    Store,
+    Transaction,
+    Update,
+    _read_json,
+    checkpoint,
+    disable_journal,
+    enable_journal,
+    journal_status,
+    recover,
+    verify,
+    write_json,
+)
 from ._types import (
     Backup,
+    CheckpointReport,
+    JournalStatus,
+    TxOpResult,
     Conflict,
     Corrupt,
     Deleted,
@@ -46,16 +82,22 @@ from ._types import (
     IoError,
     LockTimeout,
     NoSpace,
+    NotApplicable,
     NotFound,
     PermissionDenied,
     Receipt,
     Recovered,
     SerializeError,
+    TxDocument,
+    TxReceipt,
     Versioned,
 )
 
 __all__ = [
     "Backup",
+    "CheckpointReport",
+    "JournalStatus",
+    "TxOpResult",
     "Conflict",
     "Corrupt",
     "Deleted",
@@ -66,15 +108,23 @@ __all__ = [
     "IoError",
     "LockTimeout",
     "NoSpace",
+    "NotApplicable",
     "NotFound",
     "PermissionDenied",
     "Receipt",
     "Recovered",
     "SerializeError",
     "Store",
+    "Transaction",
+    "TxDocument",
+    "TxReceipt",
     "Update",
     "Versioned",
     "atomicwrites",
+    "checkpoint",
+    "disable_journal",
+    "enable_journal",
+    "journal_status",
     "read_json",
     "recover",
     "verify",

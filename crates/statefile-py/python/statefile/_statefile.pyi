@@ -1,10 +1,20 @@
 """Type stubs of the native module (src/*.rs); the public names are re-exported by
 ``statefile``."""
 
+import builtins
 import os
-from typing import Any, Callable, Literal, TypedDict, TypeVar, Union, overload
+from typing import Any, Callable, Literal, Mapping, Sequence, TypedDict, TypeVar, Union, overload
 
-from ._types import Backup, Deleted, Receipt, Versioned
+from ._types import (
+    Backup,
+    CheckpointReport,
+    Deleted,
+    JournalStatus,
+    Receipt,
+    TxOpResult,
+    TxReceipt,
+    Versioned,
+)
 
 _R = TypeVar("_R")
 _StrPath = Union[str, os.PathLike[str]]
@@ -12,10 +22,20 @@ _Durability = Literal["full", "data", "none"]
 
 class Finding(TypedDict):
     path: str
-    problem: Literal["stale-temp", "corrupt-document", "corrupt-backup", "unreadable", "other"]
+    problem: Literal[
+        "stale-temp",
+        "corrupt-document",
+        "corrupt-backup",
+        "unreadable",
+        "journal-replay",
+        "journal-damaged",
+        "other",
+    ]
     detail: str | None
     good_backup: str | None
-    action: Literal["none", "removed", "restored", "moved-aside", "would", "failed", "other"]
+    action: Literal[
+        "none", "removed", "restored", "moved-aside", "would", "failed", "replayed", "other"
+    ]
     action_detail: str | None
     fixed: bool
 
@@ -27,6 +47,7 @@ class Report(TypedDict):
     without_backup: int
     live_temps: int
     findings: list[Finding]
+    journals: list[JournalStatus]
 
 class Update:
     """The context manager of ``with doc.update(...) as data:``."""
@@ -67,6 +88,21 @@ class Doc:
     @overload
     def update(self, /, *, default: Any = ...) -> Update: ...
 
+class Transaction:
+    """The ``tx`` a transaction's function is called with (valid only while it runs,
+    in the thread running it)."""
+
+    @property
+    def root(self) -> str: ...
+    @overload
+    def read(self, name: str, /) -> Any: ...
+    @overload
+    def read(self, name: str, /, default: Any) -> Any: ...
+    def version(self, name: str) -> str | None: ...
+    def expect(self, name: str, version: str | None) -> None: ...
+    def write(self, name: str, obj: Any) -> None: ...
+    def delete(self, name: str) -> None: ...
+
 class Store:
     def __init__(
         self,
@@ -86,7 +122,16 @@ class Store:
     def list(self, prefix: str = "") -> list[str]: ...
     def verify(self) -> Report: ...
     def recover(self) -> Report: ...
+    def transaction(self, fn: Callable[[Transaction], _R], /) -> tuple[_R, TxReceipt]: ...
+    def read_tx(self, names: Sequence[str], *, default: Any = None) -> builtins.list[Any]: ...
+    def apply(self, ops: Sequence[Mapping[str, Any]]) -> builtins.list[TxOpResult]: ...
 
+def enable_journal(
+    root: _StrPath, *, capacity: int = 16777216, mode: int = 0o600, checkpoint_age: float = 60.0
+) -> JournalStatus: ...
+def disable_journal(root: _StrPath, *, lock_timeout: float = 30.0) -> CheckpointReport: ...
+def checkpoint(root: _StrPath, *, lock_timeout: float = 30.0) -> CheckpointReport: ...
+def journal_status(path: _StrPath) -> JournalStatus | None: ...
 def write_json(
     path: _StrPath,
     obj: Any,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Optional
+from typing import Any, Literal, NamedTuple, Optional, TypedDict
 
 
 def _rebuild(cls: type[Error], message: str, state: dict[str, Any]) -> Error:
@@ -138,6 +138,14 @@ class SerializeError(Error, ValueError):
     kind = "serialize"
 
 
+class NotApplicable(Error, ValueError):
+    """A patch or append of ``Store.apply`` that does not apply to the document as it
+    is (a JSON Patch ``test`` that fails, a pointer to something that is not an
+    array). Nothing was written."""
+
+    kind = "not-applicable"
+
+
 class IoError(Error, OSError):
     """Any other I/O failure. ``errno`` is the OS error when there is one."""
 
@@ -226,3 +234,85 @@ class Backup:
     """When that version was written (seconds since the epoch)."""
     parses: bool
     """Whether it is valid JSON (a backup that does not parse is never restored)."""
+
+
+@dataclass(frozen=True)
+class TxDocument:
+    """What a committed transaction did to one document."""
+
+    name: str
+    """The document's name in the store, as the transaction named it."""
+    path: str
+    """Its path (symlinks resolved)."""
+    version: Optional[str]
+    """Its new version; None when the transaction deleted it."""
+    previous: Optional[str]
+    """The version it replaced; None when it did not exist."""
+
+
+@dataclass(frozen=True)
+class TxReceipt:
+    """What ``Store.transaction`` committed: one ``TxDocument`` per document written or
+    deleted, in the order of their paths (none for a transaction that only read)."""
+
+    documents: tuple[TxDocument, ...]
+
+    @property
+    def versions(self) -> dict[str, Optional[str]]:
+        """Each changed document's new version by name (None: deleted)."""
+        return {d.name: d.version for d in self.documents}
+
+
+class PendingDocument(TypedDict):
+    """A document whose file is not yet what its last journal record says."""
+
+    path: str
+    version: Optional[str]
+    in_flight: bool
+
+
+class JournalDamage(TypedDict):
+    """Damage before the journal's end (writes in the tree are refused)."""
+
+    lsn: int
+    reason: str
+    later_records: int
+
+
+class JournalStatus(TypedDict):
+    """A journal's state, as ``statefile journal status --json`` prints it."""
+
+    root: str
+    path: str
+    format_version: int
+    capacity: int
+    checkpoint_lsn: int
+    end_lsn: int
+    records: int
+    in_flight: int
+    to_replay: list[PendingDocument]
+    damage: Optional[JournalDamage]
+    needs_repair: bool
+
+
+class CheckpointReport(TypedDict):
+    """What a checkpoint (or ``disable_journal``) did."""
+
+    freed: int
+    documents: int
+    directories: int
+    adopted: int
+
+
+class _TxOpResult(TypedDict):
+    doc: str
+    op: Literal["put", "patch", "append", "delete", "get"]
+    version: Optional[str]
+
+
+class TxOpResult(_TxOpResult, total=False):
+    """What one operation of ``Store.apply`` did, as ``statefile tx`` prints it:
+    ``value`` for a get, ``index`` for an append."""
+
+    value: Any
+    index: int
