@@ -546,7 +546,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         if removed.is_empty() {
             return Err(Error::new(
                 ErrorKind::NotFound,
-                format!("cannot delete {}: it does not exist", t.path.display()),
+                format!(
+                    "cannot delete {}: it does not exist",
+                    self.shown(t).display()
+                ),
             )
             .with_path(&t.path));
         }
@@ -707,7 +710,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             _ => {
                 return Err(Error::new(
                     ErrorKind::NotFound,
-                    format!("cannot delete {}: it does not exist", t.path.display()),
+                    format!(
+                        "cannot delete {}: it does not exist",
+                        self.shown(t).display()
+                    ),
                 )
                 .with_path(&t.path));
             }
@@ -715,7 +721,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         if let Some(exp) = expected
             && exp != &seen.version
         {
-            return Err(conflict(t, exp, Some(&seen.version)));
+            return Err(conflict(self.shown(t), t, exp, Some(&seen.version)));
         }
         // A document this process may not write, it may not delete either (as for
         // writes: a read-only document is not silently taken away).
@@ -744,7 +750,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
                 ErrorKind::Durability,
                 format!(
                     "deleted {}, but syncing its directory failed: the deletion may not survive a power loss",
-                    t.path.display()
+                    self.shown(t).display()
                 ),
             )
             .with_path(&t.path)
@@ -978,15 +984,22 @@ pub(crate) fn cannot_update_damaged(
     .with_source(e)
 }
 
-pub(crate) fn conflict(t: &Target, expected: &Version, found: Option<&Version>) -> Error {
+/// The `Conflict` of a precondition that failed on the document locked as `t`; its message
+/// names the document as `shown` (as the caller named it), its `path()` is the file.
+pub(crate) fn conflict(
+    shown: &Path,
+    t: &Target,
+    expected: &Version,
+    found: Option<&Version>,
+) -> Error {
     let msg = match found {
         Some(v) => format!(
             "{} changed: expected version {expected}, found {v}",
-            t.path.display()
+            shown.display()
         ),
         None => format!(
             "{} does not exist (expected version {expected})",
-            t.path.display()
+            shown.display()
         ),
     };
     let e = Error::new(ErrorKind::Conflict, msg).with_path(&t.path);

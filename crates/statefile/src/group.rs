@@ -448,7 +448,7 @@ impl Baton {
                     };
                     return Some(value);
                 }
-                Ok(Err(e)) => Fail::Error(self.serialize_error(e)),
+                Ok(Err(e)) => Fail::Error(self.serialize_error(by, e)),
                 Err(p) => Fail::Panic(p),
             };
             let Work::Value { undo, .. } = std::mem::replace(&mut self.work, Work::Disk) else {
@@ -459,12 +459,17 @@ impl Baton {
         }
     }
 
-    fn serialize_error(&self, e: SerializeError) -> Error {
+    /// Member `who`'s value could not be stored: the error names the document as that
+    /// member named it.
+    fn serialize_error(&self, who: usize, e: SerializeError) -> Error {
         let path = &self.locked.target.path;
         match e {
             SerializeError::Value(msg) => Error::new(
                 ErrorKind::Serialize,
-                format!("cannot write {}: {msg}", path.display()),
+                format!(
+                    "cannot write {}: {msg}",
+                    self.members[who].slot.meta.shown.display()
+                ),
             )
             .with_path(path),
             SerializeError::Io(e) => Error::io("serialize", path, e),
@@ -533,6 +538,7 @@ impl Baton {
     /// the replace keeps as `.name.corrupt`). Otherwise `Conflict`.
     fn check<U>(
         &mut self,
+        me: usize,
         expected: &Version,
         parse: impl Fn(&[u8]) -> Option<U>,
     ) -> Result<Matched<U>> {
@@ -551,7 +557,13 @@ impl Baton {
             }
             _ => {}
         }
-        Err(conflict(t, expected, found.as_ref().map(|s| &s.version)))
+        let shown = &self.members[me].slot.meta.shown;
+        Err(conflict(
+            shown,
+            t,
+            expected,
+            found.as_ref().map(|s| &s.version),
+        ))
     }
 }
 
@@ -592,7 +604,9 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> Step for Update<'_, '_, '
     fn apply(&mut self, b: &mut Baton, me: usize) -> std::result::Result<(), Fail> {
         let served = match self.expected {
             Some(expected) => {
-                match b.check(expected, |bytes| serde_json::from_slice::<T>(bytes).ok())? {
+                match b.check(me, expected, |bytes| {
+                    serde_json::from_slice::<T>(bytes).ok()
+                })? {
                     Matched::Disk => None,
                     Matched::Served(value) => Some(value),
                 }
@@ -649,18 +663,18 @@ impl<T: Serialize + DeserializeOwned> Step for Put<'_, T> {
         match self.cond {
             Cond::Any => {}
             Cond::IfMatch(expected) => {
-                b.check(expected, |bytes| {
+                b.check(me, expected, |bytes| {
                     serde_json::from_slice::<T>(bytes).ok().map(drop)
                 })?;
             }
             Cond::Absent => {
                 if let Some(version) = b.disk_version()? {
-                    let t = &b.locked.target;
+                    let shown = &b.members[me].slot.meta.shown;
                     return Err(Error::new(
                         ErrorKind::Conflict,
-                        format!("cannot create {}: it already exists", t.path.display()),
+                        format!("cannot create {}: it already exists", shown.display()),
                     )
-                    .with_path(&t.path)
+                    .with_path(&b.locked.target.path)
                     .with_version(version)
                     .into());
                 }
@@ -698,7 +712,7 @@ impl<T: Serialize + DeserializeOwned> Step for Put<'_, T> {
                 };
                 return Ok(());
             }
-            Ok(Err(e)) => Fail::Error(b.serialize_error(e)),
+            Ok(Err(e)) => Fail::Error(b.serialize_error(me, e)),
             Err(p) => Fail::Panic(p),
         };
         b.work = *prev;
@@ -1177,6 +1191,8 @@ fn write_batch(b: &mut Baton, step: &dyn Step) -> Option<Result<Receipt>> {
         // value that cannot be stored, or a panic while serializing it. Anything else
         // that fails during the replace (I/O, the temp-file hook) fails the batch.
         let mut fault: Option<Fail> = None;
+        // The change's own refusal, for an error that names the document as it did.
+        let mut refused: Option<String> = None;
         let done = panic::catch_unwind(AssertUnwindSafe(|| {
             atomic::replace(w, &plan, &current, &mut |out| {
                 let body = panic::catch_unwind(AssertUnwindSafe(|| match work {
@@ -1201,6 +1217,7 @@ fn write_batch(b: &mut Baton, step: &dyn Step) -> Option<Result<Receipt>> {
                 match body {
                     Ok(Err(SerializeError::Value(msg))) => {
                         fault = Some(Fail::Own);
+                        refused = Some(msg.clone());
                         Err(SerializeError::Value(msg))
                     }
                     Ok(r) => r,
@@ -1217,7 +1234,13 @@ fn write_batch(b: &mut Baton, step: &dyn Step) -> Option<Result<Receipt>> {
             _ => None,
         };
         let failed = match (done, fault, by) {
-            (Ok(Err(e)), Some(Fail::Own), Some(by)) => (by, Fail::Error(e)),
+            (Ok(Err(e)), Some(Fail::Own), Some(by)) => match refused {
+                Some(msg) => (
+                    by,
+                    Fail::Error(b.serialize_error(by, SerializeError::Value(msg))),
+                ),
+                None => (by, Fail::Error(e)),
+            },
             (Ok(_), Some(Fail::Panic(p)), Some(by)) => (by, Fail::Panic(p)),
             (Ok(r), _, _) => return Some(r),
             (Err(p), _, _) => {

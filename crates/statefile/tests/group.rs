@@ -598,6 +598,74 @@ fn an_update_of_a_damaged_document_names_it_as_each_caller_did() {
     }
 }
 
+// Regression: a failed precondition, a create of a document that exists, a delete of one
+// that does not, and a value that cannot be stored named the resolved path in their
+// messages; like a damaged document's, they name the document as the caller did (one
+// batch, three names of one file), and their `path()` is the file.
+#[test]
+fn refusals_name_the_document_as_each_caller_did() {
+    let (dir, path) = setup();
+    let start = start(&path);
+    let link = path.with_file_name("link.json");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    let dotted = path.parent().unwrap().join("sub/../jobs.json");
+    let names = [&path, &link, &dotted];
+    let stale = Version::of(b"not the document");
+    let check = |e: &statefile::Error, kind: ErrorKind, name: &Path, says: &str| {
+        assert_eq!(e.kind(), kind, "{e}");
+        assert!(
+            e.message()
+                .starts_with(&format!("{says}{}", name.display())),
+            "{e}"
+        );
+        assert_eq!(e.path(), Some(path.as_path()), "the resolved file: {e}");
+    };
+    let conflicts = in_one_batch(
+        &path,
+        names
+            .iter()
+            .map(|p| -> Call<'_, statefile::Error> {
+                let stale = stale.clone();
+                Box::new(move || jobs(p).write_if(&stale, &json!(1)).unwrap_err())
+            })
+            .collect(),
+    );
+    for (e, name) in conflicts.iter().zip(names) {
+        check(e, ErrorKind::Conflict, name, "");
+        assert!(e.message().contains(" changed: expected version "), "{e}");
+    }
+    let exists = in_one_batch(
+        &path,
+        names
+            .iter()
+            .map(|p| -> Call<'_, statefile::Error> {
+                Box::new(move || jobs(p).create(&json!(1)).unwrap_err())
+            })
+            .collect(),
+    );
+    for (e, name) in exists.iter().zip(names) {
+        check(e, ErrorKind::Conflict, name, "cannot create ");
+    }
+    // A map with non-string keys cannot be stored as JSON.
+    for name in names {
+        let doc: Doc<HashMap<(u8, u8), u8>> = Doc::open(name).unwrap();
+        let e = doc.write(&HashMap::from([((1, 2), 3)])).unwrap_err();
+        check(&e, ErrorKind::Serialize, name, "cannot write ");
+        let e = jobs(name).delete_if(&stale).unwrap_err();
+        check(&e, ErrorKind::Conflict, name, "");
+    }
+    assert_eq!(jobs(&path).version().unwrap(), start, "nothing written");
+    std::fs::remove_file(&path).unwrap();
+    let e = jobs(&dotted).delete().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(
+        e.message()
+            .starts_with(&format!("cannot delete {}: ", dotted.display())),
+        "{e}"
+    );
+}
+
 /// An update of `path` that must fail: its error.
 fn failed_update(path: &Path) -> Call<'_, statefile::Error> {
     Box::new(move || {
