@@ -56,25 +56,7 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub fn open_with(root: impl AsRef<Path>, opts: Options) -> Result<Store> {
-        let given = root.as_ref();
-        let fs = opts.fs.clone();
-        match fs.metadata(given) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::new(
-                    ErrorKind::InvalidName,
-                    format!("{} is not a directory", given.display()),
-                )
-                .with_path(given));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && opts.create_dirs => {
-                create_root(&opts, given)?;
-            }
-            Err(e) => return Err(Error::io("open store", given, e)),
-        }
-        let root = fs
-            .canonicalize(given)
-            .map_err(|e| Error::io("open store", given, e))?;
+        let root = checked_root(root.as_ref(), &opts)?;
         let report = Scan::new(ScanMode::Clean)
             .options(opts.clone())
             .run(&root)?;
@@ -86,6 +68,42 @@ impl Store {
             opts,
             poisoned: Arc::new(AtomicBool::new(false)),
             report,
+        })
+    }
+
+    /// Open the store at `root` as [`Store::open_with`] does, without its recovery scan
+    /// of the whole tree: for a short-lived caller that touches a few documents of a big
+    /// store (`statefile tx`). [`Store::recovery`] is then empty.
+    ///
+    /// What a write or a transaction needs from recovery it still gets, from each
+    /// document's lock: in journal mode, the first lock of a document in this process
+    /// opens the journal, which, if no other process has it open, brings every document
+    /// up to its last record (replay after a crash); and a commit naming the document
+    /// that a writer left unapplied when it died is applied before the document is read
+    /// or written. What it leaves to the next [`Store::open_with`] or
+    /// [`recover`](crate::recover): dead writers' temp files (which no writer ever reads),
+    /// damaged documents it does not touch (one it reads is `Corrupt` as usual), and, in
+    /// journal mode, a journal poisoned by a failed flush while other processes still
+    /// use it (writes are refused until it is recovered, never made on top of it).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// std::fs::write(dir.path().join("damaged.json"), b"{\"cut")?;
+    /// let store = statefile::Store::open_without_scan(dir.path(), statefile::Options::new())?;
+    /// assert!(store.recovery().is_healthy(), "the damaged document was not looked at");
+    /// store.doc::<u32>("n.json")?.write(&1)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_without_scan(root: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        let root = checked_root(root.as_ref(), &opts)?;
+        Ok(Store {
+            root,
+            opts,
+            poisoned: Arc::new(AtomicBool::new(false)),
+            report: Report::default(),
         })
     }
 
@@ -282,6 +300,28 @@ impl Store {
             .in_store(self.root.clone(), self.poisoned.clone())
             .run(&self.root)
     }
+}
+
+/// The store's root, checked to be a directory (created if missing with
+/// `create_dirs`), canonical.
+fn checked_root(given: &Path, opts: &Options) -> Result<PathBuf> {
+    let fs = opts.fs.clone();
+    match fs.metadata(given) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                format!("{} is not a directory", given.display()),
+            )
+            .with_path(given));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound && opts.create_dirs => {
+            create_root(opts, given)?;
+        }
+        Err(e) => return Err(Error::io("open store", given, e)),
+    }
+    fs.canonicalize(given)
+        .map_err(|e| Error::io("open store", given, e))
 }
 
 fn create_root(opts: &Options, root: &Path) -> Result<()> {

@@ -429,3 +429,60 @@ fn a_tree_thousands_of_directories_deep_is_scanned_and_listed_on_a_small_stack()
     let deepest = format!("{}/x.json", vec!["a"; levels].join("/"));
     assert_eq!(listed, [deepest, "top.json".to_string()]);
 }
+
+/// `Store::open_without_scan` (for `statefile tx` on a big store): the tree is not
+/// walked (a dead writer's temp file and a damaged document elsewhere are left alone and
+/// unreported), yet a transaction still reads the journal's replayed state of what it
+/// touches, here a rename lost to a power loss, replayed when the journal is opened.
+#[test]
+fn opening_without_the_scan_leaves_the_tree_alone_and_transactions_still_replay() {
+    use statefile::journal::{self, JournalOptions};
+    use std::sync::Arc;
+    // A file system of its own: a "process" with its own journal handle.
+    let fresh = || {
+        statefile::Options::new()
+            .create_dirs(true)
+            .fs(Arc::new(statefile::fs::OsFs) as Arc<dyn statefile::fs::Fs>)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    {
+        let opts = fresh();
+        journal::enable(root, &opts, JournalOptions::default()).unwrap();
+        let store = Store::open_with(root, opts).unwrap();
+        let doc = store.doc::<Value>("a.json").unwrap();
+        doc.write(&json!({"v": 1})).unwrap();
+        let old = std::fs::read(root.join("a.json")).unwrap();
+        doc.write(&json!({"v": 2})).unwrap();
+        std::fs::write(root.join("a.json"), old).unwrap();
+    }
+    // A reboot: nobody uses the journal, its shared state is gone.
+    std::fs::write(root.join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
+    std::fs::create_dir(root.join("other")).unwrap();
+    std::fs::write(root.join("other/damaged.json"), b"{\"cut").unwrap();
+    let dead_temp = root.join("other/.x.json.sf-aaaaaaaaaaaaaaaa.tmp");
+    std::fs::write(&dead_temp, b"{}").unwrap();
+
+    let store = Store::open_without_scan(root, fresh()).unwrap();
+    assert!(store.recovery().is_healthy(), "{:?}", store.recovery());
+    assert_eq!(store.recovery().documents, 0, "nothing was scanned");
+    let (seen, _) = store.transaction(|tx| tx.read::<Value>("a.json")).unwrap();
+    assert_eq!(seen, Some(json!({"v": 2})), "replayed before the read");
+    assert_eq!(
+        std::fs::read(root.join("a.json")).unwrap(),
+        statefile::to_vec(&json!({"v": 2}), statefile::Format::Pretty).unwrap()
+    );
+    assert!(dead_temp.exists(), "the tree was not walked");
+    assert_eq!(
+        std::fs::read(root.join("other/damaged.json")).unwrap(),
+        b"{\"cut"
+    );
+
+    // Opening with the scan cleans the dead temp and reports the damage.
+    let store = Store::open_with(root, fresh()).unwrap();
+    assert!(!dead_temp.exists());
+    assert_eq!(store.recovery().corrupt_documents().count(), 1);
+    // A missing root is refused, as by open_with.
+    let e = Store::open_without_scan(root.join("none"), statefile::Options::new()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}

@@ -149,3 +149,68 @@ fn tx_outside_journal_mode_is_refused() {
     assert!(out.stderr.contains("journal"), "{}", out.stderr);
     assert!(!s.path("a.json").exists());
 }
+
+/// `statefile tx` opens the store without walking it (Store::open_without_scan): on a
+/// store of 1,000 documents it opens only what the transaction touches, and leaves a
+/// dead writer's temp file and a damaged document elsewhere alone (a full recovery scan
+/// removes the one and reads the other).
+#[test]
+fn tx_does_not_scan_the_whole_store() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "."]).ok();
+    for d in 0..10 {
+        std::fs::create_dir(s.path(&format!("d{d}"))).unwrap();
+        for i in 0..100 {
+            s.write(
+                &format!("d{d}/{i}.json"),
+                format!("{{\"i\": {i}}}\n").as_bytes(),
+            );
+        }
+    }
+    std::fs::create_dir(s.path("other")).unwrap();
+    s.write("other/damaged.json", b"{\"cut");
+    let dead_temp = s.path("other/.x.json.sf-aaaaaaaaaaaaaaaa.tmp");
+    std::fs::write(&dead_temp, b"{}").unwrap();
+    let ops = br#"[{"op": "put", "doc": "a.json", "value": 1}, {"op": "get", "doc": "d3/7.json"}]"#;
+    let out = s.run_in(&["tx", "."], ops).ok();
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(r[1]["value"], json!({"i": 7}));
+    assert!(dead_temp.exists(), "the tree was not walked");
+
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        crate::skip::skip("strace not installed (CI installs it)");
+        return;
+    }
+    let log = s.path("strace.log");
+    let input = s.path("ops.json");
+    std::fs::write(&input, ops).unwrap();
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
+        .arg(&log)
+        .arg(crate::common::BIN)
+        .args(["tx", "."])
+        .current_dir(s.dir.path())
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let opens = text.lines().count();
+    let docs = text
+        .lines()
+        .filter(|l| l.contains(".json\"") && !l.contains("a.json\"") && !l.contains("7.json\""))
+        .count();
+    assert_eq!(
+        docs, 0,
+        "only the transaction's documents are opened:\n{text}"
+    );
+    assert!(
+        opens < 200,
+        "{opens} opens for a two-document transaction:\n{text}"
+    );
+}
