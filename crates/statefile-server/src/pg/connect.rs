@@ -210,6 +210,109 @@ fn parse_with(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Target, S
     })
 }
 
+/// A libpq environment variable for a setting the connection string may leave out: its
+/// name, whether the string gave the setting, and how to take it from the variable's
+/// (non-empty) value.
+type FromEnv = (
+    &'static str,
+    fn(&tokio_postgres::Config) -> bool,
+    fn(&mut tokio_postgres::Config, &str) -> Result<(), String>,
+);
+
+/// The settings [`from_environment`] takes from libpq's variables, in this order (TLS
+/// settings apart: they are not `tokio-postgres`'s).
+const FROM_ENV: [FromEnv; 9] = [
+    (
+        "PGHOST",
+        |c| !c.get_hosts().is_empty(),
+        |c, v| {
+            for h in v.split(',') {
+                c.host(h);
+            }
+            Ok(())
+        },
+    ),
+    (
+        "PGHOSTADDR",
+        |c| !c.get_hostaddrs().is_empty(),
+        |c, v| {
+            for a in v.split(',') {
+                c.hostaddr(
+                    a.trim()
+                        .parse()
+                        .map_err(|_| format!("PGHOSTADDR: {a:?} is not an IP address"))?,
+                );
+            }
+            Ok(())
+        },
+    ),
+    (
+        "PGPORT",
+        |c| !c.get_ports().is_empty(),
+        |c, v| {
+            for p in check_ports(v)? {
+                c.port(p);
+            }
+            Ok(())
+        },
+    ),
+    (
+        "PGUSER",
+        |c| c.get_user().is_some(),
+        |c, v| {
+            c.user(v);
+            Ok(())
+        },
+    ),
+    (
+        "PGPASSWORD",
+        |c| c.get_password().is_some(),
+        |c, v| {
+            c.password(v);
+            Ok(())
+        },
+    ),
+    (
+        "PGDATABASE",
+        |c| c.get_dbname().is_some(),
+        |c, v| {
+            c.dbname(v);
+            Ok(())
+        },
+    ),
+    (
+        "PGOPTIONS",
+        |c| c.get_options().is_some(),
+        |c, v| {
+            c.options(v);
+            Ok(())
+        },
+    ),
+    (
+        "PGAPPNAME",
+        |c| c.get_application_name().is_some(),
+        |c, v| {
+            c.application_name(v);
+            Ok(())
+        },
+    ),
+    (
+        "PGCONNECT_TIMEOUT",
+        |c| c.get_connect_timeout().is_some(),
+        |c, v| {
+            let secs: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("PGCONNECT_TIMEOUT: {v:?} is not a number of seconds"))?;
+            // As libpq: 0 is no limit (the store's own then applies), and at least 2 s.
+            if secs > 0 {
+                c.connect_timeout(std::time::Duration::from_secs(secs.max(2)));
+            }
+            Ok(())
+        },
+    ),
+];
+
 /// Fill what the connection string left out from libpq's environment variables, the
 /// password file and libpq's defaults. The TLS settings from the environment go first
 /// in `tls`, so the string's own (found last) win.
@@ -219,66 +322,11 @@ fn from_environment(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), String> {
     let var = |k: &str| env(k).filter(|v| !v.is_empty());
-    if config.get_hosts().is_empty()
-        && let Some(hosts) = var("PGHOST")
-    {
-        for h in hosts.split(',') {
-            config.host(h);
-        }
-    }
-    if config.get_hostaddrs().is_empty()
-        && let Some(addrs) = var("PGHOSTADDR")
-    {
-        for a in addrs.split(',') {
-            config.hostaddr(
-                a.trim()
-                    .parse()
-                    .map_err(|_| format!("PGHOSTADDR: {a:?} is not an IP address"))?,
-            );
-        }
-    }
-    if config.get_ports().is_empty()
-        && let Some(ports) = var("PGPORT")
-    {
-        for p in check_ports(&ports)? {
-            config.port(p);
-        }
-    }
-    if config.get_user().is_none()
-        && let Some(u) = var("PGUSER")
-    {
-        config.user(u);
-    }
-    if config.get_password().is_none()
-        && let Some(p) = var("PGPASSWORD")
-    {
-        config.password(p);
-    }
-    if config.get_dbname().is_none()
-        && let Some(d) = var("PGDATABASE")
-    {
-        config.dbname(d);
-    }
-    if config.get_options().is_none()
-        && let Some(o) = var("PGOPTIONS")
-    {
-        config.options(o);
-    }
-    if config.get_application_name().is_none()
-        && let Some(a) = var("PGAPPNAME")
-    {
-        config.application_name(a);
-    }
-    if config.get_connect_timeout().is_none()
-        && let Some(t) = var("PGCONNECT_TIMEOUT")
-    {
-        let secs: u64 = t
-            .trim()
-            .parse()
-            .map_err(|_| format!("PGCONNECT_TIMEOUT: {t:?} is not a number of seconds"))?;
-        // As libpq: 0 is no limit (the store's own then applies), and at least 2 s.
-        if secs > 0 {
-            config.connect_timeout(std::time::Duration::from_secs(secs.max(2)));
+    for (name, given, take) in FROM_ENV {
+        if !given(config)
+            && let Some(v) = var(name)
+        {
+            take(config, &v)?;
         }
     }
     let mut from_env = Vec::new();
@@ -864,6 +912,38 @@ mod tests {
                 .err()
                 .unwrap_or_else(|| panic!("{k}={v} accepted"));
             assert!(e.contains(why), "{e}");
+        }
+        // Each variable is read only when the string leaves its setting out, in this
+        // order.
+        let names: Vec<&str> = FROM_ENV.iter().map(|(n, _, _)| *n).collect();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let spy = |k: &str| {
+            if names.contains(&k) {
+                asked.borrow_mut().push(k.to_string());
+            }
+            None
+        };
+        let mut config = tokio_postgres::Config::new();
+        from_environment(&mut config, &mut Vec::new(), &spy).unwrap();
+        assert_eq!(*asked.borrow(), names);
+        let settings = [
+            "host=h",
+            "hostaddr=127.0.0.1",
+            "port=1",
+            "user=u",
+            "password=p",
+            "dbname=d",
+            "options=-cx",
+            "application_name=a",
+            "connect_timeout=3",
+        ];
+        for (i, given) in settings.iter().enumerate() {
+            asked.borrow_mut().clear();
+            let mut config: tokio_postgres::Config = given.parse().unwrap();
+            from_environment(&mut config, &mut Vec::new(), &spy).unwrap();
+            let mut others = names.clone();
+            others.remove(i);
+            assert_eq!(*asked.borrow(), others, "{given}");
         }
         // Nothing set anywhere: a socket where one listens, else localhost.
         let t = parse_with("postgres://", &|_: &str| None).unwrap();
