@@ -7,6 +7,7 @@ includes serializing the dict, as a service saving its state pays for it.
 Usage:
   bench_py.py check
   bench_py.py replace ALT DIR SIZE N       one JSON line: latencies, correctness
+  bench_py.py setup ALT DIR                prepare DIR for `rmw` (journal mode for a journal ALT)
   bench_py.py rmw ALT DIR ID THREADS N     ID's THREADS threads append N items each
   bench_py.py count ALT DIR                one JSON line: items present, distinct
 """
@@ -21,12 +22,13 @@ import time
 REPLACE = [
     "statefile",
     "statefile (1 backup, the default)",
+    "statefile (journal)",
     "statefile.atomicwrites (drop-in)",
     "atomicwrites (PyPI)",
     "json.dump (no fsync)",
     "sqlite3 (WAL, synchronous=FULL)",
 ]
-RMW = ["statefile", "filelock + atomicwrites", "sqlite3 (WAL, synchronous=FULL)"]
+RMW = ["statefile", "statefile (journal)", "filelock + atomicwrites", "sqlite3 (WAL, synchronous=FULL)"]
 
 
 def doc(size, seq):
@@ -51,7 +53,8 @@ def replacer(alt, d):
     if alt.startswith("statefile") and "atomicwrites" not in alt:
         import statefile
 
-        doc_ = statefile.Doc(path, backups=0 if alt == "statefile" else 1)
+        setup(alt, d)
+        doc_ = statefile.Doc(path, backups=1 if "1 backup" in alt else 0)
         return doc_.write, lambda: statefile.read_json(path)
     if "atomicwrites" in alt:
         if alt.startswith("statefile"):
@@ -100,9 +103,17 @@ def replace(alt, d, size, n):
     print(json.dumps({"lat": out, "correct": correct}))
 
 
+def setup(alt, d):
+    """A journal alternative's store is in journal mode (once, before any writer)."""
+    if "journal" in alt:
+        import statefile
+
+        statefile.enable_journal(d)
+
+
 def appender(alt, d):
     path = os.path.join(d, "doc.json")
-    if alt == "statefile":
+    if alt.startswith("statefile"):
         import statefile
 
         doc_ = statefile.Doc(path, backups=0, lock_timeout=600)
@@ -184,6 +195,8 @@ def main():
         print(json.dumps({"ok": True, "statefile": statefile.__file__}))
     elif mode == "replace":
         replace(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    elif mode == "setup":
+        setup(sys.argv[2], sys.argv[3])
     elif mode == "rmw":
         rmw(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
     elif mode == "count":

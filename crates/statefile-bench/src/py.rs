@@ -16,9 +16,10 @@ use crate::{Cfg, Out, Summary, human, ratio, scratch};
 
 const SCRIPT: &str = include_str!("../scripts/bench_py.py");
 
-const REPLACE: [(&str, &str); 6] = [
+const REPLACE: [(&str, &str); 7] = [
     ("statefile", "yes"),
     ("statefile (1 backup, the default)", "yes"),
+    ("statefile (journal)", "yes"),
     ("statefile.atomicwrites (drop-in)", "yes"),
     ("atomicwrites (PyPI)", "yes"),
     (
@@ -28,8 +29,9 @@ const REPLACE: [(&str, &str); 6] = [
     ("sqlite3 (WAL, synchronous=FULL)", "yes"),
 ];
 
-const RMW: [&str; 3] = [
+const RMW: [&str; 4] = [
     "statefile",
+    "statefile (journal)",
     "filelock + atomicwrites",
     "sqlite3 (WAL, synchronous=FULL)",
 ];
@@ -142,7 +144,7 @@ pub fn python_workload(out: &mut Out, cfg: &Cfg) {
             return;
         }
     };
-    out.line("Every timed operation includes serializing the dict, as a service saving its state pays for it. `statefile` is `Doc(path, backups=0).write(obj)`; the default keeps one backup (a hard link). `statefile.atomicwrites` is the drop-in module with `atomic_write(path, overwrite=True)` and `json.dump`; `atomicwrites (PyPI)` the original, likewise (it fsyncs the file and its directory). `sqlite3` is the standard library's, one row per document, `INSERT OR REPLACE` in autocommit.\n");
+    out.line("Every timed operation includes serializing the dict, as a service saving its state pays for it. `statefile` is `Doc(path, backups=0).write(obj)`; the default keeps one backup (a hard link); `statefile (journal)` is the first in a store in journal mode (`statefile.enable_journal`: one flush of the journal per write, then a rename). `statefile.atomicwrites` is the drop-in module with `atomic_write(path, overwrite=True)` and `json.dump`; `atomicwrites (PyPI)` the original, likewise (it fsyncs the file and its directory). `sqlite3` is the standard library's, one row per document, `INSERT OR REPLACE` in autocommit.\n");
     let sizes: Vec<(usize, usize)> = if cfg.quick {
         vec![(7_000, 20)]
     } else {
@@ -200,7 +202,12 @@ fn replace_table(out: &mut Out, cfg: &Cfg, py: &Py, size: usize, n: usize) {
             },
         ));
     }
-    let aw = rate(3);
+    let aw = rate(
+        REPLACE
+            .iter()
+            .position(|(alt, _)| *alt == "atomicwrites (PyPI)")
+            .expect("a row for atomicwrites"),
+    );
     out.target(
         format!(
             "Python: durable replace of a {} document ahead of atomicwrites (PyPI)",
@@ -218,7 +225,7 @@ fn rmw_table(out: &mut Out, cfg: &Cfg, py: &Py) {
         (16, 100, 4, 200)
     };
     out.line(format!(
-        "\n### 8b. Concurrent read-modify-write from Python: append to one array\n\n{threads} threads x {per_thread} appends in one process, and {procs} processes x {per_proc}. `statefile` is `doc.update(lambda v: v[\"items\"].append(x))`; `filelock + atomicwrites` holds a `FileLock` while it reads, appends and `atomic_write`s; `sqlite3` runs `BEGIN IMMEDIATE`, select, update, `COMMIT` (one connection per thread).\n"
+        "\n### 8b. Concurrent read-modify-write from Python: append to one array\n\n{threads} threads x {per_thread} appends in one process, and {procs} processes x {per_proc}. `statefile` is `doc.update(lambda v: v[\"items\"].append(x))` (`Doc(path, backups=0)`), `statefile (journal)` the same in a store in journal mode; `filelock + atomicwrites` holds a `FileLock` while it reads, appends and `atomic_write`s; `sqlite3` runs `BEGIN IMMEDIATE`, select, update, `COMMIT` (one connection per thread).\n"
     ));
     out.line("| alternative | setup | appends/s | ratio to statefile | lost updates |");
     out.line("|---|---|---|---|---|");
@@ -263,6 +270,7 @@ fn rmw_table(out: &mut Out, cfg: &Cfg, py: &Py) {
 /// One round: `np` Python processes with `nt` threads each appending `n` items.
 fn rmw_once(py: &Py, alt: &str, np: usize, nt: usize, n: usize) -> (f64, usize) {
     let dir = scratch("py-rmw");
+    run(py, &["setup".into(), alt.into(), dir.display().to_string()]);
     let children: Vec<_> = (0..np)
         .filter_map(|p| {
             Command::new(&py.python)
