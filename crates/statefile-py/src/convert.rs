@@ -315,13 +315,20 @@ pub fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
     to_py_at(py, v, &mut Vec::new())
 }
 
-/// `to_py`, with the path to `v` (pointer segments from the root) for the message when
-/// a number cannot be converted. Recursive: a value read from a file nests at most
+/// One step of the path to a value: borrowed, so walking a document allocates nothing
+/// for the path (it is spelled out only for the message of a number that fails).
+enum Step<'v> {
+    Index(usize),
+    Key(&'v str),
+}
+
+/// `to_py`, with the path to `v` (from the root) for the message when a number cannot
+/// be converted. Recursive: a value read from a file nests at most
 /// `statefile::MAX_DEPTH` levels.
-fn to_py_at<'py>(
+fn to_py_at<'py, 'v>(
     py: Python<'py>,
-    v: &Value,
-    path: &mut Vec<String>,
+    v: &'v Value,
+    path: &mut Vec<Step<'v>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
         Value::Null => py.None().into_bound(py),
@@ -329,7 +336,10 @@ fn to_py_at<'py>(
         Value::Number(n) => number(py, n).map_err(|e| {
             let place: String = path
                 .iter()
-                .map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1")))
+                .map(|s| match s {
+                    Step::Index(i) => format!("/{i}"),
+                    Step::Key(k) => format!("/{}", k.replace('~', "~0").replace('/', "~1")),
+                })
                 .collect();
             let err = PyValueError::new_err(format!(
                 "cannot read the number {} at {}: {}",
@@ -344,7 +354,7 @@ fn to_py_at<'py>(
         Value::Array(items) => {
             let list = PyList::empty(py);
             for (i, item) in items.iter().enumerate() {
-                path.push(i.to_string());
+                path.push(Step::Index(i));
                 let item = to_py_at(py, item, path);
                 path.pop();
                 list.append(item?)?;
@@ -354,7 +364,7 @@ fn to_py_at<'py>(
         Value::Object(map) => {
             let dict = PyDict::new(py);
             for (k, item) in map {
-                path.push(k.clone());
+                path.push(Step::Key(k));
                 let item = to_py_at(py, item, path);
                 path.pop();
                 dict.set_item(k, item?)?;
