@@ -17,7 +17,9 @@
 //!    `Ok`: the library commits, or starts again (then back to 2, `fn`'s result
 //!    discarded). When `fn` raises, `Finish(false)`: the closure fails and nothing is
 //!    written, unless the library starts again, in which case `fn` runs again and its
-//!    exception is discarded.
+//!    exception is discarded. A `BaseException` that is not an `Exception` (Ctrl-C,
+//!    `SystemExit`) propagates at once, without waiting for the helper, which then
+//!    writes nothing.
 //! 4. `Done` carries the library's outcome: the receipt, or its error.
 //!
 //! The helper never touches Python objects. A `Transaction` object is dead once its
@@ -30,7 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
@@ -207,9 +209,16 @@ pub fn run(
                 let r = f.call1((&tx,)).map(Bound::unbind);
                 tx.get().close();
                 committing = r.is_ok();
-                outcome = Some(r);
                 if !link.send(ToHelper::Finish(committing)) {
                     return Err(lost());
+                }
+                match r {
+                    // Ctrl-C or SystemExit (not an Exception): leave at once, without
+                    // waiting for a request still at work (a lock wait). The helper
+                    // finds `Finish(false)` next, or cannot announce a restart: either
+                    // way it writes nothing, and its locks go when it ends.
+                    Err(e) if !e.is_instance_of::<PyException>(py) => return Err(e),
+                    r => outcome = Some(r),
                 }
             }
             // An answer to a request that an interrupt gave up on.

@@ -4,6 +4,7 @@ real processes."""
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import hashlib
 import multiprocessing
@@ -283,6 +284,48 @@ def test_a_lock_timeout_fails_the_whole_transaction(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert store.read_tx(["a.json", "b.json"]) == [{"n": 1}, {"n": 1}]
+
+
+def test_ctrl_c_during_a_lock_wait_stops_the_transaction_at_once_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "s"
+    store = journal_store(root, lock_timeout=60)
+    store.doc("a.json").write({"n": 1})
+    store.doc("b.json").write({"n": 1})
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(root / ".b.json.lock"), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(60), "the holder never took the lock"
+
+        def body(tx: statefile.Transaction) -> None:
+            tx.write("a.json", {"n": 2})
+            tx.write("b.json", {"n": 2})  # waits for the other process's lock
+
+        timer = threading.Timer(0.5, _thread.interrupt_main)
+        timer.start()
+        t = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            store.transaction(body)
+        # At once: not after the lock wait (60 s), nor when the holder lets go.
+        assert time.monotonic() - t < 10
+        timer.join()
+    finally:
+        release.set()
+        holder.join(60)
+    assert store.read_tx(["a.json", "b.json"]) == [{"n": 1}, {"n": 1}]
+    # The helper let go of a.json's lock: a writer that will not wait gets it.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            statefile.Doc(root / "a.json", lock_timeout=0).write({"n": 3})
+            break
+        except statefile.LockTimeout:
+            assert time.monotonic() < deadline, "a.json stayed locked"
+            time.sleep(0.05)
+    assert store.doc("b.json").read() == {"n": 1}
 
 
 TOTAL = 1000
