@@ -10,6 +10,8 @@ command -v node >/dev/null 2>&1 || skip_or_fail "node is not installed (the Node
 command -v npm >/dev/null 2>&1 || skip_or_fail "npm is not installed (the Node package's tests need it)"
 major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$major" -ge 20 ] || skip_or_fail "node $(node --version) is too old: the Node package needs Node 20 or newer"
+# npm test bounds each test file with --test-timeout (Node 20.11 and newer).
+node --help | grep -q -- '--test-timeout' || skip_or_fail "node $(node --version) has no --test-timeout: the Node tests need Node 20.11 or newer"
 
 cd crates/statefile-node
 npm ci --no-audit --no-fund --loglevel=error

@@ -611,6 +611,54 @@ function release(frame: Holding): void {
   if (held === 0) holding.disable()
 }
 
+/** How far an `update` has come, for `PendingUpdate`. */
+interface UpdateProgress {
+  settled: boolean
+  /** Once its callback could run (the lock held, the value read). */
+  session?: native.UpdateSession
+}
+
+/**
+ * The Promise `update` returns. Awaiting it from inside an update callback of the same
+ * document while it cannot settle (its write waits for that callback's batch, or for
+ * the lock that callback holds) rejects at once with `DEADLOCK`: otherwise both would
+ * wait until the callback's `timeoutMs`.
+ */
+class PendingUpdate<T> extends Promise<T> {
+  static override get [Symbol.species](): PromiseConstructor {
+    return Promise
+  }
+
+  #key = ''
+  #progress: UpdateProgress = { settled: true }
+
+  static of<T>(run: Promise<T>, key: string, progress: UpdateProgress): Promise<T> {
+    const p = new PendingUpdate<T>((resolve, reject) => { run.then(resolve, reject) })
+    p.#key = key
+    p.#progress = progress
+    return p
+  }
+
+  override then<A = T, B = never>(onFulfilled?: ((value: T) => A | PromiseLike<A>) | null, onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<A | B> {
+    const progress = this.#progress
+    // Waiting is safe once the update has ended natively: its outcome is on its way.
+    if (!progress.settled && !(progress.session?.ended ?? false) && insideCallbackOf(this.#key)) {
+      const e = new StatefileError(
+        `statefile: an update callback of ${this.#key} awaits an earlier update of the same document that has not been written: that update waits for this callback's batch (group commit) or lock, so neither would settle. Await the earlier update before starting this one`,
+        { code: 'DEADLOCK', path: this.#key },
+      )
+      return Promise.reject(e).then(onFulfilled, onRejected)
+    }
+    return super.then(onFulfilled, onRejected)
+  }
+}
+
+/** Whether the running code is inside an update callback (lock held) of `key`. */
+function insideCallbackOf(key: string): boolean {
+  const frames = held === 0 ? undefined : holding.getStore()
+  return frames !== undefined && frames.some((h) => h.active && h.key === key)
+}
+
 /** `update` changes the value in place, which only an object or array allows. */
 function refusePrimitive(value: unknown, where: string): void {
   if (value === null || typeof value !== 'object') {
@@ -845,13 +893,36 @@ export class Doc<T = any> {
    * number cannot hold exactly is a BigInt in `fn`'s value (written back as it was);
    * any other number a double would change (`1e-400`) makes the update fail
    * (`SERIALIZE`) before `fn` runs, rather than round it.
+   *
+   * Concurrent updates of one document in this process share one durable write (group
+   * commit): an update's Promise settles only once every change of its batch is
+   * written. So `fn` must not await the Promise of an earlier `update` of the same
+   * document that has not settled yet: that update waits for `fn`'s own batch (or for
+   * the lock `fn` holds). Such an `await` rejects at once with `DEADLOCK` instead of
+   * waiting out `timeoutMs`. (An earlier update whose write has ended is awaited as
+   * usual.) To order two updates, await the first before starting the second.
    */
-  async update<R>(fn: (data: T) => R | Promise<R>, options?: UpdateOptions<T>): Promise<UpdateResult<Awaited<R>>> {
+  update<R>(fn: (data: T) => R | Promise<R>, options?: UpdateOptions<T>): Promise<UpdateResult<Awaited<R>>> {
+    const progress: UpdateProgress = { settled: false }
+    const run = this.#update(fn, options, progress)
+    return PendingUpdate.of(run, this.#key, progress)
+  }
+
+  async #update<R>(fn: (data: T) => R | Promise<R>, options: UpdateOptions<T> | undefined, progress: UpdateProgress): Promise<UpdateResult<Awaited<R>>> {
+    try {
+      return await this.#updateOnce(fn, options, progress)
+    } finally {
+      progress.settled = true
+    }
+  }
+
+  async #updateOnce<R>(fn: (data: T) => R | Promise<R>, options: UpdateOptions<T> | undefined, progress: UpdateProgress): Promise<UpdateResult<Awaited<R>>> {
     if (typeof fn !== 'function') throw new TypeError('update: the callback must be a function')
     refuseNested(this.#key, 'an update')
     const timeoutMs = updateTimeout(options)
     const start = defaultJson(options)
     const session = await this.#native.beginUpdate(start)
+    progress.session = session
     const { value } = withBigInts(unwrap<Shown<T>>(session.current))
     let result: Awaited<R>
     let json: string

@@ -18,6 +18,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
@@ -825,6 +826,8 @@ struct Paused<D> {
     shown: String,
     decide: Mutex<Option<oneshot::Sender<D>>>,
     done: Mutex<Option<oneshot::Receiver<String>>>,
+    /// Set by the worker once the call has ended (its outcome is on its way).
+    ended: Arc<AtomicBool>,
 }
 
 impl<D: Send + 'static> Paused<D> {
@@ -845,10 +848,13 @@ impl<D: Send + 'static> Paused<D> {
             shown: Some(shown_tx),
             decide: Some(decide_rx),
         }));
+        let ended = Arc::new(AtomicBool::new(false));
+        let ended_by_worker = ended.clone();
         std::thread::Builder::new()
             .name("statefile-paused".into())
             .spawn(move || {
                 let outcome = work(&pause);
+                ended_by_worker.store(true, Ordering::Release);
                 let first = pause
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -871,6 +877,7 @@ impl<D: Send + 'static> Paused<D> {
             shown,
             decide: Mutex::new(Some(decide_tx)),
             done: Mutex::new(Some(done_rx)),
+            ended,
         })
     }
 
@@ -941,6 +948,13 @@ impl UpdateSession {
     pub async fn abort(&self) -> napi::Result<()> {
         self.p.finish(Decision::Abort).await;
         Ok(())
+    }
+
+    /// Whether the update has ended (written, or failed): its outcome no longer waits
+    /// for anything. False while its write waits for the other changes of its batch.
+    #[napi(getter)]
+    pub fn ended(&self) -> bool {
+        self.p.ended.load(Ordering::Acquire)
     }
 }
 

@@ -1,13 +1,12 @@
 // The Doc and Store API: every method, its Sync twin, its errors, and the values it
 // refuses rather than change.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const { Doc, Store, StatefileError, writeFileAtomic } = require('..')
-const { scratch, temps, isRoot, tmpfs } = require('./helpers')
+const { scratch, temps, isRoot, tmpfs, test } = require('./helpers')
 
 const isError = (code) => (e) => e instanceof StatefileError && e.code === code
 

@@ -1,11 +1,10 @@
 // Concurrent read-modify-write from one process and from several: no update lost,
 // none applied twice; the event loop keeps running while a call waits for a lock.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const path = require('node:path')
 const { Doc, StatefileError, writeFileAtomic, writeFileAtomicSync } = require('..')
-const { scratch, temps, child, waitFor, sleep } = require('./helpers')
+const { scratch, temps, child, waitFor, sleep, test } = require('./helpers')
 
 test('50 concurrent updates in one process: all kept, none twice', async (t) => {
   const dir = scratch(t)

@@ -1,12 +1,11 @@
 // SIGKILL at random instants while a process writes a 1 MB document: whatever instant,
 // the file is a complete version, and the next open cleans the dead writer's temp.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { Doc, Store } = require('..')
-const { scratch, temps, child, waitFor, sleep } = require('./helpers')
+const { scratch, temps, child, waitFor, sleep, test } = require('./helpers')
 
 // A ~1 MB document whose content checks itself: n items, each naming seq and index.
 const WRITER = `

@@ -1,12 +1,11 @@
 // The TypeScript server-status dashboard's acceptance scenarios (shared/seeds story 4.5):
 // its config files servers.json and dashboard-layout.json, written by its endpoints.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { Doc, StatefileError } = require('..')
-const { scratch, temps, child, waitFor, isRoot, tmpfs } = require('./helpers')
+const { scratch, temps, child, waitFor, isRoot, tmpfs, test } = require('./helpers')
 
 const mode = (p) => fs.statSync(p).mode & 0o7777
 

@@ -4,6 +4,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const { spawn, spawnSync } = require('node:child_process')
+const nodeTest = require('node:test')
 
 const PKG = path.resolve(__dirname, '..')
 
@@ -67,4 +68,36 @@ function tmpfs (t, size) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-module.exports = { PKG, scratch, temps, child, waitFor, isRoot, tmpfs, sleep }
+/** How long one test may run unless it says otherwise (the slowest take ~30 s here). */
+const TEST_TIMEOUT_MS = 120_000
+/** How long a test file may keep running once all its tests ended. */
+const LINGER_MS = 10_000
+let lingerGuard = false
+
+/**
+ * `node:test`'s `test`, with a timeout for every test: a hang fails that test by name
+ * after TEST_TIMEOUT_MS instead of stalling the run. A test that timed out can leave
+ * handles (a child process, a native thread, a timer) that keep its file's process
+ * alive: once every test of the file has ended, the file's process exits after
+ * LINGER_MS if something still holds it (the run's exit status is already a failure:
+ * the test was cancelled). package.json's --test-timeout bounds a file as a whole, for
+ * a hang no timer can end (the event loop blocked in a ...Sync call).
+ */
+function test (name, options, fn) {
+  if (typeof options === 'function') {
+    fn = options
+    options = {}
+  }
+  if (!lingerGuard) {
+    lingerGuard = true
+    nodeTest.after(() => {
+      setTimeout(() => {
+        console.error(`${path.basename(require.main?.filename ?? process.argv[1] ?? 'a test file')}: still running ${LINGER_MS} ms after its last test ended (a test that timed out left something behind); exiting`)
+        process.exit(1)
+      }, LINGER_MS).unref()
+    })
+  }
+  return nodeTest(name, { timeout: TEST_TIMEOUT_MS, ...options }, fn)
+}
+
+module.exports = { PKG, scratch, temps, child, waitFor, isRoot, tmpfs, sleep, test }

@@ -4,12 +4,11 @@
 // has no exact JavaScript type, so reading it fails, naming the place, instead of
 // rounding it. An update never writes back a rounded number.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { Doc, StatefileError } = require('..')
-const { scratch } = require('./helpers')
+const { scratch, test } = require('./helpers')
 
 const refused = (pointer, shown) => (e) =>
   e instanceof StatefileError && e.code === 'SERIALIZE' && e.pointer === pointer &&

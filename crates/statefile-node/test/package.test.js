@@ -2,12 +2,11 @@
 // which installs without a network into a fresh project and works from CommonJS, ESM
 // and TypeScript; so does the README's `npm install /path/to/crates/statefile-node`.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
-const { PKG, scratch } = require('./helpers')
+const { PKG, scratch, test } = require('./helpers')
 
 const npm = (args, cwd) => {
   const r = spawnSync('npm', args, { cwd, encoding: 'utf8' })

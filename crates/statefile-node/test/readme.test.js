@@ -1,12 +1,11 @@
 // The README's Node example is real: it type-checks under `tsc --strict` against the
 // package's generated types, and does what it says.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
-const { PKG, scratch, temps } = require('./helpers')
+const { PKG, scratch, temps, test } = require('./helpers')
 
 test('the README example compiles with tsc --strict and runs', async (t) => {
   const readme = fs.readFileSync(path.join(PKG, '..', '..', 'README.md'), 'utf8')

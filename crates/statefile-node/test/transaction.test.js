@@ -1,12 +1,11 @@
 // Multi-document transactions (journal mode), consistent reads, and journal control,
 // on real files and, for the invariants under concurrency, real child processes.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { Store, StatefileError, Doc } = require('..')
-const { scratch, temps, child } = require('./helpers')
+const { scratch, temps, child, test } = require('./helpers')
 
 /** A store in journal mode with `a.json` and `b.json`. */
 async function journalStore (t) {

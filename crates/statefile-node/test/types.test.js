@@ -4,12 +4,11 @@
 // became too loose fails too) and then run, checking each returned object has exactly
 // the keys and field types its declaration names.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
-const { PKG, scratch } = require('./helpers')
+const { PKG, scratch, test } = require('./helpers')
 
 test('index.d.ts: every signature compiles under --strict and matches what the runtime returns', async (t) => {
   const dir = scratch(t, 'types')

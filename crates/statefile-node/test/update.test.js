@@ -1,13 +1,12 @@
 // Doc.update under attack: callbacks that never settle, throw, nest, or run by the
 // hundred at once; updates from worker threads; a process that exits mid-update.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { Worker } = require('node:worker_threads')
 const { Doc, Store, StatefileError, writeFileAtomic, writeFileAtomicSync } = require('..')
-const { PKG, scratch, temps, child, waitFor, sleep } = require('./helpers')
+const { PKG, scratch, temps, child, waitFor, sleep, test } = require('./helpers')
 
 const isError = (code) => (e) => e instanceof StatefileError && e.code === code
 
@@ -169,6 +168,58 @@ test('a write of the same document from inside its update callback fails at once
 // Regression: every paused update held a thread of napi's shared blocking pool (512);
 // 600 updates of different documents whose callbacks read another document took them
 // all, the reads waited for a thread, and nothing ever finished.
+// Regression: such a callback waited until its own timeoutMs (60 s by default), because
+// the earlier update's Promise settles only once its batch, which holds this callback's
+// change, is written (group commit).
+test('a callback awaiting an earlier, unwritten update of the same document fails at once with DEADLOCK', async (t) => {
+  const dir = scratch(t)
+  const doc = new Doc(path.join(dir, 'jobs.json'))
+  await doc.write({ a: 0, b: 0 })
+  const started = Date.now()
+  const first = doc.update(async (d) => { d.a = 1 })
+  const second = doc.update(async (d) => {
+    await first
+    d.b = 2
+  }, { timeoutMs: 30_000 })
+  const [one, two] = await Promise.allSettled([first, second])
+  assert.equal(one.status, 'fulfilled', String(one.reason))
+  assert.equal(two.status, 'rejected')
+  assert.ok(isError('DEADLOCK')(two.reason), String(two.reason))
+  assert.match(two.reason.message, /awaits an earlier update of the same document/)
+  assert.ok(Date.now() - started < 10_000, `failed fast, not after the callback's timeout (${Date.now() - started} ms)`)
+  assert.deepEqual(await doc.read(), { a: 1, b: 0 }, 'the first update written, the second not')
+  // A callback awaiting its own update's Promise: the same.
+  let self
+  self = doc.update(async (d) => { d.a = 5; await self }, { timeoutMs: 30_000 })
+  await assert.rejects(self, isError('DEADLOCK'))
+  assert.deepEqual(await doc.read(), { a: 1, b: 0 })
+  assert.deepEqual(temps(dir), [])
+})
+
+test('a callback may await an update that has been written, or one of another document', async (t) => {
+  const dir = scratch(t)
+  const doc = new Doc(path.join(dir, 'jobs.json'))
+  const other = new Doc(path.join(dir, 'other.json'))
+  await doc.write({ n: 0 })
+  await other.write({ n: 0 })
+  const done = doc.update((d) => { d.n++ })
+  await done
+  const elsewhere = other.update(async (d) => { await sleep(5); d.n++ })
+  const r = await doc.update(async (d) => {
+    const [a, b] = await Promise.all([done, elsewhere])
+    d.n += 10
+    return [a.path, b.path].map((x) => path.basename(x))
+  })
+  assert.deepEqual(r.result, ['jobs.json', 'other.json'])
+  assert.deepEqual(await doc.read(), { n: 11 })
+  assert.deepEqual(await other.read(), { n: 1 })
+  // The Promise update returns is a Promise, with then/catch/finally.
+  const p = doc.update((d) => { d.n++ })
+  assert.ok(p instanceof Promise)
+  assert.equal((await p.then((x) => x.batch)) >= 1, true)
+  await doc.update(() => { throw new Error('no') }).catch((e) => assert.equal(e.message, 'no')).finally(() => {})
+})
+
 test('600 concurrent updates of 600 documents whose callbacks read another document all finish', { timeout: 120000 }, async (t) => {
   const dir = scratch(t)
   const config = new Doc(path.join(dir, 'config.json'))

@@ -1,14 +1,13 @@
 // writeFileAtomic / writeFileAtomicSync: write-file-atomic's signature and behaviour
 // (checked side by side against the real package), plus the directory fsync it lacks.
 'use strict'
-const test = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const realWfa = require('write-file-atomic')
 const { Doc, writeFileAtomic, writeFileAtomicSync, StatefileError } = require('..')
-const { PKG, scratch, temps, isRoot, tmpfs, sleep } = require('./helpers')
+const { PKG, scratch, temps, isRoot, tmpfs, sleep, test } = require('./helpers')
 
 const mode = (p) => fs.statSync(p).mode & 0o7777
 const umask = process.umask()
