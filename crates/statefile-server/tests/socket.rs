@@ -391,3 +391,119 @@ fn a_put_with_the_etag_served_for_a_damaged_document_repairs_it() {
         .unwrap();
     assert_eq!(status, 412);
 }
+
+/// `POST /v1/tx` on PostgreSQL over real connections: 100 transactions released
+/// together, each moving one document's owner to both documents from the same ETags,
+/// commit exactly one (the others 412, nothing of theirs written); then 24 connections
+/// moving amounts between the two documents with checked transactions keep their sum.
+#[test]
+fn on_postgres_racing_transactions_one_wins_and_transfers_keep_the_sum() {
+    let Some(b) = Backend::postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::serve(b.app_blocking(Config::new(dir.path())));
+    let tx = |conn: &mut Conn, ops: &Value| -> (u16, Value) {
+        let (status, _, body) = conn
+            .send(
+                "POST",
+                "/v1/tx",
+                &[("content-type", "application/json")],
+                ops.to_string().as_bytes(),
+            )
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    };
+    let mut conn = Conn::open(server.addr);
+    let (s, made) = tx(
+        &mut conn,
+        &json!([{"op": "put", "doc": "x.json", "value": {"n": 500, "owner": null}},
+                {"op": "put", "doc": "y.json", "value": {"n": 500, "owner": null}}]),
+    );
+    assert_eq!(s, 200, "{made}");
+    let (vx, vy) = (
+        made["results"][0]["version"].clone(),
+        made["results"][1]["version"].clone(),
+    );
+    let n = 100;
+    let start = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (addr, start, vx, vy) = (server.addr, start.clone(), vx.clone(), vy.clone());
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                start.wait();
+                let (first, second) = if i % 2 == 0 {
+                    ("x.json", "y.json")
+                } else {
+                    ("y.json", "x.json")
+                };
+                let (v1, v2) = if i % 2 == 0 { (vx, vy) } else { (vy, vx) };
+                tx(
+                    &mut conn,
+                    &json!([{"op": "patch", "doc": first, "merge": {"owner": i}, "if_match": v1},
+                            {"op": "patch", "doc": second, "merge": {"owner": i}, "if_match": v2}]),
+                )
+                .0
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 412).count(),
+        n - 1,
+        "{statuses:?}"
+    );
+    let read = json!([{"op": "get", "doc": "x.json"}, {"op": "get", "doc": "y.json"}]);
+    let (_, both) = tx(&mut conn, &read);
+    let owner = &both["results"][0]["value"]["owner"];
+    assert!(owner.is_u64(), "{both}");
+    assert_eq!(
+        owner, &both["results"][1]["value"]["owner"],
+        "one winner on both"
+    );
+
+    let conns = 24;
+    let threads: Vec<_> = (0..conns)
+        .map(|c: i64| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                let mut out_of_x = 0;
+                for k in 0..5 {
+                    let amount = c + k;
+                    let from_x = (c + k) % 2 == 0;
+                    loop {
+                        let read = json!([{"op": "get", "doc": "x.json"}, {"op": "get", "doc": "y.json"}]);
+                        let (s, r) = tx(&mut conn, &read);
+                        assert_eq!(s, 200, "{r}");
+                        let r = &r["results"];
+                        let delta = if from_x { amount } else { -amount };
+                        let x = r[0]["value"]["n"].as_i64().unwrap() - delta;
+                        let y = r[1]["value"]["n"].as_i64().unwrap() + delta;
+                        let ops = json!([
+                            {"op": "patch", "doc": "y.json", "merge": {"n": y}, "if_match": r[1]["version"]},
+                            {"op": "patch", "doc": "x.json", "merge": {"n": x}, "if_match": r[0]["version"]}
+                        ]);
+                        match tx(&mut conn, &ops) {
+                            (200, _) => break,
+                            (412, _) => continue,
+                            (s, body) => panic!("{s}: {body}"),
+                        }
+                    }
+                    out_of_x += if from_x { amount } else { -amount };
+                }
+                out_of_x
+            })
+        })
+        .collect();
+    let moved: i64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let (_, both) = tx(&mut conn, &read);
+    let x = both["results"][0]["value"]["n"].as_i64().unwrap();
+    let y = both["results"][1]["value"]["n"].as_i64().unwrap();
+    assert_eq!(x + y, 1000, "{both}");
+    assert_eq!(x, 500 - moved, "every committed move, once");
+}
