@@ -406,7 +406,7 @@ pub(crate) fn replace(
     if mutants::active(Mutant::InPlace) {
         return mutants::write_in_place(w, plan.durability, &temp.disarm(), version, bytes);
     }
-    temp.rename_over_target()?; //                                    7.
+    temp.rename_over_target(last_link(current, &aside))?; //          7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //       8.
     let durability = sync_dir(w, plan, &version)?; //                 9.
     Ok(Receipt {
@@ -496,7 +496,7 @@ fn replace_journaled(
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
     }
-    temp.rename_over_target() //                                          7.
+    temp.rename_over_target(last_link(current, &aside)) //                7.
         .map_err(|e| committed_not_applied(t, &version, e))?;
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     j.finished(&ticket, &w.after, &b.opts); //                           J3.
@@ -672,7 +672,7 @@ pub(crate) fn commit_many(
         match st {
             Staged::Put(temp, aside) => {
                 let v = v.as_ref().expect("a put has a version");
-                temp.rename_over_target() //                                  7.
+                temp.rename_over_target(last_link(&p.current, &aside)) //     7.
                     .map_err(|e| committed_not_applied(t, v, e))?;
                 if let Some(a) = aside {
                     a.rotate(plan.backups); //                                8.
@@ -726,7 +726,7 @@ fn finish_direct(
     let (f, _) = file::open(w.dir.as_ref(), &temp.name, &temp.path())?;
     temp.file = Some(f);
     temp.sync(plan.durability)?; //                                      4.
-    temp.rename_over_target()?; //                                       7.
+    temp.rename_over_target(last_link(current, &aside))?; //             7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     let durability = sync_dir(w, plan, version)?; //                     9.
     if marker {
@@ -849,6 +849,12 @@ fn check_write_access(w: &Locked, current: &Current) -> Result<()> {
             .ctx("write", &w.target.path)?;
     }
     Ok(())
+}
+
+/// Whether the rename of step 7 removes the last name of the current file (it exists,
+/// has one link, and no backup link was made of it in step 6).
+fn last_link(current: &Current, aside: &Option<Aside<'_>>) -> bool {
+    aside.is_none() && current.meta().is_some_and(|m| m.nlink == 1)
 }
 
 /// The temp file of one write, removed when dropped unless renamed into place.
@@ -977,13 +983,23 @@ impl<'a> Temp<'a> {
         Ok(())
     }
 
-    /// Step 7: the atomic step.
-    fn rename_over_target(mut self) -> Result<()> {
+    /// Step 7: the atomic step. If it removes the last name of the file there
+    /// (`last`), that file is held across the rename ([`FsDir::hold`]) and released in
+    /// the background, so that the rename only unlinks it and freeing its blocks is off
+    /// the writer's path. A hold that fails (the file already gone, a file system
+    /// without holds) changes only who frees the blocks: it is not an error.
+    fn rename_over_target(mut self, last: bool) -> Result<()> {
         let t = &self.w.target;
-        self.w
-            .dir
-            .rename(&self.name, &t.name)
-            .ctx("rename temp file over", &t.path)?;
+        let held = if last {
+            self.w.dir.hold(&t.name).ok().flatten()
+        } else {
+            None
+        };
+        let r = self.w.dir.rename(&self.name, &t.name);
+        if let Some(h) = held {
+            crate::fs::release_later(h);
+        }
+        r.ctx("rename temp file over", &t.path)?;
         self.armed = false;
         Ok(())
     }

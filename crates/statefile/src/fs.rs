@@ -182,6 +182,9 @@ pub trait FsRwFile: Send + Sync + fmt::Debug {
     fn unlock(&self) -> io::Result<()>;
 }
 
+/// What [`FsDir::hold`] returns: dropping it releases the file (closes the descriptor).
+pub type Held = Box<dyn fmt::Debug + Send>;
+
 /// The file system: resolving paths, and opening directories. See the
 /// [module docs](self).
 pub trait Fs: Send + Sync + fmt::Debug {
@@ -234,6 +237,18 @@ pub trait FsDir: Send + Sync + fmt::Debug {
     }
     /// `renameat(2)` within this directory: atomically replaces `to` if it exists.
     fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()>;
+    /// A handle on the file now at `name` (a symlink itself, never followed) that keeps
+    /// it alive, its blocks included, until the handle is dropped, even once no name
+    /// points at it; the file is not opened for reading or writing (Linux: `O_PATH`, so
+    /// no permission is checked and a device or FIFO is not woken). A write holds the
+    /// version it replaces across the rename: the rename then only unlinks it, and
+    /// freeing its blocks (tens of microseconds on ext4 mounted with `discard`) happens
+    /// when the handle is closed, off the writer's path. `Ok(None)` (the default) where
+    /// the file system has no such handle: the rename frees the old version itself.
+    fn hold(&self, name: &OsStr) -> io::Result<Option<Held>> {
+        let _ = name;
+        Ok(None)
+    }
     /// `linkat(2)`: a second name for `original` (a symlink itself is linked, never
     /// followed).
     fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()>;
@@ -299,4 +314,37 @@ pub(crate) fn reserve_for(buf: &mut Vec<u8>, len: u64) -> io::Result<()> {
                 format!("the file is {len} bytes, too large to read into memory"),
             )
         })
+}
+
+/// How many held files may wait for the releasing thread; past that a writer closes
+/// its own (the old version's blocks are then freed on its path, as without a hold).
+const RELEASE_QUEUE: usize = 16;
+
+/// Drop `held` (see [`FsDir::hold`]) on a background thread, so that freeing the
+/// replaced version's blocks, which happens at that last close, costs the writer
+/// nothing. The thread only closes those handles (which read and write nothing); at
+/// most [`RELEASE_QUEUE`] wait for it, so a process never keeps more than that many
+/// replaced versions (and their disk space) alive. In a child forked after the thread
+/// started (which has no such thread), and if the thread cannot be started, the
+/// caller drops it itself.
+pub(crate) fn release_later(held: Held) {
+    use std::sync::OnceLock;
+    use std::sync::mpsc::{SyncSender, sync_channel};
+    static QUEUE: OnceLock<Option<(u32, SyncSender<Held>)>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = sync_channel::<Held>(RELEASE_QUEUE);
+        std::thread::Builder::new()
+            .name("statefile-release".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .ok()
+            .map(|_| (std::process::id(), tx))
+    });
+    match queue {
+        Some((pid, tx)) if *pid == std::process::id() => {
+            // Full (or the thread gone): the error holds the handle, and dropping it
+            // here closes it.
+            drop(tx.try_send(held));
+        }
+        _ => drop(held),
+    }
 }

@@ -312,6 +312,17 @@ impl FsDir for OsDir {
         Ok(rfs::renameat(&self.0, from, &self.0, to)?)
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn hold(&self, name: &OsStr) -> io::Result<Option<super::Held>> {
+        let fd = rfs::openat(
+            &self.0,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Some(Box::new(fd)))
+    }
+
     fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
         Ok(rfs::linkat(
             &self.0,
@@ -458,6 +469,67 @@ mod tests {
             handle.stat(OsStr::new("a.json")).unwrap().file_type,
             FileType::Symlink
         );
+    }
+
+    /// The descriptors of this process that point at `path` (deleted or not).
+    fn open_at(path: &Path) -> usize {
+        let mut deleted = path.as_os_str().to_os_string();
+        deleted.push(" (deleted)");
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+            .filter(|l| l == path || l.as_os_str() == deleted)
+            .count()
+    }
+
+    #[test]
+    fn a_held_file_outlives_its_last_name_until_released() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = OsFs.open_dir(root.path()).unwrap();
+        let doc = root.path().join("held.json");
+        fs::write(&doc, b"old").unwrap();
+        let held = dir
+            .hold(OsStr::new("held.json"))
+            .unwrap()
+            .expect("Linux holds");
+        assert_eq!(open_at(&doc), 1);
+        fs::write(root.path().join("new"), b"new").unwrap();
+        dir.rename(OsStr::new("new"), OsStr::new("held.json"))
+            .unwrap();
+        assert_eq!(fs::read(&doc).unwrap(), b"new");
+        assert_eq!(open_at(&doc), 1, "the replaced version is still held");
+        super::super::release_later(held);
+        let start = std::time::Instant::now();
+        while open_at(&doc) != 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "the releasing thread never closed the held file"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn holding_wakes_no_fifo_and_follows_no_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = OsFs.open_dir(root.path()).unwrap();
+        rfs::mknodat(
+            open_dir_no_symlinks(root.path()).unwrap(),
+            "fifo",
+            rfs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // A FIFO with no writer: opening it for reading would block.
+        assert!(dir.hold(OsStr::new("fifo")).unwrap().is_some());
+        std::os::unix::fs::symlink("/nonexistent", root.path().join("link")).unwrap();
+        assert!(
+            dir.hold(OsStr::new("link")).unwrap().is_some(),
+            "the symlink itself is held, its missing target not looked up"
+        );
+        let e = dir.hold(OsStr::new("missing")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
