@@ -535,7 +535,8 @@ export interface TxResult {
   op: 'put' | 'patch' | 'append' | 'delete' | 'get'
   /**
    * The document's version after the transaction (`null`: deleted); for `get`, the
-   * version read.
+   * version of the value read (after the transaction's own write of the document,
+   * the version it has once committed).
    */
   version: string | null
   /** `get`: the value read. */

@@ -1707,8 +1707,8 @@ async fn a_transaction_is_all_or_nothing(b: Backend) {
     );
     assert_eq!(
         res[4]["etag"],
-        json!(before[1]),
-        "and the version found at the lock"
+        json!(now[1]),
+        "and the version of what it read: b.json's once committed"
     );
     assert_eq!(now[2], None);
     let r = call(&app, "GET", "/v1/docs/d/e.json", &[], b"").await;

@@ -182,6 +182,22 @@ impl<'s> Transaction<'s> {
         Ok(self.hold(name)?.current.version().cloned())
     }
 
+    /// The version of `name` as this transaction sees it, the version of what
+    /// [`Transaction::read`] returns: after a write of it, the version of the written
+    /// bytes (the document's version once the transaction commits); after a delete,
+    /// `None`; otherwise [`Transaction::version`].
+    ///
+    /// # Errors
+    /// As [`Transaction::read`].
+    pub fn version_seen(&mut self, name: &str) -> Result<Option<Version>> {
+        let h = self.hold(name)?;
+        Ok(match &h.change {
+            Some(Pending::Put(bytes)) => Some(Version::of(bytes)),
+            Some(Pending::Delete) => None,
+            None => h.current.version().cloned(),
+        })
+    }
+
     /// A precondition, checked under the lock: `name` must be at version `expected`
     /// (`None`: must not exist).
     ///

@@ -66,7 +66,8 @@ pub struct TxOpResult {
     /// The operation (`put`, `patch`, `append`, `delete`, `get`).
     pub op: &'static str,
     /// The document's version after the transaction (`None`: deleted); for `get`, the
-    /// version read.
+    /// version of the value read (after the transaction's own earlier writes of it, the
+    /// version those bytes have once committed).
     pub version: Option<Version>,
     /// `get`: the value read.
     pub value: Option<Value>,
@@ -341,7 +342,7 @@ impl Store {
                             .read::<Value>(doc)?
                             .ok_or_else(|| missing(self, doc, "get"))?;
                         r.value = Some(v);
-                        r.version = tx.version(doc)?;
+                        r.version = tx.version_seen(doc)?;
                     }
                 }
                 results.push(r);

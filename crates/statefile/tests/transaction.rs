@@ -272,3 +272,57 @@ fn sigkilled_transaction_processes_keep_the_sum() {
     assert_eq!(checked, kills);
     eprintln!("{kills} kills in {:?}", started.elapsed());
 }
+
+// A `get` after the transaction's own write of the document answers the written value
+// with that value's version (the document's once committed), not the version found at
+// the lock; a `get` before any write answers what was there.
+#[test]
+fn a_get_answers_the_version_of_the_value_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    let before = store
+        .doc::<Value>("b.json")
+        .unwrap()
+        .write(&json!({"n": 5}))
+        .unwrap()
+        .version;
+    let ops = statefile::parse_tx_ops(
+        &json!([
+            {"op": "get", "doc": "b.json"},
+            {"op": "patch", "doc": "b.json", "merge": {"n": 8}},
+            {"op": "get", "doc": "b.json"},
+            {"op": "put", "doc": "c.json", "value": 1},
+            {"op": "put", "doc": "c.json", "value": 2},
+            {"op": "get", "doc": "c.json"}
+        ]),
+        &statefile::patch::Limits::new(),
+    )
+    .unwrap();
+    let res = store
+        .apply_tx(&ops, &statefile::patch::Limits::new())
+        .unwrap();
+    let b = store.doc::<Value>("b.json").unwrap();
+    let c = store.doc::<Value>("c.json").unwrap();
+    assert_eq!(res[0].value, Some(json!({"n": 5})));
+    assert_eq!(res[0].version, Some(before), "read before the write");
+    assert_eq!(res[2].value, Some(json!({"n": 8})));
+    assert_eq!(
+        res[2].version,
+        Some(b.version().unwrap()),
+        "after the write"
+    );
+    assert_eq!(res[1].version, res[2].version);
+    assert_eq!(res[5].value, Some(json!(2)));
+    assert_eq!(res[5].version, Some(c.version().unwrap()));
+    // The library call underneath.
+    store
+        .transaction(|tx| {
+            tx.write("b.json", &json!({"n": 9}))?;
+            let seen = tx.version_seen("b.json")?;
+            assert_ne!(seen, tx.version("b.json")?, "the lock's is the old one");
+            tx.delete("b.json")?;
+            assert_eq!(tx.version_seen("b.json")?, None);
+            Ok::<_, statefile::Error>(seen)
+        })
+        .unwrap();
+}

@@ -63,6 +63,16 @@ impl Held {
     fn version(&self) -> Option<&Version> {
         self.found.as_ref().map(|c| &c.version)
     }
+
+    /// The version of what [`Held::read`] returns: of the transaction's own last
+    /// write (what the document has once committed), else what was stored.
+    fn version_seen(&self) -> Option<Version> {
+        match &self.change {
+            Some(Change::Put(bytes)) => Some(Version::of(bytes)),
+            Some(Change::Delete) => None,
+            None => self.version().cloned(),
+        }
+    }
 }
 
 fn store_error(doc: &str, error: StoreError) -> TxFailed {
@@ -301,7 +311,7 @@ impl PgStore {
                 TxOpKind::Get => {
                     r = TxOpResult::new(doc, "get");
                     r.value = Some(h.read(doc)?.ok_or_else(|| missing(doc, "get"))?);
-                    r.version = h.version().cloned();
+                    r.version = h.version_seen();
                     results.push(r);
                     continue;
                 }
