@@ -240,6 +240,9 @@ fn sigkilled_transaction_processes_keep_the_sum() {
     let store = Store::open_with(dir.path(), opts).unwrap();
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut checked = 0;
+    // Whether a read ever saw a move: the end state alone may be back at 500 by chance
+    // (a random walk of steps 1-5 returns to its start now and then).
+    let mut moved = false;
     let started = Instant::now();
     for k in 0..kills {
         rng ^= rng << 13;
@@ -254,6 +257,7 @@ fn sigkilled_transaction_processes_keep_the_sum() {
         let v = store.read_tx::<i64>(&["a.json", "b.json"]).unwrap();
         let (a, b) = (v[0].unwrap(), v[1].unwrap());
         assert_eq!(a + b, 1000, "after kill {k}: a = {a}, b = {b}");
+        moved |= a != 500;
         checked += 1;
         children[victim] = spawn(k as u64 + 100);
     }
@@ -268,7 +272,7 @@ fn sigkilled_transaction_processes_keep_the_sum() {
     let a: i64 = store.doc("a.json").unwrap().read().unwrap();
     let b: i64 = store.doc("b.json").unwrap().read().unwrap();
     assert_eq!(a + b, 1000);
-    assert_ne!(a, 500, "the movers moved something");
+    assert!(moved || a != 500, "the movers moved something");
     assert_eq!(checked, kills);
     eprintln!("{kills} kills in {:?}", started.elapsed());
 }
