@@ -178,6 +178,18 @@ pub trait FsRwFile: Send + Sync + fmt::Debug {
     /// a conflicting lock. Taking the other mode while holding one converts it (not
     /// atomically: the old lock is released first, as `flock` does).
     fn try_lock(&self, mode: LockMode) -> io::Result<bool>;
+    /// `flock(2)` without `LOCK_NB`: wait until the lock is granted; the kernel wakes the
+    /// caller the moment the holder lets go. The default polls
+    /// [`try_lock`](FsRwFile::try_lock) with a backoff up to 1 ms, for file systems
+    /// (simulations) that cannot block.
+    fn lock(&self, mode: LockMode) -> io::Result<()> {
+        let mut backoff = std::time::Duration::from_micros(10);
+        while !self.try_lock(mode)? {
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
     /// `flock(LOCK_UN)`.
     fn unlock(&self) -> io::Result<()>;
 }

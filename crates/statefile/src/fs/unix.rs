@@ -168,6 +168,12 @@ impl FsRwFile for OsRw {
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
     }
+    fn lock(&self, mode: LockMode) -> io::Result<()> {
+        match mode {
+            LockMode::Shared => self.0.lock_shared(),
+            LockMode::Exclusive => self.0.lock(),
+        }
+    }
     fn unlock(&self) -> io::Result<()> {
         self.0.unlock()
     }
@@ -292,10 +298,15 @@ impl FsDir for OsDir {
     fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
         // Read access is enough for flock: try that first so a lock file created by
         // another user (root, 0644) still works; create it only when it is missing.
-        match self.open_nonblocking(name, OFlags::RDONLY, 0) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Box::new(OsLock(
-                self.open_nonblocking(name, OFlags::RDWR | OFlags::CREATE, 0o644)?,
-            ))),
+        // A lock file is never read or written, so it stays O_NONBLOCK (two fcntl
+        // calls fewer per write than open_read).
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK;
+        match self.open(name, flags, 0) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Box::new(OsLock(self.open(
+                name,
+                OFlags::RDWR | OFlags::CREATE | OFlags::NONBLOCK,
+                0o644,
+            )?))),
             r => Ok(Box::new(OsLock(r?))),
         }
     }
@@ -530,6 +541,31 @@ mod tests {
         );
         let e = dir.hold(OsStr::new("missing")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_blocking_lock_waits_for_the_holder_and_no_longer() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = OsFs.open_dir(root.path()).unwrap();
+        let a = dir.open_rw(OsStr::new("j"), 0o600, true).unwrap();
+        let b = dir.open_rw(OsStr::new("j"), 0o600, false).unwrap();
+        a.lock(LockMode::Shared).unwrap();
+        b.lock(LockMode::Shared).unwrap();
+        b.unlock().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            b.lock(LockMode::Exclusive).unwrap();
+            tx.send(()).unwrap();
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(100))
+                .is_err(),
+            "an exclusive lock was granted while a shared one was held"
+        );
+        a.unlock().unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the waiter never got the lock once it was released");
+        waiter.join().unwrap();
     }
 
     #[test]

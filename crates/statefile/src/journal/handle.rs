@@ -71,8 +71,11 @@ pub(crate) fn read_full_at(f: &dyn FsRwFile, buf: &mut [u8], mut offset: u64) ->
     Ok(got)
 }
 
-/// A flock, polled until `deadline` (`None`: as long as it takes). Hold times are short
-/// (an append, one fdatasync), so the backoff stays small.
+/// A flock, waited for until `deadline`. `None`: as long as it takes, blocked in the
+/// kernel, which hands the lock over the moment it is released (a writer waiting for
+/// another process's flush sees it at once; polling slept past it). With a deadline
+/// it is polled: hold times are short (an append), so the first retries only yield
+/// the processor, then the backoff stays small.
 pub(crate) fn flock(
     f: &dyn FsRwFile,
     mode: LockMode,
@@ -80,7 +83,11 @@ pub(crate) fn flock(
     what: &str,
     path: &Path,
 ) -> Result<()> {
+    if deadline.is_none() {
+        return crate::fs::retry(|| f.lock(mode)).map_err(|e| Error::io("lock", path, e));
+    }
     let mut backoff = Duration::from_micros(10);
+    let mut yields = 0;
     loop {
         match f.try_lock(mode) {
             Ok(true) => return Ok(()),
@@ -97,6 +104,11 @@ pub(crate) fn flock(
                 ),
             )
             .with_path(path));
+        }
+        if yields < 8 {
+            yields += 1;
+            std::thread::yield_now();
+            continue;
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_micros(500));
@@ -650,7 +662,16 @@ impl Journal {
         let path = self.path();
         flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", &path)?;
         let r = (|| {
-            let page = self.with_append_lock(None, || self.page())?;
+            // Without the append lock first: the poison flag and the generation change
+            // only under the flush lock, which is ours; appends may change the end
+            // meanwhile, but the page's head is checksummed, so a read torn by one fails
+            // to decode and is made again under the lock; and an end read here was
+            // written after its records (records first, under the append lock), so the
+            // flush below covers them.
+            let page = match self.read_page()? {
+                Some(page) => page,
+                None => self.with_append_lock(None, || self.page())?,
+            };
             if page.flags & shm::FLAG_POISONED != 0 {
                 return Err(self.poisoned_error());
             }
@@ -705,7 +726,7 @@ impl Journal {
     /// logged, not returned: the commit is durable and applied; a slot left behind is
     /// freed by the next writer of the document, finding nothing to do.
     pub(crate) fn finished(&self, t: &Ticket, after: &super::AfterUnlock, opts: &Options) {
-        let r = self.finish(t).and_then(|()| self.checkpoint_due());
+        let r = self.finish(t).map(|page| self.checkpoint_due(&page));
         match r {
             Ok(true) => after.set(self, opts),
             Ok(false) => {}
@@ -714,25 +735,25 @@ impl Journal {
         }
     }
 
-    /// The commit of `t` is applied: free its slot.
-    pub(crate) fn finish(&self, t: &Ticket) -> Result<()> {
+    /// The commit of `t` is applied: free its slot. Returns the shared state as it
+    /// left it.
+    pub(crate) fn finish(&self, t: &Ticket) -> Result<Page> {
         self.with_append_lock(None, || {
             let mut page = self.page()?;
             if page.slots[t.slot].is_some_and(|s| s.lsn == t.lsn && s.crc == t.crc) {
                 page.slots[t.slot] = None;
                 self.write_slot(&page, t.slot)?;
             }
-            Ok(())
+            Ok(page)
         })
     }
 
-    /// Whether a checkpoint is due after a commit ending at `end`: the ring is more than
+    /// Whether a checkpoint is due, the shared state being `page`: the ring is more than
     /// half full, or the last checkpoint is older than the age bound.
-    pub(crate) fn checkpoint_due(&self) -> Result<bool> {
-        let page = self.page()?;
+    pub(crate) fn checkpoint_due(&self, page: &Page) -> bool {
         let used = page.end - page.tail;
         let old = now_unix().saturating_sub(page.checkpoint_unix) > self.checkpoint_age.as_secs();
-        Ok(used > self.capacity / 2 || (used > 0 && old))
+        used > self.capacity / 2 || (used > 0 && old)
     }
 
     /// Read the header and metadata of the commit record at `lsn`, if one is there with

@@ -421,7 +421,7 @@ impl Journal {
     }
 
     fn free_if(&self, t: &Ticket) -> Result<()> {
-        self.finish(t)
+        self.finish(t).map(|_| ())
     }
 
     /// Adopt every in-flight commit whose writer is gone (with `try_only`, only those
