@@ -6,6 +6,7 @@
 //   node node-bench.js rmw FILE N ALT            -> {"total": s, "lost": n}
 'use strict'
 const fs = require('node:fs')
+const path = require('node:path')
 const sf = require(process.env.STATEFILE_NODE)
 const wfa = require('write-file-atomic')
 const lockfile = require('proper-lockfile')
@@ -22,10 +23,25 @@ function doc (size, seq) {
 
 const pretty = (v) => JSON.stringify(v, null, 2) + '\n'
 
+/** Put the directory of `file` in journal mode (one flush per durable write). */
+function journal () {
+  new sf.Store(path.dirname(file)).enableJournalSync()
+}
+
 // One durable replace of the value `v`, as each alternative's user writes it:
 // serializing included.
 async function replacer (alt) {
   switch (alt) {
+    case 'statefile Doc.write (journal)': {
+      journal()
+      const d = new sf.Doc(file, { backups: 0 })
+      return (v) => d.write(v)
+    }
+    case 'statefile Doc.writeSync (journal)': {
+      journal()
+      const d = new sf.Doc(file, { backups: 0 })
+      return (v) => d.writeSync(v)
+    }
     case 'statefile Doc.write': {
       const d = new sf.Doc(file, { backups: 0 })
       return (v) => d.write(v)
@@ -72,6 +88,11 @@ async function rmw () {
   fs.writeFileSync(file, JSON.stringify({ items: [] }))
   const one = {
     'statefile Doc.update': () => {
+      const d = new sf.Doc(file, { backups: 0, lockTimeoutMs: 120000 })
+      return (id) => d.update((v) => { v.items.push(id) })
+    },
+    'statefile Doc.update (journal)': () => {
+      journal()
       const d = new sf.Doc(file, { backups: 0, lockTimeoutMs: 120000 })
       return (id) => d.update((v) => { v.items.push(id) })
     },
