@@ -1093,14 +1093,16 @@ export class Transaction {
   }
 
   /**
-   * As `read`, with the version the document had on disk when this transaction locked
-   * it (`null`: it did not exist then), whatever the transaction wrote since.
+   * As `read`, with the version of the value read: the document's on disk, or, after
+   * this transaction wrote it, the version it will have once the transaction commits
+   * (as a `get` operation answers). `expect` checks the version on disk when the
+   * transaction locked the document.
    */
-  async readVersioned<T = any>(name: string): Promise<{ value: T; version: string | null } | undefined> {
-    const r = await this.#call<(Shown<T> & { version?: string }) | null>('read', this.#name(name, 'read'))
+  async readVersioned<T = any>(name: string): Promise<{ value: T; version: string } | undefined> {
+    const r = await this.#call<(Shown<T> & { version: string }) | null>('read', this.#name(name, 'read'))
     if (r === null) return undefined
     const { value, version } = withBigInts(r)
-    return { value, version: version ?? null }
+    return { value, version }
   }
 
   /** Write `value` when the transaction commits. */

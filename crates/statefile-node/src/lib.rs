@@ -1714,7 +1714,9 @@ fn tx_request(
     Ok(match req {
         TxReq::Read(name) => {
             let value = tx.read::<Value>(&name)?;
-            let version = tx.version(&name)?;
+            // The version of the value read (after this transaction's own write, the
+            // version the document will have once it commits).
+            let version = tx.version_seen(&name)?;
             match (value, version) {
                 (Some(value), Some(version)) => {
                     let (shown, bigints) =
@@ -1726,17 +1728,7 @@ fn tx_request(
                         recovered: None,
                     }))
                 }
-                // Missing, or written by this transaction to a document that did not
-                // exist: its value, no version yet.
-                (Some(value), None) => {
-                    let (shown, bigints) =
-                        for_js(&value, &store.root().join(&name)).map_err(TxFail::Refused)?;
-                    text(&Envelope::Ok(CurrentOut {
-                        value: &shown,
-                        bigints,
-                    }))
-                }
-                (None, _) => text(&Envelope::Ok(Value::Null)),
+                _ => text(&Envelope::Ok(Value::Null)),
             }
         }
         TxReq::Write(name, json) => {

@@ -61,9 +61,11 @@ test('a transaction applies every operation and answers each', async (t) => {
   assert.equal(r[3].version, await store.doc('log.json').version())
   assert.equal(r[3].index, 0)
   assert.equal(r[4].version, null)
-  // The get read b under the lock, as it was on disk when the transaction locked it.
+  // The get read b under the lock, after the transaction's own patches: that value,
+  // with that value's version (b's version once committed).
   assert.deepEqual(r[5].value, { n: 20, m: 3 })
-  assert.equal(r[5].version, vb)
+  assert.equal(r[5].version, r[1].version)
+  assert.notEqual(r[5].version, vb)
   assert.equal(typeof r[6].version, 'string')
   assert.deepEqual(temps(dir), [])
 })
@@ -278,6 +280,7 @@ test('transaction(fn): reads and writes several documents, commits them together
   const { dir, store } = await journalStore(t)
   await store.doc('queue.json').write({ jobs: [7, 8] })
   let runs = 0
+  let written
   const r = await store.transaction(async (tx) => {
     runs++
     const q = await tx.read('queue.json')
@@ -286,7 +289,8 @@ test('transaction(fn): reads and writes several documents, commits them together
     await tx.write(`jobs/${job}.json`, { id: job, big: 2n ** 60n })
     // Reads see the transaction's own writes; the version is the one on disk when locked.
     assert.deepEqual(await tx.read(`jobs/${job}.json`), { id: job, big: 2n ** 60n })
-    assert.deepEqual(await tx.readVersioned(`jobs/${job}.json`), { value: { id: job, big: 2n ** 60n }, version: null })
+    written = await tx.readVersioned(`jobs/${job}.json`)
+    assert.deepEqual(written.value, { id: job, big: 2n ** 60n })
     assert.equal(await tx.read('missing.json'), undefined)
     await tx.expect('missing.json', null)
     await tx.expect('a.json', (await store.doc('a.json').readVersioned()).version)
@@ -305,6 +309,8 @@ test('transaction(fn): reads and writes several documents, commits them together
   }
   assert.deepEqual(await store.doc('queue.json').read(), { jobs: [8] })
   assert.deepEqual(await store.doc('jobs/7.json').read(), { id: 7, big: 2n ** 60n })
+  // What readVersioned gave after the write: the version the document has now.
+  assert.equal(written.version, await store.doc('jobs/7.json').version())
   await assert.rejects(store.doc('b.json').read(), { code: 'NOT_FOUND' })
   assert.deepEqual(temps(dir), [])
 })

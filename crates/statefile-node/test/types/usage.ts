@@ -231,7 +231,7 @@ export async function main(dir: string): Promise<void> {
     const attempt: number = tx.attempt
     assert.ok(attempt >= 1)
     const j = await tx.read<{ id: number }>('jobs/1.json')
-    const rv: { value: { id: number }; version: string | null } | undefined = await tx.readVersioned<{ id: number }>('jobs/1.json')
+    const rv: { value: { id: number }; version: string } | undefined = await tx.readVersioned<{ id: number }>('jobs/1.json')
     await tx.expect('jobs/1.json', rv!.version)
     await tx.expect('jobs/3.json', null)
     await tx.write('jobs/3.json', { id: 3 })
