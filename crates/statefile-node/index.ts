@@ -1048,7 +1048,8 @@ class TxRestart extends Error {
  *
  * A method that fails (a missing document to delete, a damaged one, a lock timeout, a
  * failed `expect`) ends the transaction: it rejects with that error, and so does
- * `transaction`, whatever `fn` does next; nothing is written.
+ * `transaction`, whatever `fn` does next; nothing is written. A transaction touches at
+ * most 1000 documents (each stays locked until it ends): the 1001st is a TypeError.
  */
 export class Transaction {
   readonly #session: native.TxSession

@@ -1753,6 +1753,23 @@ fn tx_request(
     })
 }
 
+/// Refuse a request naming a document beyond the first [`MAX_TX_OPS`] distinct ones.
+fn within_bound(named: &mut std::collections::HashSet<String>, req: &TxReq) -> Result<(), TxFail> {
+    let name = match req {
+        TxReq::Read(n) | TxReq::Write(n, _) | TxReq::Delete(n) | TxReq::Expect(n, _) => n,
+        TxReq::Commit | TxReq::Abort => return Ok(()),
+    };
+    if named.len() >= MAX_TX_OPS && !named.contains(name) {
+        return Err(TxFail::Refused(invalid_argument(format!(
+            "transaction: {name} would be document {} of this transaction; at most \
+             {MAX_TX_OPS} (each stays locked until it ends)",
+            named.len() + 1
+        ))));
+    }
+    named.insert(name.clone());
+    Ok(())
+}
+
 fn run_session(s: &LazyStore, rx: &mpsc::Receiver<TxMsg>) {
     let store = match s.get() {
         Ok(store) => store,
@@ -1768,6 +1785,9 @@ fn run_session(s: &LazyStore, rx: &mpsc::Receiver<TxMsg>) {
     // The reply to the request that ended the last attempt: answered once the library
     // has said whether the transaction starts again or is over.
     let mut ending: Option<oneshot::Sender<String>> = None;
+    // The documents named so far: each holds a lock (a descriptor) until the end, so at
+    // most MAX_TX_OPS, as a transaction of operations.
+    let mut named: std::collections::HashSet<String> = std::collections::HashSet::new();
     let r = store.transaction(|tx| -> Result<(), TxFail> {
         attempt += 1;
         if let Some(reply) = ending.take() {
@@ -1790,7 +1810,9 @@ fn run_session(s: &LazyStore, rx: &mpsc::Receiver<TxMsg>) {
                     ending = Some(msg.reply);
                     return Err(TxFail::Aborted);
                 }
-                req => match tx_request(tx, req, &store) {
+                req => match within_bound(&mut named, &req)
+                    .and_then(|()| tx_request(tx, req, &store))
+                {
                     Ok(answer) => {
                         let _ = msg.reply.send(answer);
                     }

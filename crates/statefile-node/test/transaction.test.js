@@ -377,6 +377,15 @@ test('transaction(fn): a throw, a failed precondition or a timeout writes nothin
   await assert.rejects(store.transaction(async (tx) => { await tx.delete('missing.json') }), { code: 'NOT_FOUND' })
   await assert.rejects(store.transaction(async (tx) => { await tx.write('../x.json', 1) }), { code: 'INVALID_NAME' })
   await assert.rejects(store.transaction(async (tx) => { await tx.write('a.json', () => 1) }), TypeError)
+  // At most 1000 documents (each holds a lock until the end), as the operations form.
+  let reached = 0
+  await assert.rejects(store.transaction(async (tx) => {
+    for (let i = 0; i < 1001; i++) {
+      await tx.read(`many/${String(i).padStart(4, '0')}.json`)
+      reached = i + 1
+    }
+  }), (e) => e instanceof TypeError && /document 1001 of this transaction; at most 1000/.test(e.message))
+  assert.equal(reached, 1000)
   const started = Date.now()
   await assert.rejects(store.transaction(async (tx) => {
     await tx.write('a.json', { n: 100 })
