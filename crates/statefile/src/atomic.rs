@@ -1223,8 +1223,15 @@ pub(crate) fn rotate_in(
     keep: usize,
     from: &OsStr,
 ) -> io::Result<PathBuf> {
-    shift_backups(dir, t, keep)?;
-    dir.rename(from, &t.backup_name(1))?;
+    // The oldest backup kept, if there are that many, is overwritten below and loses
+    // its last name: held across the renames, freeing its blocks happens off this path
+    // (as for the document in step 7). A hold that fails changes nothing else.
+    let held = dir.hold(&t.backup_name(keep)).ok().flatten();
+    let r = shift_backups(dir, t, keep).and_then(|()| dir.rename(from, &t.backup_name(1)));
+    if let Some(h) = held {
+        crate::fs::release_later(h);
+    }
+    r?;
     if let Err(e) = prune_backups(dir, t, keep) {
         // The rotation is done; only old history outlives the setting.
         tracing::warn!(file = %t.path.display(), error = %e,

@@ -226,3 +226,51 @@ fn a_journal_write_flushes_the_journal_then_renames_holding_the_old_version() {
     );
     assert_eq!(s.json("doc.json"), serde_json::json!({"v": 1}));
 }
+
+/// With backups, the rotation's rename over `.doc.json.bak` drops the previous backup's
+/// last name: that backup is held (`O_PATH`) across it, as the document is in a write
+/// without backups.
+#[test]
+fn the_backup_a_rotation_overwrites_is_held_across_it() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        println!("skipping: strace not installed (CI installs it)");
+        return;
+    }
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    for v in 0..2 {
+        s.run_in(&["put", "doc.json"], format!("{{\"v\": {v}}}").as_bytes())
+            .ok();
+    }
+    assert!(s.path(".doc.json.bak").exists());
+    let log = s.path("strace.log");
+    let input = s.path("in.json");
+    std::fs::write(&input, b"{\"v\": 2}").unwrap();
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,renameat,renameat2", "-o"])
+        .arg(&log)
+        .arg(BIN)
+        .args(["put", "doc.json"])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::from(std::fs::File::open(&input).unwrap()))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let rotate = lines
+        .iter()
+        .position(|l| {
+            call(l).starts_with("renameat")
+                && quoted(l).get(1).map(String::as_str) == Some(".doc.json.bak")
+        })
+        .unwrap_or_else(|| panic!("no rename over .doc.json.bak:\n{text}"));
+    let hold = lines
+        .iter()
+        .position(|l| call(l) == "openat" && quoted(l) == [".doc.json.bak"] && l.contains("O_PATH"))
+        .unwrap_or_else(|| panic!("the overwritten backup was not held:\n{text}"));
+    assert!(hold < rotate, "held after the rotation:\n{text}");
+    assert_eq!(s.json("doc.json"), serde_json::json!({"v": 2}));
+    assert_eq!(s.json(".doc.json.bak"), serde_json::json!({"v": 1}));
+}
