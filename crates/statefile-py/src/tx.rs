@@ -26,17 +26,18 @@
 //! attempt ends: it gives up its end of the channels, so a `tx` kept by `fn` can
 //! neither use nor hold up the helper.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
-use statefile::{Error, TxReceipt, Version};
+use statefile::{Error, MAX_TX_OPS, TxReceipt, Version};
 
 use crate::convert::{to_json, to_py};
 use crate::doc::version_arg;
@@ -50,6 +51,18 @@ enum Request {
     Expect(String, Option<Version>),
     Write(String, Value),
     Delete(String),
+}
+
+impl Request {
+    fn name(&self) -> &str {
+        match self {
+            Request::Read(n)
+            | Request::Version(n)
+            | Request::Expect(n, _)
+            | Request::Write(n, _)
+            | Request::Delete(n) => n,
+        }
+    }
 }
 
 enum Answer {
@@ -204,6 +217,7 @@ pub fn run(
                         link: Mutex::new(Some(link.clone())),
                         thread: std::thread::current().id(),
                         root: store.root().to_path_buf(),
+                        touched: Mutex::new(HashSet::new()),
                     },
                 )?;
                 let r = f.call1((&tx,)).map(Bound::unbind);
@@ -244,6 +258,9 @@ pub struct Transaction {
     /// The thread running the function: the only one that may use it.
     thread: ThreadId,
     root: std::path::PathBuf,
+    /// The names used so far: at most `MAX_TX_OPS`, as in the operations form (each
+    /// document holds a lock and a descriptor until the transaction ends).
+    touched: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -276,6 +293,19 @@ impl Transaction {
                      Store.transaction, while it runs",
                 )
             })?;
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+            if !touched.contains(r.name()) {
+                if touched.len() >= MAX_TX_OPS {
+                    return Err(PyValueError::new_err(format!(
+                        "a transaction touches at most {MAX_TX_OPS} documents (each holds a \
+                         lock and a file descriptor until it ends); {:?} would be one more",
+                        r.name()
+                    )));
+                }
+                touched.insert(r.name().to_owned());
+            }
+        }
         let n = link.next.fetch_add(1, Ordering::Relaxed);
         if !link.send(ToHelper::Op(n, r)) {
             return Err(lost());

@@ -223,6 +223,23 @@ def test_tx_is_dead_outside_its_function_and_in_other_threads(tmp_path: Path) ->
         store.transaction(42)  # type: ignore[arg-type]
 
 
+def test_a_transaction_touches_at_most_1000_documents(tmp_path: Path) -> None:
+    store = journal_store(tmp_path / "s")
+    store.doc("first.json").write({"n": 1})
+
+    def body(tx: statefile.Transaction) -> None:
+        tx.write("first.json", {"n": 2})
+        for i in range(1, 1000):
+            tx.read(f"d{i:04}.json", default=None)
+        tx.read("first.json")  # a name already used costs nothing more
+        tx.read(f"d{1:04}.json", default=None)
+        tx.read("one-too-many.json", default=None)
+
+    with pytest.raises(ValueError, match="at most 1000 documents"):
+        store.transaction(body)
+    assert store.doc("first.json").read() == {"n": 1}
+
+
 def _hold_lock(path: str, ready: Any, release: Any) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
