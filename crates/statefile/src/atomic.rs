@@ -679,18 +679,8 @@ pub(crate) fn commit_many(
                 }
             }
             Staged::Delete(seen) => {
-                remove_locked(p.w, plan.backups, seen).map_err(|e| {
-                    Error::new(
-                        e.kind(),
-                        format!(
-                            "{} (the delete is committed in the journal and will be applied by \
-                             the next writer of the document or by recovery)",
-                            e.message()
-                        ),
-                    )
-                    .with_path(&t.path)
-                    .with_source(e)
-                })?;
+                remove_locked(p.w, plan.backups, seen)
+                    .map_err(|e| delete_committed_not_applied(t, e))?;
             }
         }
     }
@@ -767,10 +757,12 @@ fn finish_direct(
 }
 
 /// The rename after a durable journal record failed: the commit stands (a later lock of
-/// the document, or a recovery, applies it from the journal).
+/// the document, or a recovery, applies it from the journal). `Durability`, whatever
+/// the rename's own error: the write happened, and a caller that took the rename's kind
+/// (a full disk, a permission) for "nothing written" would retry it and write twice.
 fn committed_not_applied(t: &Target, version: &Version, e: Error) -> Error {
     Error::new(
-        e.kind(),
+        ErrorKind::Durability,
         format!(
             "{} (version {version} is committed in the journal and will be applied by the \
              next writer of the document or by recovery)",
@@ -779,6 +771,21 @@ fn committed_not_applied(t: &Target, version: &Version, e: Error) -> Error {
     )
     .with_path(&t.path)
     .with_version(version.clone())
+    .with_source(e)
+}
+
+/// A delete's file operations failed after its journal record was made durable: as
+/// [`committed_not_applied`], the delete stands.
+fn delete_committed_not_applied(t: &Target, e: Error) -> Error {
+    Error::new(
+        ErrorKind::Durability,
+        format!(
+            "{} (the delete is committed in the journal and will be applied by the next \
+             writer of the document or by recovery)",
+            e.message()
+        ),
+    )
+    .with_path(&t.path)
     .with_source(e)
 }
 
@@ -818,7 +825,8 @@ pub(crate) fn delete(
     if durability != Durability::None {
         b.journal.flush(&ticket)?;
     }
-    let kept = remove_locked(w, backups, seen)?;
+    let kept =
+        remove_locked(w, backups, seen).map_err(|e| delete_committed_not_applied(&w.target, e))?;
     b.journal.finished(&ticket, &w.after, &b.opts);
     Ok((kept, durability != Durability::None))
 }

@@ -47,7 +47,10 @@ pub enum ErrorKind {
     /// The name is not one statefile will store a document under.
     InvalidName,
     /// The new version was renamed into place, but syncing its directory failed:
-    /// it is visible now, yet may not survive a power loss.
+    /// it is visible now, yet may not survive a power loss. Or, in journal mode, the
+    /// new version is durable in the journal but renaming it into place failed: the
+    /// next writer of the document, or a recovery, applies it. Either way the write
+    /// happened (the error carries its version): do not retry it as if it had not.
     Durability,
     /// The value cannot be stored or read as asked: a non-finite number, nesting
     /// too deep, or valid JSON that does not fit the caller's type.

@@ -297,3 +297,89 @@ fn a_group_commit_batch_is_one_journal_record() {
         receipts.len()
     );
 }
+
+/// Makes a file immutable (`chattr +i`) for as long as it lives, if the process may
+/// (root, on a file system with the flag).
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> std::io::Result<()> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()?
+            .success();
+        if ok {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("chattr +i refused"))
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+// A rename that failed after the journal flush reported the rename's own kind
+// (PermissionDenied here), so a client could retry a write that had happened.
+#[test]
+fn a_rename_that_fails_after_the_flush_is_reported_as_a_committed_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh().backups(0);
+    let store = Store::open_with(dir.path(), opts.clone()).unwrap();
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let path = dir.path().join("a.json");
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!({"v": 1}))
+        .unwrap();
+    let _cleanup = Immutable(path.clone());
+    if Immutable::set(&path).is_err() {
+        println!("skipping: chattr +i needs root and a file system with the flag");
+        return;
+    }
+    std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&path)
+        .status()
+        .unwrap();
+    // A real failure: once the temp file exists (before the record is appended), the
+    // document becomes immutable, so the rename over it fails with EPERM after the
+    // record was flushed.
+    let target = path.clone();
+    let hooked = opts.on_temp_created(move |_| Immutable::set(&target));
+    let doc = Store::open_with(dir.path(), hooked)
+        .unwrap()
+        .doc::<Value>("a.json")
+        .unwrap();
+    let e = doc.write(&json!({"v": 2})).unwrap_err();
+    assert_eq!(e.kind(), statefile::ErrorKind::Durability, "{e}");
+    assert!(e.to_string().contains("committed in the journal"), "{e}");
+    let committed = e.version().expect("the committed version").clone();
+    assert_eq!(std::fs::read(&path).unwrap(), b"{\n  \"v\": 1\n}\n");
+    drop(_cleanup);
+    // The next writer of the document applies the commit before its own change.
+    let doc = store.doc::<Value>("a.json").unwrap();
+    let seen = std::sync::Mutex::new(None);
+    doc.update(|v| {
+        *seen.lock().unwrap() = Some(v.clone());
+        v["w"] = json!(3);
+        Ok::<_, statefile::Error>(())
+    })
+    .unwrap();
+    assert_eq!(seen.into_inner().unwrap(), Some(json!({"v": 2})));
+    assert_eq!(doc.read().unwrap(), json!({"v": 2, "w": 3}));
+    assert_eq!(
+        statefile::Version::of(b"{\n  \"v\": 2\n}\n"),
+        committed,
+        "the error named the version that was committed"
+    );
+}
