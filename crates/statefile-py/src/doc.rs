@@ -326,6 +326,7 @@ fn update_with<'py>(
                 _ => to_py(py, v)?,
             };
             let result = f.bind(py).call1((&data,))?;
+            crate::errors::refuse_coroutine(py, &result, "doc.update()")?;
             *v = to_json(&data)?;
             Ok(result.unbind())
         })

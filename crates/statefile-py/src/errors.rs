@@ -128,3 +128,30 @@ impl<T> IntoPy<T> for Result<T, Error> {
         self.map_err(|e| to_pyerr(py, &e))
     }
 }
+
+/// Refuse what an `async def` returns when a function of ours calls it: the un-awaited
+/// coroutine never ran, so its changes would silently be lost. `what` names the call.
+/// The coroutine is closed (no "never awaited" warning); the caller treats this as the
+/// function raising, so nothing is written.
+pub(crate) fn refuse_coroutine(
+    py: Python<'_>,
+    result: &Bound<'_, PyAny>,
+    what: &str,
+) -> PyResult<()> {
+    static ISCOROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let iscoroutine = ISCOROUTINE.get_or_try_init(py, || {
+        py.import("inspect")?
+            .getattr("iscoroutine")
+            .map(Bound::unbind)
+    })?;
+    if !iscoroutine.bind(py).call1((result,))?.is_truthy()? {
+        return Ok(());
+    }
+    result.call_method0("close")?;
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "the function given to {what} is a coroutine function (async def): it is called \
+         synchronously under the locks, so nothing it would do after an await can run there. \
+         Pass a plain function; from async code, run the call in a thread \
+         (await asyncio.to_thread(...)). Nothing was written"
+    )))
+}

@@ -220,7 +220,13 @@ pub fn run(
                         touched: Mutex::new(HashSet::new()),
                     },
                 )?;
-                let r = f.call1((&tx,)).map(Bound::unbind);
+                let r = f
+                    .call1((&tx,))
+                    .and_then(|r| {
+                        crate::errors::refuse_coroutine(py, &r, "store.transaction()")?;
+                        Ok(r)
+                    })
+                    .map(Bound::unbind);
                 tx.get().close();
                 committing = r.is_ok();
                 if !link.send(ToHelper::Finish(committing)) {

@@ -152,6 +152,34 @@ def test_an_exception_in_fn_propagates_unchanged_and_nothing_is_written(tmp_path
     statefile.Doc(root / "a.json", lock_timeout=0).write({"n": 3})
 
 
+def test_an_async_fn_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    # An `async def` returns a coroutine that never ran: its writes would be lost
+    # silently. Refused as a TypeError, in a transaction and in an update, with no
+    # "never awaited" warning, and nothing written.
+    import warnings
+
+    root = tmp_path / "s"
+    store = journal_store(root)
+    doc = store.doc("a.json")
+    doc.write({"n": 1})
+    before = sha(root / "a.json")
+
+    async def body(tx: statefile.Transaction) -> None:
+        tx.write("a.json", {"n": 2})
+
+    async def change(data: Any) -> None:
+        data["n"] = 3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(TypeError, match="coroutine function"):
+            store.transaction(body)
+        with pytest.raises(TypeError, match="coroutine function"):
+            doc.update(change)
+    assert sha(root / "a.json") == before
+    assert doc.read() == {"n": 1}
+
+
 def test_a_restart_reruns_fn_and_the_result_is_still_right(tmp_path: Path) -> None:
     store = journal_store(tmp_path / "s")
     store.doc("a.json").write({"n": 10})
