@@ -73,6 +73,15 @@ impl Held {
             None => self.version().cloned(),
         }
     }
+
+    /// The length of the bytes [`Held::read`] parses (0: none).
+    fn read_len(&self) -> usize {
+        match (&self.change, &self.found) {
+            (Some(Change::Put(b)), _) => b.len(),
+            (Some(Change::Delete), _) | (None, None) => 0,
+            (None, Some(cur)) => cur.body.as_ref().map_or(0, Vec::len),
+        }
+    }
 }
 
 fn store_error(doc: &str, error: StoreError) -> TxFailed {
@@ -309,6 +318,11 @@ impl PgStore {
                     continue;
                 }
                 TxOpKind::Get => {
+                    // Each get's value is a copy in the answer: it counts every time.
+                    match budget.checked_sub(h.read_len()) {
+                        Some(left) => budget = left,
+                        None => return Err(self.too_big(doc)),
+                    }
                     r = TxOpResult::new(doc, "get");
                     r.value = Some(h.read(doc)?.ok_or_else(|| missing(doc, "get"))?);
                     r.version = h.version_seen();
