@@ -1484,3 +1484,46 @@ async fn transactions_and_single_writes_of_the_same_names_never_deadlock() {
         }
     }
 }
+
+/// Review (txreview): names that clash with directories and documents answer in a
+/// transaction as on the file backend (journal mode).
+#[tokio::test]
+async fn transactions_on_directory_and_document_clashes_answer_as_on_the_file_backend() {
+    let Some(b) = Backend::postgres() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let files = Backend::File.app_in(dir.path()).await;
+    statefile::journal::enable(
+        dir.path(),
+        &statefile::Options::new(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    let pg = b.app_in(dir.path()).await;
+    let steps = [
+        json!([{"op": "put", "doc": "c/d.json", "value": 1}, {"op": "put", "doc": "a.json", "value": 2}]),
+        json!([{"op": "get", "doc": "c"}]),
+        json!([{"op": "delete", "doc": "c"}]),
+        json!([{"op": "put", "doc": "c", "value": 1}]),
+        json!([{"op": "patch", "doc": "c", "merge": {"a": 1}}]),
+        json!([{"op": "append", "doc": "c", "value": 1}]),
+        json!([{"op": "put", "doc": "c", "value": 1, "if_none_match": "*"}]),
+        json!([{"op": "get", "doc": "a.json/x.json"}]),
+        json!([{"op": "delete", "doc": "a.json/x.json"}]),
+        json!([{"op": "put", "doc": "a.json/x.json", "value": 1}]),
+        json!([{"op": "put", "doc": "n.json", "value": 1}, {"op": "put", "doc": "n.json/m.json", "value": 1}]),
+        json!([{"op": "put", "doc": "p/q.json", "value": 1}, {"op": "put", "doc": "p", "value": 1}]),
+        json!([{"op": "delete", "doc": "c/d.json"}]),
+        json!([{"op": "put", "doc": "c", "value": 1}]),
+        json!([{"op": "get", "doc": "c/d.json"}]),
+        json!([{"op": "delete", "doc": "a.json"}, {"op": "put", "doc": "a.json/y.json", "value": 1}]),
+    ];
+    let mut differ = Vec::new();
+    for ops in &steps {
+        let (fs, fj) = tx(&files, ops).await;
+        let (ps, pj) = tx(&pg, ops).await;
+        if fs != ps || (fs == 200 && fj != pj) || fj["type"] != pj["type"] {
+            differ.push(format!("{ops}\n  file: {fs} {fj}\n  postgres: {ps} {pj}"));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}

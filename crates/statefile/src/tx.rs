@@ -35,6 +35,17 @@ pub struct TxDocument {
     pub previous: Option<Version>,
 }
 
+/// `below` and `above` (a directory of `below`'s path) in one transaction: refused.
+fn in_the_way(below: &str, above: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidName,
+        format!(
+            "a transaction cannot write {above} and use {below}, below it: {above} would \
+             have to be a document and a directory at once (the transaction wrote nothing)"
+        ),
+    )
+}
+
 /// What [`Store::transaction`] committed: the documents written or deleted, in the
 /// order of their paths. Empty for a transaction that only read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,6 +117,15 @@ impl<'s> Transaction<'s> {
                          already locked (locks are taken in one order)"
                     ),
                 ));
+            }
+            // Its lock file would make a directory where this transaction writes a
+            // document: refused before the directory is made.
+            if let Some(above) = self
+                .held
+                .iter()
+                .find(|(k, h)| key.starts_with(k) && matches!(h.change, Some(Pending::Put(_))))
+            {
+                return Err(in_the_way(name, &above.1.name));
             }
             self.lock(name, key.clone())?;
         }
@@ -236,9 +256,22 @@ impl<'s> Transaction<'s> {
     /// created; its directory must exist unless the store creates directories).
     ///
     /// # Errors
-    /// [`ErrorKind::Serialize`] if `value` cannot be stored; as [`Transaction::read`].
+    /// [`ErrorKind::Serialize`] if `value` cannot be stored; [`ErrorKind::InvalidName`]
+    /// if the transaction holds a document below `name` (or, for any call, if it writes
+    /// a document above the one named): `name` cannot be a document and a directory at
+    /// once; as [`Transaction::read`].
     pub fn write<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
         let format = self.store.options().format;
+        let key = self.key(name)?;
+        // A document it holds below this one has this name's directory: the rename
+        // could never happen, so nothing may be committed.
+        if let Some(below) = self
+            .held
+            .iter()
+            .find(|(k, _)| **k != key && k.starts_with(&key))
+        {
+            return Err(in_the_way(&below.1.name, name));
+        }
         let h = self.hold(name)?;
         let bytes = json::to_vec(value, format).map_err(|e| e.with_path(&h.w.target.path))?;
         h.change = Some(Pending::Put(bytes));

@@ -330,3 +330,46 @@ fn a_get_answers_the_version_of_the_value_it_read() {
         })
         .unwrap();
 }
+
+/// Review (txreview): a transaction that writes a document and another below it
+/// (`n.json` and `n.json/m.json`) made the directory `n.json/` for the second one's
+/// lock, committed a journal record, then failed to rename over `n.json` (a
+/// directory): a committed record no writer or recovery could ever apply (verify
+/// reported the journal unreadable), and a poisoned store refusing every write. It is
+/// refused before anything is committed, in either order of the calls.
+#[test]
+fn a_transaction_writing_a_document_and_one_below_it_is_refused_before_commit() {
+    for first_below in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), Options::new().create_dirs(true)).unwrap();
+        journal::enable(dir.path(), store.options(), JournalOptions::default()).unwrap();
+        let e = store
+            .transaction(|tx| {
+                if first_below {
+                    tx.read::<Value>("n.json")?;
+                    tx.write("n.json/m.json", &json!(2))?;
+                    tx.write("n.json", &json!(1))?;
+                } else {
+                    tx.write("n.json", &json!(1))?;
+                    tx.write("n.json/m.json", &json!(2))?;
+                }
+                Ok::<_, statefile::Error>(())
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidName, "{first_below}: {e}");
+        assert!(e.to_string().contains("n.json"), "{e}");
+        assert!(!store.is_poisoned(), "{first_below}");
+        let report = store.verify().unwrap();
+        assert!(!report.needs_repair(), "{first_below}: {report:?}");
+        assert!(!dir.path().join("n.json/m.json").exists());
+        // The store goes on writing, transactions included.
+        store
+            .doc::<Value>("other.json")
+            .unwrap()
+            .write(&json!(3))
+            .unwrap();
+        store
+            .transaction(|tx| tx.write("n2.json", &json!(4)))
+            .unwrap();
+    }
+}

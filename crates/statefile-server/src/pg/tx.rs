@@ -102,6 +102,18 @@ fn missing(doc: &str, what: &str) -> TxFailed {
     )
 }
 
+/// `doc` cannot be made or used: a document (or a directory) is in the way of its path.
+fn clash(doc: &str) -> TxFailed {
+    store_error(
+        doc,
+        statefile::Error::new(
+            ErrorKind::InvalidName,
+            format!("cannot use {doc}: a document is in the way of its path"),
+        )
+        .into(),
+    )
+}
+
 fn not_applicable(doc: &str, message: String) -> TxFailed {
     TxFailed::NotApplicable {
         doc: doc.to_string(),
@@ -206,7 +218,27 @@ impl PgStore {
                     cur.body = Some(row.get(1));
                 }
             }
-            let results = match self.apply(ops, limits, &mut held, budget) {
+            // Stored documents in the way of a name's path: as on the file backend,
+            // every operation on a name below one is refused (they hold shared
+            // advisory locks, so no creator can make one meanwhile).
+            let above: Vec<&str> = names
+                .iter()
+                .flat_map(|n| ancestors(n))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut in_the_way = BTreeSet::new();
+            if !above.is_empty() {
+                let stmt = tx
+                    .prepare_cached(
+                        "SELECT name FROM statefile_documents WHERE name = ANY($1::text[])",
+                    )
+                    .await?;
+                for row in tx.query(&stmt, &[&above]).await? {
+                    in_the_way.insert(row.get::<_, String>(0));
+                }
+            }
+            let results = match self.apply(ops, limits, &mut held, &in_the_way, budget) {
                 Ok(r) => r,
                 Err(f) => {
                     tx.rollback().await?;
@@ -237,17 +269,29 @@ impl PgStore {
     }
 
     /// The operations, in order, on the locked documents (nothing stored yet), as
-    /// `Store::apply_tx` runs them on files. `budget`: bytes left for new versions.
+    /// `Store::apply_tx` runs them on files. `in_the_way`: the stored documents among
+    /// the names' directories. `budget`: bytes left for new versions.
     fn apply(
         &self,
         ops: &[TxOp],
         limits: &patch::Limits,
         held: &mut BTreeMap<&str, Held>,
+        in_the_way: &BTreeSet<String>,
         mut budget: usize,
     ) -> Outcome {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let doc = op.doc.as_str();
+            // A document (stored, or written by this transaction) where a directory of
+            // this name's path would be: the file backend cannot even lock the name.
+            if ancestors(doc).any(|a| {
+                in_the_way.contains(a)
+                    || held
+                        .get(a)
+                        .is_some_and(|h| matches!(h.change, Some(Change::Put(_))))
+            }) {
+                return Err(clash(doc));
+            }
             let h = held.get_mut(doc).expect("every document is held");
             let expected = match (&op.if_match, op.if_none_match) {
                 (Some(v), _) => Some(Some(v)),
@@ -371,16 +415,6 @@ impl PgStore {
         let writes = |n: &str| {
             held.get(n)
                 .is_some_and(|h| matches!(h.change, Some(Change::Put(_))))
-        };
-        let clash = |doc: &str| {
-            store_error(
-                doc,
-                statefile::Error::new(
-                    ErrorKind::InvalidName,
-                    format!("cannot create {doc}: a document is in the way of its path"),
-                )
-                .into(),
-            )
         };
         for doc in &created {
             if ancestors(doc).any(writes) || created.iter().any(|o| ancestors(o).any(|a| a == *doc))
