@@ -559,10 +559,15 @@ export interface UpdateOptions<T> {
   timeoutMs?: number
 }
 
-/** An update callback: its document, and whether it runs (holding the lock) now. */
+/**
+ * An update callback (its document), or a transaction callback (`keys`: the documents
+ * it has touched so far, so locked; `owner`: its session), and whether it runs now.
+ */
 interface Holding {
   key: string
   active: boolean
+  keys?: Set<string>
+  owner?: object
 }
 
 /**
@@ -576,18 +581,26 @@ let held = 0
 
 /**
  * Refuse, at once, a call that would wait for the lock an enclosing update callback of
- * the same document holds: it would wait until its lock timeout while the callback
- * waits for it. Recognised by path (as resolved when the Doc was made), so a second
- * path to the same file (a symlink, a hard link) is not recognised and still ends in
- * `LOCK_TIMEOUT`.
+ * the same document holds, or an enclosing transaction callback has taken: it would
+ * wait until its lock timeout while the callback waits for it. Recognised by path (as
+ * resolved when the Doc was made), so a second path to the same file (a symlink, a hard
+ * link) is not recognised and still ends in `LOCK_TIMEOUT`. `self`: the transaction
+ * making the call, whose own documents it may use again.
  */
-function refuseNested(key: string, what: string): void {
+function refuseNested(key: string, what: string, self?: object): void {
   const frames = held === 0 ? undefined : holding.getStore()
   if (frames === undefined) return
   for (const h of frames) {
-    if (h.active && h.key === key) {
+    if (!h.active || (self !== undefined && h.owner === self)) continue
+    if (h.key === key && h.keys === undefined) {
       throw new StatefileError(
         `statefile: ${what} of ${key} from inside an update callback of the same document would wait for the lock that callback holds (and time out): change the value the callback was given instead`,
+        { code: 'DEADLOCK', path: key },
+      )
+    }
+    if (h.keys?.has(key)) {
+      throw new StatefileError(
+        `statefile: ${what} of ${key} from inside a transaction callback that has locked it would wait for the lock that transaction holds (and time out): use the callback's tx instead`,
         { code: 'DEADLOCK', path: key },
       )
     }
@@ -1058,13 +1071,16 @@ export class Transaction {
   readonly attempt: number
   /** Shared with `Store.transaction`: whether this run is over, and the next run's number if the library started again. */
   readonly #state: { over: boolean; restart?: number }
+  /** The documents the transaction has locked, for `refuseNested`. */
+  readonly #frame: Holding | undefined
 
   /** Made by `Store.transaction` only. */
-  constructor(session: native.TxSession, attempt: number, root: string, state: { over: boolean; restart?: number }) {
+  constructor(session: native.TxSession, attempt: number, root: string, state: { over: boolean; restart?: number }, frame?: Holding) {
     this.#session = session
     this.attempt = attempt
     this.#root = root
     this.#state = state
+    this.#frame = frame
   }
 
   async #call<T>(op: string, name: string, arg?: string): Promise<T> {
@@ -1081,7 +1097,9 @@ export class Transaction {
 
   #name(name: unknown, what: string): string {
     const n = txName(name, `transaction: ${what}: the name`)
-    refuseNested(resolvePath(this.#root, n), `a transaction's ${what}`)
+    const key = resolvePath(this.#root, n)
+    refuseNested(key, `a transaction's ${what}`, this.#frame?.owner)
+    this.#frame?.keys?.add(key)
     return n
   }
 
@@ -1323,10 +1341,13 @@ export class Store {
    * go on), whatever the earlier run did is dropped, and `fn` is called again with a
    * fresh `tx` (`tx.attempt` counts the runs). So `fn` should only read and write
    * through `tx`, with no other side effects. The locks are held while `fn` runs, at
-   * most `timeoutMs` (default 60 s, then `UPDATE_TIMEOUT`, nothing written); calling
-   * a `Doc` method on a document the transaction holds waits for its lock (and ends in
-   * `LOCK_TIMEOUT`). The store must be in journal mode for a transaction that writes
-   * (`INVALID_NAME` otherwise).
+   * most `timeoutMs` (default 60 s, then `UPDATE_TIMEOUT`, nothing written). A call
+   * from inside `fn` that would wait for a lock the transaction holds (a `Doc` write,
+   * delete, restore or update of a document `tx` has touched, another transaction or
+   * `readTx` of it) fails at once with `DEADLOCK` (by path, as for `update`: reached
+   * through another path to the same file, it waits and ends in `LOCK_TIMEOUT`). The
+   * store must be in journal mode for a transaction that writes (`INVALID_NAME`
+   * otherwise).
    */
   async transaction<R>(fn: (tx: Transaction) => R | Promise<R>, options?: TransactionOptions): Promise<TransactionResult<Awaited<R>>>
   async transaction<R>(ops: TxOp[] | ((tx: Transaction) => R | Promise<R>), options?: TransactionOptions): Promise<TxResult[] | TransactionResult<Awaited<R>>> {
@@ -1340,6 +1361,8 @@ export class Store {
     const timeoutMs = t === undefined ? 60_000 : t
     if (typeof timeoutMs !== 'number' || !(timeoutMs >= 0)) throw new TypeError(`transaction: timeoutMs must be a number >= 0 (or Infinity), not ${String(t)}`)
     const session = this.#native.beginTransaction()
+    // The documents every run has touched stay locked (a restart locks them all first).
+    const frame: Holding = { key: this.root, active: false, keys: new Set(), owner: session }
     let timer: NodeJS.Timeout | undefined
     let timedOut = false
     const deadline = new Promise<never>((_, reject) => {
@@ -1355,13 +1378,15 @@ export class Store {
     try {
       for (let attempt = 1; ;) {
         const state: { over: boolean; restart?: number } = { over: false }
-        const tx = new Transaction(session, attempt, this.root, state)
+        const tx = new Transaction(session, attempt, this.root, state, frame)
         let outcome: { ok: true; value: Awaited<R> } | { ok: false; error: unknown }
         try {
-          const run = (async () => fn(tx))()
+          const run = whileHolding(frame, () => (async () => fn(tx))())
           outcome = { ok: true, value: await Promise.race([run, deadline]) }
         } catch (error) {
           outcome = { ok: false, error }
+        } finally {
+          release(frame)
         }
         state.over = true
         if (timedOut && !outcome.ok) {

@@ -413,3 +413,38 @@ test('transaction(fn) outside journal mode: reads work, a write fails with INVAL
   assert.deepEqual(await store.doc('a.json').read(), { n: 1 })
   assert.ok(new Doc(path.join(dir, 'a.json')))
 })
+
+// Review (txreview): a call from inside the callback that would wait for a lock the
+// transaction holds waited its whole lock timeout (10 s) and then failed with a
+// LOCK_TIMEOUT blaming "another writer"; it now fails at once with DEADLOCK, as inside
+// an update callback. Documents the transaction has not touched stay usable.
+test('transaction(fn): a Doc call, a nested transaction or readTx of a document it holds fails at once with DEADLOCK', async (t) => {
+  const { store } = await journalStore(t)
+  const nested = {
+    update: () => store.doc('a.json').update((v) => { v.n++ }),
+    write: () => store.doc('a.json').write({ n: 5 }),
+    delete: () => store.doc('a.json').delete(),
+    'nested callback transaction': () => store.transaction(async (t2) => t2.read('a.json')),
+    'nested operations transaction': () => store.transaction([{ op: 'get', doc: 'a.json' }]),
+    readTx: () => store.readTx(['b.json', 'a.json']),
+  }
+  for (const [what, call] of Object.entries(nested)) {
+    const started = Date.now()
+    await assert.rejects(store.transaction(async (tx) => {
+      await tx.read('a.json')
+      // Not touched by the transaction: free.
+      await store.doc('b.json').update((v) => { v.n++ })
+      await call()
+    }), (e) => e instanceof StatefileError && e.code === 'DEADLOCK' && /transaction callback/.test(e.message), what)
+    assert.ok(Date.now() - started < 5000, `${what}: ${Date.now() - started} ms`)
+  }
+  // The tx's own calls on the documents it holds go on working, nested ones too.
+  const { result } = await store.transaction(async (tx) => {
+    await tx.write('a.json', { n: (await tx.read('a.json')).n + 1 })
+    return store.doc('c.json').update(async (v) => { v.r = (await tx.read('a.json')).n }, { default: {} })
+  })
+  assert.equal(result.result, undefined)
+  assert.deepEqual(await store.doc('a.json').read(), { n: 2 })
+  assert.deepEqual(await store.doc('c.json').read(), { r: 2 })
+  assert.deepEqual(await store.doc('b.json').read(), { n: 2 + Object.keys(nested).length })
+})
