@@ -1023,7 +1023,9 @@ export interface TransactionOptions {
    * How long the callback may hold the documents' locks, over all its runs (default
    * 60000; `Infinity` for no limit). Past it the transaction is abandoned: the locks are
    * released, nothing is written (whatever the callback does later), and `transaction`
-   * rejects with `UPDATE_TIMEOUT`.
+   * rejects with `UPDATE_TIMEOUT`. A `tx` call waiting for a lock at that moment cannot
+   * be cut short: the locks are released, and `transaction` rejects, when that wait
+   * ends (at the latest after the store's lock timeout).
    */
   timeoutMs?: number
 }
