@@ -118,6 +118,12 @@ impl Limits {
         self
     }
 
+    /// The result size set by [`Limits::max_result_bytes`] (a transaction's gets are
+    /// bounded by twice it).
+    pub(crate) fn result_bytes(&self) -> usize {
+        self.max_result_bytes
+    }
+
     /// Stop with [`PatchErrorKind::Stopped`] if an operation would start after `at`.
     pub fn deadline(mut self, at: Instant) -> Limits {
         self.deadline = Some(at);

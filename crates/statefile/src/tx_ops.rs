@@ -267,6 +267,24 @@ fn missing(store: &Store, doc: &str, what: &str) -> TxOpError {
     )
 }
 
+/// The length of `v` as compact JSON, counted without holding the text.
+fn compact_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a Value to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 fn pointer_error(doc: &str, e: PointerError) -> TxOpError {
     match e {
         PointerError::NotFound(m) => {
@@ -284,8 +302,10 @@ impl Store {
     ///
     /// # Errors
     /// [`TxOpError::Store`] with `Conflict` naming the document whose precondition
-    /// failed, `NotFound` for a get, delete or JSON Patch of a missing document, or the
-    /// kinds of [`Store::transaction`]; [`TxOpError::NotApplicable`] for a patch or
+    /// failed, `NotFound` for a get, delete or JSON Patch of a missing document,
+    /// `Serialize` when the values the gets answer total more than twice `limits`'
+    /// result size (each get counts, also a second one of a document), or the kinds of
+    /// [`Store::transaction`]; [`TxOpError::NotApplicable`] for a patch or
     /// append that does not apply.
     pub fn apply_tx(
         &self,
@@ -294,6 +314,9 @@ impl Store {
     ) -> Result<Vec<TxOpResult>, TxOpError> {
         let (mut results, receipt) = self.transaction(|tx| {
             let mut results = Vec::with_capacity(ops.len());
+            // Bytes of the values the gets answer, each one counted (one document got
+            // 1000 times is 1000 copies in the answer).
+            let mut answered = 0usize;
             for op in ops {
                 let doc = op.doc.as_str();
                 if let Some(v) = &op.if_match {
@@ -341,6 +364,23 @@ impl Store {
                         let v = tx
                             .read::<Value>(doc)?
                             .ok_or_else(|| missing(self, doc, "get"))?;
+                        answered = answered.saturating_add(compact_len(&v));
+                        let most = limits.result_bytes().saturating_mul(2);
+                        if answered > most {
+                            let path = self.root().join(doc);
+                            return Err(TxOpError::Store(
+                                Error::new(
+                                    ErrorKind::Serialize,
+                                    format!(
+                                        "cannot answer the transaction's get of {}: its gets \
+                                         total more than {most} bytes (twice the patch result \
+                                         limit); nothing was written",
+                                        path.display()
+                                    ),
+                                )
+                                .with_path(&path),
+                            ));
+                        }
                         r.value = Some(v);
                         r.version = tx.version_seen(doc)?;
                     }

@@ -373,3 +373,46 @@ fn a_transaction_writing_a_document_and_one_below_it_is_refused_before_commit() 
             .unwrap();
     }
 }
+
+/// Review (txreview): the gets of a transaction were unbounded: 1000 gets of one large
+/// document answered 1000 copies of it (16 GB in memory for one `POST /v1/tx` of a
+/// 16 MiB document). Their answers now total at most twice the patch result limit.
+#[test]
+fn the_values_a_transactions_gets_answer_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!("x".repeat(600)))
+        .unwrap();
+    let limits = statefile::patch::Limits::new().max_result_bytes(1000);
+    let gets = |n: usize| {
+        let ops: Vec<Value> = (0..n)
+            .map(|_| json!({"op": "get", "doc": "a.json"}))
+            .collect();
+        statefile::parse_tx_ops(&json!(ops), &limits).unwrap()
+    };
+    // 3 x 602 bytes: within 2 x 1000.
+    let r = store.apply_tx(&gets(3), &limits).unwrap();
+    assert_eq!(r[2].value, Some(json!("x".repeat(600))));
+    // 4 x 602: over, with the document named and nothing written.
+    let mut ops = gets(4);
+    ops.insert(
+        0,
+        statefile::parse_tx_ops(
+            &json!([{"op": "put", "doc": "b.json", "value": 1}]),
+            &limits,
+        )
+        .unwrap()
+        .remove(0),
+    );
+    match store.apply_tx(&ops, &limits).unwrap_err() {
+        statefile::TxOpError::Store(e) => {
+            assert_eq!(e.kind(), ErrorKind::Serialize, "{e}");
+            assert!(e.to_string().contains("a.json"), "{e}");
+        }
+        other => panic!("{other}"),
+    }
+    assert!(!dir.path().join("b.json").exists());
+}
