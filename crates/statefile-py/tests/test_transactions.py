@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import fcntl
 import hashlib
+import math
 import multiprocessing
 import os
 import random
@@ -539,3 +540,12 @@ def test_enable_status_checkpoint_disable_and_verify_reports_the_journal(tmp_pat
         statefile.checkpoint(root)
     with pytest.raises(ValueError):
         statefile.enable_journal(root, checkpoint_age=-1.0)
+
+
+def test_lock_timeout_inf_works_in_journal_mode(tmp_path: Path) -> None:
+    # Review (txreview): lock_timeout=math.inf ("waits as long as it takes") raised a
+    # PanicException (overflow adding the timeout to an Instant) on a journal-mode store.
+    store = journal_store(tmp_path / "s", lock_timeout=math.inf)
+    store.transaction(lambda tx: tx.write("a.json", {"n": 1}))
+    store.doc("a.json").write({"n": 2})
+    assert store.read_tx(["a.json"]) == [{"n": 2}]

@@ -416,3 +416,30 @@ fn the_values_a_transactions_gets_answer_are_bounded() {
     }
     assert!(!dir.path().join("b.json").exists());
 }
+
+/// Review (txreview): a lock timeout of Duration::MAX ("wait as long as it takes": the
+/// Python package's `lock_timeout=math.inf`, the CLI's `--lock-timeout 1e18`) panicked
+/// with "overflow when adding duration to instant" in the journal's join and commit:
+/// opening a store in journal mode, writing, or running a transaction.
+#[test]
+fn an_unbounded_lock_timeout_works_in_journal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    journaled(dir.path());
+    let store = Store::open_with(dir.path(), Options::new().lock_timeout(Duration::MAX)).unwrap();
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    store
+        .transaction(|tx| {
+            let n: i64 = tx.read("a.json")?.unwrap();
+            tx.write("a.json", &(n + 1))?;
+            tx.write("b.json", &n)
+        })
+        .unwrap();
+    assert_eq!(
+        store.read_tx::<Value>(&["a.json", "b.json"]).unwrap(),
+        [Some(json!(2)), Some(json!(1))]
+    );
+}

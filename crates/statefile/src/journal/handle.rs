@@ -299,7 +299,7 @@ impl Journal {
         let path = self.root.join(super::META_DIR).join(USERS);
         let start = Instant::now();
         // Waiting for another process's recovery may take longer than a lock timeout.
-        let deadline = start + opts.lock_timeout.max(Duration::from_secs(60));
+        let deadline = crate::lock::deadline(start, opts.lock_timeout.max(Duration::from_secs(60)));
         let mut backoff = Duration::from_micros(100);
         loop {
             if crate::fs::retry(|| self.users.try_lock(LockMode::Exclusive)).ctx("lock", &path)? {
@@ -485,7 +485,7 @@ impl Journal {
         for n in names {
             bloom.add(n);
         }
-        let deadline = Instant::now() + opts.lock_timeout;
+        let deadline = crate::lock::deadline(Instant::now(), opts.lock_timeout);
         let path = self.path();
         let mut waited_for_slot = Duration::from_micros(50);
         loop {
