@@ -1094,6 +1094,9 @@ fn sync_file(file: &mut dyn FsFile, durability: Durability, target: &Path) -> Re
     if mutants::active(Mutant::NoFileFsync) {
         return Ok(());
     }
+    if durability != Durability::None {
+        crate::fs::release_now();
+    }
     let r = match durability {
         Durability::Full => file.sync_all(),
         Durability::Data => file.sync_data(),

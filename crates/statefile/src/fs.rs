@@ -332,31 +332,109 @@ pub(crate) fn reserve_for(buf: &mut Vec<u8>, len: u64) -> io::Result<()> {
 /// its own (the old version's blocks are then freed on its path, as without a hold).
 const RELEASE_QUEUE: usize = 16;
 
-/// Drop `held` (see [`FsDir::hold`]) on a background thread, so that freeing the
-/// replaced version's blocks, which happens at that last close, costs the writer
-/// nothing. The thread only closes those handles (which read and write nothing); at
-/// most [`RELEASE_QUEUE`] wait for it, so a process never keeps more than that many
-/// replaced versions (and their disk space) alive. In a child forked after the thread
-/// started (which has no such thread), and if the thread cannot be started, the
-/// caller drops it itself.
-pub(crate) fn release_later(held: Held) {
-    use std::sync::OnceLock;
-    use std::sync::mpsc::{SyncSender, sync_channel};
-    static QUEUE: OnceLock<Option<(u32, SyncSender<Held>)>> = OnceLock::new();
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Held>(RELEASE_QUEUE);
+/// How long a held file waits for a flush (see [`release_now`]) before the releasing
+/// thread closes it anyway.
+const RELEASE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+#[derive(Default)]
+struct Releases {
+    queue: Vec<Held>,
+    /// Close what is queued now.
+    due: bool,
+}
+
+struct Releaser {
+    pid: u32,
+    state: std::sync::Mutex<Releases>,
+    wake: std::sync::Condvar,
+}
+
+fn releaser() -> Option<&'static Releaser> {
+    static R: std::sync::OnceLock<Option<&'static Releaser>> = std::sync::OnceLock::new();
+    let r: Option<&'static Releaser> = *R.get_or_init(|| {
+        let r: &'static Releaser = Box::leak(Box::new(Releaser {
+            pid: std::process::id(),
+            state: std::sync::Mutex::default(),
+            wake: std::sync::Condvar::new(),
+        }));
         std::thread::Builder::new()
             .name("statefile-release".into())
-            .spawn(move || rx.into_iter().for_each(drop))
+            .spawn(move || release_loop(r))
             .ok()
-            .map(|_| (std::process::id(), tx))
+            .map(|_| r)
     });
-    match queue {
-        Some((pid, tx)) if *pid == std::process::id() => {
-            // Full (or the thread gone): the error holds the handle, and dropping it
-            // here closes it.
-            drop(tx.try_send(held));
-        }
-        _ => drop(held),
+    r.filter(|r| r.pid == std::process::id())
+}
+
+fn release_loop(r: &Releaser) {
+    fn lock(m: &std::sync::Mutex<Releases>) -> std::sync::MutexGuard<'_, Releases> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+    let mut st = lock(&r.state);
+    loop {
+        if st.queue.is_empty() {
+            st.due = false;
+            st = r.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        if !st.due {
+            let (g, waited) = r
+                .wake
+                .wait_timeout(st, RELEASE_DELAY)
+                .unwrap_or_else(|e| e.into_inner());
+            st = g;
+            if !waited.timed_out() && !st.due {
+                continue;
+            }
+        }
+        st.due = false;
+        let batch = std::mem::take(&mut st.queue);
+        drop(st);
+        drop(batch);
+        st = lock(&r.state);
+    }
+}
+
+/// Keep `held` (see [`FsDir::hold`]) for the releasing thread, which closes it (freeing
+/// the replaced version's blocks, which happens at that last close) at the writer's
+/// next flush ([`release_now`]) or after [`RELEASE_DELAY`]: then the freeing runs while
+/// the writer waits for the disk, instead of inside its rename or alongside its next
+/// file creation (both take the same file-system locks). The thread only closes those
+/// handles (which read and write nothing); at most [`RELEASE_QUEUE`] wait for it, so a
+/// process never keeps more than that many replaced versions (and their disk space)
+/// alive. In a child forked after the thread started (which has no such thread), and
+/// if the thread cannot be started, the caller drops it itself.
+pub(crate) fn release_later(held: Held) {
+    let Some(r) = releaser() else {
+        drop(held);
+        return;
+    };
+    let mut st = r.state.lock().unwrap_or_else(|e| e.into_inner());
+    if st.queue.len() >= RELEASE_QUEUE {
+        drop(st);
+        drop(held);
+        return;
+    }
+    st.queue.push(held);
+    if st.queue.len() >= RELEASE_QUEUE / 2 {
+        st.due = true;
+    }
+    let due = st.due;
+    drop(st);
+    if due {
+        r.wake.notify_one();
+    }
+}
+
+/// The caller is about to wait for a flush: have the releasing thread close what is
+/// queued now, while this thread waits.
+pub(crate) fn release_now() {
+    let Some(r) = releaser() else { return };
+    let mut st = r.state.lock().unwrap_or_else(|e| e.into_inner());
+    if st.queue.is_empty() {
+        return;
+    }
+    st.due = true;
+    drop(st);
+    r.wake.notify_one();
 }

@@ -689,6 +689,7 @@ impl Journal {
             if flushed >= target {
                 return Ok(flushed);
             }
+            crate::fs::release_now();
             if !mutants::active(Mutant::NoJournalFlush)
                 && let Err(e) = self.log.sync_data()
             {
