@@ -1043,6 +1043,20 @@ async fn tls_sslmodes_against_a_cluster_with_a_self_signed_certificate() {
     assert!(e.contains("certuser"), "{e}");
 }
 
+/// What the fake server of [`tls_refusing_server`] recorded, once it has recorded
+/// something: the client gives up when it reads the `N`, which can be before the
+/// server's thread has seen the connection close and recorded it (seen once in CI).
+async fn recorded(seen: &std::sync::Mutex<Vec<Vec<u8>>>) -> Vec<Vec<u8>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = seen.lock().unwrap().clone();
+        if !now.is_empty() || std::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A server that answers every SSLRequest with `N` (no TLS here) and records what the
 /// client sends after that refusal (a startup message, with the user name, in clear).
 fn tls_refusing_server() -> (u16, Arc<std::sync::Mutex<Vec<Vec<u8>>>>) {
@@ -1104,7 +1118,7 @@ async fn tls_is_never_downgraded_when_it_is_required() {
         let e = open(o).await.unwrap_err();
         assert!(e.contains("TLS"), "{mode}: {e}");
         assert!(!e.contains("hunter2"), "{e}");
-        let seen = seen.lock().unwrap().clone();
+        let seen = recorded(&seen).await;
         assert!(
             !seen.is_empty(),
             "{mode}: the fake server saw no connection"
@@ -1120,7 +1134,7 @@ async fn tls_is_never_downgraded_when_it_is_required() {
     ));
     o.connect_timeout = Duration::from_secs(5);
     open(o).await.unwrap_err();
-    let seen = seen.lock().unwrap().clone();
+    let seen = recorded(&seen).await;
     assert!(
         seen.iter().any(|s| s.windows(7).any(|w| w == b"someone")),
         "prefer: no startup message after the refusal: {seen:?}"
