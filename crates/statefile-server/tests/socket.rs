@@ -177,17 +177,7 @@ fn racing_conditional_puts_on(app: std::sync::Arc<statefile_server::App>) {
             })
         })
         .collect();
-    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 412).count(),
-        n - 1,
-        "{statuses:?}"
-    );
+    one_wins(threads, n);
 }
 
 #[test]
@@ -446,17 +436,7 @@ fn on_postgres_racing_transactions_one_wins_and_transfers_keep_the_sum() {
             })
         })
         .collect();
-    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 412).count(),
-        n - 1,
-        "{statuses:?}"
-    );
+    one_wins(threads, n);
     // New connections: the server closes one left idle past its header timeout.
     let read = json!([{"op": "get", "doc": "x.json"}, {"op": "get", "doc": "y.json"}]);
     let (_, both) = tx(&mut Conn::open(server.addr), &read);
@@ -507,4 +487,21 @@ fn on_postgres_racing_transactions_one_wins_and_transfers_keep_the_sum() {
     let y = both["results"][1]["value"]["n"].as_i64().unwrap();
     assert_eq!(x + y, 1000, "{both}");
     assert_eq!(x, 500 - moved, "every committed move, once");
+}
+
+/// Of `n` racing conditional requests (the threads' statuses), exactly one is 200 and
+/// the rest 412.
+#[track_caller]
+fn one_wins(threads: Vec<std::thread::JoinHandle<u16>>, n: usize) {
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 412).count(),
+        n - 1,
+        "{statuses:?}"
+    );
 }
