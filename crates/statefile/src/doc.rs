@@ -148,6 +148,36 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         self
     }
 
+    /// The same document as values of another type `U`: the same path, options and
+    /// store (confinement to its root, its refusal to write after a failed sync), so
+    /// it takes the same lock and joins the same group commit as this handle. Its
+    /// read cache ([`Doc::read_cached`]) starts empty. A binding uses this to run
+    /// updates on a working type of its own (values plus the state it carries
+    /// between the changes of one batch) beside a handle of plain JSON values.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let doc = statefile::Doc::<serde_json::Value>::open(dir.path().join("jobs.json"))?;
+    /// doc.write(&serde_json::json!(["build"]))?;
+    /// let jobs = doc.typed::<Vec<String>>();
+    /// jobs.update(|j| {
+    ///     j.push("test".into());
+    ///     Ok::<_, statefile::Error>(())
+    /// })?;
+    /// assert_eq!(doc.read()?, serde_json::json!(["build", "test"]));
+    /// # Ok::<(), statefile::Error>(())
+    /// ```
+    pub fn typed<U: Serialize + DeserializeOwned>(&self) -> Doc<U> {
+        Doc {
+            path: self.path.clone(),
+            opts: self.opts.clone(),
+            confine: self.confine.clone(),
+            poison: self.poison.clone(),
+            cache: Mutex::new(None),
+            _type: PhantomData,
+        }
+    }
+
     /// The path this handle was opened with.
     pub fn path(&self) -> &Path {
         &self.path

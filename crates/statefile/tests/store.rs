@@ -486,3 +486,46 @@ fn opening_without_the_scan_leaves_the_tree_alone_and_transactions_still_replay(
     let e = Store::open_without_scan(root.join("none"), statefile::Options::new()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
 }
+
+#[test]
+fn a_typed_view_of_a_store_document_keeps_the_store_s_confinement_and_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    let store = Store::open_with(
+        &root,
+        statefile::Options::new().format(statefile::Format::Compact),
+    )
+    .unwrap();
+
+    let escaping = store.doc::<Value>("escape/new.json").unwrap();
+    let typed = escaping.typed::<Vec<String>>();
+    assert_eq!(
+        typed.write(&vec!["pwned".into()]).unwrap_err().kind(),
+        ErrorKind::InvalidName,
+        "a typed view is confined to the store's root as its handle is"
+    );
+    assert_eq!(
+        names(&outside),
+        Vec::<String>::new(),
+        "nothing written outside"
+    );
+
+    let doc = store.doc::<Value>("jobs.json").unwrap();
+    doc.write(&json!(["build"])).unwrap();
+    let jobs = doc.typed::<Vec<String>>();
+    assert_eq!(jobs.path(), doc.path());
+    jobs.update(|j| {
+        j.push("test".into());
+        Ok::<_, statefile::Error>(())
+    })
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("jobs.json")).unwrap(),
+        "[\"build\",\"test\"]\n",
+        "the view writes with the store's options"
+    );
+}
