@@ -90,11 +90,54 @@ impl Refusal {
 
 /// Convert `obj` to a JSON value, refusing anything that would not read back as given.
 pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    let mut open = Vec::new();
-    from_py(obj, 0, &mut open).map_err(|r| match r {
+    to_json_walk(obj, &mut Walk::new()).map(|(v, _)| v)
+}
+
+/// As [`to_json`], and whether `obj` may stand in for `to_py` of the result: whether
+/// every object in it is of the exact type `to_py` makes (a `dict`, `list`, `str`,
+/// `int`, `float`, `bool` or `None`) and nothing outside refers to any of its dicts
+/// and lists (`obj` itself is referred to by the caller's one reference only). Then
+/// nobody can change it but through `obj`, and using it again is indistinguishable
+/// from converting the value back, without the cost.
+pub fn to_json_reusable(obj: &Bound<'_, PyAny>) -> PyResult<(Value, bool)> {
+    let mut walk = Walk::new();
+    walk.clean = refs(obj) == 1;
+    to_json_walk(obj, &mut walk)
+}
+
+fn to_json_walk(obj: &Bound<'_, PyAny>, walk: &mut Walk) -> PyResult<(Value, bool)> {
+    let value = from_py(obj, 0, walk).map_err(|r| match r {
         Failure::Refused(r) => r.into_pyerr(),
         Failure::Python(e) => e,
-    })
+    })?;
+    Ok((value, walk.clean))
+}
+
+/// The state of a walk from Python objects to JSON.
+struct Walk {
+    /// The containers on the path from the root to the object at hand (by identity),
+    /// so a container that contains itself is reported as a cycle rather than walked
+    /// forever.
+    open: Vec<usize>,
+    /// So far, the objects may stand in for their value converted back (see
+    /// [`to_json_reusable`]).
+    clean: bool,
+}
+
+impl Walk {
+    fn new() -> Walk {
+        Walk {
+            open: Vec::new(),
+            clean: false,
+        }
+    }
+}
+
+/// The reference count of `obj`. pyo3 deprecates its accessor in favour of the raw
+/// `Py_REFCNT`, which this crate (no unsafe code) cannot call.
+#[allow(deprecated)]
+fn refs(obj: &Bound<'_, PyAny>) -> isize {
+    obj.get_refcnt()
 }
 
 enum Failure {
@@ -126,9 +169,11 @@ fn refuse_value(what: String) -> Failure {
     Failure::Refused(Refusal::value_error(what))
 }
 
-/// `open` holds the containers on the path from the root to `obj` (by identity), so a
-/// container that contains itself is reported as a cycle rather than walked forever.
-fn from_py(obj: &Bound<'_, PyAny>, depth: usize, open: &mut Vec<usize>) -> Result<Value, Failure> {
+/// A dict or list below the root, held by its container and by the walk's own handle
+/// to it, is referred to from nowhere else when it has exactly this many references.
+const INNER_REFS: isize = 2;
+
+fn from_py(obj: &Bound<'_, PyAny>, depth: usize, walk: &mut Walk) -> Result<Value, Failure> {
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -136,12 +181,15 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, open: &mut Vec<usize>) -> Resul
         return Ok(Value::Bool(b.is_true()));
     }
     if let Ok(s) = obj.cast::<PyString>() {
+        walk.clean &= obj.is_exact_instance_of::<PyString>();
         return Ok(Value::String(string(s)?));
     }
     if obj.is_instance_of::<PyInt>() {
+        walk.clean &= obj.is_exact_instance_of::<PyInt>();
         return integer(obj).map(Value::Number);
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
+        walk.clean &= obj.is_exact_instance_of::<PyFloat>();
         let x = f.value();
         return match Number::from_f64(x) {
             Some(n) => Ok(Value::Number(n)),
@@ -155,11 +203,15 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, open: &mut Vec<usize>) -> Resul
     let is_list = obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>();
     if !is_dict && !is_list {
         if obj.is_instance(decimal_type(obj.py())?)? {
+            walk.clean = false;
             return decimal(obj).map(Value::Number);
         }
         return Err(refuse_type(unsupported(obj)));
     }
+    walk.clean &= (obj.is_exact_instance_of::<PyDict>() || obj.is_exact_instance_of::<PyList>())
+        && (depth == 0 || refs(obj) == INNER_REFS);
     let id = obj.as_ptr() as usize;
+    let open = &mut walk.open;
     if open.contains(&id) {
         return Err(refuse_value(format!(
             "circular reference: this {} contains itself",
@@ -178,7 +230,10 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, open: &mut Vec<usize>) -> Resul
         let mut map = Map::with_capacity(d.len());
         for (k, v) in d.iter() {
             let key = match k.cast::<PyString>() {
-                Ok(s) => string(s).map_err(|f| f.at(s.to_string_lossy().into_owned()))?,
+                Ok(s) => {
+                    walk.clean &= k.is_exact_instance_of::<PyString>();
+                    string(s).map_err(|f| f.at(s.to_string_lossy().into_owned()))?
+                }
                 Err(_) => {
                     return Err(refuse_type(format!(
                         "the key {} ({}) is not a string (JSON object keys are strings)",
@@ -187,18 +242,18 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, open: &mut Vec<usize>) -> Resul
                     )));
                 }
             };
-            let value = from_py(&v, depth + 1, open).map_err(|f| f.at(key.clone()))?;
+            let value = from_py(&v, depth + 1, walk).map_err(|f| f.at(key.clone()))?;
             map.insert(key, value);
         }
         Value::Object(map)
     } else {
         let mut items = Vec::with_capacity(obj.len().unwrap_or(0));
         for (i, v) in obj.try_iter()?.enumerate() {
-            items.push(from_py(&v?, depth + 1, open).map_err(|f| f.at(i.to_string()))?);
+            items.push(from_py(&v?, depth + 1, walk).map_err(|f| f.at(i.to_string()))?);
         }
         Value::Array(items)
     };
-    open.pop();
+    walk.open.pop();
     Ok(out)
 }
 

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyString};
 use serde_json::Value;
 use statefile::{BackupRef, Error, Version};
 
-use crate::convert::{to_json, to_py};
+use crate::convert::{to_json, to_json_reusable, to_py};
 use crate::errors::{IntoPy, to_pyerr};
 use crate::records::{self, path_str};
 use crate::update::Update;
@@ -20,6 +20,34 @@ use crate::update::Update;
 #[pyclass(module = "statefile", frozen)]
 pub struct Doc {
     pub(crate) inner: Arc<statefile::Doc<Value>>,
+    /// The same document as `Working` values, for `update(fn)`.
+    working: statefile::Doc<Working>,
+}
+
+/// The value `update(fn)` works on: the JSON value, and the Python objects the last
+/// change of the batch left it as, while they may stand in for it (see
+/// `convert::to_json_reusable`). The next change of the same batch then takes those
+/// objects instead of converting the whole document to Python again; the library
+/// stores and writes `value` (which needs no GIL), and when a change fails, it gives
+/// the next one the value from before it, which comes without objects.
+pub(crate) struct Working {
+    value: Value,
+    objects: Option<Py<PyAny>>,
+}
+
+impl serde::Serialize for Working {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Working {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Working, D::Error> {
+        Value::deserialize(d).map(|value| Working {
+            value,
+            objects: None,
+        })
+    }
 }
 
 impl std::fmt::Debug for Doc {
@@ -33,6 +61,7 @@ impl std::fmt::Debug for Doc {
 impl Doc {
     pub fn wrap(inner: statefile::Doc<Value>) -> Doc {
         Doc {
+            working: inner.typed(),
             inner: Arc::new(inner),
         }
     }
@@ -210,6 +239,13 @@ impl Doc {
         Ok(v.as_str().to_owned())
     }
 
+    /// How many calls of this process wait for the document's batch in progress to
+    /// finish (group commit; not counting the calls in that batch): for monitoring.
+    fn queued(&self, py: Python<'_>) -> PyResult<usize> {
+        let doc = &self.inner;
+        py.detach(|| doc.queued()).py_err(py)
+    }
+
     /// Replace the document with `obj`, atomically and durably, under its lock.
     fn write<'py>(&self, py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let value = to_json(obj)?;
@@ -304,7 +340,7 @@ impl Doc {
                         "update() takes a function of the document's value, or no argument for a `with` block",
                     ));
                 }
-                update_with(py, &self.inner, f.unbind(), default)
+                update_with(py, &self.working, f.unbind(), default)
             }
         }
     }
@@ -314,20 +350,25 @@ impl Doc {
 /// under it; its changes are written when it returns, nothing when it raises.
 fn update_with<'py>(
     py: Python<'py>,
-    doc: &statefile::Doc<Value>,
+    doc: &statefile::Doc<Working>,
     f: Py<PyAny>,
     default: Option<Default>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let missing = AtomicBool::new(false);
-    let body = |v: &mut Value| -> Result<Py<PyAny>, Abort> {
+    let body = |v: &mut Working| -> Result<Py<PyAny>, Abort> {
         Python::attach(|py| {
-            let data = match (&default, missing.load(Ordering::SeqCst)) {
-                (Some(d), true) => d.make(py)?,
-                _ => to_py(py, v)?,
+            let data = match (&default, missing.load(Ordering::SeqCst), v.objects.take()) {
+                (Some(d), true, _) => d.make(py)?,
+                (_, _, Some(objects)) => objects.into_bound(py),
+                (_, _, None) => to_py(py, &v.value)?,
             };
             let result = f.bind(py).call1((&data,))?;
             crate::errors::refuse_coroutine(py, &result, "doc.update()")?;
-            *v = to_json(&data)?;
+            let (value, reusable) = to_json_reusable(&data)?;
+            *v = Working {
+                value,
+                objects: reusable.then(|| data.unbind()),
+            };
             Ok(result.unbind())
         })
         .map_err(Abort::Python)
@@ -336,7 +377,10 @@ fn update_with<'py>(
         Some(_) => doc.update_or_insert_with(
             || {
                 missing.store(true, Ordering::SeqCst);
-                Value::Null
+                Working {
+                    value: Value::Null,
+                    objects: None,
+                }
             },
             body,
         ),
