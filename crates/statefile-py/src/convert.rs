@@ -24,6 +24,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Number, Value};
 
 /// Why a value cannot be stored, and where (pointer segments, innermost first).
@@ -90,43 +91,47 @@ impl Refusal {
 
 /// Convert `obj` to a JSON value, refusing anything that would not read back as given.
 pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    to_json_walk(obj, &mut Walk::new()).map(|(v, _)| v)
+    walk(obj, &mut Walk::new(true))
 }
 
-/// As [`to_json`], and whether `obj` may stand in for `to_py` of the result: whether
-/// every object in it is of the exact type `to_py` makes (a `dict`, `list`, `str`,
-/// `int`, `float`, `bool` or `None`) and nothing outside refers to any of its dicts
-/// and lists (`obj` itself is referred to by the caller's one reference only). Then
-/// nobody can change it but through `obj`, and using it again is indistinguishable
-/// from converting the value back, without the cost.
-pub fn to_json_reusable(obj: &Bound<'_, PyAny>) -> PyResult<(Value, bool)> {
-    let mut walk = Walk::new();
-    walk.clean = refs(obj) == 1;
-    to_json_walk(obj, &mut walk)
+/// Check `obj` as [`to_json`] does (the same errors), without building the value, and
+/// say whether `obj` may stand in for `to_py` of that value: whether every object in
+/// it is of the exact type `to_py` makes (a `dict`, `list`, `str`, `int`, `float`,
+/// `bool` or `None`) and nothing outside refers to any of its dicts and lists (`obj`
+/// itself is referred to by the caller's one reference only). Then nobody can change
+/// it but through `obj`, and using it again (or serializing it with [`Objects`]) is
+/// indistinguishable from converting the value back, without the cost.
+pub fn check_reusable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let mut w = Walk::new(false);
+    w.clean = refs(obj) == 1;
+    walk(obj, &mut w)?;
+    Ok(w.clean)
 }
 
-fn to_json_walk(obj: &Bound<'_, PyAny>, walk: &mut Walk) -> PyResult<(Value, bool)> {
-    let value = from_py(obj, 0, walk).map_err(|r| match r {
+fn walk(obj: &Bound<'_, PyAny>, w: &mut Walk) -> PyResult<Value> {
+    from_py(obj, 0, w).map_err(|r| match r {
         Failure::Refused(r) => r.into_pyerr(),
         Failure::Python(e) => e,
-    })?;
-    Ok((value, walk.clean))
+    })
 }
 
 /// The state of a walk from Python objects to JSON.
 struct Walk {
+    /// Build the value; otherwise only check (and return placeholders).
+    build: bool,
     /// The containers on the path from the root to the object at hand (by identity),
     /// so a container that contains itself is reported as a cycle rather than walked
     /// forever.
     open: Vec<usize>,
     /// So far, the objects may stand in for their value converted back (see
-    /// [`to_json_reusable`]).
+    /// [`check_reusable`]).
     clean: bool,
 }
 
 impl Walk {
-    fn new() -> Walk {
+    fn new(build: bool) -> Walk {
         Walk {
+            build,
             open: Vec::new(),
             clean: false,
         }
@@ -182,15 +187,26 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, walk: &mut Walk) -> Result<Valu
     }
     if let Ok(s) = obj.cast::<PyString>() {
         walk.clean &= obj.is_exact_instance_of::<PyString>();
-        return Ok(Value::String(string(s)?));
+        let text = string(s)?;
+        return Ok(if walk.build {
+            Value::String(text.to_owned())
+        } else {
+            Value::Null
+        });
     }
     if obj.is_instance_of::<PyInt>() {
         walk.clean &= obj.is_exact_instance_of::<PyInt>();
+        if !walk.build && (obj.extract::<i64>().is_ok() || obj.extract::<u64>().is_ok()) {
+            return Ok(Value::Null);
+        }
         return integer(obj).map(Value::Number);
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         walk.clean &= obj.is_exact_instance_of::<PyFloat>();
         let x = f.value();
+        if !walk.build && x.is_finite() {
+            return Ok(Value::Null);
+        }
         return match Number::from_f64(x) {
             Some(n) => Ok(Value::Number(n)),
             None => Err(refuse_value(format!(
@@ -227,29 +243,38 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, walk: &mut Walk) -> Result<Valu
     open.push(id);
     let out = if is_dict {
         let d = obj.cast::<PyDict>().map_err(PyErr::from)?;
-        let mut map = Map::with_capacity(d.len());
+        let mut map = if walk.build {
+            Map::with_capacity(d.len())
+        } else {
+            Map::new()
+        };
         for (k, v) in d.iter() {
-            let key = match k.cast::<PyString>() {
-                Ok(s) => {
-                    walk.clean &= k.is_exact_instance_of::<PyString>();
-                    string(s).map_err(|f| f.at(s.to_string_lossy().into_owned()))?
-                }
-                Err(_) => {
-                    return Err(refuse_type(format!(
-                        "the key {} ({}) is not a string (JSON object keys are strings)",
-                        short_repr(&k),
-                        type_name(&k)
-                    )));
-                }
+            let Ok(s) = k.cast::<PyString>() else {
+                return Err(refuse_type(format!(
+                    "the key {} ({}) is not a string (JSON object keys are strings)",
+                    short_repr(&k),
+                    type_name(&k)
+                )));
             };
-            let value = from_py(&v, depth + 1, walk).map_err(|f| f.at(key.clone()))?;
-            map.insert(key, value);
+            walk.clean &= k.is_exact_instance_of::<PyString>();
+            let key = string(s).map_err(|f| f.at(s.to_string_lossy().into_owned()))?;
+            let value = from_py(&v, depth + 1, walk).map_err(|f| f.at(key.to_owned()))?;
+            if walk.build {
+                map.insert(key.to_owned(), value);
+            }
         }
         Value::Object(map)
     } else {
-        let mut items = Vec::with_capacity(obj.len().unwrap_or(0));
+        let mut items = Vec::with_capacity(if walk.build {
+            obj.len().unwrap_or(0)
+        } else {
+            0
+        });
         for (i, v) in obj.try_iter()?.enumerate() {
-            items.push(from_py(&v?, depth + 1, walk).map_err(|f| f.at(i.to_string()))?);
+            let item = from_py(&v?, depth + 1, walk).map_err(|f| f.at(i.to_string()))?;
+            if walk.build {
+                items.push(item);
+            }
         }
         Value::Array(items)
     };
@@ -257,9 +282,9 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, walk: &mut Walk) -> Result<Valu
     Ok(out)
 }
 
-fn string(s: &Bound<'_, PyString>) -> Result<String, Failure> {
+fn string<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str, Failure> {
     match s.to_str() {
-        Ok(t) => Ok(t.to_owned()),
+        Ok(t) => Ok(t),
         Err(_) => {
             let text = s.to_string_lossy();
             let at = text.chars().position(|c| c == '\u{fffd}').unwrap_or(0);
@@ -362,6 +387,63 @@ fn abbreviate(s: &str) -> String {
     let mut out: String = s.chars().take(MAX).collect();
     let _ = write!(out, "... ({} characters)", s.chars().count());
     out
+}
+
+/// Python objects [`check_reusable`] accepted, serialized as the JSON value they hold
+/// (the same text as serializing their [`to_json`] value), without building that
+/// value. Anything else is refused with a serialization error.
+pub struct Objects<'a, 'py>(pub &'a Bound<'py, PyAny>);
+
+impl Serialize for Objects<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let obj = self.0;
+        if obj.is_none() {
+            return s.serialize_unit();
+        }
+        if let Ok(b) = obj.cast::<PyBool>() {
+            return s.serialize_bool(b.is_true());
+        }
+        if let Ok(t) = obj.cast_exact::<PyString>() {
+            return s.serialize_str(t.to_str().map_err(S::Error::custom)?);
+        }
+        if obj.is_exact_instance_of::<PyInt>() {
+            if let Ok(i) = obj.extract::<i64>() {
+                return s.serialize_i64(i);
+            }
+            if let Ok(u) = obj.extract::<u64>() {
+                return s.serialize_u64(u);
+            }
+            return match integer(obj) {
+                Ok(n) => n.serialize(s),
+                Err(_) => Err(S::Error::custom("an integer that is not a JSON number")),
+            };
+        }
+        if let Ok(f) = obj.cast_exact::<PyFloat>() {
+            return match Number::from_f64(f.value()) {
+                Some(n) => n.serialize(s),
+                None => Err(S::Error::custom("a float that is not a JSON number")),
+            };
+        }
+        if let Ok(d) = obj.cast_exact::<PyDict>() {
+            let mut map = s.serialize_map(Some(d.len()))?;
+            for (k, v) in d.iter() {
+                let k = k.cast_exact::<PyString>().map_err(S::Error::custom)?;
+                map.serialize_entry(k.to_str().map_err(S::Error::custom)?, &Objects(&v))?;
+            }
+            return map.end();
+        }
+        if let Ok(l) = obj.cast_exact::<PyList>() {
+            let mut seq = s.serialize_seq(Some(l.len()))?;
+            for v in l.iter() {
+                seq.serialize_element(&Objects(&v))?;
+            }
+            return seq.end();
+        }
+        Err(S::Error::custom(format!(
+            "an object of type {} where only JSON values were expected",
+            type_name(obj)
+        )))
+    }
 }
 
 /// A JSON value as Python objects: dicts in key order, ints as ints, other numbers as

@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyString};
 use serde_json::Value;
 use statefile::{BackupRef, Error, Version};
 
-use crate::convert::{to_json, to_json_reusable, to_py};
+use crate::convert::{Objects, check_reusable, to_json, to_py};
 use crate::errors::{IntoPy, to_pyerr};
 use crate::records::{self, path_str};
 use crate::update::Update;
@@ -24,29 +24,30 @@ pub struct Doc {
     working: statefile::Doc<Working>,
 }
 
-/// The value `update(fn)` works on: the JSON value, and the Python objects the last
-/// change of the batch left it as, while they may stand in for it (see
-/// `convert::to_json_reusable`). The next change of the same batch then takes those
-/// objects instead of converting the whole document to Python again; the library
-/// stores and writes `value` (which needs no GIL), and when a change fails, it gives
-/// the next one the value from before it, which comes without objects.
-pub(crate) struct Working {
-    value: Value,
-    objects: Option<Py<PyAny>>,
+/// The value `update(fn)` works on: a JSON value, or the Python objects the last
+/// change of the batch left, while they may stand in for it (see
+/// `convert::check_reusable`). The next change of the same batch then takes those
+/// objects instead of converting the whole document to Python again, and the library
+/// serializes them directly (taking the GIL) for its undo and for the write. When a
+/// change fails, the library gives the next one the value from before it, parsed
+/// from its undo: a `Value`.
+pub(crate) enum Working {
+    Value(Value),
+    Objects(Py<PyAny>),
 }
 
 impl serde::Serialize for Working {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.value.serialize(s)
+        match self {
+            Working::Value(v) => v.serialize(s),
+            Working::Objects(o) => Python::attach(|py| Objects(o.bind(py)).serialize(s)),
+        }
     }
 }
 
 impl<'de> serde::Deserialize<'de> for Working {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Working, D::Error> {
-        Value::deserialize(d).map(|value| Working {
-            value,
-            objects: None,
-        })
+        Value::deserialize(d).map(Working::Value)
     }
 }
 
@@ -357,17 +358,18 @@ fn update_with<'py>(
     let missing = AtomicBool::new(false);
     let body = |v: &mut Working| -> Result<Py<PyAny>, Abort> {
         Python::attach(|py| {
-            let data = match (&default, missing.load(Ordering::SeqCst), v.objects.take()) {
+            let given = std::mem::replace(v, Working::Value(Value::Null));
+            let data = match (&default, missing.load(Ordering::SeqCst), given) {
                 (Some(d), true, _) => d.make(py)?,
-                (_, _, Some(objects)) => objects.into_bound(py),
-                (_, _, None) => to_py(py, &v.value)?,
+                (_, _, Working::Objects(objects)) => objects.into_bound(py),
+                (_, _, Working::Value(value)) => to_py(py, &value)?,
             };
             let result = f.bind(py).call1((&data,))?;
             crate::errors::refuse_coroutine(py, &result, "doc.update()")?;
-            let (value, reusable) = to_json_reusable(&data)?;
-            *v = Working {
-                value,
-                objects: reusable.then(|| data.unbind()),
+            *v = if check_reusable(&data)? {
+                Working::Objects(data.unbind())
+            } else {
+                Working::Value(to_json(&data)?)
             };
             Ok(result.unbind())
         })
@@ -377,10 +379,7 @@ fn update_with<'py>(
         Some(_) => doc.update_or_insert_with(
             || {
                 missing.store(true, Ordering::SeqCst);
-                Working {
-                    value: Value::Null,
-                    objects: None,
-                }
+                Working::Value(Value::Null)
             },
             body,
         ),

@@ -328,3 +328,28 @@ def test_calls_after_a_batch_start_from_what_it_wrote(tmp_path: Path, form: str)
         with statefile.Doc(p).update() as d:
             d["items"].append(3)
     assert statefile.Doc(p).read() == {"items": ["from another program", 3]}
+
+
+def test_a_batch_writes_the_same_bytes_as_a_lone_write_of_its_value(tmp_path: Path) -> None:
+    # The batch's last value is written from its Python objects directly: the file
+    # must be byte for byte what writing the same value alone gives.
+    p = tmp_path / "a.json"
+    statefile.Doc(p).write({"items": []})
+    value = {
+        "ints": [0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**80), 10**40],
+        "floats": [0.1, -0.0, 1e300, 5e-324, 1.0, 123456.789, 2.5e-8],
+        "strings": ["", "plain", 'quote " backslash \\ slash /', "tab\tnl\n\x00\x1f", "é 中 😀"],
+        "nested": {"a": {"b": [True, False, None, {"c": []}]}, "": {}},
+    }
+
+    def first(d: Any) -> None:
+        d.update(copy.deepcopy(value))
+
+    def second(d: Any) -> None:
+        d["items"].append("second")
+
+    outcomes, _ = one_batch(p, [first, second])
+    assert [o.error for o in outcomes] == [None] * 2
+    alone = tmp_path / "alone.json"
+    statefile.Doc(alone).write(dict({"items": ["second"]}, **value))
+    assert p.read_bytes() == alone.read_bytes()
