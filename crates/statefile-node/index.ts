@@ -1321,8 +1321,8 @@ export class Store {
    * otherwise `INVALID_NAME`, nothing written. A failed precondition: `CONFLICT` naming
    * the document (`path`, and its current `version`). A `get`, `delete` or `jsonPatch`
    * of a missing document: `NOT_FOUND`. A patch or append that does not apply:
-   * `NOT_APPLICABLE`. A malformed operation (not an array of at most 1000 objects, an
-   * unknown op or key, a value JSON cannot hold, a bad pointer or version, a name
+   * `NOT_APPLICABLE`. A malformed operation (not an array of at most 1000 objects,
+   * documents in more than 4000 distinct directories, an unknown op or key, a value JSON cannot hold, a bad pointer or version, a name
    * outside the store): a TypeError or `INVALID_NAME`, before anything is touched.
    * Readers that take no lock may, for the moment of the renames, see some documents
    * new and others old: `readTx` sees one consistent state.

@@ -292,7 +292,8 @@ fn request_body(path: &str, method: &str) -> RequestBody {
     body
 }
 
-/// `POST /v1/tx`: 1 to 1000 operations, each one of the forms `statefile tx` accepts:
+/// `POST /v1/tx`: 1 to 1000 operations (their documents in at most 4000 directories),
+/// each one of the forms `statefile tx` accepts:
 /// its `op`, its `doc`, the members that op needs, and an optional precondition;
 /// nothing else (the server refuses unknown members).
 fn tx_schema() -> Schema {
@@ -351,6 +352,12 @@ fn tx_schema() -> Schema {
             .items(item)
             .min_items(Some(1))
             .max_items(Some(statefile::MAX_TX_OPS))
+            .description(Some(format!(
+                "1 to {} operations, whose documents are in at most {} distinct \
+                 directories (400 invalid-transaction beyond)",
+                statefile::MAX_TX_OPS,
+                statefile::MAX_TX_DIRS
+            )))
             .build(),
     )
 }

@@ -508,7 +508,7 @@ pub async fn append(
         description = "Operations, each {\"op\": \"put\"|\"patch\"|\"append\"|\"delete\"|\"get\", \"doc\": name, ...} with an optional \"if_match\": version or \"if_none_match\": \"*\" (see statefile tx --help)",
         example = json!([{"op": "delete", "doc": "queue/7.json"}, {"op": "put", "doc": "jobs/7.json", "value": {"state": "running"}}])),
     responses((status = 200, description = "Committed: {\"results\": [{\"doc\", \"op\", \"version\", \"etag\", \"value\" (get), \"index\" (append)}]}", body = Object),
-              (status = 400, description = "Malformed operations or names"),
+              (status = 400, description = "Malformed operations or names; over 1000 operations, or documents in over 4000 distinct directories"),
               (status = 404, description = "A get, delete or JSON Patch of a missing document"),
               (status = 412, description = "A precondition failed; names the document; nothing written"),
               (status = 422, description = "A patch or append does not apply; nothing written"),

@@ -1773,6 +1773,26 @@ async fn hostile_transactions_are_refused_and_write_nothing(b: Backend) {
             "{shown}"
         );
     }
+    // Review (hostile): documents in more directories than a transaction may make,
+    // lock and record (deep names: half a million directories in 1000 operations).
+    let deep: Vec<Value> = (0..statefile::MAX_TX_OPS)
+        .map(|i| put(&format!("d{i}/{}x.json", "a/".repeat(4))))
+        .collect();
+    let r = call(
+        &app,
+        "POST",
+        "/v1/tx",
+        &[JSON],
+        json!(deep).to_string().as_bytes(),
+    )
+    .await;
+    r.problem(400, "invalid-transaction");
+    let limit = format!("more than {} distinct directories", statefile::MAX_TX_DIRS);
+    assert!(
+        r.json()["detail"].as_str().unwrap().contains(&limit),
+        "{}",
+        r.json()
+    );
     let r = call(
         &app,
         "POST",

@@ -95,7 +95,7 @@ pub use options::{BackupMade, BackupMethod, Durability, Options, ReadPolicy, Rec
 pub use recover::{Action, Finding, Problem, Report, Scan, ScanMode, recover, verify};
 pub use store::Store;
 pub use tx::{Transaction, TxDocument, TxReceipt};
-pub use tx_ops::{MAX_TX_OPS, TxOp, TxOpError, TxOpKind, TxOpResult, parse_tx_ops};
+pub use tx_ops::{MAX_TX_DIRS, MAX_TX_OPS, TxOp, TxOpError, TxOpKind, TxOpResult, parse_tx_ops};
 pub use version::{ParseVersionError, Version};
 
 /// Write `value` as JSON to `path` atomically and durably, with default [`Options`]

@@ -21,6 +21,12 @@ use crate::version::Version;
 /// The most operations one request may hold.
 pub const MAX_TX_OPS: usize = 1000;
 
+/// The most distinct directories the documents of one request may be in (`a/b/c.json`
+/// is in `a` and `a/b`): each is a directory to make and lock on the file backend, and a
+/// name to record and check on PostgreSQL, so a request of deep names must not cost a
+/// thousand times a path's depth. Four per operation on average.
+pub const MAX_TX_DIRS: usize = 4 * MAX_TX_OPS;
+
 /// What one operation does.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -157,7 +163,8 @@ impl std::error::Error for TxOpError {}
 ///
 /// # Errors
 /// A message for anything that is not a well-formed operation, more than
-/// [`MAX_TX_OPS`] operations, a patch over `limits`, or a bad pointer or version.
+/// [`MAX_TX_OPS`] operations, documents in more than [`MAX_TX_DIRS`] directories, a
+/// patch over `limits`, or a bad pointer or version.
 pub fn parse_tx_ops(input: &Value, limits: &patch::Limits) -> Result<Vec<TxOp>, String> {
     let Some(items) = input.as_array() else {
         return Err("the transaction must be a JSON array of operations".into());
@@ -171,11 +178,24 @@ pub fn parse_tx_ops(input: &Value, limits: &patch::Limits) -> Result<Vec<TxOp>, 
             items.len()
         ));
     }
-    items
+    let ops: Vec<TxOp> = items
         .iter()
         .enumerate()
         .map(|(i, item)| parse_one(item, limits).map_err(|e| format!("operation {i}: {e}")))
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let mut dirs = std::collections::HashSet::new();
+    for (i, op) in ops.iter().enumerate() {
+        for (end, _) in op.doc.match_indices('/') {
+            dirs.insert(&op.doc[..end]);
+            if dirs.len() > MAX_TX_DIRS {
+                return Err(format!(
+                    "operation {i}: the transaction's documents are in more than \
+                     {MAX_TX_DIRS} distinct directories; at most {MAX_TX_DIRS}"
+                ));
+            }
+        }
+    }
+    Ok(ops)
 }
 
 fn parse_one(item: &Value, limits: &patch::Limits) -> Result<TxOp, String> {

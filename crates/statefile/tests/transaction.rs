@@ -443,3 +443,38 @@ fn an_unbounded_lock_timeout_works_in_journal_mode() {
         [Some(json!(2)), Some(json!(1))]
     );
 }
+
+/// Review (hostile): 1000 operations on names 500 directories deep made a transaction
+/// make (file backend) or lock and record (PostgreSQL) half a million directories; the
+/// documents of one transaction are now in at most MAX_TX_DIRS distinct directories.
+#[test]
+fn the_directories_of_a_transaction_are_bounded() {
+    let limits = statefile::patch::Limits::new();
+    // `d{i}/a/b/c/e/x.json`: each name adds five directories; then one name with the
+    // rest.
+    let ops = |dirs: usize| -> Value {
+        let mut v: Vec<Value> = (0..dirs / 5)
+            .map(|i| json!({"op": "put", "doc": format!("d{i}/a/b/c/e/x.json"), "value": i}))
+            .collect();
+        if !dirs.is_multiple_of(5) {
+            let doc = format!("r{}x.json", "/r".repeat(dirs % 5 - 1) + "/");
+            v.push(json!({"op": "get", "doc": doc}));
+        }
+        json!(v)
+    };
+    let at = statefile::MAX_TX_DIRS;
+    assert_eq!(
+        statefile::parse_tx_ops(&ops(at), &limits).unwrap().len(),
+        at.div_ceil(5)
+    );
+    let e = statefile::parse_tx_ops(&ops(at + 1), &limits).unwrap_err();
+    assert!(
+        e.contains(&format!("more than {at} distinct directories")),
+        "{e}"
+    );
+    // Shared directories count once.
+    let shared: Vec<Value> = (0..statefile::MAX_TX_OPS)
+        .map(|i| json!({"op": "put", "doc": format!("{}{i}.json", "s/".repeat(400)), "value": i}))
+        .collect();
+    assert!(statefile::parse_tx_ops(&json!(shared), &limits).is_ok());
+}
