@@ -30,6 +30,7 @@ mod tx;
 
 use failure::{Failure, db_reason, pool_reason};
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -390,16 +391,9 @@ impl PgStore {
         if let Some(row) = tx.query_opt(&stmt, &[&name]).await? {
             return Ok(Some(Current::from_row(&row)));
         }
-        // Ancestors shared, the name itself exclusive, shallowest first: every creator
-        // takes its locks in the same order, so they cannot deadlock.
-        let mut keys: Vec<String> = Vec::new();
-        let mut excl: Vec<bool> = Vec::new();
-        for (i, _) in name.match_indices('/') {
-            keys.push(name[..i].to_string());
-            excl.push(false);
-        }
-        keys.push(name.to_string());
-        excl.push(true);
+        // The locks every creator of this name (and of names above or below it) takes,
+        // in the one global order, so creators cannot deadlock.
+        let (keys, excl) = advisory_locks([name]);
         let locks = tx.prepare_cached(ADVISORY_LOCKS).await?;
         tx.query_one(&locks, &[&keys, &excl]).await?;
         if let Some(row) = tx.query_opt(&stmt, &[&name]).await? {
@@ -408,7 +402,7 @@ impl PgStore {
         // The file backend cannot store `a.json/b.json` beside a document `a.json`, nor
         // `d.json` where a directory `d.json/` was made for documents, which stays (with
         // their lock files) when they are deleted.
-        let ancestors: Vec<String> = keys[..keys.len() - 1].to_vec();
+        let ancestors: Vec<&str> = document_ancestors(name).collect();
         let clash = tx
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM statefile_documents WHERE name = ANY($1::text[])),
@@ -816,6 +810,76 @@ const ADVISORY_LOCKS: &str = "SELECT count(*) FROM (SELECT CASE WHEN x
      ELSE pg_advisory_xact_lock_shared(hashtextextended('statefile:' || current_schema() || ':' || k, 0))::text
  END FROM unnest($1::text[], $2::bool[]) AS t(k, x)) AS taken";
 
+/// Up to this many names (documents and their ancestors that could be documents) are
+/// locked one by one, each with its bucket shared: at most 2 x 16 advisory locks.
+const NAMED_LOCKS: usize = 16;
+
+/// The buckets names hash into; a holder of more names than [`NAMED_LOCKS`] locks the
+/// buckets of its names exclusive instead of the names: at most 32 advisory locks.
+const LOCK_BUCKETS: u64 = 32;
+
+/// The most advisory locks one SQL transaction of this backend holds, whatever it
+/// writes: PostgreSQL's shared lock table holds `max_locks_per_transaction` (64 by
+/// default) times the connections, so no request can fill it for the others.
+pub const MAX_ADVISORY_LOCKS: usize = 32;
+
+const _: () = assert!(2 * NAMED_LOCKS <= MAX_ADVISORY_LOCKS);
+const _: () = assert!(LOCK_BUCKETS as usize <= MAX_ADVISORY_LOCKS);
+
+/// The directories of `name` that could be documents (their names end in `.json`),
+/// shallowest first: `a.json/b/c.json/d.json` has `a.json` and `a.json/b/c.json`. No
+/// other directory can ever clash with a document: every document's name ends in
+/// `.json`.
+fn document_ancestors(name: &str) -> impl Iterator<Item = &str> {
+    name.match_indices('/')
+        .map(|(i, _)| &name[..i])
+        .filter(|a| a.ends_with(".json"))
+}
+
+/// The bucket of the lock key `key` (FNV-1a, so every server of every version agrees).
+fn bucket(key: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h % LOCK_BUCKETS
+}
+
+/// The advisory locks (keys for [`ADVISORY_LOCKS`], and which are exclusive) that make
+/// or use the documents `names`, in the one global order every holder follows.
+///
+/// What they protect: a name that has no row yet (the name exclusive, so two creators
+/// take turns) and the paths above and below it (its ancestors that could be documents
+/// shared, so a creator of `a.json` and one of `a.json/b.json` take turns and the second
+/// sees the first). A holder of at most [`NAMED_LOCKS`] such names takes the bucket of
+/// each name shared, then the names; a holder of more takes the buckets of its names
+/// exclusive and no name. So two holders that share a name always conflict where one of
+/// them needs it (name against name, bucket exclusive against bucket shared or
+/// exclusive), and no holder takes more than [`MAX_ADVISORY_LOCKS`] locks. The order:
+/// buckets by number, then names bytewise (an ancestor before the names below it); the
+/// names of bucket keys (`bucket 7`) cannot be document names, which have no space.
+fn advisory_locks<'a>(names: impl IntoIterator<Item = &'a str>) -> (Vec<String>, Vec<bool>) {
+    let mut named: BTreeMap<&str, bool> = BTreeMap::new();
+    for n in names {
+        for a in document_ancestors(n) {
+            named.entry(a).or_insert(false);
+        }
+        named.insert(n, true);
+    }
+    let coarse = named.len() > NAMED_LOCKS;
+    let buckets: BTreeSet<u64> = named.keys().map(|k| bucket(k)).collect();
+    let mut keys: Vec<String> = buckets.iter().map(|b| format!("bucket {b}")).collect();
+    let mut excl = vec![coarse; keys.len()];
+    if !coarse {
+        for (k, x) in named {
+            keys.push(k.to_string());
+            excl.push(x);
+        }
+    }
+    (keys, excl)
+}
+
 /// The locked row: its version, and its body when asked for.
 struct Current {
     version: Version,
@@ -1130,4 +1194,50 @@ fn conflict_because(name: &str, why: &str) -> Failure {
 
 fn not_found(msg: String) -> Failure {
     Failure::Lib(statefile::Error::new(ErrorKind::NotFound, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn few_names_are_locked_one_by_one_behind_their_buckets_shared() {
+        let (keys, excl) = advisory_locks(["a.json/b/c.json", "a.json", "z/y.json"]);
+        let names = &keys[keys.len() - 3..];
+        assert_eq!(names, ["a.json", "a.json/b/c.json", "z/y.json"]);
+        assert_eq!(excl[excl.len() - 3..], [true, true, true]);
+        let buckets = &keys[..keys.len() - 3];
+        assert!(buckets.iter().all(|k| k.starts_with("bucket ")));
+        assert!(excl[..buckets.len()].iter().all(|x| !x));
+        // `a.json/b` cannot be a document: no lock; `a.json` is shared below `c.json`
+        // only when it is not written itself.
+        let (keys, excl) = advisory_locks(["a.json/b/c.json"]);
+        assert_eq!(keys[keys.len() - 2..], ["a.json", "a.json/b/c.json"]);
+        assert_eq!(excl[excl.len() - 2..], [false, true]);
+    }
+
+    /// Review (hostile): a transaction of 1000 deep names took 41,000 advisory locks.
+    #[test]
+    fn many_names_take_at_most_the_bound_in_buckets_exclusive_in_order() {
+        let names: Vec<String> = (0..1000)
+            .map(|i| format!("{i}.json/{}x.json", "a.json/".repeat(140)))
+            .collect();
+        let (keys, excl) = advisory_locks(names.iter().map(String::as_str));
+        assert!(keys.len() <= MAX_ADVISORY_LOCKS, "{}", keys.len());
+        assert!(excl.iter().all(|x| *x));
+        let numbers: Vec<u64> = keys
+            .iter()
+            .map(|k| k.strip_prefix("bucket ").unwrap().parse().unwrap())
+            .collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+        // Each name's bucket is among them, so it conflicts with any holder of the name.
+        for n in &names {
+            assert!(numbers.contains(&bucket(n)));
+        }
+        let few = advisory_locks((0..NAMED_LOCKS).map(|_| "n.json"));
+        assert_eq!(few.0.len(), 2);
+        let many: Vec<String> = (0..=NAMED_LOCKS).map(|i| format!("{i}.json")).collect();
+        let (keys, excl) = advisory_locks(many.iter().map(String::as_str));
+        assert!(keys.len() <= LOCK_BUCKETS as usize && excl.iter().all(|x| *x));
+    }
 }

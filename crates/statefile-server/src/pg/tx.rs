@@ -1,10 +1,12 @@
 //! `POST /v1/tx` on PostgreSQL: the operations of `statefile tx` as one SQL transaction.
 //!
 //! Locks, in one global order so two transactions never wait for each other in a cycle:
-//! first the advisory locks that creators of a name take (every ancestor of every
-//! document shared, every document exclusive, all sorted by key), whether or not the
-//! document exists, so no other transaction or creator can make or take any of them;
-//! then the rows that exist, `SELECT ... FOR UPDATE` in name order. A single-document
+//! first the advisory locks that creators of a name take (`advisory_locks`: every
+//! ancestor of every document that could be a document shared, every document
+//! exclusive; or, for more than 16 such names, their buckets exclusive, so no
+//! transaction holds more than 32 advisory locks however many names it has), whether
+//! or not the document exists, so no other transaction or creator can make or take any
+//! of them; then the rows that exist, `SELECT ... FOR UPDATE` in name order. A single-document
 //! write of an existing row holds only that row and waits for nothing else, so it
 //! cannot close a cycle either. A wait past the lock timeout fails the whole transaction.
 //!
@@ -24,7 +26,7 @@ use statefile::pointer::{self, PointerError};
 use statefile::{ErrorKind, TxOp, TxOpKind, TxOpResult, Version};
 
 use super::failure::Failure;
-use super::{ADVISORY_LOCKS, Current, PgStore, begin};
+use super::{ADVISORY_LOCKS, Current, PgStore, advisory_locks, begin, document_ancestors};
 use crate::store::{StoreError, TxFailed};
 
 /// One document of the transaction.
@@ -152,16 +154,9 @@ impl PgStore {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // Advisory keys: a document's own name exclusive, its ancestors shared (a
-        // name that is both is exclusive), in key order.
-        let mut keys: BTreeMap<&str, bool> = BTreeMap::new();
-        for n in &names {
-            for a in ancestors(n) {
-                keys.entry(a).or_insert(false);
-            }
-            keys.insert(n, true);
-        }
-        let (keys, exclusive): (Vec<&str>, Vec<bool>) = keys.into_iter().unzip();
+        // The advisory locks of every name, whether it exists or not: bounded (see
+        // `advisory_locks`), in the global order.
+        let (keys, exclusive) = advisory_locks(names.iter().copied());
         let all: Vec<&str> = names.iter().copied().collect();
         self.with_conn(async |c| {
             let tx = begin(c).await?;
@@ -223,7 +218,7 @@ impl PgStore {
             // advisory locks, so no creator can make one meanwhile).
             let above: Vec<&str> = names
                 .iter()
-                .flat_map(|n| ancestors(n))
+                .flat_map(|n| document_ancestors(n))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .collect();
@@ -429,7 +424,7 @@ impl PgStore {
             )
             .await?;
         for doc in created {
-            let up: Vec<&str> = ancestors(doc).collect();
+            let up: Vec<&str> = document_ancestors(doc).collect();
             let row = tx.query_one(&stmt, &[&up, &doc]).await?;
             if row.get::<_, bool>(0) || row.get::<_, bool>(1) {
                 return Ok(Some(clash(doc)));
