@@ -34,6 +34,9 @@ use statefile::{
 };
 use tokio::sync::oneshot;
 
+mod text;
+use text::JsonText;
+
 // ---------------------------------------------------------------------------------
 // Results as JSON text
 
@@ -160,17 +163,30 @@ fn text<T: Serialize>(e: &Envelope<T>) -> String {
     })
 }
 
-/// Parse the JSON text the JavaScript side made of a value. It comes from
-/// `JSON.stringify`, so only nesting deeper than the parser accepts can fail here.
-fn parse_value(json: &str) -> Out<Value> {
-    serde_json::from_str(json).map_err(|e| ErrorOut {
+/// Why the JSON text of a value cannot be stored. The text comes from the JavaScript
+/// side's `JSON.stringify`, so only nesting deeper than the parser accepts can fail here.
+fn unparsable(e: &serde_json::Error) -> ErrorOut {
+    ErrorOut {
         code: "SERIALIZE",
         message: format!("cannot store this value: {e}"),
         path: None,
         version: None,
         errno: None,
         pointer: None,
-    })
+    }
+}
+
+/// Parse the JSON text the JavaScript side made of a value (which must pass
+/// [`text::check`]).
+fn parse_value(json: &str) -> Out<Value> {
+    text::check(json)
+        .and_then(|()| serde_json::from_str(json))
+        .map_err(|e| unparsable(&e))
+}
+
+/// The JSON text the JavaScript side made of a value, for writing it as it is.
+fn json_text(json: String) -> Out<JsonText> {
+    JsonText::new(json).map_err(|e| unparsable(&e))
 }
 
 /// The numbers in `v` that a JavaScript number cannot hold exactly: a number is exact
@@ -669,15 +685,30 @@ impl LazyStore {
 
 #[derive(Debug)]
 enum Handle {
-    Plain(Box<Doc<Value>>),
+    /// The document opened twice with the same options: as `Value`s, to read it, and
+    /// as JSON text, to write what JavaScript made without parsing it into a `Value`
+    /// first. Two handles to one path are one document to the library (its lock and
+    /// its queue of writers are per path).
+    Plain {
+        doc: Box<Doc<Value>>,
+        text: Box<Doc<JsonText>>,
+    },
     InStore(Arc<LazyStore>, String),
 }
 
 impl Handle {
     fn with<R, E: From<Error>>(&self, f: impl FnOnce(&Doc<Value>) -> Result<R, E>) -> Result<R, E> {
         match self {
-            Handle::Plain(d) => f(d),
+            Handle::Plain { doc, .. } => f(doc),
             Handle::InStore(store, name) => f(&store.get()?.doc::<Value>(name)?),
+        }
+    }
+
+    /// As `with`, for writing a value given as JSON text.
+    fn with_text<R>(&self, f: impl FnOnce(&Doc<JsonText>) -> Result<R, Error>) -> Result<R, Error> {
+        match self {
+            Handle::Plain { text, .. } => f(text),
+            Handle::InStore(store, name) => f(&store.get()?.doc::<JsonText>(name)?),
         }
     }
 
@@ -685,19 +716,25 @@ impl Handle {
         envelope(self.with(|d| VersionedOut::new(d.read_versioned()?, d.path())))
     }
 
-    fn write(&self, json: &str) -> String {
-        envelope(parse_value(json).and_then(|v| self.with(|d| Ok(ReceiptOut::from(d.write(&v)?)))))
+    fn write(&self, json: String) -> String {
+        envelope(
+            json_text(json).and_then(|v| Ok(ReceiptOut::from(self.with_text(|d| d.write(&v))?))),
+        )
     }
 
-    fn write_if(&self, version: &str, json: &str) -> String {
-        envelope(parse_value(json).and_then(|v| {
+    fn write_if(&self, version: &str, json: String) -> String {
+        envelope(json_text(json).and_then(|v| {
             let expected = Version::parse(version)?;
-            self.with(|d| Ok(ReceiptOut::from(d.write_if(&expected, &v)?)))
+            Ok(ReceiptOut::from(
+                self.with_text(|d| d.write_if(&expected, &v))?,
+            ))
         }))
     }
 
-    fn create(&self, json: &str) -> String {
-        envelope(parse_value(json).and_then(|v| self.with(|d| Ok(ReceiptOut::from(d.create(&v)?)))))
+    fn create(&self, json: String) -> String {
+        envelope(
+            json_text(json).and_then(|v| Ok(ReceiptOut::from(self.with_text(|d| d.create(&v))?))),
+        )
     }
 
     fn delete(&self) -> String {
@@ -975,11 +1012,15 @@ impl NativeDoc {
     #[napi(constructor)]
     pub fn new(path: String, opts: DocOptions) -> napi::Result<NativeDoc> {
         let opts = options(Options::default(), &opts)?;
-        let doc = Doc::<Value>::open_with(&path, opts).map_err(|e| {
-            napi::Error::new(napi::Status::InvalidArg, envelope::<()>(Err(e.into())))
-        })?;
+        let refused =
+            |e: Error| napi::Error::new(napi::Status::InvalidArg, envelope::<()>(Err(e.into())));
+        let doc = Doc::<Value>::open_with(&path, opts.clone()).map_err(refused)?;
+        let text = Doc::<JsonText>::open_with(&path, opts).map_err(refused)?;
         Ok(NativeDoc {
-            h: Arc::new(Handle::Plain(Box::new(doc))),
+            h: Arc::new(Handle::Plain {
+                doc: Box::new(doc),
+                text: Box::new(text),
+            }),
         })
     }
 
@@ -987,7 +1028,7 @@ impl NativeDoc {
     #[napi(getter)]
     pub fn path(&self) -> String {
         match &*self.h {
-            Handle::Plain(d) => d.path().display().to_string(),
+            Handle::Plain { doc, .. } => doc.path().display().to_string(),
             Handle::InStore(s, name) => s.root.join(name).display().to_string(),
         }
     }
@@ -1009,13 +1050,13 @@ impl NativeDoc {
     #[napi(ts_return_type = "Promise<string>")]
     pub fn write<'env>(&self, env: &'env Env, json: String) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        promise(env, move || h.write(&json))
+        promise(env, move || h.write(json))
     }
 
     /// As `write`, on the calling thread.
     #[napi]
     pub fn write_sync(&self, json: String) -> String {
-        self.h.write(&json)
+        self.h.write(json)
     }
 
     /// Compare-and-swap.
@@ -1027,26 +1068,26 @@ impl NativeDoc {
         json: String,
     ) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        promise(env, move || h.write_if(&version, &json))
+        promise(env, move || h.write_if(&version, json))
     }
 
     /// As `writeIf`, on the calling thread.
     #[napi]
     pub fn write_if_sync(&self, version: String, json: String) -> String {
-        self.h.write_if(&version, &json)
+        self.h.write_if(&version, json)
     }
 
     /// Write only if the document does not exist.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn create<'env>(&self, env: &'env Env, json: String) -> napi::Result<Object<'env>> {
         let h = self.h.clone();
-        promise(env, move || h.create(&json))
+        promise(env, move || h.create(json))
     }
 
     /// As `create`, on the calling thread.
     #[napi]
     pub fn create_sync(&self, json: String) -> String {
-        self.h.create(&json)
+        self.h.create(json)
     }
 
     /// Delete (to `.name.bak` when backups are on).
