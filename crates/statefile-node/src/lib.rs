@@ -685,10 +685,9 @@ impl LazyStore {
 
 #[derive(Debug)]
 enum Handle {
-    /// The document opened twice with the same options: as `Value`s, to read it, and
-    /// as JSON text, to write what JavaScript made without parsing it into a `Value`
-    /// first. Two handles to one path are one document to the library (its lock and
-    /// its queue of writers are per path).
+    /// The document as `Value`s, to read it, and as JSON text (`Doc::typed`: the same
+    /// document, lock and queue of writers), to write what JavaScript made without
+    /// parsing it into a `Value` first.
     Plain {
         doc: Box<Doc<Value>>,
         text: Box<Doc<JsonText>>,
@@ -1012,10 +1011,10 @@ impl NativeDoc {
     #[napi(constructor)]
     pub fn new(path: String, opts: DocOptions) -> napi::Result<NativeDoc> {
         let opts = options(Options::default(), &opts)?;
-        let refused =
-            |e: Error| napi::Error::new(napi::Status::InvalidArg, envelope::<()>(Err(e.into())));
-        let doc = Doc::<Value>::open_with(&path, opts.clone()).map_err(refused)?;
-        let text = Doc::<JsonText>::open_with(&path, opts).map_err(refused)?;
+        let doc = Doc::<Value>::open_with(&path, opts).map_err(|e| {
+            napi::Error::new(napi::Status::InvalidArg, envelope::<()>(Err(e.into())))
+        })?;
+        let text = doc.typed::<JsonText>();
         Ok(NativeDoc {
             h: Arc::new(Handle::Plain {
                 doc: Box::new(doc),
