@@ -60,6 +60,12 @@ impl std::fmt::Debug for Doc {
 }
 
 impl Doc {
+    /// Refuse `what` (a call that takes the document's lock) from inside a
+    /// transaction's function that holds that lock (see `held.rs`).
+    fn refuse_held(&self, py: Python<'_>, what: &str) -> PyResult<()> {
+        crate::held::refuse(py, self.inner.path(), what, None)
+    }
+
     pub fn wrap(inner: statefile::Doc<Value>) -> Doc {
         Doc {
             working: inner.typed(),
@@ -249,6 +255,7 @@ impl Doc {
 
     /// Replace the document with `obj`, atomically and durably, under its lock.
     fn write<'py>(&self, py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.refuse_held(py, "a write")?;
         let value = to_json(obj)?;
         let doc = &self.inner;
         let r = py.detach(|| doc.write(&value)).py_err(py)?;
@@ -262,6 +269,7 @@ impl Doc {
         version: &str,
         obj: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.refuse_held(py, "a write")?;
         let expected = version_arg(py, version)?;
         let value = to_json(obj)?;
         let doc = &self.inner;
@@ -271,6 +279,7 @@ impl Doc {
 
     /// Write `obj` only if the document does not exist yet (Conflict otherwise).
     fn create<'py>(&self, py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.refuse_held(py, "a write")?;
         let value = to_json(obj)?;
         let doc = &self.inner;
         let r = py.detach(|| doc.create(&value)).py_err(py)?;
@@ -284,6 +293,7 @@ impl Doc {
         py: Python<'py>,
         if_version: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.refuse_held(py, "a delete")?;
         let doc = &self.inner;
         let d = match if_version {
             Some(v) => {
@@ -311,6 +321,7 @@ impl Doc {
         py: Python<'py>,
         which: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        self.refuse_held(py, "a restore")?;
         let which = backup_ref(which)?;
         let doc = &self.inner;
         let r = py.detach(|| doc.restore(&which)).py_err(py)?;
@@ -341,6 +352,7 @@ impl Doc {
                         "update() takes a function of the document's value, or no argument for a `with` block",
                     ));
                 }
+                self.refuse_held(py, "an update")?;
                 update_with(py, &self.working, f.unbind(), default)
             }
         }

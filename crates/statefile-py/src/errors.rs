@@ -100,6 +100,12 @@ pub fn not_applicable(py: Python<'_>, message: String, path: &std::path::Path) -
     raise(py, "NotApplicable", message, path, None)
 }
 
+/// `Deadlock`: a call from inside a transaction's function that would wait for a lock
+/// that transaction holds (see `held.rs`).
+pub fn deadlock(py: Python<'_>, message: String, path: &std::path::Path) -> PyErr {
+    raise(py, "Deadlock", message, path, None)
+}
+
 fn raise(
     py: Python<'_>,
     class_name: &str,

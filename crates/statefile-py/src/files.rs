@@ -20,6 +20,7 @@ fn write_json<'py>(
     durability: &str,
     create_dirs: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
+    crate::held::refuse(py, &path, "a write", None)?;
     let value = to_json(obj)?;
     let opts = records::options(backups, durability, 30.0, create_dirs, false)?;
     let doc = statefile::Doc::<serde_json::Value>::open_with(path, opts).py_err(py)?;

@@ -10,6 +10,7 @@ mod convert;
 mod doc;
 mod errors;
 mod files;
+mod held;
 mod journal;
 mod records;
 mod store;

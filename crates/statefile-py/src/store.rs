@@ -106,7 +106,10 @@ impl Store {
     /// and one that sorts before a document already locked makes the attempt start
     /// again with all of them locked first (the earlier call's result or exception is
     /// discarded). So `fn` must do nothing but compute and read and write through `tx`.
-    /// If `fn` raises, nothing is written and its exception propagates.
+    /// If `fn` raises, nothing is written and its exception propagates. A call from
+    /// inside `fn` that would wait for a lock the transaction holds (a `Doc` write,
+    /// delete, restore or update of a document `tx` has touched, a nested transaction
+    /// needing one) raises `Deadlock` at once: use `tx` for those documents.
     #[pyo3(signature = (r#fn, /), text_signature = "(self, fn, /)")]
     fn transaction<'py>(
         &self,
@@ -136,6 +139,9 @@ impl Store {
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let store = &self.inner;
+        for name in &names {
+            crate::held::refuse(py, &store.root().join(name), "a consistent read", None)?;
+        }
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let values = py.detach(|| store.read_tx::<Value>(&refs)).py_err(py)?;
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
@@ -172,6 +178,9 @@ impl Store {
         let ops = statefile::parse_tx_ops(&value, &limits).map_err(PyValueError::new_err)?;
         drop(value);
         let store = &self.inner;
+        for op in &ops {
+            crate::held::refuse(py, &store.root().join(&op.doc), "a transaction", None)?;
+        }
         let results = py
             .detach(|| store.apply_tx(&ops, &limits))
             .map_err(|e| match e {

@@ -37,11 +37,12 @@ use pyo3::exceptions::{PyException, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use serde_json::Value;
-use statefile::{Error, MAX_TX_OPS, TxReceipt, Version};
+use statefile::{Error, ErrorKind, MAX_TX_OPS, TxReceipt, Version};
 
 use crate::convert::{to_json, to_py};
 use crate::doc::version_arg;
 use crate::errors::{IntoPy, not_found, to_pyerr};
+use crate::held::{self, Held, Running};
 use crate::records::path_str;
 
 /// One call on the transaction, for the helper to make.
@@ -211,6 +212,7 @@ pub fn run(
     loop {
         match link.next(py, !committing)? {
             FromHelper::Attempt => {
+                let held = Held::new(store.root().to_path_buf());
                 let tx = Bound::new(
                     py,
                     Transaction {
@@ -218,8 +220,10 @@ pub fn run(
                         thread: std::thread::current().id(),
                         root: store.root().to_path_buf(),
                         touched: Mutex::new(HashSet::new()),
+                        held: held.clone(),
                     },
                 )?;
+                let running = Running::enter(&held);
                 let r = f
                     .call1((&tx,))
                     .and_then(|r| {
@@ -227,6 +231,7 @@ pub fn run(
                         Ok(r)
                     })
                     .map(Bound::unbind);
+                drop(running);
                 tx.get().close();
                 committing = r.is_ok();
                 if !link.send(ToHelper::Finish(committing)) {
@@ -267,6 +272,9 @@ pub struct Transaction {
     /// The names used so far: at most `MAX_TX_OPS`, as in the operations form (each
     /// document holds a lock and a descriptor until the transaction ends).
     touched: Mutex<HashSet<String>>,
+    /// The documents locked so far, for refusing calls from inside `fn` that would
+    /// wait for them.
+    held: Arc<Held>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -282,7 +290,7 @@ impl Transaction {
         *self.link.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    fn call(&self, py: Python<'_>, r: Request) -> PyResult<Answer> {
+    fn call(&self, py: Python<'_>, what: &str, r: Request) -> PyResult<Answer> {
         if std::thread::current().id() != self.thread {
             return Err(PyRuntimeError::new_err(
                 "a statefile transaction is used only by the thread running its function",
@@ -312,13 +320,33 @@ impl Transaction {
                 touched.insert(r.name().to_owned());
             }
         }
+        // A transaction started inside another's function would wait for that one's
+        // locks.
+        let name = r.name().to_owned();
+        held::refuse(
+            py,
+            &self.root.join(&name),
+            &format!("a transaction's {what}"),
+            Some(&self.held),
+        )?;
         let n = link.next.fetch_add(1, Ordering::Relaxed);
         if !link.send(ToHelper::Op(n, r)) {
             return Err(lost());
         }
         loop {
             match link.next(py, true)? {
-                FromHelper::Reply(m, answer) if m == n => return answer.py_err(py),
+                FromHelper::Reply(m, answer) if m == n => {
+                    // The lock is held once the request succeeded, or failed on what
+                    // it found under the lock.
+                    let locked = match &answer {
+                        Ok(_) => true,
+                        Err(e) => matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Corrupt),
+                    };
+                    if locked {
+                        self.held.add(&name);
+                    }
+                    return answer.py_err(py);
+                }
                 FromHelper::Reply(..) => {}
                 FromHelper::Attempt | FromHelper::Done(_) => return Err(out_of_turn()),
             }
@@ -343,7 +371,7 @@ impl Transaction {
         kwargs: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let default = default_arg(kwargs)?;
-        let Answer::Value(v) = self.call(py, Request::Read(name.to_owned()))? else {
+        let Answer::Value(v) = self.call(py, "read", Request::Read(name.to_owned()))? else {
             return Err(out_of_turn());
         };
         match (v, default) {
@@ -363,7 +391,7 @@ impl Transaction {
     /// The version of `name` when this transaction locked it (None: missing),
     /// whatever the transaction wrote to it since.
     fn version(&self, py: Python<'_>, name: &str) -> PyResult<Option<String>> {
-        match self.call(py, Request::Version(name.to_owned()))? {
+        match self.call(py, "version", Request::Version(name.to_owned()))? {
             Answer::Version(v) => Ok(opt_version(v)),
             _ => Err(out_of_turn()),
         }
@@ -373,7 +401,7 @@ impl Transaction {
     /// not exist). Raises Conflict naming the document otherwise.
     fn expect(&self, py: Python<'_>, name: &str, version: Option<&str>) -> PyResult<()> {
         let expected = version.map(|v| version_arg(py, v)).transpose()?;
-        self.call(py, Request::Expect(name.to_owned(), expected))
+        self.call(py, "expect", Request::Expect(name.to_owned(), expected))
             .map(drop)
     }
 
@@ -381,13 +409,14 @@ impl Transaction {
     /// copied) now: a value JSON cannot hold raises TypeError/ValueError here.
     fn write(&self, py: Python<'_>, name: &str, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let value = to_json(obj)?;
-        self.call(py, Request::Write(name.to_owned(), value))
+        self.call(py, "write", Request::Write(name.to_owned(), value))
             .map(drop)
     }
 
     /// Delete `name` when the transaction commits (NotFound if it does not exist).
     fn delete(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        self.call(py, Request::Delete(name.to_owned())).map(drop)
+        self.call(py, "delete", Request::Delete(name.to_owned()))
+            .map(drop)
     }
 
     /// The store's root directory.

@@ -284,6 +284,7 @@ impl Update {
 
 impl Update {
     fn enter<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::held::refuse(py, self.doc.path(), "an update", None)?;
         let (commit, commits) = mpsc::channel();
         let (report, reports) = mpsc::channel();
         let reports = Mutex::new(reports);

@@ -549,3 +549,80 @@ def test_lock_timeout_inf_works_in_journal_mode(tmp_path: Path) -> None:
     store.transaction(lambda tx: tx.write("a.json", {"n": 1}))
     store.doc("a.json").write({"n": 2})
     assert store.read_tx(["a.json"]) == [{"n": 2}]
+
+
+def test_a_doc_call_from_inside_fn_on_a_document_tx_holds_fails_at_once(tmp_path: Path) -> None:
+    # Regression: such a call waited for the lock the transaction holds until its lock
+    # timeout (forever with lock_timeout=inf, ignoring Ctrl-C), while the transaction
+    # waited for fn. Now it raises statefile.Deadlock at once (Node: DEADLOCK).
+    root = tmp_path / "s"
+    store = journal_store(root, lock_timeout=3)
+    store.doc("a.json").write({"n": 1})
+    store.doc("free.json").write({"n": 1})
+    (tmp_path / "alias").symlink_to(root)
+    refused: list[tuple[str, float, statefile.Deadlock]] = []
+    a = store.doc("a.json")
+
+    def attempt(what: str, call: Any) -> None:
+        start = time.monotonic()
+        try:
+            call()
+        except statefile.Deadlock as e:
+            refused.append((what, time.monotonic() - start, e))
+
+    def fn(tx: statefile.Transaction) -> Any:
+        v = tx.read("a.json")
+        attempt("write", lambda: a.write({"n": 2}))
+        attempt("write_if", lambda: a.write_if(a.version(), {"n": 2}))
+        attempt("create", lambda: a.create({"n": 2}))
+        attempt("delete", lambda: a.delete())
+        attempt("restore", lambda: a.restore())
+        attempt("update", lambda: a.update(lambda d: d.update(n=2)))
+        attempt("with update", lambda: a.update().__enter__())
+        attempt("another path", lambda: statefile.Doc(tmp_path / "alias" / "a.json").write({}))
+        attempt("write_json", lambda: statefile.write_json(root / "a.json", {}))
+        attempt("read_tx", lambda: store.read_tx(["free.json", "a.json"]))
+        attempt("apply", lambda: store.apply([{"op": "put", "doc": "a.json", "value": 2}]))
+        attempt("nested", lambda: store.transaction(lambda t: t.read("a.json")))
+        # What does not need a lock tx holds goes through.
+        seen = (a.read(), a.version() is not None, store.doc("free.json").update(lambda d: d["n"]))
+        nested = store.transaction(lambda t: t.read("free.json"))[0]
+        tx.write("a.json", {"n": v["n"] + 10})
+        return seen, nested
+
+    (seen, nested), _ = store.transaction(fn)
+    assert [w for w, _, _ in refused] == [
+        "write", "write_if", "create", "delete", "restore", "update", "with update",
+        "another path", "write_json", "read_tx", "apply", "nested",
+    ]
+    for what, took, e in refused:
+        assert took < 2, f"{what} failed at once, not after the lock timeout"
+        assert isinstance(e, statefile.Error) and e.kind == "deadlock"
+        assert e.path is not None and e.path.endswith("a.json")
+        assert "use the function's tx" in str(e)
+    assert seen == ({"n": 1}, True, 1) and nested == {"n": 1}
+    assert a.read() == {"n": 11}, "the transaction committed as usual"
+    # Once it is over, the same calls go through.
+    a.update(lambda d: d.update(n=12))
+    assert a.read() == {"n": 12}
+
+
+def test_a_tx_call_waiting_for_a_lock_a_nested_transaction_holds_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    store = journal_store(tmp_path / "s", lock_timeout=3)
+    store.doc("b.json").write(1)
+    outer_refused: list[str] = []
+
+    def outer(tx: statefile.Transaction) -> None:
+        def inner(t: statefile.Transaction) -> None:
+            t.read("b.json")
+            try:
+                tx.read("b.json")  # the outer tx would wait for the inner one's lock
+            except statefile.Deadlock as e:
+                outer_refused.append(str(e))
+
+        store.transaction(inner)
+
+    store.transaction(outer)
+    assert len(outer_refused) == 1 and "b.json" in outer_refused[0]

@@ -25,7 +25,8 @@ class Error(Exception):
         kind: the library's error kind (``"not-found"``, ``"corrupt"``, ``"conflict"``,
             ``"lock-timeout"``, ``"no-space"``, ``"permission-denied"``,
             ``"invalid-name"``, ``"durability"``, ``"serialize"``, ``"io"``); the same
-            names as the CLI's ``--json`` output and the HTTP problem types.
+            names as the CLI's ``--json`` output and the HTTP problem types. The
+            package's own: ``"not-applicable"``, ``"deadlock"``.
         path: the file concerned, when there is one.
         version: for ``Conflict``, the version found; for ``Durability``, the version
             that was renamed into place but may not survive a power loss.
@@ -144,6 +145,17 @@ class NotApplicable(Error, ValueError):
     array). Nothing was written."""
 
     kind = "not-applicable"
+
+
+class Deadlock(Error):
+    """A call from inside the function of ``Store.transaction`` that would wait for a
+    lock that transaction holds (a ``Doc`` write, delete, restore or update of a
+    document ``tx`` has locked, or a nested transaction, ``read_tx`` or ``apply`` that
+    needs it): it would wait until its lock timeout while the transaction waits for
+    it, so it fails at once instead. Use ``tx`` for those documents. Nothing was
+    written."""
+
+    kind = "deadlock"
 
 
 class IoError(Error, OSError):
