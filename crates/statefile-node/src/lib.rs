@@ -256,24 +256,30 @@ fn for_js<'a>(v: &'a Value, path: &Path) -> Out<(Cow<'a, Value>, Vec<String>)> {
             }
             Ok((Cow::Owned(shown), bigints))
         }
-        Err((pointer, digits)) => Err(ErrorOut {
-            code: "SERIALIZE",
-            message: format!(
-                "{}: the number {} at {} cannot be held exactly by a JavaScript number or \
-                 BigInt; statefile refuses to round it (store such numbers as strings)",
-                path.display(),
-                abbreviate(&digits),
-                if pointer.is_empty() {
-                    "the top"
-                } else {
-                    &pointer
-                }
-            ),
-            path: Some(path.display().to_string()),
-            version: None,
-            errno: None,
-            pointer: Some(pointer),
-        }),
+        Err((pointer, digits)) => Err(inexact(path, pointer, &digits)),
+    }
+}
+
+/// The refusal of the number `digits` at `pointer` in the document at `path`, which
+/// JavaScript cannot hold exactly.
+fn inexact(path: &Path, pointer: String, digits: &str) -> ErrorOut {
+    ErrorOut {
+        code: "SERIALIZE",
+        message: format!(
+            "{}: the number {} at {} cannot be held exactly by a JavaScript number or \
+             BigInt; statefile refuses to round it (store such numbers as strings)",
+            path.display(),
+            abbreviate(digits),
+            if pointer.is_empty() {
+                "the top"
+            } else {
+                &pointer
+            }
+        ),
+        path: Some(path.display().to_string()),
+        version: None,
+        errno: None,
+        pointer: Some(pointer),
     }
 }
 
@@ -1418,9 +1424,23 @@ fn apply_ops(s: &LazyStore, ops_json: &str) -> Out<Vec<TxResultOut>> {
     let ops = statefile::parse_tx_ops(&ops, &limits)
         .map_err(|e| invalid_argument(format!("transaction: {e}")))?;
     let store = s.get()?;
-    let results = store.apply_tx(&ops, &limits).map_err(|e| match e {
-        TxOpError::Store(e) => ErrorOut::from(e),
-        TxOpError::NotApplicable { doc, message } => ErrorOut {
+    // A get of a value JavaScript cannot hold fails the transaction before it writes.
+    let mut refused: Option<ErrorOut> = None;
+    let mut answer = |doc: &str, v: &Value| match inexact_numbers(v) {
+        Ok(_) => Ok(()),
+        Err((pointer, digits)) => {
+            let mut e = inexact(&store.root().join(doc), pointer, &digits);
+            e.message.push_str(" (the transaction wrote nothing)");
+            let lib = Error::new(ErrorKind::Serialize, e.message.clone());
+            refused = Some(e);
+            Err(TxOpError::Store(lib))
+        }
+    };
+    let results = store.apply_tx_answering(&ops, &limits, &mut answer);
+    let results = results.map_err(|e| match (refused, e) {
+        (Some(refused), _) => refused,
+        (None, TxOpError::Store(e)) => ErrorOut::from(e),
+        (None, TxOpError::NotApplicable { doc, message }) => ErrorOut {
             code: "NOT_APPLICABLE",
             message: format!("{doc}: {message} (the transaction wrote nothing)"),
             path: Some(store.root().join(&doc).display().to_string()),
@@ -1428,7 +1448,7 @@ fn apply_ops(s: &LazyStore, ops_json: &str) -> Out<Vec<TxResultOut>> {
             errno: None,
             pointer: None,
         },
-        other => ErrorOut {
+        (None, other) => ErrorOut {
             code: "IO",
             message: other.to_string(),
             path: None,
@@ -1437,22 +1457,14 @@ fn apply_ops(s: &LazyStore, ops_json: &str) -> Out<Vec<TxResultOut>> {
             pointer: None,
         },
     })?;
-    let wrote = results.iter().any(|r| r.op != "get");
     results
         .into_iter()
         .map(|r| {
             let (value, bigints) = match r.value {
                 None => (None, Vec::new()),
                 Some(v) => {
-                    let path = store.root().join(&r.doc);
-                    let (shown, bigints) = for_js(&v, &path).map_err(|mut e| {
-                        if wrote {
-                            e.message.push_str(
-                                " (the transaction itself committed: its writes are on disk)",
-                            );
-                        }
-                        e
-                    })?;
+                    // Every number in it was checked above: this only makes the BigInts.
+                    let (shown, bigints) = for_js(&v, &store.root().join(&r.doc))?;
                     (Some(shown.into_owned()), bigints)
                 }
             };

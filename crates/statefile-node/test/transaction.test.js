@@ -117,6 +117,30 @@ test('operations that do not apply: NOT_FOUND and NOT_APPLICABLE, nothing writte
   assert.deepEqual(snapshot(dir), before)
 })
 
+test('a get of a number JavaScript cannot hold fails the transaction before it writes; a BigInt one is answered', async (t) => {
+  const { dir, store } = await journalStore(t)
+  fs.writeFileSync(path.join(dir, 'big.json'), '{"ok": 1, "x": [0.5, 1e400], "y": 18446744073709551616}')
+  const before = snapshot(dir)
+  const refused = (e) => e instanceof StatefileError && e.code === 'SERIALIZE' && e.pointer === '/x/1' &&
+    e.path === path.join(fs.realpathSync(dir), 'big.json') && /1e\+?400/.test(e.message) && /wrote nothing/.test(e.message)
+  await assert.rejects(store.transaction([
+    { op: 'put', doc: 'a.json', value: { n: 99 } },
+    { op: 'get', doc: 'big.json' },
+    { op: 'delete', doc: 'b.json' },
+  ]), refused)
+  assert.throws(() => store.transactionSync([
+    { op: 'patch', doc: 'a.json', merge: { m: 1 } },
+    { op: 'get', doc: 'big.json' },
+  ]), refused)
+  assert.deepEqual(snapshot(dir), before, 'nothing written')
+  assert.deepEqual(await store.doc('a.json').read(), { n: 1 })
+  // 2^64 is an integer: a BigInt, as a read gives it; the transaction commits.
+  fs.writeFileSync(path.join(dir, 'big.json'), '{"y": 18446744073709551616}')
+  const r = await store.transaction([{ op: 'put', doc: 'a.json', value: { n: 2 } }, { op: 'get', doc: 'big.json' }])
+  assert.equal(r[1].value.y, 2n ** 64n)
+  assert.deepEqual(await store.doc('a.json').read(), { n: 2 })
+})
+
 test('outside journal mode a transaction that writes fails with INVALID_NAME; readTx works', async (t) => {
   const dir = scratch(t, 'tx')
   const store = new Store(dir)

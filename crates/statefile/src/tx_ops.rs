@@ -332,6 +332,24 @@ impl Store {
         ops: &[TxOp],
         limits: &patch::Limits,
     ) -> Result<Vec<TxOpResult>, TxOpError> {
+        self.apply_tx_answering(ops, limits, &mut |_, _| Ok(()))
+    }
+
+    /// As [`Store::apply_tx`], calling `answer` with each get's document name and
+    /// value inside the transaction, before anything is written: an error it returns
+    /// aborts the transaction (nothing written) and is returned. For a binding whose
+    /// language cannot hold every JSON value (a JavaScript number cannot hold `1e400`),
+    /// so that a get it could not answer fails the whole transaction, instead of its
+    /// answer failing after the writes committed.
+    ///
+    /// # Errors
+    /// As [`Store::apply_tx`], and `answer`'s.
+    pub fn apply_tx_answering(
+        &self,
+        ops: &[TxOp],
+        limits: &patch::Limits,
+        answer: &mut dyn FnMut(&str, &Value) -> Result<(), TxOpError>,
+    ) -> Result<Vec<TxOpResult>, TxOpError> {
         let (mut results, receipt) = self.transaction(|tx| {
             let mut results = Vec::with_capacity(ops.len());
             // Bytes of the values the gets answer, each one counted (one document got
@@ -401,6 +419,7 @@ impl Store {
                                 .with_path(&path),
                             ));
                         }
+                        answer(doc, &v)?;
                         r.value = Some(v);
                         r.version = tx.version_seen(doc)?;
                     }

@@ -417,6 +417,57 @@ fn the_values_a_transactions_gets_answer_are_bounded() {
     assert!(!dir.path().join("b.json").exists());
 }
 
+/// `apply_tx_answering` shows each get's value to the caller inside the transaction:
+/// one it refuses aborts the transaction, nothing written (the Node binding refuses a
+/// number JavaScript cannot hold there, instead of after the commit).
+#[test]
+fn a_get_the_caller_cannot_answer_aborts_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!({"n": 1}))
+        .unwrap();
+    let limits = statefile::patch::Limits::new();
+    let ops = statefile::parse_tx_ops(
+        &json!([
+            {"op": "put", "doc": "b.json", "value": 2},
+            {"op": "get", "doc": "a.json"},
+            {"op": "delete", "doc": "a.json"}
+        ]),
+        &limits,
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let r = store.apply_tx_answering(&ops, &limits, &mut |doc, v| {
+        seen.push((doc.to_string(), v.clone()));
+        Err(statefile::TxOpError::Store(statefile::Error::new(
+            ErrorKind::Serialize,
+            "cannot answer",
+        )))
+    });
+    match r.unwrap_err() {
+        statefile::TxOpError::Store(e) => assert_eq!(e.to_string(), "cannot answer"),
+        other => panic!("{other}"),
+    }
+    assert_eq!(seen, [("a.json".to_string(), json!({"n": 1}))]);
+    assert!(!dir.path().join("b.json").exists());
+    assert_eq!(
+        store.doc::<Value>("a.json").unwrap().read().unwrap(),
+        json!({"n": 1})
+    );
+    // Accepted: the same as apply_tx.
+    let r = store
+        .apply_tx_answering(&ops, &limits, &mut |_, _| Ok(()))
+        .unwrap();
+    assert_eq!(r[1].value, Some(json!({"n": 1})));
+    assert_eq!(
+        store.doc::<Value>("b.json").unwrap().read().unwrap(),
+        json!(2)
+    );
+}
+
 /// Review (txreview): a lock timeout of Duration::MAX ("wait as long as it takes": the
 /// Python package's `lock_timeout=math.inf`, the CLI's `--lock-timeout 1e18`) panicked
 /// with "overflow when adding duration to instant" in the journal's join and commit:
