@@ -29,7 +29,8 @@ test('every write lays the value out as serde_json does, numbers, strings and ke
     dropped: undefined,
     when: new Date(0),
     custom: { toJSON: () => ({ made: 'by toJSON' }) },
-    deep: { a: { b: { c: { d: [1, [2, [3, { e: 'f' }]]] } } } }
+    deep: { a: { b: { c: { d: [1, [2, [3, { e: 'f' }]]] } } } },
+    'a key "with" escapes\n\u0001': { 'é': 1, '\\': 2, '': 3 }
   }
   const expected = pretty(value)
   assert.ok(expected.includes('"numbers": [\n    0,\n    0,\n    1.5,\n    -2.25e-7,\n    1e+21,'), expected)
@@ -57,7 +58,7 @@ test('every write lays the value out as serde_json does, numbers, strings and ke
   const back = await doc.read()
   assert.deepEqual(back.numbers, value.numbers.map((x) => x === 0 ? 0 : x))
   assert.deepEqual(back.strings, value.strings)
-  assert.deepEqual(Object.keys(back), ['2', '10', 'z', 'a', 'numbers', 'strings', 'empty', 'literals', 'when', 'custom', 'deep'])
+  assert.deepEqual(Object.keys(back), ['2', '10', 'z', 'a', 'numbers', 'strings', 'empty', 'literals', 'when', 'custom', 'deep', 'a key "with" escapes\n\u0001'])
 })
 
 test('the addon refuses JSON text that would not read back as itself, writing nothing', async (t) => {
@@ -68,6 +69,8 @@ test('the addon refuses JSON text that would not read back as itself, writing no
     ['{"a":1,"a":2}', /an object repeats the key "a"/],
     ['{"a":1,"\\u0061":2}', /an object repeats the key "a"/],
     ['[{"x":{"b":1,"c":2,"b":3}}]', /an object repeats the key "b"/],
+    [`{${Array.from({ length: 20 }, (_, i) => `"k${i}":${i}`).join(',')},"k7":0}`, /an object repeats the key "k7"/],
+    ['{"a\\n":1,"a\\u000a":2}', /an object repeats the key "a\\n"/],
     ['{"$serde_json::private::Number":"5"}', /is reserved/],
     ['{"a":{"\\u0024serde_json::private::Number":"5"}}', /is reserved/],
     ['[1,', /EOF while parsing/],
