@@ -339,7 +339,9 @@ def test_a_batch_writes_the_same_bytes_as_a_lone_write_of_its_value(tmp_path: Pa
         "ints": [0, -1, 2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**80), 10**40],
         "floats": [0.1, -0.0, 1e300, 5e-324, 1.0, 123456.789, 2.5e-8],
         "strings": ["", "plain", 'quote " backslash \\ slash /', "tab\tnl\n\x00\x1f", "é 中 😀"],
-        "nested": {"a": {"b": [True, False, None, {"c": []}]}, "": {}},
+        "nested": {"a": {"b": [True, False, None, {"c": []}]}, "": {}, "[]": [[], [[]]]},
+        'key "quoted" \\ \n': {"\u2028\x7f": ["\\u0041", "a,b:c{d}[e]"]},
+        "more numbers": [1e-7, 1e21, -1.5e-300, 2**100, 0.30000000000000004],
     }
 
     def first(d: Any) -> None:
