@@ -263,22 +263,36 @@ fn the_next_process_takes_the_lock_promptly_after_a_release() {
         }
     };
     let doc: Doc<Value> = Doc::open(&p).unwrap();
-    let mut handovers = Vec::new();
-    for _ in 0..21 {
-        writeln!(to, "go").unwrap();
-        said("SF held");
-        let guard = doc.lock().unwrap();
-        let taken = now_ns();
-        drop(guard);
-        let released: u128 = said("SF released").parse().unwrap();
-        handovers.push(taken.saturating_sub(released) as f64 / 1e3);
+    // A waiter that polls (sleeping 1-10 ms between tries, as lock files often do)
+    // never reaches a median under 1 ms; a blocked flock is woken at the release. On a
+    // loaded machine one round can still be slow because the waiter is not scheduled:
+    // up to three rounds, and one with a median under 1 ms shows the mechanism.
+    let mut medians = Vec::new();
+    for _ in 0..3 {
+        let mut handovers = Vec::new();
+        for _ in 0..21 {
+            writeln!(to, "go").unwrap();
+            said("SF held");
+            let guard = doc.lock().unwrap();
+            let taken = now_ns();
+            drop(guard);
+            let released: u128 = said("SF released").parse().unwrap();
+            handovers.push(taken.saturating_sub(released) as f64 / 1e3);
+        }
+        handovers.sort_by(f64::total_cmp);
+        let median = handovers[handovers.len() / 2];
+        println!("handover after a release: median {median:.0} µs, all {handovers:.0?}");
+        medians.push(median);
+        if median < 1000.0 {
+            break;
+        }
     }
     writeln!(to, "quit").unwrap();
     assert!(holder.wait().unwrap().success());
-    handovers.sort_by(f64::total_cmp);
-    let median = handovers[handovers.len() / 2];
-    println!("handover after a release: median {median:.0} µs, all {handovers:.0?}");
-    assert!(median < 1000.0, "median handover {median:.0} µs");
+    assert!(
+        medians.iter().any(|m| *m < 1000.0),
+        "median handover of each round (µs): {medians:.0?}"
+    );
 }
 
 /// A little xorshift so the kill schedule is reproducible from the printed seed.
