@@ -426,22 +426,28 @@ pub(crate) fn replace(
 
 /// The replace protocol in journal mode (see [`crate::journal`]): the new bytes go into
 /// one journal record and into the temp file; one flush of the journal makes them
-/// durable; the rename follows without a sync:
+/// durable; the rename follows without a sync. The record is appended first, and its
+/// write to the device started, so that the device writes it while the temp file is
+/// made; the flush then mostly waits for what is already under way:
 ///
 /// ```text
+///  J1.  append the record         name, bytes, version, the version replaced, and the
+///                                 mode and owner the document is meant to have
+///       start writing it out      a hint to the kernel; nothing durable yet
 ///  1-3. temp filled from memory   not synced
 ///  5.   (verify)                  as above
 ///  6.   link the old version      as above
-///  J1.  append the record         name, bytes, version, the version replaced
 ///  J2.  flush the journal         unless another flush covered the record already
 ///  7.   rename temp -> name       visible now; durable through the journal
 ///  8.   rotate the backup link
 ///  J3.  free the commit's slot    (and a checkpoint once the lock is released, if due)
 /// ```
 ///
-/// A document too large for the journal (over a quarter of its ring) is written as
-/// outside journal mode, then a small record says so, so that a replay does not roll it
-/// back to an older record.
+/// A failure in steps 1-6 leaves a record that no one must apply (the caller is told
+/// the write failed): [`withdraw`] appends one that cancels it before the error is
+/// returned. A document too large for the journal (over a quarter of its ring) is
+/// written as outside journal mode, then a small record says so, so that a replay does
+/// not roll it back to an older record.
 fn replace_journaled(
     w: &Locked,
     b: &Bound,
@@ -455,13 +461,8 @@ fn replace_journaled(
     let started = std::time::Instant::now();
     let mut bytes = Vec::new();
     let (version, len) = run_body(Sink::Memory(&mut bytes), body, &t.path)?;
-    let mut temp = Temp::create(w)?; //                                  1.
-    temp.announce(plan.temp_created)?;
-    temp.take_permissions(current.meta(), plan.perms, w.umask)?; //      2.
-    let (mode, uid, gid) = temp.fill_bytes(&bytes)?; //                  3.
-    temp.verify(plan.verify, &version)?; //                              5.
-    let unchanged = current.version() == Some(&version);
-    let aside = Aside::link(w, plan, current.seen(), unchanged)?; //     6.
+    let (mode, owner) = intended_permissions(current.meta(), plan.perms, w.umask);
+    let (uid, gid) = owner.unwrap_or((journal::ANY_OWNER, journal::ANY_OWNER));
     let j = &b.journal;
     let entry = Entry {
         name: b.name.clone(),
@@ -475,8 +476,12 @@ fn replace_journaled(
         previous: current.version().cloned(),
         backups: u32::try_from(plan.backups).unwrap_or(u32::MAX),
     };
+    let Op::Put { bytes, .. } = &entry.op else {
+        unreachable!("made a put above")
+    };
     let names: [&[u8]; 1] = [&b.name];
-    let direct = |temp: Temp<'_>, aside: Option<Aside<'_>>, marker: bool| {
+    let prepare = || prepare_temp(w, plan, current, bytes, &version);
+    let direct = |(temp, aside): (Temp<'_>, Option<Aside<'_>>), marker: bool| {
         finish_direct(w, b, plan, current, (temp, aside), (&version, len), marker)
     };
     let ticket = match j.append(
@@ -487,11 +492,18 @@ fn replace_journaled(
     ) {
         Ok(ticket) => ticket, //                                          J1.
         Err(AppendError::Failed(e)) => return Err(e),
-        Err(AppendError::TooLarge) => return direct(temp, aside, true),
+        Err(AppendError::TooLarge) => return direct(prepare()?, true),
         Err(AppendError::Disabled) => {
             journal::wait_disabled(j, started + b.opts.lock_timeout)?;
-            return direct(temp, aside, false);
+            return direct(prepare()?, false);
         }
+    };
+    if plan.durability != Durability::None {
+        j.start_flush(&ticket);
+    }
+    let (temp, aside) = match prepare() {
+        Ok(ready) => ready, //                                            1-6.
+        Err(e) => return Err(withdraw(w, b, current, (&ticket, &version), e)),
     };
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
@@ -500,6 +512,7 @@ fn replace_journaled(
         .map_err(|e| committed_not_applied(t, &version, e))?;
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     j.finished(&ticket, &w.after, &b.opts); //                           J3.
+    let unchanged = current.version() == Some(&version);
     Ok(Receipt {
         path: t.path.clone(),
         version,
@@ -517,6 +530,108 @@ fn replace_journaled(
         batch: 1,
         queued: Duration::ZERO,
     })
+}
+
+/// Steps 1-6 of a write in journal mode: the temp file made, filled from `bytes`,
+/// verified if asked, and the old version linked aside if it is to be kept.
+fn prepare_temp<'a>(
+    w: &'a Locked,
+    plan: &Plan<'_>,
+    current: &'a Current,
+    bytes: &[u8],
+    version: &Version,
+) -> Result<(Temp<'a>, Option<Aside<'a>>)> {
+    let mut temp = Temp::create(w)?; //                                  1.
+    temp.announce(plan.temp_created)?;
+    temp.take_permissions(current.meta(), plan.perms, w.umask)?; //      2.
+    temp.fill_bytes(bytes)?; //                                          3.
+    temp.verify(plan.verify, version)?; //                               5.
+    let unchanged = current.version() == Some(version);
+    let aside = Aside::link(w, plan, current.seen(), unchanged)?; //     6.
+    Ok((temp, aside))
+}
+
+/// A commit whose record is appended but whose temp file could not be made ready (a
+/// full disk, a refusing hook, a verification that failed): the caller is told the
+/// write failed, so no replay may ever apply the record. Append one after it that
+/// cancels it for its document, flush that, and free both slots. The document was not
+/// touched: if it exists, the new record is a `Direct` one of the version it holds
+/// (made durable first, as `Direct` promises: a replay leaves it alone and applies no
+/// older record over it); if it does not, a `Delete` (a replay leaves it missing).
+/// Until the cancelling record is durable the cancelled one stays in flight, so that
+/// a checkpoint of another thread or process waits for this writer rather than
+/// applying it. Returns the error to report: `cause`, or, if cancelling failed, a
+/// `Durability` error saying that the write may yet be applied by a recovery.
+fn withdraw(
+    w: &Locked,
+    b: &Bound,
+    current: &Current,
+    (ticket, version): (&journal::Ticket, &Version),
+    cause: Error,
+) -> Error {
+    let t = &w.target;
+    let j = &b.journal;
+    let cancelled = (|| -> Result<()> {
+        let op = match current {
+            Current::Missing => Op::Delete,
+            Current::File { .. } => Op::Direct {
+                version: sync_document(w, current)?,
+            },
+        };
+        let entry = Entry {
+            name: b.name.clone(),
+            op,
+            previous: Some(version.clone()),
+            backups: 0,
+        };
+        let names: [&[u8]; 1] = [&b.name];
+        let undo = j
+            .append(&b.opts, &[entry], &names, u64::MAX)
+            .map_err(|e| match e {
+                AppendError::Failed(e) => e,
+                AppendError::Disabled => Error::new(
+                    ErrorKind::Durability,
+                    "the journal was being disabled".to_string(),
+                ),
+                AppendError::TooLarge => unreachable!("no limit given"),
+            })?;
+        j.flush(&undo)?;
+        j.finished(&undo, &w.after, &b.opts);
+        Ok(())
+    })();
+    match cancelled {
+        Ok(()) => {
+            j.finished(ticket, &w.after, &b.opts);
+            cause
+        }
+        Err(e) => Error::new(
+            ErrorKind::Durability,
+            format!(
+                "cannot write {}: {}; and cancelling its journal record failed ({}): the \
+                 write (version {version}) may yet be applied when the store is recovered",
+                t.path.display(),
+                cause.message(),
+                e.message()
+            ),
+        )
+        .with_path(&t.path)
+        .with_version(version.clone())
+        .with_source(e),
+    }
+}
+
+/// Make the document `w` holds durable as it is (its file, then its directory), and
+/// return its version.
+fn sync_document(w: &Locked, current: &Current) -> Result<Version> {
+    let t = &w.target;
+    let (mut f, _) = file::open(w.dir.as_ref(), &t.name, &t.path)?;
+    let version = match current.version() {
+        Some(v) => v.clone(),
+        None => hash_reader(&mut f).ctx("read", &t.path)?.0,
+    };
+    f.sync_all().ctx("sync", &t.path)?;
+    w.dir.sync().ctx("sync the directory of", &t.path)?;
+    Ok(version)
 }
 
 /// One document's change in a multi-document commit.
@@ -1040,7 +1155,8 @@ pub(crate) fn take_permissions(
     perms: Perms,
     umask: u32,
 ) -> Result<()> {
-    if let Some((uid, gid)) = perms.owner.or(old.map(|m| (m.uid, m.gid))) {
+    let (mode, owner) = intended_permissions(old, perms, umask);
+    if let Some((uid, gid)) = owner {
         let mine = file.metadata().ctx("inspect temp file", path)?;
         if (mine.uid, mine.gid) != (uid, gid) {
             match file.set_owner(uid, gid) {
@@ -1055,15 +1171,27 @@ pub(crate) fn take_permissions(
             }
         }
     }
+    if mode != 0o600 {
+        file.set_mode(mode).ctx("set mode of temp file", path)?;
+    }
+    Ok(())
+}
+
+/// Step 2's decision, before any file is made: the permission bits of a document's new
+/// file (`perms`' own, or the replaced file's, or the creation mode less the umask),
+/// and the owner it is meant to keep (`perms`' own, or the replaced file's; `None` for
+/// a new document: whoever writes it). What a journal record carries for a replay.
+fn intended_permissions(
+    old: Option<&Metadata>,
+    perms: Perms,
+    umask: u32,
+) -> (u32, Option<(u32, u32)>) {
     let mode = match (perms.mode, old) {
         (Some(bits), _) => bits,
         (None, Some(m)) => m.mode,
         (None, None) => perms.create_mode & !umask,
     };
-    if mode != 0o600 {
-        file.set_mode(mode).ctx("set mode of temp file", path)?;
-    }
-    Ok(())
+    (mode, perms.owner.or(old.map(|m| (m.uid, m.gid))))
 }
 
 /// Run `body` into `sink` through the 64 KiB buffer and the hasher: the version and

@@ -172,6 +172,15 @@ pub trait FsRwFile: Send + Sync + fmt::Debug {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
     /// `fdatasync(2)`: the data, and the metadata needed to read it back.
     fn sync_data(&self) -> io::Result<()>;
+    /// Start writing the `len` bytes at `offset` out to the device, without waiting, so
+    /// that the
+    /// [`sync_data`](FsRwFile::sync_data) that follows finds them already on their way.
+    /// Only a hint: it makes nothing durable, and its failure is no error (the
+    /// `sync_data` after it reports a failed write; asking for no wait, it consumes no
+    /// error report). The default does nothing.
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
     /// `fstat(2)`.
     fn metadata(&self) -> io::Result<Metadata>;
     /// `flock(2)` with `LOCK_NB`: `Ok(false)` if another open file description holds

@@ -351,9 +351,9 @@ fn a_rename_that_fails_after_the_flush_is_reported_as_a_committed_write() {
         .arg(&path)
         .status()
         .unwrap();
-    // A real failure: once the temp file exists (before the record is appended), the
-    // document becomes immutable, so the rename over it fails with EPERM after the
-    // record was flushed.
+    // A real failure: once the temp file exists (after the record is appended, before
+    // it is flushed), the document becomes immutable, so the rename over it fails with
+    // EPERM after the record was flushed.
     let target = path.clone();
     let hooked = opts.on_temp_created(move |_| Immutable::set(&target));
     let doc = Store::open_with(dir.path(), hooked)
@@ -381,5 +381,122 @@ fn a_rename_that_fails_after_the_flush_is_reported_as_a_committed_write() {
         statefile::Version::of(b"{\n  \"v\": 2\n}\n"),
         committed,
         "the error named the version that was committed"
+    );
+}
+
+/// What a store opened after a reboot replayed (the shared state is gone with it).
+fn replayed_after_a_reboot(root: &Path) -> Vec<std::path::PathBuf> {
+    zero_shm(root);
+    let store = Store::open_with(root, fresh()).unwrap();
+    store
+        .recovery()
+        .findings
+        .iter()
+        .filter(|f| matches!(f.action, statefile::Action::Replayed))
+        .map(|f| f.path.clone())
+        .collect()
+}
+
+fn temps_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect()
+}
+
+// A write's record is appended before its temp file is made (so that the device writes
+// the record meanwhile): a failure making the temp file came after the record, which a
+// replay would have applied although the caller was told the write failed. The hook
+// runs once the temp file exists, after the append; its refusal is such a failure.
+#[test]
+fn a_write_that_fails_after_its_record_was_appended_is_never_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let opts = fresh();
+        journal::enable(dir.path(), &opts, small()).unwrap();
+        let store = Store::open_with(dir.path(), opts.clone()).unwrap();
+        store
+            .doc::<Value>("a.json")
+            .unwrap()
+            .write(&json!({"v": 1}))
+            .unwrap();
+        let refusing = opts.on_temp_created(|_| Err(std::io::Error::other("refused by the test")));
+        let hooked = Store::open_with(dir.path(), refusing).unwrap();
+        for (name, value) in [("a.json", json!({"v": 2})), ("new.json", json!({"n": 1}))] {
+            let e = hooked
+                .doc::<Value>(name)
+                .unwrap()
+                .write(&value)
+                .unwrap_err();
+            assert!(e.to_string().contains("refused by the test"), "{e}");
+            assert_ne!(e.kind(), statefile::ErrorKind::Durability, "{e}");
+        }
+        let st = journal::status(dir.path(), &fresh()).unwrap().unwrap();
+        assert!(st.to_replay.is_empty(), "{st:?}");
+        // The next writer in this process finds nothing of the failed writes to apply.
+        let seen = std::sync::Mutex::new(None);
+        store
+            .doc::<Value>("a.json")
+            .unwrap()
+            .update(|v| {
+                *seen.lock().unwrap() = Some(v.clone());
+                Ok::<_, statefile::Error>(())
+            })
+            .unwrap();
+        assert_eq!(seen.into_inner().unwrap(), Some(json!({"v": 1})));
+        assert!(!dir.path().join("new.json").exists());
+    }
+    // Nor does a replay of the whole journal after a reboot.
+    assert_eq!(
+        replayed_after_a_reboot(dir.path()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let store = Store::open_with(dir.path(), fresh()).unwrap();
+    assert_eq!(
+        store.doc::<Value>("a.json").unwrap().read().unwrap(),
+        json!({"v": 1})
+    );
+    assert!(!dir.path().join("new.json").exists());
+    assert_eq!(temps_in(dir.path()), Vec::<String>::new());
+}
+
+// The same with a real failure: a full disk refuses the temp file's bytes after the
+// record went into the (preallocated) journal. NoSpace, the document intact, no temp
+// left, and nothing replayed over it later.
+#[test]
+fn a_full_disk_after_the_append_is_no_space_and_never_applied() {
+    let mnt = tempfile::tempdir().unwrap();
+    let Some(_m) = common::tiny_tmpfs(mnt.path(), "1m") else {
+        return;
+    };
+    let root = mnt.path();
+    {
+        let opts = fresh().backups(0);
+        journal::enable(root, &opts, small()).unwrap();
+        let store = Store::open_with(root, opts).unwrap();
+        let doc = store.doc::<Value>("a.json").unwrap();
+        doc.write(&json!({"v": 1})).unwrap();
+        let filler = root.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 4096];
+        while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+        drop(f);
+        let e = doc
+            .write(&json!({"v": "two", "pad": "x".repeat(8192)}))
+            .unwrap_err();
+        assert_eq!(e.kind(), statefile::ErrorKind::NoSpace, "{e}");
+        assert_eq!(doc.read().unwrap(), json!({"v": 1}));
+        assert_eq!(temps_in(root), Vec::<String>::new());
+        std::fs::remove_file(&filler).unwrap();
+    }
+    assert_eq!(
+        replayed_after_a_reboot(root),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let store = Store::open_with(root, fresh()).unwrap();
+    assert_eq!(
+        store.doc::<Value>("a.json").unwrap().read().unwrap(),
+        json!({"v": 1})
     );
 }

@@ -164,6 +164,10 @@ impl Header {
     }
 }
 
+/// The owner of a put that keeps none: the file belongs to whoever writes it. The same
+/// value as `(uid_t)-1`, which `fchown(2)` reads as "leave it".
+pub(crate) const ANY_OWNER: u32 = u32::MAX;
+
 /// What one record does to one document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -171,7 +175,9 @@ pub(crate) enum Op {
     Put {
         bytes: Vec<u8>,
         version: Version,
-        /// Permission bits and owner the file gets.
+        /// Permission bits and owner the file is meant to have; [`ANY_OWNER`] for both
+        /// ids: whoever writes it (a new document). Older writers recorded the owner
+        /// their temp file ended with, which a replay treats alike.
         mode: u32,
         uid: u32,
         gid: u32,

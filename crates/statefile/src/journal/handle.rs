@@ -616,14 +616,41 @@ impl Journal {
         .with_path(&self.path())
     }
 
+    /// Start writing `t`'s record out to the device without waiting
+    /// ([`crate::fs::FsRwFile::start_writeback`]), so that the writer's
+    /// [`flush`](Journal::flush) after its other work finds it on its way. Nothing is
+    /// durable before that flush returns.
+    pub(crate) fn start_flush(&self, t: &Ticket) {
+        self.log.start_writeback(self.offset(t.lsn), t.end - t.lsn);
+    }
+
     /// Make the journal durable up to `t`'s end. A flush by anyone (a thread of this
     /// process, another process) that already covered it is enough; otherwise one
     /// fdatasync covers every record appended so far, and its reach is published for
     /// the others. A failed flush is final: the journal is poisoned for every process,
     /// never flushed again as if the data were safe, until a recovery rolls its end back
     /// to what is known durable (the commits after it were never acknowledged).
+    ///
+    /// Any failure is [`ErrorKind::Durability`]: the record of `t` is appended, and
+    /// another writer's flush may have made it durable, so a recovery may apply it; a
+    /// caller must not read "nothing written" into a lock's or a read's own error kind.
     pub(crate) fn flush(&self, t: &Ticket) -> Result<()> {
-        self.flush_to(t.end, t.generation)
+        self.flush_to(t.end, t.generation).map_err(|e| {
+            if e.kind() == ErrorKind::Durability {
+                return e;
+            }
+            let path = e.path().map_or_else(|| self.path(), Path::to_path_buf);
+            Error::new(
+                ErrorKind::Durability,
+                format!(
+                    "{} (the commit is in the journal, whose flush did not complete: it may \
+                     or may not survive, and a recovery may apply it)",
+                    e.message()
+                ),
+            )
+            .with_path(&path)
+            .with_source(e)
+        })
     }
 
     pub(super) fn flush_to(&self, target: u64, generation: u32) -> Result<()> {
