@@ -503,7 +503,14 @@ fn replace_journaled(
     }
     let (temp, aside) = match prepare() {
         Ok(ready) => ready, //                                            1-6.
-        Err(e) => return Err(withdraw(w, b, current, (&ticket, &version), e)),
+        Err(e) => {
+            let doc = Undo {
+                w,
+                name: &b.name,
+                current,
+            };
+            return Err(withdraw(b, w, &[doc], (&ticket, Some(&version)), e));
+        }
     };
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
@@ -551,42 +558,53 @@ fn prepare_temp<'a>(
     Ok((temp, aside))
 }
 
-/// A commit whose record is appended but whose temp file could not be made ready (a
+/// A document of a commit to withdraw: locked, its name in the journal, and what it
+/// held (it was not touched).
+struct Undo<'a> {
+    w: &'a Locked,
+    name: &'a [u8],
+    current: &'a Current,
+}
+
+/// A commit whose record is appended but whose temp files could not be made ready (a
 /// full disk, a refusing hook, a verification that failed): the caller is told the
 /// write failed, so no replay may ever apply the record. Append one after it that
-/// cancels it for its document, flush that, and free both slots. The document was not
-/// touched: if it exists, the new record is a `Direct` one of the version it holds
-/// (made durable first, as `Direct` promises: a replay leaves it alone and applies no
-/// older record over it); if it does not, a `Delete` (a replay leaves it missing).
-/// Until the cancelling record is durable the cancelled one stays in flight, so that
-/// a checkpoint of another thread or process waits for this writer rather than
-/// applying it. Returns the error to report: `cause`, or, if cancelling failed, a
-/// `Durability` error saying that the write may yet be applied by a recovery.
+/// cancels it for each of its documents, flush that, and free both slots. The
+/// documents were not touched: one that exists gets a `Direct` entry of the version it
+/// holds (made durable first, as `Direct` promises: a replay leaves it alone and
+/// applies no older record over it); one that does not, a `Delete` (a replay leaves it
+/// missing). Until the cancelling record is durable the cancelled one stays in flight,
+/// so that a checkpoint of another thread or process waits for this writer (its locks)
+/// rather than applying it. `after` is the lock dropped last (a checkpoint the commits
+/// made due runs then). Returns the error to report: `cause`, or, if cancelling failed,
+/// a `Durability` error saying that the commit may yet be applied.
 fn withdraw(
-    w: &Locked,
     b: &Bound,
-    current: &Current,
-    (ticket, version): (&journal::Ticket, &Version),
+    after: &Locked,
+    docs: &[Undo<'_>],
+    (ticket, version): (&journal::Ticket, Option<&Version>),
     cause: Error,
 ) -> Error {
-    let t = &w.target;
     let j = &b.journal;
     let cancelled = (|| -> Result<()> {
-        let op = match current {
-            Current::Missing => Op::Delete,
-            Current::File { .. } => Op::Direct {
-                version: sync_document(w, current)?,
-            },
-        };
-        let entry = Entry {
-            name: b.name.clone(),
-            op,
-            previous: Some(version.clone()),
-            backups: 0,
-        };
-        let names: [&[u8]; 1] = [&b.name];
+        let mut entries = Vec::with_capacity(docs.len());
+        for d in docs {
+            let op = match d.current {
+                Current::Missing => Op::Delete,
+                Current::File { .. } => Op::Direct {
+                    version: sync_document(d.w, d.current)?,
+                },
+            };
+            entries.push(Entry {
+                name: d.name.to_vec(),
+                op,
+                previous: None,
+                backups: 0,
+            });
+        }
+        let names: Vec<&[u8]> = docs.iter().map(|d| d.name).collect();
         let undo = j
-            .append(&b.opts, &[entry], &names, u64::MAX)
+            .append(&b.opts, &entries, &names, u64::MAX)
             .map_err(|e| match e {
                 AppendError::Failed(e) => e,
                 AppendError::Disabled => Error::new(
@@ -596,27 +614,34 @@ fn withdraw(
                 AppendError::TooLarge => unreachable!("no limit given"),
             })?;
         j.flush(&undo)?;
-        j.finished(&undo, &w.after, &b.opts);
+        j.finished(&undo, &after.after, &b.opts);
         Ok(())
     })();
     match cancelled {
         Ok(()) => {
-            j.finished(ticket, &w.after, &b.opts);
+            j.finished(ticket, &after.after, &b.opts);
             cause
         }
-        Err(e) => Error::new(
-            ErrorKind::Durability,
-            format!(
-                "cannot write {}: {}; and cancelling its journal record failed ({}): the \
-                 write (version {version}) may yet be applied when the store is recovered",
-                t.path.display(),
-                cause.message(),
-                e.message()
-            ),
-        )
-        .with_path(&t.path)
-        .with_version(version.clone())
-        .with_source(e),
+        Err(e) => {
+            let path = cause
+                .path()
+                .map_or_else(|| after.target.path.clone(), Path::to_path_buf);
+            let e = Error::new(
+                ErrorKind::Durability,
+                format!(
+                    "{}; and cancelling the commit's journal record failed ({}): it may yet \
+                     be applied when the store is recovered",
+                    cause.message(),
+                    e.message()
+                ),
+            )
+            .with_path(&path)
+            .with_source(e);
+            match version {
+                Some(v) => e.with_version(v.clone()),
+                None => e,
+            }
+        }
     }
 }
 
@@ -703,7 +728,6 @@ pub(crate) fn commit_many(
     }
     refuse_if_poisoned(plan.poison, "write", &first.w.target.path)?;
     let backups = u32::try_from(plan.backups).unwrap_or(u32::MAX);
-    let mut staged = Vec::with_capacity(parts.len());
     let mut entries = Vec::with_capacity(parts.len());
     let mut versions = Vec::with_capacity(parts.len());
     for p in &parts {
@@ -716,13 +740,8 @@ pub(crate) fn commit_many(
         match &p.change {
             Change::Put(bytes) => {
                 let version = Version::of(bytes);
-                let mut temp = Temp::create(p.w)?; //                          1.
-                temp.announce(plan.temp_created)?;
-                temp.take_permissions(p.current.meta(), plan.perms, p.w.umask)?; // 2.
-                let (mode, uid, gid) = temp.fill_bytes(bytes)?; //             3.
-                temp.verify(plan.verify, &version)?; //                        5.
-                let unchanged = p.current.version() == Some(&version);
-                let aside = Aside::link(p.w, plan, p.current.seen(), unchanged)?; // 6.
+                let (mode, owner) = intended_permissions(p.current.meta(), plan.perms, p.w.umask);
+                let (uid, gid) = owner.unwrap_or((journal::ANY_OWNER, journal::ANY_OWNER));
                 entries.push(Entry {
                     name,
                     op: Op::Put {
@@ -735,7 +754,6 @@ pub(crate) fn commit_many(
                     previous: p.current.version().cloned(),
                     backups,
                 });
-                staged.push(Staged::Put(temp, aside));
                 versions.push(Some(version));
             }
             Change::Delete(seen) => {
@@ -745,7 +763,6 @@ pub(crate) fn commit_many(
                     previous: Some(seen.version.clone()),
                     backups,
                 });
-                staged.push(Staged::Delete(seen));
                 versions.push(None);
             }
         }
@@ -778,7 +795,25 @@ pub(crate) fn commit_many(
             .with_path(&j.path()));
         }
     };
+    drop(names);
     drop(entries);
+    if plan.durability != Durability::None {
+        j.start_flush(&ticket);
+    }
+    let staged = match stage(&parts, plan, &versions) {
+        Ok(staged) => staged, //                                              1-6.
+        Err(e) => {
+            let docs: Vec<Undo<'_>> = parts
+                .iter()
+                .map(|p| Undo {
+                    w: p.w,
+                    name: p.w.journal.as_ref().map_or(&[][..], |o| o.name.as_slice()),
+                    current: &p.current,
+                })
+                .collect();
+            return Err(withdraw(b, after, &docs, (&ticket, None), e));
+        }
+    };
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                                J2.
     }
@@ -801,6 +836,27 @@ pub(crate) fn commit_many(
     }
     j.finished(&ticket, &after.after, &b.opts); //                         J3.
     Ok(versions)
+}
+
+/// Steps 1-6 for each part of a multi-document commit (a put's temp file, a delete's
+/// nothing yet), in order; `versions[i]` is part `i`'s new version (`None`: deleted).
+fn stage<'a>(
+    parts: &'a [Part<'_>],
+    plan: &Plan<'_>,
+    versions: &[Option<Version>],
+) -> Result<Vec<Staged<'a>>> {
+    let mut staged = Vec::with_capacity(parts.len());
+    for (p, v) in parts.iter().zip(versions) {
+        staged.push(match (&p.change, v) {
+            (Change::Put(bytes), Some(v)) => {
+                let (temp, aside) = prepare_temp(p.w, plan, &p.current, bytes, v)?;
+                Staged::Put(temp, aside)
+            }
+            (Change::Delete(seen), _) => Staged::Delete(seen),
+            (Change::Put(_), None) => unreachable!("a put has a version"),
+        });
+    }
+    Ok(staged)
 }
 
 fn not_journaled(path: &Path) -> Error {

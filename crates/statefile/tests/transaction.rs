@@ -529,3 +529,69 @@ fn the_directories_of_a_transaction_are_bounded() {
         .collect();
     assert!(statefile::parse_tx_ops(&json!(shared), &limits).is_ok());
 }
+
+// A transaction's record is appended before its temp files are made: a failure making
+// one (here the hook's refusal, for the second document) must withdraw the record, or
+// the next open of the store would replay a transaction its caller saw fail.
+#[test]
+fn a_transaction_that_fails_after_its_record_was_appended_is_never_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = json!({"items": [1, 2, 3]});
+    // A file system instance of its own: a "process" whose journal handle no other
+    // test shares, and a second one after the reboot.
+    let process = || {
+        Options::new()
+            .create_dirs(true)
+            .fs(Arc::new(statefile::fs::OsFs) as Arc<dyn statefile::fs::Fs>)
+    };
+    {
+        let store = Store::open_with(dir.path(), process()).unwrap();
+        journal::enable(dir.path(), store.options(), JournalOptions::default()).unwrap();
+        store
+            .doc::<Value>("queue.json")
+            .unwrap()
+            .write(&queue)
+            .unwrap();
+        let refusing = store.options().clone().on_temp_created(|temp| {
+            if temp.to_string_lossy().contains("queue.json") {
+                Err(std::io::Error::other("refused by the test"))
+            } else {
+                Ok(())
+            }
+        });
+        let hooked = Store::open_with(dir.path(), refusing).unwrap();
+        let e = hooked
+            .transaction(|tx| {
+                let mut q: Value = tx.read("queue.json")?.unwrap();
+                let item = q["items"].as_array_mut().unwrap().remove(0);
+                tx.write("queue.json", &q)?;
+                tx.write("jobs/1.json", &json!({"item": item}))?;
+                Ok::<_, statefile::Error>(())
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("refused by the test"), "{e}");
+        assert_ne!(e.kind(), ErrorKind::Durability, "{e}");
+        assert_eq!(
+            store.doc::<Value>("queue.json").unwrap().read().unwrap(),
+            queue
+        );
+        assert!(!dir.path().join("jobs/1.json").exists());
+    }
+    // A reboot: the shared state is gone, the journal is replayed from its last
+    // checkpoint.
+    std::fs::write(dir.path().join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
+    let store = Store::open_with(dir.path(), process()).unwrap();
+    let replayed: Vec<_> = store
+        .recovery()
+        .findings
+        .iter()
+        .filter(|f| matches!(f.action, statefile::Action::Replayed))
+        .map(|f| f.path.clone())
+        .collect();
+    assert_eq!(replayed, Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        store.doc::<Value>("queue.json").unwrap().read().unwrap(),
+        queue
+    );
+    assert!(!dir.path().join("jobs/1.json").exists());
+}
