@@ -462,7 +462,7 @@ fn replace_journaled(
     let mut bytes = Vec::new();
     let (version, len) = run_body(Sink::Memory(&mut bytes), body, &t.path)?;
     let (mode, owner) = intended_permissions(current.meta(), plan.perms, w.umask);
-    let (uid, gid) = owner.unwrap_or((journal::ANY_OWNER, journal::ANY_OWNER));
+    let (uid, gid) = owner.unwrap_or_else(|| new_file_owner(w));
     let j = &b.journal;
     let entry = Entry {
         name: b.name.clone(),
@@ -488,7 +488,7 @@ fn replace_journaled(
         &b.opts,
         std::slice::from_ref(&entry),
         &names,
-        j.max_record(),
+        (j.max_record(), journal::withdraw_len(&names)),
     ) {
         Ok(ticket) => ticket, //                                          J1.
         Err(AppendError::Failed(e)) => return Err(e),
@@ -586,7 +586,7 @@ fn withdraw(
     cause: Error,
 ) -> Error {
     let j = &b.journal;
-    let cancelled = (|| -> Result<()> {
+    let cancelled = (|| -> Result<journal::Ticket> {
         let mut entries = Vec::with_capacity(docs.len());
         for d in docs {
             let op = match d.current {
@@ -603,23 +603,15 @@ fn withdraw(
             });
         }
         let names: Vec<&[u8]> = docs.iter().map(|d| d.name).collect();
-        let undo = j
-            .append(&b.opts, &entries, &names, u64::MAX)
-            .map_err(|e| match e {
-                AppendError::Failed(e) => e,
-                AppendError::Disabled => Error::new(
-                    ErrorKind::Durability,
-                    "the journal was being disabled".to_string(),
-                ),
-                AppendError::TooLarge => unreachable!("no limit given"),
-            })?;
+        let undo = j.replace_in_flight(ticket, &entries, &names)?;
         j.flush(&undo)?;
-        j.finished(&undo, &after.after, &b.opts);
-        Ok(())
+        Ok(undo)
     })();
     match cancelled {
-        Ok(()) => {
-            j.finished(ticket, &after.after, &b.opts);
+        Ok(undo) => {
+            // Left in flight, the cancelling record is harmless: whoever adopts it
+            // applies nothing, or deletes a document that does not exist.
+            j.finished(&undo, &after.after, &b.opts);
             cause
         }
         Err(e) => {
@@ -741,7 +733,7 @@ pub(crate) fn commit_many(
             Change::Put(bytes) => {
                 let version = Version::of(bytes);
                 let (mode, owner) = intended_permissions(p.current.meta(), plan.perms, p.w.umask);
-                let (uid, gid) = owner.unwrap_or((journal::ANY_OWNER, journal::ANY_OWNER));
+                let (uid, gid) = owner.unwrap_or_else(|| new_file_owner(p.w));
                 entries.push(Entry {
                     name,
                     op: Op::Put {
@@ -769,7 +761,8 @@ pub(crate) fn commit_many(
     }
     let j = &b.journal;
     let names: Vec<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
-    let ticket = match j.append(&b.opts, &entries, &names, j.max_transaction()) {
+    let reserve = journal::withdraw_len(&names);
+    let ticket = match j.append(&b.opts, &entries, &names, (j.max_transaction(), reserve)) {
         Ok(t) => t, //                                                        J1.
         Err(AppendError::Failed(e)) => return Err(e),
         Err(AppendError::TooLarge) => {
@@ -900,7 +893,7 @@ fn finish_direct(
             backups: u32::try_from(plan.backups).unwrap_or(u32::MAX),
         };
         let names: [&[u8]; 1] = [&b.name];
-        match b.journal.append(&b.opts, &[entry], &names, u64::MAX) {
+        match b.journal.append(&b.opts, &[entry], &names, (u64::MAX, 0)) {
             Ok(ticket) => {
                 if plan.durability != Durability::None {
                     b.journal.flush(&ticket)?;
@@ -984,7 +977,7 @@ pub(crate) fn delete(
         backups: u32::try_from(backups).unwrap_or(u32::MAX),
     };
     let names: [&[u8]; 1] = [&b.name];
-    let ticket = match b.journal.append(&b.opts, &[entry], &names, u64::MAX) {
+    let ticket = match b.journal.append(&b.opts, &[entry], &names, (u64::MAX, 0)) {
         Ok(ticket) => ticket,
         Err(AppendError::Disabled) => {
             journal::wait_disabled(&b.journal, started + b.opts.lock_timeout)?;
@@ -1248,6 +1241,20 @@ fn intended_permissions(
         (None, None) => perms.create_mode & !umask,
     };
     (mode, perms.owner.or(old.map(|m| (m.uid, m.gid))))
+}
+
+/// The owner a new document's temp file gets from the kernel, before anything is made:
+/// the writer's effective uid, and the directory's group if the directory is
+/// set-group-ID, else the writer's effective gid. What its journal record carries, so
+/// that a replay by another user (root running `statefile recover`) gives the file back
+/// the owner its writer gave it.
+fn new_file_owner(w: &Locked) -> (u32, u32) {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = match w.dir.stat(std::ffi::OsStr::new(".")) {
+        Ok(m) if m.mode & 0o2000 != 0 => m.gid,
+        _ => rustix::process::getegid().as_raw(),
+    };
+    (uid, gid)
 }
 
 /// Run `body` into `sink` through the 64 KiB buffer and the hasher: the version and

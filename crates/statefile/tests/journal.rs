@@ -343,7 +343,7 @@ fn a_rename_that_fails_after_the_flush_is_reported_as_a_committed_write() {
         .unwrap();
     let _cleanup = Immutable(path.clone());
     if Immutable::set(&path).is_err() {
-        println!("skipping: chattr +i needs root and a file system with the flag");
+        common::skip::skip("chattr +i needs root and a file system with the flag");
         return;
     }
     std::process::Command::new("chattr")

@@ -3,6 +3,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::num::NonZeroU64;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -144,6 +145,20 @@ impl FsLockFile for OsLock {
 #[derive(Debug)]
 struct OsRw(File);
 
+/// `len` bytes at `offset` cut at the middle of every 4 KiB page: pieces of at most
+/// 4 KiB, none holding a whole page (see [`OsRw::start_writeback`]).
+fn writeback_pieces(offset: u64, len: u64) -> impl Iterator<Item = (u64, NonZeroU64)> {
+    const PAGE: u64 = 4096;
+    let end = offset.saturating_add(len);
+    let mut at = offset;
+    std::iter::from_fn(move || {
+        let next = ((at + PAGE / 2) / PAGE * PAGE + PAGE / 2).min(end);
+        let piece = (at, NonZeroU64::new(next.checked_sub(at)?)?);
+        at = next;
+        Some(piece)
+    })
+}
+
 impl FsRwFile for OsRw {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
@@ -154,17 +169,21 @@ impl FsRwFile for OsRw {
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
     }
-    /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the range: Linux starts writing its
-    /// dirty pages back (without waiting) before it drops the range's clean whole pages
-    /// from the cache, and pages being written are not dropped. It is what PostgreSQL
-    /// falls back to where `sync_file_range(2)` is missing, which neither rustix nor
-    /// nix offers. Elsewhere it may only drop clean pages: still harmless.
+    /// `posix_fadvise(POSIX_FADV_DONTNEED)` over the range, in pieces that never hold a
+    /// whole 4 KiB-aligned page: Linux starts writing the dirty pages a piece touches
+    /// back (without waiting), then drops the whole pages inside it that are clean. A
+    /// piece with no whole page drops nothing (so no page of the journal leaves the
+    /// cache, and the kernel never falls back to draining every CPU's page lists for a
+    /// page it could not drop). What PostgreSQL falls back to where
+    /// `sync_file_range(2)` is missing, which neither rustix nor nix offers. Pages are
+    /// at least 4 KiB, so a piece of at most 4 KiB that starts mid-page holds no whole
+    /// page of any size.
     fn start_writeback(&self, offset: u64, len: u64) {
-        let Some(len) = std::num::NonZeroU64::new(len) else {
-            return;
-        };
-        // A hint (see the trait): its failure leaves the flush to the fdatasync after it.
-        let _ = rustix::fs::fadvise(&self.0, offset, Some(len), rustix::fs::Advice::DontNeed);
+        for (at, n) in writeback_pieces(offset, len) {
+            // A hint (see the trait): its failure leaves the flush to the fdatasync
+            // after it.
+            let _ = rustix::fs::fadvise(&self.0, at, Some(n), rustix::fs::Advice::DontNeed);
+        }
     }
     fn metadata(&self) -> io::Result<Metadata> {
         Ok(convert(&self.0.metadata()?))
@@ -422,6 +441,38 @@ impl FsDir for OsDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writeback hint's pieces cover the range exactly, and none holds a whole
+    /// 4 KiB-aligned page (which `POSIX_FADV_DONTNEED` could drop from the cache).
+    #[test]
+    fn writeback_pieces_cover_the_range_without_a_whole_page() {
+        for (offset, len) in [
+            (0, 1),
+            (0, 4096),
+            (8192, 10_176),
+            (4095, 2),
+            (2048, 4096),
+            (100, 70_000),
+        ] {
+            let pieces: Vec<(u64, u64)> = writeback_pieces(offset, len)
+                .map(|(at, n)| (at, n.get()))
+                .collect();
+            assert_eq!(pieces.first().map(|p| p.0), Some(offset));
+            let mut at = offset;
+            for &(start, n) in &pieces {
+                assert_eq!(start, at, "{pieces:?}");
+                assert!(n <= 4096, "{pieces:?}");
+                let first_whole = start.div_ceil(4096) * 4096;
+                assert!(
+                    first_whole + 4096 > start + n,
+                    "a whole page in {start}+{n}"
+                );
+                at = start + n;
+            }
+            assert_eq!(at, offset + len);
+        }
+        assert_eq!(writeback_pieces(5, 0).count(), 0);
+    }
 
     fn has_openat2() -> bool {
         let probe = rfs::openat2(

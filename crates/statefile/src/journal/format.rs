@@ -164,10 +164,6 @@ impl Header {
     }
 }
 
-/// The owner of a put that keeps none: the file belongs to whoever writes it. The same
-/// value as `(uid_t)-1`, which `fchown(2)` reads as "leave it".
-pub(crate) const ANY_OWNER: u32 = u32::MAX;
-
 /// What one record does to one document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -175,9 +171,8 @@ pub(crate) enum Op {
     Put {
         bytes: Vec<u8>,
         version: Version,
-        /// Permission bits and owner the file is meant to have; [`ANY_OWNER`] for both
-        /// ids: whoever writes it (a new document). Older writers recorded the owner
-        /// their temp file ended with, which a replay treats alike.
+        /// Permission bits and owner the file is meant to have (a new document's: its
+        /// writer's, as its temp file gets them).
         mode: u32,
         uid: u32,
         gid: u32,
@@ -212,6 +207,16 @@ impl Entry {
             Op::Delete | Op::Direct { .. } => 0,
         }
     }
+}
+
+/// The length of the record that withdraws a commit of the documents `names` (one
+/// `delete` or `direct` entry each: no data).
+pub(crate) fn withdraw_len(names: &[&[u8]]) -> u64 {
+    let meta: u64 = 8 + names
+        .iter()
+        .map(|n| align(ENTRY_FIXED as u64 + n.len() as u64))
+        .sum::<u64>();
+    align(RECORD_HEADER + meta)
 }
 
 /// The length of the commit record holding `entries`.

@@ -470,12 +470,16 @@ impl Journal {
     /// Append one commit record for `entries` (documents named `names`, whose locks the
     /// caller holds and has settled), claiming an in-flight slot. Nothing is durable yet:
     /// see [`Journal::flush_to`]. When the ring is full, a checkpoint runs first.
+    ///
+    /// `reserve` bytes of the ring are left free after the record (when the ring has
+    /// them, a checkpoint runs first otherwise): room for the record that would withdraw
+    /// it ([`Journal::replace_in_flight`]), which must not need a checkpoint of its own.
     pub(crate) fn append(
         &self,
         opts: &Options,
         entries: &[Entry],
         names: &[&[u8]],
-        limit: u64,
+        (limit, reserve): (u64, u64),
     ) -> std::result::Result<Ticket, AppendError> {
         let len = format::record_len(entries);
         if len > limit {
@@ -500,54 +504,14 @@ impl Journal {
                 if page.flags & (shm::FLAG_DISABLING | shm::FLAG_DISABLED) != 0 {
                     return Ok(Next::Disabled);
                 }
-                if page.flags & shm::FLAG_POISONED != 0 {
-                    return Err(self.poisoned_error());
-                }
-                if page.flags & shm::FLAG_DAMAGED != 0 {
-                    // Appending at the end found would overwrite the valid records
-                    // after the damage, which may be all that holds their documents.
-                    return Err(Error::new(
-                        ErrorKind::Corrupt,
-                        format!(
-                            "the journal {} is damaged before its end: refusing to write in its \
-                             tree (`statefile verify` shows where; a person decides)",
-                            path.display()
-                        ),
-                    )
-                    .with_path(&path));
-                }
-                let mut lsn = page.end;
-                let room = self.capacity - lsn % self.capacity;
-                let skip = if room < len { room } else { 0 };
-                if lsn + skip + len - page.tail > self.capacity {
+                self.refuse_if_unwritable(&page)?;
+                if !self.has_room(&page, len, reserve) {
                     return Ok(Next::Full);
                 }
                 let Some(slot) = page.free_slot() else {
                     return Ok(Next::NoSlot);
                 };
-                let flushed_before = {
-                    let st = guard(&self.flush);
-                    if st.generation == page.generation {
-                        st.flushed.min(page.end)
-                    } else {
-                        0
-                    }
-                };
-                let mut chain = page.chain;
-                if skip > 0 {
-                    if skip >= format::RECORD_HEADER {
-                        let (w, crc) = format::encode_wrap(self.salt, lsn, flushed_before, chain);
-                        write_all_at(self.log.as_ref(), &w, self.offset(lsn))
-                            .ctx("write", &path)?;
-                        chain = crc;
-                    }
-                    lsn += skip;
-                }
-                let (bytes, crc) =
-                    format::encode_commit(self.salt, lsn, flushed_before, chain, entries);
-                write_all_at(self.log.as_ref(), &bytes, self.offset(lsn)).ctx("write", &path)?;
-                page.end = lsn + len;
-                page.chain = crc;
+                let (lsn, crc) = self.place_record(&mut page, len, entries)?;
                 page.slots[slot] = Some(Slot {
                     lsn,
                     len,
@@ -602,6 +566,141 @@ impl Journal {
                 }
             }
         }
+    }
+
+    /// Refuse to append to a journal that is poisoned (a flush failed) or damaged
+    /// before its end.
+    fn refuse_if_unwritable(&self, page: &Page) -> Result<()> {
+        if page.flags & shm::FLAG_POISONED != 0 {
+            return Err(self.poisoned_error());
+        }
+        if page.flags & shm::FLAG_DAMAGED != 0 {
+            // Appending at the end found would overwrite the valid records after the
+            // damage, which may be all that holds their documents.
+            let path = self.path();
+            return Err(Error::new(
+                ErrorKind::Corrupt,
+                format!(
+                    "the journal {} is damaged before its end: refusing to write in its \
+                     tree (`statefile verify` shows where; a person decides)",
+                    path.display()
+                ),
+            )
+            .with_path(&path));
+        }
+        Ok(())
+    }
+
+    /// Whether the ring, as `page` says, has room for a record of `len` bytes at its end
+    /// (skipping to the ring's start if it does not fit before it) and `reserve` bytes
+    /// after it (counted as if they too might have to skip).
+    fn has_room(&self, page: &Page, len: u64, reserve: u64) -> bool {
+        let lsn = page.end;
+        let room = self.capacity - lsn % self.capacity;
+        let skip = if room < len { room } else { 0 };
+        lsn + skip + len + 2 * reserve - page.tail <= self.capacity
+    }
+
+    /// Write a record of `entries` (`len` bytes) at the end of the ring `page` describes
+    /// (after a wrap record if it does not fit before the ring's end), and advance the
+    /// page's end and chain. Under the append lock; the caller has checked the room.
+    /// Returns the record's LSN and checksum.
+    fn place_record(&self, page: &mut Page, len: u64, entries: &[Entry]) -> Result<(u64, u32)> {
+        let path = self.path();
+        let mut lsn = page.end;
+        let room = self.capacity - lsn % self.capacity;
+        let skip = if room < len { room } else { 0 };
+        let flushed_before = {
+            let st = guard(&self.flush);
+            if st.generation == page.generation {
+                st.flushed.min(page.end)
+            } else {
+                0
+            }
+        };
+        let mut chain = page.chain;
+        if skip > 0 {
+            if skip >= format::RECORD_HEADER {
+                let (w, crc) = format::encode_wrap(self.salt, lsn, flushed_before, chain);
+                write_all_at(self.log.as_ref(), &w, self.offset(lsn)).ctx("write", &path)?;
+                chain = crc;
+            }
+            lsn += skip;
+        }
+        let (bytes, crc) = format::encode_commit(self.salt, lsn, flushed_before, chain, entries);
+        write_all_at(self.log.as_ref(), &bytes, self.offset(lsn)).ctx("write", &path)?;
+        page.end = lsn + len;
+        page.chain = crc;
+        Ok((lsn, crc))
+    }
+
+    /// Withdraw the commit `t` in flight: append a record of `entries` that cancels it
+    /// for its documents (`names`), and put that record in `t`'s slot in the same write
+    /// of the shared state, so that nothing ever sees `t` in flight without it or one
+    /// of the two freed without the other. Allowed while the journal is being disabled
+    /// (a disable waits for `t`'s writer, and must find the cancelling record); never
+    /// runs a checkpoint (which would wait for the locks this writer holds): the room was
+    /// reserved by `t`'s append, and if writers since took it, this fails. Nothing is
+    /// durable until the returned ticket is flushed.
+    pub(crate) fn replace_in_flight(
+        &self,
+        t: &Ticket,
+        entries: &[Entry],
+        names: &[&[u8]],
+    ) -> Result<Ticket> {
+        let len = format::record_len(entries);
+        let mut bloom = Bloom::default();
+        for n in names {
+            bloom.add(n);
+        }
+        let path = self.path();
+        self.with_append_lock(None, || {
+            let mut page = self.page()?;
+            if page.flags & shm::FLAG_DISABLED != 0 {
+                return Err(Error::new(
+                    ErrorKind::Durability,
+                    format!("the journal {} was disabled", path.display()),
+                ));
+            }
+            self.refuse_if_unwritable(&page)?;
+            if page.generation != t.generation
+                || !page.slots[t.slot].is_some_and(|s| s.lsn == t.lsn && s.crc == t.crc)
+            {
+                return Err(Error::new(
+                    ErrorKind::Durability,
+                    format!(
+                        "the commit is no longer in flight in the journal {}",
+                        path.display()
+                    ),
+                ));
+            }
+            if !self.has_room(&page, len, 0) {
+                return Err(Error::new(
+                    ErrorKind::NoSpace,
+                    format!(
+                        "the journal {} has no room left to withdraw a commit",
+                        path.display()
+                    ),
+                ));
+            }
+            let (lsn, crc) = self.place_record(&mut page, len, entries)?;
+            page.slots[t.slot] = Some(Slot {
+                lsn,
+                len,
+                crc,
+                pid: std::process::id(),
+                names: bloom,
+            });
+            self.write_page(&page, Some(t.slot))?;
+            Ok(Ticket {
+                slot: t.slot,
+                lsn,
+                end: lsn + len,
+                crc,
+                generation: page.generation,
+            })
+        })
+        .map_err(|e| e.with_path(&path))
     }
 
     pub(super) fn poisoned_error(&self) -> Error {

@@ -48,7 +48,7 @@ use crate::fs::{FileType, Fs, FsDir};
 use crate::names::Target;
 use crate::options::Options;
 
-pub(crate) use format::{ANY_OWNER, Entry, Op, record_len};
+pub(crate) use format::{Entry, Op, record_len, withdraw_len};
 pub(crate) use handle::{AppendError, Journal, Ticket};
 pub(crate) use replay::wait_disabled;
 pub use replay::{CheckpointReport, JournalDamage, JournalStatus, PendingDocument};

@@ -319,9 +319,7 @@ impl Journal {
                     verify: Verify::No,
                     perms: Perms {
                         mode: Some(p.mode),
-                        owner: (p.uid, p.gid)
-                            .ne(&(super::ANY_OWNER, super::ANY_OWNER))
-                            .then_some((p.uid, p.gid)),
+                        owner: Some((p.uid, p.gid)),
                         ..Perms::default()
                     },
                     poison: None,

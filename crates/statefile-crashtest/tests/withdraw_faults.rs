@@ -1,9 +1,9 @@
-//! Hostile review of the withdraw (a failure after a journal record's append): a second
-//! fault inside the withdraw itself. A write refused by its hook (after the append) must
-//! either say Durability ("may yet be applied") or never be applied by anyone; here the
-//! next writer of the document in the same boot adopts the refused record when the
-//! withdraw's freeing of the cancelled commit's slot fails: `finished` only logs that
-//! failure, and the cancelling record's slot was freed first.
+//! A second fault inside the withdraw (a failure after a journal record's append, found
+//! by a hostile review): a write refused by its hook (after the append) must either say
+//! Durability ("may yet be applied") or never be applied by anyone. The withdraw once
+//! freed the cancelling record's slot before the cancelled one's, and only logged a
+//! failure to free the latter: the next writer of the document in the same boot then
+//! adopted the refused record. Every call of the refused write fails once here.
 
 use std::path::Path;
 use std::sync::Arc;
