@@ -3,7 +3,8 @@
 //! Writing: a value is checked completely before any file is touched. What JSON cannot
 //! hold exactly is refused with a `TypeError` (the wrong kind of object: a set, bytes, a
 //! non-string key, any other class) or a `ValueError` (the right kind, a value JSON
-//! cannot hold: NaN, an infinity, a lone surrogate, a cycle, nesting deeper than the
+//! cannot hold: NaN, an infinity, a lone surrogate, a cycle, two keys of one dict with
+//! the same text (str subclasses with their own `__eq__`), nesting deeper than the
 //! reader accepts, an integer the JSON number type cannot hold exactly), naming the
 //! place as a JSON Pointer. Nothing is converted silently: `json.dumps` turns a `1` key
 //! into `"1"` and NaN into `NaN`; here both are errors.
@@ -259,8 +260,14 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, walk: &mut Walk) -> Result<Valu
             walk.clean &= k.is_exact_instance_of::<PyString>();
             let key = string(s).map_err(|f| f.at(s.to_string_lossy().into_owned()))?;
             let value = from_py(&v, depth + 1, walk).map_err(|f| f.at(key.to_owned()))?;
-            if walk.build {
-                map.insert(key.to_owned(), value);
+            // Only keys of a str subclass with its own `__eq__`/`__hash__` can be two
+            // keys of one dict with the same text; a check-only walk leaves them to the
+            // conversion (they are not exact strs, so the objects are not reused).
+            if walk.build && map.insert(key.to_owned(), value).is_some() {
+                return Err(refuse_value(format!(
+                    "two keys of this dict are the text {} (a str subclass with its own __eq__ or __hash__), which one JSON object cannot hold",
+                    short_repr(&k)
+                )));
             }
         }
         Value::Object(map)
