@@ -403,7 +403,19 @@ pub struct Objects<'a, 'py>(pub &'a Bound<'py, PyAny>);
 
 impl Serialize for Objects<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let obj = self.0;
+        Nested(self.0, 0).serialize(s)
+    }
+}
+
+/// An object of [`Objects`] at a depth: bounded, so that objects changed after their
+/// check (only reachable then through `gc.get_referrers`, `gc.get_objects` or ctypes,
+/// which reference counts cannot see) fail to serialize rather than overflow the stack
+/// on a cycle.
+struct Nested<'a, 'py>(&'a Bound<'py, PyAny>, usize);
+
+impl Serialize for Nested<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (obj, depth) = (self.0, self.1);
         if obj.is_none() {
             return s.serialize_unit();
         }
@@ -431,18 +443,27 @@ impl Serialize for Objects<'_, '_> {
                 None => Err(S::Error::custom("a float that is not a JSON number")),
             };
         }
+        if depth >= statefile::MAX_DEPTH {
+            return Err(S::Error::custom(format!(
+                "nested deeper than {} levels, which the reader refuses",
+                statefile::MAX_DEPTH
+            )));
+        }
         if let Ok(d) = obj.cast_exact::<PyDict>() {
             let mut map = s.serialize_map(Some(d.len()))?;
             for (k, v) in d.iter() {
                 let k = k.cast_exact::<PyString>().map_err(S::Error::custom)?;
-                map.serialize_entry(k.to_str().map_err(S::Error::custom)?, &Objects(&v))?;
+                map.serialize_entry(
+                    k.to_str().map_err(S::Error::custom)?,
+                    &Nested(&v, depth + 1),
+                )?;
             }
             return map.end();
         }
         if let Ok(l) = obj.cast_exact::<PyList>() {
             let mut seq = s.serialize_seq(Some(l.len()))?;
             for v in l.iter() {
-                seq.serialize_element(&Objects(&v))?;
+                seq.serialize_element(&Nested(&v, depth + 1))?;
             }
             return seq.end();
         }
