@@ -1132,7 +1132,10 @@ export class Transaction {
     await this.#call<null>('write', n, toJson(value))
   }
 
-  /** Delete the document when the transaction commits (`NOT_FOUND` if it does not exist). */
+  /**
+   * Delete the document when the transaction commits (`NOT_FOUND` if it does not exist as
+   * the transaction sees it; one it wrote is deleted, one it created then not written).
+   */
   async delete(name: string): Promise<void> {
     await this.#call<null>('delete', this.#name(name, 'delete'))
   }

@@ -501,3 +501,27 @@ test('transaction(fn): a timeout during a lock wait rejects when the wait ends, 
   assert.ok(Date.now() - t2 < 1000)
   assert.deepEqual(await store.doc('a.json').read(), { n: 11 })
 })
+
+// Review: a delete of a document the transaction itself wrote was NOT_FOUND.
+test('a transaction deletes a document it created (nothing written for it); a second delete is NOT_FOUND', async (t) => {
+  const { dir, store } = await journalStore(t)
+  const before = snapshot(dir)
+  const res = await store.transaction([
+    { op: 'put', doc: 'n.json', value: 1 },
+    { op: 'delete', doc: 'n.json' }
+  ])
+  assert.deepEqual(res.map((r) => [r.op, r.version]), [['put', null], ['delete', null]])
+  const r = await store.transaction(async (tx) => {
+    await tx.write('m.json', { k: 1 })
+    await tx.delete('m.json')
+    assert.equal(await tx.read('m.json'), undefined)
+  })
+  assert.deepEqual(r.documents, [])
+  assert.deepEqual(snapshot(dir), before)
+  await assert.rejects(store.transaction([
+    { op: 'put', doc: 'n.json', value: 1 },
+    { op: 'delete', doc: 'n.json' },
+    { op: 'delete', doc: 'n.json' }
+  ]), { code: 'NOT_FOUND' })
+  assert.deepEqual(snapshot(dir), before)
+})

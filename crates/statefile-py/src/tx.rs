@@ -413,7 +413,8 @@ impl Transaction {
             .map(drop)
     }
 
-    /// Delete `name` when the transaction commits (NotFound if it does not exist).
+    /// Delete `name` when the transaction commits (NotFound if it does not exist as the
+    /// transaction sees it; one it wrote is deleted, one it created then not written).
     fn delete(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         self.call(py, "delete", Request::Delete(name.to_owned()))
             .map(drop)

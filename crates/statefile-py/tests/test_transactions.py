@@ -626,3 +626,31 @@ def test_a_tx_call_waiting_for_a_lock_a_nested_transaction_holds_fails_at_once(
 
     store.transaction(outer)
     assert len(outer_refused) == 1 and "b.json" in outer_refused[0]
+
+
+def test_a_transaction_deletes_a_document_it_created(tmp_path: Path) -> None:
+    # Review: a delete of a document the transaction itself wrote raised NotFound.
+    store = journal_store(tmp_path / "s")
+    out = store.apply(
+        [{"op": "put", "doc": "n.json", "value": 1}, {"op": "delete", "doc": "n.json"}]
+    )
+    assert [(r["op"], r["version"]) for r in out] == [("put", None), ("delete", None)]
+
+    def make_and_drop(tx: statefile.Transaction) -> None:
+        tx.write("m.json", {"k": 1})
+        tx.delete("m.json")
+        assert tx.read("m.json", default=None) is None
+
+    _, receipt = store.transaction(make_and_drop)
+    assert list(receipt.documents) == []
+    assert not (tmp_path / "s" / "n.json").exists()
+    assert not (tmp_path / "s" / "m.json").exists()
+    with pytest.raises(statefile.NotFound):
+        store.apply(
+            [
+                {"op": "put", "doc": "n.json", "value": 1},
+                {"op": "delete", "doc": "n.json"},
+                {"op": "delete", "doc": "n.json"},
+            ]
+        )
+    assert not (tmp_path / "s" / "n.json").exists()

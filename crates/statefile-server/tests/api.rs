@@ -20,6 +20,7 @@ on_each_backend!(
     numbers_are_kept_exactly,
     a_transaction_is_all_or_nothing,
     hostile_transactions_are_refused_and_write_nothing,
+    a_document_a_transaction_wrote_can_be_deleted_in_it,
 );
 
 use std::time::Duration;
@@ -1661,7 +1662,8 @@ async fn a_transaction_is_all_or_nothing(b: Backend) {
             422,
         ),
         (
-            json!([{"op": "put", "doc": "c.json", "value": 1}, {"op": "delete", "doc": "c.json"}]),
+            json!([{"op": "put", "doc": "c.json", "value": 1}, {"op": "delete", "doc": "c.json"},
+                   {"op": "delete", "doc": "c.json"}]),
             404,
         ),
     ] {
@@ -1804,4 +1806,87 @@ async fn hostile_transactions_are_refused_and_write_nothing(b: Backend) {
     assert_eq!(r.status, 415);
     let r = call(&app, "GET", "/v1/docs", &[], b"").await;
     assert_eq!(r.json(), json!({"names": []}), "nothing was written");
+}
+
+/// Review: `put` then `delete` of a document that did not exist before answered 404 in
+/// one transaction (both backends): the transaction created it, so it exists as the
+/// transaction sees it and the delete goes through; nothing is written for it. The
+/// mirror cases, with the net effect of each.
+async fn a_document_a_transaction_wrote_can_be_deleted_in_it(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = tx_app(&b, dir.path()).await;
+    let tx = |ops: Value| {
+        let app = app.clone();
+        async move {
+            let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+            (r.status.as_u16(), r.json())
+        }
+    };
+    let put = |doc: &str, v: i64| json!({"op": "put", "doc": doc, "value": v});
+    let del = |doc: &str| json!({"op": "delete", "doc": doc});
+    let r = call(&app, "PUT", "/v1/docs/e.json", &[JSON], b"1").await;
+    assert_eq!(r.status, 201);
+    let e1 = r.header("etag");
+
+    // Created then deleted: 200, both results without a version, nothing stored.
+    let (s, j) = tx(json!([put("n.json", 1), del("n.json")])).await;
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(j["results"][0]["version"], Value::Null, "{j}");
+    assert_eq!(j["results"][1]["version"], Value::Null, "{j}");
+    assert_eq!(etags(&app, &["n.json"]).await, [None]);
+    let r = call(&app, "GET", "/v1/docs/n.json/backups", &[], b"").await;
+    assert!(
+        r.status == 404 || r.json()["backups"] == json!([]),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // With its precondition: it did not exist.
+    let mut create = put("n.json", 1);
+    create["if_none_match"] = json!("*");
+    let (s, j) = tx(json!([create, del("n.json")])).await;
+    assert_eq!(s, 200, "{j}");
+    // Created, deleted, created again: the last value.
+    let (s, j) = tx(json!([put("n.json", 1), del("n.json"), put("n.json", 2)])).await;
+    assert_eq!(s, 200, "{j}");
+    let r = call(&app, "GET", "/v1/docs/n.json", &[], b"").await;
+    assert_eq!(r.json(), json!(2));
+    assert_eq!(j["results"][2]["etag"], json!(r.header("etag")));
+    call(&app, "DELETE", "/v1/docs/n.json", &[], b"").await;
+    // Deleted twice, or read once deleted: 404, nothing written.
+    for ops in [
+        json!([put("n.json", 1), del("n.json"), del("n.json")]),
+        json!([put("n.json", 1), del("n.json"), {"op": "get", "doc": "n.json"}]),
+        json!([put("x.json", 1), del("e.json"), del("e.json")]),
+    ] {
+        let (s, j) = tx(ops.clone()).await;
+        assert_eq!(s, 404, "{ops}: {j}");
+        assert_eq!(j["type"], json!("urn:statefile:problem:not-found"), "{j}");
+    }
+    assert_eq!(
+        etags(&app, &["n.json", "x.json", "e.json"]).await,
+        [None, None, e1.clone()]
+    );
+    // An existing document replaced then deleted: gone, its backup is what was there.
+    let (s, j) = tx(json!([put("e.json", 5), del("e.json")])).await;
+    assert_eq!(s, 200, "{j}");
+    assert_eq!(etags(&app, &["e.json"]).await, [None]);
+    let r = call(&app, "POST", "/v1/docs/e.json/restore?from=1", &[], b"").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("etag"), e1);
+    // Deleted then put: the new value; put twice: the second, both results its version.
+    let (s, j) = tx(json!([del("e.json"), put("e.json", 3)])).await;
+    assert_eq!(s, 200, "{j}");
+    let (s, j) = tx(json!([put("p.json", 1), put("p.json", 2)])).await;
+    assert_eq!(s, 200, "{j}");
+    let now = etags(&app, &["e.json", "p.json"]).await;
+    assert_eq!(j["results"][0]["etag"], json!(now[1]));
+    assert_eq!(j["results"][1]["etag"], json!(now[1]));
+    assert_eq!(
+        call(&app, "GET", "/v1/docs/e.json", &[], b"").await.json(),
+        json!(3)
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/docs/p.json", &[], b"").await.json(),
+        json!(2)
+    );
 }

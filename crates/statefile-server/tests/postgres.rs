@@ -1182,6 +1182,11 @@ async fn transactions_answer_as_on_the_file_backend() {
                {"op": "put", "doc": "g.json", "value": null}]),
         json!([{"op": "put", "doc": "e.json", "value": ["first"]}, {"op": "get", "doc": "e.json"}]),
         json!([{"op": "delete", "doc": "e.json"}, {"op": "put", "doc": "e.json", "value": 3}]),
+        json!([{"op": "put", "doc": "e.json", "value": 4}, {"op": "delete", "doc": "e.json"},
+               {"op": "put", "doc": "h.json", "value": 1}, {"op": "delete", "doc": "h.json"}]),
+        json!([{"op": "put", "doc": "h.json", "value": 1}, {"op": "delete", "doc": "h.json"},
+               {"op": "delete", "doc": "h.json"}]),
+        json!([{"op": "put", "doc": "h.json", "value": 1}, {"op": "put", "doc": "h.json", "value": 2}]),
         json!([{"op": "patch", "doc": "a.json", "json_patch": [{"op": "replace", "path": "/n", "value": 9}]},
                {"op": "patch", "doc": "a.json", "merge": {"s": null}},
                {"op": "append", "doc": "a.json", "pointer": "/list", "value": {"k": [1, 2]}}]),
@@ -1197,7 +1202,7 @@ async fn transactions_answer_as_on_the_file_backend() {
         }
     }
     for name in [
-        "a.json", "b.json", "c/d.json", "e.json", "f.json", "g.json", "z.json",
+        "a.json", "b.json", "c/d.json", "e.json", "f.json", "g.json", "h.json", "z.json",
     ] {
         let uri = format!("/v1/docs/{name}");
         let f = call(&files, "GET", &uri, &[], b"").await;
@@ -1530,6 +1535,17 @@ async fn transactions_on_directory_and_document_clashes_answer_as_on_the_file_ba
         json!([{"op": "put", "doc": "c", "value": 1}]),
         json!([{"op": "get", "doc": "c/d.json"}]),
         json!([{"op": "delete", "doc": "a.json"}, {"op": "put", "doc": "a.json/y.json", "value": 1}]),
+        // A document the transaction creates and deletes again (review: put then
+        // delete was 404): not in the way of a name below it, but still refused where
+        // an earlier operation used its name as a directory.
+        json!([{"op": "put", "doc": "v.json", "value": 1}, {"op": "delete", "doc": "v.json"},
+               {"op": "put", "doc": "v.json/x.json", "value": 1}]),
+        json!([{"op": "put", "doc": "w.json/x.json", "value": 1}, {"op": "put", "doc": "w.json", "value": 1},
+               {"op": "delete", "doc": "w.json"}]),
+        json!([{"op": "append", "doc": "u.json/x.json", "value": 1}, {"op": "delete", "doc": "u.json/x.json"},
+               {"op": "put", "doc": "u.json", "value": 1}]),
+        json!([{"op": "put", "doc": "t.json", "value": 1}, {"op": "delete", "doc": "t.json"},
+               {"op": "put", "doc": "t.json", "value": 2}, {"op": "get", "doc": "t.json"}]),
     ];
     let mut differ = Vec::new();
     for ops in &steps {

@@ -278,13 +278,21 @@ impl<'s> Transaction<'s> {
         Ok(())
     }
 
-    /// Delete `name` when the transaction commits (to `.bak` with backups on).
+    /// Delete `name` when the transaction commits (to `.bak` with backups on). The
+    /// document as this transaction sees it must exist: one the transaction wrote is
+    /// deleted too (a document it created is then not written at all), one it deleted
+    /// already is missing.
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if it does not exist; as [`Transaction::read`].
     pub fn delete(&mut self, name: &str) -> Result<()> {
         let h = self.hold(name)?;
-        if matches!(h.current, Current::Missing) || matches!(h.change, Some(Pending::Delete)) {
+        let exists = match &h.change {
+            Some(Pending::Put(_)) => true,
+            Some(Pending::Delete) => false,
+            None => !matches!(h.current, Current::Missing),
+        };
+        if !exists {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!(
@@ -294,7 +302,10 @@ impl<'s> Transaction<'s> {
             )
             .with_path(&h.w.target.path));
         }
-        h.change = Some(Pending::Delete);
+        h.change = match h.current {
+            Current::Missing => None,
+            Current::File { .. } => Some(Pending::Delete),
+        };
         Ok(())
     }
 

@@ -595,3 +595,46 @@ fn a_transaction_that_fails_after_its_record_was_appended_is_never_applied() {
     );
     assert!(!dir.path().join("jobs/1.json").exists());
 }
+
+/// Review: a document the transaction itself wrote could not be deleted in it
+/// (`NotFound`): the delete now sees the transaction's own write. A document created and
+/// deleted again is not written at all; one replaced and deleted keeps what was on disk
+/// as its backup; a second delete is `NotFound`.
+#[test]
+fn a_transaction_deletes_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    store
+        .doc::<Value>("e.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    let ((), receipt) = store
+        .transaction(|tx| {
+            tx.write("n.json", &json!(1))?;
+            tx.delete("n.json")?;
+            assert_eq!(tx.read::<Value>("n.json")?, None);
+            tx.write("e.json", &json!(2))?;
+            tx.delete("e.json")?;
+            Ok::<_, statefile::Error>(())
+        })
+        .unwrap();
+    let names: Vec<&str> = receipt.documents.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["e.json"], "nothing written for n.json");
+    assert!(!dir.path().join("n.json").exists());
+    assert!(!dir.path().join(".n.json.bak").exists());
+    assert!(!dir.path().join("e.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".e.json.bak")).unwrap(),
+        "1\n"
+    );
+    let e = store
+        .transaction(|tx| {
+            tx.write("n.json", &json!(1))?;
+            tx.delete("n.json")?;
+            tx.delete("n.json")
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(!dir.path().join("n.json").exists());
+}

@@ -275,8 +275,25 @@ impl PgStore {
         mut budget: usize,
     ) -> Outcome {
         let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
+        for (i, op) in ops.iter().enumerate() {
             let doc = op.doc.as_str();
+            // A write of a document that an earlier operation used as a directory (it
+            // named a document below): the file backend holds that one's lock, in
+            // this name's directory, and refuses the write, even if this transaction
+            // deletes the document again.
+            let writes = matches!(
+                op.kind,
+                TxOpKind::Put(_) | TxOpKind::Patch(..) | TxOpKind::Append { .. }
+            );
+            if writes
+                && ops[..i].iter().any(|o| {
+                    o.doc
+                        .strip_prefix(doc)
+                        .is_some_and(|rest| rest.starts_with('/'))
+                })
+            {
+                return Err(clash(doc));
+            }
             // A document (stored, or written by this transaction) where a directory of
             // this name's path would be: the file backend cannot even lock the name.
             if ancestors(doc).any(|a| {
@@ -349,10 +366,17 @@ impl PgStore {
                     v
                 }
                 TxOpKind::Delete => {
-                    if h.found.is_none() || matches!(h.change, Some(Change::Delete)) {
+                    // The document as the transaction sees it: one it wrote is deleted
+                    // too (one it created is then not stored at all).
+                    let exists = match &h.change {
+                        Some(Change::Put(_)) => true,
+                        Some(Change::Delete) => false,
+                        None => h.found.is_some(),
+                    };
+                    if !exists {
                         return Err(missing(doc, "delete"));
                     }
-                    h.change = Some(Change::Delete);
+                    h.change = h.found.as_ref().map(|_| Change::Delete);
                     results.push(TxOpResult::new(doc, "delete"));
                     continue;
                 }
