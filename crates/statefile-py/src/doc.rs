@@ -368,6 +368,8 @@ fn update_with<'py>(
     default: Option<Default>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let missing = AtomicBool::new(false);
+    // While `f` runs, this thread holds the document's lock (see held.rs).
+    let held = crate::held::Held::document(doc.path());
     let body = |v: &mut Working| -> Result<Py<PyAny>, Abort> {
         Python::attach(|py| {
             let given = std::mem::replace(v, Working::Value(Value::Null));
@@ -376,7 +378,10 @@ fn update_with<'py>(
                 (_, _, Working::Objects(objects)) => objects.into_bound(py),
                 (_, _, Working::Value(value)) => to_py(py, &value)?,
             };
-            let result = f.bind(py).call1((&data,))?;
+            let result = {
+                let _running = crate::held::Running::enter(&held);
+                f.bind(py).call1((&data,))?
+            };
             crate::errors::refuse_coroutine(py, &result, "doc.update()")?;
             *v = if check_reusable(&data)? {
                 Working::Objects(data.unbind())

@@ -1,10 +1,11 @@
-//! The documents a `store.transaction(fn)` has locked while `fn` runs, so that a call
-//! from inside `fn` that would wait for one of those locks fails at once with
-//! `statefile.Deadlock` instead of waiting out its lock timeout (forever with
-//! `lock_timeout=inf`) while the transaction waits for `fn`.
+//! The documents a `store.transaction(fn)` has locked while `fn` runs (and the one a
+//! `doc.update(fn)` or a `with doc.update()` block holds while its code runs), so that
+//! a call from inside that code that would wait for one of those locks fails at once
+//! with `statefile.Deadlock` instead of waiting out its lock timeout (forever with
+//! `lock_timeout=inf`) while the lock's holder waits for the code.
 //!
-//! `fn` runs on the thread that called `transaction`, and so does every call it makes
-//! directly: the transactions whose functions run on a thread are kept in a
+//! The code runs on the thread that called `transaction` or `update`, and so does every
+//! call it makes directly: the holders whose code runs on a thread are kept in a
 //! thread-local stack (innermost last). A call from another thread (one `fn` started)
 //! is not recognised and still waits. Documents are compared by their resolved path
 //! (the directory's real path and the file name, or the file's real path when it
@@ -13,6 +14,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::prelude::*;
@@ -25,6 +27,11 @@ use crate::errors::deadlock;
 pub struct Held {
     root: PathBuf,
     names: Mutex<HashSet<String>>,
+    /// Its code has returned (set by [`Running`]'s drop on whatever thread drops it,
+    /// so that an entry left on another thread's stack is ignored, and pruned).
+    done: AtomicBool,
+    /// What a refused caller should do instead.
+    advice: &'static str,
 }
 
 impl Held {
@@ -32,6 +39,25 @@ impl Held {
         Arc::new(Held {
             root,
             names: Mutex::new(HashSet::new()),
+            done: AtomicBool::new(false),
+            advice: "a transaction's function that has locked it would wait for the lock \
+                     that transaction holds (and time out): use the function's tx instead",
+        })
+    }
+
+    /// The lock of the one document at `path` (an update's), held while its code runs.
+    pub fn document(path: &Path) -> Arc<Held> {
+        let (root, name) = match (path.parent(), path.file_name()) {
+            (Some(dir), Some(name)) => (dir.to_path_buf(), name.to_string_lossy().into_owned()),
+            _ => (PathBuf::new(), path.to_string_lossy().into_owned()),
+        };
+        Arc::new(Held {
+            root,
+            names: Mutex::new(HashSet::from([name])),
+            done: AtomicBool::new(false),
+            advice: "its own update (the function, or the `with` block) would wait for the \
+                     lock that update holds (and time out): change the value the update hands \
+                     you instead",
         })
     }
 
@@ -66,6 +92,7 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
+        self.0.done.store(true, Ordering::SeqCst);
         RUNNING.with(|r| {
             let mut r = r.borrow_mut();
             if let Some(at) = r.iter().rposition(|h| Arc::ptr_eq(h, &self.0)) {
@@ -99,8 +126,9 @@ fn resolved(path: &Path) -> PathBuf {
 /// lock: the call would wait for that lock while the transaction waits for the call.
 pub fn refuse(py: Python<'_>, path: &Path, what: &str, own: Option<&Arc<Held>>) -> PyResult<()> {
     let running: Vec<Arc<Held>> = RUNNING.with(|r| {
-        r.borrow()
-            .iter()
+        let mut r = r.borrow_mut();
+        r.retain(|h| !h.done.load(Ordering::SeqCst));
+        r.iter()
             .filter(|h| own.is_none_or(|o| !Arc::ptr_eq(h, o)))
             .cloned()
             .collect()
@@ -109,14 +137,13 @@ pub fn refuse(py: Python<'_>, path: &Path, what: &str, own: Option<&Arc<Held>>) 
         return Ok(());
     }
     let at = resolved(path);
-    if running.iter().any(|h| h.holds(&at)) {
+    if let Some(h) = running.iter().rev().find(|h| h.holds(&at)) {
         return Err(deadlock(
             py,
             format!(
-                "statefile: {what} of {} from inside a transaction's function that has locked \
-                 it would wait for the lock that transaction holds (and time out): use the \
-                 function's tx instead",
-                path.display()
+                "statefile: {what} of {} from inside {}",
+                path.display(),
+                h.advice
             ),
             path,
         ));

@@ -72,6 +72,9 @@ struct Active {
     reports: Reports,
     helper: JoinHandle<()>,
     data: Py<PyAny>,
+    /// While the block runs, this thread holds the document's lock: a call in the block
+    /// that would wait for it raises Deadlock (see held.rs). Dropped with the block.
+    _running: Option<crate::held::Running>,
 }
 
 enum State {
@@ -320,16 +323,19 @@ impl Update {
                     reports,
                     helper,
                     data: py.None(),
+                    _running: None,
                 };
                 abandon(py, active)?;
                 return Err(e);
             }
         };
+        let held = crate::held::Held::document(self.doc.path());
         *self.state() = State::Active(Active {
             commit,
             reports,
             helper,
             data: data.clone().unbind(),
+            _running: Some(crate::held::Running::enter(&held)),
         });
         Ok(data)
     }

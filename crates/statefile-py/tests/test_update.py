@@ -275,3 +275,67 @@ def test_asyncio_keeps_running_while_a_call_waits_for_the_lock_in_a_thread(tmp_p
     assert waited >= 0.4
     assert ticks >= 20, f"the event loop ran only {ticks} times in {waited:.2f} s"
     assert doc.read() == {"from": "asyncio"}
+
+
+def test_a_call_inside_an_update_on_its_own_document_fails_at_once(tmp_path: Path) -> None:
+    # Regression: a write (or another update) of the document from inside its own
+    # update's function or `with` block waited for the lock the update holds until the
+    # lock timeout (forever with lock_timeout=inf), while the update waited for it. Now
+    # it raises statefile.Deadlock at once, as inside a transaction's function.
+    path = tmp_path / "a.json"
+    doc = statefile.Doc(path, lock_timeout=5)
+    doc.write({"n": 1})
+    other = statefile.Doc(tmp_path / "b.json", lock_timeout=5)
+    same = statefile.Doc(tmp_path / "." / "a.json", lock_timeout=5)
+    refused: list[tuple[str, float]] = []
+
+    def attempt(what: str, call: Any) -> None:
+        start = time.monotonic()
+        with pytest.raises(statefile.Deadlock, match="a.json"):
+            call()
+        refused.append((what, time.monotonic() - start))
+
+    def attempts(n: int) -> None:
+        attempt("write", lambda: doc.write({"n": 99}))
+        attempt("another handle", lambda: same.write({"n": 99}))
+        attempt("update", lambda: doc.update(lambda d: d.update(n=99)))
+        attempt("with update", lambda: doc.update().__enter__())
+        attempt("write_json", lambda: statefile.write_json(path, {"n": 99}))
+        # What needs no lock of this document goes through.
+        assert doc.read()["n"] == n
+        other.write({"m": n})
+
+    def fn(d: dict[str, Any]) -> None:
+        attempts(1)
+        d["n"] += 1
+
+    doc.update(fn)
+    assert doc.read() == {"n": 2}
+    with doc.update() as data:
+        attempts(2)
+        data["n"] += 1
+    assert doc.read() == {"n": 3}
+    assert len(refused) == 10
+    assert all(t < 2.0 for _, t in refused), refused
+    assert "its own update" in str(pytest.raises(statefile.Deadlock, doc.update, lambda d: doc.write(d)).value)
+    # Outside the updates, every call works again on this thread.
+    doc.write({"n": 4})
+    doc.update(lambda d: d.update(n=5))
+    assert doc.read() == {"n": 5}
+
+
+def test_an_update_block_left_open_and_dropped_leaves_nothing_behind(tmp_path: Path) -> None:
+    # A `with` block's object entered but never exited holds the lock until it is
+    # dropped; afterwards this thread's calls on the document are not refused.
+    doc = statefile.Doc(tmp_path / "a.json", lock_timeout=5)
+    doc.write({"n": 1})
+    block = doc.update()
+    block.__enter__()
+    with pytest.raises(statefile.Deadlock):
+        doc.write({"n": 2})
+    del block
+    import gc
+
+    gc.collect()
+    doc.write({"n": 3})
+    assert doc.read() == {"n": 3}
