@@ -424,13 +424,19 @@ pub(crate) fn release_later(held: Held) {
         drop(held);
         return;
     }
+    // The thread sleeps without a deadline while the queue is empty: the first handle
+    // queued must wake it, so that it starts the RELEASE_DELAY wait (it closes nothing
+    // before that, or the writer's next flush). Without this wake, a process that
+    // stopped writing kept the last replaced versions (and their blocks) until the next
+    // flush, forever if none came.
+    let first = st.queue.is_empty();
     st.queue.push(held);
     if st.queue.len() >= RELEASE_QUEUE / 2 {
         st.due = true;
     }
-    let due = st.due;
+    let wake = st.due || first;
     drop(st);
-    if due {
+    if wake {
         r.wake.notify_one();
     }
 }
