@@ -60,10 +60,6 @@ fn a_write_in_journal_mode_goes_through_the_journal() {
     assert_eq!(doc.read().unwrap(), json!({"v": 3}));
 }
 
-fn zero_shm(root: &Path) {
-    std::fs::write(root.join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
-}
-
 #[test]
 fn a_lost_rename_is_replayed_when_the_store_is_opened_after_a_reboot() {
     let dir = tempfile::tempdir().unwrap();
@@ -79,17 +75,10 @@ fn a_lost_rename_is_replayed_when_the_store_is_opened_after_a_reboot() {
         std::fs::write(dir.path().join("a.json"), old).unwrap();
     }
     // Nobody uses the journal now; the shared state is gone with the reboot.
-    zero_shm(dir.path());
+    common::reboot_journal(dir.path());
     let opts = fresh();
     let store = Store::open_with(dir.path(), opts).unwrap();
-    let replayed: Vec<_> = store
-        .recovery()
-        .findings
-        .iter()
-        .filter(|f| matches!(f.action, statefile::Action::Replayed))
-        .map(|f| f.path.clone())
-        .collect();
-    assert_eq!(replayed, [store.root().join("a.json")]);
+    assert_eq!(common::replayed(&store), [store.root().join("a.json")]);
     assert_eq!(
         store.doc::<Value>("a.json").unwrap().read().unwrap(),
         json!({"v": 2})
@@ -230,7 +219,7 @@ fn a_torn_last_record_is_ignored_and_damage_before_it_is_reported() {
     );
     // After a reboot, the damage is found when the journal is opened: writes are
     // refused (appending would overwrite the valid records after it).
-    zero_shm(dir.path());
+    common::reboot_journal(dir.path());
     let opts = fresh();
     let doc = statefile::Doc::<Value>::open_with(dir.path().join("d2.json"), opts).unwrap();
     let e = doc.write(&json!("new")).unwrap_err();
@@ -386,15 +375,8 @@ fn a_rename_that_fails_after_the_flush_is_reported_as_a_committed_write() {
 
 /// What a store opened after a reboot replayed (the shared state is gone with it).
 fn replayed_after_a_reboot(root: &Path) -> Vec<std::path::PathBuf> {
-    zero_shm(root);
-    let store = Store::open_with(root, fresh()).unwrap();
-    store
-        .recovery()
-        .findings
-        .iter()
-        .filter(|f| matches!(f.action, statefile::Action::Replayed))
-        .map(|f| f.path.clone())
-        .collect()
+    common::reboot_journal(root);
+    common::replayed(&Store::open_with(root, fresh()).unwrap())
 }
 
 fn temps_in(dir: &Path) -> Vec<String> {
@@ -435,16 +417,10 @@ fn a_write_that_fails_after_its_record_was_appended_is_never_applied() {
         let st = journal::status(dir.path(), &fresh()).unwrap().unwrap();
         assert!(st.to_replay.is_empty(), "{st:?}");
         // The next writer in this process finds nothing of the failed writes to apply.
-        let seen = std::sync::Mutex::new(None);
-        store
-            .doc::<Value>("a.json")
-            .unwrap()
-            .update(|v| {
-                *seen.lock().unwrap() = Some(v.clone());
-                Ok::<_, statefile::Error>(())
-            })
-            .unwrap();
-        assert_eq!(seen.into_inner().unwrap(), Some(json!({"v": 1})));
+        assert_eq!(
+            common::seen_by_next_update(&store, "a.json"),
+            json!({"v": 1})
+        );
         assert!(!dir.path().join("new.json").exists());
     }
     // Nor does a replay of the whole journal after a reboot.

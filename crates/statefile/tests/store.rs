@@ -457,7 +457,7 @@ fn opening_without_the_scan_leaves_the_tree_alone_and_transactions_still_replay(
         std::fs::write(root.join("a.json"), old).unwrap();
     }
     // A reboot: nobody uses the journal, its shared state is gone.
-    std::fs::write(root.join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
+    common::reboot_journal(root);
     std::fs::create_dir(root.join("other")).unwrap();
     std::fs::write(root.join("other/damaged.json"), b"{\"cut").unwrap();
     let dead_temp = root.join("other/.x.json.sf-aaaaaaaaaaaaaaaa.tmp");

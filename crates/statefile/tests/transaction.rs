@@ -579,16 +579,9 @@ fn a_transaction_that_fails_after_its_record_was_appended_is_never_applied() {
     }
     // A reboot: the shared state is gone, the journal is replayed from its last
     // checkpoint.
-    std::fs::write(dir.path().join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
+    common::reboot_journal(dir.path());
     let store = Store::open_with(dir.path(), process()).unwrap();
-    let replayed: Vec<_> = store
-        .recovery()
-        .findings
-        .iter()
-        .filter(|f| matches!(f.action, statefile::Action::Replayed))
-        .map(|f| f.path.clone())
-        .collect();
-    assert_eq!(replayed, Vec::<std::path::PathBuf>::new());
+    assert_eq!(common::replayed(&store), Vec::<std::path::PathBuf>::new());
     assert_eq!(
         store.doc::<Value>("queue.json").unwrap().read().unwrap(),
         queue

@@ -129,18 +129,9 @@ fn a_withdraw_that_finds_the_ring_full_does_not_wait_for_its_own_lock() {
         .unwrap_err();
     eprintln!("the transaction failed with {:?}: {e}", e.kind());
     // The next writer of a.json must find the document as it was.
-    let seen = std::sync::Mutex::new(None);
-    store
-        .doc::<Value>("a.json")
-        .unwrap()
-        .update(|v| {
-            *seen.lock().unwrap() = Some(v.clone());
-            Ok::<_, statefile::Error>(())
-        })
-        .unwrap();
     assert_eq!(
-        seen.into_inner().unwrap(),
-        Some(json!("A0")),
+        common::seen_by_next_update(&store, "a.json"),
+        json!("A0"),
         "the refused transaction was applied"
     );
     assert!(
@@ -248,7 +239,7 @@ fn a_replay_by_root_gives_a_new_document_the_owner_its_writer_gave_it() {
     assert_eq!((live.uid(), live.gid()), (NOBODY, NOBODY));
     // The power went out before the rename reached the disk; the shared state is gone.
     std::fs::remove_file(root.join("secret.json")).unwrap();
-    std::fs::write(root.join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
+    common::reboot_journal(&root);
     // Root opens the store: the replay.
     let store = Store::open_with(&root, fresh()).unwrap();
     drop(store);

@@ -60,6 +60,41 @@ pub use {
     skip::skip,
 };
 
+/// A reboot, as the journal sees it: no process uses it, and its shared state (never
+/// synced) is gone.
+#[allow(dead_code)] // not every test binary uses a journal
+pub fn reboot_journal(root: &std::path::Path) {
+    std::fs::write(root.join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
+}
+
+/// The documents `store`'s opening replayed from its journal.
+#[allow(dead_code)]
+pub fn replayed(store: &statefile::Store) -> Vec<std::path::PathBuf> {
+    store
+        .recovery()
+        .findings
+        .iter()
+        .filter(|f| matches!(f.action, statefile::Action::Replayed))
+        .map(|f| f.path.clone())
+        .collect()
+}
+
+/// The value the next locked update of `name` in `store` starts from (it writes nothing
+/// new: the update leaves the value as it is).
+#[allow(dead_code)]
+pub fn seen_by_next_update(store: &statefile::Store, name: &str) -> serde_json::Value {
+    let seen = std::sync::Mutex::new(None);
+    store
+        .doc::<serde_json::Value>(name)
+        .unwrap()
+        .update(|v| {
+            *seen.lock().unwrap() = Some(v.clone());
+            Ok::<_, statefile::Error>(())
+        })
+        .unwrap();
+    seen.into_inner().unwrap().expect("the update ran")
+}
+
 /// Whether we are root (able to drop to another user for permission tests).
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
