@@ -83,7 +83,10 @@ fn check(python: &Path, script: &Path) -> Result<(), String> {
     }
 }
 
-/// The Python to run, building the virtualenv first if it is missing.
+/// The Python to run, with the package built from this checkout and installed into the
+/// virtualenv first (made if missing). Always rebuilt: a virtualenv left by an earlier
+/// checkout would otherwise be measured instead of the code at hand (cargo makes the
+/// rebuild of an unchanged checkout quick).
 fn env() -> &'static Result<Py, String> {
     static ENV: OnceLock<Result<Py, String>> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -92,23 +95,21 @@ fn env() -> &'static Result<Py, String> {
         std::fs::write(&script, SCRIPT).map_err(|e| e.to_string())?;
         let venv = venv();
         let python = venv.join("bin/python");
-        if check(&python, &script).is_err() {
-            eprintln!(
-                "building the Python package into {} (crates/statefile-py/scripts/venv.sh)...",
-                venv.display()
-            );
-            let wheels = venv.with_file_name("wheels");
-            let built = Command::new("bash")
-                .arg(workspace().join("crates/statefile-py/scripts/venv.sh"))
-                .arg(&venv)
-                .arg(&wheels)
-                .status()
-                .map_err(|e| format!("cannot run venv.sh: {e}"))?;
-            if !built.success() {
-                return Err(format!(
-                    "crates/statefile-py/scripts/venv.sh failed ({built})"
-                ));
-            }
+        eprintln!(
+            "building the Python package into {} (crates/statefile-py/scripts/venv.sh)...",
+            venv.display()
+        );
+        let wheels = venv.with_file_name("wheels");
+        let built = Command::new("bash")
+            .arg(workspace().join("crates/statefile-py/scripts/venv.sh"))
+            .arg(&venv)
+            .arg(&wheels)
+            .status()
+            .map_err(|e| format!("cannot run venv.sh: {e}"))?;
+        if !built.success() {
+            return Err(format!(
+                "crates/statefile-py/scripts/venv.sh failed ({built})"
+            ));
         }
         check(&python, &script)?;
         Ok(Py { python, script })
