@@ -125,6 +125,12 @@ pub trait FsFile: io::Read + io::Write + Send + fmt::Debug {
     fn set_mode(&mut self, mode: u32) -> io::Result<()>;
     /// `fchown(2)`.
     fn set_owner(&mut self, uid: u32, gid: u32) -> io::Result<()>;
+    /// Start writing the file's dirty data out to the device, without waiting, so that
+    /// a [`sync_all`](FsFile::sync_all) of it later (through this or another handle)
+    /// finds it already on its way. Only a hint, as [`FsRwFile::start_writeback`]: it
+    /// makes nothing durable, drops nothing from the cache, consumes no error report,
+    /// and its failure is no error. The default does nothing.
+    fn start_writeback(&self) {}
 }
 
 /// An open lock file: an exclusive advisory lock (`flock(2)` on Unix), released when
