@@ -15,7 +15,7 @@ use super::shm::{self, Page};
 use super::{CKPT, LOG, META_DIR, SHM, USERS};
 use crate::atomic::{self, Current, Locked, Plan, Verify};
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::fs::{Fs, FsDir};
+use crate::fs::Fs;
 use crate::json::SerializeError;
 use crate::mutants::{self, Mutant};
 use crate::names::random_suffix;
@@ -581,8 +581,9 @@ impl Journal {
             self.write_header(&header, x, scanned.chain)?;
         }
         start_writeback(fs.as_ref(), &by_dir);
-        // Files first, then the directories that name them.
-        let mut dirs: Vec<Box<dyn FsDir>> = Vec::new();
+        // Each directory's files first, then the directory that names them; one
+        // directory open at a time (a checkpoint of documents in thousands of
+        // directories must not run out of descriptors).
         for (d, names) in &by_dir {
             let dir = match fs.open_dir(d) {
                 Ok(h) => h,
@@ -611,9 +612,6 @@ impl Journal {
                 }
                 report.documents += 1;
             }
-            dirs.push(dir);
-        }
-        for (dir, d) in dirs.iter().zip(by_dir.keys()) {
             dir.sync().ctx("sync directory", d)?;
             report.directories += 1;
         }
