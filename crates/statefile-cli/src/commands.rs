@@ -220,12 +220,23 @@ fn print_lines(file: &Path, ptr: &str, v: &Value) -> CliResult {
 /// Read one JSON value from stdin: `what` for `file`.
 fn read_stdin(file: &Path, what: &str) -> CliResult<Value> {
     let buf = read_stdin_bytes(file, what)?;
-    serde_json::from_slice(&buf).map_err(|e| {
+    let value = serde_json::from_slice(&buf).map_err(|e| {
         CliError::usage(about(
             file,
             format!("stdin is not valid JSON ({what}): {e}"),
         ))
-    })
+    })?;
+    refuse_reserved_key(file, &buf, &format!("stdin ({what})"))?;
+    Ok(value)
+}
+
+/// Refuse JSON text holding an object key statefile cannot store (see
+/// [`statefile::RESERVED_KEY`]): parsed, it is already a different value.
+fn refuse_reserved_key(file: &Path, text: &[u8], what: &str) -> CliResult<()> {
+    match statefile::reserved_key_in(text) {
+        Some(msg) => Err(CliError::usage(about(file, format!("{what}: {msg}")))),
+        None => Ok(()),
+    }
 }
 
 /// All of stdin, which must not be blank: `what` for `file`.
@@ -246,14 +257,16 @@ fn parse_arg(file: &Path, json: &str, string: bool) -> CliResult<Value> {
     if string {
         return Ok(Value::String(json.to_string()));
     }
-    serde_json::from_str(json).map_err(|e| {
+    let value = serde_json::from_str(json).map_err(|e| {
         CliError::usage(about(
             file,
             format!(
                 "{json:?} is not valid JSON ({e}); to store it as a string, quote it ('\"text\"') or pass --string"
             ),
         ))
-    })
+    })?;
+    refuse_reserved_key(file, json.as_bytes(), "the value")?;
+    Ok(value)
 }
 
 /// Locked read-modify-write where `f` may fail with a CLI error: the update is then
@@ -429,6 +442,7 @@ fn tx(g: &Global, a: TxArgs) -> CliResult {
             format!("stdin is not valid JSON (the operations): {e}"),
         ))
     })?;
+    refuse_reserved_key(dir, &input, "stdin (the operations)")?;
     drop(input);
     let limits = patch::Limits::new();
     let ops =

@@ -259,6 +259,11 @@ fn from_py(obj: &Bound<'_, PyAny>, depth: usize, walk: &mut Walk) -> Result<Valu
             };
             walk.clean &= k.is_exact_instance_of::<PyString>();
             let key = string(s).map_err(|f| f.at(s.to_string_lossy().into_owned()))?;
+            if key == statefile::RESERVED_KEY {
+                return Err(refuse_value(format!(
+                    "the key {key:?} is reserved: the reader would read this dict back as a number"
+                )));
+            }
             let value = from_py(&v, depth + 1, walk).map_err(|f| f.at(key.to_owned()))?;
             // Only keys of a str subclass with its own `__eq__`/`__hash__` can be two
             // keys of one dict with the same text; a check-only walk leaves them to the

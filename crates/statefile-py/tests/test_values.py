@@ -158,6 +158,12 @@ REFUSED = [
     ({"d": Decimal("sNaN")}, ValueError, ["Decimal('sNaN')", "/d"]),
     # More digits than Python converts to text (sys.get_int_max_str_digits()).
     ({"n": 10**5000}, ValueError, ["/n", "integer", "limit"]),
+    # The reader would read this dict back as the number 12.
+    (
+        {"a": [{"$serde_json::private::Number": "12"}]},
+        ValueError,
+        ["$serde_json::private::Number", "reserved", "/a/0"],
+    ),
 ]
 
 
@@ -192,6 +198,18 @@ def test_values_json_cannot_hold_are_refused_before_any_file_is_touched(
         doc.update(lambda d: d.__setitem__("bad", value))
     assert p.read_bytes() == before
     assert temps(tmp_path) == []
+
+
+def test_a_file_with_the_reserved_key_is_refused_not_read_as_a_number(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "foreign.json"
+    p.write_text('{"\\u0024serde_json::private::Number": "12"}')
+    with pytest.raises(statefile.Error) as e:
+        statefile.Doc(p).read()
+    assert "$serde_json::private::Number" in str(e.value)
+    with pytest.raises(statefile.Error):
+        statefile.read_json(p)
 
 
 def test_very_deep_values_are_refused_without_a_stack_overflow(tmp_path: Path) -> None:

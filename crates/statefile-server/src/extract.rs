@@ -203,9 +203,17 @@ async fn parse_json(bytes: Bytes, app: &Arc<App>) -> Result<(Value, Reservation)
     }
     let reservation = app.limits.parse(need).await;
     let parse = move || {
-        serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+        let value = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
             ApiError::bad_request("invalid-json", format!("the body is not valid JSON: {e}"))
-        })
+        })?;
+        // Parsed, a reserved key is already a different value (statefile::RESERVED_KEY).
+        match statefile::reserved_key_in(&bytes) {
+            Some(msg) => Err(ApiError::bad_request(
+                "invalid-json",
+                format!("the body cannot be stored: {msg}"),
+            )),
+            None => Ok(value),
+        }
     };
     let value = if need <= PARSE_INLINE {
         parse()?

@@ -18,6 +18,7 @@ on_each_backend!(
     a_wrong_method_is_405_with_allow_and_metrics_label_the_matched_route,
     an_unknown_query_parameter_or_a_control_character_in_a_key_is_400,
     numbers_are_kept_exactly,
+    the_reserved_number_key_is_refused_not_stored_as_a_number,
     a_transaction_is_all_or_nothing,
     hostile_transactions_are_refused_and_write_nothing,
     a_document_a_transaction_wrote_can_be_deleted_in_it,
@@ -331,6 +332,51 @@ async fn numbers_are_kept_exactly(b: Backend) {
     )
     .await
     .problem(422, "patch-not-applicable");
+}
+
+// An object whose key is serde_json's exact-number marker was parsed as the number
+// its value spells: `{"$serde_json::private::Number": "12"}` was stored as `12`,
+// answered 201. Every way in refuses it (400), and nothing is stored.
+async fn the_reserved_number_key_is_refused_not_stored_as_a_number(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = b.app_in(dir.path()).await;
+    let key = statefile::RESERVED_KEY;
+    let bodies = [
+        format!(r#"{{"{key}": "12"}}"#),
+        format!(r#"{{"a": [{{"{key}": "1e999999"}}]}}"#),
+        r#"{"\u0024serde_json::private::Number": "7"}"#.to_string(),
+    ];
+    for body in &bodies {
+        call(&app, "PUT", "/v1/docs/k.json", &[JSON], body.as_bytes())
+            .await
+            .problem(400, "invalid-json");
+        call(
+            &app,
+            "POST",
+            "/v1/docs/k.json/append?pointer=",
+            &[JSON],
+            body.as_bytes(),
+        )
+        .await
+        .problem(400, "invalid-json");
+        let merge = ("content-type", "application/merge-patch+json");
+        call(&app, "PATCH", "/v1/docs/k.json", &[merge], body.as_bytes())
+            .await
+            .problem(400, "invalid-json");
+        let jp = ("content-type", "application/json-patch+json");
+        let ops = format!(r#"[{{"op": "add", "path": "/x", "value": {body}}}]"#);
+        call(&app, "PATCH", "/v1/docs/k.json", &[jp], ops.as_bytes())
+            .await
+            .problem(400, "invalid-json");
+        let tx = format!(r#"[{{"op": "put", "doc": "k.json", "value": {body}}}]"#);
+        let r = call(&app, "POST", "/v1/tx", &[JSON], tx.as_bytes()).await;
+        assert_eq!(r.status, 400, "{body}");
+    }
+    assert_eq!(
+        call(&app, "GET", "/v1/docs/k.json", &[], b"").await.status,
+        404,
+        "nothing was stored"
+    );
 }
 
 async fn append_and_idempotency(b: Backend) {

@@ -832,7 +832,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             Err(e) if e.kind() == ErrorKind::Corrupt => {
                 let damaged = Version::of(&bytes);
                 // Only a backup that parses *and* fits the type is a good one.
-                self.recover_with(opened, e, damaged, |b| serde_json::from_slice::<T>(b).ok())
+                self.recover_with(opened, e, damaged, json::parse_ok::<T>)
             }
             Err(e) => Err(e),
         }

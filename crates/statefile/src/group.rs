@@ -603,14 +603,10 @@ struct Update<'e, 'i, 'c, T> {
 impl<T: Serialize + DeserializeOwned + Send + 'static> Step for Update<'_, '_, '_, T> {
     fn apply(&mut self, b: &mut Baton, me: usize) -> std::result::Result<(), Fail> {
         let served = match self.expected {
-            Some(expected) => {
-                match b.check(me, expected, |bytes| {
-                    serde_json::from_slice::<T>(bytes).ok()
-                })? {
-                    Matched::Disk => None,
-                    Matched::Served(value) => Some(value),
-                }
-            }
+            Some(expected) => match b.check(me, expected, json::parse_ok::<T>)? {
+                Matched::Disk => None,
+                Matched::Served(value) => Some(value),
+            },
             None => None,
         };
         let taken = b.settle_value();
@@ -663,9 +659,7 @@ impl<T: Serialize + DeserializeOwned> Step for Put<'_, T> {
         match self.cond {
             Cond::Any => {}
             Cond::IfMatch(expected) => {
-                b.check(me, expected, |bytes| {
-                    serde_json::from_slice::<T>(bytes).ok().map(drop)
-                })?;
+                b.check(me, expected, |bytes| json::parse_ok::<T>(bytes).map(drop))?;
             }
             Cond::Absent => {
                 if let Some(version) = b.disk_version()? {

@@ -21,6 +21,66 @@ pub const MAX_DEPTH: usize = 127;
 /// The struct name serde_json gives a number under `arbitrary_precision`.
 const EXACT_NUMBER: &str = "$serde_json::private::Number";
 
+/// The one object key statefile cannot store: with exact numbers (serde_json's
+/// `arbitrary_precision`, the default feature `exact-numbers`), serde_json reads an
+/// object whose key is this text as the number its value spells (`{"$serde_json::
+/// private::Number": "12"}` as `12`), so a document holding it would read back as a
+/// different value. Writes refuse an object holding it, and reads of text holding it fail
+/// ([`reserved_key_in`]) rather than change the value.
+pub const RESERVED_KEY: &str = EXACT_NUMBER;
+
+fn reserved_key_message() -> String {
+    format!(
+        "an object has the key {RESERVED_KEY:?}, which serde_json (with exact numbers) reads back as a number, not an object: statefile refuses it rather than store a different value"
+    )
+}
+
+/// Whether the JSON text `bytes` (already known to be valid JSON) has an object key
+/// equal to [`RESERVED_KEY`], escaped or not: `Some(message)` naming it if so. Without
+/// exact numbers the key is an ordinary one: always `None`. Text with neither the key's
+/// literal tail nor a `\u` escape (the only escape its characters can take) cannot
+/// hold it and costs one substring search; other text one pass over its bytes.
+pub fn reserved_key_in(bytes: &[u8]) -> Option<String> {
+    if !cfg!(feature = "exact-numbers") {
+        return None;
+    }
+    let find = |needle: &[u8]| memchr::memmem::find(bytes, needle).is_some();
+    if !find(b"::Number") && !find(b"\\u") {
+        return None;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        // A string token: find its closing quote (skipping escaped characters).
+        let start = i;
+        i += 1;
+        while i < bytes.len() && bytes[i] != b'"' {
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+        let end = i.min(bytes.len() - 1);
+        i += 1;
+        let mut j = i;
+        while j < bytes.len() && matches!(bytes[j], b' ' | b'\t' | b'\n' | b'\r') {
+            j += 1;
+        }
+        // A key is a string followed by a colon; the key's text is 28 characters,
+        // at most 6 bytes each when escaped.
+        let raw = &bytes[start..=end];
+        if j < bytes.len()
+            && bytes[j] == b':'
+            && raw.len() >= RESERVED_KEY.len() + 2
+            && raw.len() <= 6 * RESERVED_KEY.len() + 2
+            && serde_json::from_slice::<String>(raw).is_ok_and(|k| k == RESERVED_KEY)
+        {
+            return Some(reserved_key_message());
+        }
+    }
+    None
+}
+
 /// How a document is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -76,7 +136,7 @@ impl From<CheckError> for SerializeError {
 /// an empty file or a JSON syntax error is [`ErrorKind::Corrupt`] (with the position);
 /// valid JSON that does not fit `T` is [`ErrorKind::Serialize`].
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let value = serde_json::from_slice(bytes).map_err(|e| {
         // A type error can come before a syntax error further on (`null x` read as a
         // struct): damage wins, so check the syntax of the whole file.
         let e = match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
@@ -84,7 +144,23 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T>
             _ => e,
         };
         parse_error(e, bytes.is_empty(), path)
-    })
+    })?;
+    if let Some(msg) = reserved_key_in(bytes) {
+        return Err(Error::new(
+            ErrorKind::Serialize,
+            format!("cannot read {}: {msg}", path.display()),
+        )
+        .with_path(path));
+    }
+    Ok(value)
+}
+
+/// [`parse`] without the error: the value if `bytes` parse as a `T` that reads back as
+/// the text says (no [`RESERVED_KEY`]).
+pub(crate) fn parse_ok<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(bytes)
+        .ok()
+        .filter(|_| reserved_key_in(bytes).is_none())
 }
 
 /// Check that a stream is one complete JSON value, without building it.
@@ -372,7 +448,10 @@ pub(crate) fn values_equal(a: &Value, b: &Value) -> bool {
 /// Refuse values that would not read back: non-finite floats and nesting deeper than
 /// [`MAX_DEPTH`]. Walks the value once without producing output.
 pub(crate) fn check<T: Serialize + ?Sized>(value: &T) -> std::result::Result<(), CheckError> {
-    value.serialize(Checker { depth: 0 })
+    value.serialize(Checker {
+        depth: 0,
+        key: false,
+    })
 }
 
 #[derive(Debug)]
@@ -395,6 +474,8 @@ impl ser::Error for CheckError {
 #[derive(Clone, Copy)]
 struct Checker {
     depth: usize,
+    /// Checking an object's key.
+    key: bool,
 }
 
 impl Checker {
@@ -406,6 +487,7 @@ impl Checker {
         } else {
             Ok(Checker {
                 depth: self.depth + 1,
+                key: false,
             })
         }
     }
@@ -476,7 +558,10 @@ impl ser::Serializer for Checker {
     fn serialize_char(self, _: char) -> R {
         Ok(())
     }
-    fn serialize_str(self, _: &str) -> R {
+    fn serialize_str(self, v: &str) -> R {
+        if self.key && v == RESERVED_KEY {
+            return Err(CheckError(reserved_key_message()));
+        }
         Ok(())
     }
     fn serialize_bytes(self, _: &[u8]) -> R {
@@ -588,7 +673,7 @@ impl ser::SerializeMap for Checker {
     type Ok = ();
     type Error = CheckError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> R {
-        k.serialize(*self)
+        k.serialize(Checker { key: true, ..*self })
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
         v.serialize(*self)
@@ -602,6 +687,43 @@ impl ser::SerializeMap for Checker {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    /// The key serde_json (exact numbers) reads as a number is found as a key, however
+    /// escaped and wherever nested, and nowhere else; `parse` then refuses the text
+    /// instead of returning a number, and writes refuse an object holding the key.
+    #[test]
+    fn the_reserved_key_is_refused_not_read_as_a_number() {
+        let hits = [
+            r#"{"$serde_json::private::Number": "12"}"#,
+            r#"{"a": [1, {"b": {"$serde_json::private::Number" : "1e999999"}}]}"#,
+            "{\"\\u0024serde_json::private::Numbe\\u0072\"\n:\"1\"}",
+            r#"{"x": "\u00e9", "\u0024serde_json\u003a:private::Number": "5"}"#,
+        ];
+        for text in hits {
+            assert!(reserved_key_in(text.as_bytes()).is_some(), "{text}");
+            let e = parse::<Value>(text.as_bytes(), Path::new("d.json")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Serialize, "{text}: {e}");
+            assert!(e.to_string().contains(RESERVED_KEY), "{e}");
+        }
+        let misses = [
+            r#"{"k": "$serde_json::private::Number"}"#,
+            r#"["$serde_json::private::Number", 1.5, {"n": 12}]"#,
+            r#"{"\u00e9t\u00e9": "\u2603", "$serde_json::private::Numbers": 1}"#,
+            r#"{"a\"b": "c\\", "d": "\\u0024"}"#,
+            "12",
+        ];
+        for text in misses {
+            assert_eq!(reserved_key_in(text.as_bytes()), None, "{text}");
+            parse::<Value>(text.as_bytes(), Path::new("d.json")).unwrap();
+        }
+        let mut m = serde_json::Map::new();
+        m.insert(RESERVED_KEY.to_string(), Value::String("12".into()));
+        let object = Value::Array(vec![Value::Object(m)]);
+        let e = to_vec(&object, Format::Pretty).unwrap_err();
+        assert!(e.to_string().contains(RESERVED_KEY), "{e}");
+        // Numbers (which serde_json serializes through that name) still pass.
+        to_vec(&serde_json::json!({"n": 12, "f": 1.5}), Format::Compact).unwrap();
+    }
 
     fn nested(depth: usize) -> Value {
         let mut v = Value::Null;

@@ -306,12 +306,22 @@ impl Patch {
     /// checks that can run before the lock. A JSON Patch's operations are counted as
     /// they are parsed (one past the limit stops the parse), each pointer is parsed and
     /// bounded, a `move` into its own child is refused, and so is a value that could
-    /// not be stored at its path (too deep).
+    /// not be stored at its path (too deep) and text holding an object key statefile
+    /// cannot store ([`crate::RESERVED_KEY`]).
     ///
     /// # Errors
     /// [`PatchErrorKind::Syntax`], [`PatchErrorKind::Invalid`],
     /// [`PatchErrorKind::TooManyOperations`], [`PatchErrorKind::TooDeep`].
     pub fn parse(kind: PatchKind, bytes: &[u8], limits: &Limits) -> Result<Patch, PatchError> {
+        let patch = Patch::parse_text(kind, bytes, limits)?;
+        // Parsed, a reserved key is already a different value (see json::RESERVED_KEY).
+        if let Some(msg) = json::reserved_key_in(bytes) {
+            return Err(PatchError::new(PatchErrorKind::Invalid, None, msg));
+        }
+        Ok(patch)
+    }
+
+    fn parse_text(kind: PatchKind, bytes: &[u8], limits: &Limits) -> Result<Patch, PatchError> {
         match kind {
             PatchKind::Merge => {
                 let value = serde_json::from_slice(bytes).map_err(syntax_or_invalid)?;

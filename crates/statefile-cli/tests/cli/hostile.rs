@@ -182,6 +182,53 @@ fn cli_refuses_pointers_deeper_than_any_document() {
     assert_eq!(sb.read("d.json"), before);
 }
 
+// An object whose key is serde_json's exact-number marker was parsed as the number its
+// value spells: `echo '{"$serde_json::private::Number":"12"}' | statefile put x.json`
+// stored `12`. Every way in refuses it (exit 2, nothing written), and a document that
+// holds it (written by another program) is refused on read instead of read as a number.
+#[test]
+fn the_reserved_number_key_is_refused_not_stored_as_a_number() {
+    let sb = Sandbox::new();
+    sb.write("d.json", b"{\"a\": []}\n");
+    let before = sb.read("d.json");
+    let key = statefile::RESERVED_KEY;
+    let value = format!(r#"{{"{key}": "12"}}"#);
+    let escaped = r#"{"\u0024serde_json::private::Number": "12"}"#;
+    for (args, stdin) in [
+        (vec!["put", "new.json"], value.clone()),
+        (vec!["put", "d.json"], escaped.to_string()),
+        (vec!["patch", "d.json"], format!(r#"{{"b": {value}}}"#)),
+        (
+            vec!["patch", "--json-patch", "d.json"],
+            format!(r#"[{{"op": "add", "path": "/b", "value": {value}}}]"#),
+        ),
+        (
+            vec!["tx", "."],
+            format!(r#"[{{"op": "put", "doc": "new.json", "value": [{value}]}}]"#),
+        ),
+    ] {
+        let out = sb.run_in(&args, stdin.as_bytes());
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(key), "{args:?}: {}", out.stderr);
+    }
+    for args in [
+        vec!["set", "d.json", "/b", value.as_str()],
+        vec!["append", "d.json", "/a", escaped],
+    ] {
+        let out = sb.run(&args);
+        assert_eq!(out.code, 2, "{args:?}: {out:?}");
+        assert!(out.stderr.contains(key), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(sb.read("d.json"), before);
+    assert!(!sb.path("new.json").exists());
+
+    sb.write("foreign.json", value.as_bytes());
+    let out = sb.run(&["get", "foreign.json"]);
+    assert_ne!(out.code, 0, "read as a number: {out:?}");
+    assert!(!out.stdout.contains("12"), "{out:?}");
+    assert!(out.stderr.contains(key), "{}", out.stderr);
+}
+
 // Regression (issue 9): `POST …/append?pointer=` + 60,000 `/` aborted the server.
 #[test]
 fn server_refuses_pointers_deeper_than_any_document() {
