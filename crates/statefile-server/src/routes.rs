@@ -262,7 +262,10 @@ pub async fn get_doc(
 
 /// The value at `tokens` in the document `bytes`, as JSON with a newline.
 fn value_at(bytes: &[u8], tokens: &[String], name: &str) -> Result<Vec<u8>, ApiError> {
-    let v: Value = serde_json::from_slice(bytes).map_err(ApiError::internal)?;
+    // The bytes parsed when read; a reserved key (statefile::RESERVED_KEY) would read as
+    // a number here, and is refused as the library's typed reads refuse it.
+    let v: Value = statefile::parse_json(bytes, std::path::Path::new(name))
+        .map_err(|e| ApiError::from_store(e.into(), name))?;
     let at = pointer::get(&v, tokens).map_err(|e| pointer_error(e, name))?;
     let mut out = serde_json::to_vec(at).map_err(ApiError::internal)?;
     out.push(b'\n');

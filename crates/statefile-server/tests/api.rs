@@ -377,6 +377,29 @@ async fn the_reserved_number_key_is_refused_not_stored_as_a_number(b: Backend) {
         404,
         "nothing was stored"
     );
+    if b.is_file() {
+        // A file another program wrote: served as its bytes, never as the number.
+        let text = format!(r#"{{"a": {{"{key}": "12"}}, "c": 0}}"#);
+        std::fs::write(dir.path().join("f.json"), &text).unwrap();
+        let whole = call(&app, "GET", "/v1/docs/f.json", &[], b"").await;
+        assert_eq!(whole.status, 200);
+        assert_eq!(whole.body, text.as_bytes());
+        let at = call(&app, "GET", "/v1/docs/f.json?pointer=/a", &[], b"").await;
+        let shown = String::from_utf8_lossy(&at.body).into_owned();
+        assert_ne!(at.status, 200, "read as a number: {shown}");
+        assert!(shown.contains(key), "{shown}");
+        let merge = ("content-type", "application/merge-patch+json");
+        let r = call(&app, "PATCH", "/v1/docs/f.json", &[merge], br#"{"c": 1}"#).await;
+        assert!(
+            !r.status.is_success(),
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("f.json")).unwrap(),
+            text.as_bytes()
+        );
+    }
 }
 
 async fn append_and_idempotency(b: Backend) {

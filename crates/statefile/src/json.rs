@@ -155,6 +155,18 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T>
     Ok(value)
 }
 
+/// Parse stored JSON text (a document's or a kept version's bytes, read raw) into `T`
+/// as statefile's own reads do: an empty file or a syntax error is
+/// [`ErrorKind::Corrupt`]; valid JSON that does not fit `T`, or that holds
+/// [`RESERVED_KEY`] (which would read back as a different value), is
+/// [`ErrorKind::Serialize`]. Errors name `path`.
+///
+/// # Errors
+/// As above.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    parse(bytes, path)
+}
+
 /// [`parse`] without the error: the value if `bytes` parse as a `T` that reads back as
 /// the text says (no [`RESERVED_KEY`]).
 pub(crate) fn parse_ok<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {

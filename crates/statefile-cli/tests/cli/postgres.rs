@@ -477,6 +477,38 @@ fn fsync_off_is_warned_about_on_start() {
     );
 }
 
+/// A file holding statefile's reserved key (another program wrote it) is not copied
+/// into the database: there every update and export would read it as the number its
+/// value spells. The other documents are copied; the import exits 1 naming the key.
+#[test]
+fn import_refuses_a_document_holding_the_reserved_key() {
+    let Some(base) = base_url() else { return };
+    let _db = DATABASE.read().unwrap_or_else(|e| e.into_inner());
+    let url = fresh_schema(&base);
+    let src = tempfile::tempdir().unwrap();
+    let key = statefile::RESERVED_KEY;
+    std::fs::write(
+        src.path().join("foreign.json"),
+        format!(r#"{{"a": {{"{key}": "12"}}}}"#),
+    )
+    .unwrap();
+    std::fs::write(src.path().join("ok.json"), "{\"v\": 1}\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("import")
+        .arg(src.path())
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("1 copied, 0 unchanged, 1 failed"), "{text}");
+    assert!(text.contains(key), "{text}");
+}
+
 #[test]
 fn import_and_export_through_the_binary() {
     let Some(base) = base_url() else { return };

@@ -523,14 +523,11 @@ impl PgStore {
                 }
                 (Some(cur), _) => {
                     check(name, cond, Some(cur))?;
-                    serde_json::from_slice(cur.body.as_deref().unwrap_or_default()).map_err(
-                        |e| {
-                            Failure::Lib(statefile::Error::new(
-                                ErrorKind::Corrupt,
-                                format!("document {name} in the database is not valid JSON: {e}"),
-                            ))
-                        },
-                    )?
+                    statefile::parse_json(
+                        cur.body.as_deref().unwrap_or_default(),
+                        std::path::Path::new(name),
+                    )
+                    .map_err(Failure::Lib)?
                 }
                 (None, _) if matches!(cond, Condition::IfMatch(_) | Condition::Exists) => {
                     return Err(check(name, cond, None).unwrap_err());

@@ -101,6 +101,15 @@ fn unix(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Refuse to copy `what` if its text holds statefile's reserved key: the database would
+/// keep it, and every update or export would then read it as a different value.
+fn refuse_reserved_key(bytes: &[u8], what: &str) -> Result<(), String> {
+    match statefile::reserved_key_in(bytes) {
+        Some(msg) => Err(format!("{what} cannot be copied: {msg}")),
+        None => Ok(()),
+    }
+}
+
 /// Read `name` and its backups from the directory store, under the document's lock
 /// (so no writer rotates them meanwhile).
 fn read_file_history(
@@ -118,6 +127,7 @@ fn read_file_history(
         let modified = std::fs::metadata(doc.path())
             .and_then(|m| m.modified())
             .map_err(|e| format!("cannot stat {}: {e}", doc.path().display()))?;
+        refuse_reserved_key(&current.value, "it")?;
         Some(Kept {
             bytes: current.value,
             written_unix: unix(modified),
@@ -144,6 +154,7 @@ fn read_file_history(
                 b.path.display()
             ));
         }
+        refuse_reserved_key(&read.value, &format!("its backup {}", b.number))?;
         backups.push(Kept {
             bytes: read.value,
             written_unix: unix(b.modified),
@@ -230,8 +241,8 @@ fn write_file_history(store: &statefile::Store, name: &str, h: &History) -> Resu
         .create_dirs(true);
     let doc = statefile::Doc::<Value>::open_with(path, opts).map_err(|e| e.to_string())?;
     for k in h.backups.iter().rev().chain(h.current.as_ref()) {
-        let value: Value = serde_json::from_slice(&k.bytes)
-            .map_err(|e| format!("a version in the database is not valid JSON: {e}"))?;
+        let value: Value = statefile::parse_json(&k.bytes, std::path::Path::new(name))
+            .map_err(|e| format!("a version in the database cannot be written: {e}"))?;
         doc.write(&value).map_err(|e| e.to_string())?;
     }
     if h.current.is_none() {
@@ -268,7 +279,7 @@ fn expected_in(
     h: &History,
 ) -> (Option<Option<Version>>, Vec<Option<Version>>) {
     let laid_out = |k: &Kept| {
-        serde_json::from_slice::<Value>(&k.bytes)
+        statefile::parse_json::<Value>(&k.bytes, std::path::Path::new(""))
             .ok()
             .and_then(|v| statefile::to_vec(&v, to.options().get_format()).ok())
             .map(|b| Version::of(&b))

@@ -50,16 +50,9 @@ impl Held {
             (Some(Change::Delete), _) | (None, None) => return Ok(None),
             (None, Some(cur)) => cur.body.as_deref().unwrap_or_default(),
         };
-        serde_json::from_slice(bytes).map(Some).map_err(|e| {
-            store_error(
-                name,
-                statefile::Error::new(
-                    ErrorKind::Corrupt,
-                    format!("document {name} in the database is not valid JSON: {e}"),
-                )
-                .into(),
-            )
-        })
+        statefile::parse_json(bytes, std::path::Path::new(name))
+            .map(Some)
+            .map_err(|e| store_error(name, e.into()))
     }
 
     fn version(&self) -> Option<&Version> {
