@@ -34,7 +34,9 @@ pub struct BackupInfo {
     pub len: u64,
     /// When that version was written.
     pub modified: SystemTime,
-    /// Whether it is valid JSON (a backup that does not parse is never restored).
+    /// Whether it is valid JSON that statefile reads back as it is written (a backup
+    /// that is not, or that holds [`RESERVED_KEY`](crate::RESERVED_KEY), is never
+    /// restored).
     pub parses: bool,
 }
 
@@ -138,7 +140,7 @@ pub(crate) fn list(dir: &dyn FsDir, t: &Target) -> Result<Vec<BackupInfo>> {
                 "ignoring a backup that is not a regular file");
             continue;
         }
-        let seen = match file::inspect(dir, &name, &path) {
+        let (seen, reserved) = match file::inspect_readable(dir, &name, &path) {
             Ok(s) => s,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -154,7 +156,7 @@ pub(crate) fn list(dir: &dyn FsDir, t: &Target) -> Result<Vec<BackupInfo>> {
             version: seen.version,
             len: meta.len,
             modified,
-            parses: seen.parses,
+            parses: seen.parses && reserved.is_none(),
         });
     }
     Ok(out)
@@ -187,9 +189,11 @@ pub(crate) fn pick<'a>(
         return Err(Error::new(
             ErrorKind::Corrupt,
             format!(
-                "cannot restore {} from {}: that backup is not valid JSON",
+                "cannot restore {} from {}: that backup is not valid JSON (or holds the \
+                 reserved key {:?}, which reads back as a number)",
                 t.path.display(),
-                b.path.display()
+                b.path.display(),
+                crate::RESERVED_KEY,
             ),
         )
         .with_path(&b.path));

@@ -97,6 +97,27 @@ pub(crate) fn read(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<(Vec<u8
 /// Hash the regular file `name` in `dir` and check whether it parses, streaming (the
 /// file may be large).
 pub(crate) fn inspect(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<Seen> {
+    inspect_with(dir, name, path, false).map(|(seen, _)| seen)
+}
+
+/// [`inspect`], and whether a file that parses holds [`json::RESERVED_KEY`] (so that
+/// statefile's reads refuse it): `Some(why)` if it does. For `statefile verify` and the
+/// choice of a backup to restore; the write path, which never reads the old value back,
+/// does not pay for the search.
+pub(crate) fn inspect_readable(
+    dir: &dyn FsDir,
+    name: &OsStr,
+    path: &Path,
+) -> Result<(Seen, Option<String>)> {
+    inspect_with(dir, name, path, true)
+}
+
+fn inspect_with(
+    dir: &dyn FsDir,
+    name: &OsStr,
+    path: &Path,
+    reserved: bool,
+) -> Result<(Seen, Option<String>)> {
     /// Up to this size the file is read whole: parsing a slice is several times faster
     /// than parsing a stream. Larger files stream, so memory stays bounded.
     const IN_MEMORY: u64 = 16 << 20;
@@ -105,15 +126,40 @@ pub(crate) fn inspect(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<Seen
         let mut bytes = Vec::with_capacity(meta.len as usize + 1);
         f.read_to_end(&mut bytes).ctx("read", path)?;
         let parses = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
-        return Ok(Seen {
+        let found = (reserved && parses)
+            .then(|| json::reserved_key_in(&bytes))
+            .flatten();
+        let seen = Seen {
             version: Version::of(&bytes),
             parses,
-        });
+        };
+        return Ok((seen, found));
     }
-    let mut tee = HashingReader::new(f);
+    let mut scan = json::ReservedScan::default();
+    let mut tee = HashingReader::new(Scanned {
+        inner: f,
+        scan: reserved.then_some(&mut scan),
+    });
     let parses = json::validate_reader(&mut tee).is_ok();
     // Hash whatever the parser did not consume (trailing bytes of a damaged file).
     io::copy(&mut tee, &mut io::sink()).ctx("read", path)?;
     let (version, _) = tee.finish().ctx("read", path)?;
-    Ok(Seen { version, parses })
+    let found = if parses { scan.found() } else { None };
+    Ok((Seen { version, parses }, found))
+}
+
+/// A reader that shows what it reads to a [`json::ReservedScan`], if given one.
+struct Scanned<'a, R> {
+    inner: R,
+    scan: Option<&'a mut json::ReservedScan>,
+}
+
+impl<R: Read> Read for Scanned<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(scan) = self.scan.as_deref_mut() {
+            scan.feed(&buf[..n]);
+        }
+        Ok(n)
+    }
 }

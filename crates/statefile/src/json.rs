@@ -48,37 +48,118 @@ pub fn reserved_key_in(bytes: &[u8]) -> Option<String> {
     if !find(b"::Number") && !find(b"\\u") {
         return None;
     }
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'"' {
-            i += 1;
-            continue;
+    let mut scan = ReservedScan::default();
+    scan.feed(bytes);
+    scan.found()
+}
+
+/// [`reserved_key_in`] for valid JSON text that arrives in pieces (a file too large to
+/// hold in memory, checked as it streams by): feed every piece in order, then ask
+/// [`found`](ReservedScan::found). Memory stays bounded: it keeps at most one string
+/// token, and only while the token is short enough to be the key.
+#[derive(Debug, Default)]
+pub(crate) struct ReservedScan {
+    at: ScanAt,
+    /// The current string token's raw bytes, quotes included, while it can still be
+    /// the key (the key's 28 characters, at most 6 bytes each when escaped, and quotes).
+    raw: Vec<u8>,
+    /// The current string token is longer than that.
+    long: bool,
+    found: bool,
+}
+
+/// Where a [`ReservedScan`] is in the text.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ScanAt {
+    /// Between tokens.
+    #[default]
+    Outside,
+    /// Inside a string.
+    InString,
+    /// Inside a string, right after a backslash.
+    Escape,
+    /// After a string, before the next token: a colon makes it a key.
+    AfterString,
+}
+
+impl ReservedScan {
+    const RAW_MAX: usize = 6 * RESERVED_KEY.len() + 2;
+
+    /// Scan the next piece of the text.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        if self.found || !cfg!(feature = "exact-numbers") {
+            return;
         }
-        // A string token: find its closing quote (skipping escaped characters).
-        let start = i;
-        i += 1;
-        while i < bytes.len() && bytes[i] != b'"' {
-            i += if bytes[i] == b'\\' { 2 } else { 1 };
-        }
-        let end = i.min(bytes.len() - 1);
-        i += 1;
-        let mut j = i;
-        while j < bytes.len() && matches!(bytes[j], b' ' | b'\t' | b'\n' | b'\r') {
-            j += 1;
-        }
-        // A key is a string followed by a colon; the key's text is 28 characters,
-        // at most 6 bytes each when escaped.
-        let raw = &bytes[start..=end];
-        if j < bytes.len()
-            && bytes[j] == b':'
-            && raw.len() >= RESERVED_KEY.len() + 2
-            && raw.len() <= 6 * RESERVED_KEY.len() + 2
-            && serde_json::from_slice::<String>(raw).is_ok_and(|k| k == RESERVED_KEY)
-        {
-            return Some(reserved_key_message());
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.at {
+                ScanAt::Outside => {
+                    let Some(k) = memchr::memchr(b'"', &bytes[i..]) else {
+                        return;
+                    };
+                    self.raw.clear();
+                    self.long = false;
+                    self.keep(b"\"");
+                    self.at = ScanAt::InString;
+                    i += k + 1;
+                }
+                ScanAt::InString => {
+                    let Some(k) = memchr::memchr2(b'"', b'\\', &bytes[i..]) else {
+                        self.keep(&bytes[i..]);
+                        return;
+                    };
+                    self.keep(&bytes[i..=i + k]);
+                    self.at = if bytes[i + k] == b'"' {
+                        ScanAt::AfterString
+                    } else {
+                        ScanAt::Escape
+                    };
+                    i += k + 1;
+                }
+                ScanAt::Escape => {
+                    self.keep(&bytes[i..=i]);
+                    self.at = ScanAt::InString;
+                    i += 1;
+                }
+                ScanAt::AfterString => match bytes[i] {
+                    b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+                    b':' => {
+                        if self.is_key() {
+                            self.found = true;
+                            return;
+                        }
+                        self.at = ScanAt::Outside;
+                        i += 1;
+                    }
+                    // Not a key: look at this byte again between tokens.
+                    _ => self.at = ScanAt::Outside,
+                },
+            }
         }
     }
-    None
+
+    fn keep(&mut self, piece: &[u8]) {
+        if self.long {
+            return;
+        }
+        if self.raw.len() + piece.len() > Self::RAW_MAX {
+            self.long = true;
+            self.raw.clear();
+        } else {
+            self.raw.extend_from_slice(piece);
+        }
+    }
+
+    fn is_key(&self) -> bool {
+        !self.long
+            && self.raw.len() >= RESERVED_KEY.len() + 2
+            && serde_json::from_slice::<String>(&self.raw).is_ok_and(|k| k == RESERVED_KEY)
+    }
+
+    /// What [`reserved_key_in`] says of all the text fed so far.
+    pub(crate) fn found(&self) -> Option<String> {
+        self.found.then(reserved_key_message)
+    }
 }
 
 /// How a document is laid out on disk.
@@ -728,6 +809,31 @@ mod tests {
             assert_eq!(reserved_key_in(text.as_bytes()), None, "{text}");
             parse::<Value>(text.as_bytes(), Path::new("d.json")).unwrap();
         }
+        // Fed in pieces (a file streamed by verify), at every split and byte by byte,
+        // the scan says what it says of the whole text.
+        for (text, hit) in hits
+            .iter()
+            .map(|t| (t, true))
+            .chain(misses.iter().map(|t| (t, false)))
+        {
+            let b = text.as_bytes();
+            for cut in 0..=b.len() {
+                let mut scan = ReservedScan::default();
+                scan.feed(&b[..cut]);
+                scan.feed(&b[cut..]);
+                assert_eq!(scan.found().is_some(), hit, "{text} cut at {cut}");
+            }
+            let mut scan = ReservedScan::default();
+            for byte in b.chunks(1) {
+                scan.feed(byte);
+            }
+            assert_eq!(scan.found().is_some(), hit, "{text} byte by byte");
+        }
+        // A string longer than the key can be escaped is dropped, not kept whole.
+        let long = format!("{{\"{}\": 1, \"k\": \"\\u00e9\"}}", "x".repeat(100_000));
+        let mut scan = ReservedScan::default();
+        scan.feed(long.as_bytes());
+        assert!(scan.found().is_none() && scan.raw.capacity() <= 4 * ReservedScan::RAW_MAX);
         let mut m = serde_json::Map::new();
         m.insert(RESERVED_KEY.to_string(), Value::String("12".into()));
         let object = Value::Array(vec![Value::Object(m)]);

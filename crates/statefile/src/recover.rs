@@ -530,28 +530,53 @@ impl Scan {
         Ok(TempState::Stale(action))
     }
 
-    /// The document's version and whether it parses, through a symlink if it is one
-    /// (as a reader would see it).
-    fn inspect_document(&self, dir: &dyn FsDir, t: &Target) -> Result<(Seen, String)> {
+    /// The document's version, whether it parses and whether statefile can read it
+    /// back (see [`file::inspect_readable`]), through a symlink if it is one (as a
+    /// reader would see it).
+    fn inspect_document(&self, dir: &dyn FsDir, t: &Target) -> Result<(Seen, Option<String>)> {
         let fs = self.opts.fs.as_ref();
         let linked = dir
             .stat(&t.name)
             .is_ok_and(|m| m.file_type == FileType::Symlink);
         if !linked {
-            let seen = file::inspect(dir, &t.name, &t.path)?;
-            let reason = describe_damage(dir, &t.name, &t.path);
-            return Ok((seen, reason));
+            return file::inspect_readable(dir, &t.name, &t.path);
         }
         let (real, _) = names::resolve(fs, &t.path, None)?;
         let real_dir = fs.open_dir(&real.dir).ctx("open directory", &real.dir)?;
-        let seen = file::inspect(real_dir.as_ref(), &real.name, &t.path)?;
-        let reason = describe_damage(real_dir.as_ref(), &real.name, &t.path);
-        Ok((seen, reason))
+        file::inspect_readable(real_dir.as_ref(), &real.name, &t.path)
+    }
+
+    /// Why the document at `t` does not parse, as the parser says it now.
+    fn describe_document(&self, dir: &dyn FsDir, t: &Target) -> String {
+        let linked = dir
+            .stat(&t.name)
+            .is_ok_and(|m| m.file_type == FileType::Symlink);
+        if !linked {
+            return describe_damage(dir, &t.name, &t.path);
+        }
+        let fs = self.opts.fs.as_ref();
+        match names::resolve(fs, &t.path, None).and_then(|(real, _)| {
+            let real_dir = fs.open_dir(&real.dir).ctx("open directory", &real.dir)?;
+            Ok(describe_damage(real_dir.as_ref(), &real.name, &t.path))
+        }) {
+            Ok(reason) => reason,
+            Err(e) => e.to_string(),
+        }
     }
 
     fn check_document(&self, dir: &dyn FsDir, t: &Target, report: &mut Report) {
-        let (seen, reason) = match self.inspect_document(dir, t) {
-            Ok(r) => r,
+        let seen = match self.inspect_document(dir, t) {
+            Ok((seen, None)) => seen,
+            Ok((_, Some(why))) => {
+                // Valid JSON that statefile's reads refuse (another program wrote it):
+                // reported, never replaced by a backup, which would lose that write.
+                let e = Error::new(
+                    ErrorKind::Serialize,
+                    format!("cannot read {}: {why}", t.path.display()),
+                );
+                report.findings.push(unreadable(&t.path, &e));
+                return;
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => return,
             Err(e) => {
                 report.findings.push(unreadable(&t.path, &e));
@@ -561,6 +586,7 @@ impl Scan {
         if seen.parses {
             return;
         }
+        let reason = self.describe_document(dir, t);
         let damaged = seen.version;
         let good = backup::list(dir, t)
             .ok()
@@ -606,14 +632,22 @@ impl Scan {
     fn check_backup(&self, dir: &dyn FsDir, t: &Target, b: &OsStr, report: &mut Report) {
         let fs = &self.opts.fs;
         let path = t.beside(b);
-        let seen = match file::inspect(dir, b, &path) {
-            Ok(s) if s.parses => return,
+        let seen = match file::inspect_readable(dir, b, &path) {
+            Ok((s, None)) if s.parses => return,
+            Ok((_, Some(why))) => {
+                let e = Error::new(
+                    ErrorKind::Serialize,
+                    format!("cannot read {}: {why}", path.display()),
+                );
+                report.findings.push(unreadable(&path, &e));
+                return;
+            }
+            Ok((s, None)) => s,
             Err(e) if e.kind() == ErrorKind::NotFound => return,
             Err(e) => {
                 report.findings.push(unreadable(&path, &e));
                 return;
             }
-            Ok(s) => s,
         };
         let reason = describe_damage(dir, b, &path);
         let to = t.corrupt_path();

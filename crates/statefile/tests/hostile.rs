@@ -366,3 +366,84 @@ fn options_do_not_change_the_refusal() {
     });
     assert_eq!(kind, ErrorKind::InvalidName);
 }
+
+/// A document another program wrote with the key serde_json (exact numbers) reads as a
+/// number is valid JSON that statefile's reads refuse: `verify` and `recover` report it
+/// (in memory and streamed, past 16 MiB), and neither replaces it with a backup (that
+/// would lose the other program's write); a backup holding it is reported too and is
+/// never the one restored.
+#[test]
+fn a_file_holding_the_reserved_key_is_reported_not_healthy_and_not_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let foreign = br#"{"$serde_json::private::Number": "12"}"#;
+    let d = Doc::<Value>::open_with(root.join("a.json"), Options::new().backups(2)).unwrap();
+    d.write(&json!({"v": 1})).unwrap();
+    d.write(&json!({"v": 2})).unwrap();
+    std::fs::write(root.join("a.json"), foreign).unwrap();
+    // Past the size verify reads whole, the key at the very end, escaped.
+    let big = format!(
+        "{{\"pad\": \"{}\", \"o\": {{\"\\u0024serde_json::private::Number\": \"1\"}}}}",
+        "x".repeat(17 << 20)
+    );
+    std::fs::write(root.join("big.json"), &big).unwrap();
+    // Healthy neighbours: the key as a value, escapes elsewhere, a long document.
+    let fine = format!(
+        "{{\"k\": \"$serde_json::private::Number\", \"\\u00e9\": 1, \"pad\": \"{}\"}}",
+        "y".repeat(17 << 20)
+    );
+    std::fs::write(root.join("fine.json"), &fine).unwrap();
+
+    let flagged = |report: &statefile::Report| -> Vec<String> {
+        report
+            .findings
+            .iter()
+            .filter(|f| {
+                matches!(&f.problem, Problem::Unreadable { error }
+                    if error.contains(statefile::RESERVED_KEY))
+                    && matches!(f.action, Action::None)
+            })
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    let verified = statefile::verify(&root).unwrap();
+    assert_eq!(flagged(&verified), ["a.json", "big.json"], "{verified:#?}");
+    assert!(!verified.is_healthy());
+    let recovered = statefile::recover(&root).unwrap();
+    assert_eq!(
+        flagged(&recovered),
+        ["a.json", "big.json"],
+        "{recovered:#?}"
+    );
+    assert_eq!(std::fs::read(root.join("a.json")).unwrap(), foreign);
+    assert_eq!(
+        std::fs::read(root.join("big.json")).unwrap(),
+        big.as_bytes()
+    );
+    assert_eq!(
+        d.read().unwrap_err().kind(),
+        ErrorKind::Serialize,
+        "reads refuse it"
+    );
+
+    // A write keeps the foreign version as the newest backup: listed as not readable
+    // back, reported, and passed over by a restore of the newest good backup.
+    std::fs::remove_file(root.join("big.json")).unwrap();
+    std::fs::remove_file(root.join("fine.json")).unwrap();
+    d.write(&json!({"v": 3})).unwrap();
+    let backups = d.backups().unwrap();
+    assert_eq!(backups.len(), 2, "{backups:#?}");
+    assert!(!backups[0].parses && backups[1].parses, "{backups:#?}");
+    let verified = statefile::verify(&root).unwrap();
+    let flagged_backup = verified.findings.iter().any(|f| {
+        f.path == backups[0].path
+            && matches!(&f.problem, Problem::Unreadable { error } if error.contains(statefile::RESERVED_KEY))
+    });
+    assert!(flagged_backup, "{verified:#?}");
+    let e = d.restore(&BackupRef::Number(1)).unwrap_err();
+    assert!(e.to_string().contains("cannot restore"), "{e}");
+    // (The foreign program wrote over the file of version 2 in place: the backup
+    // before it is version 1.)
+    d.restore(&BackupRef::NewestGood).unwrap();
+    assert_eq!(d.read().unwrap(), json!({"v": 1}));
+}
