@@ -19,14 +19,17 @@
 //!
 //! Reading: objects keep their key order (dicts are ordered), integers stay integers.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
-use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
-use serde_json::{Map, Number, Value};
+use serde::ser::{self, Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::{Number, Value};
+use statefile::Format;
 
 /// Why a value cannot be stored, and where (pointer segments, innermost first).
 struct Refusal {
@@ -92,50 +95,99 @@ impl Refusal {
 
 /// Convert `obj` to a JSON value, refusing anything that would not read back as given.
 pub fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    walk(obj, &mut Walk::new(true))
+    let walk = Walk::new(false);
+    let out = Checked::root(obj, &walk).serialize(serde_json::value::Serializer);
+    walk.outcome(out)
 }
 
-/// Check `obj` as [`to_json`] does (the same errors), without building the value, and
-/// say whether `obj` may stand in for `to_py` of that value: whether every object in
-/// it is of the exact type `to_py` makes (a `dict`, `list`, `str`, `int`, `float`,
-/// `bool` or `None`) and nothing outside refers to any of its dicts and lists (`obj`
-/// itself is referred to by the caller's one reference only). Then nobody can change
-/// it but through `obj`, and using it again (or serializing it with [`Objects`]) is
-/// indistinguishable from converting the value back, without the cost.
-pub fn check_reusable(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let mut w = Walk::new(false);
-    w.clean = refs(obj) == 1;
-    walk(obj, &mut w)?;
-    Ok(w.clean)
+/// Python objects as the JSON text of their value, made by [`encode`].
+pub struct Encoded {
+    /// The text, in the format asked for, without a trailing newline: what
+    /// serializing [`to_json`]'s value in that format writes.
+    pub text: String,
+    /// Whether the objects may stand in for `to_py` of that value: every object in
+    /// them is of the exact type `to_py` makes (a `dict`, `list`, `str`, `int`,
+    /// `float`, `bool` or `None`) and nothing outside refers to any of their dicts and
+    /// lists (the root itself is referred to by the caller's one reference only).
+    /// Then nobody can change them but through the root, and using them again is
+    /// indistinguishable from converting the value back, without the cost.
+    pub reusable: bool,
 }
 
-fn walk(obj: &Bound<'_, PyAny>, w: &mut Walk) -> PyResult<Value> {
-    from_py(obj, 0, w).map_err(|r| match r {
-        Failure::Refused(r) => r.into_pyerr(),
-        Failure::Python(e) => e,
+/// Check `obj` as [`to_json`] does (the same errors, in the same order) and write its
+/// value as JSON text in `format`, in the same walk: no JSON value is built. `size` is
+/// the text's expected length, if known (room is made for it at once).
+pub fn encode(obj: &Bound<'_, PyAny>, format: Format, size: usize) -> PyResult<Encoded> {
+    let walk = Walk::new(refs(obj) == 1);
+    let mut out = Vec::with_capacity(size);
+    let done = match format {
+        Format::Pretty => {
+            Checked::root(obj, &walk).serialize(&mut serde_json::Serializer::pretty(&mut out))
+        }
+        Format::Compact => {
+            Checked::root(obj, &walk).serialize(&mut serde_json::Serializer::new(&mut out))
+        }
+    };
+    walk.outcome(done)?;
+    let text = String::from_utf8(out).map_err(|e| {
+        PyValueError::new_err(format!("statefile: JSON text that is not UTF-8: {e}"))
+    })?;
+    Ok(Encoded {
+        text,
+        reusable: walk.clean.get(),
     })
 }
 
-/// The state of a walk from Python objects to JSON.
+/// A walk of Python objects ([`Checked`]): what it found so far.
 struct Walk {
-    /// Build the value; otherwise only check (and return placeholders).
-    build: bool,
     /// The containers on the path from the root to the object at hand (by identity),
     /// so a container that contains itself is reported as a cycle rather than walked
     /// forever.
-    open: Vec<usize>,
+    open: RefCell<Vec<usize>>,
     /// So far, the objects may stand in for their value converted back (see
-    /// [`check_reusable`]).
-    clean: bool,
+    /// [`Encoded::reusable`]).
+    clean: Cell<bool>,
+    /// Why the walk stopped, when it refused the value (the serializer's own error
+    /// carries no more than a message).
+    failure: RefCell<Option<Failure>>,
 }
 
 impl Walk {
-    fn new(build: bool) -> Walk {
+    fn new(clean: bool) -> Walk {
         Walk {
-            build,
-            open: Vec::new(),
-            clean: false,
+            open: RefCell::new(Vec::new()),
+            clean: Cell::new(clean),
+            failure: RefCell::new(None),
         }
+    }
+
+    /// The object at hand is of the exact type `to_py` makes (or not).
+    fn exact(&self, exact: bool) {
+        if !exact {
+            self.clean.set(false);
+        }
+    }
+
+    /// Stop the walk with `failure`.
+    fn fail<E: ser::Error>(&self, failure: Failure) -> E {
+        *self.failure.borrow_mut() = Some(failure);
+        E::custom("the value cannot be stored as JSON")
+    }
+
+    /// The walk stopped below `segment` (a key or an index): a refusal's place gets it.
+    fn below<E>(&self, segment: impl FnOnce() -> String, e: E) -> E {
+        if let Some(Failure::Refused(r)) = self.failure.borrow_mut().as_mut() {
+            r.path.push(segment());
+        }
+        e
+    }
+
+    fn outcome<T>(&self, done: Result<T, serde_json::Error>) -> PyResult<T> {
+        done.map_err(|e| match self.failure.borrow_mut().take() {
+            Some(Failure::Refused(r)) => r.into_pyerr(),
+            Some(Failure::Python(e)) => e,
+            None => PyValueError::new_err(format!("cannot store the value as JSON: {e}")),
+        })
     }
 }
 
@@ -179,119 +231,176 @@ fn refuse_value(what: String) -> Failure {
 /// to it, is referred to from nowhere else when it has exactly this many references.
 const INNER_REFS: isize = 2;
 
-fn from_py(obj: &Bound<'_, PyAny>, depth: usize, walk: &mut Walk) -> Result<Value, Failure> {
-    if obj.is_none() {
-        return Ok(Value::Null);
-    }
-    if let Ok(b) = obj.cast::<PyBool>() {
-        return Ok(Value::Bool(b.is_true()));
-    }
-    if let Ok(s) = obj.cast::<PyString>() {
-        walk.clean &= obj.is_exact_instance_of::<PyString>();
-        let text = string(s)?;
-        return Ok(if walk.build {
-            Value::String(text.to_owned())
-        } else {
-            Value::Null
-        });
-    }
-    if obj.is_instance_of::<PyInt>() {
-        walk.clean &= obj.is_exact_instance_of::<PyInt>();
-        if !walk.build && (obj.extract::<i64>().is_ok() || obj.extract::<u64>().is_ok()) {
-            return Ok(Value::Null);
+/// Python objects serialized as the JSON value they hold, checked as they are walked:
+/// the one walk behind [`to_json`] (into a `serde_json::Value`) and [`encode`] (into
+/// text). A refusal stops it; the failure and its place are in the [`Walk`].
+struct Checked<'a, 'py> {
+    obj: &'a Bound<'py, PyAny>,
+    depth: usize,
+    walk: &'a Walk,
+}
+
+impl<'a, 'py> Checked<'a, 'py> {
+    fn root(obj: &'a Bound<'py, PyAny>, walk: &'a Walk) -> Checked<'a, 'py> {
+        Checked {
+            obj,
+            depth: 0,
+            walk,
         }
-        return integer(obj).map(Value::Number);
     }
-    if let Ok(f) = obj.cast::<PyFloat>() {
-        walk.clean &= obj.is_exact_instance_of::<PyFloat>();
-        let x = f.value();
-        if !walk.build && x.is_finite() {
-            return Ok(Value::Null);
+
+    fn child<'b>(&'b self, obj: &'b Bound<'py, PyAny>) -> Checked<'b, 'py> {
+        Checked {
+            obj,
+            depth: self.depth + 1,
+            walk: self.walk,
         }
-        return match Number::from_f64(x) {
-            Some(n) => Ok(Value::Number(n)),
-            None => Err(refuse_value(format!(
-                "{} is not a JSON number (JSON has no NaN or infinity)",
-                float_name(x)
-            ))),
-        };
     }
-    let is_dict = obj.is_instance_of::<PyDict>();
-    let is_list = obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>();
-    if !is_dict && !is_list {
-        if obj.is_instance(decimal_type(obj.py())?)? {
-            walk.clean = false;
-            return decimal(obj).map(Value::Number);
-        }
-        return Err(refuse_type(unsupported(obj)));
-    }
-    walk.clean &= (obj.is_exact_instance_of::<PyDict>() || obj.is_exact_instance_of::<PyList>())
-        && (depth == 0 || refs(obj) == INNER_REFS);
-    let id = obj.as_ptr() as usize;
-    let open = &mut walk.open;
-    if open.contains(&id) {
-        return Err(refuse_value(format!(
-            "circular reference: this {} contains itself",
-            type_name(obj)
-        )));
-    }
-    if depth >= statefile::MAX_DEPTH {
-        return Err(refuse_value(format!(
-            "nested deeper than {} levels, which the reader refuses",
-            statefile::MAX_DEPTH
-        )));
-    }
-    open.push(id);
-    let out = if is_dict {
-        let d = obj.cast::<PyDict>().map_err(PyErr::from)?;
-        let mut map = if walk.build {
-            Map::with_capacity(d.len())
-        } else {
-            Map::new()
-        };
-        for (k, v) in d.iter() {
-            let Ok(s) = k.cast::<PyString>() else {
-                return Err(refuse_type(format!(
+
+    fn dict<S: Serializer>(&self, d: &Bound<'py, PyDict>, s: S) -> Result<S::Ok, S::Error> {
+        let walk = self.walk;
+        let mut map = s.serialize_map(Some(d.len()).filter(|&n| n > 0))?;
+        // Only keys of a str subclass with its own `__eq__`/`__hash__` can be two keys
+        // of one dict with the same text: once such a key turns up, the texts so far.
+        let mut texts: Option<HashSet<String>> = None;
+        for (i, (k, v)) in d.iter().enumerate() {
+            let Ok(text) = k.cast::<PyString>() else {
+                return Err(walk.fail(refuse_type(format!(
                     "the key {} ({}) is not a string (JSON object keys are strings)",
                     short_repr(&k),
                     type_name(&k)
-                )));
+                ))));
             };
-            walk.clean &= k.is_exact_instance_of::<PyString>();
-            let key = string(s).map_err(|f| f.at(s.to_string_lossy().into_owned()))?;
+            let exact = k.is_exact_instance_of::<PyString>();
+            walk.exact(exact);
+            let key =
+                string(text).map_err(|f| walk.fail(f.at(text.to_string_lossy().into_owned())))?;
             if key == statefile::RESERVED_KEY {
-                return Err(refuse_value(format!(
+                return Err(walk.fail(refuse_value(format!(
                     "the key {key:?} is reserved: the reader would read this dict back as a number"
-                )));
+                ))));
             }
-            let value = from_py(&v, depth + 1, walk).map_err(|f| f.at(key.to_owned()))?;
-            // Only keys of a str subclass with its own `__eq__`/`__hash__` can be two
-            // keys of one dict with the same text; a check-only walk leaves them to the
-            // conversion (they are not exact strs, so the objects are not reused).
-            if walk.build && map.insert(key.to_owned(), value).is_some() {
-                return Err(refuse_value(format!(
+            if !exact && texts.is_none() {
+                // The keys before this one are exact strs, already checked.
+                let before = d.keys().iter().take(i).map(|k| {
+                    k.cast::<PyString>()
+                        .ok()
+                        .and_then(|k| k.to_str().ok().map(str::to_owned))
+                        .unwrap_or_default()
+                });
+                texts = Some(before.collect());
+            }
+            map.serialize_key(key)?;
+            map.serialize_value(&self.child(&v))
+                .map_err(|e| walk.below(|| key.to_owned(), e))?;
+            if let Some(texts) = &mut texts
+                && !texts.insert(key.to_owned())
+            {
+                return Err(walk.fail(refuse_value(format!(
                     "two keys of this dict are the text {} (a str subclass with its own __eq__ or __hash__), which one JSON object cannot hold",
                     short_repr(&k)
-                )));
+                ))));
             }
         }
-        Value::Object(map)
-    } else {
-        let mut items = Vec::with_capacity(if walk.build {
-            obj.len().unwrap_or(0)
-        } else {
-            0
-        });
-        for (i, v) in obj.try_iter()?.enumerate() {
-            let item = from_py(&v?, depth + 1, walk).map_err(|f| f.at(i.to_string()))?;
-            if walk.build {
-                items.push(item);
+        map.end()
+    }
+
+    fn list<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let walk = self.walk;
+        if let Ok(l) = self.obj.cast_exact::<PyList>() {
+            let mut seq = s.serialize_seq(Some(l.len()).filter(|&n| n > 0))?;
+            for (i, v) in l.iter().enumerate() {
+                seq.serialize_element(&self.child(&v))
+                    .map_err(|e| walk.below(|| i.to_string(), e))?;
             }
+            return seq.end();
         }
-        Value::Array(items)
-    };
-    walk.open.pop();
-    Ok(out)
+        // A tuple, or a subclass of list or tuple: as Python iterates it.
+        let mut seq = s.serialize_seq(None)?;
+        let items = self
+            .obj
+            .try_iter()
+            .map_err(|e| walk.fail(Failure::Python(e)))?;
+        for (i, v) in items.enumerate() {
+            let v = v.map_err(|e| walk.fail(Failure::Python(e)))?;
+            seq.serialize_element(&self.child(&v))
+                .map_err(|e| walk.below(|| i.to_string(), e))?;
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Checked<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (obj, walk) = (self.obj, self.walk);
+        if obj.is_none() {
+            return s.serialize_unit();
+        }
+        if let Ok(b) = obj.cast::<PyBool>() {
+            return s.serialize_bool(b.is_true());
+        }
+        if let Ok(t) = obj.cast::<PyString>() {
+            walk.exact(obj.is_exact_instance_of::<PyString>());
+            return s.serialize_str(string(t).map_err(|f| walk.fail(f))?);
+        }
+        if obj.is_instance_of::<PyInt>() {
+            walk.exact(obj.is_exact_instance_of::<PyInt>());
+            if let Ok(i) = obj.extract::<i64>() {
+                return s.serialize_i64(i);
+            }
+            if let Ok(u) = obj.extract::<u64>() {
+                return s.serialize_u64(u);
+            }
+            return integer(obj).map_err(|f| walk.fail(f))?.serialize(s);
+        }
+        if let Ok(f) = obj.cast::<PyFloat>() {
+            walk.exact(obj.is_exact_instance_of::<PyFloat>());
+            let x = f.value();
+            if !x.is_finite() {
+                return Err(walk.fail(refuse_value(format!(
+                    "{} is not a JSON number (JSON has no NaN or infinity)",
+                    float_name(x)
+                ))));
+            }
+            // The shortest text that reads back as `x`, as `Number::from_f64` holds it.
+            return s.serialize_f64(x);
+        }
+        let is_dict = obj.is_instance_of::<PyDict>();
+        if !is_dict && !obj.is_instance_of::<PyList>() && !obj.is_instance_of::<PyTuple>() {
+            let is_decimal = decimal_type(obj.py())
+                .and_then(|t| obj.is_instance(t.as_any()))
+                .map_err(|e| walk.fail(Failure::Python(e)))?;
+            if is_decimal {
+                walk.exact(false);
+                return decimal(obj).map_err(|f| walk.fail(f))?.serialize(s);
+            }
+            return Err(walk.fail(refuse_type(unsupported(obj))));
+        }
+        walk.exact(
+            (obj.is_exact_instance_of::<PyDict>() || obj.is_exact_instance_of::<PyList>())
+                && (self.depth == 0 || refs(obj) == INNER_REFS),
+        );
+        let id = obj.as_ptr() as usize;
+        if walk.open.borrow().contains(&id) {
+            return Err(walk.fail(refuse_value(format!(
+                "circular reference: this {} contains itself",
+                type_name(obj)
+            ))));
+        }
+        if self.depth >= statefile::MAX_DEPTH {
+            return Err(walk.fail(refuse_value(format!(
+                "nested deeper than {} levels, which the reader refuses",
+                statefile::MAX_DEPTH
+            ))));
+        }
+        walk.open.borrow_mut().push(id);
+        let out = match obj.cast::<PyDict>() {
+            Ok(d) => self.dict(d, s),
+            Err(_) => self.list(s),
+        }?;
+        walk.open.borrow_mut().pop();
+        Ok(out)
+    }
 }
 
 fn string<'a>(s: &'a Bound<'_, PyString>) -> Result<&'a str, Failure> {
@@ -399,84 +508,6 @@ fn abbreviate(s: &str) -> String {
     let mut out: String = s.chars().take(MAX).collect();
     let _ = write!(out, "... ({} characters)", s.chars().count());
     out
-}
-
-/// Python objects [`check_reusable`] accepted, serialized as the JSON value they hold
-/// (the same text as serializing their [`to_json`] value), without building that
-/// value. Anything else is refused with a serialization error.
-pub struct Objects<'a, 'py>(pub &'a Bound<'py, PyAny>);
-
-impl Serialize for Objects<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        Nested(self.0, 0).serialize(s)
-    }
-}
-
-/// An object of [`Objects`] at a depth: bounded, so that objects changed after their
-/// check (only reachable then through `gc.get_referrers`, `gc.get_objects` or ctypes,
-/// which reference counts cannot see) fail to serialize rather than overflow the stack
-/// on a cycle.
-struct Nested<'a, 'py>(&'a Bound<'py, PyAny>, usize);
-
-impl Serialize for Nested<'_, '_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (obj, depth) = (self.0, self.1);
-        if obj.is_none() {
-            return s.serialize_unit();
-        }
-        if let Ok(b) = obj.cast::<PyBool>() {
-            return s.serialize_bool(b.is_true());
-        }
-        if let Ok(t) = obj.cast_exact::<PyString>() {
-            return s.serialize_str(t.to_str().map_err(S::Error::custom)?);
-        }
-        if obj.is_exact_instance_of::<PyInt>() {
-            if let Ok(i) = obj.extract::<i64>() {
-                return s.serialize_i64(i);
-            }
-            if let Ok(u) = obj.extract::<u64>() {
-                return s.serialize_u64(u);
-            }
-            return match integer(obj) {
-                Ok(n) => n.serialize(s),
-                Err(_) => Err(S::Error::custom("an integer that is not a JSON number")),
-            };
-        }
-        if let Ok(f) = obj.cast_exact::<PyFloat>() {
-            return match Number::from_f64(f.value()) {
-                Some(n) => n.serialize(s),
-                None => Err(S::Error::custom("a float that is not a JSON number")),
-            };
-        }
-        if depth >= statefile::MAX_DEPTH {
-            return Err(S::Error::custom(format!(
-                "nested deeper than {} levels, which the reader refuses",
-                statefile::MAX_DEPTH
-            )));
-        }
-        if let Ok(d) = obj.cast_exact::<PyDict>() {
-            let mut map = s.serialize_map(Some(d.len()))?;
-            for (k, v) in d.iter() {
-                let k = k.cast_exact::<PyString>().map_err(S::Error::custom)?;
-                map.serialize_entry(
-                    k.to_str().map_err(S::Error::custom)?,
-                    &Nested(&v, depth + 1),
-                )?;
-            }
-            return map.end();
-        }
-        if let Ok(l) = obj.cast_exact::<PyList>() {
-            let mut seq = s.serialize_seq(Some(l.len()))?;
-            for v in l.iter() {
-                seq.serialize_element(&Nested(&v, depth + 1))?;
-            }
-            return seq.end();
-        }
-        Err(S::Error::custom(format!(
-            "an object of type {} where only JSON values were expected",
-            type_name(obj)
-        )))
-    }
 }
 
 /// A JSON value as Python objects: dicts in key order, ints as ints, other numbers as

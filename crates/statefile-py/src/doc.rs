@@ -11,7 +11,7 @@ use pyo3::types::{PyDict, PyString};
 use serde_json::Value;
 use statefile::{BackupRef, Error, Version};
 
-use crate::convert::{Objects, check_reusable, to_json, to_py};
+use crate::convert::{encode, to_json, to_py};
 use crate::errors::{IntoPy, to_pyerr};
 use crate::records::{self, path_str};
 use crate::update::Update;
@@ -24,23 +24,27 @@ pub struct Doc {
     working: statefile::Doc<Working>,
 }
 
-/// The value `update(fn)` works on: a JSON value, or the Python objects the last
-/// change of the batch left, while they may stand in for it (see
-/// `convert::check_reusable`). The next change of the same batch then takes those
-/// objects instead of converting the whole document to Python again, and the library
-/// serializes them directly (taking the GIL) for its undo and for the write. When a
-/// change fails, the library gives the next one the value from before it, parsed
-/// from its undo: a `Value`.
+/// The value `update(fn)` works on: a JSON value (the document as read, or the
+/// library's undo of a failed change read back), or what the last change of the batch
+/// left: its JSON text in the document's format ([`encode`], checked as every value
+/// written is) and, while they may stand in for that text read back
+/// (`Encoded::reusable`), the Python objects it was made from. The next change of the
+/// same batch takes those objects instead of converting the whole document to Python
+/// again; the library takes the text as it is, for its undo and for the write, without
+/// walking Python objects or taking the GIL.
 pub(crate) enum Working {
     Value(Value),
-    Objects(Py<PyAny>),
+    Encoded {
+        text: String,
+        objects: Option<Py<PyAny>>,
+    },
 }
 
 impl serde::Serialize for Working {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Working::Value(v) => v.serialize(s),
-            Working::Objects(o) => Python::attach(|py| Objects(o.bind(py)).serialize(s)),
+            Working::Encoded { text, .. } => Raw(text).serialize(s),
         }
     }
 }
@@ -48,6 +52,50 @@ impl serde::Serialize for Working {
 impl<'de> serde::Deserialize<'de> for Working {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Working, D::Error> {
         Value::deserialize(d).map(Working::Value)
+    }
+}
+
+impl Working {
+    /// The value as Python objects for a change: those the last change left, or fresh
+    /// ones.
+    fn into_py(self, py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        match self {
+            Working::Value(value) => to_py(py, &value),
+            Working::Encoded {
+                objects: Some(objects),
+                ..
+            } => Ok(objects.into_bound(py)),
+            Working::Encoded {
+                text,
+                objects: None,
+            } => {
+                let value = serde_json::from_str::<Value>(&text).map_err(|e| {
+                    PyValueError::new_err(format!(
+                        "statefile: cannot read back a change's JSON: {e}"
+                    ))
+                })?;
+                to_py(py, &value)
+            }
+        }
+    }
+}
+
+/// serde_json's name for JSON text it writes as it is (its `RawValue`).
+const RAW_VALUE: &str = "$serde_json::private::RawValue";
+
+/// JSON text that serde_json's serializer writes as it is (the protocol of its
+/// `RawValue`, a struct of one string field, both named by its token), without the
+/// validating parse `RawValue::from_string` makes: the text is [`encode`]'s, made by
+/// serde_json from checked objects. Any other serializer sees a struct holding a
+/// string (the library's check of a value passes it as one level of nesting).
+struct Raw<'a>(&'a str);
+
+impl serde::Serialize for Raw<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut raw = s.serialize_struct(RAW_VALUE, 1)?;
+        raw.serialize_field(RAW_VALUE, self.0)?;
+        raw.end()
     }
 }
 
@@ -368,25 +416,30 @@ fn update_with<'py>(
     default: Option<Default>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let missing = AtomicBool::new(false);
+    let format = doc.options().get_format();
     // While `f` runs, this thread holds the document's lock (see held.rs).
     let held = crate::held::Held::document(doc.path());
     let body = |v: &mut Working| -> Result<Py<PyAny>, Abort> {
         Python::attach(|py| {
             let given = std::mem::replace(v, Working::Value(Value::Null));
-            let data = match (&default, missing.load(Ordering::SeqCst), given) {
-                (Some(d), true, _) => d.make(py)?,
-                (_, _, Working::Objects(objects)) => objects.into_bound(py),
-                (_, _, Working::Value(value)) => to_py(py, &value)?,
+            // A change's text is about as long as the last one's.
+            let size = match &given {
+                Working::Encoded { text, .. } => text.len() + text.len() / 8 + 64,
+                Working::Value(_) => 0,
+            };
+            let data = match (&default, missing.load(Ordering::SeqCst)) {
+                (Some(d), true) => d.make(py)?,
+                _ => given.into_py(py)?,
             };
             let result = {
                 let _running = crate::held::Running::enter(&held);
                 f.bind(py).call1((&data,))?
             };
             crate::errors::refuse_coroutine(py, &result, "doc.update()")?;
-            *v = if check_reusable(&data)? {
-                Working::Objects(data.unbind())
-            } else {
-                Working::Value(to_json(&data)?)
+            let encoded = encode(&data, format, size)?;
+            *v = Working::Encoded {
+                text: encoded.text,
+                objects: encoded.reusable.then(|| data.unbind()),
             };
             Ok(result.unbind())
         })
