@@ -356,6 +356,12 @@ struct Releases {
     queue: Vec<Held>,
     /// Close what is queued now.
     due: bool,
+    /// The thread sleeps until woken (nothing was queued for a whole [`RELEASE_DELAY`]):
+    /// the next handle queued must wake it. Otherwise it is closing, or waiting at most
+    /// that long, and picks up what is queued meanwhile without a wake.
+    parked: bool,
+    /// The thread's last wait ran out with nothing queued: it parks next.
+    idle: bool,
 }
 
 struct Releaser {
@@ -369,7 +375,10 @@ fn releaser() -> Option<&'static Releaser> {
     let r: Option<&'static Releaser> = *R.get_or_init(|| {
         let r: &'static Releaser = Box::leak(Box::new(Releaser {
             pid: std::process::id(),
-            state: std::sync::Mutex::default(),
+            state: std::sync::Mutex::new(Releases {
+                idle: true,
+                ..Releases::default()
+            }),
             wake: std::sync::Condvar::new(),
         }));
         std::thread::Builder::new()
@@ -381,32 +390,44 @@ fn releaser() -> Option<&'static Releaser> {
     r.filter(|r| r.pid == std::process::id())
 }
 
+/// The releasing thread. Between writes it waits at most [`RELEASE_DELAY`] (so a writer
+/// queueing a handle need not wake it: one wake per write, the flush's, instead of
+/// two); after a whole delay with nothing queued it sleeps until woken, so an idle
+/// process has no timer firing.
 fn release_loop(r: &Releaser) {
     fn lock(m: &std::sync::Mutex<Releases>) -> std::sync::MutexGuard<'_, Releases> {
         m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
     let mut st = lock(&r.state);
     loop {
-        if st.queue.is_empty() {
+        if st.due {
             st.due = false;
-            st = r.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            let batch = std::mem::take(&mut st.queue);
+            drop(st);
+            drop(batch);
+            st = lock(&r.state);
             continue;
         }
-        if !st.due {
-            let (g, waited) = r
-                .wake
-                .wait_timeout(st, RELEASE_DELAY)
-                .unwrap_or_else(|e| e.into_inner());
-            st = g;
-            if !waited.timed_out() && !st.due {
-                continue;
+        if st.queue.is_empty() && st.idle {
+            st.parked = true;
+            st = r.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.parked = false;
+            st.idle = false;
+            continue;
+        }
+        let (g, waited) = r
+            .wake
+            .wait_timeout(st, RELEASE_DELAY)
+            .unwrap_or_else(|e| e.into_inner());
+        st = g;
+        if waited.timed_out() && !st.due {
+            if st.queue.is_empty() {
+                st.idle = true;
+            } else {
+                // Held a whole delay without a flush: closed anyway.
+                st.due = true;
             }
         }
-        st.due = false;
-        let batch = std::mem::take(&mut st.queue);
-        drop(st);
-        drop(batch);
-        st = lock(&r.state);
     }
 }
 
@@ -430,17 +451,16 @@ pub(crate) fn release_later(held: Held) {
         drop(held);
         return;
     }
-    // The thread sleeps without a deadline while the queue is empty: the first handle
-    // queued must wake it, so that it starts the RELEASE_DELAY wait (it closes nothing
-    // before that, or the writer's next flush). Without this wake, a process that
-    // stopped writing kept the last replaced versions (and their blocks) until the next
-    // flush, forever if none came.
-    let first = st.queue.is_empty();
+    // A parked thread sleeps without a deadline: the handle must wake it, so that it
+    // starts a RELEASE_DELAY wait (it closes nothing before that, or the writer's next
+    // flush). Without this wake, a process that stopped writing kept the last replaced
+    // versions (and their blocks) until the next flush, forever if none came. A thread
+    // not parked is waiting at most that long, or closing, and finds it without one.
     st.queue.push(held);
     if st.queue.len() >= RELEASE_QUEUE / 2 {
         st.due = true;
     }
-    let wake = st.due || first;
+    let wake = st.due || st.parked;
     drop(st);
     if wake {
         r.wake.notify_one();

@@ -668,6 +668,39 @@ mod tests {
         }
     }
 
+    /// Between writes the releasing thread is not parked and is not woken for what is
+    /// queued: a file held right after a flush's batch was closed is still closed
+    /// (within the delay), with no flush after it.
+    #[test]
+    fn a_file_held_after_a_flush_is_released_without_another_flush() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = OsFs.open_dir(root.path()).unwrap();
+        let mut held = Vec::new();
+        for name in ["first.json", "second.json"] {
+            fs::write(root.path().join(name), b"old").unwrap();
+            held.push(dir.hold(OsStr::new(name)).unwrap().expect("Linux holds"));
+            fs::write(root.path().join("new"), b"new").unwrap();
+            dir.rename(OsStr::new("new"), OsStr::new(name)).unwrap();
+        }
+        let wait_closed = |name: &str| {
+            let doc = root.path().join(name);
+            let start = std::time::Instant::now();
+            while open_at(&doc) != 0 {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(30),
+                    "the releasing thread never closed {name}"
+                );
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        };
+        let second = held.pop().unwrap();
+        super::super::release_later(held.pop().unwrap());
+        super::super::release_now();
+        wait_closed("first.json");
+        super::super::release_later(second);
+        wait_closed("second.json");
+    }
+
     #[test]
     fn holding_wakes_no_fifo_and_follows_no_symlink() {
         let root = tempfile::tempdir().unwrap();
