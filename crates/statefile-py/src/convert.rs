@@ -333,6 +333,10 @@ impl<'a, 'py> Checked<'a, 'py> {
 impl Serialize for Checked<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (obj, walk) = (self.obj, self.walk);
+        // Strings first, and by their exact type (one comparison): most of a document.
+        if let Ok(t) = obj.cast_exact::<PyString>() {
+            return s.serialize_str(string(t).map_err(|f| walk.fail(f))?);
+        }
         if obj.is_none() {
             return s.serialize_unit();
         }

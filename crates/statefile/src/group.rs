@@ -501,9 +501,17 @@ impl Baton {
                 Some(bytes) => {
                     let parsed = json::parse::<T>(bytes, shown);
                     let corrupt = matches!(&parsed, Err(e) if e.kind() == ErrorKind::Corrupt);
-                    let version = Version::of(bytes);
-                    self.disk.parses = Some(!corrupt);
-                    parsed.map_err(|e| cannot_update_damaged(&self.locked, shown, &version, e))
+                    // What the write needs to know of the document (its version, for
+                    // the receipt and a backup), seen once.
+                    let seen = Seen {
+                        version: Version::of(bytes),
+                        parses: !corrupt,
+                    };
+                    let parsed = parsed
+                        .map_err(|e| cannot_update_damaged(&self.locked, shown, &seen.version, e));
+                    self.disk.parses = Some(seen.parses);
+                    self.disk.seen = Some(seen);
+                    parsed
                 }
             },
             Work::Bytes { bytes, .. } => json::parse::<T>(bytes, shown),
