@@ -144,6 +144,10 @@ pub(crate) fn refuse_coroutine(
     result: &Bound<'_, PyAny>,
     what: &str,
 ) -> PyResult<()> {
+    // Most functions return None: no call into Python for it.
+    if result.is_none() {
+        return Ok(());
+    }
     static ISCOROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let iscoroutine = ISCOROUTINE.get_or_try_init(py, || {
         py.import("inspect")?
