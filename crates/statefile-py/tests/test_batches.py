@@ -331,8 +331,9 @@ def test_calls_after_a_batch_start_from_what_it_wrote(tmp_path: Path, form: str)
 
 
 def test_a_batch_writes_the_same_bytes_as_a_lone_write_of_its_value(tmp_path: Path) -> None:
-    # The batch's last value is written from its Python objects directly: the file
-    # must be byte for byte what writing the same value alone gives.
+    # The batch's last value is written as the text one walk of its Python objects
+    # made (no JSON value built): the file must be byte for byte what writing the same
+    # value alone gives.
     p = tmp_path / "a.json"
     statefile.Doc(p).write({"items": []})
     value = {
