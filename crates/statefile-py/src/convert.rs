@@ -275,9 +275,14 @@ impl<'a, 'py> Checked<'a, 'py> {
             walk.exact(exact);
             let key =
                 string(text).map_err(|f| walk.fail(f.at(text.to_string_lossy().into_owned())))?;
-            if key == statefile::RESERVED_KEY {
+            if statefile::is_reserved_key(key) {
+                let reads_as = if key == statefile::RESERVED_KEY {
+                    "a number"
+                } else {
+                    "the JSON its value spells"
+                };
                 return Err(walk.fail(refuse_value(format!(
-                    "the key {key:?} is reserved: the reader would read this dict back as a number"
+                    "the key {key:?} is reserved: the reader would read this dict back as {reads_as}"
                 ))));
             }
             if !exact && texts.is_none() {

@@ -70,6 +70,7 @@ BAD: list[tuple[str, Callable[[], Any]]] = [
     ("dict cycle", cycle_dict),
     ("too deep", lambda: nest(200)),
     ("reserved key", lambda: {"$serde_json::private::Number": "12"}),
+    ("raw value key", lambda: {"a": [{"$serde_json::private::RawValue": "[1]"}]}),
     ("too many digits", lambda: 10**5000),
     ("same text twice", lambda: {K("k"): 1, K("k"): 2}),
     # The first refusal in iteration order wins: NaN at /a before the int key.

@@ -164,6 +164,12 @@ REFUSED = [
         ValueError,
         ["$serde_json::private::Number", "reserved", "/a/0"],
     ),
+    # Read back as the list [1] (serde_json's raw values, which this package uses).
+    (
+        {"a": {"$serde_json::private::RawValue": "[1]"}},
+        ValueError,
+        ["$serde_json::private::RawValue", "reserved", "/a"],
+    ),
 ]
 
 
@@ -210,6 +216,29 @@ def test_a_file_with_the_reserved_key_is_refused_not_read_as_a_number(
     assert "$serde_json::private::Number" in str(e.value)
     with pytest.raises(statefile.Error):
         statefile.read_json(p)
+
+
+@pytest.mark.parametrize(
+    "key", ["$serde_json::private::Number", "$serde_json::private::RawValue"]
+)
+def test_a_reserved_key_before_other_keys_is_refused_not_called_damage(
+    tmp_path: Path, key: str
+) -> None:
+    # Regression: serde_json's read of `{"<key>": "5", "other": 1}` failed with a
+    # syntax error, so the file was called corrupt and a fallback read served the
+    # backup (and the RawValue key read back as 5).
+    p = tmp_path / "foreign.json"
+    doc = statefile.Doc(p, backups=2, fallback=True)
+    doc.write({"v": 1})
+    doc.write({"v": 2})
+    p.write_text('{"%s": "5", "other": 1}' % key)
+    before = p.read_bytes()
+    with pytest.raises(statefile.Error) as e:
+        doc.read()
+    assert key in str(e.value) and "corrupt" not in str(e.value)
+    with pytest.raises(statefile.Error):
+        doc.update(lambda d: d.__setitem__("w", 1))
+    assert p.read_bytes() == before
 
 
 def test_very_deep_values_are_refused_without_a_stack_overflow(tmp_path: Path) -> None:

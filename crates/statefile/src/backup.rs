@@ -35,7 +35,7 @@ pub struct BackupInfo {
     /// When that version was written.
     pub modified: SystemTime,
     /// Whether it is valid JSON that statefile reads back as it is written (a backup
-    /// that is not, or that holds [`RESERVED_KEY`](crate::RESERVED_KEY), is never
+    /// that is not, or that holds a [reserved key](crate::is_reserved_key), is never
     /// restored).
     pub parses: bool,
 }
@@ -189,8 +189,8 @@ pub(crate) fn pick<'a>(
         return Err(Error::new(
             ErrorKind::Corrupt,
             format!(
-                "cannot restore {} from {}: that backup is not valid JSON (or holds the \
-                 reserved key {:?}, which reads back as a number)",
+                "cannot restore {} from {}: that backup is not valid JSON (or holds a \
+                 reserved key such as {:?}, which reads back as a different value)",
                 t.path.display(),
                 b.path.display(),
                 crate::RESERVED_KEY,

@@ -21,31 +21,47 @@ pub const MAX_DEPTH: usize = 127;
 /// The struct name serde_json gives a number under `arbitrary_precision`.
 const EXACT_NUMBER: &str = "$serde_json::private::Number";
 
-/// The one object key statefile cannot store: with exact numbers (serde_json's
-/// `arbitrary_precision`, the default feature `exact-numbers`), serde_json reads an
-/// object whose key is this text as the number its value spells (`{"$serde_json::
+/// The struct name serde_json gives JSON text it copies as it is, under `raw_value`.
+const RAW_VALUE: &str = "$serde_json::private::RawValue";
+
+/// The object key statefile cannot store because of its own feature: with exact numbers
+/// (serde_json's `arbitrary_precision`, the default feature `exact-numbers`), serde_json
+/// reads an object whose key is this text as the number its value spells (`{"$serde_json::
 /// private::Number": "12"}` as `12`), so a document holding it would read back as a
 /// different value. Writes refuse an object holding it, and reads of text holding it fail
-/// ([`reserved_key_in`]) rather than change the value.
+/// ([`reserved_key_in`]) rather than change the value. [`is_reserved_key`] also refuses
+/// serde_json's other such key.
 pub const RESERVED_KEY: &str = EXACT_NUMBER;
 
-fn reserved_key_message() -> String {
+/// Whether statefile refuses `key` as an object key: [`RESERVED_KEY`] (with exact
+/// numbers), and `"$serde_json::private::RawValue"`, which serde_json with its `raw_value`
+/// feature (on in a program that enables it anywhere, as the Python package does) reads
+/// as the JSON text its value spells (`{"$serde_json::private::RawValue": "[1]"}` as
+/// `[1]`). The second is refused in every build, so that no program using statefile
+/// writes a document that another one (the Python package) reads as a different value.
+pub fn is_reserved_key(key: &str) -> bool {
+    (cfg!(feature = "exact-numbers") && key == EXACT_NUMBER) || key == RAW_VALUE
+}
+
+fn reserved_key_message(key: &str) -> String {
+    let reads_as = if key == EXACT_NUMBER {
+        "(with exact numbers) reads back as a number"
+    } else {
+        "(with raw values, as in the Python package) reads back as the JSON text its value holds"
+    };
     format!(
-        "an object has the key {RESERVED_KEY:?}, which serde_json (with exact numbers) reads back as a number, not an object: statefile refuses it rather than store a different value"
+        "an object has the key {key:?}, which serde_json {reads_as}, not an object: statefile refuses it rather than store a different value"
     )
 }
 
 /// Whether the JSON text `bytes` (already known to be valid JSON) has an object key
-/// equal to [`RESERVED_KEY`], escaped or not: `Some(message)` naming it if so. Without
-/// exact numbers the key is an ordinary one: always `None`. Text with neither the key's
-/// literal tail nor a `\u` escape (the only escape its characters can take) cannot
-/// hold it and costs one substring search; other text one pass over its bytes.
+/// that [`is_reserved_key`], escaped or not: `Some(message)` naming it if so. Text with
+/// neither the keys' literal middle nor a `\u` escape (the only escape their characters
+/// can take) cannot hold one and costs one substring search; other text one pass over
+/// its bytes.
 pub fn reserved_key_in(bytes: &[u8]) -> Option<String> {
-    if !cfg!(feature = "exact-numbers") {
-        return None;
-    }
     let find = |needle: &[u8]| memchr::memmem::find(bytes, needle).is_some();
-    if !find(b"::Number") && !find(b"\\u") {
+    if !find(b"::private::") && !find(b"\\u") {
         return None;
     }
     let mut scan = ReservedScan::default();
@@ -61,11 +77,13 @@ pub fn reserved_key_in(bytes: &[u8]) -> Option<String> {
 pub(crate) struct ReservedScan {
     at: ScanAt,
     /// The current string token's raw bytes, quotes included, while it can still be
-    /// the key (the key's 28 characters, at most 6 bytes each when escaped, and quotes).
+    /// a reserved key (up to 30 characters, at most 6 bytes each when escaped, and
+    /// quotes).
     raw: Vec<u8>,
     /// The current string token is longer than that.
     long: bool,
-    found: bool,
+    /// The reserved key found.
+    found: Option<String>,
 }
 
 /// Where a [`ReservedScan`] is in the text.
@@ -83,11 +101,11 @@ enum ScanAt {
 }
 
 impl ReservedScan {
-    const RAW_MAX: usize = 6 * RESERVED_KEY.len() + 2;
+    const RAW_MAX: usize = 6 * RAW_VALUE.len() + 2;
 
     /// Scan the next piece of the text.
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
-        if self.found || !cfg!(feature = "exact-numbers") {
+        if self.found.is_some() {
             return;
         }
         let mut i = 0;
@@ -124,8 +142,8 @@ impl ReservedScan {
                 ScanAt::AfterString => match bytes[i] {
                     b' ' | b'\t' | b'\n' | b'\r' => i += 1,
                     b':' => {
-                        if self.is_key() {
-                            self.found = true;
+                        self.found = self.reserved_key();
+                        if self.found.is_some() {
                             return;
                         }
                         self.at = ScanAt::Outside;
@@ -150,15 +168,19 @@ impl ReservedScan {
         }
     }
 
-    fn is_key(&self) -> bool {
-        !self.long
-            && self.raw.len() >= RESERVED_KEY.len() + 2
-            && serde_json::from_slice::<String>(&self.raw).is_ok_and(|k| k == RESERVED_KEY)
+    /// The current string token, if it is a reserved key.
+    fn reserved_key(&self) -> Option<String> {
+        if self.long || self.raw.len() < EXACT_NUMBER.len() + 2 {
+            return None;
+        }
+        serde_json::from_slice::<String>(&self.raw)
+            .ok()
+            .filter(|k| is_reserved_key(k))
     }
 
     /// What [`reserved_key_in`] says of all the text fed so far.
     pub(crate) fn found(&self) -> Option<String> {
-        self.found.then(reserved_key_message)
+        self.found.as_deref().map(reserved_key_message)
     }
 }
 
@@ -217,21 +239,31 @@ impl From<CheckError> for SerializeError {
 /// an empty file or a JSON syntax error is [`ErrorKind::Corrupt`] (with the position);
 /// valid JSON that does not fit `T` is [`ErrorKind::Serialize`].
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8], path: &Path) -> Result<T> {
+    let reserved = |msg: String| {
+        Error::new(
+            ErrorKind::Serialize,
+            format!("cannot read {}: {msg}", path.display()),
+        )
+        .with_path(path)
+    };
     let value = serde_json::from_slice(bytes).map_err(|e| {
         // A type error can come before a syntax error further on (`null x` read as a
         // struct): damage wins, so check the syntax of the whole file.
         let e = match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
             Err(syntax) if !is_corruption(&e) && is_corruption(&syntax) => syntax,
-            _ => e,
+            // Valid JSON: a reserved key followed by other keys of its object fails
+            // serde_json's read of the number (or raw text) it takes the object for,
+            // with a syntax error (`trailing comma`). The file is not damaged.
+            Ok(_) => match reserved_key_in(bytes) {
+                Some(msg) => return reserved(msg),
+                None => e,
+            },
+            Err(_) => e,
         };
         parse_error(e, bytes.is_empty(), path)
     })?;
     if let Some(msg) = reserved_key_in(bytes) {
-        return Err(Error::new(
-            ErrorKind::Serialize,
-            format!("cannot read {}: {msg}", path.display()),
-        )
-        .with_path(path));
+        return Err(reserved(msg));
     }
     Ok(value)
 }
@@ -652,8 +684,8 @@ impl ser::Serializer for Checker {
         Ok(())
     }
     fn serialize_str(self, v: &str) -> R {
-        if self.key && v == RESERVED_KEY {
-            return Err(CheckError(reserved_key_message()));
+        if self.key && is_reserved_key(v) {
+            return Err(CheckError(reserved_key_message(v)));
         }
         Ok(())
     }
@@ -781,9 +813,10 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
-    /// The key serde_json (exact numbers) reads as a number is found as a key, however
+    /// The key serde_json (exact numbers) reads as a number, and the one it reads as
+    /// raw text (with `raw_value`, on in the Python package), are found as keys, however
     /// escaped and wherever nested, and nowhere else; `parse` then refuses the text
-    /// instead of returning a number, and writes refuse an object holding the key.
+    /// instead of returning a different value, and writes refuse an object holding one.
     #[test]
     fn the_reserved_key_is_refused_not_read_as_a_number() {
         let hits = [
@@ -791,14 +824,23 @@ mod tests {
             r#"{"a": [1, {"b": {"$serde_json::private::Number" : "1e999999"}}]}"#,
             "{\"\\u0024serde_json::private::Numbe\\u0072\"\n:\"1\"}",
             r#"{"x": "\u00e9", "\u0024serde_json\u003a:private::Number": "5"}"#,
+            // Followed by other keys: serde_json's read of the number fails with a syntax
+            // error (`trailing comma`), which was reported as a damaged file.
+            r#"{"$serde_json::private::Number": "12", "other": 1}"#,
+            r#"[{"\u0024serde_json::private::Number": "12", "other": 1}]"#,
+            // Read as the JSON text `[1, 2]` where serde_json has `raw_value`.
+            r#"{"$serde_json::private::RawValue": "[1, 2]"}"#,
+            r#"{"a": {"\u0024serde_json::private::RawValu\u0065": "5", "b": 1}}"#,
         ];
         for text in hits {
             assert!(reserved_key_in(text.as_bytes()).is_some(), "{text}");
             let e = parse::<Value>(text.as_bytes(), Path::new("d.json")).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Serialize, "{text}: {e}");
-            assert!(e.to_string().contains(RESERVED_KEY), "{e}");
+            assert!(e.to_string().contains("$serde_json::private::"), "{e}");
         }
         let misses = [
+            r#"{"k": "$serde_json::private::RawValue"}"#,
+            r#"{"$serde_json::private::RawValues": 1, "$serde_json::private::Num": 2}"#,
             r#"{"k": "$serde_json::private::Number"}"#,
             r#"["$serde_json::private::Number", 1.5, {"n": 12}]"#,
             r#"{"\u00e9t\u00e9": "\u2603", "$serde_json::private::Numbers": 1}"#,
@@ -839,6 +881,9 @@ mod tests {
         let object = Value::Array(vec![Value::Object(m)]);
         let e = to_vec(&object, Format::Pretty).unwrap_err();
         assert!(e.to_string().contains(RESERVED_KEY), "{e}");
+        let raw = serde_json::json!({"a": {"$serde_json::private::RawValue": "[1]"}});
+        let e = to_vec(&raw, Format::Compact).unwrap_err();
+        assert!(e.to_string().contains(RAW_VALUE), "{e}");
         // Numbers (which serde_json serializes through that name) still pass.
         to_vec(&serde_json::json!({"n": 12, "f": 1.5}), Format::Compact).unwrap();
     }

@@ -88,7 +88,10 @@ pub use backup::{BackupInfo, BackupRef, ParseBackupRefError};
 pub use doc::{Deleted, Doc, Recovered, Versioned};
 pub use error::{CorruptInfo, Error, ErrorKind, Result};
 pub use install::{move_file, replace_file};
-pub use json::{Format, MAX_DEPTH, RESERVED_KEY, exact_f64, parse_json, reserved_key_in, to_vec};
+pub use json::{
+    Format, MAX_DEPTH, RESERVED_KEY, exact_f64, is_reserved_key, parse_json, reserved_key_in,
+    to_vec,
+};
 pub use lock::LockGuard;
 pub use names::MAX_NAME_LEN;
 pub use options::{BackupMade, BackupMethod, Durability, Options, ReadPolicy, Receipt};

@@ -447,3 +447,48 @@ fn a_file_holding_the_reserved_key_is_reported_not_healthy_and_not_restored() {
     d.restore(&BackupRef::NewestGood).unwrap();
     assert_eq!(d.read().unwrap(), json!({"v": 1}));
 }
+
+/// Regression: a reserved key followed by other keys of its object (`{"$serde_json::
+/// private::Number": "12", "other": 1}`, valid JSON another program wrote) made
+/// serde_json's read fail with a syntax error, so statefile called the file damaged: a
+/// fallback read served the backup and an update wrote the backup's value over the
+/// other program's write. It is refused like the key alone (Serialize), and nothing is
+/// rolled back or written.
+#[test]
+fn a_reserved_key_followed_by_other_keys_is_not_a_damaged_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, key) in [
+        "$serde_json::private::Number",
+        "\\u0024serde_json::private::Number",
+        "$serde_json::private::RawValue",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let path = tmp.path().join(format!("d{i}.json"));
+        let opts = Options::new().backups(2).fallback(true);
+        let d = Doc::<Value>::open_with(&path, opts).unwrap();
+        d.write(&json!({"v": 1})).unwrap();
+        d.write(&json!({"v": 2})).unwrap();
+        let foreign = format!(r#"{{"{key}": "12", "other": 1}}"#);
+        std::fs::write(&path, &foreign).unwrap();
+        let e = d.read().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Serialize, "{key}: {e}");
+        assert!(e.to_string().contains("$serde_json::private::"), "{e}");
+        let e = d
+            .update(|v| {
+                v["w"] = json!(1);
+                Ok::<_, statefile::Error>(())
+            })
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Serialize, "{key}: {e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), foreign, "{key}");
+        let report = statefile::verify(tmp.path()).unwrap();
+        assert!(
+            report.findings.iter().any(|f| f.path == path
+                && matches!(&f.problem, Problem::Unreadable { error }
+                    if error.contains("$serde_json::private::"))),
+            "{report:#?}"
+        );
+    }
+}
