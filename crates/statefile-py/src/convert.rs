@@ -23,7 +23,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
@@ -263,7 +263,23 @@ impl<'a, 'py> Checked<'a, 'py> {
         // Only keys of a str subclass with its own `__eq__`/`__hash__` can be two keys
         // of one dict with the same text: once such a key turns up, the texts so far.
         let mut texts: Option<HashSet<String>> = None;
-        for (i, (k, v)) in d.iter().enumerate() {
+        // Python code the walk runs (a subclass's `__iter__`, a Decimal subclass's
+        // method) may change this dict meanwhile; pyo3's iterator panics when it sees
+        // that. So, as CPython's own iteration does, the size is checked after each
+        // value (before the iterator looks again) and a key beyond the size the dict had
+        // is a change of its keys: both a RuntimeError, nothing written.
+        let len = d.len();
+        let changed = |what: &str| {
+            walk.fail(Failure::Python(PyRuntimeError::new_err(format!(
+                "dictionary {what} during iteration"
+            ))))
+        };
+        let mut items = d.iter();
+        for i in 0..=len {
+            let Some((k, v)) = items.next() else { break };
+            if i == len {
+                return Err(changed("keys changed"));
+            }
             let Ok(text) = k.cast::<PyString>() else {
                 return Err(walk.fail(refuse_type(format!(
                     "the key {} ({}) is not a string (JSON object keys are strings)",
@@ -305,6 +321,9 @@ impl<'a, 'py> Checked<'a, 'py> {
                     "two keys of this dict are the text {} (a str subclass with its own __eq__ or __hash__), which one JSON object cannot hold",
                     short_repr(&k)
                 ))));
+            }
+            if d.len() != len {
+                return Err(changed("changed size"));
             }
         }
         map.end()

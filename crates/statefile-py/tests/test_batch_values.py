@@ -199,3 +199,58 @@ def test_objects_shared_between_changes_of_a_batch(tmp_path: Path) -> None:
         (False, {"items": [], "a": [1, 2], "b": [1], "c": {"n": 0}}),
     ]
     assert statefile.Doc(p).read() == {"items": [], "a": [1, 2], "b": [1], "c": {"n": 1}}
+
+
+def test_a_dict_changed_while_it_is_written_is_a_runtime_error(tmp_path: Path) -> None:
+    # Python code the walk runs (here a list subclass's __iter__) changes the dict
+    # being written: as for CPython's own iteration, a RuntimeError (not a panic of
+    # the binding, which Python sees as a BaseException), and nothing is written, in a
+    # lone write and in a batched change.
+    p = tmp_path / "a.json"
+    statefile.Doc(p).write({"items": []})
+    before = p.read_bytes()
+
+    def grows() -> dict[str, Any]:
+        parent: dict[str, Any] = {}
+
+        class Grow(list):  # type: ignore[type-arg]
+            def __iter__(self) -> Any:
+                parent["k%d" % len(parent)] = 1
+                return iter([1])
+
+        parent["a"] = Grow()
+        parent["b"] = 2
+        return parent
+
+    def swaps() -> dict[str, Any]:
+        # Same size, one key more than it had: "keys changed".
+        parent: dict[str, Any] = {}
+
+        class Swap(list):  # type: ignore[type-arg]
+            def __iter__(self) -> Any:
+                parent["new"] = 1
+                del parent["a"]
+                return iter([1])
+
+        parent["a"] = Swap()
+        parent["b"] = 2
+        parent["c"] = 3
+        return parent
+
+    for make, message in [
+        (grows, "dictionary changed size during iteration"),
+        (swaps, "dictionary keys changed during iteration"),
+    ]:
+        with pytest.raises(RuntimeError, match=message):
+            statefile.Doc(p).write(make())
+        assert p.read_bytes() == before
+        value = make()
+        outcomes, _ = one_batch(
+            p, [lambda d: d.__setitem__("x", value), lambda d: d["items"].append(1)]
+        )
+        assert isinstance(outcomes[0].error, RuntimeError), outcomes
+        assert message in str(outcomes[0].error)
+        assert outcomes[1].error is None
+        assert statefile.Doc(p).read() == {"items": [1]}
+        statefile.Doc(p).write({"items": []})
+        before = p.read_bytes()
