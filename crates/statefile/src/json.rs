@@ -24,23 +24,25 @@ const EXACT_NUMBER: &str = "$serde_json::private::Number";
 /// The struct name serde_json gives JSON text it copies as it is, under `raw_value`.
 const RAW_VALUE: &str = "$serde_json::private::RawValue";
 
-/// The object key statefile cannot store because of its own feature: with exact numbers
-/// (serde_json's `arbitrary_precision`, the default feature `exact-numbers`), serde_json
-/// reads an object whose key is this text as the number its value spells (`{"$serde_json::
+/// The object key statefile cannot store: with exact numbers (serde_json's
+/// `arbitrary_precision`, the default feature `exact-numbers`), serde_json reads an
+/// object whose key is this text as the number its value spells (`{"$serde_json::
 /// private::Number": "12"}` as `12`), so a document holding it would read back as a
 /// different value. Writes refuse an object holding it, and reads of text holding it fail
 /// ([`reserved_key_in`]) rather than change the value. [`is_reserved_key`] also refuses
 /// serde_json's other such key.
 pub const RESERVED_KEY: &str = EXACT_NUMBER;
 
-/// Whether statefile refuses `key` as an object key: [`RESERVED_KEY`] (with exact
-/// numbers), and `"$serde_json::private::RawValue"`, which serde_json with its `raw_value`
-/// feature (on in a program that enables it anywhere, as the Python package does) reads
-/// as the JSON text its value spells (`{"$serde_json::private::RawValue": "[1]"}` as
-/// `[1]`). The second is refused in every build, so that no program using statefile
-/// writes a document that another one (the Python package) reads as a different value.
+/// Whether statefile refuses `key` as an object key: [`RESERVED_KEY`], and
+/// `"$serde_json::private::RawValue"`, which serde_json with its `raw_value` feature (on
+/// in a program that enables it anywhere, as the Python package does) reads as the JSON
+/// text its value spells (`{"$serde_json::private::RawValue": "[1]"}` as `[1]`). Both
+/// are refused in every build, whatever this crate's features or serde_json's: Cargo
+/// unifies features, so a program that turns `exact-numbers` off may still get
+/// `arbitrary_precision` from another dependency, and a document one program writes must
+/// not read as a different value in another (the CLI, the server, the Python package).
 pub fn is_reserved_key(key: &str) -> bool {
-    (cfg!(feature = "exact-numbers") && key == EXACT_NUMBER) || key == RAW_VALUE
+    key == EXACT_NUMBER || key == RAW_VALUE
 }
 
 fn reserved_key_message(key: &str) -> String {
