@@ -530,38 +530,36 @@ impl Scan {
         Ok(TempState::Stale(action))
     }
 
-    /// The document's version, whether it parses and whether statefile can read it
-    /// back (see [`file::inspect_readable`]), through a symlink if it is one (as a
-    /// reader would see it).
-    fn inspect_document(&self, dir: &dyn FsDir, t: &Target) -> Result<(Seen, Option<String>)> {
-        let fs = self.opts.fs.as_ref();
+    /// `f` on the document at `t` where a reader finds it: through a symlink if it is
+    /// one (its real directory and name), else in `dir` by its name.
+    fn at_document<R>(
+        &self,
+        dir: &dyn FsDir,
+        t: &Target,
+        f: impl FnOnce(&dyn FsDir, &OsStr) -> Result<R>,
+    ) -> Result<R> {
         let linked = dir
             .stat(&t.name)
             .is_ok_and(|m| m.file_type == FileType::Symlink);
         if !linked {
-            return file::inspect_readable(dir, &t.name, &t.path);
+            return f(dir, &t.name);
         }
+        let fs = self.opts.fs.as_ref();
         let (real, _) = names::resolve(fs, &t.path, None)?;
         let real_dir = fs.open_dir(&real.dir).ctx("open directory", &real.dir)?;
-        file::inspect_readable(real_dir.as_ref(), &real.name, &t.path)
+        f(real_dir.as_ref(), &real.name)
+    }
+
+    /// The document's version, whether it parses and whether statefile can read it
+    /// back (see [`file::inspect_readable`]).
+    fn inspect_document(&self, dir: &dyn FsDir, t: &Target) -> Result<(Seen, Option<String>)> {
+        self.at_document(dir, t, |d, name| file::inspect_readable(d, name, &t.path))
     }
 
     /// Why the document at `t` does not parse, as the parser says it now.
     fn describe_document(&self, dir: &dyn FsDir, t: &Target) -> String {
-        let linked = dir
-            .stat(&t.name)
-            .is_ok_and(|m| m.file_type == FileType::Symlink);
-        if !linked {
-            return describe_damage(dir, &t.name, &t.path);
-        }
-        let fs = self.opts.fs.as_ref();
-        match names::resolve(fs, &t.path, None).and_then(|(real, _)| {
-            let real_dir = fs.open_dir(&real.dir).ctx("open directory", &real.dir)?;
-            Ok(describe_damage(real_dir.as_ref(), &real.name, &t.path))
-        }) {
-            Ok(reason) => reason,
-            Err(e) => e.to_string(),
-        }
+        self.at_document(dir, t, |d, name| Ok(describe_damage(d, name, &t.path)))
+            .unwrap_or_else(|e| e.to_string())
     }
 
     fn check_document(&self, dir: &dyn FsDir, t: &Target, report: &mut Report) {

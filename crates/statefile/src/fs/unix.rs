@@ -658,13 +658,19 @@ mod tests {
         assert_eq!(fs::read(&doc).unwrap(), b"new");
         assert_eq!(open_at(&doc), 1, "the replaced version is still held");
         super::super::release_later(held);
+        wait_released(&doc);
+    }
+
+    /// Wait (30 s at most) until no process holds the replaced version of `doc` open.
+    fn wait_released(doc: &Path) {
         let start = std::time::Instant::now();
-        while open_at(&doc) != 0 {
+        while open_at(doc) != 0 {
             assert!(
                 start.elapsed() < std::time::Duration::from_secs(30),
-                "the releasing thread never closed the held file"
+                "the releasing thread never closed the held {}",
+                doc.display()
             );
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
 
@@ -682,23 +688,12 @@ mod tests {
             fs::write(root.path().join("new"), b"new").unwrap();
             dir.rename(OsStr::new("new"), OsStr::new(name)).unwrap();
         }
-        let wait_closed = |name: &str| {
-            let doc = root.path().join(name);
-            let start = std::time::Instant::now();
-            while open_at(&doc) != 0 {
-                assert!(
-                    start.elapsed() < std::time::Duration::from_secs(30),
-                    "the releasing thread never closed {name}"
-                );
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-        };
         let second = held.pop().unwrap();
         super::super::release_later(held.pop().unwrap());
         super::super::release_now();
-        wait_closed("first.json");
+        wait_released(&root.path().join("first.json"));
         super::super::release_later(second);
-        wait_closed("second.json");
+        wait_released(&root.path().join("second.json"));
     }
 
     #[test]
