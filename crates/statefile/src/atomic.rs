@@ -438,7 +438,8 @@ pub(crate) fn replace(
 ///  5.   (verify)                  as above
 ///  6.   link the old version      as above
 ///  J2.  flush the journal         unless another flush covered the record already
-///  7.   rename temp -> name       visible now; durable through the journal
+///  7.   swap temp <-> name        visible now; durable through the journal; then
+///                                 the temp's name (the old version) is removed
 ///  8.   rotate the backup link
 ///  J3.  free the commit's slot    (and a checkpoint once the lock is released, if due)
 /// ```
@@ -515,7 +516,7 @@ fn replace_journaled(
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
     }
-    temp.rename_over_target(last_link(current, &aside)) //                7.
+    temp.swap_over_target(current, last_link(current, &aside)) //         7.
         .map_err(|e| committed_not_applied(t, &version, e))?;
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     j.finished(&ticket, &w.after, &b.opts); //                           J3.
@@ -815,7 +816,7 @@ pub(crate) fn commit_many(
         match st {
             Staged::Put(temp, aside) => {
                 let v = v.as_ref().expect("a put has a version");
-                temp.rename_over_target(last_link(&p.current, &aside)) //     7.
+                temp.swap_over_target(&p.current, last_link(&p.current, &aside)) // 7.
                     .map_err(|e| committed_not_applied(t, v, e))?;
                 if let Some(a) = aside {
                     a.rotate(plan.backups); //                                8.
@@ -1172,6 +1173,62 @@ impl<'a> Temp<'a> {
             crate::fs::release_later(h);
         }
         r.ctx("rename temp file over", &t.path)?;
+        self.armed = false;
+        Ok(())
+    }
+
+    /// Step 7 in journal mode: swap the temp and the document ([`FsDir::exchange`]),
+    /// then remove the temp's name, which now holds the replaced version. Readers see
+    /// the old file or the new one at the name, as with a rename; but ext4 does not
+    /// start writing out a file that is swapped in, as it does one renamed over
+    /// another (`auto_da_alloc`), which a journal-mode write needs no more than a
+    /// `fsync` of the temp (the flushed record is what makes it durable). Renames
+    /// instead where the document is not a regular file, or the file system cannot
+    /// swap. A crash between the swap and the removal leaves a temp holding the old
+    /// version, which recovery removes like any stale temp.
+    fn swap_over_target(mut self, current: &Current, last: bool) -> Result<()> {
+        if !current.meta().is_some_and(Metadata::is_file) {
+            return self.rename_over_target(last);
+        }
+        let t = &self.w.target;
+        let dir = self.w.dir.as_ref();
+        let held = if last {
+            dir.hold(&t.name).ok().flatten()
+        } else {
+            None
+        };
+        if dir.exchange(&self.name, &t.name).is_err() {
+            // Nothing changed: the rename decides (and reports what is wrong, if any).
+            drop(held);
+            return self.rename_over_target(last);
+        }
+        let removed = dir.remove_file(&self.name);
+        if let Some(h) = held {
+            crate::fs::release_later(h);
+        }
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if errno(&e) == Some(rustix::io::Errno::ISDIR) => {
+                // Another program put a directory at the document's name since it was
+                // looked at, which a rename would have refused: swap it back, and let
+                // the rename refuse it.
+                dir.exchange(&self.name, &t.name)
+                    .ctx("swap back the directory found at", &t.path)?;
+                return self.rename_over_target(false);
+            }
+            Err(e) => {
+                // The document is replaced (the write is done); only its old version
+                // is left under the temp's name, for recovery to remove.
+                tracing::warn!(
+                    path = %t.path.display(),
+                    temp = ?self.name,
+                    error = %e,
+                    "replaced the document, but could not remove the temp holding its \
+                     old version (recovery removes it)"
+                );
+            }
+        }
         self.armed = false;
         Ok(())
     }

@@ -476,3 +476,89 @@ fn a_full_disk_after_the_append_is_no_space_and_never_applied() {
         json!({"v": 1})
     );
 }
+
+// Journal mode puts the new file in place by swapping it with the document
+// (RENAME_EXCHANGE) and then removing the temp's name, which holds the old version
+// (ext4 writes out a file renamed over another at once; the journal makes the write
+// durable, so that was wasted). Seen from outside, it is a rename: a reader that opened
+// the old version reads it whole, the name always holds one complete version, the mode
+// is kept, and no temp is left.
+#[test]
+fn a_journal_write_swaps_the_new_file_in_and_leaves_no_temp() {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh().backups(0);
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let store = Store::open_with(dir.path(), opts).unwrap();
+    let doc = store.doc::<Value>("a.json").unwrap();
+    let path = dir.path().join("a.json");
+    doc.write(&json!({"v": 0, "pad": "x".repeat(3000)}))
+        .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut old = std::fs::File::open(&path).unwrap();
+    let old_ino = old.metadata().unwrap().ino();
+    for v in 1..=20 {
+        doc.write(&json!({"v": v, "pad": "y".repeat(3000)}))
+            .unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.is_file());
+        assert_ne!(
+            meta.ino(),
+            old_ino,
+            "a new file each time, never the old one reused"
+        );
+        assert_eq!(meta.mode() & 0o7777, 0o600, "the mode is kept");
+        assert_eq!(
+            temps_in(dir.path()),
+            Vec::<String>::new(),
+            "after write {v}"
+        );
+    }
+    let mut text = String::new();
+    old.read_to_string(&mut text).unwrap();
+    let seen: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        seen["v"],
+        json!(0),
+        "the reader's file is the old version, whole"
+    );
+    assert_eq!(doc.read().unwrap()["v"], json!(20));
+    assert_eq!(
+        common::seen_by_next_update(&store, "a.json")["v"],
+        json!(20)
+    );
+}
+
+// The swap does not check what is at the name: another program may put a directory
+// there after the writer looked. A rename would refuse to replace it (EISDIR); the swap
+// would move it to the temp's name. The writer swaps it back and reports the rename's
+// refusal: the directory and what is in it stay where they were, and no temp is left.
+#[test]
+fn a_directory_put_at_the_name_during_a_journal_write_stays_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh().backups(0);
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let store = Store::open_with(dir.path(), opts.clone()).unwrap();
+    let path = dir.path().join("a.json");
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!({"v": 1}))
+        .unwrap();
+    let target = path.clone();
+    let hooked = opts.on_temp_created(move |_| {
+        std::fs::remove_file(&target)?;
+        std::fs::create_dir(&target)?;
+        std::fs::write(target.join("inside"), b"kept")
+    });
+    let doc = Store::open_with(dir.path(), hooked)
+        .unwrap()
+        .doc::<Value>("a.json")
+        .unwrap();
+    let e = doc.write(&json!({"v": 2})).unwrap_err();
+    assert!(e.to_string().contains("a.json"), "{e}");
+    assert!(std::fs::symlink_metadata(&path).unwrap().is_dir());
+    assert_eq!(std::fs::read(path.join("inside")).unwrap(), b"kept");
+    assert_eq!(temps_in(dir.path()), Vec::<String>::new());
+}
