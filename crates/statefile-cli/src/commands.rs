@@ -60,9 +60,17 @@ fn hint(file: &Path, e: statefile::Error) -> CliError {
     }
 }
 
-/// What repairs the damaged document `file`: its good backup, or else a new version.
+/// What repairs the damaged document `file`: its journal, if that holds a later version
+/// of it (a power loss leaves a journal-mode document empty until then); else its good
+/// backup, or else a new version.
 fn damage_help(file: &Path) -> String {
     let f = shell_quote(file);
+    if journal_rewrites(file) {
+        return format!(
+            "the journal holds a later version of {f}, not yet written to it (as a power \
+             loss leaves it): `statefile recover {f}` puts it back; its backups are older"
+        );
+    }
     let backups = Doc::<Value>::open(file)
         .and_then(|d| d.backups())
         .unwrap_or_default();
@@ -84,6 +92,17 @@ fn damage_help(file: &Path) -> String {
     format!(
         "{none}: fix {f} by hand, replace it with `statefile put {f} < good.json`, or move it aside (kept as {aside}) with `statefile rm {f}`"
     )
+}
+
+/// Whether the journal of `file`'s tree (if it is in journal mode) would rewrite it.
+fn journal_rewrites(file: &Path) -> bool {
+    let Ok(real) = std::fs::canonicalize(file) else {
+        return false;
+    };
+    match statefile::journal::status(&real, &Options::new()) {
+        Ok(Some(st)) => st.to_replay.iter().any(|d| d.path == real),
+        _ => false,
+    }
 }
 
 /// `path` as a shell word: bare when that is safe, else in single quotes.
