@@ -677,8 +677,8 @@ enum Staged<'a> {
 
 /// Commit several locked documents as one journal record (a transaction): every
 /// document's temp file is filled (not synced) and its old version linked aside, one
-/// record holds every change, one flush makes it durable, then each temp is renamed
-/// over its document (or the document deleted), without further syncs. Before the
+/// record holds every change, one flush makes it durable, then each temp takes its
+/// document's place (step 7; or the document is deleted), without further syncs. Before the
 /// flush returns nothing is visible; after it, a crash leaves the record, which recovery
 /// applies to every document it names: all or nothing. `after` is the lock dropped last,
 /// which runs a checkpoint the commit made due. Returns each part's new version (`None`:
@@ -688,7 +688,7 @@ enum Staged<'a> {
 /// [`ErrorKind::InvalidName`] if a document is not in journal mode, or not in the same
 /// journal as the first; [`ErrorKind::NoSpace`] if the record is larger than half the
 /// journal; the kinds of a write. A failure before the flush leaves every document
-/// untouched; one after it (a rename) leaves the commit to the next writer of the
+/// untouched; one after it (a swap or rename) leaves the commit to the next writer of the
 /// document or to recovery, and says so.
 pub(crate) fn commit_many(
     parts: Vec<Part<'_>>,
@@ -1183,11 +1183,12 @@ impl<'a> Temp<'a> {
     /// start writing out a file that is swapped in, as it does one renamed over
     /// another (`auto_da_alloc`), which a journal-mode write needs no more than a
     /// `fsync` of the temp (the flushed record is what makes it durable). Renames
-    /// instead where the document is not a regular file, or the file system cannot
-    /// swap. A crash between the swap and the removal leaves a temp holding the old
-    /// version, which recovery removes like any stale temp.
+    /// instead where there is no document yet, or the swap fails (the file system
+    /// cannot swap, the document was removed meanwhile). A crash between the swap and
+    /// the removal leaves a temp holding the old version, which recovery removes like
+    /// any stale temp.
     fn swap_over_target(mut self, current: &Current, last: bool) -> Result<()> {
-        if !current.meta().is_some_and(Metadata::is_file) {
+        if current.meta().is_none() {
             return self.rename_over_target(last);
         }
         let t = &self.w.target;
