@@ -81,14 +81,6 @@ pub enum Op {
         to: OsString,
         ino: Ino,
     },
-    /// `RENAME_EXCHANGE`: the names `a` (of `a_ino`) and `b` (of `b_ino`) swap.
-    Exchange {
-        dir: Ino,
-        a: OsString,
-        a_ino: Ino,
-        b: OsString,
-        b_ino: Ino,
-    },
     SyncFile {
         ino: Ino,
     },
@@ -111,7 +103,6 @@ impl Op {
                 Op::SyncDir { dir: s },
             ) => dir == s,
             (Op::Rename { to_dir, .. }, Op::SyncDir { dir: s }) => to_dir == s,
-            (Op::Exchange { dir, .. }, Op::SyncDir { dir: s }) => dir == s,
             _ => false,
         }
     }
@@ -251,28 +242,6 @@ impl Image {
                 }
                 if let Some(e) = self.entries_mut(*to_dir) {
                     e.insert(to.clone(), *ino);
-                }
-            }
-            // The swap is one step: kept, `b` names what `a` named and `a` what `b`
-            // named. An inode whose creation was lost has no name to take (as for a
-            // rename): without `a`'s, nothing moves; without `b`'s, it is a rename of
-            // `a` over `b`.
-            Op::Exchange { a_ino, .. } if !self.inodes.contains_key(a_ino) => {}
-            Op::Exchange {
-                dir,
-                a,
-                a_ino,
-                b,
-                b_ino,
-            } => {
-                let b_lives = self.inodes.contains_key(b_ino);
-                if let Some(e) = self.entries_mut(*dir) {
-                    e.insert(b.clone(), *a_ino);
-                    if b_lives {
-                        e.insert(a.clone(), *b_ino);
-                    } else if e.get(a) == Some(a_ino) {
-                        e.remove(a);
-                    }
                 }
             }
             Op::SyncFile { .. } | Op::SyncDir { .. } | Op::Mark(_) => {}
@@ -1113,24 +1082,6 @@ impl FsDir for SimDir {
         Ok(())
     }
 
-    fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
-        self.fs.enter(Call::Rename)?;
-        let mut st = self.fs.lock();
-        let a_ino = st.entry(self.ino, a)?.ok_or_else(enoent)?;
-        let b_ino = st.entry(self.ino, b)?.ok_or_else(enoent)?;
-        SimFs::push(
-            &mut st,
-            Op::Exchange {
-                dir: self.ino,
-                a: a.to_os_string(),
-                a_ino,
-                b: b.to_os_string(),
-                b_ino,
-            },
-        );
-        Ok(())
-    }
-
     fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
         self.fs.enter(Call::Link)?;
         let mut st = self.fs.lock();
@@ -1251,62 +1202,4 @@ impl FsDir for SimDir {
 /// `name` as an `OsString`.
 pub fn os(name: &str) -> OsString {
     OsStr::new(name).to_os_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn image_with(files: &[(&str, Ino)]) -> Image {
-        let mut img = Image::default();
-        for (name, ino) in files {
-            img.apply(
-                &Op::Create {
-                    dir: ROOT,
-                    name: (*name).into(),
-                    ino: *ino,
-                    mode: 0o644,
-                },
-                None,
-            );
-        }
-        img
-    }
-
-    fn swap() -> Op {
-        Op::Exchange {
-            dir: ROOT,
-            a: "t".into(),
-            a_ino: 2,
-            b: "d".into(),
-            b_ino: 3,
-        }
-    }
-
-    #[test]
-    fn a_kept_exchange_swaps_both_names_in_one_step() {
-        let mut img = image_with(&[("t", 2), ("d", 3)]);
-        img.apply(&swap(), None);
-        assert_eq!(img.lookup("/d"), Some(2));
-        assert_eq!(img.lookup("/t"), Some(3));
-        // Only a sync of its directory makes it durable.
-        assert!(swap().covered_by(&Op::SyncDir { dir: ROOT }));
-        assert!(!swap().covered_by(&Op::SyncDir { dir: 9 }));
-        assert!(!swap().covered_by(&Op::SyncFile { ino: 2 }));
-    }
-
-    #[test]
-    fn an_exchange_kept_without_an_inode_s_creation_moves_only_the_other_name() {
-        // The temp's creation was lost: the document keeps its file, and the temp's
-        // name does not appear.
-        let mut img = image_with(&[("d", 3)]);
-        img.apply(&swap(), None);
-        assert_eq!(img.lookup("/d"), Some(3));
-        assert_eq!(img.lookup("/t"), None);
-        // The document's creation was lost: the new file takes its name.
-        let mut img = image_with(&[("t", 2)]);
-        img.apply(&swap(), None);
-        assert_eq!(img.lookup("/d"), Some(2));
-        assert_eq!(img.lookup("/t"), None);
-    }
 }

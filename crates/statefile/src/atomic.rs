@@ -438,8 +438,7 @@ pub(crate) fn replace(
 ///  5.   (verify)                  as above
 ///  6.   link the old version      as above
 ///  J2.  flush the journal         unless another flush covered the record already
-///  7.   swap temp <-> name        visible now; durable through the journal; then
-///                                 the temp's name (the old version) is removed
+///  7.   rename temp -> name       visible now; durable through the journal
 ///  8.   rotate the backup link
 ///  J3.  free the commit's slot    (and a checkpoint once the lock is released, if due)
 /// ```
@@ -516,7 +515,7 @@ fn replace_journaled(
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
     }
-    temp.swap_over_target(current, last_link(current, &aside)) //         7.
+    temp.rename_over_target(last_link(current, &aside)) //                7.
         .map_err(|e| committed_not_applied(t, &version, e))?;
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     j.finished(&ticket, &w.after, &b.opts); //                           J3.
@@ -677,8 +676,8 @@ enum Staged<'a> {
 
 /// Commit several locked documents as one journal record (a transaction): every
 /// document's temp file is filled (not synced) and its old version linked aside, one
-/// record holds every change, one flush makes it durable, then each temp takes its
-/// document's place (step 7; or the document is deleted), without further syncs. Before the
+/// record holds every change, one flush makes it durable, then each temp is renamed
+/// over its document (or the document deleted), without further syncs. Before the
 /// flush returns nothing is visible; after it, a crash leaves the record, which recovery
 /// applies to every document it names: all or nothing. `after` is the lock dropped last,
 /// which runs a checkpoint the commit made due. Returns each part's new version (`None`:
@@ -688,7 +687,7 @@ enum Staged<'a> {
 /// [`ErrorKind::InvalidName`] if a document is not in journal mode, or not in the same
 /// journal as the first; [`ErrorKind::NoSpace`] if the record is larger than half the
 /// journal; the kinds of a write. A failure before the flush leaves every document
-/// untouched; one after it (a swap or rename) leaves the commit to the next writer of the
+/// untouched; one after it (a rename) leaves the commit to the next writer of the
 /// document or to recovery, and says so.
 pub(crate) fn commit_many(
     parts: Vec<Part<'_>>,
@@ -816,7 +815,7 @@ pub(crate) fn commit_many(
         match st {
             Staged::Put(temp, aside) => {
                 let v = v.as_ref().expect("a put has a version");
-                temp.swap_over_target(&p.current, last_link(&p.current, &aside)) // 7.
+                temp.rename_over_target(last_link(&p.current, &aside)) //     7.
                     .map_err(|e| committed_not_applied(t, v, e))?;
                 if let Some(a) = aside {
                     a.rotate(plan.backups); //                                8.
@@ -1173,63 +1172,6 @@ impl<'a> Temp<'a> {
             crate::fs::release_later(h);
         }
         r.ctx("rename temp file over", &t.path)?;
-        self.armed = false;
-        Ok(())
-    }
-
-    /// Step 7 in journal mode: swap the temp and the document ([`FsDir::exchange`]),
-    /// then remove the temp's name, which now holds the replaced version. Readers see
-    /// the old file or the new one at the name, as with a rename; but ext4 does not
-    /// start writing out a file that is swapped in, as it does one renamed over
-    /// another (`auto_da_alloc`), which a journal-mode write needs no more than a
-    /// `fsync` of the temp (the flushed record is what makes it durable). Renames
-    /// instead where there is no document yet, or the swap fails (the file system
-    /// cannot swap, the document was removed meanwhile). A crash between the swap and
-    /// the removal leaves a temp holding the old version, which recovery removes like
-    /// any stale temp.
-    fn swap_over_target(mut self, current: &Current, last: bool) -> Result<()> {
-        if current.meta().is_none() {
-            return self.rename_over_target(last);
-        }
-        let t = &self.w.target;
-        let dir = self.w.dir.as_ref();
-        let held = if last {
-            dir.hold(&t.name).ok().flatten()
-        } else {
-            None
-        };
-        if dir.exchange(&self.name, &t.name).is_err() {
-            // Nothing changed: the rename decides (and reports what is wrong, if any).
-            drop(held);
-            return self.rename_over_target(last);
-        }
-        let removed = dir.remove_file(&self.name);
-        if let Some(h) = held {
-            crate::fs::release_later(h);
-        }
-        match removed {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if errno(&e) == Some(rustix::io::Errno::ISDIR) => {
-                // Another program put a directory at the document's name since it was
-                // looked at, which a rename would have refused: swap it back, and let
-                // the rename refuse it.
-                dir.exchange(&self.name, &t.name)
-                    .ctx("swap back the directory found at", &t.path)?;
-                return self.rename_over_target(false);
-            }
-            Err(e) => {
-                // The document is replaced (the write is done); only its old version
-                // is left under the temp's name, for recovery to remove.
-                tracing::warn!(
-                    path = %t.path.display(),
-                    temp = ?self.name,
-                    error = %e,
-                    "replaced the document, but could not remove the temp holding its \
-                     old version (recovery removes it)"
-                );
-            }
-        }
         self.armed = false;
         Ok(())
     }

@@ -264,20 +264,6 @@ pub trait FsDir: Send + Sync + fmt::Debug {
     }
     /// `renameat(2)` within this directory: atomically replaces `to` if it exists.
     fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()>;
-    /// `renameat2(2)` with `RENAME_EXCHANGE` within this directory: `a` and `b`, which
-    /// must both exist, swap names in one atomic step (neither name is ever missing).
-    /// Journal mode replaces a document this way and then removes the temp name, which
-    /// holds the old version: ext4 does not start writing out a file renamed over
-    /// another (`auto_da_alloc`) when the two are swapped instead, and the journal, not
-    /// the file, is what makes the write durable there. `Unsupported` (the default)
-    /// where the file system cannot swap: the caller renames instead.
-    fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
-        let _ = (a, b);
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "this file system cannot swap two names",
-        ))
-    }
     /// A handle on the file now at `name` (a symlink itself, never followed) that keeps
     /// it alive, its blocks included, until the handle is dropped, even once no name
     /// points at it; the file is not opened for reading or writing (Linux: `O_PATH`, so

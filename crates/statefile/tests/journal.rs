@@ -477,14 +477,11 @@ fn a_full_disk_after_the_append_is_no_space_and_never_applied() {
     );
 }
 
-// Journal mode puts the new file in place by swapping it with the document
-// (RENAME_EXCHANGE) and then removing the temp's name, which holds the old version
-// (ext4 writes out a file renamed over another at once; the journal makes the write
-// durable, so that was wasted). Seen from outside, it is a rename: a reader that opened
-// the old version reads it whole, the name always holds one complete version, the mode
-// is kept, and no temp is left.
+// Journal mode renames a new file over the document, as the plain protocol does, with
+// no sync: a reader that opened the old version reads it whole, the name always holds
+// one complete version, the mode is kept, and no temp is left.
 #[test]
-fn a_journal_write_swaps_the_new_file_in_and_leaves_no_temp() {
+fn a_journal_write_renames_a_new_file_in_and_leaves_no_temp() {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
@@ -530,10 +527,10 @@ fn a_journal_write_swaps_the_new_file_in_and_leaves_no_temp() {
     );
 }
 
-// The swap does not check what is at the name: another program may put a directory
-// there after the writer looked. A rename would refuse to replace it (EISDIR); the swap
-// would move it to the temp's name. The writer swaps it back and reports the rename's
-// refusal: the directory and what is in it stay where they were, and no temp is left.
+// Another program puts a directory at the document's name after the writer looked: the
+// rename refuses to replace it (EISDIR) after the record was flushed, so the write is
+// reported as committed, not applied; the directory and what is in it stay, and no temp
+// is left.
 #[test]
 fn a_directory_put_at_the_name_during_a_journal_write_stays_there() {
     let dir = tempfile::tempdir().unwrap();
@@ -557,6 +554,8 @@ fn a_directory_put_at_the_name_during_a_journal_write_stays_there() {
         .doc::<Value>("a.json")
         .unwrap();
     let e = doc.write(&json!({"v": 2})).unwrap_err();
+    assert_eq!(e.kind(), statefile::ErrorKind::Durability, "{e}");
+    assert!(e.to_string().contains("committed in the journal"), "{e}");
     assert!(e.to_string().contains("a.json"), "{e}");
     assert!(std::fs::symlink_metadata(&path).unwrap().is_dir());
     assert_eq!(std::fs::read(path.join("inside")).unwrap(), b"kept");

@@ -282,11 +282,11 @@ fn checkpoint_of_documents_in_many_directories_needs_few_descriptors() {
     assert_eq!(st["records"], json!(0), "{st}");
 }
 
-// After a power loss a journal-mode document is often empty: its new file was swapped in
-// (RENAME_EXCHANGE) but not yet written out, while the flushed record holds its bytes
-// (seen on a real ext4: a crash 7 s after an acknowledged `put` left 0 bytes). `get`
-// called it damaged and sent the user to the backup (`get --fallback`: the version
-// before the acknowledged write) instead of to the journal that holds the write.
+// After a power loss a journal-mode document can be damaged on disk (empty, on a file
+// system that does not write a renamed-in file out early as ext4 does) while the
+// flushed record holds its bytes. `get` called it damaged and sent the user to the
+// backup (`get --fallback`: the version before the acknowledged write) instead of to
+// the journal that holds the write.
 #[test]
 fn a_damaged_document_its_journal_will_rewrite_points_to_recover_not_to_the_backup() {
     let s = Sandbox::new();

@@ -20,8 +20,7 @@
 //!  4. flush       fdatasync of the preallocated journal, once for every record
 //!                 appended so far, by whoever gets the flush lock first; a writer whose
 //!                 record a flush already covered does not flush again
-//!  5. swap        each temp with its document (`RENAME_EXCHANGE`; a rename where that
-//!                 cannot be done), the temp's name then removed; no further syncs
+//!  5. rename      each temp over its document, no further syncs
 //!  6. finish      the slot is freed; the locks are released; the call returns
 //! ```
 //!
