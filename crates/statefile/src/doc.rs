@@ -63,6 +63,8 @@ pub struct Deleted {
 }
 
 struct CacheEntry<T> {
+    /// The document as resolved when it was read (for the journal check of a hit).
+    target: Arc<Target>,
     identity: (u64, u64, u64, i128, i128),
     cached_at_ns: i128,
     value: Arc<Versioned<T>>,
@@ -237,15 +239,23 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// # Errors
     /// As [`Doc::read_versioned`].
     pub fn read_cached(&self) -> Result<Arc<Versioned<T>>> {
-        // The hit costs one stat of the path: nothing is opened, and a file that is not
-        // the one cached (another inode, a FIFO swapped in) is read as any read is.
-        if let Ok(meta) = self.opts.fs.metadata(&self.path) {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = cache.as_ref()
-                && entry.identity == identity(&meta)
-                && meta.mtime_ns + RACY_NS < entry.cached_at_ns
-            {
-                return Ok(entry.value.clone());
+        // The hit costs one stat of the path (and, in a journal tree, one read of the
+        // journal's shared state, to apply a dead writer's commit first, as a read
+        // does): nothing is opened, and a file that is not the one cached (another
+        // inode, a FIFO swapped in) is read as any read is.
+        let seen = (self.cache.lock().unwrap_or_else(PoisonError::into_inner))
+            .as_ref()
+            .map(|e| e.target.clone());
+        if let Some(target) = seen {
+            crate::journal::before_read(&target, &self.opts)?;
+            if let Ok(meta) = self.opts.fs.metadata(&self.path) {
+                let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(entry) = cache.as_ref()
+                    && entry.identity == identity(&meta)
+                    && meta.mtime_ns + RACY_NS < entry.cached_at_ns
+                {
+                    return Ok(entry.value.clone());
+                }
             }
         }
         let opened = self.open_for_read()?;
@@ -253,6 +263,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         let (bytes, meta) = self.read_in(&opened)?;
         let value = Arc::new(self.parse_or_recover(&opened, bytes)?);
         *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Some(CacheEntry {
+            target: Arc::new(opened.target.clone()),
             identity: identity(&meta),
             cached_at_ns,
             value: value.clone(),
@@ -799,6 +810,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     fn open_for_read(&self) -> Result<Opened> {
         let fs = self.opts.fs.as_ref();
         let (target, _) = names::resolve(fs, &self.path, self.confine.as_deref())?;
+        // After a crash, the journal governing the document may hold a newer version
+        // than its file: this process replays it (once) before reading.
+        crate::journal::before_read(&target, &self.opts)?;
         let shown = self.shown(&target).to_path_buf();
         match file::open_dir(fs, &target.dir) {
             Ok(dir) => Ok(Opened { target, dir, shown }),

@@ -185,6 +185,9 @@ impl Store {
 
     fn walk(&self, prefix: &str, which: Listing) -> Result<Vec<String>> {
         let mut out = Vec::new();
+        // After a crash, a document created since the journal's last checkpoint may be
+        // missing until the journal is replayed: this process opens it first (once).
+        crate::journal::before_listing(&self.root, &self.opts)?;
         // A loop over a stack of directories, not a recursion: the tree is untrusted.
         let mut pending = vec![(self.root.clone(), String::new())];
         while let Some((dir, rel)) = pending.pop() {
@@ -208,14 +211,30 @@ impl Store {
     ) -> Result<()> {
         // `dir` is the canonical root joined with names of real directories (not links):
         // opened refusing symlinks, so a directory swapped for one is not followed.
-        let entries = match self.opts.fs.open_dir(dir).and_then(|d| d.read_dir()) {
-            Ok(e) => e,
+        let read = || match self.opts.fs.open_dir(dir).and_then(|d| d.read_dir()) {
+            Ok(e) => Ok(Some(e)),
             // Gone meanwhile, or too deep for a path to reach: no document there can be
             // opened by name, so none is listed.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::InvalidFilename => return Ok(()),
-            Err(e) => return Err(Error::io("list directory", dir, e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidFilename => Ok(None),
+            Err(e) => Err(Error::io("list directory", dir, e)),
         };
+        let Some(mut entries) = read()? else {
+            return Ok(());
+        };
+        // A journal's tree below the root: opened (replayed if need be) before its
+        // documents are listed.
+        if dir != self.root
+            && entries
+                .iter()
+                .any(|e| e.name == crate::journal::META_DIR && e.file_type == FileType::Dir)
+        {
+            crate::journal::before_listing(dir, &self.opts)?;
+            let Some(again) = read()? else {
+                return Ok(());
+            };
+            entries = again;
+        }
         if which == Listing::Deleted {
             let present: std::collections::HashSet<&std::ffi::OsStr> =
                 entries.iter().map(|e| e.name.as_os_str()).collect();

@@ -311,3 +311,44 @@ fn a_damaged_document_its_journal_will_rewrite_points_to_recover_not_to_the_back
         .code(5)
         .stderr_has("help: no good backup");
 }
+
+/// A power loss after `put a.json` of `{"v": 2}` over `{"v": 1}` (both acknowledged),
+/// which lost the rename (`old` true: the old file is back) or the new file's data (the
+/// document is empty), then a reboot: no process uses the journal, its shared state is
+/// gone.
+fn power_lost_after_a_put(s: &Sandbox, old: bool) {
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    s.run_in(&["put", "a.json"], b"{\"v\": 1}").ok();
+    let before = s.read("a.json");
+    s.run_in(&["put", "a.json"], b"{\"v\": 2}").ok();
+    s.write("a.json", if old { &before } else { b"" });
+    s.write(".statefile/journal-shm", &[0u8; 8192]);
+}
+
+// `statefile get`, `version` and `get --fallback` never opened the journal: after a
+// power loss they printed the version the last acknowledged put replaced, failed with
+// exit 5 on an empty file, or printed the backup as the best there was.
+#[test]
+fn get_after_a_power_loss_prints_the_acknowledged_write() {
+    let want = statefile::Version::of(b"{\n  \"v\": 2\n}\n").to_string();
+    for old in [true, false] {
+        let s = Sandbox::new();
+        power_lost_after_a_put(&s, old);
+        let out = s.run(&["get", "a.json"]).ok();
+        assert_eq!(out.stdout.trim(), r#"{"v":2}"#, "old file back: {old}");
+        assert_eq!(s.json("a.json"), json!({"v": 2}), "replayed into the file");
+
+        let s = Sandbox::new();
+        power_lost_after_a_put(&s, old);
+        let out = s.run(&["version", "a.json"]).ok();
+        assert_eq!(out.stdout.trim(), want, "old file back: {old}");
+
+        let s = Sandbox::new();
+        power_lost_after_a_put(&s, old);
+        let out = s
+            .run(&["get", "--fallback", "a.json"])
+            .ok()
+            .stderr_is_empty();
+        assert_eq!(out.stdout.trim(), r#"{"v":2}"#, "old file back: {old}");
+    }
+}

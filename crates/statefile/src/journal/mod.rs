@@ -33,6 +33,7 @@
 
 mod format;
 mod handle;
+mod read;
 mod replay;
 mod shm;
 
@@ -50,6 +51,7 @@ use crate::options::Options;
 
 pub(crate) use format::{Entry, Op, record_len, withdraw_len};
 pub(crate) use handle::{AppendError, Journal, Ticket};
+pub(crate) use read::{before_listing, before_read};
 pub(crate) use replay::wait_disabled;
 pub use replay::{CheckpointReport, JournalDamage, JournalStatus, PendingDocument};
 

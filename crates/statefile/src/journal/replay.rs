@@ -420,6 +420,47 @@ impl Journal {
         Ok(true)
     }
 
+    /// Before a read of the document `name` that takes no lock: apply every commit in
+    /// flight naming it whose documents' locks are all free now (its writer is gone,
+    /// or its rename failed after the commit and it said so). A commit whose writer
+    /// still holds a lock is left alone: it is not acknowledged yet, and the read sees
+    /// the version before it, as it would a moment earlier. One read of the shared
+    /// state when no commit names the document. False if the journal has been
+    /// disabled: the caller looks for the tree's journal again.
+    pub(crate) fn settle_for_read(&self, opts: &Options, name: &[u8]) -> Result<bool> {
+        // Read without the append lock, as a writer's check is: a slot is only ever
+        // rewritten whole, and the header bytes, checked by their CRC, may be caught
+        // half-written by another process's write of the page: read them again.
+        let mut page = None;
+        for _ in 0..3 {
+            page = self.read_page()?;
+            if page.is_some() {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let page = page.ok_or_else(|| self.damaged_state())?;
+        if page.flags & shm::FLAG_DISABLED != 0 {
+            self.set_gone();
+            return Ok(false);
+        }
+        for t in Ticket::all(&page) {
+            let Some(s) = page.slots[t.slot] else {
+                continue;
+            };
+            if !s.names.may_contain(name) {
+                continue;
+            }
+            let Some((_, entries)) = self.read_record_meta(t.lsn, Some(t.crc))? else {
+                continue;
+            };
+            if entries.iter().any(|e| e.name == name) {
+                self.adopt(opts, t, true)?;
+            }
+        }
+        Ok(true)
+    }
+
     fn free_if(&self, t: &Ticket) -> Result<()> {
         self.finish(t).map(|_| ())
     }

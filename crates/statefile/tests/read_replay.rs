@@ -1,0 +1,404 @@
+//! Reads in a journal tree after a power loss (issue 14): a process that only reads
+//! still sees the replayed state. Before, a reader never opened the journal, so after a
+//! reboot it served the version older than an acknowledged write, or failed with
+//! `Corrupt` on an empty file, or silently served a backup.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use statefile::fs::{Fs, OsFs};
+use statefile::journal::{self, JournalOptions};
+use statefile::{Doc, ErrorKind, Options, Store};
+
+/// Options with a file system of their own: another "process" as far as the journal
+/// registry and the read cache are concerned.
+fn fresh() -> Options {
+    Options::new()
+        .create_dirs(true)
+        .fs(Arc::new(OsFs) as Arc<dyn Fs>)
+}
+
+fn small() -> JournalOptions {
+    JournalOptions {
+        capacity: 64 << 10,
+        ..JournalOptions::default()
+    }
+}
+
+/// The child side of the tests below: `SF_CHILD_ROLE` says what to do.
+#[test]
+#[ignore = "entry point of the child processes the other tests spawn"]
+fn child_entry() {
+    let Some((role, args)) = common::child_role() else {
+        return;
+    };
+    let path = PathBuf::from(&args[0]);
+    match role.as_str() {
+        "die-mid-commit" => {
+            // Write {"v": 2} and die once its record is appended (slot in flight), before
+            // the rename: a writer killed in the middle of its commit.
+            let opts = Options::new().on_temp_created(|_| {
+                let me = std::process::id().to_string();
+                std::process::Command::new("kill")
+                    .args(["-9", &me])
+                    .status()?;
+                std::thread::sleep(std::time::Duration::from_secs(60));
+                Ok(())
+            });
+            let doc = Doc::<Value>::open_with(&path, opts).unwrap();
+            let _ = doc.write(&json!({"v": 2}));
+            std::process::exit(1);
+        }
+        "enable" => {
+            let jopts = JournalOptions {
+                mode: args[1].parse().unwrap(),
+                ..small()
+            };
+            journal::enable(&path, &Options::new(), jopts).unwrap();
+        }
+        "write" => {
+            let value: Value = serde_json::from_str(&args[1]).unwrap();
+            Doc::<Value>::open(&path).unwrap().write(&value).unwrap();
+        }
+        "read" => {
+            // Print what a read gives; exit with a code naming the error kind.
+            match Doc::<Value>::open(&path).unwrap().read() {
+                Ok(v) => {
+                    println!("read: {v}");
+                    std::process::exit(0);
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    let code = if e.kind() == ErrorKind::PermissionDenied {
+                        8
+                    } else {
+                        1
+                    };
+                    std::process::exit(code);
+                }
+            }
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
+
+/// What the power loss left of the document's last write.
+#[derive(Clone, Copy, Debug)]
+enum Lost {
+    /// The rename never reached the disk: the old file is back at the name.
+    Rename,
+    /// The rename did, the new file's data did not (a file system that does not write a
+    /// file renamed over another out first, as ext4 does): the document is empty.
+    Data,
+}
+
+/// In `dir` (a journal tree): `rel` written as `{"v": 1}` then `{"v": 2}` (both
+/// acknowledged, through the journal), by a "process" that is gone; then a power loss
+/// that lost `lost`, and a reboot.
+///
+/// The writes are made by child processes: a journal handle of this process (a test
+/// binary forking children for other tests meanwhile) could keep the journal in use
+/// past the "reboot".
+fn written_then_power_lost(dir: &Path, rel: &str, lost: Lost) {
+    if !dir.join(".statefile/journal").exists() {
+        enable_in_child(dir, 0o600);
+    }
+    let path = dir.join(rel);
+    write_in_child(&path, &json!({"v": 1}));
+    let old = std::fs::read(&path).unwrap();
+    write_in_child(&path, &json!({"v": 2}));
+    match lost {
+        Lost::Rename => std::fs::write(&path, old).unwrap(),
+        Lost::Data => std::fs::write(&path, b"").unwrap(),
+    }
+    common::reboot_journal(dir);
+}
+
+fn enable_in_child(dir: &Path, mode: u32) {
+    run_child("enable", &[dir.display().to_string(), mode.to_string()]);
+}
+
+fn write_in_child(path: &Path, value: &Value) {
+    run_child("write", &[path.display().to_string(), value.to_string()]);
+}
+
+fn run_child(role: &str, args: &[String]) {
+    let out = common::child(role, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn is_replayed(dir: &Path, rel: &str) {
+    let on_disk: Value = serde_json::from_slice(&std::fs::read(dir.join(rel)).unwrap()).unwrap();
+    assert_eq!(on_disk, json!({"v": 2}), "the file itself was rewritten");
+}
+
+#[test]
+fn read_json_after_a_power_loss_sees_the_acknowledged_write() {
+    for lost in [Lost::Rename, Lost::Data] {
+        let dir = tempfile::tempdir().unwrap();
+        written_then_power_lost(dir.path(), "a.json", lost);
+        let v: Value = statefile::read_json(dir.path().join("a.json"))
+            .unwrap_or_else(|e| panic!("{lost:?}: {e}"));
+        assert_eq!(v, json!({"v": 2}), "{lost:?}");
+        is_replayed(dir.path(), "a.json");
+    }
+}
+
+#[test]
+fn doc_reads_after_a_power_loss_see_the_acknowledged_write() {
+    type Read = fn(&Doc<Value>) -> statefile::Result<Value>;
+    let reads: [(&str, Read); 5] = [
+        ("read", |d| d.read()),
+        ("read_versioned", |d| d.read_versioned().map(|v| v.value)),
+        ("read_cached", |d| d.read_cached().map(|v| v.value.clone())),
+        ("read_bytes", |d| {
+            d.read_bytes()
+                .map(|v| serde_json::from_slice(&v.value).unwrap())
+        }),
+        ("read_or_default", |d| d.read_or_default()),
+    ];
+    for lost in [Lost::Rename, Lost::Data] {
+        for (what, read) in reads {
+            let dir = tempfile::tempdir().unwrap();
+            written_then_power_lost(dir.path(), "a.json", lost);
+            let doc = Doc::<Value>::open_with(dir.path().join("a.json"), fresh()).unwrap();
+            let v = read(&doc).unwrap_or_else(|e| panic!("{what} {lost:?}: {e}"));
+            assert_eq!(v, json!({"v": 2}), "{what} {lost:?}");
+        }
+    }
+}
+
+#[test]
+fn the_version_after_a_power_loss_is_the_acknowledged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    written_then_power_lost(dir.path(), "a.json", Lost::Rename);
+    let doc = Doc::<Value>::open_with(dir.path().join("a.json"), fresh()).unwrap();
+    let want = statefile::Version::of(b"{\n  \"v\": 2\n}\n");
+    assert_eq!(doc.version().unwrap(), want);
+}
+
+#[test]
+fn a_store_opened_without_scan_reads_the_acknowledged_write() {
+    for lost in [Lost::Rename, Lost::Data] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("jobs")).unwrap();
+        written_then_power_lost(dir.path(), "jobs/1.json", lost);
+        let store = Store::open_without_scan(dir.path(), fresh()).unwrap();
+        let doc = store.doc::<Value>("jobs/1.json").unwrap();
+        assert_eq!(doc.read().unwrap(), json!({"v": 2}), "{lost:?}");
+    }
+}
+
+// A fallback read of an empty document served the backup (`{"v": 1}`, the version the
+// acknowledged write replaced) as if that were the best there was.
+#[test]
+fn a_fallback_read_does_not_serve_a_backup_the_journal_supersedes() {
+    let dir = tempfile::tempdir().unwrap();
+    written_then_power_lost(dir.path(), "a.json", Lost::Data);
+    let doc = Doc::<Value>::open_with(dir.path().join("a.json"), fresh().fallback(true)).unwrap();
+    let v = doc.read_versioned().unwrap();
+    assert_eq!(v.value, json!({"v": 2}));
+    assert!(v.recovered.is_none(), "{:?}", v.recovered);
+}
+
+#[test]
+fn a_read_through_a_symlink_from_outside_the_tree_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    written_then_power_lost(&tree, "a.json", Lost::Rename);
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(tree.join("a.json"), &link).unwrap();
+    let doc = Doc::<Value>::open_with(&link, fresh()).unwrap();
+    assert_eq!(doc.read().unwrap(), json!({"v": 2}));
+}
+
+#[test]
+fn a_read_given_a_bare_relative_path_is_replayed() {
+    // The free functions take any path: a relative one resolves against the working
+    // directory, which this test cannot change (other tests run in threads), so it
+    // names the tree through `..` segments instead of a bare absolute path.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    written_then_power_lost(dir.path(), "a.json", Lost::Rename);
+    let v: Value = statefile::read_json(dir.path().join("sub/../a.json")).unwrap();
+    assert_eq!(v, json!({"v": 2}));
+}
+
+#[test]
+fn a_read_in_a_tree_without_a_journal_is_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = Doc::<Value>::open_with(dir.path().join("a.json"), fresh()).unwrap();
+    assert_eq!(doc.read().unwrap_err().kind(), ErrorKind::NotFound);
+    doc.write(&json!(1)).unwrap();
+    assert_eq!(doc.read().unwrap(), json!(1));
+    assert!(!dir.path().join(".statefile").exists());
+}
+
+/// Run the `die-mid-commit` child on `path` and wait for its death.
+fn writer_dies_mid_commit(path: &Path) {
+    let status = common::child("die-mid-commit", &[path.display().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the writer was killed");
+}
+
+// A reader in a process that has the journal open (no crash of its own) read the
+// version before a commit whose writer died mid-way, which the next writer applies.
+#[test]
+fn a_read_applies_the_commit_of_a_writer_that_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh();
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let path = dir.path().join("a.json");
+    let doc = Doc::<Value>::open_with(&path, opts.clone()).unwrap();
+    doc.write(&json!({"v": 1})).unwrap();
+    // The journal stays open in this process (`opts` keeps its handle): only the slot
+    // in the shared state tells of the dead writer's commit.
+    let cached = Doc::<Value>::open_with(&path, opts.clone()).unwrap();
+    assert_eq!(cached.read_cached().unwrap().value, json!({"v": 1}));
+    writer_dies_mid_commit(&path);
+    let raw: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(raw, json!({"v": 1}), "the writer died before its rename");
+    assert_eq!(cached.read_cached().unwrap().value, json!({"v": 2}));
+    assert_eq!(doc.read().unwrap(), json!({"v": 2}));
+    let status = journal::status(dir.path(), &opts).unwrap().unwrap();
+    assert!(status.to_replay.is_empty(), "{status:?}");
+}
+
+#[test]
+fn a_read_while_a_live_writer_holds_the_lock_does_not_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh().lock_timeout(std::time::Duration::from_secs(30));
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let path = dir.path().join("a.json");
+    let doc = Doc::<Value>::open_with(&path, opts.clone()).unwrap();
+    doc.write(&json!({"v": 1})).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let done_rx = std::sync::Mutex::new(done_rx);
+    let writer = {
+        let path = path.clone();
+        // A writer in the middle of its commit (record appended, slot in flight) that
+        // waits there until the reader has read.
+        let opts = opts.clone().on_temp_created(move |_| {
+            tx.clone().send(()).unwrap();
+            done_rx.lock().unwrap().recv().unwrap();
+            Ok(())
+        });
+        std::thread::spawn(move || {
+            Doc::<Value>::open_with(&path, opts)
+                .unwrap()
+                .write(&json!({"v": 2}))
+                .unwrap();
+        })
+    };
+    rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    let reader = Doc::<Value>::open_with(&path, fresh()).unwrap();
+    assert_eq!(
+        reader.read().unwrap(),
+        json!({"v": 1}),
+        "not acknowledged yet"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    done_tx.send(()).unwrap();
+    writer.join().unwrap();
+    assert_eq!(reader.read().unwrap(), json!({"v": 2}));
+}
+
+#[test]
+fn a_store_listing_after_a_power_loss_shows_a_document_created_since_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    enable_in_child(dir.path(), 0o600);
+    write_in_child(&dir.path().join("new.json"), &json!(1));
+    // The directory entry never reached the disk.
+    std::fs::remove_file(dir.path().join("new.json")).unwrap();
+    std::fs::remove_file(dir.path().join(".new.json.lock")).unwrap();
+    common::reboot_journal(dir.path());
+    let store = Store::open_without_scan(dir.path(), fresh()).unwrap();
+    assert_eq!(store.list("").unwrap(), ["new.json"]);
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A read by another user (nobody) in a child process: its exit code and output.
+fn read_as_nobody(path: &Path) -> (i32, String, String) {
+    let out = common::child("read", &[path.display().to_string()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// A user who may read the documents but not write the journal cannot replay it: the
+// read says so (PermissionDenied) unless the journal shows it was recovered since boot.
+#[test]
+fn a_reader_who_may_not_write_the_journal_reads_only_what_is_known_replayed() {
+    if !common::is_root() {
+        common::skip::skip("needs root to run a child as another user");
+        return;
+    }
+    let probe = common::child("read", &["/nonexistent.json".into()])
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if probe.is_err() {
+        common::skip::skip("the test binary cannot be run as another user here");
+        return;
+    }
+    for journal_mode in [0o600, 0o644] {
+        let base = tempfile::tempdir().unwrap();
+        chmod(base.path(), 0o755);
+        let dir = base.path();
+        enable_in_child(dir, journal_mode);
+        written_then_power_lost(dir, "a.json", Lost::Rename);
+        let path = dir.join("a.json");
+        let (code, out, err) = read_as_nobody(&path);
+        assert_eq!(code, 8, "{journal_mode:o}: {out} {err}");
+        assert!(err.contains("may not open"), "{err}");
+        assert!(err.contains("statefile recover"), "{err}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"{\n  \"v\": 1\n}\n",
+            "nothing changed"
+        );
+        // A process that may write opens the journal (replaying it): the shared state
+        // now shows a recovery made in this boot, which a reader who can read the
+        // journal checks; one who cannot is still refused.
+        assert_eq!(
+            Doc::<Value>::open_with(&path, fresh())
+                .unwrap()
+                .read()
+                .unwrap(),
+            json!({"v": 2})
+        );
+        let (code, out, err) = read_as_nobody(&path);
+        if journal_mode == 0o644 {
+            assert_eq!(code, 0, "{out} {err}");
+            assert!(out.contains(r#"read: {"v":2}"#), "{out}");
+        } else {
+            assert_eq!(code, 8, "{out} {err}");
+        }
+    }
+}
