@@ -648,10 +648,14 @@ fn reads_workload(out: &mut Out, cfg: &Cfg) {
     ));
     out.line("| reader | reads/s | p50 | p99 | ratio to plain read + parse | correct |");
     out.line("|---|---|---|---|---|---|");
+    // The journal rows: the same document in a store in journal mode, where every read
+    // first checks the journal's shared state (one pread) for a dead writer's commit.
     let alts = [
         "plain read + parse",
         "statefile (cached)",
         "statefile",
+        "statefile (cached, journal)",
+        "statefile (journal)",
         "sqlite select + parse",
     ];
     let mut base = 0.0;
@@ -1060,6 +1064,9 @@ fn child_replace(alt: &str, dir: &Path, size: usize, n: usize) -> Value {
 fn child_reads(alt: &str, dir: &Path, n: usize) -> Value {
     let v = document(7_000, 1);
     let path = dir.join("doc.json");
+    if alt.ends_with("journal)") {
+        alts::journal_on(dir);
+    }
     statefile::write_json(&path, &v).unwrap();
     // Old enough for the cache to trust its timestamps.
     let old = std::time::SystemTime::now() - Duration::from_secs(5);
@@ -1089,8 +1096,10 @@ fn child_reads(alt: &str, dir: &Path, n: usize) -> Value {
                 let b = std::fs::read(&path).unwrap();
                 serde_json::from_slice::<Value>(&b).unwrap()["seq"].as_u64()
             }
-            "statefile (cached)" => doc.read_cached().unwrap().value["seq"].as_u64(),
-            "statefile" => doc.read().unwrap()["seq"].as_u64(),
+            "statefile (cached)" | "statefile (cached, journal)" => {
+                doc.read_cached().unwrap().value["seq"].as_u64()
+            }
+            "statefile" | "statefile (journal)" => doc.read().unwrap()["seq"].as_u64(),
             _ => {
                 let s: String = conn
                     .as_ref()
