@@ -16,7 +16,8 @@
 //!  3. stream the bytes into it     through a buffer, hashing and counting them
 //!  4. fsync the temp               the data is on disk before any name points at it
 //!  5. (verify) re-read the temp    catches media that lie, before anything is replaced
-//!  6. link the old version aside   a hard link is a free exact backup; copy if refused
+//!  6. link the old version aside   a hard link is a free exact backup; copy if refused;
+//!                                  only of the regular file looked at (else Conflict)
 //!  7. rename temp -> name          atomic: readers see old or new, never a mix
 //!  8. rotate the backup link       .bak -> .bak.2 ..., the link -> .bak
 //!  9. fsync the directory          makes the rename itself (and 8) survive power loss
@@ -402,7 +403,7 @@ pub(crate) fn replace(
     temp.sync(plan.durability)?; //                                   4.
     temp.verify(plan.verify, &version)?; //                           5.
     let unchanged = current.version() == Some(&version);
-    let aside = Aside::link(w, plan, current.seen(), unchanged)?; //  6.
+    let aside = Aside::link(w, plan, current, unchanged)?; //         6.
     if mutants::active(Mutant::InPlace) {
         return mutants::write_in_place(w, plan.durability, &temp.disarm(), version, bytes);
     }
@@ -554,7 +555,7 @@ fn prepare_temp<'a>(
     temp.fill_bytes(bytes)?; //                                          3.
     temp.verify(plan.verify, version)?; //                               5.
     let unchanged = current.version() == Some(version);
-    let aside = Aside::link(w, plan, current.seen(), unchanged)?; //     6.
+    let aside = Aside::link(w, plan, current, unchanged)?; //            6.
     Ok((temp, aside))
 }
 
@@ -567,17 +568,17 @@ struct Undo<'a> {
 }
 
 /// A commit whose record is appended but whose temp files could not be made ready (a
-/// full disk, a refusing hook, a verification that failed): the caller is told the
-/// write failed, so no replay may ever apply the record. Append one after it that
-/// cancels it for each of its documents, flush that, and free both slots. The
-/// documents were not touched: one that exists gets a `Direct` entry of the version it
-/// holds (made durable first, as `Direct` promises: a replay leaves it alone and
-/// applies no older record over it); one that does not, a `Delete` (a replay leaves it
-/// missing). Until the cancelling record is durable the cancelled one stays in flight,
-/// so that a checkpoint of another thread or process waits for this writer (its locks)
-/// rather than applying it. `after` is the lock dropped last (a checkpoint the commits
-/// made due runs then). Returns the error to report: `cause`, or, if cancelling failed,
-/// a `Durability` error saying that the commit may yet be applied.
+/// full disk, a refusing hook, a verification that failed, a document another program
+/// changed meanwhile): the caller is told the write failed, so no replay may ever apply
+/// the record. Append one after it that cancels it for each of its documents, flush
+/// that, and free both slots. The commit did not touch its documents, but another
+/// program may have since the look: each entry says what is at the name now
+/// ([`as_it_is_now`]), so that a replay leaves it so. Until the cancelling record is
+/// durable the cancelled one stays in flight, so that a checkpoint of another thread or
+/// process waits for this writer (its locks) rather than applying it. `after` is the
+/// lock dropped last (a checkpoint the commits made due runs then). Returns the error
+/// to report: `cause`, or, if cancelling failed, a `Durability` error saying what
+/// became of the record ([`not_withdrawn`]).
 fn withdraw(
     b: &Bound,
     after: &Locked,
@@ -586,66 +587,130 @@ fn withdraw(
     cause: Error,
 ) -> Error {
     let j = &b.journal;
-    let cancelled = (|| -> Result<journal::Ticket> {
-        let mut entries = Vec::with_capacity(docs.len());
-        for d in docs {
-            let op = match d.current {
-                Current::Missing => Op::Delete,
-                Current::File { .. } => Op::Direct {
-                    version: sync_document(d.w, d.current)?,
-                },
-            };
-            entries.push(Entry {
+    let entries = match docs
+        .iter()
+        .map(|d| {
+            Ok(Entry {
                 name: d.name.to_vec(),
-                op,
+                op: as_it_is_now(d.w, d.current)?,
                 previous: None,
                 backups: 0,
-            });
-        }
-        let names: Vec<&[u8]> = docs.iter().map(|d| d.name).collect();
-        let undo = j.replace_in_flight(ticket, &entries, &names)?;
-        j.flush(&undo)?;
-        Ok(undo)
-    })();
-    match cancelled {
-        Ok(undo) => {
-            // Left in flight, the cancelling record is harmless: whoever adopts it
-            // applies nothing, or deletes a document that does not exist.
-            j.finished(&undo, &after.after, &b.opts);
-            cause
-        }
-        Err(e) => {
-            let path = cause
-                .path()
-                .map_or_else(|| after.target.path.clone(), Path::to_path_buf);
-            let e = Error::new(
-                ErrorKind::Durability,
-                format!(
-                    "{}; and cancelling the commit's journal record failed ({}): it may yet \
-                     be applied when the store is recovered",
-                    cause.message(),
-                    e.message()
-                ),
-            )
-            .with_path(&path)
-            .with_source(e);
-            match version {
-                Some(v) => e.with_version(v.clone()),
-                None => e,
-            }
+            })
+        })
+        .collect::<Result<Vec<Entry>>>()
+    {
+        Ok(entries) => entries,
+        Err(e) => return not_withdrawn(after, cause, version, e, Unwithdrawn::Unmade),
+    };
+    let names: Vec<&[u8]> = docs.iter().map(|d| d.name).collect();
+    let undo = match j.replace_in_flight(ticket, &entries, &names) {
+        Ok(undo) => undo,
+        Err(e) => return not_withdrawn(after, cause, version, e, Unwithdrawn::Refused),
+    };
+    if let Err(e) = j.flush(&undo) {
+        return not_withdrawn(after, cause, version, e, Unwithdrawn::Unflushed);
+    }
+    // Left in flight, the cancelling record is harmless: whoever adopts it applies
+    // nothing, or deletes a document that does not exist.
+    j.finished(&undo, &after.after, &b.opts);
+    cause
+}
+
+/// How far [`withdraw`] got before it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unwithdrawn {
+    /// The cancelling record could not be made (a document could not be looked at or
+    /// synced): nothing was appended, the commit's record is in flight as it was.
+    Unmade,
+    /// The journal refused to append it (disabled, no longer in flight, unwritable).
+    Refused,
+    /// It was appended in the commit's place, but its flush failed.
+    Unflushed,
+}
+
+/// The error of a write whose record [`withdraw`] could not cancel (`e`, at stage
+/// `how`): `Durability`, with the write's own error (`cause`) and what became of the
+/// record, so that the caller knows whether the write may still happen.
+fn not_withdrawn(
+    after: &Locked,
+    cause: Error,
+    version: Option<&Version>,
+    e: Error,
+    how: Unwithdrawn,
+) -> Error {
+    let path = cause
+        .path()
+        .map_or_else(|| after.target.path.clone(), Path::to_path_buf);
+    let what = match version {
+        Some(v) => format!("version {v}"),
+        None => "the transaction".to_string(),
+    };
+    let fate = match how {
+        Unwithdrawn::Unmade => format!(
+            "the record withdrawing its journal record could not be made ({}): the \
+             documents were not changed by this write, but its record is left in flight, \
+             so the next writer of the document or a recovery applies {what} if it can",
+            e.message()
+        ),
+        Unwithdrawn::Refused => format!(
+            "the journal refused the record withdrawing its journal record ({}): the \
+             documents were not changed by this write, but a recovery may still apply {what}",
+            e.message()
+        ),
+        Unwithdrawn::Unflushed => format!(
+            "the record withdrawing its journal record was appended, but flushing it failed \
+             ({}): the documents were not changed by this write, and {what} stays withdrawn \
+             unless the system goes down before the journal is flushed, when a recovery may \
+             apply it",
+            e.message()
+        ),
+    };
+    let err = Error::new(
+        ErrorKind::Durability,
+        format!("{}; {fate}", cause.message()),
+    )
+    .with_path(&path)
+    .with_source(e);
+    match version {
+        Some(v) => err.with_version(v.clone()),
+        None => err,
+    }
+}
+
+/// What a withdrawing record says of a document its commit did not touch, made true on
+/// disk first: what is at its name now, which may no longer be what the commit looked
+/// at (another program, not taking the lock, may have removed it or put something else
+/// there). Missing: a `Delete` (a replay leaves it missing). A regular file: a `Direct`
+/// of its version, after syncing it and its directory, as `Direct` promises (a replay
+/// leaves it alone and applies no older record over it). Anything else (a symlink, a
+/// directory), which statefile never reads: a `Direct` of the version last seen there,
+/// after syncing the directory (a replay leaves the name alone); if none was seen
+/// (backups off), it cannot be described, and the withdraw fails.
+fn as_it_is_now(w: &Locked, current: &Current) -> Result<Op> {
+    let t = &w.target;
+    match w.dir.stat(&t.name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Op::Delete),
+        Err(e) => Err(Error::io("inspect", &t.path, e)),
+        Ok(m) if m.file_type == FileType::File => Ok(Op::Direct {
+            version: sync_document(w)?,
+        }),
+        Ok(m) => {
+            let version = current
+                .version()
+                .cloned()
+                .ok_or_else(|| file::not_regular(&t.path, m.file_type))?;
+            w.dir.sync().ctx("sync the directory of", &t.path)?;
+            Ok(Op::Direct { version })
         }
     }
 }
 
 /// Make the document `w` holds durable as it is (its file, then its directory), and
-/// return its version.
-fn sync_document(w: &Locked, current: &Current) -> Result<Version> {
+/// return its version (of the bytes there now).
+fn sync_document(w: &Locked) -> Result<Version> {
     let t = &w.target;
     let (mut f, _) = file::open(w.dir.as_ref(), &t.name, &t.path)?;
-    let version = match current.version() {
-        Some(v) => v.clone(),
-        None => hash_reader(&mut f).ctx("read", &t.path)?.0,
-    };
+    let version = hash_reader(&mut f).ctx("read", &t.path)?.0;
     f.sync_all().ctx("sync", &t.path)?;
     w.dir.sync().ctx("sync the directory of", &t.path)?;
     Ok(version)
@@ -1318,20 +1383,45 @@ impl<'a> Aside<'a> {
     /// refused. An old version that does not parse is kept once as `.name.corrupt`
     /// instead. Nothing to keep: no file, an identical one, or backups off for a file
     /// that parses.
+    ///
+    /// Only the regular file looked at (`current`, under the lock) is kept: the link
+    /// (or the copy's source) must be that file (same device and inode). Another
+    /// program that does not take the lock may have removed the document since, or put
+    /// a symlink (to a file outside the store, say) or another file at its name; a
+    /// link of that would be a backup the writer never saw, and a symlink among the
+    /// backups. The write is then refused ([`changed_under_lock`]): nothing written.
     fn link(
         w: &'a Locked,
         plan: &Plan<'_>,
-        old: Option<&'a Seen>,
+        current: &'a Current,
         unchanged: bool,
     ) -> Result<Option<Aside<'a>>> {
-        let Some(old) = old else { return Ok(None) };
+        let (Some(old), Some(meta)) = (current.seen(), current.meta()) else {
+            return Ok(None);
+        };
         if unchanged || (plan.backups == 0 && old.parses) {
             return Ok(None);
         }
         let t = &w.target;
         let link = t.temp_name(&random_suffix());
         let method = match w.dir.hard_link(&t.name, &link) {
-            Ok(()) => BackupMethod::Link,
+            Ok(()) => {
+                // linkat links a symlink itself, and whatever file is at the name now:
+                // look at what the new name holds.
+                match w.dir.stat(&link) {
+                    Ok(m) if is_same_file(&m, meta) => {}
+                    Ok(_) => {
+                        let _ = w.dir.remove_file(&link);
+                        return Err(changed_under_lock(w));
+                    }
+                    Err(e) => {
+                        let _ = w.dir.remove_file(&link);
+                        return Err(Error::io("inspect backup link of", &t.path, e));
+                    }
+                }
+                BackupMethod::Link
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(changed_under_lock(w)),
             // This file system will not link: copy.
             Err(e)
                 if matches!(
@@ -1344,7 +1434,7 @@ impl<'a> Aside<'a> {
                     )
                 ) =>
             {
-                copy_file(w, plan.durability, &link)?;
+                copy_file(w, meta, plan.durability, &link)?;
                 BackupMethod::Copy
             }
             Err(e) => return Err(Error::io("link backup of", &t.path, e)),
@@ -1399,10 +1489,20 @@ impl Drop for Aside<'_> {
 }
 
 /// Copy the target to `to` (a temp name) and sync the copy: the backup where the file
-/// system refuses hard links.
-fn copy_file(w: &Locked, durability: Durability, to: &OsString) -> Result<()> {
+/// system refuses hard links. The file copied must be the one looked at (`looked`), as
+/// for a link.
+fn copy_file(w: &Locked, looked: &Metadata, durability: Durability, to: &OsString) -> Result<()> {
     let t = &w.target;
-    let (mut src, _) = file::open(w.dir.as_ref(), &t.name, &t.path)?;
+    let mut src = match file::open(w.dir.as_ref(), &t.name, &t.path) {
+        Ok((f, m)) if is_same_file(&m, looked) => f,
+        // Removed, or something other than a regular file (a symlink, which is never
+        // opened), or another file.
+        Ok(_) => return Err(changed_under_lock(w)),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => {
+            return Err(changed_under_lock(w));
+        }
+        Err(e) => return Err(e),
+    };
     let mut dst =
         crate::fs::retry(|| w.dir.create_new(to, 0o600)).ctx("create backup copy of", &t.path)?;
     let copied = io::copy(&mut src, &mut dst)
@@ -1412,6 +1512,34 @@ fn copy_file(w: &Locked, durability: Durability, to: &OsString) -> Result<()> {
         let _ = w.dir.remove_file(to);
     }
     copied
+}
+
+/// Whether `now` is the regular file `looked` described (same device and inode).
+fn is_same_file(now: &Metadata, looked: &Metadata) -> bool {
+    now.file_type == FileType::File && (now.dev, now.ino) == (looked.dev, looked.ino)
+}
+
+/// The error for a document that is no longer the file its writer looked at under the
+/// lock (another program, not taking the lock, removed it or put something else at its
+/// name): [`ErrorKind::Conflict`], saying what is there now. Nothing was written.
+fn changed_under_lock(w: &Locked) -> Error {
+    let t = &w.target;
+    let now = match w.dir.stat(&t.name) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "removed it".to_string(),
+        Err(_) => "changed it".to_string(),
+        Ok(m) if m.file_type == FileType::File => "replaced it with another file".to_string(),
+        Ok(m) => format!("replaced it with {}", m.file_type.describe()),
+    };
+    Error::new(
+        ErrorKind::Conflict,
+        format!(
+            "cannot write {}: another program {now} after this write looked at it under the \
+             document's lock (without taking the lock itself), before its old version was \
+             kept as a backup; nothing was written, and what is at the name now was left alone",
+            t.path.display()
+        ),
+    )
+    .with_path(&t.path)
 }
 
 /// Make `from` (a name in the document's directory) the newest backup, `.bak`: shift

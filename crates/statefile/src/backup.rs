@@ -162,8 +162,36 @@ pub(crate) fn list(dir: &dyn FsDir, t: &Target) -> Result<Vec<BackupInfo>> {
     Ok(out)
 }
 
-/// Pick the backup `which` names from `list`.
+/// What to add to an error about `t`'s backups when [`list`] left some out, not being
+/// regular files (a symlink, a FIFO: not made by statefile): their names and what each
+/// is, since one of them may be the backup meant. Empty if none was.
+pub(crate) fn left_out_note(dir: &dyn FsDir, t: &Target) -> String {
+    let skipped: Vec<String> = backup_files(dir, t)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|name| match dir.stat(&name) {
+            Ok(m) if m.file_type != FileType::File => Some(format!(
+                "{} is {}",
+                name.to_string_lossy(),
+                m.file_type.describe()
+            )),
+            _ => None,
+        })
+        .collect();
+    if skipped.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; left out, not being regular files, which statefile never reads or restores: {}",
+        skipped.join(", ")
+    )
+}
+
+/// Pick the backup `which` names from `list` (made by [`list`] from `dir`). If none
+/// answers, the error also names the backups left out of `list` and why, since one of
+/// them may be the one meant.
 pub(crate) fn pick<'a>(
+    dir: &dyn FsDir,
     list: &'a [BackupInfo],
     which: &BackupRef,
     t: &Target,
@@ -179,9 +207,10 @@ pub(crate) fn pick<'a>(
             BackupRef::Number(n) => format!("no backup number {n} ({} kept)", list.len()),
             BackupRef::Version(v) => format!("no backup with version {v}"),
         };
+        let why = left_out_note(dir, t);
         Error::new(
             ErrorKind::NotFound,
-            format!("cannot restore {}: {what}", t.path.display()),
+            format!("cannot restore {}: {what}{why}", t.path.display()),
         )
         .with_path(&t.path)
     })?;
@@ -205,7 +234,7 @@ pub(crate) fn pick<'a>(
 /// checked to parse: a damaged backup is never handed out or restored.
 pub(crate) fn read_picked(dir: &dyn FsDir, t: &Target, which: &BackupRef) -> Result<Vec<u8>> {
     let all = list(dir, t)?;
-    let chosen = pick(&all, which, t)?;
+    let chosen = pick(dir, &all, which, t)?;
     let name = chosen
         .path
         .file_name()

@@ -900,13 +900,19 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             ReadPolicy::FallbackToBackup => None,
         };
         let hint = damage_hint(has_backup, good, "read it with fallback");
-        Err(
-            Error::new(ErrorKind::Corrupt, format!("{}{hint}", err.message()))
-                .with_path(&t.path)
-                .with_corrupt(info)
-                .with_version(damaged)
-                .with_source(err),
+        let left_out = if good.is_none() {
+            backup::left_out_note(dir, t)
+        } else {
+            String::new()
+        };
+        Err(Error::new(
+            ErrorKind::Corrupt,
+            format!("{}{hint}{left_out}", err.message()),
         )
+        .with_path(&t.path)
+        .with_corrupt(info)
+        .with_version(damaged)
+        .with_source(err))
     }
 }
 

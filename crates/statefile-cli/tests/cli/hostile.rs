@@ -875,3 +875,79 @@ fn cli_transactions_in_journal_mode_keep_numbers_exactly() {
         .stderr_has("test failed");
     assert!(!sb.dir.path().join("x.json").exists());
 }
+
+// A backup that is a symlink out of the store (the write path made one when another
+// program swapped the document for a symlink mid-write, found by a hostile review; anyone
+// with write access to the directory can plant one): the CLI and the server never list,
+// serve or restore what it points to. The regular backup behind it is what they use.
+#[test]
+fn a_backup_symlinked_out_of_the_store_is_never_served_by_the_cli_or_the_server() {
+    let s = Sandbox::new();
+    let root = s.path("store");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(s.path("secret.json"), b"{\"secret\": \"s3cr3t\"}\n").unwrap();
+    std::fs::write(root.join("a.json"), b"{\"trunc").unwrap();
+    std::os::unix::fs::symlink(s.path("secret.json"), root.join(".a.json.bak")).unwrap();
+    std::fs::write(root.join(".a.json.bak.2"), b"{\"v\": 0}\n").unwrap();
+    let secret_version = statefile::Version::of(b"{\"secret\": \"s3cr3t\"}\n");
+    let no_secret = |what: &str, text: &str| {
+        assert!(
+            !text.contains("s3cr3t"),
+            "{what} disclosed the secret: {text}"
+        );
+    };
+
+    let r = s.run(&["backups", "--json", "store/a.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    no_secret("backups", &r.stdout);
+    let listed: Value = serde_json::from_str(&r.stdout).unwrap();
+    let listed = listed
+        .as_array()
+        .or(listed["backups"].as_array())
+        .unwrap()
+        .clone();
+    assert_eq!(listed.len(), 1, "only the regular backup: {listed:?}");
+
+    let r = s.run(&["get", "--fallback", "store/a.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.stdout).unwrap(),
+        json!({"v": 0})
+    );
+    no_secret("get --fallback", &r.stdout);
+
+    let r = s.run(&["restore", "store/a.json", "--from", secret_version.as_str()]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(".a.json.bak is a symlink"),
+        "{}",
+        r.stderr
+    );
+    no_secret("restore", &r.stderr);
+    assert_eq!(std::fs::read(root.join("a.json")).unwrap(), b"{\"trunc");
+
+    let server = Server::start(&root, &["--backups", "2"]);
+    let (status, body) = server.get("/v1/docs/a.json/backups");
+    assert_eq!(status, 200, "{body}");
+    no_secret("GET backups", &body.to_string());
+    assert_eq!(body["backups"].as_array().unwrap().len(), 1, "{body}");
+    let (status, body) = server.get("/v1/docs/a.json");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"v": 0}), "served from the regular backup");
+    let answer = server.request(
+        "POST",
+        &format!("/v1/docs/a.json/restore?from={secret_version}"),
+        "application/json",
+        b"",
+    );
+    let body = problem(answer, 404, "not-found");
+    no_secret("POST restore", &body.to_string());
+    assert_eq!(std::fs::read(root.join("a.json")).unwrap(), b"{\"trunc");
+    let answer = server.request("POST", "/v1/docs/a.json/restore", "application/json", b"");
+    assert_eq!(answer.0, 200, "{}", answer.1);
+    assert_eq!(std::fs::read(root.join("a.json")).unwrap(), b"{\"v\": 0}\n");
+    assert_eq!(
+        std::fs::read(s.path("secret.json")).unwrap(),
+        b"{\"secret\": \"s3cr3t\"}\n"
+    );
+}
