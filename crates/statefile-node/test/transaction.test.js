@@ -525,3 +525,32 @@ test('a transaction deletes a document it created (nothing written for it); a se
   ]), { code: 'NOT_FOUND' })
   assert.deepEqual(snapshot(dir), before)
 })
+
+// Issue 14: a process that only read never opened the journal, so after a power loss
+// doc.read() served the version an acknowledged write had replaced.
+test('a read after a power loss sees the acknowledged write', async (t) => {
+  const dir = scratch(t, 'replay')
+  const file = path.join(dir, 'a.json')
+  // The writers are other processes, gone by the "reboot": this one never opened the
+  // journal before its read.
+  const write = async (v) => {
+    const r = await child(`
+      const [dir, v] = process.argv.slice(-2)
+      ;(async () => {
+        const store = new sf.Store(dir)
+        if (v === '1') await store.enableJournal()
+        await store.doc('a.json').write({ v: Number(v) })
+      })().catch((e) => { console.error(e); process.exit(1) })
+    `, [dir, String(v)]).done
+    assert.equal(r.code, 0, r.err)
+  }
+  await write(1)
+  const old = fs.readFileSync(file)
+  await write(2)
+  // The power went out before the swap reached the disk, and the machine rebooted: the
+  // old file is back, and the journal's shared state is gone.
+  fs.writeFileSync(file, old)
+  fs.writeFileSync(path.join(dir, '.statefile', 'journal-shm'), Buffer.alloc(8192))
+  assert.deepEqual(new Doc(file).readSync(), { v: 2 })
+  assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), { v: 2 }, 'replayed into the file')
+})
