@@ -384,8 +384,12 @@ fn a_reader_who_may_not_write_the_journal_reads_only_what_is_known_replayed() {
             "nothing changed"
         );
         // A process that may write opens the journal (replaying it): the shared state
-        // now shows a recovery made in this boot, which a reader who can read the
-        // journal checks; one who cannot is still refused.
+        // now shows a recovery made in this boot. It is readable by everyone (it holds
+        // no document's content), so the reader sees that even where the journal
+        // itself is private.
+        let shm = dir.join(".statefile/journal-shm");
+        assert_eq!(mode_of(&shm), journal_mode | 0o044);
+        assert_eq!(mode_of(&dir.join(".statefile/journal")), journal_mode);
         assert_eq!(
             Doc::<Value>::open_with(&path, fresh())
                 .unwrap()
@@ -394,11 +398,21 @@ fn a_reader_who_may_not_write_the_journal_reads_only_what_is_known_replayed() {
             json!({"v": 2})
         );
         let (code, out, err) = read_as_nobody(&path);
-        if journal_mode == 0o644 {
-            assert_eq!(code, 0, "{out} {err}");
-            assert!(out.contains(r#"read: {"v":2}"#), "{out}");
-        } else {
+        assert_eq!(code, 0, "{journal_mode:o}: {out} {err}");
+        assert!(out.contains(r#"read: {"v":2}"#), "{out}");
+        // A shared state made private (as journals enabled before this rule have it),
+        // with the journal private too: nothing to see, refused, saying how to fix it.
+        if journal_mode == 0o600 {
+            chmod(&shm, 0o600);
+            let (code, out, err) = read_as_nobody(&path);
             assert_eq!(code, 8, "{out} {err}");
+            assert!(err.contains("chmod a+r"), "{err}");
+            assert!(err.contains("journal-shm"), "{err}");
         }
     }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
 }

@@ -80,7 +80,9 @@ pub struct JournalOptions {
     /// Permission bits of the journal's files (before nothing: exact). The journal holds
     /// a copy of every document written since the last checkpoint, so it must be no
     /// more readable than the most private document; every writer in the tree must be
-    /// able to read and write it. Default 0600.
+    /// able to read and write it. Default 0600. The shared state (`journal-shm`, no
+    /// document's content) gets these bits plus read for group and others, so that a
+    /// reader who may not open the journal can see it was replayed since the boot.
     pub mode: u32,
     /// How often, at most, the journal goes without a checkpoint while it is written to.
     pub checkpoint_age: Duration,

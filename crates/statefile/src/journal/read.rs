@@ -179,18 +179,26 @@ fn find(dir: &Path, shown: &Path, opts: &Options) -> Result<Governs> {
 /// it rebuilds that state), or if the journal is closed. Otherwise (or if even reading
 /// the journal is denied): [`ErrorKind::PermissionDenied`], saying why.
 fn read_only(shown: &Path, root: &Path, fs: &dyn Fs, denied: Error) -> Result<()> {
-    // A journal this user may not even read shows nothing: refused as well.
-    if recovered_this_boot(root, fs).unwrap_or(false) {
-        return Ok(());
-    }
+    let why = match recovered_this_boot(root, fs) {
+        Ok(true) => return Ok(()),
+        Ok(false) => "nothing shows the journal was replayed since the machine booted".to_string(),
+        // A shared state this user may not even read shows nothing: refused as well.
+        Err(e) => format!(
+            "its shared state cannot be read to see whether the journal was replayed since \
+             the machine booted ({}; journals enabled by statefile 0.1 before this rule made \
+             it private: `chmod a+r {}` shows it, it holds no document's content)",
+            e.message(),
+            root.join(super::META_DIR).join(SHM).display()
+        ),
+    };
     Err(Error::new(
         ErrorKind::PermissionDenied,
         format!(
             "cannot read {}: it is in the journal tree {}, whose journal this process may not \
-             open ({}), and nothing shows the journal was replayed since the machine booted: \
-             after a power loss the file may be older than its last acknowledged write. Let a \
-             process that may write there open the store first (`statefile recover {}`, run at \
-             boot, or any write), or read the file itself, as it is on disk",
+             open ({}), and {why}: after a power loss the file may be older than its last \
+             acknowledged write. Let a process that may write there open the store first \
+             (`statefile recover {}`, run at boot, or any write), or read the file itself, as \
+             it is on disk",
             shown.display(),
             root.display(),
             denied.message(),
@@ -202,7 +210,11 @@ fn read_only(shown: &Path, root: &Path, fs: &dyn Fs, denied: Error) -> Result<()
 }
 
 /// Whether the journal at `root`, read without writing, is closed, or has a shared
-/// state built since this boot for this journal file (not marked damaged).
+/// state built since this boot (not marked damaged) for this journal file. The shared
+/// state is readable by everyone (it holds no document's content); the journal itself
+/// may not be (it holds copies of the documents): then the shared state alone decides,
+/// as only a process that opened the journal, replaying it first, writes this boot's
+/// identity into it.
 fn recovered_this_boot(root: &Path, fs: &dyn Fs) -> Result<bool> {
     let Some(boot) = fs.boot_id() else {
         return Ok(false);
@@ -210,28 +222,36 @@ fn recovered_this_boot(root: &Path, fs: &dyn Fs) -> Result<bool> {
     let meta = super::open_meta_dir(fs, root)?;
     let log_path = super::shown(root);
     let mut head = Vec::new();
-    read_prefix(
+    let header = match read_prefix(
         meta.as_ref(),
         LOG,
         &log_path,
         format::HEADER_COPIES[1] as usize + format::HEADER_LEN,
         &mut head,
-    )?;
-    let copy = |at: u64| head.get(at as usize..).and_then(Header::decode);
-    let Some((_, header)) = Header::newest(
-        copy(format::HEADER_COPIES[0]),
-        copy(format::HEADER_COPIES[1]),
-    ) else {
-        return Ok(false);
+    ) {
+        Ok(()) => {
+            let copy = |at: u64| head.get(at as usize..).and_then(Header::decode);
+            let Some((_, header)) = Header::newest(
+                copy(format::HEADER_COPIES[0]),
+                copy(format::HEADER_COPIES[1]),
+            ) else {
+                return Ok(false);
+            };
+            if header.flags & format::FLAG_CLOSED != 0 {
+                return Ok(true);
+            }
+            Some(header)
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => None,
+        Err(e) => return Err(e),
     };
-    if header.flags & format::FLAG_CLOSED != 0 {
-        return Ok(true);
-    }
     let mut page = Vec::new();
     let shm_path = root.join(super::META_DIR).join(SHM);
     read_prefix(meta.as_ref(), SHM, &shm_path, shm::PAGE, &mut page)?;
     Ok(Page::decode(&page).is_some_and(|p| {
-        p.salt == header.salt && p.boot == boot && p.flags & shm::FLAG_DAMAGED == 0
+        header.is_none_or(|h| p.salt == h.salt)
+            && p.boot == boot
+            && p.flags & shm::FLAG_DAMAGED == 0
     }))
 }
 

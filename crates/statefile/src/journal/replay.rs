@@ -887,6 +887,9 @@ pub(super) fn enable(
     let mode = jopts.mode & 0o7777;
     for name in [SHM, USERS, CKPT] {
         let p = root.join(META_DIR).join(name);
+        // The shared state holds no document's content: everyone may read it, so that
+        // a reader who may not open the journal can still see it was replayed this boot.
+        let mode = if name == SHM { mode | 0o044 } else { mode };
         match meta.create_new(OsStr::new(name), 0o600) {
             Ok(mut f) => {
                 f.set_mode(mode).ctx("set mode of", &p)?;
