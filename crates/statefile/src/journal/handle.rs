@@ -28,6 +28,11 @@ use crate::fs::{FsDir, FsRwFile, LockMode};
 use crate::mutants::{self, Mutant};
 use crate::options::Options;
 
+/// How long a journal whose users lock is held by others may show a shared state that
+/// is not valid before that is called damage: longer than a forked child (which holds
+/// its parent's descriptors, and so its locks, until it execs) takes to exec.
+const INVALID_GRACE: Duration = Duration::from_secs(1);
+
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -301,6 +306,8 @@ impl Journal {
         // Waiting for another process's recovery may take longer than a lock timeout.
         let deadline = crate::lock::deadline(start, opts.lock_timeout.max(Duration::from_secs(60)));
         let mut backoff = Duration::from_micros(100);
+        // When the shared state was first found not valid while others held the lock.
+        let mut invalid_since: Option<Instant> = None;
         loop {
             if crate::fs::retry(|| self.users.try_lock(LockMode::Exclusive)).ctx("lock", &path)? {
                 let recovered = self.recover_alone(opts);
@@ -316,11 +323,19 @@ impl Journal {
                 .ctx("lock", &path)?
             {
                 // Others use it: its shared state is valid (whoever was first built it).
-                let page = self.read_page()?;
-                if page.is_none() {
+                // Unless what holds the lock is no user: a child another thread of some
+                // process forked holds that process's descriptors (the lock among them)
+                // until it execs, so a journal nobody uses can look used for a moment.
+                // Let go and try again; only a state still not valid after
+                // INVALID_GRACE is damage.
+                if self.read_page()?.is_some() {
+                    return Ok(());
+                }
+                let since = *invalid_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= INVALID_GRACE {
                     return Err(self.damaged_state());
                 }
-                return Ok(());
+                self.users.unlock().ctx("unlock", &path)?;
             }
             if Instant::now() >= deadline {
                 return Err(Error::new(
