@@ -19,22 +19,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
-use statefile::fs::{Fs, OsFs};
-use statefile::journal::{self, JournalOptions};
+use statefile::fs::Fs;
+use statefile::journal;
 use statefile::{BackupRef, ErrorKind, Options, ReadPolicy, Store};
 
-fn fresh() -> Options {
-    Options::new()
-        .create_dirs(true)
-        .backups(3)
-        .fs(Arc::new(OsFs) as Arc<dyn Fs>)
-}
+use common::small;
 
-fn small() -> JournalOptions {
-    JournalOptions {
-        capacity: 64 << 10,
-        ..JournalOptions::default()
-    }
+fn fresh() -> Options {
+    common::fresh().backups(3)
 }
 
 const SECRET: &[u8] = b"{\"secret\": \"s3cr3t\"}\n";

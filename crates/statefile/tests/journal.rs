@@ -7,24 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use statefile::fs::{Fs, OsFs};
 use statefile::journal::{self, JournalOptions};
 use statefile::{Doc, Options, Store};
 
-/// Options with a file system of their own: a "process" whose journal handle is not
-/// shared with other tests' (the registry keys handles by file system instance).
-fn fresh() -> Options {
-    Options::new()
-        .create_dirs(true)
-        .fs(Arc::new(OsFs) as Arc<dyn Fs>)
-}
-
-fn small() -> JournalOptions {
-    JournalOptions {
-        capacity: 64 << 10,
-        ..JournalOptions::default()
-    }
-}
+use common::{fresh, small};
 
 #[test]
 fn a_write_in_journal_mode_goes_through_the_journal() {

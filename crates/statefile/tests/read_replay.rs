@@ -8,27 +8,12 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
-use statefile::fs::{Fs, OsFs};
 use statefile::journal::{self, JournalOptions};
 use statefile::{Doc, ErrorKind, Options, Store};
 
-/// Options with a file system of their own: another "process" as far as the journal
-/// registry and the read cache are concerned.
-fn fresh() -> Options {
-    Options::new()
-        .create_dirs(true)
-        .fs(Arc::new(OsFs) as Arc<dyn Fs>)
-}
-
-fn small() -> JournalOptions {
-    JournalOptions {
-        capacity: 64 << 10,
-        ..JournalOptions::default()
-    }
-}
+use common::{fresh, small};
 
 /// The child side of the tests below: `SF_CHILD_ROLE` says what to do.
 #[test]

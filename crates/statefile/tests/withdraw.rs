@@ -6,28 +6,20 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use statefile::fs::{Fs, OsFs};
-use statefile::journal::{self, JournalOptions};
+
+use statefile::journal;
 use statefile::{ErrorKind, Options, Store};
 
+/// The ring of `common::small()`.
 const C: u64 = 64 << 10;
 
-fn fresh() -> Options {
-    Options::new()
-        .create_dirs(true)
-        .lock_timeout(Duration::from_secs(2))
-        .fs(Arc::new(OsFs) as Arc<dyn Fs>)
-}
+use common::small;
 
-fn small() -> JournalOptions {
-    JournalOptions {
-        capacity: C,
-        ..JournalOptions::default()
-    }
+fn fresh() -> Options {
+    common::fresh().lock_timeout(Duration::from_secs(2))
 }
 
 fn used(root: &Path) -> (u64, u64) {

@@ -356,3 +356,21 @@ pub fn in_one_batch<'a, R: Send + 'a>(path: &Path, calls: Vec<Call<'a, R>>) -> V
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
 }
+
+/// Options with a file system of their own: another "process" as far as the journal
+/// registry and the read cache are concerned (both key by file system instance).
+#[allow(dead_code)] // not every test binary uses a journal
+pub fn fresh() -> statefile::Options {
+    statefile::Options::new()
+        .create_dirs(true)
+        .fs(std::sync::Arc::new(statefile::fs::OsFs) as std::sync::Arc<dyn statefile::fs::Fs>)
+}
+
+/// A 64 KiB journal: small enough that tests fill and wrap it quickly.
+#[allow(dead_code)]
+pub fn small() -> statefile::journal::JournalOptions {
+    statefile::journal::JournalOptions {
+        capacity: 64 << 10,
+        ..statefile::journal::JournalOptions::default()
+    }
+}
