@@ -311,14 +311,20 @@ fn allowed(h: &History, marks: &HashMap<usize, usize>, k: usize) -> BTreeMap<Str
     docs
 }
 
-/// The journal's shared state: volatile by design (rebuilt by every recovery after a
-/// power loss, and it carries the boot id), so not part of what a state is judged by.
-const SHARED_STATE: &str = "/data/.statefile/journal-shm";
+/// The journal's shared state and `journal-boot`: volatile by design (never synced,
+/// rewritten by every recovery after a power loss, and they carry the boot id), so not
+/// part of what a state is judged by.
+const VOLATILE: [&str; 2] = [
+    "/data/.statefile/journal-shm",
+    "/data/.statefile/journal-boot",
+];
 
-/// The tree that counts: everything but the journal's shared state.
+/// The tree that counts: everything but the volatile files.
 fn durable_tree(image: &Image) -> BTreeMap<String, Vec<u8>> {
     let mut t = image.tree();
-    t.remove(SHARED_STATE);
+    for v in VOLATILE {
+        t.remove(v);
+    }
     t
 }
 
@@ -365,19 +371,19 @@ fn mandatory(ops: &[Op], k: usize) -> HashSet<usize> {
 /// Whether op `i` of `ops` may be lost or torn in a crash state worth judging: a change
 /// not made durable by a later sync, and not a write of the journal's shared state
 /// (which nothing trusts after a power loss, so its variants recover identically).
-fn optional(ops: &[Op], k: usize, volatile: Option<crate::sim::Ino>) -> Vec<usize> {
+fn optional(ops: &[Op], k: usize, volatile: &[crate::sim::Ino]) -> Vec<usize> {
     let must = mandatory(ops, k);
     (0..k)
         .filter(|i| {
             ops[*i].is_change()
                 && !must.contains(i)
-                && !volatile.is_some_and(|v| ops[*i].touches(v))
+                && !volatile.iter().any(|v| ops[*i].touches(*v))
         })
         .collect()
 }
 
 struct Judge<'a> {
-    volatile: Option<crate::sim::Ino>,
+    volatile: Vec<crate::sim::Ino>,
     ctx: &'a Ctx,
     history: &'a History,
     marks: HashMap<usize, usize>,
@@ -463,7 +469,7 @@ impl Judge<'_> {
         if every > 0 && self.checked.is_multiple_of(every) && recovery_log.iter().any(Op::is_change)
         {
             for k2 in 1..=recovery_log.len() {
-                let optional = optional(&recovery_log, k2, self.volatile);
+                let optional = optional(&recovery_log, k2, &self.volatile);
                 let mut variants = vec![HashSet::new()];
                 variants.extend(optional.iter().map(|o| HashSet::from([*o])));
                 for dropped in variants {
@@ -555,7 +561,7 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
     let log = ctx.sim.log();
     let history = std::mem::take(&mut *ctx.history.lock().unwrap());
     let mut judge = Judge {
-        volatile: image0.lookup(SHARED_STATE),
+        volatile: VOLATILE.iter().filter_map(|v| image0.lookup(v)).collect(),
         ctx: &ctx,
         history: &history,
         marks: marks(&log),
@@ -580,7 +586,7 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
     }
     let mut seed = budget.seed | 1;
     for k in 0..=log.len() {
-        let optional = optional(&log, k, judge.volatile);
+        let optional = optional(&log, k, &judge.volatile);
         judge.report.prefixes += 1;
         judge.check(
             &build(&image0, &log, k, &HashSet::new(), None),

@@ -368,13 +368,11 @@ fn a_reader_who_may_not_write_the_journal_reads_only_what_is_known_replayed() {
             b"{\n  \"v\": 1\n}\n",
             "nothing changed"
         );
-        // A process that may write opens the journal (replaying it): the shared state
-        // now shows a recovery made in this boot. It is readable by everyone (it holds
-        // no document's content), so the reader sees that even where the journal
-        // itself is private.
-        let shm = dir.join(".statefile/journal-shm");
-        assert_eq!(mode_of(&shm), journal_mode | 0o044);
-        assert_eq!(mode_of(&dir.join(".statefile/journal")), journal_mode);
+        // A process that may write opens the journal (replaying it): `journal-boot` now
+        // says the journal was replayed in this boot. It is readable by everyone (it
+        // holds no document's content, and nobody locks it); the shared state is as
+        // private as the journal (whoever may read it may lock it, see the next test).
+        let boot = dir.join(".statefile/journal-boot");
         assert_eq!(
             Doc::<Value>::open_with(&path, fresh())
                 .unwrap()
@@ -382,19 +380,119 @@ fn a_reader_who_may_not_write_the_journal_reads_only_what_is_known_replayed() {
                 .unwrap(),
             json!({"v": 2})
         );
+        // Read for a class that may not write is dropped from every journal file:
+        // whoever may open one may hold its lock.
+        for name in ["journal", "journal-shm", "journal-users", "journal-ckpt"] {
+            assert_eq!(mode_of(&dir.join(".statefile").join(name)), 0o600, "{name}");
+        }
+        assert_eq!(mode_of(&boot), 0o644);
         let (code, out, err) = read_as_nobody(&path);
         assert_eq!(code, 0, "{journal_mode:o}: {out} {err}");
         assert!(out.contains(r#"read: {"v":2}"#), "{out}");
-        // A shared state made private (as journals enabled before this rule have it),
-        // with the journal private too: nothing to see, refused, saying how to fix it.
         if journal_mode == 0o600 {
-            chmod(&shm, 0o600);
+            // Without `journal-boot` (a journal not opened by a writer since this rule),
+            // nothing the reader may read shows the replay: refused, nothing changed.
+            std::fs::remove_file(&boot).unwrap();
             let (code, out, err) = read_as_nobody(&path);
             assert_eq!(code, 8, "{out} {err}");
-            assert!(err.contains("chmod a+r"), "{err}");
-            assert!(err.contains("journal-shm"), "{err}");
+            assert!(err.contains("replayed since the machine booted"), "{err}");
+            assert!(
+                !err.contains("chmod"),
+                "no advice to open the files up: {err}"
+            );
+            // The next process that opens the journal to write writes it again.
+            write_in_child(&dir.join("b.json"), &json!({"b": 1}));
+            assert_eq!(mode_of(&boot), 0o644);
+            let (code, out, err) = read_as_nobody(&path);
+            assert_eq!(code, 0, "{out} {err}");
         }
     }
+}
+
+// `flock(2)` needs only read access, and every commit takes the shared state's lock: a
+// shared state readable by another user (as statefile made it for a while) let any
+// local user stop every writer of the tree, for as long as they liked (the writers
+// waited without a timeout). Now it is as private as the journal, an old one is
+// narrowed when a writer opens the journal, and `journal-boot`, which readers of other
+// users use instead, is locked by nobody.
+#[test]
+fn another_user_cannot_stop_the_writers_by_locking_the_journals_files() {
+    if !common::is_root() {
+        common::skip::skip("needs root to run a process as another user");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    chmod(base.path(), 0o755);
+    let dir = base.path();
+    enable_in_child(dir, 0o600);
+    // A journal whose shared state was made readable by everyone, as 583858e did, and
+    // whose other files were too (a journal enabled with mode 0644 before this rule).
+    let shm = dir.join(".statefile/journal-shm");
+    for name in ["journal", "journal-shm", "journal-users", "journal-ckpt"] {
+        chmod(&dir.join(".statefile").join(name), 0o644);
+    }
+    write_in_child(&dir.join("a.json"), &json!({"v": 1}));
+    for name in ["journal", "journal-shm", "journal-users", "journal-ckpt"] {
+        assert_eq!(
+            mode_of(&dir.join(".statefile").join(name)),
+            0o600,
+            "{name} narrowed by the writer that opened the journal"
+        );
+    }
+    let boot = dir.join(".statefile/journal-boot");
+    assert_eq!(mode_of(&boot), 0o644);
+    // nobody cannot even open the shared state to lock it.
+    let out = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&shm)
+        .arg("true")
+        .uid(65534)
+        .gid(65534)
+        .output();
+    let Ok(out) = out else {
+        common::skip::skip("flock(1) is missing");
+        return;
+    };
+    assert!(!out.status.success(), "nobody locked the shared state");
+    // nobody may lock journal-boot (it is readable): the writers do not care.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&boot)
+        .args(["sleep", "30"])
+        .uid(65534)
+        .gid(65534)
+        .spawn()
+        .unwrap();
+    let held = || {
+        !std::process::Command::new("flock")
+            .args(["-n", "-x"])
+            .arg(&boot)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    let waiting = std::time::Instant::now();
+    while !held() {
+        assert!(
+            waiting.elapsed() < std::time::Duration::from_secs(10),
+            "nobody never got journal-boot's lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let started = std::time::Instant::now();
+    write_in_child(&dir.join("a.json"), &json!({"v": 2}));
+    let took = started.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "a write waited {took:?} while another user held journal-boot's lock"
+    );
+    assert_eq!(
+        serde_json::from_slice::<Value>(&std::fs::read(dir.join("a.json")).unwrap()).unwrap(),
+        json!({"v": 2})
+    );
 }
 
 fn mode_of(path: &Path) -> u32 {

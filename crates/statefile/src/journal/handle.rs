@@ -237,7 +237,79 @@ impl Journal {
             replayed: Mutex::new(Vec::new()),
         });
         j.join(opts)?;
+        j.guard_shared_state(opts);
         Ok(Some(j))
+    }
+
+    /// Keep the journal's files readable only by who may write them
+    /// ([`super::lockable`]), and `journal-boot` saying this boot once the journal was
+    /// replayed in it. Both best effort (a process that does not own the files cannot
+    /// change their modes; a reader of another user is then refused, which is safe),
+    /// logged.
+    ///
+    /// `flock(2)` needs only read access, and a process holding the shared state's lock
+    /// or the journal's stops every commit in the tree. Journals enabled by statefile
+    /// before this rule had a shared state readable by everyone (and any journal could
+    /// be enabled readable by others): their modes are narrowed here. That does not take
+    /// back a descriptor opened before; `journal disable` then `enable` does.
+    /// `journal-boot` tells readers of other users instead (see [`super::boot`]).
+    fn guard_shared_state(&self, opts: &Options) {
+        let dir = self.root.join(super::META_DIR);
+        let narrowed = (|| -> Result<()> {
+            let want = super::lockable(self.log.metadata().ctx("inspect", &self.path())?.mode);
+            for name in [LOG, SHM, USERS, CKPT] {
+                let path = dir.join(name);
+                let mut f = crate::fs::retry(|| self.meta.open_read(std::ffi::OsStr::new(name)))
+                    .ctx("open", &path)?;
+                let m = f.metadata().ctx("inspect", &path)?;
+                super::check_regular(&path, &m)?;
+                let mode = m.mode & 0o7777;
+                if mode & !want != 0 {
+                    f.set_mode(mode & want).ctx("set mode of", &path)?;
+                    tracing::info!(file = %path.display(), "a journal file was readable by users who may not write the journal (who could hold its lock): narrowed");
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = narrowed {
+            tracing::warn!(journal = %self.path().display(), error = %e,
+                "could not narrow the modes of the journal's files: users who may read them but not write them can stop the tree's writers");
+        }
+        let published = (|| -> Result<()> {
+            let Some(boot) = opts.fs.boot_id() else {
+                return Ok(());
+            };
+            let page = self.with_append_lock(None, || self.page())?;
+            let closing = shm::FLAG_DAMAGED | shm::FLAG_DISABLING | shm::FLAG_DISABLED;
+            if page.boot != boot || page.flags & closing != 0 || self.is_gone() {
+                return Ok(());
+            }
+            let marker = super::boot::Marker {
+                salt: self.salt,
+                boot,
+            };
+            let mut now = [0u8; super::boot::LEN];
+            if let Ok(mut f) = self.meta.open_read(std::ffi::OsStr::new(super::BOOT))
+                && f.metadata().is_ok_and(|m| m.is_file())
+            {
+                let _ = std::io::Read::read_exact(&mut f, &mut now);
+            }
+            if super::boot::Marker::decode(&now) == Some(marker) {
+                return Ok(());
+            }
+            let mode = self.log.metadata().ctx("inspect", &self.path())?.mode;
+            super::boot::publish(
+                self.meta.as_ref(),
+                &self.root,
+                super::lockable(mode),
+                marker,
+            )
+            .map(drop)
+        })();
+        if let Err(e) = published {
+            tracing::warn!(journal = %self.path().display(), error = %e,
+                "could not write journal-boot: readers who may not open the journal are refused until it is written");
+        }
     }
 
     /// A handle for reading only (status): the journal's files opened, no lock taken,

@@ -31,6 +31,7 @@
 //! record is rewritten from it. The details (and the on-disk format) are in
 //! `docs/design.md`, "Journal mode".
 
+mod boot;
 mod format;
 mod handle;
 mod read;
@@ -65,6 +66,25 @@ pub(crate) const SHM: &str = "journal-shm";
 pub(crate) const USERS: &str = "journal-users";
 /// Held exclusive while a checkpoint runs.
 pub(crate) const CKPT: &str = "journal-ckpt";
+/// Readable by everyone and never locked: the boot in which the journal was last
+/// replayed ([`boot::Marker`]), for readers who may not open the journal or its shared
+/// state.
+pub(crate) const BOOT: &str = "journal-boot";
+
+/// `mode` without the read bits of a class (group, others) that may not write: the
+/// mode of every journal file. Whoever may open a file may `flock(2)` it, and commits
+/// wait on the journal's locks (on `journal-shm` and `journal`) without a timeout, so a
+/// class that may read them may stop every writer of the tree; a class that may write
+/// them is trusted with the journal anyway.
+pub(crate) fn lockable(mode: u32) -> u32 {
+    let mut m = mode & 0o7777;
+    for (read, write) in [(0o040, 0o020), (0o004, 0o002)] {
+        if m & write == 0 {
+            m &= !read;
+        }
+    }
+    m
+}
 
 /// The size of a new journal's ring unless told otherwise: 16 MiB.
 pub const DEFAULT_CAPACITY: u64 = 16 << 20;
@@ -80,8 +100,11 @@ pub struct JournalOptions {
     /// Permission bits of the journal's files (before nothing: exact). The journal holds
     /// a copy of every document written since the last checkpoint, so it must be no
     /// more readable than the most private document; every writer in the tree must be
-    /// able to read and write it. Default 0600. The shared state (`journal-shm`, no
-    /// document's content) gets these bits plus read for group and others, so that a
+    /// able to read and write it. Default 0600. Read for a class (group, others) that
+    /// may not write is dropped (0644 gives 0600): whoever may open a journal file may
+    /// hold its lock, which every commit takes.
+    /// `journal-boot` (the boot in which the journal was last replayed, no document's
+    /// content, never locked) gets them plus read for group and others, so that a
     /// reader who may not open the journal can see it was replayed since the boot.
     pub mode: u32,
     /// How often, at most, the journal goes without a checkpoint while it is written to.

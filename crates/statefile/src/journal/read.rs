@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::format::{self, Header};
 use super::handle::Journal;
 use super::shm::{self, Page};
-use super::{LOG, SHM};
+use super::{BOOT, LOG, SHM, boot};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fs::Fs;
 use crate::names::Target;
@@ -182,13 +182,11 @@ fn read_only(shown: &Path, root: &Path, fs: &dyn Fs, denied: Error) -> Result<()
     let why = match recovered_this_boot(root, fs) {
         Ok(true) => return Ok(()),
         Ok(false) => "nothing shows the journal was replayed since the machine booted".to_string(),
-        // A shared state this user may not even read shows nothing: refused as well.
+        // Nothing this user may read shows it: refused as well.
         Err(e) => format!(
-            "its shared state cannot be read to see whether the journal was replayed since \
-             the machine booted ({}; journals enabled by statefile 0.1 before this rule made \
-             it private: `chmod a+r {}` shows it, it holds no document's content)",
+            "nothing it may read shows whether the journal was replayed since the machine \
+             booted ({})",
             e.message(),
-            root.join(super::META_DIR).join(SHM).display()
         ),
     };
     Err(Error::new(
@@ -210,11 +208,12 @@ fn read_only(shown: &Path, root: &Path, fs: &dyn Fs, denied: Error) -> Result<()
 }
 
 /// Whether the journal at `root`, read without writing, is closed, or has a shared
-/// state built since this boot (not marked damaged) for this journal file. The shared
-/// state is readable by everyone (it holds no document's content); the journal itself
-/// may not be (it holds copies of the documents): then the shared state alone decides,
-/// as only a process that opened the journal, replaying it first, writes this boot's
-/// identity into it.
+/// state built since this boot (not marked damaged) for this journal file. Where this
+/// process may not read the journal (it holds copies of the documents) the shared state
+/// alone decides, as only a process that opened the journal, replaying it first, writes
+/// this boot's identity into it; where it may not read the shared state either (as
+/// private as the journal), `journal-boot` does, written only once the journal was
+/// replayed in this boot and removed when that replay found it damaged.
 fn recovered_this_boot(root: &Path, fs: &dyn Fs) -> Result<bool> {
     let Some(boot) = fs.boot_id() else {
         return Ok(false);
@@ -247,12 +246,27 @@ fn recovered_this_boot(root: &Path, fs: &dyn Fs) -> Result<bool> {
     };
     let mut page = Vec::new();
     let shm_path = root.join(super::META_DIR).join(SHM);
-    read_prefix(meta.as_ref(), SHM, &shm_path, shm::PAGE, &mut page)?;
-    Ok(Page::decode(&page).is_some_and(|p| {
-        header.is_none_or(|h| p.salt == h.salt)
-            && p.boot == boot
-            && p.flags & shm::FLAG_DAMAGED == 0
-    }))
+    match read_prefix(meta.as_ref(), SHM, &shm_path, shm::PAGE, &mut page) {
+        Ok(()) => {
+            return Ok(Page::decode(&page).is_some_and(|p| {
+                header.is_none_or(|h| p.salt == h.salt)
+                    && p.boot == boot
+                    && p.flags & shm::FLAG_DAMAGED == 0
+            }));
+        }
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {}
+        Err(e) => return Err(e),
+    }
+    // The shared state is as private as the journal (whoever may read it may lock it):
+    // `journal-boot`, readable by everyone, tells instead.
+    let mut marker = Vec::new();
+    let boot_path = root.join(super::META_DIR).join(BOOT);
+    match read_prefix(meta.as_ref(), BOOT, &boot_path, boot::LEN, &mut marker) {
+        Ok(()) => Ok(boot::Marker::decode(&marker)
+            .is_some_and(|m| m.boot == boot && header.is_none_or(|h| m.salt == h.salt))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The first `len` bytes (or fewer, if the file is shorter) of the regular file `name`.

@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::format::{self, Action, EntryMeta, Header, RecordHeader};
 use super::handle::{self, Journal, Ticket, read_full_at, write_all_at};
 use super::shm::{self, Page};
-use super::{CKPT, LOG, META_DIR, SHM, USERS};
+use super::{BOOT, CKPT, LOG, META_DIR, SHM, USERS};
 use crate::atomic::{self, Current, Locked, Plan, Verify};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fs::Fs;
@@ -530,6 +530,8 @@ impl Journal {
             header.checkpoint_unix,
         );
         if let Some(d) = &scanned.damage {
+            // Nothing may read as if the journal were replayed (see `boot`).
+            super::boot::withdraw(self.meta.as_ref(), self.root())?;
             page.flags |= shm::FLAG_DAMAGED;
             tracing::error!(journal = %path.display(), lsn = d.lsn, later = d.later_records,
                 reason = %d.reason, "the journal is damaged before its end: writes refused");
@@ -884,12 +886,11 @@ pub(super) fn enable(
     }
     root_dir.sync().ctx("sync directory", &root)?;
     let meta = super::open_meta_dir(fs.as_ref(), &root)?;
-    let mode = jopts.mode & 0o7777;
+    let mode = super::lockable(jopts.mode);
+    // A `journal-boot` left by an earlier journal in this boot must not vouch for this one.
+    super::boot::withdraw(meta.as_ref(), &root)?;
     for name in [SHM, USERS, CKPT] {
         let p = root.join(META_DIR).join(name);
-        // The shared state holds no document's content: everyone may read it, so that
-        // a reader who may not open the journal can still see it was replayed this boot.
-        let mode = if name == SHM { mode | 0o044 } else { mode };
         match meta.create_new(OsStr::new(name), 0o600) {
             Ok(mut f) => {
                 f.set_mode(mode).ctx("set mode of", &p)?;
@@ -1016,7 +1017,7 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
         j.write_page(&p, Some(0))
     })?;
     j.set_gone();
-    for name in [LOG, SHM, USERS, CKPT] {
+    for name in [LOG, SHM, USERS, CKPT, BOOT] {
         match j.meta.remove_file(OsStr::new(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -60,11 +60,16 @@ pub use {
     skip::skip,
 };
 
-/// A reboot, as the journal sees it: no process uses it, and its shared state (never
-/// synced) is gone.
+/// A reboot, as the journal sees it: no process uses it, its shared state (never
+/// synced) is gone, and `journal-boot` names a boot that is over (removed here: the
+/// machine's boot id cannot change).
 #[allow(dead_code)] // not every test binary uses a journal
 pub fn reboot_journal(root: &std::path::Path) {
     std::fs::write(root.join(".statefile/journal-shm"), vec![0u8; 8192]).unwrap();
+    match std::fs::remove_file(root.join(".statefile/journal-boot")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+        _ => {}
+    }
 }
 
 /// The documents `store`'s opening replayed from its journal.
