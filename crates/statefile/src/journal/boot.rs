@@ -69,7 +69,7 @@ impl Marker {
 }
 
 /// Where a new `journal-boot` is made before it is renamed into place.
-const NEW: &str = "journal-boot.new";
+pub(crate) const NEW: &str = "journal-boot.new";
 
 /// Make `journal-boot` in `meta` (the journal's directory at `root`) say `marker`,
 /// readable by everyone: `mode` (the journal's) plus read for group and others. A new

@@ -1017,7 +1017,7 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
         j.write_page(&p, Some(0))
     })?;
     j.set_gone();
-    for name in [LOG, SHM, USERS, CKPT, BOOT] {
+    for name in [LOG, SHM, USERS, CKPT, BOOT, super::boot::NEW] {
         match j.meta.remove_file(OsStr::new(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
