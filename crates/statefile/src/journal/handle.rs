@@ -255,8 +255,15 @@ impl Journal {
     /// `journal-boot` tells readers of other users instead (see [`super::boot`]).
     fn guard_shared_state(&self, opts: &Options) {
         let dir = self.root.join(super::META_DIR);
+        let want = match self.log.metadata().ctx("inspect", &self.path()) {
+            Ok(m) => super::lockable(m.mode),
+            Err(e) => {
+                tracing::warn!(journal = %self.path().display(), error = %e,
+                    "could not check the modes of the journal's files, nor write journal-boot");
+                return;
+            }
+        };
         let narrowed = (|| -> Result<()> {
-            let want = super::lockable(self.log.metadata().ctx("inspect", &self.path())?.mode);
             for name in [LOG, SHM, USERS, CKPT] {
                 let path = dir.join(name);
                 let mut f = crate::fs::retry(|| self.meta.open_read(std::ffi::OsStr::new(name)))
@@ -288,23 +295,19 @@ impl Journal {
                 salt: self.salt,
                 boot,
             };
-            let mut now = [0u8; super::boot::LEN];
-            if let Ok(mut f) = self.meta.open_read(std::ffi::OsStr::new(super::BOOT))
-                && f.metadata().is_ok_and(|m| m.is_file())
-            {
-                let _ = std::io::Read::read_exact(&mut f, &mut now);
-            }
-            if super::boot::Marker::decode(&now) == Some(marker) {
+            let mut now = Vec::new();
+            let boot_path = dir.join(super::BOOT);
+            let read = super::read::read_prefix(
+                self.meta.as_ref(),
+                super::BOOT,
+                &boot_path,
+                super::boot::LEN,
+                &mut now,
+            );
+            if read.is_ok() && super::boot::Marker::decode(&now) == Some(marker) {
                 return Ok(());
             }
-            let mode = self.log.metadata().ctx("inspect", &self.path())?.mode;
-            super::boot::publish(
-                self.meta.as_ref(),
-                &self.root,
-                super::lockable(mode),
-                marker,
-            )
-            .map(drop)
+            super::boot::publish(self.meta.as_ref(), &self.root, want, marker).map(drop)
         })();
         if let Err(e) = published {
             tracing::warn!(journal = %self.path().display(), error = %e,

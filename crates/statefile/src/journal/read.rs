@@ -270,7 +270,7 @@ fn recovered_this_boot(root: &Path, fs: &dyn Fs) -> Result<bool> {
 }
 
 /// The first `len` bytes (or fewer, if the file is shorter) of the regular file `name`.
-fn read_prefix(
+pub(super) fn read_prefix(
     meta: &dyn crate::fs::FsDir,
     name: &str,
     path: &Path,
