@@ -840,7 +840,7 @@ pub(crate) fn commit_many(
                     j.path().display()
                 ),
             )
-            .with_path(&j.path()));
+            .with_path(j.path()));
         }
         Err(AppendError::Disabled) => {
             return Err(Error::new(
@@ -850,7 +850,7 @@ pub(crate) fn commit_many(
                     j.path().display()
                 ),
             )
-            .with_path(&j.path()));
+            .with_path(j.path()));
         }
     };
     drop(names);

@@ -183,6 +183,9 @@ impl From<Error> for AppendError {
 #[derive(Debug)]
 pub(crate) struct Journal {
     root: PathBuf,
+    /// The journal's path and its shared state's, for messages.
+    log_path: PathBuf,
+    shm_path: PathBuf,
     /// `.statefile/`.
     pub(super) meta: Box<dyn FsDir>,
     pub(super) log: Box<dyn FsRwFile>,
@@ -221,6 +224,8 @@ impl Journal {
         };
         let j = Arc::new(Journal {
             root: root.to_path_buf(),
+            log_path: super::shown(root),
+            shm_path: root.join(super::META_DIR).join(SHM),
             shm: side(SHM)?,
             users: side(USERS)?,
             ckpt_file: side(CKPT)?,
@@ -255,7 +260,7 @@ impl Journal {
     /// `journal-boot` tells readers of other users instead (see [`super::boot`]).
     fn guard_shared_state(&self, opts: &Options) {
         let dir = self.root.join(super::META_DIR);
-        let want = match self.log.metadata().ctx("inspect", &self.path()) {
+        let want = match self.log.metadata().ctx("inspect", self.path()) {
             Ok(m) => super::lockable(m.mode),
             Err(e) => {
                 tracing::warn!(journal = %self.path().display(), error = %e,
@@ -329,6 +334,8 @@ impl Journal {
         };
         Ok(Journal {
             root: root.to_path_buf(),
+            log_path: super::shown(root),
+            shm_path: root.join(super::META_DIR).join(SHM),
             shm: side(SHM)?,
             users: side(USERS)?,
             ckpt_file: side(CKPT)?,
@@ -351,12 +358,13 @@ impl Journal {
         &self.root
     }
 
-    pub(crate) fn path(&self) -> PathBuf {
-        super::shown(&self.root)
+    /// The journal's path (for messages; made once, not at every use).
+    pub(crate) fn path(&self) -> &Path {
+        &self.log_path
     }
 
-    pub(super) fn shm_path(&self) -> PathBuf {
-        self.root.join(super::META_DIR).join(SHM)
+    pub(super) fn shm_path(&self) -> &Path {
+        &self.shm_path
     }
 
     /// The documents rewritten from the journal since the last call.
@@ -437,13 +445,13 @@ impl Journal {
                 self.shm_path().display()
             ),
         )
-        .with_path(&self.shm_path())
+        .with_path(self.shm_path())
     }
 
     /// Page 0 of the shared state, if valid and this journal's.
     pub(super) fn read_page(&self) -> Result<Option<Page>> {
-        let mut b = vec![0u8; shm::PAGE];
-        let n = read_full_at(self.shm.as_ref(), &mut b, 0).ctx("read", &self.shm_path())?;
+        let mut b = [0u8; shm::PAGE];
+        let n = read_full_at(self.shm.as_ref(), &mut b, 0).ctx("read", self.shm_path())?;
         if n < shm::PAGE {
             return Ok(None);
         }
@@ -456,12 +464,12 @@ impl Journal {
     }
 
     pub(super) fn write_page(&self, page: &Page, upto: Option<usize>) -> Result<()> {
-        write_all_at(self.shm.as_ref(), &page.encode(upto), 0).ctx("write", &self.shm_path())
+        write_all_at(self.shm.as_ref(), &page.encode(upto), 0).ctx("write", self.shm_path())
     }
 
     pub(super) fn write_slot(&self, page: &Page, i: usize) -> Result<()> {
         let (at, bytes) = page.slot_bytes(i);
-        write_all_at(self.shm.as_ref(), &bytes, at).ctx("write", &self.shm_path())
+        write_all_at(self.shm.as_ref(), &bytes, at).ctx("write", self.shm_path())
     }
 
     /// The flushed LSN in page 1 and the chain value there ((0, 0) if it is not this
@@ -469,7 +477,7 @@ impl Journal {
     pub(super) fn read_flushed(&self) -> Result<(u64, u32)> {
         let mut b = [0u8; 20];
         let n = read_full_at(self.shm.as_ref(), &mut b, shm::FLUSH_PAGE)
-            .ctx("read", &self.shm_path())?;
+            .ctx("read", self.shm_path())?;
         Ok(if n == b.len() {
             shm::decode_flushed(&b, self.salt).unwrap_or((0, 0))
         } else {
@@ -483,7 +491,7 @@ impl Journal {
             &shm::encode_flushed(flushed, chain, self.salt),
             shm::FLUSH_PAGE,
         )
-        .ctx("write", &self.shm_path())
+        .ctx("write", self.shm_path())
     }
 
     /// After a failed flush: roll the journal's end back to what is known durable,
@@ -491,7 +499,7 @@ impl Journal {
     /// was applied: a commit is applied only after its flush), and clear the poison.
     pub(super) fn roll_back_poison(&self) -> Result<bool> {
         let path = self.path();
-        flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", &path)?;
+        flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", path)?;
         let r = self.with_append_lock(None, || {
             let mut page = self.page()?;
             if page.flags & shm::FLAG_POISONED == 0 {
@@ -500,7 +508,7 @@ impl Journal {
             let (flushed, chain) = self.read_flushed()?;
             let flushed = flushed.max(page.tail);
             let chain = if flushed == page.tail {
-                read_header(self.log.as_ref(), &path)?.tail_chain
+                read_header(self.log.as_ref(), path)?.tail_chain
             } else {
                 chain
             };
@@ -534,7 +542,7 @@ impl Journal {
             LockMode::Exclusive,
             deadline,
             "append",
-            &self.shm_path(),
+            self.shm_path(),
         )?;
         let r = f();
         let _ = self.shm.unlock();
@@ -676,7 +684,7 @@ impl Journal {
                     path.display()
                 ),
             )
-            .with_path(&path));
+            .with_path(path));
         }
         Ok(())
     }
@@ -712,13 +720,13 @@ impl Journal {
         if skip > 0 {
             if skip >= format::RECORD_HEADER {
                 let (w, crc) = format::encode_wrap(self.salt, lsn, flushed_before, chain);
-                write_all_at(self.log.as_ref(), &w, self.offset(lsn)).ctx("write", &path)?;
+                write_all_at(self.log.as_ref(), &w, self.offset(lsn)).ctx("write", path)?;
                 chain = crc;
             }
             lsn += skip;
         }
         let (bytes, crc) = format::encode_commit(self.salt, lsn, flushed_before, chain, entries);
-        write_all_at(self.log.as_ref(), &bytes, self.offset(lsn)).ctx("write", &path)?;
+        write_all_at(self.log.as_ref(), &bytes, self.offset(lsn)).ctx("write", path)?;
         page.end = lsn + len;
         page.chain = crc;
         Ok((lsn, crc))
@@ -790,7 +798,7 @@ impl Journal {
                 generation: page.generation,
             })
         })
-        .map_err(|e| e.with_path(&path))
+        .map_err(|e| e.with_path(path))
     }
 
     pub(super) fn poisoned_error(&self) -> Error {
@@ -802,7 +810,7 @@ impl Journal {
                 self.path().display()
             ),
         )
-        .with_path(&self.path())
+        .with_path(self.path())
     }
 
     /// Start writing `t`'s record out to the device without waiting
@@ -828,7 +836,7 @@ impl Journal {
             if e.kind() == ErrorKind::Durability {
                 return e;
             }
-            let path = e.path().map_or_else(|| self.path(), Path::to_path_buf);
+            let path = e.path().unwrap_or_else(|| self.path()).to_path_buf();
             Error::new(
                 ErrorKind::Durability,
                 format!(
@@ -876,7 +884,7 @@ impl Journal {
 
     fn flush_across_processes(&self, target: u64, generation: u32) -> Result<u64> {
         let path = self.path();
-        flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", &path)?;
+        flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", path)?;
         let r = (|| {
             // Without the append lock first: the poison flag and the generation change
             // only under the flush lock, which is ours; appends may change the end
@@ -899,7 +907,7 @@ impl Journal {
                         path.display()
                     ),
                 )
-                .with_path(&path));
+                .with_path(path));
             }
             let (flushed, _) = self.read_flushed()?;
             if flushed >= target {
@@ -919,7 +927,7 @@ impl Journal {
                         path.display()
                     ),
                 )
-                .with_path(&path)
+                .with_path(path)
                 .with_source(e));
             }
             self.write_flushed(page.end, page.chain)?;
@@ -982,7 +990,7 @@ impl Journal {
     ) -> Result<Option<(RecordHeader, Vec<format::EntryMeta>)>> {
         let path = self.path();
         let mut raw = [0u8; format::RECORD_HEADER as usize];
-        let n = read_full_at(self.log.as_ref(), &mut raw, self.offset(lsn)).ctx("read", &path)?;
+        let n = read_full_at(self.log.as_ref(), &mut raw, self.offset(lsn)).ctx("read", path)?;
         let Some(h) = RecordHeader::parse(&raw[..n], self.capacity) else {
             return Ok(None);
         };
@@ -995,7 +1003,7 @@ impl Journal {
             &mut meta,
             self.offset(lsn) + format::RECORD_HEADER,
         )
-        .ctx("read", &path)?;
+        .ctx("read", path)?;
         if n < meta.len() || !h.check(&raw, &meta, self.salt) {
             return Ok(None);
         }
@@ -1006,10 +1014,10 @@ impl Journal {
     pub(super) fn read_data(&self, lsn: u64, at: u64, len: u64) -> Result<Vec<u8>> {
         let path = self.path();
         let mut buf = Vec::new();
-        crate::fs::reserve_for(&mut buf, len).ctx("read", &path)?;
+        crate::fs::reserve_for(&mut buf, len).ctx("read", path)?;
         buf.resize(len as usize, 0);
         let n =
-            read_full_at(self.log.as_ref(), &mut buf, self.offset(lsn) + at).ctx("read", &path)?;
+            read_full_at(self.log.as_ref(), &mut buf, self.offset(lsn) + at).ctx("read", path)?;
         if n < buf.len() {
             return Err(Error::new(
                 ErrorKind::Io,

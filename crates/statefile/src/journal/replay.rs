@@ -181,7 +181,7 @@ impl Journal {
                         self.path().display()
                     ),
                 )
-                .with_path(&self.path()));
+                .with_path(self.path()));
             }
             (None, _) => None,
         };
@@ -198,7 +198,7 @@ impl Journal {
     fn read_valid(&self, lsn: u64, chain: u32, room: u64, verify_data: bool) -> Result<Validity> {
         let path = self.path();
         let mut raw = [0u8; format::RECORD_HEADER as usize];
-        let n = read_full_at(self.log.as_ref(), &mut raw, self.offset(lsn)).ctx("read", &path)?;
+        let n = read_full_at(self.log.as_ref(), &mut raw, self.offset(lsn)).ctx("read", path)?;
         let Some(h) = RecordHeader::parse(&raw[..n], self.capacity) else {
             return Ok(Err("no valid record header".into()));
         };
@@ -217,7 +217,7 @@ impl Journal {
             &mut meta,
             self.offset(lsn) + format::RECORD_HEADER,
         )
-        .ctx("read", &path)?;
+        .ctx("read", path)?;
         if n < meta.len() || !h.check(&raw, &meta, self.salt) {
             return Ok(Err("checksum mismatch".into()));
         }
@@ -262,7 +262,7 @@ impl Journal {
             let n = room.min(CHUNK).min(stop - lsn);
             let mut buf = vec![0u8; n as usize];
             let got =
-                read_full_at(self.log.as_ref(), &mut buf, self.offset(lsn)).ctx("read", &path)?;
+                read_full_at(self.log.as_ref(), &mut buf, self.offset(lsn)).ctx("read", path)?;
             let mut at = 0usize;
             while at + format::RECORD_HEADER as usize <= got {
                 if buf[at..at + 4] == format::RECORD_MAGIC {
@@ -481,7 +481,7 @@ impl Journal {
     /// documents up to date with the journal and build the shared state.
     pub(super) fn recover_alone(&self, opts: &Options) -> Result<()> {
         let path = self.path();
-        let header = handle::read_header(self.log.as_ref(), &path)?;
+        let header = handle::read_header(self.log.as_ref(), path)?;
         let boot = opts.fs.boot_id();
         let page = self.read_page()?;
         if let (Some(page), Some(boot)) = (&page, boot)
@@ -520,7 +520,7 @@ impl Journal {
         // Records written in an earlier boot and found intact are on disk; a first use
         // of this boot may read some from the page cache: make them durable before
         // anything relies on them.
-        self.log.sync_data().ctx("sync", &path)?;
+        self.log.sync_data().ctx("sync", path)?;
         let mut page = Page::new(
             self.salt,
             boot.unwrap_or(0),
@@ -556,7 +556,7 @@ impl Journal {
                 self.adopt(opts, dead, false)?;
                 continue;
             }
-            let header = handle::read_header(self.log.as_ref(), &self.path())?;
+            let header = handle::read_header(self.log.as_ref(), self.path())?;
             let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
             if let Some((ri, ei)) = scanned.last_entries().get(&name) {
                 let rec = &scanned.records[*ri];
@@ -589,7 +589,7 @@ impl Journal {
         let path = self.path();
         let fs = &opts.fs;
         let page = self.with_append_lock(None, || self.page())?;
-        let header = handle::read_header(self.log.as_ref(), &path)?;
+        let header = handle::read_header(self.log.as_ref(), path)?;
         let (tail, x) = (header.tail, page.end);
         let mut report = CheckpointReport::default();
         if x == tail {
@@ -720,7 +720,7 @@ impl Journal {
         let mut copies = [None, None];
         for (i, at) in format::HEADER_COPIES.iter().enumerate() {
             let mut b = [0u8; format::HEADER_LEN];
-            let n = read_full_at(self.log.as_ref(), &mut b, *at).ctx("read", &path)?;
+            let n = read_full_at(self.log.as_ref(), &mut b, *at).ctx("read", path)?;
             copies[i] = Header::decode(&b[..n]);
         }
         let newest = Header::newest(copies[0], copies[1]).map_or(0, |(i, _)| i);
@@ -740,8 +740,8 @@ impl Journal {
             &h.encode(),
             format::HEADER_COPIES[1 - newest],
         )
-        .ctx("write", &path)?;
-        self.log.sync_data().ctx("sync", &path)
+        .ctx("write", path)?;
+        self.log.sync_data().ctx("sync", path)
     }
 }
 
@@ -990,7 +990,7 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
     })?;
     let done = (|| {
         let report = j.checkpoint(opts)?;
-        let header = handle::read_header(j.log.as_ref(), &path)?;
+        let header = handle::read_header(j.log.as_ref(), path)?;
         let page = j.page()?;
         j.write_header_flags(
             &header,

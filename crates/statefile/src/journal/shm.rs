@@ -191,20 +191,7 @@ impl Page {
         b[72..76].copy_from_slice(&crc.to_le_bytes());
         for (i, s) in self.slots.iter().enumerate() {
             let at = HEAD + SLOT * i;
-            let raw = &mut b[at..at + SLOT];
-            match s {
-                None => raw[0] = FREE,
-                Some(s) => {
-                    raw[0] = IN_FLIGHT;
-                    raw[8..16].copy_from_slice(&s.lsn.to_le_bytes());
-                    raw[16..24].copy_from_slice(&s.len.to_le_bytes());
-                    raw[24..28].copy_from_slice(&s.crc.to_le_bytes());
-                    raw[28..32].copy_from_slice(&s.pid.to_le_bytes());
-                    for (k, w) in s.names.0.iter().enumerate() {
-                        raw[32 + 8 * k..40 + 8 * k].copy_from_slice(&w.to_le_bytes());
-                    }
-                }
-            }
+            encode_slot(s.as_ref(), &mut b[at..at + SLOT]);
         }
         if let Some(i) = upto {
             b.truncate(HEAD + SLOT * (i + 1));
@@ -213,14 +200,32 @@ impl Page {
     }
 
     /// The bytes of one slot, and where they go.
-    pub(crate) fn slot_bytes(&self, i: usize) -> (u64, Vec<u8>) {
-        let at = HEAD + SLOT * i;
-        (at as u64, self.encode(None)[at..at + SLOT].to_vec())
+    pub(crate) fn slot_bytes(&self, i: usize) -> (u64, [u8; SLOT]) {
+        let mut raw = [0u8; SLOT];
+        encode_slot(self.slots[i].as_ref(), &mut raw);
+        ((HEAD + SLOT * i) as u64, raw)
     }
 
     /// A free slot's index.
     pub(crate) fn free_slot(&self) -> Option<usize> {
         self.slots.iter().position(Option::is_none)
+    }
+}
+
+/// One slot's bytes, written into `raw` (zeroed, [`SLOT`] bytes).
+fn encode_slot(s: Option<&Slot>, raw: &mut [u8]) {
+    match s {
+        None => raw[0] = FREE,
+        Some(s) => {
+            raw[0] = IN_FLIGHT;
+            raw[8..16].copy_from_slice(&s.lsn.to_le_bytes());
+            raw[16..24].copy_from_slice(&s.len.to_le_bytes());
+            raw[24..28].copy_from_slice(&s.crc.to_le_bytes());
+            raw[28..32].copy_from_slice(&s.pid.to_le_bytes());
+            for (k, w) in s.names.0.iter().enumerate() {
+                raw[32 + 8 * k..40 + 8 * k].copy_from_slice(&w.to_le_bytes());
+            }
+        }
     }
 }
 
