@@ -261,6 +261,30 @@ fn a_read_applies_the_commit_of_a_writer_that_died() {
     assert!(status.to_replay.is_empty(), "{status:?}");
 }
 
+// A listing in a process that has the journal open left out a document that a dead
+// writer's commit creates, which a read of that document (or the next writer) applies:
+// the listing and a read disagreed on whether it exists.
+#[test]
+fn a_listing_applies_the_commit_of_a_writer_that_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh();
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let store = Store::open_without_scan(dir.path(), opts.clone()).unwrap();
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    let path = dir.path().join("b.json");
+    writer_dies_mid_commit(&path);
+    assert!(!path.exists(), "the writer died before its rename");
+    assert_eq!(store.list("").unwrap(), ["a.json", "b.json"]);
+    let raw: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(raw, json!({"v": 2}));
+    let status = journal::status(dir.path(), &opts).unwrap().unwrap();
+    assert!(status.to_replay.is_empty(), "{status:?}");
+}
+
 #[test]
 fn a_read_while_a_live_writer_holds_the_lock_does_not_wait_for_it() {
     let dir = tempfile::tempdir().unwrap();

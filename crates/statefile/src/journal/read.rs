@@ -76,7 +76,7 @@ pub(crate) fn before_read(target: &Target, opts: &Options) -> Result<()> {
             return Ok(());
         };
         let name = super::relative_name(j.root(), target)?;
-        if j.settle_for_read(opts, &name)? {
+        if j.settle_for_read(opts, Some(&name))? {
             return Ok(());
         }
         forget(opts, &target.dir);
@@ -85,13 +85,23 @@ pub(crate) fn before_read(target: &Target, opts: &Options) -> Result<()> {
 }
 
 /// Before listing the documents of the directory `dir` (canonical): as
-/// [`before_read`], for the journal governing it (a document created since the last
-/// checkpoint may be missing until it is replayed).
+/// [`before_read`], for the journal governing it and every document in it: a document
+/// created since the last checkpoint may be missing until the journal is replayed, and
+/// one a dead writer's commit creates (or deletes) until that commit is applied.
 ///
 /// # Errors
 /// As [`before_read`].
 pub(crate) fn before_listing(dir: &Path, opts: &Options) -> Result<()> {
-    governing(dir, dir, opts).map(|_| ())
+    for _ in 0..2 {
+        let Governs::Open(j) = governing(dir, dir, opts)? else {
+            return Ok(());
+        };
+        if j.settle_for_read(opts, None)? {
+            return Ok(());
+        }
+        forget(opts, dir);
+    }
+    Ok(())
 }
 
 /// What governs the documents of `dir`, from memory or found now (a journal as a

@@ -425,9 +425,11 @@ impl Journal {
     /// or its rename failed after the commit and it said so). A commit whose writer
     /// still holds a lock is left alone: it is not acknowledged yet, and the read sees
     /// the version before it, as it would a moment earlier. One read of the shared
-    /// state when no commit names the document. False if the journal has been
-    /// disabled: the caller looks for the tree's journal again.
-    pub(crate) fn settle_for_read(&self, opts: &Options, name: &[u8]) -> Result<bool> {
+    /// state when no commit names the document. `None` for every commit in flight
+    /// (before a listing, which may show documents any of them creates or deletes).
+    /// False if the journal has been disabled: the caller looks for the tree's journal
+    /// again.
+    pub(crate) fn settle_for_read(&self, opts: &Options, name: Option<&[u8]>) -> Result<bool> {
         // Read without the append lock, as a writer's check is: a slot is only ever
         // rewritten whole, and the header bytes, checked by their CRC, may be caught
         // half-written by another process's write of the page: read them again.
@@ -446,6 +448,10 @@ impl Journal {
         }
         for t in Ticket::all(&page) {
             let Some(s) = page.slots[t.slot] else {
+                continue;
+            };
+            let Some(name) = name else {
+                self.adopt(opts, t, true)?;
                 continue;
             };
             if !s.names.may_contain(name) {
