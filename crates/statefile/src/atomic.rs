@@ -342,24 +342,101 @@ pub(crate) type TempWriter<'a> = BufWriter<HashingWriter<Sink<'a>>>;
 #[derive(Debug)]
 pub(crate) enum Sink<'a> {
     File(&'a mut Box<dyn FsFile>),
-    Memory(&'a mut Vec<u8>),
+    /// Memory up to a bound, then a temp file ([`Spill`]).
+    Spill(&'a mut dyn SpillWrite),
 }
+
+/// What [`Sink::Spill`] writes to.
+pub(crate) trait SpillWrite: io::Write + std::fmt::Debug {}
+
+impl<W: io::Write + std::fmt::Debug> SpillWrite for W {}
 
 impl io::Write for Sink<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Sink::File(f) => f.write(buf),
-            Sink::Memory(v) => {
-                v.extend_from_slice(buf);
-                Ok(buf.len())
-            }
+            Sink::Spill(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Sink::File(f) => f.flush(),
-            Sink::Memory(_) => Ok(()),
+            Sink::Spill(s) => s.flush(),
         }
+    }
+}
+
+/// Where a write in journal mode puts the bytes it makes: memory (they go into the
+/// journal record and the temp file), until they pass the largest record the journal
+/// takes. Past that the document is written as outside journal mode ([`finish_direct`]):
+/// the temp file is made then (steps 1-2), what memory held goes into it, and the rest
+/// streams there. So a document too large for the journal, or a value whose
+/// serialization never ends (a Python object whose iterator never stops), costs at
+/// most that much memory, as outside journal mode it costs none; the first fills the
+/// disk at worst, which is refused as any full disk is.
+struct Spill<'w, 'p> {
+    w: &'w Locked,
+    plan: &'p Plan<'p>,
+    current: &'w Current,
+    cap: usize,
+    mem: Vec<u8>,
+    temp: Option<Temp<'w>>,
+    /// Why the temp file could not be made, to report as it is (the serializer sees an
+    /// I/O error).
+    failed: Option<Error>,
+}
+
+impl<'w, 'p> Spill<'w, 'p> {
+    fn new(w: &'w Locked, plan: &'p Plan<'p>, current: &'w Current, cap: u64) -> Self {
+        Spill {
+            w,
+            plan,
+            current,
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            mem: Vec::new(),
+            temp: None,
+            failed: None,
+        }
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        let mut temp = start_temp(self.w, self.plan, self.current)?; //          1-2.
+        let target = &self.w.target.path;
+        io::Write::write_all(temp.file(), &self.mem).ctx("write temp file for", target)?;
+        self.mem = Vec::new();
+        self.temp = Some(temp);
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Spill<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill")
+            .field("target", &self.w.target.path)
+            .field("in_memory", &self.mem.len())
+            .field("spilled", &self.temp.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl io::Write for Spill<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.temp.is_none() {
+            if buf.len() <= self.cap.saturating_sub(self.mem.len()) {
+                self.mem.extend_from_slice(buf);
+                return Ok(buf.len());
+            }
+            if let Err(e) = self.spill() {
+                let io = io::Error::other(e.message().to_string());
+                self.failed = Some(e);
+                return Err(io);
+            }
+        }
+        let temp = self.temp.as_mut().expect("spilled above");
+        temp.file().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -460,11 +537,21 @@ fn replace_journaled(
     refuse_if_poisoned(plan.poison, "write", &t.path)?;
     check_write_access(w, current)?;
     let started = std::time::Instant::now();
-    let mut bytes = Vec::new();
-    let (version, len) = run_body(Sink::Memory(&mut bytes), body, &t.path)?;
+    let j = &b.journal;
+    let mut spill = Spill::new(w, plan, current, j.max_record());
+    let made = run_body(Sink::Spill(&mut spill), body, &t.path);
+    let (version, len) = made.map_err(|e| spill.failed.take().unwrap_or(e))?;
+    if let Some(temp) = spill.temp.take() {
+        // Too large for the journal: written as outside journal mode.
+        temp.verify(plan.verify, &version)?; //                              5.
+        let unchanged = current.version() == Some(&version);
+        let aside = Aside::link(w, plan, current, unchanged)?; //            6.
+        return finish_direct(w, b, plan, current, (temp, aside), (&version, len), true);
+    }
+    let bytes = std::mem::take(&mut spill.mem);
+    drop(spill);
     let (mode, owner) = intended_permissions(current.meta(), plan.perms, w.umask);
     let (uid, gid) = owner.unwrap_or_else(|| new_file_owner(w));
-    let j = &b.journal;
     let entry = Entry {
         name: b.name.clone(),
         op: Op::Put {
@@ -549,14 +636,21 @@ fn prepare_temp<'a>(
     bytes: &[u8],
     version: &Version,
 ) -> Result<(Temp<'a>, Option<Aside<'a>>)> {
-    let mut temp = Temp::create(w)?; //                                  1.
-    temp.announce(plan.temp_created)?;
-    temp.take_permissions(current.meta(), plan.perms, w.umask)?; //      2.
+    let mut temp = start_temp(w, plan, current)?; //                     1-2.
     temp.fill_bytes(bytes)?; //                                          3.
     temp.verify(plan.verify, version)?; //                               5.
     let unchanged = current.version() == Some(version);
     let aside = Aside::link(w, plan, current, unchanged)?; //            6.
     Ok((temp, aside))
+}
+
+/// Steps 1-2 of a write in journal mode: the temp file made, shown to the hook, given
+/// its permissions.
+fn start_temp<'a>(w: &'a Locked, plan: &Plan<'_>, current: &Current) -> Result<Temp<'a>> {
+    let mut temp = Temp::create(w)?; //                                  1.
+    temp.announce(plan.temp_created)?;
+    temp.take_permissions(current.meta(), plan.perms, w.umask)?; //      2.
+    Ok(temp)
 }
 
 /// A document of a commit to withdraw: locked, its name in the journal, and what it
@@ -942,8 +1036,10 @@ fn finish_direct(
     marker: bool,
 ) -> Result<Receipt> {
     let t = &w.target;
-    let (f, _) = file::open(w.dir.as_ref(), &temp.name, &temp.path())?;
-    temp.file = Some(f);
+    if temp.file.is_none() {
+        let (f, _) = file::open(w.dir.as_ref(), &temp.name, &temp.path())?;
+        temp.file = Some(f);
+    }
     temp.sync(plan.durability)?; //                                      4.
     temp.rename_over_target(last_link(current, &aside))?; //             7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.

@@ -615,3 +615,89 @@ fn a_lock_holder_for_a_moment_after_a_reboot_does_not_make_the_shared_state_dama
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A large array of strings made as it is written, never held whole. Each
+/// serialization of it is a pass (statefile checks a value in a first pass, then writes
+/// it in a second); the second fails (as a serializer error, which no write can produce
+/// otherwise) if, `limit` bytes in, `spilled` is still unset: the bytes were still going
+/// to memory.
+#[derive(serde::Deserialize)]
+struct Large {
+    #[serde(skip)]
+    passes: Arc<std::sync::atomic::AtomicUsize>,
+    #[serde(skip)]
+    spilled: Arc<std::sync::atomic::AtomicBool>,
+    #[serde(skip)]
+    limit: usize,
+    #[serde(skip)]
+    items: usize,
+}
+
+impl serde::Serialize for Large {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        use std::sync::atomic::Ordering::SeqCst;
+        let pass = self.passes.fetch_add(1, SeqCst) + 1;
+        let item = "x".repeat(1000);
+        let mut seq = s.serialize_seq(Some(self.items))?;
+        for i in 0..self.items {
+            seq.serialize_element(&item)?;
+            if pass == 2 && i * 1003 > self.limit && !self.spilled.load(SeqCst) {
+                return Err(S::Error::custom(format!(
+                    "{} bytes made and still no temp file: they are all in memory",
+                    i * 1003
+                )));
+            }
+        }
+        seq.end()
+    }
+}
+
+// In journal mode a document was serialized whole into memory before the journal's
+// size check sent one too large for a record to the direct write: a document of a
+// gigabyte cost a gigabyte of memory (and one whose serialization never ended, all of
+// it), where outside journal mode it streams to its temp file. Past the journal's
+// largest record the bytes now go to the temp file too, and the document is written as
+// outside journal mode (with a record saying so).
+#[test]
+fn a_document_too_large_for_the_journal_streams_to_its_temp_file_not_to_memory() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let spilled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = spilled.clone();
+    let opts = fresh().backups(0).on_temp_created(move |_| {
+        seen.store(true, SeqCst);
+        Ok(())
+    });
+    journal::enable(root, &opts, small()).unwrap();
+    let doc = Doc::<Large>::open_with(root.join("a.json"), opts).unwrap();
+    let value = Large {
+        passes: Arc::default(),
+        spilled: spilled.clone(),
+        // The journal's largest record is a quarter of its 64 KiB, and the serializer's
+        // buffer holds 64 KiB more.
+        limit: 1 << 20,
+        items: 2 << 10,
+    };
+    doc.write(&value).unwrap();
+    assert_eq!(value.passes.load(SeqCst), 2, "a check, then the write");
+    assert!(spilled.load(SeqCst));
+    let back: Vec<String> =
+        serde_json::from_slice(&std::fs::read(root.join("a.json")).unwrap()).unwrap();
+    assert_eq!(back.len(), 2 << 10);
+    assert!(
+        back.iter()
+            .all(|s| s.len() == 1000 && s.bytes().all(|b| b == b'x'))
+    );
+    assert_eq!(temps_in(root), Vec::<String>::new());
+    // After a power loss, the journal's record of the direct write keeps an older
+    // record from being replayed over it.
+    assert_eq!(
+        replayed_after_a_reboot(root),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let again: Vec<String> =
+        serde_json::from_slice(&std::fs::read(root.join("a.json")).unwrap()).unwrap();
+    assert_eq!(again, back);
+}
