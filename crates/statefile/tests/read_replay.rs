@@ -50,6 +50,17 @@ fn child_entry() {
             let value: Value = serde_json::from_str(&args[1]).unwrap();
             Doc::<Value>::open(&path).unwrap().write(&value).unwrap();
         }
+        "list" => {
+            // Print what a listing of the store at args[0] gives; exit 9 on an error.
+            let store = Store::open_without_scan(&path, Options::new()).unwrap();
+            match store.list("") {
+                Ok(names) => println!("list: {names:?}"),
+                Err(e) => {
+                    eprintln!("{:?}: {e}", e.kind());
+                    std::process::exit(9);
+                }
+            }
+        }
         "read" => {
             // Print what a read gives; exit with a code naming the error kind.
             match Doc::<Value>::open(&path).unwrap().read() {
@@ -275,10 +286,16 @@ fn a_listing_applies_the_commit_of_a_writer_that_died() {
         .unwrap()
         .write(&json!(1))
         .unwrap();
-    let path = dir.path().join("b.json");
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    let path = dir.path().join("other/b.json");
     writer_dies_mid_commit(&path);
     assert!(!path.exists(), "the writer died before its rename");
-    assert_eq!(store.list("").unwrap(), ["a.json", "b.json"]);
+    // A listing of another directory leaves the commit alone.
+    let mine = Store::open_without_scan(dir.path().join("mine"), opts.clone()).unwrap();
+    assert!(mine.list("").unwrap().is_empty());
+    assert!(!path.exists());
+    assert_eq!(store.list("").unwrap(), ["a.json", "other/b.json"]);
     let raw: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(raw, json!({"v": 2}));
     let status = journal::status(dir.path(), &opts).unwrap().unwrap();
@@ -522,4 +539,189 @@ fn another_user_cannot_stop_the_writers_by_locking_the_journals_files() {
 fn mode_of(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+// A dead writer's commit that cannot be applied (something else than a regular file is
+// now at its document's name) made every listing of the tree fail, even of a directory
+// (or a store rooted in a directory) the commit does not touch, once listings applied
+// dead writers' commits. A listing now looks only at commits naming documents below
+// its directory, and logs one it cannot apply instead of failing.
+#[test]
+fn a_listing_is_not_failed_by_a_dead_commit_it_cannot_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh();
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let store = Store::open_without_scan(dir.path(), opts.clone()).unwrap();
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    let path = dir.path().join("other/b.json");
+    writer_dies_mid_commit(&path);
+    // A hostile (or careless) program puts a FIFO where the dead commit writes.
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.unwrap().success());
+    let mine = Store::open_without_scan(dir.path().join("mine"), opts.clone()).unwrap();
+    let r = mine.list("");
+    assert!(r.is_ok(), "listing mine/ (untouched by the commit): {r:?}");
+    let r = store.list("");
+    assert!(r.is_ok(), "listing the tree: {r:?}");
+}
+
+// A user who may open the journal (journal mode 0666) but not write every directory
+// of the tree lists its own directory, with a dead writer's commit in flight in a
+// directory it may not write.
+#[test]
+fn a_listing_by_a_user_who_cannot_write_a_dead_commits_directory() {
+    if !common::is_root() {
+        common::skip::skip("needs root to run a child as another user");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    chmod(base.path(), 0o755);
+    let dir = base.path();
+    let opts = fresh();
+    let jopts = JournalOptions {
+        mode: 0o666,
+        ..small()
+    };
+    journal::enable(dir, &opts, jopts).unwrap();
+    // This process keeps the journal open: the child joins it, it does not recover it.
+    let store = Store::open_without_scan(dir, opts.clone()).unwrap();
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    std::fs::create_dir(dir.join("roots")).unwrap();
+    chmod(&dir.join("roots"), 0o755);
+    std::fs::create_dir(dir.join("nobodys")).unwrap();
+    std::os::unix::fs::chown(dir.join("nobodys"), Some(65534), Some(65534)).unwrap();
+    writer_dies_mid_commit(&dir.join("roots/b.json"));
+    let out = common::child("list", &[dir.join("nobodys").display().to_string()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{:?} {stdout} {stderr}", out.status);
+    assert!(stdout.contains("list: []"), "{stdout}");
+}
+
+// A listing while a live writer of this process is between its append and its rename
+// does not wait for it and does not apply its commit.
+#[test]
+fn a_listing_while_a_live_writer_is_mid_commit_does_not_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh().lock_timeout(std::time::Duration::from_secs(30));
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let store = Store::open_without_scan(dir.path(), opts.clone()).unwrap();
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let done_rx = std::sync::Mutex::new(done_rx);
+    let path = dir.path().join("b.json");
+    let writer = {
+        let opts = opts.clone().on_temp_created(move |_| {
+            tx.clone().send(()).unwrap();
+            done_rx.lock().unwrap().recv().unwrap();
+            Ok(())
+        });
+        std::thread::spawn(move || {
+            Doc::<Value>::open_with(&path, opts)
+                .unwrap()
+                .write(&json!(2))
+                .unwrap();
+        })
+    };
+    rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(store.list("").unwrap(), ["a.json"]);
+    let other = Store::open_without_scan(dir.path(), fresh()).unwrap();
+    assert_eq!(other.list("").unwrap(), ["a.json"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    done_tx.send(()).unwrap();
+    writer.join().unwrap();
+    assert_eq!(store.list("").unwrap(), ["a.json", "b.json"]);
+}
+
+// The same with a dead writer's record whose data bytes are damaged in the journal
+// file: listings succeed (only a read of other/b.json is refused).
+#[test]
+fn a_listing_is_not_failed_by_a_dead_commit_with_damaged_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh();
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let store = Store::open_without_scan(dir.path(), opts.clone()).unwrap();
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    writer_dies_mid_commit(&dir.path().join("other/b.json"));
+    let j = dir.path().join(".statefile/journal");
+    let mut b = std::fs::read(&j).unwrap();
+    let needle = b"\"v\": 2";
+    let at = b
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .expect("the dead commit's data in the journal");
+    b[at + 5] = b'3';
+    std::fs::write(&j, b).unwrap();
+    let mine = Store::open_without_scan(dir.path().join("mine"), opts.clone()).unwrap();
+    let r = mine.list("");
+    assert!(r.is_ok(), "listing mine/ (untouched by the commit): {r:?}");
+    let r = store.list("");
+    assert!(r.is_ok(), "listing the tree: {r:?}");
+    assert_eq!(
+        store.doc::<Value>("a.json").unwrap().read().unwrap(),
+        json!(1),
+        "a read of another document works"
+    );
+}
+
+// A user who may not open the journal (0600) still lists, with a dead writer's commit
+// in flight: the journal is never opened, so nothing is adopted.
+#[test]
+fn a_read_only_user_still_lists_with_a_dead_commit_in_flight() {
+    if !common::is_root() {
+        common::skip::skip("needs root to run a child as another user");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    chmod(base.path(), 0o755);
+    let dir = base.path();
+    let opts = fresh();
+    journal::enable(dir, &opts, small()).unwrap();
+    let store = Store::open_without_scan(dir, opts.clone()).unwrap();
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    writer_dies_mid_commit(&dir.join("b.json"));
+    let out = common::child("list", &[dir.display().to_string()])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#"list: ["a.json"]"#), "{stdout}");
 }

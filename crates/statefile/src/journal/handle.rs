@@ -903,7 +903,8 @@ impl Journal {
                 return Err(Error::new(
                     ErrorKind::Durability,
                     format!(
-                        "a flush of the journal {} failed while this commit waited for it:                          it was discarded, not written",
+                        "a flush of the journal {} failed while this commit waited for it: \
+                         it was discarded, not written",
                         path.display()
                     ),
                 )

@@ -14,12 +14,14 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::format::{self, Header};
 use super::handle::Journal;
+use super::replay::Reading;
 use super::shm::{self, Page};
 use super::{BOOT, LOG, SHM, boot};
 use crate::error::{Error, ErrorKind, Result};
@@ -76,7 +78,7 @@ pub(crate) fn before_read(target: &Target, opts: &Options) -> Result<()> {
             return Ok(());
         };
         let name = super::relative_name(j.root(), target)?;
-        if j.settle_for_read(opts, Some(&name))? {
+        if j.settle_for_read(opts, Reading::Doc(&name))? {
             return Ok(());
         }
         forget(opts, &target.dir);
@@ -85,9 +87,11 @@ pub(crate) fn before_read(target: &Target, opts: &Options) -> Result<()> {
 }
 
 /// Before listing the documents of the directory `dir` (canonical): as
-/// [`before_read`], for the journal governing it and every document in it: a document
-/// created since the last checkpoint may be missing until the journal is replayed, and
-/// one a dead writer's commit creates (or deletes) until that commit is applied.
+/// [`before_read`], for the journal governing it and every document in it or below it:
+/// a document created since the last checkpoint may be missing until the journal is
+/// replayed, and one a dead writer's commit creates (or deletes) until that commit is
+/// applied. A commit that cannot be applied is logged, not an error (see
+/// [`Journal::settle_for_read`]).
 ///
 /// # Errors
 /// As [`before_read`].
@@ -96,7 +100,10 @@ pub(crate) fn before_listing(dir: &Path, opts: &Options) -> Result<()> {
         let Governs::Open(j) = governing(dir, dir, opts)? else {
             return Ok(());
         };
-        if j.settle_for_read(opts, None)? {
+        // The directory's name in the journal: the journal governs it, so it is below
+        // the journal's directory; were it not, every commit is looked at.
+        let under = dir.strip_prefix(j.root()).unwrap_or(Path::new(""));
+        if j.settle_for_read(opts, Reading::Listing(under.as_os_str().as_bytes()))? {
             return Ok(());
         }
         forget(opts, dir);

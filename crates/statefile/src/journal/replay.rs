@@ -131,6 +131,29 @@ impl Scanned {
     }
 }
 
+/// What a read that takes no lock is about to look at ([`Journal::settle_for_read`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reading<'a> {
+    /// One document, by its name in the journal.
+    Doc(&'a [u8]),
+    /// The documents of a directory and of those below it, by the directory's name in
+    /// the journal (empty for the journal's own directory).
+    Listing(&'a [u8]),
+}
+
+impl Reading<'_> {
+    /// Whether the document named `name` in the journal is part of what is read.
+    fn covers(self, name: &[u8]) -> bool {
+        match self {
+            Reading::Doc(n) => name == n,
+            Reading::Listing(d) => {
+                d.is_empty()
+                    || (name.len() > d.len() && name.starts_with(d) && name[d.len()] == b'/')
+            }
+        }
+    }
+}
+
 impl Journal {
     /// Read the records from `from` (whose predecessor's chain value is `chain`) up to
     /// `until`, or to the first invalid one. With `verify_data`, a record counts only if
@@ -420,16 +443,18 @@ impl Journal {
         Ok(true)
     }
 
-    /// Before a read of the document `name` that takes no lock: apply every commit in
-    /// flight naming it whose documents' locks are all free now (its writer is gone,
-    /// or its rename failed after the commit and it said so). A commit whose writer
-    /// still holds a lock is left alone: it is not acknowledged yet, and the read sees
-    /// the version before it, as it would a moment earlier. One read of the shared
-    /// state when no commit names the document. `None` for every commit in flight
-    /// (before a listing, which may show documents any of them creates or deletes).
-    /// False if the journal has been disabled: the caller looks for the tree's journal
-    /// again.
-    pub(crate) fn settle_for_read(&self, opts: &Options, name: Option<&[u8]>) -> Result<bool> {
+    /// Before a read that takes no lock (of one document, or a listing): apply every
+    /// commit in flight naming what it reads whose documents' locks are all free now
+    /// (its writer is gone, or its rename failed after the commit and it said so). A
+    /// commit whose writer still holds a lock is left alone: it is not acknowledged yet,
+    /// and the read sees the version before it, as it would a moment earlier. One read
+    /// of the shared state when no commit names the document. False if the journal has
+    /// been disabled: the caller looks for the tree's journal again.
+    ///
+    /// A read of a document fails if a commit naming it cannot be applied (its bytes
+    /// would not be what they should). A listing never fails for one: it shows the
+    /// documents as they are, logs why, and the read of such a document reports it.
+    pub(crate) fn settle_for_read(&self, opts: &Options, reading: Reading<'_>) -> Result<bool> {
         // Read without the append lock, as a writer's check is: a slot is only ever
         // rewritten whole, and the header bytes, checked by their CRC, may be caught
         // half-written by another process's write of the page: read them again.
@@ -450,18 +475,26 @@ impl Journal {
             let Some(s) = page.slots[t.slot] else {
                 continue;
             };
-            let Some(name) = name else {
-                self.adopt(opts, t, true)?;
-                continue;
-            };
-            if !s.names.may_contain(name) {
+            if let Reading::Doc(name) = reading
+                && !s.names.may_contain(name)
+            {
                 continue;
             }
-            let Some((_, entries)) = self.read_record_meta(t.lsn, Some(t.crc))? else {
-                continue;
-            };
-            if entries.iter().any(|e| e.name == name) {
-                self.adopt(opts, t, true)?;
+            let settled = self
+                .read_record_meta(t.lsn, Some(t.crc))
+                .and_then(|meta| match meta {
+                    Some((_, entries)) if entries.iter().any(|e| reading.covers(&e.name)) => {
+                        self.adopt(opts, t, true).map(drop)
+                    }
+                    _ => Ok(()),
+                });
+            match (settled, reading) {
+                (Ok(()), _) => {}
+                (Err(e), Reading::Doc(_)) => return Err(e),
+                (Err(e), Reading::Listing(_)) => {
+                    tracing::warn!(journal = %self.path().display(), lsn = t.lsn, error = %e,
+                        "a listing could not apply a dead writer's commit; it shows the documents as they are");
+                }
             }
         }
         Ok(true)

@@ -278,6 +278,31 @@ mod tests {
     }
 
     #[test]
+    fn every_slot_alone_is_its_bytes_in_the_whole_page() {
+        let mut p = Page::new(u64::MAX, u128::MAX, u64::MAX, 1, u32::MAX, u64::MAX);
+        for (i, s) in p.slots.iter_mut().enumerate() {
+            if i % 3 != 1 {
+                *s = Some(Slot {
+                    lsn: u64::MAX - i as u64,
+                    len: u64::MAX,
+                    crc: u32::MAX,
+                    pid: u32::MAX,
+                    names: Bloom([u64::MAX; 4]),
+                });
+            }
+        }
+        let whole = p.encode(None);
+        for i in 0..SLOTS {
+            let (at, raw) = p.slot_bytes(i);
+            assert_eq!(
+                &whole[at as usize..at as usize + SLOT],
+                &raw[..],
+                "slot {i}"
+            );
+        }
+    }
+
+    #[test]
     fn a_bloom_filter_never_forgets() {
         let mut b = Bloom::default();
         let names: Vec<String> = (0..20).map(|i| format!("jobs/{i}.json")).collect();
