@@ -725,3 +725,63 @@ fn a_read_only_user_still_lists_with_a_dead_commit_in_flight() {
     );
     assert!(stdout.contains(r#"list: ["a.json"]"#), "{stdout}");
 }
+
+// After a writer died mid-commit, a FIFO put at its document's name (by anyone who
+// may create files in that directory) made every checkpoint fail on it; once the ring
+// was full, every write in the tree failed, naming the FIFO, for as long as it stayed.
+// The commit's entry is now skipped with a warning, as one whose directory is gone.
+#[test]
+fn a_fifo_at_a_dead_commits_document_does_not_stop_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh();
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let store = Store::open_without_scan(dir.path(), opts.clone()).unwrap();
+    let a = store.doc::<Value>("a.json").unwrap();
+    a.write(&json!(1)).unwrap();
+    std::fs::create_dir(dir.path().join("other")).unwrap();
+    let path = dir.path().join("other/b.json");
+    writer_dies_mid_commit(&path);
+    let made = std::process::Command::new("mkfifo").arg(&path).status();
+    assert!(made.unwrap().success());
+    journal::checkpoint(dir.path(), &opts).unwrap();
+    // Several times round the 64 KiB ring.
+    for i in 0..300 {
+        let v = json!({"i": i, "pad": "x".repeat(1000)});
+        a.write(&v).unwrap_or_else(|e| panic!("write {i}: {e}"));
+    }
+    let status = journal::status(dir.path(), &opts).unwrap().unwrap();
+    assert_eq!(status.in_flight, 0, "{status:?}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert_eq!(a.read().unwrap()["i"], json!(299));
+}
+
+// The same after a power loss: a FIFO put at a document the journal would replay made
+// the recovery fail, so no process could open the store (or write in the tree) while it
+// stayed. The document is skipped with a warning; the others are replayed.
+#[test]
+fn a_fifo_at_a_document_to_replay_does_not_stop_the_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    enable_in_child(dir.path(), 0o600);
+    write_in_child(&dir.path().join("a.json"), &json!({"v": 1}));
+    let a_old = std::fs::read(dir.path().join("a.json")).unwrap();
+    write_in_child(&dir.path().join("a.json"), &json!({"v": 2}));
+    write_in_child(&dir.path().join("f.json"), &json!({"v": 2}));
+    std::fs::write(dir.path().join("a.json"), a_old).unwrap();
+    let f = dir.path().join("f.json");
+    std::fs::remove_file(&f).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&f).status();
+    assert!(made.unwrap().success());
+    common::reboot_journal(dir.path());
+    let store = Store::open_with(dir.path(), fresh()).unwrap();
+    let a = store.doc::<Value>("a.json").unwrap();
+    assert_eq!(a.read().unwrap(), json!({"v": 2}));
+    let e = store.doc::<Value>("f.json").unwrap().read().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
+    a.write(&json!({"v": 3})).unwrap();
+}

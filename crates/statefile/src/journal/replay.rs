@@ -312,6 +312,24 @@ impl Journal {
         Ok(None)
     }
 
+    /// [`apply`](Self::apply), where something other than a regular file (a FIFO, a
+    /// socket, a device) is now at the document's name: left alone, with a warning, as
+    /// [`lock_entries`](Self::lock_entries) leaves a document that can no longer be
+    /// written (its directory gone, or a directory at its name). statefile never
+    /// replaces such a file, and refusing would stop every recovery and checkpoint of
+    /// the tree (and, once the ring is full, every write in it) for as long as whoever
+    /// put it there likes. The other entries of the commit are applied.
+    fn apply_or_skip(&self, w: &Locked, lsn: u64, e: &EntryMeta) -> Result<bool> {
+        match self.apply(w, lsn, e) {
+            Err(err) if err.kind() == ErrorKind::InvalidName => {
+                tracing::warn!(file = %w.target.path.display(), lsn, error = %err,
+                    "a journal record names a document that can no longer be written; skipped");
+                Ok(false)
+            }
+            r => r,
+        }
+    }
+
     /// Apply one entry of the record at `lsn` to its locked document: rewrite it from the
     /// record (or delete it) unless it already is what the entry says. Returns whether
     /// anything changed. No journal record is appended: the record exists.
@@ -435,7 +453,7 @@ impl Journal {
         }
         self.flush(&t)?;
         for (i, w) in &locked {
-            self.apply(w, t.lsn, &entries[*i])?;
+            self.apply_or_skip(w, t.lsn, &entries[*i])?;
         }
         tracing::warn!(journal = %self.path().display(), lsn = t.lsn,
             "applied the commit of a writer that died before finishing it");
@@ -552,7 +570,7 @@ impl Journal {
                 let e = &rec.entries[ei];
                 let locked = self.lock_entries(opts, std::slice::from_ref(e), false)?;
                 for (_, w) in locked.into_iter().flatten() {
-                    self.apply(&w, rec.lsn, e)?;
+                    self.apply_or_skip(&w, rec.lsn, e)?;
                 }
             }
         }
