@@ -421,6 +421,10 @@ impl std::fmt::Debug for Spill<'_, '_> {
 
 impl io::Write for Spill<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(e) = &self.failed {
+            // Made once: a second try would call the hook again for the same write.
+            return Err(io::Error::other(e.message().to_string()));
+        }
         if self.temp.is_none() {
             if buf.len() <= self.cap.saturating_sub(self.mem.len()) {
                 self.mem.extend_from_slice(buf);
@@ -540,7 +544,12 @@ fn replace_journaled(
     let j = &b.journal;
     let mut spill = Spill::new(w, plan, current, j.max_record());
     let made = run_body(Sink::Spill(&mut spill), body, &t.path);
-    let (version, len) = made.map_err(|e| spill.failed.take().unwrap_or(e))?;
+    // A serializer's own error is reported as it is; an I/O error from a temp file that
+    // could not be made, as that failure (its kind: a full disk, a refusing hook).
+    let (version, len) = made.map_err(|e| match spill.failed.take() {
+        Some(failed) if e.kind() != ErrorKind::Serialize => failed,
+        _ => e,
+    })?;
     if let Some(temp) = spill.temp.take() {
         // Too large for the journal: written as outside journal mode.
         temp.verify(plan.verify, &version)?; //                              5.
@@ -1054,16 +1063,27 @@ fn finish_direct(
             backups: u32::try_from(plan.backups).unwrap_or(u32::MAX),
         };
         let names: [&[u8]; 1] = [&b.name];
-        match b.journal.append(&b.opts, &[entry], &names, (u64::MAX, 0)) {
+        let marked = match b.journal.append(&b.opts, &[entry], &names, (u64::MAX, 0)) {
             Ok(ticket) => {
-                if plan.durability != Durability::None {
-                    b.journal.flush(&ticket)?;
-                }
+                let flushed = match plan.durability {
+                    Durability::None => Ok(()),
+                    _ => b.journal.flush(&ticket),
+                };
                 b.journal.finished(&ticket, &w.after, &b.opts);
+                flushed
             }
-            Err(AppendError::Disabled) => {}
-            Err(AppendError::Failed(e)) => return Err(e),
+            // The journal stays until its disable's checkpoint is done, and until then a
+            // replay after a power loss could roll the document back to an older record:
+            // the write is done once the journal is gone, as a write that found it
+            // disabled before starting waits for that.
+            Err(AppendError::Disabled) => {
+                journal::wait_disabled(&b.journal, std::time::Instant::now() + b.opts.lock_timeout)
+            }
+            Err(AppendError::Failed(e)) => Err(e),
             Err(AppendError::TooLarge) => unreachable!("no limit given"),
+        };
+        if let Err(e) = marked {
+            return Err(unmarked(t, version, e));
         }
     }
     Ok(Receipt {
@@ -1079,6 +1099,29 @@ fn finish_direct(
         batch: 1,
         queued: Duration::ZERO,
     })
+}
+
+/// A document written outside journal mode (too large for a record), synced, whose
+/// journal record saying so could not be made durable: `Durability`, whatever the
+/// cause's kind (a full ring, a lock timeout), since the new version is in place and a
+/// caller must not read "nothing written" into it. Until a checkpoint passes the
+/// document's older records, a replay after a power loss could bring one back.
+fn unmarked(t: &Target, version: &Version, e: Error) -> Error {
+    Error::new(
+        ErrorKind::Durability,
+        format!(
+            "{} now holds version {version}, written and synced outside the journal (too \
+             large for a record), but the journal's record of that could not be made \
+             durable ({}): after a power loss before the next checkpoint, a replay could \
+             bring back the version before it; run `statefile journal checkpoint` once the \
+             journal is usable",
+            t.path.display(),
+            e.message()
+        ),
+    )
+    .with_path(&t.path)
+    .with_version(version.clone())
+    .with_source(e)
 }
 
 /// The rename after a durable journal record failed: the commit stands (a later lock of
@@ -1424,17 +1467,25 @@ fn run_body(sink: Sink<'_>, body: &mut Body<'_>, target: &Path) -> Result<(Versi
     // The hasher sits behind the buffer, so it sees 64 KiB chunks rather than the
     // serializer's many small writes.
     let mut w: TempWriter<'_> = BufWriter::with_capacity(64 * 1024, HashingWriter::new(sink));
-    body(&mut w).map_err(|e| match e {
-        SerializeError::Value(msg) => Error::new(
-            ErrorKind::Serialize,
-            format!("cannot write {}: {msg}", target.display()),
-        )
-        .with_path(target),
-        SerializeError::Io(e) => Error::io("write temp file for", target, e),
+    if let Err(e) = body(&mut w) {
+        // What the buffer holds is dropped unwritten: dropping the buffer would write
+        // it out, past the failure (a spill would then make a temp file for a write that
+        // already failed).
+        drop(w.into_parts());
+        return Err(match e {
+            SerializeError::Value(msg) => Error::new(
+                ErrorKind::Serialize,
+                format!("cannot write {}: {msg}", target.display()),
+            )
+            .with_path(target),
+            SerializeError::Io(e) => Error::io("write temp file for", target, e),
+        });
+    }
+    let hashing = w.into_inner().map_err(|e| {
+        let (e, w) = e.into_parts();
+        drop(w.into_parts());
+        Error::io("write temp file for", target, e)
     })?;
-    let hashing = w
-        .into_inner()
-        .map_err(|e| Error::io("write temp file for", target, e.into_error()))?;
     let (_, version, bytes) = hashing.finish();
     Ok((version, bytes))
 }
