@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::atomic::{self, Change, Current, Locked, Part, Plan};
 use crate::error::{Error, ErrorKind, Result};
+use crate::json::SerializeError;
 use crate::store::Store;
 use crate::version::Version;
 use crate::{file, json, names};
@@ -272,9 +273,48 @@ impl<'s> Transaction<'s> {
         {
             return Err(in_the_way(&below.1.name, name));
         }
+        // The bytes every other write of the transaction holds: with these, they must
+        // fit in one record (at most half the journal's ring).
+        let others: u64 = self
+            .held
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, h)| match &h.change {
+                Some(Pending::Put(b)) => b.len() as u64,
+                _ => 0,
+            })
+            .sum();
         let h = self.hold(name)?;
-        let bytes = json::to_vec(value, format).map_err(|e| e.with_path(&h.w.target.path))?;
-        h.change = Some(Pending::Put(bytes));
+        let path = &h.w.target.path;
+        let room = match &h.w.journal {
+            Some(b) => b.journal.max_transaction().saturating_sub(others),
+            None => u64::MAX,
+        };
+        let mut out = Bounded {
+            bytes: Vec::new(),
+            room: usize::try_from(room).unwrap_or(usize::MAX),
+        };
+        match json::serialize_into(value, format, &mut out) {
+            Ok(()) => {}
+            Err(SerializeError::Value(msg)) => {
+                return Err(Error::new(ErrorKind::Serialize, msg).with_path(path));
+            }
+            Err(SerializeError::Io(_)) => {
+                let journal = h.w.journal.as_ref().map(|b| b.journal.path().to_path_buf());
+                return Err(Error::new(
+                    ErrorKind::NoSpace,
+                    format!(
+                        "cannot write {} in the transaction: its documents would be larger \
+                         than a record of the journal {} may be (half its ring); nothing \
+                         written; enable the journal with a larger --size",
+                        path.display(),
+                        journal.unwrap_or_default().display()
+                    ),
+                )
+                .with_path(path));
+            }
+        }
+        h.change = Some(Pending::Put(out.bytes));
         Ok(())
     }
 
@@ -440,5 +480,28 @@ impl Store {
             let receipt = tx.commit()?;
             return Ok((r, receipt));
         }
+    }
+}
+
+/// A transaction's document as it is serialized: in memory, up to `room` bytes (what its
+/// record may still take); past that an error, so that a document too large for the
+/// journal costs no more memory than the journal could take.
+struct Bounded {
+    bytes: Vec<u8>,
+    room: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.room.saturating_sub(self.bytes.len()) {
+            return Err(std::io::Error::other(
+                "larger than the journal's largest transaction",
+            ));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
