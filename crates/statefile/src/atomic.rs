@@ -1312,15 +1312,13 @@ impl<'a> Temp<'a> {
         run_body(Sink::File(self.file()), body, &target)
     }
 
-    /// Step 3 in journal mode: the bytes are already made. Returns the permission bits
-    /// and owner the file ended with (step 2), for the journal record. Closes the file.
-    fn fill_bytes(&mut self, bytes: &[u8]) -> Result<(u32, u32, u32)> {
+    /// Step 3 in journal mode: the bytes are already made (and the record, with the mode
+    /// and owner the document is meant to have, appended). Closes the file.
+    fn fill_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let target = self.w.target.path.clone();
-        let file = self.file();
-        io::Write::write_all(file, bytes).ctx("write temp file for", &target)?;
-        let m = file.metadata().ctx("inspect temp file for", &target)?;
+        io::Write::write_all(self.file(), bytes).ctx("write temp file for", &target)?;
         self.file = None;
-        Ok((m.mode, m.uid, m.gid))
+        Ok(())
     }
 
     /// Step 4: the data must be on disk before a name points at it. Closes the file.
