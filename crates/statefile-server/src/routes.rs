@@ -517,11 +517,19 @@ pub async fn append(
               (status = 422, description = "A patch or append does not apply; nothing written"),
               (status = 501, description = "The file store is not in journal mode"),
               (status = 503, description = "Lock timeout; Retry-After")))]
-pub async fn transaction(State(app): State<Arc<App>>, body: JsonBody) -> ApiResult {
+pub async fn transaction(
+    State(app): State<Arc<App>>,
+    Deadline(deadline): Deadline,
+    body: JsonBody,
+) -> ApiResult {
     let JsonBody { value, memory, .. } = body;
+    // The deadline stops the work (patches, and between operations) when the request's
+    // time is up, which releases the documents' locks: the timeout layer's 503 alone
+    // would leave the transaction running, holding them.
     let limits = patch::Limits::new()
         .max_operations(app.config.max_patch_ops)
-        .max_result_bytes(app.config.max_body);
+        .max_result_bytes(app.config.max_body)
+        .deadline(deadline);
     let ops = statefile::parse_tx_ops(&value, &limits)
         .map_err(|e| ApiError::bad_request("invalid-transaction", e))?;
     drop(value);
@@ -545,6 +553,16 @@ pub async fn transaction(State(app): State<Arc<App>>, body: JsonBody) -> ApiResu
             ApiError::unprocessable("patch-not-applicable", format!("document {doc}: {message}"))
         }
         TxFailed::PointerNotFound(what) => ApiError::not_found(what),
+        TxFailed::Stopped(why) => {
+            let mut a = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request-timeout",
+                "The request took too long",
+                format!("{why}: the request's time ran out"),
+            );
+            a.retry_after = Some(1);
+            a
+        }
         TxFailed::Unsupported(why) => ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "transactions-unavailable",

@@ -220,6 +220,8 @@ pub enum TxFailed {
     PointerNotFound(String),
     /// This storage cannot run multi-document transactions (as it is configured).
     Unsupported(String),
+    /// The request's time ran out before the transaction was done: nothing written.
+    Stopped(String),
 }
 
 pub trait DocStore: Send + Sync + 'static {
@@ -501,10 +503,16 @@ impl DocStore for FileStore {
                 TxFailed::PointerNotFound(e.message().to_string())
             }
             statefile::TxOpError::Store(e) => {
-                // The document the error is about, by name (never the server's paths).
+                // The document the error is about, by name (never the server's paths):
+                // the operation whose document is at that path, or else (a document
+                // reached through a symlink in the store) whose name ends it. Ends alone
+                // named `a.json` for an error about `b/a.json` when both are in the
+                // transaction.
+                let root = self.store.root();
                 let doc = e.path().and_then(|p| {
                     ops.iter()
-                        .find(|o| p.ends_with(Path::new(&o.doc)))
+                        .find(|o| root.join(&o.doc) == p)
+                        .or_else(|| ops.iter().find(|o| p.ends_with(Path::new(&o.doc))))
                         .map(|o| o.doc.clone())
                 });
                 let conflict = e.kind() == ErrorKind::Conflict;
@@ -520,6 +528,7 @@ impl DocStore for FileStore {
             statefile::TxOpError::NotApplicable { doc, message } => {
                 TxFailed::NotApplicable { doc, message }
             }
+            statefile::TxOpError::Stopped(message) => TxFailed::Stopped(message),
             other => TxFailed::Store {
                 doc: None,
                 error: StoreError::new(ErrorKind::Io, other.to_string()),

@@ -1959,3 +1959,54 @@ async fn a_document_a_transaction_wrote_can_be_deleted_in_it(b: Backend) {
         json!(2)
     );
 }
+
+/// Two names of one document (a symlink inside the store, which the server follows)
+/// in one transaction. The receipt names the document by the first name used;
+/// `apply_tx` matched each operation's result by name or by the unresolved path (now
+/// by the resolved one), so the second name's put answered `"version": null`, `"etag": null`, which
+/// the API documents as "deleted", though the document was written and exists.
+#[tokio::test]
+async fn a_transaction_answers_the_version_of_a_document_written_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = tx_app(&Backend::File, dir.path()).await;
+    let r = call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"{\"n\": 1}").await;
+    assert_eq!(r.status, 201);
+    std::os::unix::fs::symlink("a.json", dir.path().join("link.json")).unwrap();
+    let ops = json!([
+        {"op": "put", "doc": "a.json", "value": 1},
+        {"op": "put", "doc": "link.json", "value": 2}
+    ]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let now = call(&app, "GET", "/v1/docs/a.json", &[], b"").await;
+    assert_eq!(now.json(), json!(2));
+    let res = r.json()["results"].clone();
+    assert_eq!(res[1]["etag"], json!(now.header("etag")), "{res}");
+    assert_eq!(res[0]["etag"], json!(now.header("etag")), "{res}");
+}
+
+/// The file backend found the document an error is about by the first operation
+/// whose name ends the error's path (`Path::ends_with`, by components),
+/// so with `a.json` and `b/a.json` in one transaction a failed precondition of
+/// `b/a.json` answered 412 "document a.json is not at the version its operation
+/// expected": the wrong document, which a client would then re-read and retry.
+#[tokio::test]
+async fn a_failed_precondition_names_its_own_document_not_one_whose_name_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = tx_app(&Backend::File, dir.path()).await;
+    for name in ["a.json", "b/a.json"] {
+        let r = call(&app, "PUT", &format!("/v1/docs/{name}"), &[JSON], b"1").await;
+        assert_eq!(r.status, 201);
+    }
+    let ops = json!([
+        {"op": "put", "doc": "a.json", "value": 2},
+        {"op": "put", "doc": "b/a.json", "value": 2, "if_match": "0".repeat(64)}
+    ]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    r.problem(412, "precondition-failed");
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("b/a.json"),
+        "the detail names the document whose precondition failed: {detail}"
+    );
+}

@@ -865,3 +865,197 @@ fn header_value(head: &str, name: &str) -> Option<String> {
     head.lines()
         .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
 }
+
+/// The patch of `a_patch_that_outlives_its_time_stops_and_releases_the_lock` sent as
+/// one operation of `POST /v1/tx` was not stopped by the request's time limit (the
+/// transaction's `patch::Limits` had no deadline): the client got 503 but the work
+/// went on, holding the document's lock (and a storage slot) for as long as it took, so
+/// the next writer timed out.
+#[test]
+fn a_transaction_patch_that_outlives_its_time_stops_and_releases_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    statefile::Doc::<Value>::open(dir.path().join("p.json"))
+        .unwrap()
+        .write(&json!({"a": vec![0; 200_000]}))
+        .unwrap();
+    statefile::journal::enable(
+        dir.path(),
+        &statefile::Options::new(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    let before = std::fs::read(dir.path().join("p.json")).unwrap();
+    let mut c = Config::new(dir.path());
+    c.request_timeout = Duration::from_secs(2);
+    c.options = statefile::Options::new().durability(statefile::Durability::None);
+    let server = Server::start(c);
+    let mut conn = Conn::open(server.addr);
+    let patch: Vec<Value> = (0..10_000)
+        .map(|i| json!({"op": "add", "path": "/a/0", "value": i}))
+        .collect();
+    let ops = json!([{"op": "patch", "doc": "p.json", "json_patch": patch}]);
+    let started = Instant::now();
+    let (status, _, body) = conn
+        .send("POST", "/v1/tx", &[JSON], ops.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = conn
+        .send("PUT", "/v1/docs/p.json", &[JSON], b"{\"after\": true}")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the lock was held {:?}",
+        started.elapsed()
+    );
+    assert_ne!(std::fs::read(dir.path().join("p.json")).unwrap(), before);
+}
+
+/// A child server (1 GiB of address space, 2 MiB bodies) over a store in journal mode.
+fn tx_child(dir: &std::path::Path) -> Option<Child> {
+    statefile::journal::enable(
+        dir,
+        &statefile::Options::new(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    Child::start(
+        dir,
+        &["--as=1073741824"],
+        &[
+            ("CHILD_MAX_BODY", (2u64 << 20).to_string()),
+            ("CHILD_BODY_MEMORY", (256u64 << 20).to_string()),
+        ],
+    )
+}
+
+/// Send `ops` as `POST /v1/tx` to `child`; assert 507 (the record cannot fit in half
+/// the 16 MiB ring), nothing written, the server alive and its peak memory near what
+/// one record may take, not what the operations could build.
+fn assert_tx_refused_within_the_record_limit(
+    dir: &std::path::Path,
+    mut child: Child,
+    ops: &Value,
+    most: u64,
+) {
+    let baseline = child.status_kib("VmRSS");
+    let mut conn = Conn::open(child.addr);
+    let answer = conn.send("POST", "/v1/tx", &[JSON], ops.to_string().as_bytes());
+    // A 503 (request timeout) leaves the transaction running: wait until it ends (a
+    // get of its first document stops waiting for the lock), then look at the peak.
+    let first = ops[0]["doc"].clone();
+    let get = json!([{"op": "get", "doc": first}]).to_string();
+    let waited = Instant::now();
+    while child.alive() && waited.elapsed() < Duration::from_secs(600) {
+        match Conn::open(child.addr).send("POST", "/v1/tx", &[JSON], get.as_bytes()) {
+            Ok((404, _, _)) => break,
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    assert!(child.alive(), "the server died: {answer:?}");
+    let peak = child.status_kib("VmHWM");
+    assert!(
+        peak < baseline + most,
+        "peak memory {} MiB over a baseline of {} MiB, for a record of at most 8 MiB",
+        peak >> 20,
+        baseline >> 20
+    );
+    let (status, _, body) = answer.expect("an answer");
+    assert_eq!(status, 507, "{}", String::from_utf8_lossy(&body));
+    let names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "nothing written: {names:?}");
+    let mut conn = Conn::open(child.addr);
+    assert_eq!(conn.send("GET", "/v1/docs", &[], b"").unwrap().0, 200);
+}
+
+/// A transaction kept every written document's new bytes in memory until it committed,
+/// and only then compared their sum with the record limit (half the journal's ring). A
+/// 40 KB body of puts and `copy` patches (each document doubled up to the patch result
+/// limit) makes 200 documents of ~2 MiB each: the server held gigabytes (1 GiB address
+/// space here: it aborted) before answering 507.
+#[test]
+fn a_transaction_does_not_hold_more_than_its_record_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(child) = tx_child(dir.path()) else {
+        return;
+    };
+    let mut ops = Vec::new();
+    for k in 0..200 {
+        let doc = format!("g{k:03}.json");
+        ops.push(json!({"op": "put", "doc": doc, "value": {"a": "x".repeat(1024)}}));
+        let copies: Vec<Value> = (0..10)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
+            .collect();
+        ops.push(json!({"op": "patch", "doc": doc, "json_patch": copies}));
+    }
+    assert_tx_refused_within_the_record_limit(dir.path(), child, &json!(ops), 128 << 20);
+}
+
+/// `Transaction::write` pretty-printed the whole value into memory (a single
+/// journal-mode PUT streams it to its temp file past a quarter of the ring). Pretty
+/// output indents each line by its depth: 2 MB of `[[[...[0,0,...]...]]]` 110 levels
+/// deep prints as 225 MB, which the CLI (875 MB resident for a 2 MB `statefile tx`) and
+/// the server built in full before refusing the record.
+#[test]
+fn a_transaction_put_is_not_printed_into_memory_past_the_record_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(child) = tx_child(dir.path()) else {
+        return;
+    };
+    let depth = 110;
+    let mut v = json!(vec![0; 900_000]);
+    for _ in 0..depth {
+        v = json!([v]);
+    }
+    let ops = json!([{"op": "put", "doc": "deep.json", "value": v}]);
+    // The request's body, parsed (nested arrays of 900,000 numbers), takes about 180
+    // MiB: within the body memory the server was given (256 MiB), which bounds it.
+    // What is refused is the 225 MB its pretty printing took on top.
+    assert_tx_refused_within_the_record_limit(dir.path(), child, &ops, 256 << 20);
+}
+
+/// Each operation on a document the transaction already wrote parses its pending bytes
+/// again and prints the result again, and nothing checked the request's time between
+/// operations: 300 empty merge patches of a 1.4 MB document (a 10 KB body; 1000 of them
+/// ran 160 s in a debug build) kept the lock and a storage thread busy long after the
+/// 503.
+#[test]
+fn a_transaction_of_many_cheap_operations_stops_at_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    statefile::Doc::<Value>::open(dir.path().join("p.json"))
+        .unwrap()
+        .write(&json!({"a": vec![0; 200_000]}))
+        .unwrap();
+    statefile::journal::enable(
+        dir.path(),
+        &statefile::Options::new(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    let mut c = Config::new(dir.path());
+    c.request_timeout = Duration::from_secs(2);
+    c.options = statefile::Options::new().durability(statefile::Durability::None);
+    let server = Server::start(c);
+    let mut conn = Conn::open(server.addr);
+    let ops: Vec<Value> = (0..300)
+        .map(|_| json!({"op": "patch", "doc": "p.json", "merge": {}}))
+        .collect();
+    let started = Instant::now();
+    let (status, _, body) = conn
+        .send("POST", "/v1/tx", &[JSON], json!(ops).to_string().as_bytes())
+        .unwrap();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let (status, _, body) = conn
+        .send("PUT", "/v1/docs/p.json", &[JSON], b"{\"after\": true}")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the lock was held {:?}",
+        started.elapsed()
+    );
+}

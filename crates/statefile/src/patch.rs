@@ -137,7 +137,7 @@ impl Limits {
         self
     }
 
-    fn check_time(&self, operation: Option<usize>) -> Result<(), PatchError> {
+    pub(crate) fn check_time(&self, operation: Option<usize>) -> Result<(), PatchError> {
         let cancelled = self
             .cancel
             .as_ref()

@@ -93,7 +93,7 @@ impl<'s> Transaction<'s> {
     }
 
     /// The resolved path of the store's document `name` (the lock order's key).
-    fn key(&self, name: &str) -> Result<PathBuf> {
+    pub(crate) fn key(&self, name: &str) -> Result<PathBuf> {
         names::check_store_name(name)?;
         let opts = self.store.options();
         let path = self.store.root().join(name);
@@ -455,7 +455,8 @@ impl Store {
             .map(|(values, _)| values)
     }
 
-    fn run_tx<R, E: From<Error>>(
+    /// Run `f` as a transaction, `wanted` locked (in the global order) before it runs.
+    pub(crate) fn run_tx<R, E: From<Error>>(
         &self,
         mut wanted: BTreeSet<String>,
         f: &mut dyn FnMut(&mut Transaction<'_>) -> std::result::Result<R, E>,

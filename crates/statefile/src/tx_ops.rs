@@ -10,6 +10,8 @@
 //!  {"op": "get", "doc": "e.json"}]
 //! ```
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorKind};
@@ -137,6 +139,9 @@ pub enum TxOpError {
         /// Why.
         message: String,
     },
+    /// The limits' deadline passed (or their cancellation flag was set) before the
+    /// transaction was done: nothing was written, and its locks are released.
+    Stopped(String),
 }
 
 impl From<Error> for TxOpError {
@@ -151,6 +156,9 @@ impl std::fmt::Display for TxOpError {
             TxOpError::Store(e) => write!(f, "{e}"),
             TxOpError::NotApplicable { doc, message } => {
                 write!(f, "{doc}: {message} (the transaction wrote nothing)")
+            }
+            TxOpError::Stopped(message) => {
+                write!(f, "{message} (the transaction wrote nothing)")
             }
         }
     }
@@ -305,6 +313,17 @@ fn compact_len(v: &Value) -> usize {
     c.0
 }
 
+/// Whether one of `names` is the directory of another (`a.json` and `a.json/b.json`).
+fn names_a_directory_of_another(names: &BTreeSet<String>) -> bool {
+    names.iter().any(|n| {
+        let dir = format!("{n}/");
+        names
+            .range(dir.clone()..)
+            .next()
+            .is_some_and(|m| m.starts_with(&dir))
+    })
+}
+
 fn pointer_error(doc: &str, e: PointerError) -> TxOpError {
     match e {
         PointerError::NotFound(m) => {
@@ -350,13 +369,33 @@ impl Store {
         limits: &patch::Limits,
         answer: &mut dyn FnMut(&str, &Value) -> Result<(), TxOpError>,
     ) -> Result<Vec<TxOpResult>, TxOpError> {
-        let (mut results, receipt) = self.transaction(|tx| {
+        // Every document is locked before the first operation runs, in the global
+        // order: run one by one, a document that sorts before one already locked starts
+        // the whole transaction again, and operations naming them in descending order
+        // cost a restart each (quadratic in their number).
+        let names = ops.iter().map(|o| o.doc.clone()).collect();
+        let names = if names_a_directory_of_another(&names) {
+            // Locking one would make the directory the other is written as (its lock
+            // file's): taken one by one, the transaction refuses that first.
+            BTreeSet::new()
+        } else {
+            names
+        };
+        let mut keys = Vec::with_capacity(ops.len());
+        let (mut results, receipt) = self.run_tx(names, &mut |tx| {
             let mut results = Vec::with_capacity(ops.len());
+            keys.clear();
             // Bytes of the values the gets answer, each one counted (one document got
             // 1000 times is 1000 copies in the answer).
             let mut answered = 0usize;
-            for op in ops {
+            for (i, op) in ops.iter().enumerate() {
                 let doc = op.doc.as_str();
+                limits.check_time(Some(i)).map_err(|e| {
+                    TxOpError::Stopped(format!(
+                        "the transaction was stopped before its operation {i} ({doc}): {e}"
+                    ))
+                })?;
+                keys.push(tx.key(doc)?);
                 if let Some(v) = &op.if_match {
                     tx.expect(doc, Some(v))?;
                 }
@@ -376,9 +415,13 @@ impl Store {
                             (None, PatchKind::Merge) => json!({}),
                             (None, _) => return Err(missing(self, doc, "patch")),
                         };
-                        p.clone()
-                            .apply(&mut v, limits)
-                            .map_err(|e| not_applicable(doc, e.to_string()))?;
+                        p.clone().apply(&mut v, limits).map_err(|e| {
+                            if e.kind() == patch::PatchErrorKind::Stopped {
+                                TxOpError::Stopped(format!("{doc}: {e}"))
+                            } else {
+                                not_applicable(doc, e.to_string())
+                            }
+                        })?;
                         tx.write(doc, &v)?;
                     }
                     TxOpKind::Append { pointer, value } => {
@@ -428,13 +471,13 @@ impl Store {
             }
             Ok::<_, TxOpError>(results)
         })?;
-        for r in results.iter_mut().filter(|r| r.op != "get") {
-            let path = self.root().join(&r.doc);
-            if let Some(d) = receipt
-                .documents
-                .iter()
-                .find(|d| d.name == r.doc || d.path == path)
-            {
+        // By resolved path: a document written through a symlink in the store is the
+        // document the link names, whose receipt carries the other name.
+        for (r, key) in results.iter_mut().zip(&keys) {
+            if r.op == "get" {
+                continue;
+            }
+            if let Some(d) = receipt.documents.iter().find(|d| d.path == *key) {
                 r.version = d.version.clone();
             }
         }

@@ -274,3 +274,55 @@ fn the_backup_a_rotation_overwrites_is_held_across_it() {
     assert_eq!(s.json("doc.json"), serde_json::json!({"v": 2}));
     assert_eq!(s.json(".doc.json.bak"), serde_json::json!({"v": 1}));
 }
+
+/// The `flock` calls of `statefile tx .` with `ops` on stdin, under `strace -f`.
+fn tx_flocks(s: &Sandbox, name: &str, ops: &serde_json::Value) -> usize {
+    let log = s.path(&format!("{name}.log"));
+    let input = s.path(&format!("{name}.in"));
+    std::fs::write(&input, ops.to_string()).unwrap();
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=flock", "-o"])
+        .arg(&log)
+        .arg(BIN)
+        .args(["tx", "."])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::from(std::fs::File::open(&input).unwrap()))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{name}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    text.lines().filter(|l| call(l) == "flock").count()
+}
+
+/// A transaction locked each document when an operation first touched it, and one
+/// that sorted before a document already locked restarted the whole attempt (every lock
+/// released, every document locked and probed again, every operation run again).
+/// `statefile tx` and `POST /v1/tx` know every document before they start, yet
+/// operations listed in descending order restarted once per document: O(n^2) lock
+/// acquisitions, reads and patch applications (1000 puts in descending order took 146
+/// s in a debug build, 2.4 s ascending). Now every document is locked first, in order.
+/// Here 100 documents: each is locked about once, whatever the order of the operations.
+#[test]
+fn tx_locks_each_document_once_whatever_the_order_of_its_operations() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        crate::skip::skip("strace not installed (CI installs it)");
+        return;
+    }
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "."]).ok();
+    let ops = |names: &mut dyn Iterator<Item = usize>| {
+        serde_json::Value::Array(
+            names
+                .map(|k| serde_json::json!({"op": "put", "doc": format!("d{k:03}.json"), "value": k}))
+                .collect(),
+        )
+    };
+    let ascending = tx_flocks(&s, "ascending", &ops(&mut (0..100)));
+    let descending = tx_flocks(&s, "descending", &ops(&mut (0..100).rev()));
+    assert!(
+        descending <= 2 * ascending,
+        "{descending} flock calls for 100 documents named in descending order, \
+         {ascending} in ascending order"
+    );
+}
