@@ -1054,37 +1054,8 @@ fn finish_direct(
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     let durability = sync_dir(w, plan, version)?; //                     9.
     if marker {
-        let entry = Entry {
-            name: b.name.clone(),
-            op: Op::Direct {
-                version: version.clone(),
-            },
-            previous: current.version().cloned(),
-            backups: u32::try_from(plan.backups).unwrap_or(u32::MAX),
-        };
-        let names: [&[u8]; 1] = [&b.name];
-        let marked = match b.journal.append(&b.opts, &[entry], &names, (u64::MAX, 0)) {
-            Ok(ticket) => {
-                let flushed = match plan.durability {
-                    Durability::None => Ok(()),
-                    _ => b.journal.flush(&ticket),
-                };
-                b.journal.finished(&ticket, &w.after, &b.opts);
-                flushed
-            }
-            // The journal stays until its disable's checkpoint is done, and until then a
-            // replay after a power loss could roll the document back to an older record:
-            // the write is done once the journal is gone, as a write that found it
-            // disabled before starting waits for that.
-            Err(AppendError::Disabled) => {
-                journal::wait_disabled(&b.journal, std::time::Instant::now() + b.opts.lock_timeout)
-            }
-            Err(AppendError::Failed(e)) => Err(e),
-            Err(AppendError::TooLarge) => unreachable!("no limit given"),
-        };
-        if let Err(e) = marked {
-            return Err(unmarked(t, version, e));
-        }
+        let backups = u32::try_from(plan.backups).unwrap_or(u32::MAX);
+        mark_direct(w, b, (version, current.version()), backups, plan.durability)?;
     }
     Ok(Receipt {
         path: t.path.clone(),
@@ -1101,7 +1072,47 @@ fn finish_direct(
     })
 }
 
-/// A document written outside journal mode (too large for a record), synced, whose
+/// Record in the journal that the locked document `w` was just written outside it, as
+/// `version` (replacing `previous`), its file and directory synced: a `direct` record,
+/// flushed, so that a replay never rolls the document back to an older record. If the
+/// journal is being disabled, wait for that instead (until its checkpoint is done a
+/// replay could still). A failure is [`unmarked`]: `Durability`, the version in place.
+pub(crate) fn mark_direct(
+    w: &Locked,
+    b: &Bound,
+    (version, previous): (&Version, Option<&Version>),
+    backups: u32,
+    durability: Durability,
+) -> Result<()> {
+    let entry = Entry {
+        name: b.name.clone(),
+        op: Op::Direct {
+            version: version.clone(),
+        },
+        previous: previous.cloned(),
+        backups,
+    };
+    let names: [&[u8]; 1] = [&b.name];
+    let marked = match b.journal.append(&b.opts, &[entry], &names, (u64::MAX, 0)) {
+        Ok(ticket) => {
+            let flushed = match durability {
+                Durability::None => Ok(()),
+                _ => b.journal.flush(&ticket),
+            };
+            b.journal.finished(&ticket, &w.after, &b.opts);
+            flushed
+        }
+        Err(AppendError::Disabled) => {
+            journal::wait_disabled(&b.journal, std::time::Instant::now() + b.opts.lock_timeout)
+        }
+        Err(AppendError::Failed(e)) => Err(e),
+        Err(AppendError::TooLarge) => unreachable!("no limit given"),
+    };
+    marked.map_err(|e| unmarked(&w.target, version, e))
+}
+
+/// A document written outside journal mode (too large for a record, or a file put in
+/// place by [`crate::replace_file`]), synced, whose
 /// journal record saying so could not be made durable: `Durability`, whatever the
 /// cause's kind (a full ring, a lock timeout), since the new version is in place and a
 /// caller must not read "nothing written" into it. Until a checkpoint passes the
@@ -1111,7 +1122,8 @@ fn unmarked(t: &Target, version: &Version, e: Error) -> Error {
         ErrorKind::Durability,
         format!(
             "{} now holds version {version}, written and synced outside the journal (too \
-             large for a record), but the journal's record of that could not be made \
+             large for a record, or a file put in place), but the journal's record of that \
+             could not be made \
              durable ({}): after a power loss before the next checkpoint, a replay could \
              bring back the version before it; run `statefile journal checkpoint` once the \
              journal is usable",

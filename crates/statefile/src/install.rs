@@ -3,8 +3,10 @@
 //! and writes its own temp file, such as the Python package's drop-in replacement for
 //! the `atomicwrites` package.
 //!
-//! Unlike [`write_atomic`](crate::write_atomic) these take no lock and keep no backup,
-//! so nothing is ever left beside the target. The caller's temp file is its own: it
+//! Unlike [`write_atomic`](crate::write_atomic) these keep no backup, and outside a
+//! journal's tree take no lock, so nothing is ever left beside the target. In a
+//! journal's tree they take the document's lock (its lock file stays) and record the
+//! replace in the journal, so that no replay brings an older version back. The caller's temp file is its own: it
 //! does not use statefile's temp name pattern, so recovery never mistakes it for a dead
 //! writer's (nor deletes it after a crash).
 
@@ -12,11 +14,12 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::take_permissions;
+use crate::atomic::{Current, Locked, mark_direct, take_permissions};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fs::{FileType, FsDir};
 use crate::names::{self, Target};
 use crate::options::{Durability, Options};
+use crate::version::Version;
 
 /// Replace `dst` with the complete file `src`, atomically: readers of `dst` see the
 /// old file or `src`'s content, never a mix, and a crash leaves one of them.
@@ -70,9 +73,35 @@ enum Mode {
 fn install(src: &Path, dst: &Path, opts: &Options, mode: Mode) -> Result<()> {
     let fs = opts.fs.as_ref();
     let t = names::resolve_for_write(fs, dst, None)?;
-    let src_name = source_in(fs, src, &t)?;
-    let dir = fs.open_dir(&t.dir).ctx("open directory", &t.dir)?;
+    if crate::journal::locate(fs, &t.dir)?.is_none() {
+        let dir = fs.open_dir(&t.dir).ctx("open directory", &t.dir)?;
+        return install_in(dir.as_ref(), &t, src, opts, mode).map(drop);
+    }
+    // In a journal's tree, the journal's last record of the document would bring an
+    // older version back at the next replay (a recovery, or a power loss): the file is
+    // put in place under the document's lock, as a writer's would be, then a `direct`
+    // record says the file is the truth (as for a document too large for the journal).
+    // This leaves the document's lock file beside it.
+    let w = Locked::open(dst, None, opts)?;
+    let previous = Current::probe(&w, true)?;
+    let version = install_in(w.dir.as_ref(), &w.target, src, opts, mode)?;
+    match &w.journal {
+        Some(b) => mark_direct(&w, b, (&version, previous.version()), 0, opts.durability),
+        None => Ok(()),
+    }
+}
 
+/// The steps of [`install`] through `dir`, the handle of `t`'s directory. Returns the
+/// version of what was put in place.
+fn install_in(
+    dir: &dyn FsDir,
+    t: &Target,
+    src: &Path,
+    opts: &Options,
+    mode: Mode,
+) -> Result<Version> {
+    let fs = opts.fs.as_ref();
+    let src_name = source_in(fs, src, t)?;
     let mut file = crate::fs::retry(|| dir.open_read(src_name)).ctx("open", src)?;
     if file.metadata().ctx("inspect", src)?.file_type != FileType::File {
         return Err(Error::new(
@@ -98,10 +127,11 @@ fn install(src: &Path, dst: &Path, opts: &Options, mode: Mode) -> Result<()> {
     };
     if old.is_some() {
         if mode == Mode::NoClobber {
-            return Err(exists(&t, io::Error::from(io::ErrorKind::AlreadyExists)));
+            return Err(exists(t, io::Error::from(io::ErrorKind::AlreadyExists)));
         }
         dir.check_write_access(&t.name).ctx("replace", &t.path)?;
     }
+    let (version, _) = crate::version::hash_reader(&mut file).ctx("read", src)?;
     take_permissions(file.as_mut(), src, old.as_ref(), opts.perms, fs.umask())?;
     let synced = match opts.durability {
         Durability::Full => file.sync_all(),
@@ -119,16 +149,16 @@ fn install(src: &Path, dst: &Path, opts: &Options, mode: Mode) -> Result<()> {
         Mode::NoClobber => {
             match dir.hard_link(src_name, &t.name) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists(&t, e)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists(t, e)),
                 Err(e) => return Err(Error::io(&format!("link {} as", src.display()), &t.path, e)),
             }
             dir.remove_file(src_name).ctx("remove", src)?;
         }
     }
     if opts.durability == Durability::Full {
-        sync_dir(dir.as_ref(), &t)?;
+        sync_dir(dir, t)?;
     }
-    Ok(())
+    Ok(version)
 }
 
 /// `src`'s file name, if `src` is in the directory `t` resolved to: a rename stays

@@ -144,3 +144,47 @@ fn a_missing_or_special_source_is_refused_with_the_target_untouched() {
     assert_eq!(e.kind(), ErrorKind::InvalidName);
     assert_eq!(std::fs::read_to_string(&dst).unwrap(), "old");
 }
+
+// In a journal's tree, replace_file and move_file put the file in place without the
+// journal: its last record of the document (an earlier journal-mode write) brought
+// that older version back at the next replay, a `statefile recover` or a recovery after
+// a power loss, over the file the caller was told was committed (and a move to the
+// name of a document deleted through the journal was deleted again). Found by a hostile
+// test of the Python package, whose `atomicwrites` drop-in commits through them.
+#[test]
+fn in_a_journal_tree_a_replace_is_never_rolled_back_by_a_replay() {
+    use serde_json::{Value, json};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let opts = common::fresh();
+    statefile::journal::enable(root, &opts, common::small()).unwrap();
+    let store = statefile::Store::open_with(root, opts.clone()).unwrap();
+    let a = store.doc::<Value>("a.json").unwrap();
+    a.write(&json!({"v": "journaled"})).unwrap();
+    std::fs::write(root.join("tmp-a"), "{\"v\": \"installed\"}\n").unwrap();
+    replace_file(root.join("tmp-a"), root.join("a.json"), &opts).unwrap();
+    // The deleted document's record is a delete: a file moved to its name stays.
+    let b = store.doc::<Value>("b.json").unwrap();
+    b.write(&json!(1)).unwrap();
+    b.delete().unwrap();
+    std::fs::write(root.join("tmp-b"), "2\n").unwrap();
+    move_file(root.join("tmp-b"), root.join("b.json"), &opts).unwrap();
+    let report = statefile::recover(root).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(root.join("a.json")).unwrap(),
+        "{\"v\": \"installed\"}\n",
+        "{report:?}"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("b.json")).unwrap(), "2\n");
+    // A power loss: the shared state is lost and the journal replayed from its records.
+    common::reboot_journal(root);
+    let after = statefile::Store::open_with(root, common::fresh()).unwrap();
+    assert_eq!(common::replayed(&after), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        std::fs::read_to_string(root.join("a.json")).unwrap(),
+        "{\"v\": \"installed\"}\n"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("b.json")).unwrap(), "2\n");
+    let status = statefile::journal::status(root, &opts).unwrap().unwrap();
+    assert!(status.to_replay.is_empty(), "{status:?}");
+}

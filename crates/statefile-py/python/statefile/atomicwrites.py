@@ -11,7 +11,9 @@ The public API, its signatures and defaults are those of ``atomicwrites``:
 file beside the target (``tempfile.mkstemp``: ``O_EXCL``, mode 0600), nothing is
 replaced when the block raises (the temp is removed and the block's exception
 propagates), ``overwrite=False`` (the default) raises ``FileExistsError`` (``EEXIST``)
-if the target exists, and no file is left beside the target: no lock, no backup.
+if the target exists, and no file is left beside the target: no lock, no backup (in a
+store in journal mode, the commit takes the document's lock, whose file stays, and
+records the replace in the journal, so that no replay brings an older version back).
 
 What changes is the commit: it goes through statefile's replace protocol
 (``statefile::replace_file`` / ``move_file`` in the Rust library), which also
