@@ -53,6 +53,9 @@ fn recover<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> 
 /// `statefile::replace_file`: put the finished file `src` in place of `dst`.
 #[pyfunction]
 fn _replace_file(py: Python<'_>, src: PathBuf, dst: PathBuf) -> PyResult<()> {
+    // In a journal's tree the replace takes the document's lock: from inside an update
+    // of it on this thread, that would wait for itself.
+    crate::held::refuse(py, &dst, "an atomic replace", None)?;
     py.detach(|| statefile::replace_file(src, dst, &statefile::Options::new()))
         .py_err(py)
 }
@@ -60,6 +63,7 @@ fn _replace_file(py: Python<'_>, src: PathBuf, dst: PathBuf) -> PyResult<()> {
 /// `statefile::move_file`: as `_replace_file`, failing if `dst` exists.
 #[pyfunction]
 fn _move_file(py: Python<'_>, src: PathBuf, dst: PathBuf) -> PyResult<()> {
+    crate::held::refuse(py, &dst, "an atomic move", None)?;
     py.detach(|| statefile::move_file(src, dst, &statefile::Options::new()))
         .py_err(py)
 }

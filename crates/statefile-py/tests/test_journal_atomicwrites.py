@@ -8,7 +8,10 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+
+import pytest
 
 import statefile
 from statefile.atomicwrites import atomic_write, move_atomic
@@ -85,3 +88,24 @@ def test_a_move_atomic_to_a_deleted_documents_name_is_not_deleted_by_recover(
     statefile.recover(tmp_path)
     assert (tmp_path / "jobs" / "1.json").exists(), "recover deleted a document moved in place"
     assert statefile.read_json(tmp_path / "jobs" / "1.json") == {"state": "new"}
+
+
+
+def test_an_atomic_write_of_a_document_inside_its_own_update_is_deadlock_at_once(
+    tmp_path: Path,
+) -> None:
+    # In a journal tree the commit takes the document's lock, which the update on this
+    # thread holds: it would wait for itself until the lock timeout. Refused at once,
+    # as a write of the document from inside its update is, and nothing is written.
+    statefile.enable_journal(tmp_path, capacity=1 << 20)
+    servers = tmp_path / "servers.json"
+    doc = statefile.Doc(servers, lock_timeout=30)
+    doc.write({"v": "A"})
+    start = time.monotonic()
+    with pytest.raises(statefile.Deadlock, match="servers.json"):
+        with doc.update() as data:
+            data["v"] = "C"
+            with atomic_write(str(servers), overwrite=True) as f:
+                f.write(json.dumps({"v": "B"}))
+    assert time.monotonic() - start < 5
+    assert statefile.read_json(servers) == {"v": "A"}
