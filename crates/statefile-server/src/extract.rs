@@ -302,19 +302,10 @@ pub fn patch_error(e: patch::PatchError) -> ApiError {
             ApiError::unprocessable("patch-result-too-large", format!("{e} (serve --max-body)"))
         }
         PatchErrorKind::TooDeep => ApiError::unprocessable("value-not-storable", e.to_string()),
-        PatchErrorKind::Stopped => {
-            let mut a = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "request-timeout",
-                "The request took too long",
-                format!(
-                    "{e}: the request's time ran out while the patch was applied; the \
-                     document is unchanged"
-                ),
-            );
-            a.retry_after = Some(1);
-            a
-        }
+        PatchErrorKind::Stopped => ApiError::request_timeout(format!(
+            "{e}: the request's time ran out while the patch was applied; the document is \
+             unchanged"
+        )),
         _ => ApiError::unprocessable(
             "patch-not-applicable",
             format!("the patch does not apply: {e}"),

@@ -231,14 +231,9 @@ pub fn app(state: Arc<App>) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                    let mut e = ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "request-timeout",
-                        "The request took too long",
+                    ApiError::request_timeout(
                         "the server did not finish in time; a write that had started still completes",
-                    );
-                    e.retry_after = Some(1);
-                    e
+                    )
                 }))
                 .timeout(timeout),
         )

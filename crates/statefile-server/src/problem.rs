@@ -72,6 +72,19 @@ impl ApiError {
         )
     }
 
+    /// 503 `request-timeout`, with `Retry-After: 1`: the request's time ran out
+    /// (`serve --request-timeout`).
+    pub fn request_timeout(detail: impl Into<String>) -> ApiError {
+        let mut a = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request-timeout",
+            "The request took too long",
+            detail,
+        );
+        a.retry_after = Some(1);
+        a
+    }
+
     pub fn not_found(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }

@@ -554,14 +554,7 @@ pub async fn transaction(
         }
         TxFailed::PointerNotFound(what) => ApiError::not_found(what),
         TxFailed::Stopped(why) => {
-            let mut a = ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "request-timeout",
-                "The request took too long",
-                format!("{why}: the request's time ran out"),
-            );
-            a.retry_after = Some(1);
-            a
+            ApiError::request_timeout(format!("{why}: the request's time ran out"))
         }
         TxFailed::Unsupported(why) => ApiError::new(
             StatusCode::NOT_IMPLEMENTED,

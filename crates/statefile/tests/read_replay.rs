@@ -272,11 +272,11 @@ fn a_read_applies_the_commit_of_a_writer_that_died() {
     assert!(status.to_replay.is_empty(), "{status:?}");
 }
 
-// A listing in a process that has the journal open left out a document that a dead
-// writer's commit creates, which a read of that document (or the next writer) applies:
-// the listing and a read disagreed on whether it exists.
-#[test]
-fn a_listing_applies_the_commit_of_a_writer_that_died() {
+/// A journal tree (directories `mine` and `other` in it) where this process wrote
+/// `a.json`, so it has the journal open and only the shared state's slot tells of a
+/// writer that then died mid-commit writing `{"v": 2}` to `other/b.json`. Returns the
+/// tree, the options and a store over it.
+fn a_dead_commit_in_other() -> (tempfile::TempDir, Options, Store) {
     let dir = tempfile::tempdir().unwrap();
     let opts = fresh();
     journal::enable(dir.path(), &opts, small()).unwrap();
@@ -288,8 +288,17 @@ fn a_listing_applies_the_commit_of_a_writer_that_died() {
         .unwrap();
     std::fs::create_dir(dir.path().join("mine")).unwrap();
     std::fs::create_dir(dir.path().join("other")).unwrap();
+    writer_dies_mid_commit(&dir.path().join("other/b.json"));
+    (dir, opts, store)
+}
+
+// A listing in a process that has the journal open left out a document that a dead
+// writer's commit creates, which a read of that document (or the next writer) applies:
+// the listing and a read disagreed on whether it exists.
+#[test]
+fn a_listing_applies_the_commit_of_a_writer_that_died() {
+    let (dir, opts, store) = a_dead_commit_in_other();
     let path = dir.path().join("other/b.json");
-    writer_dies_mid_commit(&path);
     assert!(!path.exists(), "the writer died before its rename");
     // A listing of another directory leaves the commit alone.
     let mine = Store::open_without_scan(dir.path().join("mine"), opts.clone()).unwrap();
@@ -548,19 +557,8 @@ fn mode_of(path: &Path) -> u32 {
 // its directory, and logs one it cannot apply instead of failing.
 #[test]
 fn a_listing_is_not_failed_by_a_dead_commit_it_cannot_apply() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = fresh();
-    journal::enable(dir.path(), &opts, small()).unwrap();
-    let store = Store::open_without_scan(dir.path(), opts.clone()).unwrap();
-    store
-        .doc::<Value>("a.json")
-        .unwrap()
-        .write(&json!(1))
-        .unwrap();
-    std::fs::create_dir(dir.path().join("other")).unwrap();
-    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    let (dir, opts, store) = a_dead_commit_in_other();
     let path = dir.path().join("other/b.json");
-    writer_dies_mid_commit(&path);
     // A hostile (or careless) program puts a FIFO where the dead commit writes.
     let made = std::process::Command::new("mkfifo").arg(&path).status();
     assert!(made.unwrap().success());
@@ -659,18 +657,7 @@ fn a_listing_while_a_live_writer_is_mid_commit_does_not_wait() {
 // file: listings succeed (only a read of other/b.json is refused).
 #[test]
 fn a_listing_is_not_failed_by_a_dead_commit_with_damaged_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = fresh();
-    journal::enable(dir.path(), &opts, small()).unwrap();
-    let store = Store::open_without_scan(dir.path(), opts.clone()).unwrap();
-    store
-        .doc::<Value>("a.json")
-        .unwrap()
-        .write(&json!(1))
-        .unwrap();
-    std::fs::create_dir(dir.path().join("other")).unwrap();
-    std::fs::create_dir(dir.path().join("mine")).unwrap();
-    writer_dies_mid_commit(&dir.path().join("other/b.json"));
+    let (dir, opts, store) = a_dead_commit_in_other();
     let j = dir.path().join(".statefile/journal");
     let mut b = std::fs::read(&j).unwrap();
     let needle = b"\"v\": 2";
@@ -732,15 +719,9 @@ fn a_read_only_user_still_lists_with_a_dead_commit_in_flight() {
 // The commit's entry is now skipped with a warning, as one whose directory is gone.
 #[test]
 fn a_fifo_at_a_dead_commits_document_does_not_stop_the_tree() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = fresh();
-    journal::enable(dir.path(), &opts, small()).unwrap();
-    let store = Store::open_without_scan(dir.path(), opts.clone()).unwrap();
+    let (dir, opts, store) = a_dead_commit_in_other();
     let a = store.doc::<Value>("a.json").unwrap();
-    a.write(&json!(1)).unwrap();
-    std::fs::create_dir(dir.path().join("other")).unwrap();
     let path = dir.path().join("other/b.json");
-    writer_dies_mid_commit(&path);
     let made = std::process::Command::new("mkfifo").arg(&path).status();
     assert!(made.unwrap().success());
     journal::checkpoint(dir.path(), &opts).unwrap();
