@@ -866,13 +866,8 @@ fn header_value(head: &str, name: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
 }
 
-/// The patch of `a_patch_that_outlives_its_time_stops_and_releases_the_lock` sent as
-/// one operation of `POST /v1/tx` was not stopped by the request's time limit (the
-/// transaction's `patch::Limits` had no deadline): the client got 503 but the work
-/// went on, holding the document's lock (and a storage slot) for as long as it took, so
-/// the next writer timed out.
-#[test]
-fn a_transaction_patch_that_outlives_its_time_stops_and_releases_the_lock() {
+/// A store in journal mode holding `p.json`, an array of 200,000 zeros (1.4 MB pretty).
+fn a_large_document_in_journal_mode() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     statefile::Doc::<Value>::open(dir.path().join("p.json"))
         .unwrap()
@@ -884,6 +879,17 @@ fn a_transaction_patch_that_outlives_its_time_stops_and_releases_the_lock() {
         statefile::journal::JournalOptions::default(),
     )
     .unwrap();
+    dir
+}
+
+/// The patch of `a_patch_that_outlives_its_time_stops_and_releases_the_lock` sent as
+/// one operation of `POST /v1/tx` was not stopped by the request's time limit (the
+/// transaction's `patch::Limits` had no deadline): the client got 503 but the work
+/// went on, holding the document's lock (and a storage slot) for as long as it took, so
+/// the next writer timed out.
+#[test]
+fn a_transaction_patch_that_outlives_its_time_stops_and_releases_the_lock() {
+    let dir = a_large_document_in_journal_mode();
     let before = std::fs::read(dir.path().join("p.json")).unwrap();
     let mut c = Config::new(dir.path());
     c.request_timeout = Duration::from_secs(2);
@@ -1025,17 +1031,7 @@ fn a_transaction_put_is_not_printed_into_memory_past_the_record_limit() {
 /// 503.
 #[test]
 fn a_transaction_of_many_cheap_operations_stops_at_its_time() {
-    let dir = tempfile::tempdir().unwrap();
-    statefile::Doc::<Value>::open(dir.path().join("p.json"))
-        .unwrap()
-        .write(&json!({"a": vec![0; 200_000]}))
-        .unwrap();
-    statefile::journal::enable(
-        dir.path(),
-        &statefile::Options::new(),
-        statefile::journal::JournalOptions::default(),
-    )
-    .unwrap();
+    let dir = a_large_document_in_journal_mode();
     let mut c = Config::new(dir.path());
     c.request_timeout = Duration::from_secs(2);
     c.options = statefile::Options::new().durability(statefile::Durability::None);
