@@ -26,6 +26,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&cli);
+    // A transaction (or the replay of one) holds a lock file open per document: the
+    // soft open-file limit (often 1,024) should not be what stops it when the hard
+    // limit allows more.
+    statefile_server::raise_descriptor_limit();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -41,6 +41,11 @@ impl Reservation {
     }
 }
 
+/// Descriptors a storage operation may hold at once (directory, lock, document, temp):
+/// what one slot of `--concurrency` stands for when the server fits its limits to the
+/// open-file limit ([`crate::fit_to_descriptors`]).
+pub(crate) const FDS_PER_OPERATION: usize = 4;
+
 /// A request's turn at the storage: a slot of `--concurrency`, and for a write, also
 /// one of its document's `--doc-concurrency` places. Released when dropped.
 #[derive(Debug)]
@@ -57,6 +62,7 @@ pub struct Limits {
     parsed: Arc<Semaphore>,
     parsed_total: usize,
     slots: Arc<Semaphore>,
+    slots_total: usize,
     docs: DocQueues,
 }
 
@@ -73,6 +79,7 @@ impl Limits {
             parsed: Arc::new(Semaphore::new(units(parsed_total) as usize)),
             parsed_total,
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            slots_total: concurrency.max(1),
             docs: DocQueues::new(per_doc.max(1)),
         }
     }
@@ -110,6 +117,27 @@ impl Limits {
             _doc: Some(doc),
         }
     }
+
+    /// A turn for a transaction that writes (its first document `name` queues as a
+    /// write does) and holds up to `descriptors` files open at once: as many storage
+    /// slots as that many descriptors stand for (at least one; at most all of them,
+    /// so a transaction larger than the budget waits for the storage to itself).
+    pub async fn tx_turn(&self, name: &str, descriptors: usize) -> Turn {
+        let doc = self.docs.enter(name).await;
+        let slots = slots_for(descriptors, self.slots_total);
+        Turn {
+            _slot: acquire(&self.slots, slots).await,
+            _doc: Some(doc),
+        }
+    }
+}
+
+/// The storage slots `descriptors` open files stand for, out of `total`.
+fn slots_for(descriptors: usize, total: usize) -> u32 {
+    let n = descriptors
+        .div_ceil(FDS_PER_OPERATION)
+        .clamp(1, total.max(1));
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 async fn reserve(pool: &Arc<Semaphore>, bytes: usize) -> Reservation {
@@ -297,6 +325,39 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn a_transaction_takes_the_slots_its_descriptors_stand_for() {
+        assert_eq!(slots_for(0, 256), 1);
+        assert_eq!(slots_for(4, 256), 1);
+        assert_eq!(slots_for(5, 256), 2);
+        // 1,000 documents in one directory, and the operation's own four.
+        assert_eq!(slots_for(1005, 256), 252);
+        // More than the whole budget: all of it, never more (it would wait forever).
+        assert_eq!(slots_for(2004, 256), 256);
+        assert_eq!(slots_for(usize::MAX, 3), 3);
+    }
+
+    /// A transaction waits for the slots it needs, and holds them: the storage
+    /// operations after it wait for its end.
+    #[tokio::test]
+    async fn a_large_transaction_holds_the_storage_slots_it_needs() {
+        let limits = Limits::new(1 << 20, 1 << 10, 4, 16);
+        let read = limits.read_turn().await;
+        let tx = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            limits.tx_turn("a.json", 16),
+        )
+        .await;
+        assert!(tx.is_err(), "got all four slots while one was taken");
+        drop(read);
+        let tx = limits.tx_turn("a.json", 16).await;
+        let other =
+            tokio::time::timeout(std::time::Duration::from_millis(100), limits.read_turn()).await;
+        assert!(other.is_err(), "a read got a slot the transaction holds");
+        drop(tx);
+        let _ = limits.read_turn().await;
+    }
 
     #[test]
     fn sizes_grow_with_what_parsing_allocates() {

@@ -23,8 +23,7 @@ use crate::{App, Config};
 /// answers 431 (problem+json, written by the connection layer) and closes the connection.
 pub const MAX_HEAD: usize = 64 * 1024;
 
-/// Descriptors a storage operation may hold at once (directory, lock, document, temp).
-const FDS_PER_OPERATION: usize = 4;
+use crate::limits::FDS_PER_OPERATION;
 /// Descriptors kept for everything else (listener, runtime, logs, standard streams).
 const FDS_SPARE: usize = 64;
 

@@ -114,7 +114,7 @@ fn complete(path: &str, method: &str, op: &mut Operation, token: bool) {
         ));
         answers.push((
             "503",
-            "lock-timeout, request-timeout or storage-unavailable, with Retry-After",
+            "lock-timeout, request-timeout, storage-unavailable or too-many-open-files, with Retry-After",
         ));
         if token {
             answers.push(("401", "unauthorized: a missing or wrong bearer token"));

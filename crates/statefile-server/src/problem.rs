@@ -212,6 +212,20 @@ impl ApiError {
                     reason.as_deref().unwrap_or("it is not representable")
                 ),
             ),
+            _ if out_of_descriptors(source.as_ref()) => {
+                let mut a = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too-many-open-files",
+                    "The server has too many files open",
+                    format!(
+                        "the server reached its open-file limit working on document {name}; \
+                         retry shortly (a transaction of many documents needs a file each: \
+                         the server's limit is `ulimit -n`)"
+                    ),
+                );
+                a.retry_after = Some(1);
+                a
+            }
             _ => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -227,6 +241,21 @@ impl ApiError {
         }
         err
     }
+}
+
+/// Whether `e` (or an error it wraps) is the process (EMFILE) or the system (ENFILE)
+/// running out of file descriptors: a passing condition, unlike other I/O errors.
+fn out_of_descriptors(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(23 | 24))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl std::fmt::Display for ApiError {

@@ -84,11 +84,13 @@ pub fn map_request(mut req: Request) -> Request {
     req
 }
 
-/// Whether a storage call reads or writes the document (writes queue per document).
+/// Whether a storage call reads or writes the document (writes queue per document),
+/// or is a transaction that may hold up to `descriptors` files open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Access {
     Read,
     Write,
+    Tx { descriptors: usize },
 }
 
 /// Run a storage call for document `name` on a blocking thread once it has its turn
@@ -104,6 +106,7 @@ async fn storage<T: Send + 'static>(
     let turn = match access {
         Access::Read => app.limits.read_turn().await,
         Access::Write => app.limits.write_turn(name).await,
+        Access::Tx { descriptors } => app.limits.tx_turn(name, descriptors).await,
     };
     blocking(name, move || {
         let _turn = turn;
@@ -538,9 +541,11 @@ pub async fn transaction(
     }
     let store = app.store.clone();
     let started = Instant::now();
-    // The first document names the request's turn at the storage and its errors.
+    // The first document names the request's turn at the storage and its errors; the
+    // turn counts the files the transaction holds open (a lock file per document).
     let first = ops[0].doc.clone();
-    let outcome = storage(&app, &first, Access::Write, move || {
+    let descriptors = app.store.tx_descriptors(&ops);
+    let outcome = storage(&app, &first, Access::Tx { descriptors }, move || {
         let _memory = memory;
         Ok(store.transaction(&ops, &limits))
     })

@@ -264,6 +264,13 @@ pub trait DocStore: Send + Sync + 'static {
         ))
     }
 
+    /// The most files [`DocStore::transaction`] may hold open at once for `ops`, so
+    /// the server can count them against its open-file budget (default: none).
+    fn tx_descriptors(&self, ops: &[statefile::TxOp]) -> usize {
+        let _ = ops;
+        0
+    }
+
     /// [`DocStore::update`] (with [`Condition::Any`]) for a request carrying an
     /// `Idempotency-Key`. A store that keeps keys itself (PostgreSQL: in the transaction
     /// that writes, so every server sharing the database gives a repeat the first answer,
@@ -471,6 +478,17 @@ impl DocStore for FileStore {
             version: v.version,
             recovered_from: v.recovered.map(|r| r.backup),
         })
+    }
+
+    /// A lock file per document and a handle per directory (documents of one directory
+    /// share it), and the operation's own few.
+    fn tx_descriptors(&self, ops: &[statefile::TxOp]) -> usize {
+        let docs: std::collections::HashSet<&str> = ops.iter().map(|o| o.doc.as_str()).collect();
+        let dirs: std::collections::HashSet<&str> = docs
+            .iter()
+            .map(|d| d.rsplit_once('/').map_or("", |(dir, _)| dir))
+            .collect();
+        docs.len() + dirs.len() + crate::limits::FDS_PER_OPERATION
     }
 
     fn transaction(

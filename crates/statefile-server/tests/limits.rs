@@ -1055,3 +1055,80 @@ fn a_transaction_of_many_cheap_operations_stops_at_its_time() {
         started.elapsed()
     );
 }
+
+/// A child server over a store in journal mode whose open-file limit is `nofile`
+/// (soft and hard), with a put of `{"i": N}` to each of `docs` sent as one `POST
+/// /v1/tx`: the answer (status, body, Retry-After).
+fn tx_under_descriptor_limit(
+    nofile: u64,
+    docs: impl Iterator<Item = String>,
+) -> Option<(tempfile::TempDir, u16, String, Option<String>)> {
+    let dir = tempfile::tempdir().unwrap();
+    statefile::journal::enable(
+        dir.path(),
+        &statefile::Options::new(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    let limit = format!("--nofile={nofile}:{nofile}");
+    let child = Child::start(dir.path(), &[&limit], &[])?;
+    let ops: Vec<Value> = docs
+        .enumerate()
+        .map(|(i, doc)| json!({"op": "put", "doc": doc, "value": {"i": i}}))
+        .collect();
+    let mut conn = Conn::open(child.addr);
+    let (status, head, body) = conn
+        .send(
+            "POST",
+            "/v1/tx",
+            &[JSON],
+            &serde_json::to_vec(&ops).unwrap(),
+        )
+        .expect("an answer");
+    let retry = header(&head, "retry-after");
+    // The server is still there and answers.
+    let (ok, _, _) = Conn::open(child.addr)
+        .send("PUT", "/v1/docs/after.json", &[JSON], b"{}")
+        .unwrap();
+    assert_eq!(ok, 201);
+    Some((
+        dir,
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        retry,
+    ))
+}
+
+/// Regression: a transaction held two descriptors per document (its directory's and its
+/// lock file's): `POST /v1/tx` of the allowed 1,000 operations, on documents of one
+/// directory, failed with a generic 500 under an open-file limit of 1,200. The documents
+/// of a directory now share its handle.
+#[test]
+fn a_transaction_of_a_thousand_documents_in_one_directory_fits_1200_descriptors() {
+    let Some((dir, status, body, _)) =
+        tx_under_descriptor_limit(1200, (0..1000).map(|i| format!("jobs/{i:04}.json")))
+    else {
+        return;
+    };
+    assert_eq!(status, 200, "{body}");
+    let last: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("jobs/0999.json")).unwrap()).unwrap();
+    assert_eq!(last, json!({"i": 999}));
+}
+
+/// Past the limit (1,000 documents in 1,000 directories: 2,000 descriptors), the
+/// answer says so, as a 503 to retry, not as a 500 "internal error"; nothing is
+/// written, and the server goes on.
+#[test]
+fn a_transaction_past_the_descriptor_limit_is_503_too_many_open_files() {
+    let Some((dir, status, body, retry)) =
+        tx_under_descriptor_limit(1200, (0..1000).map(|i| format!("d{i:04}/job.json")))
+    else {
+        return;
+    };
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("too-many-open-files"), "{body}");
+    assert!(body.contains("open-file limit"), "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert!(!dir.path().join("d0000/job.json").exists());
+}

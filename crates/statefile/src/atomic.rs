@@ -55,13 +55,34 @@ use crate::names::{self, Target, random_suffix};
 use crate::options::{BackupMade, BackupMethod, Durability, Options, Perms, Receipt, TempHook};
 use crate::version::{HashingWriter, Version, hash_reader};
 
+/// Directory handles by resolved path, for one caller that holds several documents'
+/// locks at once (a transaction): its documents in one directory share one handle, so
+/// that a transaction of a thousand documents in one directory holds a thousand and one
+/// descriptors, not two thousand. Each handle was opened by resolving its path, as
+/// [`Prepared::open`] does; the caller drops the map with the locks.
+pub(crate) type Dirs = std::collections::HashMap<PathBuf, Arc<dyn FsDir>>;
+
+/// The handle of `target`'s directory: from `dirs` if it holds one, else opened (and
+/// kept in `dirs`, if given).
+fn dir_handle(fs: &dyn Fs, target: &Target, dirs: Option<&mut Dirs>) -> Result<Arc<dyn FsDir>> {
+    let Some(dirs) = dirs else {
+        return Ok(Arc::from(file::open_dir(fs, &target.dir)?));
+    };
+    if let Some(dir) = dirs.get(&target.dir) {
+        return Ok(dir.clone());
+    }
+    let dir: Arc<dyn FsDir> = Arc::from(file::open_dir(fs, &target.dir)?);
+    dirs.insert(target.dir.clone(), dir.clone());
+    Ok(dir)
+}
+
 /// A document's directory, opened once, and its lock file's in-process state: step 0
 /// up to the lock. Group commit prepares every call this way, outside the lock; the
 /// call that leads a batch then takes the lock ([`Prepared::lock`]).
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub target: Target,
-    pub dir: Box<dyn FsDir>,
+    pub dir: Arc<dyn FsDir>,
     pub entry: lock::Entry,
     fs: Arc<dyn Fs>,
 }
@@ -71,10 +92,21 @@ impl Prepared {
     /// store's root), create missing directories if `opts` asks, open the directory
     /// and find the lock file's state (creating the lock file if missing).
     pub(crate) fn open(path: &Path, confine: Option<&Path>, opts: &Options) -> Result<Prepared> {
+        Prepared::open_in(path, confine, opts, None)
+    }
+
+    /// [`Prepared::open`], taking the directory's handle from `dirs` when it holds one
+    /// for the resolved directory (and keeping a new one there).
+    fn open_in(
+        path: &Path,
+        confine: Option<&Path>,
+        opts: &Options,
+        dirs: Option<&mut Dirs>,
+    ) -> Result<Prepared> {
         let fs = &opts.fs;
         let target = names::resolve_for_write(fs.as_ref(), path, confine)?;
         ensure_dir(fs.as_ref(), &target, opts.create_dirs, opts.durability)?;
-        let dir = file::open_dir(fs.as_ref(), &target.dir)?;
+        let dir = dir_handle(fs.as_ref(), &target, dirs)?;
         let entry = lock::Entry::open(fs, dir.as_ref(), &target.lock_name(), &target.lock_path())?;
         Ok(Prepared {
             target,
@@ -116,7 +148,7 @@ impl Prepared {
 #[derive(Debug)]
 pub(crate) struct Locked {
     pub target: Target,
-    pub dir: Box<dyn FsDir>,
+    pub dir: Arc<dyn FsDir>,
     pub lock: LockGuard,
     umask: u32,
     /// The journal the tree is in, found under the lock; `None` outside journal mode
@@ -131,10 +163,20 @@ impl Locked {
     /// Step 0: [`Prepared::open`], then take the lock, then bind the write to the
     /// tree's journal ([`Locked::bind`]), starting again if that had to release the lock.
     pub(crate) fn open(path: &Path, confine: Option<&Path>, opts: &Options) -> Result<Locked> {
+        Locked::open_in(path, confine, opts, None)
+    }
+
+    /// [`Locked::open`], sharing directory handles through `dirs` (see [`Dirs`]).
+    pub(crate) fn open_in(
+        path: &Path,
+        confine: Option<&Path>,
+        opts: &Options,
+        mut dirs: Option<&mut Dirs>,
+    ) -> Result<Locked> {
         let wait = lock::Wait::new(opts.lock_timeout);
         let mut closed = None;
         loop {
-            let w = Prepared::open(path, confine, opts)?.lock(wait)?;
+            let w = Prepared::open_in(path, confine, opts, dirs.as_deref_mut())?.lock(wait)?;
             if let Some(w) = w.bind(opts, &mut closed)? {
                 return Ok(w);
             }
@@ -178,13 +220,15 @@ impl Locked {
         }
     }
 
-    /// Step 0 without the journal: for the journal's own replays.
+    /// Step 0 without the journal: for the journal's own replays (sharing directory
+    /// handles through `dirs`, if given, when it locks several documents).
     pub(crate) fn open_plain(
         path: &Path,
         confine: Option<&Path>,
         opts: &Options,
+        dirs: Option<&mut Dirs>,
     ) -> Result<Locked> {
-        Prepared::open(path, confine, opts)?.lock(lock::Wait::new(opts.lock_timeout))
+        Prepared::open_in(path, confine, opts, dirs)?.lock(lock::Wait::new(opts.lock_timeout))
     }
 
     /// [`Locked::open_plain`], only if the lock is free now (`None` if it is held).
@@ -192,10 +236,11 @@ impl Locked {
         path: &Path,
         confine: Option<&Path>,
         opts: &Options,
+        dirs: Option<&mut Dirs>,
     ) -> Result<Option<Locked>> {
         let fs = &opts.fs;
         let target = names::resolve_for_write(fs.as_ref(), path, confine)?;
-        let dir = file::open_dir(fs.as_ref(), &target.dir)?;
+        let dir = dir_handle(fs.as_ref(), &target, dirs)?;
         let Some(lock) =
             lock::try_acquire(fs, dir.as_ref(), &target.lock_name(), &target.lock_path())?
         else {

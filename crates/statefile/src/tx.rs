@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::atomic::{self, Change, Current, Locked, Part, Plan};
+use crate::atomic::{self, Change, Current, Dirs, Locked, Part, Plan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::SerializeError;
 use crate::store::Store;
@@ -81,6 +81,9 @@ pub struct Transaction<'s> {
     held: BTreeMap<PathBuf, Held>,
     /// A document that sorted before one already locked: the attempt starts again.
     missed: Option<String>,
+    /// The handles of the held documents' directories, one per directory. Declared
+    /// last: dropped after the locks.
+    dirs: Dirs,
 }
 
 impl<'s> Transaction<'s> {
@@ -89,6 +92,7 @@ impl<'s> Transaction<'s> {
             store,
             held: BTreeMap::new(),
             missed: None,
+            dirs: Dirs::new(),
         }
     }
 
@@ -135,7 +139,12 @@ impl<'s> Transaction<'s> {
 
     fn lock(&mut self, name: &str, key: PathBuf) -> Result<()> {
         let path = self.store.root().join(name);
-        let w = Locked::open(&path, Some(self.store.root()), self.store.options())?;
+        let w = Locked::open_in(
+            &path,
+            Some(self.store.root()),
+            self.store.options(),
+            Some(&mut self.dirs),
+        )?;
         if w.target.path != key {
             // The path resolves elsewhere now (a symlink changed): order by what is locked.
             self.missed = Some(name.to_string());

@@ -352,3 +352,67 @@ fn get_after_a_power_loss_prints_the_acknowledged_write() {
         assert_eq!(out.stdout.trim(), r#"{"v":2}"#, "old file back: {old}");
     }
 }
+
+/// `statefile tx` of `n` puts of `jobs/NNNN.json` (one directory), run under
+/// `ulimit` arguments `limit` (a shell's `-S`/`-H` forms).
+fn tx_of_many_documents_under(s: &Sandbox, n: usize, limit: &str) -> Run {
+    let ops: Vec<Value> = (0..n)
+        .map(|i| json!({"op": "put", "doc": format!("jobs/{i:04}.json"), "value": {"id": i}}))
+        .collect();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("ulimit {limit} && exec \"$0\" tx .")])
+        .arg(crate::common::BIN)
+        .current_dir(s.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let body = serde_json::to_vec(&ops).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A shell that failed to set the limit exits without reading: its output says why.
+    let _ = std::io::Write::write_all(&mut stdin, &body);
+    drop(stdin);
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// Regression: a transaction held two descriptors per document (its directory's and
+/// its lock file's), even for documents of one directory, and the CLI kept the soft
+/// open-file limit it was given: `statefile tx` of 1,000 documents failed from about
+/// 520 documents under the usual soft limit of 1,024. Now the documents of a directory
+/// share its handle (1,000 documents: 1,001 descriptors), and the CLI raises its soft
+/// limit to the hard one, as the server does.
+#[test]
+fn a_transaction_of_a_thousand_documents_in_one_directory_fits_the_usual_limits() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "4M", "."]).ok();
+    std::fs::create_dir(s.path("jobs")).unwrap();
+    // Soft 512, hard 4,096: the soft limit is raised.
+    let out = tx_of_many_documents_under(&s, 1000, "-Sn 512 && ulimit -Hn 4096");
+    assert_eq!(out.code, 0, "{out:?}");
+    let results: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(results.as_array().map(Vec::len), Some(1000), "{results}");
+    assert_eq!(s.json("jobs/0999.json"), json!({"id": 999}));
+    // Hard and soft 1,024: one handle for the directory, one lock file each.
+    let out = tx_of_many_documents_under(&s, 1000, "-n 1024");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(s.json("jobs/0500.json"), json!({"id": 500}));
+}
+
+/// Past the hard limit, the transaction fails whole and says which document's lock it
+/// could not open and why.
+#[test]
+fn a_transaction_past_the_open_file_limit_writes_nothing_and_says_why() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "4M", "."]).ok();
+    std::fs::create_dir(s.path("jobs")).unwrap();
+    let out = tx_of_many_documents_under(&s, 300, "-n 64");
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("jobs/.00"), "{}", out.stderr);
+    assert!(
+        out.stderr.to_lowercase().contains("too many open files"),
+        "{}",
+        out.stderr
+    );
+    assert!(!s.path("jobs/0000.json").exists());
+}

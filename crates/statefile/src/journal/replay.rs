@@ -13,7 +13,7 @@ use super::format::{self, Action, EntryMeta, Header, RecordHeader};
 use super::handle::{self, Journal, Ticket, read_full_at, write_all_at};
 use super::shm::{self, Page};
 use super::{BOOT, CKPT, LOG, META_DIR, SHM, USERS};
-use crate::atomic::{self, Current, Locked, Plan, Verify};
+use crate::atomic::{self, Current, Dirs, Locked, Plan, Verify};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fs::Fs;
 use crate::json::SerializeError;
@@ -416,11 +416,14 @@ impl Journal {
             create_dirs: false,
             ..opts.clone()
         };
+        // The documents of one directory share its handle (see `Dirs`); each `Locked`
+        // keeps its own reference, so the map may go when this returns.
+        let mut dirs = Dirs::new();
         for (path, i) in order {
             let w = if try_only {
-                Locked::try_open_plain(&path, Some(self.root()), &plain)
+                Locked::try_open_plain(&path, Some(self.root()), &plain, Some(&mut dirs))
             } else {
-                Locked::open_plain(&path, Some(self.root()), &plain).map(Some)
+                Locked::open_plain(&path, Some(self.root()), &plain, Some(&mut dirs)).map(Some)
             };
             match w {
                 Ok(Some(w)) => locked.push((i, w)),
@@ -606,7 +609,7 @@ impl Journal {
             ..opts.clone()
         };
         loop {
-            let w = Locked::open_plain(path, Some(self.root()), &plain)?;
+            let w = Locked::open_plain(path, Some(self.root()), &plain, None)?;
             let name = super::relative_name(self.root(), &w.target)?;
             if let Some(dead) = self.pending(&[&name])? {
                 drop(w);
@@ -738,7 +741,7 @@ impl Journal {
             ..opts.clone()
         };
         let r = (|| {
-            let Some(w) = Locked::try_open_plain(path, Some(self.root()), &plain)? else {
+            let Some(w) = Locked::try_open_plain(path, Some(self.root()), &plain, None)? else {
                 return Ok(false);
             };
             let name = super::relative_name(self.root(), &w.target)?;
