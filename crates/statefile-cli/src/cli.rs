@@ -405,7 +405,7 @@ pub enum JournalAction {
 #[derive(Debug, Args)]
 #[command(
     after_help = "DIR must be in journal mode (statefile journal enable DIR). Operations, each with an \
-                  optional \"if_match\": \"<version>\" or \"if_none_match\": \"*\":\n  \
+                  optional \"if_match\": \"<version>\" (or its ETag; a weak W/ tag is refused) or \"if_none_match\": \"*\":\n  \
                   {\"op\": \"put\", \"doc\": \"a.json\", \"value\": ...}\n  \
                   {\"op\": \"patch\", \"doc\": \"b.json\", \"merge\": {...}}   (or \"json_patch\": [...])\n  \
                   {\"op\": \"append\", \"doc\": \"c.json\", \"pointer\": \"/items\", \"value\": ...}\n  \

@@ -421,6 +421,10 @@ fn update_with<'py>(
     let held = crate::held::Held::document(doc.path());
     let body = |v: &mut Working| -> Result<Py<PyAny>, Abort> {
         Python::attach(|py| {
+            // Every piece of Python code run under the lock counts as the update's: the
+            // default factory, `f`, and what converting the value back runs (a Decimal
+            // subclass's `is_finite`, a list subclass's `__iter__`).
+            let _running = crate::held::Running::enter(&held);
             let given = std::mem::replace(v, Working::Value(Value::Null));
             // A change's text is about as long as the last one's.
             let size = match &given {
@@ -431,10 +435,7 @@ fn update_with<'py>(
                 (Some(d), true) => d.make(py)?,
                 _ => given.into_py(py)?,
             };
-            let result = {
-                let _running = crate::held::Running::enter(&held);
-                f.bind(py).call1((&data,))?
-            };
+            let result = f.bind(py).call1((&data,))?;
             crate::errors::refuse_coroutine(py, &result, "doc.update()")?;
             let encoded = encode(&data, format, size)?;
             *v = Working::Encoded {

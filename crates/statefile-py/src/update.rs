@@ -72,6 +72,9 @@ struct Active {
     reports: Reports,
     helper: JoinHandle<()>,
     data: Py<PyAny>,
+    /// The process that entered the block: a child forked inside it has a copy of the
+    /// block but not the helper thread, which holds the lock in the parent.
+    pid: u32,
     /// While the block runs, this thread holds the document's lock: a call in the block
     /// that would wait for it raises Deadlock (see held.rs). Dropped with the block.
     _running: Option<crate::held::Running>,
@@ -182,6 +185,16 @@ fn finish(
     active: Active,
     commit: Option<Value>,
 ) -> PyResult<Option<Result<Receipt, Error>>> {
+    if std::process::id() != active.pid {
+        // Waiting for the parent's helper thread would wait forever. The parent's block
+        // goes on as if the child had never been.
+        return Err(PyRuntimeError::new_err(format!(
+            "statefile: this update block was entered in process {} and cannot be finished \
+             in a child forked inside it (the lock and its helper thread stay with the \
+             parent): nothing was written from this process",
+            active.pid
+        )));
+    }
     if let Some(v) = commit {
         // A send can only fail if the helper is gone; `next` reports that.
         let _ = active.commit.send(Commit(v));
@@ -311,6 +324,10 @@ impl Update {
                 ));
             }
         };
+        // The block's code counts from here: the default factory is Python code run
+        // under the lock too.
+        let held = crate::held::Held::document(self.doc.path());
+        let running = crate::held::Running::enter(&held);
         let data = match (&self.default, missing) {
             (Some(d), true) => d.make(py),
             _ => to_py(py, &value),
@@ -323,19 +340,20 @@ impl Update {
                     reports,
                     helper,
                     data: py.None(),
-                    _running: None,
+                    pid: std::process::id(),
+                    _running: Some(running),
                 };
                 abandon(py, active)?;
                 return Err(e);
             }
         };
-        let held = crate::held::Held::document(self.doc.path());
         *self.state() = State::Active(Active {
             commit,
             reports,
             helper,
             data: data.clone().unbind(),
-            _running: Some(crate::held::Running::enter(&held)),
+            pid: std::process::id(),
+            _running: Some(running),
         });
         Ok(data)
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import errno
 import fcntl
 import multiprocessing
@@ -339,3 +340,94 @@ def test_an_update_block_left_open_and_dropped_leaves_nothing_behind(tmp_path: P
     gc.collect()
     doc.write({"n": 3})
     assert doc.read() == {"n": 3}
+
+
+def test_python_code_an_update_runs_outside_its_function_is_refused_too(tmp_path: Path) -> None:
+    # Regression: the self-deadlock guard covered only the update's function (or the
+    # `with` block). Python code that statefile itself runs under the document's lock
+    # was outside it: the `default=` factory, and what converting the value back runs
+    # (a Decimal subclass's is_finite, a list subclass's __iter__). A write of the same
+    # document from there waited for the lock the update holds, until the lock timeout
+    # (forever with lock_timeout=inf), instead of raising Deadlock at once.
+    path = tmp_path / "a.json"
+    doc = statefile.Doc(path, lock_timeout=30)
+
+    def writes_the_document() -> None:
+        doc.write({"from": "inside"})
+
+    class Sneaky(decimal.Decimal):
+        def is_finite(self) -> bool:
+            writes_the_document()
+            return True
+
+    class SneakyList(list[Any]):
+        def __iter__(self) -> Any:
+            writes_the_document()
+            return super().__iter__()
+
+    def factory() -> dict[str, Any]:
+        writes_the_document()
+        return {}
+
+    def quickly_deadlock(call: Any) -> None:
+        start = time.monotonic()
+        with pytest.raises(statefile.Deadlock, match="a.json"):
+            call()
+        assert time.monotonic() - start < 10
+
+    # The factory, in the function form and the `with` form (the document is missing).
+    quickly_deadlock(lambda: doc.update(lambda d: None, default=factory))
+    with pytest.raises(statefile.Deadlock):
+        with doc.update(default=factory):
+            pass
+    assert not path.exists()
+    doc.write({"n": 0})
+    # Converting the changed value back.
+    quickly_deadlock(lambda: doc.update(lambda d: d.update(n=Sneaky(5))))
+    quickly_deadlock(lambda: doc.update(lambda d: d.update(items=SneakyList([1]))))
+
+    def in_a_block() -> None:
+        with doc.update() as d:
+            d["n"] = Sneaky(5)
+
+    quickly_deadlock(in_a_block)
+    # Nothing was written by any of them, and the lock is free again.
+    assert doc.read() == {"n": 0}
+    doc.write({"n": 1})
+    assert doc.read() == {"n": 1}
+
+
+def test_a_child_forked_inside_an_update_block_cannot_finish_it_and_does_not_hang(tmp_path: Path) -> None:
+    # Regression: a child process forked inside `with doc.update()` hung for ever when
+    # it left the block: it waited for the block's helper thread, which fork does not
+    # copy (it runs on, holding the lock, in the parent). Now leaving the block in the
+    # child raises at once and writes nothing; the parent's block is unaffected.
+    doc = statefile.Doc(tmp_path / "a.json", lock_timeout=30)
+    doc.write({"n": 1})
+
+    def block() -> int:
+        with doc.update() as data:
+            data["n"] = 2
+            pid = os.fork()
+            if pid == 0:
+                data["n"] = 99
+        return pid
+
+    try:
+        pid = block()
+    except BaseException as e:  # only in the child
+        os._exit(0 if isinstance(e, RuntimeError) and "forked inside it" in str(e) else 5)
+    if pid == 0:
+        os._exit(6)  # the child left the block as if it had written
+    deadline = time.monotonic() + 20
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung leaving the block")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert doc.read() == {"n": 2}

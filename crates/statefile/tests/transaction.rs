@@ -700,3 +700,23 @@ fn a_transaction_too_large_for_the_journal_stops_as_it_serializes() {
     store.transaction(|tx| tx.write("b.json", &each)).unwrap();
     assert!(dir.path().join("b.json").exists());
 }
+
+/// An operation's `if_match` takes a version or its strong ETag; a weak tag
+/// (`W/"…"`) is refused, naming why, as an If-Match header never matches one (it was
+/// read as the version it wraps, so the same tag matched here and failed in a header).
+#[test]
+fn a_weak_entity_tag_as_if_match_is_refused() {
+    let v = statefile::Version::of(b"{}");
+    let limits = statefile::patch::Limits::new();
+    for given in [v.to_string(), v.etag()] {
+        let ops = json!([{"op": "delete", "doc": "a.json", "if_match": given}]);
+        let parsed = statefile::parse_tx_ops(&ops, &limits).unwrap();
+        assert_eq!(parsed[0].if_match.as_ref(), Some(&v));
+    }
+    for weak in [format!("W/{}", v.etag()), format!(" W/{}", v.etag())] {
+        let ops = json!([{"op": "delete", "doc": "a.json", "if_match": weak}]);
+        let e = statefile::parse_tx_ops(&ops, &limits).unwrap_err();
+        assert!(e.contains("weak entity tag"), "{e}");
+        assert!(e.starts_with("operation 0: if_match"), "{e}");
+    }
+}
