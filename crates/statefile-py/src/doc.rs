@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use serde_json::Value;
@@ -417,6 +417,7 @@ fn update_with<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let missing = AtomicBool::new(false);
     let format = doc.options().get_format();
+    let pid = std::process::id();
     // While `f` runs, this thread holds the document's lock (see held.rs).
     let held = crate::held::Held::document(doc.path());
     let body = |v: &mut Working| -> Result<Py<PyAny>, Abort> {
@@ -436,6 +437,15 @@ fn update_with<'py>(
                 _ => given.into_py(py)?,
             };
             let result = f.bind(py).call1((&data,))?;
+            if std::process::id() != pid {
+                // A child forked under the lock (in `f` or the factory): the parent
+                // holds the lock and writes; the child writes nothing.
+                return Err(PyRuntimeError::new_err(format!(
+                    "statefile: this update was started in process {pid} and cannot be \
+                     finished in a child forked inside it (the lock stays with the parent): \
+                     nothing was written from this process"
+                )));
+            }
             crate::errors::refuse_coroutine(py, &result, "doc.update()")?;
             let encoded = encode(&data, format, size)?;
             *v = Working::Encoded {

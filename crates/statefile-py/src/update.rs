@@ -300,6 +300,8 @@ impl Update {
 
 impl Update {
     fn enter<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // Before any Python code runs (the default factory may fork).
+        let pid = std::process::id();
         crate::held::refuse(py, self.doc.path(), "an update", None)?;
         let (commit, commits) = mpsc::channel();
         let (report, reports) = mpsc::channel();
@@ -340,7 +342,7 @@ impl Update {
                     reports,
                     helper,
                     data: py.None(),
-                    pid: std::process::id(),
+                    pid,
                     _running: Some(running),
                 };
                 abandon(py, active)?;
@@ -352,7 +354,7 @@ impl Update {
             reports,
             helper,
             data: data.clone().unbind(),
-            pid: std::process::id(),
+            pid,
             _running: Some(running),
         });
         Ok(data)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import decimal
 import errno
 import fcntl
+import json
 import multiprocessing
 import os
 import threading
@@ -430,4 +431,81 @@ def test_a_child_forked_inside_an_update_block_cannot_finish_it_and_does_not_han
             pytest.fail("the forked child hung leaving the block")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(status) == 0
+    assert doc.read() == {"n": 2}
+
+
+def _wait(pid: int, seconds: float) -> int | None:
+    """The child's exit code, or None (killed) if it did not end in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.05)
+
+
+def test_a_child_forked_in_the_default_factory_does_not_hang_leaving_the_block(tmp_path: Path) -> None:
+    # Regression (review of c1e440c): the block's pid was taken after the default
+    # factory ran, so a child forked in the factory recorded its own and, leaving the
+    # block, waited for ever for the helper thread, which only the parent has.
+    doc = statefile.Doc(tmp_path / "a.json", lock_timeout=30)
+    forked: list[int] = []
+
+    def factory() -> dict[str, Any]:
+        forked.append(os.fork())
+        return {}
+
+    try:
+        with doc.update(default=factory) as data:
+            data["who"] = "parent" if forked[0] else "child"
+    except BaseException as e:
+        if forked and forked[0] == 0:
+            os._exit(0 if isinstance(e, RuntimeError) else 5)
+        raise
+    if forked[0] == 0:
+        os._exit(6)  # the child left the block as if it had written
+    code = _wait(forked[0], 10)
+    assert code is not None, "the child forked in the default factory hung leaving the block"
+    assert code == 0, code
+    assert doc.read() == {"who": "parent"}
+
+
+def test_a_child_forked_in_an_update_function_writes_nothing(tmp_path: Path) -> None:
+    # Regression (review of c1e440c): a child forked inside the function form went on,
+    # when the function returned, to write the document under the lock it shares with
+    # the parent (one open file), and released that lock: the parent's own write then
+    # failed with Conflict. As in the `with` form, the child now gets a RuntimeError
+    # and writes nothing, and the lock stays the parent's.
+    path = tmp_path / "a.json"
+    doc = statefile.Doc(path, lock_timeout=30)
+    doc.write({"n": 1})
+    seen: dict[str, Any] = {}
+
+    def f(data: dict[str, Any]) -> int:
+        pid = os.fork()
+        if pid == 0:
+            seen["child"] = True
+            data["n"] = 99
+            return 0
+        seen["code"] = _wait(pid, 10)
+        seen["on_disk"] = json.loads(path.read_text())
+        data["n"] = 2
+        return pid
+
+    error: BaseException | None = None
+    try:
+        pid = doc.update(f)
+    except BaseException as e:
+        if seen.get("child"):
+            os._exit(0 if isinstance(e, RuntimeError) else 5)
+        error = e
+    if seen.get("child"):
+        os._exit(6)  # the child's update returned: it wrote
+    assert seen["code"] == 0, seen
+    assert seen["on_disk"] == {"n": 1}, f"the forked child wrote the document: {seen}"
+    assert error is None, f"the parent's update failed: {error!r}; the document is {doc.read()}"
     assert doc.read() == {"n": 2}

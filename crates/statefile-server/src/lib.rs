@@ -152,6 +152,9 @@ impl App {
             config.max_body,
             config.concurrency,
             config.doc_concurrency,
+        )
+        .with_descriptor_limit(
+            rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
         );
         Arc::new(App {
             config,

@@ -45,6 +45,8 @@ impl Reservation {
 /// what one slot of `--concurrency` stands for when the server fits its limits to the
 /// open-file limit ([`crate::fit_to_descriptors`]).
 pub(crate) const FDS_PER_OPERATION: usize = 4;
+/// Descriptors kept for everything else (listener, runtime, logs, standard streams).
+pub(crate) const FDS_SPARE: usize = 64;
 
 /// A request's turn at the storage: a slot of `--concurrency`, and for a write, also
 /// one of its document's `--doc-concurrency` places. Released when dropped.
@@ -64,6 +66,9 @@ pub struct Limits {
     slots: Arc<Semaphore>,
     slots_total: usize,
     docs: DocQueues,
+    /// The most descriptors one transaction may need: the process's open-file limit
+    /// less the spare (`None`: no limit known).
+    max_tx_descriptors: Option<usize>,
 }
 
 impl Limits {
@@ -81,7 +86,24 @@ impl Limits {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             slots_total: concurrency.max(1),
             docs: DocQueues::new(per_doc.max(1)),
+            max_tx_descriptors: None,
         }
+    }
+
+    /// Refuse transactions that need more than `descriptors` open files at once: with
+    /// the process's open-file limit less the spare, one that could never be served.
+    pub fn with_descriptor_limit(mut self, descriptors: Option<u64>) -> Limits {
+        self.max_tx_descriptors = descriptors.map(|d| {
+            usize::try_from(d)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(FDS_SPARE)
+        });
+        self
+    }
+
+    /// The most descriptors one transaction may need, if there is a limit.
+    pub fn max_tx_descriptors(&self) -> Option<usize> {
+        self.max_tx_descriptors
     }
 
     /// Reserve `bytes` for a body about to be received; waits while the pool is spent.

@@ -23,9 +23,7 @@ use crate::{App, Config};
 /// answers 431 (problem+json, written by the connection layer) and closes the connection.
 pub const MAX_HEAD: usize = 64 * 1024;
 
-use crate::limits::FDS_PER_OPERATION;
-/// Descriptors kept for everything else (listener, runtime, logs, standard streams).
-const FDS_SPARE: usize = 64;
+use crate::limits::{FDS_PER_OPERATION, FDS_SPARE};
 
 /// Raise the soft limit on open descriptors to the hard limit (capped at 2^20), where
 /// allowed. Returns the soft limit now in force, if the system has one.

@@ -303,3 +303,34 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// EMFILE and ENFILE, bare or inside the library's error, are "out of
+    /// descriptors" (503 to retry); other I/O errors are not.
+    #[test]
+    fn running_out_of_descriptors_is_recognised_through_the_error_chain() {
+        for errno in [23, 24] {
+            assert!(out_of_descriptors(&std::io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+        // A library error without an OS error behind it is not.
+        let plain = statefile::Error::new(statefile::ErrorKind::Io, "cannot create lock file");
+        assert!(!out_of_descriptors(&plain));
+        let wrapped = ApiError::from_store(
+            crate::store::StoreError::Storage {
+                kind: statefile::ErrorKind::Io,
+                reason: None,
+                source: Box::new(std::io::Error::from_raw_os_error(24)),
+            },
+            "a.json",
+        );
+        assert_eq!(wrapped.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(wrapped.slug, "too-many-open-files");
+        assert_eq!(wrapped.retry_after, Some(1));
+        assert!(!out_of_descriptors(&std::io::Error::from_raw_os_error(5)));
+    }
+}

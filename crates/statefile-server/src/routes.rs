@@ -517,6 +517,7 @@ pub async fn append(
               (status = 400, description = "Malformed operations or names; over 1000 operations, or documents in over 4000 distinct directories"),
               (status = 404, description = "A get, delete or JSON Patch of a missing document"),
               (status = 412, description = "A precondition failed; names the document; nothing written"),
+              (status = 413, description = "transaction-too-large: its documents need more open files at once than the server may have (ulimit -n); nothing written"),
               (status = 422, description = "A patch or append does not apply; nothing written"),
               (status = 501, description = "The file store is not in journal mode"),
               (status = 503, description = "Lock timeout; Retry-After")))]
@@ -545,6 +546,22 @@ pub async fn transaction(
     // turn counts the files the transaction holds open (a lock file per document).
     let first = ops[0].doc.clone();
     let descriptors = app.store.tx_descriptors(&ops);
+    if let Some(most) = app.limits.max_tx_descriptors()
+        && descriptors > most
+    {
+        // However long it waited, it would run out of descriptors: refused, not 503.
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "transaction-too-large",
+            "The transaction needs more open files than the server may have",
+            format!(
+                "the transaction's documents need about {descriptors} open files at once (a \
+                 lock file per document, a handle per directory); this server may have {most} \
+                 (its open-file limit, ulimit -n, less what it keeps for itself): split the \
+                 transaction, or raise the limit; nothing was written"
+            ),
+        ));
+    }
     let outcome = storage(&app, &first, Access::Tx { descriptors }, move || {
         let _memory = memory;
         Ok(store.transaction(&ops, &limits))

@@ -1116,19 +1116,22 @@ fn a_transaction_of_a_thousand_documents_in_one_directory_fits_1200_descriptors(
     assert_eq!(last, json!({"i": 999}));
 }
 
-/// Past the limit (1,000 documents in 1,000 directories: 2,000 descriptors), the
-/// answer says so, as a 503 to retry, not as a 500 "internal error"; nothing is
+/// A transaction that could never be served under the open-file limit (1,000
+/// documents in 1,000 directories: 2,000 descriptors, under 1,200) is refused at once,
+/// 413 naming the numbers, not a 500 "internal error" (nor a 503 inviting a retry that
+/// would fail the same way, holding the server to itself each time); nothing is
 /// written, and the server goes on.
 #[test]
-fn a_transaction_past_the_descriptor_limit_is_503_too_many_open_files() {
+fn a_transaction_that_can_never_fit_the_descriptor_limit_is_413_at_once() {
     let Some((dir, status, body, retry)) =
         tx_under_descriptor_limit(1200, (0..1000).map(|i| format!("d{i:04}/job.json")))
     else {
         return;
     };
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("too-many-open-files"), "{body}");
-    assert!(body.contains("open-file limit"), "{body}");
-    assert_eq!(retry.as_deref(), Some("1"));
-    assert!(!dir.path().join("d0000/job.json").exists());
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("transaction-too-large"), "{body}");
+    assert!(body.contains("2004 open files"), "{body}");
+    assert!(body.contains("may have 1136"), "{body}");
+    assert_eq!(retry, None);
+    assert!(!dir.path().join("d0000").exists());
 }

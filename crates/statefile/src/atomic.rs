@@ -59,20 +59,29 @@ use crate::version::{HashingWriter, Version, hash_reader};
 /// locks at once (a transaction): its documents in one directory share one handle, so
 /// that a transaction of a thousand documents in one directory holds a thousand and one
 /// descriptors, not two thousand. Each handle was opened by resolving its path, as
-/// [`Prepared::open`] does; the caller drops the map with the locks.
-pub(crate) type Dirs = std::collections::HashMap<PathBuf, Arc<dyn FsDir>>;
+/// [`Prepared::open`] does, and is kept with the identity (device, inode) of the
+/// directory it opened; the caller drops the map with the locks.
+pub(crate) type Dirs = std::collections::HashMap<PathBuf, (Arc<dyn FsDir>, (u64, u64))>;
 
-/// The handle of `target`'s directory: from `dirs` if it holds one, else opened (and
-/// kept in `dirs`, if given).
+/// The handle of `target`'s directory: from `dirs` if it holds one for the directory
+/// now at that path, else opened (and kept in `dirs`, if given). A path whose directory
+/// was replaced since its handle was kept (renamed away, out of the store even, and
+/// another made in its place) gets a new handle: a handle is shared only by documents
+/// whose path leads to its directory when they are locked, as each one's own would be.
 fn dir_handle(fs: &dyn Fs, target: &Target, dirs: Option<&mut Dirs>) -> Result<Arc<dyn FsDir>> {
     let Some(dirs) = dirs else {
         return Ok(Arc::from(file::open_dir(fs, &target.dir)?));
     };
-    if let Some(dir) = dirs.get(&target.dir) {
+    if let Some((dir, id)) = dirs.get(&target.dir)
+        && fs
+            .symlink_metadata(&target.dir)
+            .is_ok_and(|m| m.is_dir() && (m.dev, m.ino) == *id)
+    {
         return Ok(dir.clone());
     }
     let dir: Arc<dyn FsDir> = Arc::from(file::open_dir(fs, &target.dir)?);
-    dirs.insert(target.dir.clone(), dir.clone());
+    let m = dir.metadata().ctx("open directory", &target.dir)?;
+    dirs.insert(target.dir.clone(), (dir.clone(), (m.dev, m.ino)));
     Ok(dir)
 }
 

@@ -191,6 +191,10 @@ pub struct LockGuard {
     file: Option<Box<dyn FsLockFile>>,
     entry: Entry,
     waited: Duration,
+    /// The process that took the lock. A child forked while it was held has a copy of
+    /// the guard and of the descriptor, which shares the parent's open file (and so its
+    /// `flock`): the child must not unlock it.
+    owner: u32,
 }
 
 impl LockGuard {
@@ -203,8 +207,11 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if let Some(file) = self.file.take() {
-            // Closing the descriptor releases the flock even if unlock fails.
-            let _ = file.unlock();
+            // Closing the descriptor releases the flock even if unlock fails; in a
+            // forked child, closing its copy leaves the parent's lock alone, as it must.
+            if std::process::id() == self.owner {
+                let _ = file.unlock();
+            }
         }
         self.entry.shared.fifo.release();
     }
@@ -337,6 +344,7 @@ pub(crate) fn acquire_in(
             file: None,
             entry,
             waited: Duration::ZERO,
+            owner: std::process::id(),
         };
         let file = open(dir, name, path)?;
         let Some(file) = flock(&guard.entry, file, deadline).ctx("lock", path)? else {
@@ -516,6 +524,7 @@ pub(crate) fn try_acquire(
         file: None,
         entry,
         waited: Duration::ZERO,
+        owner: std::process::id(),
     };
     let file = open(dir, name, path)?;
     if !crate::fs::retry(|| file.try_lock()).ctx("lock", path)? {

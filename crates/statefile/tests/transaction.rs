@@ -720,3 +720,86 @@ fn a_weak_entity_tag_as_if_match_is_refused() {
         assert!(e.starts_with("operation 0: if_match"), "{e}");
     }
 }
+
+/// Regression (review of c1e2612): a transaction's documents of one directory share
+/// one handle, which was looked up by the directory's path alone. A document locked
+/// after its directory was moved out of the store (and another made at its path) got
+/// the handle of the moved directory: its lock and its write landed outside the store,
+/// where its path no longer led.
+#[test]
+fn a_document_locked_after_its_directory_moved_out_of_the_store_is_not_written_outside() {
+    let base = tempfile::tempdir().unwrap();
+    let root = base.path().join("store");
+    std::fs::create_dir(&root).unwrap();
+    let root = root.canonicalize().unwrap();
+    let outside = base.path().join("outside");
+    let store = journaled(&root);
+    std::fs::create_dir(root.join("a")).unwrap();
+    store
+        .doc::<Value>("a/x.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    let r = store.transaction(|tx| {
+        let _: Option<Value> = tx.read("a/x.json")?;
+        // Meanwhile someone moves `a` out of the store and makes a new `a`.
+        if !outside.exists() {
+            std::fs::rename(root.join("a"), &outside).unwrap();
+            std::fs::create_dir(root.join("a")).unwrap();
+        }
+        // Locked now: `a/y.json` resolves to <root>/a/y.json, the new directory.
+        tx.write("a/y.json", &json!("secret"))?;
+        Ok::<_, statefile::Error>(())
+    });
+    let listing: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !outside.join("y.json").exists(),
+        "a/y.json, locked after the move, was written outside the store \
+         (result {r:?}; outside holds {listing:?})"
+    );
+    if r.is_ok() {
+        assert_eq!(
+            store.doc::<Value>("a/y.json").unwrap().read().unwrap(),
+            json!("secret")
+        );
+    }
+}
+
+/// The same without leaving the store: `a` renamed to `b`, a new `a` made; the write
+/// of `a/y.json` lands in `b/y.json`, and its lock is `b`'s, so a writer of the new
+/// `a/y.json` is not excluded.
+#[test]
+fn a_document_locked_after_its_directory_was_replaced_is_written_where_its_path_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let store = journaled(&root);
+    std::fs::create_dir(root.join("a")).unwrap();
+    store
+        .doc::<Value>("a/x.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    let mut moved = false;
+    let r = store.transaction(|tx| {
+        let _: Option<Value> = tx.read("a/x.json")?;
+        if !moved {
+            moved = true;
+            std::fs::rename(root.join("a"), root.join("b")).unwrap();
+            std::fs::create_dir(root.join("a")).unwrap();
+        }
+        tx.write("a/y.json", &json!(2))?;
+        Ok::<_, statefile::Error>(())
+    });
+    r.unwrap();
+    assert!(
+        !root.join("b/y.json").exists(),
+        "a/y.json was written into the old directory, now b/"
+    );
+    assert_eq!(
+        store.doc::<Value>("a/y.json").unwrap().read().unwrap(),
+        json!(2)
+    );
+}
