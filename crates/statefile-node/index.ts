@@ -441,6 +441,8 @@ export interface JournalStatus {
   /** The journal file. */
   path: string
   formatVersion: number
+  /** Whether commits swap the new file in (`JournalOptions.swap`). */
+  swap: boolean
   /** Bytes of its ring. */
   capacity: number
   /** Where the last checkpoint is (a log sequence number). */
@@ -483,6 +485,14 @@ export interface JournalOptions {
   mode?: number
   /** At most this long between checkpoints while it is written to (default 60000). */
   checkpointAgeMs?: number
+  /**
+   * Commit by swapping the new file in (`renameat2` `RENAME_EXCHANGE`) rather than
+   * renaming it over the document (default false): several times faster per durable
+   * write on ext4, but after a power loss a document written in the last seconds may be
+   * empty or older on disk until statefile opens the store and replays the journal.
+   * For stores that only statefile reads. Kept by the journal until it is disabled.
+   */
+  swap?: boolean
 }
 
 /**
@@ -1247,6 +1257,10 @@ function journalOptions(o: JournalOptions | undefined): native.JournalOpts {
       throw new TypeError(`enableJournal: checkpointAgeMs must be a finite number >= 0, not ${String(o.checkpointAgeMs)}`)
     }
     out.checkpointAgeMs = o.checkpointAgeMs
+  }
+  if (o.swap !== undefined) {
+    if (typeof o.swap !== 'boolean') throw new TypeError(`enableJournal: swap must be a boolean, not ${String(o.swap)}`)
+    out.swap = o.swap
   }
   return out
 }

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use statefile::{Doc, Options};
 
 /// Every Rust-side alternative.
-pub const REPLACE_ALTS: [&str; 10] = [
+pub const REPLACE_ALTS: [&str; 11] = [
     "statefile",
     "statefile (journal)",
+    "statefile (journal, swap)",
     "statefile (backups on)",
     "statefile (bytes given)",
     "floor",
@@ -22,10 +23,11 @@ pub const REPLACE_ALTS: [&str; 10] = [
     "sqlite",
 ];
 
-pub const RMW_ALTS: [&str; 8] = [
+pub const RMW_ALTS: [&str; 9] = [
     "statefile",
     "statefile (one write per update)",
     "statefile (journal)",
+    "statefile (journal, swap)",
     "sqlite",
     "naive",
     "naive-rename",
@@ -57,14 +59,24 @@ pub enum Writer {
     Sqlite(rusqlite::Connection),
 }
 
-/// Journal mode for the store at `dir` (a no-op if it is on already).
-pub fn journal_on(dir: &Path) {
-    statefile::journal::enable(
-        dir,
-        &Options::new(),
-        statefile::journal::JournalOptions::default(),
-    )
-    .expect("enable the journal");
+/// The journal rows: "statefile (journal)" and "statefile (journal, swap)" (a journal
+/// enabled with `JournalOptions::swap`).
+pub const JOURNAL_ALTS: [&str; 2] = ["statefile (journal)", "statefile (journal, swap)"];
+
+/// Journal mode for the store at `dir` if `alt` is a journal row (a no-op if it is on
+/// already), swapping files in for the swap row.
+pub fn journal_for(alt: &str, dir: &Path) {
+    if JOURNAL_ALTS.contains(&alt) {
+        statefile::journal::enable(
+            dir,
+            &Options::new(),
+            statefile::journal::JournalOptions {
+                swap: alt.contains("swap"),
+                ..statefile::journal::JournalOptions::default()
+            },
+        )
+        .expect("enable the journal");
+    }
 }
 
 pub fn sqlite_open(dir: &Path) -> rusqlite::Connection {
@@ -92,8 +104,8 @@ impl Writer {
                 )
                 .unwrap(),
             ),
-            "statefile (journal)" => {
-                journal_on(dir);
+            "statefile (journal)" | "statefile (journal, swap)" => {
+                journal_for(alt, dir);
                 Writer::Statefile(
                     Doc::open_with(
                         &path,

@@ -405,15 +405,18 @@ fn replace_workload(out: &mut Out, cfg: &Cfg) {
             ));
         }
         if size <= 7_000 {
-            let (j, q) = (rate("statefile (journal)"), rate("sqlite"));
-            out.target(
-                format!(
-                    "journal mode: durable replace of a {} document >= 1.0x SQLite (WAL, synchronous=FULL)",
-                    human(size)
-                ),
-                ratio(j, q).replace('x', "x of") + " SQLite",
-                j >= q,
-            );
+            for alt in alts::JOURNAL_ALTS {
+                let (j, q) = (rate(alt), rate("sqlite"));
+                let how = if alt.contains("swap") { " (swap)" } else { "" };
+                out.target(
+                    format!(
+                        "journal mode{how}: durable replace of a {} document >= 1.0x SQLite (WAL, synchronous=FULL)",
+                        human(size)
+                    ),
+                    ratio(j, q).replace('x', "x of") + " SQLite",
+                    j >= q,
+                );
+            }
         }
         let floor = rate("floor").max(f64::MIN_POSITIVE);
         for (alt, how) in [
@@ -448,6 +451,9 @@ fn durability(alt: &str) -> &'static str {
         "naive-rename" => "no: no fsync",
         // atomicwrites (PyPI) fsyncs the directory after its rename; these two do not.
         "tempfile" | "write-file-atomic (npm)" => "file yes, rename not synced",
+        "statefile (journal, swap)" => {
+            "yes, through the journal (the file itself may be empty after a power loss until statefile replays it)"
+        }
         _ => "yes",
     }
 }
@@ -476,6 +482,7 @@ fn rmw_workload(out: &mut Out, cfg: &Cfg) {
         let mut base = 0.0;
         let mut statefile_lost = 0;
         let mut journal = (0.0, 0);
+        let mut swapped = (0.0, 0);
         for alt in RMW_ALTS {
             let runs: Vec<Rmw> = (0..cfg.reps).map(|_| rmw_once(alt, np, nt, n)).collect();
             let r = median_by(runs, |r| r.rate);
@@ -486,17 +493,22 @@ fn rmw_workload(out: &mut Out, cfg: &Cfg) {
             if alt == "statefile (journal)" {
                 journal = (r.rate, r.lost);
             }
+            if alt == "statefile (journal, swap)" {
+                swapped = (r.rate, r.lost);
+            }
             if alt == "sqlite" && label == "processes" {
-                out.target(
-                    "journal mode: read-modify-write (processes) >= 1.0x SQLite, 0 lost updates"
-                        .to_string(),
-                    format!(
-                        "{} SQLite, {} lost",
-                        ratio(journal.0, r.rate).replace('x', "x of"),
-                        journal.1
-                    ),
-                    journal.0 >= r.rate && journal.1 == 0,
-                );
+                for (how, (rate, lost)) in [("", journal), (" (swap)", swapped)] {
+                    out.target(
+                        format!(
+                            "journal mode{how}: read-modify-write (processes) >= 1.0x SQLite, 0 lost updates"
+                        ),
+                        format!(
+                            "{} SQLite, {lost} lost",
+                            ratio(rate, r.rate).replace('x', "x of"),
+                        ),
+                        rate >= r.rate && lost == 0,
+                    );
+                }
             }
             if alt == "sqlite" && label == "threads" && nt == threaded[0].0 {
                 out.sqlite_rmw_16_threads = Some(r.rate);
@@ -611,9 +623,7 @@ fn rmw_in(dir: &Path, alt: &str, np: usize, nt: usize, n: usize) -> Rmw {
         // Create the database and switch it to WAL once, before the writers race.
         drop(alts::sqlite_open(dir));
     }
-    if alt == "statefile (journal)" {
-        alts::journal_on(dir);
-    }
+    alts::journal_for(alt, dir);
     let t = Instant::now();
     let children: Vec<_> = (0..np)
         .map(|p| {
@@ -763,7 +773,12 @@ fn many_workload(out: &mut Out, cfg: &Cfg) {
     out.line("| store | write, per document | then checkpoint, per document | write + checkpoint, per document | verify the whole store, per document | correct |");
     out.line("|---|---|---|---|---|---|");
     let mut per_doc = Vec::new();
-    for alt in ["statefile", "statefile (journal)", "sqlite"] {
+    for alt in [
+        "statefile",
+        "statefile (journal)",
+        "statefile (journal, swap)",
+        "sqlite",
+    ] {
         let runs: Vec<Value> = (0..cfg.reps)
             .map(|_| {
                 let dir = scratch("many");
@@ -787,6 +802,8 @@ fn many_workload(out: &mut Out, cfg: &Cfg) {
                 "sqlite" => "sqlite (one row each, one transaction each; verify = integrity_check)",
                 "statefile (journal)" =>
                     "statefile (journal) (Store in journal mode; verify = statefile::verify)",
+                "statefile (journal, swap)" =>
+                    "statefile (journal, swap) (likewise, the journal enabled with swap)",
                 _ => "statefile (Store; verify = statefile::verify)",
             },
             write_s / n as f64 * 1e6,
@@ -794,15 +811,17 @@ fn many_workload(out: &mut Out, cfg: &Cfg) {
             if r["correct"] == true { "yes" } else { "NO" }
         ));
     }
-    if let [_, journal, sqlite] = per_doc[..] {
-        out.target(
-            format!("journal mode: {n} documents, write per document <= 1.5x SQLite's"),
-            format!(
-                "{journal:.0} µs vs {sqlite:.0} µs ({:.2}x)",
-                journal / sqlite.max(1e-9)
-            ),
-            journal <= 1.5 * sqlite,
-        );
+    if let [_, journal, swapped, sqlite] = per_doc[..] {
+        for (how, journal) in [("", journal), (" (swap)", swapped)] {
+            out.target(
+                format!("journal mode{how}: {n} documents, write per document <= 1.5x SQLite's"),
+                format!(
+                    "{journal:.0} µs vs {sqlite:.0} µs ({:.2}x)",
+                    journal / sqlite.max(1e-9)
+                ),
+                journal <= 1.5 * sqlite,
+            );
+        }
     }
 }
 
@@ -813,7 +832,7 @@ fn tx_workload(out: &mut Out, cfg: &Cfg) {
     ));
     out.line("| alternative | transactions/s | p50 | p99 | ratio to SQLite | durable? | correct |");
     out.line("|---|---|---|---|---|---|---|");
-    let alts = ["statefile (journal)", "sqlite"];
+    let alts = ["statefile (journal)", "statefile (journal, swap)", "sqlite"];
     let mut runs: Vec<Vec<Value>> = vec![Vec::new(); alts.len()];
     for _ in 0..cfg.reps {
         for (i, alt) in alts.iter().enumerate() {
@@ -826,7 +845,7 @@ fn tx_workload(out: &mut Out, cfg: &Cfg) {
         .into_iter()
         .map(|r| median_by(r, |v| Summary::from_json(&v["lat"]).per_sec()))
         .collect();
-    let sqlite = Summary::from_json(&results[1]["lat"]).per_sec();
+    let sqlite = Summary::from_json(&results[2]["lat"]).per_sec();
     for (alt, r) in alts.iter().zip(&results) {
         let s = Summary::from_json(&r["lat"]);
         out.line(format!(
@@ -893,7 +912,7 @@ fn child_tx(alt: &str, dir: &Path, n: usize) -> Value {
         };
         correct = get("a.json") == 0 && get("b.json") == 2 * n as i64;
     } else {
-        alts::journal_on(dir);
+        alts::journal_for(alt, dir);
         let store = statefile::Store::open(dir).unwrap();
         store
             .doc::<Value>("a.json")
@@ -1105,7 +1124,7 @@ fn child_reads(alt: &str, dir: &Path, n: usize) -> Value {
     let v = document(7_000, 1);
     let path = dir.join("doc.json");
     if alt.ends_with("journal)") {
-        alts::journal_on(dir);
+        alts::journal_for("statefile (journal)", dir);
     }
     statefile::write_json(&path, &v).unwrap();
     // Old enough for the cache to trust its timestamps.
@@ -1189,9 +1208,7 @@ fn child_many(alt: &str, dir: &Path, n: usize) -> Value {
     let correct;
     let verify_s;
     if alt.starts_with("statefile") {
-        if alt == "statefile (journal)" {
-            alts::journal_on(dir);
-        }
+        alts::journal_for(alt, dir);
         let store = statefile::Store::open(dir).unwrap();
         for i in 0..n {
             store
@@ -1203,7 +1220,7 @@ fn child_many(alt: &str, dir: &Path, n: usize) -> Value {
         let write_s = t.elapsed().as_secs_f64();
         // Journal mode: what the next checkpoint costs (every document written since
         // the last one made durable in its own file), as SQLite's wal_checkpoint below.
-        let checkpoint_s = (alt == "statefile (journal)").then(|| {
+        let checkpoint_s = alts::JOURNAL_ALTS.contains(&alt).then(|| {
             let c = Instant::now();
             let report =
                 statefile::journal::checkpoint(dir, &statefile::Options::default()).unwrap();

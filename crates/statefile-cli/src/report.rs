@@ -217,6 +217,7 @@ fn journal_json(s: &JournalStatus) -> Value {
         "root": s.root.display().to_string(),
         "path": s.path.display().to_string(),
         "format_version": s.format_version,
+        "swap": s.swap,
         "capacity": s.capacity,
         "checkpoint_lsn": s.checkpoint_lsn,
         "end_lsn": s.end_lsn,
@@ -238,10 +239,15 @@ fn journal_json(s: &JournalStatus) -> Value {
 
 fn journal_line(s: &JournalStatus) -> String {
     let mut line = format!(
-        "{}: journal mode (format {}, {} bytes), {} records since the checkpoint",
+        "{}: journal mode (format {}, {} bytes{}), {} records since the checkpoint",
         s.path.display(),
         s.format_version,
         s.capacity,
+        if s.swap {
+            ", commits swap files in"
+        } else {
+            ""
+        },
         s.records
     );
     let replay = s.to_replay.iter().filter(|p| !p.in_flight).count();
@@ -260,10 +266,16 @@ fn journal_line(s: &JournalStatus) -> String {
 /// `statefile journal ...`.
 pub fn journal(g: &Global, action: JournalAction) -> CliResult {
     match action {
-        JournalAction::Enable { dir, size, json } => {
+        JournalAction::Enable {
+            dir,
+            size,
+            swap,
+            json,
+        } => {
             let opts = Options::new();
             let jopts = JournalOptions {
                 capacity: size,
+                swap,
                 ..JournalOptions::default()
             };
             let st = journal::enable(&dir, &opts, jopts)?;

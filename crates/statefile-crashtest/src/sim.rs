@@ -81,6 +81,15 @@ pub enum Op {
         to: OsString,
         ino: Ino,
     },
+    /// `RENAME_EXCHANGE` of names `a` and `b` in `dir`, which held `ino_a` and `ino_b`:
+    /// atomic, durable with the directory.
+    Exchange {
+        dir: Ino,
+        a: OsString,
+        b: OsString,
+        ino_a: Ino,
+        ino_b: Ino,
+    },
     SyncFile {
         ino: Ino,
     },
@@ -103,6 +112,7 @@ impl Op {
                 Op::SyncDir { dir: s },
             ) => dir == s,
             (Op::Rename { to_dir, .. }, Op::SyncDir { dir: s }) => to_dir == s,
+            (Op::Exchange { dir, .. }, Op::SyncDir { dir: s }) => dir == s,
             _ => false,
         }
     }
@@ -242,6 +252,24 @@ impl Image {
                 }
                 if let Some(e) = self.entries_mut(*to_dir) {
                     e.insert(to.clone(), *ino);
+                }
+            }
+            // Kept only as it happened: both names holding what they held then (an
+            // exchange whose inodes' creation was lost, or that an op lost before it
+            // left elsewhere, has nothing to swap).
+            Op::Exchange {
+                dir,
+                a,
+                b,
+                ino_a,
+                ino_b,
+            } => {
+                if let Some(e) = self.entries_mut(*dir)
+                    && e.get(a) == Some(ino_a)
+                    && e.get(b) == Some(ino_b)
+                {
+                    e.insert(a.clone(), *ino_b);
+                    e.insert(b.clone(), *ino_a);
                 }
             }
             Op::SyncFile { .. } | Op::SyncDir { .. } | Op::Mark(_) => {}
@@ -1077,6 +1105,24 @@ impl FsDir for SimDir {
                 to_dir: self.ino,
                 to: to.to_os_string(),
                 ino,
+            },
+        );
+        Ok(())
+    }
+
+    fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
+        self.fs.enter(Call::Rename)?;
+        let mut st = self.fs.lock();
+        let ino_a = st.entry(self.ino, a)?.ok_or_else(enoent)?;
+        let ino_b = st.entry(self.ino, b)?.ok_or_else(enoent)?;
+        SimFs::push(
+            &mut st,
+            Op::Exchange {
+                dir: self.ino,
+                a: a.to_os_string(),
+                b: b.to_os_string(),
+                ino_a,
+                ino_b,
             },
         );
         Ok(())

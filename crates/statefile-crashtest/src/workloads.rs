@@ -112,11 +112,18 @@ pub const TWO_WRITERS: Workload = Workload {
 /// During setup: turn journal mode on for the store, with a small ring (16 KiB) so that
 /// a few writes fill half of it and a checkpoint follows.
 fn enable_journal(ctx: &Ctx) {
+    enable_journal_with(ctx, false);
+}
+
+/// [`enable_journal`], committing by swapping files in if `swap`
+/// ([`JournalOptions::swap`]).
+fn enable_journal_with(ctx: &Ctx, swap: bool) {
     journal::enable(
         ROOT,
         &ctx.opts,
         JournalOptions {
             capacity: 16 << 10,
+            swap,
             ..JournalOptions::default()
         },
     )
@@ -346,8 +353,48 @@ pub const JOURNAL_TRANSACTIONS: Workload = Workload {
     recovery_sparsity: 16,
 };
 
+/// A journal that swaps files in ([`JournalOptions::swap`]): writes of two documents
+/// (backups on, so some swaps replace a file with a second link), a delete, and enough
+/// bytes that a checkpoint runs in the middle and the writes after it wrap the ring.
+pub const JOURNAL_SWAP: Workload = Workload {
+    name: "journal (swap): writes, a delete, a checkpoint",
+    opts: || Options::new().backups(1),
+    setup: |ctx| {
+        ctx.initial("a.json", &json!({"v": 0}));
+        ctx.initial("b.json", &json!({"w": 0}));
+        enable_journal_with(ctx, true);
+    },
+    run: |ctx| {
+        for n in 0..6 {
+            let name = if n % 2 == 0 { "a.json" } else { "b.json" };
+            write(ctx, name, payload(&format!("{name}{n}"), 1900))?;
+        }
+        let id = ctx.begin_delete("b.json");
+        ctx.doc("b.json").delete()?;
+        ctx.ack(id);
+        Ok(())
+    },
+    deterministic: true,
+    recovery_sparsity: 16,
+};
+
+/// [`JOURNAL_TRANSACTIONS`] in a journal that swaps files in.
+pub const JOURNAL_SWAP_TRANSACTIONS: Workload = Workload {
+    name: "journal (swap): two-document transactions",
+    opts: || Options::new().backups(0),
+    setup: |ctx| {
+        ctx.initial("a.json", &json!({"n": 10, "pad": "a".repeat(600)}));
+        ctx.initial("b.json", &json!({"n": 0, "pad": "b".repeat(600)}));
+        enable_journal_with(ctx, true);
+        ctx.invariant(sum_is_ten);
+    },
+    run: JOURNAL_TRANSACTIONS.run,
+    deterministic: true,
+    recovery_sparsity: 16,
+};
+
 /// Every workload.
-pub const ALL: [Workload; 9] = [
+pub const ALL: [Workload; 11] = [
     ONE_REPLACE,
     TEN_REPLACES,
     READ_MODIFY_WRITE,
@@ -357,4 +404,6 @@ pub const ALL: [Workload; 9] = [
     JOURNAL_WRITES,
     JOURNAL_CHECKPOINT,
     JOURNAL_TRANSACTIONS,
+    JOURNAL_SWAP,
+    JOURNAL_SWAP_TRANSACTIONS,
 ];

@@ -89,7 +89,7 @@ fn every_mutant_is_caught() {
     // Each mutant with the workloads that exercise what it breaks.
     let replace = [workloads::ONE_REPLACE, workloads::TEN_REPLACES];
     let journal = [workloads::JOURNAL_WRITES];
-    let checkpoint = [workloads::JOURNAL_CHECKPOINT];
+    let checkpoint = [workloads::JOURNAL_CHECKPOINT, workloads::JOURNAL_SWAP];
     let all: [(Mutant, &[_]); 8] = [
         (Mutant::NoFileFsync, &replace),
         (Mutant::NoDirFsync, &replace),

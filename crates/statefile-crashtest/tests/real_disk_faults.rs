@@ -148,6 +148,12 @@ impl FsDir for WrappedDir {
         }
         self.inner.rename(from, to)
     }
+    fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
+        if is_temp(Path::new(a)) {
+            self.fs.fire(Step::Rename)?;
+        }
+        self.inner.exchange(a, b)
+    }
     fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
         self.fs.fire(Step::BackupLink)?;
         self.inner.hard_link(original, link)

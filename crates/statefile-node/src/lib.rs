@@ -514,6 +514,7 @@ struct JournalStatusOut {
     root: String,
     path: String,
     format_version: u32,
+    swap: bool,
     capacity: u64,
     checkpoint_lsn: u64,
     end_lsn: u64,
@@ -547,6 +548,7 @@ impl From<JournalStatus> for JournalStatusOut {
             root: s.root.display().to_string(),
             path: s.path.display().to_string(),
             format_version: s.format_version,
+            swap: s.swap,
             capacity: s.capacity,
             checkpoint_lsn: s.checkpoint_lsn,
             end_lsn: s.end_lsn,
@@ -1523,6 +1525,8 @@ pub struct JournalOpts {
     pub mode: Option<u32>,
     /// At most this long between checkpoints while it is written to.
     pub checkpoint_age_ms: Option<f64>,
+    /// Commit by swapping the new file in (`JournalOptions::swap`).
+    pub swap: Option<bool>,
 }
 
 fn journal_options(o: &JournalOpts) -> napi::Result<JournalOptions> {
@@ -1550,6 +1554,9 @@ fn journal_options(o: &JournalOpts) -> napi::Result<JournalOptions> {
                 "checkpointAgeMs must be a finite number >= 0, not {ms}"
             ))
         })?;
+    }
+    if let Some(swap) = o.swap {
+        j.swap = swap;
     }
     Ok(j)
 }

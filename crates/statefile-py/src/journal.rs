@@ -18,13 +18,14 @@ use crate::records;
 /// (one flush per commit) and `Store.transaction` can write. Returns the journal's
 /// status; enabling a tree that already has one reports it and changes nothing.
 #[pyfunction]
-#[pyo3(signature = (root, *, capacity=journal::DEFAULT_CAPACITY, mode=0o600, checkpoint_age=60.0))]
+#[pyo3(signature = (root, *, capacity=journal::DEFAULT_CAPACITY, mode=0o600, checkpoint_age=60.0, swap=false))]
 fn enable_journal<'py>(
     py: Python<'py>,
     root: PathBuf,
     capacity: u64,
     mode: u32,
     checkpoint_age: f64,
+    swap: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let checkpoint_age = Duration::try_from_secs_f64(checkpoint_age).map_err(|_| {
         PyValueError::new_err(format!(
@@ -40,6 +41,7 @@ fn enable_journal<'py>(
         capacity,
         mode,
         checkpoint_age,
+        swap,
     };
     let st = py
         .detach(|| journal::enable(&root, &Options::new(), jopts))

@@ -178,6 +178,7 @@ pub fn journal_status<'py>(py: Python<'py>, s: &JournalStatus) -> PyResult<Bound
     out.set_item("root", path_str(py, &s.root)?)?;
     out.set_item("path", path_str(py, &s.path)?)?;
     out.set_item("format_version", s.format_version)?;
+    out.set_item("swap", s.swap)?;
     out.set_item("capacity", s.capacity)?;
     out.set_item("checkpoint_lsn", s.checkpoint_lsn)?;
     out.set_item("end_lsn", s.end_lsn)?;

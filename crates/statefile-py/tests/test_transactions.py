@@ -543,6 +543,27 @@ def test_enable_status_checkpoint_disable_and_verify_reports_the_journal(tmp_pat
         statefile.enable_journal(root, checkpoint_age=-1.0)
 
 
+def test_a_journal_enabled_with_swap_says_so_and_commits(tmp_path: Path) -> None:
+    # swap=True: commits swap the new file in (RENAME_EXCHANGE) instead of renaming it
+    # over the document; a property of the journal, reported by its status.
+    root = tmp_path / "s"
+    root.mkdir()
+    st = statefile.enable_journal(root, swap=True)
+    assert st["swap"] is True
+    store = statefile.Store(root)
+    for i in range(5):
+        store.doc("a.json").write({"i": i})
+    store.transaction(lambda tx: (tx.write("a.json", {"i": 9}), tx.write("b.json", [1]))[-1])
+    assert store.doc("a.json").read() == {"i": 9} and store.doc("b.json").read() == [1]
+    assert not [p for p in root.iterdir() if ".sf-" in p.name]
+    st = statefile.journal_status(root)
+    assert st is not None and st["swap"] is True
+    statefile.checkpoint(root)
+    plain = tmp_path / "p"
+    plain.mkdir()
+    assert statefile.enable_journal(plain)["swap"] is False
+
+
 def test_lock_timeout_inf_works_in_journal_mode(tmp_path: Path) -> None:
     # Review (txreview): lock_timeout=math.inf ("waits as long as it takes") raised a
     # PanicException (overflow adding the timeout to an Instant) on a journal-mode store.

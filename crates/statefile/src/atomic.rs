@@ -666,7 +666,8 @@ fn replace_journaled(
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
     }
-    temp.rename_over_target(last_link(current, &aside)) //                7.
+    let swap = j.swap && current.meta().is_some();
+    temp.put_in_place(swap, last_link(current, &aside)) //              7.
         .map_err(|e| committed_not_applied(t, &version, e))?;
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     j.finished(&ticket, &w.after, &b.opts); //                           J3.
@@ -1037,7 +1038,8 @@ pub(crate) fn commit_many(
         match st {
             Staged::Put(temp, aside) => {
                 let v = v.as_ref().expect("a put has a version");
-                temp.rename_over_target(last_link(&p.current, &aside)) //     7.
+                let swap = j.swap && p.current.meta().is_some();
+                temp.put_in_place(swap, last_link(&p.current, &aside)) //    7.
                     .map_err(|e| committed_not_applied(t, v, e))?;
                 if let Some(a) = aside {
                     a.rotate(plan.backups); //                                8.
@@ -1293,6 +1295,17 @@ fn check_write_access(w: &Locked, current: &Current) -> Result<()> {
     Ok(())
 }
 
+/// Whether `e`, from [`FsDir::exchange`], means "rename instead": the file system (or
+/// kernel) cannot exchange, or the document is no longer there.
+fn cannot_exchange(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    e.kind() == io::ErrorKind::Unsupported
+        || matches!(
+            errno(e),
+            Some(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::NOENT)
+        )
+}
+
 /// Whether the rename of step 7 removes the last name of the current file (it exists,
 /// has one link, and no backup link was made of it in step 6).
 fn last_link(current: &Current, aside: &Option<Aside<'_>>) -> bool {
@@ -1442,6 +1455,60 @@ impl<'a> Temp<'a> {
         r.ctx("rename temp file over", &t.path)?;
         self.armed = false;
         Ok(())
+    }
+
+    /// Step 7 in journal mode: [`Temp::rename_over_target`], or, in a journal enabled
+    /// with [`crate::journal::JournalOptions::swap`] and a file at the document's name
+    /// (`swap`), the names exchanged (`RENAME_EXCHANGE`, as atomic for readers as a
+    /// rename) and the replaced file, now at the temp's name, unlinked (held across the
+    /// unlink as step 7 holds it, if `last`). On ext4 a file renamed over another is
+    /// written out at once (`auto_da_alloc`), and freeing the replaced file then waits
+    /// for that I/O; a file swapped in is written out by the checkpoint, or never if it
+    /// is replaced first (the journal holds its bytes until then). Where the file
+    /// system cannot exchange, or the document is gone since it was looked at, this
+    /// renames. A directory found at the document's name, which a rename would not
+    /// replace, is swapped back, and the write fails as the rename would have.
+    fn put_in_place(mut self, swap: bool, last: bool) -> Result<()> {
+        let t = &self.w.target;
+        if !swap {
+            return self.rename_over_target(last);
+        }
+        match self.w.dir.exchange(&self.name, &t.name) {
+            Ok(()) => {}
+            Err(e) if cannot_exchange(&e) => return self.rename_over_target(last),
+            Err(e) => return Err(e).ctx("rename temp file over", &t.path),
+        }
+        // The temp's name now holds what was at the document's name.
+        let held = if last {
+            self.w.dir.hold(&self.name).ok().flatten()
+        } else {
+            None
+        };
+        let removed = self.w.dir.remove_file(&self.name);
+        if let Some(h) = held {
+            crate::fs::release_later(h);
+        }
+        match removed {
+            Ok(()) => {
+                self.armed = false;
+                Ok(())
+            }
+            Err(e) if errno(&e) == Some(rustix::io::Errno::ISDIR) => {
+                // Put the directory back; the temp, back at its name, goes when dropped.
+                if self.w.dir.exchange(&self.name, &t.name).is_err() {
+                    self.armed = false;
+                }
+                Err(e).ctx("rename temp file over", &t.path)
+            }
+            Err(e) => {
+                // The new version is in place. The old one stays under a temp name,
+                // which recovery removes once no writer holds the document's lock.
+                self.armed = false;
+                tracing::warn!(file = %t.path.display(), error = %e,
+                    "cannot remove the replaced version of a document (left under a temp name for recovery)");
+                Ok(())
+            }
+        }
     }
 
     /// Hand the temp over to someone else (the in-place mutant), unremoved.

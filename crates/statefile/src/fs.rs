@@ -264,6 +264,14 @@ pub trait FsDir: Send + Sync + fmt::Debug {
     }
     /// `renameat(2)` within this directory: atomically replaces `to` if it exists.
     fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()>;
+    /// `renameat2(2)` with `RENAME_EXCHANGE` within this directory: atomically swaps the
+    /// files at `a` and `b` (both must exist; neither is followed if a symlink). The
+    /// default, and a file system without it, fail with `Unsupported` (or `EINVAL`):
+    /// the caller renames instead.
+    fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
+        let _ = (a, b);
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// A handle on the file now at `name` (a symlink itself, never followed) that keeps
     /// it alive, its blocks included, until the handle is dropped, even once no name
     /// points at it; the file is not opened for reading or writing (Linux: `O_PATH`, so

@@ -701,3 +701,83 @@ fn a_document_too_large_for_the_journal_streams_to_its_temp_file_not_to_memory()
         serde_json::from_slice(&std::fs::read(root.join("a.json")).unwrap()).unwrap();
     assert_eq!(again, back);
 }
+
+/// In a journal enabled with `swap`, a write puts its temp in place by exchanging the
+/// two names, then unlinks the replaced version (a rename over it makes ext4 write
+/// every version out at once, and every flush wait for that I/O). Where the file
+/// system cannot exchange (EINVAL, ENOSYS, EOPNOTSUPP), the write renames instead;
+/// either way the document holds the new version and no temp is left. Without `swap`
+/// (the default) a write never exchanges.
+#[test]
+fn a_journal_write_exchanges_the_names_or_renames_where_it_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::Twisted::new();
+    let opts = fresh().fs(fs.clone()).backups(0);
+    // The default: renames.
+    let plain = tempfile::tempdir().unwrap();
+    let st = journal::enable(plain.path(), &opts, small()).unwrap();
+    assert!(!st.swap);
+    let d = Store::open_with(plain.path(), opts.clone()).unwrap();
+    for v in 0..3 {
+        d.doc::<Value>("a.json").unwrap().write(&json!(v)).unwrap();
+    }
+    assert_eq!(
+        *fs.exchanges.lock().unwrap(),
+        0,
+        "a journal without swap exchanged"
+    );
+    let swap = JournalOptions {
+        swap: true,
+        ..small()
+    };
+    let st = journal::enable(dir.path(), &opts, swap).unwrap();
+    assert!(st.swap);
+    let store = Store::open_with(dir.path(), opts.clone()).unwrap();
+    let doc = store.doc::<Value>("a.json").unwrap();
+    // The first write creates the document: nothing to exchange with.
+    doc.write(&json!({"v": 0})).unwrap();
+    assert_eq!(*fs.exchanges.lock().unwrap(), 0);
+    for v in 1..4 {
+        doc.write(&json!({"v": v})).unwrap();
+        assert_eq!(doc.read().unwrap(), json!({"v": v}));
+    }
+    assert_eq!(*fs.exchanges.lock().unwrap(), 3, "each replace exchanged");
+    assert!(
+        temps_in(dir.path()).is_empty(),
+        "{:?}",
+        temps_in(dir.path())
+    );
+    for errno in [22, 38, 95] {
+        *fs.fail_exchange.lock().unwrap() = Some(errno);
+        doc.write(&json!({"errno": errno})).unwrap();
+        assert_eq!(doc.read().unwrap(), json!({"errno": errno}));
+        assert!(temps_in(dir.path()).is_empty(), "errno {errno}");
+    }
+    // Any other failure of the exchange is the rename's failure after the flush: the
+    // write is committed (Durability, with its version) and applied by the next writer.
+    *fs.fail_exchange.lock().unwrap() = Some(5);
+    let e = doc.write(&json!({"v": "committed"})).unwrap_err();
+    assert_eq!(e.kind(), statefile::ErrorKind::Durability, "{e}");
+    assert!(temps_in(dir.path()).is_empty());
+    *fs.fail_exchange.lock().unwrap() = None;
+    // (The store that got a Durability error refuses further writes until reopened.)
+    let doc = Store::open_with(dir.path(), opts.clone())
+        .unwrap()
+        .doc::<Value>("a.json")
+        .unwrap();
+    doc.update(|v| {
+        assert_eq!(*v, json!({"v": "committed"}));
+        v["next"] = json!(true);
+        Ok::<_, statefile::Error>(())
+    })
+    .unwrap();
+    assert_eq!(doc.read().unwrap(), json!({"v": "committed", "next": true}));
+    // After a checkpoint every version written is the document's, durable; the
+    // journal still swaps (the flag is kept in the header it rewrites).
+    journal::checkpoint(dir.path(), &opts).unwrap();
+    assert!(journal::status(dir.path(), &opts).unwrap().unwrap().swap);
+    assert_eq!(
+        std::fs::read(dir.path().join("a.json")).unwrap(),
+        b"{\n  \"v\": \"committed\",\n  \"next\": true\n}\n"
+    );
+}

@@ -227,6 +227,124 @@ fn a_journal_write_flushes_the_journal_then_renames_holding_the_old_version() {
     assert_eq!(s.json("doc.json"), serde_json::json!({"v": 1}));
 }
 
+/// A journal enabled with `--swap`: after the flush the temp and the document are
+/// exchanged (`renameat2(RENAME_EXCHANGE)`), never renamed over (ext4 writes a file
+/// renamed over another out at once, and freeing the replaced file waits for that
+/// I/O); no file or directory is synced. The replaced version, now at the temp's name
+/// (its last link: no backups), is held by an `O_PATH` descriptor across its unlink, so
+/// that freeing its blocks is not inside `unlink(2)`.
+#[test]
+fn a_journal_write_flushes_the_journal_then_exchanges_and_unlinks_holding_the_old_version() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        println!("skipping: strace not installed (CI installs it)");
+        return;
+    }
+    let s = Sandbox::new();
+    let enabled = s
+        .run(&["journal", "enable", "--swap", "--size", "64K", "."])
+        .ok();
+    assert!(
+        enabled.stdout.contains("commits swap files in"),
+        "{}",
+        enabled.stdout
+    );
+    s.run_in(&["put", "--backups", "0", "doc.json"], b"{\"v\": 0}")
+        .ok();
+    let log = s.path("strace.log");
+    let input = s.path("in.json");
+    std::fs::write(&input, b"{\"v\": 1}").unwrap();
+    let status = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=open,openat,openat2,pwrite64,fsync,fdatasync,rename,renameat,renameat2,\
+             unlink,unlinkat,close",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(BIN)
+        .args(["put", "--backups", "0", "doc.json"])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::from(std::fs::File::open(&input).unwrap()))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |what: &str, f: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .position(|l| f(l))
+            .unwrap_or_else(|| panic!("no {what}:\n{text}"))
+    };
+    let journal_fd = lines
+        .iter()
+        .find(|l| call(l).starts_with("open") && l.contains("\"journal\"") && l.contains("O_RDWR"))
+        .and_then(|l| result(l))
+        .unwrap_or_else(|| panic!("the journal was never opened:\n{text}"));
+    let append = at("append to the journal", &|l| {
+        call(l) == "pwrite64" && arg_fd(l) == Some(journal_fd) && l.contains("SFJR")
+    });
+    let flush = at("fdatasync of the journal", &|l| {
+        call(l) == "fdatasync" && arg_fd(l) == Some(journal_fd) && result(l) == Some(0)
+    });
+    let exchange = at("exchange of the temp and doc.json", &|l| {
+        call(l) == "renameat2"
+            && l.contains("RENAME_EXCHANGE")
+            && quoted(l).get(1).map(String::as_str) == Some("doc.json")
+            && result(l) == Some(0)
+    });
+    let temp = quoted(lines[exchange])[0].clone();
+    assert!(temp.starts_with(".doc.json.sf-"), "{temp}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| call(l).starts_with("rename") && !l.contains("RENAME_EXCHANGE")),
+        "a rename over the document:\n{text}"
+    );
+    let hold = at("O_PATH open of the replaced version", &|l| {
+        call(l).starts_with("open") && quoted(l) == [temp.as_str()] && l.contains("O_PATH")
+    });
+    let unlink = at("unlink of the replaced version", &|l| {
+        call(l).starts_with("unlink") && quoted(l) == [temp.as_str()] && result(l) == Some(0)
+    });
+    let held_fd = result(lines[hold]).expect("held fd");
+    // Closed on the releasing thread after the unlink, or at the process's exit if
+    // that comes first (the release itself is tested in the library).
+    let closed = lines[hold..]
+        .iter()
+        .position(|l| call(l) == "close" && arg_fd(l) == Some(held_fd))
+        .map_or(usize::MAX, |p| p + hold);
+    assert!(
+        append < flush && flush < exchange,
+        "append, flush, exchange out of order:\n{text}"
+    );
+    assert!(
+        exchange < hold && hold < unlink && unlink < closed,
+        "the old version was not held across its unlink:\n{text}"
+    );
+    assert!(
+        !lines.iter().any(|l| call(l) == "fsync"),
+        "journal mode synced a file or directory:\n{text}"
+    );
+    assert_eq!(s.json("doc.json"), serde_json::json!({"v": 1}));
+    assert_eq!(
+        std::fs::read_dir(s.dir.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".sf-"))
+            .count(),
+        0,
+        "a temp file is left"
+    );
+}
+
 /// With backups, the rotation's rename over `.doc.json.bak` drops the previous backup's
 /// last name: that backup is held (`O_PATH`) across it, as the document is in a write
 /// without backups.

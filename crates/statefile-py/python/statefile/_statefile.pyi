@@ -128,7 +128,12 @@ class Store:
     def apply(self, ops: Sequence[Mapping[str, Any]]) -> builtins.list[TxOpResult]: ...
 
 def enable_journal(
-    root: _StrPath, *, capacity: int = 16777216, mode: int = 0o600, checkpoint_age: float = 60.0
+    root: _StrPath,
+    *,
+    capacity: int = 16777216,
+    mode: int = 0o600,
+    checkpoint_age: float = 60.0,
+    swap: bool = False,
 ) -> JournalStatus: ...
 def disable_journal(root: _StrPath, *, lock_timeout: float = 30.0) -> CheckpointReport: ...
 def checkpoint(root: _StrPath, *, lock_timeout: float = 30.0) -> CheckpointReport: ...

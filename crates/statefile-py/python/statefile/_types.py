@@ -297,6 +297,7 @@ class JournalStatus(TypedDict):
     root: str
     path: str
     format_version: int
+    swap: bool
     capacity: int
     checkpoint_lsn: int
     end_lsn: int

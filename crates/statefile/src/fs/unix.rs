@@ -377,6 +377,17 @@ impl FsDir for OsDir {
     }
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
+        Ok(rfs::renameat_with(
+            &self.0,
+            a,
+            &self.0,
+            b,
+            rfs::RenameFlags::EXCHANGE,
+        )?)
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     fn hold(&self, name: &OsStr) -> io::Result<Option<super::Held>> {
         let fd = rfs::openat(
             &self.0,

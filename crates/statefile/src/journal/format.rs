@@ -21,6 +21,10 @@ pub(crate) const HEADER_LEN: usize = 68;
 pub(crate) const RING_START: u64 = 8192;
 /// Header flag: the journal was closed by `disable`; nothing is left to replay.
 pub(crate) const FLAG_CLOSED: u32 = 1;
+/// Header flag, set by `enable` and kept for the journal's life: commits swap the new
+/// file in (`RENAME_EXCHANGE`) instead of renaming it over the document
+/// ([`super::JournalOptions::swap`]).
+pub(crate) const FLAG_SWAP: u32 = 2;
 
 /// The magic at the start of every record.
 pub(crate) const RECORD_MAGIC: [u8; 4] = *b"SFJR";

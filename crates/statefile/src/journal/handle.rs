@@ -193,6 +193,9 @@ pub(crate) struct Journal {
     users: Box<dyn FsRwFile>,
     pub(super) ckpt_file: Box<dyn FsRwFile>,
     pub(super) salt: u64,
+    /// Commits swap the new file in rather than rename it over the document (the
+    /// header's [`format::FLAG_SWAP`]).
+    pub(crate) swap: bool,
     pub(super) capacity: u64,
     pub(super) checkpoint_age: Duration,
     append: Mutex<()>,
@@ -232,6 +235,7 @@ impl Journal {
             log,
             meta,
             salt: header.salt,
+            swap: header.flags & format::FLAG_SWAP != 0,
             capacity: header.capacity,
             checkpoint_age: Duration::from_secs(u64::from(header.checkpoint_age.max(1))),
             append: Mutex::new(()),
@@ -342,6 +346,7 @@ impl Journal {
             log,
             meta,
             salt: header.salt,
+            swap: header.flags & format::FLAG_SWAP != 0,
             capacity: header.capacity,
             checkpoint_age: Duration::from_secs(u64::from(header.checkpoint_age.max(1))),
             append: Mutex::new(()),

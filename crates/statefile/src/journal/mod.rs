@@ -109,6 +109,21 @@ pub struct JournalOptions {
     pub mode: u32,
     /// How often, at most, the journal goes without a checkpoint while it is written to.
     pub checkpoint_age: Duration,
+    /// Commit by swapping the new file in (`renameat2` with `RENAME_EXCHANGE`, then
+    /// removing the old version's name) instead of renaming it over the document.
+    /// Default off. On ext4, a file renamed over another is written out at once
+    /// (`auto_da_alloc`): every version of a document reaches the disk, and each flush
+    /// of the journal waits behind that I/O. Swapped in, a document's data is written
+    /// by the checkpoint (or the kernel's own write-back, within about 30 s), and a
+    /// version replaced before then never is: several times faster per durable write
+    /// where the device is slow to write (see BENCHMARKS.md). The cost: after a power
+    /// loss, a document written in the last seconds may be empty or older on disk
+    /// until statefile opens the store, or reads or writes it, and replays the journal
+    /// (every statefile reader does; a program reading the file directly does not).
+    /// Choose it when the store's readers all go through statefile (the library, the
+    /// CLI, the server, the bindings). A property of the journal on disk, kept until
+    /// `disable`: every writer in the tree commits the same way.
+    pub swap: bool,
 }
 
 impl Default for JournalOptions {
@@ -117,6 +132,7 @@ impl Default for JournalOptions {
             capacity: DEFAULT_CAPACITY,
             mode: 0o600,
             checkpoint_age: Duration::from_secs(60),
+            swap: false,
         }
     }
 }

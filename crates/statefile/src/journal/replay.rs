@@ -73,6 +73,8 @@ pub struct JournalStatus {
     pub path: PathBuf,
     /// Its format version.
     pub format_version: u32,
+    /// Whether commits swap the new file in ([`JournalOptions::swap`]).
+    pub swap: bool,
     /// Bytes of its ring.
     pub capacity: u64,
     /// Where the last checkpoint is (an LSN).
@@ -864,6 +866,7 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
         root: root.to_path_buf(),
         path,
         format_version: header.version,
+        swap: header.flags & format::FLAG_SWAP != 0,
         capacity: header.capacity,
         checkpoint_lsn: header.tail,
         end_lsn: scanned.end,
@@ -973,7 +976,7 @@ pub(super) fn enable(
         let salt = u64::from_le_bytes(salt);
         let h = Header {
             version: format::FORMAT_VERSION,
-            flags: 0,
+            flags: if jopts.swap { format::FLAG_SWAP } else { 0 },
             seq: 1,
             salt,
             capacity,

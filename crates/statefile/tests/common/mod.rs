@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use statefile::fs::{DirEntry, Fs, FsDir, FsFile, FsLockFile, Metadata, OsFs};
+use statefile::fs::{DirEntry, Fs, FsDir, FsFile, FsLockFile, FsRwFile, Metadata, OsFs};
 
 /// The entry point every test binary that spawns children defines as
 /// `#[test] #[ignore] fn child_entry()`; this builds the command that runs it.
@@ -120,6 +120,8 @@ pub struct Twisted {
     pub corrupt_temp_reads: Arc<Mutex<bool>>,
     pub fail_sync_dir: Arc<Mutex<Option<i32>>>,
     pub fail_hard_link: Arc<Mutex<Option<i32>>>,
+    pub fail_exchange: Arc<Mutex<Option<i32>>>,
+    pub exchanges: Arc<Mutex<usize>>,
     pub synced_dirs: Arc<Mutex<Vec<PathBuf>>>,
 }
 
@@ -224,6 +226,15 @@ impl FsDir for TwistedDir {
     fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
         self.inner.rename(from, to)
     }
+    fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
+        match *self.fs.fail_exchange.lock().unwrap() {
+            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+            None => {
+                *self.fs.exchanges.lock().unwrap() += 1;
+                self.inner.exchange(a, b)
+            }
+        }
+    }
     fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
         match *self.fs.fail_hard_link.lock().unwrap() {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
@@ -257,6 +268,9 @@ impl FsDir for TwistedDir {
     }
     fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
         self.inner.read_dir()
+    }
+    fn open_rw(&self, name: &OsStr, mode: u32, create: bool) -> io::Result<Box<dyn FsRwFile>> {
+        self.inner.open_rw(name, mode, create)
     }
     fn check_write_access(&self, name: &OsStr) -> io::Result<()> {
         self.inner.check_write_access(name)
