@@ -279,6 +279,19 @@ pub fn journal(g: &Global, action: JournalAction) -> CliResult {
                 ..JournalOptions::default()
             };
             let st = journal::enable(&dir, &opts, jopts)?;
+            if st.swap != swap {
+                // `enable` on a tree that has a journal reports it and changes nothing.
+                eprintln!(
+                    "statefile: warning: {} exists already and {}; to change that, \
+                     `statefile journal disable` then `enable` it again",
+                    st.path.display(),
+                    if st.swap {
+                        "swaps files in"
+                    } else {
+                        "renames (it does not swap files in)"
+                    }
+                );
+            }
             print_status(g, &st, json)
         }
         JournalAction::Disable { dir, write } => {

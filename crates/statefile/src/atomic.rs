@@ -1296,13 +1296,15 @@ fn check_write_access(w: &Locked, current: &Current) -> Result<()> {
 }
 
 /// Whether `e`, from [`FsDir::exchange`], means "rename instead": the file system (or
-/// kernel) cannot exchange, or the document is no longer there.
+/// kernel) cannot exchange, a seccomp filter refuses `renameat2` (older container
+/// runtimes answer EPERM), or the document is no longer there. A rename refused for
+/// its own reason (an immutable file) then says so itself.
 fn cannot_exchange(e: &io::Error) -> bool {
     use rustix::io::Errno;
     e.kind() == io::ErrorKind::Unsupported
         || matches!(
             errno(e),
-            Some(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::NOENT)
+            Some(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::NOENT | Errno::PERM)
         )
 }
 

@@ -705,7 +705,8 @@ fn a_document_too_large_for_the_journal_streams_to_its_temp_file_not_to_memory()
 /// In a journal enabled with `swap`, a write puts its temp in place by exchanging the
 /// two names, then unlinks the replaced version (a rename over it makes ext4 write
 /// every version out at once, and every flush wait for that I/O). Where the file
-/// system cannot exchange (EINVAL, ENOSYS, EOPNOTSUPP), the write renames instead;
+/// system cannot exchange (EINVAL, ENOSYS, EOPNOTSUPP; EPERM from a seccomp filter),
+/// the write renames instead;
 /// either way the document holds the new version and no temp is left. Without `swap`
 /// (the default) a write never exchanges.
 #[test]
@@ -747,7 +748,7 @@ fn a_journal_write_exchanges_the_names_or_renames_where_it_cannot() {
         "{:?}",
         temps_in(dir.path())
     );
-    for errno in [22, 38, 95] {
+    for errno in [1, 22, 38, 95] {
         *fs.fail_exchange.lock().unwrap() = Some(errno);
         doc.write(&json!({"errno": errno})).unwrap();
         assert_eq!(doc.read().unwrap(), json!({"errno": errno}));

@@ -416,3 +416,25 @@ fn a_transaction_past_the_open_file_limit_writes_nothing_and_says_why() {
     );
     assert!(!s.path("jobs/0000.json").exists());
 }
+
+/// `journal enable --swap` on a tree whose journal renames changes nothing (as `enable`
+/// of an existing journal never does), but says so instead of passing in silence.
+#[test]
+fn enabling_swap_on_a_journal_that_renames_warns_and_changes_nothing() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "."]).ok();
+    let again = s.run(&["journal", "enable", "--swap", "."]).ok();
+    assert!(
+        again.stderr.contains("does not swap files in") && again.stderr.contains("disable"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        !again.stdout.contains("commits swap files in"),
+        "{}",
+        again.stdout
+    );
+    let st: Value =
+        serde_json::from_str(&s.run(&["journal", "status", "--json", "."]).ok().stdout).unwrap();
+    assert_eq!(st["swap"], json!(false), "{st}");
+}

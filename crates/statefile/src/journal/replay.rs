@@ -2,7 +2,7 @@
 //! adoption of dead writers' commits), checkpoints, and the public enable / disable /
 //! status operations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -667,16 +667,24 @@ impl Journal {
             }
         }
         let scanned = self.scan(tail, header.tail_chain, Some(x), false)?;
-        let mut by_dir: BTreeMap<PathBuf, BTreeSet<std::ffi::OsString>> = BTreeMap::new();
+        // The files to sync, by directory: each document (true), and its backups
+        // (false). A version replaced since the last checkpoint may live on as a backup
+        // (a write's link, a delete's move), its bytes never synced: ext4 writes a file
+        // renamed over another out at once, but not one swapped in, and other file
+        // systems neither; and this frees the record that holds its bytes.
+        let mut by_dir: BTreeMap<PathBuf, BTreeMap<std::ffi::OsString, bool>> = BTreeMap::new();
         for r in &scanned.records {
             for e in &r.entries {
                 if let Some(rel) = super::check_recorded_name(&e.name) {
                     let full = self.root().join(rel);
                     if let (Some(d), Some(n)) = (full.parent(), full.file_name()) {
-                        by_dir
-                            .entry(d.to_path_buf())
-                            .or_default()
-                            .insert(n.to_os_string());
+                        let files = by_dir.entry(d.to_path_buf()).or_default();
+                        files.insert(n.to_os_string(), true);
+                        let t = crate::names::Target::in_dir(d, n);
+                        let kept = e.backups.clamp(1, MAX_SYNCED_BACKUPS);
+                        for k in 1..=kept as usize {
+                            files.entry(t.backup_name(k)).or_insert(false);
+                        }
                     }
                 }
             }
@@ -695,7 +703,7 @@ impl Journal {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("open directory", d, e)),
             };
-            for n in names {
+            for (n, document) in names {
                 let f = d.join(n);
                 match dir.stat(n) {
                     Ok(m) if m.is_file() => {}
@@ -715,7 +723,9 @@ impl Journal {
                     self.restore_after_failed_sync(opts, &f, header.tail, header.tail_chain);
                     return Err(Error::io("sync", &f, e));
                 }
-                report.documents += 1;
+                if *document {
+                    report.documents += 1;
+                }
             }
             dir.sync().ctx("sync directory", d)?;
             report.directories += 1;
@@ -807,6 +817,10 @@ impl Journal {
     }
 }
 
+/// The most backups of one document a checkpoint syncs (a record says how many its writer kept; a damaged or hostile one must not
+/// make the checkpoint look for billions).
+const MAX_SYNCED_BACKUPS: u32 = 64;
+
 /// Have the device start writing every regular file named in `by_dir` (hints only,
 /// each file opened and closed in turn, so no more than one descriptor is held): the
 /// checkpoint's fsync of each, one after another, then finds its data already on its
@@ -815,11 +829,11 @@ impl Journal {
 /// cannot be opened or inspected here is left to the sync pass, which reports it.
 fn start_writeback(
     fs: &dyn crate::fs::Fs,
-    by_dir: &BTreeMap<PathBuf, BTreeSet<std::ffi::OsString>>,
+    by_dir: &BTreeMap<PathBuf, BTreeMap<std::ffi::OsString, bool>>,
 ) {
     for (d, names) in by_dir {
         let Ok(dir) = fs.open_dir(d) else { continue };
-        for n in names {
+        for n in names.keys() {
             if dir.stat(n).is_ok_and(|m| m.is_file())
                 && let Ok(file) = dir.open_read(n)
             {
