@@ -1277,7 +1277,9 @@ pub(crate) fn remove_locked(w: &Locked, backups: usize, seen: &Seen) -> Result<O
             .ctx("move aside", &t.path)?;
         Ok(Some(t.corrupt_path()))
     } else if backups > 0 {
-        let kept = rotate_in(dir, t, backups, &t.name).ctx("move to backup", &t.path)?;
+        // Never swapped: the older backup would show at the document's name until
+        // unlinked, a deleted document coming back older for a moment.
+        let kept = rotate_in(dir, t, backups, &t.name, false).ctx("move to backup", &t.path)?;
         Ok(Some(kept))
     } else {
         dir.remove_file(&t.name).ctx("delete", &t.path)?;
@@ -1734,7 +1736,7 @@ impl<'a> Aside<'a> {
         let dir = self.w.dir.as_ref();
         let link = self.name.take()?;
         let made = if self.old.parses {
-            rotate_in(dir, t, keep, &link)
+            rotate_in(dir, t, keep, &link, swaps(self.w))
         } else {
             dir.rename(&link, &t.corrupt_name())
                 .map(|()| t.corrupt_path())
@@ -1832,12 +1834,14 @@ pub(crate) fn rotate_in(
     t: &Target,
     keep: usize,
     from: &OsStr,
+    swap: bool,
 ) -> io::Result<PathBuf> {
     // The oldest backup kept, if there are that many, is overwritten below and loses
     // its last name: held across the renames, freeing its blocks happens off this path
     // (as for the document in step 7). A hold that fails changes nothing else.
     let held = dir.hold(&t.backup_name(keep)).ok().flatten();
-    let r = shift_backups(dir, t, keep).and_then(|()| dir.rename(from, &t.backup_name(1)));
+    let r =
+        shift_backups(dir, t, keep).and_then(|()| put_backup(dir, from, &t.backup_name(1), swap));
     if let Some(h) = held {
         crate::fs::release_later(h);
     }
@@ -1848,6 +1852,35 @@ pub(crate) fn rotate_in(
             "could not remove backups beyond the number to keep");
     }
     Ok(t.backup_path(1))
+}
+
+/// Whether `w`'s write is in a journal that swaps files in.
+fn swaps(w: &Locked) -> bool {
+    w.journal.as_ref().is_some_and(|b| b.journal.swap)
+}
+
+/// `from` becomes `.bak` (`bak`): renamed over it, or, in a journal that swaps files in
+/// (`swap`) and with a `.bak` there, exchanged with it and the older backup (now at
+/// `from`) unlinked: renamed over another file, the version kept would be written out
+/// at once on ext4, which swapping avoids (see [`Temp::put_in_place`]). The checkpoint
+/// syncs it. A directory found at `.bak` is swapped back and the rotation fails.
+fn put_backup(dir: &dyn FsDir, from: &OsStr, bak: &OsStr, swap: bool) -> io::Result<()> {
+    if !swap {
+        return dir.rename(from, bak);
+    }
+    match dir.exchange(from, bak) {
+        Ok(()) => {}
+        Err(e) if cannot_exchange(&e) => return dir.rename(from, bak),
+        Err(e) => return Err(e),
+    }
+    match dir.remove_file(from) {
+        Err(e) if errno(&e) == Some(rustix::io::Errno::ISDIR) => {
+            let _ = dir.exchange(from, bak);
+            Err(e)
+        }
+        // Anything else left at `from` is a temp-named file that recovery removes.
+        _ => Ok(()),
+    }
 }
 
 /// Make room for a new `.bak`: shift `.bak`, `.bak.2` ... up by one, the last one kept

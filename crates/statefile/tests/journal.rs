@@ -782,3 +782,41 @@ fn a_journal_write_exchanges_the_names_or_renames_where_it_cannot() {
         b"{\n  \"v\": \"committed\",\n  \"next\": true\n}\n"
     );
 }
+
+/// In a journal that swaps files in, with backups on, the rotation of the replaced
+/// version into `.bak` is an exchange too (renamed over the older `.bak`, ext4 would
+/// write the kept version out at once): `.bak` holds the previous version, the older
+/// one is gone, no temp is left. A delete still renames the document to `.bak` (a swap
+/// would show the older backup at the document's name for a moment).
+#[test]
+fn with_backups_a_swapping_journal_swaps_the_backup_in_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = common::Twisted::new();
+    let opts = fresh().fs(fs.clone()).backups(1);
+    let swap = JournalOptions {
+        swap: true,
+        ..small()
+    };
+    journal::enable(dir.path(), &opts, swap).unwrap();
+    let store = Store::open_with(dir.path(), opts.clone()).unwrap();
+    let doc = store.doc::<Value>("a.json").unwrap();
+    doc.write(&json!({"v": 0})).unwrap();
+    doc.write(&json!({"v": 1})).unwrap();
+    // The first replace found no .bak: the document swapped, the backup renamed.
+    assert_eq!(*fs.exchanges.lock().unwrap(), 1);
+    let bak = dir.path().join(".a.json.bak");
+    for v in 2..5 {
+        doc.write(&json!({"v": v})).unwrap();
+        assert_eq!(doc.read().unwrap(), json!({"v": v}));
+        let kept: Value = serde_json::from_slice(&std::fs::read(&bak).unwrap()).unwrap();
+        assert_eq!(kept, json!({"v": v - 1}));
+    }
+    assert_eq!(*fs.exchanges.lock().unwrap(), 1 + 2 * 3, "document and backup swapped");
+    assert!(temps_in(dir.path()).is_empty(), "{:?}", temps_in(dir.path()));
+    let before = *fs.exchanges.lock().unwrap();
+    doc.delete().unwrap();
+    assert_eq!(*fs.exchanges.lock().unwrap(), before, "a delete does not swap");
+    let kept: Value = serde_json::from_slice(&std::fs::read(&bak).unwrap()).unwrap();
+    assert_eq!(kept, json!({"v": 4}));
+    assert!(temps_in(dir.path()).is_empty());
+}

@@ -230,8 +230,9 @@ impl FsDir for TwistedDir {
         match *self.fs.fail_exchange.lock().unwrap() {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             None => {
+                self.inner.exchange(a, b)?;
                 *self.fs.exchanges.lock().unwrap() += 1;
-                self.inner.exchange(a, b)
+                Ok(())
             }
         }
     }
