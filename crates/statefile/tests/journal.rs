@@ -811,11 +811,23 @@ fn with_backups_a_swapping_journal_swaps_the_backup_in_too() {
         let kept: Value = serde_json::from_slice(&std::fs::read(&bak).unwrap()).unwrap();
         assert_eq!(kept, json!({"v": v - 1}));
     }
-    assert_eq!(*fs.exchanges.lock().unwrap(), 1 + 2 * 3, "document and backup swapped");
-    assert!(temps_in(dir.path()).is_empty(), "{:?}", temps_in(dir.path()));
+    assert_eq!(
+        *fs.exchanges.lock().unwrap(),
+        1 + 2 * 3,
+        "document and backup swapped"
+    );
+    assert!(
+        temps_in(dir.path()).is_empty(),
+        "{:?}",
+        temps_in(dir.path())
+    );
     let before = *fs.exchanges.lock().unwrap();
     doc.delete().unwrap();
-    assert_eq!(*fs.exchanges.lock().unwrap(), before, "a delete does not swap");
+    assert_eq!(
+        *fs.exchanges.lock().unwrap(),
+        before,
+        "a delete does not swap"
+    );
     let kept: Value = serde_json::from_slice(&std::fs::read(&bak).unwrap()).unwrap();
     assert_eq!(kept, json!({"v": 4}));
     assert!(temps_in(dir.path()).is_empty());
