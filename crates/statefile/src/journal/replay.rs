@@ -73,7 +73,7 @@ pub struct JournalStatus {
     pub path: PathBuf,
     /// Its format version.
     pub format_version: u32,
-    /// Whether commits swap the new file in ([`JournalOptions::swap`]).
+    /// Whether commits swap the new file in ([`super::JournalOptions::swap`]).
     pub swap: bool,
     /// Bytes of its ring.
     pub capacity: u64,
