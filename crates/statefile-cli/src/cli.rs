@@ -372,8 +372,9 @@ pub enum JournalAction {
         #[arg(long, default_value = "16M", value_parser = size)]
         size: u64,
         /// Commit by swapping the new file in (renameat2 RENAME_EXCHANGE) instead of
-        /// renaming it over the document: several times faster per durable write on
-        /// ext4, which writes a file renamed over another out at once. But after a power
+        /// renaming it over the document: 7.5x the durable writes per second on an ext4
+        /// without a journal, which writes a file renamed over another out at once (no
+        /// gain measured on an ext4 with one). But after a power
         /// loss, a document written in the last seconds may be empty or older on disk
         /// until statefile opens the store (or reads or writes it) and replays the
         /// journal: for stores that only statefile reads. Kept until `disable`.
