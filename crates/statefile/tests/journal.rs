@@ -368,14 +368,6 @@ fn replayed_after_a_reboot(root: &Path) -> Vec<std::path::PathBuf> {
     common::replayed(&Store::open_with(root, fresh()).unwrap())
 }
 
-fn temps_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect()
-}
-
 // A write's record is appended before its temp file is made (so that the device writes
 // the record meanwhile): a failure making the temp file came after the record, which a
 // replay would have applied although the caller was told the write failed. The hook
@@ -423,7 +415,7 @@ fn a_write_that_fails_after_its_record_was_appended_is_never_applied() {
         json!({"v": 1})
     );
     assert!(!dir.path().join("new.json").exists());
-    assert_eq!(temps_in(dir.path()), Vec::<String>::new());
+    assert_eq!(common::temps(dir.path()), Vec::<String>::new());
 }
 
 // The same with a real failure: a full disk refuses the temp file's bytes after the
@@ -452,7 +444,7 @@ fn a_full_disk_after_the_append_is_no_space_and_never_applied() {
             .unwrap_err();
         assert_eq!(e.kind(), statefile::ErrorKind::NoSpace, "{e}");
         assert_eq!(doc.read().unwrap(), json!({"v": 1}));
-        assert_eq!(temps_in(root), Vec::<String>::new());
+        assert_eq!(common::temps(root), Vec::<String>::new());
         std::fs::remove_file(&filler).unwrap();
     }
     assert_eq!(
@@ -496,7 +488,7 @@ fn a_journal_write_renames_a_new_file_in_and_leaves_no_temp() {
         );
         assert_eq!(meta.mode() & 0o7777, 0o600, "the mode is kept");
         assert_eq!(
-            temps_in(dir.path()),
+            common::temps(dir.path()),
             Vec::<String>::new(),
             "after write {v}"
         );
@@ -548,7 +540,7 @@ fn a_directory_put_at_the_name_during_a_journal_write_stays_there() {
     assert!(e.to_string().contains("a.json"), "{e}");
     assert!(std::fs::symlink_metadata(&path).unwrap().is_dir());
     assert_eq!(std::fs::read(path.join("inside")).unwrap(), b"kept");
-    assert_eq!(temps_in(dir.path()), Vec::<String>::new());
+    assert_eq!(common::temps(dir.path()), Vec::<String>::new());
 }
 
 // After a reboot (shared state gone), the first process to open the journal recovers it,
@@ -690,7 +682,7 @@ fn a_document_too_large_for_the_journal_streams_to_its_temp_file_not_to_memory()
         back.iter()
             .all(|s| s.len() == 1000 && s.bytes().all(|b| b == b'x'))
     );
-    assert_eq!(temps_in(root), Vec::<String>::new());
+    assert_eq!(common::temps(root), Vec::<String>::new());
     // After a power loss, the journal's record of the direct write keeps an older
     // record from being replayed over it.
     assert_eq!(
@@ -744,22 +736,22 @@ fn a_journal_write_exchanges_the_names_or_renames_where_it_cannot() {
     }
     assert_eq!(*fs.exchanges.lock().unwrap(), 3, "each replace exchanged");
     assert!(
-        temps_in(dir.path()).is_empty(),
+        common::temps(dir.path()).is_empty(),
         "{:?}",
-        temps_in(dir.path())
+        common::temps(dir.path())
     );
     for errno in [1, 22, 38, 95] {
         *fs.fail_exchange.lock().unwrap() = Some(errno);
         doc.write(&json!({"errno": errno})).unwrap();
         assert_eq!(doc.read().unwrap(), json!({"errno": errno}));
-        assert!(temps_in(dir.path()).is_empty(), "errno {errno}");
+        assert!(common::temps(dir.path()).is_empty(), "errno {errno}");
     }
     // Any other failure of the exchange is the rename's failure after the flush: the
     // write is committed (Durability, with its version) and applied by the next writer.
     *fs.fail_exchange.lock().unwrap() = Some(5);
     let e = doc.write(&json!({"v": "committed"})).unwrap_err();
     assert_eq!(e.kind(), statefile::ErrorKind::Durability, "{e}");
-    assert!(temps_in(dir.path()).is_empty());
+    assert!(common::temps(dir.path()).is_empty());
     *fs.fail_exchange.lock().unwrap() = None;
     // (The store that got a Durability error refuses further writes until reopened.)
     let doc = Store::open_with(dir.path(), opts.clone())
@@ -817,9 +809,9 @@ fn with_backups_a_swapping_journal_swaps_the_backup_in_too() {
         "document and backup swapped"
     );
     assert!(
-        temps_in(dir.path()).is_empty(),
+        common::temps(dir.path()).is_empty(),
         "{:?}",
-        temps_in(dir.path())
+        common::temps(dir.path())
     );
     let before = *fs.exchanges.lock().unwrap();
     doc.delete().unwrap();
@@ -830,5 +822,5 @@ fn with_backups_a_swapping_journal_swaps_the_backup_in_too() {
     );
     let kept: Value = serde_json::from_slice(&std::fs::read(&bak).unwrap()).unwrap();
     assert_eq!(kept, json!({"v": 4}));
-    assert!(temps_in(dir.path()).is_empty());
+    assert!(common::temps(dir.path()).is_empty());
 }

@@ -12,14 +12,6 @@ use statefile::{Options, Store};
 
 use common::{fresh, small};
 
-fn temps_in(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".tmp"))
-        .collect()
-}
-
 fn swap_store(dir: &Path, opts: &Options) -> Store {
     journal::enable(
         dir,
@@ -65,7 +57,11 @@ fn swap_a_directory_put_at_the_name_is_left_as_it_was() {
     assert!(r.is_err(), "a write over a directory succeeded");
     assert!(doc_path.is_dir(), "the directory is gone from its name");
     assert_eq!(std::fs::read(doc_path.join("inside")).unwrap(), b"keep me");
-    assert!(temps_in(&root).is_empty(), "{:?}", temps_in(&root));
+    assert!(
+        common::temps(&root).is_empty(),
+        "{:?}",
+        common::temps(&root)
+    );
 }
 
 /// A document with a second hard link elsewhere: after a swapped-in write the other
@@ -84,5 +80,5 @@ fn swap_a_second_hard_link_keeps_the_old_version() {
     let other: Value = serde_json::from_slice(&std::fs::read(root.join("other")).unwrap()).unwrap();
     assert_eq!(other, json!({"v": 0}));
     assert_eq!(std::fs::metadata(root.join("other")).unwrap().nlink(), 1);
-    assert!(temps_in(root).is_empty());
+    assert!(common::temps(root).is_empty());
 }
