@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -721,6 +722,36 @@ fn a_weak_entity_tag_as_if_match_is_refused() {
     }
 }
 
+/// A store in journal mode at `root` with `a/x.json`, and a transaction that reads
+/// `a/x.json`, then (the first time it runs) moves the directory `a` to `to` and makes
+/// a new `a`, then writes `value` to `a/y.json`: locked after the move, it resolves to
+/// the new directory.
+fn write_after_moving_its_directory(
+    root: &Path,
+    to: &Path,
+    value: &Value,
+) -> (Store, statefile::Result<statefile::TxReceipt>) {
+    let store = journaled(root);
+    std::fs::create_dir(root.join("a")).unwrap();
+    store
+        .doc::<Value>("a/x.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    let mut moved = false;
+    let r = store.transaction(|tx| {
+        let _: Option<Value> = tx.read("a/x.json")?;
+        if !moved {
+            moved = true;
+            std::fs::rename(root.join("a"), to).unwrap();
+            std::fs::create_dir(root.join("a")).unwrap();
+        }
+        tx.write("a/y.json", value)?;
+        Ok::<_, statefile::Error>(())
+    });
+    (store, r.map(|((), receipt)| receipt))
+}
+
 /// Regression (review of c1e2612): a transaction's documents of one directory share
 /// one handle, which was looked up by the directory's path alone. A document locked
 /// after its directory was moved out of the store (and another made at its path) got
@@ -733,24 +764,7 @@ fn a_document_locked_after_its_directory_moved_out_of_the_store_is_not_written_o
     std::fs::create_dir(&root).unwrap();
     let root = root.canonicalize().unwrap();
     let outside = base.path().join("outside");
-    let store = journaled(&root);
-    std::fs::create_dir(root.join("a")).unwrap();
-    store
-        .doc::<Value>("a/x.json")
-        .unwrap()
-        .write(&json!(1))
-        .unwrap();
-    let r = store.transaction(|tx| {
-        let _: Option<Value> = tx.read("a/x.json")?;
-        // Meanwhile someone moves `a` out of the store and makes a new `a`.
-        if !outside.exists() {
-            std::fs::rename(root.join("a"), &outside).unwrap();
-            std::fs::create_dir(root.join("a")).unwrap();
-        }
-        // Locked now: `a/y.json` resolves to <root>/a/y.json, the new directory.
-        tx.write("a/y.json", &json!("secret"))?;
-        Ok::<_, statefile::Error>(())
-    });
+    let (store, r) = write_after_moving_its_directory(&root, &outside, &json!("secret"));
     let listing: Vec<_> = std::fs::read_dir(&outside)
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -775,24 +789,7 @@ fn a_document_locked_after_its_directory_moved_out_of_the_store_is_not_written_o
 fn a_document_locked_after_its_directory_was_replaced_is_written_where_its_path_leads() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().canonicalize().unwrap();
-    let store = journaled(&root);
-    std::fs::create_dir(root.join("a")).unwrap();
-    store
-        .doc::<Value>("a/x.json")
-        .unwrap()
-        .write(&json!(1))
-        .unwrap();
-    let mut moved = false;
-    let r = store.transaction(|tx| {
-        let _: Option<Value> = tx.read("a/x.json")?;
-        if !moved {
-            moved = true;
-            std::fs::rename(root.join("a"), root.join("b")).unwrap();
-            std::fs::create_dir(root.join("a")).unwrap();
-        }
-        tx.write("a/y.json", &json!(2))?;
-        Ok::<_, statefile::Error>(())
-    });
+    let (store, r) = write_after_moving_its_directory(&root, &root.join("b"), &json!(2));
     r.unwrap();
     assert!(
         !root.join("b/y.json").exists(),
