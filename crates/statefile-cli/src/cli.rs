@@ -597,7 +597,8 @@ pub struct ServeLimits {
     #[arg(long, default_value = "2G", value_name = "BYTES", value_parser = bytes)]
     pub max_body_memory: usize,
     /// Seconds a request may take, waiting for its turn included (then: 503 and
-    /// Retry-After; a write that reached the storage still completes).
+    /// Retry-After, nothing written; a write already handed to the storage is answered
+    /// when it ends, as it ended).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = seconds,
           allow_negative_numbers = true)]
     pub request_timeout: Duration,

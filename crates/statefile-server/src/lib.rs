@@ -28,15 +28,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
+use tower::Layer;
 use tower::util::MapRequestLayer;
-use tower::{Layer, ServiceBuilder};
 
 pub use idempotency::Idempotency;
 pub use listen::{MAX_HEAD, bind, fit_to_descriptors, raise_descriptor_limit, serve_all, serve_on};
@@ -231,15 +230,7 @@ pub fn app(state: Arc<App>) -> Router {
         .route(openapi, get(routes::openapi).fallback(other))
         .route(healthz, get(routes::healthz).fallback(other))
         .fallback(routes::fallback)
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
-                    ApiError::request_timeout(
-                        "the server did not finish in time; a write that had started still completes",
-                    )
-                }))
-                .timeout(timeout),
-        )
+        .layer(middleware::from_fn_with_state(timeout, time_limit))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn(limit_uri))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -247,6 +238,36 @@ pub fn app(state: Arc<App>) -> Router {
         .with_state(state);
     // Rewriting the path must come before routing, so it wraps the whole router.
     Router::new().fallback_service(MapRequestLayer::new(routes::map_request).layer(routes))
+}
+
+/// The request's time limit (`--request-timeout`). Until the request hands a write to
+/// the storage, it is cut off at the limit with 503 `request-timeout`: nothing was
+/// written, and the Retry-After it carries is safe to follow. From that moment the write
+/// runs to its end whatever becomes of the request (a storage call cannot be recalled
+/// from its thread), so the answer waits for it and says how it ended: a 503 then,
+/// while the write still landed, would invite the client to send it again, and a
+/// retried append or JSON Patch would be applied twice. The wait is bounded by the
+/// storage's own limits: the lock timeout, the request's deadline for a patch or a
+/// transaction (which stop before they commit), the PostgreSQL statement timeout.
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = routes::WRITE_HANDED_OVER.scope(handed_over.clone(), next.run(req));
+    tokio::pin!(run);
+    tokio::select! {
+        res = &mut run => res,
+        () = tokio::time::sleep(limit) => {
+            if handed_over.load(std::sync::atomic::Ordering::Acquire) {
+                tracing::info!(limit_s = limit.as_secs_f64(),
+                    "request past its time limit: its write was handed to the storage, answering when it ends");
+                run.await
+            } else {
+                ApiError::request_timeout(
+                    "the server did not finish in time; nothing was written",
+                )
+                .into_response()
+            }
+        }
+    }
 }
 
 /// Request id, log line and metrics around every request. The metric label is the

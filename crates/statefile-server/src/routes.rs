@@ -93,6 +93,13 @@ enum Access {
     Tx { descriptors: usize },
 }
 
+tokio::task_local! {
+    /// Set by [`storage`] when the request hands a write to a storage thread, from
+    /// where it runs to its end: the request's time limit then waits for its answer
+    /// instead of cutting it off (see `time_limit` in lib.rs).
+    pub(crate) static WRITE_HANDED_OVER: Arc<std::sync::atomic::AtomicBool>;
+}
+
 /// Run a storage call for document `name` on a blocking thread once it has its turn
 /// ([`crate::limits::Limits`]), and answer its error. The turn is held by the call, so
 /// a call that outlives its request (the client left, or the time ran out) still
@@ -108,6 +115,10 @@ async fn storage<T: Send + 'static>(
         Access::Write => app.limits.write_turn(name).await,
         Access::Tx { descriptors } => app.limits.tx_turn(name, descriptors).await,
     };
+    if !matches!(access, Access::Read) {
+        // Outside a request (tests calling a handler directly) there is no time limit.
+        let _ = WRITE_HANDED_OVER.try_with(|w| w.store(true, std::sync::atomic::Ordering::Release));
+    }
     blocking(name, move || {
         let _turn = turn;
         f()

@@ -5,6 +5,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
 
 use common::{Backend, Conn, Server, header};
 use serde_json::{Value, json};
@@ -106,38 +107,116 @@ fn with_four_requests_at_a_time_the_rest_queue_and_one_still_wins() {
     racing_conditional_puts(config);
 }
 
+/// A PUT of `body` to `name` on a new connection: status, Retry-After, problem type
+/// (if the body is one), and how long the answer took.
+fn timed_put(
+    addr: std::net::SocketAddr,
+    name: &str,
+    body: &[u8],
+) -> (u16, Option<String>, Value, Duration) {
+    let started = Instant::now();
+    let (status, hs, body) = Conn::open(addr)
+        .send(
+            "PUT",
+            &format!("/v1/docs/{name}"),
+            &[("content-type", "application/json")],
+            body,
+        )
+        .unwrap();
+    let p: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, header(&hs, "retry-after"), p, started.elapsed())
+}
+
+/// Regression: a write handed to the storage runs to its end whatever becomes of its
+/// request, yet at the request's time limit it was answered 503 `request-timeout` with
+/// `Retry-After: 1` ("a write that had started still completes"): a client that
+/// followed the Retry-After sent it again, and an append or a JSON Patch landed twice.
+/// Now the answer waits for the write and says how it ended: here its lock is held for
+/// 1.5 s against a 300 ms time limit, and the PUT answers 201 once it has written.
 #[test]
-fn a_request_that_outlives_its_time_limit_is_503_and_its_write_still_lands() {
+fn a_write_handed_to_the_storage_is_answered_how_it_ended_even_past_the_time_limit() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
-    config.request_timeout = std::time::Duration::from_millis(300);
+    config.request_timeout = Duration::from_millis(300);
     let server = Server::start(config);
     // Hold the document's lock from this process, so the write has to wait.
     let doc = statefile::Doc::<Value>::open(dir.path().join("slow.json")).unwrap();
     let guard = doc.lock().unwrap();
-    let mut conn = Conn::open(server.addr);
-    let (status, hs, body) = conn
-        .send(
-            "PUT",
-            "/v1/docs/slow.json",
-            &[("content-type", "application/json")],
-            b"{\"late\": true}",
-        )
-        .unwrap();
-    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
-    assert_eq!(header(&hs, "retry-after").as_deref(), Some("1"));
-    let p: Value = serde_json::from_slice(&body).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        drop(guard);
+    });
+    let (status, retry, p, took) = timed_put(server.addr, "slow.json", b"{\"late\": true}");
+    release.join().unwrap();
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(retry, None);
+    assert!(
+        took >= Duration::from_millis(1200),
+        "answered after {took:?}"
+    );
+    assert_eq!(doc.read().unwrap(), json!({"late": true}));
+}
+
+/// A write still waiting for its turn when the time runs out (behind another write of
+/// the same document, one at a time) never reaches the storage: its 503
+/// `request-timeout` says nothing was written, and nothing of it is, ever.
+#[test]
+fn a_write_still_waiting_for_its_turn_at_the_time_limit_is_503_and_never_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.request_timeout = Duration::from_millis(500);
+    config.doc_concurrency = 1;
+    let server = Server::start(config);
+    let doc = statefile::Doc::<Value>::open(dir.path().join("slow.json")).unwrap();
+    let guard = doc.lock().unwrap();
+    let addr = server.addr;
+    // The first write takes the document's one turn and waits for the lock.
+    let first = std::thread::spawn(move || timed_put(addr, "slow.json", b"{\"first\": true}"));
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, retry, p, took) = timed_put(addr, "slow.json", b"{\"second\": true}");
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(retry.as_deref(), Some("1"));
     assert_eq!(p["type"], "urn:statefile:problem:request-timeout");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was written"),
+        "{p}"
+    );
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    std::thread::sleep(Duration::from_millis(500));
     drop(guard);
-    // As the answer says: the write had started, so it completes.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while doc.read().ok() != Some(json!({"late": true})) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the write never landed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let (status, _, p, _) = first.join().unwrap();
+    assert_eq!(status, 201, "{p}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(doc.read().unwrap(), json!({"first": true}));
+}
+
+/// A write handed to the storage whose lock is never given up ends at the lock
+/// timeout, as 503 `lock-timeout` (nothing written), not at the shorter request time
+/// limit with an answer that cannot say whether it will land.
+#[test]
+fn a_write_past_the_time_limit_that_never_gets_its_lock_is_503_lock_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.request_timeout = Duration::from_millis(300);
+    config.options = statefile::Options::new().lock_timeout(Duration::from_secs(1));
+    let server = Server::start(config);
+    let doc = statefile::Doc::<Value>::open(dir.path().join("slow.json")).unwrap();
+    doc.write(&json!({"v": 0})).unwrap();
+    let guard = doc.lock().unwrap();
+    let (status, retry, p, took) = timed_put(server.addr, "slow.json", b"{\"v\": 1}");
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(p["type"], "urn:statefile:problem:lock-timeout", "{p}");
+    assert!(retry.is_some());
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}"
+    );
+    drop(guard);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(doc.read().unwrap(), json!({"v": 0}));
 }
 
 fn racing_conditional_puts(config: Config) {
