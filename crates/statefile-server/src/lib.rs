@@ -250,21 +250,21 @@ pub fn app(state: Arc<App>) -> Router {
 /// storage's own limits: the lock timeout, the request's deadline for a patch or a
 /// transaction (which stop before they commit), the PostgreSQL statement timeout.
 async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let run = routes::WRITE_HANDED_OVER.scope(handed_over.clone(), next.run(req));
+    let handover = Arc::new(routes::Handover::default());
+    let run = routes::HANDOVER.scope(handover.clone(), next.run(req));
     tokio::pin!(run);
     tokio::select! {
         res = &mut run => res,
         () = tokio::time::sleep(limit) => {
-            if handed_over.load(std::sync::atomic::Ordering::Acquire) {
-                tracing::info!(limit_s = limit.as_secs_f64(),
-                    "request past its time limit: its write was handed to the storage, answering when it ends");
-                run.await
-            } else {
+            if handover.cut_off() {
                 ApiError::request_timeout(
                     "the server did not finish in time; nothing was written",
                 )
                 .into_response()
+            } else {
+                tracing::info!(limit_s = limit.as_secs_f64(),
+                    "request past its time limit: its write was handed to the storage, answering when it ends");
+                run.await
             }
         }
     }

@@ -93,11 +93,49 @@ enum Access {
     Tx { descriptors: usize },
 }
 
+/// Where a request stands against its time limit: still waiting (nothing handed to the
+/// storage), its write handed to the storage (which runs it to its end), or cut off at
+/// the limit (nothing may be handed over any more). Each request has one, changed by
+/// compare-and-swap only, so the two ends cannot both win.
+#[derive(Debug, Default)]
+pub(crate) struct Handover(std::sync::atomic::AtomicU8);
+
+const WAITING: u8 = 0;
+const HANDED_OVER: u8 = 1;
+const CUT_OFF: u8 = 2;
+
+impl Handover {
+    /// The write is about to go to the storage: false if the request was cut off.
+    fn hand_over(&self) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        matches!(
+            self.0
+                .compare_exchange(WAITING, HANDED_OVER, AcqRel, Acquire),
+            Ok(_) | Err(HANDED_OVER)
+        )
+    }
+
+    /// The time is up: true if nothing was handed over (and now nothing will be).
+    pub(crate) fn cut_off(&self) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.0
+            .compare_exchange(WAITING, CUT_OFF, AcqRel, Acquire)
+            .is_ok()
+    }
+}
+
 tokio::task_local! {
-    /// Set by [`storage`] when the request hands a write to a storage thread, from
-    /// where it runs to its end: the request's time limit then waits for its answer
-    /// instead of cutting it off (see `time_limit` in lib.rs).
-    pub(crate) static WRITE_HANDED_OVER: Arc<std::sync::atomic::AtomicBool>;
+    /// The request's [`Handover`]: [`storage`] marks a write handed over before it
+    /// sends it to a storage thread, from where it runs to its end; the request's time
+    /// limit (`time_limit` in lib.rs) then waits for its answer instead of cutting it
+    /// off. A task the request spawns carries it along ([`in_this_request`]).
+    pub(crate) static HANDOVER: Arc<Handover>;
+}
+
+/// `fut`, carrying the request's [`HANDOVER`] into a task it is spawned as.
+fn in_this_request<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+    let handover = HANDOVER.try_with(Arc::clone).unwrap_or_default();
+    HANDOVER.scope(handover, fut)
 }
 
 /// Run a storage call for document `name` on a blocking thread once it has its turn
@@ -115,9 +153,11 @@ async fn storage<T: Send + 'static>(
         Access::Write => app.limits.write_turn(name).await,
         Access::Tx { descriptors } => app.limits.tx_turn(name, descriptors).await,
     };
-    if !matches!(access, Access::Read) {
-        // Outside a request (tests calling a handler directly) there is no time limit.
-        let _ = WRITE_HANDED_OVER.try_with(|w| w.store(true, std::sync::atomic::Ordering::Release));
+    // Outside a request (tests calling a handler directly) there is no time limit.
+    if !matches!(access, Access::Read) && HANDOVER.try_with(|h| h.hand_over()) == Ok(false) {
+        return Err(ApiError::request_timeout(
+            "the server did not finish in time; nothing was written",
+        ));
     }
     blocking(name, move || {
         let _turn = turn;
@@ -485,14 +525,17 @@ pub async fn append(
                     ),
                 )
             })?;
-            tokio::spawn(
+            tokio::spawn(in_this_request(
                 crate::problem::REQUEST_ID
                     .scope(rid, async move { slot.get_or_try_init(run).await.cloned() }),
-            )
+            ))
             .await
         }
         None => {
-            tokio::spawn(crate::problem::REQUEST_ID.scope(rid, async move { run().await })).await
+            tokio::spawn(in_this_request(
+                crate::problem::REQUEST_ID.scope(rid, async move { run().await }),
+            ))
+            .await
         }
     }
     .map_err(|e| ApiError::internal(format_args!("append task failed: {e}")))??;

@@ -107,24 +107,28 @@ fn with_four_requests_at_a_time_the_rest_queue_and_one_still_wins() {
     racing_conditional_puts(config);
 }
 
-/// A PUT of `body` to `name` on a new connection: status, Retry-After, problem type
-/// (if the body is one), and how long the answer took.
+/// `method path` with a JSON `body` on a new connection: status, Retry-After, problem
+/// type (if the body is one), and how long the answer took.
+fn timed(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, Option<String>, Value, Duration) {
+    let started = Instant::now();
+    let (status, hs, body) = Conn::open(addr)
+        .send(method, path, &[("content-type", "application/json")], body)
+        .unwrap();
+    let p: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, header(&hs, "retry-after"), p, started.elapsed())
+}
+
 fn timed_put(
     addr: std::net::SocketAddr,
     name: &str,
     body: &[u8],
 ) -> (u16, Option<String>, Value, Duration) {
-    let started = Instant::now();
-    let (status, hs, body) = Conn::open(addr)
-        .send(
-            "PUT",
-            &format!("/v1/docs/{name}"),
-            &[("content-type", "application/json")],
-            body,
-        )
-        .unwrap();
-    let p: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    (status, header(&hs, "retry-after"), p, started.elapsed())
+    timed(addr, "PUT", &format!("/v1/docs/{name}"), body)
 }
 
 /// Regression: a write handed to the storage runs to its end whatever becomes of its
@@ -191,6 +195,40 @@ fn a_write_still_waiting_for_its_turn_at_the_time_limit_is_503_and_never_lands()
     assert_eq!(status, 201, "{p}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(doc.read().unwrap(), json!({"first": true}));
+}
+
+/// The same for an append, whose write runs in a task of its own (so that a client
+/// that leaves does not stop it): past the time limit it is answered when it has
+/// landed, once; one still waiting for its turn at the limit is 503 and never lands
+/// (unfixed, its task went on, took its turn after the answer and appended).
+#[test]
+fn appends_past_the_time_limit_land_once_if_answered_so_and_never_if_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.request_timeout = Duration::from_millis(500);
+    config.doc_concurrency = 1;
+    let server = Server::start(config);
+    let doc = statefile::Doc::<Value>::open(dir.path().join("log.json")).unwrap();
+    doc.write(&json!([])).unwrap();
+    let guard = doc.lock().unwrap();
+    let addr = server.addr;
+    let first =
+        std::thread::spawn(move || timed(addr, "POST", "/v1/docs/log.json/append", b"\"first\""));
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, retry, p, _) = timed(addr, "POST", "/v1/docs/log.json/append", b"\"second\"");
+    assert_eq!(status, 503, "{p}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert_eq!(p["type"], "urn:statefile:problem:request-timeout");
+    std::thread::sleep(Duration::from_millis(700));
+    drop(guard);
+    let (status, _, p, took) = first.join().unwrap();
+    assert_eq!(status, 200, "{p}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "answered after {took:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(doc.read().unwrap(), json!(["first"]));
 }
 
 /// A write handed to the storage whose lock is never given up ends at the lock
