@@ -824,3 +824,114 @@ fn with_backups_a_swapping_journal_swaps_the_backup_in_too() {
     assert_eq!(kept, json!({"v": 4}));
     assert!(common::temps(dir.path()).is_empty());
 }
+
+/// Another process holding the journal's checkpoint lock (`flock(1)` here, standing for
+/// a process stopped in the middle of a checkpoint), until the returned child is killed.
+fn hold_checkpoint_lock(root: &Path) -> Option<std::process::Child> {
+    use std::io::BufRead;
+    if std::process::Command::new("flock")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::skip("flock(1) (util-linux) is not installed");
+        return None;
+    }
+    let path = root.join(journal::META_DIR).join("journal-ckpt");
+    let mut child = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&path)
+        .args(["-c", "echo held; exec sleep 120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    Some(child)
+}
+
+/// Regression: the checkpoint lock was waited for without a time limit. A writer that
+/// found a checkpoint due after its write waited for another process's checkpoint to
+/// end, and one that found the journal full waited as long: with that process stopped
+/// (SIGSTOP, a debugger), every writer of the store hung for good. Now a due checkpoint
+/// that is already running is left to it (the write is durable; the next finds it due),
+/// and a full journal fails the write with `LockTimeout` after the lock timeout,
+/// nothing written. So does an explicit checkpoint.
+#[test]
+fn a_process_holding_the_checkpoint_lock_never_hangs_a_writer() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    journal::enable(dir.path(), &fresh(), small()).unwrap();
+    let Some(mut holder) = hold_checkpoint_lock(dir.path()) else {
+        return;
+    };
+    let opts = fresh().backups(0).lock_timeout(Duration::from_secs(1));
+    let store = Store::open_with(dir.path(), opts.clone()).unwrap();
+    let doc = store.doc::<Value>("a.json").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for i in 0..200 {
+            let started = Instant::now();
+            let r = doc.write(&json!({"i": i, "pad": "x".repeat(1000)}));
+            let failed = r.is_err();
+            let _ = tx.send((i, started.elapsed(), r.map(|_| ())));
+            if failed {
+                break;
+            }
+        }
+    });
+    let mut last_ok = None;
+    let mut refused = None;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok((i, took, Ok(()))) => {
+                assert!(
+                    took < Duration::from_millis(800),
+                    "write {i} took {took:?}: it waited for the checkpoint lock"
+                );
+                last_ok = Some(i);
+            }
+            Ok((i, took, Err(e))) => {
+                refused = Some((i, took, e));
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = holder.kill();
+                panic!(
+                    "a write hung while another process held the checkpoint lock \
+                     (last acknowledged: {last_ok:?})"
+                );
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let last_ok = last_ok.expect("the first writes fit the journal");
+    let (i, took, e) = refused.expect("the journal filled up: 64 KiB, 1 KB writes");
+    assert_eq!(
+        e.kind(),
+        statefile::ErrorKind::LockTimeout,
+        "write {i}: {e}"
+    );
+    assert!(e.to_string().contains("checkpoint lock"), "{e}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let read = store.doc::<Value>("a.json").unwrap().read().unwrap();
+    assert_eq!(
+        read["i"],
+        json!(last_ok),
+        "the refused write was not written"
+    );
+    // An explicit checkpoint waits as long, no longer.
+    let started = Instant::now();
+    let e = journal::checkpoint(dir.path(), &opts).unwrap_err();
+    assert_eq!(e.kind(), statefile::ErrorKind::LockTimeout, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Once the lock is free, the checkpoint runs and writes go on.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let doc = store.doc::<Value>("a.json").unwrap();
+    doc.write(&json!({"after": true})).unwrap();
+    assert_eq!(doc.read().unwrap(), json!({"after": true}));
+}

@@ -638,7 +638,7 @@ impl Journal {
                 Next::Full => {
                     // Safe while holding document locks: the checkpoint waits only for
                     // locks of commits already appended, whose writers need none of ours.
-                    let report = self.checkpoint(opts)?;
+                    let report = self.checkpoint_until(opts, deadline)?;
                     if report.freed == 0 && Instant::now() >= deadline {
                         return Err(AppendError::Failed(Error::new(
                             ErrorKind::NoSpace,

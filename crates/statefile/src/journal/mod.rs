@@ -420,7 +420,9 @@ impl Drop for AfterUnlock {
             .take();
         if let Some((root, opts)) = due
             && let Err(e) = open_at(&root, &opts).and_then(|j| match j {
-                Some(j) => j.checkpoint(&opts).map(|_| ()),
+                // One already running (another writer's, or a stopped process's) is
+                // not waited for: this write is durable, and the next finds it due.
+                Some(j) => j.checkpoint_unless_running(&opts).map(|_| ()),
                 None => Ok(()),
             })
         {

@@ -628,8 +628,22 @@ impl Journal {
         }
     }
 
-    /// See [`super::checkpoint`].
+    /// See [`super::checkpoint`]. Waits for another checkpoint (in this process or
+    /// another) at most the lock timeout: a process stopped while it held the lock
+    /// fails this with `LockTimeout` instead of hanging it.
     pub(crate) fn checkpoint(&self, opts: &Options) -> Result<CheckpointReport> {
+        let deadline = crate::lock::deadline(Instant::now(), opts.lock_timeout);
+        self.checkpoint_until(opts, deadline)
+    }
+
+    /// A checkpoint, waiting for another one at most until `deadline`.
+    pub(crate) fn checkpoint_until(
+        &self,
+        opts: &Options,
+        deadline: Instant,
+    ) -> Result<CheckpointReport> {
+        // Another thread of this process holding it runs a checkpoint, which ends (its
+        // own waits are bounded as this one is).
         let _in = self
             .ckpt
             .lock()
@@ -638,13 +652,35 @@ impl Journal {
         handle::flock(
             self.ckpt_file.as_ref(),
             crate::fs::LockMode::Exclusive,
-            None,
+            Some(deadline),
             "checkpoint",
             &p,
         )?;
         let r = self.checkpoint_locked(opts);
         let _ = self.ckpt_file.unlock();
         r
+    }
+
+    /// A checkpoint unless one is running (here or in another process), which does the
+    /// same work: then `None` at once. For the checkpoint a write finds due.
+    pub(crate) fn checkpoint_unless_running(
+        &self,
+        opts: &Options,
+    ) -> Result<Option<CheckpointReport>> {
+        let _in = match self.ckpt.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(g)) => g.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+        };
+        let p = self.root().join(META_DIR).join(CKPT);
+        let free = crate::fs::retry(|| self.ckpt_file.try_lock(crate::fs::LockMode::Exclusive))
+            .map_err(|e| Error::io("lock", &p, e))?;
+        if !free {
+            return Ok(None);
+        }
+        let r = self.checkpoint_locked(opts);
+        let _ = self.ckpt_file.unlock();
+        r.map(Some)
     }
 
     fn checkpoint_locked(&self, opts: &Options) -> Result<CheckpointReport> {
