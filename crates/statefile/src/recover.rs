@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | a dead writer's temp file | `.name.sf-<16 base32>.tmp` whose document lock is free | delete it |
 //! | a live writer's temp file | the same, but the lock is held | nothing: not a problem |
+//! | a directory under a temp name | the temp pattern, a directory | nothing: reported, never deleted or moved; a person decides |
 //! | a damaged document | empty, or not valid JSON | restore the newest backup that parses, keeping the damaged file as `.name.corrupt` |
 //! | a damaged backup | a `.name.bak*` that is not valid JSON | move it to `.name.corrupt` |
 //! | journal mode: a document that is not what its last journal record says | compare the record's version with the file | rewrite it from the record (replay) |
@@ -485,7 +486,7 @@ impl Scan {
             let path = t.beside(name);
             report
                 .findings
-                .push(unreadable(&path, &file::not_regular(&path, *what)));
+                .push(unreadable(&path, &odd_sidecar(&path, name, *what)));
         }
         if g.is_doc {
             report.documents += 1;
@@ -513,6 +514,8 @@ impl Scan {
         match dir.stat(temp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TempState::Gone),
             Err(e) => return Err(Error::io("inspect", &path, e)),
+            // Made a directory since the listing: never a writer's temp (see `group_dir`).
+            Ok(m) if m.is_dir() => return Err(odd_sidecar(&path, temp, FileType::Dir)),
             Ok(_) => {}
         }
         let action = match (self.mode, self.dry_run) {
@@ -705,6 +708,30 @@ fn unreadable(path: &Path, e: &Error) -> Finding {
     }
 }
 
+/// The finding's error for a sidecar name holding `what` instead of a regular file.
+/// A directory under a temp name is no writer's temp: a write in a journal that swaps
+/// files in ([`crate::journal::JournalOptions::swap`]) that found a directory at the
+/// document's name and could not swap it back leaves it there (or another program made
+/// it). It may hold anyone's data, so recovery reports it and never deletes or moves
+/// it: its own name is taken by the version the write committed, and any other name
+/// would be one statefile made up.
+fn odd_sidecar(path: &Path, name: &OsStr, what: FileType) -> Error {
+    if what == FileType::Dir && matches!(sidecar_of(name), Some(Sidecar::Temp(_))) {
+        return Error::new(
+            ErrorKind::InvalidName,
+            format!(
+                "{} is a directory under a temp file's name, not a writer's temp file (a \
+                 write that found it at the document's name could not put it back, or \
+                 another program made it): recovery never deletes or moves it; see what it \
+                 holds, then move or remove it yourself",
+                path.display()
+            ),
+        )
+        .with_path(path);
+    }
+    file::not_regular(path, what)
+}
+
 /// What is wrong with a file that did not parse, with the position.
 fn describe_damage(dir: &dyn FsDir, name: &OsStr, path: &Path) -> String {
     match file::read(dir, name, path) {
@@ -734,7 +761,8 @@ struct Group {
     is_doc: bool,
     temps: Vec<OsString>,
     backups: Vec<OsString>,
-    /// A lock file or `.corrupt` that is not a regular file (a FIFO, a symlink).
+    /// A lock file or `.corrupt` that is not a regular file (a FIFO, a symlink), or a
+    /// directory under a temp name.
     odd: Vec<(OsString, FileType)>,
 }
 
@@ -776,6 +804,10 @@ fn group_dir(
     let at = (dir, real_dir);
     for (name, ft) in entries {
         match sidecar_of(&name) {
+            // A directory is no writer's temp: reported, never deleted (`odd_sidecar`).
+            Some(Sidecar::Temp(doc)) if ft == FileType::Dir => {
+                group(&mut by_doc, at, &doc).odd.push((name, ft));
+            }
             Some(Sidecar::Temp(doc)) => group(&mut by_doc, at, &doc).temps.push(name),
             Some(Sidecar::Backup(doc, _)) => group(&mut by_doc, at, &doc).backups.push(name),
             Some(Sidecar::Lock(doc) | Sidecar::Corrupt(doc)) if ft != FileType::File => {
@@ -829,7 +861,11 @@ fn walk(
                 {
                     journals.push(real.clone());
                 }
-                if !e.name.to_string_lossy().starts_with('.') {
+                if matches!(sidecar_of(&e.name), Some(Sidecar::Temp(_))) {
+                    // A directory under a temp name: reported with its document's
+                    // group, never entered.
+                    files.push((e.name, e.file_type));
+                } else if !e.name.to_string_lossy().starts_with('.') {
                     subdirs.push(e.name);
                 }
             } else {
