@@ -12,14 +12,17 @@
 //! | journal mode: a document that is not what its last journal record says | compare the record's version with the file | rewrite it from the record (replay) |
 //! | journal mode: damage before the journal's end | a valid record later than an invalid one, written after the invalid one was flushed | nothing: a person decides; writes are refused |
 //!
-//! Journals come first: a replay may repair what would otherwise look damaged.
+//! Journals come first: a replay may repair what would otherwise look damaged. A
+//! damaged document that the journal replays is reported once, as a journal replay, in
+//! every mode: a verify or a dry run offering its backup would name a repair that
+//! never happens (and a version older than the one committed).
 //!
 //! Every writer holds the document's lock while its temp file exists, so a temp file
 //! whose lock can be taken belongs to a writer that is gone. Repairs take the lock,
 //! re-read, and replace only if the document still has the damaged version that was
 //! seen, so a concurrent fix is never undone. Lock files are never problems.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -363,8 +366,11 @@ impl Scan {
         }
         journals.sort();
         journals.dedup();
+        // Documents a replay rewrites (canonical paths): the journal repairs them, not
+        // a backup.
+        let mut replays = BTreeSet::new();
         for root in &journals {
-            self.check_journal(root, &mut report);
+            self.check_journal(root, &mut report, &mut replays);
         }
         let total = groups.iter().filter(|g| g.is_doc).count();
         let mut done = 0;
@@ -382,7 +388,7 @@ impl Scan {
                 };
             }
             if let Some((_, dir)) = &open {
-                self.check_group(dir.as_ref(), g, &mut report);
+                self.check_group(dir.as_ref(), g, &replays, &mut report);
             }
             if g.is_doc {
                 done += 1;
@@ -394,8 +400,10 @@ impl Scan {
     }
 
     /// Journal mode: recover the journal at `root` (Store::open, recover) and report what
-    /// is still to replay and any damage. Verify only reads.
-    fn check_journal(&self, root: &Path, report: &mut Report) {
+    /// is still to replay and any damage. Verify only reads. Adds to `replays` each
+    /// document still to replay that no live writer is applying: what a repair replays
+    /// (in a dry run or a verify: all of them; after a repair: those it could not).
+    fn check_journal(&self, root: &Path, report: &mut Report, replays: &mut BTreeSet<PathBuf>) {
         use crate::journal;
         let opts = &self.opts;
         let recovered = match (self.mode, self.dry_run) {
@@ -424,6 +432,7 @@ impl Scan {
             }
         };
         for p in status.to_replay.iter().filter(|p| !p.in_flight) {
+            replays.insert(p.path.clone());
             let action = match (self.mode, self.dry_run) {
                 (ScanMode::Repair, true) => Action::Would("replay from the journal".into()),
                 _ => Action::None,
@@ -450,7 +459,13 @@ impl Scan {
         report.journals.push(status);
     }
 
-    fn check_group(&self, dir: &dyn FsDir, g: &Group, report: &mut Report) {
+    fn check_group(
+        &self,
+        dir: &dyn FsDir,
+        g: &Group,
+        replays: &BTreeSet<PathBuf>,
+        report: &mut Report,
+    ) {
         let t = Target::in_dir(&g.dir, &g.name);
         // Temps first: a live writer may be about to replace the document.
         let mut removed_any = false;
@@ -493,7 +508,7 @@ impl Scan {
             if g.backups.is_empty() {
                 report.without_backup += 1;
             }
-            self.check_document(dir, &t, report);
+            self.check_document(dir, g, &t, replays, report);
         }
     }
 
@@ -565,7 +580,19 @@ impl Scan {
             .unwrap_or_else(|e| e.to_string())
     }
 
-    fn check_document(&self, dir: &dyn FsDir, t: &Target, report: &mut Report) {
+    /// A damaged document is restored from its newest good backup, unless the journal
+    /// replays it (it is in `replays`): its `JournalReplay` finding says so, and a
+    /// backup, older than the version the journal committed, is no repair. The replay
+    /// comes first in a repair, so a dry run or a verify that offered the backup would
+    /// name a repair that never happens.
+    fn check_document(
+        &self,
+        dir: &dyn FsDir,
+        g: &Group,
+        t: &Target,
+        replays: &BTreeSet<PathBuf>,
+        report: &mut Report,
+    ) {
         let seen = match self.inspect_document(dir, t) {
             Ok((seen, None)) => seen,
             Ok((_, Some(why))) => {
@@ -584,7 +611,7 @@ impl Scan {
                 return;
             }
         };
-        if seen.parses {
+        if seen.parses || self.replayed_by_journal(g, replays) {
             return;
         }
         let reason = self.describe_document(dir, t);
@@ -628,6 +655,21 @@ impl Scan {
             },
             action,
         });
+    }
+
+    /// Whether the document of `g` is one the journal replays (`replays` holds canonical
+    /// paths; a symlinked document is the file it points to, as the journal names it).
+    fn replayed_by_journal(&self, g: &Group, replays: &BTreeSet<PathBuf>) -> bool {
+        if replays.is_empty() {
+            return false;
+        }
+        let path = g.real_dir.join(&g.name);
+        replays.contains(&path)
+            || self
+                .opts
+                .fs
+                .canonicalize(&path)
+                .is_ok_and(|real| replays.contains(&real))
     }
 
     fn check_backup(&self, dir: &dyn FsDir, t: &Target, b: &OsStr, report: &mut Report) {
