@@ -1471,7 +1471,10 @@ impl<'a> Temp<'a> {
     /// is replaced first (the journal holds its bytes until then). Where the file
     /// system cannot exchange, or the document is gone since it was looked at, this
     /// renames. A directory found at the document's name, which a rename would not
-    /// replace, is swapped back, and the write fails as the rename would have.
+    /// replace, is swapped back, and the write fails as the rename would have. If even
+    /// the swap back fails, the new version stays at the document's name and the
+    /// directory under the temp's name (never removed: recovery reports it), and the
+    /// error says where it is.
     fn put_in_place(mut self, swap: bool, last: bool) -> Result<()> {
         let t = &self.w.target;
         if !swap {
@@ -1497,12 +1500,38 @@ impl<'a> Temp<'a> {
                 self.armed = false;
                 Ok(())
             }
-            Err(e) if errno(&e) == Some(rustix::io::Errno::ISDIR) => {
+            // Linux answers EISDIR; POSIX lets others answer EPERM, so look.
+            Err(e)
+                if errno(&e) == Some(rustix::io::Errno::ISDIR)
+                    || self.w.dir.stat(&self.name).is_ok_and(|m| m.is_dir()) =>
+            {
                 // Put the directory back; the temp, back at its name, goes when dropped.
-                if self.w.dir.exchange(&self.name, &t.name).is_err() {
-                    self.armed = false;
+                match self.w.dir.exchange(&self.name, &t.name) {
+                    Ok(()) => Err(e).ctx("rename temp file over", &t.path),
+                    Err(back) => {
+                        // The new version is at the document's name now, and stays: the
+                        // write failed, but not as "nothing happened". The directory
+                        // may hold anyone's data: left where it is, never removed
+                        // (recovery reports it), and named so a person can move it back.
+                        self.armed = false;
+                        Err(Error::new(
+                            ErrorKind::Io,
+                            format!(
+                                "cannot replace {}: a directory was at its name, and after \
+                                 the swap it could not be put back ({back}): the new version \
+                                 is at the document's name, the directory is now at {}",
+                                t.path.display(),
+                                self.path().display()
+                            ),
+                        )
+                        .with_path(&t.path)
+                        .with_source(Error::io(
+                            "rename temp file over",
+                            &t.path,
+                            e,
+                        )))
+                    }
                 }
-                Err(e).ctx("rename temp file over", &t.path)
             }
             Err(e) => {
                 // The new version is in place. The old one stays under a temp name,
@@ -1874,9 +1903,24 @@ fn put_backup(dir: &dyn FsDir, from: &OsStr, bak: &OsStr, swap: bool) -> io::Res
         Err(e) => return Err(e),
     }
     match dir.remove_file(from) {
-        Err(e) if errno(&e) == Some(rustix::io::Errno::ISDIR) => {
-            let _ = dir.exchange(from, bak);
-            Err(e)
+        Err(e)
+            if errno(&e) == Some(rustix::io::Errno::ISDIR)
+                || dir.stat(from).is_ok_and(|m| m.is_dir()) =>
+        {
+            match dir.exchange(from, bak) {
+                Ok(()) => Err(e),
+                // The kept version is `.bak` now; the directory stays under the temp
+                // name (recovery reports it, never removes it): say where.
+                Err(back) => Err(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "a directory was at {}, and after the swap it could not be put back \
+                         ({back}): it is now at {}",
+                        bak.display(),
+                        from.display()
+                    ),
+                )),
+            }
         }
         // Anything else left at `from` is a temp-named file that recovery removes.
         _ => Ok(()),

@@ -6,19 +6,23 @@
 //! |---|---|---|
 //! | a dead writer's temp file | `.name.sf-<16 base32>.tmp` whose document lock is free | delete it |
 //! | a live writer's temp file | the same, but the lock is held | nothing: not a problem |
+//! | a directory under a temp name | the temp pattern, a directory | nothing: reported, never deleted or moved; a person decides |
 //! | a damaged document | empty, or not valid JSON | restore the newest backup that parses, keeping the damaged file as `.name.corrupt` |
 //! | a damaged backup | a `.name.bak*` that is not valid JSON | move it to `.name.corrupt` |
 //! | journal mode: a document that is not what its last journal record says | compare the record's version with the file | rewrite it from the record (replay) |
 //! | journal mode: damage before the journal's end | a valid record later than an invalid one, written after the invalid one was flushed | nothing: a person decides; writes are refused |
 //!
-//! Journals come first: a replay may repair what would otherwise look damaged.
+//! Journals come first: a replay may repair what would otherwise look damaged. A
+//! damaged document that the journal replays is reported once, as a journal replay, in
+//! every mode: a verify or a dry run offering its backup would name a repair that
+//! never happens (and a version older than the one committed).
 //!
 //! Every writer holds the document's lock while its temp file exists, so a temp file
 //! whose lock can be taken belongs to a writer that is gone. Repairs take the lock,
 //! re-read, and replace only if the document still has the damaged version that was
 //! seen, so a concurrent fix is never undone. Lock files are never problems.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -362,8 +366,11 @@ impl Scan {
         }
         journals.sort();
         journals.dedup();
+        // Documents a replay rewrites (canonical paths): the journal repairs them, not
+        // a backup.
+        let mut replays = BTreeSet::new();
         for root in &journals {
-            self.check_journal(root, &mut report);
+            self.check_journal(root, &mut report, &mut replays);
         }
         let total = groups.iter().filter(|g| g.is_doc).count();
         let mut done = 0;
@@ -381,7 +388,7 @@ impl Scan {
                 };
             }
             if let Some((_, dir)) = &open {
-                self.check_group(dir.as_ref(), g, &mut report);
+                self.check_group(dir.as_ref(), g, &replays, &mut report);
             }
             if g.is_doc {
                 done += 1;
@@ -393,8 +400,10 @@ impl Scan {
     }
 
     /// Journal mode: recover the journal at `root` (Store::open, recover) and report what
-    /// is still to replay and any damage. Verify only reads.
-    fn check_journal(&self, root: &Path, report: &mut Report) {
+    /// is still to replay and any damage. Verify only reads. Adds to `replays` each
+    /// document still to replay that no live writer is applying: what a repair replays
+    /// (in a dry run or a verify: all of them; after a repair: those it could not).
+    fn check_journal(&self, root: &Path, report: &mut Report, replays: &mut BTreeSet<PathBuf>) {
         use crate::journal;
         let opts = &self.opts;
         let recovered = match (self.mode, self.dry_run) {
@@ -423,6 +432,7 @@ impl Scan {
             }
         };
         for p in status.to_replay.iter().filter(|p| !p.in_flight) {
+            replays.insert(p.path.clone());
             let action = match (self.mode, self.dry_run) {
                 (ScanMode::Repair, true) => Action::Would("replay from the journal".into()),
                 _ => Action::None,
@@ -449,7 +459,13 @@ impl Scan {
         report.journals.push(status);
     }
 
-    fn check_group(&self, dir: &dyn FsDir, g: &Group, report: &mut Report) {
+    fn check_group(
+        &self,
+        dir: &dyn FsDir,
+        g: &Group,
+        replays: &BTreeSet<PathBuf>,
+        report: &mut Report,
+    ) {
         let t = Target::in_dir(&g.dir, &g.name);
         // Temps first: a live writer may be about to replace the document.
         let mut removed_any = false;
@@ -485,14 +501,14 @@ impl Scan {
             let path = t.beside(name);
             report
                 .findings
-                .push(unreadable(&path, &file::not_regular(&path, *what)));
+                .push(unreadable(&path, &odd_sidecar(&path, name, *what)));
         }
         if g.is_doc {
             report.documents += 1;
             if g.backups.is_empty() {
                 report.without_backup += 1;
             }
-            self.check_document(dir, &t, report);
+            self.check_document(dir, g, &t, replays, report);
         }
     }
 
@@ -513,6 +529,8 @@ impl Scan {
         match dir.stat(temp) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TempState::Gone),
             Err(e) => return Err(Error::io("inspect", &path, e)),
+            // Made a directory since the listing: never a writer's temp (see `group_dir`).
+            Ok(m) if m.is_dir() => return Err(odd_sidecar(&path, temp, FileType::Dir)),
             Ok(_) => {}
         }
         let action = match (self.mode, self.dry_run) {
@@ -562,7 +580,19 @@ impl Scan {
             .unwrap_or_else(|e| e.to_string())
     }
 
-    fn check_document(&self, dir: &dyn FsDir, t: &Target, report: &mut Report) {
+    /// A damaged document is restored from its newest good backup, unless the journal
+    /// replays it (it is in `replays`): its `JournalReplay` finding says so, and a
+    /// backup, older than the version the journal committed, is no repair. The replay
+    /// comes first in a repair, so a dry run or a verify that offered the backup would
+    /// name a repair that never happens.
+    fn check_document(
+        &self,
+        dir: &dyn FsDir,
+        g: &Group,
+        t: &Target,
+        replays: &BTreeSet<PathBuf>,
+        report: &mut Report,
+    ) {
         let seen = match self.inspect_document(dir, t) {
             Ok((seen, None)) => seen,
             Ok((_, Some(why))) => {
@@ -581,7 +611,7 @@ impl Scan {
                 return;
             }
         };
-        if seen.parses {
+        if seen.parses || self.replayed_by_journal(g, replays) {
             return;
         }
         let reason = self.describe_document(dir, t);
@@ -625,6 +655,21 @@ impl Scan {
             },
             action,
         });
+    }
+
+    /// Whether the document of `g` is one the journal replays (`replays` holds canonical
+    /// paths; a symlinked document is the file it points to, as the journal names it).
+    fn replayed_by_journal(&self, g: &Group, replays: &BTreeSet<PathBuf>) -> bool {
+        if replays.is_empty() {
+            return false;
+        }
+        let path = g.real_dir.join(&g.name);
+        replays.contains(&path)
+            || self
+                .opts
+                .fs
+                .canonicalize(&path)
+                .is_ok_and(|real| replays.contains(&real))
     }
 
     fn check_backup(&self, dir: &dyn FsDir, t: &Target, b: &OsStr, report: &mut Report) {
@@ -705,6 +750,30 @@ fn unreadable(path: &Path, e: &Error) -> Finding {
     }
 }
 
+/// The finding's error for a sidecar name holding `what` instead of a regular file.
+/// A directory under a temp name is no writer's temp: a write in a journal that swaps
+/// files in ([`crate::journal::JournalOptions::swap`]) that found a directory at the
+/// document's name and could not swap it back leaves it there (or another program made
+/// it). It may hold anyone's data, so recovery reports it and never deletes or moves
+/// it: its own name is taken by the version the write committed, and any other name
+/// would be one statefile made up.
+fn odd_sidecar(path: &Path, name: &OsStr, what: FileType) -> Error {
+    if what == FileType::Dir && matches!(sidecar_of(name), Some(Sidecar::Temp(_))) {
+        return Error::new(
+            ErrorKind::InvalidName,
+            format!(
+                "{} is a directory under a temp file's name, not a writer's temp file (a \
+                 write that found it at the document's name could not put it back, or \
+                 another program made it): recovery never deletes or moves it; see what it \
+                 holds, then move or remove it yourself",
+                path.display()
+            ),
+        )
+        .with_path(path);
+    }
+    file::not_regular(path, what)
+}
+
 /// What is wrong with a file that did not parse, with the position.
 fn describe_damage(dir: &dyn FsDir, name: &OsStr, path: &Path) -> String {
     match file::read(dir, name, path) {
@@ -734,7 +803,8 @@ struct Group {
     is_doc: bool,
     temps: Vec<OsString>,
     backups: Vec<OsString>,
-    /// A lock file or `.corrupt` that is not a regular file (a FIFO, a symlink).
+    /// A lock file or `.corrupt` that is not a regular file (a FIFO, a symlink), or a
+    /// directory under a temp name.
     odd: Vec<(OsString, FileType)>,
 }
 
@@ -776,6 +846,10 @@ fn group_dir(
     let at = (dir, real_dir);
     for (name, ft) in entries {
         match sidecar_of(&name) {
+            // A directory is no writer's temp: reported, never deleted (`odd_sidecar`).
+            Some(Sidecar::Temp(doc)) if ft == FileType::Dir => {
+                group(&mut by_doc, at, &doc).odd.push((name, ft));
+            }
             Some(Sidecar::Temp(doc)) => group(&mut by_doc, at, &doc).temps.push(name),
             Some(Sidecar::Backup(doc, _)) => group(&mut by_doc, at, &doc).backups.push(name),
             Some(Sidecar::Lock(doc) | Sidecar::Corrupt(doc)) if ft != FileType::File => {
@@ -829,7 +903,11 @@ fn walk(
                 {
                     journals.push(real.clone());
                 }
-                if !e.name.to_string_lossy().starts_with('.') {
+                if matches!(sidecar_of(&e.name), Some(Sidecar::Temp(_))) {
+                    // A directory under a temp name: reported with its document's
+                    // group, never entered.
+                    files.push((e.name, e.file_type));
+                } else if !e.name.to_string_lossy().starts_with('.') {
                     subdirs.push(e.name);
                 }
             } else {

@@ -935,3 +935,104 @@ fn a_process_holding_the_checkpoint_lock_never_hangs_a_writer() {
     doc.write(&json!({"after": true})).unwrap();
     assert_eq!(doc.read().unwrap(), json!({"after": true}));
 }
+
+/// The findings of `report` without what was done: (path, problem).
+fn found(report: &statefile::Report) -> Vec<(std::path::PathBuf, statefile::Problem)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.path.clone(), f.problem.clone()))
+        .collect()
+}
+
+/// After a power loss a document can be empty on disk (a swapped-in one, or any file
+/// whose data was not written out) while the journal holds its committed bytes. A repair
+/// replays it from the journal (the journal comes first); its dry run must say so, not
+/// offer the older `.bak`, and verify must not either. The repair then does exactly
+/// what the dry run said: the same findings, each "would" done. A damaged document the
+/// journal does not cover (its records are behind the checkpoint) is still restored
+/// from its backup, and both say that.
+#[test]
+fn a_dry_run_names_the_journal_replay_that_the_repair_makes() {
+    use statefile::{Action, Problem, Scan, ScanMode};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    {
+        let opts = fresh();
+        journal::enable(&root, &opts, small()).unwrap();
+        let store = Store::open_with(&root, opts.clone()).unwrap();
+        let b = store.doc::<Value>("b.json").unwrap();
+        b.write(&json!({"b": 1})).unwrap();
+        b.write(&json!({"b": 2})).unwrap();
+        journal::checkpoint(&root, &opts).unwrap();
+        let a = store.doc::<Value>("a.json").unwrap();
+        a.write(&json!({"v": 1})).unwrap();
+        a.write(&json!({"v": 2})).unwrap(); // .a.json.bak holds {"v": 1}
+    }
+    // The power went out: both files came back empty.
+    std::fs::write(root.join("a.json"), b"").unwrap();
+    std::fs::write(root.join("b.json"), b"").unwrap();
+    common::reboot_journal(&root);
+    let (a, b) = (root.join("a.json"), root.join("b.json"));
+
+    let verified = Scan::new(ScanMode::Verify)
+        .options(fresh())
+        .run(&root)
+        .unwrap();
+    let plan = Scan::new(ScanMode::Repair)
+        .dry_run(true)
+        .options(fresh())
+        .run(&root)
+        .unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), b"", "a dry run changes nothing");
+    assert_eq!(found(&verified), found(&plan), "{verified:#?} {plan:#?}");
+    let replay = Problem::JournalReplay {
+        version: Some(statefile::Version::of(b"{\n  \"v\": 2\n}\n")),
+    };
+    let wanted: Vec<_> = found(&plan).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(wanted, [a.clone(), b.clone()], "{plan:#?}");
+    assert_eq!(plan.findings[0].problem, replay);
+    assert_eq!(
+        plan.findings[0].action,
+        Action::Would("replay from the journal".into())
+    );
+    assert!(
+        matches!(&plan.findings[1].problem, Problem::CorruptDocument { .. }),
+        "{plan:#?}"
+    );
+    assert_eq!(
+        plan.findings[1].action,
+        Action::Would(format!(
+            "restore from {}",
+            root.join(".b.json.bak").display()
+        ))
+    );
+    assert!(verified.findings.iter().all(|f| f.action == Action::None));
+
+    let done = Scan::new(ScanMode::Repair)
+        .options(fresh())
+        .run(&root)
+        .unwrap();
+    assert_eq!(found(&done), found(&plan), "{done:#?}");
+    for (would, did) in plan.findings.iter().zip(&done.findings) {
+        let Action::Would(what) = &would.action else {
+            panic!("{would:?}")
+        };
+        let as_done = match &did.action {
+            Action::Replayed => "replay from the journal".to_string(),
+            Action::Restored { from, .. } => format!("restore from {}", from.display()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(what, &as_done, "{plan:#?} {done:#?}");
+    }
+    assert!(!done.needs_repair(), "{done:#?}");
+    assert_eq!(statefile::read_json::<Value>(&a).unwrap(), json!({"v": 2}));
+    assert_eq!(statefile::read_json::<Value>(&b).unwrap(), json!({"b": 1}));
+    assert!(
+        Scan::new(ScanMode::Verify)
+            .options(fresh())
+            .run(&root)
+            .unwrap()
+            .is_healthy()
+    );
+}

@@ -529,3 +529,70 @@ fn a_typed_view_of_a_store_document_keeps_the_store_s_confinement_and_options() 
         "the view writes with the store's options"
     );
 }
+
+/// A directory under a temp file's name (what a swapped-in write leaves when it finds a
+/// directory at the document's name and cannot swap it back) may hold anyone's data:
+/// every scan reports it, in a tree or of its document alone, and none deletes, moves
+/// or enters it; the rest of the scan goes on. Before, a tree scan skipped it and a
+/// scan of the document tried to delete it as a stale temp, failing (EISDIR) every run.
+#[test]
+fn a_directory_under_a_temp_name_is_reported_and_never_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let store = Store::open(&root).unwrap();
+    store
+        .doc::<Value>("jobs/a.json")
+        .unwrap()
+        .write(&json!(1))
+        .unwrap();
+    let odd = root.join("jobs/.a.json.sf-aaaaaaaaaaaaaaaa.tmp");
+    std::fs::create_dir_all(odd.join("deeper")).unwrap();
+    std::fs::write(odd.join("deeper/x.json"), b"{\"cut").unwrap();
+    // Beside it, what recovery does repair: a dead writer's temp file.
+    let stale = root.join("jobs/.a.json.sf-bbbbbbbbbbbbbbbb.tmp");
+    let doc = root.join("jobs/a.json");
+    let reported = |r: &statefile::Report, mode: &str| {
+        let f: Vec<_> = r.findings.iter().filter(|f| f.path == odd).collect();
+        assert_eq!(f.len(), 1, "{mode}: {r:#?}");
+        assert!(
+            matches!(&f[0].problem, Problem::Unreadable { error }
+                if error.contains("is a directory under a temp file's name")),
+            "{mode}: {r:#?}"
+        );
+        assert_eq!(f[0].action, Action::None, "{mode}");
+        assert!(r.needs_repair(), "{mode}");
+        assert!(
+            !r.findings
+                .iter()
+                .any(|f| f.path.starts_with(&odd) && f.path != odd),
+            "{mode}: not entered: {r:#?}"
+        );
+        assert_eq!(
+            std::fs::read(odd.join("deeper/x.json")).unwrap(),
+            b"{\"cut",
+            "{mode}"
+        );
+    };
+    for path in [&root, &doc] {
+        for run in 0..2 {
+            std::fs::write(&stale, b"{\"half").unwrap();
+            let v = statefile::verify(path).unwrap();
+            reported(&v, "verify");
+            assert_eq!(v.stale_temps().count(), 1, "{v:#?}");
+            let dry = Scan::new(ScanMode::Repair).dry_run(true).run(path).unwrap();
+            reported(&dry, "dry run");
+            let r = statefile::recover(path).unwrap();
+            reported(&r, "recover");
+            let removed: Vec<_> = r.stale_temps().map(|f| (&f.path, &f.action)).collect();
+            assert_eq!(removed, [(&stale, &Action::Removed)], "{path:?} run {run}");
+            let opened = Store::open(&root).unwrap();
+            reported(opened.recovery(), "Store::open");
+            assert_eq!(opened.recovery().findings.len(), 1);
+        }
+    }
+    // It never stands in the way of the document.
+    let a = store.doc::<Value>("jobs/a.json").unwrap();
+    a.write(&json!(2)).unwrap();
+    assert_eq!(a.read().unwrap(), json!(2));
+    assert!(odd.is_dir());
+}

@@ -438,3 +438,89 @@ fn enabling_swap_on_a_journal_that_renames_warns_and_changes_nothing() {
         serde_json::from_str(&s.run(&["journal", "status", "--json", "."]).ok().stdout).unwrap();
     assert_eq!(st["swap"], json!(false), "{st}");
 }
+
+/// The findings of a `--json` report as (file name, problem, action).
+fn findings(stdout: &str) -> Vec<(String, String, Value)> {
+    let v: Value = serde_json::from_str(stdout).unwrap();
+    v["reports"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let path = std::path::PathBuf::from(f["path"].as_str().unwrap());
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                f["problem"].as_str().unwrap().to_string(),
+                f["action"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// After a power loss a document may be empty on disk while the journal holds its
+/// committed bytes: `recover --dry-run` names the replay (not a restore from `.bak`,
+/// which the repair never makes), `verify` does not offer the backup, and `recover`
+/// then does exactly what the dry run said, in the human output and in `--json`.
+#[test]
+fn recover_dry_run_names_the_journal_replay_that_recover_makes() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    s.run_in(&["put", "a.json"], b"{\"v\": 1}").ok();
+    s.run_in(&["put", "a.json"], b"{\"v\": 2}").ok();
+    assert!(s.path(".a.json.bak").is_file());
+    s.write("a.json", b"");
+
+    let out = s.run(&["verify", "."]).code(5);
+    assert!(
+        out.stdout
+            .contains("a.json: not yet what its last journal record says"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("restorable"), "{}", out.stdout);
+    assert!(out.stdout.contains(": 1 need repair"), "{}", out.stdout);
+
+    let dry = s.run(&["recover", "--dry-run", "."]).code(5);
+    assert!(
+        dry.stdout.contains("-> would replay from the journal"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.contains("restore"), "{}", dry.stdout);
+    assert!(dry.stdout.contains(": 1 need repair"), "{}", dry.stdout);
+    let dry = findings(
+        &s.run(&["recover", "--dry-run", "--json", "."])
+            .code(5)
+            .stdout,
+    );
+    assert_eq!(
+        dry,
+        [(
+            "a.json".to_string(),
+            "journal-replay".to_string(),
+            json!({"would": "replay from the journal"})
+        )]
+    );
+    let verified = findings(&s.run(&["verify", "--json", "."]).code(5).stdout);
+    assert_eq!(
+        verified,
+        [(
+            "a.json".to_string(),
+            "journal-replay".to_string(),
+            Value::Null
+        )]
+    );
+    assert_eq!(s.read("a.json"), b"", "a dry run changes nothing");
+
+    let done = findings(&s.run(&["recover", "--json", "."]).ok().stdout);
+    assert_eq!(
+        done,
+        [(
+            "a.json".to_string(),
+            "journal-replay".to_string(),
+            json!({"done": "replayed"})
+        )]
+    );
+    assert_eq!(s.json("a.json"), json!({"v": 2}));
+    s.run(&["verify", "."]).ok();
+}

@@ -70,3 +70,53 @@ fn restore_with_fewer_backups_removes_the_older_ones() {
     assert_eq!(s.json("cfg.json"), json!({"n": 3}));
     assert_eq!(baks(), [".cfg.json.bak", ".cfg.json.bak.2"]);
 }
+
+// A directory under a temp file's name (a swapped-in write that could not swap a
+// directory back leaves one) is reported by verify and recover, as text and JSON, in a
+// tree or for its document; never deleted; exit 5 each time, the same answer each run.
+#[test]
+fn a_directory_under_a_temp_name_is_reported_never_deleted() {
+    let s = Sandbox::new();
+    s.run_in(&["put", "cfg.json"], b"{\"v\": 1}").ok();
+    let odd = ".cfg.json.sf-aaaaaaaaaaaaaaaa.tmp";
+    std::fs::create_dir(s.path(odd)).unwrap();
+    s.write(&format!("{odd}/keep"), b"data");
+    for _ in 0..2 {
+        for path in [".", "cfg.json"] {
+            for cmd in [
+                &["verify", path][..],
+                &["recover", path],
+                &["recover", "--dry-run", path],
+            ] {
+                let out = s.run(cmd).code(5);
+                let line = out
+                    .stdout
+                    .lines()
+                    .find(|l| l.contains(odd))
+                    .unwrap_or_else(|| panic!("{cmd:?}: {}", out.stdout));
+                assert!(
+                    line.contains("is a directory under a temp file's name")
+                        && line.contains("never deletes")
+                        && !line.contains("->"),
+                    "{cmd:?}: {line}"
+                );
+                assert!(
+                    out.stdout.contains(": 1 need repair"),
+                    "{cmd:?}: {}",
+                    out.stdout
+                );
+                let mut json_cmd = cmd.to_vec();
+                json_cmd.insert(1, "--json");
+                let v: serde_json::Value =
+                    serde_json::from_str(&s.run(&json_cmd).code(5).stdout).unwrap();
+                let f = &v["reports"][0]["findings"];
+                assert_eq!(f.as_array().unwrap().len(), 1, "{cmd:?}: {v}");
+                assert_eq!(f[0]["problem"], json!("unreadable"), "{v}");
+                assert_eq!(f[0]["action"], json!(null), "{v}");
+                assert_eq!(f[0]["fixed"], json!(false), "{v}");
+                assert_eq!(s.read(&format!("{odd}/keep")), b"data");
+            }
+        }
+    }
+    assert_eq!(s.json("cfg.json"), json!({"v": 1}));
+}

@@ -121,6 +121,8 @@ pub struct Twisted {
     pub fail_sync_dir: Arc<Mutex<Option<i32>>>,
     pub fail_hard_link: Arc<Mutex<Option<i32>>>,
     pub fail_exchange: Arc<Mutex<Option<i32>>>,
+    /// `Some((n, errno))`: the next `n` exchanges succeed, every one after fails so.
+    pub fail_exchange_after: Arc<Mutex<Option<(usize, i32)>>>,
     pub exchanges: Arc<Mutex<usize>>,
     pub synced_dirs: Arc<Mutex<Vec<PathBuf>>>,
 }
@@ -227,6 +229,12 @@ impl FsDir for TwistedDir {
         self.inner.rename(from, to)
     }
     fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
+        if let Some((left, errno)) = self.fs.fail_exchange_after.lock().unwrap().as_mut() {
+            if *left == 0 {
+                return Err(io::Error::from_raw_os_error(*errno));
+            }
+            *left -= 1;
+        }
         match *self.fs.fail_exchange.lock().unwrap() {
             Some(errno) => Err(io::Error::from_raw_os_error(errno)),
             None => {
