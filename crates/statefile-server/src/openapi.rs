@@ -156,6 +156,12 @@ fn complete(path: &str, method: &str, op: &mut Operation, token: bool) {
             "precondition-failed: If-Match or If-None-Match does not hold",
         ));
     }
+    if (matches!(method, "put" | "patch" | "delete") && named) || path == "/v1/docs/{name}/append" {
+        answers.push((
+            "409",
+            "changed-during-write: a write that named no version found the document changed by another program (one that does not take the lock) while it ran; nothing written; send it again",
+        ));
+    }
     if body {
         answers.push(("400", "invalid-json, invalid-patch"));
         answers.push((

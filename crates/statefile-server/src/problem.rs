@@ -141,6 +141,20 @@ impl ApiError {
                 a.retry_after = Some(1);
                 return a;
             }
+            StoreError::Changed(source) => {
+                tracing::warn!(request_id = %request_id(), document = name, error = %source,
+                    "another program changed the document under a write");
+                return ApiError::new(
+                    StatusCode::CONFLICT,
+                    "changed-during-write",
+                    "The document was changed by another program during the write",
+                    format!(
+                        "document {name} was changed by another program (one that does not \
+                         take statefile's lock) while this write was in progress: nothing was \
+                         written; send the request again"
+                    ),
+                );
+            }
             StoreError::KeyReused => {
                 return ApiError::unprocessable(
                     "idempotency-key-reused",

@@ -35,6 +35,11 @@ pub enum StoreError {
     /// An `Idempotency-Key` given to [`DocStore::update_keyed`] was used before with
     /// another request.
     KeyReused,
+    /// A write that named no version found the document changed under it by another
+    /// program (one that does not take statefile's lock: it removed the file or put
+    /// another at its name while the write held the lock). Nothing was written; the
+    /// request may be sent again. `source` goes to the log only.
+    Changed(Box<dyn StdError + Send + Sync>),
 }
 
 impl StoreError {
@@ -87,6 +92,7 @@ impl fmt::Display for StoreError {
             StoreError::Mutation(e) => write!(f, "mutation refused: {e}"),
             StoreError::Unavailable(e) => write!(f, "storage unavailable: {e}"),
             StoreError::KeyReused => f.write_str("idempotency key reused for another request"),
+            StoreError::Changed(e) => write!(f, "changed under the write: {e}"),
         }
     }
 }
@@ -95,7 +101,9 @@ impl StdError for StoreError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
             StoreError::Storage { source, .. } => Some(source.as_ref()),
-            StoreError::Mutation(e) | StoreError::Unavailable(e) => Some(e.as_ref()),
+            StoreError::Mutation(e) | StoreError::Unavailable(e) | StoreError::Changed(e) => {
+                Some(e.as_ref())
+            }
             StoreError::KeyReused => None,
         }
     }
@@ -377,6 +385,20 @@ fn not_held(name: &str, cond: &Condition) -> StoreError {
     conflict(name, why)
 }
 
+/// The error of a write that named no version ([`Condition::Any`]): a `Conflict` there
+/// is no precondition that failed but another program changing the document under the
+/// write ([`StoreError::Changed`]), which HTTP answers 409, not 412.
+fn unconditional(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Storage {
+            kind: ErrorKind::Conflict,
+            source,
+            ..
+        } => StoreError::Changed(source),
+        other => other,
+    }
+}
+
 /// How often a write whose precondition held at the check, and was overtaken by another
 /// writer before it took the lock, checks again.
 const RECHECKS: usize = 16;
@@ -557,7 +579,12 @@ impl DocStore for FileStore {
     fn put(&self, name: &str, value: &Value, cond: &Condition) -> StoreResult<Written> {
         let doc = self.doc(name)?;
         match cond {
-            Condition::Any => return Ok(doc.write(value).map(written)?),
+            Condition::Any => {
+                return doc
+                    .write(value)
+                    .map(written)
+                    .map_err(|e| unconditional(e.into()));
+            }
             Condition::Absent => return Ok(doc.create(value).map(written)?),
             Condition::IfMatch(list) if list.len() == 1 => {
                 return Ok(doc.write_if(&list[0], value).map(written)?);
@@ -626,7 +653,10 @@ impl DocStore for FileStore {
             ),
             (_, None) => doc.update(body),
         };
-        let (out, r) = res.map_err(|e| self.damaged(name, e))?;
+        let (out, r) = res.map_err(|e| match cond {
+            Condition::Any => unconditional(self.damaged(name, e)),
+            _ => self.damaged(name, e),
+        })?;
         Ok((out, written(r)))
     }
 
@@ -652,7 +682,10 @@ impl DocStore for FileStore {
                 });
             }
         };
-        Ok(r.map(drop)?)
+        r.map(drop).map_err(|e| match cond {
+            Condition::Any => unconditional(e.into()),
+            _ => e.into(),
+        })
     }
 
     fn backups(&self, name: &str) -> StoreResult<Vec<BackupEntry>> {

@@ -2010,3 +2010,86 @@ async fn a_failed_precondition_names_its_own_document_not_one_whose_name_ends_it
         "the detail names the document whose precondition failed: {detail}"
     );
 }
+
+/// Another program (one that does not take statefile's lock) replaces a document while
+/// a write of it runs: the library refuses the write (`Conflict`, nothing written). For
+/// a request that named no version no precondition failed, yet it was answered 412
+/// "not at the version the request expected". Now: 409 `changed-during-write`, saying
+/// nothing was written and that it may be sent again; a conditional write still 412.
+#[tokio::test]
+async fn a_write_that_named_no_version_and_met_another_programs_change_is_409() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let armed = Arc::new(AtomicBool::new(false));
+    let options = {
+        let (armed, root) = (armed.clone(), root.clone());
+        statefile::Options::new().on_temp_created(move |_| {
+            if armed.swap(false, Ordering::SeqCst) {
+                std::fs::write(root.join("other.json"), b"{\"v\": \"theirs\"}\n")?;
+                std::fs::rename(root.join("other.json"), root.join("a.json"))?;
+            }
+            Ok(())
+        })
+    };
+    let mut config = statefile_server::Config::new(&root);
+    config.options = options;
+    let app = app_with(config);
+    let put = call(&app, "PUT", "/v1/docs/a.json", &[JSON], b"{\"v\": 1}").await;
+    assert_eq!(put.status, 201);
+    let etag = put.header("etag").unwrap();
+    let theirs = json!({"v": "theirs"});
+    type Attempt<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
+    let attempts: [Attempt; 3] = [
+        ("PUT", "/v1/docs/a.json", vec![JSON], b"{\"v\": 2}"),
+        (
+            "PATCH",
+            "/v1/docs/a.json",
+            vec![("content-type", "application/merge-patch+json")],
+            b"{\"w\": 1}",
+        ),
+        (
+            "POST",
+            "/v1/docs/a.json/append?pointer=/list",
+            vec![JSON],
+            b"1",
+        ),
+    ];
+    for (method, uri, headers, body) in attempts {
+        // Back to a document this request may change, then the other program meddles.
+        std::fs::write(root.join("a.json"), b"{\"v\": 1, \"list\": []}\n").unwrap();
+        armed.store(true, Ordering::SeqCst);
+        let r = call(&app, method, uri, &headers, body).await;
+        r.problem(409, "changed-during-write");
+        let detail = r.json()["detail"].as_str().unwrap().to_string();
+        assert!(
+            detail.contains("a.json") && detail.contains("nothing was written"),
+            "{method}: {detail}"
+        );
+        let now: Value =
+            serde_json::from_slice(&std::fs::read(root.join("a.json")).unwrap()).unwrap();
+        assert_eq!(
+            now, theirs,
+            "{method}: what the other program put there stays"
+        );
+    }
+    // With If-Match (the version it had), the same change is a precondition that failed.
+    std::fs::write(root.join("a.json"), b"{\n  \"v\": 1\n}\n").unwrap();
+    assert_eq!(
+        call(&app, "GET", "/v1/docs/a.json", &[], b"")
+            .await
+            .header("etag"),
+        Some(etag.clone())
+    );
+    armed.store(true, Ordering::SeqCst);
+    let r = call(
+        &app,
+        "PUT",
+        "/v1/docs/a.json",
+        &[JSON, ("if-match", etag.as_str())],
+        b"{\"v\": 3}",
+    )
+    .await;
+    r.problem(412, "precondition-failed");
+}
