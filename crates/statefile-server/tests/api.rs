@@ -2041,7 +2041,7 @@ async fn a_write_that_named_no_version_and_met_another_programs_change_is_409() 
     let etag = put.header("etag").unwrap();
     let theirs = json!({"v": "theirs"});
     type Attempt<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
-    let attempts: [Attempt; 3] = [
+    let attempts: [Attempt<'_>; 3] = [
         ("PUT", "/v1/docs/a.json", vec![JSON], b"{\"v\": 2}"),
         (
             "PATCH",
