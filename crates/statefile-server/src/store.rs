@@ -556,8 +556,16 @@ impl DocStore for FileStore {
                         .map(|o| o.doc.clone())
                 });
                 let conflict = e.kind() == ErrorKind::Conflict;
+                // No operation on the document named a version: the Conflict is another
+                // program's change under the write (409), no precondition that failed.
+                let conditional = doc.as_ref().is_none_or(|d| {
+                    ops.iter()
+                        .any(|o| &o.doc == d && (o.if_match.is_some() || o.if_none_match))
+                });
                 let mut error = StoreError::from(e);
-                if let (true, Some(d)) = (conflict, &doc) {
+                if conflict && !conditional {
+                    error = unconditional(error);
+                } else if let (true, Some(d)) = (conflict, &doc) {
                     error = error.with_reason(format!(
                         "document {d} is not at the version its operation expected \
                          (if_match / if_none_match): nothing was written"

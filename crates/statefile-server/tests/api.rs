@@ -2074,6 +2074,20 @@ async fn a_write_that_named_no_version_and_met_another_programs_change_is_409() 
             "{method}: what the other program put there stays"
         );
     }
+    // In a transaction (journal mode) likewise, when no operation on it named a version.
+    statefile::journal::enable(
+        &root,
+        &statefile::Options::new(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    std::fs::write(root.join("a.json"), b"{\"v\": 1}\n").unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let ops = json!([{"op": "put", "doc": "a.json", "value": {"v": 4}}]);
+    let r = call(&app, "POST", "/v1/tx", &[JSON], ops.to_string().as_bytes()).await;
+    r.problem(409, "changed-during-write");
+    let now: Value = serde_json::from_slice(&std::fs::read(root.join("a.json")).unwrap()).unwrap();
+    assert_eq!(now, theirs);
     // With If-Match (the version it had), the same change is a precondition that failed.
     std::fs::write(root.join("a.json"), b"{\n  \"v\": 1\n}\n").unwrap();
     assert_eq!(
