@@ -25,9 +25,9 @@ fn seed() -> u64 {
 
 fn table(reports: &[Report]) {
     println!(
-        "| workload | ops recorded | crash states: prefixes / omissions / torn / random | crashes during recovery | random sample | distinct recovered states | inconsistent | lost acknowledged | other violations |"
+        "| workload | ops recorded | crash states: prefixes / omissions / torn / random | crashes during recovery | random sample | distinct recovered states | inconsistent | lost acknowledged | bad backups | other violations |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         println!("{}", r.line());
     }
