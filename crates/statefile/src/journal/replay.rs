@@ -698,7 +698,7 @@ impl Journal {
         // directory open at a time (a checkpoint of documents in thousands of
         // directories must not run out of descriptors).
         for (d, names) in &by_dir {
-            let dir = match fs.open_dir(d) {
+            let dir = match crate::fs::retry(|| fs.open_dir(d)) {
                 Ok(h) => h,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("open directory", d, e)),
@@ -711,7 +711,7 @@ impl Journal {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(Error::io("inspect", &f, e)),
                 }
-                let mut file = match dir.open_read(n) {
+                let mut file = match crate::fs::retry(|| dir.open_read(n)) {
                     Ok(h) => h,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(Error::io("open", &f, e)),
