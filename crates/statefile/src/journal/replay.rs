@@ -682,7 +682,12 @@ impl Journal {
                         files.insert(n.to_os_string(), true);
                         let t = crate::names::Target::in_dir(d, n);
                         let kept = e.backups.clamp(1, MAX_SYNCED_BACKUPS);
-                        for k in 1..=kept as usize {
+                        let kept = if mutants::active(Mutant::CheckpointSkipsBackups) {
+                            0
+                        } else {
+                            kept as usize
+                        };
+                        for k in 1..=kept {
                             files.entry(t.backup_name(k)).or_insert(false);
                         }
                     }
