@@ -6,6 +6,37 @@
 //! random sample of further subsets), runs the library's recovery (`Store::open`) on
 //! each, and checks the invariants. The fault injector re-runs the workload failing one
 //! seam call at a time with each applicable error.
+//!
+//! # The judge
+//!
+//! After recovery from a crash after `k` ops (and after a crash during that recovery,
+//! recovered again):
+//!
+//! - every document holds a version it may hold: one begun before the crash, and none
+//!   that an acknowledged write surely replaced (linearizability);
+//! - the workload's own invariant holds, and every other visible document parses;
+//! - recovery run twice changes nothing, and every document can be written next;
+//! - **backups** (docs/design.md, "Backups after a crash"): for each document, every
+//!   `.name.bak`, `.name.bak.N` that exists
+//!   1. holds exactly the bytes of a version of that document: one the setup wrote or a
+//!      write begun before the crash; never empty, torn, or anything never written;
+//!   2. is newest first: a higher number never holds a version surely written after,
+//!      or the same as, a lower number's (the same bytes written twice count as two
+//!      versions; two writes that overlap may have landed in either order);
+//!   3. is no newer than the document: it never holds a version surely written after
+//!      the one at the document's name (the same one is allowed: a power loss may keep
+//!      a rotation and lose the rename before it);
+//!   4. where the backups are settled, are exactly the backup files there were, byte
+//!      for byte. Settled: every write begun was acknowledged, and outside journal mode
+//!      that is all (each write's directory sync made its rotation durable, and the
+//!      versions it rotated were synced when written); in journal mode no write has
+//!      begun yet, or a checkpoint (which syncs the backups) returned since the last
+//!      one began ([`Ctx::settled`]).
+//!
+//!   Not promised, so not checked: that `.bak` is the version just before the
+//!   document's, or that a backup survives a crash during a write (a rotation cut
+//!   short loses one; in journal mode, where nothing but the journal is synced before a
+//!   checkpoint, any rotation since the last checkpoint may be lost).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -31,8 +62,14 @@ struct Attempt {
 /// What a workload did, for judging crash states.
 #[derive(Debug, Default)]
 pub struct History {
+    /// Each document's content when the recorded part starts.
     initial: BTreeMap<String, Vec<u8>>,
+    /// Every version the setup wrote, per document, oldest first (the last one is the
+    /// initial content; the others may live on as backups).
+    setup: BTreeMap<String, Vec<Vec<u8>>>,
     attempts: Vec<Attempt>,
+    /// The marks of [`Ctx::settled`].
+    settled: Vec<usize>,
 }
 
 /// Handed to workloads: the file system, the options, and the history recorder.
@@ -96,11 +133,12 @@ impl Ctx {
     pub fn initial(&self, name: &str, value: &Value) {
         self.doc(name).write(value).expect("setup write");
         let bytes = statefile::to_vec(value, statefile::Format::Pretty).unwrap();
-        self.history
-            .lock()
-            .unwrap()
-            .initial
-            .insert(name.to_string(), bytes);
+        let mut h = self.history.lock().unwrap();
+        h.setup
+            .entry(name.to_string())
+            .or_default()
+            .push(bytes.clone());
+        h.initial.insert(name.to_string(), bytes);
     }
 
     /// A write of `value` to `name` begins; returns its id for [`Ctx::ack`].
@@ -134,7 +172,21 @@ impl Ctx {
     pub fn ack(&self, id: usize) {
         self.sim.mark(2 * id + 1);
     }
+
+    /// No write is in flight and a call that promises durable backups returned (in
+    /// journal mode, a checkpoint): a crash from here until the next write begins must
+    /// leave every backup file as it is now. (Outside journal mode every acknowledged
+    /// write promises this itself; see [`explore`](crate::explore).)
+    pub fn settled(&self) {
+        let mut h = self.history.lock().unwrap();
+        let mark = SETTLED + h.settled.len();
+        h.settled.push(mark);
+        self.sim.mark(mark);
+    }
 }
+
+/// The first mark id of [`Ctx::settled`] (attempts use `2 * id` and `2 * id + 1`).
+const SETTLED: usize = 1 << 40;
 
 /// A scenario to explore.
 #[derive(Debug, Clone, Copy)]
@@ -180,13 +232,16 @@ pub struct Report {
     pub inconsistent: usize,
     pub lost_acknowledged: usize,
     pub other_violations: usize,
+    /// Backups that are not a complete earlier version, out of order, or (where
+    /// settled) not the ones there were.
+    pub bad_backups: usize,
     /// The first few violations, described.
     pub examples: Vec<String>,
 }
 
 impl Report {
     pub fn violations(&self) -> usize {
-        self.inconsistent + self.lost_acknowledged + self.other_violations
+        self.inconsistent + self.lost_acknowledged + self.other_violations + self.bad_backups
     }
 
     fn violation(&mut self, kind: Violation, what: String) {
@@ -194,6 +249,7 @@ impl Report {
             Violation::Inconsistent => self.inconsistent += 1,
             Violation::Lost => self.lost_acknowledged += 1,
             Violation::Other => self.other_violations += 1,
+            Violation::Backup => self.bad_backups += 1,
         }
         if self.examples.len() < 5 {
             self.examples.push(what);
@@ -203,7 +259,7 @@ impl Report {
     /// One line for the report table.
     pub fn line(&self) -> String {
         format!(
-            "| {} | {} | {} / {} / {} / {} | {} | seed {} | {} | {} | {} | {} |",
+            "| {} | {} | {} / {} / {} / {} | {} | seed {} | {} | {} | {} | {} | {} |",
             self.workload,
             self.ops,
             self.prefixes,
@@ -215,6 +271,7 @@ impl Report {
             self.distinct_recovered,
             self.inconsistent,
             self.lost_acknowledged,
+            self.bad_backups,
             self.other_violations
         )
     }
@@ -224,6 +281,7 @@ impl Report {
 enum Violation {
     Inconsistent,
     Lost,
+    Backup,
     Other,
 }
 
@@ -255,7 +313,9 @@ fn run_recorded(
     };
     {
         // The setup's attempts are not part of the run.
-        ctx.history.lock().unwrap().attempts.clear();
+        let mut h = ctx.history.lock().unwrap();
+        h.attempts.clear();
+        h.settled.clear();
     }
     sim.set_fault(fault);
     sim.record(true);
@@ -382,6 +442,51 @@ fn optional(ops: &[Op], k: usize, volatile: &[crate::sim::Ino]) -> Vec<usize> {
         .collect()
 }
 
+/// Where a version of a document comes from: the n-th version the setup wrote, or the
+/// attempt with this id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pos {
+    Setup(usize),
+    Attempt(usize),
+}
+
+/// A document's backup files in `tree`, by number (1 is `.bak`, 2 is `.bak.2`, ...).
+fn backup_files<'t>(
+    tree: &'t BTreeMap<String, Vec<u8>>,
+    name: &str,
+) -> BTreeMap<usize, (&'t String, &'t Vec<u8>)> {
+    let path = Ctx::path(name);
+    let (dir, file) = path.rsplit_once('/').expect("a path in the store");
+    let bak = format!("{dir}/.{file}.bak");
+    tree.range(bak.clone()..)
+        .take_while(|(p, _)| p.starts_with(&bak))
+        .filter_map(|(p, bytes)| {
+            let n = match &p[bak.len()..] {
+                "" => 1,
+                rest => rest
+                    .strip_prefix('.')?
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 2)?,
+            };
+            Some((n, (p, bytes)))
+        })
+        .collect()
+}
+
+/// Bytes for a message: their length and how they begin.
+fn show(bytes: Option<&[u8]>) -> String {
+    match bytes {
+        None => "<missing>".into(),
+        Some([]) => "<empty>".into(),
+        Some(b) => format!(
+            "{} bytes {:?}",
+            b.len(),
+            String::from_utf8_lossy(&b[..b.len().min(60)])
+        ),
+    }
+}
+
 struct Judge<'a> {
     volatile: Vec<crate::sim::Ino>,
     ctx: &'a Ctx,
@@ -389,9 +494,16 @@ struct Judge<'a> {
     marks: HashMap<usize, usize>,
     report: Report,
     distinct: HashSet<u64>,
-    seen: HashSet<u64>,
+    seen: HashSet<(u64, bool)>,
     checked: usize,
     budget: Budget,
+    /// The image the recorded run started from, and its log.
+    base: &'a Image,
+    log: &'a [Op],
+    /// The store is in journal mode: an acknowledged write makes no backup durable.
+    journal: bool,
+    /// For crash points where the backups are settled: the backup files then.
+    settled: HashMap<usize, BTreeMap<String, Vec<u8>>>,
 }
 
 impl Judge<'_> {
@@ -401,7 +513,7 @@ impl Judge<'_> {
 
     /// Recover `image` and check every invariant for a crash after `k` ops.
     fn check(&mut self, image: &Image, k: usize, what: &str, sparsity: usize) {
-        if !self.seen.insert(tree_hash(image)) {
+        if !self.seen.insert((tree_hash(image), self.settled_at(k))) {
             return;
         }
         self.checked += 1;
@@ -491,9 +603,170 @@ impl Judge<'_> {
         }
     }
 
-    /// Every document is one of the versions it may hold after a crash after `k` ops.
+    /// Whether version `p` was surely written before version `q`: the setup's in order
+    /// and before the run's; an attempt before another only if acknowledged before the
+    /// other began (two writes that overlap may land in either order).
+    fn before(&self, p: Pos, q: Pos) -> bool {
+        match (p, q) {
+            (Pos::Setup(a), Pos::Setup(b)) => a < b,
+            (Pos::Setup(_), Pos::Attempt(_)) => true,
+            (Pos::Attempt(_), Pos::Setup(_)) => false,
+            (Pos::Attempt(x), Pos::Attempt(y)) => {
+                match (self.marks.get(&(2 * x + 1)), self.marks.get(&(2 * y))) {
+                    (Some(acked), Some(began)) => acked < began,
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    /// The versions document `name` may have had by a crash after `k` ops: every one the
+    /// setup wrote, and every write of it begun before the crash.
+    fn versions(&self, name: &str, k: usize) -> Vec<(Pos, &[u8])> {
+        let setup = self.history.setup.get(name).into_iter().flatten();
+        let setup = setup.enumerate().map(|(n, b)| (Pos::Setup(n), &b[..]));
+        let run = self
+            .history
+            .attempts
+            .iter()
+            .enumerate()
+            .filter_map(|(id, a)| {
+                let begun = self.marks.get(&(2 * id)).is_some_and(|m| *m < k);
+                match &a.bytes {
+                    Some(b) if begun && a.doc == name => Some((Pos::Attempt(id), &b[..])),
+                    _ => None,
+                }
+            });
+        setup.chain(run).collect()
+    }
+
+    /// Whether a crash after `k` ops must leave every backup file as it was then: no
+    /// write is in flight (every write begun was acknowledged) and, in journal mode, no
+    /// write has begun yet or the workload declared the backups settled
+    /// ([`Ctx::settled`], after a checkpoint) after the last write began. Outside
+    /// journal mode each acknowledged write promises it: its directory sync made its
+    /// rotation durable, and the versions it rotated were synced when written.
+    fn settled_at(&self, k: usize) -> bool {
+        let at = |mark: usize| self.marks.get(&mark).copied().filter(|m| *m < k);
+        let mut last_begin = None;
+        for id in 0..self.history.attempts.len() {
+            if let Some(b) = at(2 * id) {
+                if at(2 * id + 1).is_none() {
+                    return false;
+                }
+                last_begin = last_begin.max(Some(b));
+            }
+        }
+        // The starting image is durable as it is.
+        !self.journal
+            || last_begin.is_none()
+            || self
+                .history
+                .settled
+                .iter()
+                .any(|m| at(*m).is_some_and(|s| Some(s) > last_begin))
+    }
+
+    /// The documents the workload knows.
+    fn names(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> = self
+            .history
+            .initial
+            .keys()
+            .chain(self.history.attempts.iter().map(|a| &a.doc))
+            .collect();
+        names.into_iter().cloned().collect()
+    }
+
+    /// Every backup a recovered tree holds is a complete version of its document, in
+    /// order; where the backups are settled, exactly those there were (see
+    /// [`explore`]).
+    fn judge_backups(&mut self, tree: &BTreeMap<String, Vec<u8>>, k: usize, what: &str) {
+        let mut bad = Vec::new();
+        for name in self.names() {
+            let versions = self.versions(&name, k);
+            let of = |bytes: &[u8]| -> Vec<Pos> {
+                versions
+                    .iter()
+                    .filter(|(_, v)| *v == bytes)
+                    .map(|(p, _)| *p)
+                    .collect()
+            };
+            let mut found: Vec<(&String, Vec<Pos>)> = Vec::new();
+            for (path, bytes) in backup_files(tree, &name).into_values() {
+                let at = of(bytes);
+                if at.is_empty() {
+                    bad.push(format!(
+                        "{path} is not a complete version of {name}: holds {}",
+                        show(Some(bytes))
+                    ));
+                } else {
+                    found.push((path, at));
+                }
+            }
+            // Newest first: a higher number never holds a version surely written after
+            // (or the same as) a lower number's.
+            for (i, (newer, ps)) in found.iter().enumerate() {
+                for (older, qs) in &found[i + 1..] {
+                    if ps
+                        .iter()
+                        .all(|p| qs.iter().all(|q| p == q || self.before(*p, *q)))
+                    {
+                        bad.push(format!("{older} is not older than {newer}"));
+                    }
+                }
+            }
+            // Earlier than the document: no backup holds a version surely written after
+            // the one at the document's name.
+            if let Some(doc) = tree.get(&Ctx::path(&name)) {
+                let ds = of(doc);
+                for (path, ps) in &found {
+                    if !ds.is_empty() && ps.iter().all(|p| ds.iter().all(|d| self.before(*d, *p))) {
+                        bad.push(format!("{path} is newer than {name}"));
+                    }
+                }
+            }
+        }
+        // Settled: exactly the backup files there were.
+        if self.settled_at(k) {
+            let names = self.names();
+            let all_backups = |tree: &BTreeMap<String, Vec<u8>>| -> BTreeMap<String, Vec<u8>> {
+                names
+                    .iter()
+                    .flat_map(|name| backup_files(tree, name).into_values())
+                    .map(|(p, b)| (p.clone(), b.clone()))
+                    .collect()
+            };
+            let (base, log) = (self.base, self.log);
+            let want = self
+                .settled
+                .entry(k)
+                .or_insert_with(|| all_backups(&build(base, log, k, &HashSet::new(), None).tree()));
+            let have = all_backups(tree);
+            let paths: std::collections::BTreeSet<&String> =
+                want.keys().chain(have.keys()).collect();
+            for path in paths {
+                let (w, h) = (want.get(path), have.get(path));
+                if w != h {
+                    bad.push(format!(
+                        "{path} holds {}, but was settled holding {}",
+                        show(h.map(|b| &b[..])),
+                        show(w.map(|b| &b[..]))
+                    ));
+                }
+            }
+        }
+        for why in bad {
+            self.report
+                .violation(Violation::Backup, format!("{what} @{k}: {why}"));
+        }
+    }
+
+    /// Every document is one of the versions it may hold after a crash after `k` ops,
+    /// and every backup one of its earlier versions ([`Judge::judge_backups`]).
     fn judge(&mut self, image: &Image, k: usize, what: &str) {
         let tree = image.tree();
+        self.judge_backups(&tree, k, what);
         let allowed = allowed(self.history, &self.marks, k);
         for (name, ok) in &allowed {
             let content = tree.get(&Ctx::path(name)).cloned();
@@ -575,6 +848,10 @@ pub fn explore(w: &Workload, budget: Budget) -> Report {
         seen: HashSet::new(),
         checked: 0,
         budget,
+        base: &image0,
+        log: &log,
+        journal: image0.lookup("/data/.statefile/journal").is_some(),
+        settled: HashMap::new(),
     };
     if let Err(e) = result {
         judge
@@ -843,6 +1120,8 @@ mod tests {
     fn history(attempts: &[&str]) -> History {
         History {
             initial: BTreeMap::from([("d.json".to_string(), b"init".to_vec())]),
+            setup: BTreeMap::from([("d.json".to_string(), vec![b"init".to_vec()])]),
+            settled: Vec::new(),
             attempts: attempts
                 .iter()
                 .map(|b| Attempt {
@@ -864,6 +1143,38 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn backup_files_are_the_numbered_sidecars_of_the_document_only() {
+        let tree: BTreeMap<String, Vec<u8>> = [
+            "/data/a.json",
+            "/data/.a.json.bak",
+            "/data/.a.json.bak.2",
+            "/data/.a.json.bak.10",
+            "/data/.a.json.bak.1",
+            "/data/.a.json.bak.x",
+            "/data/.a.json.bak2",
+            "/data/.a.json.corrupt",
+            "/data/.a.json.bak.sf-abcdefghijklmnop.tmp",
+            "/data/.ab.json.bak",
+            "/data/.b.json.bak",
+        ]
+        .into_iter()
+        .map(|p| (p.to_string(), p.as_bytes().to_vec()))
+        .collect();
+        let found: Vec<(usize, &str)> = backup_files(&tree, "a.json")
+            .into_iter()
+            .map(|(n, (p, _))| (n, p.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (1, "/data/.a.json.bak"),
+                (2, "/data/.a.json.bak.2"),
+                (10, "/data/.a.json.bak.10")
+            ]
+        );
     }
 
     #[test]

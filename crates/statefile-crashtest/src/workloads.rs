@@ -393,8 +393,32 @@ pub const JOURNAL_SWAP_TRANSACTIONS: Workload = Workload {
     recovery_sparsity: 16,
 };
 
+/// Journal mode (renaming), two backups kept, across an explicit checkpoint: two writes
+/// (the first version replaced is kept as `.bak`, its bytes in the journal only), a
+/// checkpoint (which must sync that backup before it frees the record: after it the
+/// backups are settled, [`Ctx::settled`]), and a third write, whose rotation shifts
+/// the synced versions to `.bak` and `.bak.2`. Small documents: the journal's torn
+/// records are [`JOURNAL_WRITES`]'s business; this one is about the backups.
+pub const JOURNAL_BACKUPS: Workload = Workload {
+    name: "journal: backups across a checkpoint",
+    opts: || Options::new().backups(2),
+    setup: |ctx| {
+        ctx.initial("a.json", &json!({"v": 0}));
+        enable_journal(ctx);
+    },
+    run: |ctx| {
+        write(ctx, "a.json", json!({"v": 1}))?;
+        write(ctx, "a.json", json!({"v": 2}))?;
+        journal::checkpoint(ROOT, &ctx.opts)?;
+        ctx.settled();
+        write(ctx, "a.json", json!({"v": 3}))
+    },
+    deterministic: true,
+    recovery_sparsity: 16,
+};
+
 /// Every workload.
-pub const ALL: [Workload; 11] = [
+pub const ALL: [Workload; 12] = [
     ONE_REPLACE,
     TEN_REPLACES,
     READ_MODIFY_WRITE,
@@ -403,6 +427,7 @@ pub const ALL: [Workload; 11] = [
     BATCHED,
     JOURNAL_WRITES,
     JOURNAL_CHECKPOINT,
+    JOURNAL_BACKUPS,
     JOURNAL_TRANSACTIONS,
     JOURNAL_SWAP,
     JOURNAL_SWAP_TRANSACTIONS,

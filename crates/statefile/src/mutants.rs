@@ -33,6 +33,11 @@ pub enum Mutant {
     /// Journal mode: a record at the torn end of the journal counts as committed
     /// (its documents' bytes are not checked against their versions).
     TornTailAccepted = 8,
+    /// Journal mode: a checkpoint syncs each document but not its backups, though a
+    /// version replaced since the last checkpoint may live on there, its bytes synced by
+    /// no one, and the checkpoint frees the record that holds them (the bug that
+    /// 62320d3 fixed: a power loss after the checkpoint left the backup empty).
+    CheckpointSkipsBackups = 9,
 }
 
 #[cfg(feature = "mutants")]

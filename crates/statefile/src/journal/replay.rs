@@ -718,7 +718,12 @@ impl Journal {
                         files.insert(n.to_os_string(), true);
                         let t = crate::names::Target::in_dir(d, n);
                         let kept = e.backups.clamp(1, MAX_SYNCED_BACKUPS);
-                        for k in 1..=kept as usize {
+                        let kept = if mutants::active(Mutant::CheckpointSkipsBackups) {
+                            0
+                        } else {
+                            kept as usize
+                        };
+                        for k in 1..=kept {
                             files.entry(t.backup_name(k)).or_insert(false);
                         }
                     }
@@ -734,7 +739,7 @@ impl Journal {
         // directory open at a time (a checkpoint of documents in thousands of
         // directories must not run out of descriptors).
         for (d, names) in &by_dir {
-            let dir = match fs.open_dir(d) {
+            let dir = match crate::fs::retry(|| fs.open_dir(d)) {
                 Ok(h) => h,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("open directory", d, e)),
@@ -747,7 +752,7 @@ impl Journal {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(Error::io("inspect", &f, e)),
                 }
-                let mut file = match dir.open_read(n) {
+                let mut file = match crate::fs::retry(|| dir.open_read(n)) {
                     Ok(h) => h,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(Error::io("open", &f, e)),
