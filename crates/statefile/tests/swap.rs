@@ -137,7 +137,7 @@ fn swap_a_directory_that_cannot_be_swapped_back_is_reported_never_deleted() {
         new,
         "the committed version"
     );
-    let moved = temps_in(&root);
+    let moved = common::temps(&root);
     assert_eq!(moved.len(), 1, "{moved:?}");
     let moved = root.join(&moved[0]);
     assert_eq!(std::fs::read(moved.join("inside")).unwrap(), b"keep me");
