@@ -1,6 +1,6 @@
 //! What a power loss before a journal checkpoint leaves of the backups (found by the
-//! crash explorer once its judge checked backups too; these tests fail until the
-//! library keeps the promise).
+//! crash explorer once its judge checked backups too; they failed until the replay put
+//! the backups back from the journal's records, `Journal::rebuild_backups`).
 //!
 //! docs/design.md: "`.name.json.bak`, `.bak.2`, ... previous versions, newest first;
 //! each a complete earlier version". A journal commit syncs no file: the bytes of a

@@ -121,6 +121,17 @@ pub(super) struct Scanned {
 }
 
 impl Scanned {
+    /// For each document, every entry naming it, oldest first, with its record's LSN.
+    pub(super) fn histories(&self) -> BTreeMap<Vec<u8>, Vec<(u64, &EntryMeta)>> {
+        let mut all: BTreeMap<Vec<u8>, Vec<(u64, &EntryMeta)>> = BTreeMap::new();
+        for r in &self.records {
+            for e in &r.entries {
+                all.entry(e.name.clone()).or_default().push((r.lsn, e));
+            }
+        }
+        all
+    }
+
     /// For each document, the last record naming it: (record index, entry index).
     pub(super) fn last_entries(&self) -> BTreeMap<Vec<u8>, (usize, usize)> {
         let mut last = BTreeMap::new();
@@ -336,6 +347,12 @@ impl Journal {
     /// record (or delete it) unless it already is what the entry says. Returns whether
     /// anything changed. No journal record is appended: the record exists.
     pub(super) fn apply(&self, w: &Locked, lsn: u64, e: &EntryMeta) -> Result<bool> {
+        self.apply_keeping(w, lsn, e, e.backups as usize)
+    }
+
+    /// [`Journal::apply`], keeping `backups` of what it replaces (0 after
+    /// [`Journal::rebuild_backups`], which has put every backup in place already).
+    fn apply_keeping(&self, w: &Locked, lsn: u64, e: &EntryMeta, backups: usize) -> Result<bool> {
         let current = Current::probe(w, true)?;
         match &e.action {
             // Written durably outside the journal: the file is the truth.
@@ -358,7 +375,7 @@ impl Journal {
                 }
                 let plan = Plan {
                     durability: Durability::None,
-                    backups: e.backups as usize,
+                    backups,
                     verify: Verify::No,
                     perms: Perms {
                         mode: Some(p.mode),
@@ -384,7 +401,7 @@ impl Journal {
                 Current::File {
                     seen: Some(seen), ..
                 } => {
-                    atomic::remove_locked(w, e.backups as usize, &seen)?;
+                    atomic::remove_locked(w, backups, &seen)?;
                     self.replayed
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -394,6 +411,140 @@ impl Journal {
                 Current::File { seen: None, .. } => unreachable!("probed with a look"),
             },
         }
+    }
+
+    /// After a power loss, before the replay rewrites the locked document `w` from the
+    /// last of `history` (its entries after the checkpoint, oldest first): put back the
+    /// backups its writers made. A commit syncs no file, so a version written since the
+    /// checkpoint and then kept as `.bak` by the next commit may have kept its name and
+    /// lost its bytes (empty), and the rotations' renames may have been kept or lost
+    /// one by one; the replay alone rewrote the document and rotated whatever the power
+    /// loss left at its name into `.bak`, so backups came back empty, or one version
+    /// twice, or out of order.
+    ///
+    /// The backups meant to be there, newest first: every version the journal's puts of
+    /// it wrote before its last entry (their bytes are in the records), then the
+    /// versions the checkpoint made durable, as found (complete, and no record's) at the
+    /// document's name and its backups' names, in that order, each once; as many as the
+    /// last entry kept. Each is made under a temp name (linked, or written from the
+    /// record) and renamed into place, the oldest first, so that a crash in between
+    /// leaves every durable version somewhere the next replay looks; names past the
+    /// last are removed. Returns how many backups the replay's own write must keep: 0
+    /// when this rebuilt them, the entry's count when it left them as they were (a
+    /// version written outside the journal, whose bytes no record holds).
+    fn rebuild_backups(&self, w: &Locked, history: &[(u64, &EntryMeta)]) -> Result<usize> {
+        let Some(&(_, last)) = history.last() else {
+            return Ok(0);
+        };
+        let keep = last.backups.min(MAX_SYNCED_BACKUPS) as usize;
+        if keep == 0 {
+            return Ok(0);
+        }
+        let mut puts = Vec::with_capacity(history.len());
+        for &(lsn, e) in history {
+            match &e.action {
+                Action::Put(p) => {
+                    let data = self.read_data(lsn, p.data_at, p.data_len)?;
+                    if Version::of(&data) != p.version {
+                        // The replay's own read of it reports the damage.
+                        return Ok(keep);
+                    }
+                    puts.push((p, data));
+                }
+                Action::Delete => {}
+                Action::Direct(_) => return Ok(keep),
+            }
+        }
+        let recorded: std::collections::HashSet<&Version> =
+            puts.iter().map(|(p, _)| &p.version).collect();
+        let t = &w.target;
+        let dir = w.dir.as_ref();
+        // A durable version still wanted was at most at `keep - 1` at the checkpoint
+        // and is shifted once per backup kept since; further ones each write pruned.
+        let reach = keep + 1;
+        let mut durable = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let names = std::iter::once(t.name.clone()).chain((1..=reach).map(|n| t.backup_name(n)));
+        for name in names {
+            let found = match crate::file::inspect(dir, &name, &t.beside(&name)) {
+                Ok(found) => found,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                // A special file or a directory: left alone here, reported by recovery.
+                Err(e) if e.kind() == ErrorKind::InvalidName => continue,
+                Err(e) => return Err(e),
+            };
+            if found.parses
+                && !recorded.contains(&found.version)
+                && seen.insert(found.version.clone())
+            {
+                durable.push((found.version, name));
+            }
+        }
+        enum Source<'a> {
+            Record(&'a format::PutMeta, &'a [u8]),
+            Durable(&'a OsStr),
+        }
+        let mut wanted: Vec<(&Version, Source<'_>)> = Vec::new();
+        let before_last = match last.action {
+            Action::Put(_) => puts.len().saturating_sub(1),
+            _ => puts.len(),
+        };
+        for (p, data) in puts[..before_last].iter().rev() {
+            wanted.push((&p.version, Source::Record(p, data)));
+        }
+        for (v, name) in &durable {
+            wanted.push((v, Source::Durable(name.as_os_str())));
+        }
+        wanted.truncate(keep);
+        // Oldest first: each durable version is linked under a temp name before the
+        // rename that may drop its last name.
+        for (i, (version, source)) in wanted.iter().enumerate().rev() {
+            let bak = t.backup_name(i + 1);
+            let there = match crate::file::inspect(dir, &bak, &t.beside(&bak)) {
+                Ok(found) => Some(found),
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => None,
+                Err(e) => return Err(e),
+            };
+            if there.is_some_and(|f| f.parses && &f.version == *version) {
+                continue;
+            }
+            let temp = t.temp_name(&random_suffix());
+            let temp_path = t.beside(&temp);
+            let made = match source {
+                Source::Durable(name) => dir.hard_link(name, &temp).ctx("link", &temp_path),
+                Source::Record(p, data) => (|| {
+                    let mut f = dir.create_new(&temp, 0o600).ctx("create", &temp_path)?;
+                    let perms = Perms {
+                        mode: Some(p.mode),
+                        owner: Some((p.uid, p.gid)),
+                        ..Perms::default()
+                    };
+                    atomic::take_permissions(f.as_mut(), &temp_path, None, perms, 0)?;
+                    f.write_all(data).ctx("write", &temp_path)
+                })(),
+            };
+            let placed = made.and_then(|()| dir.rename(&temp, &bak).ctx("rename", &t.beside(&bak)));
+            if let Err(e) = placed {
+                let _ = dir.remove_file(&temp);
+                return Err(e);
+            }
+        }
+        // Past them: up to `reach`, then while there are more (an earlier, higher
+        // setting's), as a write prunes. Only regular files (versions no longer wanted,
+        // or ones the power loss emptied); anything else is left for recovery to report.
+        for n in wanted.len() + 1.. {
+            let name = t.backup_name(n);
+            match dir.stat(&name) {
+                Ok(m) if m.file_type == crate::fs::FileType::File => {
+                    dir.remove_file(&name).ctx("remove", &t.backup_path(n))?;
+                }
+                Err(_) if n > reach => break,
+                _ => {}
+            }
+        }
+        tracing::info!(file = %t.path.display(), backups = wanted.len(),
+            "put the backups back from the journal after a power loss");
+        Ok(0)
     }
 
     /// Lock the documents `entries` name, in the global order (their paths), as plain
@@ -570,12 +721,26 @@ impl Journal {
         // the journal itself, which is what the disk holds.
         let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
         if !mutants::active(Mutant::NoReplay) {
-            for (ri, ei) in scanned.last_entries().into_values() {
-                let rec = &scanned.records[ri];
-                let e = &rec.entries[ei];
+            for history in scanned.histories().into_values() {
+                let &(lsn, e) = history.last().expect("a document named by a record");
                 let locked = self.lock_entries(opts, std::slice::from_ref(e), false)?;
                 for (_, w) in locked.into_iter().flatten() {
-                    self.apply_or_skip(&w, rec.lsn, e)?;
+                    // The backups are not worth the document: a failure here is
+                    // logged, and the replay rotates as the writer would have.
+                    let keep = self.rebuild_backups(&w, &history).unwrap_or_else(|err| {
+                        tracing::warn!(file = %w.target.path.display(), error = %err,
+                            "could not put the backups back from the journal after a power loss");
+                        e.backups as usize
+                    });
+                    match self.apply_keeping(&w, lsn, e, keep) {
+                        Err(err) if err.kind() == ErrorKind::InvalidName => {
+                            tracing::warn!(file = %w.target.path.display(), lsn, error = %err,
+                                "a journal record names a document that can no longer be written; skipped");
+                        }
+                        r => {
+                            r?;
+                        }
+                    }
                 }
             }
         }
