@@ -498,7 +498,8 @@ export interface JournalOptions {
 
 /**
  * A precondition of one operation of `Store.transaction`, checked under the locks: the
- * document must be at version `ifMatch`, or (`ifNoneMatch: '*'`) must not exist. One
+ * document must be at version `ifMatch` (or its strong ETag; a weak `W/"…"` never
+ * matches and is refused), or (`ifNoneMatch: '*'`) must not exist. One
  * failing fails the whole transaction with `CONFLICT` naming the document (its `path`,
  * and its current `version` if it exists); nothing is written.
  */
@@ -836,7 +837,11 @@ export class Doc<T = any> {
     return unwrap<Receipt>(this.#native.writeSync(toJson(value)))
   }
 
-  /** Compare-and-swap: `CONFLICT` (with the current `version`) unless it is still at `version`. */
+  /**
+   * Compare-and-swap: `CONFLICT` (with the current `version`) unless it is still at
+   * `version` (as `version()` gives it, or its ETag in double quotes). A weak ETag
+   * (`W/"…"`) never matches, as in an HTTP If-Match: a TypeError.
+   */
   async writeIf(version: string, value: T): Promise<Receipt> {
     refuseNested(this.#key, 'a write')
     const json = toJson(value)
@@ -1153,7 +1158,8 @@ export class Transaction {
 
   /**
    * A precondition, checked under the lock: the document is at `version` (`null`: does
-   * not exist). Otherwise the transaction fails with `CONFLICT` naming the document.
+   * not exist). Otherwise the transaction fails with `CONFLICT` naming the document. A
+   * weak ETag (`W/"…"`) never matches, as in an HTTP If-Match: a TypeError.
    */
   async expect(name: string, version: string | null): Promise<void> {
     if (version !== null && typeof version !== 'string') throw new TypeError('transaction: expect: the version must be a string or null')

@@ -201,7 +201,8 @@ pub struct GetArgs {
 pub struct PutArgs {
     #[arg(help = FILE)]
     pub file: PathBuf,
-    /// Only replace if the current version is this one (bare hex or a quoted ETag).
+    /// Only replace if the current version is this one (bare hex or its quoted ETag; a
+    /// weak W/ tag never matches and is refused, exit 2).
     #[arg(long, value_name = "VERSION")]
     pub if_match: Option<Version>,
     /// Fail (exit 3) if the file already exists.
@@ -287,7 +288,8 @@ pub struct PatchArgs {
     /// Read an RFC 6902 JSON Patch (an array of operations) instead of a merge patch.
     #[arg(long)]
     pub json_patch: bool,
-    /// Only apply if the current version is this one (bare hex or a quoted ETag).
+    /// Only apply if the current version is this one (bare hex or its quoted ETag; a
+    /// weak W/ tag never matches and is refused, exit 2).
     #[arg(long, value_name = "VERSION")]
     pub if_match: Option<Version>,
     /// Create missing parent directories (merge patch only).

@@ -57,6 +57,25 @@ test('read, readVersioned, write, writeIf, create, version: async and sync agree
   assert.deepEqual(temps(dir), [])
 })
 
+// Regression: writeIf('W/"<current>"') wrote, reading the weak tag as the version it
+// wraps, where an HTTP If-Match (RFC 9110 13.1.1) and a transaction's ifMatch never
+// match one. Refused now, naming it and why; restore, which only names a backup, still
+// reads it.
+test('a weak ETag is refused wherever a version is compared, and still names a backup', async (t) => {
+  const dir = scratch(t)
+  const doc = new Doc(path.join(dir, 'a.json'))
+  await doc.write({ n: 1 })
+  const v = (await doc.write({ n: 2 })).version
+  const weak = `W/"${v}"`
+  const why = (e) => e instanceof TypeError && e.message.includes('is a weak entity tag, which never matches') && e.message.includes(v)
+  await assert.rejects(doc.writeIf(weak, { n: 3 }), why)
+  assert.throws(() => doc.writeIfSync(weak, { n: 3 }), why)
+  assert.deepEqual(await doc.read(), { n: 2 })
+  await doc.writeIf(`"${v}"`, { n: 3 }) // the strong ETag is the version
+  await doc.restore(weak) // backup 1: { n: 2 }
+  assert.deepEqual(await doc.read(), { n: 2 })
+})
+
 test('delete, backups and restore', async (t) => {
   const dir = scratch(t)
   const doc = new Doc(path.join(dir, 'layout.json'), { backups: 3 })

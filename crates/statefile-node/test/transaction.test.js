@@ -211,6 +211,23 @@ test('malformed operations are refused clearly before anything is touched', asyn
   await assert.rejects(store.readTx(['../x.json']), { code: 'INVALID_NAME' })
 })
 
+// Regression: tx.expect(name, 'W/"<current>"') held, reading the weak tag as the version
+// it wraps, where an operation's ifMatch (and an HTTP If-Match) refuse it.
+test('a weak ETag never matches a precondition: ifMatch and expect refuse it, writing nothing', async (t) => {
+  const { dir, store } = await journalStore(t)
+  const before = snapshot(dir)
+  const weak = `W/"${await store.doc('a.json').version()}"`
+  const why = (e) => e instanceof TypeError && /is a weak entity tag, which never matches/.test(e.message)
+  const ops = [{ op: 'put', doc: 'a.json', value: 3, ifMatch: weak }]
+  await assert.rejects(store.transaction(ops), (e) => why(e) && /if_match: /.test(e.message))
+  assert.throws(() => store.transactionSync(ops), why)
+  await assert.rejects(store.transaction(async (tx) => {
+    await tx.write('a.json', { n: 3 })
+    await tx.expect('a.json', weak)
+  }), why)
+  assert.deepEqual(snapshot(dir), before)
+})
+
 test('4 processes moving amounts between two documents (ops with ifMatch, and callbacks) keep the sum; readTx always sees it', async (t) => {
   const { dir, store } = await journalStore(t)
   await store.transaction([{ op: 'put', doc: 'a.json', value: { n: 500 } }, { op: 'put', doc: 'b.json', value: { n: 500 } }])

@@ -181,7 +181,12 @@ fn backup_ref(which: Option<&Bound<'_, PyAny>>) -> PyResult<BackupRef> {
         return Ok(BackupRef::NewestGood);
     }
     if let Ok(s) = w.cast::<PyString>() {
-        return version_arg(w.py(), &s.to_string_lossy()).map(BackupRef::Version);
+        // A version here only names the backup (it is compared with nothing), so a weak
+        // ETag names it too, as for the CLI's and the server's `from`.
+        return Version::parse_weak(&s.to_string_lossy())
+            .map(BackupRef::Version)
+            .map_err(|e| Error::new(statefile::ErrorKind::InvalidName, e.to_string()))
+            .py_err(w.py());
     }
     match w.extract::<usize>() {
         Ok(n) if n >= 1 => Ok(BackupRef::Number(n)),
@@ -191,7 +196,9 @@ fn backup_ref(which: Option<&Bound<'_, PyAny>>) -> PyResult<BackupRef> {
     }
 }
 
-/// A version given by the caller; a malformed one is `InvalidName` (a `ValueError`).
+/// A version given by the caller to compare with (`write_if`, `delete(if_version=)`,
+/// `expect`); a malformed one, or a weak ETag (`W/"…"`, which never matches, as in an
+/// HTTP If-Match), is `InvalidName` (a `ValueError`) naming it and why.
 pub(crate) fn version_arg(py: Python<'_>, v: &str) -> PyResult<Version> {
     Version::parse(v)
         .map_err(|e| Error::new(statefile::ErrorKind::InvalidName, e.to_string()))
@@ -310,7 +317,9 @@ impl Doc {
         records::receipt(py, &r)
     }
 
-    /// Compare-and-swap: write `obj` only if the document is still at `version`.
+    /// Compare-and-swap: write `obj` only if the document is still at `version` (as
+    /// `version()` returns it, or its ETag in double quotes). A weak ETag (`W/"..."`)
+    /// never matches, as in an HTTP If-Match: ValueError (InvalidName).
     fn write_if<'py>(
         &self,
         py: Python<'py>,
@@ -334,7 +343,8 @@ impl Doc {
         records::receipt(py, &r)
     }
 
-    /// Delete the document under its lock (moved to its backup, so restore() undoes it).
+    /// Delete the document under its lock (moved to its backup, so restore() undoes it);
+    /// with `if_version`, only if it is still at that version (as `write_if` takes it).
     #[pyo3(signature = (*, if_version=None))]
     fn delete<'py>(
         &self,

@@ -398,7 +398,8 @@ impl Transaction {
     }
 
     /// A precondition, checked under the lock: `name` must be at `version` (None: must
-    /// not exist). Raises Conflict naming the document otherwise.
+    /// not exist). Raises Conflict naming the document otherwise; a weak ETag
+    /// (`W/"..."`), which never matches, raises ValueError (InvalidName).
     fn expect(&self, py: Python<'_>, name: &str, version: Option<&str>) -> PyResult<()> {
         let expected = version.map(|v| version_arg(py, v)).transpose()?;
         self.call(py, "expect", Request::Expect(name.to_owned(), expected))

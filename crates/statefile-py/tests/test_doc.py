@@ -61,6 +61,25 @@ def test_write_if_is_compare_and_swap(tmp_path: Path) -> None:
         doc.write_if("not-a-version", {})
 
 
+# Regression: write_if('W/"<current>"') wrote, reading the weak tag as the version it
+# wraps, where an HTTP If-Match (RFC 9110 13.1.1) and apply's if_match never match one.
+def test_a_weak_etag_is_refused_wherever_a_version_is_compared(tmp_path: Path) -> None:
+    doc = statefile.Doc(tmp_path / "a.json")
+    doc.write({"n": 1})
+    v = doc.write({"n": 2}).version
+    weak = f'W/"{v}"'
+    with pytest.raises(statefile.InvalidName, match="is a weak entity tag, which never matches") as e:
+        doc.write_if(weak, {"n": 3})
+    assert isinstance(e.value, ValueError) and v in str(e.value) and "13.1.1" in str(e.value)
+    with pytest.raises(statefile.InvalidName, match="weak entity tag"):
+        doc.delete(if_version=weak)
+    assert doc.read() == {"n": 2}
+    doc.write_if(f'"{v}"', {"n": 3})  # the strong ETag is the version
+    # Naming a backup compares nothing: a weak tag of its version still finds it.
+    doc.restore(weak)
+    assert doc.read() == {"n": 2}
+
+
 def test_create_only_once(tmp_path: Path) -> None:
     doc = statefile.Doc(tmp_path / "a.json")
     doc.create({"first": True})

@@ -88,6 +88,25 @@ def test_read_default_version_expect_and_delete(tmp_path: Path) -> None:
     assert store.doc("a.json").restore(1).version == v_a  # a delete keeps a backup
 
 
+# Regression: tx.expect(name, 'W/"<current>"') held, reading the weak tag as the version
+# it wraps, where apply's if_match (and an HTTP If-Match) refuse it: it never matches.
+def test_a_weak_etag_never_matches_a_precondition(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    store = journal_store(root)
+    v = store.doc("a.json").write({"n": 1}).version
+    weak = f'W/"{v}"'
+
+    def body(tx: statefile.Transaction) -> None:
+        tx.write("a.json", {"n": 2})
+        tx.expect("a.json", weak)
+
+    with pytest.raises(statefile.InvalidName, match="is a weak entity tag, which never matches"):
+        store.transaction(body)
+    with pytest.raises(ValueError, match="if_match: .*is a weak entity tag"):
+        store.apply([{"op": "put", "doc": "a.json", "value": 2, "if_match": weak}])
+    assert store.doc("a.json").read() == {"n": 1}
+
+
 def test_without_journal_mode_a_writing_transaction_is_refused_and_writes_nothing(
     tmp_path: Path,
 ) -> None:

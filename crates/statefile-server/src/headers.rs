@@ -90,12 +90,13 @@ fn entity_tags(value: &str) -> Option<Vec<(bool, &str)>> {
 }
 
 /// Whether a read's `If-None-Match` names `current` (or is `*`): then the answer is 304.
+/// The comparison is weak (RFC 9110 13.1.2): `W/"…"` of the version names it too.
 pub fn none_match(h: &HeaderMap, current: &Version) -> Result<bool, ApiError> {
     Ok(text(h, &header::IF_NONE_MATCH)?.is_some_and(|inm| {
         inm.trim() == "*"
             || inm
                 .split(',')
-                .any(|t| Version::parse(t).is_ok_and(|v| v == *current))
+                .any(|t| Version::parse_weak(t).is_ok_and(|v| v == *current))
     }))
 }
 
@@ -270,6 +271,19 @@ mod tests {
             let h = with(header::CONTENT_TYPE, format!("{sent}{params}").as_bytes()).unwrap();
             prop_assert_eq!(content_type(&h).unwrap(), t);
         }
+    }
+
+    /// If-None-Match compares weakly (RFC 9110 13.1.2), If-Match strongly (13.1.1): a
+    /// weak tag of the version is "not modified" for a read, and matches no write.
+    #[test]
+    fn a_weak_tag_of_the_version_is_not_modified_yet_matches_no_write() {
+        let v = Version::of(b"{}");
+        let weak = format!("W/{}", v.etag());
+        let h = with(header::IF_NONE_MATCH, weak.as_bytes()).unwrap();
+        assert!(none_match(&h, &v).unwrap());
+        assert!(!none_match(&h, &Version::of(b"[]")).unwrap());
+        let h = with(header::IF_MATCH, weak.as_bytes()).unwrap();
+        assert!(!condition(&h).unwrap().holds(Some(&v)));
     }
 
     #[test]

@@ -44,7 +44,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::error::{Context, Error, ErrorKind, Result, errno};
+use crate::error::{
+    Context, Error, ErrorKind, Result, caused_by_out_of_descriptors, errno, out_of_descriptors,
+};
 use crate::file::{self, Seen};
 use crate::fs::{FileType, Fs, FsDir, FsFile, Metadata};
 use crate::journal::{self, AfterUnlock, AppendError, Binding, Bound, Entry, Op};
@@ -567,6 +569,7 @@ pub(crate) fn replace(
 /// made; the flush then mostly waits for what is already under way:
 ///
 /// ```text
+///       open the document         kept until J2, for a withdraw (see [`Kept`])
 ///  J1.  append the record         name, bytes, version, the version replaced, and the
 ///                                 mode and owner the document is meant to have
 ///       start writing it out      a hint to the kernel; nothing durable yet
@@ -635,6 +638,8 @@ fn replace_journaled(
     let direct = |(temp, aside): (Temp<'_>, Option<Aside<'_>>), marker: bool| {
         finish_direct(w, b, plan, current, (temp, aside), (&version, len), marker)
     };
+    // Before anything is appended: what a withdraw reads and syncs (see `Kept`).
+    let kept = Kept::open(w, current)?;
     let ticket = match j.append(
         &b.opts,
         std::slice::from_ref(&entry),
@@ -643,8 +648,12 @@ fn replace_journaled(
     ) {
         Ok(ticket) => ticket, //                                          J1.
         Err(AppendError::Failed(e)) => return Err(e),
-        Err(AppendError::TooLarge) => return direct(prepare()?, true),
+        Err(AppendError::TooLarge) => {
+            drop(kept);
+            return direct(prepare()?, true);
+        }
         Err(AppendError::Disabled) => {
+            drop(kept);
             journal::wait_disabled(j, started + b.opts.lock_timeout)?;
             return direct(prepare()?, false);
         }
@@ -655,17 +664,25 @@ fn replace_journaled(
     let (temp, aside) = match prepare() {
         Ok(ready) => ready, //                                            1-6.
         Err(e) => {
-            let doc = Undo {
+            let mut doc = Undo {
                 w,
                 name: &b.name,
                 current,
+                kept,
             };
-            return Err(withdraw(b, w, &[doc], (&ticket, Some(&version)), e));
+            return Err(withdraw(
+                b,
+                w,
+                std::slice::from_mut(&mut doc),
+                (&ticket, Some(&version)),
+                e,
+            ));
         }
     };
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
     }
+    drop(kept);
     let swap = j.swap && current.meta().is_some();
     temp.put_in_place(swap, last_link(current, &aside)) //              7.
         .map_err(|e| committed_not_applied(t, &version, e))?;
@@ -717,12 +734,45 @@ fn start_temp<'a>(w: &'a Locked, plan: &Plan<'_>, current: &Current) -> Result<T
     Ok(temp)
 }
 
-/// A document of a commit to withdraw: locked, its name in the journal, and what it
-/// held (it was not touched).
+/// A document of a commit to withdraw: locked, its name in the journal, what it held
+/// (it was not touched), and its file as opened before the commit's record was appended.
 struct Undo<'a> {
     w: &'a Locked,
     name: &'a [u8],
     current: &'a Current,
+    kept: Option<Kept>,
+}
+
+/// A document's own file, opened before a commit's record is appended and kept until
+/// the record is flushed: what [`withdraw`] reads and syncs if the commit fails in
+/// between. Opened first, a write in a process out of descriptors (EMFILE, ENFILE)
+/// fails before anything is appended, with nothing to withdraw; and the withdraw needs
+/// no descriptor of its own, which the failure it answers (another thread took the
+/// last one just before the temp file's turn) may leave it unable to get.
+struct Kept {
+    file: Box<dyn FsFile>,
+    meta: Metadata,
+}
+
+impl Kept {
+    /// The file at `w`'s document now, if `current` saw one there. `None` where it
+    /// cannot be opened for another reason than running out of descriptors (gone
+    /// since, unreadable): a withdraw then opens what is there itself.
+    fn open(w: &Locked, current: &Current) -> Result<Option<Kept>> {
+        if current.meta().is_none() {
+            return Ok(None);
+        }
+        let t = &w.target;
+        match crate::fs::retry(|| w.dir.open_read(&t.name)) {
+            Ok(file) => Ok(file
+                .metadata()
+                .ok()
+                .filter(|m| m.file_type == FileType::File)
+                .map(|meta| Kept { file, meta })),
+            Err(e) if out_of_descriptors(&e) => Err(Error::io("open", &t.path, e)),
+            Err(_) => Ok(None),
+        }
+    }
 }
 
 /// A commit whose record is appended but whose temp files could not be made ready (a
@@ -740,17 +790,17 @@ struct Undo<'a> {
 fn withdraw(
     b: &Bound,
     after: &Locked,
-    docs: &[Undo<'_>],
+    docs: &mut [Undo<'_>],
     (ticket, version): (&journal::Ticket, Option<&Version>),
     cause: Error,
 ) -> Error {
     let j = &b.journal;
     let entries = match docs
-        .iter()
+        .iter_mut()
         .map(|d| {
             Ok(Entry {
                 name: d.name.to_vec(),
-                op: as_it_is_now(d.w, d.current)?,
+                op: as_it_is_now(d.w, d.current, d.kept.as_mut())?,
                 previous: None,
                 backups: 0,
             })
@@ -843,15 +893,23 @@ fn not_withdrawn(
 /// leaves it alone and applies no older record over it). Anything else (a symlink, a
 /// directory), which statefile never reads: a `Direct` of the version last seen there,
 /// after syncing the directory (a replay leaves the name alone); if none was seen
-/// (backups off), it cannot be described, and the withdraw fails.
-fn as_it_is_now(w: &Locked, current: &Current) -> Result<Op> {
+/// (backups off), it cannot be described, and the withdraw fails. A regular file is
+/// read and synced through `kept` when that is still the file at the name; one that
+/// cannot be opened for want of descriptors, by [`synced_as_seen`].
+fn as_it_is_now(w: &Locked, current: &Current, kept: Option<&mut Kept>) -> Result<Op> {
     let t = &w.target;
     match w.dir.stat(&t.name) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Op::Delete),
         Err(e) => Err(Error::io("inspect", &t.path, e)),
-        Ok(m) if m.file_type == FileType::File => Ok(Op::Direct {
-            version: sync_document(w)?,
-        }),
+        Ok(m) if m.file_type == FileType::File => {
+            let version = match sync_document(w, kept.filter(|k| is_same_file(&m, &k.meta))) {
+                Err(e) if caused_by_out_of_descriptors(&e) => {
+                    synced_as_seen(w, current, &m).ok_or(e)?
+                }
+                r => r?,
+            };
+            Ok(Op::Direct { version })
+        }
         Ok(m) => {
             let version = current
                 .version()
@@ -864,14 +922,41 @@ fn as_it_is_now(w: &Locked, current: &Current) -> Result<Op> {
 }
 
 /// Make the document `w` holds durable as it is (its file, then its directory), and
-/// return its version (of the bytes there now).
-fn sync_document(w: &Locked) -> Result<Version> {
+/// return its version (of the bytes there now): through `kept`, the file at its name
+/// opened earlier and not read from since, or else opened now.
+fn sync_document(w: &Locked, kept: Option<&mut Kept>) -> Result<Version> {
     let t = &w.target;
-    let (mut f, _) = file::open(w.dir.as_ref(), &t.name, &t.path)?;
-    let version = hash_reader(&mut f).ctx("read", &t.path)?.0;
+    let mut opened;
+    let f: &mut dyn FsFile = match kept {
+        Some(k) => k.file.as_mut(),
+        None => {
+            opened = file::open(w.dir.as_ref(), &t.name, &t.path)?.0;
+            opened.as_mut()
+        }
+    };
+    let version = hash_reader(&mut *f).ctx("read", &t.path)?.0;
     f.sync_all().ctx("sync", &t.path)?;
     w.dir.sync().ctx("sync the directory of", &t.path)?;
     Ok(version)
+}
+
+/// [`sync_document`] where the document cannot be opened for want of descriptors (a
+/// transaction keeps no document's file open for its withdraw): if it is still the file
+/// `current` looked at under the lock (same inode, size and modification time;
+/// statefile never changes a document in place; not the change time, which the
+/// commit's own backup link moved), its version is the one seen then, and syncing its
+/// whole file system through the directory's handle (`syncfs`) makes it and its
+/// directory durable. `None` where that cannot be told or done.
+fn synced_as_seen(w: &Locked, current: &Current, now: &Metadata) -> Option<Version> {
+    let Current::File {
+        meta,
+        seen: Some(seen),
+    } = current
+    else {
+        return None;
+    };
+    let same = is_same_file(now, meta) && (now.len, now.mtime_ns) == (meta.len, meta.mtime_ns);
+    (same && w.dir.sync_fs().is_ok()).then(|| seen.version.clone())
 }
 
 /// One document's change in a multi-document commit.
@@ -1019,15 +1104,19 @@ pub(crate) fn commit_many(
     let staged = match stage(&parts, plan, &versions) {
         Ok(staged) => staged, //                                              1-6.
         Err(e) => {
-            let docs: Vec<Undo<'_>> = parts
+            // No document's file is kept open (a transaction's descriptors stay one per
+            // document): each has been looked at, which a withdraw out of descriptors
+            // falls back on (`synced_as_seen`).
+            let mut docs: Vec<Undo<'_>> = parts
                 .iter()
                 .map(|p| Undo {
                     w: p.w,
                     name: p.w.journal.as_ref().map_or(&[][..], |o| o.name.as_slice()),
                     current: &p.current,
+                    kept: None,
                 })
                 .collect();
-            return Err(withdraw(b, after, &docs, (&ticket, None), e));
+            return Err(withdraw(b, after, &mut docs, (&ticket, None), e));
         }
     };
     if plan.durability != Durability::None {

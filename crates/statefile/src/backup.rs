@@ -43,7 +43,7 @@ pub struct BackupInfo {
 /// Which backup to restore.
 ///
 /// Parsed from text as the CLI and the server take it: a number (1 is the newest) or a
-/// version (bare or as an ETag).
+/// version (bare or as an ETag; a weak one too, since the version is only looked up).
 ///
 /// ```
 /// use statefile::{BackupRef, Version};
@@ -51,7 +51,8 @@ pub struct BackupInfo {
 /// assert_eq!("2".parse::<BackupRef>()?, BackupRef::Number(2));
 /// let v = Version::of(b"{}");
 /// assert_eq!(v.as_str().parse::<BackupRef>()?, BackupRef::Version(v.clone()));
-/// assert_eq!(v.etag().parse::<BackupRef>()?, BackupRef::Version(v));
+/// assert_eq!(v.etag().parse::<BackupRef>()?, BackupRef::Version(v.clone()));
+/// assert_eq!(format!("W/{}", v.etag()).parse::<BackupRef>()?, BackupRef::Version(v));
 /// assert!("0".parse::<BackupRef>().is_err()); // numbered from 1
 /// assert!("newest".parse::<BackupRef>().is_err());
 /// # Ok::<(), statefile::ParseBackupRefError>(())
@@ -70,7 +71,8 @@ impl FromStr for BackupRef {
     type Err = ParseBackupRefError;
 
     /// A backup number (decimal digits, from 1) or a version (64 hex digits, bare or
-    /// quoted as an ETag).
+    /// quoted as an ETag, weak or strong: it only names the backup, compared with no
+    /// version, so [`Version::parse_weak`]).
     fn from_str(s: &str) -> std::result::Result<BackupRef, ParseBackupRefError> {
         let err = || ParseBackupRefError {
             input: s.chars().take(80).collect(),
@@ -81,7 +83,9 @@ impl FromStr for BackupRef {
                 Ok(n) => Ok(BackupRef::Number(n)),
             };
         }
-        Version::parse(s).map(BackupRef::Version).map_err(|_| err())
+        Version::parse_weak(s)
+            .map(BackupRef::Version)
+            .map_err(|_| err())
     }
 }
 
@@ -308,7 +312,10 @@ mod tests {
             prop_assert_eq!(n.to_string().parse::<BackupRef>().unwrap(), BackupRef::Number(n));
             let v = Version::of(&bytes);
             prop_assert_eq!(v.as_str().parse::<BackupRef>().unwrap(), BackupRef::Version(v.clone()));
-            prop_assert_eq!(v.etag().parse::<BackupRef>().unwrap(), BackupRef::Version(v));
+            prop_assert_eq!(v.etag().parse::<BackupRef>().unwrap(), BackupRef::Version(v.clone()));
+            // Compared with nothing, a weak tag names the version it wraps, as before
+            // `Version::parse` refused weak tags for preconditions.
+            prop_assert_eq!(format!("W/{}", v.etag()).parse::<BackupRef>().unwrap(), BackupRef::Version(v));
         }
     }
 

@@ -14,6 +14,26 @@ pub(crate) fn errno(err: &io::Error) -> Option<Errno> {
     Errno::from_io_error(err)
 }
 
+/// Whether `err` is the process (EMFILE) or the system (ENFILE) running out of file
+/// descriptors: a passing condition, after which the caller may retry.
+pub(crate) fn out_of_descriptors(err: &io::Error) -> bool {
+    matches!(errno(err), Some(Errno::MFILE | Errno::NFILE))
+}
+
+/// [`out_of_descriptors`] for `err` or any error it wraps.
+pub(crate) fn caused_by_out_of_descriptors(err: &Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(out_of_descriptors)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Turns an OS error into the library's, naming the operation and the file:
 /// `open(..).ctx("read", path)?`.
 pub(crate) trait Context<T> {

@@ -298,6 +298,12 @@ pub trait FsDir: Send + Sync + fmt::Debug {
     /// `fsync(2)` on this directory, making the creations, links, renames and unlinks
     /// of names in it durable.
     fn sync(&self) -> io::Result<()>;
+    /// `syncfs(2)` through this directory's handle: everything written to its file
+    /// system made durable, without opening a file (for a process out of descriptors).
+    /// The default, and a system without it, fail with `Unsupported`.
+    fn sync_fs(&self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// The entries, without `.` and `..`, in no particular order.
     fn read_dir(&self) -> io::Result<Vec<DirEntry>>;
     /// Open the file `name` for reading and writing at offsets (`O_RDWR|O_NOFOLLOW`),

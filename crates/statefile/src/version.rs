@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 /// A document's version: the lowercase hex SHA-256 of its bytes on disk.
 ///
 /// The same string, in double quotes, is the HTTP `ETag` the server sends.
-/// [`Version::parse`] accepts both forms.
+/// [`Version::parse`] accepts both forms. A weak entity tag (`W/"…"`) is not a version:
+/// a compare-and-swap compares strongly, as HTTP's `If-Match` does (RFC 9110 13.1.1),
+/// and a weak tag never matches there, so `parse` refuses it, saying why;
+/// [`Version::parse_weak`] reads one where weak comparison is meant.
 ///
 /// ```
 /// use statefile::Version;
@@ -21,11 +24,15 @@ use sha2::{Digest, Sha256};
 /// let v = Version::of(b"abc");
 /// assert_eq!(v.as_str(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 /// assert_eq!(v.etag(), format!("\"{v}\""));
-/// // As the CLI prints it, or as an HTTP ETag (weak or strong): the same version.
+/// // As the CLI prints it, or as the server's ETag: the same version.
 /// assert_eq!(Version::parse(v.as_str())?, v);
 /// assert_eq!(Version::parse(&v.etag())?, v);
-/// assert_eq!(Version::parse(&format!("W/{}", v.etag()))?, v);
 /// assert!(Version::parse("abc").is_err());
+/// // A weak tag names no version to compare with...
+/// let weak = format!("W/{}", v.etag());
+/// assert!(Version::parse(&weak).unwrap_err().to_string().contains("weak entity tag"));
+/// // ...except where a weak comparison is what is asked.
+/// assert_eq!(Version::parse_weak(&weak)?, v);
 /// # Ok::<(), statefile::ParseVersionError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,12 +55,36 @@ impl Version {
         Version(s)
     }
 
-    /// Parse a version as the CLI prints it (bare hex) or as an ETag (`"hex"`, also
-    /// `W/"hex"`). Upper-case hex is accepted and normalised.
+    /// Parse a version as the CLI prints it (bare hex) or as the server's ETag
+    /// (`"hex"`). Upper-case hex is accepted and normalised. This is the parse for a
+    /// version to compare with, as every compare-and-swap input takes it (`write_if`,
+    /// `--if-match`, a transaction's `if_match`).
     ///
     /// # Errors
-    /// [`ParseVersionError`] when `s` is not 64 hex digits (optionally quoted).
+    /// [`ParseVersionError`] when `s` is not 64 hex digits (optionally quoted), and
+    /// when it is a weak entity tag (`W/"hex"`): a precondition compares strongly, as
+    /// an HTTP `If-Match` header does (RFC 9110 13.1.1), and a weak tag never matches
+    /// there; read as the version it wraps, it would match here and fail in a header.
     pub fn parse(s: &str) -> Result<Version, ParseVersionError> {
+        let v = Version::parse_weak(s)?;
+        if s.trim_start().starts_with("W/") {
+            return Err(ParseVersionError {
+                input: s.to_string(),
+                weak: true,
+            });
+        }
+        Ok(v)
+    }
+
+    /// [`Version::parse`], also reading a weak entity tag (`W/"hex"`) as the version it
+    /// wraps: for where a weak comparison is meant (an HTTP `If-None-Match`, RFC 9110
+    /// 13.1.2) or a tag only names a version to look up (a backup to restore). Never
+    /// for a precondition of a write.
+    ///
+    /// # Errors
+    /// [`ParseVersionError`] when `s` is not 64 hex digits (optionally quoted, and
+    /// optionally weak).
+    pub fn parse_weak(s: &str) -> Result<Version, ParseVersionError> {
         let t = s.trim();
         let t = t.strip_prefix("W/").unwrap_or(t);
         let t = t
@@ -65,6 +96,7 @@ impl Version {
         } else {
             Err(ParseVersionError {
                 input: s.to_string(),
+                weak: false,
             })
         }
     }
@@ -115,12 +147,19 @@ impl FromStr for Version {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseVersionError {
     input: String,
+    weak: bool,
 }
 
 impl ParseVersionError {
     /// The text that did not parse.
     pub fn input(&self) -> &str {
         &self.input
+    }
+
+    /// Whether it was refused as a weak entity tag (`W/"…"`), which names a version
+    /// but never matches one in a precondition.
+    pub fn is_weak(&self) -> bool {
+        self.weak
     }
 }
 
@@ -133,10 +172,20 @@ impl fmt::Display for ParseVersionError {
         } else {
             ""
         };
-        write!(
-            f,
-            "{shown:?}{more} is not a statefile version (64 hex digits, optionally quoted)"
-        )
+        if self.weak {
+            write!(
+                f,
+                "{shown:?}{more} is a weak entity tag, which never matches a version: a \
+                 precondition compares strongly, as an HTTP If-Match header does (RFC 9110 \
+                 13.1.1); give the version (64 hex digits) or its strong ETag (the same in \
+                 double quotes)"
+            )
+        } else {
+            write!(
+                f,
+                "{shown:?}{more} is not a statefile version (64 hex digits, optionally quoted)"
+            )
+        }
     }
 }
 
@@ -246,14 +295,45 @@ mod tests {
     }
 
     #[test]
-    fn parse_accepts_bare_quoted_and_weak() {
+    fn parse_accepts_bare_and_quoted() {
         let v = Version::of(b"x");
         assert_eq!(Version::parse(v.as_str()).unwrap(), v);
         assert_eq!(Version::parse(&v.etag()).unwrap(), v);
-        assert_eq!(Version::parse(&format!("W/{}", v.etag())).unwrap(), v);
         assert_eq!(Version::parse(&v.as_str().to_ascii_uppercase()).unwrap(), v);
         assert!(Version::parse("abc").is_err());
         assert!(Version::parse(&"g".repeat(64)).is_err());
+    }
+
+    // Regression: `parse` read `W/"hex"` as the version it wraps, so `--if-match`,
+    // Python's `write_if` and Node's `writeIf` matched a weak tag that an If-Match
+    // header (and a transaction's if_match) never matches.
+    #[test]
+    fn parse_refuses_a_weak_tag_naming_it_and_why() {
+        let v = Version::of(b"x");
+        for weak in [
+            format!("W/{}", v.etag()),
+            format!("  W/{}", v.etag()),
+            format!("W/{v}"),
+        ] {
+            let e = Version::parse(&weak).unwrap_err();
+            assert!(e.is_weak(), "{weak}");
+            assert_eq!(e.input(), weak);
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("{weak:?} is a weak entity tag")),
+                "{msg}"
+            );
+            assert!(msg.contains("never matches"), "{msg}");
+            assert!(msg.contains("strong ETag"), "{msg}");
+            assert!(weak.parse::<Version>().is_err());
+            assert_eq!(Version::parse_weak(&weak).unwrap(), v);
+        }
+        // Not a tag of a version: the plain error, whichever parse.
+        for bad in ["W/abc", "w/x", "abc"] {
+            assert!(!Version::parse(bad).unwrap_err().is_weak(), "{bad}");
+            assert!(!Version::parse_weak(bad).unwrap_err().is_weak(), "{bad}");
+        }
+        assert!(!Version::parse("abc").unwrap_err().is_weak());
     }
 
     #[test]
@@ -276,6 +356,9 @@ mod tests {
             #[test]
             fn parse_never_panics(s in any::<String>()) {
                 if let Ok(v) = Version::parse(&s) {
+                    prop_assert_eq!(Version::parse_weak(&s).ok(), Some(v));
+                }
+                if let Ok(v) = Version::parse_weak(&s) {
                     prop_assert_eq!(v.as_str().len(), 64);
                     prop_assert!(v.as_str().bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
                 }
@@ -288,7 +371,10 @@ mod tests {
                 prop_assert_eq!(Version::parse(v.as_str()).unwrap(), v.clone());
                 prop_assert_eq!(Version::parse(&v.to_string()).unwrap(), v.clone());
                 prop_assert_eq!(Version::parse(&v.etag()).unwrap(), v.clone());
-                prop_assert_eq!(Version::parse(&format!("W/{}", v.etag())).unwrap(), v.clone());
+                prop_assert_eq!(Version::parse_weak(&v.etag()).unwrap(), v.clone());
+                prop_assert_eq!(Version::parse_weak(&format!("W/{}", v.etag())).unwrap(), v.clone());
+                let weak = format!("W/{}", v.etag());
+                prop_assert!(Version::parse(&weak).unwrap_err().is_weak());
                 prop_assert_eq!(Version::parse(&v.as_str().to_ascii_uppercase()).unwrap(), v.clone());
                 prop_assert_eq!(v.as_str().parse::<Version>().unwrap(), v);
             }

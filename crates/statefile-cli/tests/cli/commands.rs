@@ -70,6 +70,43 @@ fn put_conditions() {
     s.run_in(&["put", "--create", "new.json"], b"5").ok();
 }
 
+// Regression: `--if-match 'W/"<current>"'` replaced the document, reading the weak tag
+// as the version it wraps, where an If-Match header (RFC 9110 13.1.1: strong
+// comparison) and `tx`'s if_match never match one. Now every version to compare with
+// refuses a weak tag, naming it and why (usage, exit 2); `restore --from`, which only
+// names a backup, still reads one.
+#[test]
+fn a_weak_etag_as_if_match_is_refused_naming_why() {
+    let s = Sandbox::new();
+    s.run_in(&["put", "a.json"], b"1").ok();
+    let v = s
+        .run_in(&["put", "a.json"], b"2")
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+    let weak = format!("W/\"{v}\"");
+    for args in [
+        vec!["put", "--if-match", &weak, "a.json"],
+        vec!["patch", "--if-match", &weak, "a.json"],
+    ] {
+        s.run_in(&args, b"{\"x\": 3}")
+            .code(2)
+            .stderr_has(&format!(
+                "invalid value '{weak}' for '--if-match <VERSION>'"
+            ))
+            .stderr_has("is a weak entity tag, which never matches a version")
+            .stderr_has("RFC 9110 13.1.1");
+    }
+    assert_eq!(s.read("a.json"), b"2\n");
+    // The same tag quoted strongly is the version.
+    s.run_in(&["put", "--if-match", &format!("\"{v}\""), "a.json"], b"3")
+        .ok();
+    // A backup named by a weak tag of its version is still found.
+    s.run(&["restore", "a.json", "--from", &weak]).ok();
+    assert_eq!(s.read("a.json"), b"2\n");
+}
+
 #[test]
 fn set_append_rm_create_what_is_missing() {
     let s = Sandbox::new();

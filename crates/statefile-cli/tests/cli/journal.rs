@@ -127,6 +127,14 @@ fn tx_applies_every_operation_or_none() {
     assert!(out.stderr.contains("operation 0"), "{}", out.stderr);
     s.run_in(&["tx", "."], br#"{"op": "get"}"#).code(2);
     s.run_in(&["tx", "."], b"[]").code(2);
+    // A weak ETag never matches (as in an If-Match header): refused, as by put's
+    // --if-match, naming it and why.
+    let weak = format!("W/\"{}\"", statefile::Version::of(b"1\n"));
+    let ops = json!([{"op": "delete", "doc": "a.json", "if_match": weak}]);
+    s.run_in(&["tx", "."], ops.to_string().as_bytes())
+        .code(2)
+        .stderr_has("if_match: ")
+        .stderr_has("is a weak entity tag, which never matches a version");
     // A get of a missing document: exit 4.
     s.run_in(&["tx", "."], br#"[{"op": "get", "doc": "none.json"}]"#)
         .code(4);

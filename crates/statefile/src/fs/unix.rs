@@ -429,6 +429,11 @@ impl FsDir for OsDir {
         Ok(rfs::fsync(&self.0)?)
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn sync_fs(&self) -> io::Result<()> {
+        Ok(rfs::syncfs(&self.0)?)
+    }
+
     fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         for entry in rfs::Dir::read_from(&self.0)? {
