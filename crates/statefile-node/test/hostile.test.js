@@ -1,0 +1,106 @@
+// Hostile input found by review: values that change while they are serialized, boxed
+// primitives and invalid Dates. Each is written as it was read, or refused with a
+// clear error before any file is touched.
+'use strict'
+const assert = require('node:assert/strict')
+const fs = require('node:fs')
+const path = require('node:path')
+const { Doc } = require('..')
+const { scratch, temps, test } = require('./helpers')
+
+test('a getter or Proxy that answers differently when read again cannot slip a non-JSON value past the checks', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'v.json')
+  const doc = new Doc(p)
+  await doc.write({ keep: true })
+  const before = fs.readFileSync(p)
+  // Each value is plain data the first time it is read, and not JSON the second time:
+  // JSON.stringify, reading it again after the checks, would write null or {} in its
+  // place, or drop the key. What is written must be what was read once (or the write a
+  // TypeError): never a null or {} nobody gave.
+  const flip = (second) => {
+    let n = 0
+    return () => (n++ === 0 ? 1 : second)
+  }
+  const cases = [
+    ['a getter that turns NaN', () => { const g = flip(NaN); return { get a () { return g() } } }, { a: 1 }],
+    ['a getter that turns into a function', () => { const g = flip(() => 1); return { get a () { return g() } } }, { a: 1 }],
+    ['a getter that turns into a Map', () => { const g = flip(new Map([[1, 2]])); return { get a () { return g() } } }, { a: 1 }],
+    ['a getter that adds a NaN key', () => { let n = 0; return { get a () { if (n++ === 0) this.b = NaN; return 1 } } }, { a: 1 }],
+    ['an array element getter that turns undefined', () => {
+      const g = flip(undefined)
+      const arr = [1, 2]
+      Object.defineProperty(arr, 0, { get: g, enumerable: true })
+      return arr
+    }, [1, 2]],
+    ['a Proxy whose get turns Infinity', () => { const g = flip(Infinity); return new Proxy({ a: 1 }, { get: (o, k) => (k === 'a' ? g() : o[k]) }) }, { a: 1 }],
+    ['a toJSON getter that breaks a value already checked', () => {
+      const v = { a: { x: 1 }, b: {} }
+      Object.defineProperty(v.b, 'toJSON', { enumerable: false, get () { v.a.x = NaN } })
+      return v
+    }, { a: { x: 1 }, b: {} }],
+  ]
+  for (const [what, make, once] of cases) {
+    for (const sync of [false, true]) {
+      const how = `${what} (${sync ? 'writeSync' : 'write'})`
+      try {
+        if (sync) doc.writeSync(make())
+        else await doc.write(make())
+      } catch (e) {
+        assert.ok(e instanceof TypeError, `${how}: ${e}`)
+        assert.deepEqual(fs.readFileSync(p), before, `${how}: nothing written`)
+        continue
+      }
+      const stored = JSON.parse(fs.readFileSync(p, 'utf8'))
+      fs.writeFileSync(p, before)
+      assert.deepEqual(stored, once, `${how}: stored ${JSON.stringify(stored)}`)
+    }
+  }
+  assert.deepEqual(fs.readFileSync(p), before)
+  // The update path serializes the same way.
+  await doc.update((d) => { const g = flip(NaN); Object.defineProperty(d, 'x', { get: g, enumerable: true }) })
+  assert.deepEqual(await doc.read(), { keep: true, x: 1 })
+  assert.deepEqual(temps(dir), [])
+  // Plain data, getters that answer the same every time, and Proxies of plain data are
+  // still written as they are.
+  await doc.write({ get a () { return 1 }, b: [1, 'x', null] })
+  assert.deepEqual(await doc.read(), { a: 1, b: [1, 'x', null] })
+  await doc.write(new Proxy({ a: [1, 2], b: { c: 'd' } }, {}))
+  assert.deepEqual(await doc.read(), { a: [1, 2], b: { c: 'd' } })
+})
+
+test('boxed primitives are stored as their primitive, and refused where the primitive would be', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'boxed.json')
+  const doc = new Doc(p)
+  await doc.write({ keep: true })
+  const before = fs.readFileSync(p)
+  /* eslint-disable no-new-wrappers */
+  for (const [what, value, why] of [
+    ['new Number(NaN)', { a: new Number(NaN) }, /NaN or Infinity/],
+    ['new Number(Infinity)', [new Number(Infinity)], /NaN or Infinity/],
+    ['new String with a lone surrogate', { a: new String('x\ud800') }, /lone surrogate/],
+  ]) {
+    await assert.rejects(doc.write(value), (e) => e instanceof TypeError && why.test(e.message) && /at \/(a|0)/.test(e.message), what)
+    assert.throws(() => doc.writeSync(value), (e) => e instanceof TypeError && why.test(e.message), what)
+    assert.deepEqual(fs.readFileSync(p), before, `${what}: nothing written`)
+  }
+  // What JSON can hold is written as the primitive, a boxed BigInt as its digits.
+  await doc.write({ n: new Number(1.5), s: new String('x'), b: new Boolean(false), big: Object(2n ** 64n) })
+  assert.equal(fs.readFileSync(p, 'utf8'), '{\n  "n": 1.5,\n  "s": "x",\n  "b": false,\n  "big": 18446744073709551616\n}\n')
+  /* eslint-enable no-new-wrappers */
+})
+
+test('an invalid Date is refused, not stored as null', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'when.json')
+  const doc = new Doc(p)
+  await doc.write({ keep: true })
+  const before = fs.readFileSync(p)
+  await assert.rejects(doc.write({ at: new Date('not a date') }), (e) => e instanceof TypeError && /Invalid Date|invalid Date/.test(e.message) && /at \/at/.test(e.message))
+  assert.throws(() => doc.writeSync([new Date(NaN)]), (e) => e instanceof TypeError && /at \/0/.test(e.message))
+  assert.deepEqual(fs.readFileSync(p), before)
+  // A valid Date is its ISO string, as toJSON makes it; null stays null.
+  await doc.write({ at: new Date(0), none: null })
+  assert.deepEqual(await doc.read(), { at: '1970-01-01T00:00:00.000Z', none: null })
+})
