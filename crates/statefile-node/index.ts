@@ -767,6 +767,7 @@ function pathOf(p: string | URL, where: string): string {
   if (p instanceof URL) return fileURLToPath(p)
   if (typeof p !== 'string') throw new TypeError(`${where}: the path must be a string or a file: URL`)
   if (p.includes('\0')) throw new TypeError(`${where}: the path contains a NUL character`)
+  if (!p.isWellFormed()) throw new TypeError(`${where}: the path holds a lone surrogate (half of a UTF-16 pair), which names no file: as UTF-8 it would become U+FFFD, another name`)
   return p
 }
 
@@ -1319,6 +1320,7 @@ export class Store {
   /** The document `name` (relative, `/`-separated, e.g. `'jobs/42.json'`). */
   doc<T = any>(name: string): Doc<T> {
     if (typeof name !== 'string') throw new TypeError('Store.doc: the name must be a string')
+    if (!name.isWellFormed()) throw new TypeError('Store.doc: the name holds a lone surrogate (half of a UTF-16 pair), which names no file: as UTF-8 it would become U+FFFD, another name')
     storeHandle = { native: this.#native.doc(name), key: resolvePath(this.root, name) }
     try {
       return new Doc<T>(name)

@@ -1,11 +1,11 @@
 // Hostile input found by review: values that change while they are serialized, boxed
-// primitives and invalid Dates. Each is written as it was read, or refused with a
-// clear error before any file is touched.
+// primitives, invalid Dates and paths that would name another file. Each is written
+// as it was read, or refused with a clear error before any file is touched.
 'use strict'
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { Doc } = require('..')
+const { Doc, Store, writeFileAtomic, writeFileAtomicSync } = require('..')
 const { scratch, temps, test } = require('./helpers')
 
 test('a getter or Proxy that answers differently when read again cannot slip a non-JSON value past the checks', async (t) => {
@@ -103,4 +103,18 @@ test('an invalid Date is refused, not stored as null', async (t) => {
   // A valid Date is its ISO string, as toJSON makes it; null stays null.
   await doc.write({ at: new Date(0), none: null })
   assert.deepEqual(await doc.read(), { at: '1970-01-01T00:00:00.000Z', none: null })
+})
+
+test('a path or document name with a lone surrogate is a TypeError, not another file', async (t) => {
+  const dir = scratch(t)
+  // Converted to UTF-8 the surrogate would become U+FFFD: 'a\ud800' and 'a\udfff' the
+  // same file, named by neither.
+  const bad = path.join(dir, 'a\ud800.json')
+  assert.throws(() => new Doc(bad), (e) => e instanceof TypeError && /lone surrogate/.test(e.message))
+  await assert.rejects(writeFileAtomic(bad, 'x'), (e) => e instanceof TypeError && /lone surrogate/.test(e.message))
+  assert.throws(() => writeFileAtomicSync(bad, 'x'), (e) => e instanceof TypeError && /lone surrogate/.test(e.message))
+  assert.throws(() => new Store(path.join(dir, 'r\udc00')), (e) => e instanceof TypeError && /lone surrogate/.test(e.message))
+  const store = new Store(dir)
+  assert.throws(() => store.doc('b\ud800.json'), (e) => e instanceof TypeError && /lone surrogate/.test(e.message))
+  assert.deepEqual(fs.readdirSync(dir), [])
 })
