@@ -985,12 +985,14 @@ export class Doc<T = any> {
     const start = defaultJson(options)
     const session = await this.#native.beginUpdate(start)
     progress.session = session
-    const { value } = withBigInts(unwrap<Shown<T>>(session.current))
     let result: Awaited<R>
     let json: string
     let timer: NodeJS.Timeout | undefined
     const frame: Holding = { key: this.#key, active: false }
     try {
+      // Inside the try: whatever fails from here on ends the update and frees its lock
+      // at once (an error shown instead of a value has ended it already).
+      const { value } = withBigInts(unwrap<Shown<T>>(session.current))
       refusePrimitive(value, 'update')
       const running = new Promise<Awaited<R>>((resolve, reject) => {
         whileHolding(frame, () => {

@@ -152,7 +152,52 @@ fn envelope<T: Serialize>(r: Out<T>) -> String {
     text(&e)
 }
 
+/// `envelope`, naming `path` if the result is too large for JavaScript.
+fn envelope_at<T: Serialize>(r: Out<T>, path: Option<&Path>) -> String {
+    match r {
+        Ok(v) => text_at(&Envelope::Ok(v), path),
+        Err(e) => text(&Envelope::<()>::Error(e)),
+    }
+}
+
 fn text<T: Serialize>(e: &Envelope<T>) -> String {
+    text_at(e, None)
+}
+
+/// As [`checked_text`], with the refusal as the text when it is too large.
+fn text_at<T: Serialize>(e: &Envelope<T>, path: Option<&Path>) -> String {
+    checked_text(e, path).unwrap_or_else(|refused| encode(&Envelope::<()>::Error(refused)))
+}
+
+/// The longest string V8 makes (`v8::String::kMaxLength` on 64-bit, 2^29 - 24
+/// characters): napi refuses to make a JavaScript string of more UTF-8 bytes than that
+/// (a generic failure, not a `StatefileError`).
+const MAX_JS_STRING: usize = (1 << 29) - 24;
+
+/// `e` as the JSON text JavaScript gets, or the refusal of a text too long to be a
+/// JavaScript string (a document of more than 512 MiB of JSON), naming `path`.
+fn checked_text<T: Serialize>(e: &Envelope<T>, path: Option<&Path>) -> Out<String> {
+    let s = encode(e);
+    if s.len() <= MAX_JS_STRING {
+        return Ok(s);
+    }
+    Err(ErrorOut {
+        code: "SERIALIZE",
+        message: format!(
+            "{}the value is {} bytes of JSON, too large for a JavaScript string (at most \
+             {MAX_JS_STRING} bytes); nothing was changed",
+            path.map(|p| format!("{}: ", p.display()))
+                .unwrap_or_default(),
+            s.len()
+        ),
+        path: path.map(|p| p.display().to_string()),
+        version: None,
+        errno: None,
+        pointer: None,
+    })
+}
+
+fn encode<T: Serialize>(e: &Envelope<T>) -> String {
     // Serializing a serde_json::Value or the plain structs below cannot fail (all map
     // keys are strings); should it ever, say so rather than panic.
     serde_json::to_string(e).unwrap_or_else(|err| {
@@ -720,7 +765,12 @@ impl Handle {
     }
 
     fn read(&self) -> String {
-        envelope(self.with(|d| VersionedOut::new(d.read_versioned()?, d.path())))
+        let mut path = None;
+        let r = self.with(|d| {
+            path = Some(d.path().to_path_buf());
+            VersionedOut::new(d.read_versioned()?, d.path())
+        });
+        envelope_at(r, path.as_deref())
     }
 
     fn write(&self, json: String) -> String {
@@ -818,10 +868,15 @@ fn run_update(
     let r = h.with(|d| {
         let f = |v: &mut Value| -> Result<(), UpdateFail> {
             let (value, bigints) = for_js(v, d.path()).map_err(UpdateFail::Refused)?;
-            let shown = text(&Envelope::Ok(CurrentOut {
-                value: &value,
-                bigints,
-            }));
+            // Too large to show: the update fails before its callback runs.
+            let shown = checked_text(
+                &Envelope::Ok(CurrentOut {
+                    value: &value,
+                    bigints,
+                }),
+                Some(d.path()),
+            )
+            .map_err(UpdateFail::Refused)?;
             match show(shown) {
                 Some(Decision::Commit(json)) => {
                     *v = parse_value(&json).map_err(UpdateFail::Refused)?;

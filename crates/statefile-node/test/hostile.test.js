@@ -1,12 +1,15 @@
 // Hostile input found by review: values that change while they are serialized, boxed
-// primitives, invalid Dates and paths that would name another file. Each is written
-// as it was read, or refused with a clear error before any file is touched.
+// primitives, invalid Dates, paths that would name another file, and documents too
+// large for a JavaScript string. Each is written as it was read, or refused with a
+// clear error; nothing is changed and no lock is held after.
 'use strict'
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { Doc, Store, writeFileAtomic, writeFileAtomicSync } = require('..')
+const { Doc, Store, StatefileError, writeFileAtomic, writeFileAtomicSync } = require('..')
 const { scratch, temps, test } = require('./helpers')
+
+const isError = (code) => (e) => e instanceof StatefileError && e.code === code
 
 test('a getter or Proxy that answers differently when read again cannot slip a non-JSON value past the checks', async (t) => {
   const dir = scratch(t)
@@ -117,4 +120,26 @@ test('a path or document name with a lone surrogate is a TypeError, not another 
   const store = new Store(dir)
   assert.throws(() => store.doc('b\ud800.json'), (e) => e instanceof TypeError && /lone surrogate/.test(e.message))
   assert.deepEqual(fs.readdirSync(dir), [])
+})
+
+test('a document too large for a JavaScript string is a StatefileError, and an update of it releases the lock', { timeout: 300_000 }, async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'big.json')
+  // One string of 2^29 characters: more than V8's longest string (2^29 - 24).
+  const len = 2 ** 29
+  const fd = fs.openSync(p, 'w')
+  const chunk = Buffer.alloc(2 ** 24, 0x61)
+  fs.writeSync(fd, '"')
+  for (let i = 0; i < len / chunk.length; i++) fs.writeSync(fd, chunk)
+  fs.writeSync(fd, '"')
+  fs.closeSync(fd)
+  const doc = new Doc(p, { lockTimeoutMs: 1000 })
+  const tooLarge = (e) => isError('SERIALIZE')(e) && /too large/.test(e.message) && e.path === p
+  await assert.rejects(doc.read(), tooLarge)
+  await assert.rejects(doc.update((d) => { d.x = 1 }), tooLarge)
+  // The update ended: its lock is free at once.
+  const r = await doc.write({ small: true })
+  assert.ok(r.lockWaitMs < 1000)
+  assert.deepEqual(await doc.read(), { small: true })
+  assert.deepEqual(temps(dir), [])
 })
