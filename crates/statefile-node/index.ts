@@ -1572,7 +1572,7 @@ interface AtomicArgs {
   tmpfileCreated?: (tmpfile: string) => unknown
 }
 
-function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomicOptions | BufferEncoding | undefined, where: string): AtomicArgs {
+function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomicOptions | BufferEncoding | undefined, where: string, copy = false): AtomicArgs {
   const path = pathOf(filename, where)
   const key = resolvePath(path)
   refuseNested(key, where)
@@ -1584,7 +1584,11 @@ function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomic
   }
   let bytes: Buffer
   if (ArrayBuffer.isView(data)) {
-    bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    // The async write reaches the addon later (after a microtask at least, or a write
+    // queued before it): it takes the bytes as they are now, not as the caller's buffer
+    // is then (changed, or detached to nothing).
+    const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    bytes = copy ? Buffer.copyBytesFrom(view) : view
   } else if (data === null || data === undefined) {
     bytes = Buffer.alloc(0)
   } else {
@@ -1672,7 +1676,7 @@ export function writeFileAtomic(filename: string | URL, data: Data, options?: Wr
     options = undefined
   }
   const run = async (): Promise<void> => {
-    const args = atomicArgs(filename, data, options as WriteFileAtomicOptions | BufferEncoding | undefined, 'writeFileAtomic')
+    const args = atomicArgs(filename, data, options as WriteFileAtomicOptions | BufferEncoding | undefined, 'writeFileAtomic', true)
     const key = args.key
     // Calls on one file take turns in call order, as write-file-atomic's do, so the
     // last call's data is what stays; the lock alone would not keep that order.

@@ -143,3 +143,28 @@ test('a document too large for a JavaScript string is a StatefileError, and an u
   assert.deepEqual(await doc.read(), { small: true })
   assert.deepEqual(temps(dir), [])
 })
+
+test('writeFileAtomic writes the bytes given at the call, whatever happens to the buffer after', async (t) => {
+  const dir = scratch(t)
+  const f = path.join(dir, 'layout.txt')
+  // Alone, and queued behind an earlier write of the same file.
+  for (const queued of [false, true]) {
+    const earlier = queued ? writeFileAtomic(f, 'earlier') : Promise.resolve()
+    const buf = Buffer.from('given')
+    const w = writeFileAtomic(f, buf)
+    buf.fill(0x58)
+    await Promise.all([earlier, w])
+    assert.equal(fs.readFileSync(f, 'utf8'), 'given', `changed after the call (queued: ${queued})`)
+    const view = new Uint16Array([0x6968, 0x2121]) // 'hi!!' on little-endian
+    const w2 = writeFileAtomic(f, view)
+    structuredClone(view.buffer, { transfer: [view.buffer] }) // detached: length 0
+    await w2
+    assert.equal(fs.readFileSync(f, 'utf8'), 'hi!!', `detached after the call (queued: ${queued})`)
+    const dv = new DataView(new Uint8Array([0x6f, 0x6b]).buffer)
+    const w3 = writeFileAtomic(f, dv)
+    dv.setUint8(0, 0x21)
+    await w3
+    assert.equal(fs.readFileSync(f, 'utf8'), 'ok', `a DataView changed after the call (queued: ${queued})`)
+  }
+  assert.deepEqual(temps(dir), [])
+})
