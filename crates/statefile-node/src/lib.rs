@@ -835,6 +835,82 @@ fn backup_ref(which: &str) -> Out<BackupRef> {
         .map_err(|e| invalid_argument(format!("restore: {e}")))
 }
 
+/// Whether JavaScript puts the key `k` before all others in an object, in ascending
+/// numeric order, whatever order it was given in: an array index, the canonical
+/// decimal form of an integer below 2^32 - 1.
+fn js_index_key(k: &str) -> bool {
+    (k == "0" || (!k.starts_with('0') && !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())))
+        && k.parse::<u32>().is_ok_and(|n| n != u32::MAX)
+}
+
+/// Give the objects of `new`, what an update callback made of `old`, the key order of
+/// `old` where JavaScript lost it. A JavaScript object lists index-like keys (`"2"`,
+/// `"10"`) first, in numeric order, so `{"name": .., "10": .., "2": ..}` came back as
+/// `{"2": .., "10": .., "name": ..}`, and an update of `name` would have reordered the
+/// file. Other keys keep the order JavaScript has them in (a key deleted and added again
+/// moves to the end there as here); each index-like key `old` had goes back after the
+/// key it followed in `old`; new index-like keys go at the end. Objects are matched by
+/// key and array elements by position; the values are within the nesting limit, so the
+/// recursion is bounded.
+fn keep_key_order(old: &Value, new: &mut Value) {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            if n.keys().any(|k| js_index_key(k)) {
+                reorder(o, n);
+            }
+            for (k, nv) in n.iter_mut() {
+                if let Some(ov) = o.get(k) {
+                    keep_key_order(ov, nv);
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(n)) => {
+            for (ov, nv) in o.iter().zip(n.iter_mut()) {
+                keep_key_order(ov, nv);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One object of [`keep_key_order`].
+fn reorder(old: &serde_json::Map<String, Value>, new: &mut serde_json::Map<String, Value>) {
+    // The index-like keys `old` had after each other key (None: before any), in order.
+    let mut after: std::collections::HashMap<Option<&str>, Vec<&str>> =
+        std::collections::HashMap::new();
+    let mut anchor: Option<&str> = None;
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            continue;
+        }
+        if js_index_key(k) {
+            after.entry(anchor).or_default().push(k);
+        } else {
+            anchor = Some(k);
+        }
+    }
+    let mut order: Vec<String> = Vec::with_capacity(new.len());
+    let first = after.remove(&None).unwrap_or_default();
+    order.extend(first.into_iter().map(str::to_string));
+    for k in new.keys().filter(|k| !js_index_key(k)) {
+        order.push(k.clone());
+        if let Some(keys) = after.remove(&Some(k.as_str())) {
+            order.extend(keys.into_iter().map(str::to_string));
+        }
+    }
+    order.extend(
+        new.keys()
+            .filter(|k| js_index_key(k) && !old.contains_key(*k))
+            .cloned(),
+    );
+    let mut from = std::mem::take(new);
+    for k in order {
+        if let Some(v) = from.remove(&k) {
+            new.insert(k, v);
+        }
+    }
+}
+
 /// Why an update ended without writing.
 enum UpdateFail {
     Lib(Error),
@@ -879,7 +955,9 @@ fn run_update(
             .map_err(UpdateFail::Refused)?;
             match show(shown) {
                 Some(Decision::Commit(json)) => {
-                    *v = parse_value(&json).map_err(UpdateFail::Refused)?;
+                    let mut new = parse_value(&json).map_err(UpdateFail::Refused)?;
+                    keep_key_order(v, &mut new);
+                    *v = new;
                     Ok(())
                 }
                 Some(Decision::Abort) | None => Err(UpdateFail::Abandoned),

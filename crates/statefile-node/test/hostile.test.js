@@ -168,3 +168,21 @@ test('writeFileAtomic writes the bytes given at the call, whatever happens to th
   }
   assert.deepEqual(temps(dir), [])
 })
+
+test('an update keeps the file\'s key order, index-like keys ("10", "2") included', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'config.json')
+  // JavaScript lists index-like keys first, in numeric order, whatever the file says.
+  fs.writeFileSync(p, '{\n  "name": "x",\n  "10": "ten",\n  "2": "two",\n  "codes": {\n    "404": "missing",\n    "default": "ok",\n    "200": "fine"\n  },\n  "list": [\n    {\n      "b": 1,\n      "1": 2\n    }\n  ]\n}\n')
+  const doc = new Doc(p)
+  await doc.update((d) => { d.name = 'y' })
+  assert.equal(fs.readFileSync(p, 'utf8'), '{\n  "name": "y",\n  "10": "ten",\n  "2": "two",\n  "codes": {\n    "404": "missing",\n    "default": "ok",\n    "200": "fine"\n  },\n  "list": [\n    {\n      "b": 1,\n      "1": 2\n    }\n  ]\n}\n')
+  assert.equal(doc.updateSync((d) => { d.list[0].b = 3 }).unchanged, false)
+  assert.deepEqual(Object.entries(JSON.parse(fs.readFileSync(p, 'utf8')).list[0]), [['1', 2], ['b', 3]])
+  assert.match(fs.readFileSync(p, 'utf8'), /"b": 3,\n\s*"1": 2/)
+  // New keys go at the end (index-like ones last); deleted ones are gone; a key deleted
+  // and added again moves to the end, as JavaScript has it.
+  await doc.update((d) => { d['7'] = 'new'; delete d['10']; const c = d.codes; delete d.codes; d.codes = c; d.extra = true })
+  assert.deepEqual(Object.keys(JSON.parse(fs.readFileSync(p, 'utf8'))), ['2', '7', 'name', 'list', 'codes', 'extra'])
+  assert.match(fs.readFileSync(p, 'utf8').replace(/\s+/g, ''), /^\{"name":"y","2":"two","list":\[\{"b":3,"1":2\}\],"codes":\{"404":"missing","default":"ok","200":"fine"\},"extra":true,"7":"new"\}$/)
+})
