@@ -152,11 +152,33 @@ function describe(v: unknown): string {
   if (v === undefined) return 'undefined'
   if (Array.isArray(v)) return 'an array'
   if (v !== null && typeof v === 'object') {
+    if (invalidDate(v)) return 'an invalid Date'
     const kind = builtin(v)
     return kind ?? 'an object'
   }
   return String(v)
 }
+
+/** Whether `v` is a Date whose time is NaN (`JSON.stringify` writes it as null). */
+function invalidDate(v: unknown): boolean {
+  return types.isDate(v) && Number.isNaN(Date.prototype.getTime.call(v))
+}
+
+/**
+ * The primitive inside a Number, String, Boolean or BigInt object (as `JSON.stringify`
+ * unboxes it, but read from its internal slot, so a `valueOf` of its own is not asked),
+ * else `v`. A Symbol object stays: it is refused as a built-in.
+ */
+function unbox(v: unknown): unknown {
+  if (v === null || typeof v !== 'object' || !types.isBoxedPrimitive(v)) return v
+  if (types.isNumberObject(v)) return Number.prototype.valueOf.call(v)
+  if (types.isStringObject(v)) return String.prototype.valueOf.call(v)
+  if (types.isBooleanObject(v)) return Boolean.prototype.valueOf.call(v)
+  if (types.isBigIntObject(v)) return BigInt.prototype.valueOf.call(v)
+  return v
+}
+
+const INVALID_DATE = 'JSON has no invalid Date (JSON.stringify would store null)'
 
 /**
  * What a built-in object is, when `JSON.stringify` would lose what it holds (writing `{}`
@@ -213,10 +235,12 @@ function locate(root: unknown): { pointer: string; value: unknown; why: string; 
   const seen = new Set<unknown>()
   const visit = (holder: unknown, key: string, raw: unknown, pointer: string, inArray: boolean, depth: number): ReturnType<typeof locate> => {
     if (!key.isWellFormed()) return { pointer, value: key, why: BAD_KEY, what: 'a key' }
+    if (invalidDate(raw)) return { pointer, value: raw, why: INVALID_DATE }
     let v = raw
     if (v !== null && typeof v === 'object' && typeof (v as { toJSON?: unknown }).toJSON === 'function') {
       v = (v as { toJSON: (k: string) => unknown }).toJSON.call(holder, key)
     }
+    v = unbox(v)
     const why = refusal(v, inArray, depth === 0)
     if (why !== undefined) return { pointer, value: v, why }
     if (v === null || typeof v !== 'object') return undefined
@@ -246,6 +270,11 @@ function locate(root: unknown): { pointer: string; value: unknown; why: string; 
  * `undefined`, and objects whose prototype is `Object.prototype` or null and that have
  * no `toJSON`, at most `MAX_DEPTH` deep. A fast check (no callback per value, as a
  * replacer would be) for the common case; anything else takes the careful path.
+ *
+ * It runs no code of the value's own: a getter, a Proxy trap or a `toJSON` getter could
+ * answer `JSON.stringify` (which reads everything again) differently, or change what
+ * was checked already, so a Proxy, an accessor property or an own `toJSON` of any kind
+ * is not plain. The careful path reads each value once, and writes what it checked.
  */
 function plain(v: unknown, depth: number): boolean {
   switch (typeof v) {
@@ -257,21 +286,23 @@ function plain(v: unknown, depth: number): boolean {
       return true
     case 'object': {
       if (v === null) return true
-      if (depth >= MAX_DEPTH) return false
+      if (depth >= MAX_DEPTH || types.isProxy(v)) return false
       if (Array.isArray(v)) {
         for (let i = 0; i < v.length; i++) {
-          if (!(i in v)) return false
-          const x: unknown = v[i]
+          // undefined for a hole; no value for a getter.
+          const x: unknown = Object.getOwnPropertyDescriptor(v, i)?.value
           if (x === undefined || !plain(x, depth + 1)) return false
         }
         return true
       }
       const proto: unknown = Object.getPrototypeOf(v)
-      if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === 'function') return false
+      if ((proto !== Object.prototype && proto !== null) || Object.hasOwn(v, 'toJSON')) return false
       for (const k in v) {
         if (!k.isWellFormed()) return false
-        const x: unknown = (v as Record<string, unknown>)[k]
-        if (x !== undefined && !plain(x, depth + 1)) return false
+        const d = Object.getOwnPropertyDescriptor(v, k)
+        // Inherited (an enumerable key added to Object.prototype), or a getter.
+        if (d === undefined || !('value' in d)) return false
+        if (d.value !== undefined && !plain(d.value, depth + 1)) return false
       }
       return true
     }
@@ -300,16 +331,21 @@ const BIGINT_MARKED = new RegExp(`"${BIGINT_MARK}(-?[0-9]+)"`, 'g')
  * methods (Dates, Buffers) are honoured. A BigInt is written as its digits, exactly.
  */
 function toJson(value: unknown, what = 'the value'): string {
-  if (plain(value, 0)) return JSON.stringify(value)
+  if (!Object.hasOwn(Object.prototype, 'toJSON') && plain(value, 0)) return JSON.stringify(value)
   let text: string | undefined
   let bigints = false
   try {
     // The holders from the top down to the value being written: how deep it is.
     const path: unknown[] = []
-    text = JSON.stringify(value, function (this: unknown, key: string, v: unknown) {
+    text = JSON.stringify(value, function (this: unknown, key: string, found: unknown) {
       while (path.length > 0 && path[path.length - 1] !== this) path.pop()
       if (path.length === 0) path.push(this)
+      // What is returned here is what is written: the primitive of a boxed one.
+      const v = unbox(found)
       if (!key.isWellFormed() || refusal(v, Array.isArray(this), path.length === 1 && key === '') !== undefined) throw new Refused()
+      // A Date's toJSON answers null for an invalid one: look at what it was called on
+      // (without calling a getter or a Proxy trap again).
+      if (v === null && !types.isProxy(this) && invalidDate(Object.getOwnPropertyDescriptor(this, key)?.value)) throw new Refused()
       if (v !== null && typeof v === 'object') {
         if (path.length > MAX_DEPTH) throw new Refused()
         path.push(v)
@@ -732,6 +768,7 @@ function pathOf(p: string | URL, where: string): string {
   if (p instanceof URL) return fileURLToPath(p)
   if (typeof p !== 'string') throw new TypeError(`${where}: the path must be a string or a file: URL`)
   if (p.includes('\0')) throw new TypeError(`${where}: the path contains a NUL character`)
+  if (!p.isWellFormed()) throw new TypeError(`${where}: the path holds a lone surrogate (half of a UTF-16 pair), which names no file: as UTF-8 it would become U+FFFD, another name`)
   return p
 }
 
@@ -953,12 +990,14 @@ export class Doc<T = any> {
     const start = defaultJson(options)
     const session = await this.#native.beginUpdate(start)
     progress.session = session
-    const { value } = withBigInts(unwrap<Shown<T>>(session.current))
     let result: Awaited<R>
     let json: string
     let timer: NodeJS.Timeout | undefined
     const frame: Holding = { key: this.#key, active: false }
     try {
+      // Inside the try: whatever fails from here on ends the update and frees its lock
+      // at once (an error shown instead of a value has ended it already).
+      const { value } = withBigInts(unwrap<Shown<T>>(session.current))
       refusePrimitive(value, 'update')
       const running = new Promise<Awaited<R>>((resolve, reject) => {
         whileHolding(frame, () => {
@@ -1289,6 +1328,7 @@ export class Store {
   /** The document `name` (relative, `/`-separated, e.g. `'jobs/42.json'`). */
   doc<T = any>(name: string): Doc<T> {
     if (typeof name !== 'string') throw new TypeError('Store.doc: the name must be a string')
+    if (!name.isWellFormed()) throw new TypeError('Store.doc: the name holds a lone surrogate (half of a UTF-16 pair), which names no file: as UTF-8 it would become U+FFFD, another name')
     storeHandle = { native: this.#native.doc(name), key: resolvePath(this.root, name) }
     try {
       return new Doc<T>(name)
@@ -1538,7 +1578,7 @@ interface AtomicArgs {
   tmpfileCreated?: (tmpfile: string) => unknown
 }
 
-function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomicOptions | BufferEncoding | undefined, where: string): AtomicArgs {
+function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomicOptions | BufferEncoding | undefined, where: string, copy = false): AtomicArgs {
   const path = pathOf(filename, where)
   const key = resolvePath(path)
   refuseNested(key, where)
@@ -1550,7 +1590,11 @@ function atomicArgs(filename: string | URL, data: Data, options: WriteFileAtomic
   }
   let bytes: Buffer
   if (ArrayBuffer.isView(data)) {
-    bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    // The async write reaches the addon later (after a microtask at least, or a write
+    // queued before it): it takes the bytes as they are now, not as the caller's buffer
+    // is then (changed, or detached to nothing).
+    const view = Buffer.from(data.buffer, data.byteOffset, data.byteLength)
+    bytes = copy ? Buffer.copyBytesFrom(view) : view
   } else if (data === null || data === undefined) {
     bytes = Buffer.alloc(0)
   } else {
@@ -1638,7 +1682,7 @@ export function writeFileAtomic(filename: string | URL, data: Data, options?: Wr
     options = undefined
   }
   const run = async (): Promise<void> => {
-    const args = atomicArgs(filename, data, options as WriteFileAtomicOptions | BufferEncoding | undefined, 'writeFileAtomic')
+    const args = atomicArgs(filename, data, options as WriteFileAtomicOptions | BufferEncoding | undefined, 'writeFileAtomic', true)
     const key = args.key
     // Calls on one file take turns in call order, as write-file-atomic's do, so the
     // last call's data is what stays; the lock alone would not keep that order.

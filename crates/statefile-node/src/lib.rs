@@ -152,7 +152,52 @@ fn envelope<T: Serialize>(r: Out<T>) -> String {
     text(&e)
 }
 
+/// `envelope`, naming `path` if the result is too large for JavaScript.
+fn envelope_at<T: Serialize>(r: Out<T>, path: Option<&Path>) -> String {
+    match r {
+        Ok(v) => text_at(&Envelope::Ok(v), path),
+        Err(e) => text(&Envelope::<()>::Error(e)),
+    }
+}
+
 fn text<T: Serialize>(e: &Envelope<T>) -> String {
+    text_at(e, None)
+}
+
+/// As [`checked_text`], with the refusal as the text when it is too large.
+fn text_at<T: Serialize>(e: &Envelope<T>, path: Option<&Path>) -> String {
+    checked_text(e, path).unwrap_or_else(|refused| encode(&Envelope::<()>::Error(refused)))
+}
+
+/// The longest string V8 makes (`v8::String::kMaxLength` on 64-bit, 2^29 - 24
+/// characters): napi refuses to make a JavaScript string of more UTF-8 bytes than that
+/// (a generic failure, not a `StatefileError`).
+const MAX_JS_STRING: usize = (1 << 29) - 24;
+
+/// `e` as the JSON text JavaScript gets, or the refusal of a text too long to be a
+/// JavaScript string (a document of more than 512 MiB of JSON), naming `path`.
+fn checked_text<T: Serialize>(e: &Envelope<T>, path: Option<&Path>) -> Out<String> {
+    let s = encode(e);
+    if s.len() <= MAX_JS_STRING {
+        return Ok(s);
+    }
+    Err(ErrorOut {
+        code: "SERIALIZE",
+        message: format!(
+            "{}the value is {} bytes of JSON, too large for a JavaScript string (at most \
+             {MAX_JS_STRING} bytes); nothing was changed",
+            path.map(|p| format!("{}: ", p.display()))
+                .unwrap_or_default(),
+            s.len()
+        ),
+        path: path.map(|p| p.display().to_string()),
+        version: None,
+        errno: None,
+        pointer: None,
+    })
+}
+
+fn encode<T: Serialize>(e: &Envelope<T>) -> String {
     // Serializing a serde_json::Value or the plain structs below cannot fail (all map
     // keys are strings); should it ever, say so rather than panic.
     serde_json::to_string(e).unwrap_or_else(|err| {
@@ -720,7 +765,12 @@ impl Handle {
     }
 
     fn read(&self) -> String {
-        envelope(self.with(|d| VersionedOut::new(d.read_versioned()?, d.path())))
+        let mut path = None;
+        let r = self.with(|d| {
+            path = Some(d.path().to_path_buf());
+            VersionedOut::new(d.read_versioned()?, d.path())
+        });
+        envelope_at(r, path.as_deref())
     }
 
     fn write(&self, json: String) -> String {
@@ -785,6 +835,82 @@ fn backup_ref(which: &str) -> Out<BackupRef> {
         .map_err(|e| invalid_argument(format!("restore: {e}")))
 }
 
+/// Whether JavaScript puts the key `k` before all others in an object, in ascending
+/// numeric order, whatever order it was given in: an array index, the canonical
+/// decimal form of an integer below 2^32 - 1.
+fn js_index_key(k: &str) -> bool {
+    (k == "0" || (!k.starts_with('0') && !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())))
+        && k.parse::<u32>().is_ok_and(|n| n != u32::MAX)
+}
+
+/// Give the objects of `new`, what an update callback made of `old`, the key order of
+/// `old` where JavaScript lost it. A JavaScript object lists index-like keys (`"2"`,
+/// `"10"`) first, in numeric order, so `{"name": .., "10": .., "2": ..}` came back as
+/// `{"2": .., "10": .., "name": ..}`, and an update of `name` would have reordered the
+/// file. Other keys keep the order JavaScript has them in (a key deleted and added again
+/// moves to the end there as here); each index-like key `old` had goes back after the
+/// key it followed in `old`; new index-like keys go at the end. Objects are matched by
+/// key and array elements by position; the values are within the nesting limit, so the
+/// recursion is bounded.
+fn keep_key_order(old: &Value, new: &mut Value) {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            if n.keys().any(|k| js_index_key(k)) {
+                reorder(o, n);
+            }
+            for (k, nv) in n.iter_mut() {
+                if let Some(ov) = o.get(k) {
+                    keep_key_order(ov, nv);
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(n)) => {
+            for (ov, nv) in o.iter().zip(n.iter_mut()) {
+                keep_key_order(ov, nv);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One object of [`keep_key_order`].
+fn reorder(old: &serde_json::Map<String, Value>, new: &mut serde_json::Map<String, Value>) {
+    // The index-like keys `old` had after each other key (None: before any), in order.
+    let mut after: std::collections::HashMap<Option<&str>, Vec<&str>> =
+        std::collections::HashMap::new();
+    let mut anchor: Option<&str> = None;
+    for k in old.keys() {
+        if !new.contains_key(k) {
+            continue;
+        }
+        if js_index_key(k) {
+            after.entry(anchor).or_default().push(k);
+        } else {
+            anchor = Some(k);
+        }
+    }
+    let mut order: Vec<String> = Vec::with_capacity(new.len());
+    let first = after.remove(&None).unwrap_or_default();
+    order.extend(first.into_iter().map(str::to_string));
+    for k in new.keys().filter(|k| !js_index_key(k)) {
+        order.push(k.clone());
+        if let Some(keys) = after.remove(&Some(k.as_str())) {
+            order.extend(keys.into_iter().map(str::to_string));
+        }
+    }
+    order.extend(
+        new.keys()
+            .filter(|k| js_index_key(k) && !old.contains_key(*k))
+            .cloned(),
+    );
+    let mut from = std::mem::take(new);
+    for k in order {
+        if let Some(v) = from.remove(&k) {
+            new.insert(k, v);
+        }
+    }
+}
+
 /// Why an update ended without writing.
 enum UpdateFail {
     Lib(Error),
@@ -818,13 +944,20 @@ fn run_update(
     let r = h.with(|d| {
         let f = |v: &mut Value| -> Result<(), UpdateFail> {
             let (value, bigints) = for_js(v, d.path()).map_err(UpdateFail::Refused)?;
-            let shown = text(&Envelope::Ok(CurrentOut {
-                value: &value,
-                bigints,
-            }));
+            // Too large to show: the update fails before its callback runs.
+            let shown = checked_text(
+                &Envelope::Ok(CurrentOut {
+                    value: &value,
+                    bigints,
+                }),
+                Some(d.path()),
+            )
+            .map_err(UpdateFail::Refused)?;
             match show(shown) {
                 Some(Decision::Commit(json)) => {
-                    *v = parse_value(&json).map_err(UpdateFail::Refused)?;
+                    let mut new = parse_value(&json).map_err(UpdateFail::Refused)?;
+                    keep_key_order(v, &mut new);
+                    *v = new;
                     Ok(())
                 }
                 Some(Decision::Abort) | None => Err(UpdateFail::Abandoned),
