@@ -909,6 +909,9 @@ fn reorder(old: &serde_json::Map<String, Value>, new: &mut serde_json::Map<Strin
             new.insert(k, v);
         }
     }
+    // Every key is in `order`; were one not, it would still be kept, never dropped.
+    debug_assert!(from.is_empty(), "keys left out of the order: {from:?}");
+    new.extend(from);
 }
 
 /// Why an update ended without writing.
