@@ -258,7 +258,7 @@ async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> 
         () = tokio::time::sleep(limit) => {
             if handover.cut_off() {
                 ApiError::request_timeout(
-                    "the server did not finish in time; nothing was written",
+                    "the server did not finish in time; this request wrote nothing (an append sent again with the same Idempotency-Key is answered as the first one was)",
                 )
                 .into_response()
             } else {

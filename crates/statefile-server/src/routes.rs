@@ -156,7 +156,7 @@ async fn storage<T: Send + 'static>(
     // Outside a request (tests calling a handler directly) there is no time limit.
     if !matches!(access, Access::Read) && HANDOVER.try_with(|h| h.hand_over()) == Ok(false) {
         return Err(ApiError::request_timeout(
-            "the server did not finish in time; nothing was written",
+            "the server did not finish in time; this request wrote nothing (an append sent again with the same Idempotency-Key is answered as the first one was)",
         ));
     }
     blocking(name, move || {

@@ -185,7 +185,7 @@ fn a_write_still_waiting_for_its_turn_at_the_time_limit_is_503_and_never_lands()
         p["detail"]
             .as_str()
             .unwrap()
-            .contains("nothing was written"),
+            .contains("this request wrote nothing"),
         "{p}"
     );
     assert!(took < Duration::from_secs(5), "answered after {took:?}");

@@ -595,6 +595,7 @@ impl Journal {
         let deadline = crate::lock::deadline(Instant::now(), opts.lock_timeout);
         let path = self.path();
         let mut waited_for_slot = Duration::from_micros(50);
+        let mut freed_nothing_late = false;
         loop {
             enum Next {
                 Done(Ticket),
@@ -638,8 +639,10 @@ impl Journal {
                 Next::Full => {
                     // Safe while holding document locks: the checkpoint waits only for
                     // locks of commits already appended, whose writers need none of ours.
-                    let report = self.checkpoint_until(opts, deadline)?;
-                    if report.freed == 0 && Instant::now() >= deadline {
+                    // Past the deadline with a checkpoint that freed nothing: one more
+                    // look (another's checkpoint may have made room meanwhile), then
+                    // NoSpace.
+                    if freed_nothing_late {
                         return Err(AppendError::Failed(Error::new(
                             ErrorKind::NoSpace,
                             format!(
@@ -649,6 +652,8 @@ impl Journal {
                             ),
                         )));
                     }
+                    let report = self.checkpoint_until(opts, deadline)?;
+                    freed_nothing_late = report.freed == 0 && Instant::now() >= deadline;
                 }
                 Next::NoSlot => {
                     // Every slot is taken by a commit in flight: they finish within

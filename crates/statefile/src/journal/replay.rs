@@ -440,6 +440,11 @@ impl Journal {
         if keep == 0 {
             return Ok(0);
         }
+        if self.nothing_lost(w, last, keep)? {
+            // A reboot, or a power loss that kept everything: the backups are as the
+            // writers left them, and the replay's write changes nothing.
+            return Ok(keep);
+        }
         let mut puts = Vec::with_capacity(history.len());
         for &(lsn, e) in history {
             match &e.action {
@@ -545,6 +550,41 @@ impl Journal {
         tracing::info!(file = %t.path.display(), backups = wanted.len(),
             "put the backups back from the journal after a power loss");
         Ok(0)
+    }
+
+    /// Whether the locked document `w` is what its `last` entry made it, and each of
+    /// its first `keep` backups that exists is complete: then nothing of it was lost,
+    /// and [`Journal::rebuild_backups`] has nothing to put back. (Telling which backups
+    /// the checkpoint made durable by their bytes alone is ambiguous when a version
+    /// comes back, so backups that need nothing are never moved.)
+    fn nothing_lost(&self, w: &Locked, last: &EntryMeta, keep: usize) -> Result<bool> {
+        let t = &w.target;
+        let dir = w.dir.as_ref();
+        let at_last = match &last.action {
+            Action::Put(p) => match crate::file::inspect(dir, &t.name, &t.path) {
+                Ok(found) => found.version == p.version,
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => false,
+                Err(e) => return Err(e),
+            },
+            Action::Delete => matches!(
+                dir.stat(&t.name),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound
+            ),
+            Action::Direct(_) => true,
+        };
+        if !at_last {
+            return Ok(false);
+        }
+        for n in 1..=keep {
+            let name = t.backup_name(n);
+            match crate::file::inspect(dir, &name, &t.beside(&name)) {
+                Ok(found) if !found.parses => return Ok(false),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
     }
 
     /// Lock the documents `entries` name, in the global order (their paths), as plain
@@ -807,13 +847,31 @@ impl Journal {
         opts: &Options,
         deadline: Instant,
     ) -> Result<CheckpointReport> {
-        // Another thread of this process holding it runs a checkpoint, which ends (its
-        // own waits are bounded as this one is).
-        let _in = self
-            .ckpt
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let p = self.root().join(META_DIR).join(CKPT);
+        // Another thread of this process running one: waited for as another process's
+        // is, until the deadline (a checkpoint of many documents takes seconds).
+        let mut backoff = std::time::Duration::from_micros(100);
+        let _in = loop {
+            match self.ckpt.try_lock() {
+                Ok(g) => break g,
+                Err(std::sync::TryLockError::Poisoned(g)) => break g.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => {
+                    return Err(Error::new(
+                        ErrorKind::LockTimeout,
+                        format!(
+                            "cannot take the journal's checkpoint lock ({}): another thread's \
+                             checkpoint held it too long",
+                            p.display()
+                        ),
+                    )
+                    .with_path(&p));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(5));
+                }
+            }
+        };
         handle::flock(
             self.ckpt_file.as_ref(),
             crate::fs::LockMode::Exclusive,

@@ -1,6 +1,7 @@
-//! Review of `Journal::rebuild_backups` (commit eea493e): a reboot (nothing lost, or a
-//! power loss) before a checkpoint must leave the backups a writer made, newest first,
-//! each a complete earlier version, none lost that a plain write would have kept.
+//! A reboot (nothing lost) before a checkpoint must leave the backups a writer made,
+//! newest first, each a complete earlier version, none lost that a plain write would
+//! have kept. Found by a review of `Journal::rebuild_backups` (eea493e), which moved
+//! backups that needed nothing; it now acts only when something was lost.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -28,9 +29,10 @@ fn v(n: u32) -> Vec<u8> {
 
 fn name_of(b: Option<&Vec<u8>>) -> String {
     b.map_or("<missing>".into(), |b| {
-        (0..100)
-            .find(|n| v(*n) == *b)
-            .map_or_else(|| format!("{:?}", String::from_utf8_lossy(b)), |n| format!("v{n}"))
+        (0..100).find(|n| v(*n) == *b).map_or_else(
+            || format!("{:?}", String::from_utf8_lossy(b)),
+            |n| format!("v{n}"),
+        )
     })
 }
 
@@ -78,7 +80,7 @@ fn reboot_after(
 /// rebuild puts the first write's version (= the document) at `.bak` and pushes the
 /// real previous versions down, dropping the oldest.
 #[test]
-fn rev3_rebuild_unchanged_rewrite_keeps_backups_as_written() {
+fn rebuild_unchanged_rewrite_keeps_backups_as_written() {
     let (before, after) = reboot_after(2, &[1, 2], &[3, 3]);
     assert_eq!(backups(&before, 2), ["v2", "v1"], "what the writer left");
     assert_eq!(
@@ -93,10 +95,14 @@ fn rev3_rebuild_unchanged_rewrite_keeps_backups_as_written() {
 /// 4 backups: the rebuild places the oldest wanted version over the name it takes the
 /// next one from (`.bak.3`): one version is destroyed, another kept twice.
 #[test]
-fn rev3_rebuild_never_overwrites_a_source_it_still_needs() {
+fn rebuild_never_overwrites_a_source_it_still_needs() {
     // durable: doc v4, .bak v3, .bak.2 v2, .bak.3 v1; then v3 again through the journal.
     let (before, after) = reboot_after(4, &[1, 2, 3, 4], &[3]);
-    assert_eq!(backups(&before, 4), ["v4", "v3", "v2", "v1"], "what the writer left");
+    assert_eq!(
+        backups(&before, 4),
+        ["v4", "v3", "v2", "v1"],
+        "what the writer left"
+    );
     let got = backups(&after, 4);
     let mut seen = std::collections::HashSet::new();
     for b in &got {
@@ -116,7 +122,7 @@ fn rev3_rebuild_never_overwrites_a_source_it_still_needs() {
 /// `.bak` is v1 then v0; the rebuild leaves out v0 (a recorded version) and keeps an
 /// older one instead.
 #[test]
-fn rev3_rebuild_revert_keeps_the_reverted_from_version() {
+fn rebuild_revert_keeps_the_reverted_from_version() {
     let (before, after) = reboot_after(2, &[8, 9, 0], &[1, 0]);
     assert_eq!(backups(&before, 2), ["v1", "v0"], "what the writer left");
     assert_eq!(backups(&after, 2), backups(&before, 2), "after the reboot");
