@@ -553,7 +553,8 @@ impl Journal {
     }
 
     /// Whether the locked document `w` is what its `last` entry made it, and each of
-    /// its first `keep` backups that exists is complete: then nothing of it was lost,
+    /// its first `keep` backups that exists is complete and differs from the one before
+    /// it: then nothing of it was lost,
     /// and [`Journal::rebuild_backups`] has nothing to put back. (Telling which backups
     /// the checkpoint made durable by their bytes alone is ambiguous when a version
     /// comes back, so backups that need nothing are never moved.)
@@ -575,12 +576,18 @@ impl Journal {
         if !at_last {
             return Ok(false);
         }
+        // Two neighbours holding one version: no write makes that (one that changes
+        // nothing keeps no backup), a rebuild or rotation cut short does.
+        let mut before: Option<Version> = None;
         for n in 1..=keep {
             let name = t.backup_name(n);
             match crate::file::inspect(dir, &name, &t.beside(&name)) {
                 Ok(found) if !found.parses => return Ok(false),
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => {}
+                Ok(found) if before.as_ref() == Some(&found.version) => return Ok(false),
+                Ok(found) => before = Some(found.version),
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => {
+                    before = None;
+                }
                 Err(e) => return Err(e),
             }
         }
