@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -11,33 +10,6 @@ use statefile::Store;
 use statefile::journal;
 
 use common::{fresh, small};
-
-fn hold_checkpoint_lock(root: &Path) -> Option<std::process::Child> {
-    use std::io::BufRead;
-    if std::process::Command::new("flock")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skip("flock(1) (util-linux) is not installed");
-        return None;
-    }
-    let path = root.join(journal::META_DIR).join("journal-ckpt");
-    let mut child = std::process::Command::new("flock")
-        .arg("-x")
-        .arg("-o")
-        .arg(&path)
-        .args(["-c", "echo held; exec sleep 120"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held");
-    Some(child)
-}
 
 /// A writer that finds the journal full while another thread of its process runs a
 /// checkpoint (here: an explicit `journal::checkpoint`, slowed by another process
@@ -51,7 +23,7 @@ fn hold_checkpoint_lock(root: &Path) -> Option<std::process::Child> {
 fn a_full_journal_freed_by_another_checkpoint_is_not_nospace() {
     let dir = tempfile::tempdir().unwrap();
     journal::enable(dir.path(), &fresh(), small()).unwrap();
-    let Some(mut holder) = hold_checkpoint_lock(dir.path()) else {
+    let Some(mut holder) = common::hold_checkpoint_lock(dir.path()) else {
         return;
     };
     let opts = fresh().backups(0).lock_timeout(Duration::from_secs(1));

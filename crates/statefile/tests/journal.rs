@@ -825,34 +825,6 @@ fn with_backups_a_swapping_journal_swaps_the_backup_in_too() {
     assert!(common::temps(dir.path()).is_empty());
 }
 
-/// Another process holding the journal's checkpoint lock (`flock(1)` here, standing for
-/// a process stopped in the middle of a checkpoint), until the returned child is killed.
-fn hold_checkpoint_lock(root: &Path) -> Option<std::process::Child> {
-    use std::io::BufRead;
-    if std::process::Command::new("flock")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        common::skip("flock(1) (util-linux) is not installed");
-        return None;
-    }
-    let path = root.join(journal::META_DIR).join("journal-ckpt");
-    let mut child = std::process::Command::new("flock")
-        .arg("-x")
-        .arg(&path)
-        .args(["-c", "echo held; exec sleep 120"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held");
-    Some(child)
-}
-
 /// Regression: the checkpoint lock was waited for without a time limit. A writer that
 /// found a checkpoint due after its write waited for another process's checkpoint to
 /// end, and one that found the journal full waited as long: with that process stopped
@@ -865,7 +837,7 @@ fn a_process_holding_the_checkpoint_lock_never_hangs_a_writer() {
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     journal::enable(dir.path(), &fresh(), small()).unwrap();
-    let Some(mut holder) = hold_checkpoint_lock(dir.path()) else {
+    let Some(mut holder) = common::hold_checkpoint_lock(dir.path()) else {
         return;
     };
     let opts = fresh().backups(0).lock_timeout(Duration::from_secs(1));

@@ -402,3 +402,30 @@ pub fn small() -> statefile::journal::JournalOptions {
         ..statefile::journal::JournalOptions::default()
     }
 }
+
+/// Another process holding the journal's checkpoint lock (`flock(1)`, standing for a
+/// process stopped in the middle of a checkpoint) until the returned child is killed;
+/// `None` (after [`skip`]) where flock(1) is missing.
+pub fn hold_checkpoint_lock(root: &Path) -> Option<std::process::Child> {
+    use std::io::BufRead;
+    if Command::new("flock").arg("--version").output().is_err() {
+        skip("flock(1) (util-linux) is not installed");
+        return None;
+    }
+    let path = root.join(statefile::journal::META_DIR).join("journal-ckpt");
+    // -o: the lock is not passed on to `sleep`, which outlives a killed flock otherwise.
+    let mut child = Command::new("flock")
+        .arg("-x")
+        .arg("-o")
+        .arg(&path)
+        .args(["-c", "echo held; exec sleep 120"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    Some(child)
+}
