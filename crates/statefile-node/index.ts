@@ -281,7 +281,8 @@ function plain(v: unknown, depth: number): boolean {
     case 'string':
       return v.isWellFormed()
     case 'number':
-      return Number.isFinite(v)
+      // -0 takes the careful path: JSON.stringify would write it as 0.
+      return Number.isFinite(v) && !Object.is(v, -0)
     case 'boolean':
       return true
     case 'object': {
@@ -314,8 +315,8 @@ function plain(v: unknown, depth: number): boolean {
 class Refused extends Error {}
 
 /**
- * What a BigInt is written as while `JSON.stringify` runs, before its digits replace
- * the quoted string: random per process, so no string a program stores matches it.
+ * What a BigInt (or -0) is written as while `JSON.stringify` runs, before its digits
+ * replace the quoted string: random per process, so no string a program stores matches it.
  */
 const BIGINT_MARK = `statefile-bigint-${randomUUID()}:`
 const BIGINT_MARKED = new RegExp(`"${BIGINT_MARK}(-?[0-9]+)"`, 'g')
@@ -328,12 +329,13 @@ const BIGINT_MARKED = new RegExp(`"${BIGINT_MARK}(-?[0-9]+)"`, 'g')
  * surrogate, or nesting deeper than 127 levels. The message names the JSON Pointer of
  * the first such value. `undefined` properties of objects are left out, as
  * `JSON.stringify` does (reading the property back gives `undefined` again); `toJSON`
- * methods (Dates, Buffers) are honoured. A BigInt is written as its digits, exactly.
+ * methods (Dates, Buffers) are honoured. A BigInt is written as its digits, exactly;
+ * -0 as `-0` (`JSON.stringify` writes 0, which reads back as another number).
  */
 function toJson(value: unknown, what = 'the value'): string {
   if (!Object.hasOwn(Object.prototype, 'toJSON') && plain(value, 0)) return JSON.stringify(value)
   let text: string | undefined
-  let bigints = false
+  let marked = false
   try {
     // The holders from the top down to the value being written: how deep it is.
     const path: unknown[] = []
@@ -350,9 +352,9 @@ function toJson(value: unknown, what = 'the value'): string {
         if (path.length > MAX_DEPTH) throw new Refused()
         path.push(v)
       }
-      if (typeof v === 'bigint') {
-        bigints = true
-        return `${BIGINT_MARK}${v}`
+      if (typeof v === 'bigint' || Object.is(v, -0)) {
+        marked = true
+        return `${BIGINT_MARK}${typeof v === 'bigint' ? v : '-0'}`
       }
       return v
     })
@@ -367,7 +369,7 @@ function toJson(value: unknown, what = 'the value'): string {
   if (text === undefined) {
     throw new TypeError(`statefile: cannot store ${what}: ${describe(value)} is not JSON`)
   }
-  return bigints ? text.replace(BIGINT_MARKED, '$1') : text
+  return marked ? text.replace(BIGINT_MARKED, '$1') : text
 }
 
 // ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { Doc, StatefileError } = require('..')
+const { Doc, Store, StatefileError } = require('..')
 const { scratch, test } = require('./helpers')
 
 const refused = (pointer, shown) => (e) =>
@@ -135,8 +135,28 @@ test('numbers JavaScript writes back as the same number are numbers: 1.0, 1E2, -
   const v = await doc.read()
   assert.deepEqual(v, [1, 100, -0, 0.1, 2 ** 53, -(2 ** 53), 1e20, 5e-324, Number.MAX_VALUE, 0.1 + 0.2, 0, 1e21])
   assert.ok(Object.is(v[2], -0))
-  // An update writes JavaScript's spelling of the same numbers (JSON.stringify writes
-  // -0 as 0).
+  // An update writes JavaScript's spelling of the same numbers; -0 stays -0 (which
+  // JSON.stringify would write as 0).
   await doc.update((d) => { d.push('x') })
-  assert.deepEqual(JSON.parse(fs.readFileSync(p, 'utf8')), [...v.map((x) => x === 0 ? 0 : x), 'x'])
+  const back = JSON.parse(fs.readFileSync(p, 'utf8'))
+  assert.deepEqual(back, [...v, 'x'])
+  assert.ok(Object.is(back[2], -0) && Object.is(back[10], 0))
+})
+
+test('-0 is stored as -0, not as the 0 JSON.stringify writes: at the top, inside, boxed, in a transaction', async (t) => {
+  const dir = scratch(t)
+  const doc = new Doc(path.join(dir, 'z.json'))
+  for (const [value, text] of [[-0, '-0'], [{ a: -0, b: [0, -0] }, '{"a":-0,"b":[0,-0]}'], [[new Number(-0)], '[-0]']]) {
+    await doc.write(value)
+    const raw = fs.readFileSync(doc.path, 'utf8')
+    assert.equal(JSON.stringify(JSON.parse(raw, (k, x) => (Object.is(x, -0) ? '-0' : x))).replace(/"-0"/g, '-0'), text, raw)
+    doc.writeSync(value)
+    assert.equal(fs.readFileSync(doc.path, 'utf8'), raw, 'writeSync writes what write wrote')
+  }
+  const read = await doc.read()
+  assert.ok(Object.is(read[0], -0), 'read back as -0')
+  const store = new Store(dir)
+  await store.enableJournal()
+  await store.transaction([{ op: 'put', doc: 't.json', value: { n: -0 } }])
+  assert.ok(Object.is((await store.doc('t.json').read()).n, -0))
 })
