@@ -221,8 +221,8 @@ impl Error {
         let mut e = Error::new(
             ErrorKind::Serialize,
             format!(
-                "cannot {op} {}: it is {size_text}, over the limit of {limit} bytes on a \
-                 document's size (raise it with Options::max_document_bytes)",
+                "cannot {op} {}: it is {size_text}, too large for the limit of {limit} bytes \
+                 on a document's size (raise it with Options::max_document_bytes)",
                 path.display()
             ),
         )
