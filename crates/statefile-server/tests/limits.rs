@@ -1162,8 +1162,8 @@ fn a_sparse_20_gib_document_is_422_at_once_and_a_put_replaces_it() {
     };
     planted("big.json", huge);
     let merge = ("content-type", "application/merge-patch+json");
-    let requests: [(&str, &str, (&str, &str), &[u8]); 3] = [
-        ("GET", "/v1/docs/big.json", JSON, b""),
+    let requests = [
+        ("GET", "/v1/docs/big.json", JSON, &b""[..]),
         ("PATCH", "/v1/docs/big.json", merge, b"{\"a\": 1}"),
         ("POST", "/v1/docs/big.json/append?pointer=/list", JSON, b"1"),
     ];
