@@ -598,6 +598,13 @@ pub struct ServeLimits {
     /// least 4 times --max-body.
     #[arg(long, default_value = "2G", value_name = "BYTES", value_parser = bytes)]
     pub max_body_memory: usize,
+    /// Largest document read into memory or written. A stored document over it (a file
+    /// another program put there) is 422 document-too-large at once, never read; a PUT
+    /// may replace it. At least --max-body: any body a client may send fits, in the
+    /// form it was sent; a write whose stored form is larger (documents are stored
+    /// pretty-printed unless --compact) is 422 too, nothing written.
+    #[arg(long, default_value = "64M", value_name = "BYTES", value_parser = bytes)]
+    pub max_document: usize,
     /// Seconds a request may take, waiting for its turn included (then: 503 and
     /// Retry-After, nothing written; a write already handed to the storage is answered
     /// when it ends, as it ended).
@@ -636,13 +643,14 @@ name, JSON, pointer or precondition, or a request that is not valid HTTP/1.1; 40
 token; 404; 405; 408 a body too slow; 412 If-Match or If-None-Match did not hold; 413 a
 body or patch too large; 414; 415; 422 a patch or append that does not apply; 431 a
 request head over 64 KiB; 503 the lock or the request timed out (Retry-After); 507 no
-space; 500 a damaged document, a permission or durability problem. The process
-exits 0 after SIGTERM or Ctrl-C (requests in flight finish), 1 if it cannot start.
+space; 500 a damaged document, a permission or durability problem; 422 also a document
+over --max-document (document-too-large). The process exits 0 after SIGTERM or Ctrl-C
+(requests in flight finish), 1 if it cannot start.
 
 Memory, worst case: the request bodies held at once, with the values they parse into,
 stay within --max-body-memory (2 GiB by default); each open connection holds at most
 64 KiB of request head (64 MiB for 1024 connections); each storage operation holds the
-document it works on (up to --concurrency of them). Documents are written by streaming,
+document it works on, at most --max-document (up to --concurrency of them). Documents are written by streaming,
 not held twice.
 
 Examples:

@@ -550,6 +550,7 @@ fn serve(g: &Global, a: ServeArgs) -> CliResult {
     config.token = a.token.filter(|t| !t.is_empty());
     config.max_body = l.max_body;
     config.max_body_memory = l.max_body_memory;
+    config.max_document = l.max_document as u64;
     config.request_timeout = l.request_timeout;
     config.body_timeout = l.body_timeout;
     config.header_timeout = l.header_timeout;

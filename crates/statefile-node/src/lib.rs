@@ -676,8 +676,13 @@ fn lock_timeout(ms: f64) -> napi::Result<Duration> {
     })
 }
 
+/// The largest document this binding reads or writes: a longer one could never become
+/// a JavaScript string, so a larger file (a sparse multi-GB one) is refused before it
+/// is read, with code `SERIALIZE`, as a value too large for a string is.
+const MAX_DOCUMENT: u64 = MAX_JS_STRING as u64;
+
 fn options(base: Options, o: &DocOptions) -> napi::Result<Options> {
-    let mut opts = base;
+    let mut opts = base.max_document_bytes(MAX_DOCUMENT);
     if let Some(n) = o.backups {
         opts = opts.backups(n as usize);
     }
@@ -2067,7 +2072,9 @@ pub struct AtomicOptions {
 }
 
 fn atomic_options(o: &AtomicOptions) -> napi::Result<Options> {
-    let mut opts = Options::default().backups(0);
+    let mut opts = Options::default()
+        .backups(0)
+        .max_document_bytes(MAX_DOCUMENT);
     if let Some(m) = o.mode {
         opts = opts.mode(m);
     }

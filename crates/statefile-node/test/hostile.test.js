@@ -144,6 +144,21 @@ test('a document too large for a JavaScript string is a StatefileError, and an u
   assert.deepEqual(temps(dir), [])
 })
 
+// Regression: a sparse multi-GB file at a document's name was read and hashed whole
+// (about 1 s per 64 MB) before being refused as too large for a string.
+test('a sparse 4 GiB document is refused at once with code SERIALIZE, never read', async (t) => {
+  const dir = scratch(t)
+  const p = path.join(dir, 'sparse.json')
+  fs.writeFileSync(p, '{}')
+  fs.truncateSync(p, 4 * 2 ** 30)
+  const doc = new Doc(p, { lockTimeoutMs: 1000 })
+  const tooLarge = (e) => isError('SERIALIZE')(e) && /too large/.test(e.message) && e.path === p
+  const started = Date.now()
+  await assert.rejects(doc.read(), tooLarge)
+  await assert.rejects(doc.update((d) => { d.x = 1 }), tooLarge)
+  assert.ok(Date.now() - started < 1000, `took ${Date.now() - started} ms`)
+})
+
 test('writeFileAtomic writes the bytes given at the call, whatever happens to the buffer after', async (t) => {
   const dir = scratch(t)
   const f = path.join(dir, 'layout.txt')

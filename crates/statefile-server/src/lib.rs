@@ -80,6 +80,12 @@ pub struct Config {
     pub doc_concurrency: usize,
     /// Operations in one JSON Patch (default 10,000): beyond, 413.
     pub max_patch_ops: usize,
+    /// Largest document in bytes that is read into memory or written (default 64 MiB;
+    /// [`statefile::Options::max_document_bytes`], which [`App::open`] sets from it).
+    /// A stored document over it is answered 422 `document-too-large` without being
+    /// read; a write whose stored form (as laid out, pretty by default) is over it is
+    /// 422 too, nothing written. [`run`] refuses one smaller than `max_body`.
+    pub max_document: u64,
     /// Library options for the documents (durability, backups, lock timeout...).
     pub options: statefile::Options,
     /// When set, [`run`] serves the documents of this PostgreSQL database instead of
@@ -108,6 +114,7 @@ impl Config {
             concurrency: 256,
             doc_concurrency: 16,
             max_patch_ops: 10_000,
+            max_document: 64 * 1024 * 1024,
             options: statefile::Options::new(),
             postgres: None,
             quiet: false,
@@ -180,8 +187,12 @@ impl App {
                 ),
             ));
         }
-        let store =
-            statefile::Store::open_with(&config.root, config.options.clone().create_dirs(true))?;
+        let opts = config
+            .options
+            .clone()
+            .create_dirs(true)
+            .max_document_bytes(config.max_document);
+        let store = statefile::Store::open_with(&config.root, opts)?;
         let r = store.recovery();
         if !r.is_healthy() {
             tracing::warn!(
@@ -414,6 +425,14 @@ pub fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
         )
         .into());
     }
+    if config.max_document < config.max_body as u64 {
+        return Err(format!(
+            "--max-document ({}) must be at least --max-body ({}): a document a client may \
+             send must be one the server reads back",
+            config.max_document, config.max_body
+        )
+        .into());
+    }
     if let Some(fds) = raise_descriptor_limit()
         && let Some(warning) = fit_to_descriptors(&mut config, fds)
     {
@@ -447,6 +466,7 @@ pub fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error + Send + 
             concurrency = c.concurrency,
             max_body = c.max_body,
             max_body_memory = c.max_body_memory,
+            max_document = c.max_document,
             request_timeout_s = c.request_timeout.as_secs_f64(),
             "serving"
         );

@@ -175,7 +175,13 @@ fn complete(path: &str, method: &str, op: &mut Operation, token: bool) {
         answers.push(("415", "unsupported-media-type"));
         answers.push((
             "422",
-            "the patch or append does not apply, the value cannot be stored, or an Idempotency-Key was used for another request",
+            "the patch or append does not apply, the value cannot be stored, document-too-large (the stored document, or what the write would store, is over --max-document), or an Idempotency-Key was used for another request",
+        ));
+    }
+    if named && method == "get" {
+        answers.push((
+            "422",
+            "document-too-large: the stored document or backup is larger than --max-document (it is not read); a PUT may replace it",
         ));
     }
     for (code, text) in answers {

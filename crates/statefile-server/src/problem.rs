@@ -219,13 +219,30 @@ impl ApiError {
                      the way, or the name leads outside the store"
                 ),
             ),
-            ErrorKind::Serialize => ApiError::unprocessable(
-                "value-not-storable",
-                format!(
-                    "the value cannot be stored in document {name}: {}",
-                    reason.as_deref().unwrap_or("it is not representable")
+            ErrorKind::Serialize => match too_large(source.as_ref()) {
+                Some(t) => {
+                    let size = t.size.map_or_else(
+                        || format!("more than {} bytes", t.limit),
+                        |n| format!("{n} bytes"),
+                    );
+                    ApiError::unprocessable(
+                        "document-too-large",
+                        format!(
+                            "document {name} is {size}, over the server's limit of {} bytes on a \
+                             document (serve --max-document): it is not read or written; a PUT \
+                             of a smaller value may replace it",
+                            t.limit
+                        ),
+                    )
+                }
+                None => ApiError::unprocessable(
+                    "value-not-storable",
+                    format!(
+                        "the value cannot be stored in document {name}: {}",
+                        reason.as_deref().unwrap_or("it is not representable")
+                    ),
                 ),
-            ),
+            },
             _ if out_of_descriptors(source.as_ref()) => {
                 let mut a = ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -255,6 +272,21 @@ impl ApiError {
         }
         err
     }
+}
+
+/// What a library error (`e` or one it wraps) says of a document over the size limit.
+fn too_large(e: &(dyn std::error::Error + 'static)) -> Option<statefile::TooLarge> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(t) = e
+            .downcast_ref::<statefile::Error>()
+            .and_then(statefile::Error::too_large)
+        {
+            return Some(t);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// Whether `e` (or an error it wraps) is the process (EMFILE) or the system (ENFILE)

@@ -1135,3 +1135,101 @@ fn a_transaction_that_can_never_fit_the_descriptor_limit_is_413_at_once() {
     assert_eq!(retry, None);
     assert!(!dir.path().join("d0000").exists());
 }
+
+/// Regression: a sparse 20 GiB file planted at a document's name was read whole on GET
+/// (its 20 GiB reserved first): one request took the server down. It is 422
+/// `document-too-large` at once, naming its size and the limit, for GET, PATCH and
+/// append alike; other documents are served meanwhile, and a PUT replaces it.
+#[test]
+fn a_sparse_20_gib_document_is_422_at_once_and_a_put_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut config = Config::new(root);
+    config.max_body = 1 << 20;
+    config.max_document = 4 << 20;
+    let server = Server::start(config);
+    let mut conn = Conn::open(server.addr);
+    let (status, _, _) = conn
+        .send("PUT", "/v1/docs/ok.json", &[JSON], b"{\"n\": 1}")
+        .unwrap();
+    assert_eq!(status, 201);
+    let huge: u64 = 20 << 30;
+    let planted = |name: &str, len: u64| {
+        std::fs::File::create(root.join(name))
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+    };
+    planted("big.json", huge);
+    let merge = ("content-type", "application/merge-patch+json");
+    let requests = [
+        ("GET", "/v1/docs/big.json", JSON, &b""[..]),
+        ("PATCH", "/v1/docs/big.json", merge, b"{\"a\": 1}"),
+        ("POST", "/v1/docs/big.json/append?pointer=/list", JSON, b"1"),
+    ];
+    for (method, path, ctype, body) in requests {
+        let started = Instant::now();
+        let (status, hs, b) = conn.send(method, path, &[ctype], body).unwrap();
+        let text = String::from_utf8_lossy(&b);
+        assert_eq!(status, 422, "{method}: {text}");
+        assert_eq!(
+            header(&hs, "content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        assert!(text.contains("document-too-large"), "{text}");
+        assert!(text.contains(&huge.to_string()), "{text}");
+        assert!(text.contains(&(4u64 << 20).to_string()), "{text}");
+        assert!(!text.contains(&root.display().to_string()), "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{method} took {:?}",
+            started.elapsed()
+        );
+        let (status, _, b) = conn.send("GET", "/v1/docs/ok.json", &[], b"").unwrap();
+        assert_eq!(
+            (status, serde_json::from_slice::<Value>(&b).unwrap()),
+            (200, json!({"n": 1}))
+        );
+    }
+    // A PUT replaces an over-limit document. (It looks at the old file to back it up,
+    // streaming it through the hasher at ~100 MB/s on a slow machine: a smaller one.)
+    planted("big.json", 0);
+    planted("big.json", 16 << 20);
+    let (status, _, b) = conn
+        .send("PUT", "/v1/docs/big.json", &[JSON], b"[1]")
+        .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&b));
+    let (status, _, b) = conn.send("GET", "/v1/docs/big.json", &[], b"").unwrap();
+    assert_eq!(
+        (status, serde_json::from_slice::<Value>(&b).unwrap()),
+        (200, json!([1]))
+    );
+    // A PUT of a body within --max-body whose stored form, pretty-printed ten levels
+    // deep, is over the limit: 422, nothing written.
+    let spread = format!(
+        "{}{}1{}",
+        "[".repeat(10),
+        "1,".repeat(500_000),
+        "]".repeat(10)
+    );
+    let (status, _, b) = conn
+        .send("PUT", "/v1/docs/big.json", &[JSON], spread.as_bytes())
+        .unwrap();
+    let text = String::from_utf8_lossy(&b);
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("document-too-large"), "{text}");
+    let (_, _, b) = conn.send("GET", "/v1/docs/big.json", &[], b"").unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&b).unwrap(), json!([1]));
+}
+
+#[test]
+fn max_document_below_max_body_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.max_document = (config.max_body - 1) as u64;
+    let e = statefile_server::run(config).unwrap_err().to_string();
+    assert!(
+        e.contains("--max-document") && e.contains("--max-body"),
+        "{e}"
+    );
+}

@@ -346,6 +346,9 @@ pub(crate) struct Plan<'a> {
     pub poison: Option<&'a AtomicBool>,
     /// Told the temp file's path after step 1.
     pub temp_created: Option<&'a TempHook>,
+    /// The most bytes the content may come to ([`Options::max_document_bytes`]); more
+    /// fails the write with [`ErrorKind::Serialize`] before anything is renamed.
+    pub max_bytes: u64,
 }
 
 impl<'a> Plan<'a> {
@@ -362,6 +365,7 @@ impl<'a> Plan<'a> {
             perms: opts.perms,
             poison,
             temp_created: opts.temp_created.as_ref(),
+            max_bytes: opts.max_document_bytes,
         }
     }
 
@@ -378,6 +382,7 @@ impl<'a> Plan<'a> {
             perms: opts.perms,
             poison: None,
             temp_created: opts.temp_created.as_ref(),
+            max_bytes: u64::MAX,
         }
     }
 
@@ -536,7 +541,7 @@ pub(crate) fn replace(
     let mut temp = Temp::create(w)?; //                               1.
     temp.announce(plan.temp_created)?;
     temp.take_permissions(current.meta(), plan.perms, w.umask)?; //   2.
-    let (version, bytes) = temp.fill(body)?; //                       3.
+    let (version, bytes) = temp.fill(body, plan.max_bytes)?; //       3.
     temp.sync(plan.durability)?; //                                   4.
     temp.verify(plan.verify, &version)?; //                           5.
     let unchanged = current.version() == Some(&version);
@@ -600,7 +605,7 @@ fn replace_journaled(
     let started = std::time::Instant::now();
     let j = &b.journal;
     let mut spill = Spill::new(w, plan, current, j.max_record());
-    let made = run_body(Sink::Spill(&mut spill), body, &t.path);
+    let made = run_body(Sink::Spill(&mut spill), body, &t.path, plan.max_bytes);
     // A serializer's own error is reported as it is; an I/O error from a temp file that
     // could not be made, as that failure (its kind: a full disk, a refusing hook).
     let (version, len) = made.map_err(|e| match spill.failed.take() {
@@ -1478,10 +1483,10 @@ impl<'a> Temp<'a> {
         take_permissions(self.file().as_mut(), &path, old, perms, umask)
     }
 
-    /// Step 3: stream the content, hashing and counting it.
-    fn fill(&mut self, body: &mut Body<'_>) -> Result<(Version, u64)> {
+    /// Step 3: stream the content, hashing and counting it, up to `max` bytes.
+    fn fill(&mut self, body: &mut Body<'_>, max: u64) -> Result<(Version, u64)> {
         let target = self.w.target.path.clone();
-        run_body(Sink::File(self.file()), body, &target)
+        run_body(Sink::File(self.file()), body, &target, max)
     }
 
     /// Step 3 in journal mode: the bytes are already made (and the record, with the mode
@@ -1715,11 +1720,22 @@ fn new_file_owner(w: &Locked) -> (u32, u32) {
 }
 
 /// Run `body` into `sink` through the 64 KiB buffer and the hasher: the version and
-/// length of what it wrote.
-fn run_body(sink: Sink<'_>, body: &mut Body<'_>, target: &Path) -> Result<(Version, u64)> {
+/// length of what it wrote. Every write's content passes here, so this is where
+/// [`Options::max_document_bytes`] (`max`) is held to: past it, the write fails with
+/// [`ErrorKind::Serialize`] ([`Error::too_large`]) and the sink has at most `max` bytes.
+fn run_body(
+    sink: Sink<'_>,
+    body: &mut Body<'_>,
+    target: &Path,
+    max: u64,
+) -> Result<(Version, u64)> {
     // The hasher sits behind the buffer, so it sees 64 KiB chunks rather than the
     // serializer's many small writes.
-    let mut w: TempWriter<'_> = BufWriter::with_capacity(64 * 1024, HashingWriter::new(sink));
+    let hashing = HashingWriter::limited(sink, max);
+    let mut w: TempWriter<'_> = BufWriter::with_capacity(64 * 1024, hashing);
+    let too_large = |e: &io::Error| {
+        crate::version::over_limit(e).map(|limit| Error::over_limit("write", target, None, limit))
+    };
     if let Err(e) = body(&mut w) {
         // What the buffer holds is dropped unwritten: dropping the buffer would write
         // it out, past the failure (a spill would then make a temp file for a write that
@@ -1731,13 +1747,15 @@ fn run_body(sink: Sink<'_>, body: &mut Body<'_>, target: &Path) -> Result<(Versi
                 format!("cannot write {}: {msg}", target.display()),
             )
             .with_path(target),
-            SerializeError::Io(e) => Error::io("write temp file for", target, e),
+            SerializeError::Io(e) => {
+                too_large(&e).unwrap_or_else(|| Error::io("write temp file for", target, e))
+            }
         });
     }
     let hashing = w.into_inner().map_err(|e| {
         let (e, w) = e.into_parts();
         drop(w.into_parts());
-        Error::io("write temp file for", target, e)
+        too_large(&e).unwrap_or_else(|| Error::io("write temp file for", target, e))
     })?;
     let (_, version, bytes) = hashing.finish();
     Ok((version, bytes))

@@ -144,7 +144,7 @@ pub(crate) fn list(dir: &dyn FsDir, t: &Target) -> Result<Vec<BackupInfo>> {
                 "ignoring a backup that is not a regular file");
             continue;
         }
-        let (seen, reserved) = match file::inspect_readable(dir, &name, &path) {
+        let (seen, reserved) = match file::inspect_readable(dir, &name, &path, u64::MAX) {
             Ok(s) => s,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -236,14 +236,19 @@ pub(crate) fn pick<'a>(
 
 /// The bytes of the backup `which` names, read through `dir` (regular files only) and
 /// checked to parse: a damaged backup is never handed out or restored.
-pub(crate) fn read_picked(dir: &dyn FsDir, t: &Target, which: &BackupRef) -> Result<Vec<u8>> {
+pub(crate) fn read_picked(
+    dir: &dyn FsDir,
+    t: &Target,
+    which: &BackupRef,
+    max: u64,
+) -> Result<Vec<u8>> {
     let all = list(dir, t)?;
     let chosen = pick(dir, &all, which, t)?;
     let name = chosen
         .path
         .file_name()
         .expect("a backup path ends in its name");
-    let (bytes, _) = file::read(dir, name, &chosen.path)?;
+    let (bytes, _) = file::read(dir, name, &chosen.path, max)?;
     // The bytes were checked by `list`, but may have been rotated since: check again.
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
         return Err(json::parse_error(e, bytes.is_empty(), &chosen.path));
@@ -275,7 +280,7 @@ pub(crate) fn restore_locked(
         )
         .with_path(&t.path));
     }
-    let bytes = read_picked(dir, t, which)?;
+    let bytes = read_picked(dir, t, which, plan.max_bytes)?;
     let plan = Plan {
         // Keep at least one backup so the restore itself can be undone.
         backups: plan.backups.max(1),

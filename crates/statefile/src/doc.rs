@@ -627,7 +627,8 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// does not parse (a damaged backup is never copied); I/O kinds if it cannot be read.
     pub fn read_backup(&self, which: &BackupRef) -> Result<Versioned<Vec<u8>>> {
         let opened = self.open_for_read()?;
-        let bytes = backup::read_picked(opened.dir.as_ref(), &opened.target, which)?;
+        let max = self.opts.max_document_bytes;
+        let bytes = backup::read_picked(opened.dir.as_ref(), &opened.target, which, max)?;
         Ok(Versioned {
             version: Version::of(&bytes),
             value: bytes,
@@ -827,11 +828,14 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     /// The document's bytes and metadata.
     fn read_in(&self, opened: &Opened) -> Result<(Vec<u8>, Metadata)> {
         let t = &opened.target;
-        file::read(opened.dir.as_ref(), &t.name, &opened.shown).map_err(|e| match e.io_error() {
-            Some(io) if io.kind() == io::ErrorKind::NotFound => {
-                does_not_exist(&opened.shown, io::Error::new(io.kind(), io.to_string()))
+        let max = self.opts.max_document_bytes;
+        file::read(opened.dir.as_ref(), &t.name, &opened.shown, max).map_err(|e| {
+            match e.io_error() {
+                Some(io) if io.kind() == io::ErrorKind::NotFound => {
+                    does_not_exist(&opened.shown, io::Error::new(io.kind(), io.to_string()))
+                }
+                _ => e,
             }
-            _ => e,
         })
     }
 
@@ -864,7 +868,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         let (t, dir) = (&opened.target, opened.dir.as_ref());
         let backups = backup::backup_files(dir, t)?;
         if self.opts.read_policy == ReadPolicy::FallbackToBackup
-            && let Some(good) = newest_good(dir, t, &backups, &parse)
+            && let Some(good) = newest_good(dir, t, &backups, self.opts.max_document_bytes, &parse)
         {
             let reason = err
                 .corrupt_info()
@@ -896,7 +900,10 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         info.backup_exists = has_backup;
         // A fallback read that got here found no good backup; a strict one looks.
         let good = match self.opts.read_policy {
-            ReadPolicy::Strict => newest_good(dir, t, &backups, &parse).map(|g| g.number),
+            ReadPolicy::Strict => {
+                newest_good(dir, t, &backups, self.opts.max_document_bytes, &parse)
+                    .map(|g| g.number)
+            }
             ReadPolicy::FallbackToBackup => None,
         };
         let hint = damage_hint(has_backup, good, "read it with fallback");
@@ -926,11 +933,13 @@ pub(crate) struct Good<U> {
 }
 
 /// The newest of `backups` (names in `dir`, newest first) that is a regular file and that
-/// `parse` accepts: what a fallback read serves.
+/// `parse` accepts: what a fallback read serves. A backup over `max` bytes is passed
+/// over unread, as one that does not parse.
 pub(crate) fn newest_good<U>(
     dir: &dyn FsDir,
     t: &Target,
     backups: &[OsString],
+    max: u64,
     parse: impl Fn(&[u8]) -> Option<U>,
 ) -> Option<Good<U>> {
     let mut number = 0;
@@ -941,7 +950,7 @@ pub(crate) fn newest_good<U>(
         }
         number += 1;
         let path = t.beside(name);
-        let Ok((bytes, _)) = file::read(dir, name, &path) else {
+        let Ok((bytes, _)) = file::read(dir, name, &path, max) else {
             continue;
         };
         if let Some(value) = parse(&bytes) {
@@ -1007,6 +1016,7 @@ pub(crate) fn cannot_update_damaged(
     shown: &Path,
     version: &Version,
     e: Error,
+    max: u64,
 ) -> Error {
     if e.kind() != ErrorKind::Corrupt {
         return e;
@@ -1017,7 +1027,7 @@ pub(crate) fn cannot_update_damaged(
     );
     let (t, dir) = (&w.target, w.dir.as_ref());
     let backups = backup::backup_files(dir, t).unwrap_or_default();
-    let good = newest_good(dir, t, &backups, |b| {
+    let good = newest_good(dir, t, &backups, max, |b| {
         serde_json::from_slice::<serde::de::IgnoredAny>(b).ok()
     });
     let hint = damage_hint(

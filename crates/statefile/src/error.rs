@@ -73,7 +73,9 @@ pub enum ErrorKind {
     /// happened (the error carries its version): do not retry it as if it had not.
     Durability,
     /// The value cannot be stored or read as asked: a non-finite number, nesting
-    /// too deep, or valid JSON that does not fit the caller's type.
+    /// too deep, valid JSON that does not fit the caller's type, or a document larger
+    /// than [`Options::max_document_bytes`](crate::Options::max_document_bytes) allows
+    /// ([`Error::too_large`]).
     Serialize,
     /// Any other I/O failure.
     Io,
@@ -131,6 +133,19 @@ pub struct CorruptInfo {
     pub backup_exists: bool,
 }
 
+/// A document, backup or value larger than [`Options::max_document_bytes`] allows
+/// (what [`Error::too_large`] tells of an [`ErrorKind::Serialize`] error).
+///
+/// [`Options::max_document_bytes`]: crate::Options::max_document_bytes
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLarge {
+    /// Its size in bytes: a file's length when it was opened; `None` for a write, or
+    /// a file that grew while it was read (counting stops past the limit).
+    pub size: Option<u64>,
+    /// The limit, in bytes.
+    pub limit: u64,
+}
+
 /// The library's error: a kind, a message that names the file and the operation, and
 /// the underlying cause (usually an [`io::Error`]) as its [`source`](std::error::Error::source).
 ///
@@ -148,6 +163,7 @@ struct Inner {
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     corrupt: Option<CorruptInfo>,
     version: Option<Version>,
+    too_large: Option<TooLarge>,
 }
 
 /// `Result` with [`Error`] as the error type.
@@ -164,6 +180,7 @@ impl Error {
                 source: None,
                 corrupt: None,
                 version: None,
+                too_large: None,
             }),
         }
     }
@@ -192,6 +209,26 @@ impl Error {
     pub(crate) fn with_corrupt(mut self, info: CorruptInfo) -> Error {
         self.inner.corrupt = Some(info);
         self
+    }
+
+    /// What `op` met at `path` is over the limit: [`ErrorKind::Serialize`], naming the size,
+    /// the limit, and how to raise it.
+    pub(crate) fn over_limit(op: &str, path: &Path, size: Option<u64>, limit: u64) -> Error {
+        let size_text = match size {
+            Some(n) => format!("{n} bytes"),
+            None => format!("more than {limit} bytes"),
+        };
+        let mut e = Error::new(
+            ErrorKind::Serialize,
+            format!(
+                "cannot {op} {}: it is {size_text}, too large for the limit of {limit} bytes \
+                 on a document's size (raise it with Options::max_document_bytes)",
+                path.display()
+            ),
+        )
+        .with_path(path);
+        e.inner.too_large = Some(TooLarge { size, limit });
+        e
     }
 
     pub(crate) fn with_version(mut self, version: Version) -> Error {
@@ -227,6 +264,7 @@ impl Error {
                 source,
                 corrupt: i.corrupt.clone(),
                 version: i.version.clone(),
+                too_large: i.too_large,
             }),
         }
     }
@@ -256,6 +294,12 @@ impl Error {
     /// the version actually found.
     pub fn version(&self) -> Option<&Version> {
         self.inner.version.as_ref()
+    }
+
+    /// For [`ErrorKind::Serialize`]: the document, backup or value was larger than
+    /// [`Options::max_document_bytes`](crate::Options::max_document_bytes) allows.
+    pub fn too_large(&self) -> Option<TooLarge> {
+        self.inner.too_large
     }
 
     /// The OS error behind this one, if any.

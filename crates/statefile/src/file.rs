@@ -85,31 +85,50 @@ pub(crate) fn open(
     Ok((f, meta))
 }
 
-/// Read the regular file `name` in `dir` whole.
-pub(crate) fn read(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<(Vec<u8>, Metadata)> {
-    let (mut f, meta) = open(dir, name, path)?;
+/// Read the regular file `name` in `dir` whole, if it is at most `max` bytes
+/// ([`Options::max_document_bytes`](crate::Options::max_document_bytes)). A longer
+/// file is [`ErrorKind::Serialize`] ([`Error::too_large`]) before any of it is read;
+/// one that grows past `max` while it is read is refused the same way, after reading
+/// `max` + 1 bytes at most.
+pub(crate) fn read(
+    dir: &dyn FsDir,
+    name: &OsStr,
+    path: &Path,
+    max: u64,
+) -> Result<(Vec<u8>, Metadata)> {
+    let (f, meta) = open(dir, name, path)?;
+    if meta.len > max {
+        return Err(Error::over_limit("read", path, Some(meta.len), max));
+    }
     let mut buf = Vec::new();
     reserve_for(&mut buf, meta.len).ctx("read", path)?;
-    f.read_to_end(&mut buf).ctx("read", path)?;
+    f.take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .ctx("read", path)?;
+    if buf.len() as u64 > max {
+        return Err(Error::over_limit("read", path, None, max));
+    }
     Ok((buf, meta))
 }
 
 /// Hash the regular file `name` in `dir` and check whether it parses, streaming (the
 /// file may be large).
 pub(crate) fn inspect(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<Seen> {
-    inspect_with(dir, name, path, false).map(|(seen, _)| seen)
+    inspect_with(dir, name, path, false, u64::MAX).map(|(seen, _)| seen)
 }
 
 /// [`inspect`], and whether a file that parses holds [`json::RESERVED_KEY`] (so that
 /// statefile's reads refuse it): `Some(why)` if it does. For `statefile verify` and the
 /// choice of a backup to restore; the write path, which never reads the old value back,
-/// does not pay for the search.
+/// does not pay for the search. A file over `max` bytes is not looked at:
+/// [`ErrorKind::Serialize`], as [`read`] says of it.
 pub(crate) fn inspect_readable(
     dir: &dyn FsDir,
     name: &OsStr,
     path: &Path,
+    max: u64,
 ) -> Result<(Seen, Option<String>)> {
-    inspect_with(dir, name, path, true)
+    inspect_with(dir, name, path, true, max)
 }
 
 fn inspect_with(
@@ -117,11 +136,15 @@ fn inspect_with(
     name: &OsStr,
     path: &Path,
     reserved: bool,
+    max: u64,
 ) -> Result<(Seen, Option<String>)> {
     /// Up to this size the file is read whole: parsing a slice is several times faster
     /// than parsing a stream. Larger files stream, so memory stays bounded.
     const IN_MEMORY: u64 = 16 << 20;
     let (mut f, meta) = open(dir, name, path)?;
+    if meta.len > max {
+        return Err(Error::over_limit("read", path, Some(meta.len), max));
+    }
     if meta.len <= IN_MEMORY {
         let mut bytes = Vec::with_capacity(meta.len as usize + 1);
         f.read_to_end(&mut bytes).ctx("read", path)?;

@@ -64,7 +64,7 @@ use crate::fs::Metadata;
 use crate::json::{self, Format, SerializeError};
 use crate::lock::{self, lock_ignoring_poison as locked};
 use crate::options::{Durability, Options, Perms, Receipt, TempHook};
-use crate::version::Version;
+use crate::version::{Version, over_limit};
 
 /// One document's queue of calls waiting to join a batch.
 #[derive(Default)]
@@ -116,6 +116,7 @@ struct Meta {
     verify: bool,
     max_calls: usize,
     max_bytes: u64,
+    max_document: u64,
     conditional: bool,
     joined: Instant,
     poison: Option<Arc<AtomicBool>>,
@@ -235,13 +236,13 @@ impl Disk {
     }
 
     /// The document's bytes, `None` if there is none.
-    fn read(&mut self, w: &Locked) -> Result<Option<&[u8]>> {
+    fn read(&mut self, w: &Locked, max: u64) -> Result<Option<&[u8]>> {
         if self.meta.is_none() {
             return Ok(None);
         }
         if self.bytes.is_none() {
             let t = &w.target;
-            let (bytes, meta) = file::read(w.dir.as_ref(), &t.name, &t.path)?;
+            let (bytes, meta) = file::read(w.dir.as_ref(), &t.name, &t.path, max)?;
             self.meta = Some(meta);
             self.bytes = Some(bytes);
         }
@@ -312,6 +313,7 @@ pub(crate) struct Baton {
     perms: Perms,
     max_calls: usize,
     max_bytes: u64,
+    max_document: u64,
     bytes: u64,
     started: Instant,
     temp_created: Option<TempHook>,
@@ -350,6 +352,7 @@ impl Baton {
             perms: first.perms,
             max_calls: first.max_calls,
             max_bytes: first.max_bytes,
+            max_document: first.max_document,
             bytes: 0,
             started,
             temp_created: first.temp_created.clone(),
@@ -384,6 +387,7 @@ impl Baton {
             && next.format == self.format
             && next.backups == self.backups
             && next.perms == self.perms
+            && next.max_document == self.max_document
             && same_hook(next.temp_created.as_ref(), self.temp_created.as_ref())
             && !(next.conditional && self.successes > 0)
     }
@@ -489,7 +493,7 @@ impl Baton {
         let shown = &slot.meta.shown;
         let t = &self.locked.target;
         match &self.work {
-            Work::Disk => match self.disk.read(&self.locked)? {
+            Work::Disk => match self.disk.read(&self.locked, self.max_document)? {
                 None => match init {
                     Some(init) => Ok(init()),
                     None => Err(Error::new(
@@ -507,8 +511,15 @@ impl Baton {
                         version: Version::of(bytes),
                         parses: !corrupt,
                     };
-                    let parsed = parsed
-                        .map_err(|e| cannot_update_damaged(&self.locked, shown, &seen.version, e));
+                    let parsed = parsed.map_err(|e| {
+                        cannot_update_damaged(
+                            &self.locked,
+                            shown,
+                            &seen.version,
+                            e,
+                            self.max_document,
+                        )
+                    });
                     self.disk.parses = Some(seen.parses);
                     self.disk.seen = Some(seen);
                     parsed
@@ -557,7 +568,7 @@ impl Baton {
             Some(s) if !s.parses => {
                 let dir = self.locked.dir.as_ref();
                 let backups = backup::backup_files(dir, t)?;
-                if let Some(good) = newest_good(dir, t, &backups, parse)
+                if let Some(good) = newest_good(dir, t, &backups, self.max_document, parse)
                     && &good.version == expected
                 {
                     return Ok(Matched::Served(good.value));
@@ -980,6 +991,7 @@ fn run(
             verify: opts.verify,
             max_calls,
             max_bytes,
+            max_document: opts.max_document_bytes,
             conditional,
             joined,
             poison: call.poison.cloned(),
@@ -1187,6 +1199,7 @@ fn write_batch(b: &mut Baton, step: &dyn Step) -> Option<Result<Receipt>> {
             perms: b.perms,
             poison: None,
             temp_created: b.temp_created.as_ref(),
+            max_bytes: b.max_document,
         };
         let (format, work, w) = (b.format, &b.work, &b.locked);
         // Only the body (the working value's serialization) is a change's fault: a
@@ -1197,30 +1210,41 @@ fn write_batch(b: &mut Baton, step: &dyn Step) -> Option<Result<Receipt>> {
         let mut refused: Option<String> = None;
         let done = panic::catch_unwind(AssertUnwindSafe(|| {
             atomic::replace(w, &plan, &current, &mut |out| {
-                let body = panic::catch_unwind(AssertUnwindSafe(|| match work {
-                    Work::Deferred { .. } => step.body(format, out),
-                    Work::Value { value, codec, .. } => (codec.write)(&**value, format, out),
-                    Work::Bytes {
-                        bytes, exact: true, ..
-                    } => out.write_all(bytes).map_err(SerializeError::Io),
-                    Work::Bytes {
-                        bytes,
-                        codec: Some(codec),
-                        ..
-                    } => {
-                        let value = (codec.parse)(bytes, &w.target.path)
-                            .map_err(|e| SerializeError::Value(e.to_string()))?;
-                        (codec.write)(&*value, format, out)
+                let body = panic::catch_unwind(AssertUnwindSafe(|| {
+                    match work {
+                        Work::Deferred { .. } => step.body(format, out),
+                        Work::Value { value, codec, .. } => (codec.write)(&**value, format, out),
+                        Work::Bytes {
+                            bytes, exact: true, ..
+                        } => out.write_all(bytes).map_err(SerializeError::Io),
+                        Work::Bytes {
+                            bytes,
+                            codec: Some(codec),
+                            ..
+                        } => {
+                            let value = (codec.parse)(bytes, &w.target.path)
+                                .map_err(|e| SerializeError::Value(e.to_string()))?;
+                            (codec.write)(&*value, format, out)
+                        }
+                        Work::Bytes { codec: None, .. } | Work::Disk => {
+                            unreachable!("a change succeeded, so the value is not the disk's")
+                        }
                     }
-                    Work::Bytes { codec: None, .. } | Work::Disk => {
-                        unreachable!("a change succeeded, so the value is not the disk's")
-                    }
+                    // Through the hasher, so that a value over the size limit is found
+                    // here, the last change's fault, and not when the replace flushes.
+                    .and_then(|()| out.flush().map_err(SerializeError::Io))
                 }));
                 match body {
                     Ok(Err(SerializeError::Value(msg))) => {
                         fault = Some(Fail::Own);
                         refused = Some(msg.clone());
                         Err(SerializeError::Value(msg))
+                    }
+                    // Over the size limit: the last change made the value too large;
+                    // the batch goes on without it.
+                    Ok(Err(SerializeError::Io(e))) if over_limit(&e).is_some() => {
+                        fault = Some(Fail::Own);
+                        Err(SerializeError::Io(e))
                     }
                     Ok(r) => r,
                     Err(p) => {

@@ -86,7 +86,7 @@ use serde::de::DeserializeOwned;
 
 pub use backup::{BackupInfo, BackupRef, ParseBackupRefError};
 pub use doc::{Deleted, Doc, Recovered, Versioned};
-pub use error::{CorruptInfo, Error, ErrorKind, Result};
+pub use error::{CorruptInfo, Error, ErrorKind, Result, TooLarge};
 pub use install::{move_file, replace_file};
 pub use json::{
     Format, MAX_DEPTH, RESERVED_KEY, exact_f64, is_reserved_key, parse_json, reserved_key_in,

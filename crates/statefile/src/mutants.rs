@@ -84,7 +84,7 @@ pub(crate) fn write_in_place(
 ) -> Result<Receipt> {
     let t = &w.target;
     let dir = w.dir.as_ref();
-    let (content, _) = crate::file::read(dir, temp, &t.path)?;
+    let (content, _) = crate::file::read(dir, temp, &t.path, u64::MAX)?;
     let _ = dir.remove_file(temp);
     match dir.remove_file(&t.name) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -149,6 +149,7 @@ pub struct Options {
     pub(crate) perms: Perms,
     pub(crate) max_batch_calls: usize,
     pub(crate) max_batch_bytes: u64,
+    pub(crate) max_document_bytes: u64,
     pub(crate) fs: Arc<dyn Fs>,
     pub(crate) temp_created: Option<TempHook>,
 }
@@ -166,6 +167,7 @@ impl Default for Options {
             perms: Perms::default(),
             max_batch_calls: 64,
             max_batch_bytes: 16 << 20,
+            max_document_bytes: u64::MAX,
             fs: default_fs(),
             temp_created: None,
         }
@@ -175,7 +177,7 @@ impl Default for Options {
 impl Options {
     /// The defaults: full durability, 1 backup, 10 s lock timeout, strict reads, no
     /// verification, no directory creation, pretty output, batches of at most 64 calls
-    /// and 16 MiB.
+    /// and 16 MiB, no limit on a document's size.
     pub fn new() -> Options {
         Options::default()
     }
@@ -310,6 +312,46 @@ impl Options {
         self
     }
 
+    /// The largest document, in bytes, that is read into memory or written (default:
+    /// no limit). For a service that reads files others can write: without a limit, a
+    /// sparse 20 GB file at a document's name is read (and the memory for it taken)
+    /// whole.
+    ///
+    /// A read of a document or a backup longer than `n` bytes fails with
+    /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) before reading any of it,
+    /// and never reads more than `n` + 1 bytes, even of a file that grows meanwhile.
+    /// Updates, patches, appends and transactions read the document the same way. A
+    /// write whose bytes (as laid out by [`Options::format`]) come to more than `n`
+    /// fails the same way with nothing written: the temp file is removed, the document
+    /// and its backups are untouched. The error's [`Error::too_large`](crate::Error::too_large)
+    /// says the size and the limit.
+    ///
+    /// A write still replaces a document that is too large to read (it is not read).
+    /// A journal's replay applies what the journal holds whatever its size (the journal
+    /// bounds its records), and [`write_atomic`](crate::write_atomic)'s bytes, which
+    /// need not be a document, are not limited.
+    ///
+    /// ```
+    /// use statefile::{Doc, ErrorKind, Options};
+    ///
+    /// # let dir = tempfile::tempdir()?;
+    /// # let path = dir.path().join("big.json");
+    /// let doc = Doc::<Vec<u8>>::open_with(&path, Options::new().max_document_bytes(64))?;
+    /// doc.write(&vec![1; 8])?;
+    /// let err = doc.write(&vec![1; 100]).unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Serialize);
+    /// assert_eq!(doc.read()?, vec![1; 8]);
+    /// std::fs::File::options().write(true).open(&path)?.set_len(1 << 30)?; // sparse: instant
+    /// let err = doc.read().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::Serialize);
+    /// assert_eq!(err.too_large().map(|t| (t.size, t.limit)), Some((Some(1 << 30), 64)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_document_bytes(mut self, n: u64) -> Options {
+        self.max_document_bytes = n;
+        self
+    }
+
     /// The file system to use: the real one by default; tests pass simulations.
     pub fn fs(mut self, fs: Arc<dyn Fs>) -> Options {
         self.fs = fs;
@@ -334,6 +376,11 @@ impl Options {
     /// The configured group-commit bounds: (calls, bytes) per batch.
     pub fn get_max_batch(&self) -> (usize, u64) {
         (self.max_batch_calls, self.max_batch_bytes)
+    }
+
+    /// The configured largest document, in bytes (`u64::MAX`: no limit).
+    pub fn get_max_document_bytes(&self) -> u64 {
+        self.max_document_bytes
     }
 
     /// The configured lock timeout.

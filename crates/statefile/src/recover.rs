@@ -571,13 +571,22 @@ impl Scan {
     /// The document's version, whether it parses and whether statefile can read it
     /// back (see [`file::inspect_readable`]).
     fn inspect_document(&self, dir: &dyn FsDir, t: &Target) -> Result<(Seen, Option<String>)> {
-        self.at_document(dir, t, |d, name| file::inspect_readable(d, name, &t.path))
+        self.at_document(dir, t, |d, name| {
+            file::inspect_readable(d, name, &t.path, self.opts.max_document_bytes)
+        })
     }
 
     /// Why the document at `t` does not parse, as the parser says it now.
     fn describe_document(&self, dir: &dyn FsDir, t: &Target) -> String {
-        self.at_document(dir, t, |d, name| Ok(describe_damage(d, name, &t.path)))
-            .unwrap_or_else(|e| e.to_string())
+        self.at_document(dir, t, |d, name| {
+            Ok(describe_damage(
+                d,
+                name,
+                &t.path,
+                self.opts.max_document_bytes,
+            ))
+        })
+        .unwrap_or_else(|e| e.to_string())
     }
 
     /// A damaged document is restored from its newest good backup, unless the journal
@@ -675,7 +684,7 @@ impl Scan {
     fn check_backup(&self, dir: &dyn FsDir, t: &Target, b: &OsStr, report: &mut Report) {
         let fs = &self.opts.fs;
         let path = t.beside(b);
-        let seen = match file::inspect_readable(dir, b, &path) {
+        let seen = match file::inspect_readable(dir, b, &path, self.opts.max_document_bytes) {
             Ok((s, None)) if s.parses => return,
             Ok((_, Some(why))) => {
                 let e = Error::new(
@@ -692,7 +701,7 @@ impl Scan {
                 return;
             }
         };
-        let reason = describe_damage(dir, b, &path);
+        let reason = describe_damage(dir, b, &path, self.opts.max_document_bytes);
         let to = t.corrupt_path();
         let action = match (self.mode, self.dry_run) {
             (ScanMode::Repair, true) => Action::Would(format!("move to {}", to.display())),
@@ -775,8 +784,8 @@ fn odd_sidecar(path: &Path, name: &OsStr, what: FileType) -> Error {
 }
 
 /// What is wrong with a file that did not parse, with the position.
-fn describe_damage(dir: &dyn FsDir, name: &OsStr, path: &Path) -> String {
-    match file::read(dir, name, path) {
+fn describe_damage(dir: &dyn FsDir, name: &OsStr, path: &Path, max: u64) -> String {
+    match file::read(dir, name, path, max) {
         Ok((bytes, _)) if bytes.is_empty() => "the file is empty".into(),
         Ok((bytes, _)) => match serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
             Ok(_) => "the file changed while it was checked".into(),

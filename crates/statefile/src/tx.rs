@@ -19,7 +19,7 @@ use crate::atomic::{self, Change, Current, Dirs, Locked, Part, Plan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::SerializeError;
 use crate::store::Store;
-use crate::version::Version;
+use crate::version::{OverLimit, Version, over_limit};
 use crate::{file, json, names};
 
 /// What a committed transaction did to one document.
@@ -190,12 +190,13 @@ impl<'s> Transaction<'s> {
     /// [`ErrorKind::Conflict`] when the transaction must start again (return it: the
     /// closure is called again with more locks held).
     pub fn read<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>> {
+        let max = self.store.options().max_document_bytes;
         let h = self.hold(name)?;
         let t = &h.w.target;
         match &h.change {
             Some(Pending::Put(bytes)) => json::parse(bytes, &t.path).map(Some),
             Some(Pending::Delete) => Ok(None),
-            None => match file::read(h.w.dir.as_ref(), &t.name, &t.path) {
+            None => match file::read(h.w.dir.as_ref(), &t.name, &t.path, max) {
                 Ok((bytes, _)) => json::parse(&bytes, &t.path).map(Some),
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
@@ -293,6 +294,7 @@ impl<'s> Transaction<'s> {
                 _ => 0,
             })
             .sum();
+        let max = self.store.options().max_document_bytes;
         let h = self.hold(name)?;
         let path = &h.w.target.path;
         let room = match &h.w.journal {
@@ -302,11 +304,15 @@ impl<'s> Transaction<'s> {
         let mut out = Bounded {
             bytes: Vec::new(),
             room: usize::try_from(room).unwrap_or(usize::MAX),
+            max: usize::try_from(max).unwrap_or(usize::MAX),
         };
         match json::serialize_into(value, format, &mut out) {
             Ok(()) => {}
             Err(SerializeError::Value(msg)) => {
                 return Err(Error::new(ErrorKind::Serialize, msg).with_path(path));
+            }
+            Err(SerializeError::Io(e)) if over_limit(&e).is_some() => {
+                return Err(Error::over_limit("write", path, None, max));
             }
             Err(SerializeError::Io(_)) => {
                 let journal = h.w.journal.as_ref().map(|b| b.journal.path().to_path_buf());
@@ -495,14 +501,20 @@ impl Store {
 
 /// A transaction's document as it is serialized: in memory, up to `room` bytes (what its
 /// record may still take); past that an error, so that a document too large for the
-/// journal costs no more memory than the journal could take.
+/// journal costs no more memory than the journal could take. Past `max` bytes
+/// ([`Options::max_document_bytes`](crate::Options::max_document_bytes)), an
+/// [`OverLimit`] error.
 struct Bounded {
     bytes: Vec<u8>,
     room: usize,
+    max: usize,
 }
 
 impl std::io::Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if buf.len() > self.max.saturating_sub(self.bytes.len()) {
+            return Err(OverLimit::io(self.max as u64));
+        }
         if buf.len() > self.room.saturating_sub(self.bytes.len()) {
             return Err(std::io::Error::other(
                 "larger than the journal's largest transaction",

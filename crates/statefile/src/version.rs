@@ -191,19 +191,54 @@ impl fmt::Display for ParseVersionError {
 
 impl std::error::Error for ParseVersionError {}
 
-/// A writer that hashes and counts everything passing through it.
+/// The error a writer gives for content past its limit of `0` bytes
+/// ([`Options::max_document_bytes`](crate::Options::max_document_bytes)): nothing past
+/// the limit was written. Recognized by [`over_limit`].
+#[derive(Debug)]
+pub(crate) struct OverLimit(pub u64);
+
+impl fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the content is more than the limit of {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+impl OverLimit {
+    pub(crate) fn io(limit: u64) -> io::Error {
+        io::Error::other(OverLimit(limit))
+    }
+}
+
+/// The limit `e` says content went past, if it is an [`OverLimit`].
+pub(crate) fn over_limit(e: &io::Error) -> Option<u64> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<OverLimit>())
+        .map(|o| o.0)
+}
+
+/// A writer that hashes and counts everything passing through it, and refuses
+/// ([`OverLimit`]) a write that would take it past its limit.
 pub(crate) struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
     count: u64,
+    limit: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
     pub(crate) fn new(inner: W) -> Self {
+        HashingWriter::limited(inner, u64::MAX)
+    }
+
+    /// One that passes on at most `limit` bytes.
+    pub(crate) fn limited(inner: W, limit: u64) -> Self {
         HashingWriter {
             inner,
             hasher: Sha256::new(),
             count: 0,
+            limit,
         }
     }
 
@@ -218,6 +253,9 @@ impl<W: Write> HashingWriter<W> {
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.len() as u64 > self.limit - self.count {
+            return Err(OverLimit::io(self.limit));
+        }
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.count += n as u64;

@@ -384,6 +384,9 @@ impl Journal {
                     },
                     poison: None,
                     temp_created: None,
+                    // What the journal holds was written; whatever its size, it is
+                    // applied (the journal bounds its records).
+                    max_bytes: u64::MAX,
                 };
                 atomic::replace(w, &plan, &current, &mut |out| {
                     out.write_all(&data).map_err(SerializeError::Io)
