@@ -470,8 +470,10 @@ pub const JOURNAL_REVERTS_CHECKPOINT: Workload = Workload {
     recovery_sparsity: 16,
 };
 
-/// Every workload.
-pub const ALL: [Workload; 14] = [
+/// Every workload `tests/crash.rs` explores ([`JOURNAL_REVERTS`] and
+/// [`JOURNAL_REVERTS_CHECKPOINT`] are explored by `tests/journal_backups.rs` alone, with
+/// the same budget: about 20 s each in a debug build, kept out of the crash suite's time).
+pub const ALL: [Workload; 12] = [
     ONE_REPLACE,
     TEN_REPLACES,
     READ_MODIFY_WRITE,
@@ -481,8 +483,6 @@ pub const ALL: [Workload; 14] = [
     JOURNAL_WRITES,
     JOURNAL_CHECKPOINT,
     JOURNAL_BACKUPS,
-    JOURNAL_REVERTS,
-    JOURNAL_REVERTS_CHECKPOINT,
     JOURNAL_TRANSACTIONS,
     JOURNAL_SWAP,
     JOURNAL_SWAP_TRANSACTIONS,
