@@ -3,7 +3,7 @@
 //! status operations.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -425,16 +425,29 @@ impl Journal {
     /// loss left at its name into `.bak`, so backups came back empty, or one version
     /// twice, or out of order.
     ///
-    /// The backups meant to be there, newest first: every version the journal's puts of
-    /// it wrote before its last entry (their bytes are in the records), then the
-    /// versions the checkpoint made durable, as found (complete, and no record's) at the
-    /// document's name and its backups' names, in that order, each once; as many as the
-    /// last entry kept. Each is made under a temp name (linked, or written from the
-    /// record) and renamed into place, the oldest first, so that a crash in between
-    /// leaves every durable version somewhere the next replay looks; names past the
-    /// last are removed. Returns how many backups the replay's own write must keep: 0
-    /// when this rebuilt them, the entry's count when it left them as they were (a
-    /// version written outside the journal, whose bytes no record holds).
+    /// The backups meant to be there are the document's chain after its last entry
+    /// ([`chains_since_checkpoint`]): the chain the checkpoint left, changed by each
+    /// entry as its writer changed it (a put that replaced one version by another
+    /// kept the one replaced, its `previous`, in front; an unchanged one, a new
+    /// document's, or one keeping none, moved nothing), as many as the last entry
+    /// kept. A version a record wrote is put back from the record's bytes, whatever
+    /// other write wrote the same bytes; the one the checkpoint left at the document's
+    /// name is the first entry's `previous`, found at any of the names (or in a record:
+    /// the same bytes). The older ones the checkpoint made durable are named by no
+    /// record: each is taken from a name where some chain since the checkpoint put one
+    /// of them, holding a complete version that no known version that may be there
+    /// holds (a version that comes back there would be ambiguous: left out, with the
+    /// older ones shifted up), each once, in the order of their names. Every durable
+    /// one is linked under a temp name first; then each is renamed into place (a
+    /// record's written under a temp name first), the oldest first, so that a crash in
+    /// between leaves every durable version at or below its place, where the next
+    /// replay looks; names past the last are removed.
+    ///
+    /// Nothing is moved when nothing was lost ([`Journal::nothing_lost`], and every
+    /// backup whose version the chain knows holds it). Returns how many backups the
+    /// replay's own write must keep: 0 when this rebuilt them, the entry's count when
+    /// it left them as they were (nothing lost, or a version written outside the
+    /// journal, whose bytes no record holds, or `previous` versions that do not link up).
     fn rebuild_backups(&self, w: &Locked, history: &[(u64, &EntryMeta)]) -> Result<usize> {
         let Some(&(_, last)) = history.last() else {
             return Ok(0);
@@ -443,97 +456,209 @@ impl Journal {
         if keep == 0 {
             return Ok(0);
         }
-        if self.nothing_lost(w, last, keep)? {
-            // A reboot, or a power loss that kept everything: the backups are as the
-            // writers left them, and the replay's write changes nothing.
-            return Ok(keep);
-        }
-        let mut puts = Vec::with_capacity(history.len());
+        let intact = self.nothing_lost(w, last, keep)?;
+        // The bytes of every put, from its record.
+        let mut data: Vec<Option<Vec<u8>>> = Vec::with_capacity(history.len());
         for &(lsn, e) in history {
             match &e.action {
                 Action::Put(p) => {
-                    let data = self.read_data(lsn, p.data_at, p.data_len)?;
-                    if Version::of(&data) != p.version {
+                    let bytes = self.read_data(lsn, p.data_at, p.data_len)?;
+                    if Version::of(&bytes) != p.version {
                         // The replay's own read of it reports the damage.
                         return Ok(keep);
                     }
-                    puts.push((p, data));
+                    data.push(Some(bytes));
                 }
-                Action::Delete => {}
+                Action::Delete => data.push(None),
                 Action::Direct(_) => return Ok(keep),
             }
         }
-        let recorded: std::collections::HashSet<&Version> =
-            puts.iter().map(|(p, _)| &p.version).collect();
         let t = &w.target;
         let dir = w.dir.as_ref();
-        // A durable version still wanted was at most at `keep - 1` at the checkpoint
-        // and is shifted once per backup kept since; further ones each write pruned.
+        // What is on disk now, at the document's name (0) and its backups' (1..=reach):
+        // the complete files. A durable version still wanted was at most at `keep` at
+        // the checkpoint and is never moved past the place it is wanted at.
         let reach = keep + 1;
-        let mut durable = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let names = std::iter::once(t.name.clone()).chain((1..=reach).map(|n| t.backup_name(n)));
-        for name in names {
-            let found = match crate::file::inspect(dir, &name, &t.beside(&name)) {
-                Ok(found) => found,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                // A special file or a directory: left alone here, reported by recovery.
-                Err(e) if e.kind() == ErrorKind::InvalidName => continue,
+        let name_at = |n: usize| {
+            if n == 0 {
+                t.name.clone()
+            } else {
+                t.backup_name(n)
+            }
+        };
+        let mut found: Vec<Option<crate::file::Seen>> = Vec::with_capacity(reach + 1);
+        for n in 0..=reach {
+            let name = name_at(n);
+            found.push(match crate::file::inspect(dir, &name, &t.beside(&name)) {
+                Ok(seen) if seen.parses => Some(seen),
+                Ok(_) => None,
+                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => None,
                 Err(e) => return Err(e),
-            };
-            if found.parses
-                && !recorded.contains(&found.version)
-                && seen.insert(found.version.clone())
+            });
+        }
+        let Some(chains) = chains_since_checkpoint(history, &data) else {
+            // The records' `previous` versions do not link up: something wrote the
+            // document outside the journal. Its backups stay as they are.
+            return Ok(keep);
+        };
+        let anchor = history[0].1.previous.as_ref();
+        let known = |s: Slot| match s {
+            Slot::Record(i) => history[i].1.version(),
+            Slot::Durable(0) => anchor,
+            Slot::Durable(_) => None,
+        };
+        let (_, last_chain) = chains.last().expect("the checkpoint's chain at least");
+        let mut meant: Vec<Slot> = last_chain.clone();
+        meant.truncate(keep);
+        // Nothing lost: the document is what its last record made it, its backups are
+        // complete, and each whose version the chain knows (a record's, or the one the
+        // checkpoint left at the document's name) holds it. A reboot, or a power loss
+        // that kept everything: the backups are as the writers left them, and the
+        // replay's write changes nothing. (Bytes alone would not tell a backup a
+        // rotation put in place from an older version that comes back.)
+        if intact
+            && meant.iter().enumerate().all(|(i, s)| {
+                known(*s).is_none_or(|v| found[i + 1].as_ref().is_some_and(|f| &f.version == v))
+            })
+        {
+            return Ok(keep);
+        }
+        // The durable backups (`Durable(j)`, j >= 1), whose versions no record names:
+        // found where one of them may be (a name some chain since the checkpoint put
+        // it at), holding a version that none of the known ones that may be there
+        // holds (which would make it ambiguous), each once, in the order of their
+        // names (each rename since moved one of them one place up, over the next).
+        let mut durable: Vec<(&Version, usize)> = Vec::new();
+        for (n, seen) in found.iter().enumerate().skip(1) {
+            let Some(seen) = seen else { continue };
+            let here = chains.iter().filter_map(|(_, b)| b.get(n - 1).copied());
+            let (mut unknown, mut clash) = (false, false);
+            for s in here {
+                match known(s) {
+                    Some(v) => clash |= *v == seen.version,
+                    None => unknown = true,
+                }
+            }
+            if unknown
+                && !clash
+                && anchor != Some(&seen.version)
+                && !durable.iter().any(|(v, _)| **v == seen.version)
             {
-                durable.push((found.version, name));
+                durable.push((&seen.version, n));
             }
         }
         enum Source<'a> {
             Record(&'a format::PutMeta, &'a [u8]),
-            Durable(&'a OsStr),
+            Durable(usize),
         }
         let mut wanted: Vec<(&Version, Source<'_>)> = Vec::new();
-        let before_last = match last.action {
-            Action::Put(_) => puts.len().saturating_sub(1),
-            _ => puts.len(),
+        let mut older = durable.into_iter();
+        for slot in meant {
+            match slot {
+                Slot::Record(i) => {
+                    let (Action::Put(p), Some(bytes)) = (&history[i].1.action, &data[i]) else {
+                        unreachable!("a backup is a version a put wrote")
+                    };
+                    wanted.push((&p.version, Source::Record(p, bytes)));
+                }
+                Slot::Durable(0) => {
+                    let v = anchor.expect("the version before the first record");
+                    if let Some(n) = found
+                        .iter()
+                        .position(|f| f.as_ref().is_some_and(|f| &f.version == v))
+                    {
+                        wanted.push((v, Source::Durable(n)));
+                    } else if let Some(i) = (0..history.len())
+                        .find(|i| data[*i].is_some() && history[*i].1.version() == Some(v))
+                    {
+                        let (Action::Put(p), Some(bytes)) = (&history[i].1.action, &data[i]) else {
+                            unreachable!("a put")
+                        };
+                        wanted.push((v, Source::Record(p, bytes)));
+                    }
+                    // Otherwise lost with the names that held it.
+                }
+                Slot::Durable(_) => {
+                    if let Some((v, n)) = older.next() {
+                        wanted.push((v, Source::Durable(n)));
+                    }
+                }
+            }
+        }
+        // Every durable version placed is linked under a temp name before the first
+        // rename, so none is lost to a rename over the name it was found at.
+        let mut temps: Vec<Option<OsString>> = Vec::with_capacity(wanted.len());
+        let cleanup = |temps: &[Option<OsString>]| {
+            for temp in temps.iter().flatten() {
+                let _ = dir.remove_file(temp);
+            }
         };
-        for (p, data) in puts[..before_last].iter().rev() {
-            wanted.push((&p.version, Source::Record(p, data)));
+        for (_, source) in &wanted {
+            let made = match source {
+                Source::Durable(n) => {
+                    let temp = t.temp_name(&random_suffix());
+                    dir.hard_link(&name_at(*n), &temp)
+                        .ctx("link", &t.beside(&temp))
+                        .map(|()| Some(temp))
+                }
+                Source::Record(..) => Ok(None),
+            };
+            match made {
+                Ok(temp) => temps.push(temp),
+                Err(e) => {
+                    cleanup(&temps);
+                    return Err(e);
+                }
+            }
         }
-        for (v, name) in &durable {
-            wanted.push((v, Source::Durable(name.as_os_str())));
-        }
-        wanted.truncate(keep);
-        // Oldest first: each durable version is linked under a temp name before the
-        // rename that may drop its last name.
-        for (i, (version, source)) in wanted.iter().enumerate().rev() {
+        // Oldest first, so a crash in between leaves each durable version at or below
+        // the place it is wanted at, where the next replay looks.
+        for i in (0..wanted.len()).rev() {
+            let (version, source) = &wanted[i];
             let bak = t.backup_name(i + 1);
             let there = match crate::file::inspect(dir, &bak, &t.beside(&bak)) {
                 Ok(found) => Some(found),
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => None,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    cleanup(&temps[..=i]);
+                    return Err(e);
+                }
             };
             if there.is_some_and(|f| f.parses && &f.version == *version) {
+                cleanup(&temps[i..=i]);
                 continue;
             }
-            let temp = t.temp_name(&random_suffix());
-            let temp_path = t.beside(&temp);
-            let made = match source {
-                Source::Durable(name) => dir.hard_link(name, &temp).ctx("link", &temp_path),
-                Source::Record(p, data) => (|| {
-                    let mut f = dir.create_new(&temp, 0o600).ctx("create", &temp_path)?;
-                    let perms = Perms {
-                        mode: Some(p.mode),
-                        owner: Some((p.uid, p.gid)),
-                        ..Perms::default()
-                    };
-                    atomic::take_permissions(f.as_mut(), &temp_path, None, perms, 0)?;
-                    f.write_all(data).ctx("write", &temp_path)
-                })(),
-            };
-            let placed = made.and_then(|()| dir.rename(&temp, &bak).ctx("rename", &t.beside(&bak)));
+            let placed = match (source, &temps[i]) {
+                (Source::Durable(_), Some(temp)) => Ok(temp.clone()),
+                (Source::Record(p, bytes), _) => {
+                    let temp = t.temp_name(&random_suffix());
+                    let temp_path = t.beside(&temp);
+                    (|| {
+                        let mut f = dir.create_new(&temp, 0o600).ctx("create", &temp_path)?;
+                        let perms = Perms {
+                            mode: Some(p.mode),
+                            owner: Some((p.uid, p.gid)),
+                            ..Perms::default()
+                        };
+                        atomic::take_permissions(f.as_mut(), &temp_path, None, perms, 0)?;
+                        f.write_all(bytes).ctx("write", &temp_path)
+                    })()
+                    .map(|()| temp.clone())
+                    .inspect_err(|_| {
+                        let _ = dir.remove_file(&temp);
+                    })
+                }
+                (Source::Durable(_), None) => unreachable!("linked above"),
+            }
+            .and_then(|temp| {
+                dir.rename(&temp, &bak)
+                    .ctx("rename", &t.beside(&bak))
+                    .inspect_err(|_| {
+                        let _ = dir.remove_file(&temp);
+                    })
+            });
             if let Err(e) = placed {
-                let _ = dir.remove_file(&temp);
+                cleanup(&temps[..i]);
                 return Err(e);
             }
         }
@@ -1089,6 +1214,74 @@ impl Journal {
         .ctx("write", path)?;
         self.log.sync_data().ctx("sync", path)
     }
+}
+
+/// A place in a document's chain of versions since the last checkpoint: the version
+/// the checkpoint left at its name (`Durable(0)`) or at `.bak.j` (`Durable(j)`), or the
+/// one the `i`-th of its records since wrote (`Record(i)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Durable(usize),
+    Record(usize),
+}
+
+/// The document's chain (its version, its backups newest first) at the last checkpoint
+/// and after each of its `history` entries since, as its writers made it: a put that
+/// replaced a version (its `previous`) by another kept it as `.bak` and the older ones
+/// one place up, as many as the entry kept, and so did a delete; a put of an unchanged
+/// version, of a new document, or keeping none, moved nothing. `data` holds each put's
+/// bytes (an old version that does not parse was set aside, not kept). `None` if the
+/// entries' `previous` versions do not link up (a write outside the journal).
+fn chains_since_checkpoint(
+    history: &[(u64, &EntryMeta)],
+    data: &[Option<Vec<u8>>],
+) -> Option<Vec<(Option<Slot>, Vec<Slot>)>> {
+    let width = history
+        .iter()
+        .map(|(_, e)| e.backups.min(MAX_SYNCED_BACKUPS) as usize)
+        .max()
+        .unwrap_or(0);
+    let anchor = history.first()?.1.previous.as_ref();
+    let mut doc = anchor.map(|_| Slot::Durable(0));
+    let mut backups: Vec<Slot> = (1..=width).map(Slot::Durable).collect();
+    let mut chains = vec![(doc, backups.clone())];
+    for (i, (_, e)) in history.iter().enumerate() {
+        let was = doc.map(|s| match s {
+            Slot::Record(r) => history[r].1.version(),
+            Slot::Durable(_) => anchor,
+        });
+        // A writer that did not look at the version it replaced kept none of it.
+        if e.previous.is_some() && was.flatten() != e.previous.as_ref() {
+            return None;
+        }
+        let parses = |s: Slot| match s {
+            Slot::Record(r) => data[r]
+                .as_ref()
+                .is_some_and(|b| serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()),
+            // Kept or set aside by the writer as it was; taken as kept.
+            Slot::Durable(_) => true,
+        };
+        let kept = e.backups.min(MAX_SYNCED_BACKUPS) as usize;
+        let replaced = match &e.action {
+            Action::Put(p) => e.previous.as_ref().is_some_and(|v| *v != p.version),
+            Action::Delete => e.previous.is_some(),
+            Action::Direct(_) => return None,
+        };
+        if let Some(old) = doc
+            && replaced
+            && kept > 0
+            && parses(old)
+        {
+            backups.insert(0, old);
+            backups.truncate(kept);
+        }
+        doc = match e.action {
+            Action::Put(_) => Some(Slot::Record(i)),
+            _ => None,
+        };
+        chains.push((doc, backups.clone()));
+    }
+    Some(chains)
 }
 
 /// The most backups of one document a checkpoint syncs (a record says how many its writer kept; a damaged or hostile one must not
