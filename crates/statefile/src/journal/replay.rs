@@ -596,10 +596,17 @@ impl Journal {
         for (_, source) in &wanted {
             let made = match source {
                 Source::Durable(n) => {
-                    let temp = t.temp_name(&random_suffix());
-                    dir.hard_link(&name_at(*n), &temp)
-                        .ctx("link", &t.beside(&temp))
-                        .map(|()| Some(temp))
+                    let (name, temp) = (name_at(*n), t.temp_name(&random_suffix()));
+                    match dir.hard_link(&name, &temp) {
+                        Ok(()) => Ok(Some(temp)),
+                        // This file system will not link (as the writer's backup link
+                        // falls back): a copy, synced (once the renames begin it may be
+                        // all that is left of a durable version).
+                        Err(e) if link_refused(&e) => {
+                            copy_aside(dir, &name, &t.beside(&name), &temp).map(|()| Some(temp))
+                        }
+                        Err(e) => Err(e).ctx("link", &t.beside(&temp)),
+                    }
                 }
                 Source::Record(..) => Ok(None),
             };
@@ -1282,6 +1289,32 @@ fn chains_since_checkpoint(
         chains.push((doc, backups.clone()));
     }
     Some(chains)
+}
+
+/// Whether a hard link failed because the file system (or its policy) will not make
+/// one: EPERM (FAT, some FUSE and network file systems, `protected_hardlinks` for a file
+/// another user owns), EXDEV, EMLINK, EOPNOTSUPP. The writer's backup copies then, and
+/// so does [`Journal::rebuild_backups`].
+fn link_refused(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        crate::error::errno(e),
+        Some(Errno::PERM | Errno::XDEV | Errno::MLINK | Errno::OPNOTSUPP)
+    )
+}
+
+/// Copy the regular file `name` of `dir` (`path` in errors) to the new file `temp`,
+/// synced; `temp` is removed if that fails.
+fn copy_aside(dir: &dyn crate::fs::FsDir, name: &OsStr, path: &Path, temp: &OsStr) -> Result<()> {
+    let (mut src, _) = crate::file::open(dir, name, path)?;
+    let mut dst = crate::fs::retry(|| dir.create_new(temp, 0o600)).ctx("create copy of", path)?;
+    let copied = std::io::copy(&mut src, &mut dst)
+        .ctx("copy", path)
+        .and_then(|_| dst.sync_all().ctx("sync copy of", path));
+    if copied.is_err() {
+        let _ = dir.remove_file(temp);
+    }
+    copied
 }
 
 /// The most backups of one document a checkpoint syncs (a record says how many its writer kept; a damaged or hostile one must not
