@@ -542,6 +542,9 @@ fn serve(g: &Global, a: ServeArgs) -> CliResult {
     config.postgres = database.map(|url| {
         let mut o = statefile_server::pg::PgOptions::new(url);
         o.pool_size = a.pool_size;
+        // --max-document bounds the database's documents too (it was ignored there:
+        // the backend kept its own 64 MiB whatever the flag said).
+        o.max_document_bytes = l.max_document;
         o
     });
     config.addr = a.addr;

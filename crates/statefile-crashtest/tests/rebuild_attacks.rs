@@ -352,7 +352,6 @@ fn reboot_after(
 /// journal). `nothing_lost` takes equal neighbours for a rebuild cut short, and the
 /// rebuild keeps each durable version once: on a plain reboot it removes `.bak.3`.
 #[test]
-#[ignore = "defect found in review (rev5): a reboot removes a durable backup"]
 fn reboot_keeps_equal_durable_neighbours_a_delete_made() {
     let (before, after) = reboot_after(3, &[1, -1, 1, 2], &[3]);
     assert_eq!(

@@ -711,15 +711,25 @@ impl Journal {
         if !at_last {
             return Ok(false);
         }
-        // Two neighbours holding one version: no write makes that (one that changes
-        // nothing keeps no backup), a rebuild or rotation cut short does.
-        let mut before: Option<Version> = None;
+        // One file at two neighbouring names: a rebuild or rotation cut short (their
+        // links and renames) leaves that, no write does. Two files of one version are
+        // writers' work (a delete keeps the document as a backup; the same value
+        // created again, then replaced, is a second file of it): nothing lost.
+        let mut before: Option<(Version, Option<(u64, u64)>)> = None;
         for n in 1..=keep {
             let name = t.backup_name(n);
             match crate::file::inspect(dir, &name, &t.beside(&name)) {
                 Ok(found) if !found.parses => return Ok(false),
-                Ok(found) if before.as_ref() == Some(&found.version) => return Ok(false),
-                Ok(found) => before = Some(found.version),
+                Ok(found) => {
+                    let id = dir.stat(&name).ok().map(|m| (m.dev, m.ino));
+                    if let Some((version, was)) = &before
+                        && *version == found.version
+                        && (id.is_none() || *was == id)
+                    {
+                        return Ok(false);
+                    }
+                    before = Some((found.version, id));
+                }
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => {
                     before = None;
                 }
