@@ -145,28 +145,44 @@ fn inspect_with(
     if meta.len > max {
         return Err(Error::over_limit("read", path, Some(meta.len), max));
     }
-    if meta.len <= IN_MEMORY {
+    let whole = IN_MEMORY.min(max);
+    let inner: Box<dyn Read + '_> = if meta.len <= whole {
         let mut bytes = Vec::with_capacity(meta.len as usize + 1);
-        f.read_to_end(&mut bytes).ctx("read", path)?;
-        let parses = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
-        let found = (reserved && parses)
-            .then(|| json::reserved_key_in(&bytes))
-            .flatten();
-        let seen = Seen {
-            version: Version::of(&bytes),
-            parses,
-        };
-        return Ok((seen, found));
-    }
+        // No further than that, even if the file grew since its length was read:
+        // past it, it streams (and meets the limit), starting with what was read.
+        (&mut f)
+            .take(whole + 1)
+            .read_to_end(&mut bytes)
+            .ctx("read", path)?;
+        if bytes.len() as u64 <= whole {
+            let parses = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+            let found = (reserved && parses)
+                .then(|| json::reserved_key_in(&bytes))
+                .flatten();
+            let seen = Seen {
+                version: Version::of(&bytes),
+                parses,
+            };
+            return Ok((seen, found));
+        }
+        Box::new(io::Cursor::new(bytes).chain(f))
+    } else {
+        Box::new(f)
+    };
     let mut scan = json::ReservedScan::default();
+    // A file that grows while it is read is read no further than the limit (and one
+    // byte, to tell it is over).
     let mut tee = HashingReader::new(Scanned {
-        inner: f,
+        inner: inner.take(max.saturating_add(1)),
         scan: reserved.then_some(&mut scan),
     });
     let parses = json::validate_reader(&mut tee).is_ok();
     // Hash whatever the parser did not consume (trailing bytes of a damaged file).
     io::copy(&mut tee, &mut io::sink()).ctx("read", path)?;
-    let (version, _) = tee.finish().ctx("read", path)?;
+    let (version, count) = tee.finish().ctx("read", path)?;
+    if count > max {
+        return Err(Error::over_limit("read", path, None, max));
+    }
     let found = if parses { scan.found() } else { None };
     Ok((Seen { version, parses }, found))
 }

@@ -241,3 +241,31 @@ fn restoring_or_reading_an_over_limit_backup_fails_the_same_way() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
 }
+
+#[test]
+fn a_file_that_grew_after_its_length_was_read_is_read_no_further_than_the_limit() {
+    // The file system says each file is 1 byte long, as a file does that grows between
+    // the fstat and the read: every look at it must still stop at the limit.
+    let dir = tempfile::tempdir().unwrap();
+    let twisted = common::Twisted::new();
+    let opts = limited().fs(twisted.clone());
+    let store = Store::open_with(dir.path(), opts.clone()).unwrap();
+    let doc = store.doc::<Value>("grown.json").unwrap();
+    doc.write(&json!({"n": 1})).unwrap();
+    sparse(doc.path(), 64 << 20);
+    *twisted.understate_len.lock().unwrap() = true;
+    let started = Instant::now();
+    assert_too_large(&doc.read().unwrap_err(), None);
+    // The recovery scan looks at each document (its version, whether it parses):
+    // it says this one is too large, having read no more than the limit of it.
+    let report = store.verify().unwrap();
+    assert!(!report.is_healthy(), "{report:?}");
+    let said = format!("{report:?}");
+    assert!(said.contains("too large"), "{said}");
+    assert!(Store::open_with(dir.path(), opts).is_ok());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}: the file was read whole",
+        started.elapsed()
+    );
+}

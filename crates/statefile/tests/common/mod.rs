@@ -125,6 +125,9 @@ pub struct Twisted {
     pub fail_exchange_after: Arc<Mutex<Option<(usize, i32)>>>,
     pub exchanges: Arc<Mutex<usize>>,
     pub synced_dirs: Arc<Mutex<Vec<PathBuf>>>,
+    /// Files opened for reading say they are 1 byte long (whatever their length), as
+    /// a file does that grows between its `fstat` and its read.
+    pub understate_len: Arc<Mutex<bool>>,
 }
 
 impl Twisted {
@@ -198,6 +201,43 @@ impl Fs for Twisted {
     }
 }
 
+/// A file that says it is 1 byte long: see [`Twisted::understate_len`].
+#[derive(Debug)]
+struct Understated(Box<dyn FsFile>);
+
+impl io::Read for Understated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl io::Write for Understated {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl FsFile for Understated {
+    fn sync_all(&mut self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn metadata(&self) -> io::Result<Metadata> {
+        self.0.metadata().map(|m| Metadata { len: 1, ..m })
+    }
+    fn set_mode(&mut self, mode: u32) -> io::Result<()> {
+        self.0.set_mode(mode)
+    }
+    fn set_owner(&mut self, uid: u32, gid: u32) -> io::Result<()> {
+        self.0.set_owner(uid, gid)
+    }
+}
+
 /// A directory opened through [`Twisted`]: the real one, with the twists.
 #[derive(Debug)]
 struct TwistedDir {
@@ -215,6 +255,8 @@ impl FsDir for TwistedDir {
         let is_temp = name.to_string_lossy().contains(".sf-");
         if is_temp && *self.fs.corrupt_temp_reads.lock().unwrap() {
             Ok(Box::new(Flipped(f)))
+        } else if *self.fs.understate_len.lock().unwrap() {
+            Ok(Box::new(Understated(f)))
         } else {
             Ok(f)
         }
