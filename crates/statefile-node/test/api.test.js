@@ -177,7 +177,7 @@ test('values that are not JSON are TypeErrors before any file is touched', async
 
   // What JSON.stringify does and reads back the same stays allowed.
   await doc.write({ when: new Date(0), skip: undefined, nested: { toJSON: () => 'custom' }, big: 1e21, neg: -0 })
-  assert.deepEqual(await doc.read(), { when: '1970-01-01T00:00:00.000Z', nested: 'custom', big: 1e21, neg: 0 })
+  assert.deepEqual(await doc.read(), { when: '1970-01-01T00:00:00.000Z', nested: 'custom', big: 1e21, neg: -0 })
   // Buffers have toJSON; class instances are their own enumerable properties; boxed
   // primitives are their values; well-formed surrogate pairs are text like any other.
   class Point { constructor () { this.x = 1; this.y = 2 } }
