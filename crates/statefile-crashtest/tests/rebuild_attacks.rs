@@ -182,11 +182,11 @@ fn transaction_reverts() {
 }
 
 /// A write too large for the journal (written directly, durably) between journaled ones.
-/// Fails: 491 bad backups (`.bak`, `.bak.2` empty: journaled versions the direct
-/// write rotated were never synced, and the rebuild leaves a history with a direct
-/// entry as it is).
+/// Before the direct write synced the backups it keeps, and the rebuild started after
+/// it: 491 bad backups (`.bak`, `.bak.2` empty: journaled versions the direct write
+/// rotated were never synced, and the rebuild left a history with a direct entry as
+/// it was).
 #[test]
-#[ignore = "defect found in review (rev5): a direct write leaves empty backups"]
 fn direct_write_between_journal_writes() {
     assert_clean(Workload {
         name: "rev5: 0 | A, B, direct D, C, E (2 backups)",

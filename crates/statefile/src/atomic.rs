@@ -1200,6 +1200,9 @@ fn finish_direct(
         temp.file = Some(f);
     }
     temp.sync(plan.durability)?; //                                      4.
+    if marker {
+        sync_kept(w, plan)?;
+    }
     temp.rename_over_target(last_link(current, &aside))?; //             7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     let durability = sync_dir(w, plan, version)?; //                     9.
@@ -1220,6 +1223,42 @@ fn finish_direct(
         batch: 1,
         queued: Duration::ZERO,
     })
+}
+
+/// In journal mode, a write outside the journal also makes durable the versions it
+/// keeps as backups: the document as it is (about to become `.bak`) and the backups that
+/// move up. They may be versions only the journal had (their files never synced), and
+/// after a power loss the replay rebuilds backups from the chain of records after this
+/// write's `direct` record, taking what it left as durable. Done before the rename
+/// (data does not depend on names; the directory sync after the rotation makes the
+/// names durable), so a failure, even running out of descriptors, writes nothing.
+fn sync_kept(w: &Locked, plan: &Plan<'_>) -> Result<()> {
+    if plan.durability == Durability::None || plan.backups == 0 {
+        return Ok(());
+    }
+    let t = &w.target;
+    let keep = plan.backups.min(journal::MAX_SYNCED_BACKUPS as usize);
+    for k in 0..keep {
+        let name = if k == 0 {
+            t.name.clone()
+        } else {
+            t.backup_name(k)
+        };
+        let path = t.beside(&name);
+        // Only a regular file is data: a symlink, FIFO or device there is left alone.
+        match w.dir.stat(&name) {
+            Ok(m) if m.file_type != FileType::File => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("inspect", &path, e)),
+        }
+        match crate::fs::retry(|| w.dir.open_read(&name)) {
+            Ok(mut f) => f.sync_all().ctx("sync", &path)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("open", &path, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Record in the journal that the locked document `w` was just written outside it, as

@@ -53,8 +53,8 @@ use crate::options::Options;
 pub(crate) use format::{Entry, Op, record_len, withdraw_len};
 pub(crate) use handle::{AppendError, Journal, Ticket};
 pub(crate) use read::{before_listing, before_read};
-pub(crate) use replay::wait_disabled;
 pub use replay::{CheckpointReport, JournalDamage, JournalStatus, PendingDocument};
+pub(crate) use replay::{MAX_SYNCED_BACKUPS, wait_disabled};
 
 /// The directory at a store's root that holds the journal.
 pub const META_DIR: &str = ".statefile";

@@ -456,6 +456,18 @@ impl Journal {
         if keep == 0 {
             return Ok(0);
         }
+        if matches!(last.action, Action::Direct(_)) {
+            return Ok(keep);
+        }
+        // A write outside the journal (a direct entry) synced its document and the
+        // backups it kept: the chain starts after the last one, at what it left.
+        let history = match history
+            .iter()
+            .rposition(|(_, e)| matches!(e.action, Action::Direct(_)))
+        {
+            Some(d) => &history[d + 1..],
+            None => history,
+        };
         let intact = self.nothing_lost(w, last, keep)?;
         // The bytes of every put, from its record.
         let mut data: Vec<Option<Vec<u8>>> = Vec::with_capacity(history.len());
@@ -688,8 +700,8 @@ impl Journal {
     }
 
     /// Whether the locked document `w` is what its `last` entry made it, and each of
-    /// its first `keep` backups that exists is complete and differs from the one before
-    /// it: then nothing of it was lost,
+    /// its first `keep` backups that exists is complete and is not the same file as the
+    /// one before it: then nothing of it was lost,
     /// and [`Journal::rebuild_backups`] has nothing to put back. (Telling which backups
     /// the checkpoint made durable by their bytes alone is ambiguous when a version
     /// comes back, so backups that need nothing are never moved.)
@@ -1329,7 +1341,7 @@ fn copy_aside(dir: &dyn crate::fs::FsDir, name: &OsStr, path: &Path, temp: &OsSt
 
 /// The most backups of one document a checkpoint syncs (a record says how many its writer kept; a damaged or hostile one must not
 /// make the checkpoint look for billions).
-const MAX_SYNCED_BACKUPS: u32 = 64;
+pub(crate) const MAX_SYNCED_BACKUPS: u32 = 64;
 
 /// Have the device start writing every regular file named in `by_dir` (hints only,
 /// each file opened and closed in turn, so no more than one descriptor is held): the
