@@ -483,7 +483,8 @@ async fn listing_by_prefix_takes_like_wildcards_literally() {
 #[tokio::test]
 async fn a_document_over_the_size_limit_is_422_and_nothing_changes() {
     let Some(base) = url() else { return };
-    let mut o = PgOptions::new(fresh_schema(&base).await);
+    let schema = fresh_schema(&base).await;
+    let mut o = PgOptions::new(schema.clone());
     o.max_document_bytes = 1000;
     let dir = tempfile::tempdir().unwrap();
     let app = app(open(o).await.unwrap(), dir.path());
@@ -527,6 +528,23 @@ async fn a_document_over_the_size_limit_is_422_and_nothing_changes() {
     );
     let doc = call(&app, "GET", "/v1/docs/s.json", &[], b"").await.json();
     assert_eq!(doc.as_array().unwrap().len(), 3);
+    // A row planted over the limit by another writer of the database is never fetched:
+    // a GET of it is 422, naming its size and the limit.
+    sql(
+        &schema,
+        &format!(
+            "UPDATE statefile_documents SET body = convert_to('\"{}\"', 'UTF8') WHERE name = 's.json'",
+            "x".repeat(5000)
+        ),
+    )
+    .await;
+    let r = call(&app, "GET", "/v1/docs/s.json", &[], b"").await;
+    r.problem(422, "value-not-storable");
+    let detail = r.json()["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains("5002 bytes") && detail.contains("limit of 1000 bytes"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

@@ -1038,15 +1038,32 @@ impl DocStore for PgStore {
         check_name(name).map_err(Failure::into_store)?;
         self.block(async {
             let mut c = self.conn().await?;
+            // The body only if it is within the limit: a row planted over it is never
+            // fetched (the rows of a database others write are hostile input too).
             let stmt = c
-                .prepare_cached("SELECT body FROM statefile_documents WHERE name = $1")
+                .prepare_cached(
+                    "SELECT CASE WHEN octet_length(body)::bigint <= $2::bigint THEN body END,
+                            octet_length(body)::bigint
+                     FROM statefile_documents WHERE name = $1",
+                )
                 .await?;
-            let row = c.query_opt(&stmt, &[&name]).await?;
+            let max = i64::try_from(self.opts.max_document_bytes).unwrap_or(i64::MAX);
+            let row = c.query_opt(&stmt, &[&name, &max]).await?;
             c.done();
             let Some(row) = row else {
                 return Err(not_found(format!("document {name} does not exist")));
             };
-            let bytes: Vec<u8> = row.get(0);
+            let Some(bytes) = row.get::<_, Option<Vec<u8>>>(0) else {
+                let len: i64 = row.get(1);
+                return Err(Failure::Lib(statefile::Error::new(
+                    ErrorKind::Serialize,
+                    format!(
+                        "cannot read {name}: {len} bytes is over the backend's limit of {} \
+                         bytes per document",
+                        self.opts.max_document_bytes
+                    ),
+                )));
+            };
             Ok(Fetched {
                 version: Version::of(&bytes),
                 bytes,
