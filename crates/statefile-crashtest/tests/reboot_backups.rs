@@ -5,48 +5,21 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::sync::Arc;
 
 use serde_json::{Value, json};
 use statefile::fs::Fs;
 use statefile::journal::{self, JournalOptions};
-use statefile::{Doc, Options, Store};
+use statefile::{Doc, Store};
 use statefile_crashtest::sim::SimFs;
+
+mod common;
+
+use common::{backups_of as backups, name_of, sim_opts as opts};
 
 const ROOT: &str = "/data";
 
-fn opts(sim: &SimFs, backups: usize) -> Options {
-    Options::new().backups(backups).fs(Arc::new(sim.clone()))
-}
-
 fn doc(sim: &SimFs, backups: usize) -> Doc<Value> {
     Doc::open_with(format!("{ROOT}/a.json"), opts(sim, backups)).unwrap()
-}
-
-fn v(n: u32) -> Vec<u8> {
-    statefile::to_vec(&json!({ "v": n }), statefile::Format::Pretty).unwrap()
-}
-
-fn name_of(b: Option<&Vec<u8>>) -> String {
-    b.map_or("<missing>".into(), |b| {
-        (0..100).find(|n| v(*n) == *b).map_or_else(
-            || format!("{:?}", String::from_utf8_lossy(b)),
-            |n| format!("v{n}"),
-        )
-    })
-}
-
-fn backups(tree: &BTreeMap<String, Vec<u8>>, n: usize) -> Vec<String> {
-    (1..=n)
-        .map(|k| {
-            let p = if k == 1 {
-                "/data/.a.json.bak".to_string()
-            } else {
-                format!("/data/.a.json.bak.{k}")
-            };
-            name_of(tree.get(&p))
-        })
-        .collect()
 }
 
 /// `durable` written outside journal mode (synced), then the journal enabled, then
@@ -54,8 +27,8 @@ fn backups(tree: &BTreeMap<String, Vec<u8>>, n: usize) -> Vec<String> {
 /// and the store opened (the replay). Returns (tree before the reboot, tree after).
 fn reboot_after(
     backups: usize,
-    durable: &[u32],
-    journaled: &[u32],
+    durable: &[i32],
+    journaled: &[i32],
 ) -> (BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) {
     let sim = SimFs::new();
     sim.open_dir(std::path::Path::new("/"))

@@ -12,6 +12,10 @@ use statefile::journal::{self, JournalOptions};
 use statefile::{Options, Store};
 use statefile_crashtest::explore::{Budget, Ctx, ROOT, Report, Workload, explore};
 
+mod common;
+
+use common::{backups_of, name_of, sim_opts, v};
+
 fn write(ctx: &Ctx, name: &str, v: Value) -> statefile::Result<()> {
     let id = ctx.begin(name, &v);
     ctx.doc(name).write(&v)?;
@@ -274,40 +278,9 @@ fn two_checkpoints() {
 // ---- Plain reboots (nothing lost): the rebuild must move no backup. ----
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use statefile::Doc;
 use statefile_crashtest::sim::SimFs;
-
-fn sim_opts(sim: &SimFs, backups: usize) -> Options {
-    Options::new().backups(backups).fs(Arc::new(sim.clone()))
-}
-
-fn v(n: i32) -> Vec<u8> {
-    statefile::to_vec(&json!({ "v": n }), statefile::Format::Pretty).unwrap()
-}
-
-fn name_of(b: Option<&Vec<u8>>) -> String {
-    b.map_or("<missing>".into(), |b| {
-        (0..100).find(|n| v(*n) == *b).map_or_else(
-            || format!("{:?}", String::from_utf8_lossy(b)),
-            |n| format!("v{n}"),
-        )
-    })
-}
-
-fn backups_of(tree: &BTreeMap<String, Vec<u8>>, n: usize) -> Vec<String> {
-    (1..=n)
-        .map(|k| {
-            let p = if k == 1 {
-                "/data/.a.json.bak".to_string()
-            } else {
-                format!("/data/.a.json.bak.{k}")
-            };
-            name_of(tree.get(&p))
-        })
-        .collect()
-}
 
 /// Apply `ops` to a.json (n >= 0: write {"v": n}; -1: delete).
 fn apply_ops(sim: &SimFs, backups: usize, ops: &[i32]) {
