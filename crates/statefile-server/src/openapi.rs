@@ -181,7 +181,13 @@ fn complete(path: &str, method: &str, op: &mut Operation, token: bool) {
     if named && method == "get" {
         answers.push((
             "422",
-            "document-too-large: the stored document or backup is larger than --max-document (it is not read); a PUT may replace it",
+            "document-too-large: the stored document or backup is larger than --max-document (it is not read); a PUT replaces it, keeping it aside as .name.corrupt",
+        ));
+    }
+    if write && !body {
+        answers.push((
+            "422",
+            "document-too-large: a stored document (or backup) the request must read or compare is larger than --max-document: it is not read or hashed, so a DELETE of it, or a restore needing its version, is refused, nothing changed; a PUT replaces it",
         ));
     }
     for (code, text) in answers {

@@ -276,13 +276,24 @@ pub(crate) enum Current {
     /// A regular file; `seen` when its bytes were looked at (needed to back it up, to
     /// compare versions, or to know whether it parses).
     File { meta: Metadata, seen: Option<Seen> },
+    /// A regular file over the document-size limit (`max`,
+    /// [`Options::max_document_bytes`]), found where its bytes were to be looked at:
+    /// not read and not hashed, so a huge file planted at a document's name costs a
+    /// write no more than a document within the limit. It has no version here: a write
+    /// conditional on one is refused ([`Error::too_large`]); an unconditional write or
+    /// delete keeps it once as `.name.corrupt`, as a file that does not parse, never
+    /// among the backups.
+    TooLarge { meta: Metadata, max: u64 },
 }
 
 impl Current {
     /// Look at what is at the target now: its type and metadata without following a
     /// link, and, if `look`, its version and whether it parses. Anything but a regular
     /// file is refused.
-    pub(crate) fn probe(w: &Locked, look: bool) -> Result<Current> {
+    ///
+    /// A file over `max` bytes is [`Current::TooLarge`] when looked at, having been
+    /// read no further than `max` + 1 bytes.
+    pub(crate) fn probe(w: &Locked, look: bool, max: u64) -> Result<Current> {
         let t = &w.target;
         let meta = match w.dir.stat(&t.name) {
             Ok(m) => m,
@@ -292,12 +303,33 @@ impl Current {
         if meta.file_type != FileType::File {
             return Err(file::not_regular(&t.path, meta.file_type));
         }
-        let seen = if look {
-            Some(file::inspect(w.dir.as_ref(), &t.name, &t.path)?)
-        } else {
-            None
-        };
-        Ok(Current::File { meta, seen })
+        if !look {
+            return Ok(Current::File { meta, seen: None });
+        }
+        if meta.len > max {
+            return Ok(Current::TooLarge { meta, max });
+        }
+        Ok(
+            match file::inspect_within(w.dir.as_ref(), &t.name, &t.path, max)? {
+                Some(seen) => Current::File {
+                    meta,
+                    seen: Some(seen),
+                },
+                None => Current::TooLarge { meta, max },
+            },
+        )
+    }
+
+    /// Where the caller must know the current version (a precondition to compare, a
+    /// backup to restore over it): [`Error::too_large`] for a file over the limit,
+    /// whose version is not computed, saying `op` cannot be done.
+    pub(crate) fn refuse_too_large(&self, op: &str, path: &Path) -> Result<()> {
+        match self {
+            Current::TooLarge { meta, max } => {
+                Err(Error::over_limit(op, path, Some(meta.len), *max))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The version, if the file exists and was looked at.
@@ -310,14 +342,7 @@ impl Current {
 
     fn meta(&self) -> Option<&Metadata> {
         match self {
-            Current::File { meta, .. } => Some(meta),
-            Current::Missing => None,
-        }
-    }
-
-    fn seen(&self) -> Option<&Seen> {
-        match self {
-            Current::File { seen, .. } => seen.as_ref(),
+            Current::File { meta, .. } | Current::TooLarge { meta, .. } => Some(meta),
             Current::Missing => None,
         }
     }
@@ -521,7 +546,7 @@ pub(crate) fn write(
     body: &mut Body<'_>,
 ) -> Result<Receipt> {
     let w = Locked::open(path, confine, opts)?;
-    let current = Current::probe(&w, plan.looks_at_current())?;
+    let current = Current::probe(&w, plan.looks_at_current(), plan.max_bytes)?;
     replace(&w, plan, &current, body)
 }
 
@@ -1831,7 +1856,9 @@ fn sync_file(file: &mut dyn FsFile, durability: Durability, target: &Path) -> Re
 struct Aside<'a> {
     w: &'a Locked,
     name: Option<OsString>,
-    old: &'a Seen,
+    /// What was seen of the old version; `None` for one over the size limit, never
+    /// looked at (kept as `.name.corrupt`).
+    old: Option<&'a Seen>,
     method: BackupMethod,
 }
 
@@ -1839,7 +1866,10 @@ impl<'a> Aside<'a> {
     /// Step 6: keep the old version by hard link (free, exact), or by copy where
     /// refused. An old version that does not parse is kept once as `.name.corrupt`
     /// instead. Nothing to keep: no file, an identical one, or backups off for a file
-    /// that parses.
+    /// that parses. A file over the size limit ([`Current::TooLarge`]) is kept once as
+    /// `.name.corrupt` too, by hard link only: where links are refused the write is
+    /// ([`Error::too_large`]), rather than copy it (it may be many gigabytes) or lose
+    /// it.
     ///
     /// Only the regular file looked at (`current`, under the lock) is kept: the link
     /// (or the copy's source) must be that file (same device and inode). Another
@@ -1853,10 +1883,15 @@ impl<'a> Aside<'a> {
         current: &'a Current,
         unchanged: bool,
     ) -> Result<Option<Aside<'a>>> {
-        let (Some(old), Some(meta)) = (current.seen(), current.meta()) else {
-            return Ok(None);
+        let (old, meta) = match current {
+            Current::File {
+                meta,
+                seen: Some(old),
+            } => (Some(old), meta),
+            Current::TooLarge { meta, .. } => (None, meta),
+            Current::File { seen: None, .. } | Current::Missing => return Ok(None),
         };
-        if unchanged || (plan.backups == 0 && old.parses) {
+        if unchanged || (plan.backups == 0 && old.is_some_and(|o| o.parses)) {
             return Ok(None);
         }
         let t = &w.target;
@@ -1891,6 +1926,7 @@ impl<'a> Aside<'a> {
                     )
                 ) =>
             {
+                current.refuse_too_large("replace", &t.path)?;
                 copy_file(w, meta, plan.durability, &link)?;
                 BackupMethod::Copy
             }
@@ -1910,24 +1946,29 @@ impl<'a> Aside<'a> {
         let t = &self.w.target;
         let dir = self.w.dir.as_ref();
         let link = self.name.take()?;
-        let made = if self.old.parses {
+        let kept = self.old.filter(|o| o.parses);
+        let made = if kept.is_some() {
             rotate_in(dir, t, keep, &link, swaps(self.w))
         } else {
             dir.rename(&link, &t.corrupt_name())
                 .map(|()| t.corrupt_path())
         };
-        match made {
-            Ok(path) if self.old.parses => Some(BackupMade {
+        match (made, kept) {
+            (Ok(path), Some(old)) => Some(BackupMade {
                 path,
-                version: self.old.version.clone(),
+                version: old.version.clone(),
                 method: self.method,
             }),
-            Ok(path) => {
+            (Ok(path), None) => {
+                let why = match self.old {
+                    Some(_) => "did not parse",
+                    None => "was over the size limit",
+                };
                 tracing::warn!(file = %t.path.display(), kept = %path.display(),
-                    "replaced a document that did not parse; kept it aside");
+                    "replaced a document that {why}; kept it aside");
                 None
             }
-            Err(e) => {
+            (Err(e), _) => {
                 let _ = dir.remove_file(&link);
                 tracing::warn!(file = %t.path.display(), error = %e,
                     "could not rotate the backup of the replaced version");

@@ -127,8 +127,14 @@ pub(crate) fn backup_files(dir: &dyn FsDir, t: &Target) -> Result<Vec<OsString>>
     Ok(found.into_iter().map(|(_, name)| name).collect())
 }
 
-/// Every backup of `t` with its version and whether it parses, newest first.
-pub(crate) fn list(dir: &dyn FsDir, t: &Target) -> Result<Vec<BackupInfo>> {
+/// Every backup of `t` with its version and whether it parses, newest first. A backup
+/// over `max` bytes ([`Options::max_document_bytes`]) is left out, as one that is not a
+/// regular file is: it is not hashed (statefile makes none such; one planted among the
+/// backups would cost every listing, restore and repair the time to hash it), and it
+/// could not be restored under the limit.
+///
+/// [`Options::max_document_bytes`]: crate::Options::max_document_bytes
+pub(crate) fn list(dir: &dyn FsDir, t: &Target, max: u64) -> Result<Vec<BackupInfo>> {
     let mut out = Vec::new();
     for name in backup_files(dir, t)? {
         let path = t.beside(&name);
@@ -144,9 +150,14 @@ pub(crate) fn list(dir: &dyn FsDir, t: &Target) -> Result<Vec<BackupInfo>> {
                 "ignoring a backup that is not a regular file");
             continue;
         }
-        let (seen, reserved) = match file::inspect_readable(dir, &name, &path, u64::MAX) {
+        let (seen, reserved) = match file::inspect_readable(dir, &name, &path, max) {
             Ok(s) => s,
             Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) if e.too_large().is_some() => {
+                tracing::warn!(backup = %path.display(), len = meta.len, limit = max,
+                    "ignoring a backup over the size limit");
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let modified = if meta.mtime_ns >= 0 {
@@ -167,17 +178,23 @@ pub(crate) fn list(dir: &dyn FsDir, t: &Target) -> Result<Vec<BackupInfo>> {
 }
 
 /// What to add to an error about `t`'s backups when [`list`] left some out, not being
-/// regular files (a symlink, a FIFO: not made by statefile): their names and what each
-/// is, since one of them may be the backup meant. Empty if none was.
-pub(crate) fn left_out_note(dir: &dyn FsDir, t: &Target) -> String {
+/// regular files (a symlink, a FIFO: not made by statefile) or being over `max` bytes:
+/// their names and what each is, since one of them may be the backup meant. Empty if
+/// none was.
+pub(crate) fn left_out_note(dir: &dyn FsDir, t: &Target, max: u64) -> String {
     let skipped: Vec<String> = backup_files(dir, t)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|name| match dir.stat(&name) {
             Ok(m) if m.file_type != FileType::File => Some(format!(
-                "{} is {}",
+                "{} is {}, which statefile never reads or restores",
                 name.to_string_lossy(),
                 m.file_type.describe()
+            )),
+            Ok(m) if m.len > max => Some(format!(
+                "{} is {} bytes, over the limit of {max} bytes on a document's size",
+                name.to_string_lossy(),
+                m.len
             )),
             _ => None,
         })
@@ -185,10 +202,7 @@ pub(crate) fn left_out_note(dir: &dyn FsDir, t: &Target) -> String {
     if skipped.is_empty() {
         return String::new();
     }
-    format!(
-        "; left out, not being regular files, which statefile never reads or restores: {}",
-        skipped.join(", ")
-    )
+    format!("; left out: {}", skipped.join("; "))
 }
 
 /// Pick the backup `which` names from `list` (made by [`list`] from `dir`). If none
@@ -199,6 +213,7 @@ pub(crate) fn pick<'a>(
     list: &'a [BackupInfo],
     which: &BackupRef,
     t: &Target,
+    max: u64,
 ) -> Result<&'a BackupInfo> {
     let found = match which {
         BackupRef::NewestGood => list.iter().find(|b| b.parses),
@@ -206,12 +221,25 @@ pub(crate) fn pick<'a>(
         BackupRef::Version(v) => list.iter().find(|b| &b.version == v),
     };
     let b = found.ok_or_else(|| {
+        // A backup left out for its size may be the one a number meant: say so as the
+        // size error a read of it gives.
+        if let BackupRef::Number(_) = which
+            && let Some((name, len)) = backup_files(dir, t)
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|name| match dir.stat(&name) {
+                    Ok(m) if m.file_type == FileType::File && m.len > max => Some((name, m.len)),
+                    _ => None,
+                })
+        {
+            return Error::over_limit("read the backup", &t.beside(&name), Some(len), max);
+        }
         let what = match which {
             BackupRef::NewestGood => "no backup that parses".to_string(),
             BackupRef::Number(n) => format!("no backup number {n} ({} kept)", list.len()),
             BackupRef::Version(v) => format!("no backup with version {v}"),
         };
-        let why = left_out_note(dir, t);
+        let why = left_out_note(dir, t, max);
         Error::new(
             ErrorKind::NotFound,
             format!("cannot restore {}: {what}{why}", t.path.display()),
@@ -242,8 +270,8 @@ pub(crate) fn read_picked(
     which: &BackupRef,
     max: u64,
 ) -> Result<Vec<u8>> {
-    let all = list(dir, t)?;
-    let chosen = pick(dir, &all, which, t)?;
+    let all = list(dir, t, max)?;
+    let chosen = pick(dir, &all, which, t, max)?;
     let name = chosen
         .path
         .file_name()
@@ -267,7 +295,10 @@ pub(crate) fn restore_locked(
 ) -> Result<Receipt> {
     let t = &w.target;
     let dir = w.dir.as_ref();
-    let current = Current::probe(w, true)?;
+    let current = Current::probe(w, true, plan.max_bytes)?;
+    if expect.is_some() {
+        current.refuse_too_large("restore over", &t.path)?;
+    }
     if let Some(expected) = expect
         && current.version() != expected
     {

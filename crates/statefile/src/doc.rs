@@ -605,7 +605,9 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
     }
 
     /// The kept previous versions, newest first (numbered from 1). Backups that are not
-    /// regular files (a symlink, a FIFO: not made by statefile) are left out.
+    /// regular files (a symlink, a FIFO: not made by statefile) are left out, and so are
+    /// backups over [`Options::max_document_bytes`] (not read, and not restorable under
+    /// that limit).
     ///
     /// # Errors
     /// I/O kinds if the directory or a backup cannot be read.
@@ -614,7 +616,11 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
             r => r?,
         };
-        backup::list(opened.dir.as_ref(), &opened.target)
+        backup::list(
+            opened.dir.as_ref(),
+            &opened.target,
+            self.opts.max_document_bytes,
+        )
     }
 
     /// The bytes of one kept version (for copying it elsewhere, as `statefile export`
@@ -747,7 +753,11 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         let w = self.locked()?;
         atomic::refuse_if_poisoned(self.poison.as_deref(), "delete", &w.target.path)?;
         let (t, dir) = (&w.target, w.dir.as_ref());
-        let seen = match Current::probe(&w, true)? {
+        // A file over the size limit is not hashed: with no version to report (or to
+        // compare), it is not deleted; a write replaces it, keeping it aside.
+        let current = Current::probe(&w, true, self.opts.max_document_bytes)?;
+        current.refuse_too_large("delete", &t.path)?;
+        let seen = match current {
             Current::File { seen: Some(s), .. } => s,
             _ => {
                 return Err(Error::new(
@@ -908,7 +918,7 @@ impl<T: Serialize + DeserializeOwned> Doc<T> {
         };
         let hint = damage_hint(has_backup, good, "read it with fallback");
         let left_out = if good.is_none() {
-            backup::left_out_note(dir, t)
+            backup::left_out_note(dir, t, self.opts.max_document_bytes)
         } else {
             String::new()
         };

@@ -117,6 +117,24 @@ pub(crate) fn inspect(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<Seen
     inspect_with(dir, name, path, false, u64::MAX).map(|(seen, _)| seen)
 }
 
+/// [`inspect`] a file that may be larger than `max` bytes
+/// ([`Options::max_document_bytes`](crate::Options::max_document_bytes)): `None` if it
+/// is, or grows past it while it is read, having hashed no more than `max` + 1 bytes of
+/// it. A write looks at the file it replaces this way, so that a huge file planted at a
+/// document's name costs it no more than a document within the limit would.
+pub(crate) fn inspect_within(
+    dir: &dyn FsDir,
+    name: &OsStr,
+    path: &Path,
+    max: u64,
+) -> Result<Option<Seen>> {
+    match inspect_with(dir, name, path, false, max) {
+        Ok((seen, _)) => Ok(Some(seen)),
+        Err(e) if e.too_large().is_some() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// [`inspect`], and whether a file that parses holds [`json::RESERVED_KEY`] (so that
 /// statefile's reads refuse it): `Some(why)` if it does. For `statefile verify` and the
 /// choice of a backup to restore; the write path, which never reads the old value back,

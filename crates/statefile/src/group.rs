@@ -219,19 +219,22 @@ struct Disk {
     /// Whether `bytes` parse as JSON, once known.
     parses: Option<bool>,
     seen: Option<Seen>,
+    /// The size limit ([`Options::max_document_bytes`]): a larger file is not hashed.
+    max: u64,
 }
 
 impl Disk {
-    fn probe(w: &Locked) -> Result<Disk> {
-        let meta = match Current::probe(w, false)? {
+    fn probe(w: &Locked, max: u64) -> Result<Disk> {
+        let meta = match Current::probe(w, false, max)? {
             Current::Missing => None,
-            Current::File { meta, .. } => Some(meta),
+            Current::File { meta, .. } | Current::TooLarge { meta, .. } => Some(meta),
         };
         Ok(Disk {
             meta,
             bytes: None,
             parses: None,
             seen: None,
+            max,
         })
     }
 
@@ -250,9 +253,18 @@ impl Disk {
     }
 
     /// Its version and whether it parses, `None` if there is no document.
+    /// [`Error::too_large`] for a file over the limit, which is not hashed.
     fn seen(&mut self, w: &Locked) -> Result<Option<&Seen>> {
-        if self.meta.is_none() {
+        let Some(meta) = &self.meta else {
             return Ok(None);
+        };
+        let t = &w.target;
+        let too_large = || {
+            let size = (meta.len > self.max).then_some(meta.len);
+            Error::over_limit("check the version of", &t.path, size, self.max)
+        };
+        if self.bytes.is_none() && meta.len > self.max {
+            return Err(too_large());
         }
         if self.seen.is_none() {
             let seen = match &self.bytes {
@@ -262,7 +274,10 @@ impl Disk {
                         serde_json::from_slice::<serde::de::IgnoredAny>(b).is_ok()
                     }),
                 },
-                None => file::inspect(w.dir.as_ref(), &w.target.name, &w.target.path)?,
+                None => match file::inspect_within(w.dir.as_ref(), &t.name, &t.path, self.max)? {
+                    Some(seen) => seen,
+                    None => return Err(too_large()),
+                },
             };
             self.seen = Some(seen);
         }
@@ -274,7 +289,16 @@ impl Disk {
             return Ok(Current::Missing);
         };
         let seen = if look || self.bytes.is_some() {
-            self.seen(w)?.cloned()
+            match self.seen(w) {
+                Ok(seen) => seen.cloned(),
+                Err(e) if e.too_large().is_some() => {
+                    return Ok(Current::TooLarge {
+                        meta,
+                        max: self.max,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -681,14 +705,22 @@ impl<T: Serialize + DeserializeOwned> Step for Put<'_, T> {
                 b.check(me, expected, |bytes| json::parse_ok::<T>(bytes).map(drop))?;
             }
             Cond::Absent => {
-                if let Some(version) = b.disk_version()? {
+                // A file over the size limit exists too, with no version computed.
+                let version = match b.disk_version() {
+                    Err(e) if e.too_large().is_some() => None,
+                    found => found?,
+                };
+                if b.disk.meta.is_some() {
                     let shown = &b.members[me].slot.meta.shown;
-                    return Err(Error::new(
+                    let e = Error::new(
                         ErrorKind::Conflict,
                         format!("cannot create {}: it already exists", shown.display()),
                     )
-                    .with_path(&b.locked.target.path)
-                    .with_version(version)
+                    .with_path(&b.locked.target.path);
+                    return Err(match version {
+                        Some(v) => e.with_version(v),
+                        None => e,
+                    }
                     .into());
                 }
             }
@@ -1087,8 +1119,9 @@ fn begin(
             .and_then(|w| w.bind(call.opts, &mut closed))
         {
             Ok(Some(w)) => {
-                break dir_identity(w.dir.as_ref(), &w.target.dir)
-                    .and_then(|dir| Disk::probe(&w).map(|disk| (dir, disk, w)));
+                break dir_identity(w.dir.as_ref(), &w.target.dir).and_then(|dir| {
+                    Disk::probe(&w, call.opts.max_document_bytes).map(|disk| (dir, disk, w))
+                });
             }
             // The lock was released to settle the journal: take it again.
             Ok(None) => match Prepared::open(call.path, call.confine, call.opts) {

@@ -83,7 +83,8 @@ fn install(src: &Path, dst: &Path, opts: &Options, mode: Mode) -> Result<()> {
     // record says the file is the truth (as for a document too large for the journal).
     // This leaves the document's lock file beside it.
     let w = Locked::open(dst, None, opts)?;
-    let previous = Current::probe(&w, true)?;
+    // Its version, for the record (none for a file over the size limit, not hashed).
+    let previous = Current::probe(&w, true, opts.max_document_bytes)?;
     let version = install_in(w.dir.as_ref(), &w.target, src, opts, mode)?;
     match &w.journal {
         Some(b) => mark_direct(&w, b, (&version, previous.version()), 0, opts.durability),

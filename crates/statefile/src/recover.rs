@@ -625,7 +625,7 @@ impl Scan {
         }
         let reason = self.describe_document(dir, t);
         let damaged = seen.version;
-        let good = backup::list(dir, t)
+        let good = backup::list(dir, t, self.opts.max_document_bytes)
             .ok()
             .and_then(|l| l.into_iter().find(|b| b.parses));
         let action = match (&good, self.mode, self.dry_run) {

@@ -153,7 +153,8 @@ impl<'s> Transaction<'s> {
                 format!("the transaction starts again: {name} moved while it was locked"),
             ));
         }
-        let current = Current::probe(&w, true)?;
+        let max = self.store.options().max_document_bytes;
+        let current = Current::probe(&w, true, max)?;
         self.held.insert(
             key,
             Held {
@@ -210,7 +211,10 @@ impl<'s> Transaction<'s> {
     /// # Errors
     /// As [`Transaction::read`].
     pub fn version(&mut self, name: &str) -> Result<Option<Version>> {
-        Ok(self.hold(name)?.current.version().cloned())
+        let h = self.hold(name)?;
+        h.current
+            .refuse_too_large("check the version of", &h.w.target.path)?;
+        Ok(h.current.version().cloned())
     }
 
     /// The version of `name` as this transaction sees it, the version of what
@@ -225,7 +229,11 @@ impl<'s> Transaction<'s> {
         Ok(match &h.change {
             Some(Pending::Put(bytes)) => Some(Version::of(bytes)),
             Some(Pending::Delete) => None,
-            None => h.current.version().cloned(),
+            None => {
+                h.current
+                    .refuse_too_large("check the version of", &h.w.target.path)?;
+                h.current.version().cloned()
+            }
         })
     }
 
@@ -237,6 +245,9 @@ impl<'s> Transaction<'s> {
     /// [`Transaction::read`].
     pub fn expect(&mut self, name: &str, expected: Option<&Version>) -> Result<()> {
         let h = self.hold(name)?;
+        // A file over the size limit has no version computed: nothing to compare.
+        h.current
+            .refuse_too_large("check the version of", &h.w.target.path)?;
         let now = h.current.version();
         if now == expected {
             return Ok(());
@@ -342,6 +353,9 @@ impl<'s> Transaction<'s> {
     /// [`ErrorKind::NotFound`] if it does not exist; as [`Transaction::read`].
     pub fn delete(&mut self, name: &str) -> Result<()> {
         let h = self.hold(name)?;
+        // As `Doc::delete`: a file over the size limit is not deleted, only replaced
+        // (a delete records the version it removes, which is not computed for it).
+        h.current.refuse_too_large("delete", &h.w.target.path)?;
         let exists = match &h.change {
             Some(Pending::Put(_)) => true,
             Some(Pending::Delete) => false,
@@ -360,6 +374,7 @@ impl<'s> Transaction<'s> {
         h.change = match h.current {
             Current::Missing => None,
             Current::File { .. } => Some(Pending::Delete),
+            Current::TooLarge { .. } => unreachable!("refused above"),
         };
         Ok(())
     }

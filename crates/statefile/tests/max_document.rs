@@ -89,16 +89,211 @@ fn a_sparse_8_gib_document_is_refused_at_once_by_every_read() {
         "took {:?}: the file was read",
         started.elapsed()
     );
-    // A write replaces it, and it reads again. (A write looks at the old version, to
-    // back it up, by streaming it through the hasher: not the 8 GiB here.)
-    sparse(doc.path(), 0);
-    sparse(doc.path(), 2 * LIMIT);
+    // A write replaces it (without reading it: see below), and it reads again.
     store
         .doc::<Value>("big.json")
         .unwrap()
         .write(&json!({"n": 3}))
         .unwrap();
     assert_eq!(doc.read().unwrap(), json!({"n": 3}));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}: the file was read",
+        started.elapsed()
+    );
+}
+
+/// A huge file planted at a document's name costs a write no more than a document
+/// within the limit would: it is never read or hashed. Regression: a write (with
+/// backups, the default), a conditional write, a delete, a transaction's lock and a
+/// restore each streamed the whole file through SHA-256 under the document's lock, at
+/// 100-500 MB/s: a minute or more for these 20 GiB, per call.
+///
+/// An unconditional write replaces it and keeps it once as `.name.corrupt` (the same
+/// file, by hard link), never among the backups; whatever needs its version (a
+/// precondition, a delete, which reports the version it removed) is refused with the
+/// size error, changing nothing.
+fn a_planted_huge_file_is_replaced_at_once_and_kept_aside(journaled: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), limited().backups(2)).unwrap();
+    if journaled {
+        journal::enable(dir.path(), store.options(), JournalOptions::default()).unwrap();
+    }
+    let doc = store.doc::<Value>("big.json").unwrap();
+    let v1 = doc.write(&json!({"n": 1})).unwrap().version;
+    let size: u64 = 20 << 30;
+    let plant = || {
+        let _ = std::fs::remove_file(doc.path());
+        sparse(doc.path(), size);
+        std::fs::metadata(doc.path()).unwrap()
+    };
+    let same_file = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+        use std::os::unix::fs::MetadataExt;
+        (a.dev(), a.ino()) == (b.dev(), b.ino())
+    };
+    let planted = plant();
+    let started = Instant::now();
+
+    assert_too_large(&doc.write_if(&v1, &json!(2)).unwrap_err(), Some(size));
+    assert_too_large(&doc.delete().unwrap_err(), Some(size));
+    assert_too_large(&doc.delete_if(&v1).unwrap_err(), Some(size));
+    let e = doc.create(&json!(2)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert_eq!(e.version(), None, "no version was computed: {e}");
+    let e = doc
+        .restore_if(Some(&v1), &BackupRef::NewestGood)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Serialize, "{e}");
+    if journaled {
+        let errors = [
+            store.transaction(|tx| tx.version("big.json")).map(drop),
+            store
+                .transaction(|tx| tx.version_seen("big.json"))
+                .map(drop),
+            store
+                .transaction(|tx| tx.expect("big.json", Some(&v1)))
+                .map(drop),
+            store.transaction(|tx| tx.delete("big.json")).map(drop),
+        ];
+        for e in errors {
+            assert_too_large(&e.unwrap_err(), Some(size));
+        }
+    }
+    let now = std::fs::metadata(doc.path()).unwrap();
+    assert!(
+        same_file(&now, &planted) && now.len() == size,
+        "left as it was"
+    );
+    assert!(doc.backups().unwrap().is_empty());
+
+    // An unconditional write replaces it, keeping it as `.big.json.corrupt`.
+    let corrupt = dir.path().join(".big.json.corrupt");
+    let r = doc.write(&json!({"n": 3})).unwrap();
+    assert_eq!(
+        r.previous, None,
+        "no version was computed for the file replaced"
+    );
+    assert!(r.backup.is_none(), "not a backup: {:?}", r.backup);
+    assert_eq!(doc.read().unwrap(), json!({"n": 3}));
+    assert!(same_file(&std::fs::metadata(&corrupt).unwrap(), &planted));
+    assert!(doc.backups().unwrap().is_empty());
+
+    // So does an update's group commit (whose write looks at the old version too) after
+    // a read refused it... (an update reads: refused, as every read)
+    let planted = plant();
+    let e = doc
+        .update(|v| {
+            v["n"] = json!(4);
+            Ok::<_, Error>(())
+        })
+        .unwrap_err();
+    assert_too_large(&e, Some(size));
+    // ...a restore of a good backup (there is none yet: the planted file was not kept
+    // as one; write one first)...
+    doc.write(&json!({"n": 5})).unwrap();
+    doc.write(&json!({"n": 6})).unwrap();
+    assert_eq!(
+        doc.backups().unwrap().len(),
+        1,
+        "the planted file is no backup"
+    );
+    let planted_again = plant();
+    assert!(!same_file(&planted, &planted_again));
+    doc.restore(&BackupRef::Number(1)).unwrap();
+    assert_eq!(doc.read().unwrap(), json!({"n": 5}));
+    assert!(same_file(
+        &std::fs::metadata(&corrupt).unwrap(),
+        &planted_again
+    ));
+    // ...and, in journal mode, a transaction's write.
+    if journaled {
+        let planted = plant();
+        let receipt = store
+            .transaction(|tx| tx.write("big.json", &json!({"n": 7})))
+            .unwrap();
+        assert_eq!(receipt.1.documents[0].previous, None);
+        assert_eq!(doc.read().unwrap(), json!({"n": 7}));
+        assert!(same_file(&std::fs::metadata(&corrupt).unwrap(), &planted));
+        // A checkpoint after all that keeps the document as written.
+        drop(doc);
+        journal::checkpoint(dir.path(), store.options()).unwrap();
+        assert_eq!(
+            store.doc::<Value>("big.json").unwrap().read().unwrap(),
+            json!({"n": 7})
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}: the planted file was read",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_planted_huge_file_is_replaced_at_once_and_kept_aside_default_mode() {
+    a_planted_huge_file_is_replaced_at_once_and_kept_aside(false);
+}
+
+#[test]
+fn a_planted_huge_file_is_replaced_at_once_and_kept_aside_journal_mode() {
+    a_planted_huge_file_is_replaced_at_once_and_kept_aside(true);
+}
+
+/// A huge file planted among a document's backups is left out of its listing, as a
+/// backup that is not a regular file is, without being read: a listing, a restore and
+/// a damaged document's repair each hashed every backup whole.
+#[test]
+fn a_planted_huge_backup_is_left_out_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), limited().backups(3)).unwrap();
+    let doc = store.doc::<Value>("b.json").unwrap();
+    for n in 1..=3 {
+        doc.write(&json!({"n": n})).unwrap();
+    }
+    let size: u64 = 20 << 30;
+    let bak2 = dir.path().join(".b.json.bak.2");
+    std::fs::remove_file(&bak2).unwrap();
+    sparse(&bak2, size);
+    let started = Instant::now();
+    let listed = doc.backups().unwrap();
+    assert_eq!(
+        listed.iter().map(|b| b.path.clone()).collect::<Vec<_>>(),
+        [dir.path().join(".b.json.bak")]
+    );
+    // The number that now names nothing says why, as the read of it would.
+    assert_too_large(
+        &doc.read_backup(&BackupRef::Number(2)).unwrap_err(),
+        Some(size),
+    );
+    let e = doc
+        .read_backup(&BackupRef::Version(statefile::Version::of(b"{}")))
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    assert!(
+        e.to_string().contains(".b.json.bak.2") && e.to_string().contains(&size.to_string()),
+        "names what was left out and why: {e}"
+    );
+    // A damaged document is served from, and repaired from, the good backup.
+    std::fs::write(doc.path(), b"{\"cut").unwrap();
+    let fallback = store
+        .doc::<Value>("b.json")
+        .unwrap()
+        .with_read_policy(statefile::ReadPolicy::FallbackToBackup);
+    assert_eq!(fallback.read().unwrap(), json!({"n": 2}));
+    let report = store.recover().unwrap();
+    let fixed: Vec<_> = report.corrupt_documents().collect();
+    assert!(
+        fixed.len() == 1 && fixed[0].is_fixed(),
+        "repaired from the good backup: {report:?}"
+    );
+    assert_eq!(doc.read().unwrap(), json!({"n": 2}));
+    doc.restore(&BackupRef::NewestGood).unwrap();
+    assert_eq!(doc.read().unwrap(), json!({"n": 2}));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}: the planted backup was read",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -204,8 +399,7 @@ fn a_transaction_write_over_the_limit_fails_and_writes_nothing() {
         json!(1)
     );
     assert!(!dir.path().join("b.json").exists());
-    // And a transaction's read of an over-limit document is refused too.
-    // (A transaction hashes each document it locks, streaming: a small excess here.)
+    // And a transaction's read of an over-limit document is refused too, at once.
     sparse(&dir.path().join("a.json"), 2 * LIMIT);
     let e = store
         .transaction(|tx| tx.read::<Value>("a.json"))

@@ -353,7 +353,8 @@ impl Journal {
     /// [`Journal::apply`], keeping `backups` of what it replaces (0 after
     /// [`Journal::rebuild_backups`], which has put every backup in place already).
     fn apply_keeping(&self, w: &Locked, lsn: u64, e: &EntryMeta, backups: usize) -> Result<bool> {
-        let current = Current::probe(w, true)?;
+        // No limit: a replay compares and keeps whatever is there, as its writer did.
+        let current = Current::probe(w, true, u64::MAX)?;
         match &e.action {
             // Written durably outside the journal: the file is the truth.
             Action::Direct(_) => Ok(false),
@@ -411,7 +412,9 @@ impl Journal {
                         .push((w.target.path.clone(), None));
                     Ok(true)
                 }
-                Current::File { seen: None, .. } => unreachable!("probed with a look"),
+                Current::File { seen: None, .. } | Current::TooLarge { .. } => {
+                    unreachable!("probed with a look and no limit")
+                }
             },
         }
     }
