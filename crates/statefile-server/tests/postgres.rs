@@ -545,6 +545,29 @@ async fn a_document_over_the_size_limit_is_422_and_nothing_changes() {
         detail.contains("5002 bytes") && detail.contains("limit of 1000 bytes"),
         "{detail}"
     );
+    // Nor is it fetched under the row lock for a read-modify-write: a PATCH or an
+    // append of it is 422 the same way, and the row stays as it was.
+    let merge = ("content-type", "application/merge-patch+json");
+    let requests = [
+        ("PATCH", "/v1/docs/s.json", merge, &b"{\"a\": 1}"[..]),
+        ("POST", "/v1/docs/s.json/append", JSON, b"1"),
+    ];
+    for (method, path, ctype, body) in requests {
+        let r = call(&app, method, path, &[ctype], body).await;
+        r.problem(422, "value-not-storable");
+        let detail = r.json()["detail"].as_str().unwrap().to_string();
+        assert!(
+            detail.contains("5002 bytes") && detail.contains("limit of 1000 bytes"),
+            "{method}: {detail}"
+        );
+    }
+    let r = call(&app, "GET", "/v1/docs/s.json", &[], b"").await;
+    r.problem(422, "value-not-storable");
+    // A PUT, which needs not read it, replaces it.
+    let r = call(&app, "PUT", "/v1/docs/s.json", &[JSON], b"[1]").await;
+    assert_eq!(r.status, 200);
+    let r = call(&app, "GET", "/v1/docs/s.json", &[], b"").await;
+    assert_eq!(r.json(), json!([1]));
 }
 
 #[tokio::test]

@@ -382,22 +382,48 @@ impl PgStore {
         name: &str,
         body: bool,
     ) -> Result<Option<Current>, Failure> {
+        // The body only if it is within the limit, as a GET fetches it: a row planted
+        // over it is refused, never fetched.
         let select = if body {
-            "SELECT version, body FROM statefile_documents WHERE name = $1 FOR UPDATE"
+            "SELECT version, CASE WHEN octet_length(body)::bigint <= $2::bigint THEN body END,
+                    octet_length(body)::bigint
+             FROM statefile_documents WHERE name = $1 FOR UPDATE"
         } else {
             "SELECT version, NULL::bytea FROM statefile_documents WHERE name = $1 FOR UPDATE"
         };
         let stmt = tx.prepare_cached(select).await?;
-        if let Some(row) = tx.query_opt(&stmt, &[&name]).await? {
-            return Ok(Some(Current::from_row(&row)));
+        let max = i64::try_from(self.opts.max_document_bytes).unwrap_or(i64::MAX);
+        let locked = async || -> Result<Option<Current>, Failure> {
+            let row = if body {
+                tx.query_opt(&stmt, &[&name, &max]).await?
+            } else {
+                tx.query_opt(&stmt, &[&name]).await?
+            };
+            let Some(row) = row else { return Ok(None) };
+            let current = Current::from_row(&row);
+            if body && current.body.is_none() {
+                let len: i64 = row.get(2);
+                return Err(Failure::Lib(statefile::Error::new(
+                    ErrorKind::Serialize,
+                    format!(
+                        "cannot read {name}: {len} bytes is over the backend's limit of {} \
+                         bytes per document",
+                        self.opts.max_document_bytes
+                    ),
+                )));
+            }
+            Ok(Some(current))
+        };
+        if let Some(current) = locked().await? {
+            return Ok(Some(current));
         }
         // The locks every creator of this name (and of names above or below it) takes,
         // in the one global order, so creators cannot deadlock.
         let (keys, excl) = advisory_locks([name]);
         let locks = tx.prepare_cached(ADVISORY_LOCKS).await?;
         tx.query_one(&locks, &[&keys, &excl]).await?;
-        if let Some(row) = tx.query_opt(&stmt, &[&name]).await? {
-            return Ok(Some(Current::from_row(&row)));
+        if let Some(current) = locked().await? {
+            return Ok(Some(current));
         }
         // The file backend cannot store `a.json/b.json` beside a document `a.json`, nor
         // `d.json` where a directory `d.json/` was made for documents, which stays (with
