@@ -222,7 +222,8 @@ impl From<Error> for Abort {
 #[pymethods]
 impl Doc {
     #[new]
-    #[pyo3(signature = (path, *, backups=1, durability="full", lock_timeout=30.0, create_dirs=false, fallback=false))]
+    #[pyo3(signature = (path, *, backups=1, durability="full", lock_timeout=30.0, create_dirs=false, fallback=false, max_document_bytes=None))]
+    #[allow(clippy::too_many_arguments)] // one per keyword argument of the Python class
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -231,8 +232,16 @@ impl Doc {
         lock_timeout: f64,
         create_dirs: bool,
         fallback: bool,
+        max_document_bytes: Option<u64>,
     ) -> PyResult<Doc> {
-        let opts = records::options(backups, durability, lock_timeout, create_dirs, fallback)?;
+        let opts = records::options(
+            backups,
+            durability,
+            lock_timeout,
+            create_dirs,
+            fallback,
+            max_document_bytes,
+        )?;
         let inner = statefile::Doc::open_with(path, opts).py_err(py)?;
         Ok(Doc::wrap(inner))
     }

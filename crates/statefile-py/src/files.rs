@@ -22,7 +22,7 @@ fn write_json<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     crate::held::refuse(py, &path, "a write", None)?;
     let value = to_json(obj)?;
-    let opts = records::options(backups, durability, 30.0, create_dirs, false)?;
+    let opts = records::options(backups, durability, 30.0, create_dirs, false, None)?;
     let doc = statefile::Doc::<serde_json::Value>::open_with(path, opts).py_err(py)?;
     let r = py.detach(|| doc.write(&value)).py_err(py)?;
     records::receipt(py, &r)

@@ -246,6 +246,7 @@ pub fn options(
     lock_timeout: f64,
     create_dirs: bool,
     fallback: bool,
+    max_document_bytes: Option<u64>,
 ) -> PyResult<Options> {
     let durability: Durability = durability.parse().map_err(PyValueError::new_err)?;
     Ok(Options::new()
@@ -253,7 +254,8 @@ pub fn options(
         .durability(durability)
         .lock_timeout(timeout(lock_timeout)?)
         .create_dirs(create_dirs)
-        .fallback(fallback))
+        .fallback(fallback)
+        .max_document_bytes(max_document_bytes.unwrap_or(u64::MAX)))
 }
 
 fn timeout(seconds: f64) -> PyResult<Duration> {

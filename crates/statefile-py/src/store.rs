@@ -33,7 +33,8 @@ impl std::fmt::Debug for Store {
 #[pymethods]
 impl Store {
     #[new]
-    #[pyo3(signature = (root, *, backups=1, durability="full", lock_timeout=30.0, create_dirs=true, fallback=false))]
+    #[pyo3(signature = (root, *, backups=1, durability="full", lock_timeout=30.0, create_dirs=true, fallback=false, max_document_bytes=None))]
+    #[allow(clippy::too_many_arguments)] // one per keyword argument of the Python class
     fn new(
         py: Python<'_>,
         root: PathBuf,
@@ -42,8 +43,16 @@ impl Store {
         lock_timeout: f64,
         create_dirs: bool,
         fallback: bool,
+        max_document_bytes: Option<u64>,
     ) -> PyResult<Store> {
-        let opts = records::options(backups, durability, lock_timeout, create_dirs, fallback)?;
+        let opts = records::options(
+            backups,
+            durability,
+            lock_timeout,
+            create_dirs,
+            fallback,
+            max_document_bytes,
+        )?;
         let inner = py
             .detach(|| statefile::Store::open_with(root, opts))
             .py_err(py)?;

@@ -247,3 +247,41 @@ def test_receipts_say_how_many_calls_one_write_answered(tmp_path: Path) -> None:
     for r in receipts:
         assert r.batch == shared[r.version], "a receipt's batch is the calls its write answered"
     assert held.receipt.batch > 1, "the queued writes joined the held update's write"
+
+
+def test_max_document_bytes_bounds_what_a_planted_huge_file_costs(tmp_path: Path) -> None:
+    # A sparse 20 GiB file planted at a document's name: without a limit a read would
+    # fill 20 GiB of memory. With one, every read is refused at once, naming the size
+    # and the limit; a write replaces it at once (it is never hashed), keeping it aside
+    # as .name.corrupt; a delete, which reports the version it removes, is refused.
+    limit = 1 << 20
+    huge = 20 << 30
+    store = statefile.Store(tmp_path, max_document_bytes=limit)
+    doc = store.doc("big.json")
+    doc.write({"n": 1})
+    with open(doc.path, "r+b") as f:
+        f.truncate(huge)
+    started = time.monotonic()
+    for read in (doc.read, doc.read_versioned, doc.version):
+        with pytest.raises(statefile.SerializeError) as e:
+            read()
+        assert str(huge) in str(e.value) and str(limit) in str(e.value), e.value
+    with pytest.raises(statefile.SerializeError):
+        doc.delete()
+    assert os.path.getsize(doc.path) == huge
+    receipt = doc.write({"n": 2})
+    assert receipt.previous is None
+    assert statefile.Doc(doc.path, max_document_bytes=limit).read() == {"n": 2}
+    assert os.path.getsize(tmp_path / ".big.json.corrupt") == huge
+    # A value whose stored form is over the limit is refused, nothing written.
+    with pytest.raises(statefile.SerializeError):
+        doc.write("x" * limit)
+    assert doc.read() == {"n": 2}
+    assert time.monotonic() - started < 10, "the planted file was read"
+
+
+def test_max_document_bytes_must_be_a_size(tmp_path: Path) -> None:
+    with pytest.raises((OverflowError, TypeError)):
+        statefile.Doc(tmp_path / "a.json", max_document_bytes=-1)
+    with pytest.raises(TypeError):
+        statefile.Doc(tmp_path / "a.json", max_document_bytes="1 MB")  # type: ignore[arg-type]

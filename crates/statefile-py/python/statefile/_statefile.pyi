@@ -67,6 +67,7 @@ class Doc:
         lock_timeout: float = 30.0,
         create_dirs: bool = False,
         fallback: bool = False,
+        max_document_bytes: int | None = None,
     ) -> None: ...
     @property
     def path(self) -> str: ...
@@ -114,6 +115,7 @@ class Store:
         lock_timeout: float = 30.0,
         create_dirs: bool = True,
         fallback: bool = False,
+        max_document_bytes: int | None = None,
     ) -> None: ...
     @property
     def root(self) -> str: ...
