@@ -146,7 +146,7 @@ test('a document too large for a JavaScript string is a StatefileError, and an u
 
 // Regression: a sparse multi-GB file at a document's name was read and hashed whole
 // (about 1 s per 64 MB) before being refused as too large for a string.
-test('a sparse 4 GiB document is refused at once with code SERIALIZE, never read', async (t) => {
+test('a sparse 4 GiB document is refused at once with code SERIALIZE, never read, and a write replaces it at once', async (t) => {
   const dir = scratch(t)
   const p = path.join(dir, 'sparse.json')
   fs.writeFileSync(p, '{}')
@@ -156,6 +156,15 @@ test('a sparse 4 GiB document is refused at once with code SERIALIZE, never read
   const started = Date.now()
   await assert.rejects(doc.read(), tooLarge)
   await assert.rejects(doc.update((d) => { d.x = 1 }), tooLarge)
+  // A delete reports the version it removes, which is not computed for it: refused.
+  await assert.rejects(doc.delete(), tooLarge)
+  assert.equal(fs.statSync(p).size, 4 * 2 ** 30)
+  // A write replaces it without reading it, keeping it aside as .sparse.json.corrupt.
+  const r = await doc.write({ replaced: true })
+  assert.equal(r.previous, null)
+  assert.deepEqual(await doc.read(), { replaced: true })
+  assert.equal(fs.statSync(path.join(dir, '.sparse.json.corrupt')).size, 4 * 2 ** 30)
+  assert.deepEqual(await doc.backups(), [])
   assert.ok(Date.now() - started < 1000, `took ${Date.now() - started} ms`)
 })
 
