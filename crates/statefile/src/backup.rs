@@ -296,11 +296,14 @@ pub(crate) fn restore_locked(
     let t = &w.target;
     let dir = w.dir.as_ref();
     let current = Current::probe(w, true, plan.max_bytes)?;
-    if expect.is_some() {
+    // A file over the size limit has no version computed: a version to compare with is
+    // refused; an expectation of none fails below, as for any file.
+    if let Some(Some(_)) = expect {
         current.refuse_too_large("restore over", &t.path)?;
     }
     if let Some(expected) = expect
-        && current.version() != expected
+        && (current.version() != expected
+            || (expected.is_none() && !matches!(current, Current::Missing)))
     {
         return Err(Error::new(
             ErrorKind::Conflict,

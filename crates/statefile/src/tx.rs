@@ -245,11 +245,15 @@ impl<'s> Transaction<'s> {
     /// [`Transaction::read`].
     pub fn expect(&mut self, name: &str, expected: Option<&Version>) -> Result<()> {
         let h = self.hold(name)?;
-        // A file over the size limit has no version computed: nothing to compare.
-        h.current
-            .refuse_too_large("check the version of", &h.w.target.path)?;
+        // A file over the size limit has no version computed: a version to compare with
+        // is refused; that it exists fails an expectation of none, as for any file.
+        if expected.is_some() {
+            h.current
+                .refuse_too_large("check the version of", &h.w.target.path)?;
+        }
         let now = h.current.version();
-        if now == expected {
+        let missing = matches!(h.current, Current::Missing);
+        if now == expected && (expected.is_some() || missing) {
             return Ok(());
         }
         let path = &h.w.target.path;

@@ -15,7 +15,7 @@ use super::shm::{self, Page};
 use super::{BOOT, CKPT, LOG, META_DIR, SHM, USERS};
 use crate::atomic::{self, Current, Dirs, Locked, Plan, Verify};
 use crate::error::{Context, Error, ErrorKind, Result};
-use crate::fs::Fs;
+use crate::fs::{FileType, Fs};
 use crate::json::SerializeError;
 use crate::mutants::{self, Mutant};
 use crate::names::random_suffix;
@@ -1370,7 +1370,6 @@ fn start_writeback(
 
 /// See [`super::status`].
 pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<JournalStatus> {
-    let _ = opts;
     let meta = super::open_meta_dir(fs.as_ref(), root)?;
     let path = super::shown(root);
     let log = meta
@@ -1392,8 +1391,7 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
             continue;
         };
         let full = root.join(rel);
-        let now = doc_version(fs.as_ref(), &full)?;
-        if now.as_ref() != e.version() {
+        if differs(fs.as_ref(), &full, e, opts.max_document_bytes)? {
             to_replay.push(PendingDocument {
                 path: full,
                 version: e.version().cloned(),
@@ -1416,21 +1414,43 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
     })
 }
 
-/// The version of the document at `path` now (`None` if missing), read through its
-/// directory's handle, regular files only.
-fn doc_version(fs: &dyn Fs, path: &Path) -> Result<Option<Version>> {
+/// Whether the document at `path` is not what its last entry `e` left (a missing one is
+/// what a delete left), read through its directory's handle, regular files only. Looked
+/// at no more than that takes, so that a huge file planted at a document's name (this
+/// runs at every store's open and verify) costs no more than the document would: a put
+/// left exactly its record's bytes, so a file of another length differs unread, and one
+/// of its length is hashed; a direct write's file is hashed within `max`
+/// ([`Options::max_document_bytes`]; over it, it differs); any file where a delete left
+/// none differs.
+fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Ok(None);
+        return Ok(e.version().is_some());
     };
     let d = match fs.open_dir(dir) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open directory", dir, e)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(e.version().is_some());
+        }
+        Err(err) => return Err(Error::io("open directory", dir, err)),
     };
-    match crate::file::inspect(d.as_ref(), name, path) {
-        Ok(seen) => Ok(Some(seen.version)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    let bound = match &e.action {
+        Action::Put(p) => p.data_len,
+        Action::Direct(_) => max,
+        Action::Delete => 0,
+    };
+    match d.stat(name) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(e.version().is_some());
+        }
+        // Not a regular file: the look below says what it is.
+        Ok(m) if m.file_type == FileType::File && m.len > bound => return Ok(true),
+        _ => {}
+    }
+    match crate::file::inspect_within(d.as_ref(), name, path, bound) {
+        Ok(Some(seen)) => Ok(Some(&seen.version) != e.version()),
+        Ok(None) => Ok(true),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(e.version().is_some()),
+        Err(err) => Err(err),
     }
 }
 
