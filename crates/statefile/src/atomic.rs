@@ -923,7 +923,9 @@ fn not_withdrawn(
 /// leaves it alone and applies no older record over it). Anything else (a symlink, a
 /// directory), which statefile never reads: a `Direct` of the version last seen there,
 /// after syncing the directory (a replay leaves the name alone); if none was seen
-/// (backups off), it cannot be described, and the withdraw fails. A regular file is
+/// (backups off), it cannot be described, and the withdraw fails. The file over the
+/// size limit the commit looked at ([`Current::TooLarge`]), still there, is synced
+/// without being read: a `Direct` of [`Version::not_computed`]. A regular file is
 /// read and synced through `kept` when that is still the file at the name; one that
 /// cannot be opened for want of descriptors, by [`synced_as_seen`].
 fn as_it_is_now(w: &Locked, current: &Current, kept: Option<&mut Kept>) -> Result<Op> {
@@ -931,6 +933,17 @@ fn as_it_is_now(w: &Locked, current: &Current, kept: Option<&mut Kept>) -> Resul
     match w.dir.stat(&t.name) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Op::Delete),
         Err(e) => Err(Error::io("inspect", &t.path, e)),
+        // Still the file over the size limit the commit looked at: synced, not hashed.
+        Ok(m)
+            if m.file_type == FileType::File
+                && matches!(current, Current::TooLarge { meta, max }
+                if is_same_file(&m, meta) && m.len > *max) =>
+        {
+            sync_unhashed(w, kept.filter(|k| is_same_file(&m, &k.meta)))?;
+            Ok(Op::Direct {
+                version: Version::not_computed(),
+            })
+        }
         Ok(m) if m.file_type == FileType::File => {
             let version = match sync_document(w, kept.filter(|k| is_same_file(&m, &k.meta))) {
                 Err(e) if caused_by_out_of_descriptors(&e) => {
@@ -968,6 +981,23 @@ fn sync_document(w: &Locked, kept: Option<&mut Kept>) -> Result<Version> {
     f.sync_all().ctx("sync", &t.path)?;
     w.dir.sync().ctx("sync the directory of", &t.path)?;
     Ok(version)
+}
+
+/// [`sync_document`] for a file over the size limit, whose version is not computed:
+/// its file, then its directory.
+fn sync_unhashed(w: &Locked, kept: Option<&mut Kept>) -> Result<()> {
+    let t = &w.target;
+    let mut opened;
+    let f: &mut dyn FsFile = match kept {
+        Some(k) => k.file.as_mut(),
+        None => {
+            opened = file::open(w.dir.as_ref(), &t.name, &t.path)?.0;
+            opened.as_mut()
+        }
+    };
+    f.sync_all().ctx("sync", &t.path)?;
+    w.dir.sync().ctx("sync the directory of", &t.path)?;
+    Ok(())
 }
 
 /// [`sync_document`] where the document cannot be opened for want of descriptors (a

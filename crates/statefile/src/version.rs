@@ -101,6 +101,15 @@ impl Version {
         }
     }
 
+    /// What a journal's `direct` entry records for a file whose version was not
+    /// computed: one over the document-size limit, which statefile never hashes (see
+    /// [`Options::max_document_bytes`](crate::Options::max_document_bytes)). The digest
+    /// of all zeros, which no bytes are known to hash to; never shown as a document's
+    /// version.
+    pub(crate) fn not_computed() -> Version {
+        Version::from_digest([0; 32])
+    }
+
     /// The 32 bytes of the digest (as the journal stores it).
     pub(crate) fn digest(&self) -> [u8; 32] {
         fn nibble(c: u8) -> u8 {

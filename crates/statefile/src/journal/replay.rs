@@ -1420,8 +1420,9 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
 /// runs at every store's open and verify) costs no more than the document would: a put
 /// left exactly its record's bytes, so a file of another length differs unread, and one
 /// of its length is hashed; a direct write's file is hashed within `max`
-/// ([`Options::max_document_bytes`]; over it, it differs); any file where a delete left
-/// none differs.
+/// ([`Options::max_document_bytes`]; over it, it differs), unless its entry says its
+/// version was not computed (a withdraw kept a file over the limit: see
+/// [`Version::not_computed`]); any file where a delete left none differs.
 fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(e.version().is_some());
@@ -1435,6 +1436,8 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     };
     let bound = match &e.action {
         Action::Put(p) => p.data_len,
+        // A file over the size limit, kept as it was: the file is the truth.
+        Action::Direct(v) if *v == Version::not_computed() => return Ok(false),
         Action::Direct(_) => max,
         Action::Delete => 0,
     };
