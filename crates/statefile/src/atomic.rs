@@ -933,19 +933,19 @@ fn as_it_is_now(w: &Locked, current: &Current, kept: Option<&mut Kept>) -> Resul
     match w.dir.stat(&t.name) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Op::Delete),
         Err(e) => Err(Error::io("inspect", &t.path, e)),
-        // Still the file over the size limit the commit looked at: synced, not hashed.
-        Ok(m)
-            if m.file_type == FileType::File
-                && matches!(current, Current::TooLarge { meta, max }
-                if is_same_file(&m, meta) && m.len > *max) =>
-        {
-            sync_unhashed(w, kept.filter(|k| is_same_file(&m, &k.meta)))?;
-            Ok(Op::Direct {
-                version: Version::not_computed(),
-            })
-        }
         Ok(m) if m.file_type == FileType::File => {
-            let version = match sync_document(w, kept.filter(|k| is_same_file(&m, &k.meta))) {
+            let mut kept = kept.filter(|k| is_same_file(&m, &k.meta));
+            // Still the file over the size limit the commit looked at: synced, not
+            // hashed (another file there by the time it is opened: as any file).
+            if matches!(current, Current::TooLarge { meta, max }
+                    if is_same_file(&m, meta) && m.len > *max)
+                && sync_unhashed(w, &m, kept.as_deref_mut())?
+            {
+                return Ok(Op::Direct {
+                    version: Version::not_computed(),
+                });
+            }
+            let version = match sync_document(w, kept) {
                 Err(e) if caused_by_out_of_descriptors(&e) => {
                     synced_as_seen(w, current, &m).ok_or(e)?
                 }
@@ -983,21 +983,33 @@ fn sync_document(w: &Locked, kept: Option<&mut Kept>) -> Result<Version> {
     Ok(version)
 }
 
-/// [`sync_document`] for a file over the size limit, whose version is not computed:
-/// its file, then its directory.
-fn sync_unhashed(w: &Locked, kept: Option<&mut Kept>) -> Result<()> {
+/// [`sync_document`] for the file over the size limit at `w`'s name (`now`, as a `stat`
+/// found it), whose version is not computed: its file, then its directory. Through
+/// `kept` (that file, opened earlier), or opened now; where it cannot be opened for
+/// want of descriptors, by syncing its whole file system through the directory's
+/// handle (as [`synced_as_seen`]). `false`, with nothing done, if what opens is another
+/// file.
+fn sync_unhashed(w: &Locked, now: &Metadata, kept: Option<&mut Kept>) -> Result<bool> {
     let t = &w.target;
     let mut opened;
     let f: &mut dyn FsFile = match kept {
         Some(k) => k.file.as_mut(),
-        None => {
-            opened = file::open(w.dir.as_ref(), &t.name, &t.path)?.0;
-            opened.as_mut()
-        }
+        None => match file::open(w.dir.as_ref(), &t.name, &t.path) {
+            Ok((f, m)) if is_same_file(&m, now) => {
+                opened = f;
+                opened.as_mut()
+            }
+            Ok(_) => return Ok(false),
+            Err(e) if caused_by_out_of_descriptors(&e) => {
+                w.dir.sync_fs().ctx("sync the file system of", &t.path)?;
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        },
     };
     f.sync_all().ctx("sync", &t.path)?;
     w.dir.sync().ctx("sync the directory of", &t.path)?;
-    Ok(())
+    Ok(true)
 }
 
 /// [`sync_document`] where the document cannot be opened for want of descriptors (a

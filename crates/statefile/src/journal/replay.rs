@@ -353,10 +353,13 @@ impl Journal {
     /// [`Journal::apply`], keeping `backups` of what it replaces (0 after
     /// [`Journal::rebuild_backups`], which has put every backup in place already).
     fn apply_keeping(&self, w: &Locked, lsn: u64, e: &EntryMeta, backups: usize) -> Result<bool> {
+        // Written durably outside the journal: the file is the truth, not looked at.
+        if let Action::Direct(_) = e.action {
+            return Ok(false);
+        }
         // No limit: a replay compares and keeps whatever is there, as its writer did.
         let current = Current::probe(w, true, u64::MAX)?;
         match &e.action {
-            // Written durably outside the journal: the file is the truth.
             Action::Direct(_) => Ok(false),
             Action::Put(p) => {
                 if current.version() == Some(&p.version) {
@@ -1424,6 +1427,11 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
 /// version was not computed (a withdraw kept a file over the limit: see
 /// [`Version::not_computed`]); any file where a delete left none differs.
 fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
+    // A file over the size limit, kept as it was by a withdraw: the file is the truth
+    // (what a replay leaves), whatever is there now; its version is never shown.
+    if matches!(&e.action, Action::Direct(v) if *v == Version::not_computed()) {
+        return Ok(false);
+    }
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(e.version().is_some());
     };
@@ -1436,8 +1444,6 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     };
     let bound = match &e.action {
         Action::Put(p) => p.data_len,
-        // A file over the size limit, kept as it was: the file is the truth.
-        Action::Direct(v) if *v == Version::not_computed() => return Ok(false),
         Action::Direct(_) => max,
         Action::Delete => 0,
     };
