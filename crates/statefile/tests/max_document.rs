@@ -5,29 +5,15 @@
 
 mod common;
 
-use std::fs::File;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use statefile::journal::{self, JournalOptions};
 use statefile::{BackupRef, Doc, Error, ErrorKind, Options, Store, TooLarge};
 
-use common::{names, temps};
+use common::{names, sparse, temps};
 
 const LIMIT: u64 = 1 << 20;
-
-/// Make `path` `len` bytes long without writing them (sparse: instant, no disk used).
-fn sparse(path: &Path, len: u64) {
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
 
 fn limited() -> Options {
     Options::new().max_document_bytes(LIMIT)

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,19 +10,10 @@ use serde_json::{Value, json};
 use statefile::journal::{self, JournalOptions};
 use statefile::{ErrorKind, Options, Store};
 
+use common::sparse;
+
 const LIMIT: u64 = 1 << 20;
 const HUGE: u64 = 20 << 30;
-
-fn sparse(path: &Path, len: u64) {
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
 
 fn limited() -> Options {
     Options::new().max_document_bytes(LIMIT).backups(2)

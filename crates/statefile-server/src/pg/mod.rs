@@ -352,6 +352,18 @@ impl PgStore {
         })
     }
 
+    /// The error for a stored row of `len` bytes over the size bound, not fetched.
+    fn row_too_large(&self, name: &str, len: i64) -> Failure {
+        Failure::Lib(statefile::Error::new(
+            ErrorKind::Serialize,
+            format!(
+                "cannot read {name}: {len} bytes is over the backend's limit of {} bytes per \
+                 document",
+                self.opts.max_document_bytes
+            ),
+        ))
+    }
+
     /// Serialize `value` as the file backend would, within the size bound.
     fn serialize(&self, name: &str, value: &Value) -> Result<Vec<u8>, Failure> {
         let bytes = statefile::to_vec(value, self.opts.format).map_err(|e| {
@@ -403,14 +415,7 @@ impl PgStore {
             let current = Current::from_row(&row);
             if body && current.body.is_none() {
                 let len: i64 = row.get(2);
-                return Err(Failure::Lib(statefile::Error::new(
-                    ErrorKind::Serialize,
-                    format!(
-                        "cannot read {name}: {len} bytes is over the backend's limit of {} \
-                         bytes per document",
-                        self.opts.max_document_bytes
-                    ),
-                )));
+                return Err(self.row_too_large(name, len));
             }
             Ok(Some(current))
         };
@@ -1081,14 +1086,7 @@ impl DocStore for PgStore {
             };
             let Some(bytes) = row.get::<_, Option<Vec<u8>>>(0) else {
                 let len: i64 = row.get(1);
-                return Err(Failure::Lib(statefile::Error::new(
-                    ErrorKind::Serialize,
-                    format!(
-                        "cannot read {name}: {len} bytes is over the backend's limit of {} \
-                         bytes per document",
-                        self.opts.max_document_bytes
-                    ),
-                )));
+                return Err(self.row_too_large(name, len));
             };
             Ok(Fetched {
                 version: Version::of(&bytes),
