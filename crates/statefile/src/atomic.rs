@@ -1305,12 +1305,42 @@ fn sync_kept(w: &Locked, plan: &Plan<'_>) -> Result<()> {
     }
     let t = &w.target;
     let keep = plan.backups.min(journal::MAX_SYNCED_BACKUPS as usize);
-    for k in 0..keep {
-        let name = if k == 0 {
-            t.name.clone()
-        } else {
-            t.backup_name(k)
-        };
+    sync_files(
+        w,
+        (0..keep).map(|k| {
+            if k == 0 {
+                t.name.clone()
+            } else {
+                t.backup_name(k)
+            }
+        }),
+    )
+}
+
+/// In journal mode, a file put in place outside the journal ([`crate::replace_file`],
+/// [`crate::move_file`]) makes the document's backups durable, as [`sync_kept`] does
+/// for a write outside it: the replay after a power loss takes the backups a `direct`
+/// record left as durable, and the ones journaled writes kept since the last
+/// checkpoint had their bytes in the journal only. It keeps none of its own, and does
+/// not know how many the document's writers keep: every backup name up to
+/// [`journal::MAX_SYNCED_BACKUPS`] that holds a file. Done before the file is put in
+/// place, so that a failure changes nothing.
+pub(crate) fn sync_backups(w: &Locked, durability: Durability) -> Result<()> {
+    if durability == Durability::None {
+        return Ok(());
+    }
+    let t = &w.target;
+    sync_files(
+        w,
+        (1..=journal::MAX_SYNCED_BACKUPS as usize).map(|k| t.backup_name(k)),
+    )
+}
+
+/// Sync each regular file among `names` in `w`'s directory (a name that holds
+/// nothing, or anything but a regular file, is passed over).
+fn sync_files(w: &Locked, names: impl Iterator<Item = std::ffi::OsString>) -> Result<()> {
+    let t = &w.target;
+    for name in names {
         let path = t.beside(&name);
         // Only a regular file is data: a symlink, FIFO or device there is left alone.
         match w.dir.stat(&name) {

@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::atomic::{Current, Locked, mark_direct, take_permissions};
+use crate::atomic::{Current, Locked, mark_direct, sync_backups, take_permissions};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fs::{FileType, FsDir};
 use crate::names::{self, Target};
@@ -81,10 +81,14 @@ fn install(src: &Path, dst: &Path, opts: &Options, mode: Mode) -> Result<()> {
     // older version back at the next replay (a recovery, or a power loss): the file is
     // put in place under the document's lock, as a writer's would be, then a `direct`
     // record says the file is the truth (as for a document too large for the journal).
-    // This leaves the document's lock file beside it.
+    // This leaves the document's lock file beside it. The replay takes the backups a
+    // `direct` record leaves as durable: they are synced first.
     let w = Locked::open(dst, None, opts)?;
     // Its version, for the record (none for a file over the size limit, not hashed).
     let previous = Current::probe(&w, true, opts.max_document_bytes)?;
+    if w.journal.is_some() {
+        sync_backups(&w, opts.durability)?;
+    }
     let version = install_in(w.dir.as_ref(), &w.target, src, opts, mode)?;
     match &w.journal {
         Some(b) => mark_direct(&w, b, (&version, previous.version()), 0, opts.durability),
