@@ -473,34 +473,31 @@ pub const JOURNAL_REVERTS_CHECKPOINT: Workload = Workload {
 /// Journal mode (renaming), two backups kept, and a file the caller wrote itself put in
 /// place between journaled writes ([`statefile::replace_file`], as the Python package's
 /// `atomicwrites` drop-in does): 0 (setup), A, B through the journal, then the caller's
-/// C, then D. The put in place keeps no backup and is recorded as a `direct` entry,
-/// after which a replay takes the backups as durable: A, kept as `.bak` by B's
-/// rotation, had its bytes in the journal only.
+/// C (written in the setup), then D. The put in place keeps no backup and is recorded as
+/// a `direct` entry, after which a replay takes the backups as durable: A, kept as
+/// `.bak` by B's rotation, had its bytes in the journal only.
 pub const JOURNAL_INSTALL: Workload = Workload {
     name: "journal: a file put in place between writes, backups",
     opts: || Options::new().backups(2),
     setup: |ctx| {
         ctx.initial("a.json", &ver("0"));
         enable_journal(ctx);
+        let bytes = statefile::to_vec(&ver("C"), statefile::Format::Pretty).expect("JSON");
+        let made = (|| -> std::io::Result<()> {
+            use statefile::fs::Fs;
+            use std::io::Write;
+            let dir = ctx.sim.open_dir(std::path::Path::new(ROOT))?;
+            let mut f = dir.create_new(std::ffi::OsStr::new("c.json.part"), 0o644)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })();
+        made.expect("the caller's file");
     },
     run: |ctx| {
         for v in ["A", "B"] {
             write(ctx, "a.json", ver(v))?;
         }
         let bytes = statefile::to_vec(&ver("C"), statefile::Format::Pretty)?;
-        let made = (|| -> std::io::Result<()> {
-            use statefile::fs::Fs;
-            use std::io::Write;
-            let dir = ctx.sim.open_dir(std::path::Path::new(ROOT))?;
-            let mut f = dir.create_new(std::ffi::OsStr::new("c.json.part"), 0o644)?;
-            f.write_all(&bytes)
-        })();
-        made.map_err(|e| {
-            statefile::Error::new(
-                statefile::ErrorKind::of_io(&e),
-                format!("make the caller's file: {e}"),
-            )
-        })?;
         let id = ctx.begin_bytes("a.json", bytes);
         statefile::replace_file(Ctx::path("c.json.part"), Ctx::path("a.json"), &ctx.opts)?;
         ctx.ack(id);
@@ -510,10 +507,34 @@ pub const JOURNAL_INSTALL: Workload = Workload {
     recovery_sparsity: 16,
 };
 
+/// Journal mode (renaming), two backups kept, and a document too large for the
+/// journal's records written between journaled ones (outside the journal, then a
+/// `direct` record): 0 (setup), A, B, a large C, D. The large write syncs the document
+/// it keeps as `.bak` and the backups that move up, whose bytes may be in the journal
+/// only; a failed sync of the document must leave it as it was.
+pub const JOURNAL_DIRECT: Workload = Workload {
+    name: "journal: a document too large for a record between writes, backups",
+    opts: || Options::new().backups(2),
+    setup: |ctx| {
+        ctx.initial("a.json", &ver("0"));
+        enable_journal(ctx);
+    },
+    run: |ctx| {
+        for v in ["A", "B"] {
+            write(ctx, "a.json", ver(v))?;
+        }
+        // Over a quarter of the 16 KiB ring: too large for a record.
+        write(ctx, "a.json", payload("C", 6000))?;
+        write(ctx, "a.json", ver("D"))
+    },
+    deterministic: true,
+    recovery_sparsity: 16,
+};
+
 /// Every workload `tests/crash.rs` explores ([`JOURNAL_REVERTS`],
-/// [`JOURNAL_REVERTS_CHECKPOINT`] and [`JOURNAL_INSTALL`] are explored by
-/// `tests/journal_backups.rs` alone, with the same budget: about 20 s each in a debug
-/// build, kept out of the crash suite's time).
+/// [`JOURNAL_REVERTS_CHECKPOINT`], [`JOURNAL_INSTALL`] and [`JOURNAL_DIRECT`] are
+/// explored by `tests/journal_backups.rs` alone, with the same budget: about 20 s each
+/// in a debug build, kept out of the crash suite's time).
 pub const ALL: [Workload; 12] = [
     ONE_REPLACE,
     TEN_REPLACES,

@@ -192,15 +192,18 @@ fn versions_that_come_back_keep_their_backups_in_order() {
     }
 }
 
-/// A file the caller wrote put in place between journaled writes
-/// ([`statefile::replace_file`], recorded as a `direct` entry), a power loss at every
-/// point: a replay takes the backups a `direct` entry left as durable, so the put in
-/// place must make them so (a backup that a journaled write kept had its bytes in the
-/// journal only). The judge's backup checks at every crash state.
+/// Writes outside the journal between journaled ones: a file the caller wrote put in
+/// place ([`statefile::replace_file`]) and a document too large for a record, each
+/// recorded as a `direct` entry. A power loss at every point: a replay takes the
+/// backups a `direct` entry left as durable, so the write must make them so (a backup
+/// that a journaled write kept had its bytes in the journal only); the judge's backup
+/// checks at every crash state. And a fault at every call: a failed sync of the
+/// document the large write keeps as `.bak` may drop its bytes, which were in the
+/// journal only; the failed write must leave it as it was.
 #[test]
-fn a_file_put_in_place_leaves_durable_backups() {
-    use statefile_crashtest::explore::{Budget, explore};
-    use statefile_crashtest::workloads::JOURNAL_INSTALL;
+fn writes_outside_the_journal_leave_durable_backups_and_survive_faults() {
+    use statefile_crashtest::explore::{Budget, explore, inject_faults};
+    use statefile_crashtest::workloads::{JOURNAL_DIRECT, JOURNAL_INSTALL};
     let budget = Budget {
         omissions: true,
         torn: true,
@@ -208,7 +211,16 @@ fn a_file_put_in_place_leaves_durable_backups() {
         seed: 20261128,
         recovery_crash_every: 2,
     };
-    let r = explore(&JOURNAL_INSTALL, budget);
-    println!("{}\n{:#?}", r.line(), r.examples);
-    assert_eq!(r.violations(), 0, "{}: {:#?}", r.workload, r.examples);
+    for w in [JOURNAL_INSTALL, JOURNAL_DIRECT] {
+        let r = explore(&w, budget);
+        println!("{}\n{:#?}", r.line(), r.examples);
+        assert_eq!(r.violations(), 0, "{}: {:#?}", r.workload, r.examples);
+        let f = inject_faults(&w);
+        println!(
+            "| {} | {} | {} | {} |",
+            f.workload, f.calls, f.tried, f.violations
+        );
+        assert!(f.tried > 0);
+        assert_eq!(f.violations, 0, "{}: {:#?}", f.workload, f.examples);
+    }
 }

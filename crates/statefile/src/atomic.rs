@@ -561,6 +561,18 @@ pub(crate) fn replace(
     if let Some(b) = &w.journal {
         return replace_journaled(w, b, plan, current, body);
     }
+    replace_plain(w, plan, current, body)
+}
+
+/// [`replace`] with the plain protocol, whether or not the tree is in journal mode: for
+/// the journal's own rewrites of a document from its record (a replay), which must not
+/// be journaled again.
+pub(crate) fn replace_plain(
+    w: &Locked,
+    plan: &Plan<'_>,
+    current: &Current,
+    body: &mut Body<'_>,
+) -> Result<Receipt> {
     refuse_if_poisoned(plan.poison, "write", &w.target.path)?;
     check_write_access(w, current)?;
     let mut temp = Temp::create(w)?; //                               1.
@@ -1268,7 +1280,7 @@ fn finish_direct(
     }
     temp.sync(plan.durability)?; //                                      4.
     if marker {
-        sync_kept(w, plan)?;
+        sync_kept(w, b, plan)?;
     }
     temp.rename_over_target(last_link(current, &aside))?; //             7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
@@ -1299,22 +1311,26 @@ fn finish_direct(
 /// write's `direct` record, taking what it left as durable. Done before the rename
 /// (data does not depend on names; the directory sync after the rotation makes the
 /// names durable), so a failure, even running out of descriptors, writes nothing.
-fn sync_kept(w: &Locked, plan: &Plan<'_>) -> Result<()> {
+///
+/// A failed sync may drop the pages it could not write, and the document's own bytes
+/// may be in the journal only: if its sync fails, it is rewritten from its last record
+/// ([`journal::Journal::rewrite_locked`]) before the error is returned, so that the
+/// failed write leaves it as it was.
+fn sync_kept(w: &Locked, b: &Bound, plan: &Plan<'_>) -> Result<()> {
     if plan.durability == Durability::None || plan.backups == 0 {
         return Ok(());
     }
     let t = &w.target;
+    if let Err(e) = sync_files(w, std::iter::once(t.name.clone())) {
+        if let Err(again) = b.journal.rewrite_locked(w) {
+            tracing::error!(file = %t.path.display(), error = %again,
+                "a sync of the document failed and it could not be rewritten from the journal; \
+                 `statefile recover` will");
+        }
+        return Err(e);
+    }
     let keep = plan.backups.min(journal::MAX_SYNCED_BACKUPS as usize);
-    sync_files(
-        w,
-        (0..keep).map(|k| {
-            if k == 0 {
-                t.name.clone()
-            } else {
-                t.backup_name(k)
-            }
-        }),
-    )
+    sync_files(w, (1..keep).map(|k| t.backup_name(k)))
 }
 
 /// In journal mode, a file put in place outside the journal ([`crate::replace_file`],

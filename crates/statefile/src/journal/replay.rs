@@ -392,7 +392,7 @@ impl Journal {
                     // applied (the journal bounds its records).
                     max_bytes: u64::MAX,
                 };
-                atomic::replace(w, &plan, &current, &mut |out| {
+                atomic::replace_plain(w, &plan, &current, &mut |out| {
                     out.write_all(&data).map_err(SerializeError::Io)
                 })?;
                 tracing::info!(file = %w.target.path.display(), version = %p.version,
@@ -1176,6 +1176,24 @@ impl Journal {
         })?;
         report.freed = x - tail;
         Ok(report)
+    }
+
+    /// Rewrite the locked document `w` from its last record since the checkpoint, if it
+    /// no longer holds those bytes (with the plain protocol, not journaled again): after
+    /// a failed sync of it, which may drop the pages it could not write. `false` if the
+    /// journal has no record of it (its file was durable at the checkpoint) or it holds
+    /// them.
+    pub(crate) fn rewrite_locked(&self, w: &Locked) -> Result<bool> {
+        let header = handle::read_header(self.log.as_ref(), self.path())?;
+        let name = super::relative_name(self.root(), &w.target)?;
+        let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
+        match scanned.last_entries().get(&name) {
+            Some((ri, ei)) => {
+                let rec = &scanned.records[*ri];
+                self.apply(w, rec.lsn, &rec.entries[*ei])
+            }
+            None => Ok(false),
+        }
     }
 
     /// After a failed sync of the document at `path` in a checkpoint: rewrite it from its
