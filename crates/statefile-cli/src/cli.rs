@@ -21,7 +21,8 @@ Examples:
 
 Exit codes:
   0  success
-  1  other error (I/O, a patch or append that does not apply, a value that cannot be stored)
+  1  other error (I/O, a patch or append that does not apply, a value that cannot be stored,
+     a document over --max-document)
   2  usage error (bad arguments, invalid JSON input or pointer, invalid name)
   3  conflict (--if-match did not match, --create found the file)
   4  not found (the file, a backup, or the value at the pointer)
@@ -32,8 +33,9 @@ Exit codes:
   9  durability unknown (the new version was renamed into place, the directory sync failed)
 
 Commands that write take --durability, --backups and --lock-timeout (defaults from
-STATEFILE_DURABILITY, STATEFILE_BACKUPS, STATEFILE_LOCK_TIMEOUT). STATEFILE_LOG sets the
-log filter (e.g. debug).";
+STATEFILE_DURABILITY, STATEFILE_BACKUPS, STATEFILE_LOCK_TIMEOUT). Commands that read or
+write documents take --max-document (default 64M, as for serve): a larger file is refused
+at once, never read. STATEFILE_LOG sets the log filter (e.g. debug).";
 
 /// Atomic, durable, lock-safe JSON files for scripts in any language.
 ///
@@ -92,6 +94,37 @@ impl WriteOptions {
             .durability(self.durability)
             .backups(self.backups)
             .lock_timeout(self.lock_timeout)
+    }
+}
+
+/// `--max-document`'s default, for `serve` and the document commands alike: the CLI
+/// refuses what the server would.
+pub const DEFAULT_MAX_DOCUMENT: &str = "64M";
+
+/// `--max-document` on the commands that read or write documents (`serve` has its own,
+/// with the same name, default and syntax, in [`ServeLimits`]).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Limits")]
+pub struct DocumentLimit {
+    /// Largest document or backup read into memory, hashed or written, in bytes (suffixes
+    /// K, M, G: powers of 1024; the default is serve's). A file over it, such as a huge
+    /// or sparse file another program put there, is never read or hashed: the command
+    /// fails at once with exit 1, changing nothing (verify and recover report it as
+    /// unreadable), but a plain `put` replaces it, keeping it aside as .NAME.corrupt. A
+    /// write whose stored form (or stdin) would be larger fails the same way.
+    #[arg(long, default_value = DEFAULT_MAX_DOCUMENT, value_name = "BYTES", value_parser = bytes)]
+    pub max_document: usize,
+}
+
+impl DocumentLimit {
+    /// The limit in bytes.
+    pub fn bytes(&self) -> u64 {
+        u64::try_from(self.max_document).unwrap_or(u64::MAX)
+    }
+
+    /// `opts` with this limit.
+    pub fn on(&self, opts: Options) -> Options {
+        opts.max_document_bytes(self.bytes())
     }
 }
 
@@ -191,6 +224,8 @@ pub struct GetArgs {
     /// If the file is damaged, print its newest backup that parses (and say so on stderr).
     #[arg(long)]
     pub fallback: bool,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Replace a document with JSON read from stdin, atomically. Prints the new version.
@@ -213,6 +248,8 @@ pub struct PutArgs {
     pub parents: bool,
     #[command(flatten)]
     pub write: WriteOptions,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Set the value at a JSON Pointer, under the lock (read-modify-write).
@@ -242,6 +279,8 @@ pub struct EditOptions {
     pub parents: bool,
     #[command(flatten)]
     pub write: WriteOptions,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Append a value to the array at a JSON Pointer, under the lock.
@@ -275,6 +314,8 @@ pub struct RmArgs {
     pub all: bool,
     #[command(flatten)]
     pub write: WriteOptions,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Apply a patch from stdin under the lock: RFC 7396 merge patch, or RFC 6902.
@@ -304,6 +345,8 @@ pub struct PatchArgs {
     pub max_size: usize,
     #[command(flatten)]
     pub write: WriteOptions,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Print a document's version: the SHA-256 of its bytes, the same as its HTTP ETag.
@@ -314,6 +357,8 @@ pub struct PatchArgs {
 pub struct VersionArgs {
     #[arg(help = FILE)]
     pub file: PathBuf,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Check documents: parse, stale temp files, backups. Exit 5 if anything needs repair.
@@ -328,6 +373,8 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Repair what verify reports: restore damaged documents, remove stale temp files.
@@ -347,6 +394,8 @@ pub struct RecoverArgs {
     pub json: bool,
     #[command(flatten)]
     pub write: WriteOptions,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Journal mode for a store: a durable write costs one flush of the store's journal.
@@ -434,6 +483,8 @@ pub struct TxArgs {
     pub parents: bool,
     #[command(flatten)]
     pub write: WriteOptions,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// `--lock-timeout` alone, for commands that wait for locks but write no document.
@@ -469,6 +520,8 @@ pub struct BackupsArgs {
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Restore a kept version (itself an atomic write, so it can be undone the same way).
@@ -485,6 +538,8 @@ pub struct RestoreArgs {
     pub from: Option<BackupRef>,
     #[command(flatten)]
     pub write: WriteOptions,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Serve a directory of documents over HTTP (see README: the HTTP API), or the documents
@@ -555,6 +610,8 @@ pub struct ImportArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// Copy a PostgreSQL database's documents, with their backups, into a directory, and
@@ -576,6 +633,8 @@ pub struct ExportArgs {
     pub json: bool,
     #[command(flatten)]
     pub write: WriteOptions,
+    #[command(flatten)]
+    pub limit: DocumentLimit,
 }
 
 /// `serve --log-format`: human-readable lines, or one JSON object per line.
@@ -603,7 +662,7 @@ pub struct ServeLimits {
     /// may replace it. At least --max-body: any body a client may send fits, in the
     /// form it was sent; a write whose stored form is larger (documents are stored
     /// pretty-printed unless --compact) is 422 too, nothing written.
-    #[arg(long, default_value = "64M", value_name = "BYTES", value_parser = bytes)]
+    #[arg(long, default_value = DEFAULT_MAX_DOCUMENT, value_name = "BYTES", value_parser = bytes)]
     pub max_document: usize,
     /// Seconds a request may take, waiting for its turn included (then: 503 and
     /// Retry-After, nothing written; a write already handed to the storage is answered

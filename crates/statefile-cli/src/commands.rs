@@ -39,8 +39,9 @@ pub fn run(cli: Cli) -> CliResult {
 }
 
 /// A library error about `file`, with advice where there is something to do: a
-/// missing directory (pass --parents), a damaged document (what can repair it).
-fn hint(file: &Path, e: statefile::Error) -> CliError {
+/// missing directory (pass --parents), a damaged document (what can repair it, looking
+/// at no file over `max` bytes: `--max-document`).
+fn hint(file: &Path, max: u64, e: statefile::Error) -> CliError {
     use statefile::ErrorKind as K;
     let missing_dir = || {
         file.parent()
@@ -50,7 +51,7 @@ fn hint(file: &Path, e: statefile::Error) -> CliError {
         K::NotFound if missing_dir() => {
             Some("pass --parents to create the missing directories".to_string())
         }
-        K::Corrupt => Some(damage_help(file)),
+        K::Corrupt => Some(damage_help(file, max)),
         _ => None,
     };
     let e = CliError::from(e);
@@ -62,16 +63,18 @@ fn hint(file: &Path, e: statefile::Error) -> CliError {
 
 /// What repairs the damaged document `file`: its journal, if that holds a later version
 /// of it (a power loss leaves a journal-mode document empty until then); else its good
-/// backup, or else a new version.
-fn damage_help(file: &Path) -> String {
+/// backup, or else a new version. A backup over `max` bytes is not read (it is left out
+/// as one that is not a regular file is).
+fn damage_help(file: &Path, max: u64) -> String {
     let f = shell_quote(file);
-    if journal_rewrites(file) {
+    let opts = Options::new().max_document_bytes(max);
+    if journal_rewrites(file, &opts) {
         return format!(
             "the journal holds a later version of {f}, not yet written to it (as a power \
              loss leaves it): `statefile recover {f}` puts it back; its backups are older"
         );
     }
-    let backups = Doc::<Value>::open(file)
+    let backups = Doc::<Value>::open_with(file, opts)
         .and_then(|d| d.backups())
         .unwrap_or_default();
     if let Some(good) = backups.iter().find(|b| b.parses) {
@@ -95,11 +98,11 @@ fn damage_help(file: &Path) -> String {
 }
 
 /// Whether the journal of `file`'s tree (if it is in journal mode) would rewrite it.
-fn journal_rewrites(file: &Path) -> bool {
+fn journal_rewrites(file: &Path, opts: &Options) -> bool {
     let Ok(real) = std::fs::canonicalize(file) else {
         return false;
     };
-    match statefile::journal::status(&real, &Options::new()) {
+    match statefile::journal::status(&real, opts) {
         Ok(Some(st)) => st.to_replay.iter().any(|d| d.path == real),
         _ => false,
     }
@@ -166,8 +169,10 @@ fn print_value(v: &Value, output: &Output, raw: bool) -> CliResult {
 fn get(g: &Global, a: GetArgs) -> CliResult {
     let file = &a.file;
     let tokens = pointer::parse(a.pointer.as_deref().unwrap_or("")).map_err(in_file(file))?;
-    let d = Doc::<Value>::open_with(file, Options::new().fallback(a.fallback))?;
-    let v = d.read_versioned().map_err(|e| hint(file, e))?;
+    let d = Doc::<Value>::open_with(file, a.limit.on(Options::new().fallback(a.fallback)))?;
+    let v = d
+        .read_versioned()
+        .map_err(|e| hint(file, a.limit.bytes(), e))?;
     if let Some(r) = &v.recovered
         && !g.quiet
     {
@@ -236,9 +241,9 @@ fn print_lines(file: &Path, ptr: &str, v: &Value) -> CliResult {
     Ok(())
 }
 
-/// Read one JSON value from stdin: `what` for `file`.
-fn read_stdin(file: &Path, what: &str) -> CliResult<Value> {
-    let buf = read_stdin_bytes(file, what)?;
+/// Read one JSON value from stdin, of at most `max` bytes: `what` for `file`.
+fn read_stdin(file: &Path, what: &str, max: u64) -> CliResult<Value> {
+    let buf = read_stdin_bytes(file, what, max)?;
     let value = serde_json::from_slice(&buf).map_err(|e| {
         CliError::usage(about(
             file,
@@ -258,13 +263,28 @@ fn refuse_reserved_key(file: &Path, text: &[u8], what: &str) -> CliResult<()> {
     }
 }
 
-/// All of stdin, which must not be blank: `what` for `file`.
-fn read_stdin_bytes(file: &Path, what: &str) -> CliResult<Vec<u8>> {
+/// All of stdin, which must not be blank and may hold at most `max` bytes (more is
+/// refused after reading `max` + 1 of them): `what` for `file`.
+fn read_stdin_bytes(file: &Path, what: &str, max: u64) -> CliResult<Vec<u8>> {
     let usage = |message: String| CliError::usage(about(file, message));
     let mut buf = Vec::new();
     io::stdin()
+        .take(max.saturating_add(1))
         .read_to_end(&mut buf)
         .map_err(|e| usage(format!("cannot read {what} from stdin: {e}")))?;
+    if buf.len() as u64 > max {
+        return Err(CliError::new(
+            anyhow::Error::msg(about(
+                file,
+                format!(
+                    "stdin ({what}) is more than {max} bytes, over the limit of {max} bytes \
+                     on a document (--max-document); nothing was changed"
+                ),
+            )),
+            crate::error::exit_code(statefile::ErrorKind::Serialize),
+        )
+        .with_help(crate::error::RAISE_LIMIT));
+    }
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Err(usage(format!("stdin is empty: expected {what}")));
     }
@@ -304,7 +324,7 @@ fn modify<R>(
     };
     res.map_err(|e| match e {
         Failed::Mutation(e) => e,
-        Failed::Storage(e) => hint(d.path(), e),
+        Failed::Storage(e) => hint(d.path(), d.options().get_max_document_bytes(), e),
     })
 }
 
@@ -322,14 +342,14 @@ impl From<statefile::Error> for Failed {
 
 fn put(g: &Global, a: PutArgs) -> CliResult {
     let file = &a.file;
-    let value = read_stdin(file, "the new document")?;
-    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
+    let value = read_stdin(file, "the new document", a.limit.bytes())?;
+    let d = Doc::open_with(file, a.limit.on(a.write.options().create_dirs(a.parents)))?;
     let r = match (&a.if_match, a.create) {
         (Some(v), _) => d.write_if(v, &value),
         (None, true) => d.create(&value),
         (None, false) => d.write(&value),
     }
-    .map_err(|e| hint(file, e))?;
+    .map_err(|e| hint(file, a.limit.bytes(), e))?;
     say(g, r.version.as_str())
 }
 
@@ -342,7 +362,7 @@ fn edit_target(
 ) -> CliResult<(Vec<String>, Value, Doc<Value>)> {
     let tokens = pointer::parse(pointer).map_err(in_file(file))?;
     let value = parse_arg(file, json, o.string)?;
-    let d = Doc::open_with(file, o.write.options().create_dirs(o.parents))?;
+    let d = Doc::open_with(file, o.limit.on(o.write.options().create_dirs(o.parents)))?;
     Ok((tokens, value, d))
 }
 
@@ -374,7 +394,7 @@ fn append(g: &Global, a: AppendArgs) -> CliResult {
 
 fn rm(g: &Global, a: RmArgs) -> CliResult {
     let file = &a.file;
-    let d = Doc::<Value>::open_with(file, a.write.options())?;
+    let d = Doc::<Value>::open_with(file, a.limit.on(a.write.options()))?;
     match (&a.pointer, a.all) {
         (Some(p), _) => {
             let tokens = pointer::parse(p).map_err(in_file(file))?;
@@ -419,10 +439,10 @@ fn patch(g: &Global, a: PatchArgs) -> CliResult {
     let limits = patch::Limits::new()
         .max_operations(a.max_ops)
         .max_result_bytes(a.max_size);
-    let input = read_stdin_bytes(file, "the patch")?;
+    let input = read_stdin_bytes(file, "the patch", a.limit.bytes())?;
     let p = patch::Patch::parse(kind, &input, &limits).map_err(patch_failure(file))?;
     drop(input);
-    let d = Doc::open_with(file, a.write.options().create_dirs(a.parents))?;
+    let d = Doc::open_with(file, a.limit.on(a.write.options().create_dirs(a.parents)))?;
     // A merge patch creates a missing document; a JSON Patch needs it to exist.
     let init = (kind == PatchKind::Merge).then(|| json!({}));
     let ((), receipt) = modify(&d, init, a.if_match.as_ref(), |v| {
@@ -454,7 +474,8 @@ fn patch_failure(file: &Path) -> impl Fn(patch::PatchError) -> CliError + '_ {
 
 fn tx(g: &Global, a: TxArgs) -> CliResult {
     let dir = &a.dir;
-    let input = read_stdin_bytes(dir, "a JSON array of operations")?;
+    // Not bounded by --max-document: one transaction may write several documents.
+    let input = read_stdin_bytes(dir, "a JSON array of operations", u64::MAX)?;
     let value: Value = serde_json::from_slice(&input).map_err(|e| {
         CliError::usage(about(
             dir,
@@ -469,7 +490,8 @@ fn tx(g: &Global, a: TxArgs) -> CliResult {
     // No recovery scan of the whole tree: each document's lock replays what the journal
     // holds for it (Store::open_without_scan), so a big store does not slow every
     // transaction down.
-    let store = Store::open_without_scan(dir, a.write.options().create_dirs(a.parents))?;
+    let store =
+        Store::open_without_scan(dir, a.limit.on(a.write.options().create_dirs(a.parents)))?;
     let results = store.apply_tx(&ops, &limits).map_err(|e| match e {
         TxOpError::Store(e) => CliError::from(e),
         other => CliError::not_applicable(other.to_string()),
@@ -479,29 +501,32 @@ fn tx(g: &Global, a: TxArgs) -> CliResult {
 }
 
 fn version(g: &Global, a: VersionArgs) -> CliResult {
-    let v = Doc::<Value>::open(&a.file)?.version()?;
+    let v = Doc::<Value>::open_with(&a.file, a.limit.on(Options::new()))?.version()?;
     say(g, v.as_str())
 }
 
 fn verify(g: &Global, a: VerifyArgs) -> CliResult {
-    let scan = statefile::Scan::new(ScanMode::Verify);
+    let scan = statefile::Scan::new(ScanMode::Verify).options(a.limit.on(Options::new()));
     report::scan(g, &a.paths, scan, a.json)
 }
 
 fn recover(g: &Global, a: RecoverArgs) -> CliResult {
     let scan = statefile::Scan::new(ScanMode::Repair)
         .dry_run(a.dry_run)
-        .options(a.write.options());
+        .options(a.limit.on(a.write.options()));
     report::scan(g, &a.paths, scan, a.json)
 }
 
 fn backups(a: BackupsArgs) -> CliResult {
-    report::backups(&Doc::open(&a.file)?, a.json)
+    report::backups(
+        &Doc::open_with(&a.file, a.limit.on(Options::new()))?,
+        a.json,
+    )
 }
 
 fn restore(g: &Global, a: RestoreArgs) -> CliResult {
     let which = a.from.unwrap_or(BackupRef::NewestGood);
-    let r = Doc::<Value>::open_with(&a.file, a.write.options())?.restore(&which)?;
+    let r = Doc::<Value>::open_with(&a.file, a.limit.on(a.write.options()))?.restore(&which)?;
     say(g, r.version.as_str())
 }
 

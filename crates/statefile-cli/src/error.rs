@@ -75,11 +75,34 @@ impl CliError {
     }
 }
 
+/// What to do about a document over `--max-document`.
+pub const RAISE_LIMIT: &str = "if it is meant to be that large, raise the limit with --max-document BYTES (K, M or G suffixes)";
+
+/// How the library's messages name its size limit on a document.
+const LIBRARY_LIMIT: &str = "(raise it with Options::max_document_bytes)";
+
+/// A library message in the CLI's terms: the size limit on a document is its
+/// `--max-document` flag (reports of verify, recover and import hold such messages).
+pub fn in_cli_terms(message: &str) -> String {
+    message.replace(LIBRARY_LIMIT, "(--max-document)")
+}
+
 impl From<statefile::Error> for CliError {
     fn from(e: statefile::Error) -> CliError {
         let code = exit_code(e.kind());
+        if e.too_large().is_some() {
+            return CliError::new(anyhow::Error::msg(too_large(e.message())), code)
+                .with_help(RAISE_LIMIT);
+        }
         CliError::new(e, code)
     }
+}
+
+/// The library's message about a document over the limit (it names the file, the
+/// operation, the size and the limit), naming the flag that sets the limit here. The
+/// library reads, hashes and writes nothing over it, so nothing changed.
+fn too_large(message: &str) -> String {
+    format!("{}: nothing was changed", in_cli_terms(message))
 }
 
 /// Writing the output failed. A closed pipe (as in `statefile get f.json | head`) is

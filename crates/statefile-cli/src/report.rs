@@ -8,7 +8,7 @@ use statefile::journal::{self, JournalOptions, JournalStatus};
 use statefile::{Action, Doc, Finding, Options, Problem, Report, Scan};
 
 use crate::cli::{Global, JournalAction};
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, in_cli_terms};
 
 /// Show a progress bar only for trees at least this large, on a terminal.
 const PROGRESS_FROM: usize = 200;
@@ -122,7 +122,7 @@ fn finding_line(f: &Finding) -> String {
             None => format!("corrupt document: {reason}; no good backup"),
         },
         Problem::CorruptBackup { reason } => format!("corrupt backup: {reason}"),
-        Problem::Unreadable { error } => format!("unreadable: {error}"),
+        Problem::Unreadable { error } => format!("unreadable: {}", in_cli_terms(error)),
         Problem::JournalReplay { version: Some(v) } => {
             format!("not yet what its last journal record says (version {v})")
         }
@@ -145,7 +145,7 @@ fn finding_line(f: &Finding) -> String {
         Action::Restored { from, .. } => format!(" -> restored from {}", from.display()),
         Action::MovedAside { to } => format!(" -> moved to {}", to.display()),
         Action::Would(what) => format!(" -> would {what}"),
-        Action::Failed { error } => format!(" -> repair failed: {error}"),
+        Action::Failed { error } => format!(" -> repair failed: {}", in_cli_terms(error)),
         Action::Replayed => " -> replayed from the journal".into(),
         _ => String::new(),
     };
@@ -165,7 +165,7 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
                     good_backup.as_ref().map(|b| b.display().to_string()),
                 ),
                 Problem::CorruptBackup { reason } => ("corrupt-backup", Some(reason.clone()), None),
-                Problem::Unreadable { error } => ("unreadable", Some(error.clone()), None),
+                Problem::Unreadable { error } => ("unreadable", Some(in_cli_terms(error)), None),
                 Problem::JournalReplay { version } => (
                     "journal-replay",
                     Some(version.as_ref().map_or("deleted".to_string(), |v| v.to_string())),
@@ -186,7 +186,7 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
                 }
                 Action::MovedAside { to } => json!({"done": "moved-aside", "to": to.display().to_string()}),
                 Action::Would(w) => json!({"would": w}),
-                Action::Failed { error } => json!({"failed": error}),
+                Action::Failed { error } => json!({"failed": in_cli_terms(error)}),
                 Action::Replayed => json!({"done": "replayed"}),
                 _ => json!(null),
             };

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use statefile_server::pg::transfer::{self, Outcome, Report};
 use statefile_server::pg::{PgOptions, PgStore};
 
-use crate::cli::{ExportArgs, Global, ImportArgs};
-use crate::error::{CliError, CliResult};
+use crate::cli::{DocumentLimit, ExportArgs, Global, ImportArgs};
+use crate::error::{CliError, CliResult, in_cli_terms};
 
 /// `s` if it names a PostgreSQL database: a `postgres://` URL or libpq's `key=value`
 /// pairs (`host=… dbname=…`).
@@ -14,14 +14,17 @@ pub fn connection_string(s: &str) -> Option<&str> {
     statefile_server::pg::connect::is_connection_string(s).then_some(s)
 }
 
-fn open_database(url: &str, flag: &str) -> CliResult<PgStore> {
+/// The database at `url` (given as `flag`), whose documents may be at most `max` bytes.
+fn open_database(url: &str, flag: &str, max: &DocumentLimit) -> CliResult<PgStore> {
     let url = connection_string(url).ok_or_else(|| {
         CliError::usage(format!(
             "{flag} takes a database: postgres://USER@HOST:PORT/DB, or host=HOST dbname=DB ..."
         ))
     })?;
-    let store = PgStore::open(PgOptions::new(url))
-        .map_err(|e| CliError::new(anyhow::Error::msg(e.to_string()), 1))?;
+    let mut opts = PgOptions::new(url);
+    opts.max_document_bytes = max.max_document;
+    let store =
+        PgStore::open(opts).map_err(|e| CliError::new(anyhow::Error::msg(e.to_string()), 1))?;
     for w in store.warnings() {
         eprintln!("statefile: warning: {w}");
     }
@@ -29,8 +32,8 @@ fn open_database(url: &str, flag: &str) -> CliResult<PgStore> {
 }
 
 pub fn import(g: &Global, a: ImportArgs) -> CliResult {
-    let to = open_database(&a.to, "--to")?;
-    let from = statefile::Store::open(&a.dir)?;
+    let to = open_database(&a.to, "--to", &a.limit)?;
+    let from = statefile::Store::open_with(&a.dir, a.limit.on(statefile::Options::new()))?;
     let report = transfer::import(&from, &to, |name| {
         tracing::info!(document = name, "copying")
     })
@@ -39,8 +42,8 @@ pub fn import(g: &Global, a: ImportArgs) -> CliResult {
 }
 
 pub fn export(g: &Global, a: ExportArgs) -> CliResult {
-    let from = open_database(&a.from, "the source")?;
-    let to = statefile::Store::open_with(&a.to, a.write.options().create_dirs(true))?;
+    let from = open_database(&a.from, "the source", &a.limit)?;
+    let to = statefile::Store::open_with(&a.to, a.limit.on(a.write.options().create_dirs(true)))?;
     let report = transfer::export(&from, &to, |name| {
         tracing::info!(document = name, "copying")
     })
@@ -58,7 +61,9 @@ fn outcome_json(name: &str, o: &Outcome) -> Value {
             "name": name, "outcome": "unchanged", "version": version,
             "deleted": version.is_none()
         }),
-        Outcome::Failed(why) => json!({"name": name, "outcome": "failed", "error": why}),
+        Outcome::Failed(why) => {
+            json!({"name": name, "outcome": "failed", "error": in_cli_terms(why)})
+        }
     }
 }
 
@@ -82,7 +87,7 @@ fn finish(g: &Global, r: &Report, verb: &str, target: &str, as_json: bool) -> Cl
     } else if !g.quiet {
         for (name, o) in &r.documents {
             if let Outcome::Failed(why) = o {
-                out.push_str(&format!("failed: {name}: {why}\n"));
+                out.push_str(&format!("failed: {name}: {}\n", in_cli_terms(why)));
             }
         }
         for n in &r.notes {

@@ -20,8 +20,9 @@ use serde_json::{Value, json};
 /// attacks would take.
 const CHILD_AS: u64 = 1 << 30;
 
-/// `statefile ARGS` under `prlimit --as=CHILD_AS`, in `dir`.
-fn capped(dir: &Path, args: &[&str]) -> Command {
+/// `statefile ARGS` under `prlimit --as=CHILD_AS`, in `dir` (max_document.rs runs its
+/// children this way too).
+pub(crate) fn capped(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("prlimit");
     c.arg(format!("--as={CHILD_AS}"))
         .arg("--")

@@ -11,6 +11,7 @@ mod commands;
 mod help;
 mod hostile;
 mod journal;
+mod max_document;
 mod postgres;
 mod processes;
 mod readme;
