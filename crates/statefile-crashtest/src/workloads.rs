@@ -531,8 +531,31 @@ pub const JOURNAL_DIRECT: Workload = Workload {
     recovery_sparsity: 16,
 };
 
+/// Journal mode (renaming), two backups kept, disabled between writes: 0 (setup), A
+/// and B through the journal, `journal disable` (a checkpoint, the journal closed and
+/// removed; the backups settled), then C without it. A disable that fails after it
+/// closed the journal must not leave the tree's writers waiting for it.
+pub const JOURNAL_DISABLE: Workload = Workload {
+    name: "journal: disabled between writes, backups",
+    opts: || Options::new().backups(2),
+    setup: |ctx| {
+        ctx.initial("a.json", &ver("0"));
+        enable_journal(ctx);
+    },
+    run: |ctx| {
+        for v in ["A", "B"] {
+            write(ctx, "a.json", ver(v))?;
+        }
+        journal::disable(ROOT, &ctx.opts)?;
+        ctx.settled();
+        write(ctx, "a.json", ver("C"))
+    },
+    deterministic: true,
+    recovery_sparsity: 16,
+};
+
 /// Every workload `tests/crash.rs` explores ([`JOURNAL_REVERTS`],
-/// [`JOURNAL_REVERTS_CHECKPOINT`], [`JOURNAL_INSTALL`] and [`JOURNAL_DIRECT`] are
+/// [`JOURNAL_REVERTS_CHECKPOINT`], [`JOURNAL_INSTALL`], [`JOURNAL_DIRECT`] and [`JOURNAL_DISABLE`] are
 /// explored by `tests/journal_backups.rs` alone, with the same budget: about 20 s each
 /// in a debug build, kept out of the crash suite's time).
 pub const ALL: [Workload; 12] = [

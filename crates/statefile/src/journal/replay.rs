@@ -1667,7 +1667,7 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
     })?;
     j.set_gone();
     for name in [LOG, SHM, USERS, CKPT, BOOT, super::boot::NEW] {
-        match j.meta.remove_file(OsStr::new(name)) {
+        match crate::fs::retry(|| j.meta.remove_file(OsStr::new(name))) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("remove", &root.join(META_DIR).join(name), e)),
@@ -1681,11 +1681,20 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
 }
 
 /// Wait until a journal being disabled is disabled (then writers go on without it).
+/// Disabled is what the shared state says, or the journal's header: a `disable` whose
+/// checkpoint closed the journal but which failed to mark the shared state (a full
+/// disk, an I/O error) left it saying "being disabled" for good, and every writer of the
+/// tree, in every process, waited for it until its lock timeout.
 pub(crate) fn wait_disabled(j: &Journal, deadline: Instant) -> Result<()> {
     let mut backoff = std::time::Duration::from_micros(200);
     loop {
         let page = j.page()?;
         if page.flags & shm::FLAG_DISABLED != 0 || page.flags & shm::FLAG_DISABLING == 0 {
+            return Ok(());
+        }
+        if handle::read_header(j.log.as_ref(), j.path())
+            .is_ok_and(|h| h.flags & format::FLAG_CLOSED != 0)
+        {
             return Ok(());
         }
         if Instant::now() >= deadline {
