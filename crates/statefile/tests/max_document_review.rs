@@ -255,3 +255,39 @@ fn opening_a_journaled_store_does_not_hash_a_planted_huge_file() {
     assert_quick(started, "Store::open");
     drop(again);
 }
+
+/// Journal mode with backups off: a write over a planted huge file whose temp file is
+/// refused after its record was appended. The commit did not look at the file
+/// (backups off), so the withdraw (`as_it_is_now` -> `sync_document`) hashed it whole.
+#[test]
+fn a_failed_journaled_write_with_backups_off_over_a_planted_huge_file_does_not_hash_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let opts = || limited().backups(0);
+    let store = Store::open_with(root, opts()).unwrap();
+    journal::enable(root, store.options(), JournalOptions::default()).unwrap();
+    store
+        .doc::<Value>("big.json")
+        .unwrap()
+        .write(&json!({"n": 1}))
+        .unwrap();
+    let refusing = opts().on_temp_created(|_| Err(std::io::Error::other("refused by the test")));
+    let hooked = Store::open_with(root, refusing).unwrap();
+    plant(&root.join("big.json"));
+    let started = Instant::now();
+    let e = hooked
+        .doc::<Value>("big.json")
+        .unwrap()
+        .write(&json!({"n": 2}))
+        .unwrap_err();
+    assert_quick(started, "a refused write with backups off (its withdraw)");
+    assert_eq!(e.kind(), ErrorKind::Io, "the hook's error: {e}");
+    assert_eq!(
+        std::fs::metadata(root.join("big.json")).unwrap().len(),
+        HUGE
+    );
+    // The withdraw kept the file as it is, and says so: nothing to replay.
+    let status = journal::status(root, &opts()).unwrap().unwrap();
+    assert!(status.to_replay.is_empty(), "{:?}", status.to_replay);
+    assert!(!root.join(".big.json.corrupt").exists());
+}
