@@ -842,7 +842,7 @@ fn withdraw(
         .map(|d| {
             Ok(Entry {
                 name: d.name.to_vec(),
-                op: as_it_is_now(d.w, d.current, d.kept.as_mut())?,
+                op: as_it_is_now(d.w, d.current, d.kept.as_mut(), b.opts.max_document_bytes)?,
                 previous: None,
                 backups: 0,
             })
@@ -935,24 +935,28 @@ fn not_withdrawn(
 /// leaves it alone and applies no older record over it). Anything else (a symlink, a
 /// directory), which statefile never reads: a `Direct` of the version last seen there,
 /// after syncing the directory (a replay leaves the name alone); if none was seen
-/// (backups off), it cannot be described, and the withdraw fails. The file over the
-/// size limit the commit looked at ([`Current::TooLarge`]), still there, is synced
-/// without being read: a `Direct` of [`Version::not_computed`]. A regular file is
-/// read and synced through `kept` when that is still the file at the name; one that
-/// cannot be opened for want of descriptors, by [`synced_as_seen`].
-fn as_it_is_now(w: &Locked, current: &Current, kept: Option<&mut Kept>) -> Result<Op> {
+/// (backups off), it cannot be described, and the withdraw fails. A file over the size
+/// limit (`max`, the writer's [`Options::max_document_bytes`], or the one the commit
+/// looked at as [`Current::TooLarge`]) is synced without being read: a `Direct` of
+/// [`Version::not_computed`] (with backups off the commit did not look at it, and
+/// another program may have put it there since the look). A regular file is read and
+/// synced through `kept` when that is still the file at the name; one that cannot be
+/// opened for want of descriptors, by [`synced_as_seen`].
+fn as_it_is_now(w: &Locked, current: &Current, kept: Option<&mut Kept>, max: u64) -> Result<Op> {
     let t = &w.target;
     match w.dir.stat(&t.name) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Op::Delete),
         Err(e) => Err(Error::io("inspect", &t.path, e)),
         Ok(m) if m.file_type == FileType::File => {
             let mut kept = kept.filter(|k| is_same_file(&m, &k.meta));
-            // Still the file over the size limit the commit looked at: synced, not
-            // hashed (another file there by the time it is opened: as any file).
-            if matches!(current, Current::TooLarge { meta, max }
-                    if is_same_file(&m, meta) && m.len > *max)
-                && sync_unhashed(w, &m, kept.as_deref_mut())?
-            {
+            // A file over the size limit (the one the commit looked at, or any other):
+            // synced, not hashed (another file there by the time it is opened: as any
+            // file).
+            let limit = match current {
+                Current::TooLarge { max: looked, .. } => max.min(*looked),
+                _ => max,
+            };
+            if m.len > limit && sync_unhashed(w, &m, kept.as_deref_mut())? {
                 return Ok(Op::Direct {
                     version: Version::not_computed(),
                 });

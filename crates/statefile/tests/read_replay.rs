@@ -766,3 +766,35 @@ fn a_fifo_at_a_document_to_replay_does_not_stop_the_recovery() {
     assert_eq!(e.kind(), ErrorKind::InvalidName, "{e}");
     a.write(&json!({"v": 3})).unwrap();
 }
+
+/// A dead writer's commit applied (by a read, here) over a huge file planted at the
+/// document's name since: the adoption looks at it within the reader's size limit
+/// (`Options::max_document_bytes`), replaces it unread and keeps it aside, as a write
+/// does; it hashed the whole file first.
+#[test]
+fn a_dead_writers_commit_over_a_planted_huge_file_is_applied_without_hashing_it() {
+    const HUGE: u64 = 20 << 30;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = fresh().max_document_bytes(1 << 20);
+    journal::enable(dir.path(), &opts, small()).unwrap();
+    let path = dir.path().join("a.json");
+    let doc = Doc::<Value>::open_with(&path, opts.clone()).unwrap();
+    doc.write(&json!({"v": 1})).unwrap();
+    writer_dies_mid_commit(&path);
+    std::fs::remove_file(&path).unwrap();
+    common::sparse(&path, HUGE);
+    let started = std::time::Instant::now();
+    assert_eq!(doc.read().unwrap(), json!({"v": 2}));
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "the adoption took {took:?}: the planted file was hashed"
+    );
+    assert_eq!(
+        std::fs::metadata(dir.path().join(".a.json.corrupt"))
+            .unwrap()
+            .len(),
+        HUGE,
+        "kept aside"
+    );
+}

@@ -332,9 +332,9 @@ impl Journal {
     /// replaces such a file, and refusing would stop every recovery and checkpoint of
     /// the tree (and, once the ring is full, every write in it) for as long as whoever
     /// put it there likes. The other entries of the commit are applied.
-    fn apply_or_skip(&self, w: &Locked, lsn: u64, e: &EntryMeta) -> Result<bool> {
-        match self.apply(w, lsn, e) {
-            Err(err) if err.kind() == ErrorKind::InvalidName => {
+    fn apply_or_skip(&self, w: &Locked, lsn: u64, e: &EntryMeta, max: u64) -> Result<bool> {
+        match self.apply(w, lsn, e, max) {
+            Err(err) if cannot_be_written(&err) => {
                 tracing::warn!(file = %w.target.path.display(), lsn, error = %err,
                     "a journal record names a document that can no longer be written; skipped");
                 Ok(false)
@@ -346,23 +346,53 @@ impl Journal {
     /// Apply one entry of the record at `lsn` to its locked document: rewrite it from the
     /// record (or delete it) unless it already is what the entry says. Returns whether
     /// anything changed. No journal record is appended: the record exists.
-    pub(super) fn apply(&self, w: &Locked, lsn: u64, e: &EntryMeta) -> Result<bool> {
-        self.apply_keeping(w, lsn, e, e.backups as usize)
+    ///
+    /// What is at the document's name is looked at within `max`
+    /// ([`Options::max_document_bytes`] of whoever replays): a file over it is not read
+    /// (a huge file planted there would cost every opener of the store minutes), unless
+    /// it is exactly as long as the entry's bytes, which may be it (a limit below the
+    /// journal's records), hashed no further than that (the journal bounds its records).
+    /// One that is not the entry's is replaced as a write replaces it
+    /// ([`Current::TooLarge`]): kept once as `.name.corrupt`, by hard link, never among
+    /// the backups; a delete moves it there.
+    pub(super) fn apply(&self, w: &Locked, lsn: u64, e: &EntryMeta, max: u64) -> Result<bool> {
+        self.apply_keeping(w, lsn, e, e.backups as usize, max)
     }
 
     /// [`Journal::apply`], keeping `backups` of what it replaces (0 after
     /// [`Journal::rebuild_backups`], which has put every backup in place already).
-    fn apply_keeping(&self, w: &Locked, lsn: u64, e: &EntryMeta, backups: usize) -> Result<bool> {
+    fn apply_keeping(
+        &self,
+        w: &Locked,
+        lsn: u64,
+        e: &EntryMeta,
+        backups: usize,
+        max: u64,
+    ) -> Result<bool> {
         // Written durably outside the journal: the file is the truth, not looked at.
         if let Action::Direct(_) = e.action {
             return Ok(false);
         }
-        // No limit: a replay compares and keeps whatever is there, as its writer did.
-        let current = Current::probe(w, true, u64::MAX)?;
+        // Within the limit: a replay compares and keeps whatever is there, as its
+        // writer did (a write keeps a file over the limit aside, never as a backup).
+        let current = Current::probe(w, true, max)?;
         match &e.action {
             Action::Direct(_) => Ok(false),
             Action::Put(p) => {
                 if current.version() == Some(&p.version) {
+                    return Ok(false);
+                }
+                if let Current::TooLarge { meta, .. } = &current
+                    && meta.len == p.data_len
+                    && crate::file::inspect_within(
+                        w.dir.as_ref(),
+                        &w.target.name,
+                        &w.target.path,
+                        p.data_len,
+                    )?
+                    .is_some_and(|seen| seen.version == p.version)
+                {
+                    // Over the limit, and the entry's bytes: nothing to do.
                     return Ok(false);
                 }
                 let data = self.read_data(lsn, p.data_at, p.data_len)?;
@@ -415,9 +445,22 @@ impl Journal {
                         .push((w.target.path.clone(), None));
                     Ok(true)
                 }
-                Current::File { seen: None, .. } | Current::TooLarge { .. } => {
-                    unreachable!("probed with a look and no limit")
+                Current::TooLarge { .. } => {
+                    // Not read: kept aside once, as a delete keeps a file that does
+                    // not parse.
+                    let t = &w.target;
+                    w.dir
+                        .rename(&t.name, &t.corrupt_name())
+                        .ctx("move aside", &t.path)?;
+                    tracing::warn!(file = %t.path.display(), kept = %t.corrupt_path().display(),
+                        "replayed a delete of a document over the size limit; kept it aside");
+                    self.replayed
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((t.path.clone(), None));
+                    Ok(true)
                 }
+                Current::File { seen: None, .. } => unreachable!("probed with a look"),
             },
         }
     }
@@ -454,7 +497,18 @@ impl Journal {
     /// replay's own write must keep: 0 when this rebuilt them, the entry's count when
     /// it left them as they were (nothing lost, or a version written outside the
     /// journal, whose bytes no record holds, or `previous` versions that do not link up).
-    fn rebuild_backups(&self, w: &Locked, history: &[(u64, &EntryMeta)]) -> Result<usize> {
+    ///
+    /// Files are looked at within `max` ([`Options::max_document_bytes`] of whoever
+    /// replays; the document at its last record, within its length): one over it is
+    /// never read. At the document's name it is no version to put back (the replay's
+    /// write keeps it aside as `.name.corrupt`); at a backup's name, which version it
+    /// holds cannot be told, so the backups stay as they are.
+    fn rebuild_backups(
+        &self,
+        w: &Locked,
+        history: &[(u64, &EntryMeta)],
+        max: u64,
+    ) -> Result<usize> {
         let Some(&(_, last)) = history.last() else {
             return Ok(0);
         };
@@ -474,7 +528,27 @@ impl Journal {
             Some(d) => &history[d + 1..],
             None => history,
         };
-        let intact = self.nothing_lost(w, last, keep)?;
+        let t = &w.target;
+        let dir = w.dir.as_ref();
+        // What is on disk now is looked at at the document's name (0) and its backups'
+        // (1..=reach): a durable version still wanted was at most at `keep` at the
+        // checkpoint and is never moved past the place it is wanted at.
+        let reach = keep + 1;
+        // A backup over the size limit, never read: it may be a durable version (one
+        // its writer, under another limit, kept) or not one at all; telling would take
+        // reading it. Left as they are, as after a write outside the journal.
+        for n in 1..=reach {
+            if let Ok(m) = dir.stat(&t.backup_name(n))
+                && m.file_type == crate::fs::FileType::File
+                && m.len > max
+            {
+                tracing::warn!(file = %t.path.display(), backup = %t.backup_path(n).display(),
+                    size = m.len, max,
+                    "a backup is over the size limit: the replay leaves the backups as they are");
+                return Ok(keep);
+            }
+        }
+        let intact = self.nothing_lost(w, last, keep, max)?;
         // The bytes of every put, from its record.
         let mut data: Vec<Option<Vec<u8>>> = Vec::with_capacity(history.len());
         for &(lsn, e) in history {
@@ -491,12 +565,7 @@ impl Journal {
                 Action::Direct(_) => return Ok(keep),
             }
         }
-        let t = &w.target;
-        let dir = w.dir.as_ref();
-        // What is on disk now, at the document's name (0) and its backups' (1..=reach):
-        // the complete files. A durable version still wanted was at most at `keep` at
-        // the checkpoint and is never moved past the place it is wanted at.
-        let reach = keep + 1;
+        // The complete files there, within the limit.
         let name_at = |n: usize| {
             if n == 0 {
                 t.name.clone()
@@ -507,12 +576,16 @@ impl Journal {
         let mut found: Vec<Option<crate::file::Seen>> = Vec::with_capacity(reach + 1);
         for n in 0..=reach {
             let name = name_at(n);
-            found.push(match crate::file::inspect(dir, &name, &t.beside(&name)) {
-                Ok(seen) if seen.parses => Some(seen),
-                Ok(_) => None,
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => None,
-                Err(e) => return Err(e),
-            });
+            found.push(
+                match crate::file::inspect_within(dir, &name, &t.beside(&name), max) {
+                    Ok(Some(seen)) if seen.parses => Some(seen),
+                    Ok(_) => None,
+                    Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => {
+                        None
+                    }
+                    Err(e) => return Err(e),
+                },
+            );
         }
         let Some(chains) = chains_since_checkpoint(history, &data) else {
             // The records' `previous` versions do not link up: something wrote the
@@ -641,8 +714,8 @@ impl Journal {
         for i in (0..wanted.len()).rev() {
             let (version, source) = &wanted[i];
             let bak = t.backup_name(i + 1);
-            let there = match crate::file::inspect(dir, &bak, &t.beside(&bak)) {
-                Ok(found) => Some(found),
+            let there = match crate::file::inspect_within(dir, &bak, &t.beside(&bak), max) {
+                Ok(found) => found,
                 Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => None,
                 Err(e) => {
                     cleanup(&temps[..=i]);
@@ -711,15 +784,23 @@ impl Journal {
     /// and [`Journal::rebuild_backups`] has nothing to put back. (Telling which backups
     /// the checkpoint made durable by their bytes alone is ambiguous when a version
     /// comes back, so backups that need nothing are never moved.)
-    fn nothing_lost(&self, w: &Locked, last: &EntryMeta, keep: usize) -> Result<bool> {
+    ///
+    /// The document is hashed within its last entry's length (a file of another length
+    /// is not what it made), the backups within `max` (one over it is as one that does
+    /// not parse), so that no file over the size limit is read.
+    fn nothing_lost(&self, w: &Locked, last: &EntryMeta, keep: usize, max: u64) -> Result<bool> {
         let t = &w.target;
         let dir = w.dir.as_ref();
         let at_last = match &last.action {
-            Action::Put(p) => match crate::file::inspect(dir, &t.name, &t.path) {
-                Ok(found) => found.version == p.version,
-                Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => false,
-                Err(e) => return Err(e),
-            },
+            Action::Put(p) => {
+                match crate::file::inspect_within(dir, &t.name, &t.path, p.data_len) {
+                    Ok(found) => found.is_some_and(|f| f.version == p.version),
+                    Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidName) => {
+                        false
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             Action::Delete => matches!(
                 dir.stat(&t.name),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound
@@ -736,9 +817,10 @@ impl Journal {
         let mut before: Option<(Version, Option<(u64, u64)>)> = None;
         for n in 1..=keep {
             let name = t.backup_name(n);
-            match crate::file::inspect(dir, &name, &t.beside(&name)) {
-                Ok(found) if !found.parses => return Ok(false),
-                Ok(found) => {
+            match crate::file::inspect_within(dir, &name, &t.beside(&name), max) {
+                Ok(None) => return Ok(false),
+                Ok(Some(found)) if !found.parses => return Ok(false),
+                Ok(Some(found)) => {
                     let id = dir.stat(&name).ok().map(|m| (m.dev, m.ino));
                     if let Some((version, was)) = &before
                         && *version == found.version
@@ -819,7 +901,7 @@ impl Journal {
         }
         self.flush(&t)?;
         for (i, w) in &locked {
-            self.apply_or_skip(w, t.lsn, &entries[*i])?;
+            self.apply_or_skip(w, t.lsn, &entries[*i], opts.max_document_bytes)?;
         }
         tracing::warn!(journal = %self.path().display(), lsn = t.lsn,
             "applied the commit of a writer that died before finishing it");
@@ -930,6 +1012,8 @@ impl Journal {
         // A reboot (or a power loss), a first use, or damage found before: replay from
         // the journal itself, which is what the disk holds.
         let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
+        // What is at a document's name is looked at within the caller's limit.
+        let max = opts.max_document_bytes;
         if !mutants::active(Mutant::NoReplay) {
             for history in scanned.histories().into_values() {
                 let &(lsn, e) = history.last().expect("a document named by a record");
@@ -937,13 +1021,15 @@ impl Journal {
                 for (_, w) in locked.into_iter().flatten() {
                     // The backups are not worth the document: a failure here is
                     // logged, and the replay rotates as the writer would have.
-                    let keep = self.rebuild_backups(&w, &history).unwrap_or_else(|err| {
-                        tracing::warn!(file = %w.target.path.display(), error = %err,
+                    let keep = self
+                        .rebuild_backups(&w, &history, max)
+                        .unwrap_or_else(|err| {
+                            tracing::warn!(file = %w.target.path.display(), error = %err,
                             "could not put the backups back from the journal after a power loss");
-                        e.backups as usize
-                    });
-                    match self.apply_keeping(&w, lsn, e, keep) {
-                        Err(err) if err.kind() == ErrorKind::InvalidName => {
+                            e.backups as usize
+                        });
+                    match self.apply_keeping(&w, lsn, e, keep, max) {
+                        Err(err) if cannot_be_written(&err) => {
                             tracing::warn!(file = %w.target.path.display(), lsn, error = %err,
                                 "a journal record names a document that can no longer be written; skipped");
                         }
@@ -997,7 +1083,7 @@ impl Journal {
             let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
             if let Some((ri, ei)) = scanned.last_entries().get(&name) {
                 let rec = &scanned.records[*ri];
-                self.apply(&w, rec.lsn, &rec.entries[*ei])?;
+                self.apply(&w, rec.lsn, &rec.entries[*ei], opts.max_document_bytes)?;
             }
             return Ok(());
         }
@@ -1213,7 +1299,7 @@ impl Journal {
             match scanned.last_entries().get(&name) {
                 Some((ri, ei)) => {
                     let rec = &scanned.records[*ri];
-                    self.apply(&w, rec.lsn, &rec.entries[*ei])
+                    self.apply(&w, rec.lsn, &rec.entries[*ei], opts.max_document_bytes)
                 }
                 None => Ok(false),
             }
@@ -1335,6 +1421,16 @@ fn chains_since_checkpoint(
         chains.push((doc, backups.clone()));
     }
     Some(chains)
+}
+
+/// Whether applying a record to a document failed because the document can no longer
+/// be written: something statefile never replaces is at its name (a FIFO, a socket, a
+/// device: [`ErrorKind::InvalidName`]), or a file over the size limit is, on a file
+/// system that will not link it aside (a write refuses to copy it: [`Error::too_large`]).
+/// A replay or an adoption skips it, with a warning, rather than let whoever put it
+/// there stop every recovery of the tree.
+fn cannot_be_written(err: &Error) -> bool {
+    err.kind() == ErrorKind::InvalidName || err.too_large().is_some()
 }
 
 /// Whether a hard link failed because the file system (or its policy) will not make
