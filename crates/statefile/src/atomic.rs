@@ -1326,7 +1326,7 @@ fn sync_kept(w: &Locked, b: &Bound, plan: &Plan<'_>) -> Result<()> {
     }
     let t = &w.target;
     if let Err(e) = sync_files(w, std::iter::once(t.name.clone())) {
-        if let Err(again) = b.journal.rewrite_locked(w) {
+        if let Err(again) = b.journal.rewrite_locked(w, plan.max_bytes) {
             tracing::error!(file = %t.path.display(), error = %again,
                 "a sync of the document failed and it could not be rewritten from the journal; \
                  `statefile recover` will");

@@ -1268,15 +1268,15 @@ impl Journal {
     /// no longer holds those bytes (with the plain protocol, not journaled again): after
     /// a failed sync of it, which may drop the pages it could not write. `false` if the
     /// journal has no record of it (its file was durable at the checkpoint) or it holds
-    /// them.
-    pub(crate) fn rewrite_locked(&self, w: &Locked) -> Result<bool> {
+    /// them. A file there over `max` bytes is not read ([`Journal::apply`]).
+    pub(crate) fn rewrite_locked(&self, w: &Locked, max: u64) -> Result<bool> {
         let header = handle::read_header(self.log.as_ref(), self.path())?;
         let name = super::relative_name(self.root(), &w.target)?;
         let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
         match scanned.last_entries().get(&name) {
             Some((ri, ei)) => {
                 let rec = &scanned.records[*ri];
-                self.apply(w, rec.lsn, &rec.entries[*ei])
+                self.apply(w, rec.lsn, &rec.entries[*ei], max)
             }
             None => Ok(false),
         }
