@@ -531,6 +531,47 @@ pub const JOURNAL_DIRECT: Workload = Workload {
     recovery_sparsity: 16,
 };
 
+/// [`JOURNAL_DIRECT`] and [`JOURNAL_INSTALL`] under `Durability::Data` (no directory
+/// syncs outside journal mode; in journal mode a write is durable through the journal's
+/// flush): 0 (setup), A, a large B, C, the caller's D put in place, E. A `direct` record
+/// says the file and its directory are synced, and a replay leaves the file alone: the
+/// directory must be synced under `Data` too, or a power loss brings back the file
+/// before A, which no replay puts back.
+pub const JOURNAL_DIRECT_DATA: Workload = Workload {
+    name: "journal, Durability::Data: writes outside the journal between writes",
+    opts: || {
+        Options::new()
+            .backups(1)
+            .durability(statefile::Durability::Data)
+    },
+    setup: |ctx| {
+        ctx.initial("a.json", &ver("0"));
+        enable_journal(ctx);
+        let bytes = statefile::to_vec(&ver("D"), statefile::Format::Pretty).expect("JSON");
+        let made = (|| -> std::io::Result<()> {
+            use statefile::fs::Fs;
+            use std::io::Write;
+            let dir = ctx.sim.open_dir(std::path::Path::new(ROOT))?;
+            let mut f = dir.create_new(std::ffi::OsStr::new("d.json.part"), 0o644)?;
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })();
+        made.expect("the caller's file");
+    },
+    run: |ctx| {
+        write(ctx, "a.json", ver("A"))?;
+        write(ctx, "a.json", payload("B", 6000))?;
+        write(ctx, "a.json", ver("C"))?;
+        let bytes = statefile::to_vec(&ver("D"), statefile::Format::Pretty)?;
+        let id = ctx.begin_bytes("a.json", bytes);
+        statefile::replace_file(Ctx::path("d.json.part"), Ctx::path("a.json"), &ctx.opts)?;
+        ctx.ack(id);
+        write(ctx, "a.json", ver("E"))
+    },
+    deterministic: true,
+    recovery_sparsity: 16,
+};
+
 /// Journal mode (renaming), two backups kept, disabled between writes: 0 (setup), A
 /// and B through the journal, `journal disable` (a checkpoint, the journal closed and
 /// removed; the backups settled), then C without it. A disable that fails after it
@@ -555,7 +596,8 @@ pub const JOURNAL_DISABLE: Workload = Workload {
 };
 
 /// Every workload `tests/crash.rs` explores ([`JOURNAL_REVERTS`],
-/// [`JOURNAL_REVERTS_CHECKPOINT`], [`JOURNAL_INSTALL`], [`JOURNAL_DIRECT`] and [`JOURNAL_DISABLE`] are
+/// [`JOURNAL_REVERTS_CHECKPOINT`], [`JOURNAL_INSTALL`], [`JOURNAL_DIRECT`],
+/// [`JOURNAL_DIRECT_DATA`] and [`JOURNAL_DISABLE`] are
 /// explored by `tests/journal_backups.rs` alone, with the same budget: about 20 s each
 /// in a debug build, kept out of the crash suite's time).
 pub const ALL: [Workload; 12] = [

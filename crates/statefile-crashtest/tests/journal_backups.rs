@@ -199,12 +199,15 @@ fn versions_that_come_back_keep_their_backups_in_order() {
 /// that a journaled write kept had its bytes in the journal only); the judge's backup
 /// checks at every crash state. And a fault at every call: a failed sync of the
 /// document the large write keeps as `.bak` may drop its bytes, which were in the
-/// journal only; the failed write must leave it as it was. A `journal disable` between
+/// journal only; the failed write must leave it as it was. Both under `Durability::Data`
+/// too (the `direct` record's directory must be synced). A `journal disable` between
 /// writes, likewise (a fault after it closed the journal left every writer waiting).
 #[test]
 fn writes_outside_the_journal_leave_durable_backups_and_survive_faults() {
     use statefile_crashtest::explore::{Budget, explore, inject_faults};
-    use statefile_crashtest::workloads::{JOURNAL_DIRECT, JOURNAL_DISABLE, JOURNAL_INSTALL};
+    use statefile_crashtest::workloads::{
+        JOURNAL_DIRECT, JOURNAL_DIRECT_DATA, JOURNAL_DISABLE, JOURNAL_INSTALL,
+    };
     let budget = Budget {
         omissions: true,
         torn: true,
@@ -212,7 +215,12 @@ fn writes_outside_the_journal_leave_durable_backups_and_survive_faults() {
         seed: 20261128,
         recovery_crash_every: 2,
     };
-    for w in [JOURNAL_INSTALL, JOURNAL_DIRECT, JOURNAL_DISABLE] {
+    for w in [
+        JOURNAL_INSTALL,
+        JOURNAL_DIRECT,
+        JOURNAL_DIRECT_DATA,
+        JOURNAL_DISABLE,
+    ] {
         let r = explore(&w, budget);
         println!("{}\n{:#?}", r.line(), r.examples);
         assert_eq!(r.violations(), 0, "{}: {:#?}", r.workload, r.examples);

@@ -1288,7 +1288,16 @@ fn finish_direct(
     }
     temp.rename_over_target(last_link(current, &aside))?; //             7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
-    let durability = sync_dir(w, plan, version)?; //                     9.
+    // The `direct` record says the file and its directory are synced, and a replay
+    // leaves the file as it is from then on: under `Data` too, whose writes in journal
+    // mode are durable through the journal's flush (without the directory's sync, a
+    // power loss brought back the file before the journaled writes, which no replay
+    // put back).
+    let durability = if marker && plan.durability == Durability::Data {
+        sync_dir_as(w, Durability::Full, plan.poison, version)?
+    } else {
+        sync_dir(w, plan, version)?
+    }; //                                                                9.
     if marker {
         let backups = u32::try_from(plan.backups).unwrap_or(u32::MAX);
         mark_direct(w, b, (version, current.version()), backups, plan.durability)?;
@@ -2243,15 +2252,25 @@ fn prune_backups(dir: &dyn FsDir, t: &Target, keep: usize) -> io::Result<()> {
 
 /// Step 9: make the rename durable.
 fn sync_dir(w: &Locked, plan: &Plan<'_>, version: &Version) -> Result<Durability> {
-    if plan.durability != Durability::Full {
-        return Ok(plan.durability);
+    sync_dir_as(w, plan.durability, plan.poison, version)
+}
+
+/// [`sync_dir`] at `durability`, a store's failed sync poisoning `poison`.
+fn sync_dir_as(
+    w: &Locked,
+    durability: Durability,
+    poison: Option<&AtomicBool>,
+    version: &Version,
+) -> Result<Durability> {
+    if durability != Durability::Full {
+        return Ok(durability);
     }
     if mutants::active(Mutant::NoDirFsync) {
         return Ok(Durability::Full);
     }
     let t = &w.target;
     if let Err(e) = w.dir.sync() {
-        if let Some(p) = plan.poison {
+        if let Some(p) = poison {
             p.store(true, Ordering::SeqCst);
         }
         return Err(Error::new(

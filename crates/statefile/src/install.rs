@@ -75,7 +75,7 @@ fn install(src: &Path, dst: &Path, opts: &Options, mode: Mode) -> Result<()> {
     let t = names::resolve_for_write(fs, dst, None)?;
     if crate::journal::locate(fs, &t.dir)?.is_none() {
         let dir = fs.open_dir(&t.dir).ctx("open directory", &t.dir)?;
-        return install_in(dir.as_ref(), &t, src, opts, mode).map(drop);
+        return install_in(dir.as_ref(), &t, src, opts, (mode, false)).map(drop);
     }
     // In a journal's tree, the journal's last record of the document would bring an
     // older version back at the next replay (a recovery, or a power loss): the file is
@@ -89,21 +89,23 @@ fn install(src: &Path, dst: &Path, opts: &Options, mode: Mode) -> Result<()> {
     if w.journal.is_some() {
         sync_backups(&w, opts.durability)?;
     }
-    let version = install_in(w.dir.as_ref(), &w.target, src, opts, mode)?;
+    let journaled = w.journal.is_some();
+    let version = install_in(w.dir.as_ref(), &w.target, src, opts, (mode, journaled))?;
     match &w.journal {
         Some(b) => mark_direct(&w, b, (&version, previous.version()), 0, opts.durability),
         None => Ok(()),
     }
 }
 
-/// The steps of [`install`] through `dir`, the handle of `t`'s directory. Returns the
-/// version of what was put in place.
+/// The steps of [`install`] through `dir`, the handle of `t`'s directory (`journaled`:
+/// in a journal's tree, where the directory is synced under `Durability::Data` too).
+/// Returns the version of what was put in place.
 fn install_in(
     dir: &dyn FsDir,
     t: &Target,
     src: &Path,
     opts: &Options,
-    mode: Mode,
+    (mode, journaled): (Mode, bool),
 ) -> Result<Version> {
     let fs = opts.fs.as_ref();
     let src_name = source_in(fs, src, t)?;
@@ -160,7 +162,10 @@ fn install_in(
             dir.remove_file(src_name).ctx("remove", src)?;
         }
     }
-    if opts.durability == Durability::Full {
+    // In journal mode the `direct` record that follows says the file and its directory
+    // are synced, and a replay leaves the file as it is from then on: under `Data` too
+    // (see `atomic::finish_direct`).
+    if opts.durability == Durability::Full || journaled && opts.durability == Durability::Data {
         sync_dir(dir, t)?;
     }
     Ok(version)
