@@ -235,7 +235,6 @@ pub fn journaled_workload(out: &mut Out, cfg: &Cfg) {
         rows.push((label.clone(), *lower, runs));
     }
     drop(workloads);
-    drop(img);
     for (label, lower, runs) in rows {
         let med: Vec<Option<Fig>> = runs
             .into_iter()
@@ -300,6 +299,8 @@ pub fn journaled_workload(out: &mut Out, cfg: &Cfg) {
         }
     }
     out.line("\nFigures are medians of the repetitions; the ratio is statefile (journal) against SQLite (for the documents row, statefile's time per document over SQLite's). The last column says whether every alternative's final state checked out (the documents hold what was written; no append lost).");
+    crate::node::journaled_rows(out, cfg, &mnt);
+    drop(img);
 }
 
 /// One durable-replace run of `alt` in a new directory under `root`.

@@ -144,6 +144,108 @@ pub fn node_workload(out: &mut Out, cfg: &Cfg) {
     let _ = std::fs::remove_dir_all(&env.dir);
 }
 
+/// The Node rows of table 10: durable replaces from Node in journal mode against
+/// write-file-atomic, in directories under `root` (the ext4 image with a journal), the
+/// repetitions going round the alternatives in turn. Targets as in table 7's.
+pub fn journaled_rows(out: &mut Out, cfg: &Cfg, root: &Path) {
+    const ALTS: [&str; 4] = [
+        "statefile Doc.writeSync (journal)",
+        "write-file-atomic (sync)",
+        "statefile Doc.write (journal)",
+        "write-file-atomic (async)",
+    ];
+    let env = match setup() {
+        Ok(e) => e,
+        Err(why) => return unavailable(out, &why),
+    };
+    let sizes: &[(usize, usize)] = if cfg.quick {
+        &[(1_000, 20)]
+    } else {
+        &[(1_000, 2000), (7_000, 2000)]
+    };
+    out.line("\n### From Node, on the same ext4 with a journal: durable replaces against write-file-atomic\n");
+    out.line("The Node package's journal-mode rows of table 7 and the write-file-atomic rows they are measured against, here (one writer, serializing included; write-file-atomic syncs the file and not its directory, statefile makes the rename durable through the journal).\n");
+    out.line("| document | alternative | writes/s | p50 | p99 | ratio to write-file-atomic (same API) | final document correct |");
+    out.line("|---|---|---|---|---|---|---|");
+    for &(size, n) in sizes {
+        let results = match replace_runs(&env, cfg, &ALTS, size, n, &|| {
+            crate::scratch_in(root, "node-replace")
+        }) {
+            Ok(r) => r,
+            Err(why) => return unavailable(out, &why),
+        };
+        let rate = |i: usize| Summary::from_json(&results[i]["lat"]).per_sec();
+        for (i, alt) in ALTS.iter().enumerate() {
+            let s = Summary::from_json(&results[i]["lat"]);
+            // Each statefile row against the write-file-atomic row after it, and back.
+            let base = if i % 2 == 0 { rate(i + 1) } else { rate(i) };
+            out.line(format!(
+                "| {} | {alt} | {:.0} | {:.0} µs | {:.0} µs | {} | {} |",
+                human(size),
+                s.per_sec(),
+                s.p50_us,
+                s.p99_us,
+                ratio(s.per_sec(), base),
+                if results[i]["correct"] == true {
+                    "yes"
+                } else {
+                    "NO"
+                },
+            ));
+        }
+        for i in [0, 2] {
+            let x = rate(i) / rate(i + 1).max(f64::MIN_POSITIVE);
+            let correct = results[i]["correct"] == true;
+            out.target(
+                format!(
+                    "on an ext4 with a journal (table 10): Node durable replace of {}: {} ahead of {}, the rename durable too",
+                    human(size),
+                    ALTS[i],
+                    ALTS[i + 1]
+                ),
+                format!("{x:.2}x{}", if correct { "" } else { ", **not correct**" }),
+                x > 1.0 && correct,
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&env.dir);
+}
+
+/// `cfg.reps` durable-replace runs of each of `alts` (`n` writes of a `size`-byte
+/// document, each run in a new directory from `dir`), going round the alternatives in
+/// turn: each alternative's median run.
+fn replace_runs(
+    env: &NodeEnv,
+    cfg: &Cfg,
+    alts: &[&str],
+    size: usize,
+    n: usize,
+    dir: &dyn Fn() -> PathBuf,
+) -> Result<Vec<Value>, String> {
+    let mut runs: Vec<Vec<Value>> = vec![Vec::new(); alts.len()];
+    for _ in 0..cfg.reps {
+        for (i, alt) in alts.iter().enumerate() {
+            let dir = dir();
+            let r = script(
+                env,
+                &[
+                    "replace".into(),
+                    dir.join("doc.json").display().to_string(),
+                    n.to_string(),
+                    size.to_string(),
+                    (*alt).into(),
+                ],
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            runs[i].push(r?);
+        }
+    }
+    Ok(runs
+        .into_iter()
+        .map(|r| median_by(r, |v| Summary::from_json(&v["lat"]).per_sec()))
+        .collect())
+}
+
 fn replace_tables(out: &mut Out, cfg: &Cfg, env: &NodeEnv) -> Result<(), String> {
     let sizes: &[(usize, usize)] = if cfg.quick {
         &[(1_000, 20)]
@@ -157,28 +259,8 @@ fn replace_tables(out: &mut Out, cfg: &Cfg, env: &NodeEnv) -> Result<(), String>
         ));
         out.line("| alternative | writes/s | p50 | p99 | ratio to write-file-atomic (sync) | durable? | final document correct |");
         out.line("|---|---|---|---|---|---|---|");
-        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); REPLACE.len()];
-        for _ in 0..cfg.reps {
-            for (i, (alt, _)) in REPLACE.iter().enumerate() {
-                let dir = scratch("node-replace");
-                let r = script(
-                    env,
-                    &[
-                        "replace".into(),
-                        dir.join("doc.json").display().to_string(),
-                        n.to_string(),
-                        size.to_string(),
-                        (*alt).into(),
-                    ],
-                );
-                let _ = std::fs::remove_dir_all(&dir);
-                runs[i].push(r?);
-            }
-        }
-        let results: Vec<Value> = runs
-            .into_iter()
-            .map(|r| median_by(r, |v| Summary::from_json(&v["lat"]).per_sec()))
-            .collect();
+        let alts: Vec<&str> = REPLACE.iter().map(|(alt, _)| *alt).collect();
+        let results = replace_runs(env, cfg, &alts, size, n, &|| scratch("node-replace"))?;
         let rate = |alt: &str| {
             REPLACE
                 .iter()
