@@ -129,3 +129,112 @@ fn a_failed_sync_of_a_backup_by_replace_file_keeps_it_whole() {
     });
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+/// Only `inject_faults` on JOURNAL_DIRECT (to check whether its judge can tell a failed
+/// write that rolled the document back to an older version).
+#[test]
+#[ignore]
+fn journal_direct_faults_only() {
+    use statefile_crashtest::explore::inject_faults;
+    use statefile_crashtest::workloads::JOURNAL_DIRECT;
+    let f = inject_faults(&JOURNAL_DIRECT);
+    println!("| {} | {} | {} | {} |", f.workload, f.calls, f.tried, f.violations);
+    assert_eq!(f.violations, 0, "{:#?}", f.examples);
+}
+
+/// Each EIO during the large write of a.json (B before it): a failed write must leave
+/// a.json as it was, B (the judge of `inject_faults` accepts any version ever written).
+#[test]
+fn a_failed_write_too_large_for_the_journal_leaves_the_document_as_it_was() {
+    let large = json!({"tag": "C", "pad": "x".repeat(6000)});
+    let n0 = setup(false).calls().len() as u64;
+    let mut bad = Vec::new();
+    for i in 0.. {
+        let sim = setup(false);
+        sim.set_fault(Some(Fault {
+            at: n0 + i,
+            kind: FaultKind::Errno(5),
+        }));
+        let r = doc(&sim, "a.json").write(&large);
+        let Some(call) = sim.fault_fired() else {
+            break;
+        };
+        sim.set_fault(None);
+        let got = sim.image().tree().get("/data/a.json").cloned();
+        if let Err(e) = &r
+            && e.kind() != statefile::ErrorKind::Durability
+            && got != Some(bytes(&ver("B")))
+        {
+            bad.push(format!(
+                "call {} ({call:?}) EIO: the write failed ({:?}) and a.json holds {:?}",
+                n0 + i,
+                e.kind(),
+                got.map(|g| String::from_utf8_lossy(&g[..g.len().min(40)]).into_owned())
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
+
+/// Two writes too large for the journal, C then D, B's record the last of a.json in the
+/// journal. C fails after its file is in place (`Durability`: its directory sync, or its
+/// `direct` record, failed): a.json is C, and the journal has no record of it. D then
+/// fails to sync a.json (C) and `sync_kept` "rewrites it from its last record": B, an
+/// older version, over C, which had been synced and was in place; D returns a plain
+/// `Io` error ("nothing written"). No power loss involved.
+#[test]
+fn a_failed_write_too_large_for_the_journal_does_not_roll_back_a_version_in_place() {
+    let c = json!({"tag": "C", "pad": "x".repeat(6000)});
+    let d = json!({"tag": "D", "pad": "x".repeat(6000)});
+    let n0 = setup(false).calls().len() as u64;
+    let mut bad = Vec::new();
+    for i in 0.. {
+        let sim = setup(false);
+        sim.set_fault(Some(Fault {
+            at: n0 + i,
+            kind: FaultKind::Errno(5),
+        }));
+        let r = doc(&sim, "a.json").write(&c);
+        let Some(first) = sim.fault_fired() else {
+            break;
+        };
+        let in_place = sim.image().tree().get("/data/a.json") == Some(&bytes(&c));
+        if !(in_place && r.as_ref().is_err_and(|e| e.kind() == statefile::ErrorKind::Durability)) {
+            continue;
+        }
+        let n1 = sim.calls().len() as u64;
+        for j in 0.. {
+            let sim = setup(false);
+            sim.set_fault(Some(Fault {
+                at: n0 + i,
+                kind: FaultKind::Errno(5),
+            }));
+            let _ = doc(&sim, "a.json").write(&c);
+            assert_eq!(sim.calls().len() as u64, n1);
+            sim.set_fault(Some(Fault {
+                at: n1 + j,
+                kind: FaultKind::Errno(5),
+            }));
+            let r2 = doc(&sim, "a.json").write(&d);
+            let Some(second) = sim.fault_fired() else {
+                break;
+            };
+            sim.set_fault(None);
+            let got = sim.image().tree().get("/data/a.json").cloned();
+            if let Err(e) = &r2
+                && e.kind() != statefile::ErrorKind::Durability
+                && got != Some(bytes(&c))
+            {
+                bad.push(format!(
+                    "C: call {} ({first:?}) EIO -> Durability, C in place; D: call {} \
+                     ({second:?}) EIO -> {:?}, and a.json holds {:?}",
+                    n0 + i,
+                    n1 + j,
+                    e.kind(),
+                    got.map(|g| String::from_utf8_lossy(&g[..g.len().min(40)]).into_owned())
+                ));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
