@@ -238,3 +238,55 @@ fn a_failed_write_too_large_for_the_journal_does_not_roll_back_a_version_in_plac
     }
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+/// A `journal disable` that fails after it closed the journal (504b53d: writers no
+/// longer wait for it) leaves `.statefile/journal` behind, closed. Nothing removes it:
+/// `disable` again says the tree has no journal (`open_at` takes a closed journal for
+/// none), `enable` reports the closed journal and enables nothing (`locate` finds the
+/// file), and writes go on without a journal. The operator cannot get journal mode back
+/// (nor a clean tree) through the API.
+#[test]
+fn a_disable_that_failed_after_closing_the_journal_can_be_finished_or_undone() {
+    let n0 = setup(false).calls().len() as u64;
+    let mut bad = Vec::new();
+    for i in 0.. {
+        let sim = setup(false);
+        sim.set_fault(Some(Fault {
+            at: n0 + i,
+            kind: FaultKind::Errno(5),
+        }));
+        let r = journal::disable(ROOT, &opts(&sim));
+        let Some(call) = sim.fault_fired() else {
+            break;
+        };
+        sim.set_fault(None);
+        if r.is_ok() {
+            continue;
+        }
+        // The operator retries the disable, then (whatever it says) enables again.
+        let again = journal::disable(ROOT, &opts(&sim));
+        let _ = journal::enable(
+            ROOT,
+            &opts(&sim),
+            JournalOptions {
+                capacity: 16 << 10,
+                ..JournalOptions::default()
+            },
+        );
+        let wrote = doc(&sim, "a.json").write(&ver("E"));
+        let status = journal::status(ROOT, &opts(&sim));
+        let records = status.as_ref().ok().and_then(|s| s.as_ref().map(|s| s.records));
+        if wrote.is_err() || records.is_none_or(|n| n == 0) {
+            bad.push(format!(
+                "call {} ({call:?}) EIO: disable failed ({:?}); disable again: {:?}; after \
+                 enable, a write ({:?}) appended no record (status: {:?})",
+                n0 + i,
+                r.as_ref().err().map(|e| e.to_string()),
+                again.as_ref().err().map(|e| e.to_string()),
+                wrote.as_ref().err().map(|e| e.kind()),
+                records
+            ));
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
