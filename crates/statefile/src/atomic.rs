@@ -1284,7 +1284,7 @@ fn finish_direct(
     }
     temp.sync(plan.durability)?; //                                      4.
     if marker {
-        sync_kept(w, b, plan)?;
+        sync_kept(w, b, plan, current)?;
     }
     temp.rename_over_target(last_link(current, &aside))?; //             7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
@@ -1329,13 +1329,18 @@ fn finish_direct(
 /// may be in the journal only: if its sync fails, it is rewritten from its last record
 /// ([`journal::Journal::rewrite_locked`]) before the error is returned, so that the
 /// failed write leaves it as it was.
-fn sync_kept(w: &Locked, b: &Bound, plan: &Plan<'_>) -> Result<()> {
+fn sync_kept(w: &Locked, b: &Bound, plan: &Plan<'_>, current: &Current) -> Result<()> {
     if plan.durability == Durability::None || plan.backups == 0 {
         return Ok(());
     }
     let t = &w.target;
     if let Err(e) = sync_files(w, std::iter::once(t.name.clone())) {
-        if let Err(again) = b.journal.rewrite_locked(w, plan.max_bytes) {
+        // Only the version this write saw there is put back (see `rewrite_locked`).
+        let rewritten = match current.version() {
+            Some(seen) => b.journal.rewrite_locked(w, plan.max_bytes, seen).map(drop),
+            None => Ok(()),
+        };
+        if let Err(again) = rewritten {
             tracing::error!(file = %t.path.display(), error = %again,
                 "a sync of the document failed and it could not be rewritten from the journal; \
                  `statefile recover` will");

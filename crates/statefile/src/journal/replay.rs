@@ -1269,14 +1269,23 @@ impl Journal {
     /// a failed sync of it, which may drop the pages it could not write. `false` if the
     /// journal has no record of it (its file was durable at the checkpoint) or it holds
     /// them. A file there over `max` bytes is not read ([`Journal::apply`]).
-    pub(crate) fn rewrite_locked(&self, w: &Locked, max: u64) -> Result<bool> {
+    ///
+    /// Only the version the writer saw there (`seen`, under the lock) is put back: a
+    /// document written outside the journal whose `direct` record could not be appended
+    /// (or by a writer that waited for a disable) is newer than its last record, which
+    /// must not be applied over it.
+    pub(crate) fn rewrite_locked(&self, w: &Locked, max: u64, seen: &Version) -> Result<bool> {
         let header = handle::read_header(self.log.as_ref(), self.path())?;
         let name = super::relative_name(self.root(), &w.target)?;
         let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
         match scanned.last_entries().get(&name) {
             Some((ri, ei)) => {
                 let rec = &scanned.records[*ri];
-                self.apply(w, rec.lsn, &rec.entries[*ei], max)
+                let e = &rec.entries[*ei];
+                match &e.action {
+                    Action::Put(p) if p.version == *seen => self.apply(w, rec.lsn, e, max),
+                    _ => Ok(false),
+                }
             }
             None => Ok(false),
         }
