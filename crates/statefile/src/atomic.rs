@@ -696,8 +696,10 @@ fn replace_journaled(
         }
         Err(AppendError::Disabled) => {
             drop(kept);
-            journal::wait_disabled(j, started + b.opts.lock_timeout)?;
-            return direct(prepare()?, false);
+            // Disabled: written as outside journal mode. A disable given up meanwhile:
+            // the journal is in use again, and the write is recorded as a direct one.
+            let disabled = journal::wait_disabled(j, started + b.opts.lock_timeout)?;
+            return direct(prepare()?, !disabled);
         }
     };
     if plan.durability != Durability::None {
@@ -1413,20 +1415,30 @@ pub(crate) fn mark_direct(
         backups,
     };
     let names: [&[u8]; 1] = [&b.name];
-    let marked = match b.journal.append(&b.opts, &[entry], &names, (u64::MAX, 0)) {
-        Ok(ticket) => {
-            let flushed = match durability {
-                Durability::None => Ok(()),
-                _ => b.journal.flush(&ticket),
-            };
-            b.journal.finished(&ticket, &w.after, &b.opts);
-            flushed
+    let deadline = std::time::Instant::now() + b.opts.lock_timeout;
+    let marked = loop {
+        match b
+            .journal
+            .append(&b.opts, std::slice::from_ref(&entry), &names, (u64::MAX, 0))
+        {
+            Ok(ticket) => {
+                let flushed = match durability {
+                    Durability::None => Ok(()),
+                    _ => b.journal.flush(&ticket),
+                };
+                b.journal.finished(&ticket, &w.after, &b.opts);
+                break flushed;
+            }
+            // Disabled: no replay will run. A disable given up meanwhile: the journal is
+            // in use again, and the record is needed.
+            Err(AppendError::Disabled) => match journal::wait_disabled(&b.journal, deadline) {
+                Ok(true) => break Ok(()),
+                Ok(false) => {}
+                Err(e) => break Err(e),
+            },
+            Err(AppendError::Failed(e)) => break Err(e),
+            Err(AppendError::TooLarge) => unreachable!("no limit given"),
         }
-        Err(AppendError::Disabled) => {
-            journal::wait_disabled(&b.journal, std::time::Instant::now() + b.opts.lock_timeout)
-        }
-        Err(AppendError::Failed(e)) => Err(e),
-        Err(AppendError::TooLarge) => unreachable!("no limit given"),
     };
     marked.map_err(|e| unmarked(&w.target, version, e))
 }
@@ -1513,14 +1525,23 @@ pub(crate) fn delete(
         backups: u32::try_from(backups).unwrap_or(u32::MAX),
     };
     let names: [&[u8]; 1] = [&b.name];
-    let ticket = match b.journal.append(&b.opts, &[entry], &names, (u64::MAX, 0)) {
-        Ok(ticket) => ticket,
-        Err(AppendError::Disabled) => {
-            journal::wait_disabled(&b.journal, started + b.opts.lock_timeout)?;
-            return Ok((remove_locked(w, backups, seen)?, false));
+    let ticket = loop {
+        match b
+            .journal
+            .append(&b.opts, std::slice::from_ref(&entry), &names, (u64::MAX, 0))
+        {
+            Ok(ticket) => break ticket,
+            // Disabled: removed as outside journal mode. A disable given up meanwhile:
+            // the journal is in use again, and the delete must be recorded in it (the
+            // replay would bring back the document's last record).
+            Err(AppendError::Disabled) => {
+                if journal::wait_disabled(&b.journal, started + b.opts.lock_timeout)? {
+                    return Ok((remove_locked(w, backups, seen)?, false));
+                }
+            }
+            Err(AppendError::Failed(e)) => return Err(e),
+            Err(AppendError::TooLarge) => unreachable!("no limit given"),
         }
-        Err(AppendError::Failed(e)) => return Err(e),
-        Err(AppendError::TooLarge) => unreachable!("no limit given"),
     };
     if durability != Durability::None {
         b.journal.flush(&ticket)?;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use statefile::journal::{self, JournalOptions};
 use statefile::Store;
+use statefile::journal::{self, JournalOptions};
 
 fn pretty(v: &Value) -> Vec<u8> {
     statefile::to_vec(v, statefile::Format::Pretty).unwrap()
@@ -31,7 +31,11 @@ fn a_write_that_waited_for_a_failed_disable_survives_a_reboot() {
     journal::enable(&root, &opts, JournalOptions::default()).unwrap();
     {
         let store = Store::open_with(&root, opts.clone()).unwrap();
-        store.doc::<Value>("y.json").unwrap().write(&json!({"v": 1})).unwrap();
+        store
+            .doc::<Value>("y.json")
+            .unwrap()
+            .write(&json!({"v": 1}))
+            .unwrap();
     }
     // W1: a write of x.json paused after its record was appended (in flight, its lock
     // held), in the temp-file hook.
@@ -52,7 +56,9 @@ fn a_write_that_waited_for_a_failed_disable_survives_a_reboot() {
                 .write(&json!({"x": 1}))
         })
     };
-    in_rx.recv_timeout(Duration::from_secs(10)).expect("W1 in flight");
+    in_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("W1 in flight");
     // D: disable, giving up on W1's lock after 1 s.
     let d = {
         let root = root.clone();
@@ -67,11 +73,19 @@ fn a_write_that_waited_for_a_failed_disable_survives_a_reboot() {
     let disabled = d.join().unwrap();
     go_tx.send(()).unwrap();
     w1.join().unwrap().unwrap();
-    assert!(disabled.is_err(), "the disable was meant to fail: {disabled:?}");
+    assert!(
+        disabled.is_err(),
+        "the disable was meant to fail: {disabled:?}"
+    );
     let receipt = w2.expect("W2 acknowledged");
     println!("W2: {receipt:?}");
-    assert_eq!(std::fs::read(root.join("y.json")).unwrap(), pretty(&json!({"v": 2})));
-    let status = journal::status(&root, &opts).unwrap().expect("the journal stays");
+    assert_eq!(
+        std::fs::read(root.join("y.json")).unwrap(),
+        pretty(&json!({"v": 2}))
+    );
+    let status = journal::status(&root, &opts)
+        .unwrap()
+        .expect("the journal stays");
     println!("status after the failed disable: {status:#?}");
     drop(opts); // this "process" lets go of the journal
     // A reboot: the replay must not roll y.json back.

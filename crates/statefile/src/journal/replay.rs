@@ -422,9 +422,34 @@ impl Journal {
                     // applied (the journal bounds its records).
                     max_bytes: u64::MAX,
                 };
-                atomic::replace_plain(w, &plan, &current, &mut |out| {
+                let mut body = |out: &mut atomic::TempWriter<'_>| {
                     out.write_all(&data).map_err(SerializeError::Io)
-                })?;
+                };
+                match (
+                    atomic::replace_plain(w, &plan, &current, &mut body),
+                    &current,
+                ) {
+                    // A file over the limit that this file system will not link aside
+                    // (a write refuses to copy it): the record is an acknowledged write,
+                    // newer than whatever is there (a planted file, or an older version
+                    // a process with a larger limit wrote, whose rename the power loss
+                    // undid). Skipping it would lose that write at the next checkpoint:
+                    // it replaces the file, which is not kept.
+                    (Err(err), Current::TooLarge { meta, .. }) if err.too_large().is_some() => {
+                        tracing::warn!(file = %w.target.path.display(), size = meta.len,
+                            "a file over the size limit at a document's name could not be \
+                             linked aside (this file system refuses links): the journal's \
+                             record replaced it, and it was not kept");
+                        let unseen = Current::File {
+                            meta: meta.clone(),
+                            seen: None,
+                        };
+                        atomic::replace_plain(w, &plan, &unseen, &mut body)?;
+                    }
+                    (r, _) => {
+                        r?;
+                    }
+                }
                 tracing::info!(file = %w.target.path.display(), version = %p.version,
                     "replayed a journal record");
                 self.replayed
@@ -1785,22 +1810,28 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
     Ok(report)
 }
 
-/// Wait until a journal being disabled is disabled (then writers go on without it).
+/// Wait until a journal being disabled is disabled (`true`: writers go on without it),
+/// or the disable was given up (`false`: its checkpoint failed, and the journal is in
+/// use again, so a write must still be recorded in it, or the replay after a power loss
+/// would bring back the document's last record over it).
 /// Disabled is what the shared state says, or the journal's header: a `disable` whose
 /// checkpoint closed the journal but which failed to mark the shared state (a full
 /// disk, an I/O error) left it saying "being disabled" for good, and every writer of the
 /// tree, in every process, waited for it until its lock timeout.
-pub(crate) fn wait_disabled(j: &Journal, deadline: Instant) -> Result<()> {
+pub(crate) fn wait_disabled(j: &Journal, deadline: Instant) -> Result<bool> {
     let mut backoff = std::time::Duration::from_micros(200);
     loop {
         let page = j.page()?;
-        if page.flags & shm::FLAG_DISABLED != 0 || page.flags & shm::FLAG_DISABLING == 0 {
-            return Ok(());
+        if page.flags & shm::FLAG_DISABLED != 0 {
+            return Ok(true);
+        }
+        if page.flags & shm::FLAG_DISABLING == 0 {
+            return Ok(false);
         }
         if handle::read_header(j.log.as_ref(), j.path())
             .is_ok_and(|h| h.flags & format::FLAG_CLOSED != 0)
         {
-            return Ok(());
+            return Ok(true);
         }
         if Instant::now() >= deadline {
             return Err(Error::new(
