@@ -441,7 +441,7 @@ impl Journal {
                              linked aside (this file system refuses links): the journal's \
                              record replaced it, and it was not kept");
                         let unseen = Current::File {
-                            meta: meta.clone(),
+                            meta: *meta,
                             seen: None,
                         };
                         atomic::replace_plain(w, &plan, &unseen, &mut body)?;
