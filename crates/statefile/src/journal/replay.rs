@@ -1627,6 +1627,11 @@ pub(super) fn enable(
         )
         .with_path(&root));
     }
+    // A journal closed by a disable that did not finish is over: its files go, and a
+    // new journal is made.
+    if closed_leftover(fs.as_ref(), &root)? {
+        remove_journal_files(fs.as_ref(), &root)?;
+    }
     if let Some((at, _)) = super::locate(fs.as_ref(), &root)? {
         if at == root {
             return status(fs, &root, opts);
@@ -1754,11 +1759,59 @@ fn journal_below(fs: &dyn Fs, dir: &Path, depth: usize) -> Result<Option<PathBuf
     Ok(None)
 }
 
+/// Whether `root` holds a journal that `disable` closed (its header says so) and whose
+/// files are still there: a disable that failed after closing it (removing its files,
+/// or marking the shared state). Such a journal is over (no writer uses it, nothing is
+/// replayed from it), but it stood in the way of `disable` ("no journal") and of
+/// `enable` (which found it and enabled nothing) for good.
+fn closed_leftover(fs: &dyn crate::fs::Fs, root: &Path) -> Result<bool> {
+    let meta = match super::open_meta_dir(fs, root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let path = root.join(META_DIR).join(LOG);
+    let log = match meta.open_rw(OsStr::new(LOG), 0o600, false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let m = log.metadata().ctx("inspect", &path)?;
+    super::check_regular(&path, &m)?;
+    Ok(handle::read_header(log.as_ref(), &path)?.flags & format::FLAG_CLOSED != 0)
+}
+
+/// Remove the files of a journal that is closed or disabled, then `.statefile` if
+/// empty, and sync the tree's root so that the removal is durable.
+fn remove_journal_files(fs: &dyn crate::fs::Fs, root: &Path) -> Result<()> {
+    let meta = super::open_meta_dir(fs, root)?;
+    for name in [LOG, SHM, USERS, CKPT, BOOT, super::boot::NEW] {
+        match crate::fs::retry(|| meta.remove_file(OsStr::new(name))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", &root.join(META_DIR).join(name), e)),
+        }
+    }
+    drop(meta);
+    let root_dir = fs.open_dir(root).ctx("open", root)?;
+    let _ = root_dir.remove_dir(OsStr::new(META_DIR));
+    root_dir.sync().ctx("sync directory", root)
+}
+
 /// See [`super::disable`].
 pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
     let fs = &opts.fs;
     let root = fs.canonicalize(dir).ctx("disable the journal in", dir)?;
-    let j = super::open_at(&root, opts)?.ok_or_else(|| super::no_journal(&root))?;
+    let Some(j) = super::open_at(&root, opts)? else {
+        // A disable that failed after closing the journal: finish it.
+        if closed_leftover(fs.as_ref(), &root)? {
+            remove_journal_files(fs.as_ref(), &root)?;
+            tracing::info!(journal = %super::shown(&root).display(),
+                "removed a journal closed by a disable that did not finish");
+            return Ok(CheckpointReport::default());
+        }
+        return Err(super::no_journal(&root));
+    };
     let path = j.path();
     // No new commits from here on; writers that find this wait for the end, then write
     // without the journal.
@@ -1796,16 +1849,7 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
         j.write_page(&p, Some(0))
     })?;
     j.set_gone();
-    for name in [LOG, SHM, USERS, CKPT, BOOT, super::boot::NEW] {
-        match crate::fs::retry(|| j.meta.remove_file(OsStr::new(name))) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove", &root.join(META_DIR).join(name), e)),
-        }
-    }
-    let root_dir = fs.open_dir(&root).ctx("open", &root)?;
-    let _ = root_dir.remove_dir(OsStr::new(META_DIR));
-    root_dir.sync().ctx("sync directory", &root)?;
+    remove_journal_files(fs.as_ref(), &root)?;
     tracing::info!(journal = %path.display(), "journal mode disabled");
     Ok(report)
 }
