@@ -1627,11 +1627,6 @@ pub(super) fn enable(
         )
         .with_path(&root));
     }
-    // A journal closed by a disable that did not finish is over: its files go, and a
-    // new journal is made.
-    if closed_leftover(fs.as_ref(), &root)? {
-        remove_journal_files(fs.as_ref(), &root)?;
-    }
     if let Some((at, _)) = super::locate(fs.as_ref(), &root)? {
         if at == root {
             return status(fs, &root, opts);
@@ -1759,26 +1754,65 @@ fn journal_below(fs: &dyn Fs, dir: &Path, depth: usize) -> Result<Option<PathBuf
     Ok(None)
 }
 
-/// Whether `root` holds a journal that `disable` closed (its header says so) and whose
-/// files are still there: a disable that failed after closing it (removing its files,
-/// or marking the shared state). Such a journal is over (no writer uses it, nothing is
-/// replayed from it), but it stood in the way of `disable` ("no journal") and of
-/// `enable` (which found it and enabled nothing) for good.
-fn closed_leftover(fs: &dyn crate::fs::Fs, root: &Path) -> Result<bool> {
+/// Remove the files of a journal at `root` that `disable` closed (its header says so)
+/// but did not remove: a disable that failed after closing it (removing its files, or
+/// marking the shared state). Such a journal is over (nothing is replayed from it, and
+/// its disable had checkpointed everything), but it stood in the way of `disable` ("no
+/// journal") and of `enable` (which finds it and enables nothing) for good. Only while
+/// no process has it open (its users lock, taken exclusive here, as a recovery does):
+/// a process using it, or the disable still finishing it, keeps it. `false` if there is
+/// no such journal. The header is read through the descriptor locked, and the files
+/// are removed only if they are still the ones looked at.
+fn remove_closed_leftover(fs: &dyn crate::fs::Fs, root: &Path) -> Result<bool> {
     let meta = match super::open_meta_dir(fs, root) {
         Ok(m) => m,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
-    let path = root.join(META_DIR).join(LOG);
-    let log = match meta.open_rw(OsStr::new(LOG), 0o600, false) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io("open", &path, e)),
+    let dir = root.join(META_DIR);
+    let open = |name: &str| match crate::fs::retry(|| meta.open_rw(OsStr::new(name), 0o600, false))
+    {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("open", &dir.join(name), e)),
     };
-    let m = log.metadata().ctx("inspect", &path)?;
-    super::check_regular(&path, &m)?;
-    Ok(handle::read_header(log.as_ref(), &path)?.flags & format::FLAG_CLOSED != 0)
+    let Some(log) = open(LOG)? else {
+        return Ok(false);
+    };
+    let log_path = dir.join(LOG);
+    let m = log.metadata().ctx("inspect", &log_path)?;
+    super::check_regular(&log_path, &m)?;
+    if handle::read_header(log.as_ref(), &log_path)?.flags & format::FLAG_CLOSED == 0 {
+        return Ok(false);
+    }
+    if let Some(users) = open(USERS)? {
+        let users_path = dir.join(USERS);
+        if !crate::fs::retry(|| users.try_lock(crate::fs::LockMode::Exclusive))
+            .ctx("lock", &users_path)?
+        {
+            return Err(Error::new(
+                ErrorKind::LockTimeout,
+                format!(
+                    "the journal {} is closed, but a process still has it open (or its \
+                     disable is still finishing): try again once it has let go",
+                    log_path.display()
+                ),
+            )
+            .with_path(&log_path));
+        }
+        // Held until the files are gone (dropped at the end).
+        let still = meta
+            .stat(OsStr::new(LOG))
+            .is_ok_and(|now| (now.dev, now.ino) == (m.dev, m.ino));
+        if !still {
+            return Ok(false);
+        }
+        remove_journal_files(fs, root)?;
+        drop(users);
+        return Ok(true);
+    }
+    remove_journal_files(fs, root)?;
+    Ok(true)
 }
 
 /// Remove the files of a journal that is closed or disabled, then `.statefile` if
@@ -1804,8 +1838,7 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
     let root = fs.canonicalize(dir).ctx("disable the journal in", dir)?;
     let Some(j) = super::open_at(&root, opts)? else {
         // A disable that failed after closing the journal: finish it.
-        if closed_leftover(fs.as_ref(), &root)? {
-            remove_journal_files(fs.as_ref(), &root)?;
+        if remove_closed_leftover(fs.as_ref(), &root)? {
             tracing::info!(journal = %super::shown(&root).display(),
                 "removed a journal closed by a disable that did not finish");
             return Ok(CheckpointReport::default());
@@ -1820,27 +1853,62 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
         p.flags |= shm::FLAG_DISABLING;
         j.write_page(&p, Some(0))
     })?;
+    // Whether the header is as it was (not closed) if this fails: then the disable is
+    // given up and the journal is in use again.
+    let mut header_known = true;
     let done = (|| {
         let report = j.checkpoint(opts)?;
         let header = handle::read_header(j.log.as_ref(), path)?;
         let page = j.page()?;
-        j.write_header_flags(
+        let closed = j.write_header_flags(
             &header,
             page.end,
             page.chain,
             header.flags | format::FLAG_CLOSED,
-        )?;
+        );
+        if let Err(e) = closed {
+            // The closed header may be on the disk all the same, or in the cache, read
+            // by every later look (a failed sync leaves either): a journal in use with
+            // it would be taken for closed after a power loss, and its records never
+            // replayed. A newer header that is not closed, synced, undoes it; failing
+            // that, the disable stays in progress (writers wait for it, and `disable`
+            // again finishes it: everything was checkpointed, and no commit came since).
+            header_known = handle::read_header(j.log.as_ref(), path)
+                .and_then(|now| {
+                    j.write_header_flags(
+                        &now,
+                        page.end,
+                        page.chain,
+                        now.flags & !format::FLAG_CLOSED,
+                    )
+                })
+                .is_ok();
+            return Err(e);
+        }
         Ok::<_, Error>(report)
     })();
     let report = match done {
         Ok(r) => r,
-        Err(e) => {
+        Err(e) if header_known => {
             let _ = j.with_append_lock(None, || {
                 let mut p = j.page()?;
                 p.flags &= !shm::FLAG_DISABLING;
                 j.write_page(&p, Some(0))
             });
             return Err(e);
+        }
+        Err(e) => {
+            return Err(Error::new(
+                e.kind(),
+                format!(
+                    "{}: the journal {} may be closed on disk, so it takes no more commits; \
+                     run `statefile journal disable` again to finish the disable",
+                    e.message(),
+                    path.display()
+                ),
+            )
+            .with_path(path)
+            .with_source(e));
         }
     };
     j.with_append_lock(None, || {
