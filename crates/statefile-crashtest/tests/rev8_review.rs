@@ -87,10 +87,7 @@ fn disable_failing_at_the_closing_sync(ctx: &Ctx) {
 fn disable_failing_with(ctx: &Ctx, kind: FaultKind) {
     let off = closing_sync_offset(ctx);
     let n0 = ctx.sim.calls().len() as u64;
-    ctx.sim.set_fault(Some(Fault {
-        at: n0 + off,
-        kind,
-    }));
+    ctx.sim.set_fault(Some(Fault { at: n0 + off, kind }));
     let r = journal::disable(ROOT, &ctx.opts);
     assert_eq!(ctx.sim.fault_fired(), Some(Call::SyncFile));
     ctx.sim.set_fault(None);
@@ -234,6 +231,88 @@ fn a_disable_finishing_does_not_remove_the_journal_an_enable_made_meanwhile() {
     }
     check(&Workload {
         name: "disable-paused-enable-elsewhere",
+        opts,
+        setup,
+        run,
+        deterministic: false,
+        recovery_sparsity: 1,
+    });
+}
+
+/// A `disable` that fails right after its closing sync (the call after it fails): the
+/// closed leftover 4684de9 is about.
+fn make_closed_leftover(ctx: &Ctx) {
+    let off = closing_sync_offset(ctx);
+    let n0 = ctx.sim.calls().len() as u64;
+    ctx.sim.set_fault(Some(Fault {
+        at: n0 + off + 1,
+        kind: FaultKind::Errno(5),
+    }));
+    let r = journal::disable(ROOT, &ctx.opts);
+    assert!(ctx.sim.fault_fired().is_some() && r.is_err(), "{r:?}");
+    ctx.sim.set_fault(None);
+}
+
+/// No fault in the run. Two `enable`s race on a tree with a closed leftover. The first
+/// reads the leftover's header (closed) and stops before `remove_journal_files`; the
+/// second (another process) removes the leftover, makes a new journal, returns Ok, and
+/// E goes through the new journal, acknowledged. The first goes on and removes, by
+/// name, the files there: the second's journal, E's record in it; then makes its own.
+/// A power loss that does not keep E's rename loses E.
+#[test]
+fn an_enable_does_not_remove_the_journal_a_concurrent_enable_made() {
+    fn run(ctx: &Ctx) -> statefile::Result<()> {
+        make_closed_leftover(ctx);
+        // Where the first enable has read the header: the call after its reads.
+        let probe = SimFs::from_image(ctx.sim.image());
+        let popts = ctx.opts.clone().fs(Arc::new(probe.clone()));
+        let n = probe.calls().len();
+        journal::enable(ROOT, &popts, jopts()).expect("probe enable");
+        let kinds = probe.calls();
+        let first_read = (n..kinds.len())
+            .find(|i| kinds[*i] == Call::Read)
+            .expect("a read");
+        let after = (first_read..kinds.len())
+            .find(|i| kinds[*i] != Call::Read)
+            .expect("a call after");
+        let n0 = ctx.sim.calls().len() as u64;
+        let pause = ctx.sim.pause_at(n0 + (after - n) as u64);
+        let first = {
+            let opts = ctx.opts.clone();
+            std::thread::spawn(move || journal::enable(ROOT, &opts, jopts()).map(drop))
+        };
+        assert!(
+            pause.wait_paused(Duration::from_secs(30)),
+            "the first enable did not get past its look at the leftover"
+        );
+        let other = other_process(ctx);
+        let enabled = journal::enable(ROOT, &other, jopts());
+        let id = ctx.begin("a.json", &ver("E"));
+        let wrote = Doc::<Value>::open_with(Ctx::path("a.json"), other.clone())
+            .expect("valid name")
+            .write(&ver("E"));
+        if wrote.is_ok() {
+            ctx.ack(id);
+        }
+        let records = journal::status(ROOT, &other).map(|s| s.map(|s| s.records));
+        pause.resume();
+        let first = first.join().expect("the first enabling thread");
+        let after = journal::status(ROOT, &other).map(|s| s.map(|s| s.records));
+        if wrote.is_ok()
+            && matches!(records, Ok(Some(n)) if n > 0)
+            && !matches!(after, Ok(Some(n)) if n > 0)
+        {
+            ctx.violation(format!(
+                "E went through the journal the second enable ({:?}) made ({records:?} \
+                 records); after the first enable ({:?}) the tree's journal has {after:?}",
+                enabled.as_ref().map(drop).map_err(|e| e.kind()),
+                first.as_ref().map_err(|e| e.kind()),
+            ));
+        }
+        Ok(())
+    }
+    check(&Workload {
+        name: "enable-enable-race-on-a-closed-leftover",
         opts,
         setup,
         run,
