@@ -363,6 +363,49 @@ pub struct Fault {
 pub enum FaultKind {
     Errno(i32),
     ShortWrite,
+    /// For an fsync: fail with this errno but keep the unsynced data in the live state
+    /// (Linux keeps the pages it could not write in the page cache, marked clean, until
+    /// they are evicted; `Errno` models the eviction at once). Marked clean, they never
+    /// reach the disk: the recorded writes are dropped from the log (crash images keep
+    /// the old bytes), unless written again.
+    ErrnoKeepPages(i32),
+}
+
+/// A one-shot stop before a seam call: the calling thread blocks in it until
+/// [`Pause::resume`] (another thread plays a concurrent process meanwhile).
+#[derive(Debug, Default)]
+pub struct Pause {
+    at: u64,
+    /// 0: not reached; 1: a thread waits in it; 2: resumed.
+    state: Mutex<u8>,
+    cv: std::sync::Condvar,
+}
+
+impl Pause {
+    /// Wait until a thread is stopped in it (false after `timeout`).
+    pub fn wait_paused(&self, timeout: std::time::Duration) -> bool {
+        let g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |s| *s == 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *g >= 1
+    }
+
+    /// Let the stopped thread go on.
+    pub fn resume(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = 2;
+        self.cv.notify_all();
+    }
+
+    fn stop_here(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *g = 1;
+        self.cv.notify_all();
+        while *g != 2 {
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 /// The kind of a seam call, for deciding which faults apply.
@@ -391,6 +434,9 @@ struct State {
     call_kinds: Vec<Call>,
     fault: Option<Fault>,
     fault_fired: Option<Call>,
+    /// Set when an `ErrnoKeepPages` fault fired (the sync keeps the live data).
+    keep_pages: bool,
+    pause: Option<Arc<Pause>>,
     locks: HashMap<Ino, Held>,
     next_ofd: u64,
     /// This machine's boot: a simulated power loss is a new boot.
@@ -530,8 +576,30 @@ impl SimFs {
         self.lock().call_kinds.clone()
     }
 
+    /// Stop the thread that makes seam call number `at` (0-based, counted as
+    /// [`SimFs::calls`] counts) before it runs, until the returned pause is resumed.
+    pub fn pause_at(&self, at: u64) -> Arc<Pause> {
+        let p = Arc::new(Pause {
+            at,
+            ..Pause::default()
+        });
+        self.lock().pause = Some(p.clone());
+        p
+    }
+
     /// Count a call; return the injected error if this is the one to fail.
     fn enter(&self, call: Call) -> io::Result<Option<FaultKind>> {
+        let pause = {
+            let mut st = self.lock();
+            let n = st.calls;
+            match &st.pause {
+                Some(p) if p.at == n => st.pause.take(),
+                _ => None,
+            }
+        };
+        if let Some(p) = pause {
+            p.stop_here();
+        }
         let mut st = self.lock();
         let n = st.calls;
         st.calls += 1;
@@ -541,6 +609,10 @@ impl SimFs {
                 st.fault_fired = Some(call);
                 match f.kind {
                     FaultKind::Errno(e) => Err(io::Error::from_raw_os_error(e)),
+                    FaultKind::ErrnoKeepPages(e) => {
+                        st.keep_pages = true;
+                        Err(io::Error::from_raw_os_error(e))
+                    }
                     FaultKind::ShortWrite => Ok(Some(FaultKind::ShortWrite)),
                 }
             }
@@ -709,6 +781,23 @@ impl SimFile {
         if let Err(e) = self.fs.enter(Call::SyncFile) {
             // Linux drops the dirty pages it could not write: the unsynced data is gone.
             let mut st = self.fs.lock();
+            if std::mem::take(&mut st.keep_pages) {
+                // Kept in the cache but marked clean: no later sync writes them, so
+                // the disk keeps what it had (unless they are written again).
+                let ino = self.ino;
+                let from = st
+                    .log
+                    .iter()
+                    .rposition(|o| matches!(o, Op::SyncFile { ino: i } if *i == ino))
+                    .map_or(0, |i| i + 1);
+                let tail: Vec<Op> = st
+                    .log
+                    .drain(from..)
+                    .filter(|o| !matches!(o, Op::Write { ino: i, .. } if *i == ino))
+                    .collect();
+                st.log.extend(tail);
+                return Err(e);
+            }
             let synced = st.synced.get(&self.ino).cloned().unwrap_or_default();
             if let Some(Kind::File(c)) = st.live.inodes.get_mut(&self.ino).map(|n| &mut n.kind) {
                 *c = synced;
