@@ -1629,6 +1629,18 @@ pub(super) fn enable(
     }
     if let Some((at, _)) = super::locate(fs.as_ref(), &root)? {
         if at == root {
+            if header_closed(fs.as_ref(), &root)? {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "the journal {} is closed: a disable is finishing it, or did not \
+                         finish (run `statefile journal disable` to finish it); enable \
+                         again once it is gone",
+                        super::shown(&root).display()
+                    ),
+                )
+                .with_path(&super::shown(&root)));
+            }
             return status(fs, &root, opts);
         }
         return Err(Error::new(
@@ -1752,6 +1764,24 @@ fn journal_below(fs: &dyn Fs, dir: &Path, depth: usize) -> Result<Option<PathBuf
         }
     }
     Ok(None)
+}
+
+/// Whether the journal at `root` says it was closed by `disable` (its files not yet
+/// removed). `false` if there is none.
+fn header_closed(fs: &dyn crate::fs::Fs, root: &Path) -> Result<bool> {
+    let meta = match super::open_meta_dir(fs, root) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let path = root.join(META_DIR).join(LOG);
+    let log = match crate::fs::retry(|| meta.open_rw(OsStr::new(LOG), 0o600, false)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    super::check_regular(&path, &log.metadata().ctx("inspect", &path)?)?;
+    Ok(handle::read_header(log.as_ref(), &path)?.flags & format::FLAG_CLOSED != 0)
 }
 
 /// Remove the files of a journal at `root` that `disable` closed (its header says so)
