@@ -839,7 +839,8 @@ impl Journal {
     /// to what is known durable (the commits after it were never acknowledged).
     ///
     /// Any failure is [`ErrorKind::Durability`]: the record of `t` is appended, and
-    /// another writer's flush may have made it durable, so a recovery may apply it; a
+    /// another writer's flush may have made it durable, so the next writer of its
+    /// documents (which adopts a commit left in flight) or a recovery may apply it; a
     /// caller must not read "nothing written" into a lock's or a read's own error kind.
     pub(crate) fn flush(&self, t: &Ticket) -> Result<()> {
         self.flush_to(t.end, t.generation).map_err(|e| {
@@ -851,7 +852,8 @@ impl Journal {
                 ErrorKind::Durability,
                 format!(
                     "{} (the commit is in the journal, whose flush did not complete: it may \
-                     or may not survive, and a recovery may apply it)",
+                     or may not survive, and the next writer of its documents or a recovery \
+                     may apply it)",
                     e.message()
                 ),
             )
