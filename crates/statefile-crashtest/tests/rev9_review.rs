@@ -21,6 +21,12 @@
 //!   `users` and `shm`; the next process creates new ones, takes the lock exclusive,
 //!   believes itself alone, and both append to the one journal file from two shared
 //!   states: one overwrites the other's acknowledged record.
+//! - A disable whose revert also failed stays in progress. If the revert's write failed
+//!   the header reads closed (the kept page), and the handles of every process that had
+//!   the journal open are never marked gone (the shared state says "disabling", not
+//!   "disabled"): they hold the users lock shared for as long as they run, and
+//!   `disable` from any other process (the CLI the error message sends the user to)
+//!   fails with LockTimeout, while `enable` refuses with Conflict.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -346,5 +352,117 @@ fn finishing_a_closed_leftover_does_not_unlink_the_files_of_a_journal_enabled_me
             recovery_sparsity: 1,
         },
         false,
+    );
+}
+
+/// The disable's closing sync fails (page kept) and so does its revert: `second` is
+/// the revert's call to fail, counted from the call after the closing sync (its header
+/// reads: 2, 2 more in `write_header_flags`, then the write, then the sync). Returns
+/// the disable's result.
+fn disable_whose_revert_fails(ctx: &Ctx, second: u64, kind: FaultKind) -> statefile::Result<()> {
+    let off = closing_sync_offset(ctx);
+    let n0 = ctx.sim.calls().len() as u64;
+    ctx.sim.set_fault(Some(Fault {
+        at: n0 + off,
+        kind: FaultKind::ErrnoKeepPages(5),
+    }));
+    let pause = ctx.sim.pause_at(n0 + off + 1);
+    let disabler = {
+        let opts = ctx.opts.clone();
+        std::thread::spawn(move || journal::disable(ROOT, &opts).map(drop))
+    };
+    assert!(pause.wait_paused(Duration::from_secs(30)));
+    assert_eq!(ctx.sim.fault_fired(), Some(Call::SyncFile));
+    ctx.sim.set_fault(Some(Fault {
+        at: n0 + off + 1 + second,
+        kind,
+    }));
+    pause.resume();
+    let r = disabler.join().expect("the disabling thread");
+    assert_eq!(
+        ctx.sim.fault_fired(),
+        Some(if second == 4 { Call::Write } else { Call::SyncFile }),
+        "the revert's fault did not hit its write (4) or its sync (5)"
+    );
+    ctx.sim.set_fault(None);
+    r
+}
+
+fn short_timeout_opts() -> Options {
+    Options::new()
+        .backups(0)
+        .lock_timeout(Duration::from_millis(300))
+}
+
+/// The revert's write fails: the disable stays in progress, and every read of the
+/// header (the closed copy kept in the cache) says closed. Writers go on outside the
+/// journal; `enable` refuses (Conflict: "run `statefile journal disable`"). But that
+/// `disable`, from any process that did not have the journal open (the CLI), fails
+/// with LockTimeout ("try again once it has let go") for as long as this process runs:
+/// its handle is never dropped (the shared state says "disabling", not "disabled", so
+/// nothing marks it gone), and it holds the users lock shared. Journal mode cannot be
+/// finished nor enabled again from outside the processes that had it open.
+#[test]
+fn a_disable_left_in_progress_can_be_finished_from_another_process() {
+    fn run(ctx: &Ctx) -> statefile::Result<()> {
+        let r = disable_whose_revert_fails(ctx, 4, FaultKind::Errno(5));
+        assert!(r.is_err(), "{r:?}");
+        // Writers are not stuck: the header reads closed.
+        write_with(ctx, &ctx.opts, "a.json", "E")?;
+        let cli = other_process(ctx);
+        let again = journal::disable(ROOT, &cli);
+        let enabled = journal::enable(ROOT, &cli, jopts());
+        if again.is_err() {
+            ctx.violation(format!(
+                "after a disable left in progress (its revert failed), `disable` from \
+                 another process returned {:?} while the first process lives; enable \
+                 then returned {:?}",
+                again.as_ref().map(drop).map_err(|e| e.to_string()),
+                enabled.as_ref().map(drop).map_err(|e| e.to_string()),
+            ));
+        }
+        Ok(())
+    }
+    check(
+        &Workload {
+            name: "disable-revert-write-fails-disable-elsewhere",
+            opts: short_timeout_opts,
+            setup,
+            run,
+            deterministic: false,
+            recovery_sparsity: 1,
+        },
+        false,
+    );
+}
+
+/// The revert's sync fails (page kept): the header reads not closed, the disable stays
+/// in progress, writers time out in every process; `disable` from another process
+/// finishes it, then writes go on outside journal mode. (Passes: for the record.)
+#[test]
+fn a_disable_left_in_progress_with_an_open_header_is_finished_by_disable_elsewhere() {
+    fn run(ctx: &Ctx) -> statefile::Result<()> {
+        let r = disable_whose_revert_fails(ctx, 5, FaultKind::ErrnoKeepPages(5));
+        assert!(r.is_err(), "{r:?}");
+        let cli = other_process(ctx);
+        match write_with(ctx, &cli, "a.json", "X") {
+            Err(e) if e.kind() == statefile::ErrorKind::LockTimeout => {}
+            r => ctx.violation(format!("a write during the disable left in progress: {r:?}")),
+        }
+        journal::disable(ROOT, &cli)?;
+        write_with(ctx, &ctx.opts, "a.json", "E")?;
+        write_with(ctx, &cli, "a.json", "F")?;
+        Ok(())
+    }
+    check(
+        &Workload {
+            name: "disable-revert-sync-fails-disable-elsewhere",
+            opts: short_timeout_opts,
+            setup,
+            run,
+            deterministic: false,
+            recovery_sparsity: 1,
+        },
+        true,
     );
 }
