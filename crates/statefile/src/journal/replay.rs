@@ -1358,9 +1358,19 @@ impl Journal {
         chain: u32,
         flags: u32,
     ) -> Result<()> {
+        let at = self.next_header_copy()?;
+        self.write_header_copy(old, (tail, chain, flags), at)
+    }
+
+    /// The header copy a new header goes to: the one that is not the newest, so that a
+    /// torn write leaves the other intact.
+    fn next_header_copy(&self) -> Result<usize> {
+        Ok(1 - self.header_copies()?.0)
+    }
+
+    /// The index of the newest valid header copy (0 if none), and the copies.
+    fn header_copies(&self) -> Result<(usize, [Option<Header>; 2])> {
         let path = self.path();
-        // The copy that is not the newest gets the new one: a torn write leaves the
-        // other intact.
         let mut copies = [None, None];
         for (i, at) in format::HEADER_COPIES.iter().enumerate() {
             let mut b = [0u8; format::HEADER_LEN];
@@ -1368,6 +1378,22 @@ impl Journal {
             copies[i] = Header::decode(&b[..n]);
         }
         let newest = Header::newest(copies[0], copies[1]).map_or(0, |(i, _)| i);
+        Ok((newest, copies))
+    }
+
+    /// Write a new header (`tail`, `chain`, `flags`, a sequence number above both
+    /// copies') over copy `at`, and sync. To undo a header whose sync failed, `at` is
+    /// the copy that header went to: the other one may be the newest durable header,
+    /// which a torn write must not take (the cache may show either copy as the newest
+    /// after a failed sync).
+    fn write_header_copy(
+        &self,
+        old: &Header,
+        (tail, chain, flags): (u64, u32, u32),
+        at: usize,
+    ) -> Result<()> {
+        let path = self.path();
+        let (_, copies) = self.header_copies()?;
         let h = Header {
             seq: old
                 .seq
@@ -1379,12 +1405,8 @@ impl Journal {
             checkpoint_unix: handle::now_unix(),
             ..*old
         };
-        write_all_at(
-            self.log.as_ref(),
-            &h.encode(),
-            format::HEADER_COPIES[1 - newest],
-        )
-        .ctx("write", path)?;
+        write_all_at(self.log.as_ref(), &h.encode(), format::HEADER_COPIES[at])
+            .ctx("write", path)?;
         self.log.sync_data().ctx("sync", path)
     }
 }
@@ -1849,7 +1871,10 @@ fn remove_closed_leftover(fs: &dyn crate::fs::Fs, root: &Path) -> Result<bool> {
 /// empty, and sync the tree's root so that the removal is durable.
 fn remove_journal_files(fs: &dyn crate::fs::Fs, root: &Path) -> Result<()> {
     let meta = super::open_meta_dir(fs, root)?;
-    for name in [LOG, SHM, USERS, CKPT, BOOT, super::boot::NEW] {
+    // The journal file last: until it is gone, `enable` finds it (closed) and makes no
+    // new journal, which would otherwise take up side files about to be removed here
+    // (two shared states over one journal).
+    for name in [super::boot::NEW, BOOT, CKPT, SHM, USERS, LOG] {
         match crate::fs::retry(|| meta.remove_file(OsStr::new(name))) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1890,11 +1915,11 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
         let report = j.checkpoint(opts)?;
         let header = handle::read_header(j.log.as_ref(), path)?;
         let page = j.page()?;
-        let closed = j.write_header_flags(
+        let at = j.next_header_copy()?;
+        let closed = j.write_header_copy(
             &header,
-            page.end,
-            page.chain,
-            header.flags | format::FLAG_CLOSED,
+            (page.end, page.chain, header.flags | format::FLAG_CLOSED),
+            at,
         );
         if let Err(e) = closed {
             // The closed header may be on the disk all the same, or in the cache, read
@@ -1903,15 +1928,14 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
             // replayed. A newer header that is not closed, synced, undoes it; failing
             // that, the disable stays in progress (writers wait for it, and `disable`
             // again finishes it: everything was checkpointed, and no commit came since).
-            header_known = handle::read_header(j.log.as_ref(), path)
-                .and_then(|now| {
-                    j.write_header_flags(
-                        &now,
-                        page.end,
-                        page.chain,
-                        now.flags & !format::FLAG_CLOSED,
-                    )
-                })
+            // It goes over the closed one: the other copy is the newest durable header
+            // (the checkpoint's), which a torn write must not take.
+            header_known = j
+                .write_header_copy(
+                    &header,
+                    (page.end, page.chain, header.flags & !format::FLAG_CLOSED),
+                    at,
+                )
                 .is_ok();
             return Err(e);
         }
