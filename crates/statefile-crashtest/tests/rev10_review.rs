@@ -233,3 +233,121 @@ fn the_explorer_judges_a_crash_image_again_once_the_write_in_it_is_acknowledged(
         r.line()
     );
 }
+
+/// Whether `path` is in the live tree of `sim`.
+fn exists(sim: &statefile_crashtest::sim::SimFs, path: &str) -> bool {
+    sim.image().tree().contains_key(path)
+}
+
+/// This process has the journal open (a read) and disables it; another, P, writes
+/// b.json = P, its first use of the journal. P is stopped right after its open read the
+/// header (not closed yet), the disable right after it removed the side files (the
+/// journal file not yet). Then P goes on, then the disable. If `reenable`, journal mode
+/// is enabled again from a third process and a fourth writes a.json = Q.
+fn open_during_removal(ctx: &Ctx, reenable: bool) -> statefile::Result<()> {
+    ctx.doc("a.json").read()?;
+    let p = other_process(ctx);
+    // P's write opens the journal: a header read is open, inspect, two reads.
+    let (writer, p_pause, _) = {
+        let p = p.clone();
+        let ctx = ctx.clone();
+        stop_where(
+            &ctx.clone(),
+            move || write_with(&ctx, &p, "b.json", "P"),
+            |c| c.ends_with(&[Call::Open, Call::Other, Call::Read, Call::Read]),
+        )
+    };
+    let sim = ctx.sim.clone();
+    let opts = ctx.opts.clone();
+    let (disabler, d_pause, _) = stop_where(
+        ctx,
+        move || journal::disable(ROOT, &opts).map(drop),
+        // The first of the two gone (with the order of b19a0bc, `users`, the last side
+        // file; with the earlier order, the journal file).
+        move |_| {
+            !exists(&sim, "/data/.statefile/journal-users")
+                || !exists(&sim, "/data/.statefile/journal")
+        },
+    );
+    p_pause.resume();
+    let wrote_p = writer.join().expect("the writing thread");
+    d_pause.resume();
+    let disabled = disabler.join().expect("the disabling thread");
+    let left: Vec<String> = ctx
+        .sim
+        .image()
+        .tree()
+        .keys()
+        .filter(|k| k.starts_with("/data/.statefile"))
+        .cloned()
+        .collect();
+    println!("P {wrote_p:?}; disable {disabled:?}; left {left:?}");
+    if reenable {
+        let enabled = journal::enable(ROOT, &other_process(ctx), jopts()).map(drop);
+        let wrote_q = write_with(ctx, &other_process(ctx), "a.json", "Q");
+        println!("enable {enabled:?}; Q {wrote_q:?}");
+        if let Err(err) = &wrote_q {
+            ctx.violation(format!(
+                "after a disable during which another process opened the journal (it left \
+                 {left:?}), journal mode enabled again ({enabled:?}), a write fails: {err}"
+            ));
+        }
+    }
+    drop(p);
+    Ok(())
+}
+
+/// The removal order (side files first, the journal file last) lets `Journal::open`
+/// in between create new side files (`create = true`): P's open read the header before
+/// the disable closed it and opens the side files once the disable removed them. P is
+/// alone by its new `users` lock, recovers from the closed header (`recover_alone`
+/// does not look at FLAG_CLOSED), and builds a fresh page in its new `shm`: no
+/// DISABLING/DISABLED flag. Its write then binds to the journal (the journal file is
+/// still there) and commits into it, acknowledged (a commit syncs only the journal);
+/// the disable unlinks the journal file. A power loss then keeps b.json's rename (the
+/// directory is synced later) without its data, and no journal replays it: b.json is
+/// empty. With the journal file removed first (before b19a0bc), P found the side files
+/// (and the DISABLED flag) or no journal file: its write went outside the journal.
+#[test]
+fn a_write_whose_open_overlaps_the_removal_of_the_journal_files_is_not_lost() {
+    fn run(ctx: &Ctx) -> statefile::Result<()> {
+        open_during_removal(ctx, false)
+    }
+    check(
+        &Workload {
+            name: "open-during-removal-write",
+            opts,
+            setup,
+            run,
+            deterministic: false,
+            recovery_sparsity: 1,
+        },
+        false,
+    );
+}
+
+/// Same, then enable again and write. P's side files stay in `.statefile/` (not empty,
+/// so not removed), with `journal-boot`; P holds the new `users` shared for as long as
+/// it runs (its handle is never marked gone). `enable` keeps the side files it finds;
+/// every process that opens the new journal finds `users` held and the page not its
+/// journal's (salt), and after INVALID_GRACE fails with "the journal's shared state is
+/// not valid ... was .statefile/ changed by hand?": no write in the tree works in
+/// journal mode while P lives.
+#[test]
+fn a_journal_opened_during_the_removal_of_its_files_does_not_leave_side_files_that_break_the_next_journal()
+ {
+    fn run(ctx: &Ctx) -> statefile::Result<()> {
+        open_during_removal(ctx, true)
+    }
+    check(
+        &Workload {
+            name: "open-during-removal-then-enable-write",
+            opts,
+            setup,
+            run,
+            deterministic: false,
+            recovery_sparsity: 1,
+        },
+        false,
+    );
+}
