@@ -494,7 +494,7 @@ struct Judge<'a> {
     marks: HashMap<usize, usize>,
     report: Report,
     distinct: HashSet<u64>,
-    seen: HashSet<(u64, bool)>,
+    seen: HashSet<(u64, bool, usize)>,
     checked: usize,
     budget: Budget,
     /// The image the recorded run started from, and its log.
@@ -513,7 +513,15 @@ impl Judge<'_> {
 
     /// Recover `image` and check every invariant for a crash after `k` ops.
     fn check(&mut self, image: &Image, k: usize, what: &str, sparsity: usize) {
-        if !self.seen.insert((tree_hash(image), self.settled_at(k))) {
+        // One image is judged once per state of the run at the crash: which writes were
+        // begun and acknowledged by then (an image first met while a write was in
+        // flight, where the old version is allowed, must be judged again once it is
+        // acknowledged), and whether the backups were settled.
+        let marks = self.marks.values().filter(|m| **m < k).count();
+        if !self
+            .seen
+            .insert((tree_hash(image), self.settled_at(k), marks))
+        {
             return;
         }
         self.checked += 1;

@@ -221,9 +221,13 @@ impl Journal {
         if header.flags & format::FLAG_CLOSED != 0 {
             return Ok(None);
         }
+        // Not created here: `enable` makes them before the journal file, and `disable`
+        // removes them before it, so a journal file without them is being removed (a
+        // process that read its header just before the disable closed it); making them
+        // would start a second shared state over a journal about to go.
         let side = |name: &str| {
             let p = root.join(super::META_DIR).join(name);
-            open_file(meta.as_ref(), name, &p, true)
+            open_file(meta.as_ref(), name, &p, false)
         };
         let j = Arc::new(Journal {
             root: root.to_path_buf(),
@@ -245,6 +249,10 @@ impl Journal {
             gone: AtomicBool::new(false),
             replayed: Mutex::new(Vec::new()),
         });
+        // Closed meanwhile (read before the disable's closing header): not used.
+        if read_header(j.log.as_ref(), &path)?.flags & format::FLAG_CLOSED != 0 {
+            return Ok(None);
+        }
         j.join(opts)?;
         j.guard_shared_state(opts);
         Ok(Some(j))
@@ -951,7 +959,7 @@ impl Journal {
     }
 
     /// Mark the shared state poisoned: every process refuses to append or flush.
-    fn poison(&self) {
+    pub(super) fn poison(&self) {
         let _ = self.with_append_lock(None, || {
             let mut page = self.page()?;
             page.flags |= shm::FLAG_POISONED;

@@ -1407,7 +1407,23 @@ impl Journal {
         };
         write_all_at(self.log.as_ref(), &h.encode(), format::HEADER_COPIES[at])
             .ctx("write", path)?;
-        self.log.sync_data().ctx("sync", path)
+        if let Err(e) = self.log.sync_data() {
+            // A failed sync may leave the page in the cache, read as the newest copy,
+            // while the disk holds this copy's older bytes: the next header would go
+            // over the other copy, the newest durable one, which a torn write then
+            // takes (the tail falls back to before a checkpoint whose ring was reused).
+            // Written again (the failed sync cleaned the page: syncing alone writes
+            // nothing) and synced, this copy is what it reads; failing that, the
+            // journal is poisoned: no commit, and no header, until it is opened again.
+            let again = write_all_at(self.log.as_ref(), &h.encode(), format::HEADER_COPIES[at])
+                .and_then(|()| self.log.sync_data());
+            if again.is_ok() {
+                return Ok(());
+            }
+            self.poison();
+            return Err(Error::io("sync", path, e));
+        }
+        Ok(())
     }
 }
 
@@ -1750,6 +1766,9 @@ pub(super) fn enable(
         }
         f.sync_all().ctx("sync", &temp_path)?;
         drop(f);
+        // The side files' names durable before the journal's: a journal file found
+        // after a power loss has them (a writer does not make them: see `Journal::open`).
+        meta.sync().ctx("sync directory", &root.join(META_DIR))?;
         match meta.hard_link(OsStr::new(&temp), OsStr::new(LOG)) {
             Ok(()) => Ok(()),
             // Enabled by someone else meanwhile: theirs stands.
