@@ -111,12 +111,23 @@ fn disable_failing_with(ctx: &Ctx, kind: FaultKind) {
 }
 
 /// A header whose sync failed twice poisons the journal: writes (and checkpoints) are
-/// refused until `statefile recover`, so nothing more is acknowledged, and the crash
-/// states judged are those of the failed disable. `Ok(true)` for such a refusal.
+/// refused until `statefile recover` (or wait for the disable left in progress), so
+/// nothing more is acknowledged, and the crash states judged are those of the failed
+/// disable. `Ok(true)` for such a refusal.
 fn refused(r: statefile::Result<()>) -> statefile::Result<bool> {
     match r {
         Ok(()) => Ok(false),
         Err(e) if e.to_string().contains("refusing to write") => Ok(true),
+        // The revert refused by the poison: the disable stays in progress, writers wait
+        // for it (until their lock timeout), and enable finds the journal closed.
+        Err(e)
+            if matches!(
+                e.kind(),
+                statefile::ErrorKind::LockTimeout | statefile::ErrorKind::Conflict
+            ) =>
+        {
+            Ok(true)
+        }
         Err(e) => Err(e),
     }
 }

@@ -227,15 +227,34 @@ impl Journal {
         // would start a second shared state over a journal about to go.
         let side = |name: &str| {
             let p = root.join(super::META_DIR).join(name);
-            open_file(meta.as_ref(), name, &p, false)
+            match open_file(meta.as_ref(), name, &p, false) {
+                Err(e)
+                    if e.io_error()
+                        .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
+                {
+                    // Removed by a disable that closed the journal since its header was
+                    // read: none. Missing from a journal still open (an enable cut
+                    // short by a power loss, a file removed by hand): made again, as a
+                    // writer always did before.
+                    if read_header(log.as_ref(), &path)?.flags & format::FLAG_CLOSED != 0 {
+                        return Ok(None);
+                    }
+                    open_file(meta.as_ref(), name, &p, true).map(Some)
+                }
+                r => r.map(Some),
+            }
+        };
+        let (Some(shm), Some(users), Some(ckpt_file)) = (side(SHM)?, side(USERS)?, side(CKPT)?)
+        else {
+            return Ok(None);
         };
         let j = Arc::new(Journal {
             root: root.to_path_buf(),
             log_path: super::shown(root),
             shm_path: root.join(super::META_DIR).join(SHM),
-            shm: side(SHM)?,
-            users: side(USERS)?,
-            ckpt_file: side(CKPT)?,
+            shm,
+            users,
+            ckpt_file,
             log,
             meta,
             salt: header.salt,
@@ -507,6 +526,23 @@ impl Journal {
         .ctx("write", self.shm_path())
     }
 
+    /// Write the newest header copy again, as it reads, over itself, and sync.
+    fn rewrite_newest_header(&self) -> Result<()> {
+        let path = self.path();
+        let mut copies = [None, None];
+        for (i, at) in format::HEADER_COPIES.iter().enumerate() {
+            let mut b = [0u8; format::HEADER_LEN];
+            let n = read_full_at(self.log.as_ref(), &mut b, *at).ctx("read", path)?;
+            copies[i] = Header::decode(&b[..n]);
+        }
+        let Some((i, h)) = Header::newest(copies[0], copies[1]) else {
+            return Ok(());
+        };
+        write_all_at(self.log.as_ref(), &h.encode(), format::HEADER_COPIES[i])
+            .ctx("write", path)?;
+        self.log.sync_data().ctx("sync", path)
+    }
+
     /// After a failed flush: roll the journal's end back to what is known durable,
     /// discarding the commits after it (their writers were told they failed, and none
     /// was applied: a commit is applied only after its flush), and clear the poison.
@@ -530,6 +566,12 @@ impl Journal {
                     *s = None;
                 }
             }
+            // A header whose sync failed twice (see `write_header_copy`) may read as the
+            // newest copy through the cache while the disk holds its older bytes: the
+            // next header would go over the other copy, the newest durable one. Written
+            // again as it reads, and synced, it is what the disk holds; else the journal
+            // stays poisoned.
+            self.rewrite_newest_header()?;
             tracing::warn!(journal = %path.display(), from = page.end, to = flushed,
                 "rolled the journal back to its last successful flush");
             page.end = flushed;

@@ -1393,6 +1393,12 @@ impl Journal {
         at: usize,
     ) -> Result<()> {
         let path = self.path();
+        // Poisoned (a flush or a header failed): what the disk holds is unknown, and a
+        // header written now could go over the newest durable copy. `statefile recover`
+        // first (it writes the newest copy again, synced).
+        if self.with_append_lock(None, || self.page())?.flags & shm::FLAG_POISONED != 0 {
+            return Err(self.poisoned_error());
+        }
         let (_, copies) = self.header_copies()?;
         let h = Header {
             seq: old
