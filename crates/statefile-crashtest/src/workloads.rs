@@ -470,6 +470,21 @@ pub const JOURNAL_REVERTS_CHECKPOINT: Workload = Workload {
     recovery_sparsity: 16,
 };
 
+/// During setup: the caller's own file `name` in the store's directory, holding `value`
+/// (pretty) and synced, as a program writing its temp file for `replace_file` makes it.
+fn caller_file(ctx: &Ctx, name: &str, value: &Value) {
+    use statefile::fs::Fs;
+    use std::io::Write;
+    let bytes = statefile::to_vec(value, statefile::Format::Pretty).expect("JSON");
+    let made = (|| -> std::io::Result<()> {
+        let dir = ctx.sim.open_dir(std::path::Path::new(ROOT))?;
+        let mut f = dir.create_new(std::ffi::OsStr::new(name), 0o644)?;
+        f.write_all(&bytes)?;
+        f.sync_all()
+    })();
+    made.expect("the caller's file");
+}
+
 /// Journal mode (renaming), two backups kept, and a file the caller wrote itself put in
 /// place between journaled writes ([`statefile::replace_file`], as the Python package's
 /// `atomicwrites` drop-in does): 0 (setup), A, B through the journal, then the caller's
@@ -482,16 +497,7 @@ pub const JOURNAL_INSTALL: Workload = Workload {
     setup: |ctx| {
         ctx.initial("a.json", &ver("0"));
         enable_journal(ctx);
-        let bytes = statefile::to_vec(&ver("C"), statefile::Format::Pretty).expect("JSON");
-        let made = (|| -> std::io::Result<()> {
-            use statefile::fs::Fs;
-            use std::io::Write;
-            let dir = ctx.sim.open_dir(std::path::Path::new(ROOT))?;
-            let mut f = dir.create_new(std::ffi::OsStr::new("c.json.part"), 0o644)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        })();
-        made.expect("the caller's file");
+        caller_file(ctx, "c.json.part", &ver("C"));
     },
     run: |ctx| {
         for v in ["A", "B"] {
@@ -547,16 +553,7 @@ pub const JOURNAL_DIRECT_DATA: Workload = Workload {
     setup: |ctx| {
         ctx.initial("a.json", &ver("0"));
         enable_journal(ctx);
-        let bytes = statefile::to_vec(&ver("D"), statefile::Format::Pretty).expect("JSON");
-        let made = (|| -> std::io::Result<()> {
-            use statefile::fs::Fs;
-            use std::io::Write;
-            let dir = ctx.sim.open_dir(std::path::Path::new(ROOT))?;
-            let mut f = dir.create_new(std::ffi::OsStr::new("d.json.part"), 0o644)?;
-            f.write_all(&bytes)?;
-            f.sync_all()
-        })();
-        made.expect("the caller's file");
+        caller_file(ctx, "d.json.part", &ver("D"));
     },
     run: |ctx| {
         write(ctx, "a.json", ver("A"))?;

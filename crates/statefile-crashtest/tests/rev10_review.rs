@@ -20,9 +20,11 @@
 //!   checkpoint) leaves a header that is not closed, with a tail before B's record:
 //!   the replay puts B back over W.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use std::sync::Arc;
+
+use common::{after_header_write, stop_where, syncs};
 use serde_json::{Value, json};
 use statefile::journal::{self, JournalOptions};
 use statefile::{Doc, Options};
@@ -78,46 +80,6 @@ fn check(w: &Workload, torn: bool) {
     );
     println!("{}", r.line());
     assert_eq!(r.violations(), 0, "{:#?}", r.examples);
-}
-
-/// Start `op` in a thread and stop it before the seam call that follows the first
-/// prefix of its calls (counted from now) for which `at(calls)` holds, found by stepping
-/// it one call at a time. Returns the thread, the pause it waits in, and the number of
-/// that call.
-fn stop_where(
-    ctx: &Ctx,
-    op: impl FnOnce() -> statefile::Result<()> + Send + 'static,
-    at: impl Fn(&[Call]) -> bool,
-) -> (
-    std::thread::JoinHandle<statefile::Result<()>>,
-    Arc<statefile_crashtest::sim::Pause>,
-    u64,
-) {
-    let n0 = ctx.sim.calls().len();
-    let mut cur = ctx.sim.pause_at(n0 as u64);
-    let t = std::thread::spawn(op);
-    loop {
-        assert!(
-            cur.wait_paused(Duration::from_secs(30)),
-            "the op never got there"
-        );
-        let calls = ctx.sim.calls();
-        if at(&calls[n0..]) {
-            return (t, cur, calls.len() as u64);
-        }
-        let next = ctx.sim.pause_at(calls.len() as u64 + 1);
-        cur.resume();
-        cur = next;
-    }
-}
-
-fn syncs(calls: &[Call]) -> usize {
-    calls.iter().filter(|c| **c == Call::SyncFile).count()
-}
-
-/// A header write: the copies read (2), the write (after the poison check).
-fn after_header_write(calls: &[Call]) -> bool {
-    calls.ends_with(&[Call::Read, Call::Read, Call::Write])
 }
 
 /// C1 (ok), B, C2 whose header sync fails with the page kept.

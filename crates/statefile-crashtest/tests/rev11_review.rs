@@ -25,9 +25,12 @@
 //!   enabled.
 
 use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{after_header_write, stop_where, syncs};
 use serde_json::{Value, json};
 use statefile::journal::{self, JournalOptions};
 use statefile::{Doc, Options, Scan, ScanMode};
@@ -83,43 +86,6 @@ fn check(w: &Workload, torn: bool) {
     );
     println!("{}", r.line());
     assert_eq!(r.violations(), 0, "{:#?}", r.examples);
-}
-
-/// As rev10's `stop_where`.
-fn stop_where(
-    ctx: &Ctx,
-    op: impl FnOnce() -> statefile::Result<()> + Send + 'static,
-    at: impl Fn(&[Call]) -> bool,
-) -> (
-    std::thread::JoinHandle<statefile::Result<()>>,
-    Arc<statefile_crashtest::sim::Pause>,
-    u64,
-) {
-    let n0 = ctx.sim.calls().len();
-    let mut cur = ctx.sim.pause_at(n0 as u64);
-    let t = std::thread::spawn(op);
-    loop {
-        assert!(
-            cur.wait_paused(Duration::from_secs(30)),
-            "the op never got there"
-        );
-        let calls = ctx.sim.calls();
-        if at(&calls[n0..]) {
-            return (t, cur, calls.len() as u64);
-        }
-        let next = ctx.sim.pause_at(calls.len() as u64 + 1);
-        cur.resume();
-        cur = next;
-    }
-}
-
-fn syncs(calls: &[Call]) -> usize {
-    calls.iter().filter(|c| **c == Call::SyncFile).count()
-}
-
-/// A header write: the copies read (2), the write (after the poison check).
-fn after_header_write(calls: &[Call]) -> bool {
-    calls.ends_with(&[Call::Read, Call::Read, Call::Write])
 }
 
 /// C1 (ok), B, C2 whose header sync fails with the page kept, and whose retry's sync

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use statefile::Options;
-use statefile_crashtest::sim::SimFs;
+use std::time::Duration;
+
+use statefile_crashtest::explore::Ctx;
+use statefile_crashtest::sim::{Call, Pause, SimFs};
 
 /// Options keeping `backups` backups, on `sim`.
 pub fn sim_opts(sim: &SimFs, backups: usize) -> Options {
@@ -41,4 +44,44 @@ pub fn backups_of(tree: &BTreeMap<String, Vec<u8>>, n: usize) -> Vec<String> {
             name_of(tree.get(&p))
         })
         .collect()
+}
+
+/// Start `op` in a thread and stop it before the seam call that follows the first
+/// prefix of its calls (counted from now) for which `at(calls)` holds, found by stepping
+/// it one call at a time. Returns the thread, the pause it waits in, and the number of
+/// that call.
+pub fn stop_where(
+    ctx: &Ctx,
+    op: impl FnOnce() -> statefile::Result<()> + Send + 'static,
+    at: impl Fn(&[Call]) -> bool,
+) -> (
+    std::thread::JoinHandle<statefile::Result<()>>,
+    Arc<Pause>,
+    u64,
+) {
+    let n0 = ctx.sim.calls().len();
+    let mut cur = ctx.sim.pause_at(n0 as u64);
+    let t = std::thread::spawn(op);
+    loop {
+        assert!(
+            cur.wait_paused(Duration::from_secs(30)),
+            "the op never got there"
+        );
+        let calls = ctx.sim.calls();
+        if at(&calls[n0..]) {
+            return (t, cur, calls.len() as u64);
+        }
+        let next = ctx.sim.pause_at(calls.len() as u64 + 1);
+        cur.resume();
+        cur = next;
+    }
+}
+
+pub fn syncs(calls: &[Call]) -> usize {
+    calls.iter().filter(|c| **c == Call::SyncFile).count()
+}
+
+/// A header write: the copies read (2), the write (after the poison check).
+pub fn after_header_write(calls: &[Call]) -> bool {
+    calls.ends_with(&[Call::Read, Call::Read, Call::Write])
 }

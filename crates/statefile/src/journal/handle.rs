@@ -526,8 +526,8 @@ impl Journal {
         .ctx("write", self.shm_path())
     }
 
-    /// Write the newest header copy again, as it reads, over itself, and sync.
-    fn rewrite_newest_header(&self) -> Result<()> {
+    /// The index of the newest valid header copy (0 if none), and the copies.
+    pub(super) fn header_copies(&self) -> Result<(usize, [Option<Header>; 2])> {
         let path = self.path();
         let mut copies = [None, None];
         for (i, at) in format::HEADER_COPIES.iter().enumerate() {
@@ -535,6 +535,14 @@ impl Journal {
             let n = read_full_at(self.log.as_ref(), &mut b, *at).ctx("read", path)?;
             copies[i] = Header::decode(&b[..n]);
         }
+        let newest = Header::newest(copies[0], copies[1]).map_or(0, |(i, _)| i);
+        Ok((newest, copies))
+    }
+
+    /// Write the newest header copy again, as it reads, over itself, and sync.
+    fn rewrite_newest_header(&self) -> Result<()> {
+        let path = self.path();
+        let (_, copies) = self.header_copies()?;
         let Some((i, h)) = Header::newest(copies[0], copies[1]) else {
             return Ok(());
         };

@@ -1368,19 +1368,6 @@ impl Journal {
         Ok(1 - self.header_copies()?.0)
     }
 
-    /// The index of the newest valid header copy (0 if none), and the copies.
-    fn header_copies(&self) -> Result<(usize, [Option<Header>; 2])> {
-        let path = self.path();
-        let mut copies = [None, None];
-        for (i, at) in format::HEADER_COPIES.iter().enumerate() {
-            let mut b = [0u8; format::HEADER_LEN];
-            let n = read_full_at(self.log.as_ref(), &mut b, *at).ctx("read", path)?;
-            copies[i] = Header::decode(&b[..n]);
-        }
-        let newest = Header::newest(copies[0], copies[1]).map_or(0, |(i, _)| i);
-        Ok((newest, copies))
-    }
-
     /// Write a new header (`tail`, `chain`, `flags`, a sequence number above both
     /// copies') over copy `at`, and sync. To undo a header whose sync failed, `at` is
     /// the copy that header went to: the other one may be the newest durable header,
