@@ -7,7 +7,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use sha2::{Digest, Sha256};
+use ring::digest::{Context, SHA256};
 
 /// A document's version: the lowercase hex SHA-256 of its bytes on disk.
 ///
@@ -41,7 +41,17 @@ pub struct Version(String);
 impl Version {
     /// The version of `bytes`.
     pub fn of(bytes: &[u8]) -> Version {
-        Version::from_digest(Sha256::digest(bytes).into())
+        let mut h = Context::new(&SHA256);
+        h.update(bytes);
+        Version::from_context(h)
+    }
+
+    /// The version a hash of the stored bytes ends in.
+    fn from_context(h: Context) -> Version {
+        let digest = h.finish();
+        let mut d = [0u8; 32];
+        d.copy_from_slice(digest.as_ref());
+        Version::from_digest(d)
     }
 
     /// The version whose SHA-256 digest is `digest` (as the journal stores it).
@@ -231,7 +241,7 @@ pub(crate) fn over_limit(e: &io::Error) -> Option<u64> {
 /// ([`OverLimit`]) a write that would take it past its limit.
 pub(crate) struct HashingWriter<W> {
     inner: W,
-    hasher: Sha256,
+    hasher: Context,
     count: u64,
     limit: u64,
 }
@@ -245,18 +255,14 @@ impl<W: Write> HashingWriter<W> {
     pub(crate) fn limited(inner: W, limit: u64) -> Self {
         HashingWriter {
             inner,
-            hasher: Sha256::new(),
+            hasher: Context::new(&SHA256),
             count: 0,
             limit,
         }
     }
 
     pub(crate) fn finish(self) -> (W, Version, u64) {
-        (
-            self.inner,
-            Version::from_digest(self.hasher.finalize().into()),
-            self.count,
-        )
+        (self.inner, Version::from_context(self.hasher), self.count)
     }
 }
 

@@ -250,7 +250,7 @@ impl Fs for OsFs {
     }
 
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
-        fs::canonicalize(path)
+        canonical_without_symlinks(path).map_or_else(|| fs::canonicalize(path), Ok)
     }
 
     fn umask(&self) -> u32 {
@@ -305,6 +305,33 @@ fn open_dir_no_symlinks(dir: &Path) -> io::Result<OwnedFd> {
         }
         r => Ok(r?),
     }
+}
+
+/// `path` itself, as `realpath(3)` would give it, when it is absolute, names no `.` or
+/// `..`, and one `openat2` with `RESOLVE_NO_SYMLINKS` finds it with no symlink on the
+/// way: then the path is already canonical. One call where `realpath` makes one per
+/// component (every write resolves its document's directory). `None` (take
+/// `realpath`'s way) on a symlink, a missing file, a relative path, or a kernel
+/// without `openat2`.
+fn canonical_without_symlinks(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut clean = PathBuf::new();
+    for (i, c) in path.components().enumerate() {
+        match c {
+            Component::RootDir if i == 0 => clean.push("/"),
+            Component::Normal(n) if i > 0 => clean.push(n),
+            _ => return None,
+        }
+    }
+    rfs::openat2(
+        rfs::CWD,
+        &clean,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        rfs::ResolveFlags::NO_SYMLINKS | rfs::ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()
+    .map(|_| clean)
 }
 
 /// One directory held open: calls on names go through the handle (`*at` calls), never
@@ -573,6 +600,46 @@ mod tests {
             t.elapsed()
         );
         const { assert!(HINT_MAX < 1 << 40) };
+    }
+
+    /// The one-call canonical path agrees with `realpath` wherever it answers, and
+    /// leaves symlinks, dot components and relative paths to it.
+    #[test]
+    fn canonical_paths_without_symlinks_match_realpath() {
+        let root = tempfile::tempdir().unwrap();
+        let real = fs::canonicalize(root.path()).unwrap();
+        fs::create_dir_all(real.join("a/b")).unwrap();
+        fs::write(real.join("a/b/doc.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(real.join("a"), real.join("link")).unwrap();
+        for p in [
+            "a",
+            "a/b",
+            "a/b/doc.json",
+            "a//b/",
+            "link",
+            "link/b",
+            "a/./b",
+            "a/../a/b",
+        ] {
+            let path = real.join(p);
+            assert_eq!(
+                OsFs.canonicalize(&path).unwrap(),
+                fs::canonicalize(&path).unwrap(),
+                "{p}"
+            );
+        }
+        if has_openat2() {
+            assert_eq!(
+                canonical_without_symlinks(&real.join("a//b/")),
+                Some(real.join("a/b"))
+            );
+        }
+        // (`Path::components` drops a `.` in the middle: "a/./b" is "a/b".)
+        for p in ["link", "link/b", "a/../a/b", "missing"] {
+            assert_eq!(canonical_without_symlinks(&real.join(p)), None, "{p}");
+        }
+        assert_eq!(canonical_without_symlinks(Path::new("a/b")), None);
+        assert!(OsFs.canonicalize(&real.join("missing")).is_err());
     }
 
     fn has_openat2() -> bool {
