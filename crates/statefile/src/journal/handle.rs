@@ -873,8 +873,9 @@ impl Journal {
         Error::new(
             ErrorKind::Durability,
             format!(
-                "refusing to write: a flush of the journal {} failed, so what it holds on disk \
-                 is unknown; stop every writer and run `statefile recover`",
+                "refusing to write: a sync of the journal {} failed (a flush of its records \
+                 or a write of its header), so what it holds on disk is unknown; stop every \
+                 writer and run `statefile recover`",
                 self.path().display()
             ),
         )
