@@ -341,6 +341,18 @@ type Contents = HashSet<Option<Vec<u8>>>;
 
 /// What each document may hold after a crash after `k` ops.
 fn allowed(h: &History, marks: &HashMap<usize, usize>, k: usize) -> BTreeMap<String, Contents> {
+    allowed_with(h, marks, k, true)
+}
+
+/// [`allowed`], counting the writes begun but not acknowledged by `k` (in flight, their
+/// outcome unknown) only if `in_flight`: false where they are known to have written
+/// nothing (a fault run whose write failed with any kind of error but `Durability`).
+fn allowed_with(
+    h: &History,
+    marks: &HashMap<usize, usize>,
+    k: usize,
+    in_flight: bool,
+) -> BTreeMap<String, Contents> {
     // Linearizability: the document may hold any write that began before the crash,
     // unless some write acknowledged before the crash began after it was acknowledged
     // (that write must have replaced it). Overlapping writes (two writers) may land in
@@ -357,7 +369,7 @@ fn allowed(h: &History, marks: &HashMap<usize, usize>, k: usize) -> BTreeMap<Str
             set.insert(h.initial.get(name).cloned());
         }
         for (id, a) in h.attempts.iter().enumerate() {
-            if &a.doc != name || at(2 * id).is_none() {
+            if &a.doc != name || at(2 * id).is_none() || !in_flight && at(2 * id + 1).is_none() {
                 continue;
             }
             let superseded =
@@ -976,6 +988,60 @@ fn expected_kind(f: FaultKind) -> Option<ErrorKind> {
     }
 }
 
+/// The documents of a fault run (history `run`, log `log`) that `tree` shows holding a
+/// version they may not, described. The run ended (no crash): by [`allowed`] at the end
+/// of its log, a document holds the last version acknowledged for it in this run (its
+/// initial content if none was), or a version whose write began after that
+/// acknowledgement and was never acknowledged (in flight: failed with `Durability`,
+/// "may or may not survive"), or is missing where such a delete was. Nothing older: a
+/// document back to a version before its last acknowledged one lost an acknowledged
+/// write. With `in_flight` false (the run's error was not `Durability`: the failed
+/// write wrote nothing) only the last acknowledged version is allowed. `base` (the run
+/// without faults) names the documents: one this run never began a write of must hold
+/// its initial content.
+fn fault_run_documents(
+    base: &History,
+    run: &History,
+    log: &[Op],
+    in_flight: bool,
+    tree: &BTreeMap<String, Vec<u8>>,
+) -> Vec<String> {
+    let may = allowed_with(run, &marks(log), log.len(), in_flight);
+    let names: std::collections::BTreeSet<&String> = base
+        .initial
+        .keys()
+        .chain(base.attempts.iter().map(|a| &a.doc))
+        .chain(run.attempts.iter().map(|a| &a.doc))
+        .collect();
+    let mut bad = Vec::new();
+    for name in names {
+        let initial = Contents::from([base.initial.get(name).cloned()]);
+        let ok = may.get(name).unwrap_or(&initial);
+        let content = tree.get(&Ctx::path(name)).cloned();
+        if ok.contains(&content) {
+            continue;
+        }
+        let written = content.is_none()
+            || base.initial.get(name) == content.as_ref()
+            || base.attempts.iter().chain(&run.attempts).any(|a| {
+                &a.doc == name && a.bytes.is_some() && a.bytes.as_ref() == content.as_ref()
+            });
+        let mut allowed: Vec<String> = ok.iter().map(|c| show(c.as_deref())).collect();
+        allowed.sort();
+        bad.push(format!(
+            "{name} holds {} ({}); it may hold only {}",
+            show(content.as_deref()),
+            if written {
+                "an acknowledged write lost, or a failed one applied"
+            } else {
+                "never written"
+            },
+            allowed.join(" or ")
+        ));
+    }
+    bad
+}
+
 /// Fail every seam call of `w` once with every applicable error, and check the outcome.
 pub fn inject_faults(w: &Workload) -> FaultReport {
     let mut report = FaultReport {
@@ -1008,9 +1074,19 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
             );
             let fired = ctx.sim.fault_fired();
             let own = ctx.violations();
-            // Versions this run set out to write (a workload may learn them only as it
-            // runs, e.g. which calls of a batch failed).
-            let attempted: Vec<Attempt> = ctx.history.lock().unwrap().attempts.clone();
+            // What this run set out to write and acknowledged (a workload may learn the
+            // versions only as it runs, e.g. which calls of a batch failed), judged from
+            // the same start as the base run.
+            let run = History {
+                initial: history.initial.clone(),
+                setup: history.setup.clone(),
+                attempts: ctx.history.lock().unwrap().attempts.clone(),
+                settled: Vec::new(),
+            };
+            let log = ctx.sim.log();
+            // A write that failed with any kind but `Durability` wrote nothing: the
+            // versions in flight are not allowed then (see `fault_run_documents`).
+            let in_flight = !matches!(&result, Err(e) if e.kind() != ErrorKind::Durability);
             let mut fail = |what: String| {
                 report.violations += 1;
                 if report.examples.len() < 5 {
@@ -1053,36 +1129,11 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                 (Err(e), Some(want)) if e.kind() == want => {}
                 (Err(e), _) => fail(format!("returned {:?}: {e}", e.kind())),
             }
-            // Every document holds a version that was written (old or new).
+            // Every document holds its last acknowledged version or one attempted after
+            // it (in flight), never an older one.
             let tree = ctx.sim.image().tree();
-            for name in history
-                .initial
-                .keys()
-                .chain(history.attempts.iter().map(|a| &a.doc))
-            {
-                let content = tree.get(&Ctx::path(name)).cloned();
-                let deleted = history
-                    .attempts
-                    .iter()
-                    .chain(&attempted)
-                    .any(|a| &a.doc == name && a.bytes.is_none());
-                let ok = content.is_none() && (deleted || !history.initial.contains_key(name))
-                    || content.as_ref().is_some_and(|c| {
-                        history.initial.get(name) == Some(c)
-                            || history
-                                .attempts
-                                .iter()
-                                .chain(&attempted)
-                                .any(|a| &a.doc == name && a.bytes.as_ref() == Some(c))
-                    });
-                if !ok {
-                    fail(format!(
-                        "{name} holds neither the old nor a new version: {:?}",
-                        content
-                            .as_ref()
-                            .map(|c| String::from_utf8_lossy(&c[..c.len().min(80)]).into_owned())
-                    ));
-                }
+            for what in fault_run_documents(&history, &run, &log, in_flight, &tree) {
+                fail(format!("after the run, {what}"));
             }
             // After the next Store::open no temp file remains, and writing works.
             let opts = ctx.opts.clone();
@@ -1096,6 +1147,11 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                         .collect();
                     if !temps.is_empty() {
                         fail(format!("temp files left after Store::open: {temps:?}"));
+                    }
+                    // The same after a recovery (which may replay a journal): it may
+                    // settle a write in flight either way, and bring back nothing older.
+                    for what in fault_run_documents(&history, &run, &log, in_flight, &after) {
+                        fail(format!("after Store::open, {what}"));
                     }
                     // A write that failed with any kind but Durability wrote nothing and
                     // left nothing to apply: opening the store (which replays a journal)
@@ -1220,5 +1276,46 @@ mod tests {
         // c began after both were acknowledged: once c is acknowledged, only c.
         assert_eq!(may_hold(&h, &m, 25), ["a", "b", "c"]);
         assert_eq!(may_hold(&h, &m, 29), ["c"]);
+    }
+
+    /// The fault injector's judge: a run that acknowledged A then B, then began C
+    /// (failed): the document may hold B or C (C's outcome unknown under `Durability`),
+    /// only B if the failure was another kind (nothing written), never A or the initial
+    /// content (a rollback: the acknowledged B lost).
+    #[test]
+    fn a_fault_run_may_not_roll_back_past_its_last_acknowledged_write() {
+        let h = history(&["A", "B", "C"]);
+        let mark = |m: usize| Op::Mark(m);
+        // A: begin, ack; B: begin, ack; C: begin, never acknowledged.
+        let log = [mark(0), mark(1), mark(2), mark(3), mark(4)];
+        let holds = |bytes: Option<&str>, in_flight: bool| -> bool {
+            let tree: BTreeMap<String, Vec<u8>> = bytes
+                .map(|b| (Ctx::path("d.json"), b.as_bytes().to_vec()))
+                .into_iter()
+                .collect();
+            fault_run_documents(&h, &h, &log, in_flight, &tree).is_empty()
+        };
+        assert!(
+            !holds(Some("A"), true),
+            "A is older than the acknowledged B"
+        );
+        assert!(!holds(Some("init"), true));
+        assert!(!holds(None, true));
+        assert!(!holds(Some("D"), true), "never written");
+        assert!(holds(Some("B"), true));
+        assert!(holds(Some("C"), true), "C began after B was acknowledged");
+        // The write failed with another kind of error: it wrote nothing.
+        assert!(holds(Some("B"), false));
+        assert!(!holds(Some("C"), false));
+        assert!(!holds(Some("A"), false));
+        // Nothing acknowledged yet: the initial content, or A in flight.
+        let log = [mark(0)];
+        let h = history(&["A"]);
+        let holds = |bytes: &str, in_flight: bool| {
+            let tree = BTreeMap::from([(Ctx::path("d.json"), bytes.as_bytes().to_vec())]);
+            fault_run_documents(&h, &h, &log, in_flight, &tree).is_empty()
+        };
+        assert!(holds("init", true) && holds("A", true));
+        assert!(holds("init", false) && !holds("A", false));
     }
 }
