@@ -5,7 +5,12 @@
 //! (the prefix; the prefix with one unsynced operation dropped; torn writes; a seeded
 //! random sample of further subsets), runs the library's recovery (`Store::open`) on
 //! each, and checks the invariants. The fault injector re-runs the workload failing one
-//! seam call at a time with each applicable error.
+//! seam call at a time with each applicable error, and judges each run as it ended
+//! (and after the `Store::open` that follows): every document holds the last version
+//! acknowledged for it in that run or one whose write began after that and whose
+//! outcome is unknown, never an older one (a rollback loses an acknowledged write);
+//! after a failure of any kind but `Durability`, only the acknowledged one
+//! ([`inject_faults`]).
 //!
 //! # The judge
 //!
@@ -1317,5 +1322,43 @@ mod tests {
         };
         assert!(holds("init", true) && holds("A", true));
         assert!(holds("init", false) && !holds("A", false));
+    }
+
+    /// End to end: a "library" whose failed write puts an older version back (here the
+    /// workload does it behind the history's back) is caught by [`inject_faults`]; the
+    /// judge that accepted any version ever written passed it.
+    #[test]
+    fn inject_faults_catches_a_failed_write_that_rolls_the_document_back() {
+        let w = Workload {
+            name: "rollback on failure",
+            opts: || Options::new().backups(0),
+            setup: |ctx| ctx.initial("d.json", &json!({"v": 0})),
+            run: |ctx| {
+                for v in 1..=2 {
+                    let id = ctx.begin("d.json", &json!({ "v": v }));
+                    ctx.doc("d.json").write(&json!({ "v": v }))?;
+                    ctx.ack(id);
+                }
+                let id = ctx.begin("d.json", &json!({"v": 3}));
+                if let Err(e) = ctx.doc("d.json").write(&json!({"v": 3})) {
+                    // Back to v 1, older than the acknowledged v 2.
+                    let _ = ctx.doc("d.json").write(&json!({"v": 1}));
+                    return Err(e);
+                }
+                ctx.ack(id);
+                Ok(())
+            },
+            deterministic: true,
+            recovery_sparsity: 1,
+        };
+        let r = inject_faults(&w);
+        assert!(r.violations > 0, "{r:#?}");
+        assert!(
+            r.examples
+                .iter()
+                .all(|e| e.contains("d.json holds") && e.contains("an acknowledged write lost")),
+            "{:#?}",
+            r.examples
+        );
     }
 }
