@@ -993,25 +993,38 @@ fn expected_kind(f: FaultKind) -> Option<ErrorKind> {
     }
 }
 
+/// What a fault run's error says of the writes it left unacknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Maybe written, maybe not (no error, or `Durability`: "may or may not survive").
+    Unknown,
+    /// Nothing written (an error of any other kind).
+    Nothing,
+    /// Written: the error says the new version stands (`Durability`, "committed in the
+    /// journal" once recovery applied it, or "written and synced outside the journal").
+    Stands,
+}
+
 /// The documents of a fault run (history `run`, log `log`) that `tree` shows holding a
 /// version they may not, described. The run ended (no crash): by [`allowed`] at the end
 /// of its log, a document holds the last version acknowledged for it in this run (its
 /// initial content if none was), or a version whose write began after that
-/// acknowledgement and was never acknowledged (in flight: failed with `Durability`,
-/// "may or may not survive"), or is missing where such a delete was. Nothing older: a
-/// document back to a version before its last acknowledged one lost an acknowledged
-/// write. With `in_flight` false (the run's error was not `Durability`: the failed
-/// write wrote nothing) only the last acknowledged version is allowed. `base` (the run
-/// without faults) names the documents: one this run never began a write of must hold
-/// its initial content.
+/// acknowledgement and was never acknowledged (in flight), or is missing where such a
+/// delete was. Nothing older: a document back to a version before its last
+/// acknowledged one lost an acknowledged write. Where the `outcome` of the writes in
+/// flight is known, only the acknowledged version ([`Outcome::Nothing`]) or only theirs
+/// ([`Outcome::Stands`]). `base` (the run without faults) names the documents: one
+/// this run never began a write of must hold its initial content.
 fn fault_run_documents(
     base: &History,
     run: &History,
     log: &[Op],
-    in_flight: bool,
+    outcome: Outcome,
     tree: &BTreeMap<String, Vec<u8>>,
 ) -> Vec<String> {
-    let may = allowed_with(run, &marks(log), log.len(), in_flight);
+    let marks = marks(log);
+    let may = allowed_with(run, &marks, log.len(), outcome != Outcome::Nothing);
+    let acknowledged = allowed_with(run, &marks, log.len(), false);
     let names: std::collections::BTreeSet<&String> = base
         .initial
         .keys()
@@ -1021,7 +1034,17 @@ fn fault_run_documents(
     let mut bad = Vec::new();
     for name in names {
         let initial = Contents::from([base.initial.get(name).cloned()]);
-        let ok = may.get(name).unwrap_or(&initial);
+        let mut ok = may.get(name).unwrap_or(&initial).clone();
+        if outcome == Outcome::Stands {
+            // Only the versions in flight (unless they are the acknowledged bytes).
+            let stands: Contents = ok
+                .difference(acknowledged.get(name).unwrap_or(&initial))
+                .cloned()
+                .collect();
+            if !stands.is_empty() {
+                ok = stands;
+            }
+        }
         let content = tree.get(&Ctx::path(name)).cloned();
         if ok.contains(&content) {
             continue;
@@ -1089,9 +1112,24 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                 settled: Vec::new(),
             };
             let log = ctx.sim.log();
-            // A write that failed with any kind but `Durability` wrote nothing: the
-            // versions in flight are not allowed then (see `fault_run_documents`).
-            let in_flight = !matches!(&result, Err(e) if e.kind() != ErrorKind::Durability);
+            // What the error says of the writes in flight (see `fault_run_documents`):
+            // one that failed with any kind but `Durability` wrote nothing; a commit in
+            // the journal stands once recovery applied it, a version written outside the
+            // journal at once.
+            let (now, recovered) = match &result {
+                Ok(()) => (Outcome::Unknown, Outcome::Unknown),
+                Err(e) if e.kind() != ErrorKind::Durability => (Outcome::Nothing, Outcome::Nothing),
+                Err(e)
+                    if e.to_string()
+                        .contains("written and synced outside the journal") =>
+                {
+                    (Outcome::Stands, Outcome::Stands)
+                }
+                Err(e) if e.to_string().contains("committed in the journal") => {
+                    (Outcome::Unknown, Outcome::Stands)
+                }
+                Err(_) => (Outcome::Unknown, Outcome::Unknown),
+            };
             let mut fail = |what: String| {
                 report.violations += 1;
                 if report.examples.len() < 5 {
@@ -1137,7 +1175,7 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
             // Every document holds its last acknowledged version or one attempted after
             // it (in flight), never an older one.
             let tree = ctx.sim.image().tree();
-            for what in fault_run_documents(&history, &run, &log, in_flight, &tree) {
+            for what in fault_run_documents(&history, &run, &log, now, &tree) {
                 fail(format!("after the run, {what}"));
             }
             // After the next Store::open no temp file remains, and writing works.
@@ -1155,7 +1193,7 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                     }
                     // The same after a recovery (which may replay a journal): it may
                     // settle a write in flight either way, and bring back nothing older.
-                    for what in fault_run_documents(&history, &run, &log, in_flight, &after) {
+                    for what in fault_run_documents(&history, &run, &log, recovered, &after) {
                         fail(format!("after Store::open, {what}"));
                     }
                     // A write that failed with any kind but Durability wrote nothing and
@@ -1285,43 +1323,50 @@ mod tests {
 
     /// The fault injector's judge: a run that acknowledged A then B, then began C
     /// (failed): the document may hold B or C (C's outcome unknown under `Durability`),
-    /// only B if the failure was another kind (nothing written), never A or the initial
-    /// content (a rollback: the acknowledged B lost).
+    /// only B if the failure was another kind (nothing written), only C if the error
+    /// said it stands, never A or the initial content (a rollback: the acknowledged B
+    /// lost).
     #[test]
     fn a_fault_run_may_not_roll_back_past_its_last_acknowledged_write() {
         let h = history(&["A", "B", "C"]);
         let mark = |m: usize| Op::Mark(m);
         // A: begin, ack; B: begin, ack; C: begin, never acknowledged.
         let log = [mark(0), mark(1), mark(2), mark(3), mark(4)];
-        let holds = |bytes: Option<&str>, in_flight: bool| -> bool {
+        let holds = |bytes: Option<&str>, outcome: Outcome| -> bool {
             let tree: BTreeMap<String, Vec<u8>> = bytes
                 .map(|b| (Ctx::path("d.json"), b.as_bytes().to_vec()))
                 .into_iter()
                 .collect();
-            fault_run_documents(&h, &h, &log, in_flight, &tree).is_empty()
+            fault_run_documents(&h, &h, &log, outcome, &tree).is_empty()
         };
         assert!(
-            !holds(Some("A"), true),
+            !holds(Some("A"), Outcome::Unknown),
             "A is older than the acknowledged B"
         );
-        assert!(!holds(Some("init"), true));
-        assert!(!holds(None, true));
-        assert!(!holds(Some("D"), true), "never written");
-        assert!(holds(Some("B"), true));
-        assert!(holds(Some("C"), true), "C began after B was acknowledged");
+        assert!(!holds(Some("init"), Outcome::Unknown));
+        assert!(!holds(None, Outcome::Unknown));
+        assert!(!holds(Some("D"), Outcome::Unknown), "never written");
+        assert!(holds(Some("B"), Outcome::Unknown));
+        assert!(
+            holds(Some("C"), Outcome::Unknown),
+            "C began after B was acknowledged"
+        );
         // The write failed with another kind of error: it wrote nothing.
-        assert!(holds(Some("B"), false));
-        assert!(!holds(Some("C"), false));
-        assert!(!holds(Some("A"), false));
+        assert!(holds(Some("B"), Outcome::Nothing));
+        assert!(!holds(Some("C"), Outcome::Nothing));
+        assert!(!holds(Some("A"), Outcome::Nothing));
+        // The error said C stands (committed, or written outside the journal).
+        assert!(holds(Some("C"), Outcome::Stands));
+        assert!(!holds(Some("B"), Outcome::Stands));
         // Nothing acknowledged yet: the initial content, or A in flight.
         let log = [mark(0)];
         let h = history(&["A"]);
-        let holds = |bytes: &str, in_flight: bool| {
+        let holds = |bytes: &str, outcome: Outcome| {
             let tree = BTreeMap::from([(Ctx::path("d.json"), bytes.as_bytes().to_vec())]);
-            fault_run_documents(&h, &h, &log, in_flight, &tree).is_empty()
+            fault_run_documents(&h, &h, &log, outcome, &tree).is_empty()
         };
-        assert!(holds("init", true) && holds("A", true));
-        assert!(holds("init", false) && !holds("A", false));
+        assert!(holds("init", Outcome::Unknown) && holds("A", Outcome::Unknown));
+        assert!(holds("init", Outcome::Nothing) && !holds("A", Outcome::Nothing));
     }
 
     /// End to end: a "library" whose failed write puts an older version back (here the
