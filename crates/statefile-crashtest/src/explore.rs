@@ -5,7 +5,12 @@
 //! (the prefix; the prefix with one unsynced operation dropped; torn writes; a seeded
 //! random sample of further subsets), runs the library's recovery (`Store::open`) on
 //! each, and checks the invariants. The fault injector re-runs the workload failing one
-//! seam call at a time with each applicable error.
+//! seam call at a time with each applicable error, and judges each run as it ended
+//! (and after the `Store::open` that follows): every document holds the last version
+//! acknowledged for it in that run or one whose write began after that and whose
+//! outcome is unknown, never an older one (a rollback loses an acknowledged write);
+//! after a failure of any kind but `Durability`, only the acknowledged one
+//! ([`inject_faults`]).
 //!
 //! # The judge
 //!
@@ -341,6 +346,18 @@ type Contents = HashSet<Option<Vec<u8>>>;
 
 /// What each document may hold after a crash after `k` ops.
 fn allowed(h: &History, marks: &HashMap<usize, usize>, k: usize) -> BTreeMap<String, Contents> {
+    allowed_with(h, marks, k, true)
+}
+
+/// [`allowed`], counting the writes begun but not acknowledged by `k` (in flight, their
+/// outcome unknown) only if `in_flight`: false where they are known to have written
+/// nothing (a fault run whose write failed with any kind of error but `Durability`).
+fn allowed_with(
+    h: &History,
+    marks: &HashMap<usize, usize>,
+    k: usize,
+    in_flight: bool,
+) -> BTreeMap<String, Contents> {
     // Linearizability: the document may hold any write that began before the crash,
     // unless some write acknowledged before the crash began after it was acknowledged
     // (that write must have replaced it). Overlapping writes (two writers) may land in
@@ -357,7 +374,7 @@ fn allowed(h: &History, marks: &HashMap<usize, usize>, k: usize) -> BTreeMap<Str
             set.insert(h.initial.get(name).cloned());
         }
         for (id, a) in h.attempts.iter().enumerate() {
-            if &a.doc != name || at(2 * id).is_none() {
+            if &a.doc != name || at(2 * id).is_none() || !in_flight && at(2 * id + 1).is_none() {
                 continue;
             }
             let superseded =
@@ -976,6 +993,83 @@ fn expected_kind(f: FaultKind) -> Option<ErrorKind> {
     }
 }
 
+/// What a fault run's error says of the writes it left unacknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Maybe written, maybe not (no error, or `Durability`: "may or may not survive").
+    Unknown,
+    /// Nothing written (an error of any other kind).
+    Nothing,
+    /// Written: the error says the new version stands (`Durability`, "committed in the
+    /// journal" once recovery applied it, or "written and synced outside the journal").
+    Stands,
+}
+
+/// The documents of a fault run (history `run`, log `log`) that `tree` shows holding a
+/// version they may not, described. The run ended (no crash): by [`allowed`] at the end
+/// of its log, a document holds the last version acknowledged for it in this run (its
+/// initial content if none was), or a version whose write began after that
+/// acknowledgement and was never acknowledged (in flight), or is missing where such a
+/// delete was. Nothing older: a document back to a version before its last
+/// acknowledged one lost an acknowledged write. Where the `outcome` of the writes in
+/// flight is known, only the acknowledged version ([`Outcome::Nothing`]) or only theirs
+/// ([`Outcome::Stands`]). `base` (the run without faults) names the documents: one
+/// this run never began a write of must hold its initial content.
+fn fault_run_documents(
+    base: &History,
+    run: &History,
+    log: &[Op],
+    outcome: Outcome,
+    tree: &BTreeMap<String, Vec<u8>>,
+) -> Vec<String> {
+    let marks = marks(log);
+    let may = allowed_with(run, &marks, log.len(), outcome != Outcome::Nothing);
+    let acknowledged = allowed_with(run, &marks, log.len(), false);
+    let names: std::collections::BTreeSet<&String> = base
+        .initial
+        .keys()
+        .chain(base.attempts.iter().map(|a| &a.doc))
+        .chain(run.attempts.iter().map(|a| &a.doc))
+        .collect();
+    let mut bad = Vec::new();
+    for name in names {
+        let initial = Contents::from([base.initial.get(name).cloned()]);
+        let mut ok = may.get(name).unwrap_or(&initial).clone();
+        if outcome == Outcome::Stands {
+            // Only the versions in flight (unless they are the acknowledged bytes).
+            let stands: Contents = ok
+                .difference(acknowledged.get(name).unwrap_or(&initial))
+                .cloned()
+                .collect();
+            if !stands.is_empty() {
+                ok = stands;
+            }
+        }
+        let content = tree.get(&Ctx::path(name)).cloned();
+        if ok.contains(&content) {
+            continue;
+        }
+        let written = content.is_none()
+            || base.initial.get(name) == content.as_ref()
+            || base.attempts.iter().chain(&run.attempts).any(|a| {
+                &a.doc == name && a.bytes.is_some() && a.bytes.as_ref() == content.as_ref()
+            });
+        let mut allowed: Vec<String> = ok.iter().map(|c| show(c.as_deref())).collect();
+        allowed.sort();
+        bad.push(format!(
+            "{name} holds {} ({}); it may hold only {}",
+            show(content.as_deref()),
+            if written {
+                "an acknowledged write lost, or a failed one applied"
+            } else {
+                "never written"
+            },
+            allowed.join(" or ")
+        ));
+    }
+    bad
+}
+
 /// Fail every seam call of `w` once with every applicable error, and check the outcome.
 pub fn inject_faults(w: &Workload) -> FaultReport {
     let mut report = FaultReport {
@@ -1008,9 +1102,34 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
             );
             let fired = ctx.sim.fault_fired();
             let own = ctx.violations();
-            // Versions this run set out to write (a workload may learn them only as it
-            // runs, e.g. which calls of a batch failed).
-            let attempted: Vec<Attempt> = ctx.history.lock().unwrap().attempts.clone();
+            // What this run set out to write and acknowledged (a workload may learn the
+            // versions only as it runs, e.g. which calls of a batch failed), judged from
+            // the same start as the base run.
+            let run = History {
+                initial: history.initial.clone(),
+                setup: history.setup.clone(),
+                attempts: ctx.history.lock().unwrap().attempts.clone(),
+                settled: Vec::new(),
+            };
+            let log = ctx.sim.log();
+            // What the error says of the writes in flight (see `fault_run_documents`):
+            // one that failed with any kind but `Durability` wrote nothing; a commit in
+            // the journal stands once recovery applied it, a version written outside the
+            // journal at once.
+            let (now, recovered) = match &result {
+                Ok(()) => (Outcome::Unknown, Outcome::Unknown),
+                Err(e) if e.kind() != ErrorKind::Durability => (Outcome::Nothing, Outcome::Nothing),
+                Err(e)
+                    if e.to_string()
+                        .contains("written and synced outside the journal") =>
+                {
+                    (Outcome::Stands, Outcome::Stands)
+                }
+                Err(e) if e.to_string().contains("committed in the journal") => {
+                    (Outcome::Unknown, Outcome::Stands)
+                }
+                Err(_) => (Outcome::Unknown, Outcome::Unknown),
+            };
             let mut fail = |what: String| {
                 report.violations += 1;
                 if report.examples.len() < 5 {
@@ -1053,36 +1172,11 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                 (Err(e), Some(want)) if e.kind() == want => {}
                 (Err(e), _) => fail(format!("returned {:?}: {e}", e.kind())),
             }
-            // Every document holds a version that was written (old or new).
+            // Every document holds its last acknowledged version or one attempted after
+            // it (in flight), never an older one.
             let tree = ctx.sim.image().tree();
-            for name in history
-                .initial
-                .keys()
-                .chain(history.attempts.iter().map(|a| &a.doc))
-            {
-                let content = tree.get(&Ctx::path(name)).cloned();
-                let deleted = history
-                    .attempts
-                    .iter()
-                    .chain(&attempted)
-                    .any(|a| &a.doc == name && a.bytes.is_none());
-                let ok = content.is_none() && (deleted || !history.initial.contains_key(name))
-                    || content.as_ref().is_some_and(|c| {
-                        history.initial.get(name) == Some(c)
-                            || history
-                                .attempts
-                                .iter()
-                                .chain(&attempted)
-                                .any(|a| &a.doc == name && a.bytes.as_ref() == Some(c))
-                    });
-                if !ok {
-                    fail(format!(
-                        "{name} holds neither the old nor a new version: {:?}",
-                        content
-                            .as_ref()
-                            .map(|c| String::from_utf8_lossy(&c[..c.len().min(80)]).into_owned())
-                    ));
-                }
+            for what in fault_run_documents(&history, &run, &log, now, &tree) {
+                fail(format!("after the run, {what}"));
             }
             // After the next Store::open no temp file remains, and writing works.
             let opts = ctx.opts.clone();
@@ -1096,6 +1190,11 @@ pub fn inject_faults(w: &Workload) -> FaultReport {
                         .collect();
                     if !temps.is_empty() {
                         fail(format!("temp files left after Store::open: {temps:?}"));
+                    }
+                    // The same after a recovery (which may replay a journal): it may
+                    // settle a write in flight either way, and bring back nothing older.
+                    for what in fault_run_documents(&history, &run, &log, recovered, &after) {
+                        fail(format!("after Store::open, {what}"));
                     }
                     // A write that failed with any kind but Durability wrote nothing and
                     // left nothing to apply: opening the store (which replays a journal)
@@ -1220,5 +1319,91 @@ mod tests {
         // c began after both were acknowledged: once c is acknowledged, only c.
         assert_eq!(may_hold(&h, &m, 25), ["a", "b", "c"]);
         assert_eq!(may_hold(&h, &m, 29), ["c"]);
+    }
+
+    /// The fault injector's judge: a run that acknowledged A then B, then began C
+    /// (failed): the document may hold B or C (C's outcome unknown under `Durability`),
+    /// only B if the failure was another kind (nothing written), only C if the error
+    /// said it stands, never A or the initial content (a rollback: the acknowledged B
+    /// lost).
+    #[test]
+    fn a_fault_run_may_not_roll_back_past_its_last_acknowledged_write() {
+        let h = history(&["A", "B", "C"]);
+        let mark = |m: usize| Op::Mark(m);
+        // A: begin, ack; B: begin, ack; C: begin, never acknowledged.
+        let log = [mark(0), mark(1), mark(2), mark(3), mark(4)];
+        let holds = |bytes: Option<&str>, outcome: Outcome| -> bool {
+            let tree: BTreeMap<String, Vec<u8>> = bytes
+                .map(|b| (Ctx::path("d.json"), b.as_bytes().to_vec()))
+                .into_iter()
+                .collect();
+            fault_run_documents(&h, &h, &log, outcome, &tree).is_empty()
+        };
+        assert!(
+            !holds(Some("A"), Outcome::Unknown),
+            "A is older than the acknowledged B"
+        );
+        assert!(!holds(Some("init"), Outcome::Unknown));
+        assert!(!holds(None, Outcome::Unknown));
+        assert!(!holds(Some("D"), Outcome::Unknown), "never written");
+        assert!(holds(Some("B"), Outcome::Unknown));
+        assert!(
+            holds(Some("C"), Outcome::Unknown),
+            "C began after B was acknowledged"
+        );
+        // The write failed with another kind of error: it wrote nothing.
+        assert!(holds(Some("B"), Outcome::Nothing));
+        assert!(!holds(Some("C"), Outcome::Nothing));
+        assert!(!holds(Some("A"), Outcome::Nothing));
+        // The error said C stands (committed, or written outside the journal).
+        assert!(holds(Some("C"), Outcome::Stands));
+        assert!(!holds(Some("B"), Outcome::Stands));
+        // Nothing acknowledged yet: the initial content, or A in flight.
+        let log = [mark(0)];
+        let h = history(&["A"]);
+        let holds = |bytes: &str, outcome: Outcome| {
+            let tree = BTreeMap::from([(Ctx::path("d.json"), bytes.as_bytes().to_vec())]);
+            fault_run_documents(&h, &h, &log, outcome, &tree).is_empty()
+        };
+        assert!(holds("init", Outcome::Unknown) && holds("A", Outcome::Unknown));
+        assert!(holds("init", Outcome::Nothing) && !holds("A", Outcome::Nothing));
+    }
+
+    /// End to end: a "library" whose failed write puts an older version back (here the
+    /// workload does it behind the history's back) is caught by [`inject_faults`]; the
+    /// judge that accepted any version ever written passed it.
+    #[test]
+    fn inject_faults_catches_a_failed_write_that_rolls_the_document_back() {
+        let w = Workload {
+            name: "rollback on failure",
+            opts: || Options::new().backups(0),
+            setup: |ctx| ctx.initial("d.json", &json!({"v": 0})),
+            run: |ctx| {
+                for v in 1..=2 {
+                    let id = ctx.begin("d.json", &json!({ "v": v }));
+                    ctx.doc("d.json").write(&json!({ "v": v }))?;
+                    ctx.ack(id);
+                }
+                let id = ctx.begin("d.json", &json!({"v": 3}));
+                if let Err(e) = ctx.doc("d.json").write(&json!({"v": 3})) {
+                    // Back to v 1, older than the acknowledged v 2.
+                    let _ = ctx.doc("d.json").write(&json!({"v": 1}));
+                    return Err(e);
+                }
+                ctx.ack(id);
+                Ok(())
+            },
+            deterministic: true,
+            recovery_sparsity: 1,
+        };
+        let r = inject_faults(&w);
+        assert!(r.violations > 0, "{r:#?}");
+        assert!(
+            r.examples
+                .iter()
+                .all(|e| e.contains("d.json holds") && e.contains("an acknowledged write lost")),
+            "{:#?}",
+            r.examples
+        );
     }
 }
