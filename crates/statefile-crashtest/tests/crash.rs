@@ -125,6 +125,34 @@ fn every_mutant_is_caught() {
     );
 }
 
+/// The fault injector's judge catches a rollback: a failed write that puts back an
+/// older version than the last one acknowledged (no crash involved, so the explorer's
+/// mutants above cannot stand for it).
+#[test]
+fn the_fault_judge_catches_a_rollback_past_an_acknowledged_write() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    mutants::set(Some(Mutant::RewriteFromFirstRecord));
+    let broken = inject_faults(&workloads::JOURNAL_DIRECT);
+    mutants::set(None);
+    println!(
+        "mutant RewriteFromFirstRecord: {} violations, e.g. {:?}",
+        broken.violations,
+        broken.examples.first()
+    );
+    assert!(
+        broken.violations > 0,
+        "a rollback went unnoticed: the fault judge proves nothing"
+    );
+    assert!(
+        broken
+            .examples
+            .iter()
+            .any(|e| e.contains("acknowledged write lost")),
+        "{:#?}",
+        broken.examples
+    );
+}
+
 #[test]
 #[ignore = "long run: cargo test -p statefile-crashtest --release -- --ignored --nocapture"]
 fn long_exploration() {

@@ -38,6 +38,11 @@ pub enum Mutant {
     /// no one, and the checkpoint frees the record that holds them (the bug that
     /// 62320d3 fixed: a power loss after the checkpoint left the backup empty).
     CheckpointSkipsBackups = 9,
+    /// Journal mode: a write too large for the journal whose sync of the current
+    /// document failed rewrites that document from its first record since the
+    /// checkpoint (an older version) instead of its last: a rollback past acknowledged
+    /// writes, which only the fault injector's judge sees (no crash is involved).
+    RewriteFromFirstRecord = 10,
 }
 
 #[cfg(feature = "mutants")]

@@ -307,14 +307,21 @@ fn open_dir_no_symlinks(dir: &Path) -> io::Result<OwnedFd> {
     }
 }
 
-/// `path` itself, as `realpath(3)` would give it, when it is absolute, names no `.` or
-/// `..`, and one `openat2` with `RESOLVE_NO_SYMLINKS` finds it with no symlink on the
-/// way: then the path is already canonical. One call where `realpath` makes one per
+/// `path` itself, as `realpath(3)` would give it, when it is absolute, names no `..`,
+/// does not end in `/` or `/.`, and one `openat2` with `RESOLVE_NO_SYMLINKS` finds it
+/// with no symlink on the way: then the path is already canonical. One call where `realpath` makes one per
 /// component (every write resolves its document's directory). `None` (take
 /// `realpath`'s way) on a symlink, a missing file, a relative path, or a kernel
 /// without `openat2`.
 fn canonical_without_symlinks(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
     use std::path::Component;
+    // `Path::components` drops a trailing `/` or `/.`, which realpath takes as "must be
+    // a directory" (ENOTDIR after a file): leave those to it.
+    let raw = path.as_os_str().as_bytes();
+    if raw.ends_with(b"/") || raw.ends_with(b"/.") {
+        return None;
+    }
     let mut clean = PathBuf::new();
     for (i, c) in path.components().enumerate() {
         match c {
@@ -630,10 +637,15 @@ mod tests {
         }
         if has_openat2() {
             assert_eq!(
-                canonical_without_symlinks(&real.join("a//b/")),
+                canonical_without_symlinks(&real.join("a//b")),
                 Some(real.join("a/b"))
             );
         }
+        // A trailing slash asks for a directory: realpath's way (ENOTDIR after a file).
+        for p in ["a/b/", "a/b/.", "a/b/doc.json/", "a/b/doc.json/."] {
+            assert_eq!(canonical_without_symlinks(&real.join(p)), None, "{p}");
+        }
+        assert!(OsFs.canonicalize(&real.join("a/b/doc.json/")).is_err());
         // (`Path::components` drops a `.` in the middle: "a/./b" is "a/b".)
         for p in ["link", "link/b", "a/../a/b", "missing"] {
             assert_eq!(canonical_without_symlinks(&real.join(p)), None, "{p}");

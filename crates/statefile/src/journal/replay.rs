@@ -1303,6 +1303,20 @@ impl Journal {
         let header = handle::read_header(self.log.as_ref(), self.path())?;
         let name = super::relative_name(self.root(), &w.target)?;
         let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
+        if mutants::active(Mutant::RewriteFromFirstRecord) {
+            // Broken on purpose: the document's first record since the checkpoint, an
+            // older version, whatever the write saw (a rollback the fault judge must see).
+            let first = scanned.records.iter().find_map(|r| {
+                r.entries
+                    .iter()
+                    .find(|e| e.name == name)
+                    .map(|e| (r.lsn, e))
+            });
+            return match first {
+                Some((lsn, e)) => self.apply(w, lsn, e, max),
+                None => Ok(false),
+            };
+        }
         match scanned.last_entries().get(&name) {
             Some((ri, ei)) => {
                 let rec = &scanned.records[*ri];
