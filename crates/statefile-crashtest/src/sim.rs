@@ -379,6 +379,8 @@ pub struct Pause {
     /// 0: not reached; 1: a thread waits in it; 2: resumed.
     state: Mutex<u8>,
     cv: std::sync::Condvar,
+    /// The kind of the call the thread is stopped before, once it is.
+    call: Mutex<Option<Call>>,
 }
 
 impl Pause {
@@ -398,7 +400,14 @@ impl Pause {
         self.cv.notify_all();
     }
 
-    fn stop_here(&self) {
+    /// The kind of the call the stopped thread is about to make (`None` before it
+    /// reached the pause): a test can fail that call, knowing what it is.
+    pub fn call(&self) -> Option<Call> {
+        *self.call.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop_here(&self, call: Call) {
+        *self.call.lock().unwrap_or_else(|e| e.into_inner()) = Some(call);
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *g = 1;
         self.cv.notify_all();
@@ -598,7 +607,7 @@ impl SimFs {
             }
         };
         if let Some(p) = pause {
-            p.stop_here();
+            p.stop_here(call);
         }
         let mut st = self.lock();
         let n = st.calls;

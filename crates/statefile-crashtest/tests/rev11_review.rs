@@ -30,7 +30,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{after_header_write, stop_where, syncs};
+use common::{
+    after_header_write, before_header_write, header_writes, step_before, stop_before, stop_where,
+    syncs,
+};
 use serde_json::{Value, json};
 use statefile::journal::{self, JournalOptions};
 use statefile::{Doc, Options, Scan, ScanMode};
@@ -285,121 +288,113 @@ fn a_journal_whose_side_file_is_missing_can_be_used_or_repaired_through_the_api(
     );
 }
 
-/// With the thread stopped in `cur`, step it one call at a time until the calls made
-/// since `n0` satisfy `at`; returns the pause it waits in and the number of the call
-/// it is stopped before.
-fn step_until(
-    ctx: &Ctx,
-    mut cur: Arc<statefile_crashtest::sim::Pause>,
-    n0: usize,
-    at: impl Fn(&[Call]) -> bool,
-) -> (Arc<statefile_crashtest::sim::Pause>, u64) {
-    loop {
-        assert!(
-            cur.wait_paused(Duration::from_secs(30)),
-            "the op never got there"
-        );
-        let calls = ctx.sim.calls();
-        if at(&calls[n0..]) {
-            return (cur, calls.len() as u64);
-        }
-        let next = ctx.sim.pause_at(calls.len() as u64 + 1);
-        cur.resume();
-        cur = next;
-    }
-}
-
-/// How many header writes (the pattern of `after_header_write`) `calls` holds.
-fn header_writes(calls: &[Call]) -> usize {
-    (1..=calls.len())
-        .filter(|i| after_header_write(&calls[..*i]))
-        .count()
-}
-
 fn short_timeout_opts() -> Options {
     Options::new()
         .backups(0)
         .lock_timeout(Duration::from_millis(300))
 }
 
-/// The disable's closing header sync fails, and so does the retry's (page kept): the
-/// journal is poisoned; its revert's sync fails too (page kept): the disable stays in
-/// progress and its error says "run `statefile journal disable` again to finish the
-/// disable". Doing so works (its checkpoint finds nothing to do and never meets the
-/// poison), but the revert's copy still reads as the newest through the cache while
-/// the disk holds its older bytes: the new closing header goes over the other copy, the
-/// newest durable one (the first disable's checkpoint). W and X, from another process,
-/// find the header closed and write outside the journal, acknowledged; a power loss
-/// before the closing sync completes (omitted or torn) leaves a header that is not
-/// closed with a tail before A's record, replayed over W.
+/// A disable whose closing header fails to be written (its write) and whose revert's
+/// sync fails twice, the page kept both times (the sync, then the retry's sync): the
+/// journal is poisoned, and the revert's copy reads as the newest through the cache
+/// (not closed, the highest sequence number) while the disk holds that copy's older
+/// bytes (the enable's header, its tail before A's record). Every injection point is
+/// found by stepping the disable one call at a time: the closing header's write and the
+/// revert's are the second and third header writes (the first is the disable's
+/// checkpoint's), the syncs are the first two after the revert's write. Returns the
+/// disable's result.
+fn disable_whose_revert_poisons_the_journal(ctx: &Ctx) -> statefile::Result<()> {
+    let opts = ctx.opts.clone();
+    let n0 = ctx.sim.calls().len();
+    let (disabler, pause, closing) = stop_before(
+        ctx,
+        move || journal::disable(ROOT, &opts).map(drop),
+        |c, next| header_writes(c) == 1 && before_header_write(c, next),
+    );
+    ctx.sim.set_fault(Some(Fault {
+        at: closing,
+        kind: FaultKind::Errno(5),
+    }));
+    let next = ctx.sim.pause_at(closing + 1);
+    pause.resume();
+    // The revert's sync: the first after its write.
+    let (pause, revert_sync) = step_before(ctx, next, n0, |c, next| {
+        header_writes(c) == 3 && next == Call::SyncFile
+    });
+    assert_eq!(
+        ctx.sim.fault_fired(),
+        Some(Call::Write),
+        "the closing header's write"
+    );
+    ctx.sim.set_fault(Some(Fault {
+        at: revert_sync,
+        kind: FaultKind::ErrnoKeepPages(5),
+    }));
+    let next = ctx.sim.pause_at(revert_sync + 1);
+    pause.resume();
+    // The retry: the page written again, then synced.
+    let (pause, retry_sync) = step_before(ctx, next, revert_sync as usize + 1, |_, next| {
+        next == Call::SyncFile
+    });
+    assert_eq!(
+        ctx.sim.fault_fired(),
+        Some(Call::SyncFile),
+        "the revert's sync"
+    );
+    assert_eq!(
+        &ctx.sim.calls()[revert_sync as usize + 1..],
+        &[Call::Write],
+        "the revert's retry writes its page again, then syncs"
+    );
+    ctx.sim.set_fault(Some(Fault {
+        at: retry_sync,
+        kind: FaultKind::ErrnoKeepPages(5),
+    }));
+    pause.resume();
+    let r = disabler.join().expect("the disabling thread");
+    assert_eq!(
+        ctx.sim.fault_fired(),
+        Some(Call::SyncFile),
+        "the revert's retry's sync"
+    );
+    ctx.sim.set_fault(None);
+    r
+}
+
+/// rev11's "disable again after a poisoning header", on today's path. The disable's
+/// revert poisons the journal (above); its error says "run `statefile journal disable`
+/// again", which refuses while poisoned ("run `statefile recover`"). `statefile
+/// recover` (a repair scan) clears the poison, and must first make the revert's copy
+/// what the disk holds (`rewrite_newest_header`): else the next header, the disable's
+/// closing one, goes over the other copy, the newest durable header (the first
+/// disable's checkpoint). `disable` is then stopped after its closing header's write;
+/// W and X, from another process, find the header closed and write outside the journal,
+/// acknowledged. A power loss that tears the closing write must leave a header whose
+/// tail is after A's record: else A is replayed over W.
 #[test]
-#[ignore = "its scenario no longer happens: a poisoned journal writes no header (write_header_copy refuses; the revert then leaves the disable in progress), and statefile recover writes the newest header copy again, synced, before clearing the poison; to port to that path"]
-fn a_disable_left_in_progress_after_a_poisoning_header_is_finished_by_disable_again_without_replaying_records_over_a_write()
+fn a_disable_whose_revert_poisoned_the_journal_is_finished_after_recover_without_replaying_records_over_a_write()
  {
     fn run(ctx: &Ctx) -> statefile::Result<()> {
-        let opts = ctx.opts.clone();
-        let n0 = ctx.sim.calls().len();
-        // The disable's checkpoint writes a header (the first), the closing one is the
-        // second: stopped before its sync.
-        let (disabler, pause, at) = stop_where(
-            ctx,
-            move || journal::disable(ROOT, &opts).map(drop),
-            |c| header_writes(c) == 2 && after_header_write(c),
-        );
-        ctx.sim.set_fault(Some(Fault {
-            at,
-            kind: FaultKind::ErrnoKeepPages(5),
-        }));
-        let again = ctx.sim.pause_at(at + 2);
-        pause.resume();
-        assert!(again.wait_paused(Duration::from_secs(30)), "no retry");
-        assert_eq!(ctx.sim.fault_fired(), Some(Call::SyncFile));
-        ctx.sim.set_fault(Some(Fault {
-            at: at + 2,
-            kind: FaultKind::ErrnoKeepPages(5),
-        }));
-        let next = ctx.sim.pause_at(at + 3);
-        again.resume();
-        // Then the poison, then the revert: its header write (two reads, the write).
-        let (cur, revert_sync) = step_until(ctx, next, at as usize + 3, |c| {
-            c.ends_with(&[Call::Read, Call::Read, Call::Write])
-        });
-        assert_eq!(ctx.sim.fault_fired(), Some(Call::SyncFile));
-        ctx.sim.set_fault(Some(Fault {
-            at: revert_sync,
-            kind: FaultKind::ErrnoKeepPages(5),
-        }));
-        // The revert's retry fails too.
-        let retry = ctx.sim.pause_at(revert_sync + 2);
-        cur.resume();
-        assert!(
-            retry.wait_paused(Duration::from_secs(30)),
-            "no revert retry"
-        );
-        assert_eq!(ctx.sim.fault_fired(), Some(Call::SyncFile));
-        ctx.sim.set_fault(Some(Fault {
-            at: revert_sync + 2,
-            kind: FaultKind::ErrnoKeepPages(5),
-        }));
-        retry.resume();
-        let first = disabler.join().expect("the disabling thread");
-        assert_eq!(ctx.sim.fault_fired(), Some(Call::SyncFile));
-        ctx.sim.set_fault(None);
-        let _ = n0;
+        let first = disable_whose_revert_poisons_the_journal(ctx);
         println!("disable: {first:?}");
-        let Err(e) = first else {
-            ctx.violation("the disable whose closing and revert syncs failed returned Ok".into());
-            return Ok(());
-        };
-        if !e.to_string().contains("again to finish the disable") {
-            // The revert went through: not the case under test.
-            println!("revert known: {e}");
-            return Ok(());
+        match &first {
+            Err(e) if e.to_string().contains("again to finish the disable") => {}
+            r => {
+                ctx.violation(format!(
+                    "a disable whose closing header failed and whose revert's sync failed \
+                     twice was not left in progress: {r:?}"
+                ));
+                return Ok(());
+            }
         }
-        // `disable` again, stopped after its closing header's write (its checkpoint
-        // has nothing to do: no header); W and X from another process meanwhile.
+        let again = journal::disable(ROOT, &ctx.opts).map(drop);
+        println!("disable again, poisoned: {again:?}");
+        let recovered = Scan::new(ScanMode::Repair)
+            .options(ctx.opts.clone())
+            .run(Path::new(ROOT))?;
+        println!("recover: healthy {}", !recovered.needs_repair());
         let opts = ctx.opts.clone();
-        let (again, pause, _) = stop_where(
+        let (disabler, pause, _) = stop_where(
             ctx,
             move || journal::disable(ROOT, &opts).map(drop),
             after_header_write,
@@ -407,18 +402,19 @@ fn a_disable_left_in_progress_after_a_poisoning_header_is_finished_by_disable_ag
         let wrote = write_with(ctx, &other_process(ctx), "a.json", "W");
         let also = write_with(ctx, &other_process(ctx), "c.json", "X");
         pause.resume();
-        let finished = again.join().expect("the disabling thread");
-        println!("disable again: {finished:?}; W {wrote:?}; X {also:?}");
-        if let Err(e2) = finished {
+        let finished = disabler.join().expect("the disabling thread");
+        println!("disable after recover: {finished:?}; W {wrote:?}; X {also:?}");
+        if let Err(e) = &finished {
             ctx.violation(format!(
-                "a disable failed with \"{e}\"; `disable` again, as it says, failed: {e2}"
+                "after `statefile recover`, the disable left in progress could not be \
+                 finished: {e}"
             ));
         }
         wrote.and(also)
     }
     check(
         &Workload {
-            name: "disable-poisoned-revert-fails-disable-again",
+            name: "disable-revert-poisons-recover-disable-write-elsewhere",
             opts: short_timeout_opts,
             setup,
             run,

@@ -28,8 +28,14 @@
 //!   `disable` from any other process (the CLI the error message sends the user to)
 //!   fails with LockTimeout, while `enable` refuses with Conflict.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+use common::{
+    after_header_write, before_header_write, header_writes, step_before, stop_before, stop_where,
+};
 
 use serde_json::{Value, json};
 use statefile::journal::{self, JournalOptions};
@@ -440,30 +446,198 @@ fn a_disable_left_in_progress_can_be_finished_from_another_process() {
     );
 }
 
-/// The revert's sync fails (page kept): the header reads not closed, the disable stays
-/// in progress, writers time out in every process; `disable` from another process
-/// finishes it, then writes go on outside journal mode. (Passes: for the record.)
+/// The disable's closing header write fails, and so does its revert's: both at their
+/// write (the call each makes after reading the two header copies), found by stepping
+/// the disable one call at a time. A failed write leaves the journal as it was (nothing
+/// to sync, so nothing poisoned): the header reads not closed, the disable stays in
+/// progress ("run `statefile journal disable` again"). Returns the disable's result.
+///
+/// Before 5466535 the same state came from two failed syncs with the pages kept (the
+/// closing header's, then its revert's: the revert's page read as the newest copy over
+/// older bytes on disk). Since, a failed header sync is written and synced again, and a
+/// second failure poisons the journal, which refuses every later header: such a disable
+/// is left in progress only poisoned (see rev11_review.rs: `statefile recover` first).
+fn disable_whose_closing_and_revert_writes_fail(ctx: &Ctx) -> statefile::Result<()> {
+    let opts = ctx.opts.clone();
+    let n0 = ctx.sim.calls().len();
+    // The disable's checkpoint writes a header (A's record is after the tail): the
+    // closing header is its second.
+    let (disabler, pause, closing) = stop_before(
+        ctx,
+        move || journal::disable(ROOT, &opts).map(drop),
+        |c, next| header_writes(c) == 1 && before_header_write(c, next),
+    );
+    ctx.sim.set_fault(Some(Fault {
+        at: closing,
+        kind: FaultKind::Errno(5),
+    }));
+    let next = ctx.sim.pause_at(closing + 1);
+    pause.resume();
+    // The revert: the next header write, over the same copy.
+    let (pause, revert) = step_before(ctx, next, n0, |c, next| {
+        header_writes(c) == 2 && before_header_write(c, next)
+    });
+    assert_eq!(
+        ctx.sim.fault_fired(),
+        Some(Call::Write),
+        "the closing header's write"
+    );
+    ctx.sim.set_fault(Some(Fault {
+        at: revert,
+        kind: FaultKind::Errno(5),
+    }));
+    pause.resume();
+    let r = disabler.join().expect("the disabling thread");
+    assert_eq!(
+        ctx.sim.fault_fired(),
+        Some(Call::Write),
+        "the revert's write"
+    );
+    ctx.sim.set_fault(None);
+    let calls = ctx.sim.calls();
+    assert_eq!(
+        header_writes(&calls[n0..]),
+        3,
+        "the disable wrote its checkpoint's header, the closing one, the revert: {:?}",
+        &calls[n0..]
+    );
+    r
+}
+
+/// The disable's closing header and its revert both fail to be written: the disable
+/// stays in progress with a header that is not closed. Writers in every process wait
+/// for it (LockTimeout: the header is not closed, so a write outside the journal could
+/// be replayed over). `disable` from another process (the CLI) finishes it: it is
+/// stopped after its closing header's write, W from a third process meanwhile finds the
+/// header closed and writes outside the journal, acknowledged; then E and F after the
+/// disable. A power loss anywhere (torn writes included) keeps every acknowledged write:
+/// the closing header goes over the older copy, never over the newest durable one (the
+/// first disable's checkpoint), whose tail is after A's record.
 #[test]
-#[ignore = "its fault offsets predate the retry of a header write whose sync failed (the calls after the failed closing sync changed); to port to call matching as in rev10_review.rs"]
 fn a_disable_left_in_progress_with_an_open_header_is_finished_by_disable_elsewhere() {
     fn run(ctx: &Ctx) -> statefile::Result<()> {
-        let r = disable_whose_revert_fails(ctx, 5, FaultKind::ErrnoKeepPages(5));
-        assert!(r.is_err(), "{r:?}");
+        let r = disable_whose_closing_and_revert_writes_fail(ctx);
+        match &r {
+            Err(e) if e.to_string().contains("again to finish the disable") => {}
+            r => {
+                ctx.violation(format!(
+                    "a disable whose closing header and revert both failed to be written \
+                     was not left in progress: {r:?}"
+                ));
+                return Ok(());
+            }
+        }
         let cli = other_process(ctx);
         match write_with(ctx, &cli, "a.json", "X") {
             Err(e) if e.kind() == statefile::ErrorKind::LockTimeout => {}
             r => ctx.violation(format!(
-                "a write during the disable left in progress: {r:?}"
+                "a write during the disable left in progress (header not closed): {r:?}"
             )),
         }
-        journal::disable(ROOT, &cli)?;
+        let c = cli.clone();
+        let (finisher, pause, _) = stop_where(
+            ctx,
+            move || journal::disable(ROOT, &c).map(drop),
+            after_header_write,
+        );
+        let wrote = write_with(ctx, &other_process(ctx), "a.json", "W");
+        pause.resume();
+        let finished = finisher.join().expect("the disabling thread");
+        println!("disable elsewhere: {finished:?}; W {wrote:?}");
+        if let Err(e) = &finished {
+            ctx.violation(format!(
+                "`disable` from another process did not finish the disable left in \
+                 progress: {e}"
+            ));
+        }
+        wrote?;
         write_with(ctx, &ctx.opts, "a.json", "E")?;
         write_with(ctx, &cli, "a.json", "F")?;
         Ok(())
     }
     check(
         &Workload {
-            name: "disable-revert-sync-fails-disable-elsewhere",
+            name: "disable-closing-and-revert-writes-fail-disable-elsewhere",
+            opts: short_timeout_opts,
+            setup,
+            run,
+            deterministic: false,
+            recovery_sparsity: 1,
+        },
+        true,
+    );
+}
+
+/// The construction the test above had before 5466535: the disable's closing header
+/// sync fails with the page kept, then the next header sync likewise (then the
+/// revert's). Since, that next sync is the retry's (the closing page written again):
+/// the journal is poisoned, the revert refused, and the header reads closed (the kept
+/// page) to every process: a disable left in progress, but not with an open header;
+/// writers take it for disabled and go on outside the journal (the disk's newest copy
+/// is the checkpoint's, its tail after A's record: nothing replayed over them). A
+/// disable left in progress with an open header now takes failed writes (above).
+#[test]
+fn two_kept_page_sync_failures_of_a_closing_header_no_longer_leave_it_open() {
+    fn run(ctx: &Ctx) -> statefile::Result<()> {
+        let opts = ctx.opts.clone();
+        let n0 = ctx.sim.calls().len();
+        let (disabler, pause, closing_sync) = stop_before(
+            ctx,
+            move || journal::disable(ROOT, &opts).map(drop),
+            |c, next| header_writes(c) == 2 && next == Call::SyncFile,
+        );
+        ctx.sim.set_fault(Some(Fault {
+            at: closing_sync,
+            kind: FaultKind::ErrnoKeepPages(5),
+        }));
+        let next = ctx.sim.pause_at(closing_sync + 1);
+        pause.resume();
+        let (pause, second) = step_before(ctx, next, closing_sync as usize + 1, |_, next| {
+            next == Call::SyncFile
+        });
+        let between = ctx.sim.calls()[closing_sync as usize + 1..].to_vec();
+        ctx.sim.set_fault(Some(Fault {
+            at: second,
+            kind: FaultKind::ErrnoKeepPages(5),
+        }));
+        pause.resume();
+        let r = disabler.join().expect("the disabling thread");
+        assert_eq!(ctx.sim.fault_fired(), Some(Call::SyncFile));
+        ctx.sim.set_fault(None);
+        let calls = ctx.sim.calls();
+        println!(
+            "calls between the two syncs: {between:?}; header writes {}; disable {r:?}",
+            header_writes(&calls[n0..])
+        );
+        if between != [Call::Write] {
+            ctx.violation(format!(
+                "the second sync is not the closing header's retry (calls between: {between:?})"
+            ));
+        }
+        if header_writes(&calls[n0..]) != 2 {
+            ctx.violation(
+                "a revert was written after the closing header's sync failed twice".into(),
+            );
+        }
+        match &r {
+            Err(e) if e.to_string().contains("again to finish the disable") => {}
+            r => ctx.violation(format!("the disable was not left in progress: {r:?}")),
+        }
+        // Open, a writer would wait for the disable (LockTimeout, as above); closed,
+        // it goes on outside the journal.
+        let x = write_with(ctx, &other_process(ctx), "a.json", "X");
+        println!("X {x:?}");
+        if let Err(e) = x {
+            ctx.violation(format!(
+                "the header of a disable whose closing sync failed twice (page kept) does \
+                 not read closed: a write elsewhere failed: {e}"
+            ));
+        }
+        Ok(())
+    }
+    check(
+        &Workload {
+            name: "disable-closing-sync-fails-twice-kept-reads-closed",
             opts: short_timeout_opts,
             setup,
             run,

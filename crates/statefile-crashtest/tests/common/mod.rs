@@ -85,3 +85,60 @@ pub fn syncs(calls: &[Call]) -> usize {
 pub fn after_header_write(calls: &[Call]) -> bool {
     calls.ends_with(&[Call::Read, Call::Read, Call::Write])
 }
+
+/// With a thread stopped in `cur` (its calls counted from `n0`), step it one call at a
+/// time until `at(calls since n0, the call it is about to make)` holds. Returns the
+/// pause it then waits in and the number of that next call (a fault set `at` it hits
+/// that very call).
+pub fn step_before(
+    ctx: &Ctx,
+    mut cur: Arc<Pause>,
+    n0: usize,
+    at: impl Fn(&[Call], Call) -> bool,
+) -> (Arc<Pause>, u64) {
+    loop {
+        assert!(
+            cur.wait_paused(Duration::from_secs(30)),
+            "the op never got there"
+        );
+        let calls = ctx.sim.calls();
+        let next = cur.call().expect("a stopped thread names its call");
+        if at(&calls[n0..], next) {
+            return (cur, calls.len() as u64);
+        }
+        let p = ctx.sim.pause_at(calls.len() as u64 + 1);
+        cur.resume();
+        cur = p;
+    }
+}
+
+/// Start `op` in a thread and stop it before the first of its calls for which
+/// `at(its calls so far, that call's kind)` holds. Returns the thread, the pause it
+/// waits in, and the number of that call.
+pub fn stop_before(
+    ctx: &Ctx,
+    op: impl FnOnce() -> statefile::Result<()> + Send + 'static,
+    at: impl Fn(&[Call], Call) -> bool,
+) -> (
+    std::thread::JoinHandle<statefile::Result<()>>,
+    Arc<Pause>,
+    u64,
+) {
+    let n0 = ctx.sim.calls().len();
+    let cur = ctx.sim.pause_at(n0 as u64);
+    let t = std::thread::spawn(op);
+    let (pause, at) = step_before(ctx, cur, n0, at);
+    (t, pause, at)
+}
+
+/// How many header writes (the pattern of [`after_header_write`]) `calls` holds.
+pub fn header_writes(calls: &[Call]) -> usize {
+    (1..=calls.len())
+        .filter(|i| after_header_write(&calls[..*i]))
+        .count()
+}
+
+/// Before a header write: the two copies read, the write next.
+pub fn before_header_write(calls: &[Call], next: Call) -> bool {
+    next == Call::Write && calls.ends_with(&[Call::Read, Call::Read])
+}
