@@ -1978,11 +1978,24 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
             return Err(e);
         }
         Err(e) => {
+            // The revert's own failed sync may have poisoned the journal: then `disable`
+            // again refuses until a recovery clears it, and the user is told so now.
+            let poisoned = j
+                .read_page()
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.flags & shm::FLAG_POISONED != 0);
+            let next = if poisoned {
+                "a failed sync poisoned it: run `statefile recover`, then \
+                 `statefile journal disable` again to finish the disable"
+            } else {
+                "run `statefile journal disable` again to finish the disable"
+            };
             return Err(Error::new(
                 e.kind(),
                 format!(
                     "{}: the journal {} may be closed on disk, so it takes no more commits; \
-                     run `statefile journal disable` again to finish the disable",
+                     {next}",
                     e.message(),
                     path.display()
                 ),
