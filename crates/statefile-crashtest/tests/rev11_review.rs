@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    after_header_write, before_header_write, header_writes, step_before, stop_before, stop_where,
+    after_header_write, disable_failing_its_closing_write, header_writes, step_before, stop_where,
     syncs,
 };
 use serde_json::{Value, json};
@@ -304,19 +304,7 @@ fn short_timeout_opts() -> Options {
 /// checkpoint's), the syncs are the first two after the revert's write. Returns the
 /// disable's result.
 fn disable_whose_revert_poisons_the_journal(ctx: &Ctx) -> statefile::Result<()> {
-    let opts = ctx.opts.clone();
-    let n0 = ctx.sim.calls().len();
-    let (disabler, pause, closing) = stop_before(
-        ctx,
-        move || journal::disable(ROOT, &opts).map(drop),
-        |c, next| header_writes(c) == 1 && before_header_write(c, next),
-    );
-    ctx.sim.set_fault(Some(Fault {
-        at: closing,
-        kind: FaultKind::Errno(5),
-    }));
-    let next = ctx.sim.pause_at(closing + 1);
-    pause.resume();
+    let (disabler, next, n0) = disable_failing_its_closing_write(ctx);
     // The revert's sync: the first after its write.
     let (pause, revert_sync) = step_before(ctx, next, n0, |c, next| {
         header_writes(c) == 3 && next == Call::SyncFile

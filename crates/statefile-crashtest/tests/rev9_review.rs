@@ -34,7 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{
-    after_header_write, before_header_write, header_writes, step_before, stop_before, stop_where,
+    after_header_write, before_header_write, disable_failing_its_closing_write, header_writes,
+    step_before, stop_before, stop_where,
 };
 
 use serde_json::{Value, json};
@@ -458,21 +459,7 @@ fn a_disable_left_in_progress_can_be_finished_from_another_process() {
 /// second failure poisons the journal, which refuses every later header: such a disable
 /// is left in progress only poisoned (see rev11_review.rs: `statefile recover` first).
 fn disable_whose_closing_and_revert_writes_fail(ctx: &Ctx) -> statefile::Result<()> {
-    let opts = ctx.opts.clone();
-    let n0 = ctx.sim.calls().len();
-    // The disable's checkpoint writes a header (A's record is after the tail): the
-    // closing header is its second.
-    let (disabler, pause, closing) = stop_before(
-        ctx,
-        move || journal::disable(ROOT, &opts).map(drop),
-        |c, next| header_writes(c) == 1 && before_header_write(c, next),
-    );
-    ctx.sim.set_fault(Some(Fault {
-        at: closing,
-        kind: FaultKind::Errno(5),
-    }));
-    let next = ctx.sim.pause_at(closing + 1);
-    pause.resume();
+    let (disabler, next, n0) = disable_failing_its_closing_write(ctx);
     // The revert: the next header write, over the same copy.
     let (pause, revert) = step_before(ctx, next, n0, |c, next| {
         header_writes(c) == 2 && before_header_write(c, next)

@@ -9,31 +9,11 @@ mod common;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use statefile::{Action, BackupRef, Doc, ErrorKind, Options, Problem, Store, Version};
 
-use common::{child_role, names};
-
-/// Run `f` on another thread and fail the test if it has not returned in 20 s (a FIFO
-/// opened for reading blocks until a writer comes: the bug these tests guard against).
-fn within_deadline<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(r) => r,
-        Err(_) => panic!("{what} hung (still blocked after 20 s)"),
-    }
-}
-
-fn mkfifo(p: &Path) {
-    let st = Command::new("mkfifo").arg(p).status().expect("run mkfifo");
-    assert!(st.success(), "mkfifo {}", p.display());
-}
+use common::{child_role, mkfifo, names, within_deadline};
 
 /// A damaged document `name` whose only backup is `plant` (made by the caller).
 fn damaged(root: &Path, name: &str) -> PathBuf {

@@ -4,6 +4,7 @@
 //! holds there, a failing one is a finding.
 
 mod common;
+use common::{mkfifo, within_deadline};
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -11,30 +12,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use statefile::fs::{Fs, OsFs};
 use statefile::{Doc, ErrorKind, Options, Store, Version};
-
-/// Run `f` on another thread; fail if it has not returned within 20 s.
-fn within_deadline<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(r) => r,
-        Err(_) => panic!("{what} hung (still blocked after 20 s)"),
-    }
-}
-
-fn mkfifo(p: &Path) {
-    let st = Command::new("mkfifo").arg(p).status().expect("run mkfifo");
-    assert!(st.success(), "mkfifo {}", p.display());
-}
 
 /// `OsFs::canonicalize` and `realpath(3)` (std's `fs::canonicalize`) give the same
 /// answer: the same path, or both an error (the same errno).

@@ -9,8 +9,8 @@ use serde_json::json;
 use statefile::Options;
 use std::time::Duration;
 
-use statefile_crashtest::explore::Ctx;
-use statefile_crashtest::sim::{Call, Pause, SimFs};
+use statefile_crashtest::explore::{Ctx, ROOT};
+use statefile_crashtest::sim::{Call, Fault, FaultKind, Pause, SimFs};
 
 /// Options keeping `backups` backups, on `sim`.
 pub fn sim_opts(sim: &SimFs, backups: usize) -> Options {
@@ -141,4 +141,31 @@ pub fn header_writes(calls: &[Call]) -> usize {
 /// Before a header write: the two copies read, the write next.
 pub fn before_header_write(calls: &[Call], next: Call) -> bool {
     next == Call::Write && calls.ends_with(&[Call::Read, Call::Read])
+}
+
+/// Start `journal disable` of the tree at [`ROOT`] in a thread, its closing header's
+/// write failing with EIO: the second header write (the first is its checkpoint's).
+/// Returns the thread, the pause it waits in right after that write, and the number of
+/// calls made before the disable (for [`step_before`]).
+pub fn disable_failing_its_closing_write(
+    ctx: &Ctx,
+) -> (
+    std::thread::JoinHandle<statefile::Result<()>>,
+    Arc<Pause>,
+    usize,
+) {
+    let opts = ctx.opts.clone();
+    let n0 = ctx.sim.calls().len();
+    let (disabler, pause, closing) = stop_before(
+        ctx,
+        move || statefile::journal::disable(ROOT, &opts).map(drop),
+        |c, next| header_writes(c) == 1 && before_header_write(c, next),
+    );
+    ctx.sim.set_fault(Some(Fault {
+        at: closing,
+        kind: FaultKind::Errno(5),
+    }));
+    let next = ctx.sim.pause_at(closing + 1);
+    pause.resume();
+    (disabler, next, n0)
 }

@@ -8,7 +8,8 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use statefile::fs::{DirEntry, Fs, FsDir, FsFile, FsLockFile, FsRwFile, Metadata, OsFs};
 
@@ -482,4 +483,23 @@ pub fn sparse(path: &Path, len: u64) {
         .unwrap()
         .set_len(len)
         .unwrap();
+}
+
+/// Run `f` on another thread and fail the test if it has not returned in 20 s (a FIFO
+/// opened for reading blocks until a writer comes: the bug these tests guard against).
+pub fn within_deadline<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(r) => r,
+        Err(_) => panic!("{what} hung (still blocked after 20 s)"),
+    }
+}
+
+/// Make a FIFO at `p` (mkfifo(1)).
+pub fn mkfifo(p: &Path) {
+    let st = Command::new("mkfifo").arg(p).status().expect("run mkfifo");
+    assert!(st.success(), "mkfifo {}", p.display());
 }
