@@ -107,6 +107,17 @@ impl<'s> Transaction<'s> {
     /// Lock `name` (blocking, with the lock timeout) if it sorts after every document
     /// held; otherwise mark the attempt for a restart.
     fn hold(&mut self, name: &str) -> Result<&mut Held> {
+        // Held already under this name: the file it locked (and read), without
+        // resolving the path again (a symlink changed meanwhile must not send a write
+        // to another file than the one read).
+        if let Some(key) = self
+            .held
+            .iter()
+            .find(|(_, h)| h.name == name)
+            .map(|(k, _)| k.clone())
+        {
+            return Ok(self.held.get_mut(&key).expect("just found"));
+        }
         let key = self.key(name)?;
         if !self.held.contains_key(&key) {
             if self

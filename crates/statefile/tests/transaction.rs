@@ -800,3 +800,39 @@ fn a_document_locked_after_its_directory_was_replaced_is_written_where_its_path_
         json!(2)
     );
 }
+
+/// A document read in a transaction is written to the file that was read and locked,
+/// even if its name is a symlink pointed elsewhere in between: the transaction resolves
+/// each name once (a second resolution sent the write to the other file, whose value
+/// the transaction never read, when that file sorted after the first).
+#[test]
+fn a_name_retargeted_during_a_transaction_is_written_where_it_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    for (name, n) in [("x.json", 1), ("y.json", 100)] {
+        store
+            .doc::<Value>(name)
+            .unwrap()
+            .write(&json!({"n": n}))
+            .unwrap();
+    }
+    std::os::unix::fs::symlink("x.json", dir.path().join("a.json")).unwrap();
+    let link = dir.path().join("a.json");
+    store
+        .transaction(|tx| {
+            let mut a: Value = tx.read("a.json")?.unwrap();
+            // Another process points the name at y.json (which sorts after x.json).
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink("y.json", &link).unwrap();
+            a["n"] = json!(a["n"].as_i64().unwrap() + 1);
+            tx.write("a.json", &a)
+        })
+        .unwrap();
+    let read = |name: &str| store.doc::<Value>(name).unwrap().read().unwrap();
+    assert_eq!(read("x.json"), json!({"n": 2}), "written where it was read");
+    assert_eq!(
+        read("y.json"),
+        json!({"n": 100}),
+        "the other file untouched"
+    );
+}
