@@ -79,6 +79,9 @@ pub struct Transaction<'s> {
     store: &'s Store,
     /// Locked documents by resolved path: the global lock order.
     held: BTreeMap<PathBuf, Held>,
+    /// Every name the transaction has bound to a held document, resolved once, when
+    /// first held (aliases included: two names may reach one file).
+    names: BTreeMap<String, PathBuf>,
     /// A document that sorted before one already locked: the attempt starts again.
     missed: Option<String>,
     /// The handles of the held documents' directories, one per directory. Declared
@@ -91,13 +94,18 @@ impl<'s> Transaction<'s> {
         Transaction {
             store,
             held: BTreeMap::new(),
+            names: BTreeMap::new(),
             missed: None,
             dirs: Dirs::new(),
         }
     }
 
-    /// The resolved path of the store's document `name` (the lock order's key).
+    /// The resolved path of the store's document `name` (the lock order's key): the
+    /// one it was held under if the transaction holds it, else resolved now.
     pub(crate) fn key(&self, name: &str) -> Result<PathBuf> {
+        if let Some(key) = self.names.get(name) {
+            return Ok(key.clone());
+        }
         names::check_store_name(name)?;
         let opts = self.store.options();
         let path = self.store.root().join(name);
@@ -110,14 +118,6 @@ impl<'s> Transaction<'s> {
         // Held already under this name: the file it locked (and read), without
         // resolving the path again (a symlink changed meanwhile must not send a write
         // to another file than the one read).
-        if let Some(key) = self
-            .held
-            .iter()
-            .find(|(_, h)| h.name == name)
-            .map(|(k, _)| k.clone())
-        {
-            return Ok(self.held.get_mut(&key).expect("just found"));
-        }
         let key = self.key(name)?;
         if !self.held.contains_key(&key) {
             if self
@@ -145,6 +145,9 @@ impl<'s> Transaction<'s> {
             }
             self.lock(name, key.clone())?;
         }
+        // Bound: later calls naming it (an alias of a document held under another name
+        // too) reach this file, whatever the name points at by then.
+        self.names.insert(name.to_string(), key.clone());
         Ok(self.held.get_mut(&key).expect("just locked"))
     }
 
@@ -166,6 +169,7 @@ impl<'s> Transaction<'s> {
         }
         let max = self.store.options().max_document_bytes;
         let current = Current::probe(&w, true, max)?;
+        self.names.insert(name.to_string(), key.clone());
         self.held.insert(
             key,
             Held {
@@ -185,9 +189,14 @@ impl<'s> Transaction<'s> {
             keyed.push((self.key(n)?, n.clone()));
         }
         keyed.sort();
+        let aliases = keyed.clone();
         keyed.dedup_by(|a, b| a.0 == b.0);
         for (key, name) in keyed {
             self.lock(&name, key)?;
+        }
+        // Every name, aliases too, bound to the file it resolved to and was locked as.
+        for (key, name) in aliases {
+            self.names.insert(name, key);
         }
         Ok(())
     }

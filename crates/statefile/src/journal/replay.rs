@@ -896,6 +896,16 @@ impl Journal {
                 Locked::open_plain(&path, Some(self.root()), &plain, Some(&mut dirs)).map(Some)
             };
             match w {
+                // The record names the file its writer resolved (no symlink on the way:
+                // the path was canonical). A symlink standing there now (the file
+                // renamed by hand and a link left at its name, or a directory swapped
+                // for a link) leads to another document: applying the record there
+                // would put this document's bytes over that one's own writes.
+                Ok(Some(w)) if w.target.path != path => {
+                    tracing::warn!(file = %path.display(), now = %w.target.path.display(),
+                        "a journal record names a document whose name now leads elsewhere \
+                         through a symlink; skipped (a record is never applied through a link)");
+                }
                 Ok(Some(w)) => locked.push((i, w)),
                 Ok(None) => return Ok(None),
                 Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::InvalidName => {
