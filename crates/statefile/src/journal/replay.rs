@@ -896,16 +896,6 @@ impl Journal {
                 Locked::open_plain(&path, Some(self.root()), &plain, Some(&mut dirs)).map(Some)
             };
             match w {
-                // The record names the file its writer resolved (no symlink on the way:
-                // the path was canonical). A symlink standing there now (the file
-                // renamed by hand and a link left at its name, or a directory swapped
-                // for a link) leads to another document: applying the record there
-                // would put this document's bytes over that one's own writes.
-                Ok(Some(w)) if w.target.path != path => {
-                    tracing::warn!(file = %path.display(), now = %w.target.path.display(),
-                        "a journal record names a document whose name now leads elsewhere \
-                         through a symlink; skipped (a record is never applied through a link)");
-                }
                 Ok(Some(w)) => locked.push((i, w)),
                 Ok(None) => return Ok(None),
                 Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::InvalidName => {
@@ -916,6 +906,49 @@ impl Journal {
             }
         }
         Ok(Some(locked))
+    }
+
+    /// Why the replay after a reboot must not apply the last record (at `lsn`) of the
+    /// document `name` (its records since the checkpoint: `history`) to the file it now
+    /// reaches, `w`; `None` to apply it. A record names the file its writer resolved,
+    /// with no symlink on the way (the path was canonical). A symlink standing in that
+    /// path now (a file renamed by hand with a link left at its name, a directory
+    /// renamed or swapped for a link) may lead to the same document under its new name,
+    /// whose bytes may be older than the record after a power loss (apply), or to
+    /// another document (its own writes must not be overwritten). Applied through a
+    /// link only when the file reached holds a version of this document's chain (one
+    /// of its records, or the version the first replaced), and no newer record was
+    /// applied to that file already (`applied`: names replay in name order, so a
+    /// record of the file's own name, or of another link to it, may come first).
+    fn reached_through_link(
+        &self,
+        w: &Locked,
+        name: &[u8],
+        history: &[(u64, &EntryMeta)],
+        lsn: u64,
+        applied: &BTreeMap<PathBuf, u64>,
+        max: u64,
+    ) -> Option<&'static str> {
+        if applied
+            .get(&w.target.path)
+            .is_some_and(|&newer| newer > lsn)
+        {
+            return Some("a newer record was applied to it");
+        }
+        let literal = super::check_recorded_name(name).map(|rel| self.root().join(rel));
+        if literal.as_ref() == Some(&w.target.path) {
+            return None;
+        }
+        let holds = match Current::probe(w, true, max) {
+            Ok(c) => c.version().cloned(),
+            Err(_) => None,
+        };
+        let known = holds.is_some_and(|v| {
+            history
+                .iter()
+                .any(|(_, e)| e.version() == Some(&v) || e.previous.as_ref() == Some(&v))
+        });
+        (!known).then_some("it holds no version of the document the record names")
     }
 
     /// Apply the in-flight commit `t` whose writer may be gone: take the locks of its
@@ -1050,10 +1083,20 @@ impl Journal {
         // What is at a document's name is looked at within the caller's limit.
         let max = opts.max_document_bytes;
         if !mutants::active(Mutant::NoReplay) {
-            for history in scanned.histories().into_values() {
+            // The newest record applied to each file reached (see `reached_through_link`).
+            let mut applied: BTreeMap<PathBuf, u64> = BTreeMap::new();
+            for (name, history) in scanned.histories() {
                 let &(lsn, e) = history.last().expect("a document named by a record");
                 let locked = self.lock_entries(opts, std::slice::from_ref(e), false)?;
                 for (_, w) in locked.into_iter().flatten() {
+                    if let Some(why) =
+                        self.reached_through_link(&w, &name, &history, lsn, &applied, max)
+                    {
+                        tracing::warn!(file = %w.target.path.display(), lsn, "a journal record \
+                            reaches this file through a symlink now standing in its path, and {why}; skipped");
+                        continue;
+                    }
+                    applied.insert(w.target.path.clone(), lsn);
                     // The backups are not worth the document: a failure here is
                     // logged, and the replay rotates as the writer would have.
                     let keep = self
