@@ -9,43 +9,16 @@
 //! A passing test is evidence that the operation is safe; a failing one is a finding.
 
 mod common;
+use common::{get, journaled, journaled_with, n_plus_one, put, retarget};
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::{Value, json};
-use statefile::journal::{self, JournalOptions};
+use statefile::journal;
 use statefile::patch::Limits;
-use statefile::{BackupRef, Options, Store, TxOpError};
-
-fn journaled_with(dir: &Path, opts: Options) -> Store {
-    let store = Store::open_with(dir, opts).unwrap();
-    journal::enable(dir, store.options(), JournalOptions::default()).unwrap();
-    store
-}
-
-fn journaled(dir: &Path) -> Store {
-    journaled_with(dir, common::fresh())
-}
-
-/// Point the symlink `link` at `to` (another process's `ln -sfn`).
-fn retarget(link: &Path, to: &str) {
-    let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(to, link).unwrap();
-}
-
-fn put(store: &Store, name: &str, v: Value) {
-    store.doc::<Value>(name).unwrap().write(&v).unwrap();
-}
-
-fn get(store: &Store, name: &str) -> Value {
-    store.doc::<Value>(name).unwrap().read().unwrap()
-}
-
-fn n_plus_one(v: &Value) -> Value {
-    json!({"n": v["n"].as_i64().unwrap() + 1})
-}
+use statefile::{BackupRef, Store, TxOpError};
 
 // ---------------------------------------------------------------------------------
 // Store::transaction: findings.

@@ -17,6 +17,7 @@
 //! A passing test is evidence; a failing one is a finding.
 
 mod common;
+use common::{get, journaled, journaled_with, n_plus_one, put, retarget};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -71,33 +72,6 @@ fn writer_dies_mid_commit(root: &Path, name: &str, value: &Value) {
     .status()
     .unwrap();
     assert!(!status.success(), "the writer was killed");
-}
-
-fn journaled_with(dir: &Path, opts: Options) -> Store {
-    let store = Store::open_with(dir, opts).unwrap();
-    journal::enable(dir, store.options(), JournalOptions::default()).unwrap();
-    store
-}
-
-fn journaled(dir: &Path) -> Store {
-    journaled_with(dir, common::fresh())
-}
-
-fn put(store: &Store, name: &str, v: Value) {
-    store.doc::<Value>(name).unwrap().write(&v).unwrap();
-}
-
-fn get(store: &Store, name: &str) -> Value {
-    store.doc::<Value>(name).unwrap().read().unwrap()
-}
-
-fn retarget(link: &Path, to: &str) {
-    let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(to, link).unwrap();
-}
-
-fn n_plus_one(v: &Value) -> Value {
-    json!({"n": v["n"].as_i64().unwrap() + 1})
 }
 
 // =================================================================================

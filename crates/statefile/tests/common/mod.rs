@@ -503,3 +503,49 @@ pub fn mkfifo(p: &Path) {
     let st = Command::new("mkfifo").arg(p).status().expect("run mkfifo");
     assert!(st.success(), "mkfifo {}", p.display());
 }
+
+/// A store at `dir` with `opts`, in journal mode.
+pub fn journaled_with(dir: &Path, opts: statefile::Options) -> statefile::Store {
+    let store = statefile::Store::open_with(dir, opts).unwrap();
+    statefile::journal::enable(
+        dir,
+        store.options(),
+        statefile::journal::JournalOptions::default(),
+    )
+    .unwrap();
+    store
+}
+
+/// A store at `dir` in journal mode, with [`fresh`] options.
+pub fn journaled(dir: &Path) -> statefile::Store {
+    journaled_with(dir, fresh())
+}
+
+/// Point the symlink `link` at `to` (another process's `ln -sfn`).
+pub fn retarget(link: &Path, to: &str) {
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(to, link).unwrap();
+}
+
+/// Write `v` to the store's document `name`.
+pub fn put(store: &statefile::Store, name: &str, v: serde_json::Value) {
+    store
+        .doc::<serde_json::Value>(name)
+        .unwrap()
+        .write(&v)
+        .unwrap();
+}
+
+/// The store's document `name`.
+pub fn get(store: &statefile::Store, name: &str) -> serde_json::Value {
+    store
+        .doc::<serde_json::Value>(name)
+        .unwrap()
+        .read()
+        .unwrap()
+}
+
+/// `{"n": n + 1}` for a value `{"n": n}`.
+pub fn n_plus_one(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"n": v["n"].as_i64().unwrap() + 1})
+}
