@@ -509,3 +509,39 @@ def test_a_child_forked_in_an_update_function_writes_nothing(tmp_path: Path) -> 
     assert seen["on_disk"] == {"n": 1}, f"the forked child wrote the document: {seen}"
     assert error is None, f"the parent's update failed: {error!r}; the document is {doc.read()}"
     assert doc.read() == {"n": 2}
+
+
+def _write_while_held_elsewhere(doc: statefile.Doc, value: Any) -> float:
+    """Write `value` while another open file of the lock holds its flock for 0.2 s;
+    the seconds the write took."""
+    path = Path(doc.path)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        threading.Timer(0.2, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
+        start = time.monotonic()
+        doc.write(value)
+        return time.monotonic() - start
+    finally:
+        os.close(fd)
+
+
+def test_a_child_forked_after_waiting_for_a_lock_waits_for_one_too(tmp_path: Path) -> None:
+    # The threads that wait in flock for a lock held elsewhere are kept for the next
+    # wait. A child forked after one was kept has none of them: its own wait must start
+    # its own, not hand the wait to a thread that only the parent has (and time out).
+    doc = statefile.Doc(tmp_path / "a.json", lock_timeout=5)
+    doc.write({"n": 0})
+    assert _write_while_held_elsewhere(doc, {"n": 1}) >= 0.15
+    pid = os.fork()
+    if pid == 0:
+        code = 7
+        try:
+            took = _write_while_held_elsewhere(doc, {"n": 2})
+            code = 0 if took < 4 else 8
+        finally:
+            os._exit(code)
+    assert _wait(pid, 20) == 0
+    assert doc.read() == {"n": 2}
+    assert _write_while_held_elsewhere(doc, {"n": 3}) >= 0.15
+    assert doc.read() == {"n": 3}

@@ -14,10 +14,11 @@
 //! so the kernel wakes it the moment another process lets go, while the head waits
 //! for the helper with its own deadline. A head that gives up leaves the helper behind
 //! for the next head to adopt; a helper that wins with nobody waiting releases the lock
-//! at once. At most [`MAX_HELPERS`] helpers exist per process (beyond that, heads poll
-//! with a backoff capped at 8 ms), and each lives only until its `flock` returns: the
-//! worst case is one blocked thread per lock file that another process holds forever
-//! after a waiter here gave up on it.
+//! at once. At most [`MAX_HELPERS`] helper threads exist per process (beyond that,
+//! heads poll with a backoff capped at 8 ms); one whose `flock` returned waits a few
+//! seconds for the next lock to block in, then ends. The worst case is one blocked
+//! thread per lock file that another process holds forever after a waiter here gave up
+//! on it.
 //!
 //! After `flock` succeeds we check that the descriptor's (dev, ino) is still the one
 //! linked at the lock path: a holder that deleted the document and its lock file may
@@ -27,7 +28,6 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -366,8 +366,6 @@ pub(crate) fn acquire_in(
 /// Most helper threads blocked in `flock` at once, in the whole process.
 pub(crate) const MAX_HELPERS: usize = 64;
 
-static HELPERS: AtomicUsize = AtomicUsize::new(0);
-
 /// A thread blocked in `flock` on behalf of a waiting head.
 #[derive(Debug, Default)]
 struct Helper {
@@ -415,10 +413,6 @@ fn helper_for(
             return Ok(h.clone());
         }
     }
-    if HELPERS.fetch_add(1, Ordering::SeqCst) >= MAX_HELPERS {
-        HELPERS.fetch_sub(1, Ordering::SeqCst);
-        return Err(file);
-    }
     let helper = Arc::new(Helper {
         state: Mutex::new(HelperState {
             waiting: true,
@@ -427,45 +421,150 @@ fn helper_for(
         done: Condvar::new(),
     });
     let (h, user) = (helper.clone(), entry.clone());
-    // The descriptor goes to the thread; if the thread cannot start, it comes back.
-    let handed = Arc::new(Mutex::new(Some(file)));
-    let take = handed.clone();
-    let spawned = std::thread::Builder::new()
-        .name("statefile-flock".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let file = lock_ignoring_poison(&take)
-                .take()
-                .expect("handed over before the thread started");
-            let outcome = crate::fs::retry(|| file.lock()).map(|()| file);
-            let mut st = lock_ignoring_poison(&h.state);
-            st.finished = true;
-            if st.waiting {
-                st.outcome = Some(outcome);
-                h.done.notify_all();
-            } else {
-                // The head gave up and nobody adopted us: closing the descriptor
-                // releases the lock at once.
-                drop(outcome);
-            }
-            drop(st);
-            let mut slot = lock_ignoring_poison(&user.shared.helper);
-            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h)) {
-                *slot = None;
-            }
-            drop(slot);
-            drop(user);
-            HELPERS.fetch_sub(1, Ordering::SeqCst);
-        });
-    match spawned {
-        Ok(_) => {
+    let job: Job = Box::new(move |file: Box<dyn FsLockFile>| {
+        let outcome = crate::fs::retry(|| file.lock()).map(|()| file);
+        let mut st = lock_ignoring_poison(&h.state);
+        st.finished = true;
+        if st.waiting {
+            st.outcome = Some(outcome);
+            h.done.notify_all();
+        } else {
+            // The head gave up and nobody adopted us: closing the descriptor
+            // releases the lock at once.
+            drop(outcome);
+        }
+        drop(st);
+        let mut slot = lock_ignoring_poison(&user.shared.helper);
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h)) {
+            *slot = None;
+        }
+    });
+    match helpers::run(job, file) {
+        Ok(()) => {
             *slot = Some(helper.clone());
             Ok(helper)
         }
-        Err(_) => {
-            HELPERS.fetch_sub(1, Ordering::SeqCst);
-            let file = lock_ignoring_poison(&handed).take();
-            Err(file.expect("the thread never started"))
+        Err(file) => Err(file),
+    }
+}
+
+/// What a helper thread runs: block in `flock` on the descriptor it is given.
+type Job = Box<dyn FnOnce(Box<dyn FsLockFile>) + Send>;
+
+/// The helper threads: started on demand, at most [`MAX_HELPERS`] in the process, each
+/// kept after its `flock` returns for [`HELPER_IDLE`] to take the next one (starting a
+/// thread for every contended lock cost more than the rest of a hand-over between
+/// processes). A thread idle that long ends, so an idle process keeps none.
+mod helpers {
+    use super::{FsLockFile, Job, MAX_HELPERS, lock_ignoring_poison};
+    use std::collections::VecDeque;
+    use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+    use std::time::Duration;
+
+    /// How long a helper thread waits for another `flock` to block in before it ends.
+    pub(super) const HELPER_IDLE: Duration = Duration::from_secs(5);
+
+    #[derive(Default)]
+    struct State {
+        /// The process these threads belong to: a child forked from it has none.
+        pid: u32,
+        /// Jobs handed over and not yet taken by a thread.
+        queue: VecDeque<(Job, Box<dyn FsLockFile>)>,
+        /// Threads waiting for a job.
+        idle: usize,
+        /// Threads alive (idle or blocked in a `flock`).
+        threads: usize,
+    }
+
+    struct Pool {
+        state: Mutex<State>,
+        work: Condvar,
+    }
+
+    fn pool() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(|| Pool {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+        })
+    }
+
+    /// Have a helper thread run `job` on `file`: an idle one, else a new one if fewer
+    /// than [`MAX_HELPERS`] are alive. `Err(file)` (the job dropped) when none may run
+    /// it.
+    pub(super) fn run(job: Job, file: Box<dyn FsLockFile>) -> Result<(), Box<dyn FsLockFile>> {
+        let p = pool();
+        let mut st = lock_ignoring_poison(&p.state);
+        let pid = std::process::id();
+        if st.pid != pid {
+            // A child forked after threads started here has none of them: what the
+            // parent's counts say is not ours (what it had queued, a copy, is dropped).
+            st.queue.clear();
+            st.idle = 0;
+            st.threads = 0;
+            st.pid = pid;
+        }
+        if st.idle > st.queue.len() {
+            st.queue.push_back((job, file));
+            drop(st);
+            p.work.notify_one();
+            return Ok(());
+        }
+        if st.threads >= MAX_HELPERS {
+            return Err(file);
+        }
+        st.threads += 1;
+        drop(st);
+        // The job goes to the thread; if the thread cannot start, it comes back.
+        let handed = std::sync::Arc::new(Mutex::new(Some((job, file))));
+        let take = handed.clone();
+        let spawned = std::thread::Builder::new()
+            .name("statefile-flock".into())
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let first = lock_ignoring_poison(&take).take();
+                drop(take);
+                if let Some((job, file)) = first {
+                    job(file);
+                }
+                serve(p);
+            });
+        match spawned {
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let mut st = lock_ignoring_poison(&p.state);
+                if st.pid == pid {
+                    st.threads -= 1;
+                }
+                drop(st);
+                let back = lock_ignoring_poison(&handed).take();
+                Err(back.expect("the thread never started").1)
+            }
+        }
+    }
+
+    /// A helper thread between jobs: take the next one, or end after [`HELPER_IDLE`]
+    /// without any.
+    fn serve(p: &'static Pool) {
+        let mut st = lock_ignoring_poison(&p.state);
+        loop {
+            if let Some((job, file)) = st.queue.pop_front() {
+                drop(st);
+                job(file);
+                st = lock_ignoring_poison(&p.state);
+                continue;
+            }
+            st.idle += 1;
+            let (g, waited) = p
+                .work
+                .wait_timeout(st, HELPER_IDLE)
+                .unwrap_or_else(PoisonError::into_inner);
+            st = g;
+            st.idle -= 1;
+            if waited.timed_out() && st.queue.is_empty() {
+                st.threads -= 1;
+                return;
+            }
         }
     }
 }
