@@ -273,11 +273,14 @@ impl<'s> Transaction<'s> {
     pub fn expect(&mut self, name: &str, expected: Option<&Version>) -> Result<()> {
         let h = self.hold(name)?;
         let path = &h.w.target.path;
-        // (the version seen, whether it exists, what made it so: the transaction or
-        // the file found at the lock).
-        let (now, exists, ours) = match &h.change {
-            Some(Pending::Put(bytes)) => (Some(Version::of(bytes)), true, true),
-            Some(Pending::Delete) => (None, false, true),
+        // (the version seen, whether it exists, what the transaction did to it).
+        let (now, exists, by) = match &h.change {
+            Some(Pending::Put(bytes)) => (
+                Some(Version::of(bytes)),
+                true,
+                ", written earlier in this transaction",
+            ),
+            Some(Pending::Delete) => (None, false, ", deleted earlier in this transaction"),
             None => {
                 // A file over the size limit has no version computed: a version to
                 // compare with is refused; that it exists fails an expectation of
@@ -286,17 +289,12 @@ impl<'s> Transaction<'s> {
                     h.current.refuse_too_large("check the version of", path)?;
                 }
                 let exists = !matches!(h.current, Current::Missing);
-                (h.current.version().cloned(), exists, false)
+                (h.current.version().cloned(), exists, "")
             }
         };
         if now.as_ref() == expected && (expected.is_some() || !exists) {
             return Ok(());
         }
-        let by = if ours {
-            " as this transaction left it"
-        } else {
-            ""
-        };
         let msg = match (expected, &now) {
             (Some(e), Some(n)) => format!(
                 "{} is at version {n}{by}, not {e}: the transaction wrote nothing",
