@@ -535,11 +535,14 @@ export interface JournalOptions {
 }
 
 /**
- * A precondition of one operation of `Store.transaction`, checked under the locks: the
- * document must be at version `ifMatch` (or its strong ETag; a weak `W/"…"` never
- * matches and is refused), or (`ifNoneMatch: '*'`) must not exist. One
- * failing fails the whole transaction with `CONFLICT` naming the document (its `path`,
- * and its current `version` if it exists); nothing is written.
+ * A precondition of one operation of `Store.transaction`, checked under the locks
+ * against the document as the operations before it left it: the document must be at
+ * version `ifMatch` (or its strong ETag; a weak `W/"…"` never matches and is refused),
+ * or (`ifNoneMatch: '*'`) must not exist. After a `put`, `patch` or `append` of it, it
+ * exists at the version of the bytes written (the version the result reports for it);
+ * after a `delete`, it does not exist. One failing fails the whole transaction with
+ * `CONFLICT` naming the document and the operation (its `path`, and the `version` the
+ * check found, if it exists); nothing is written.
  */
 export interface TxPrecondition {
   ifMatch?: string
@@ -1199,8 +1202,10 @@ export class Transaction {
 
   /**
    * A precondition, checked under the lock: the document is at `version` (`null`: does
-   * not exist). Otherwise the transaction fails with `CONFLICT` naming the document. A
-   * weak ETag (`W/"…"`) never matches, as in an HTTP If-Match: a TypeError.
+   * not exist) as this transaction sees it, what `read` resolves to: after its own
+   * `write`, at the version of the bytes written (the document's once committed); after
+   * its own `delete`, missing. Otherwise the transaction fails with `CONFLICT` naming the
+   * document. A weak ETag (`W/"…"`) never matches, as in an HTTP If-Match: a TypeError.
    */
   async expect(name: string, version: string | null): Promise<void> {
     if (version !== null && typeof version !== 'string') throw new TypeError('transaction: expect: the version must be a string or null')
@@ -1377,15 +1382,17 @@ export class Store {
 
   /**
    * Apply `ops` as one transaction: each document they touch is locked (in one global
-   * order, so transactions never deadlock), the preconditions are checked and the
-   * operations applied in order, and all the changes are committed as one journal
-   * record: every document changes, or none does, also across a crash at any moment.
+   * order, so transactions never deadlock), the operations are applied in order, each
+   * precondition checked against the document as the operations before it left it, and
+   * all the changes are committed as one journal record: every document changes, or
+   * none does, also across a crash at any moment.
    * Resolves to one result per operation (the version each document has now, the
    * values the `get`s read).
    *
    * The store must be in journal mode (`enableJournal`, or `statefile journal enable`):
    * otherwise `INVALID_NAME`, nothing written. A failed precondition: `CONFLICT` naming
-   * the document (`path`, and its current `version`). A `get`, `delete` or `jsonPatch`
+   * the document and the operation (`path`, and the `version` the check found: after an
+   * earlier write of the document, that write's). A `get`, `delete` or `jsonPatch`
    * of a missing document: `NOT_FOUND`. A patch or append that does not apply:
    * `NOT_APPLICABLE`. A malformed operation (not an array of at most 1000 objects,
    * documents in more than 4000 distinct directories, an unknown op or key, a value JSON cannot hold, a bad pointer or version, a name

@@ -471,7 +471,12 @@ pub enum JournalAction {
                   {\"op\": \"append\", \"doc\": \"c.json\", \"pointer\": \"/items\", \"value\": ...}\n  \
                   {\"op\": \"delete\", \"doc\": \"d.json\"}\n  \
                   {\"op\": \"get\", \"doc\": \"e.json\"}   (read under the transaction's locks)\n\n\
-                  A failed precondition exits 3 naming the document; nothing is written.\n\n\
+                  The operations apply in order, each to the documents as the ones before it left them: \
+                  after a put, patch or append of a document, \"if_none_match\" fails and \"if_match\" holds only \
+                  for the version of the bytes written (the version the transaction reports for it); after a \
+                  delete, \"if_none_match\" holds and \"if_match\" fails.\n\
+                  A failed precondition exits 3 naming the document and the operation (counted from 0); nothing \
+                  is written.\n\n\
                   Example:\n  echo '[{\"op\":\"delete\",\"doc\":\"queue/7.json\"},\
                   {\"op\":\"put\",\"doc\":\"jobs/7.json\",\"value\":{\"state\":\"running\"}}]' | statefile tx ./data"
 )]

@@ -176,10 +176,12 @@ impl Store {
     ///     ])
     ///
     /// Each may carry `"if_match": version` or `"if_none_match": "*"`, checked under
-    /// the locks. Returns what `statefile tx` prints: one dict per operation with
+    /// the locks against the document as the operations before it left it (after a
+    /// put, patch or append of it, the version of the bytes written, which the result
+    /// reports for it; after a delete, it does not exist). Returns what `statefile tx` prints: one dict per operation with
     /// `doc`, `op`, `version` (after the transaction; None: deleted), and `value`
     /// (get) or `index` (append). Raises ValueError for a malformed list, Conflict
-    /// naming the document whose precondition failed, NotFound, NotApplicable for a
+    /// naming the document whose precondition failed (and the operation's index), NotFound, NotApplicable for a
     /// patch or append that does not apply; nothing is written then.
     fn apply<'py>(&self, py: Python<'py>, ops: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let value = to_json(ops)?;

@@ -398,7 +398,9 @@ impl Transaction {
     }
 
     /// A precondition, checked under the lock: `name` must be at `version` (None: must
-    /// not exist). Raises Conflict naming the document otherwise; a weak ETag
+    /// not exist) as this transaction sees it, what `read` returns: after its own
+    /// `write`, at the version of the bytes written (the document's once committed);
+    /// after its own `delete`, missing. Raises Conflict naming the document otherwise; a weak ETag
     /// (`W/"..."`), which never matches, raises ValueError (InvalidName).
     fn expect(&self, py: Python<'_>, name: &str, version: Option<&str>) -> PyResult<()> {
         let expected = version.map(|v| version_arg(py, v)).transpose()?;

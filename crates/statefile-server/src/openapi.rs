@@ -283,8 +283,11 @@ fn request_body(path: &str, method: &str) -> RequestBody {
     body.required = Some(utoipa::openapi::Required::True);
     if path == "/v1/tx" {
         body.description = Some(
-            "The operations, applied as one transaction: put (value), patch (merge or json_patch), \
-             append (pointer, value), delete, get; each may carry if_match or if_none_match: \"*\""
+            "The operations, applied in order as one transaction: put (value), patch (merge or \
+             json_patch), append (pointer, value), delete, get; each may carry if_match or \
+             if_none_match: \"*\", checked against the document as the operations before it left \
+             it (after a put, patch or append of it, it exists at the version of the bytes \
+             written, the version the answer reports for it; after a delete, it does not exist)"
                 .to_string(),
         );
         body.content

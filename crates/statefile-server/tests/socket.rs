@@ -606,6 +606,165 @@ fn on_postgres_racing_transactions_one_wins_and_transfers_keep_the_sum() {
     assert_eq!(x, 500 - moved, "every committed move, once");
 }
 
+#[test]
+fn a_transactions_preconditions_see_its_earlier_operations() {
+    preconditions_see_earlier_operations(&Backend::File);
+}
+
+#[test]
+fn on_postgres_a_transactions_preconditions_see_its_earlier_operations() {
+    if let Some(b) = Backend::postgres() {
+        preconditions_see_earlier_operations(&b);
+    }
+}
+
+/// The files below `dir` (the journal's `.statefile` and lock files aside) and their
+/// bytes.
+fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == ".statefile" || name.ends_with(".lock") {
+                continue;
+            }
+            if e.file_type().unwrap().is_dir() {
+                todo.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The version `value` has once stored (every backend stores the library's bytes).
+fn version_once_stored(value: &Value) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    statefile::Store::open(dir.path())
+        .unwrap()
+        .doc::<Value>("v.json")
+        .unwrap()
+        .write(value)
+        .unwrap()
+        .version
+        .to_string()
+}
+
+/// A status, the ETag, the body.
+type Sent = (u16, Option<String>, Vec<u8>);
+
+/// `method path` with a JSON `body` on `conn`.
+fn send_json(conn: &mut Conn, method: &str, path: &str, body: &[u8]) -> Sent {
+    let (status, hs, body) = conn
+        .send(method, path, &[("content-type", "application/json")], body)
+        .unwrap();
+    (status, header(&hs, "etag"), body)
+}
+
+// Regression (txpre): `POST /v1/tx` checked each operation's precondition against the
+// documents as the transaction locked them, not as its earlier operations left them:
+// two creates of one document both passed `if_none_match`, an `if_match` passed after
+// a delete of the document, and one naming the version of the transaction's own write
+// failed.
+fn preconditions_see_earlier_operations(b: &Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    if b.is_file() {
+        let opts = statefile::Options::new();
+        statefile::journal::enable(
+            dir.path(),
+            &opts,
+            statefile::journal::JournalOptions::default(),
+        )
+        .unwrap();
+    }
+    let server = Server::serve(b.app_blocking(Config::new(dir.path())));
+    let mut conn = Conn::open(server.addr);
+    let mut send = |method: &str, path: &str, body: &[u8]| send_json(&mut conn, method, path, body);
+    let (s, vb, _) = send("PUT", "/v1/docs/b.json", br#"{"n": 1}"#);
+    assert_eq!(s, 201);
+    let vb = vb.unwrap().trim_matches('"').to_string();
+    let state = |send: &mut dyn FnMut(&str, &str, &[u8]) -> Sent| {
+        let a = send("GET", "/v1/docs/a.json", b"");
+        let b = send("GET", "/v1/docs/b.json", b"");
+        ((a.0, a.1), (b.0, b.1, b.2))
+    };
+    let before = state(&mut send);
+    let files_before = files(dir.path());
+    for (ops, doc) in [
+        (
+            json!([{"op": "put", "doc": "a.json", "value": 1, "if_none_match": "*"},
+                   {"op": "put", "doc": "a.json", "value": 2, "if_none_match": "*"}]),
+            "a.json",
+        ),
+        (
+            json!([{"op": "delete", "doc": "b.json", "if_match": vb},
+                   {"op": "put", "doc": "b.json", "value": 3, "if_match": vb}]),
+            "b.json",
+        ),
+        (
+            json!([{"op": "put", "doc": "b.json", "value": 4},
+                   {"op": "patch", "doc": "b.json", "merge": {"m": 1}, "if_match": vb}]),
+            "b.json",
+        ),
+    ] {
+        let (s, _, body) = send("POST", "/v1/tx", ops.to_string().as_bytes());
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(s, 412, "{ops}: {body}");
+        assert_eq!(body["type"], "urn:statefile:problem:precondition-failed");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(doc), "{ops}: {detail}");
+    }
+    assert_eq!(state(&mut send), before, "nothing written");
+    if b.is_file() {
+        assert_eq!(
+            files(dir.path()),
+            files_before,
+            "no file changed, none left"
+        );
+    }
+    // The version of the transaction's own pending write holds, and a get between
+    // reports that same version; after a delete, `if_none_match` holds.
+    let pending = version_once_stored(&json!({"n": 2}));
+    let ops = json!([
+        {"op": "put", "doc": "a.json", "value": {"n": 2}, "if_none_match": "*"},
+        {"op": "get", "doc": "a.json"},
+        {"op": "patch", "doc": "a.json", "merge": {"n": 3}, "if_match": pending},
+        {"op": "delete", "doc": "b.json", "if_match": vb},
+        {"op": "put", "doc": "b.json", "value": {"n": 5}, "if_none_match": "*"}
+    ]);
+    let (s, _, body) = send("POST", "/v1/tx", ops.to_string().as_bytes());
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(s, 200, "{body}");
+    let r = &body["results"];
+    assert_eq!(r[1]["value"], json!({"n": 2}));
+    assert_eq!(r[1]["version"], json!(pending), "{body}");
+    assert_eq!(r[1]["etag"], json!(format!("\"{pending}\"")), "{body}");
+    let (s, etag, a) = send("GET", "/v1/docs/a.json", b"");
+    assert_eq!(s, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&a).unwrap(),
+        json!({"n": 3})
+    );
+    assert_eq!(Some(r[2]["etag"].as_str().unwrap().to_string()), etag);
+    let (s, etag, b_now) = send("GET", "/v1/docs/b.json", b"");
+    assert_eq!(s, 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&b_now).unwrap(),
+        json!({"n": 5})
+    );
+    assert_eq!(Some(r[4]["etag"].as_str().unwrap().to_string()), etag);
+    if b.is_file() {
+        assert!(
+            files(dir.path()).keys().all(|n| !n.ends_with(".tmp")),
+            "no temp file left"
+        );
+    }
+}
+
 /// Of `n` racing conditional requests (the threads' statuses), exactly one is 200 and
 /// the rest 412.
 #[track_caller]

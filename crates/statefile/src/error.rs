@@ -231,6 +231,12 @@ impl Error {
         e
     }
 
+    /// The same error, its message preceded by `what` (`operation 2: ...`).
+    pub(crate) fn within(mut self, what: &str) -> Error {
+        self.inner.message = format!("{what}: {}", self.inner.message);
+        self
+    }
+
     pub(crate) fn with_version(mut self, version: Version) -> Error {
         self.inner.version = Some(version);
         self

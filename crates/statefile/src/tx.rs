@@ -226,7 +226,8 @@ impl<'s> Transaction<'s> {
     }
 
     /// The version of `name` on disk when it was locked (`None`: missing), whatever
-    /// this transaction wrote to it since.
+    /// this transaction wrote to it since ([`Transaction::version_seen`] and
+    /// [`Transaction::expect`] see its writes).
     ///
     /// # Errors
     /// As [`Transaction::read`].
@@ -258,42 +259,59 @@ impl<'s> Transaction<'s> {
     }
 
     /// A precondition, checked under the lock: `name` must be at version `expected`
-    /// (`None`: must not exist).
+    /// (`None`: must not exist), as this transaction sees it, the document
+    /// [`Transaction::read`] returns and [`Transaction::version_seen`] versions: after
+    /// a write of it in this transaction, it exists, at the version of the written
+    /// bytes (the version it has once the transaction commits), so `None` fails and
+    /// only that version holds; after a delete, it does not exist, so `None` holds and
+    /// any version fails; otherwise, it is as found on disk when it was locked.
     ///
     /// # Errors
-    /// [`ErrorKind::Conflict`] naming the document if it is not; as
-    /// [`Transaction::read`].
+    /// [`ErrorKind::Conflict`] naming the document if it is not, carrying the version
+    /// the check found (see [`Error::version`]): the written bytes' after a write,
+    /// none after a delete; as [`Transaction::read`].
     pub fn expect(&mut self, name: &str, expected: Option<&Version>) -> Result<()> {
         let h = self.hold(name)?;
-        // A file over the size limit has no version computed: a version to compare with
-        // is refused; that it exists fails an expectation of none, as for any file.
-        if expected.is_some() {
-            h.current
-                .refuse_too_large("check the version of", &h.w.target.path)?;
-        }
-        let now = h.current.version();
-        let missing = matches!(h.current, Current::Missing);
-        if now == expected && (expected.is_some() || missing) {
+        let path = &h.w.target.path;
+        // (the version seen, whether it exists, what the transaction did to it).
+        let (now, exists, by) = match &h.change {
+            Some(Pending::Put(bytes)) => (
+                Some(Version::of(bytes)),
+                true,
+                ", written earlier in this transaction",
+            ),
+            Some(Pending::Delete) => (None, false, ", deleted earlier in this transaction"),
+            None => {
+                // A file over the size limit has no version computed: a version to
+                // compare with is refused; that it exists fails an expectation of
+                // none, as for any file.
+                if expected.is_some() {
+                    h.current.refuse_too_large("check the version of", path)?;
+                }
+                let exists = !matches!(h.current, Current::Missing);
+                (h.current.version().cloned(), exists, "")
+            }
+        };
+        if now.as_ref() == expected && (expected.is_some() || !exists) {
             return Ok(());
         }
-        let path = &h.w.target.path;
-        let msg = match (expected, now) {
+        let msg = match (expected, &now) {
             (Some(e), Some(n)) => format!(
-                "{} is at version {n}, not {e}: the transaction wrote nothing",
+                "{} is at version {n}{by}, not {e}: the transaction wrote nothing",
                 path.display()
             ),
             (Some(e), None) => format!(
-                "{} does not exist (expected version {e}): the transaction wrote nothing",
+                "{} does not exist{by} (expected version {e}): the transaction wrote nothing",
                 path.display()
             ),
             (None, _) => format!(
-                "{} exists (expected none): the transaction wrote nothing",
+                "{} exists{by} (expected none): the transaction wrote nothing",
                 path.display()
             ),
         };
         let e = Error::new(ErrorKind::Conflict, msg).with_path(path);
         Err(match now {
-            Some(v) => e.with_version(v.clone()),
+            Some(v) => e.with_version(v),
             None => e,
         })
     }

@@ -1,6 +1,10 @@
 //! The operations of `statefile tx` and `POST /v1/tx`: a JSON array, parsed and checked
 //! here once for both, applied as one [`Store::transaction`].
 //!
+//! The operations apply in order, and each sees what the ones before it did: a read
+//! (patch, append, get) sees their writes, and a precondition (`if_match`,
+//! `if_none_match: "*"`) is checked against the document as they left it.
+//!
 //! ```json
 //! [{"op": "put", "doc": "a.json", "value": {"n": 1}},
 //!  {"op": "patch", "doc": "b.json", "merge": {"n": 2}},
@@ -59,9 +63,13 @@ pub struct TxOp {
     pub doc: String,
     /// What to do.
     pub kind: TxOpKind,
-    /// `if_match`: the document must be at this version.
+    /// `if_match`: the document must be at this version, as the operations before
+    /// this one left it (after a put, patch or append of it, the version of the bytes
+    /// written, which the transaction reports for it; after a delete, none matches).
     pub if_match: Option<Version>,
-    /// `if_none_match: "*"`: the document must not exist.
+    /// `if_none_match: "*"`: the document must not exist, as the operations before
+    /// this one left it (after a put, patch or append of it, it exists; after a
+    /// delete, it does not).
     pub if_none_match: bool,
 }
 
@@ -337,14 +345,18 @@ fn pointer_error(doc: &str, e: PointerError) -> TxOpError {
 }
 
 impl Store {
-    /// Apply `ops` in order as one [`Store::transaction`]: each precondition is checked
-    /// under the locks, and one failing aborts all (nothing written). Returns one
-    /// result per operation; a written document's version is its version after the
-    /// transaction.
+    /// Apply `ops` in order as one [`Store::transaction`]: each operation sees what the
+    /// ones before it did, its precondition included ([`Transaction::expect`](crate::Transaction::expect), under
+    /// the locks): after an earlier put, patch or append of the document,
+    /// `if_none_match` fails and `if_match` holds only for the version of the bytes
+    /// written (the version a get then reports, and the document's once committed);
+    /// after an earlier delete, `if_none_match` holds and `if_match` fails. One failing
+    /// aborts all (nothing written). Returns one result per operation; a written
+    /// document's version is its version after the transaction.
     ///
     /// # Errors
     /// [`TxOpError::Store`] with `Conflict` naming the document whose precondition
-    /// failed, `NotFound` for a get, delete or JSON Patch of a missing document,
+    /// failed and the operation (`operation 2: ...`, counted from 0), `NotFound` for a get, delete or JSON Patch of a missing document,
     /// `Serialize` when the values the gets answer total more than twice `limits`'
     /// result size (each get counts, also a second one of a document), or the kinds of
     /// [`Store::transaction`]; [`TxOpError::NotApplicable`] for a patch or
@@ -399,11 +411,21 @@ impl Store {
                     ))
                 })?;
                 keys.push(tx.key(doc)?);
-                if let Some(v) = &op.if_match {
-                    tx.expect(doc, Some(v))?;
-                }
-                if op.if_none_match {
-                    tx.expect(doc, None)?;
+                // Against the document as the operations before this one left it
+                // (`expect` sees the transaction's own writes and deletes).
+                let expected = match (&op.if_match, op.if_none_match) {
+                    (Some(v), _) => Some(Some(v)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                };
+                if let Some(expected) = expected {
+                    tx.expect(doc, expected).map_err(|e| {
+                        if e.kind() == ErrorKind::Conflict {
+                            e.within(&format!("operation {i}"))
+                        } else {
+                            e
+                        }
+                    })?;
                 }
                 let mut r = TxOpResult::new(op.doc.clone(), "");
                 match &op.kind {

@@ -194,6 +194,31 @@ fn a_transaction_expecting_no_document_gets_conflict_for_a_planted_huge_file() {
     assert_eq!(e.kind(), ErrorKind::Conflict, "as create: {e}");
 }
 
+/// After a transaction's own write over a planted huge file, `expect` checks what it
+/// wrote: the written bytes' version holds (it was refused as too large to version,
+/// the check looking at the file found at the lock), and "none" fails.
+#[test]
+fn a_transaction_expecting_its_own_write_over_a_planted_huge_file_sees_that_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let store = Store::open_with(root, limited()).unwrap();
+    journal::enable(root, store.options(), JournalOptions::default()).unwrap();
+    plant(&root.join("big.json"));
+    let ((), receipt) = store
+        .transaction(|tx| {
+            tx.write("big.json", &json!({"n": 1}))?;
+            let pending = tx.version_seen("big.json")?.unwrap();
+            tx.expect("big.json", Some(&pending))?;
+            let e = tx.expect("big.json", None).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+            Ok::<_, statefile::Error>(())
+        })
+        .unwrap();
+    let doc = store.doc::<Value>("big.json").unwrap();
+    assert_eq!(doc.read().unwrap(), json!({"n": 1}));
+    assert_eq!(receipt.documents[0].version, Some(doc.version().unwrap()));
+}
+
 /// Journal mode: `journal::status` (which the server calls before every POST of a
 /// multi-document transaction, and `verify`/`recover` call) compares each document
 /// named since the checkpoint with its last record by hashing it (`doc_version` ->

@@ -836,3 +836,241 @@ fn a_name_retargeted_during_a_transaction_is_written_where_it_was_read() {
         "the other file untouched"
     );
 }
+
+/// The files of `dir` and below (the journal's `.statefile` and lock files aside) with
+/// their bytes: what a transaction that wrote nothing leaves as it found it.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == ".statefile" || name.ends_with(".lock") {
+                continue;
+            }
+            let path = e.path();
+            if e.file_type().unwrap().is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// `ops` (a JSON array, as `statefile tx` reads it) applied to `store`.
+fn apply(store: &Store, ops: Value) -> Result<Vec<statefile::TxOpResult>, statefile::TxOpError> {
+    let limits = statefile::patch::Limits::new();
+    let ops = statefile::parse_tx_ops(&ops, &limits).unwrap();
+    store.apply_tx(&ops, &limits)
+}
+
+/// The `Conflict` of a failed precondition, or a panic saying what happened instead.
+#[track_caller]
+fn conflict(r: Result<Vec<statefile::TxOpResult>, statefile::TxOpError>) -> statefile::Error {
+    match r {
+        Err(statefile::TxOpError::Store(e)) if e.kind() == ErrorKind::Conflict => e,
+        other => panic!("expected a failed precondition (Conflict), got {other:?}"),
+    }
+}
+
+/// The version `value` has once stored by a store with default options: computed by
+/// writing it elsewhere, not by the code under test.
+fn version_once_stored(value: &Value) -> statefile::Version {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path())
+        .unwrap()
+        .doc::<Value>("v.json")
+        .unwrap()
+        .write(value)
+        .unwrap()
+        .version
+}
+
+// Regression (txpre): an operation's precondition was checked against the document as
+// the transaction locked it, not as its earlier operations left it: two creates of one
+// document in one transaction both passed `if_none_match: "*"`.
+#[test]
+fn if_none_match_after_a_put_of_the_same_document_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    store
+        .doc::<Value>("other.json")
+        .unwrap()
+        .write(&json!({"n": 0}))
+        .unwrap();
+    let before = files(dir.path());
+    let e = conflict(apply(
+        &store,
+        json!([
+            {"op": "put", "doc": "other.json", "value": {"n": 1}},
+            {"op": "put", "doc": "a.json", "value": 1, "if_none_match": "*"},
+            {"op": "put", "doc": "a.json", "value": 2, "if_none_match": "*"}
+        ]),
+    ));
+    let msg = e.to_string();
+    assert!(msg.contains("a.json"), "names the document: {msg}");
+    assert!(msg.contains("operation 2"), "names the operation: {msg}");
+    assert_eq!(files(dir.path()), before, "nothing written");
+    assert!(common::temps(dir.path()).is_empty());
+    assert!(!dir.path().join("a.json").exists());
+}
+
+// Regression (txpre): after a delete in the same transaction, an `if_match` naming the
+// version the document had before it passed, although the document no longer has it.
+#[test]
+fn if_match_after_a_delete_of_the_same_document_fails_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    let v = store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!({"n": 1}))
+        .unwrap()
+        .version;
+    let before = files(dir.path());
+    let e = conflict(apply(
+        &store,
+        json!([
+            {"op": "delete", "doc": "a.json", "if_match": v.as_str()},
+            {"op": "put", "doc": "a.json", "value": 3, "if_match": v.as_str()}
+        ]),
+    ));
+    let msg = e.to_string();
+    assert!(msg.contains("a.json"), "names the document: {msg}");
+    assert!(msg.contains("operation 1"), "names the operation: {msg}");
+    assert_eq!(e.version(), None, "deleted, as the transaction sees it");
+    assert_eq!(files(dir.path()), before, "nothing written, no backup made");
+    assert!(common::temps(dir.path()).is_empty());
+    // After the delete, the document does not exist: `if_none_match` holds.
+    let r = apply(
+        &store,
+        json!([
+            {"op": "delete", "doc": "a.json", "if_match": v.as_str()},
+            {"op": "put", "doc": "a.json", "value": 3, "if_none_match": "*"}
+        ]),
+    )
+    .unwrap();
+    let a = store.doc::<Value>("a.json").unwrap();
+    assert_eq!(a.read().unwrap(), json!(3));
+    assert_eq!(r[1].version, Some(a.version().unwrap()));
+}
+
+// Regression (txpre): after a write of the document earlier in the transaction, an
+// `if_match` naming the version of those pending bytes failed (it was compared with the
+// version found at the lock), and one naming the version found at the lock passed.
+#[test]
+fn if_match_after_a_write_names_the_version_the_written_bytes_will_have() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    let a = store.doc::<Value>("a.json").unwrap();
+    let old = a.write(&json!({"n": 1})).unwrap().version;
+    let pending = version_once_stored(&json!({"n": 2}));
+    // The version found at the lock no longer holds after the put.
+    let before = files(dir.path());
+    let e = conflict(apply(
+        &store,
+        json!([
+            {"op": "put", "doc": "a.json", "value": {"n": 2}},
+            {"op": "patch", "doc": "a.json", "merge": {"n": 3}, "if_match": old.as_str()}
+        ]),
+    ));
+    assert!(e.to_string().contains("operation 1"), "{e}");
+    assert_eq!(e.version(), Some(&pending), "the version it has as written");
+    assert_eq!(files(dir.path()), before, "nothing written");
+    assert!(common::temps(dir.path()).is_empty());
+    // The pending version does; a get between them reports that same version.
+    let r = apply(
+        &store,
+        json!([
+            {"op": "put", "doc": "a.json", "value": {"n": 2}, "if_match": old.as_str()},
+            {"op": "get", "doc": "a.json"},
+            {"op": "patch", "doc": "a.json", "merge": {"n": 3}, "if_match": pending.as_str()},
+            {"op": "get", "doc": "a.json"}
+        ]),
+    )
+    .unwrap();
+    assert_eq!(r[1].value, Some(json!({"n": 2})));
+    assert_eq!(
+        r[1].version,
+        Some(pending.clone()),
+        "the get's version is the one the precondition compares with"
+    );
+    assert_eq!(a.read().unwrap(), json!({"n": 3}));
+    let now = a.version().unwrap();
+    assert_eq!(now, version_once_stored(&json!({"n": 3})));
+    assert_eq!(r[2].version, Some(now.clone()));
+    assert_eq!(r[3].version, Some(now));
+    // An append, then `if_match` with the version of what the append left.
+    let appended = version_once_stored(&json!({"n": 3, "log": ["x"]}));
+    apply(
+        &store,
+        json!([
+            {"op": "append", "doc": "a.json", "pointer": "/log", "value": "x"},
+            {"op": "delete", "doc": "a.json", "if_match": appended.as_str()}
+        ]),
+    )
+    .unwrap();
+    assert!(!dir.path().join("a.json").exists());
+}
+
+// Regression (txpre): `Transaction::expect` compared with the document as locked,
+// whatever the transaction had written or deleted since.
+#[test]
+fn expect_checks_the_document_as_the_transaction_left_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled(dir.path());
+    let a = store.doc::<Value>("a.json").unwrap();
+    let old = a.write(&json!(1)).unwrap().version;
+    let ((), receipt) = store
+        .transaction(|tx| {
+            tx.write("a.json", &json!(2))?;
+            let pending = tx.version_seen("a.json")?.unwrap();
+            let e = tx.expect("a.json", Some(&old)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+            assert_eq!(e.version(), Some(&pending), "{e}");
+            let e = tx.expect("a.json", None).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+            tx.expect("a.json", Some(&pending))?;
+            tx.delete("a.json")?;
+            tx.expect("a.json", None)?;
+            let e = tx.expect("a.json", Some(&old)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+            assert_eq!(e.version(), None, "{e}");
+            // Created, then deleted: missing again.
+            tx.write("n.json", &json!(1))?;
+            assert_eq!(
+                tx.expect("n.json", None).unwrap_err().kind(),
+                ErrorKind::Conflict
+            );
+            tx.delete("n.json")?;
+            tx.expect("n.json", None)?;
+            Ok::<_, statefile::Error>(())
+        })
+        .unwrap();
+    let names: Vec<&str> = receipt.documents.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["a.json"]);
+    assert!(!dir.path().join("a.json").exists());
+    assert!(!dir.path().join("n.json").exists());
+    // A failed expect after the transaction's own write aborts it: nothing written.
+    a.write(&json!(1)).unwrap();
+    let before = files(dir.path());
+    let e = store
+        .transaction(|tx| {
+            tx.write("b.json", &json!(0))?;
+            tx.write("a.json", &json!(2))?;
+            tx.expect("a.json", Some(&old))
+        })
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(e.to_string().contains("a.json"), "{e}");
+    assert_eq!(files(dir.path()), before);
+    assert!(common::temps(dir.path()).is_empty());
+}

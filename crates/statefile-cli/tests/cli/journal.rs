@@ -145,6 +145,85 @@ fn tx_applies_every_operation_or_none() {
     assert_eq!(s.json("jobs/7.json"), json!(7));
 }
 
+/// The names of the files in `dir` (not below, lock files aside) and their bytes.
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .map(|n| {
+            let bytes = std::fs::read(dir.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+// Regression (txpre): `statefile tx` checked each operation's precondition against the
+// documents as the transaction locked them, not as its earlier operations left them:
+// two creates of one document both passed `if_none_match`, an `if_match` passed after a
+// delete of the document, and one naming the version of the transaction's own write
+// failed.
+#[test]
+fn tx_preconditions_see_the_earlier_operations() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    s.run_in(&["put", "b.json"], br#"{"n": 1}"#).ok();
+    let vb = statefile::Version::of(&s.read("b.json")).to_string();
+    let before = files(s.dir.path());
+    for (ops, doc) in [
+        (
+            json!([{"op": "put", "doc": "a.json", "value": 1, "if_none_match": "*"},
+                   {"op": "put", "doc": "a.json", "value": 2, "if_none_match": "*"}]),
+            "a.json",
+        ),
+        (
+            json!([{"op": "delete", "doc": "b.json", "if_match": vb},
+                   {"op": "put", "doc": "b.json", "value": 3, "if_match": vb}]),
+            "b.json",
+        ),
+    ] {
+        s.run_in(&["tx", "."], ops.to_string().as_bytes())
+            .code(3)
+            .stderr_has(doc)
+            .stderr_has("operation 1");
+    }
+    assert_eq!(files(s.dir.path()), before, "nothing written, no temp left");
+    assert!(!s.path("a.json").exists());
+    // The version of the transaction's own pending write holds, and a get between
+    // reports that same version; after a delete, `if_none_match` holds.
+    let scratch = tempfile::tempdir().unwrap();
+    let pending = statefile::Store::open(scratch.path())
+        .unwrap()
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!({"n": 2}))
+        .unwrap()
+        .version
+        .to_string();
+    let ops = json!([
+        {"op": "put", "doc": "a.json", "value": {"n": 2}, "if_none_match": "*"},
+        {"op": "get", "doc": "a.json"},
+        {"op": "patch", "doc": "a.json", "merge": {"n": 3}, "if_match": pending},
+        {"op": "delete", "doc": "b.json", "if_match": vb},
+        {"op": "put", "doc": "b.json", "value": {"n": 5}, "if_none_match": "*"}
+    ]);
+    let out = s.run_in(&["tx", "."], ops.to_string().as_bytes()).ok();
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(r[1]["value"], json!({"n": 2}));
+    assert_eq!(r[1]["version"], json!(pending), "{r}");
+    assert_eq!(s.json("a.json"), json!({"n": 3}));
+    assert_eq!(
+        r[2]["version"],
+        json!(statefile::Version::of(&s.read("a.json")).to_string())
+    );
+    assert_eq!(s.json("b.json"), json!({"n": 5}));
+    assert!(crate::common::temps(s.dir.path()).is_empty());
+}
+
 #[test]
 fn tx_outside_journal_mode_is_refused() {
     let s = Sandbox::new();

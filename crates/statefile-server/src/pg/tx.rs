@@ -303,8 +303,12 @@ impl PgStore {
                 (None, true) => Some(None),
                 (None, false) => None,
             };
-            if let Some(expected) = expected
-                && h.version() != expected
+            // Against the document as the operations before this one left it, as
+            // `Transaction::expect` checks on files: after a write of it, the version
+            // of the bytes written; after a delete, none.
+            let seen = expected.map(|_| h.version_seen());
+            if let (Some(expected), Some(seen)) = (expected, seen)
+                && seen.as_ref() != expected
             {
                 let why = format!(
                     "document {doc} is not at the version its operation expected \
@@ -313,8 +317,9 @@ impl PgStore {
                 let e = StoreError::new(
                     ErrorKind::Conflict,
                     format!(
-                        "{doc} is at version {}, the operation expected {}",
-                        h.version().map_or("none", Version::as_str),
+                        "operation {i}: {doc} is at version {} as the transaction sees it, \
+                         the operation expected {}",
+                        seen.as_ref().map_or("none", Version::as_str),
                         expected.map_or("none", Version::as_str)
                     ),
                 )
