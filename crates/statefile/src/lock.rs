@@ -367,8 +367,10 @@ pub(crate) fn acquire_in(
 pub(crate) const MAX_HELPERS: usize = 64;
 
 /// A thread blocked in `flock` on behalf of a waiting head.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Helper {
+    /// The process whose thread it is.
+    pid: u32,
     state: Mutex<HelperState>,
     done: Condvar,
 }
@@ -406,7 +408,10 @@ fn helper_for(
     file: Box<dyn FsLockFile>,
 ) -> Result<Arc<Helper>, Box<dyn FsLockFile>> {
     let mut slot = lock_ignoring_poison(&entry.shared.helper);
-    if let Some(h) = slot.as_ref() {
+    let pid = std::process::id();
+    // A helper of the process this one was forked from is not here (fork copies no
+    // thread): its outcome would never come.
+    if let Some(h) = slot.as_ref().filter(|h| h.pid == pid) {
         let mut st = lock_ignoring_poison(&h.state);
         if !st.finished {
             st.waiting = true;
@@ -414,6 +419,7 @@ fn helper_for(
         }
     }
     let helper = Arc::new(Helper {
+        pid,
         state: Mutex::new(HelperState {
             waiting: true,
             ..HelperState::default()
@@ -428,10 +434,12 @@ fn helper_for(
         if st.waiting {
             st.outcome = Some(outcome);
             h.done.notify_all();
-        } else {
-            // The head gave up and nobody adopted us: closing the descriptor
-            // releases the lock at once.
-            drop(outcome);
+        } else if let Ok(file) = outcome {
+            // The head gave up and nobody adopted us: let go at once. Unlocked, not
+            // only closed: a child forked meanwhile has a copy of this descriptor, and
+            // a flock ends only with the last one closed, so closing alone left the
+            // lock held for as long as that child lived.
+            let _ = file.unlock();
         }
         drop(st);
         let mut slot = lock_ignoring_poison(&user.shared.helper);
