@@ -252,3 +252,73 @@ fn a_document_deleted_during_the_checkpoint_costs_no_syncfs() {
     let st = journal::status(&root, store.options()).unwrap().unwrap();
     assert_eq!(st.records, 1, "the delete's record is kept: {st:?}");
 }
+
+// The journal's status, `verify` and `recover` met the same things: `status` failed
+// (ELOOP, ENOTDIR, or InvalidName for a FIFO at a document's name), so `verify`
+// reported the journal unreadable and `recover` could neither repair nor checkpoint;
+// for a directory renamed by hand, `recover` failed on the record it could not replay.
+
+/// After `moved` (done by hand to the store holding `d/a.json`): the journal's status
+/// reads, `verify` reports the document (not the journal unreadable), and `recover`
+/// skips it, checkpoints, and leaves no record.
+#[track_caller]
+fn status_verify_and_recover_get_past(moved: impl FnOnce(&Path)) {
+    let (_t, root, store, _tw) = store();
+    put(&store, "d/a.json", json!({"v": 1}));
+    moved(&root);
+    let journal_file = root.join(".statefile/journal");
+    let st = journal::status(&root, store.options())
+        .expect("the journal's status")
+        .unwrap();
+    let pending: Vec<&PathBuf> = st.to_replay.iter().map(|p| &p.path).collect();
+    assert_eq!(pending, vec![&root.join("d/a.json")], "{st:?}");
+    let v = statefile::verify(&root).unwrap();
+    assert!(
+        !v.findings.iter().any(|f| f.path == journal_file),
+        "verify: {:?}",
+        v.findings
+    );
+    let r = statefile::recover(&root).unwrap();
+    assert!(
+        !r.findings.iter().any(|f| f.path == journal_file),
+        "recover: {:?}",
+        r.findings
+    );
+    let st = journal::status(&root, store.options()).unwrap().unwrap();
+    assert_eq!(st.records, 0, "recover checkpointed: {st:?}");
+}
+
+// Regression: ELOOP from the journal's status.
+#[test]
+fn status_verify_and_recover_get_past_a_directory_swapped_for_a_symlink() {
+    status_verify_and_recover_get_past(|root| {
+        std::fs::rename(root.join("d"), root.join("d2")).unwrap();
+        std::os::unix::fs::symlink("d2", root.join("d")).unwrap();
+    });
+}
+
+// Regression: ENOTDIR from the journal's status.
+#[test]
+fn status_verify_and_recover_get_past_a_directory_replaced_by_a_file() {
+    status_verify_and_recover_get_past(|root| {
+        std::fs::rename(root.join("d"), root.join("d2")).unwrap();
+        std::fs::write(root.join("d"), b"not a directory").unwrap();
+    });
+}
+
+// Regression: `recover` failed, "directory ... does not exist".
+#[test]
+fn recover_gets_past_a_directory_renamed_by_hand() {
+    status_verify_and_recover_get_past(|root| {
+        std::fs::rename(root.join("d"), root.join("e")).unwrap();
+    });
+}
+
+// Regression: InvalidName ("is a FIFO") from the journal's status.
+#[test]
+fn status_verify_and_recover_get_past_a_fifo_at_a_documents_name() {
+    status_verify_and_recover_get_past(|root| {
+        std::fs::rename(root.join("d/a.json"), root.join("d/kept.json")).unwrap();
+        mkfifo(&root.join("d/a.json"));
+    });
+}

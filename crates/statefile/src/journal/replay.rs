@@ -1600,6 +1600,15 @@ fn cannot_be_written(err: &Error) -> bool {
     err.kind() == ErrorKind::InvalidName || err.too_large().is_some()
 }
 
+/// Whether bringing a document up to its record failed because it cannot be reached
+/// where the record names it (its directory is gone: [`ErrorKind::NotFound`]; a file or
+/// a symlink loop in its path: [`ErrorKind::InvalidName`]) or can no longer be written
+/// ([`cannot_be_written`]). `statefile recover` skips it, with a warning, as a replay
+/// does ([`Journal::lock_entries`], [`Journal::apply_or_skip`]).
+pub(super) fn cannot_be_reached(err: &Error) -> bool {
+    err.kind() == ErrorKind::NotFound || cannot_be_written(err)
+}
+
 /// Whether a hard link failed because the file system (or its policy) will not make
 /// one: EPERM (FAT, some FUSE and network file systems, `protected_hardlinks` for a file
 /// another user owns), EXDEV, EMLINK, EOPNOTSUPP. The writer's backup copies then, and
@@ -1649,11 +1658,15 @@ enum Synced {
 /// and so, once the ring is full, every write in it: the checkpoint syncs the file
 /// system instead ([`Fallback`]).
 fn unreachable(e: &std::io::Error) -> bool {
+    not_at_its_name(e) || e.kind() == std::io::ErrorKind::PermissionDenied
+}
+
+/// Whether opening or looking at what a record names failed because it is not there:
+/// it is missing, or a symlink (`ELOOP`) or a file (`ENOTDIR`) stands in its path.
+fn not_at_its_name(e: &std::io::Error) -> bool {
     use rustix::io::Errno;
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
-    ) || matches!(crate::error::errno(e), Some(Errno::LOOP | Errno::NOTDIR))
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(crate::error::errno(e), Some(Errno::LOOP | Errno::NOTDIR))
 }
 
 /// A checkpoint's way past what its records name but it cannot reach there (see
@@ -1849,7 +1862,12 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
 /// of its length is hashed; a direct write's file is hashed within `max`
 /// ([`Options::max_document_bytes`]; over it, it differs), unless its entry says its
 /// version was not computed (a withdraw kept a file over the limit: see
-/// [`Version::not_computed`]); any file where a delete left none differs.
+/// [`Version::not_computed`]); any file where a delete left none differs. So does
+/// anything statefile never writes at its name (a FIFO, a directory, a symlink: records
+/// name the file their writer resolved), and a directory of its path that is missing, a
+/// symlink or a file (a rename by hand): the document is not at its name, as if missing.
+/// Neither is an error: whoever can do that to the tree must not stop every `verify`
+/// and `recover` of it (a replay skips such a document).
 fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     // A file over the size limit, kept as it was by a withdraw: the file is the truth
     // (what a replay leaves), whatever is there now; its version is never shown.
@@ -1861,9 +1879,7 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     };
     let d = match fs.open_dir(dir) {
         Ok(d) => d,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(e.version().is_some());
-        }
+        Err(err) if not_at_its_name(&err) => return Ok(e.version().is_some()),
         Err(err) => return Err(Error::io("open directory", dir, err)),
     };
     let bound = match &e.action {
@@ -1875,8 +1891,7 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return Ok(e.version().is_some());
         }
-        // Not a regular file: the look below says what it is.
-        Ok(m) if m.file_type == FileType::File && m.len > bound => return Ok(true),
+        Ok(m) if m.file_type != FileType::File || m.len > bound => return Ok(true),
         _ => {}
     }
     match crate::file::inspect_within(d.as_ref(), name, path, bound) {
