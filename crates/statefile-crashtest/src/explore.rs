@@ -434,7 +434,7 @@ fn build(
 fn mandatory(ops: &[Op], k: usize) -> HashSet<usize> {
     let mut out = HashSet::new();
     for (j, sync) in ops[..k].iter().enumerate() {
-        if matches!(sync, Op::SyncFile { .. } | Op::SyncDir { .. }) {
+        if sync.is_sync() {
             for (i, op) in ops[..j].iter().enumerate() {
                 if op.is_change() && op.covered_by(sync) {
                     out.insert(i);

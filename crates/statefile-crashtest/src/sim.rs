@@ -90,12 +90,22 @@ pub enum Op {
         ino_a: Ino,
         ino_b: Ino,
     },
+    /// A symlink made by hand (not by statefile, which makes none): see
+    /// [`SimFs::symlink`].
+    Symlink {
+        dir: Ino,
+        name: OsString,
+        ino: Ino,
+        target: PathBuf,
+    },
     SyncFile {
         ino: Ino,
     },
     SyncDir {
         dir: Ino,
     },
+    /// `syncfs(2)`: everything before it durable (the simulation is one file system).
+    SyncFs,
     Mark(usize),
 }
 
@@ -103,12 +113,14 @@ impl Op {
     /// Whether a sync at a later position makes this op durable.
     pub fn covered_by(&self, sync: &Op) -> bool {
         match (self, sync) {
+            (op, Op::SyncFs) => op.is_change(),
             (Op::Write { ino, .. } | Op::SetMeta { ino, .. }, Op::SyncFile { ino: s }) => ino == s,
             (
                 Op::Create { dir, .. }
                 | Op::Mkdir { dir, .. }
                 | Op::Link { dir, .. }
-                | Op::Unlink { dir, .. },
+                | Op::Unlink { dir, .. }
+                | Op::Symlink { dir, .. },
                 Op::SyncDir { dir: s },
             ) => dir == s,
             (Op::Rename { to_dir, .. }, Op::SyncDir { dir: s }) => to_dir == s,
@@ -119,7 +131,12 @@ impl Op {
 
     /// Ops that change durable state (not syncs or marks).
     pub fn is_change(&self) -> bool {
-        !matches!(self, Op::SyncFile { .. } | Op::SyncDir { .. } | Op::Mark(_))
+        !self.is_sync() && !matches!(self, Op::Mark(_))
+    }
+
+    /// A sync: what makes earlier changes durable ([`Op::covered_by`]).
+    pub fn is_sync(&self) -> bool {
+        matches!(self, Op::SyncFile { .. } | Op::SyncDir { .. } | Op::SyncFs)
     }
 
     /// Whether this op changes the content or metadata of inode `ino`.
@@ -272,7 +289,18 @@ impl Image {
                     e.insert(b.clone(), *ino_a);
                 }
             }
-            Op::SyncFile { .. } | Op::SyncDir { .. } | Op::Mark(_) => {}
+            Op::Symlink {
+                dir,
+                name,
+                ino,
+                target,
+            } => {
+                self.ensure_inode(*ino, Kind::Symlink(target.clone()), 0o777);
+                if let Some(e) = self.entries_mut(*dir) {
+                    e.insert(name.clone(), *ino);
+                }
+            }
+            Op::SyncFile { .. } | Op::SyncDir { .. } | Op::SyncFs | Op::Mark(_) => {}
         }
     }
 
@@ -428,6 +456,8 @@ pub enum Call {
     SyncDir,
     Rename,
     Link,
+    /// `syncfs(2)`.
+    SyncFs,
     Other,
 }
 
@@ -554,6 +584,29 @@ impl SimFs {
         if st.recording {
             st.log.push(Op::Mark(id));
         }
+    }
+
+    /// Make a symlink `name` in the directory `dir` leading to `target`, as a person or
+    /// another program would (`ln -s`; statefile makes none, so the seam has no call
+    /// for it). Recorded, and durable with `dir` as any new name.
+    pub fn symlink(&self, dir: &Path, name: &str, target: &str) -> io::Result<()> {
+        let mut st = self.lock();
+        let dir = st.dir_no_symlinks(dir)?;
+        if st.entry(dir, OsStr::new(name))?.is_some() {
+            return Err(io::Error::from_raw_os_error(17));
+        }
+        let ino = st.live.next_ino;
+        st.live.next_ino += 1;
+        SimFs::push(
+            &mut st,
+            Op::Symlink {
+                dir,
+                name: os(name),
+                ino,
+                target: PathBuf::from(target),
+            },
+        );
+        Ok(())
     }
 
     /// The operations recorded so far.
@@ -1289,6 +1342,23 @@ impl FsDir for SimDir {
         self.fs.enter(Call::SyncDir)?;
         let mut st = self.fs.lock();
         SimFs::push(&mut st, Op::SyncDir { dir: self.ino });
+        Ok(())
+    }
+
+    fn sync_fs(&self) -> io::Result<()> {
+        self.fs.enter(Call::SyncFs)?;
+        let mut st = self.fs.lock();
+        let files: Vec<(Ino, Vec<u8>)> = st
+            .live
+            .inodes
+            .iter()
+            .filter_map(|(i, n)| match &n.kind {
+                Kind::File(c) => Some((*i, c.clone())),
+                _ => None,
+            })
+            .collect();
+        st.synced.extend(files);
+        SimFs::push(&mut st, Op::SyncFs);
         Ok(())
     }
 

@@ -58,7 +58,7 @@ fn setup(swap: bool) -> Image {
 fn power_loss(base: &Image, log: &[Op]) -> Image {
     let mut keep = HashSet::new();
     for (j, sync) in log.iter().enumerate() {
-        if matches!(sync, Op::SyncFile { .. } | Op::SyncDir { .. }) {
+        if sync.is_sync() {
             for (i, op) in log[..j].iter().enumerate() {
                 if op.is_change() && op.covered_by(sync) {
                     keep.insert(i);

@@ -73,7 +73,7 @@ fn two_journal_writes(swap: bool) -> (Image, Vec<Op>) {
 fn synced(log: &[Op], i: usize) -> bool {
     log[i + 1..]
         .iter()
-        .any(|s| matches!(s, Op::SyncFile { .. } | Op::SyncDir { .. }) && log[i].covered_by(s))
+        .any(|s| s.is_sync() && log[i].covered_by(s))
 }
 
 /// Recover (`Store::open`) the image of `log` applied to `base` but the ops `dropped`,

@@ -368,9 +368,7 @@ fn names_kept_data_lost() -> Image {
     let log = sim.log();
     let mut img = base;
     for (i, op) in log.iter().enumerate() {
-        let synced = log[i + 1..]
-            .iter()
-            .any(|s| matches!(s, Op::SyncFile { .. } | Op::SyncDir { .. }) && op.covered_by(s));
+        let synced = log[i + 1..].iter().any(|s| s.is_sync() && op.covered_by(s));
         if !matches!(op, Op::Write { .. }) || synced {
             img.apply(op, None);
         }

@@ -487,7 +487,16 @@ pub(crate) fn recover(
     if repair {
         let status = replay::status(&opts.fs, root, opts)?;
         for p in status.to_replay.iter().filter(|p| !p.in_flight) {
-            j.repair_document(opts, &p.path)?;
+            // One that can no longer be written where its record names it is skipped,
+            // as a replay skips it: it must not stop the repair of the others, nor the
+            // checkpoint after them (which makes it durable wherever it went).
+            match j.repair_document(opts, &p.path) {
+                Err(e) if replay::cannot_be_reached(&e) => {
+                    tracing::warn!(file = %p.path.display(), error = %e,
+                        "a journal record names a document that can no longer be written; skipped");
+                }
+                r => r?,
+            }
         }
         if status.damage.is_none() {
             j.checkpoint(opts)?;

@@ -34,6 +34,16 @@ pub struct CheckpointReport {
     pub directories: usize,
     /// Commits of writers that were gone, applied first.
     pub adopted: usize,
+    /// Documents whose last record before the checkpoint put a file there, which could
+    /// not be reached where the records name them, so could not be synced one by one:
+    /// the directory that holds them (renamed or removed by hand, a symlink or a file
+    /// now in its place, one that may not be opened), or the document itself (renamed
+    /// by hand, something other than a regular file at its name), in the order met.
+    /// Each is logged with the reason.
+    pub unreachable: Vec<PathBuf>,
+    /// File systems synced whole (`syncfs`) for those, before the records were freed:
+    /// once per checkpoint and file system.
+    pub file_systems_synced: usize,
 }
 
 /// A document whose bytes on disk are not those of its last journal record: what a
@@ -1265,14 +1275,21 @@ impl Journal {
         // (a write's link, a delete's move), its bytes never synced: ext4 writes a file
         // renamed over another out at once, but not one swapped in, and other file
         // systems neither; and this frees the record that holds its bytes.
-        let mut by_dir: BTreeMap<PathBuf, BTreeMap<std::ffi::OsString, bool>> = BTreeMap::new();
+        let mut by_dir: ToSync = BTreeMap::new();
         for r in &scanned.records {
             for e in &r.entries {
                 if let Some(rel) = super::check_recorded_name(&e.name) {
                     let full = self.root().join(rel);
                     if let (Some(d), Some(n)) = (full.parent(), full.file_name()) {
                         let files = by_dir.entry(d.to_path_buf()).or_default();
-                        files.insert(n.to_os_string(), true);
+                        // The last record up to X decides what should be there.
+                        files.insert(
+                            n.to_os_string(),
+                            Synced::Document {
+                                name: e.name.clone(),
+                                put: matches!(e.action, Action::Put(_)),
+                            },
+                        );
                         let t = crate::names::Target::in_dir(d, n);
                         let kept = e.backups.clamp(1, MAX_SYNCED_BACKUPS);
                         let kept = if mutants::active(Mutant::CheckpointSkipsBackups) {
@@ -1281,7 +1298,7 @@ impl Journal {
                             kept as usize
                         };
                         for k in 1..=kept {
-                            files.entry(t.backup_name(k)).or_insert(false);
+                            files.entry(t.backup_name(k)).or_insert(Synced::Backup);
                         }
                     }
                 }
@@ -1292,27 +1309,45 @@ impl Journal {
             self.write_header(&header, x, scanned.chain)?;
         }
         start_writeback(fs.as_ref(), &by_dir);
+        // What cannot be reached where the records name it is made durable by a sync of
+        // its whole file system instead.
+        let mut around = Fallback {
+            journal: self,
+            x,
+            chain: scanned.chain,
+            later: None,
+            synced: Vec::new(),
+        };
         // Each directory's files first, then the directory that names them; one
         // directory open at a time (a checkpoint of documents in thousands of
         // directories must not run out of descriptors).
         for (d, names) in &by_dir {
             let dir = match crate::fs::retry(|| fs.open_dir(d)) {
                 Ok(h) => h,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if unreachable(&e) => {
+                    around.directory(fs.as_ref(), d, names, &e, &mut report)?;
+                    continue;
+                }
                 Err(e) => return Err(Error::io("open directory", d, e)),
             };
-            for (n, document) in names {
+            for (n, what) in names {
                 let f = d.join(n);
-                match dir.stat(n) {
-                    Ok(m) if m.is_file() => {}
-                    Ok(_) => continue,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                let opened = match dir.stat(n) {
+                    Ok(m) if m.is_file() => match crate::fs::retry(|| dir.open_read(n)) {
+                        Ok(h) => Ok(h),
+                        Err(e) if unreachable(&e) => Err(e.to_string()),
+                        Err(e) => return Err(Error::io("open", &f, e)),
+                    },
+                    Ok(m) => Err(format!("{} is there", m.file_type.describe())),
+                    Err(e) if unreachable(&e) => Err(e.to_string()),
                     Err(e) => return Err(Error::io("inspect", &f, e)),
-                }
-                let mut file = match crate::fs::retry(|| dir.open_read(n)) {
+                };
+                let mut file = match opened {
                     Ok(h) => h,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::io("open", &f, e)),
+                    Err(why) => {
+                        around.document(dir.as_ref(), &f, what, &why, &mut report)?;
+                        continue;
+                    }
                 };
                 if let Err(e) = file.sync_all() {
                     // A failed fsync may drop the pages it could not write: the file
@@ -1321,7 +1356,7 @@ impl Journal {
                     self.restore_after_failed_sync(opts, &f, header.tail, header.tail_chain);
                     return Err(Error::io("sync", &f, e));
                 }
-                if *document {
+                if matches!(what, Synced::Document { .. }) {
                     report.documents += 1;
                 }
             }
@@ -1565,6 +1600,15 @@ fn cannot_be_written(err: &Error) -> bool {
     err.kind() == ErrorKind::InvalidName || err.too_large().is_some()
 }
 
+/// Whether bringing a document up to its record failed because it cannot be reached
+/// where the record names it (its directory is gone: [`ErrorKind::NotFound`]; a file or
+/// a symlink loop in its path: [`ErrorKind::InvalidName`]) or can no longer be written
+/// ([`cannot_be_written`]). `statefile recover` skips it, with a warning, as a replay
+/// does ([`Journal::lock_entries`], [`Journal::apply_or_skip`]).
+pub(super) fn cannot_be_reached(err: &Error) -> bool {
+    err.kind() == ErrorKind::NotFound || cannot_be_written(err)
+}
+
 /// Whether a hard link failed because the file system (or its policy) will not make
 /// one: EPERM (FAT, some FUSE and network file systems, `protected_hardlinks` for a file
 /// another user owns), EXDEV, EMLINK, EOPNOTSUPP. The writer's backup copies then, and
@@ -1591,6 +1635,156 @@ fn copy_aside(dir: &dyn crate::fs::FsDir, name: &OsStr, path: &Path, temp: &OsSt
     copied
 }
 
+/// The files a checkpoint syncs, by directory.
+type ToSync = BTreeMap<PathBuf, BTreeMap<OsString, Synced>>;
+
+/// What a checkpoint syncs at a name.
+#[derive(Debug, Clone)]
+enum Synced {
+    /// A document (`name`: its name in the journal). `put`: its last record up to the
+    /// checkpoint put a file there, whose bytes may be durable in the journal only (a
+    /// delete left none; a `direct` write synced its own).
+    Document { name: Vec<u8>, put: bool },
+    /// One of a document's backups, which may not exist (a document keeps as many as
+    /// it has had versions).
+    Backup,
+}
+
+/// Whether a checkpoint's open or look failed because what the records name is no
+/// longer where they name it, or may not be reached there: it is missing (renamed by
+/// hand), a symlink (`ELOOP`: [`Fs::open_dir`] and [`crate::fs::FsDir::open_read`]
+/// refuse one) or a file (`ENOTDIR`) stands in its path, or it may not be opened
+/// (`EACCES`, `EPERM`). Whoever can do that to the tree must not stop its checkpoints,
+/// and so, once the ring is full, every write in it: the checkpoint syncs the file
+/// system instead ([`Fallback`]).
+fn unreachable(e: &std::io::Error) -> bool {
+    not_at_its_name(e) || e.kind() == std::io::ErrorKind::PermissionDenied
+}
+
+/// Whether opening or looking at what a record names failed because it is not there:
+/// it is missing, or a symlink (`ELOOP`) or a file (`ENOTDIR`) stands in its path.
+fn not_at_its_name(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(crate::error::errno(e), Some(Errno::LOOP | Errno::NOTDIR))
+}
+
+/// A checkpoint's way past what its records name but it cannot reach there (see
+/// [`unreachable`]). A document whose last record put a file there may hold bytes that
+/// only the journal holds durably, wherever the file is now (a rename by hand keeps it
+/// on its file system, where its directory was, or a directory renamed with it): the
+/// checkpoint is about to free that record, so it syncs that whole file system
+/// (`syncfs`) first, through the nearest directory of the recorded path it can open
+/// (the journal's own at worst), once per file system. Its error is the
+/// checkpoint's: nothing is freed. A document a record since the checkpoint's end names
+/// is that record's business (a delete since, say); a delete's or a `direct` write's
+/// document, and a backup, have nothing only the journal holds.
+struct Fallback<'j> {
+    journal: &'j Journal,
+    /// The checkpoint's end, and the chain value there.
+    x: u64,
+    chain: u32,
+    /// The names the records after `x` carry, once read.
+    later: Option<std::collections::BTreeSet<Vec<u8>>>,
+    /// The file systems synced, by device.
+    synced: Vec<u64>,
+}
+
+impl Fallback<'_> {
+    /// Whether the document `what` names must be synced another way, now that it cannot
+    /// be reached at its name.
+    fn needs_sync(&mut self, what: &Synced) -> Result<bool> {
+        let Synced::Document { name, put: true } = what else {
+            return Ok(false);
+        };
+        if self.later.is_none() {
+            let j = self.journal;
+            let end = j.with_append_lock(None, || j.page())?.end;
+            let scanned = j.scan(self.x, self.chain, Some(end), false)?;
+            self.later = Some(
+                scanned
+                    .records
+                    .iter()
+                    .flat_map(|r| r.entries.iter().map(|e| e.name.clone()))
+                    .collect(),
+            );
+        }
+        Ok(!self.later.as_ref().is_some_and(|l| l.contains(name)))
+    }
+
+    /// The directory `d` (whose files are `names`) could not be opened (`err`).
+    fn directory(
+        &mut self,
+        fs: &dyn Fs,
+        d: &Path,
+        names: &BTreeMap<OsString, Synced>,
+        err: &std::io::Error,
+        report: &mut CheckpointReport,
+    ) -> Result<()> {
+        let mut needed = false;
+        for what in names.values() {
+            if self.needs_sync(what)? {
+                needed = true;
+                break;
+            }
+        }
+        if !needed {
+            return Ok(());
+        }
+        tracing::warn!(directory = %d.display(), error = %err,
+            "a checkpoint cannot reach a directory the journal's records name; \
+             syncing its whole file system instead");
+        report.unreachable.push(d.to_path_buf());
+        let root = self.journal.root();
+        let nearest = d
+            .ancestors()
+            .skip(1)
+            .take_while(|a| a.starts_with(root))
+            .find_map(|a| crate::fs::retry(|| fs.open_dir(a)).ok().map(|h| (h, a)));
+        match nearest {
+            Some((h, a)) => self.sync_fs(h.as_ref(), a, report),
+            None => self.sync_fs(self.journal.meta.as_ref(), self.journal.path(), report),
+        }
+    }
+
+    /// The document or backup `what` at `f`, in the open directory `dir`, could not be
+    /// reached (`why`).
+    fn document(
+        &mut self,
+        dir: &dyn crate::fs::FsDir,
+        f: &Path,
+        what: &Synced,
+        why: &str,
+        report: &mut CheckpointReport,
+    ) -> Result<()> {
+        if !self.needs_sync(what)? {
+            return Ok(());
+        }
+        tracing::warn!(file = %f.display(), reason = %why,
+            "a checkpoint cannot reach a document where the journal's records name it; \
+             syncing its whole file system instead");
+        report.unreachable.push(f.to_path_buf());
+        self.sync_fs(dir, f.parent().unwrap_or(f), report)
+    }
+
+    /// `syncfs` through `dir` (`shown` in errors), unless its file system was synced.
+    fn sync_fs(
+        &mut self,
+        dir: &dyn crate::fs::FsDir,
+        shown: &Path,
+        report: &mut CheckpointReport,
+    ) -> Result<()> {
+        let dev = dir.metadata().ok().map(|m| m.dev);
+        if dev.is_some_and(|d| self.synced.contains(&d)) {
+            return Ok(());
+        }
+        dir.sync_fs().ctx("sync the file system of", shown)?;
+        self.synced.extend(dev);
+        report.file_systems_synced += 1;
+        Ok(())
+    }
+}
+
 /// The most backups of one document a checkpoint syncs (a record says how many its writer kept; a damaged or hostile one must not
 /// make the checkpoint look for billions).
 pub(crate) const MAX_SYNCED_BACKUPS: u32 = 64;
@@ -1601,10 +1795,7 @@ pub(crate) const MAX_SYNCED_BACKUPS: u32 = 64;
 /// way instead of writing it and waiting in turn. On ext4, 1,000 small files written
 /// and not yet synced take about a third of the time to fsync after such a pass. What
 /// cannot be opened or inspected here is left to the sync pass, which reports it.
-fn start_writeback(
-    fs: &dyn crate::fs::Fs,
-    by_dir: &BTreeMap<PathBuf, BTreeMap<std::ffi::OsString, bool>>,
-) {
+fn start_writeback(fs: &dyn crate::fs::Fs, by_dir: &ToSync) {
     for (d, names) in by_dir {
         let Ok(dir) = fs.open_dir(d) else { continue };
         for n in names.keys() {
@@ -1671,7 +1862,12 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
 /// of its length is hashed; a direct write's file is hashed within `max`
 /// ([`Options::max_document_bytes`]; over it, it differs), unless its entry says its
 /// version was not computed (a withdraw kept a file over the limit: see
-/// [`Version::not_computed`]); any file where a delete left none differs.
+/// [`Version::not_computed`]); any file where a delete left none differs. So does
+/// anything statefile never writes at its name (a FIFO, a directory, a symlink: records
+/// name the file their writer resolved), and a directory of its path that is missing, a
+/// symlink or a file (a rename by hand): the document is not at its name, as if missing.
+/// Neither is an error: whoever can do that to the tree must not stop every `verify`
+/// and `recover` of it (a replay skips such a document).
 fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     // A file over the size limit, kept as it was by a withdraw: the file is the truth
     // (what a replay leaves), whatever is there now; its version is never shown.
@@ -1683,9 +1879,7 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     };
     let d = match fs.open_dir(dir) {
         Ok(d) => d,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(e.version().is_some());
-        }
+        Err(err) if not_at_its_name(&err) => return Ok(e.version().is_some()),
         Err(err) => return Err(Error::io("open directory", dir, err)),
     };
     let bound = match &e.action {
@@ -1697,8 +1891,7 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return Ok(e.version().is_some());
         }
-        // Not a regular file: the look below says what it is.
-        Ok(m) if m.file_type == FileType::File && m.len > bound => return Ok(true),
+        Ok(m) if m.file_type != FileType::File || m.len > bound => return Ok(true),
         _ => {}
     }
     match crate::file::inspect_within(d.as_ref(), name, path, bound) {

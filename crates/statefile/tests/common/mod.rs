@@ -126,6 +126,12 @@ pub struct Twisted {
     pub fail_exchange_after: Arc<Mutex<Option<(usize, i32)>>>,
     pub exchanges: Arc<Mutex<usize>>,
     pub synced_dirs: Arc<Mutex<Vec<PathBuf>>>,
+    /// The directories whose file system was synced whole (`syncfs`) through them.
+    pub synced_fs: Arc<Mutex<Vec<PathBuf>>>,
+    /// `Some((dir, errno))`: opening `dir` by its path fails so.
+    pub fail_open_dir: Arc<Mutex<Option<(PathBuf, i32)>>>,
+    /// `Some((dir, hook))`: the next opening of `dir` by its path runs `hook` first.
+    pub before_open_dir: Arc<Mutex<Option<(PathBuf, Hook)>>>,
     /// Files opened for reading say they are 1 byte long (whatever their length), as
     /// a file does that grows between its `fstat` and its read.
     pub understate_len: Arc<Mutex<bool>>,
@@ -134,6 +140,15 @@ pub struct Twisted {
 impl Twisted {
     pub fn new() -> Arc<Twisted> {
         Arc::new(Twisted::default())
+    }
+}
+
+/// Something [`Twisted`] runs at a given call (another process acting meanwhile).
+pub struct Hook(pub Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
     }
 }
 
@@ -179,6 +194,24 @@ impl FsFile for Flipped {
 
 impl Fs for Twisted {
     fn open_dir(&self, dir: &Path) -> io::Result<Box<dyn FsDir>> {
+        let hook = {
+            let mut h = self.before_open_dir.lock().unwrap();
+            match h.take() {
+                Some((d, hook)) if d == dir => Some(hook),
+                other => {
+                    *h = other;
+                    None
+                }
+            }
+        };
+        if let Some(Hook(hook)) = hook {
+            hook();
+        }
+        if let Some((d, errno)) = &*self.fail_open_dir.lock().unwrap()
+            && d == dir
+        {
+            return Err(io::Error::from_raw_os_error(*errno));
+        }
         Ok(Box::new(TwistedDir {
             inner: OsFs.open_dir(dir)?,
             path: dir.to_path_buf(),
@@ -317,6 +350,10 @@ impl FsDir for TwistedDir {
                 self.inner.sync()
             }
         }
+    }
+    fn sync_fs(&self) -> io::Result<()> {
+        self.fs.synced_fs.lock().unwrap().push(self.path.clone());
+        self.inner.sync_fs()
     }
     fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
         self.inner.read_dir()
