@@ -462,7 +462,7 @@ export interface Report {
   liveTemps: number
   findings: Array<{
     path: string
-    problem: 'stale-temp' | 'corrupt-document' | 'corrupt-backup' | 'unreadable' | 'journal-replay' | 'journal-damaged' | 'other'
+    problem: 'stale-temp' | 'corrupt-document' | 'corrupt-backup' | 'unreadable' | 'journal-replay' | 'journal-skipped' | 'journal-damaged' | 'other'
     detail: string | null
     action: 'none' | 'removed' | 'restored' | 'moved-aside' | 'would' | 'failed' | 'replayed' | 'other'
     actionDetail: string | null

@@ -129,6 +129,13 @@ fn finding_line(f: &Finding) -> String {
         Problem::JournalReplay { version: None } => {
             "not yet what its last journal record says (deleted)".to_string()
         }
+        Problem::JournalSkipped { version, reason } => format!(
+            "its last journal record{} is not applied here: {}",
+            version
+                .as_ref()
+                .map_or(String::new(), |v| format!(" (version {v})")),
+            in_cli_terms(reason)
+        ),
         Problem::JournalDamaged {
             lsn,
             reason,
@@ -169,6 +176,14 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
                 Problem::JournalReplay { version } => (
                     "journal-replay",
                     Some(version.as_ref().map_or("deleted".to_string(), |v| v.to_string())),
+                    None,
+                ),
+                Problem::JournalSkipped { version, reason } => (
+                    "journal-skipped",
+                    Some(match version {
+                        Some(v) => format!("version {v}: {}", in_cli_terms(reason)),
+                        None => in_cli_terms(reason),
+                    }),
                     None,
                 ),
                 Problem::JournalDamaged { lsn, reason, later_records } => (
@@ -228,6 +243,11 @@ fn journal_json(s: &JournalStatus) -> Value {
             "version": p.version.as_ref().map(|v| v.as_str().to_string()),
             "in_flight": p.in_flight,
         })).collect::<Vec<_>>(),
+        "skipped": s.skipped.iter().map(|p| json!({
+            "path": p.path.display().to_string(),
+            "version": p.version.as_ref().map(|v| v.as_str().to_string()),
+            "reason": p.reason,
+        })).collect::<Vec<_>>(),
         "damage": s.damage.as_ref().map(|d| json!({
             "lsn": d.lsn,
             "reason": d.reason,
@@ -253,6 +273,9 @@ fn journal_line(s: &JournalStatus) -> String {
     let replay = s.to_replay.iter().filter(|p| !p.in_flight).count();
     if replay > 0 {
         line.push_str(&format!(", {replay} documents to replay"));
+    }
+    if !s.skipped.is_empty() {
+        line.push_str(&format!(", {} records a replay skips", s.skipped.len()));
     }
     if s.in_flight > 0 {
         line.push_str(&format!(", {} commits in flight", s.in_flight));
@@ -352,6 +375,9 @@ fn print_status(g: &Global, st: &JournalStatus, as_json: bool) -> CliResult {
                 ""
             };
             writeln!(out, "  to replay: {} -> {v}{when}", p.path.display())?;
+        }
+        for p in &st.skipped {
+            writeln!(out, "  skipped: {}: {}", p.path.display(), p.reason)?;
         }
         if let Some(d) = &st.damage {
             writeln!(

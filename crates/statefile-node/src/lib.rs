@@ -508,6 +508,18 @@ impl From<Report> for ReportOut {
                                     .to_string(),
                             }),
                         ),
+                        Problem::JournalSkipped { version, reason } => (
+                            "journal-skipped",
+                            Some(match version {
+                                Some(v) => format!(
+                                    "its last journal record (version {v}) is not applied \
+                                     here: {reason}"
+                                ),
+                                None => {
+                                    format!("its last journal record is not applied here: {reason}")
+                                }
+                            }),
+                        ),
                         Problem::JournalDamaged {
                             lsn,
                             reason,

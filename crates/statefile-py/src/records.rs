@@ -122,6 +122,14 @@ pub fn report<'py>(py: Python<'py>, r: &Report) -> PyResult<Bound<'py, PyDict>> 
                 ),
                 None,
             ),
+            Problem::JournalSkipped { version, reason } => (
+                "journal-skipped",
+                Some(match version {
+                    Some(v) => format!("version {v}: {reason}"),
+                    None => reason.clone(),
+                }),
+                None,
+            ),
             Problem::JournalDamaged {
                 lsn,
                 reason,

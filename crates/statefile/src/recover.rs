@@ -10,6 +10,7 @@
 //! | a damaged document | empty, or not valid JSON | restore the newest backup that parses, keeping the damaged file as `.name.corrupt` |
 //! | a damaged backup | a `.name.bak*` that is not valid JSON | move it to `.name.corrupt` |
 //! | journal mode: a document that is not what its last journal record says | compare the record's version with the file | rewrite it from the record (replay) |
+//! | journal mode: a record a replay does not apply | its name cannot be reached, holds a FIFO or a directory, or leads through a symlink to a file without the record's version | nothing: reported with the reason; a person decides |
 //! | journal mode: damage before the journal's end | a valid record later than an invalid one, written after the invalid one was flushed | nothing: a person decides; writes are refused |
 //!
 //! Journals come first: a replay may repair what would otherwise look damaged. A
@@ -80,6 +81,21 @@ pub enum Problem {
     JournalReplay {
         /// The version the record gives it (`None`: the record deletes it).
         version: Option<Version>,
+    },
+    /// Journal mode: the document's last journal record is not applied where it names the
+    /// document, and a replay leaves it so: it cannot be reached there, something
+    /// statefile never replaces is at its name, or its name now leads through a symlink
+    /// to a file that does not hold the record's version (a directory or the document
+    /// renamed by hand, a link left in its place). The write the record holds is not at
+    /// the name it was made to: a person looks. Reported by the scan whose replay,
+    /// adoption or repair skipped it, and by every scan while the record is in the
+    /// journal (the next checkpoint frees it, once the file is durable wherever it
+    /// went). See [`crate::journal::SkippedRecord`].
+    JournalSkipped {
+        /// The version the record gives it.
+        version: Option<Version>,
+        /// Why it is not applied.
+        reason: String,
     },
     /// Journal mode: a record before the end of the journal is damaged; the records
     /// after it cannot be replayed. Writes in the tree are refused until a person
@@ -407,17 +423,23 @@ impl Scan {
         use crate::journal;
         let opts = &self.opts;
         let recovered = match (self.mode, self.dry_run) {
-            (ScanMode::Verify, _) | (_, true) => Ok(Vec::new()),
+            (ScanMode::Verify, _) | (_, true) => Ok(Default::default()),
             (ScanMode::Clean, false) => journal::recover(root, opts, false),
             (ScanMode::Repair, false) => journal::recover(root, opts, true),
         };
+        let mut skipped = BTreeSet::new();
         let status = recovered.and_then(|done| {
-            for (path, version) in done {
+            for (path, version) in done.replayed {
                 report.findings.push(Finding {
                     path,
                     problem: Problem::JournalReplay { version },
                     action: Action::Replayed,
                 });
+            }
+            for s in done.skipped {
+                if skipped.insert(s.path.clone()) {
+                    report.findings.push(skipped_finding(s));
+                }
             }
             journal::status(root, opts)
         });
@@ -444,6 +466,11 @@ impl Scan {
                 },
                 action,
             });
+        }
+        for s in &status.skipped {
+            if skipped.insert(s.path.clone()) {
+                report.findings.push(skipped_finding(s.clone()));
+            }
         }
         if let Some(d) = &status.damage {
             report.findings.push(Finding {
@@ -747,6 +774,18 @@ enum TempState {
     /// Renamed into place (or removed) by its writer between the listing and our lock.
     Gone,
     Stale(Action),
+}
+
+/// The finding of a journal record a replay leaves unapplied.
+fn skipped_finding(s: crate::journal::SkippedRecord) -> Finding {
+    Finding {
+        path: s.path,
+        problem: Problem::JournalSkipped {
+            version: s.version,
+            reason: s.reason,
+        },
+        action: Action::None,
+    }
 }
 
 fn unreadable(path: &Path, e: &Error) -> Finding {

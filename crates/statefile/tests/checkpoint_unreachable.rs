@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use statefile::journal;
-use statefile::{Options, Store};
+use statefile::{Options, Problem, Store};
 
 /// A store in journal mode (64 KiB ring) at a fresh directory, on a file system that
 /// records its `syncfs` calls.
@@ -259,39 +259,63 @@ fn a_document_deleted_during_the_checkpoint_costs_no_syncfs() {
 // for a directory renamed by hand, `recover` failed on the record it could not replay.
 
 /// After `moved` (done by hand to the store holding `d/a.json`): the journal's status
-/// reads, `verify` reports the document (not the journal unreadable), and `recover`
-/// skips it, checkpoints, and leaves no record.
+/// reads, and lists the record as one a replay skips (`skipped`, with the words `why`)
+/// or, with `why` empty, as nothing to do; `verify` and `recover` report it so (never
+/// the journal unreadable), and `recover` checkpoints, leaving no record.
 #[track_caller]
-fn status_verify_and_recover_get_past(moved: impl FnOnce(&Path)) {
+fn status_verify_and_recover_get_past(why: &str, moved: impl FnOnce(&Path)) {
     let (_t, root, store, _tw) = store();
     put(&store, "d/a.json", json!({"v": 1}));
     moved(&root);
+    let doc = root.join("d/a.json");
     let journal_file = root.join(".statefile/journal");
     let st = journal::status(&root, store.options())
         .expect("the journal's status")
         .unwrap();
-    let pending: Vec<&PathBuf> = st.to_replay.iter().map(|p| &p.path).collect();
-    assert_eq!(pending, vec![&root.join("d/a.json")], "{st:?}");
-    let v = statefile::verify(&root).unwrap();
-    assert!(
-        !v.findings.iter().any(|f| f.path == journal_file),
-        "verify: {:?}",
-        v.findings
-    );
-    let r = statefile::recover(&root).unwrap();
-    assert!(
-        !r.findings.iter().any(|f| f.path == journal_file),
-        "recover: {:?}",
-        r.findings
-    );
+    assert!(st.to_replay.is_empty(), "{st:?}");
+    let skipped: Vec<(&PathBuf, &str)> = st
+        .skipped
+        .iter()
+        .map(|p| (&p.path, p.reason.as_str()))
+        .collect();
+    if why.is_empty() {
+        assert!(skipped.is_empty(), "{st:?}");
+    } else {
+        assert!(
+            matches!(&skipped[..], [(p, r)] if **p == doc && r.contains(why)),
+            "{st:?}"
+        );
+    }
+    let is_skipped = |f: &statefile::Finding| {
+        f.path == doc
+            && matches!(&f.problem, Problem::JournalSkipped { reason, .. } if reason.contains(why))
+    };
+    for (what, report) in [
+        ("verify", statefile::verify(&root).unwrap()),
+        ("recover", statefile::recover(&root).unwrap()),
+    ] {
+        assert!(
+            !report.findings.iter().any(|f| f.path == journal_file),
+            "{what}: {:?}",
+            report.findings
+        );
+        assert_eq!(
+            report.findings.iter().filter(|f| is_skipped(f)).count(),
+            usize::from(!why.is_empty()),
+            "{what}: {:?}",
+            report.findings
+        );
+    }
     let st = journal::status(&root, store.options()).unwrap().unwrap();
     assert_eq!(st.records, 0, "recover checkpointed: {st:?}");
+    assert!(st.skipped.is_empty(), "{st:?}");
 }
 
-// Regression: ELOOP from the journal's status.
+// Regression: ELOOP from the journal's status. The link leads to the document, which
+// holds the record's version: nothing to replay, nothing skipped.
 #[test]
 fn status_verify_and_recover_get_past_a_directory_swapped_for_a_symlink() {
-    status_verify_and_recover_get_past(|root| {
+    status_verify_and_recover_get_past("", |root| {
         std::fs::rename(root.join("d"), root.join("d2")).unwrap();
         std::os::unix::fs::symlink("d2", root.join("d")).unwrap();
     });
@@ -300,7 +324,7 @@ fn status_verify_and_recover_get_past_a_directory_swapped_for_a_symlink() {
 // Regression: ENOTDIR from the journal's status.
 #[test]
 fn status_verify_and_recover_get_past_a_directory_replaced_by_a_file() {
-    status_verify_and_recover_get_past(|root| {
+    status_verify_and_recover_get_past("should be a directory is a file", |root| {
         std::fs::rename(root.join("d"), root.join("d2")).unwrap();
         std::fs::write(root.join("d"), b"not a directory").unwrap();
     });
@@ -309,7 +333,7 @@ fn status_verify_and_recover_get_past_a_directory_replaced_by_a_file() {
 // Regression: `recover` failed, "directory ... does not exist".
 #[test]
 fn recover_gets_past_a_directory_renamed_by_hand() {
-    status_verify_and_recover_get_past(|root| {
+    status_verify_and_recover_get_past("cannot be reached", |root| {
         std::fs::rename(root.join("d"), root.join("e")).unwrap();
     });
 }
@@ -317,7 +341,7 @@ fn recover_gets_past_a_directory_renamed_by_hand() {
 // Regression: InvalidName ("is a FIFO") from the journal's status.
 #[test]
 fn status_verify_and_recover_get_past_a_fifo_at_a_documents_name() {
-    status_verify_and_recover_get_past(|root| {
+    status_verify_and_recover_get_past("a FIFO is at its name", |root| {
         std::fs::rename(root.join("d/a.json"), root.join("d/kept.json")).unwrap();
         mkfifo(&root.join("d/a.json"));
     });

@@ -611,3 +611,52 @@ fn recover_dry_run_names_the_journal_replay_that_recover_makes() {
     assert_eq!(s.json("a.json"), json!({"v": 2}));
     s.run(&["verify", "."]).ok();
 }
+
+// Regression: a record the replay after a reboot skipped (d/a.json's, d now a link to
+// another directory whose a.json is another document) was a log line only: `recover`
+// and `verify` said nothing of it, and exited 0 once the record was freed.
+#[test]
+fn verify_and_recover_print_a_record_the_replay_skips() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    s.run_in(&["put", "--parents", "d/a.json"], b"{\"v\": 1}")
+        .ok();
+    s.run_in(&["put", "--parents", "x/a.json"], b"{\"other\": 1}")
+        .ok();
+    std::fs::rename(s.path("d"), s.path("d-old")).unwrap();
+    std::os::unix::fs::symlink("x", s.path("d")).unwrap();
+    // A reboot, as the journal sees it: its shared state gone, journal-boot too.
+    s.write(".statefile/journal-shm", &[0u8; 8192]);
+    std::fs::remove_file(s.path(".statefile/journal-boot")).unwrap();
+    let line = "d/a.json: its last journal record (version";
+
+    let out = s.run(&["verify", "."]).code(5);
+    assert!(out.stdout.contains(line), "{}", out.stdout);
+    assert!(out.stdout.contains("through a symlink"), "{}", out.stdout);
+    let out = s.run(&["journal", "status", "."]).code(5);
+    assert!(out.stdout.contains("skipped: "), "{}", out.stdout);
+    let st: Value =
+        serde_json::from_str(&s.run(&["journal", "status", "--json", "."]).code(5).stdout).unwrap();
+    assert_eq!(st["skipped"].as_array().map(Vec::len), Some(1), "{st}");
+
+    let v: Value = serde_json::from_str(&s.run(&["verify", "--json", "."]).code(5).stdout).unwrap();
+    let skipped: Vec<&Value> = v["reports"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["problem"] == json!("journal-skipped"))
+        .collect();
+    assert_eq!(skipped.len(), 1, "{v}");
+    assert!(
+        skipped[0]["path"].as_str().unwrap().ends_with("/d/a.json"),
+        "{v}"
+    );
+
+    // recover replays (the reboot), skips it, prints it, and checkpoints.
+    let out = s.run(&["recover", "."]).code(5);
+    assert!(out.stdout.contains(line), "{}", out.stdout);
+    assert!(out.stdout.contains("through a symlink"), "{}", out.stdout);
+    assert_eq!(s.json("x/a.json"), json!({"other": 1}), "not overwritten");
+    assert_eq!(s.json("d-old/a.json"), json!({"v": 1}));
+    s.run(&["verify", "."]).ok();
+}

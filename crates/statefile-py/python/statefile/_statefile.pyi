@@ -28,6 +28,7 @@ class Finding(TypedDict):
         "corrupt-backup",
         "unreadable",
         "journal-replay",
+        "journal-skipped",
         "journal-damaged",
         "other",
     ]

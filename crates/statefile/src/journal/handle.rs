@@ -208,6 +208,9 @@ pub(crate) struct Journal {
     /// Documents this handle rewrote from the journal (replays, dead writers' commits),
     /// until a recovery scan reports them.
     pub(super) replayed: Mutex<Vec<(PathBuf, Option<crate::version::Version>)>>,
+    /// Records this handle's replays and adoptions left unapplied, and why, until a
+    /// recovery scan reports them.
+    pub(super) skipped: Mutex<Vec<super::replay::SkippedRecord>>,
 }
 
 impl Journal {
@@ -267,6 +270,7 @@ impl Journal {
             ckpt: Mutex::new(()),
             gone: AtomicBool::new(false),
             replayed: Mutex::new(Vec::new()),
+            skipped: Mutex::new(Vec::new()),
         });
         // Closed meanwhile (read before the disable's closing header): not used.
         if read_header(j.log.as_ref(), &path)?.flags & format::FLAG_CLOSED != 0 {
@@ -382,6 +386,7 @@ impl Journal {
             ckpt: Mutex::new(()),
             gone: AtomicBool::new(false),
             replayed: Mutex::new(Vec::new()),
+            skipped: Mutex::new(Vec::new()),
         })
     }
 
@@ -402,6 +407,18 @@ impl Journal {
     /// The documents rewritten from the journal since the last call.
     pub(crate) fn take_replayed(&self) -> Vec<(PathBuf, Option<crate::version::Version>)> {
         std::mem::take(&mut *guard(&self.replayed))
+    }
+
+    /// The records left unapplied since the last call.
+    pub(crate) fn take_skipped(&self) -> Vec<super::replay::SkippedRecord> {
+        std::mem::take(&mut *guard(&self.skipped))
+    }
+
+    /// A record left unapplied: logged, and kept for the next recovery scan's report.
+    pub(super) fn note_skipped(&self, skipped: super::replay::SkippedRecord) {
+        tracing::warn!(file = %skipped.path.display(), reason = %skipped.reason,
+            "a journal record was not applied to the document it names; skipped");
+        guard(&self.skipped).push(skipped);
     }
 
     pub(crate) fn is_gone(&self) -> bool {

@@ -53,7 +53,7 @@ use crate::options::Options;
 pub(crate) use format::{Entry, Op, record_len, withdraw_len};
 pub(crate) use handle::{AppendError, Journal, Ticket};
 pub(crate) use read::{before_listing, before_read};
-pub use replay::{CheckpointReport, JournalDamage, JournalStatus, PendingDocument};
+pub use replay::{CheckpointReport, JournalDamage, JournalStatus, PendingDocument, SkippedRecord};
 pub(crate) use replay::{MAX_SYNCED_BACKUPS, wait_disabled};
 
 /// The directory at a store's root that holds the journal.
@@ -470,20 +470,26 @@ pub(crate) fn log_path(root: &Path) -> PathBuf {
     shown(root)
 }
 
+/// What [`recover`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// The documents rewritten, with the version each got (`None`: deleted).
+    pub replayed: Vec<(PathBuf, Option<crate::version::Version>)>,
+    /// The records left unapplied (by this process's replays and adoptions since the
+    /// last recovery scan, and, with `repair`, those the checkpoint then freed).
+    pub skipped: Vec<SkippedRecord>,
+}
+
 /// Recover the journal at `root` (canonical): open it (which replays it if no other
 /// process uses it), apply the commits of writers that died; with `repair`, also
 /// rewrite any document that still differs from its last record, then checkpoint.
-/// Returns the documents rewritten, with the version each got (`None`: deleted).
-pub(crate) fn recover(
-    root: &Path,
-    opts: &Options,
-    repair: bool,
-) -> Result<Vec<(PathBuf, Option<crate::version::Version>)>> {
+pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recovered> {
     let Some(j) = open_at(root, opts)? else {
-        return Ok(Vec::new());
+        return Ok(Recovered::default());
     };
     j.roll_back_poison()?;
     j.adopt_dead(opts, false)?;
+    let mut skipped = Vec::new();
     if repair {
         let status = replay::status(&opts.fs, root, opts)?;
         for p in status.to_replay.iter().filter(|p| !p.in_flight) {
@@ -491,16 +497,28 @@ pub(crate) fn recover(
             // as a replay skips it: it must not stop the repair of the others, nor the
             // checkpoint after them (which makes it durable wherever it went).
             match j.repair_document(opts, &p.path) {
-                Err(e) if replay::cannot_be_reached(&e) => {
-                    tracing::warn!(file = %p.path.display(), error = %e,
-                        "a journal record names a document that can no longer be written; skipped");
-                }
+                Err(e) if replay::cannot_be_reached(&e) => skipped.push(SkippedRecord {
+                    path: p.path.clone(),
+                    version: p.version.clone(),
+                    reason: e.to_string(),
+                }),
                 r => r?,
             }
         }
         if status.damage.is_none() {
             j.checkpoint(opts)?;
+            // Freed by the checkpoint: reported now or never.
+            skipped.extend(status.skipped);
         }
     }
-    Ok(j.take_replayed())
+    for s in &skipped {
+        tracing::warn!(file = %s.path.display(), reason = %s.reason,
+            "a journal record was not applied to the document it names; skipped");
+    }
+    let mut all = j.take_skipped();
+    all.extend(skipped);
+    Ok(Recovered {
+        replayed: j.take_replayed(),
+        skipped: all,
+    })
 }

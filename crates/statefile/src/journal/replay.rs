@@ -60,6 +60,26 @@ pub struct PendingDocument {
     pub in_flight: bool,
 }
 
+/// A document whose last journal record is not applied where it names the document,
+/// and why: it cannot be reached there (its directory is gone, or a file or a symlink
+/// loop stands in its path), something statefile never replaces is at its name (a FIFO,
+/// a directory), or its name now leads through a symlink to a file that does not hold
+/// the record's version (a directory or the document renamed by hand, a link left in
+/// its place, which may lead to another document: a replay never writes one document's
+/// record over another's). The record stays until the next checkpoint, which makes the
+/// file durable wherever it went and frees it; the write it holds is not at the name it
+/// was made to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SkippedRecord {
+    /// The document, as the record names it.
+    pub path: PathBuf,
+    /// The version the record gives it.
+    pub version: Option<Version>,
+    /// Why it is not applied there.
+    pub reason: String,
+}
+
 /// Damage found before the end of the journal's records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -98,15 +118,20 @@ pub struct JournalStatus {
     pub in_flight: usize,
     /// Documents a replay would rewrite.
     pub to_replay: Vec<PendingDocument>,
+    /// Documents whose last record a replay would not apply where it names them (see
+    /// [`SkippedRecord`]).
+    pub skipped: Vec<SkippedRecord>,
     /// Damage before the end of the records, if any.
     pub damage: Option<JournalDamage>,
 }
 
 impl JournalStatus {
     /// Whether anything needs a recovery: documents to replay that no live writer is
-    /// applying, or damage.
+    /// applying, or damage; or a person's look: records a replay would skip.
     pub fn needs_repair(&self) -> bool {
-        self.damage.is_some() || self.to_replay.iter().any(|p| !p.in_flight)
+        self.damage.is_some()
+            || self.to_replay.iter().any(|p| !p.in_flight)
+            || !self.skipped.is_empty()
     }
 }
 
@@ -345,11 +370,26 @@ impl Journal {
     fn apply_or_skip(&self, w: &Locked, lsn: u64, e: &EntryMeta, max: u64) -> Result<bool> {
         match self.apply(w, lsn, e, max) {
             Err(err) if cannot_be_written(&err) => {
-                tracing::warn!(file = %w.target.path.display(), lsn, error = %err,
-                    "a journal record names a document that can no longer be written; skipped");
+                self.skip(&w.target.path, e, err.to_string());
                 Ok(false)
             }
             r => r,
+        }
+    }
+
+    /// The record of `e` is not applied to the document at `path`, for `reason`:
+    /// logged; a put (an acknowledged write that is not where it was made) is kept for
+    /// the report of the recovery scan ([`SkippedRecord`]).
+    fn skip(&self, path: &Path, e: &EntryMeta, reason: String) {
+        if let Action::Put(p) = &e.action {
+            self.note_skipped(SkippedRecord {
+                path: path.to_path_buf(),
+                version: Some(p.version.clone()),
+                reason,
+            });
+        } else {
+            tracing::warn!(file = %path.display(), %reason,
+                "a journal record names a document that can no longer be written; skipped");
         }
     }
 
@@ -908,11 +948,13 @@ impl Journal {
             match w {
                 Ok(Some(w)) => locked.push((i, w)),
                 Ok(None) => return Ok(None),
-                Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::InvalidName => {
-                    tracing::warn!(file = %path.display(), error = %e,
-                        "a journal record names a document that can no longer be written; skipped");
+                Err(err)
+                    if err.kind() == ErrorKind::NotFound
+                        || err.kind() == ErrorKind::InvalidName =>
+                {
+                    self.skip(&path, &entries[i], err.to_string());
                 }
-                Err(e) => return Err(e),
+                Err(err) => return Err(err),
             }
         }
         Ok(Some(locked))
@@ -1102,8 +1144,16 @@ impl Journal {
                     if let Some(why) =
                         self.reached_through_link(&w, &name, &history, lsn, &applied, max)
                     {
-                        tracing::warn!(file = %w.target.path.display(), lsn, "a journal record \
-                            reaches this file through a symlink now standing in its path, and {why}; skipped");
+                        let literal = super::check_recorded_name(&name)
+                            .map_or_else(|| w.target.path.clone(), |rel| self.root().join(rel));
+                        self.skip(
+                            &literal,
+                            e,
+                            format!(
+                                "its name now leads through a symlink to {}, and {why}",
+                                w.target.path.display()
+                            ),
+                        );
                         continue;
                     }
                     applied.insert(w.target.path.clone(), lsn);
@@ -1118,8 +1168,7 @@ impl Journal {
                         });
                     match self.apply_keeping(&w, lsn, e, keep, max) {
                         Err(err) if cannot_be_written(&err) => {
-                            tracing::warn!(file = %w.target.path.display(), lsn, error = %err,
-                                "a journal record names a document that can no longer be written; skipped");
+                            self.skip(&w.target.path, e, err.to_string());
                         }
                         r => {
                             r?;
@@ -1324,7 +1373,7 @@ impl Journal {
         for (d, names) in &by_dir {
             let dir = match crate::fs::retry(|| fs.open_dir(d)) {
                 Ok(h) => h,
-                Err(e) if unreachable(&e) => {
+                Err(e) if out_of_reach(&e) => {
                     around.directory(fs.as_ref(), d, names, &e, &mut report)?;
                     continue;
                 }
@@ -1335,11 +1384,11 @@ impl Journal {
                 let opened = match dir.stat(n) {
                     Ok(m) if m.is_file() => match crate::fs::retry(|| dir.open_read(n)) {
                         Ok(h) => Ok(h),
-                        Err(e) if unreachable(&e) => Err(e.to_string()),
+                        Err(e) if out_of_reach(&e) => Err(e.to_string()),
                         Err(e) => return Err(Error::io("open", &f, e)),
                     },
                     Ok(m) => Err(format!("{} is there", m.file_type.describe())),
-                    Err(e) if unreachable(&e) => Err(e.to_string()),
+                    Err(e) if out_of_reach(&e) => Err(e.to_string()),
                     Err(e) => return Err(Error::io("inspect", &f, e)),
                 };
                 let mut file = match opened {
@@ -1657,7 +1706,7 @@ enum Synced {
 /// (`EACCES`, `EPERM`). Whoever can do that to the tree must not stop its checkpoints,
 /// and so, once the ring is full, every write in it: the checkpoint syncs the file
 /// system instead ([`Fallback`]).
-fn unreachable(e: &std::io::Error) -> bool {
+fn out_of_reach(e: &std::io::Error) -> bool {
     not_at_its_name(e) || e.kind() == std::io::ErrorKind::PermissionDenied
 }
 
@@ -1670,7 +1719,7 @@ fn not_at_its_name(e: &std::io::Error) -> bool {
 }
 
 /// A checkpoint's way past what its records name but it cannot reach there (see
-/// [`unreachable`]). A document whose last record put a file there may hold bytes that
+/// [`out_of_reach`]). A document whose last record put a file there may hold bytes that
 /// only the journal holds durably, wherever the file is now (a rename by hand keeps it
 /// on its file system, where its directory was, or a directory renamed with it): the
 /// checkpoint is about to free that record, so it syncs that whole file system
@@ -1824,6 +1873,7 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
         .map(|p| p.slots.iter().flatten().map(|s| s.lsn).collect())
         .unwrap_or_default();
     let mut to_replay = Vec::new();
+    let mut skipped = Vec::new();
     for (name, (ri, ei)) in scanned.last_entries() {
         let rec = &scanned.records[ri];
         let e = &rec.entries[ei];
@@ -1831,12 +1881,18 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
             continue;
         };
         let full = root.join(rel);
-        if differs(fs.as_ref(), &full, e, opts.max_document_bytes)? {
-            to_replay.push(PendingDocument {
+        match look(fs.as_ref(), root, &full, e, opts.max_document_bytes)? {
+            Look::Holds => {}
+            Look::Differs => to_replay.push(PendingDocument {
                 path: full,
                 version: e.version().cloned(),
                 in_flight: in_flight.contains(&rec.lsn),
-            });
+            }),
+            Look::Skipped(reason) => skipped.push(SkippedRecord {
+                path: full,
+                version: e.version().cloned(),
+                reason,
+            }),
         }
     }
     Ok(JournalStatus {
@@ -1850,8 +1906,74 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
         records: scanned.records.len(),
         in_flight: in_flight.len(),
         to_replay,
+        skipped,
         damage: scanned.damage,
     })
+}
+
+/// What a replay would do with a document's last record: see [`look`].
+enum Look {
+    /// Nothing: the document holds it.
+    Holds,
+    /// Rewrite the document from it.
+    Differs,
+    /// Leave it unapplied, for this reason ([`SkippedRecord`]).
+    Skipped(String),
+}
+
+/// What a replay would do with `e`, the last record of the document at `path` (its
+/// name in the journal, under the journal's `root`), as [`Journal::lock_entries`] and
+/// [`Journal::apply`] would find it: a put is skipped where its name resolves to
+/// nothing it may write (its directory gone, a file or a symlink loop in its path, a
+/// FIFO or a directory at its name, a symlink leading out of the tree), and where it
+/// now leads through a symlink to a file that does not hold the record's version (the
+/// replay after a reboot applies it there if that file holds an older version of the
+/// document, [`Journal::reached_through_link`]; until then it is reported all the
+/// same, for a person to look). Otherwise, and for deletes and `direct` writes,
+/// [`differs`] says.
+fn look(fs: &dyn Fs, root: &Path, path: &Path, e: &EntryMeta, max: u64) -> Result<Look> {
+    let verdict = |d: bool| if d { Look::Differs } else { Look::Holds };
+    let Action::Put(p) = &e.action else {
+        return differs(fs, path, e, max).map(verdict);
+    };
+    let t = match crate::names::resolve_for_write(fs, path, Some(root)) {
+        Ok(t) => t,
+        Err(err) if cannot_be_reached(&err) => return Ok(Look::Skipped(err.to_string())),
+        Err(err) => return Err(err),
+    };
+    let dir = match fs.open_dir(&t.dir) {
+        Ok(d) => d,
+        Err(err) if not_at_its_name(&err) => {
+            return Ok(Look::Skipped(format!(
+                "its directory {} cannot be reached: {err}",
+                t.dir.display()
+            )));
+        }
+        Err(err) => return Err(Error::io("open directory", &t.dir, err)),
+    };
+    if t.path != path {
+        let holds = match crate::file::inspect_within(dir.as_ref(), &t.name, &t.path, p.data_len) {
+            Ok(seen) => seen.map(|s| s.version),
+            Err(err) if cannot_be_reached(&err) => None,
+            Err(err) => return Err(err),
+        };
+        return Ok(if holds.as_ref() == Some(&p.version) {
+            Look::Holds
+        } else {
+            Look::Skipped(format!(
+                "its name now leads through a symlink to {}, which does not hold the record's \
+                 version",
+                t.path.display()
+            ))
+        });
+    }
+    match dir.stat(&t.name) {
+        Ok(m) if m.file_type != FileType::File => Ok(Look::Skipped(format!(
+            "{} is at its name",
+            m.file_type.describe()
+        ))),
+        _ => differs(fs, path, e, max).map(verdict),
+    }
 }
 
 /// Whether the document at `path` is not what its last entry `e` left (a missing one is
