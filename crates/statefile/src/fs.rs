@@ -237,6 +237,17 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn boot_id(&self) -> Option<u128> {
         None
     }
+    /// The mount points strictly inside the directory `root` (canonical), as the system
+    /// lists them now (Linux: `/proc/self/mountinfo`); `Unsupported` where it cannot
+    /// tell. A journal checkpoint that cannot reach a document where its records name
+    /// it syncs these too: the document may have moved with a mount point.
+    fn mounts_inside(&self, root: &Path) -> io::Result<Vec<PathBuf>> {
+        let _ = root;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// `sync(2)`: every file system of the machine written out. It reports no error, so
+    /// it is the last resort, for a file system no directory of which can be opened.
+    fn sync_all_file_systems(&self) {}
 }
 
 /// One open directory: every call names a file directly inside it, and none follows a

@@ -237,6 +237,27 @@ impl Fs for OsFs {
         Ok(Box::new(OsDir(open_dir_no_symlinks(dir)?)))
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn mounts_inside(&self, root: &Path) -> io::Result<Vec<PathBuf>> {
+        // Bounded: a table larger than this is not read whole (an error, not a guess).
+        const MAX: u64 = 16 << 20;
+        let mut text = Vec::new();
+        File::open("/proc/self/mountinfo")?
+            .take(MAX + 1)
+            .read_to_end(&mut text)?;
+        if text.len() as u64 > MAX {
+            return Err(io::Error::other("/proc/self/mountinfo is over 16 MiB"));
+        }
+        Ok(mount_points(&text)
+            .into_iter()
+            .filter(|m| m != root && m.starts_with(root))
+            .collect())
+    }
+
+    fn sync_all_file_systems(&self) {
+        rfs::sync();
+    }
+
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         Ok(convert(&fs::metadata(path)?))
     }
@@ -339,6 +360,36 @@ fn canonical_without_symlinks(path: &Path) -> Option<PathBuf> {
     )
     .ok()
     .map(|_| clean)
+}
+
+/// The mount points of a `/proc/self/mountinfo` table (its fifth field, with the
+/// kernel's octal escapes of space, tab, newline and backslash undone), in its order.
+pub(crate) fn mount_points(table: &[u8]) -> Vec<PathBuf> {
+    table
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| {
+            let mut out = Vec::with_capacity(field.len());
+            let mut i = 0;
+            while i < field.len() {
+                let oct = field
+                    .get(i + 1..i + 4)
+                    .filter(|d| field[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match oct {
+                    Some(d) => {
+                        let v = d.iter().fold(0u32, |a, c| a * 8 + u32::from(c - b'0'));
+                        out.push(v as u8);
+                        i += 4;
+                    }
+                    None => {
+                        out.push(field[i]);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(OsStr::from_bytes(&out))
+        })
+        .collect()
 }
 
 /// One directory held open: calls on names go through the handle (`*at` calls), never
@@ -513,6 +564,40 @@ impl FsDir for OsDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_the_fifth_field_unescaped() {
+        let table = b"22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+            40 22 0:35 / /srv/data/my\\040docs rw - tmpfs tmpfs rw\n\
+            41 22 0:36 / /srv/a\\134b\\011c rw - tmpfs tmpfs rw\n\
+            41 22 0:36 / /srv/not\\08x rw - tmpfs tmpfs rw\n\
+            short line\n";
+        assert_eq!(
+            mount_points(table),
+            [
+                PathBuf::from("/"),
+                PathBuf::from("/srv/data/my docs"),
+                PathBuf::from("/srv/a\\b\tc"),
+                PathBuf::from("/srv/not\\08x"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_mounts_inside_a_directory_exclude_it_and_those_outside() {
+        let inside = OsFs.mounts_inside(Path::new("/proc")).unwrap();
+        assert!(
+            inside
+                .iter()
+                .all(|m| m.starts_with("/proc") && m != Path::new("/proc"))
+        );
+        assert!(
+            !OsFs
+                .mounts_inside(Path::new("/"))
+                .unwrap()
+                .contains(&PathBuf::from("/"))
+        );
+    }
 
     /// The writeback hint's pieces cover the range exactly, and none holds a whole
     /// 4 KiB-aligned page (which `POSIX_FADV_DONTNEED` could drop from the cache).

@@ -1362,10 +1362,12 @@ impl Journal {
         // its whole file system instead.
         let mut around = Fallback {
             journal: self,
+            fs: fs.as_ref(),
             x,
             chain: scanned.chain,
             later: None,
             synced: Vec::new(),
+            mounts_synced: false,
         };
         // Each directory's files first, then the directory that names them; one
         // directory open at a time (a checkpoint of documents in thousands of
@@ -1730,6 +1732,7 @@ fn not_at_its_name(e: &std::io::Error) -> bool {
 /// document, and a backup, have nothing only the journal holds.
 struct Fallback<'j> {
     journal: &'j Journal,
+    fs: &'j dyn Fs,
     /// The checkpoint's end, and the chain value there.
     x: u64,
     chain: u32,
@@ -1737,6 +1740,9 @@ struct Fallback<'j> {
     later: Option<std::collections::BTreeSet<Vec<u8>>>,
     /// The file systems synced, by device.
     synced: Vec<u64>,
+    /// The file systems mounted inside the store were synced too (see
+    /// [`Fallback::mounts`]).
+    mounts_synced: bool,
 }
 
 impl Fallback<'_> {
@@ -1791,9 +1797,10 @@ impl Fallback<'_> {
             .take_while(|a| a.starts_with(root))
             .find_map(|a| crate::fs::retry(|| fs.open_dir(a)).ok().map(|h| (h, a)));
         match nearest {
-            Some((h, a)) => self.sync_fs(h.as_ref(), a, report),
-            None => self.sync_fs(self.journal.meta.as_ref(), self.journal.path(), report),
+            Some((h, a)) => self.sync_fs(h.as_ref(), a, report)?,
+            None => self.sync_fs(self.journal.meta.as_ref(), self.journal.path(), report)?,
         }
+        self.mounts(report)
     }
 
     /// The document or backup `what` at `f`, in the open directory `dir`, could not be
@@ -1813,7 +1820,46 @@ impl Fallback<'_> {
             "a checkpoint cannot reach a document where the journal's records name it; \
              syncing its whole file system instead");
         report.unreachable.push(f.to_path_buf());
-        self.sync_fs(dir, f.parent().unwrap_or(f), report)
+        self.sync_fs(dir, f.parent().unwrap_or(f), report)?;
+        self.mounts(report)
+    }
+
+    /// Once per checkpoint, after a fallback: the file systems mounted inside the store
+    /// too. A document moved by hand may have left its file system's reach from where
+    /// the records name it without leaving its file system: a mount point moved with a
+    /// directory renamed above it (`mv p q` carries `p/m`), or a directory swapped for a
+    /// symlink above one; or left it (`mv a.json m/` copies onto a mount). Each is synced
+    /// through its mount point (`syncfs`, its error the checkpoint's). One that cannot be
+    /// opened, or a system that cannot list them, gets `sync(2)`, which reports no
+    /// error: logged.
+    fn mounts(&mut self, report: &mut CheckpointReport) -> Result<()> {
+        if std::mem::replace(&mut self.mounts_synced, true) {
+            return Ok(());
+        }
+        let root = self.journal.root().to_path_buf();
+        let mounts = match self.fs.mounts_inside(&root) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(store = %root.display(), error = %e,
+                    "cannot list the file systems mounted inside the store; \
+                     syncing every file system (sync(2), which reports no error)");
+                self.fs.sync_all_file_systems();
+                return Ok(());
+            }
+        };
+        for m in mounts {
+            match crate::fs::retry(|| self.fs.open_dir(&m)) {
+                Ok(h) => self.sync_fs(h.as_ref(), &m, report)?,
+                Err(e) => {
+                    tracing::warn!(mount = %m.display(), error = %e,
+                        "cannot open a mount point inside the store; syncing every file \
+                         system (sync(2), which reports no error)");
+                    self.fs.sync_all_file_systems();
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `syncfs` through `dir` (`shown` in errors), unless its file system was synced.

@@ -128,6 +128,10 @@ pub struct Twisted {
     pub synced_dirs: Arc<Mutex<Vec<PathBuf>>>,
     /// The directories whose file system was synced whole (`syncfs`) through them.
     pub synced_fs: Arc<Mutex<Vec<PathBuf>>>,
+    /// How many times every file system was synced (`sync(2)`).
+    pub synced_all: Arc<Mutex<usize>>,
+    /// `Some(errno)`: every `syncfs` fails so (after being recorded).
+    pub fail_sync_fs: Arc<Mutex<Option<i32>>>,
     /// `Some((dir, errno))`: opening `dir` by its path fails so.
     pub fail_open_dir: Arc<Mutex<Option<(PathBuf, i32)>>>,
     /// `Some((dir, hook))`: the next opening of `dir` by its path runs `hook` first.
@@ -232,6 +236,13 @@ impl Fs for Twisted {
     }
     fn umask(&self) -> u32 {
         OsFs.umask()
+    }
+    fn mounts_inside(&self, root: &Path) -> io::Result<Vec<PathBuf>> {
+        OsFs.mounts_inside(root)
+    }
+    fn sync_all_file_systems(&self) {
+        *self.synced_all.lock().unwrap() += 1;
+        OsFs.sync_all_file_systems()
     }
 }
 
@@ -353,6 +364,9 @@ impl FsDir for TwistedDir {
     }
     fn sync_fs(&self) -> io::Result<()> {
         self.fs.synced_fs.lock().unwrap().push(self.path.clone());
+        if let Some(errno) = *self.fs.fail_sync_fs.lock().unwrap() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
         self.inner.sync_fs()
     }
     fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
