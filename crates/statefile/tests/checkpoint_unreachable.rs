@@ -346,3 +346,23 @@ fn status_verify_and_recover_get_past_a_fifo_at_a_documents_name() {
         mkfifo(&root.join("d/a.json"));
     });
 }
+
+// Regression (rev16 review): a document deleted with a backup kept (its last version
+// moved aside, bytes written by a put the same checkpoint frees), then its directory
+// renamed by hand: only a put was taken to hold bytes the journal alone held, so
+// nothing was synced and the backup could be lost to a power loss.
+#[test]
+fn a_deleted_documents_backup_in_a_directory_renamed_by_hand_is_synced() {
+    let (_t, root, store, tw) = store();
+    put(&store, "d/a.json", json!({"v": 1}));
+    let doc = store.doc::<serde_json::Value>("d/a.json").unwrap();
+    doc.delete().unwrap();
+    assert!(
+        !doc.backups().unwrap().is_empty(),
+        "the delete kept the last version as a backup"
+    );
+    std::fs::rename(root.join("d"), root.join("e")).unwrap();
+    let r = checkpoint(&root, &store);
+    assert_eq!(r.unreachable, vec![root.join("d")], "{r:?}");
+    assert_eq!(syncfs_calls(&tw), 1, "{r:?}");
+}

@@ -1729,7 +1729,9 @@ fn not_at_its_name(e: &std::io::Error) -> bool {
 /// (the journal's own at worst), once per file system. Its error is the
 /// checkpoint's: nothing is freed. A document a record since the checkpoint's end names
 /// is that record's business (a delete since, say); a delete's or a `direct` write's
-/// document, and a backup, have nothing only the journal holds.
+/// document has nothing only the journal holds, nor has a backup missing at its name.
+/// A directory out of reach that held backups is synced for (a delete's backup is its
+/// document's last version, which a put this checkpoint frees may hold alone).
 struct Fallback<'j> {
     journal: &'j Journal,
     fs: &'j dyn Fs,
@@ -1776,12 +1778,15 @@ impl Fallback<'_> {
         err: &std::io::Error,
         report: &mut CheckpointReport,
     ) -> Result<()> {
-        let mut needed = false;
+        // A backup counts here (not at its own name, where one missing is normal): a
+        // delete's moved its document's last version aside, whose bytes a put this
+        // checkpoint frees may hold alone.
+        let mut needed = names.values().any(|w| matches!(w, Synced::Backup));
         for what in names.values() {
-            if self.needs_sync(what)? {
-                needed = true;
+            if needed {
                 break;
             }
+            needed = self.needs_sync(what)?;
         }
         if !needed {
             return Ok(());
