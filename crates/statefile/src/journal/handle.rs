@@ -213,6 +213,10 @@ pub(crate) struct Journal {
     pub(super) skipped: Mutex<Vec<super::replay::SkippedRecord>>,
 }
 
+/// The most replayed or skipped documents a journal handle keeps for the next recovery
+/// scan's report.
+pub(crate) const MAX_NOTED: usize = 10_000;
+
 impl Journal {
     /// Open the journal at `root` and join its users, recovering it first if this
     /// process is the only one. `None` if it was closed by `disable`.
@@ -414,11 +418,25 @@ impl Journal {
         std::mem::take(&mut *guard(&self.skipped))
     }
 
-    /// A record left unapplied: logged, and kept for the next recovery scan's report.
+    /// A record left unapplied: logged, and kept for the next recovery scan's report
+    /// (at most [`MAX_NOTED`] of them: a long-lived process that never runs one must
+    /// not grow without bound; what is over is only logged).
     pub(super) fn note_skipped(&self, skipped: super::replay::SkippedRecord) {
         tracing::warn!(file = %skipped.path.display(), reason = %skipped.reason,
             "a journal record was not applied to the document it names; skipped");
-        guard(&self.skipped).push(skipped);
+        let mut kept = guard(&self.skipped);
+        if kept.len() < MAX_NOTED {
+            kept.push(skipped);
+        }
+    }
+
+    /// A document rewritten from the journal (`None`: deleted), kept for the next
+    /// recovery scan's report, at most [`MAX_NOTED`] (each is logged).
+    pub(super) fn note_replayed(&self, path: PathBuf, version: Option<crate::version::Version>) {
+        let mut kept = guard(&self.replayed);
+        if kept.len() < MAX_NOTED {
+            kept.push((path, version));
+        }
     }
 
     pub(crate) fn is_gone(&self) -> bool {
@@ -1218,4 +1236,34 @@ pub(super) fn read_header(log: &dyn FsRwFile, path: &Path) -> Result<Header> {
         .with_path(path));
     }
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documents_kept_for_the_next_report_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options::new();
+        super::super::enable(dir.path(), &opts, super::super::JournalOptions::default()).unwrap();
+        let j = Journal::open(dir.path(), &opts).unwrap().expect("enabled");
+        for i in 0..MAX_NOTED + 5 {
+            j.note_skipped(super::super::replay::SkippedRecord {
+                path: dir.path().join(format!("{i}.json")),
+                version: None,
+                reason: "test".into(),
+            });
+            j.note_replayed(dir.path().join(format!("{i}.json")), None);
+        }
+        let skipped = j.take_skipped();
+        assert_eq!(skipped.len(), MAX_NOTED);
+        assert_eq!(
+            skipped[0].path,
+            dir.path().join("0.json"),
+            "the first ones kept"
+        );
+        assert_eq!(j.take_replayed().len(), MAX_NOTED);
+        assert!(j.take_skipped().is_empty() && j.take_replayed().is_empty());
+    }
 }

@@ -502,10 +502,7 @@ impl Journal {
                 }
                 tracing::info!(file = %w.target.path.display(), version = %p.version,
                     "replayed a journal record");
-                self.replayed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push((w.target.path.clone(), Some(p.version.clone())));
+                self.note_replayed(w.target.path.clone(), Some(p.version.clone()));
                 Ok(true)
             }
             Action::Delete => match current {
@@ -514,10 +511,7 @@ impl Journal {
                     seen: Some(seen), ..
                 } => {
                     atomic::remove_locked(w, backups, &seen)?;
-                    self.replayed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((w.target.path.clone(), None));
+                    self.note_replayed(w.target.path.clone(), None);
                     Ok(true)
                 }
                 Current::TooLarge { .. } => {
@@ -529,10 +523,7 @@ impl Journal {
                         .ctx("move aside", &t.path)?;
                     tracing::warn!(file = %t.path.display(), kept = %t.corrupt_path().display(),
                         "replayed a delete of a document over the size limit; kept it aside");
-                    self.replayed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((t.path.clone(), None));
+                    self.note_replayed(t.path.clone(), None);
                     Ok(true)
                 }
                 Current::File { seen: None, .. } => unreachable!("probed with a look"),
