@@ -10,11 +10,10 @@ use common::{get, journaled, put, reboot_journal};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use statefile::journal;
-use statefile::{Options, Problem, Report, Store};
+use statefile::{Problem, Report, Store};
 
 /// The child side of the dead-writer test: `SF_CHILD_ROLE` says what to do.
 #[test]
@@ -24,22 +23,7 @@ fn child_entry() {
         return;
     };
     match role.as_str() {
-        "die-mid-commit" => {
-            // args: store root, document name, value. Die once the record is appended
-            // (its slot in flight), before the rename.
-            let opts = Options::new().create_dirs(true).on_temp_created(|_| {
-                let me = std::process::id().to_string();
-                std::process::Command::new("kill")
-                    .args(["-9", &me])
-                    .status()?;
-                std::thread::sleep(Duration::from_secs(60));
-                Ok(())
-            });
-            let store = Store::open_without_scan(&args[0], opts).unwrap();
-            let value: Value = serde_json::from_str(&args[2]).unwrap();
-            let _ = store.doc::<Value>(&args[1]).unwrap().write(&value);
-            std::process::exit(1);
-        }
+        "die-mid-commit" => common::die_mid_commit(&args[0], &args[1], &args[2]),
         other => panic!("unknown role {other}"),
     }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use statefile::journal::{self, JournalOptions};
 use statefile::patch::Limits;
-use statefile::{Doc, ErrorKind, Options, Store};
+use statefile::{Doc, ErrorKind, Store};
 
 /// The child side of the dead-writer tests: `SF_CHILD_ROLE` says what to do.
 #[test]
@@ -37,23 +37,7 @@ fn child_entry() {
         return;
     };
     match role.as_str() {
-        "die-mid-commit" => {
-            // args: store root (as given, maybe through a symlink), document name, value.
-            // Write the value and die once its record is appended (slot in flight),
-            // before the rename: a writer killed in the middle of its commit.
-            let opts = Options::new().create_dirs(true).on_temp_created(|_| {
-                let me = std::process::id().to_string();
-                std::process::Command::new("kill")
-                    .args(["-9", &me])
-                    .status()?;
-                std::thread::sleep(Duration::from_secs(60));
-                Ok(())
-            });
-            let store = Store::open_without_scan(&args[0], opts).unwrap();
-            let value: Value = serde_json::from_str(&args[2]).unwrap();
-            let _ = store.doc::<Value>(&args[1]).unwrap().write(&value);
-            std::process::exit(1);
-        }
+        "die-mid-commit" => common::die_mid_commit(&args[0], &args[1], &args[2]),
         other => panic!("unknown role {other}"),
     }
 }

@@ -600,3 +600,24 @@ pub fn get(store: &statefile::Store, name: &str) -> serde_json::Value {
 pub fn n_plus_one(v: &serde_json::Value) -> serde_json::Value {
     serde_json::json!({"n": v["n"].as_i64().unwrap() + 1})
 }
+
+/// A child process's "die-mid-commit" role: write `value` (JSON) to the document `name`
+/// of the store at `root` (as given, maybe through a symlink) and die by SIGKILL once its
+/// journal record is appended (its slot in flight), before the rename: a writer killed
+/// in the middle of its commit.
+pub fn die_mid_commit(root: &str, name: &str, value: &str) -> ! {
+    let opts = statefile::Options::new()
+        .create_dirs(true)
+        .on_temp_created(|_| {
+            let me = std::process::id().to_string();
+            std::process::Command::new("kill")
+                .args(["-9", &me])
+                .status()?;
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
+        });
+    let store = statefile::Store::open_without_scan(root, opts).unwrap();
+    let value: serde_json::Value = serde_json::from_str(value).unwrap();
+    let _ = store.doc::<serde_json::Value>(name).unwrap().write(&value);
+    std::process::exit(1);
+}
