@@ -12,6 +12,7 @@ import math
 import multiprocessing
 import os
 import random
+import signal
 import threading
 import time
 from pathlib import Path
@@ -370,14 +371,21 @@ def test_ctrl_c_during_a_lock_wait_stops_the_transaction_at_once_and_writes_noth
             tx.write("a.json", {"n": 2})
             tx.write("b.json", {"n": 2})  # waits for the other process's lock
 
-        timer = threading.Timer(0.5, _thread.interrupt_main)
-        timer.start()
-        t = time.monotonic()
-        with pytest.raises(KeyboardInterrupt):
-            store.transaction(body)
-        # At once: not after the lock wait (60 s), nor when the holder lets go.
-        assert time.monotonic() - t < 10
-        timer.join()
+        # interrupt_main does nothing where SIGINT is ignored, as it is for a process
+        # started in the background by a shell without job control (nohup cmd &):
+        # Python's own handler for the test's duration.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            timer = threading.Timer(0.5, _thread.interrupt_main)
+            timer.start()
+            t = time.monotonic()
+            with pytest.raises(KeyboardInterrupt):
+                store.transaction(body)
+            # At once: not after the lock wait (60 s), nor when the holder lets go.
+            assert time.monotonic() - t < 10
+            timer.join()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     finally:
         release.set()
         holder.join(60)
