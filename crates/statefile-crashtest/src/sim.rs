@@ -175,6 +175,14 @@ impl Default for Image {
 }
 
 impl Image {
+    /// Every regular file's inode and contents.
+    fn file_contents(&self) -> impl Iterator<Item = (Ino, Vec<u8>)> + '_ {
+        self.inodes.iter().filter_map(|(i, n)| match &n.kind {
+            Kind::File(c) => Some((*i, c.clone())),
+            _ => None,
+        })
+    }
+
     fn entries_mut(&mut self, dir: Ino) -> Option<&mut BTreeMap<OsString, Ino>> {
         match self.inodes.get_mut(&dir).map(|i| &mut i.kind) {
             Some(Kind::Dir(e)) => Some(e),
@@ -555,14 +563,7 @@ impl SimFs {
         let sim = SimFs::default();
         {
             let mut st = sim.lock();
-            st.synced = image
-                .inodes
-                .iter()
-                .filter_map(|(i, n)| match &n.kind {
-                    Kind::File(c) => Some((*i, c.clone())),
-                    _ => None,
-                })
-                .collect();
+            st.synced = image.file_contents().collect();
             st.live = image;
             st.boot = next_boot();
         }
@@ -1348,15 +1349,7 @@ impl FsDir for SimDir {
     fn sync_fs(&self) -> io::Result<()> {
         self.fs.enter(Call::SyncFs)?;
         let mut st = self.fs.lock();
-        let files: Vec<(Ino, Vec<u8>)> = st
-            .live
-            .inodes
-            .iter()
-            .filter_map(|(i, n)| match &n.kind {
-                Kind::File(c) => Some((*i, c.clone())),
-                _ => None,
-            })
-            .collect();
+        let files: Vec<(Ino, Vec<u8>)> = st.live.file_contents().collect();
         st.synced.extend(files);
         SimFs::push(&mut st, Op::SyncFs);
         Ok(())

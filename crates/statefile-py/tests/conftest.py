@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +20,20 @@ def skip_or_fail(why: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"cannot run under CI=true: {why}")
     pytest.skip(why)
+
+
+def wait_child(pid: int, seconds: float) -> int | None:
+    """The child's exit code, or None (killed) if it did not end in time."""
+    deadline = time.monotonic() + seconds
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.02)
 
 
 def temps(d: Path) -> list[str]:

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 
 import statefile
+from conftest import wait_child
 
 CLONE_NEWPID = 0x20000000
 
@@ -63,18 +64,6 @@ def _free(doc_path: Path) -> bool:
         os.close(fd)
 
 
-def _wait(pid: int, seconds: float) -> int | None:
-    """The child's exit code, or None (killed) if it did not end in time."""
-    deadline = time.monotonic() + seconds
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(0.02)
 
 
 def _write_while_held(doc_path: Path, value: Any, held: float, timeout: float) -> float:
@@ -188,7 +177,7 @@ def test_a_child_forked_while_a_helper_is_blocked_does_not_wait_for_that_helper(
     w.join(20)
     os.close(holder)
     assert wrote, "the parent's waiter did not get the lock"
-    code = _wait(pid, 30)
+    code = wait_child(pid, 30)
     assert code == 0, (
         f"the forked child's waits timed out though the lock was free (exit {code}: "
         "1 = its first wait, 2 = a later one): it adopted the parent's helper, which has "
@@ -224,10 +213,10 @@ def test_a_worker_forked_after_contended_waits_waits_with_its_own_helpers(tmp_pa
                     c = 0 if t < 2 else 8
                 finally:
                     os._exit(c)
-            code = _wait(gpid, 20) or 0
+            code = wait_child(gpid, 20) or 0
         finally:
             os._exit(code)
-    assert _wait(pid, 30) == 0
+    assert wait_child(pid, 30) == 0
     assert statefile.Doc(tmp_path / "w1.json").read() == {"n": "g"}
 
 
@@ -283,15 +272,15 @@ def test_a_process_in_a_nested_pid_namespace_with_its_parents_pid_starts_its_own
                                         c2 = 3 if _free(p) else 4
                                 finally:
                                     os._exit(c2)
-                            r = _wait(pid2, 20)
+                            r = wait_child(pid2, 20)
                             c1 = 94 if r is None else r
                     finally:
                         os._exit(c1)
-                r = _wait(pid1, 30)
+                r = wait_child(pid1, 30)
                 code = 95 if r is None else r
         finally:
             os._exit(code)
-    code = _wait(pid0, 40)
+    code = wait_child(pid0, 40)
     if code == 77:
         pytest.skip("unshare(CLONE_NEWPID) refused here")
     assert code == 0, (

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import statefile
-from conftest import temps
+from conftest import temps, wait_child
 
 
 def test_with_block_writes_on_a_clean_exit(tmp_path: Path) -> None:
@@ -434,18 +434,6 @@ def test_a_child_forked_inside_an_update_block_cannot_finish_it_and_does_not_han
     assert doc.read() == {"n": 2}
 
 
-def _wait(pid: int, seconds: float) -> int | None:
-    """The child's exit code, or None (killed) if it did not end in time."""
-    deadline = time.monotonic() + seconds
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            return None
-        time.sleep(0.05)
 
 
 def test_a_child_forked_in_the_default_factory_does_not_hang_leaving_the_block(tmp_path: Path) -> None:
@@ -468,7 +456,7 @@ def test_a_child_forked_in_the_default_factory_does_not_hang_leaving_the_block(t
         raise
     if forked[0] == 0:
         os._exit(6)  # the child left the block as if it had written
-    code = _wait(forked[0], 10)
+    code = wait_child(forked[0], 10)
     assert code is not None, "the child forked in the default factory hung leaving the block"
     assert code == 0, code
     assert doc.read() == {"who": "parent"}
@@ -491,7 +479,7 @@ def test_a_child_forked_in_an_update_function_writes_nothing(tmp_path: Path) -> 
             seen["child"] = True
             data["n"] = 99
             return 0
-        seen["code"] = _wait(pid, 10)
+        seen["code"] = wait_child(pid, 10)
         seen["on_disk"] = json.loads(path.read_text())
         data["n"] = 2
         return pid
@@ -541,7 +529,7 @@ def test_a_child_forked_after_waiting_for_a_lock_waits_for_one_too(tmp_path: Pat
             code = 0 if took < 4 else 8
         finally:
             os._exit(code)
-    assert _wait(pid, 20) == 0
+    assert wait_child(pid, 20) == 0
     assert doc.read() == {"n": 2}
     assert _write_while_held_elsewhere(doc, {"n": 3}) >= 0.15
     assert doc.read() == {"n": 3}
