@@ -114,10 +114,28 @@ impl Prepared {
         opts: &Options,
         dirs: Option<&mut Dirs>,
     ) -> Result<Prepared> {
+        let target = names::resolve_for_write(opts.fs.as_ref(), path, confine)?;
+        Prepared::open_target(target, opts, dirs)
+    }
+
+    /// [`Prepared::open_in`] for a path resolved already (by
+    /// [`names::resolve_for_write`]).
+    fn open_target(
+        target: Target,
+        opts: &Options,
+        mut dirs: Option<&mut Dirs>,
+    ) -> Result<Prepared> {
         let fs = &opts.fs;
-        let target = names::resolve_for_write(fs.as_ref(), path, confine)?;
-        ensure_dir(fs.as_ref(), &target, opts.create_dirs, opts.durability)?;
-        let dir = dir_handle(fs.as_ref(), &target, dirs)?;
+        // The directory opened first: where it exists (nearly always) that is all it
+        // takes. Where it cannot be opened, `ensure_dir` says why (or makes it), as it
+        // would have said before the open, and the open is tried again.
+        let dir = match dir_handle(fs.as_ref(), &target, dirs.as_deref_mut()) {
+            Ok(dir) => dir,
+            Err(_) => {
+                ensure_dir(fs.as_ref(), &target, opts.create_dirs, opts.durability)?;
+                dir_handle(fs.as_ref(), &target, dirs)?
+            }
+        };
         let entry = lock::Entry::open(fs, dir.as_ref(), &target.lock_name(), &target.lock_path())?;
         Ok(Prepared {
             target,
@@ -174,20 +192,28 @@ impl Locked {
     /// Step 0: [`Prepared::open`], then take the lock, then bind the write to the
     /// tree's journal ([`Locked::bind`]), starting again if that had to release the lock.
     pub(crate) fn open(path: &Path, confine: Option<&Path>, opts: &Options) -> Result<Locked> {
-        Locked::open_in(path, confine, opts, None)
+        Locked::open_in(path, confine, opts, None, None)
     }
 
     /// [`Locked::open`], sharing directory handles through `dirs` (see [`Dirs`]).
+    /// `resolved`: `path` as the caller resolved it just now (with
+    /// [`names::resolve_for_write`]), used for the first attempt; an attempt that must
+    /// start again resolves `path` anew.
     pub(crate) fn open_in(
         path: &Path,
         confine: Option<&Path>,
         opts: &Options,
         mut dirs: Option<&mut Dirs>,
+        mut resolved: Option<Target>,
     ) -> Result<Locked> {
         let wait = lock::Wait::new(opts.lock_timeout);
         let mut closed = None;
         loop {
-            let w = Prepared::open_in(path, confine, opts, dirs.as_deref_mut())?.lock(wait)?;
+            let prepared = match resolved.take() {
+                Some(target) => Prepared::open_target(target, opts, dirs.as_deref_mut())?,
+                None => Prepared::open_in(path, confine, opts, dirs.as_deref_mut())?,
+            };
+            let w = prepared.lock(wait)?;
             if let Some(w) = w.bind(opts, &mut closed)? {
                 return Ok(w);
             }
@@ -294,28 +320,43 @@ impl Current {
     /// A file over `max` bytes is [`Current::TooLarge`] when looked at, having been
     /// read no further than `max` + 1 bytes.
     pub(crate) fn probe(w: &Locked, look: bool, max: u64) -> Result<Current> {
+        Current::probe_keeping(w, look, max, false).map(|(current, _)| current)
+    }
+
+    /// [`Current::probe`], also handing back the bytes looked at if `keep` (see
+    /// [`file::inspect_keeping`]): for a transaction, whose read of the document would
+    /// otherwise open and read it a second time.
+    pub(crate) fn probe_keeping(
+        w: &Locked,
+        look: bool,
+        max: u64,
+        keep: bool,
+    ) -> Result<(Current, Option<Vec<u8>>)> {
         let t = &w.target;
         let meta = match w.dir.stat(&t.name) {
             Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Current::Missing),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Current::Missing, None)),
             Err(e) => return Err(Error::io("inspect", &t.path, e)),
         };
         if meta.file_type != FileType::File {
             return Err(file::not_regular(&t.path, meta.file_type));
         }
         if !look {
-            return Ok(Current::File { meta, seen: None });
+            return Ok((Current::File { meta, seen: None }, None));
         }
         if meta.len > max {
-            return Ok(Current::TooLarge { meta, max });
+            return Ok((Current::TooLarge { meta, max }, None));
         }
         Ok(
-            match file::inspect_within(w.dir.as_ref(), &t.name, &t.path, max)? {
-                Some(seen) => Current::File {
-                    meta,
-                    seen: Some(seen),
-                },
-                None => Current::TooLarge { meta, max },
+            match file::inspect_keeping(w.dir.as_ref(), &t.name, &t.path, max, keep)? {
+                Some((seen, bytes)) => (
+                    Current::File {
+                        meta,
+                        seen: Some(seen),
+                    },
+                    bytes,
+                ),
+                None => (Current::TooLarge { meta, max }, None),
             },
         )
     }

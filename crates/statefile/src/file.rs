@@ -114,7 +114,7 @@ pub(crate) fn read(
 /// Hash the regular file `name` in `dir` and check whether it parses, streaming (the
 /// file may be large).
 pub(crate) fn inspect(dir: &dyn FsDir, name: &OsStr, path: &Path) -> Result<Seen> {
-    inspect_with(dir, name, path, false, u64::MAX).map(|(seen, _)| seen)
+    inspect_with(dir, name, path, false, u64::MAX, false).map(|(seen, _, _)| seen)
 }
 
 /// [`inspect`] a file that may be larger than `max` bytes
@@ -128,8 +128,21 @@ pub(crate) fn inspect_within(
     path: &Path,
     max: u64,
 ) -> Result<Option<Seen>> {
-    match inspect_with(dir, name, path, false, max) {
-        Ok((seen, _)) => Ok(Some(seen)),
+    Ok(inspect_keeping(dir, name, path, max, false)?.map(|(seen, _)| seen))
+}
+
+/// [`inspect_within`], also handing back the bytes looked at if `keep` and the file
+/// was small enough to be read whole (up to 16 MiB), so that a caller about to read
+/// the file (a transaction's read of a document it locked) need not read it again.
+pub(crate) fn inspect_keeping(
+    dir: &dyn FsDir,
+    name: &OsStr,
+    path: &Path,
+    max: u64,
+    keep: bool,
+) -> Result<Option<(Seen, Option<Vec<u8>>)>> {
+    match inspect_with(dir, name, path, false, max, keep) {
+        Ok((seen, _, bytes)) => Ok(Some((seen, bytes))),
         Err(e) if e.too_large().is_some() => Ok(None),
         Err(e) => Err(e),
     }
@@ -146,7 +159,7 @@ pub(crate) fn inspect_readable(
     path: &Path,
     max: u64,
 ) -> Result<(Seen, Option<String>)> {
-    inspect_with(dir, name, path, true, max)
+    inspect_with(dir, name, path, true, max, false).map(|(seen, found, _)| (seen, found))
 }
 
 fn inspect_with(
@@ -155,7 +168,8 @@ fn inspect_with(
     path: &Path,
     reserved: bool,
     max: u64,
-) -> Result<(Seen, Option<String>)> {
+    keep: bool,
+) -> Result<(Seen, Option<String>, Option<Vec<u8>>)> {
     /// Up to this size the file is read whole: parsing a slice is several times faster
     /// than parsing a stream. Larger files stream, so memory stays bounded.
     const IN_MEMORY: u64 = 16 << 20;
@@ -181,7 +195,7 @@ fn inspect_with(
                 version: Version::of(&bytes),
                 parses,
             };
-            return Ok((seen, found));
+            return Ok((seen, found, keep.then_some(bytes)));
         }
         Box::new(io::Cursor::new(bytes).chain(f))
     } else {
@@ -202,7 +216,7 @@ fn inspect_with(
         return Err(Error::over_limit("read", path, None, max));
     }
     let found = if parses { scan.found() } else { None };
-    Ok((Seen { version, parses }, found))
+    Ok((Seen { version, parses }, found, None))
 }
 
 /// A reader that shows what it reads to a [`json::ReservedScan`], if given one.

@@ -10,7 +10,7 @@
 //! has its new version or none has.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::atomic::{self, Change, Current, Dirs, Locked, Part, Plan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::json::SerializeError;
+use crate::names::Target;
 use crate::store::Store;
 use crate::version::{OverLimit, Version, over_limit};
 use crate::{file, json, names};
@@ -63,6 +64,10 @@ struct Held {
     w: Locked,
     /// What is there (version looked at), as of when it was locked.
     current: Current,
+    /// The bytes `current` was looked at in, kept (within [`KEEP_BYTES`] for the whole
+    /// transaction) until the transaction changes the document: what
+    /// [`Transaction::read`] parses, rather than reading the file a second time.
+    looked: Option<Vec<u8>>,
     /// The change to commit, if any.
     change: Option<Pending>,
 }
@@ -72,6 +77,10 @@ enum Pending {
     Put(Vec<u8>),
     Delete,
 }
+
+/// At most this many bytes of the documents a transaction locked are kept from the
+/// look at them under the lock (see `Held::looked`); past it, a read reads the file.
+const KEEP_BYTES: u64 = 32 << 20;
 
 /// The documents of a running transaction: see [`Store::transaction`].
 #[derive(Debug)]
@@ -84,6 +93,8 @@ pub struct Transaction<'s> {
     names: BTreeMap<String, PathBuf>,
     /// A document that sorted before one already locked: the attempt starts again.
     missed: Option<String>,
+    /// The bytes kept in `held` (see `Held::looked`), bounded by [`KEEP_BYTES`].
+    kept: u64,
     /// The handles of the held documents' directories, one per directory. Declared
     /// last: dropped after the locks.
     dirs: Dirs,
@@ -96,6 +107,7 @@ impl<'s> Transaction<'s> {
             held: BTreeMap::new(),
             names: BTreeMap::new(),
             missed: None,
+            kept: 0,
             dirs: Dirs::new(),
         }
     }
@@ -103,22 +115,39 @@ impl<'s> Transaction<'s> {
     /// The resolved path of the store's document `name` (the lock order's key): the
     /// one it was held under if the transaction holds it, else resolved now.
     pub(crate) fn key(&self, name: &str) -> Result<PathBuf> {
+        self.lookup(name).map(|(key, _)| key)
+    }
+
+    /// [`Transaction::key`], and the resolved target if `name` was resolved now (not
+    /// bound to a held document): what locking it starts from, rather than resolving
+    /// the path a second time.
+    fn lookup(&self, name: &str) -> Result<(PathBuf, Option<Target>)> {
+        // Held already under this name: the file it locked (and read), without
+        // resolving the path again (a symlink changed meanwhile must not send a write
+        // to another file than the one read).
         if let Some(key) = self.names.get(name) {
-            return Ok(key.clone());
+            return Ok((key.clone(), None));
         }
         names::check_store_name(name)?;
         let opts = self.store.options();
         let path = self.store.root().join(name);
-        Ok(names::resolve_for_write(opts.fs.as_ref(), &path, Some(self.store.root()))?.path)
+        let target = names::resolve_for_write(opts.fs.as_ref(), &path, Some(self.store.root()))?;
+        Ok((target.path.clone(), Some(target)))
     }
 
     /// Lock `name` (blocking, with the lock timeout) if it sorts after every document
     /// held; otherwise mark the attempt for a restart.
     fn hold(&mut self, name: &str) -> Result<&mut Held> {
-        // Held already under this name: the file it locked (and read), without
-        // resolving the path again (a symlink changed meanwhile must not send a write
-        // to another file than the one read).
-        let key = self.key(name)?;
+        let found = self.lookup(name)?;
+        self.hold_as(name, found)
+    }
+
+    /// [`Transaction::hold`], `name` looked up already ([`Transaction::lookup`]).
+    fn hold_as(
+        &mut self,
+        name: &str,
+        (key, target): (PathBuf, Option<Target>),
+    ) -> Result<&mut Held> {
         if !self.held.contains_key(&key) {
             if self
                 .held
@@ -143,7 +172,7 @@ impl<'s> Transaction<'s> {
             {
                 return Err(in_the_way(name, &above.1.name));
             }
-            self.lock(name, key.clone())?;
+            self.lock(name, key.clone(), target)?;
         }
         // Bound: later calls naming it (an alias of a document held under another name
         // too) reach this file, whatever the name points at by then.
@@ -151,13 +180,14 @@ impl<'s> Transaction<'s> {
         Ok(self.held.get_mut(&key).expect("just locked"))
     }
 
-    fn lock(&mut self, name: &str, key: PathBuf) -> Result<()> {
+    fn lock(&mut self, name: &str, key: PathBuf, target: Option<Target>) -> Result<()> {
         let path = self.store.root().join(name);
         let w = Locked::open_in(
             &path,
             Some(self.store.root()),
             self.store.options(),
             Some(&mut self.dirs),
+            target,
         )?;
         if w.target.path != key {
             // The path resolves elsewhere now (a symlink changed): order by what is locked.
@@ -168,7 +198,11 @@ impl<'s> Transaction<'s> {
             ));
         }
         let max = self.store.options().max_document_bytes;
-        let current = Current::probe(&w, true, max)?;
+        let (current, mut looked) = Current::probe_keeping(&w, true, max, self.kept < KEEP_BYTES)?;
+        match &looked {
+            Some(b) if b.len() as u64 <= KEEP_BYTES - self.kept => self.kept += b.len() as u64,
+            _ => looked = None,
+        }
         self.names.insert(name.to_string(), key.clone());
         self.held.insert(
             key,
@@ -176,6 +210,7 @@ impl<'s> Transaction<'s> {
                 name: name.to_string(),
                 w,
                 current,
+                looked,
                 change: None,
             },
         );
@@ -186,13 +221,17 @@ impl<'s> Transaction<'s> {
     fn lock_all(&mut self, names: &BTreeSet<String>) -> Result<()> {
         let mut keyed = Vec::with_capacity(names.len());
         for n in names {
-            keyed.push((self.key(n)?, n.clone()));
+            let (key, target) = self.lookup(n)?;
+            keyed.push((key, n.clone(), target));
         }
-        keyed.sort();
-        let aliases = keyed.clone();
+        keyed.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let aliases: Vec<(PathBuf, String)> = keyed
+            .iter()
+            .map(|(k, n, _)| (k.clone(), n.clone()))
+            .collect();
         keyed.dedup_by(|a, b| a.0 == b.0);
-        for (key, name) in keyed {
-            self.lock(&name, key)?;
+        for (key, name, target) in keyed {
+            self.lock(&name, key, target)?;
         }
         // Every name, aliases too, bound to the file it resolved to and was locked as.
         for (key, name) in aliases {
@@ -217,6 +256,9 @@ impl<'s> Transaction<'s> {
         match &h.change {
             Some(Pending::Put(bytes)) => json::parse(bytes, &t.path).map(Some),
             Some(Pending::Delete) => Ok(None),
+            None if h.looked.is_some() => {
+                json::parse(h.looked.as_deref().unwrap_or_default(), &t.path).map(Some)
+            }
             None => match file::read(h.w.dir.as_ref(), &t.name, &t.path, max) {
                 Ok((bytes, _)) => json::parse(&bytes, &t.path).map(Some),
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -326,7 +368,8 @@ impl<'s> Transaction<'s> {
     /// once; as [`Transaction::read`].
     pub fn write<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
         let format = self.store.options().format;
-        let key = self.key(name)?;
+        let found = self.lookup(name)?;
+        let key = found.0.clone();
         // A document it holds below this one has this name's directory: the rename
         // could never happen, so nothing may be committed.
         if let Some(below) = self
@@ -348,7 +391,7 @@ impl<'s> Transaction<'s> {
             })
             .sum();
         let max = self.store.options().max_document_bytes;
-        let h = self.hold(name)?;
+        let h = self.hold_as(name, found)?;
         let path = &h.w.target.path;
         let room = match &h.w.journal {
             Some(b) => b.journal.max_transaction().saturating_sub(others),
@@ -383,6 +426,7 @@ impl<'s> Transaction<'s> {
             }
         }
         h.change = Some(Pending::Put(out.bytes));
+        self.forget_looked(&key);
         Ok(())
     }
 
@@ -418,6 +462,8 @@ impl<'s> Transaction<'s> {
             Current::File { .. } => Some(Pending::Delete),
             Current::TooLarge { .. } => unreachable!("refused above"),
         };
+        let key = h.w.target.path.clone();
+        self.forget_looked(&key);
         Ok(())
     }
 
@@ -460,6 +506,14 @@ impl<'s> Transaction<'s> {
             d.version = v;
         }
         Ok(TxReceipt { documents: docs })
+    }
+
+    /// Drop the bytes kept from the look at the document held as `key`: changed by the
+    /// transaction, its reads see the change.
+    fn forget_looked(&mut self, key: &Path) {
+        if let Some(b) = self.held.get_mut(key).and_then(|h| h.looked.take()) {
+            self.kept -= b.len() as u64;
+        }
     }
 
     fn names(&self) -> impl Iterator<Item = &String> {

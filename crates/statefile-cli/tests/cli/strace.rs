@@ -405,3 +405,71 @@ fn tx_locks_each_document_once_whatever_the_order_of_its_operations() {
          {ascending} in ascending order"
     );
 }
+
+/// A transaction looked at each document's file twice under its lock: the look that
+/// finds its version opened and read it, then the transaction's read opened and read
+/// it again (and its name was resolved twice, once for the lock order, once to lock
+/// it). Now the read parses the bytes the look read, and the lock starts from the
+/// resolution the order was taken from: each document is opened for reading once, and
+/// its name looked up (`statx` of the path, not following a symlink) once (but the
+/// first one locked, whose lock opens the journal in this process and starts again).
+#[test]
+fn tx_opens_and_resolves_each_document_once() {
+    if !have_strace() {
+        return;
+    }
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "."]).ok();
+    for (doc, v) in [("a.json", r#"{"n": 2}"#), ("b.json", r#"{"n": 0}"#)] {
+        s.run_in(&["put", doc], v.as_bytes()).ok();
+    }
+    let ops = serde_json::json!([
+        {"op": "get", "doc": "a.json"},
+        {"op": "patch", "doc": "a.json", "merge": {"n": 1}},
+        {"op": "patch", "doc": "b.json", "merge": {"n": 1}},
+        {"op": "get", "doc": "b.json"},
+    ]);
+    let text = traced(
+        &s,
+        "openat,openat2,statx,newfstatat",
+        &["tx", "."],
+        ops.to_string().as_bytes(),
+    );
+    for doc in ["a.json", "b.json"] {
+        let reads = text
+            .lines()
+            .filter(|l| {
+                call(l) == "openat"
+                    && quoted(l).last().is_some_and(|q| q == doc)
+                    && !l.contains("O_PATH")
+                    && !l.contains("O_CREAT")
+                    && result(l).is_some_and(|fd| fd >= 0)
+            })
+            .count();
+        assert_eq!(reads, 1, "{doc} opened for reading {reads} times:\n{text}");
+        if doc == "a.json" {
+            // The first lock a process takes in a journaled store opens the journal
+            // and starts again, resolving anew.
+            continue;
+        }
+        let lookups = text
+            .lines()
+            .filter(|l| {
+                call(l) == "statx"
+                    && l.contains("AT_SYMLINK_NOFOLLOW")
+                    && quoted(l)
+                        .first()
+                        .is_some_and(|q| q.ends_with(&format!("/{doc}")))
+            })
+            .count();
+        assert_eq!(
+            lookups, 1,
+            "{doc}'s path looked up {lookups} times:\n{text}"
+        );
+    }
+    for doc in ["a.json", "b.json"] {
+        let out = s.run(&["get", doc]).ok();
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(v, serde_json::json!({"n": 1}), "{doc}");
+    }
+}
