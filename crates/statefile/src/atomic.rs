@@ -48,7 +48,7 @@ use crate::error::{
     Context, Error, ErrorKind, Result, caused_by_out_of_descriptors, errno, out_of_descriptors,
 };
 use crate::file::{self, Seen};
-use crate::fs::{FileType, Fs, FsDir, FsFile, Metadata};
+use crate::fs::{FileType, Fs, FsDir, FsFile, Held, Metadata};
 use crate::journal::{self, AfterUnlock, AppendError, Binding, Bound, Entry, Op};
 use crate::json::SerializeError;
 use crate::lock::{self, LockGuard};
@@ -627,7 +627,7 @@ pub(crate) fn replace_plain(
     if mutants::active(Mutant::InPlace) {
         return mutants::write_in_place(w, plan.durability, &temp.disarm(), version, bytes);
     }
-    temp.rename_over_target(last_link(current, &aside))?; //          7.
+    temp.rename_over_target(last_link(current, &aside), None)?; //    7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //       8.
     let durability = sync_dir(w, plan, &version)?; //                 9.
     Ok(Receipt {
@@ -652,7 +652,8 @@ pub(crate) fn replace_plain(
 /// made; the flush then mostly waits for what is already under way:
 ///
 /// ```text
-///       open the document         kept until J2, for a withdraw (see [`Kept`])
+///       open the document         kept for a withdraw until J2 (see [`Kept`]), then
+///                                 held across the rename of step 7
 ///  J1.  append the record         name, bytes, version, the version replaced, and the
 ///                                 mode and owner the document is meant to have
 ///       start writing it out      a hint to the kernel; nothing durable yet
@@ -767,9 +768,12 @@ fn replace_journaled(
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
     }
-    drop(kept);
     let swap = j.swap && current.meta().is_some();
-    temp.put_in_place(swap, last_link(current, &aside)) //              7.
+    // The file opened for a withdraw is the one the rename replaces (unless another
+    // program replaced it meanwhile): it holds it across the rename, as step 7 would
+    // open it to.
+    let held = kept.map(|k| Box::new(k.file) as Held);
+    temp.put_in_place(swap, last_link(current, &aside), held) //        7.
         .map_err(|e| committed_not_applied(t, &version, e))?;
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     j.finished(&ticket, &w.after, &b.opts); //                           J3.
@@ -833,7 +837,9 @@ struct Undo<'a> {
 /// between. Opened first, a write in a process out of descriptors (EMFILE, ENFILE)
 /// fails before anything is appended, with nothing to withdraw; and the withdraw needs
 /// no descriptor of its own, which the failure it answers (another thread took the
-/// last one just before the temp file's turn) may leave it unable to get.
+/// last one just before the temp file's turn) may leave it unable to get. Once the
+/// record is flushed it holds the replaced file across the rename (see
+/// [`Temp::rename_over_target`]), where one would otherwise be opened for that.
 struct Kept {
     file: Box<dyn FsFile>,
     meta: Metadata,
@@ -1259,7 +1265,7 @@ pub(crate) fn commit_many(
             Staged::Put(temp, aside) => {
                 let v = v.as_ref().expect("a put has a version");
                 let swap = j.swap && p.current.meta().is_some();
-                temp.put_in_place(swap, last_link(&p.current, &aside)) //    7.
+                temp.put_in_place(swap, last_link(&p.current, &aside), None) // 7.
                     .map_err(|e| committed_not_applied(t, v, e))?;
                 if let Some(a) = aside {
                     a.rotate(plan.backups); //                                8.
@@ -1329,7 +1335,7 @@ fn finish_direct(
     if marker {
         sync_kept(w, b, plan, current)?;
     }
-    temp.rename_over_target(last_link(current, &aside))?; //             7.
+    temp.rename_over_target(last_link(current, &aside), None)?; //       7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     // The `direct` record says the file and its directory are synced, and a replay
     // leaves the file as it is from then on: under `Data` too, whose writes in journal
@@ -1771,10 +1777,10 @@ impl<'a> Temp<'a> {
     /// the background, so that the rename only unlinks it and freeing its blocks is off
     /// the writer's path. A hold that fails (the file already gone, a file system
     /// without holds) changes only who frees the blocks: it is not an error.
-    fn rename_over_target(mut self, last: bool) -> Result<()> {
+    fn rename_over_target(mut self, last: bool, held: Option<Held>) -> Result<()> {
         let t = &self.w.target;
         let held = if last {
-            self.w.dir.hold(&t.name).ok().flatten()
+            held.or_else(|| self.w.dir.hold(&t.name).ok().flatten())
         } else {
             None
         };
@@ -1801,19 +1807,19 @@ impl<'a> Temp<'a> {
     /// the swap back fails, the new version stays at the document's name and the
     /// directory under the temp's name (never removed: recovery reports it), and the
     /// error says where it is.
-    fn put_in_place(mut self, swap: bool, last: bool) -> Result<()> {
+    fn put_in_place(mut self, swap: bool, last: bool, held: Option<Held>) -> Result<()> {
         let t = &self.w.target;
         if !swap {
-            return self.rename_over_target(last);
+            return self.rename_over_target(last, held);
         }
         match self.w.dir.exchange(&self.name, &t.name) {
             Ok(()) => {}
-            Err(e) if cannot_exchange(&e) => return self.rename_over_target(last),
+            Err(e) if cannot_exchange(&e) => return self.rename_over_target(last, held),
             Err(e) => return Err(e).ctx("rename temp file over", &t.path),
         }
         // The temp's name now holds what was at the document's name.
         let held = if last {
-            self.w.dir.hold(&self.name).ok().flatten()
+            held.or_else(|| self.w.dir.hold(&self.name).ok().flatten())
         } else {
             None
         };
