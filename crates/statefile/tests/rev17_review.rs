@@ -247,3 +247,94 @@ fn read_tx_follows_a_symlink_retargeted_while_another_process_held_a_lock() {
     .unwrap();
     assert_eq!(r, vec![Some(json!(1)), Some(json!("y"))]);
 }
+
+// What held (passes before and after the fix).
+
+/// Reads after the transaction's own write and delete, through a symlink alias and
+/// through the name itself, see the change, not the bytes kept from the look.
+#[test]
+fn reads_through_aliases_see_the_transactions_own_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let store = store_at(&root);
+    store
+        .doc::<Value>("a.json")
+        .unwrap()
+        .write(&json!("a0"))
+        .unwrap();
+    store
+        .doc::<Value>("sub/b.json")
+        .unwrap()
+        .write(&json!("b0"))
+        .unwrap();
+    symlink("a.json", root.join("la.json")).unwrap();
+    symlink("sub", root.join("lsub")).unwrap();
+    store
+        .transaction(|tx| {
+            assert_eq!(tx.read::<Value>("la.json")?, Some(json!("a0")));
+            assert_eq!(tx.read::<Value>("lsub/b.json")?, Some(json!("b0")));
+            tx.write("a.json", &json!("a1"))?;
+            assert_eq!(tx.read::<Value>("la.json")?, Some(json!("a1")));
+            tx.delete("lsub/b.json")?;
+            assert_eq!(tx.read::<Value>("sub/b.json")?, None);
+            tx.write("sub/b.json", &json!("b2"))?;
+            assert_eq!(tx.read::<Value>("lsub/b.json")?, Some(json!("b2")));
+            Ok::<_, statefile::Error>(())
+        })
+        .unwrap();
+}
+
+/// Past the 32 MiB kept, and for documents streamed (over 16 MiB), reads read the
+/// file: every value read whole and right, and its version the one `version` reports.
+#[test]
+fn many_and_large_documents_read_right_past_the_kept_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let store = Store::open_with(&root, Options::new()).unwrap();
+    let big = |n: usize, c: char| Value::String(std::iter::repeat_n(c, n).collect());
+    let docs = [
+        ("d0.json", big(15 << 20, 'a')),
+        ("d1.json", big(15 << 20, 'b')),
+        ("d2.json", big(15 << 20, 'c')),
+        ("d3.json", big(20 << 20, 'd')),
+        ("d4.json", json!({"small": true})),
+    ];
+    for (n, v) in &docs {
+        store.doc::<Value>(n).unwrap().write(v).unwrap();
+    }
+    let names: Vec<&str> = docs.iter().map(|(n, _)| *n).collect();
+    let got = store.read_tx::<Value>(&names).unwrap();
+    for ((n, v), g) in docs.iter().zip(got) {
+        assert!(g.as_ref() == Some(v), "{n}");
+    }
+    store
+        .transaction(|tx| {
+            for (n, _) in &docs {
+                let bytes = std::fs::read(root.join(n)).unwrap();
+                assert_eq!(tx.version(n)?, Some(statefile::Version::of(&bytes)), "{n}");
+            }
+            Ok::<_, statefile::Error>(())
+        })
+        .unwrap();
+}
+
+/// A missing directory (create_dirs off), a file where the directory should be: the
+/// same kinds as a plain write.
+#[test]
+fn a_missing_directory_or_a_file_in_its_place_fails_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let store = Store::open_with(&root, Options::new()).unwrap();
+    statefile::journal::enable(&root, store.options(), common::small()).unwrap();
+    let e = store
+        .transaction(|tx| tx.write("nodir/a.json", &json!(1)))
+        .unwrap_err();
+    assert_eq!(e.kind(), statefile::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    std::fs::write(root.join("file"), b"x").unwrap();
+    let e = store
+        .transaction(|tx| tx.write("file/a.json", &json!(1)))
+        .unwrap_err();
+    assert_eq!(e.kind(), statefile::ErrorKind::InvalidName, "{e}");
+    assert!(!root.join("nodir").exists());
+}
