@@ -191,6 +191,8 @@ pub struct LockGuard {
     file: Option<Box<dyn FsLockFile>>,
     entry: Entry,
     waited: Duration,
+    /// Whether taking it had to wait for another holder (this process's or another's).
+    contended: bool,
     /// The process that took the lock. A child forked while it was held has a copy of
     /// the guard and of the descriptor, which shares the parent's open file (and so its
     /// `flock`): the child must not unlock it.
@@ -201,6 +203,12 @@ impl LockGuard {
     /// How long acquiring the lock took.
     pub fn waited(&self) -> Duration {
         self.waited
+    }
+
+    /// Whether taking the lock had to wait for another holder (in this process or
+    /// another): time passed in which anything unlocked (a symlink) may have changed.
+    pub(crate) fn contended(&self) -> bool {
+        self.contended
     }
 }
 
@@ -336,20 +344,28 @@ pub(crate) fn acquire_in(
         deadline,
         timeout,
     } = wait;
+    let mut contended = false;
     loop {
-        if !entry.shared.fifo.acquire(deadline) {
-            return Err(timeout_error(path, timeout));
+        // Free at once: taken as `acquire` would take it (nobody queued, nobody holds it).
+        if !entry.shared.fifo.try_acquire() {
+            contended = true;
+            if !entry.shared.fifo.acquire(deadline) {
+                return Err(timeout_error(path, timeout));
+            }
         }
         let mut guard = LockGuard {
             file: None,
             entry,
             waited: Duration::ZERO,
+            contended,
             owner: std::process::id(),
         };
         let file = open(dir, name, path)?;
-        let Some(file) = flock(&guard.entry, file, deadline).ctx("lock", path)? else {
+        let Some((file, waited)) = flock(&guard.entry, file, deadline).ctx("lock", path)? else {
             return Err(timeout_error(path, timeout));
         };
+        contended |= waited;
+        guard.contended = contended;
         if still_linked(dir, file.as_ref(), name).ctx("lock", path)? {
             guard.file = Some(file);
             guard.waited = start.elapsed();
@@ -386,19 +402,21 @@ struct HelperState {
 }
 
 /// Take the `flock` on `file` (a fresh descriptor of `entry`'s lock file) by
-/// `deadline`: `Ok(None)` on timeout. Tries at once, even past the deadline.
+/// `deadline`: `Ok(None)` on timeout. Tries at once, even past the deadline. With
+/// the file, whether it had to wait (the lock was held when first tried).
 fn flock(
     entry: &Entry,
     file: Box<dyn FsLockFile>,
     deadline: Instant,
-) -> io::Result<Option<Box<dyn FsLockFile>>> {
+) -> io::Result<Option<(Box<dyn FsLockFile>, bool)>> {
     if crate::fs::retry(|| file.try_lock())? {
-        return Ok(Some(file));
+        return Ok(Some((file, false)));
     }
-    match helper_for(entry, file) {
+    let waited = match helper_for(entry, file) {
         Ok(helper) => wait_for_helper(&helper, deadline),
         Err(file) => poll(file, deadline),
-    }
+    };
+    Ok(waited?.map(|file| (file, true)))
 }
 
 /// The helper blocked in `flock` on this lock file, adopted or started for `file`
@@ -631,6 +649,7 @@ pub(crate) fn try_acquire(
         file: None,
         entry,
         waited: Duration::ZERO,
+        contended: false,
         owner: std::process::id(),
     };
     let file = open(dir, name, path)?;

@@ -230,8 +230,14 @@ impl<'s> Transaction<'s> {
             .map(|(k, n, _)| (k.clone(), n.clone()))
             .collect();
         keyed.dedup_by(|a, b| a.0 == b.0);
+        // Each lock starts from the resolution taken above while no lock before it had
+        // to wait: a wait for another writer leaves time for a name to be made or
+        // changed into a symlink, and the names after it are resolved again (one that
+        // resolves elsewhere by then starts the transaction again, in the new order).
+        let mut fresh = true;
         for (key, name, target) in keyed {
-            self.lock(&name, key, target)?;
+            self.lock(&name, key.clone(), target.filter(|_| fresh))?;
+            fresh &= !self.held.get(&key).is_some_and(|h| h.w.lock.contended());
         }
         // Every name, aliases too, bound to the file it resolved to and was locked as.
         for (key, name) in aliases {
