@@ -80,7 +80,7 @@ enum Pending {
 
 /// At most this many bytes of the documents a transaction locked are kept from the
 /// look at them under the lock (see `Held::looked`); past it, a read reads the file.
-const KEEP_BYTES: u64 = 32 << 20;
+const KEEP_BYTES: u64 = 8 << 20;
 
 /// The documents of a running transaction: see [`Store::transaction`].
 #[derive(Debug)]

@@ -284,7 +284,7 @@ fn reads_through_aliases_see_the_transactions_own_changes() {
         .unwrap();
 }
 
-/// Past the 32 MiB kept, and for documents streamed (over 16 MiB), reads read the
+/// Past the 8 MiB kept, and for documents streamed (over 16 MiB), reads read the
 /// file: every value read whole and right, and its version the one `version` reports.
 #[test]
 fn many_and_large_documents_read_right_past_the_kept_bytes() {
