@@ -21,6 +21,10 @@ struct Fuse {
 
 impl Fuse {
     fn mount() -> Option<Fuse> {
+        Fuse::mount_with(&[])
+    }
+
+    fn mount_with(env: &[(&str, &str)]) -> Option<Fuse> {
         if !Path::new("/dev/fuse").exists() {
             return None;
         }
@@ -43,6 +47,7 @@ impl Fuse {
             .arg(script)
             .arg(&back)
             .arg(&mnt)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -69,7 +74,7 @@ impl Fuse {
 
 impl Drop for Fuse {
     fn drop(&mut self) {
-        let _ = Command::new("fusermount").arg("-u").arg(&self.mnt).status();
+        let _ = Command::new("fusermount").arg("-uz").arg(&self.mnt).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -102,4 +107,38 @@ fn a_journaled_write_on_fuse_leaves_no_hidden_file_behind() {
         seen.is_empty(),
         "journaled writes left the replaced versions hidden in the directory: {seen:?}"
     );
+}
+
+/// A document's read descriptor keeps `O_NONBLOCK` (eec6d0a), which a FUSE daemon
+/// sees in every open and read request: with a passthrough daemon that opens its
+/// backing file with the flags given, reads, and backups copied where links are
+/// refused, in and out of journal mode, still work.
+#[test]
+fn reads_and_copied_backups_on_a_fuse_passthrough_work_with_o_nonblock() {
+    let Some(fuse) = Fuse::mount_with(&[("REV18_NO_LINK", "1")]) else {
+        return;
+    };
+    let plain = statefile::Store::open_with(&fuse.mnt, fresh().backups(2)).unwrap();
+    for i in 0..4 {
+        put(&plain, "plain.json", json!({ "n": i }));
+        assert_eq!(get(&plain, "plain.json"), json!({ "n": i }));
+    }
+    let doc = plain.doc::<serde_json::Value>("plain.json").unwrap();
+    assert_eq!(doc.backups().unwrap().len(), 2);
+    drop(plain);
+    let store = journaled_with(&fuse.mnt, fresh().backups(2));
+    for i in 0..4 {
+        put(&store, "doc.json", json!({ "n": i }));
+        assert_eq!(get(&store, "doc.json"), json!({ "n": i }));
+    }
+    let doc = store.doc::<serde_json::Value>("doc.json").unwrap();
+    let backups = doc.backups().unwrap();
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    for b in &backups {
+        let bytes = std::fs::read(&b.path).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(v["n"].as_i64().unwrap() < 3, "{v}");
+    }
+    statefile::journal::checkpoint(&fuse.mnt, store.options()).ok();
+    assert_eq!(get(&store, "doc.json"), json!({ "n": 3 }));
 }

@@ -15,13 +15,15 @@ class Loop(Operations):
     def rmdir(self, p): os.rmdir(self._p(p))
     def unlink(self, p): os.unlink(self._p(p))
     def rename(self, a, b): os.rename(self._p(a), self._p(b))
-    def link(self, t, n): os.link(self._p(n), self._p(t))
+    def link(self, t, n):
+        if os.environ.get('REV18_NO_LINK') and '/.statefile' not in t: raise FuseOSError(errno.EPERM)
+        os.link(self._p(n), self._p(t))
     def chmod(self, p, m): os.chmod(self._p(p), m)
     def chown(self, p, u, g): os.chown(self._p(p), u, g)
     def utimens(self, p, t=None): os.utime(self._p(p), t)
     def truncate(self, p, l, fh=None):
         with open(self._p(p), 'r+') as f: f.truncate(l)
-    def open(self, p, flags): return os.open(self._p(p), flags & ~os.O_NONBLOCK)
+    def open(self, p, flags): return os.open(self._p(p), flags)
     def create(self, p, mode, fi=None): return os.open(self._p(p), os.O_WRONLY|os.O_CREAT|os.O_EXCL, mode)
     def read(self, p, n, off, fh): os.lseek(fh, off, 0); return os.read(fh, n)
     def write(self, p, d, off, fh): os.lseek(fh, off, 0); return os.write(fh, d)
