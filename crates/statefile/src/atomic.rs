@@ -48,7 +48,7 @@ use crate::error::{
     Context, Error, ErrorKind, Result, caused_by_out_of_descriptors, errno, out_of_descriptors,
 };
 use crate::file::{self, Seen};
-use crate::fs::{FileType, Fs, FsDir, FsFile, Held, Metadata};
+use crate::fs::{FileType, Fs, FsDir, FsFile, Metadata};
 use crate::journal::{self, AfterUnlock, AppendError, Binding, Bound, Entry, Op};
 use crate::json::SerializeError;
 use crate::lock::{self, LockGuard};
@@ -627,7 +627,7 @@ pub(crate) fn replace_plain(
     if mutants::active(Mutant::InPlace) {
         return mutants::write_in_place(w, plan.durability, &temp.disarm(), version, bytes);
     }
-    temp.rename_over_target(last_link(current, &aside), None)?; //    7.
+    temp.rename_over_target(last_link(current, &aside))?; //          7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //       8.
     let durability = sync_dir(w, plan, &version)?; //                 9.
     Ok(Receipt {
@@ -652,8 +652,7 @@ pub(crate) fn replace_plain(
 /// made; the flush then mostly waits for what is already under way:
 ///
 /// ```text
-///       open the document         kept for a withdraw until J2 (see [`Kept`]), then
-///                                 held across the rename of step 7
+///       open the document         kept until J2, for a withdraw (see [`Kept`])
 ///  J1.  append the record         name, bytes, version, the version replaced, and the
 ///                                 mode and owner the document is meant to have
 ///       start writing it out      a hint to the kernel; nothing durable yet
@@ -768,12 +767,14 @@ fn replace_journaled(
     if plan.durability != Durability::None {
         j.flush(&ticket)?; //                                            J2.
     }
+    // Closed before the rename, never kept to hold the replaced version across it (step
+    // 7 opens it `O_PATH` for that): a file open for reading when it is renamed over or
+    // unlinked is, to libfuse's high-level API (sshfs and most FUSE file systems), one
+    // to hide as `.fuse_hidden*` in the document's directory rather than remove, and
+    // an `O_PATH` open reaches no FUSE daemon (rev18).
+    drop(kept);
     let swap = j.swap && current.meta().is_some();
-    // The file opened for a withdraw is the one the rename replaces (unless another
-    // program replaced it meanwhile): it holds it across the rename, as step 7 would
-    // open it to.
-    let held = kept.map(|k| Box::new(k.file) as Held);
-    temp.put_in_place(swap, last_link(current, &aside), held) //        7.
+    temp.put_in_place(swap, last_link(current, &aside)) //              7.
         .map_err(|e| committed_not_applied(t, &version, e))?;
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     j.finished(&ticket, &w.after, &b.opts); //                           J3.
@@ -837,9 +838,7 @@ struct Undo<'a> {
 /// between. Opened first, a write in a process out of descriptors (EMFILE, ENFILE)
 /// fails before anything is appended, with nothing to withdraw; and the withdraw needs
 /// no descriptor of its own, which the failure it answers (another thread took the
-/// last one just before the temp file's turn) may leave it unable to get. Once the
-/// record is flushed it holds the replaced file across the rename (see
-/// [`Temp::rename_over_target`]), where one would otherwise be opened for that.
+/// last one just before the temp file's turn) may leave it unable to get.
 struct Kept {
     file: Box<dyn FsFile>,
     meta: Metadata,
@@ -1265,7 +1264,7 @@ pub(crate) fn commit_many(
             Staged::Put(temp, aside) => {
                 let v = v.as_ref().expect("a put has a version");
                 let swap = j.swap && p.current.meta().is_some();
-                temp.put_in_place(swap, last_link(&p.current, &aside), None) // 7.
+                temp.put_in_place(swap, last_link(&p.current, &aside)) //    7.
                     .map_err(|e| committed_not_applied(t, v, e))?;
                 if let Some(a) = aside {
                     a.rotate(plan.backups); //                                8.
@@ -1335,7 +1334,7 @@ fn finish_direct(
     if marker {
         sync_kept(w, b, plan, current)?;
     }
-    temp.rename_over_target(last_link(current, &aside), None)?; //       7.
+    temp.rename_over_target(last_link(current, &aside))?; //             7.
     let backup = aside.and_then(|a| a.rotate(plan.backups)); //          8.
     // The `direct` record says the file and its directory are synced, and a replay
     // leaves the file as it is from then on: under `Data` too, whose writes in journal
@@ -1777,10 +1776,10 @@ impl<'a> Temp<'a> {
     /// the background, so that the rename only unlinks it and freeing its blocks is off
     /// the writer's path. A hold that fails (the file already gone, a file system
     /// without holds) changes only who frees the blocks: it is not an error.
-    fn rename_over_target(mut self, last: bool, held: Option<Held>) -> Result<()> {
+    fn rename_over_target(mut self, last: bool) -> Result<()> {
         let t = &self.w.target;
         let held = if last {
-            held.or_else(|| self.w.dir.hold(&t.name).ok().flatten())
+            self.w.dir.hold(&t.name).ok().flatten()
         } else {
             None
         };
@@ -1807,19 +1806,19 @@ impl<'a> Temp<'a> {
     /// the swap back fails, the new version stays at the document's name and the
     /// directory under the temp's name (never removed: recovery reports it), and the
     /// error says where it is.
-    fn put_in_place(mut self, swap: bool, last: bool, held: Option<Held>) -> Result<()> {
+    fn put_in_place(mut self, swap: bool, last: bool) -> Result<()> {
         let t = &self.w.target;
         if !swap {
-            return self.rename_over_target(last, held);
+            return self.rename_over_target(last);
         }
         match self.w.dir.exchange(&self.name, &t.name) {
             Ok(()) => {}
-            Err(e) if cannot_exchange(&e) => return self.rename_over_target(last, held),
+            Err(e) if cannot_exchange(&e) => return self.rename_over_target(last),
             Err(e) => return Err(e).ctx("rename temp file over", &t.path),
         }
         // The temp's name now holds what was at the document's name.
         let held = if last {
-            held.or_else(|| self.w.dir.hold(&self.name).ok().flatten())
+            self.w.dir.hold(&self.name).ok().flatten()
         } else {
             None
         };

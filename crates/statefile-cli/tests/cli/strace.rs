@@ -123,20 +123,6 @@ impl<'a> Trace<'a> {
             .map_or(usize::MAX, |p| p + open)
     }
 
-    /// The last successful open of `name` (for reading: no `O_CREAT`) before line
-    /// `before`; panics naming `what` if none.
-    fn last_open_before(&self, what: &str, name: &str, before: usize) -> usize {
-        self.lines[..before]
-            .iter()
-            .rposition(|l| {
-                call(l).starts_with("open")
-                    && quoted(l) == [name]
-                    && !l.contains("O_CREAT")
-                    && result(l).is_some_and(|fd| fd >= 0)
-            })
-            .unwrap_or_else(|| panic!("no {what}:\n{}", self.text))
-    }
-
     fn any(&self, f: impl Fn(&str) -> bool) -> bool {
         self.lines.iter().any(|l| f(l))
     }
@@ -233,9 +219,8 @@ fn put_syncs_the_temp_then_renames_then_syncs_the_directory() {
 
 /// Journal mode: the record is appended to the journal and the journal fdatasynced
 /// before the rename; no file or directory is synced; and the version the rename
-/// replaces (its last link: no backups) is held across the rename by the descriptor
-/// opened on it before the append (for a withdraw), so that freeing its blocks is not
-/// inside `rename(2)`, without opening it a second time.
+/// replaces (its last link: no backups) is held by an `O_PATH` descriptor across the
+/// rename, so that freeing its blocks is not inside `rename(2)`.
 #[test]
 fn a_journal_write_flushes_the_journal_then_renames_holding_the_old_version() {
     if !have_strace() {
@@ -256,16 +241,10 @@ fn a_journal_write_flushes_the_journal_then_renames_holding_the_old_version() {
     let rename = t.at("rename over doc.json", |l| {
         call(l).starts_with("renameat") && quoted(l).get(1).map(String::as_str) == Some("doc.json")
     });
-    // The descriptor opened before the append for a withdraw holds the old version
-    // across the rename: no second open of it (`O_PATH`) for that.
-    let hold = t.last_open_before("open of doc.json before the rename", "doc.json", rename);
+    let hold = t.at("O_PATH open of doc.json", |l| {
+        call(l).starts_with("open") && quoted(l) == ["doc.json"] && l.contains("O_PATH")
+    });
     let closed = t.closed_after(hold);
-    assert!(
-        !t.any(|l| call(l).starts_with("open")
-            && quoted(l) == ["doc.json"]
-            && l.contains("O_PATH")),
-        "doc.json opened again to hold it:\n{text}"
-    );
     assert!(
         append < flush && flush < rename,
         "append, flush, rename out of order:\n{text}"
@@ -285,8 +264,8 @@ fn a_journal_write_flushes_the_journal_then_renames_holding_the_old_version() {
 /// exchanged (`renameat2(RENAME_EXCHANGE)`), never renamed over (ext4 writes a file
 /// renamed over another out at once, and freeing the replaced file waits for that
 /// I/O); no file or directory is synced. The replaced version, now at the temp's name
-/// (its last link: no backups), is held across its unlink by the descriptor opened on
-/// it before the append, so that freeing its blocks is not inside `unlink(2)`.
+/// (its last link: no backups), is held by an `O_PATH` descriptor across its unlink, so
+/// that freeing its blocks is not inside `unlink(2)`.
 #[test]
 fn a_journal_write_flushes_the_journal_then_exchanges_and_unlinks_holding_the_old_version() {
     if !have_strace() {
@@ -323,15 +302,9 @@ fn a_journal_write_flushes_the_journal_then_exchanges_and_unlinks_holding_the_ol
         !t.any(|l| call(l).starts_with("rename") && !l.contains("RENAME_EXCHANGE")),
         "a rename over the document:\n{text}"
     );
-    // The replaced version, opened at doc.json before the append (for a withdraw), is
-    // the file at the temp's name after the exchange: that descriptor holds it.
-    let hold = t.last_open_before("open of doc.json before the exchange", "doc.json", exchange);
-    assert!(
-        !t.any(|l| call(l).starts_with("open")
-            && quoted(l) == [temp.as_str()]
-            && l.contains("O_PATH")),
-        "the replaced version opened again to hold it:\n{text}"
-    );
+    let hold = t.at("O_PATH open of the replaced version", |l| {
+        call(l).starts_with("open") && quoted(l) == [temp.as_str()] && l.contains("O_PATH")
+    });
     let unlink = t.at("unlink of the replaced version", |l| {
         call(l).starts_with("unlink") && quoted(l) == [temp.as_str()] && result(l) == Some(0)
     });
@@ -341,7 +314,7 @@ fn a_journal_write_flushes_the_journal_then_exchanges_and_unlinks_holding_the_ol
         "append, flush, exchange out of order:\n{text}"
     );
     assert!(
-        hold < exchange && exchange < unlink && unlink < closed,
+        exchange < hold && hold < unlink && unlink < closed,
         "the old version was not held across its unlink:\n{text}"
     );
     assert!(

@@ -1,0 +1,277 @@
+//! rev18: hostile review of eec6d0a (journal mode holds the replaced version across
+//! the rename with the descriptor opened for a withdraw, not a fresh `O_PATH` one).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{fresh, get, journaled_with, put};
+use serde_json::json;
+
+/// A loopback FUSE file system (fusepy, so libfuse's high-level API: a file still open
+/// when it is renamed over or unlinked is hidden as `.fuse_hidden*`, as sshfs and every
+/// other high-level libfuse file system without `hard_remove` do), unmounted on drop.
+struct Fuse {
+    child: Child,
+    mnt: PathBuf,
+    _dirs: tempfile::TempDir,
+}
+
+impl Fuse {
+    fn mount() -> Option<Fuse> {
+        Fuse::mount_with(&[])
+    }
+
+    fn mount_with(env: &[(&str, &str)]) -> Option<Fuse> {
+        if !Path::new("/dev/fuse").exists() {
+            return None;
+        }
+        let ok = Command::new("python3")
+            .args(["-c", "import fuse"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: no python3 fusepy");
+            return None;
+        }
+        let dirs = tempfile::tempdir().unwrap();
+        let back = dirs.path().join("back");
+        let mnt = dirs.path().join("mnt");
+        std::fs::create_dir(&back).unwrap();
+        std::fs::create_dir(&mnt).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rev18/fuse_loop.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .arg(&back)
+            .arg(&mnt)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let f = Fuse {
+            child,
+            mnt,
+            _dirs: dirs,
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            if mounts.contains(f.mnt.to_str().unwrap()) {
+                return Some(f);
+            }
+            if Instant::now() > until {
+                eprintln!("skipped: the FUSE file system did not mount");
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Fuse {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount")
+            .arg("-uz")
+            .arg(&self.mnt)
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn hidden(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".fuse_hidden"))
+        .collect()
+}
+
+/// A journaled write leaves nothing but the document in its directory once it
+/// returns. Holding the replaced version across the rename with the descriptor opened
+/// for a withdraw (a real open, unlike `O_PATH`) makes libfuse's high-level API see
+/// the file as open when it is renamed over: it hides it as `.fuse_hidden*` in the
+/// document's directory instead of removing it, until the releasing thread closes it.
+#[test]
+fn a_journaled_write_on_fuse_leaves_no_hidden_file_behind() {
+    let Some(fuse) = Fuse::mount() else { return };
+    let store = journaled_with(&fuse.mnt, fresh().backups(0));
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        put(&store, "doc.json", json!({ "n": i }));
+        seen.extend(hidden(&fuse.mnt));
+    }
+    assert_eq!(get(&store, "doc.json"), json!({ "n": 4 }));
+    assert!(
+        seen.is_empty(),
+        "journaled writes left the replaced versions hidden in the directory: {seen:?}"
+    );
+}
+
+/// A document's read descriptor keeps `O_NONBLOCK` (eec6d0a), which a FUSE daemon
+/// sees in every open and read request: with a passthrough daemon that opens its
+/// backing file with the flags given, reads, and backups copied where links are
+/// refused, in and out of journal mode, still work.
+#[test]
+fn reads_and_copied_backups_on_a_fuse_passthrough_work_with_o_nonblock() {
+    let Some(fuse) = Fuse::mount_with(&[("REV18_NO_LINK", "1")]) else {
+        return;
+    };
+    let plain = statefile::Store::open_with(&fuse.mnt, fresh().backups(2)).unwrap();
+    for i in 0..4 {
+        put(&plain, "plain.json", json!({ "n": i }));
+        assert_eq!(get(&plain, "plain.json"), json!({ "n": i }));
+    }
+    let doc = plain.doc::<serde_json::Value>("plain.json").unwrap();
+    assert_eq!(doc.backups().unwrap().len(), 2);
+    drop(plain);
+    let store = journaled_with(&fuse.mnt, fresh().backups(2));
+    for i in 0..4 {
+        put(&store, "doc.json", json!({ "n": i }));
+        assert_eq!(get(&store, "doc.json"), json!({ "n": i }));
+    }
+    let doc = store.doc::<serde_json::Value>("doc.json").unwrap();
+    let backups = doc.backups().unwrap();
+    assert_eq!(backups.len(), 2, "{backups:?}");
+    for b in &backups {
+        let bytes = std::fs::read(&b.path).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(v["n"].as_i64().unwrap() < 3, "{v}");
+    }
+    statefile::journal::checkpoint(&fuse.mnt, store.options()).ok();
+    assert_eq!(get(&store, "doc.json"), json!({ "n": 3 }));
+}
+
+mod no_holds {
+    use std::ffi::OsStr;
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use statefile::fs::{DirEntry, Fs, FsDir, FsFile, FsLockFile, FsRwFile, Held, Metadata, OsFs};
+
+    /// The real file system, as one without holds ([`FsDir::hold`] is `Ok(None)`) that,
+    /// like Windows without `FILE_SHARE_DELETE`, refuses (`EBUSY`) to rename over a
+    /// file this process has open.
+    #[derive(Debug)]
+    pub struct NoHolds;
+
+    #[derive(Debug)]
+    struct NoHoldsDir(Box<dyn FsDir>);
+
+    /// Whether a descriptor of this process is open on the file `m` names.
+    fn open_here(m: &Metadata) -> bool {
+        std::fs::read_dir("/proc/self/fd").unwrap().any(|e| {
+            let p = e.unwrap().path();
+            std::fs::metadata(&p).is_ok_and(|s| {
+                use std::os::unix::fs::MetadataExt;
+                s.dev() == m.dev && s.ino() == m.ino
+            })
+        })
+    }
+
+    impl Fs for NoHolds {
+        fn open_dir(&self, dir: &Path) -> io::Result<Box<dyn FsDir>> {
+            Ok(Box::new(NoHoldsDir(OsFs.open_dir(dir)?)))
+        }
+        fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+            OsFs.metadata(path)
+        }
+        fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
+            OsFs.symlink_metadata(path)
+        }
+        fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+            OsFs.read_link(path)
+        }
+        fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+            OsFs.canonicalize(path)
+        }
+        fn umask(&self) -> u32 {
+            OsFs.umask()
+        }
+        fn boot_id(&self) -> Option<u128> {
+            OsFs.boot_id()
+        }
+    }
+
+    impl FsDir for NoHoldsDir {
+        fn create_new(&self, name: &OsStr, mode: u32) -> io::Result<Box<dyn FsFile>> {
+            self.0.create_new(name, mode)
+        }
+        fn open_read(&self, name: &OsStr) -> io::Result<Box<dyn FsFile>> {
+            self.0.open_read(name)
+        }
+        fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
+            self.0.open_lock(name)
+        }
+        fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
+            self.0.stat(name)
+        }
+        fn metadata(&self) -> io::Result<Metadata> {
+            self.0.metadata()
+        }
+        fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+            if self.0.stat(to).is_ok_and(|m| m.is_file() && open_here(&m)) {
+                return Err(io::Error::from_raw_os_error(16));
+            }
+            self.0.rename(from, to)
+        }
+        fn hold(&self, _: &OsStr) -> io::Result<Option<Held>> {
+            Ok(None)
+        }
+        fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
+            self.0.hard_link(original, link)
+        }
+        fn remove_file(&self, name: &OsStr) -> io::Result<()> {
+            self.0.remove_file(name)
+        }
+        fn create_dir(&self, name: &OsStr) -> io::Result<()> {
+            self.0.create_dir(name)
+        }
+        fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
+            self.0.remove_dir(name)
+        }
+        fn open_dir(&self, name: &OsStr) -> io::Result<Box<dyn FsDir>> {
+            Ok(Box::new(NoHoldsDir(self.0.open_dir(name)?)))
+        }
+        fn sync(&self) -> io::Result<()> {
+            self.0.sync()
+        }
+        fn sync_fs(&self) -> io::Result<()> {
+            self.0.sync_fs()
+        }
+        fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
+            self.0.read_dir()
+        }
+        fn open_rw(&self, name: &OsStr, mode: u32, create: bool) -> io::Result<Box<dyn FsRwFile>> {
+            self.0.open_rw(name, mode, create)
+        }
+        fn check_write_access(&self, name: &OsStr) -> io::Result<()> {
+            self.0.check_write_access(name)
+        }
+    }
+
+    pub fn fs() -> Arc<dyn Fs> {
+        Arc::new(NoHolds)
+    }
+}
+
+/// A file system without holds ([`statefile::fs::FsDir::hold`] answers `Ok(None)`:
+/// "the rename frees the old version itself") keeps nothing open on the version a
+/// journaled write replaces across its rename: eec6d0a held it anyway with the
+/// descriptor opened for a withdraw, so such a file system (here one that refuses to
+/// rename over a file open in the process, as Windows does) failed every journaled
+/// write of an existing document.
+#[test]
+fn a_file_system_without_holds_gets_nothing_held_across_a_journaled_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = journaled_with(dir.path(), fresh().backups(0).fs(no_holds::fs()));
+    for i in 0..3 {
+        put(&store, "doc.json", json!({ "n": i }));
+    }
+    assert_eq!(get(&store, "doc.json"), json!({ "n": 2 }));
+}
