@@ -20,23 +20,27 @@ struct Fuse {
 }
 
 impl Fuse {
-    fn mount() -> Option<Fuse> {
+    fn mount() -> Fuse {
         Fuse::mount_with(&[])
     }
 
-    fn mount_with(env: &[(&str, &str)]) -> Option<Fuse> {
-        if !Path::new("/dev/fuse").exists() {
-            return None;
-        }
+    /// Mounted, or a panic saying what is missing: the tests that need it are ignored
+    /// by default (CI machines may have no `/dev/fuse`) and run by hand with
+    /// `--ignored`, where a missing piece must not pass for a success.
+    fn mount_with(env: &[(&str, &str)]) -> Fuse {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "no /dev/fuse (apt-get install fuse3; a container needs --device /dev/fuse)"
+        );
         let ok = Command::new("python3")
             .args(["-c", "import fuse"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("skipped: no python3 fusepy");
-            return None;
-        }
+        assert!(
+            ok,
+            "no python3 fusepy (pip install fusepy; apt-get install libfuse2)"
+        );
         let dirs = tempfile::tempdir().unwrap();
         let back = dirs.path().join("back");
         let mnt = dirs.path().join("mnt");
@@ -51,7 +55,7 @@ impl Fuse {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?;
+            .expect("start the FUSE file system");
         let f = Fuse {
             child,
             mnt,
@@ -61,12 +65,12 @@ impl Fuse {
         loop {
             let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
             if mounts.contains(f.mnt.to_str().unwrap()) {
-                return Some(f);
+                return f;
             }
-            if Instant::now() > until {
-                eprintln!("skipped: the FUSE file system did not mount");
-                return None;
-            }
+            assert!(
+                Instant::now() < until,
+                "the FUSE file system did not mount in 10 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -97,8 +101,9 @@ fn hidden(dir: &Path) -> Vec<String> {
 /// the file as open when it is renamed over: it hides it as `.fuse_hidden*` in the
 /// document's directory instead of removing it, until the releasing thread closes it.
 #[test]
+#[ignore = "needs /dev/fuse, fusermount and python3 with fusepy (libfuse2): run by hand with --ignored"]
 fn a_journaled_write_on_fuse_leaves_no_hidden_file_behind() {
-    let Some(fuse) = Fuse::mount() else { return };
+    let fuse = Fuse::mount();
     let store = journaled_with(&fuse.mnt, fresh().backups(0));
     let mut seen = Vec::new();
     for i in 0..5 {
@@ -117,10 +122,9 @@ fn a_journaled_write_on_fuse_leaves_no_hidden_file_behind() {
 /// backing file with the flags given, reads, and backups copied where links are
 /// refused, in and out of journal mode, still work.
 #[test]
+#[ignore = "needs /dev/fuse, fusermount and python3 with fusepy (libfuse2): run by hand with --ignored"]
 fn reads_and_copied_backups_on_a_fuse_passthrough_work_with_o_nonblock() {
-    let Some(fuse) = Fuse::mount_with(&[("REV18_NO_LINK", "1")]) else {
-        return;
-    };
+    let fuse = Fuse::mount_with(&[("REV18_NO_LINK", "1")]);
     let plain = statefile::Store::open_with(&fuse.mnt, fresh().backups(2)).unwrap();
     for i in 0..4 {
         put(&plain, "plain.json", json!({ "n": i }));
