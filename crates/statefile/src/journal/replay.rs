@@ -2190,6 +2190,7 @@ pub(super) fn enable(
             Ok(()) => Ok(()),
             // Enabled by someone else meanwhile: theirs stands.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) if link_refused(&e) => publish_unlinked(meta.as_ref(), &temp, &root),
             Err(e) => Err(Error::io("create", &super::shown(&root), e)),
         }
     })();
@@ -2198,6 +2199,30 @@ pub(super) fn enable(
     meta.sync().ctx("sync directory", &root.join(META_DIR))?;
     tracing::info!(journal = %super::shown(&root).display(), capacity, "journal mode enabled");
     status(fs, &root, opts)
+}
+
+/// [`enable`]'s last step where the file system will not make a hard link (FAT and
+/// exFAT, some FUSE and network file systems: [`link_refused`]): the new journal `temp`
+/// renamed to its name, unless a journal is there already (another enable's, which
+/// stands). The check and the rename are under the exclusive `flock` of the shared
+/// state file, which every other enable takes for the same step here (a file system
+/// that refuses one link refuses them all), so that no journal in use is replaced.
+fn publish_unlinked(meta: &dyn crate::fs::FsDir, temp: &str, root: &Path) -> Result<()> {
+    let shm_path = root.join(META_DIR).join(SHM);
+    let shm = meta
+        .open_rw(OsStr::new(SHM), 0o600, false)
+        .ctx("open", &shm_path)?;
+    shm.lock(crate::fs::LockMode::Exclusive)
+        .ctx("lock", &shm_path)?;
+    let published = match meta.stat(OsStr::new(LOG)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => meta
+            .rename(OsStr::new(temp), OsStr::new(LOG))
+            .ctx("create", &super::shown(root)),
+        Err(e) => Err(Error::io("create", &super::shown(root), e)),
+    };
+    let _ = shm.unlock();
+    published
 }
 
 /// A `.statefile/journal` strictly below `dir`, not following symlinked directories.
