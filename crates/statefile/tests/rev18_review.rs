@@ -150,120 +150,6 @@ fn reads_and_copied_backups_on_a_fuse_passthrough_work_with_o_nonblock() {
     assert_eq!(get(&store, "doc.json"), json!({ "n": 3 }));
 }
 
-mod no_holds {
-    use std::ffi::OsStr;
-    use std::io;
-    use std::path::{Path, PathBuf};
-    use std::sync::Arc;
-
-    use statefile::fs::{DirEntry, Fs, FsDir, FsFile, FsLockFile, FsRwFile, Held, Metadata, OsFs};
-
-    /// The real file system, as one without holds ([`FsDir::hold`] is `Ok(None)`) that,
-    /// like Windows without `FILE_SHARE_DELETE`, refuses (`EBUSY`) to rename over a
-    /// file this process has open.
-    #[derive(Debug)]
-    pub struct NoHolds;
-
-    #[derive(Debug)]
-    struct NoHoldsDir(Box<dyn FsDir>);
-
-    /// Whether a descriptor of this process is open on the file `m` names.
-    fn open_here(m: &Metadata) -> bool {
-        std::fs::read_dir("/proc/self/fd").unwrap().any(|e| {
-            let p = e.unwrap().path();
-            std::fs::metadata(&p).is_ok_and(|s| {
-                use std::os::unix::fs::MetadataExt;
-                s.dev() == m.dev && s.ino() == m.ino
-            })
-        })
-    }
-
-    impl Fs for NoHolds {
-        fn open_dir(&self, dir: &Path) -> io::Result<Box<dyn FsDir>> {
-            Ok(Box::new(NoHoldsDir(OsFs.open_dir(dir)?)))
-        }
-        fn metadata(&self, path: &Path) -> io::Result<Metadata> {
-            OsFs.metadata(path)
-        }
-        fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
-            OsFs.symlink_metadata(path)
-        }
-        fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
-            OsFs.read_link(path)
-        }
-        fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
-            OsFs.canonicalize(path)
-        }
-        fn umask(&self) -> u32 {
-            OsFs.umask()
-        }
-        fn boot_id(&self) -> Option<u128> {
-            OsFs.boot_id()
-        }
-    }
-
-    impl FsDir for NoHoldsDir {
-        fn create_new(&self, name: &OsStr, mode: u32) -> io::Result<Box<dyn FsFile>> {
-            self.0.create_new(name, mode)
-        }
-        fn open_read(&self, name: &OsStr) -> io::Result<Box<dyn FsFile>> {
-            self.0.open_read(name)
-        }
-        fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
-            self.0.open_lock(name)
-        }
-        fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
-            self.0.stat(name)
-        }
-        fn metadata(&self) -> io::Result<Metadata> {
-            self.0.metadata()
-        }
-        fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
-            if self.0.stat(to).is_ok_and(|m| m.is_file() && open_here(&m)) {
-                return Err(io::Error::from_raw_os_error(16));
-            }
-            self.0.rename(from, to)
-        }
-        fn hold(&self, _: &OsStr) -> io::Result<Option<Held>> {
-            Ok(None)
-        }
-        fn hard_link(&self, original: &OsStr, link: &OsStr) -> io::Result<()> {
-            self.0.hard_link(original, link)
-        }
-        fn remove_file(&self, name: &OsStr) -> io::Result<()> {
-            self.0.remove_file(name)
-        }
-        fn create_dir(&self, name: &OsStr) -> io::Result<()> {
-            self.0.create_dir(name)
-        }
-        fn remove_dir(&self, name: &OsStr) -> io::Result<()> {
-            self.0.remove_dir(name)
-        }
-        fn open_dir(&self, name: &OsStr) -> io::Result<Box<dyn FsDir>> {
-            Ok(Box::new(NoHoldsDir(self.0.open_dir(name)?)))
-        }
-        fn sync(&self) -> io::Result<()> {
-            self.0.sync()
-        }
-        fn sync_fs(&self) -> io::Result<()> {
-            self.0.sync_fs()
-        }
-        fn read_dir(&self) -> io::Result<Vec<DirEntry>> {
-            self.0.read_dir()
-        }
-        fn open_rw(&self, name: &OsStr, mode: u32, create: bool) -> io::Result<Box<dyn FsRwFile>> {
-            self.0.open_rw(name, mode, create)
-        }
-        fn check_write_access(&self, name: &OsStr) -> io::Result<()> {
-            self.0.check_write_access(name)
-        }
-    }
-
-    pub fn fs() -> Arc<dyn Fs> {
-        Arc::new(NoHolds)
-    }
-}
-
 /// A file system without holds ([`statefile::fs::FsDir::hold`] answers `Ok(None)`:
 /// "the rename frees the old version itself") keeps nothing open on the version a
 /// journaled write replaces across its rename: eec6d0a held it anyway with the
@@ -273,7 +159,9 @@ mod no_holds {
 #[test]
 fn a_file_system_without_holds_gets_nothing_held_across_a_journaled_rename() {
     let dir = tempfile::tempdir().unwrap();
-    let store = journaled_with(dir.path(), fresh().backups(0).fs(no_holds::fs()));
+    let fs = common::Twisted::new();
+    *fs.busy_rename_over_open.lock().unwrap() = true;
+    let store = journaled_with(dir.path(), fresh().backups(0).fs(fs));
     for i in 0..3 {
         put(&store, "doc.json", json!({ "n": i }));
     }

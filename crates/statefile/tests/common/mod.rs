@@ -139,6 +139,21 @@ pub struct Twisted {
     /// Files opened for reading say they are 1 byte long (whatever their length), as
     /// a file does that grows between its `fstat` and its read.
     pub understate_len: Arc<Mutex<bool>>,
+    /// Renames over a file this process has open fail with `EBUSY`, as on Windows
+    /// without `FILE_SHARE_DELETE`. (Twisted has no holds: `FsDir::hold` is the
+    /// default, `Ok(None)`.)
+    pub busy_rename_over_open: Arc<Mutex<bool>>,
+}
+
+/// Whether a descriptor of this process is open on the file `m` describes.
+fn open_here(m: &Metadata) -> bool {
+    std::fs::read_dir("/proc/self/fd").unwrap().any(|e| {
+        let p = e.unwrap().path();
+        std::fs::metadata(&p).is_ok_and(|s| {
+            use std::os::unix::fs::MetadataExt;
+            s.dev() == m.dev && s.ino() == m.ino
+        })
+    })
 }
 
 impl Twisted {
@@ -313,6 +328,14 @@ impl FsDir for TwistedDir {
         self.inner.stat(name)
     }
     fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        if *self.fs.busy_rename_over_open.lock().unwrap()
+            && self
+                .inner
+                .stat(to)
+                .is_ok_and(|m| m.is_file() && open_here(&m))
+        {
+            return Err(io::Error::from_raw_os_error(16));
+        }
         self.inner.rename(from, to)
     }
     fn exchange(&self, a: &OsStr, b: &OsStr) -> io::Result<()> {
