@@ -27,5 +27,17 @@ fn _statefile(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tx::Transaction>()?;
     files::register(m)?;
     journal::register(m)?;
+    m.add_function(wrap_pyfunction!(_after_fork_in_child, m)?)?;
     Ok(())
+}
+
+/// Registered with `os.register_at_fork(after_in_child=...)` by the package: the child
+/// of an `os.fork()` (multiprocessing, gunicorn, ...) makes its own lock queues, helper
+/// threads and journal handles instead of using its parent's copies, whose mutexes a
+/// thread of the parent may have held at the fork and whose `flock` locks are the
+/// parent's (see `statefile::after_fork_in_child`; the library also tells a child by its
+/// process id, which this covers where the two are equal: pid namespaces).
+#[pyfunction]
+fn _after_fork_in_child() {
+    statefile::after_fork_in_child();
 }

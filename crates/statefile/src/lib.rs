@@ -73,6 +73,7 @@ mod names;
 mod options;
 pub mod patch;
 pub mod pointer;
+mod process;
 mod recover;
 mod store;
 mod tx;
@@ -95,6 +96,7 @@ pub use json::{
 pub use lock::LockGuard;
 pub use names::MAX_NAME_LEN;
 pub use options::{BackupMade, BackupMethod, Durability, Options, ReadPolicy, Receipt};
+pub use process::after_fork_in_child;
 pub use recover::{Action, Finding, Problem, Report, Scan, ScanMode, recover, verify};
 pub use store::Store;
 pub use tx::{Transaction, TxDocument, TxReceipt};

@@ -28,12 +28,13 @@ use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fs::{FileType, Fs, FsDir, FsLockFile};
 use crate::group;
+use crate::process::PerProcess;
 
 /// (file system instance, device, inode) of a lock file.
 type Key = (usize, u64, u64);
@@ -117,9 +118,10 @@ pub(crate) struct Shared {
 /// not grow this map forever.
 type Registry = Mutex<HashMap<Key, (Arc<Shared>, usize)>>;
 
+/// This process's (see [`crate::process`]: a forked child has its own).
 fn registry() -> &'static Registry {
-    static REG: OnceLock<Registry> = OnceLock::new();
-    REG.get_or_init(Default::default)
+    static REG: PerProcess<Registry> = PerProcess::new();
+    REG.get()
 }
 
 /// A use of one lock file's [`Shared`] state; the state lives while it has users.
@@ -483,8 +485,9 @@ type Job = Box<dyn FnOnce(Box<dyn FsLockFile>) + Send>;
 /// processes). A thread idle that long ends, so an idle process keeps none.
 mod helpers {
     use super::{FsLockFile, Job, MAX_HELPERS, lock_ignoring_poison};
+    use crate::process::PerProcess;
     use std::collections::VecDeque;
-    use std::sync::{Condvar, Mutex, OnceLock, PoisonError};
+    use std::sync::{Condvar, Mutex, PoisonError};
     use std::time::Duration;
 
     /// How long a helper thread waits for another `flock` to block in before it ends.
@@ -502,17 +505,17 @@ mod helpers {
         threads: usize,
     }
 
+    #[derive(Default)]
     struct Pool {
         state: Mutex<State>,
         work: Condvar,
     }
 
+    /// This process's (see [`crate::process`]: a forked child, which has none of these
+    /// threads, has its own, and never waits for the mutex a thread of its parent held).
     fn pool() -> &'static Pool {
-        static POOL: OnceLock<Pool> = OnceLock::new();
-        POOL.get_or_init(|| Pool {
-            state: Mutex::new(State::default()),
-            work: Condvar::new(),
-        })
+        static POOL: PerProcess<Pool> = PerProcess::new();
+        POOL.get()
     }
 
     /// Have a helper thread run `job` on `file`: an idle one, else a new one if fewer

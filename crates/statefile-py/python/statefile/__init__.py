@@ -44,8 +44,9 @@ documents as one consistent state; ``store.apply(ops)`` takes the operations of
 Threads: every call releases the GIL while it waits, so other threads run.
 ``asyncio``: call it through ``await asyncio.to_thread(doc.write, value)`` (the event
 loop must not wait for a disk sync or a lock). ``multiprocessing``: handles can be
-created in any process (fork or spawn); with fork, start children while no statefile
-call is in progress in another thread (locks held then stay with the parent's thread).
+created in any process (fork or spawn); a forked child makes its own lock queues, helper
+threads and journal handles (a lock a parent thread holds at the fork stays the
+parent's: the child waits for it as another process would).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from ._statefile import (
     Store,
     Transaction,
     Update,
+    _after_fork_in_child,
     _read_json,
     checkpoint,
     disable_journal,
@@ -93,6 +95,12 @@ from ._types import (
     TxReceipt,
     Versioned,
 )
+
+# A child of os.fork() (multiprocessing's default on Linux, gunicorn's workers) makes its
+# own lock queues, helper threads and journal handles: its parent's copies may have a
+# mutex held by a thread that the child does not have, and their flock locks are the
+# parent's (a journal written by both through them would be damaged).
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 __all__ = [
     "Backup",

@@ -263,9 +263,11 @@ pub(crate) fn locate(fs: &dyn Fs, dir: &Path) -> Result<Option<(PathBuf, (u64, u
 /// this process. An entry whose file system was dropped (a simulation) is forgotten.
 type Registry = Mutex<Vec<(Weak<dyn Fs>, usize, (u64, u64), Arc<Journal>)>>;
 
+/// This process's: a forked child opens its own journals (see [`crate::process`]; the
+/// parent's handles' locks are the parent's, shared through the copied descriptors).
 fn registry() -> &'static Registry {
-    static REG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
-    REG.get_or_init(Default::default)
+    static REG: crate::process::PerProcess<Registry> = crate::process::PerProcess::new();
+    REG.get()
 }
 
 fn fs_id(fs: &Arc<dyn Fs>) -> usize {

@@ -57,9 +57,11 @@ struct PerFs {
 
 type Cache = Mutex<HashMap<usize, PerFs>>;
 
+/// This process's (see [`crate::process`]): a forked child must not reach its parent's
+/// journal handles through it.
 fn cache() -> &'static Cache {
-    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default)
+    static CACHE: crate::process::PerProcess<Cache> = crate::process::PerProcess::new();
+    CACHE.get()
 }
 
 /// Before reading the resolved document `target`: if a journal governs it, make sure
