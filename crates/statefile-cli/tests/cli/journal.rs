@@ -660,3 +660,32 @@ fn verify_and_recover_print_a_record_the_replay_skips() {
     assert_eq!(s.json("d-old/a.json"), json!({"v": 1}));
     s.run(&["verify", "."]).ok();
 }
+
+// Regression: a `direct` write (a document too large for the journal's ring) changed
+// since by another program was printed "to replay" by `journal status` and `verify`
+// (exit 5), though a replay leaves such a file as it is (`recover` replayed nothing).
+#[test]
+fn a_direct_write_is_never_to_replay() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    let big = format!("{{\"s\": \"{}\"}}", "x".repeat(20_000));
+    s.run_in(&["put", "big.json"], big.as_bytes()).ok();
+    let out = s.run(&["journal", "status", "."]).ok();
+    assert!(out.stdout.contains("1 records since"), "{}", out.stdout);
+    assert!(!out.stdout.contains("to replay"), "{}", out.stdout);
+    // Over verify's limit: reported as such, and not as a replay.
+    let out = s.run(&["verify", "--max-document", "8K", "."]).code(5);
+    assert!(out.stdout.contains("too large"), "{}", out.stdout);
+    assert!(!out.stdout.contains("journal record"), "{}", out.stdout);
+
+    s.write("big.json", b"{\"by\": \"hand\"}\n");
+    let out = s.run(&["journal", "status", "."]).ok();
+    assert!(!out.stdout.contains("to replay"), "{}", out.stdout);
+    s.run(&["verify", "."]).ok();
+    s.run(&["recover", "."]).ok();
+    assert_eq!(
+        s.json("big.json"),
+        json!({"by": "hand"}),
+        "a replay leaves it"
+    );
+}

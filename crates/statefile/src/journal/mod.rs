@@ -209,7 +209,7 @@ pub fn status(path: impl AsRef<Path>, opts: &Options) -> Result<Option<JournalSt
         _ => dir,
     };
     match locate(opts.fs.as_ref(), &dir)? {
-        Some((root, _)) => replay::status(&opts.fs, &root, opts).map(Some),
+        Some((root, _)) => replay::status(&opts.fs, &root).map(Some),
         None => Ok(None),
     }
 }
@@ -491,7 +491,7 @@ pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recov
     j.adopt_dead(opts, false)?;
     let mut skipped = Vec::new();
     if repair {
-        let status = replay::status(&opts.fs, root, opts)?;
+        let status = replay::status(&opts.fs, root)?;
         for p in status.to_replay.iter().filter(|p| !p.in_flight) {
             // One that can no longer be written where its record names it is skipped,
             // as a replay skips it: it must not stop the repair of the others, nor the

@@ -1900,7 +1900,7 @@ fn start_writeback(fs: &dyn crate::fs::Fs, by_dir: &ToSync) {
 }
 
 /// See [`super::status`].
-pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<JournalStatus> {
+pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path) -> Result<JournalStatus> {
     let meta = super::open_meta_dir(fs.as_ref(), root)?;
     let path = super::shown(root);
     let log = meta
@@ -1923,7 +1923,7 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
             continue;
         };
         let full = root.join(rel);
-        match look(fs.as_ref(), root, &full, e, opts.max_document_bytes)? {
+        match look(fs.as_ref(), root, &full, e)? {
             Look::Holds => {}
             Look::Differs => to_replay.push(PendingDocument {
                 path: full,
@@ -1955,7 +1955,8 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
 
 /// What a replay would do with a document's last record: see [`look`].
 enum Look {
-    /// Nothing: the document holds it.
+    /// Nothing: the document holds it, or it is a `direct` write's, which a replay
+    /// leaves as it is.
     Holds,
     /// Rewrite the document from it.
     Differs,
@@ -1971,12 +1972,16 @@ enum Look {
 /// now leads through a symlink to a file that does not hold the record's version (the
 /// replay after a reboot applies it there if that file holds an older version of the
 /// document, [`Journal::reached_through_link`]; until then it is reported all the
-/// same, for a person to look). Otherwise, and for deletes and `direct` writes,
-/// [`differs`] says.
-fn look(fs: &dyn Fs, root: &Path, path: &Path, e: &EntryMeta, max: u64) -> Result<Look> {
+/// same, for a person to look). Otherwise, and for deletes, [`differs`] says. A
+/// `direct` write's is never replayed (the file was written durably outside the
+/// journal, which has none of its bytes: a replay leaves whatever is there), so it is
+/// never to replay, and the file is not looked at (it may be larger than any limit).
+fn look(fs: &dyn Fs, root: &Path, path: &Path, e: &EntryMeta) -> Result<Look> {
     let verdict = |d: bool| if d { Look::Differs } else { Look::Holds };
-    let Action::Put(p) = &e.action else {
-        return differs(fs, path, e, max).map(verdict);
+    let p = match &e.action {
+        Action::Direct(_) => return Ok(Look::Holds),
+        Action::Delete => return differs(fs, path, e).map(verdict),
+        Action::Put(p) => p,
     };
     let t = match crate::names::resolve_for_write(fs, path, Some(root)) {
         Ok(t) => t,
@@ -2014,30 +2019,22 @@ fn look(fs: &dyn Fs, root: &Path, path: &Path, e: &EntryMeta, max: u64) -> Resul
             "{} is at its name",
             m.file_type.describe()
         ))),
-        _ => differs(fs, path, e, max).map(verdict),
+        _ => differs(fs, path, e).map(verdict),
     }
 }
 
-/// Whether the document at `path` is not what its last entry `e` left (a missing one is
-/// what a delete left), read through its directory's handle, regular files only. Looked
-/// at no more than that takes, so that a huge file planted at a document's name (this
-/// runs at every store's open and verify) costs no more than the document would: a put
-/// left exactly its record's bytes, so a file of another length differs unread, and one
-/// of its length is hashed; a direct write's file is hashed within `max`
-/// ([`Options::max_document_bytes`]; over it, it differs), unless its entry says its
-/// version was not computed (a withdraw kept a file over the limit: see
-/// [`Version::not_computed`]); any file where a delete left none differs. So does
-/// anything statefile never writes at its name (a FIFO, a directory, a symlink: records
-/// name the file their writer resolved), and a directory of its path that is missing, a
-/// symlink or a file (a rename by hand): the document is not at its name, as if missing.
-/// Neither is an error: whoever can do that to the tree must not stop every `verify`
-/// and `recover` of it (a replay skips such a document).
-fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
-    // A file over the size limit, kept as it was by a withdraw: the file is the truth
-    // (what a replay leaves), whatever is there now; its version is never shown.
-    if matches!(&e.action, Action::Direct(v) if *v == Version::not_computed()) {
-        return Ok(false);
-    }
+/// Whether the document at `path` is not what its last entry `e` (a put or a delete)
+/// left (a missing one is what a delete left), read through its directory's handle,
+/// regular files only. Looked at no more than that takes, so that a huge file planted
+/// at a document's name (this runs at every store's open and verify) costs no more than
+/// the document would: a put left exactly its record's bytes, so a file of another
+/// length differs unread, and one of its length is hashed; any file where a delete left
+/// none differs. So does anything statefile never writes at its name (a FIFO, a
+/// directory, a symlink: records name the file their writer resolved), and a directory
+/// of its path that is missing, a symlink or a file (a rename by hand): the document is
+/// not at its name, as if missing. Neither is an error: whoever can do that to the tree
+/// must not stop every `verify` and `recover` of it (a replay skips such a document).
+fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta) -> Result<bool> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(e.version().is_some());
     };
@@ -2048,8 +2045,8 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     };
     let bound = match &e.action {
         Action::Put(p) => p.data_len,
-        Action::Direct(_) => max,
         Action::Delete => 0,
+        Action::Direct(_) => return Ok(false),
     };
     match d.stat(name) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -2096,7 +2093,7 @@ pub(super) fn enable(
                 )
                 .with_path(&super::shown(&root)));
             }
-            return status(fs, &root, opts);
+            return status(fs, &root);
         }
         return Err(Error::new(
             ErrorKind::InvalidName,
@@ -2198,7 +2195,7 @@ pub(super) fn enable(
     made?;
     meta.sync().ctx("sync directory", &root.join(META_DIR))?;
     tracing::info!(journal = %super::shown(&root).display(), capacity, "journal mode enabled");
-    status(fs, &root, opts)
+    status(fs, &root)
 }
 
 /// [`enable`]'s last step where the file system will not make a hard link (FAT and
