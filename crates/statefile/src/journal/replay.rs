@@ -80,6 +80,21 @@ pub struct SkippedRecord {
     pub reason: String,
 }
 
+/// A document whose last journal record the status could not compare with what is at
+/// its name, because the caller may not look there (`EACCES`, `EPERM`: a directory of
+/// its path, or the file, that this user may not open). Whether a replay would rewrite
+/// it is unknown: a user who may read it can tell (`statefile verify` as that user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UncheckedDocument {
+    /// The document, as the record names it.
+    pub path: PathBuf,
+    /// The version its last record gives it (`None`: the record deletes it).
+    pub version: Option<Version>,
+    /// Why it could not be looked at (the error, naming what was refused).
+    pub reason: String,
+}
+
 /// Damage found before the end of the journal's records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -121,17 +136,23 @@ pub struct JournalStatus {
     /// Documents whose last record a replay would not apply where it names them (see
     /// [`SkippedRecord`]).
     pub skipped: Vec<SkippedRecord>,
+    /// Documents this status could not compare with their last record, because the
+    /// caller may not look at them (see [`UncheckedDocument`]). The rest of the status
+    /// holds all the same.
+    pub unchecked: Vec<UncheckedDocument>,
     /// Damage before the end of the records, if any.
     pub damage: Option<JournalDamage>,
 }
 
 impl JournalStatus {
     /// Whether anything needs a recovery: documents to replay that no live writer is
-    /// applying, or damage; or a person's look: records a replay would skip.
+    /// applying, or damage; or a person's look: records a replay would skip, or
+    /// documents this status could not look at (whether they need a replay is unknown).
     pub fn needs_repair(&self) -> bool {
         self.damage.is_some()
             || self.to_replay.iter().any(|p| !p.in_flight)
             || !self.skipped.is_empty()
+            || !self.unchecked.is_empty()
     }
 }
 
@@ -1899,7 +1920,9 @@ fn start_writeback(fs: &dyn crate::fs::Fs, by_dir: &ToSync) {
     }
 }
 
-/// See [`super::status`].
+/// See [`super::status`]. A document the caller may not look at (a directory of its path
+/// or the file refuses it: `EACCES`, `EPERM`) is listed as unchecked, not an error: who
+/// may read part of a tree gets the status of that part, and the names of the rest.
 pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path) -> Result<JournalStatus> {
     let meta = super::open_meta_dir(fs.as_ref(), root)?;
     let path = super::shown(root);
@@ -1916,6 +1939,7 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path) -> Result<JournalStatus> {
         .unwrap_or_default();
     let mut to_replay = Vec::new();
     let mut skipped = Vec::new();
+    let mut unchecked = Vec::new();
     for (name, (ri, ei)) in scanned.last_entries() {
         let rec = &scanned.records[ri];
         let e = &rec.entries[ei];
@@ -1923,7 +1947,18 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path) -> Result<JournalStatus> {
             continue;
         };
         let full = root.join(rel);
-        match look(fs.as_ref(), root, &full, e)? {
+        let seen = match look(fs.as_ref(), root, &full, e) {
+            Err(err) if err.kind() == ErrorKind::PermissionDenied => {
+                unchecked.push(UncheckedDocument {
+                    path: full,
+                    version: e.version().cloned(),
+                    reason: err.to_string(),
+                });
+                continue;
+            }
+            seen => seen?,
+        };
+        match seen {
             Look::Holds => {}
             Look::Differs => to_replay.push(PendingDocument {
                 path: full,
@@ -1949,6 +1984,7 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path) -> Result<JournalStatus> {
         in_flight: in_flight.len(),
         to_replay,
         skipped,
+        unchecked,
         damage: scanned.damage,
     })
 }
