@@ -414,18 +414,31 @@ impl Journal {
         }
     }
 
+    /// How far a replay, an adoption or a repair by a caller whose size limit is `max`
+    /// ([`Options::max_document_bytes`]) looks at a file at a document's name or at a
+    /// backup's: never less than the largest record the journal takes
+    /// ([`Journal::max_transaction`], half its ring). Every version a record holds is
+    /// within that, so a caller whose own limit is below it (the first to open the store
+    /// after a crash need not be the writer) takes such a version for what it is (one
+    /// of the document's, kept as a backup as its writer kept it; the file a link leads
+    /// to, which holds one), never for a file over the limit; and a huge file planted
+    /// at a name still costs no more than the journal's largest record to look at.
+    pub(super) fn looks_within(&self, max: u64) -> u64 {
+        max.max(self.max_transaction())
+    }
+
     /// Apply one entry of the record at `lsn` to its locked document: rewrite it from the
     /// record (or delete it) unless it already is what the entry says. Returns whether
     /// anything changed. No journal record is appended: the record exists.
     ///
     /// What is at the document's name is looked at within `max`
-    /// ([`Options::max_document_bytes`] of whoever replays): a file over it is not read
-    /// (a huge file planted there would cost every opener of the store minutes), unless
-    /// it is exactly as long as the entry's bytes, which may be it (a limit below the
-    /// journal's records), hashed no further than that (the journal bounds its records).
-    /// One that is not the entry's is replaced as a write replaces it
-    /// ([`Current::TooLarge`]): kept once as `.name.corrupt`, by hard link, never among
-    /// the backups; a delete moves it there.
+    /// ([`Options::max_document_bytes`] of whoever replays), raised to the journal's
+    /// largest record ([`Journal::looks_within`]): a file over that is not read (a huge
+    /// file planted there would cost every opener of the store minutes), unless it is
+    /// exactly as long as the entry's bytes, hashed no further than that. One that is
+    /// not the entry's is replaced as a write replaces it ([`Current::TooLarge`]): kept
+    /// once as `.name.corrupt`, by hard link, never among the backups; a delete moves
+    /// it there.
     pub(super) fn apply(&self, w: &Locked, lsn: u64, e: &EntryMeta, max: u64) -> Result<bool> {
         self.apply_keeping(w, lsn, e, e.backups as usize, max)
     }
@@ -446,7 +459,7 @@ impl Journal {
         }
         // Within the limit: a replay compares and keeps whatever is there, as its
         // writer did (a write keeps a file over the limit aside, never as a backup).
-        let current = Current::probe(w, true, max)?;
+        let current = Current::probe(w, true, self.looks_within(max))?;
         match &e.action {
             Action::Direct(_) => Ok(false),
             Action::Put(p) => {
@@ -586,16 +599,18 @@ impl Journal {
     /// journal, whose bytes no record holds, or `previous` versions that do not link up).
     ///
     /// Files are looked at within `max` ([`Options::max_document_bytes`] of whoever
-    /// replays; the document at its last record, within its length): one over it is
-    /// never read. At the document's name it is no version to put back (the replay's
-    /// write keeps it aside as `.name.corrupt`); at a backup's name, which version it
-    /// holds cannot be told, so the backups stay as they are.
+    /// replays), raised to the journal's largest record ([`Journal::looks_within`];
+    /// the document at its last record, within its length): one over that is never
+    /// read. At the document's name it is no version to put back (the replay's write
+    /// keeps it aside as `.name.corrupt`); at a backup's name, which version it holds
+    /// cannot be told, so the backups stay as they are.
     fn rebuild_backups(
         &self,
         w: &Locked,
         history: &[(u64, &EntryMeta)],
         max: u64,
     ) -> Result<usize> {
+        let max = self.looks_within(max);
         let Some(&(_, last)) = history.last() else {
             return Ok(0);
         };
@@ -983,7 +998,9 @@ impl Journal {
     /// link only when the file reached holds a version of this document's chain (one
     /// of its records, or the version the first replaced), and no newer record was
     /// applied to that file already (`applied`: names replay in name order, so a
-    /// record of the file's own name, or of another link to it, may come first).
+    /// record of the file's own name, or of another link to it, may come first). The
+    /// file is looked at within `max` raised to the journal's largest record
+    /// ([`Journal::looks_within`]).
     fn reached_through_link(
         &self,
         w: &Locked,
@@ -1003,7 +1020,7 @@ impl Journal {
         if literal.as_ref() == Some(&w.target.path) {
             return None;
         }
-        let holds = match Current::probe(w, true, max) {
+        let holds = match Current::probe(w, true, self.looks_within(max)) {
             Ok(c) => c.version().cloned(),
             Err(_) => None,
         };
