@@ -1230,8 +1230,12 @@ impl Journal {
         Ok(())
     }
 
-    /// Bring the document at `path` up to its last record, under its lock (after
-    /// applying a dead writer's commit naming it, if any).
+    /// Bring the document at `path` (as a record names it, under the journal's root) up
+    /// to its last record, under its lock (after applying a dead writer's commit naming
+    /// it, if any). Only there: a name that now leads through a symlink (to another
+    /// document, or out of the tree, which the lock's resolution refuses) is not
+    /// repaired through it, [`ErrorKind::InvalidName`] (the replay after a reboot
+    /// decides on such a link, [`Journal::reached_through_link`]).
     pub(crate) fn repair_document(&self, opts: &Options, path: &Path) -> Result<()> {
         let plain = Options {
             create_dirs: false,
@@ -1239,6 +1243,17 @@ impl Journal {
         };
         loop {
             let w = Locked::open_plain(path, Some(self.root()), &plain, None)?;
+            if w.target.path != path {
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    format!(
+                        "{} now leads through a symlink to {}: not repaired there",
+                        path.display(),
+                        w.target.path.display()
+                    ),
+                )
+                .with_path(path));
+            }
             let name = super::relative_name(self.root(), &w.target)?;
             if let Some(dead) = self.pending(&[&name])? {
                 drop(w);
@@ -2081,12 +2096,15 @@ fn look(fs: &dyn Fs, root: &Path, path: &Path, e: &EntryMeta) -> Result<Look> {
 /// regular files only. Looked at no more than that takes, so that a huge file planted
 /// at a document's name (this runs at every store's open and verify) costs no more than
 /// the document would: a put left exactly its record's bytes, so a file of another
-/// length differs unread, and one of its length is hashed; any file where a delete left
-/// none differs. So does anything statefile never writes at its name (a FIFO, a
-/// directory, a symlink: records name the file their writer resolved), and a directory
-/// of its path that is missing, a symlink or a file (a rename by hand): the document is
-/// not at its name, as if missing. Neither is an error: whoever can do that to the tree
-/// must not stop every `verify` and `recover` of it (a replay skips such a document).
+/// length differs unread, and one of its length is hashed; any regular file where a
+/// delete left none differs. Anything statefile never writes at its name (a FIFO, a
+/// directory, a symlink: records name the file their writer resolved) differs from a
+/// put, and is left alone by a delete (a repair never removes it, nor follows a link
+/// to remove what it leads to, which may be another document or outside the tree);
+/// a directory of its path that is missing, a symlink or a file (a rename by hand): the
+/// document is not at its name, as if missing. Neither is an error: whoever can do that
+/// to the tree must not stop every `verify` and `recover` of it (a replay skips such a
+/// document).
 fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta) -> Result<bool> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(e.version().is_some());
@@ -2105,7 +2123,8 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta) -> Result<bool> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return Ok(e.version().is_some());
         }
-        Ok(m) if m.file_type != FileType::File || m.len > bound => return Ok(true),
+        Ok(m) if m.file_type != FileType::File => return Ok(e.version().is_some()),
+        Ok(m) if m.len > bound => return Ok(true),
         _ => {}
     }
     match crate::file::inspect_within(d.as_ref(), name, path, bound) {

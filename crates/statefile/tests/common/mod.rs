@@ -146,6 +146,9 @@ pub struct Twisted {
     /// `Some(dir)`: `dir` may be looked at but not opened, and nothing below it may be
     /// reached (`EACCES`), as `chmod 000 dir` does for a user other than root.
     pub deny: Arc<Mutex<Option<PathBuf>>>,
+    /// `Some((name, hook))`: the next opening of the lock file `name` (in any
+    /// directory) runs `hook` first.
+    pub before_open_lock: Arc<Mutex<Option<(OsString, Hook)>>>,
 }
 
 /// Whether a descriptor of this process is open on the file `m` describes.
@@ -340,6 +343,19 @@ impl FsDir for TwistedDir {
         }
     }
     fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
+        let hook = {
+            let mut h = self.fs.before_open_lock.lock().unwrap();
+            match h.take() {
+                Some((n, hook)) if n == name => Some(hook),
+                other => {
+                    *h = other;
+                    None
+                }
+            }
+        };
+        if let Some(Hook(hook)) = hook {
+            hook();
+        }
         self.inner.open_lock(name)
     }
     fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
