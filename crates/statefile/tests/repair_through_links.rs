@@ -229,3 +229,32 @@ fn a_link_planted_before_the_repair_is_not_followed() {
             .is_symlink()
     );
 }
+
+// Known limit, not fixed (a design decision for the lead): the replay after a reboot
+// applies a record through a symlink at its name when the file reached holds a version
+// of the document's chain (meant for a document or directory renamed by hand with a link
+// left, whose file a power loss left older than the record). A link to another document
+// whose bytes happen to equal such a version (both `{}` once, say) is indistinguishable:
+// that document gets this one's record. Fails when run.
+#[test]
+#[ignore = "known limit: the replay after a reboot follows a link to another document holding an equal older version"]
+fn a_link_to_another_document_holding_an_equal_older_version() {
+    let s = setup();
+    let root = &s.root;
+    let store = journaled(root);
+    put(&store, "b.json", json!({}));
+    journal::checkpoint(root, store.options()).unwrap();
+    put(&store, "a.json", json!({}));
+    put(&store, "a.json", json!({"a": 2}));
+    drop(store);
+    std::fs::remove_file(root.join("a.json")).unwrap();
+    std::os::unix::fs::symlink("b.json", root.join("a.json")).unwrap();
+    reboot_journal(root);
+    let opened = Store::open_with(root, common::fresh()).unwrap();
+    assert!(common::replayed(&opened).is_empty(), "{opened:?}");
+    assert_eq!(
+        std::fs::read(root.join("b.json")).unwrap(),
+        b"{}\n",
+        "b.json got a.json's record"
+    );
+}
