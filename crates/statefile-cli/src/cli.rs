@@ -450,7 +450,9 @@ pub enum JournalAction {
         write: LockTimeout,
     },
     /// Show the journal governing PATH: checkpoint, records, documents to replay, damage.
-    /// Exit 4 if PATH is not in journal mode, 5 if something needs `statefile recover`.
+    /// Exit 4 if PATH is not in journal mode, 8 if the journal may not be read, 5 if
+    /// something needs `statefile recover` or a person's look (a record a replay skips,
+    /// a document this user may not read, listed as "not checked").
     Status {
         /// A directory or document in the store.
         path: PathBuf,

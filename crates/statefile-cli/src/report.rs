@@ -248,6 +248,11 @@ fn journal_json(s: &JournalStatus) -> Value {
             "version": p.version.as_ref().map(|v| v.as_str().to_string()),
             "reason": p.reason,
         })).collect::<Vec<_>>(),
+        "unchecked": s.unchecked.iter().map(|p| json!({
+            "path": p.path.display().to_string(),
+            "version": p.version.as_ref().map(|v| v.as_str().to_string()),
+            "reason": p.reason,
+        })).collect::<Vec<_>>(),
         "damage": s.damage.as_ref().map(|d| json!({
             "lsn": d.lsn,
             "reason": d.reason,
@@ -276,6 +281,12 @@ fn journal_line(s: &JournalStatus) -> String {
     }
     if !s.skipped.is_empty() {
         line.push_str(&format!(", {} records a replay skips", s.skipped.len()));
+    }
+    if !s.unchecked.is_empty() {
+        line.push_str(&format!(
+            ", {} documents not checked (may not be read)",
+            s.unchecked.len()
+        ));
     }
     if s.in_flight > 0 {
         line.push_str(&format!(", {} commits in flight", s.in_flight));
@@ -378,6 +389,9 @@ fn print_status(g: &Global, st: &JournalStatus, as_json: bool) -> CliResult {
         }
         for p in &st.skipped {
             writeln!(out, "  skipped: {}: {}", p.path.display(), p.reason)?;
+        }
+        for p in &st.unchecked {
+            writeln!(out, "  not checked: {}: {}", p.path.display(), p.reason)?;
         }
         if let Some(d) = &st.damage {
             writeln!(

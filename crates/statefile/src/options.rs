@@ -328,9 +328,11 @@ impl Options {
     ///
     /// A write still replaces a document that is too large to read (it is not read).
     /// A journal's replay applies what the journal holds whatever its size (the journal
-    /// bounds its records); what it finds at a document's name it looks at within this
-    /// limit (a file over it is the record's bytes only if exactly as long, hashed no
-    /// further), replacing a file over it as a write does. [`write_atomic`](crate::write_atomic)'s
+    /// bounds its records); what it finds at a document's name or a backup's it looks at
+    /// within this limit raised to the journal's largest record (half its ring), so that
+    /// a version the journal holds is never taken for a file over the limit (a file over
+    /// that is the record's bytes only if exactly as long, hashed no further), replacing
+    /// a file over it as a write does. [`write_atomic`](crate::write_atomic)'s
     /// bytes, which need not be a document, are not limited.
     ///
     /// ```

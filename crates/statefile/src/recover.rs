@@ -344,7 +344,7 @@ impl Scan {
         let mut journals = Vec::new();
         if meta.is_dir() {
             let real = fs.canonicalize(path).ctx("inspect", path)?;
-            if let Some((root, _)) = crate::journal::locate(fs.as_ref(), &real)? {
+            if let Some(root) = journal_above(fs.as_ref(), &real, &mut report)? {
                 journals.push(root);
             }
             walk(
@@ -361,7 +361,7 @@ impl Scan {
                 _ => PathBuf::from("."),
             };
             let real = fs.canonicalize(&dir).ctx("inspect", &dir)?;
-            if let Some((root, _)) = crate::journal::locate(fs.as_ref(), &real)? {
+            if let Some(root) = journal_above(fs.as_ref(), &real, &mut report)? {
                 journals.push(root);
             }
             let name = path.file_name().map(OsString::from).unwrap_or_default();
@@ -471,6 +471,15 @@ impl Scan {
             if skipped.insert(s.path.clone()) {
                 report.findings.push(skipped_finding(s.clone()));
             }
+        }
+        for u in &status.unchecked {
+            report.findings.push(Finding {
+                path: u.path.clone(),
+                problem: Problem::Unreadable {
+                    error: format!("not compared with its last journal record: {}", u.reason),
+                },
+                action: Action::None,
+            });
         }
         if let Some(d) = &status.damage {
             report.findings.push(Finding {
@@ -785,6 +794,23 @@ fn skipped_finding(s: crate::journal::SkippedRecord) -> Finding {
             reason: s.reason,
         },
         action: Action::None,
+    }
+}
+
+/// The root of the journal governing the canonical directory `dir`, if any. One this
+/// user may not look for (`.statefile/` of a directory above may not be searched) is a
+/// finding, naming it, not the end of the scan: the rest is checked as it is.
+fn journal_above(fs: &dyn Fs, dir: &Path, report: &mut Report) -> Result<Option<PathBuf>> {
+    match crate::journal::locate(fs, dir) {
+        Ok(found) => Ok(found.map(|(root, _)| root)),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            let path = e
+                .path()
+                .map_or_else(|| dir.to_path_buf(), Path::to_path_buf);
+            report.findings.push(unreadable(&path, &e));
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

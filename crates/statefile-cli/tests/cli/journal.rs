@@ -660,3 +660,110 @@ fn verify_and_recover_print_a_record_the_replay_skips() {
     assert_eq!(s.json("d-old/a.json"), json!({"v": 1}));
     s.run(&["verify", "."]).ok();
 }
+
+// Regression: a `direct` write (a document too large for the journal's ring) changed
+// since by another program was printed "to replay" by `journal status` and `verify`
+// (exit 5), though a replay leaves such a file as it is (`recover` replayed nothing).
+#[test]
+fn a_direct_write_is_never_to_replay() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    let big = format!("{{\"s\": \"{}\"}}", "x".repeat(20_000));
+    s.run_in(&["put", "big.json"], big.as_bytes()).ok();
+    let out = s.run(&["journal", "status", "."]).ok();
+    assert!(out.stdout.contains("1 records since"), "{}", out.stdout);
+    assert!(!out.stdout.contains("to replay"), "{}", out.stdout);
+    // Over verify's limit: reported as such, and not as a replay.
+    let out = s.run(&["verify", "--max-document", "8K", "."]).code(5);
+    assert!(out.stdout.contains("too large"), "{}", out.stdout);
+    assert!(!out.stdout.contains("journal record"), "{}", out.stdout);
+
+    s.write("big.json", b"{\"by\": \"hand\"}\n");
+    let out = s.run(&["journal", "status", "."]).ok();
+    assert!(!out.stdout.contains("to replay"), "{}", out.stdout);
+    s.run(&["verify", "."]).ok();
+    s.run(&["recover", "."]).ok();
+    assert_eq!(
+        s.json("big.json"),
+        json!({"by": "hand"}),
+        "a replay leaves it"
+    );
+}
+
+/// `statefile ARGS` in `s` as a user that permission bits bind: uid 65534 (nobody)
+/// when this runs as root (`s`'s directory is then given to it), else this user.
+/// `None` (after saying why) if this machine cannot start a process as another user.
+fn as_a_user(s: &Sandbox) -> Option<impl Fn(&[&str]) -> Run + '_> {
+    use std::os::unix::process::CommandExt;
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if root {
+        std::os::unix::fs::chown(s.dir.path(), Some(65534), Some(65534)).unwrap();
+        let probe = s.cmd(&["--version"]).uid(65534).gid(65534).output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            crate::skip::skip("cannot run the statefile binary as uid 65534 here");
+            return None;
+        }
+    }
+    Some(move |args: &[&str]| {
+        let mut c = s.cmd(args);
+        if root {
+            c.uid(65534).gid(65534);
+        }
+        Run::from(c.output().unwrap())
+    })
+}
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+// Regression: `journal status` and `verify` by a user who may not open a directory of
+// the store (chmod 000) failed with EACCES (exit 8; verify: the journal "unreadable")
+// instead of reporting the rest and naming the document they could not look at.
+#[test]
+fn status_and_verify_name_what_they_may_not_read_and_report_the_rest() {
+    let s = Sandbox::new();
+    let Some(run) = as_a_user(&s) else {
+        return;
+    };
+    run(&["journal", "enable", "--size", "64K", "."]).ok();
+    for name in ["a.json", "private/c.json", "b.json"] {
+        run(&["set", "--parents", name, "/v", "1"]).ok();
+    }
+    chmod(&s.path("private"), 0o000);
+    let out = run(&["journal", "status", "."]).code(5);
+    assert!(
+        out.stdout.contains("not checked: ") && out.stdout.contains("private/c.json"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("3 records since"), "{}", out.stdout);
+    assert!(!out.stdout.contains("to replay"), "{}", out.stdout);
+    let st: Value =
+        serde_json::from_str(&run(&["journal", "status", "--json", "."]).code(5).stdout).unwrap();
+    assert_eq!(st["unchecked"].as_array().map(Vec::len), Some(1), "{st}");
+    let out = run(&["verify", "."]).code(5);
+    assert!(out.stdout.contains("journal mode"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("private/c.json: unreadable"),
+        "{}",
+        out.stdout
+    );
+
+    // `.statefile/` itself: verify names it and checks the rest; status, which has
+    // nothing else to say, fails naming it.
+    chmod(&s.path("private"), 0o755);
+    s.write("hurt.json", b"{\"trunc");
+    chmod(&s.path(".statefile"), 0o000);
+    let out = run(&["verify", "."]).code(5);
+    assert!(out.stdout.contains(".statefile"), "{}", out.stdout);
+    assert!(out.stdout.contains("hurt.json"), "{}", out.stdout);
+    run(&["journal", "status", "."])
+        .code(8)
+        .stderr_has(".statefile");
+    chmod(&s.path(".statefile"), 0o700);
+}

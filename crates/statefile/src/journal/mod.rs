@@ -53,7 +53,10 @@ use crate::options::Options;
 pub(crate) use format::{Entry, Op, record_len, withdraw_len};
 pub(crate) use handle::{AppendError, Journal, Ticket};
 pub(crate) use read::{before_listing, before_read};
-pub use replay::{CheckpointReport, JournalDamage, JournalStatus, PendingDocument, SkippedRecord};
+pub use replay::{
+    CheckpointReport, JournalDamage, JournalStatus, PendingDocument, SkippedRecord,
+    UncheckedDocument,
+};
 pub(crate) use replay::{MAX_SYNCED_BACKUPS, wait_disabled};
 
 /// The directory at a store's root that holds the journal.
@@ -196,11 +199,14 @@ pub fn checkpoint(dir: impl AsRef<Path>, opts: &Options) -> Result<CheckpointRep
 /// The state of the journal that governs `path` (the nearest `.statefile/journal` at or
 /// above it), without changing anything: where the checkpoint is, how many records
 /// follow it, which documents a replay would rewrite, and any damage. `None` if the tree
-/// is not in journal mode.
+/// is not in journal mode. A document the caller may not look at (a directory of its
+/// path that this user may not open, say) is no error: it is listed in
+/// [`JournalStatus::unchecked`], and the rest of the status is complete.
 ///
 /// # Errors
-/// I/O kinds if the journal cannot be read; [`ErrorKind::Io`] naming the format version
-/// if this build does not know it.
+/// I/O kinds if the journal cannot be read ([`ErrorKind::PermissionDenied`] naming it
+/// if the caller may not open it, or `.statefile/`); [`ErrorKind::Io`] naming the
+/// format version if this build does not know it.
 pub fn status(path: impl AsRef<Path>, opts: &Options) -> Result<Option<JournalStatus>> {
     let path = path.as_ref();
     let dir = canonical(opts, path)?;
@@ -209,7 +215,7 @@ pub fn status(path: impl AsRef<Path>, opts: &Options) -> Result<Option<JournalSt
         _ => dir,
     };
     match locate(opts.fs.as_ref(), &dir)? {
-        Some((root, _)) => replay::status(&opts.fs, &root, opts).map(Some),
+        Some((root, _)) => replay::status(&opts.fs, &root).map(Some),
         None => Ok(None),
     }
 }
@@ -484,7 +490,9 @@ pub(crate) struct Recovered {
 
 /// Recover the journal at `root` (canonical): open it (which replays it if no other
 /// process uses it), apply the commits of writers that died; with `repair`, also
-/// rewrite any document that still differs from its last record, then checkpoint.
+/// rewrite any document that still differs from its last record, then checkpoint
+/// (unless the journal is damaged, or some document could not be looked at: its record
+/// is kept for a recovery by a user who may).
 pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recovered> {
     let Some(j) = open_at(root, opts)? else {
         return Ok(Recovered::default());
@@ -493,7 +501,7 @@ pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recov
     j.adopt_dead(opts, false)?;
     let mut skipped = Vec::new();
     if repair {
-        let status = replay::status(&opts.fs, root, opts)?;
+        let status = replay::status(&opts.fs, root)?;
         for p in status.to_replay.iter().filter(|p| !p.in_flight) {
             // One that can no longer be written where its record names it is skipped,
             // as a replay skips it: it must not stop the repair of the others, nor the
@@ -507,7 +515,7 @@ pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recov
                 r => r?,
             }
         }
-        if status.damage.is_none() {
+        if status.damage.is_none() && status.unchecked.is_empty() {
             j.checkpoint(opts)?;
             // Freed by the checkpoint: reported now or never.
             skipped.extend(status.skipped);

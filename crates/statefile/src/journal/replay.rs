@@ -80,6 +80,21 @@ pub struct SkippedRecord {
     pub reason: String,
 }
 
+/// A document whose last journal record the status could not compare with what is at
+/// its name, because the caller may not look there (`EACCES`, `EPERM`: a directory of
+/// its path, or the file, that this user may not open). Whether a replay would rewrite
+/// it is unknown: a user who may read it can tell (`statefile verify` as that user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UncheckedDocument {
+    /// The document, as the record names it.
+    pub path: PathBuf,
+    /// The version its last record gives it (`None`: the record deletes it).
+    pub version: Option<Version>,
+    /// Why it could not be looked at (the error, naming what was refused).
+    pub reason: String,
+}
+
 /// Damage found before the end of the journal's records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -121,17 +136,23 @@ pub struct JournalStatus {
     /// Documents whose last record a replay would not apply where it names them (see
     /// [`SkippedRecord`]).
     pub skipped: Vec<SkippedRecord>,
+    /// Documents this status could not compare with their last record, because the
+    /// caller may not look at them (see [`UncheckedDocument`]). The rest of the status
+    /// holds all the same.
+    pub unchecked: Vec<UncheckedDocument>,
     /// Damage before the end of the records, if any.
     pub damage: Option<JournalDamage>,
 }
 
 impl JournalStatus {
     /// Whether anything needs a recovery: documents to replay that no live writer is
-    /// applying, or damage; or a person's look: records a replay would skip.
+    /// applying, or damage; or a person's look: records a replay would skip, or
+    /// documents this status could not look at (whether they need a replay is unknown).
     pub fn needs_repair(&self) -> bool {
         self.damage.is_some()
             || self.to_replay.iter().any(|p| !p.in_flight)
             || !self.skipped.is_empty()
+            || !self.unchecked.is_empty()
     }
 }
 
@@ -393,18 +414,31 @@ impl Journal {
         }
     }
 
+    /// How far a replay, an adoption or a repair by a caller whose size limit is `max`
+    /// ([`Options::max_document_bytes`]) looks at a file at a document's name or at a
+    /// backup's: never less than the largest record the journal takes
+    /// ([`Journal::max_transaction`], half its ring). Every version a record holds is
+    /// within that, so a caller whose own limit is below it (the first to open the store
+    /// after a crash need not be the writer) takes such a version for what it is (one
+    /// of the document's, kept as a backup as its writer kept it; the file a link leads
+    /// to, which holds one), never for a file over the limit; and a huge file planted
+    /// at a name still costs no more than the journal's largest record to look at.
+    pub(super) fn looks_within(&self, max: u64) -> u64 {
+        max.max(self.max_transaction())
+    }
+
     /// Apply one entry of the record at `lsn` to its locked document: rewrite it from the
     /// record (or delete it) unless it already is what the entry says. Returns whether
     /// anything changed. No journal record is appended: the record exists.
     ///
     /// What is at the document's name is looked at within `max`
-    /// ([`Options::max_document_bytes`] of whoever replays): a file over it is not read
-    /// (a huge file planted there would cost every opener of the store minutes), unless
-    /// it is exactly as long as the entry's bytes, which may be it (a limit below the
-    /// journal's records), hashed no further than that (the journal bounds its records).
-    /// One that is not the entry's is replaced as a write replaces it
-    /// ([`Current::TooLarge`]): kept once as `.name.corrupt`, by hard link, never among
-    /// the backups; a delete moves it there.
+    /// ([`Options::max_document_bytes`] of whoever replays), raised to the journal's
+    /// largest record ([`Journal::looks_within`]): a file over that is not read (a huge
+    /// file planted there would cost every opener of the store minutes), unless it is
+    /// exactly as long as the entry's bytes, hashed no further than that. One that is
+    /// not the entry's is replaced as a write replaces it ([`Current::TooLarge`]): kept
+    /// once as `.name.corrupt`, by hard link, never among the backups; a delete moves
+    /// it there.
     pub(super) fn apply(&self, w: &Locked, lsn: u64, e: &EntryMeta, max: u64) -> Result<bool> {
         self.apply_keeping(w, lsn, e, e.backups as usize, max)
     }
@@ -425,7 +459,7 @@ impl Journal {
         }
         // Within the limit: a replay compares and keeps whatever is there, as its
         // writer did (a write keeps a file over the limit aside, never as a backup).
-        let current = Current::probe(w, true, max)?;
+        let current = Current::probe(w, true, self.looks_within(max))?;
         match &e.action {
             Action::Direct(_) => Ok(false),
             Action::Put(p) => {
@@ -565,16 +599,18 @@ impl Journal {
     /// journal, whose bytes no record holds, or `previous` versions that do not link up).
     ///
     /// Files are looked at within `max` ([`Options::max_document_bytes`] of whoever
-    /// replays; the document at its last record, within its length): one over it is
-    /// never read. At the document's name it is no version to put back (the replay's
-    /// write keeps it aside as `.name.corrupt`); at a backup's name, which version it
-    /// holds cannot be told, so the backups stay as they are.
+    /// replays), raised to the journal's largest record ([`Journal::looks_within`];
+    /// the document at its last record, within its length): one over that is never
+    /// read. At the document's name it is no version to put back (the replay's write
+    /// keeps it aside as `.name.corrupt`); at a backup's name, which version it holds
+    /// cannot be told, so the backups stay as they are.
     fn rebuild_backups(
         &self,
         w: &Locked,
         history: &[(u64, &EntryMeta)],
         max: u64,
     ) -> Result<usize> {
+        let max = self.looks_within(max);
         let Some(&(_, last)) = history.last() else {
             return Ok(0);
         };
@@ -962,7 +998,9 @@ impl Journal {
     /// link only when the file reached holds a version of this document's chain (one
     /// of its records, or the version the first replaced), and no newer record was
     /// applied to that file already (`applied`: names replay in name order, so a
-    /// record of the file's own name, or of another link to it, may come first).
+    /// record of the file's own name, or of another link to it, may come first). The
+    /// file is looked at within `max` raised to the journal's largest record
+    /// ([`Journal::looks_within`]).
     fn reached_through_link(
         &self,
         w: &Locked,
@@ -982,7 +1020,7 @@ impl Journal {
         if literal.as_ref() == Some(&w.target.path) {
             return None;
         }
-        let holds = match Current::probe(w, true, max) {
+        let holds = match Current::probe(w, true, self.looks_within(max)) {
             Ok(c) => c.version().cloned(),
             Err(_) => None,
         };
@@ -1192,8 +1230,12 @@ impl Journal {
         Ok(())
     }
 
-    /// Bring the document at `path` up to its last record, under its lock (after
-    /// applying a dead writer's commit naming it, if any).
+    /// Bring the document at `path` (as a record names it, under the journal's root) up
+    /// to its last record, under its lock (after applying a dead writer's commit naming
+    /// it, if any). Only there: a name that now leads through a symlink (to another
+    /// document, or out of the tree, which the lock's resolution refuses) is not
+    /// repaired through it, [`ErrorKind::InvalidName`] (the replay after a reboot
+    /// decides on such a link, [`Journal::reached_through_link`]).
     pub(crate) fn repair_document(&self, opts: &Options, path: &Path) -> Result<()> {
         let plain = Options {
             create_dirs: false,
@@ -1201,6 +1243,17 @@ impl Journal {
         };
         loop {
             let w = Locked::open_plain(path, Some(self.root()), &plain, None)?;
+            if w.target.path != path {
+                return Err(Error::new(
+                    ErrorKind::InvalidName,
+                    format!(
+                        "{} now leads through a symlink to {}: not repaired there",
+                        path.display(),
+                        w.target.path.display()
+                    ),
+                )
+                .with_path(path));
+            }
             let name = super::relative_name(self.root(), &w.target)?;
             if let Some(dead) = self.pending(&[&name])? {
                 drop(w);
@@ -1899,8 +1952,10 @@ fn start_writeback(fs: &dyn crate::fs::Fs, by_dir: &ToSync) {
     }
 }
 
-/// See [`super::status`].
-pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<JournalStatus> {
+/// See [`super::status`]. A document the caller may not look at (a directory of its path
+/// or the file refuses it: `EACCES`, `EPERM`) is listed as unchecked, not an error: who
+/// may read part of a tree gets the status of that part, and the names of the rest.
+pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path) -> Result<JournalStatus> {
     let meta = super::open_meta_dir(fs.as_ref(), root)?;
     let path = super::shown(root);
     let log = meta
@@ -1916,6 +1971,7 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
         .unwrap_or_default();
     let mut to_replay = Vec::new();
     let mut skipped = Vec::new();
+    let mut unchecked = Vec::new();
     for (name, (ri, ei)) in scanned.last_entries() {
         let rec = &scanned.records[ri];
         let e = &rec.entries[ei];
@@ -1923,7 +1979,18 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
             continue;
         };
         let full = root.join(rel);
-        match look(fs.as_ref(), root, &full, e, opts.max_document_bytes)? {
+        let seen = match look(fs.as_ref(), root, &full, e) {
+            Err(err) if err.kind() == ErrorKind::PermissionDenied => {
+                unchecked.push(UncheckedDocument {
+                    path: full,
+                    version: e.version().cloned(),
+                    reason: err.to_string(),
+                });
+                continue;
+            }
+            seen => seen?,
+        };
+        match seen {
             Look::Holds => {}
             Look::Differs => to_replay.push(PendingDocument {
                 path: full,
@@ -1949,13 +2016,15 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path, opts: &Options) -> Result<Jo
         in_flight: in_flight.len(),
         to_replay,
         skipped,
+        unchecked,
         damage: scanned.damage,
     })
 }
 
 /// What a replay would do with a document's last record: see [`look`].
 enum Look {
-    /// Nothing: the document holds it.
+    /// Nothing: the document holds it, or it is a `direct` write's, which a replay
+    /// leaves as it is.
     Holds,
     /// Rewrite the document from it.
     Differs,
@@ -1971,12 +2040,16 @@ enum Look {
 /// now leads through a symlink to a file that does not hold the record's version (the
 /// replay after a reboot applies it there if that file holds an older version of the
 /// document, [`Journal::reached_through_link`]; until then it is reported all the
-/// same, for a person to look). Otherwise, and for deletes and `direct` writes,
-/// [`differs`] says.
-fn look(fs: &dyn Fs, root: &Path, path: &Path, e: &EntryMeta, max: u64) -> Result<Look> {
+/// same, for a person to look). Otherwise, and for deletes, [`differs`] says. A
+/// `direct` write's is never replayed (the file was written durably outside the
+/// journal, which has none of its bytes: a replay leaves whatever is there), so it is
+/// never to replay, and the file is not looked at (it may be larger than any limit).
+fn look(fs: &dyn Fs, root: &Path, path: &Path, e: &EntryMeta) -> Result<Look> {
     let verdict = |d: bool| if d { Look::Differs } else { Look::Holds };
-    let Action::Put(p) = &e.action else {
-        return differs(fs, path, e, max).map(verdict);
+    let p = match &e.action {
+        Action::Direct(_) => return Ok(Look::Holds),
+        Action::Delete => return differs(fs, path, e).map(verdict),
+        Action::Put(p) => p,
     };
     let t = match crate::names::resolve_for_write(fs, path, Some(root)) {
         Ok(t) => t,
@@ -2014,30 +2087,25 @@ fn look(fs: &dyn Fs, root: &Path, path: &Path, e: &EntryMeta, max: u64) -> Resul
             "{} is at its name",
             m.file_type.describe()
         ))),
-        _ => differs(fs, path, e, max).map(verdict),
+        _ => differs(fs, path, e).map(verdict),
     }
 }
 
-/// Whether the document at `path` is not what its last entry `e` left (a missing one is
-/// what a delete left), read through its directory's handle, regular files only. Looked
-/// at no more than that takes, so that a huge file planted at a document's name (this
-/// runs at every store's open and verify) costs no more than the document would: a put
-/// left exactly its record's bytes, so a file of another length differs unread, and one
-/// of its length is hashed; a direct write's file is hashed within `max`
-/// ([`Options::max_document_bytes`]; over it, it differs), unless its entry says its
-/// version was not computed (a withdraw kept a file over the limit: see
-/// [`Version::not_computed`]); any file where a delete left none differs. So does
-/// anything statefile never writes at its name (a FIFO, a directory, a symlink: records
-/// name the file their writer resolved), and a directory of its path that is missing, a
-/// symlink or a file (a rename by hand): the document is not at its name, as if missing.
-/// Neither is an error: whoever can do that to the tree must not stop every `verify`
-/// and `recover` of it (a replay skips such a document).
-fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
-    // A file over the size limit, kept as it was by a withdraw: the file is the truth
-    // (what a replay leaves), whatever is there now; its version is never shown.
-    if matches!(&e.action, Action::Direct(v) if *v == Version::not_computed()) {
-        return Ok(false);
-    }
+/// Whether the document at `path` is not what its last entry `e` (a put or a delete)
+/// left (a missing one is what a delete left), read through its directory's handle,
+/// regular files only. Looked at no more than that takes, so that a huge file planted
+/// at a document's name (this runs at every store's open and verify) costs no more than
+/// the document would: a put left exactly its record's bytes, so a file of another
+/// length differs unread, and one of its length is hashed; any regular file where a
+/// delete left none differs. Anything statefile never writes at its name (a FIFO, a
+/// directory, a symlink: records name the file their writer resolved) differs from a
+/// put, and is left alone by a delete (a repair never removes it, nor follows a link
+/// to remove what it leads to, which may be another document or outside the tree);
+/// a directory of its path that is missing, a symlink or a file (a rename by hand): the
+/// document is not at its name, as if missing. Neither is an error: whoever can do that
+/// to the tree must not stop every `verify` and `recover` of it (a replay skips such a
+/// document).
+fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta) -> Result<bool> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Ok(e.version().is_some());
     };
@@ -2048,14 +2116,15 @@ fn differs(fs: &dyn Fs, path: &Path, e: &EntryMeta, max: u64) -> Result<bool> {
     };
     let bound = match &e.action {
         Action::Put(p) => p.data_len,
-        Action::Direct(_) => max,
         Action::Delete => 0,
+        Action::Direct(_) => return Ok(false),
     };
     match d.stat(name) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             return Ok(e.version().is_some());
         }
-        Ok(m) if m.file_type != FileType::File || m.len > bound => return Ok(true),
+        Ok(m) if m.file_type != FileType::File => return Ok(e.version().is_some()),
+        Ok(m) if m.len > bound => return Ok(true),
         _ => {}
     }
     match crate::file::inspect_within(d.as_ref(), name, path, bound) {
@@ -2096,7 +2165,7 @@ pub(super) fn enable(
                 )
                 .with_path(&super::shown(&root)));
             }
-            return status(fs, &root, opts);
+            return status(fs, &root);
         }
         return Err(Error::new(
             ErrorKind::InvalidName,
@@ -2198,7 +2267,7 @@ pub(super) fn enable(
     made?;
     meta.sync().ctx("sync directory", &root.join(META_DIR))?;
     tracing::info!(journal = %super::shown(&root).display(), capacity, "journal mode enabled");
-    status(fs, &root, opts)
+    status(fs, &root)
 }
 
 /// [`enable`]'s last step where the file system will not make a hard link (FAT and

@@ -143,6 +143,12 @@ pub struct Twisted {
     /// without `FILE_SHARE_DELETE`. (Twisted has no holds: `FsDir::hold` is the
     /// default, `Ok(None)`.)
     pub busy_rename_over_open: Arc<Mutex<bool>>,
+    /// `Some(dir)`: `dir` may be looked at but not opened, and nothing below it may be
+    /// reached (`EACCES`), as `chmod 000 dir` does for a user other than root.
+    pub deny: Arc<Mutex<Option<PathBuf>>>,
+    /// `Some((name, hook))`: the next opening of the lock file `name` (in any
+    /// directory) runs `hook` first.
+    pub before_open_lock: Arc<Mutex<Option<(OsString, Hook)>>>,
 }
 
 /// Whether a descriptor of this process is open on the file `m` describes.
@@ -159,6 +165,16 @@ fn open_here(m: &Metadata) -> bool {
 impl Twisted {
     pub fn new() -> Arc<Twisted> {
         Arc::new(Twisted::default())
+    }
+
+    /// `EACCES` if `path` is the denied directory (`open` true) or below it.
+    fn denied(&self, path: &Path, open: bool) -> io::Result<()> {
+        match &*self.deny.lock().unwrap() {
+            Some(d) if path.starts_with(d) && (open || path != d) => {
+                Err(io::Error::from_raw_os_error(13))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -231,6 +247,7 @@ impl Fs for Twisted {
         {
             return Err(io::Error::from_raw_os_error(*errno));
         }
+        self.denied(dir, true)?;
         Ok(Box::new(TwistedDir {
             inner: OsFs.open_dir(dir)?,
             path: dir.to_path_buf(),
@@ -238,15 +255,19 @@ impl Fs for Twisted {
         }))
     }
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        self.denied(path, false)?;
         OsFs.metadata(path)
     }
     fn symlink_metadata(&self, path: &Path) -> io::Result<Metadata> {
+        self.denied(path, false)?;
         OsFs.symlink_metadata(path)
     }
     fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        self.denied(path, false)?;
         OsFs.read_link(path)
     }
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        self.denied(path, false)?;
         OsFs.canonicalize(path)
     }
     fn umask(&self) -> u32 {
@@ -322,6 +343,19 @@ impl FsDir for TwistedDir {
         }
     }
     fn open_lock(&self, name: &OsStr) -> io::Result<Box<dyn FsLockFile>> {
+        let hook = {
+            let mut h = self.fs.before_open_lock.lock().unwrap();
+            match h.take() {
+                Some((n, hook)) if n == name => Some(hook),
+                other => {
+                    *h = other;
+                    None
+                }
+            }
+        };
+        if let Some(Hook(hook)) = hook {
+            hook();
+        }
         self.inner.open_lock(name)
     }
     fn stat(&self, name: &OsStr) -> io::Result<Metadata> {
@@ -370,6 +404,7 @@ impl FsDir for TwistedDir {
         self.inner.remove_dir(name)
     }
     fn open_dir(&self, name: &OsStr) -> io::Result<Box<dyn FsDir>> {
+        self.fs.denied(&self.path.join(name), true)?;
         Ok(Box::new(TwistedDir {
             inner: self.inner.open_dir(name)?,
             path: self.path.join(name),
