@@ -22,7 +22,10 @@ held (see the report); they are what a forked child still inherits:
    `doc.update(fn)` check the pid and raise; the transaction does not);
 5. the 65th process of a chain of nested forks shares its parent's lock queue (the
    documented 64-level limit), so it waits out its lock timeout for a turn the parent
-   let go of: reached by a program that re-forks itself to restart.
+   let go of: reached by a program that re-forks itself to restart;
+6. a process forked without the Python hook (libc's fork: a Rust or C program) that
+   gets the pid of a dead ancestor whose states it still has copies of (its parent
+   never used statefile) takes them for its own: pids are used again.
 """
 
 from __future__ import annotations
@@ -483,4 +486,116 @@ def test_finding_every_process_of_a_chain_of_forks_has_its_own_lock_queue(
     assert r.returncode == 0, (
         f"FINDING: the last of {depth + 1} nested processes could not take the lock its "
         f"parent let go of after 0.3 s (exit {r.returncode}: 3 = LockTimeout after 3 s) {r.stderr[-500:]}"
+    )
+
+
+# ---------------------------------------------------------------------------------
+# 6. A process id used again.
+
+_PID_REUSE = textwrap.dedent(
+    """
+    import ctypes, os, sys, threading, time
+    import statefile
+    libc = ctypes.CDLL(None, use_errno=True)
+    fork = ctypes.PyDLL(None).fork  # no Python hook: as a Rust or C program forks
+    p, mode = sys.argv[1], sys.argv[2]
+    statefile.Doc(p).write({"n": 0})
+    if libc.unshare(0x20000000) != 0:  # CLONE_NEWPID
+        sys.exit(77)
+
+    def child(body):
+        pid = os.fork() if body is init else fork()
+        if pid == 0:
+            code = 90
+            try:
+                code = body()
+            finally:
+                os._exit(code)
+        return pid
+
+    def init():
+        # pid 1 of a new pid namespace: starts P (pid 2) and reaps everything.
+        child(parent)
+        code = 91
+        while True:
+            try:
+                _, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                return code
+            code = os.waitstatus_to_exitcode(status)
+
+    def parent():
+        # P: uses statefile, and forks C while a thread of its holds the lock.
+        assert os.getpid() == 2
+        doc = statefile.Doc(p)
+        inside, release = threading.Event(), threading.Event()
+
+        def hold():
+            with doc.update() as v:
+                inside.set()
+                release.wait(10)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        inside.wait(10)
+        child(middle)
+        release.set()
+        t.join()
+        return 0  # P exits; pid 2 is free
+
+    def middle():
+        # C never uses statefile; once P is gone it forks G, which gets pid 2 again.
+        while os.getppid() != 1:
+            time.sleep(0.01)
+        if mode == "reuse":
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write("1")
+        g = child(grandchild)
+        _, status = os.waitpid(g, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    def grandchild():
+        if (os.getpid() == 2) != (mode == "reuse"):
+            return 78
+        try:
+            statefile.Doc(p, lock_timeout=2).update(lambda v: v.update(g=True))
+            return 0
+        except statefile.LockTimeout:
+            return 3
+
+    _, status = os.waitpid(child(init), 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["fresh", "reuse"])
+def test_finding_a_forked_process_that_gets_a_dead_ancestors_pid_has_its_own_lock_queue(
+    tmp_path: Path, mode: str
+) -> None:
+    # FINDING: PerProcess tells a child by its pid (and by after_fork_in_child, which
+    # only the Python package's os.fork hook calls). P (pid 2 of a pid namespace) uses
+    # statefile and forks C, by libc's fork (a Rust or C program, uwsgi's workers)
+    # while a thread of P holds a document's lock; P exits. C never used statefile, so
+    # its states are still P's copies; C forks G, which the kernel gives P's pid (pids
+    # are used again; ns_last_pid makes it happen here at once). G takes P's copy for
+    # its own: the queue says "held" by P's thread, and G's update waits out its lock
+    # timeout on a free lock (with a mutex held at the fork, for ever; with a journal,
+    # P's handle). With a fresh pid ("fresh", the control) G takes the lock at once.
+    if os.geteuid() != 0:
+        skip_or_fail("a pid namespace and ns_last_pid need root")
+    script = tmp_path / "reuse.py"
+    script.write_text(_PID_REUSE)
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "a.json"), mode],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if r.returncode == 77:
+        skip_or_fail("unshare(CLONE_NEWPID) refused here")
+    assert r.returncode != 78, "the grandchild did not get the pid asked for"
+    assert r.returncode == 0, (
+        f"FINDING: G, with its dead grandparent's pid, waited out its lock timeout on a "
+        f"lock nobody held (exit {r.returncode}: 3 = LockTimeout) {r.stderr[-800:]}"
     )
