@@ -13,7 +13,9 @@ held (see the report); they are what a forked child still inherits:
    thread held at the fork is kept the same way;
 2. the release thread's `OnceLock` (fs.rs `releaser()`) spawns a thread inside its
    initialisation: a child forked meanwhile inherits it "being initialised" and its
-   first replace of an existing document hangs for ever in `get_or_init`;
+   first replace of an existing document hangs for ever in `get_or_init`; and it tells
+   a child by its pid only (not by after_fork_in_child): pid 1 forked from pid 1 queues
+   its replaced versions for its parent's thread, and keeps them open;
 3. the umask is read once per process and cached (fs/unix.rs `process_umask`): a
    daemon child that sets `umask(0o077)` after the fork (or any process that changes
    it after its first write) creates new documents 0644, readable by everyone;
@@ -324,6 +326,81 @@ def test_finding_a_child_forked_while_the_release_thread_starts_does_not_hang(
         p.wait()
         for pid in hung:  # its children, now init's
             os.kill(pid, signal.SIGKILL)
+
+
+_NESTED_RELEASE = textwrap.dedent(
+    """
+    import ctypes, os, sys, time
+    import statefile
+    libc = ctypes.CDLL(None, use_errno=True)
+    d = sys.argv[1]
+
+    def deleted() -> int:
+        # Replaced versions this process still holds open.
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.readlink("/proc/self/fd/" + fd).endswith("(deleted)")
+            except OSError:
+                pass
+        return n
+
+    if libc.unshare(0x20000000) != 0:  # CLONE_NEWPID
+        sys.exit(77)
+    a = os.fork()
+    if a == 0:
+        code = 90
+        try:
+            # pid 1 of a namespace: writes, so its release thread runs.
+            doc = statefile.Doc(os.path.join(d, "a.json"))
+            for i in range(5):
+                doc.write({"n": i})
+            if libc.unshare(0x20000000) != 0:
+                os._exit(77)
+            b = os.fork()  # with the Python hook: after_fork_in_child runs
+            if b == 0:
+                c = 91
+                try:
+                    assert os.getpid() == 1
+                    doc = statefile.Doc(os.path.join(d, "b.json"))
+                    for i in range(12):
+                        doc.write({"n": i})
+                    time.sleep(0.5)
+                    print(deleted(), flush=True)
+                    c = 0
+                finally:
+                    os._exit(c)
+            _, status = os.waitpid(b, 0)
+            code = os.waitstatus_to_exitcode(status)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(a, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+    """
+)
+
+
+def test_finding_pid_1_forked_from_pid_1_releases_the_versions_it_replaces(tmp_path: Path) -> None:
+    # FINDING: the release thread (fs.rs) is not a PerProcess: it tells a child by its
+    # pid only, not by after_fork_in_child, which 097a2b4 added for exactly this case,
+    # pid 1 of a nested pid namespace forked from pid 1. That child takes its parent's
+    # release thread for its own: it queues every replaced version for a thread it does
+    # not have (and locks the mutex that thread may have held at the fork). The old
+    # versions stay open, their disk space held, for the child's whole life (up to 16;
+    # 10 or 11 of 12 writes here, 0.5 s after the last), where another child closes them.
+    script = tmp_path / "nested.py"
+    script.write_text(_NESTED_RELEASE)
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    if r.returncode == 77:
+        skip_or_fail("unshare(CLONE_NEWPID) refused here")
+    assert r.returncode == 0, r
+    held = int(r.stdout.split()[-1])
+    assert held == 0, (
+        f"FINDING: pid 1 forked from pid 1 still holds {held} replaced versions open 0.5 s "
+        "after its last write (queued for its parent's release thread)"
+    )
 
 
 # ---------------------------------------------------------------------------------
