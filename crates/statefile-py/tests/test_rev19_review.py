@@ -29,7 +29,9 @@ held (see the report); they are what a forked child still inherits:
    let go of: reached by a program that re-forks itself to restart;
 6. a process forked without the Python hook (libc's fork: a Rust or C program) that
    gets the pid of a dead ancestor whose states it still has copies of (its parent
-   never used statefile) takes them for its own: pids are used again.
+   never used statefile) takes them for its own: pids are used again;
+7. (not about forks) `journal disable` and a writer of a document with a commit in
+   flight deadlock until their lock timeouts.
 """
 
 from __future__ import annotations
@@ -718,3 +720,62 @@ def test_finding_a_forked_process_that_gets_a_dead_ancestors_pid_has_its_own_loc
         f"FINDING: G, with its dead grandparent's pid, waited out its lock timeout on a "
         f"lock nobody held (exit {r.returncode}: 3 = LockTimeout) {r.stderr[-800:]}"
     )
+
+
+# ---------------------------------------------------------------------------------
+# 7. Found on the way (not about forks): a disable and a writer wait for each other.
+
+_DISABLER = textwrap.dedent(
+    """
+    import sys, time
+    import statefile
+    time.sleep(0.05)
+    try:
+        statefile.disable_journal(sys.argv[1], lock_timeout=3)
+    except statefile.LockTimeout as e:
+        print(e, flush=True)
+        sys.exit(3)
+    """
+)
+
+
+def test_finding_journal_disable_and_a_writer_of_a_document_do_not_wait_for_each_other(
+    tmp_path: Path,
+) -> None:
+    # FINDING (not about forks; found while a forked child disabled its parent's
+    # journal, and the same with a separate process): `journal disable` marks the
+    # journal "disabling" and checkpoints; the checkpoint looks at the commits in flight
+    # (still_in_flight), then adopts each (adopt -> lock_entries), waiting for its
+    # document's lock before looking again. Meanwhile the commit's writer finished it,
+    # let go, took the lock again for its next write, found the journal disabling and
+    # waits for the disable (wait_disabled, atomic.rs) with the lock held. Each waits
+    # for the other until its lock timeout: the disable fails (LockTimeout on
+    # .a.json.lock, gdb: checkpoint_locked -> adopt -> lock_entries), and so does the
+    # write ("being disabled and its checkpoint took too long"). Seen in about 1 run of
+    # 3 here, with the default 30 s timeouts.
+    script = tmp_path / "disable.py"
+    script.write_text(_DISABLER)
+    failures = []
+    for trial in range(20):
+        root = tmp_path / f"t{trial}"
+        root.mkdir()
+        statefile.enable_journal(root)
+        doc = statefile.Doc(root / "a.json", lock_timeout=3)
+        doc.write({"n": 0})
+        p = subprocess.Popen(
+            [sys.executable, str(script), str(root)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            for i in range(1, 300):
+                try:
+                    doc.write({"n": i})
+                except statefile.LockTimeout as e:
+                    failures.append(f"trial {trial}: the write: {e}")
+                    break
+        finally:
+            out, _ = p.communicate(timeout=60)
+        if p.returncode != 0:
+            failures.append(f"trial {trial}: the disable (exit {p.returncode}): {out.strip()}")
+        if failures:
+            break
+    assert not failures, "FINDING: a disable and a writer deadlocked until their lock timeouts: " + "; ".join(failures)
