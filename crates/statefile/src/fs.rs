@@ -390,16 +390,20 @@ struct Releases {
 }
 
 struct Releaser {
-    pid: u32,
     state: std::sync::Mutex<Releases>,
     wake: std::sync::Condvar,
 }
 
+/// This process's release thread (`None` if it could not be started). A
+/// [`crate::process::PerProcess`]: a forked child, which has none of its parent's
+/// threads, starts its own, and never waits for the parent's `OnceLock`, which a parent
+/// thread may have been initialising (spawning the thread, which takes a while) at the
+/// fork: a child that waited for it waited for ever in its first replace.
 fn releaser() -> Option<&'static Releaser> {
-    static R: std::sync::OnceLock<Option<&'static Releaser>> = std::sync::OnceLock::new();
-    let r: Option<&'static Releaser> = *R.get_or_init(|| {
+    static R: crate::process::PerProcess<std::sync::OnceLock<Option<&'static Releaser>>> =
+        crate::process::PerProcess::new();
+    *R.get().get_or_init(|| {
         let r: &'static Releaser = Box::leak(Box::new(Releaser {
-            pid: std::process::id(),
             state: std::sync::Mutex::new(Releases {
                 idle: true,
                 ..Releases::default()
@@ -411,8 +415,7 @@ fn releaser() -> Option<&'static Releaser> {
             .spawn(move || release_loop(r))
             .ok()
             .map(|_| r)
-    });
-    r.filter(|r| r.pid == std::process::id())
+    })
 }
 
 /// The releasing thread. Between writes it waits at most [`RELEASE_DELAY`] (so a writer
@@ -463,8 +466,8 @@ fn release_loop(r: &Releaser) {
 /// file creation (both take the same file-system locks). The thread only closes those
 /// handles (which read and write nothing); at most [`RELEASE_QUEUE`] wait for it, so a
 /// process never keeps more than that many replaced versions (and their disk space)
-/// alive. In a child forked after the thread started (which has no such thread), and
-/// if the thread cannot be started, the caller drops it itself.
+/// alive. A forked child has a thread of its own (see [`releaser`]); if the thread
+/// cannot be started, the caller drops it itself.
 pub(crate) fn release_later(held: Held) {
     let Some(r) = releaser() else {
         drop(held);
