@@ -145,6 +145,17 @@ fn lost() -> PyErr {
     PyRuntimeError::new_err("statefile: the transaction's helper thread stopped")
 }
 
+/// Said in a child forked inside `fn`: the transaction's locks and its helper thread
+/// (which would answer, and commit) stayed in the parent, and waiting for that thread
+/// here would wait for ever.
+fn forked(pid: u32) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "statefile: this transaction was started in process {pid} and cannot be used or \
+         finished in a child forked inside its function (its locks and its helper thread \
+         stay with the parent, which commits it)"
+    ))
+}
+
 fn out_of_turn() -> PyErr {
     PyRuntimeError::new_err("statefile: the transaction's helper thread answered out of turn")
 }
@@ -191,6 +202,7 @@ pub fn run(
     store: &Arc<statefile::Store>,
     f: &Bound<'_, PyAny>,
 ) -> PyResult<(Py<PyAny>, TxReceipt)> {
+    let pid = std::process::id();
     let (to, requests) = mpsc::channel();
     let (out, from) = mpsc::channel();
     let link = Arc::new(Link {
@@ -218,6 +230,7 @@ pub fn run(
                     Transaction {
                         link: Mutex::new(Some(link.clone())),
                         thread: std::thread::current().id(),
+                        pid,
                         root: store.root().to_path_buf(),
                         touched: Mutex::new(HashSet::new()),
                         held: held.clone(),
@@ -233,6 +246,9 @@ pub fn run(
                     .map(Bound::unbind);
                 drop(running);
                 tx.get().close();
+                if std::process::id() != pid {
+                    return Err(forked(pid));
+                }
                 committing = r.is_ok();
                 if !link.send(ToHelper::Finish(committing)) {
                     return Err(lost());
@@ -268,6 +284,8 @@ pub struct Transaction {
     link: Mutex<Option<Arc<Link>>>,
     /// The thread running the function: the only one that may use it.
     thread: ThreadId,
+    /// The process that started the transaction (see [`forked`]).
+    pid: u32,
     root: std::path::PathBuf,
     /// The names used so far: at most `MAX_TX_OPS`, as in the operations form (each
     /// document holds a lock and a descriptor until the transaction ends).
@@ -291,6 +309,9 @@ impl Transaction {
     }
 
     fn call(&self, py: Python<'_>, what: &str, r: Request) -> PyResult<Answer> {
+        if std::process::id() != self.pid {
+            return Err(forked(self.pid));
+        }
         if std::thread::current().id() != self.thread {
             return Err(PyRuntimeError::new_err(
                 "a statefile transaction is used only by the thread running its function",

@@ -15,8 +15,9 @@
 //!
 //! So each such state is a [`PerProcess`]: the process that made it uses it, and a
 //! process forked from it makes its own, fresh, never touching the copy (not even its
-//! mutex). The copy's descriptors stay open in the child, unused, and keep nothing from
-//! the parent that it did not already have.
+//! mutex). The copy's descriptors stay open in the child, unused; they share the
+//! parent's locks, so one the parent held when it died stays held while the child
+//! lives (docs/design.md lists this and the other limits).
 //!
 //! A fork is recognised by the process id, and, for a process that cannot be told from
 //! its parent that way (pid 1 of a new pid namespace forked from pid 1 of another), by
