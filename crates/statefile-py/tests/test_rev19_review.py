@@ -4,7 +4,8 @@ journal handles: `process::PerProcess`, and the package's `os.register_at_fork` 
 Every test named `test_finding_*` FAILED at 097a2b4 (and at 15c6530): each is a finding,
 its first comment says what is wrong (the control cases `[8]` and `[fresh]` pass). The
 two tests of finding 2 pass from 27d42f0 on (the release thread made a PerProcess), and
-finding 4's from the commit after the review (the transaction checks the pid); the
+findings 3's and 4's from the commits after the review (the umask read for each new
+document; the transaction checks the pid); the
 others are marked xfail with their reasons, known limits and defects left for a later
 session. None is about the states 097a2b4 converted, which held (see the report); they
 are what a forked child still inherits:
@@ -470,11 +471,6 @@ def test_finding_pid_1_forked_from_pid_1_releases_the_versions_it_replaces(tmp_p
 # 3. The umask, read once per process.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (rev19, finding 3): the umask is read once per process, so a umask set "
-    "after the first write does not reach new documents",
-)
 def test_finding_a_document_created_after_a_forked_daemon_sets_its_umask_follows_it(
     tmp_path: Path,
 ) -> None:

@@ -165,7 +165,7 @@ impl Prepared {
             target,
             dir,
             lock,
-            umask: fs.umask(),
+            fs: fs.clone(),
             journal: None,
             after: AfterUnlock::default(),
         })
@@ -179,7 +179,9 @@ pub(crate) struct Locked {
     pub target: Target,
     pub dir: Arc<dyn FsDir>,
     pub lock: LockGuard,
-    umask: u32,
+    /// For the umask, read only for a new document and then at that moment (a process
+    /// may change it: a daemon after it forked, gunicorn's `--umask` in its workers).
+    fs: Arc<dyn Fs>,
     /// The journal the tree is in, found under the lock; `None` outside journal mode
     /// (and for a replay's own writes, which must not be journaled again).
     pub journal: Option<Bound>,
@@ -189,6 +191,11 @@ pub(crate) struct Locked {
 }
 
 impl Locked {
+    /// The process's umask now (see [`Fs::umask`]).
+    fn umask(&self) -> u32 {
+        self.fs.umask()
+    }
+
     /// Step 0: [`Prepared::open`], then take the lock, then bind the write to the
     /// tree's journal ([`Locked::bind`]), starting again if that had to release the lock.
     pub(crate) fn open(path: &Path, confine: Option<&Path>, opts: &Options) -> Result<Locked> {
@@ -287,7 +294,7 @@ impl Locked {
             target,
             dir,
             lock,
-            umask: fs.umask(),
+            fs: fs.clone(),
             journal: None,
             after: AfterUnlock::default(),
         }))
@@ -618,7 +625,7 @@ pub(crate) fn replace_plain(
     check_write_access(w, current)?;
     let mut temp = Temp::create(w)?; //                               1.
     temp.announce(plan.temp_created)?;
-    temp.take_permissions(current.meta(), plan.perms, w.umask)?; //   2.
+    temp.take_permissions(current.meta(), plan.perms, &|| w.umask())?; //   2.
     let (version, bytes) = temp.fill(body, plan.max_bytes)?; //       3.
     temp.sync(plan.durability)?; //                                   4.
     temp.verify(plan.verify, &version)?; //                           5.
@@ -699,7 +706,7 @@ fn replace_journaled(
     }
     let bytes = std::mem::take(&mut spill.mem);
     drop(spill);
-    let (mode, owner) = intended_permissions(current.meta(), plan.perms, w.umask);
+    let (mode, owner) = intended_permissions(current.meta(), plan.perms, &|| w.umask());
     let (uid, gid) = owner.unwrap_or_else(|| new_file_owner(w));
     let entry = Entry {
         name: b.name.clone(),
@@ -820,7 +827,7 @@ fn prepare_temp<'a>(
 fn start_temp<'a>(w: &'a Locked, plan: &Plan<'_>, current: &Current) -> Result<Temp<'a>> {
     let mut temp = Temp::create(w)?; //                                  1.
     temp.announce(plan.temp_created)?;
-    temp.take_permissions(current.meta(), plan.perms, w.umask)?; //      2.
+    temp.take_permissions(current.meta(), plan.perms, &|| w.umask())?; //      2.
     Ok(temp)
 }
 
@@ -1176,7 +1183,8 @@ pub(crate) fn commit_many(
         match &p.change {
             Change::Put(bytes) => {
                 let version = Version::of(bytes);
-                let (mode, owner) = intended_permissions(p.current.meta(), plan.perms, p.w.umask);
+                let (mode, owner) =
+                    intended_permissions(p.current.meta(), plan.perms, &|| p.w.umask());
                 let (uid, gid) = owner.unwrap_or_else(|| new_file_owner(p.w));
                 entries.push(Entry {
                     name,
@@ -1715,7 +1723,12 @@ impl<'a> Temp<'a> {
     }
 
     /// Step 2: see [`take_permissions`].
-    fn take_permissions(&mut self, old: Option<&Metadata>, perms: Perms, umask: u32) -> Result<()> {
+    fn take_permissions(
+        &mut self,
+        old: Option<&Metadata>,
+        perms: Perms,
+        umask: &dyn Fn() -> u32,
+    ) -> Result<()> {
         let path = self.path();
         take_permissions(self.file().as_mut(), &path, old, perms, umask)
     }
@@ -1901,7 +1914,7 @@ pub(crate) fn take_permissions(
     path: &Path,
     old: Option<&Metadata>,
     perms: Perms,
-    umask: u32,
+    umask: &dyn Fn() -> u32,
 ) -> Result<()> {
     let (mode, owner) = intended_permissions(old, perms, umask);
     if let Some((uid, gid)) = owner {
@@ -1929,15 +1942,16 @@ pub(crate) fn take_permissions(
 /// file (`perms`' own, or the replaced file's, or the creation mode less the umask),
 /// and the owner it is meant to keep (`perms`' own, or the replaced file's; `None` for
 /// a new document: whoever writes it). What a journal record carries for a replay.
+/// `umask` is asked only for a new document.
 fn intended_permissions(
     old: Option<&Metadata>,
     perms: Perms,
-    umask: u32,
+    umask: &dyn Fn() -> u32,
 ) -> (u32, Option<(u32, u32)>) {
     let mode = match (perms.mode, old) {
         (Some(bits), _) => bits,
         (None, Some(m)) => m.mode,
-        (None, None) => perms.create_mode & !umask,
+        (None, None) => perms.create_mode & !umask(),
     };
     (mode, perms.owner.or(old.map(|m| (m.uid, m.gid))))
 }

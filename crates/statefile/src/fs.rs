@@ -227,7 +227,8 @@ pub trait Fs: Send + Sync + fmt::Debug {
     fn read_link(&self, path: &Path) -> io::Result<PathBuf>;
     /// `realpath(3)`: an absolute path with every symlink and `..` resolved.
     fn canonicalize(&self, path: &Path) -> io::Result<PathBuf>;
-    /// The process's file-mode creation mask.
+    /// The process's file-mode creation mask, as it is now (asked only when a new
+    /// document is made: a process may change it between two writes).
     fn umask(&self) -> u32;
     /// An identifier of the running boot of the machine (Linux:
     /// `/proc/sys/kernel/random/boot_id`), or `None` where there is none. The journal

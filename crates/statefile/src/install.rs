@@ -139,7 +139,7 @@ fn install_in(
         dir.check_write_access(&t.name).ctx("replace", &t.path)?;
     }
     let (version, _) = crate::version::hash_reader(&mut file).ctx("read", src)?;
-    take_permissions(file.as_mut(), src, old.as_ref(), opts.perms, fs.umask())?;
+    take_permissions(file.as_mut(), src, old.as_ref(), opts.perms, &|| fs.umask())?;
     let synced = match opts.durability {
         Durability::Full => file.sync_all(),
         Durability::Data => file.sync_data(),

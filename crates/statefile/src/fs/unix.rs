@@ -290,20 +290,20 @@ impl Fs for OsFs {
     }
 }
 
-/// The umask, read once from `/proc/self/status` (Linux 4.7+); 022 where unavailable.
+/// The umask now, from `/proc/self/status` (Linux 4.7+); 022 where unavailable.
 /// Reading it with `umask(2)` would need `unsafe` and briefly change it for all threads.
+/// Read each time (only a new document asks): a process may change its umask after its
+/// first write (a daemon after it forked, gunicorn's `--umask` in its workers), and a
+/// value cached then made their new documents readable by everyone.
 fn process_umask() -> u32 {
-    static UMASK: OnceLock<u32> = OnceLock::new();
-    *UMASK.get_or_init(|| {
-        fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Umask:"))
-                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            })
-            .unwrap_or(0o022)
-    })
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY

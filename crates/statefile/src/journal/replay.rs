@@ -840,7 +840,7 @@ impl Journal {
                             owner: Some((p.uid, p.gid)),
                             ..Perms::default()
                         };
-                        atomic::take_permissions(f.as_mut(), &temp_path, None, perms, 0)?;
+                        atomic::take_permissions(f.as_mut(), &temp_path, None, perms, &|| 0)?;
                         f.write_all(bytes).ctx("write", &temp_path)
                     })()
                     .map(|()| temp.clone())
