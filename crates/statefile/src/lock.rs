@@ -18,7 +18,8 @@
 //! heads poll with a backoff capped at 8 ms); one whose `flock` returned waits a few
 //! seconds for the next lock to block in, then ends. The worst case is one blocked
 //! thread per lock file that another process holds forever after a waiter here gave up
-//! on it.
+//! on it. The journal's locks ([`crate::journal`]) wait through the same helpers
+//! ([`flock_until`]), on the one descriptor of each journal file a process keeps.
 //!
 //! After `flock` succeeds we check that the descriptor's (dev, ino) is still the one
 //! linked at the lock path: a holder that deleted the document and its lock file may
@@ -505,6 +506,21 @@ pub(crate) fn try_flock<F: Flock>(slot: &HelperSlot<F>, file: &F) -> io::Result<
     let free = file.try_lock();
     drop(held);
     free
+}
+
+/// Whether a helper of this process is still blocked in `flock` in `slot` after a
+/// waiter gave up on it: the lock has been held by someone else, without a break, since
+/// before that waiter's deadline. (A helper that waiters are waiting for, and none gave
+/// up on, is the ordinary hand-over between processes.)
+pub(crate) fn helper_given_up<F>(slot: &HelperSlot<F>) -> bool {
+    let pid = std::process::id();
+    lock_ignoring_poison(slot)
+        .as_ref()
+        .filter(|h| h.pid == pid)
+        .is_some_and(|h| {
+            let st = lock_ignoring_poison(&h.state);
+            st.given_up && !st.finished
+        })
 }
 
 /// A helper started to block in `flock` on `file`; `Err(file)` when no helper thread
