@@ -431,6 +431,14 @@ pub(crate) struct Helper<F> {
     done: Condvar,
 }
 
+impl<F> Helper<F> {
+    /// Whether it is a thread of this process (the process id asked only when there is
+    /// a helper: no system call on the path where a lock is free).
+    fn ours(&self) -> bool {
+        self.pid == std::process::id()
+    }
+}
+
 #[derive(Debug)]
 struct HelperState<F> {
     /// A head is waiting for the outcome.
@@ -463,12 +471,11 @@ pub(crate) fn flock_until<F: Flock, O: AsRef<HelperSlot<F>> + Clone + Send + 'st
     deadline: Instant,
 ) -> io::Result<Option<(F, bool)>> {
     let slot = owner.as_ref();
-    let pid = std::process::id();
     {
         let held = lock_ignoring_poison(slot);
         // A helper of the process this one was forked from is not here (fork copies no
         // thread): its outcome would never come.
-        if let Some(h) = held.as_ref().filter(|h| h.pid == pid) {
+        if let Some(h) = held.as_ref().filter(|h| h.ours()) {
             let mut st = lock_ignoring_poison(&h.state);
             if !st.finished {
                 st.waiting = true;
@@ -494,10 +501,9 @@ pub(crate) fn flock_until<F: Flock, O: AsRef<HelperSlot<F>> + Clone + Send + 'st
 /// blocked on it (whose win would be this lock's, where they share a descriptor).
 pub(crate) fn try_flock<F: Flock>(slot: &HelperSlot<F>, file: &F) -> io::Result<bool> {
     let held = lock_ignoring_poison(slot);
-    let pid = std::process::id();
     if held
         .as_ref()
-        .filter(|h| h.pid == pid)
+        .filter(|h| h.ours())
         .is_some_and(|h| !lock_ignoring_poison(&h.state).finished)
     {
         return Ok(false);
@@ -513,10 +519,9 @@ pub(crate) fn try_flock<F: Flock>(slot: &HelperSlot<F>, file: &F) -> io::Result<
 /// before that waiter's deadline. (A helper that waiters are waiting for, and none gave
 /// up on, is the ordinary hand-over between processes.)
 pub(crate) fn helper_given_up<F>(slot: &HelperSlot<F>) -> bool {
-    let pid = std::process::id();
     lock_ignoring_poison(slot)
         .as_ref()
-        .filter(|h| h.pid == pid)
+        .filter(|h| h.ours())
         .is_some_and(|h| {
             let st = lock_ignoring_poison(&h.state);
             st.given_up && !st.finished
