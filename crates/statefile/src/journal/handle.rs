@@ -804,6 +804,10 @@ impl Journal {
     /// `reserve` bytes of the ring are left free after the record (when the ring has
     /// them, a checkpoint runs first otherwise): room for the record that would withdraw
     /// it ([`Journal::replace_in_flight`]), which must not need a checkpoint of its own.
+    ///
+    /// Every wait here (the append lock, a stuck flush lock, a slot, a checkpoint's
+    /// locks) ends by `opts.lock_timeout` with [`ErrorKind::LockTimeout`] (or
+    /// `NoSpace` for a ring a checkpoint could not free), nothing appended.
     pub(crate) fn append(
         &self,
         opts: &Options,
