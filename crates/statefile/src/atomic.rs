@@ -772,7 +772,7 @@ fn replace_journaled(
         }
     };
     if plan.durability != Durability::None {
-        j.flush(&ticket)?; //                                            J2.
+        j.flush(&ticket, b.opts.lock_timeout)?; //                       J2.
     }
     // Closed before the rename, never kept to hold the replaced version across it (step
     // 7 opens it `O_PATH` for that): a file open for reading when it is renamed over or
@@ -908,11 +908,11 @@ fn withdraw(
         Err(e) => return not_withdrawn(after, cause, version, e, Unwithdrawn::Unmade),
     };
     let names: Vec<&[u8]> = docs.iter().map(|d| d.name).collect();
-    let undo = match j.replace_in_flight(ticket, &entries, &names) {
+    let undo = match j.replace_in_flight(ticket, &entries, &names, b.opts.lock_timeout) {
         Ok(undo) => undo,
         Err(e) => return not_withdrawn(after, cause, version, e, Unwithdrawn::Refused),
     };
-    if let Err(e) = j.flush(&undo) {
+    if let Err(e) = j.flush(&undo, b.opts.lock_timeout) {
         return not_withdrawn(after, cause, version, e, Unwithdrawn::Unflushed);
     }
     // Left in flight, the cancelling record is harmless: whoever adopts it applies
@@ -1264,7 +1264,7 @@ pub(crate) fn commit_many(
         }
     };
     if plan.durability != Durability::None {
-        j.flush(&ticket)?; //                                                J2.
+        j.flush(&ticket, b.opts.lock_timeout)?; //                           J2.
     }
     for ((p, st), v) in parts.iter().zip(staged).zip(&versions) {
         let t = &p.w.target;
@@ -1478,7 +1478,7 @@ pub(crate) fn mark_direct(
             Ok(ticket) => {
                 let flushed = match durability {
                     Durability::None => Ok(()),
-                    _ => b.journal.flush(&ticket),
+                    _ => b.journal.flush(&ticket, b.opts.lock_timeout),
                 };
                 b.journal.finished(&ticket, &w.after, &b.opts);
                 break flushed;
@@ -1598,7 +1598,7 @@ pub(crate) fn delete(
         }
     };
     if durability != Durability::None {
-        b.journal.flush(&ticket)?;
+        b.journal.flush(&ticket, b.opts.lock_timeout)?;
     }
     let kept =
         remove_locked(w, backups, seen).map_err(|e| delete_committed_not_applied(&w.target, e))?;

@@ -20,6 +20,22 @@ pub(crate) fn out_of_descriptors(err: &io::Error) -> bool {
     matches!(errno(err), Some(Errno::MFILE | Errno::NFILE))
 }
 
+/// Whether `err` wraps a [`ErrorKind::LockTimeout`]: a `Durability` error of a commit
+/// whose journal flush lock was not had in time (see `Journal::flush`) says nothing
+/// about the disk, unlike one from a failed sync.
+pub(crate) fn caused_by_lock_timeout(err: &Error) -> bool {
+    let mut next = std::error::Error::source(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<Error>()
+            .is_some_and(|e| e.kind() == ErrorKind::LockTimeout)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// [`out_of_descriptors`] for `err` or any error it wraps.
 pub(crate) fn caused_by_out_of_descriptors(err: &Error) -> bool {
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);

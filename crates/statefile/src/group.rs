@@ -1165,8 +1165,11 @@ fn finish(
     let lock_wait = w.lock.waited();
     drop(w);
     hold.queue.end();
+    // A journal flush lock not had in time is no failed sync: the disk is as known as
+    // before, and the store goes on (the commit stays in flight for the next writer).
     if let Some(Err(e)) = &written
         && e.kind() == ErrorKind::Durability
+        && !crate::error::caused_by_lock_timeout(e)
     {
         for m in members.iter().filter(|m| m.ok) {
             if let Some(p) = &m.slot.meta.poison {

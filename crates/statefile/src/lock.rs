@@ -18,7 +18,8 @@
 //! heads poll with a backoff capped at 8 ms); one whose `flock` returned waits a few
 //! seconds for the next lock to block in, then ends. The worst case is one blocked
 //! thread per lock file that another process holds forever after a waiter here gave up
-//! on it.
+//! on it. The journal's locks ([`crate::journal`]) wait through the same helpers
+//! ([`flock_until`]), on the one descriptor of each journal file a process keeps.
 //!
 //! After `flock` succeeds we check that the descriptor's (dev, ino) is still the one
 //! linked at the lock path: a holder that deleted the document and its lock file may
@@ -110,7 +111,7 @@ pub(crate) struct Shared {
     /// The document's group-commit queue.
     pub(crate) batch: group::Queue,
     /// A helper blocked in `flock` for a head that gave up, for the next head to adopt.
-    helper: Mutex<Option<Arc<Helper>>>,
+    helper: HelperSlot<Box<dyn FsLockFile>>,
 }
 
 /// The states in use, with the number of users of each (threads waiting or holding,
@@ -156,6 +157,12 @@ impl Entry {
     /// The shared state.
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+}
+
+impl AsRef<HelperSlot<Box<dyn FsLockFile>>> for Entry {
+    fn as_ref(&self) -> &HelperSlot<Box<dyn FsLockFile>> {
+        &self.shared.helper
     }
 }
 
@@ -220,7 +227,7 @@ impl Drop for LockGuard {
             // Closing the descriptor releases the flock even if unlock fails; in a
             // forked child, closing its copy leaves the parent's lock alone, as it must.
             if std::process::id() == self.owner {
-                let _ = file.unlock();
+                let _ = FsLockFile::unlock(file.as_ref());
             }
         }
         self.entry.shared.fifo.release();
@@ -363,7 +370,8 @@ pub(crate) fn acquire_in(
             owner: std::process::id(),
         };
         let file = open(dir, name, path)?;
-        let Some((file, waited)) = flock(&guard.entry, file, deadline).ctx("lock", path)? else {
+        let Some((file, waited)) = flock_until(&guard.entry, file, deadline).ctx("lock", path)?
+        else {
             return Err(timeout_error(path, timeout));
         };
         contended |= waited;
@@ -384,107 +392,223 @@ pub(crate) fn acquire_in(
 /// Most helper threads blocked in `flock` at once, in the whole process.
 pub(crate) const MAX_HELPERS: usize = 64;
 
+/// A lock a helper thread can block in on a waiter's behalf: a document's lock file
+/// (a fresh descriptor per acquisition) or one of the journal's files (one descriptor
+/// per process, behind an in-process lock).
+pub(crate) trait Flock: Send + Sized + 'static {
+    /// `flock` with `LOCK_NB`: whether it was granted.
+    fn try_lock(&self) -> io::Result<bool>;
+    /// `flock` without `LOCK_NB`: blocks until granted; the kernel wakes the caller the
+    /// moment the holder lets go.
+    fn lock(&self) -> io::Result<()>;
+    /// `flock(LOCK_UN)`, for a lock a helper won with nobody waiting for it any more.
+    fn unlock(&self);
+}
+
+impl Flock for Box<dyn FsLockFile> {
+    fn try_lock(&self) -> io::Result<bool> {
+        crate::fs::retry(|| FsLockFile::try_lock(self.as_ref()))
+    }
+    fn lock(&self) -> io::Result<()> {
+        crate::fs::retry(|| FsLockFile::lock(self.as_ref()))
+    }
+    fn unlock(&self) {
+        // Unlocked, not only closed: a child forked meanwhile has a copy of this
+        // descriptor, and a flock ends only with the last one closed, so closing alone
+        // left the lock held for as long as that child lived.
+        let _ = FsLockFile::unlock(self.as_ref());
+    }
+}
+
+/// Where the helper blocked in `flock` on one lock for a waiter that gave up stays, for
+/// the next waiter to adopt.
+pub(crate) type HelperSlot<F> = Mutex<Option<Arc<Helper<F>>>>;
+
 /// A thread blocked in `flock` on behalf of a waiting head.
 #[derive(Debug)]
-struct Helper {
+pub(crate) struct Helper<F> {
     /// The process whose thread it is.
     pid: u32,
-    state: Mutex<HelperState>,
+    state: Mutex<HelperState<F>>,
     done: Condvar,
 }
 
-#[derive(Debug, Default)]
-struct HelperState {
+impl<F> Helper<F> {
+    /// Whether it is a thread of this process (the process id asked only when there is
+    /// a helper: no system call on the path where a lock is free).
+    fn ours(&self) -> bool {
+        self.pid == std::process::id()
+    }
+}
+
+#[derive(Debug)]
+struct HelperState<F> {
     /// A head is waiting for the outcome.
     waiting: bool,
     /// The outcome, once `flock` returned and a head was waiting for it.
-    outcome: Option<io::Result<Box<dyn FsLockFile>>>,
-    /// `flock` returned: nothing left to adopt.
+    outcome: Option<io::Result<F>>,
+    /// `flock` returned: nothing left to adopt (and a lock won with nobody waiting is
+    /// released already).
     finished: bool,
+    /// A waiter gave up on it: the lock has been held by someone else for at least a
+    /// whole wait.
+    given_up: bool,
 }
 
-/// Take the `flock` on `file` (a fresh descriptor of `entry`'s lock file) by
-/// `deadline`: `Ok(None)` on timeout. Tries at once, even past the deadline. With
-/// the file, whether it had to wait (the lock was held when first tried).
-fn flock(
-    entry: &Entry,
-    file: Box<dyn FsLockFile>,
+/// Take the `flock` on `file` by `deadline`: `Ok(None)` on timeout. With the file,
+/// whether it had to wait. `owner` keeps `slot` (this lock's helper slot) alive for a
+/// helper that outlives the wait.
+///
+/// A helper left blocked on this lock by a waiter that gave up is adopted first,
+/// before `file` is even tried: where `file` is the very descriptor the helper blocks
+/// on (the journal's), a lock taken through it meanwhile would be the helper's too, and
+/// released by the helper finding nobody waiting. Otherwise `file` is tried at once
+/// (even past the deadline), then handed to a helper thread that blocks in `flock`,
+/// so the kernel hands the lock over the moment its holder lets go, while this thread
+/// waits for the helper no later than `deadline`. Without a helper to be had (more
+/// than [`MAX_HELPERS`] blocked), polled.
+pub(crate) fn flock_until<F: Flock, O: AsRef<HelperSlot<F>> + Clone + Send + 'static>(
+    owner: &O,
+    file: F,
     deadline: Instant,
-) -> io::Result<Option<(Box<dyn FsLockFile>, bool)>> {
-    if crate::fs::retry(|| file.try_lock())? {
+) -> io::Result<Option<(F, bool)>> {
+    let slot = owner.as_ref();
+    {
+        let held = lock_ignoring_poison(slot);
+        // A helper of the process this one was forked from is not here (fork copies no
+        // thread): its outcome would never come.
+        if let Some(h) = held.as_ref().filter(|h| h.ours()) {
+            let mut st = lock_ignoring_poison(&h.state);
+            if !st.finished {
+                st.waiting = true;
+                drop(st);
+                let h = h.clone();
+                drop(held);
+                drop(file);
+                return Ok(wait_for_helper(&h, deadline)?.map(|f| (f, true)));
+            }
+        }
+    }
+    if file.try_lock()? {
         return Ok(Some((file, false)));
     }
-    let waited = match helper_for(entry, file) {
+    let waited = match helper_for(owner, file) {
         Ok(helper) => wait_for_helper(&helper, deadline),
         Err(file) => poll(file, deadline),
     };
     Ok(waited?.map(|file| (file, true)))
 }
 
-/// The helper blocked in `flock` on this lock file, adopted or started for `file`
-/// (dropped when one is adopted); `Err(file)` when no helper may be started.
-fn helper_for(
-    entry: &Entry,
-    file: Box<dyn FsLockFile>,
-) -> Result<Arc<Helper>, Box<dyn FsLockFile>> {
-    let mut slot = lock_ignoring_poison(&entry.shared.helper);
-    let pid = std::process::id();
-    // A helper of the process this one was forked from is not here (fork copies no
-    // thread): its outcome would never come.
-    if let Some(h) = slot.as_ref().filter(|h| h.pid == pid) {
-        let mut st = lock_ignoring_poison(&h.state);
-        if !st.finished {
-            st.waiting = true;
-            return Ok(h.clone());
-        }
+/// [`flock_until`] without waiting: the lock if it is free now, and no helper is left
+/// blocked on it (whose win would be this lock's, where they share a descriptor).
+pub(crate) fn try_flock<F: Flock>(slot: &HelperSlot<F>, file: &F) -> io::Result<bool> {
+    let held = lock_ignoring_poison(slot);
+    if held
+        .as_ref()
+        .filter(|h| h.ours())
+        .is_some_and(|h| !lock_ignoring_poison(&h.state).finished)
+    {
+        return Ok(false);
     }
+    // Tried with the slot held: no helper can be started meanwhile.
+    let free = file.try_lock();
+    drop(held);
+    free
+}
+
+/// Whether a helper of this process is still blocked in `flock` in `slot` after a
+/// waiter gave up on it: the lock has been held by someone else, without a break, since
+/// before that waiter's deadline. (A helper that waiters are waiting for, and none gave
+/// up on, is the ordinary hand-over between processes.)
+pub(crate) fn helper_given_up<F>(slot: &HelperSlot<F>) -> bool {
+    lock_ignoring_poison(slot)
+        .as_ref()
+        .filter(|h| h.ours())
+        .is_some_and(|h| {
+            let st = lock_ignoring_poison(&h.state);
+            st.given_up && !st.finished
+        })
+}
+
+/// A helper started to block in `flock` on `file`; `Err(file)` when no helper thread
+/// may be started. Called with no helper of this process left in the slot.
+fn helper_for<F: Flock, O: AsRef<HelperSlot<F>> + Clone + Send + 'static>(
+    owner: &O,
+    file: F,
+) -> Result<Arc<Helper<F>>, F> {
+    let mut slot = lock_ignoring_poison(owner.as_ref());
     let helper = Arc::new(Helper {
-        pid,
+        pid: std::process::id(),
         state: Mutex::new(HelperState {
             waiting: true,
-            ..HelperState::default()
+            outcome: None,
+            finished: false,
+            given_up: false,
         }),
         done: Condvar::new(),
     });
-    let (h, user) = (helper.clone(), entry.clone());
-    let job: Job = Box::new(move |file: Box<dyn FsLockFile>| {
-        let outcome = crate::fs::retry(|| file.lock()).map(|()| file);
+    let task = Task {
+        file,
+        helper: helper.clone(),
+        owner: owner.clone(),
+    };
+    match helpers::run(task) {
+        Ok(()) => {
+            *slot = Some(helper.clone());
+            Ok(helper)
+        }
+        Err(task) => Err(task.file),
+    }
+}
+
+/// What a helper thread runs: block in `flock` on `file` for `helper`'s waiter.
+struct Task<F, O> {
+    file: F,
+    helper: Arc<Helper<F>>,
+    /// Keeps the helper's slot alive (a document's lock state stays registered while
+    /// its helper blocks, so the next head adopts it rather than start another).
+    owner: O,
+}
+
+/// A job for a helper thread.
+trait Job: Send {
+    fn run(self: Box<Self>);
+}
+
+impl<F: Flock, O: AsRef<HelperSlot<F>> + Send + 'static> Job for Task<F, O> {
+    fn run(self: Box<Self>) {
+        let Task {
+            file,
+            helper: h,
+            owner,
+        } = *self;
+        let outcome = file.lock().map(|()| file);
         let mut st = lock_ignoring_poison(&h.state);
         st.finished = true;
         if st.waiting {
             st.outcome = Some(outcome);
             h.done.notify_all();
         } else if let Ok(file) = outcome {
-            // The head gave up and nobody adopted us: let go at once. Unlocked, not
-            // only closed: a child forked meanwhile has a copy of this descriptor, and
-            // a flock ends only with the last one closed, so closing alone left the
-            // lock held for as long as that child lived.
-            let _ = file.unlock();
+            // The head gave up and nobody adopted us: let go at once, before anyone
+            // can see this helper finished (and take the lock, where the descriptor is
+            // shared).
+            file.unlock();
         }
         drop(st);
-        let mut slot = lock_ignoring_poison(&user.shared.helper);
+        let mut slot = lock_ignoring_poison(owner.as_ref());
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &h)) {
             *slot = None;
         }
-    });
-    match helpers::run(job, file) {
-        Ok(()) => {
-            *slot = Some(helper.clone());
-            Ok(helper)
-        }
-        Err(file) => Err(file),
     }
 }
-
-/// What a helper thread runs: block in `flock` on the descriptor it is given.
-type Job = Box<dyn FnOnce(Box<dyn FsLockFile>) + Send>;
 
 /// The helper threads: started on demand, at most [`MAX_HELPERS`] in the process, each
 /// kept after its `flock` returns for [`HELPER_IDLE`] to take the next one (starting a
 /// thread for every contended lock cost more than the rest of a hand-over between
-/// processes). A thread idle that long ends, so an idle process keeps none.
+/// processes). A thread idle that long ends, so an idle process keeps none. Document
+/// locks and the journal's locks share them.
 mod helpers {
-    use super::{FsLockFile, Job, MAX_HELPERS, lock_ignoring_poison};
+    use super::{Job, MAX_HELPERS, lock_ignoring_poison};
     use crate::process::PerProcess;
     use std::collections::VecDeque;
     use std::sync::{Condvar, Mutex, PoisonError};
@@ -498,7 +622,7 @@ mod helpers {
         /// The process these threads belong to: a child forked from it has none.
         pid: u32,
         /// Jobs handed over and not yet taken by a thread.
-        queue: VecDeque<(Job, Box<dyn FsLockFile>)>,
+        queue: VecDeque<Box<dyn Job>>,
         /// Threads waiting for a job.
         idle: usize,
         /// Threads alive (idle or blocked in a `flock`).
@@ -518,10 +642,9 @@ mod helpers {
         POOL.get()
     }
 
-    /// Have a helper thread run `job` on `file`: an idle one, else a new one if fewer
-    /// than [`MAX_HELPERS`] are alive. `Err(file)` (the job dropped) when none may run
-    /// it.
-    pub(super) fn run(job: Job, file: Box<dyn FsLockFile>) -> Result<(), Box<dyn FsLockFile>> {
+    /// Have a helper thread run `job`: an idle one, else a new one if fewer than
+    /// [`MAX_HELPERS`] are alive. `Err(job)` when none may run it.
+    pub(super) fn run<J: Job + 'static>(job: J) -> Result<(), J> {
         let p = pool();
         let mut st = lock_ignoring_poison(&p.state);
         let pid = std::process::id();
@@ -534,18 +657,18 @@ mod helpers {
             st.pid = pid;
         }
         if st.idle > st.queue.len() {
-            st.queue.push_back((job, file));
+            st.queue.push_back(Box::new(job));
             drop(st);
             p.work.notify_one();
             return Ok(());
         }
         if st.threads >= MAX_HELPERS {
-            return Err(file);
+            return Err(job);
         }
         st.threads += 1;
         drop(st);
         // The job goes to the thread; if the thread cannot start, it comes back.
-        let handed = std::sync::Arc::new(Mutex::new(Some((job, file))));
+        let handed = std::sync::Arc::new(Mutex::new(Some(job)));
         let take = handed.clone();
         let spawned = std::thread::Builder::new()
             .name("statefile-flock".into())
@@ -553,8 +676,8 @@ mod helpers {
             .spawn(move || {
                 let first = lock_ignoring_poison(&take).take();
                 drop(take);
-                if let Some((job, file)) = first {
-                    job(file);
+                if let Some(job) = first {
+                    Box::new(job).run();
                 }
                 serve(p);
             });
@@ -567,7 +690,7 @@ mod helpers {
                 }
                 drop(st);
                 let back = lock_ignoring_poison(&handed).take();
-                Err(back.expect("the thread never started").1)
+                Err(back.expect("the thread never started"))
             }
         }
     }
@@ -577,9 +700,9 @@ mod helpers {
     fn serve(p: &'static Pool) {
         let mut st = lock_ignoring_poison(&p.state);
         loop {
-            if let Some((job, file)) = st.queue.pop_front() {
+            if let Some(job) = st.queue.pop_front() {
                 drop(st);
-                job(file);
+                job.run();
                 st = lock_ignoring_poison(&p.state);
                 continue;
             }
@@ -600,7 +723,7 @@ mod helpers {
 
 /// Wait for `helper`'s `flock` until `deadline`; on timeout leave it for the next head
 /// (or, if nobody adopts it, to release the lock the moment it wins).
-fn wait_for_helper(helper: &Helper, deadline: Instant) -> io::Result<Option<Box<dyn FsLockFile>>> {
+fn wait_for_helper<F>(helper: &Helper<F>, deadline: Instant) -> io::Result<Option<F>> {
     let mut st = lock_ignoring_poison(&helper.state);
     loop {
         if let Some(outcome) = st.outcome.take() {
@@ -610,6 +733,7 @@ fn wait_for_helper(helper: &Helper, deadline: Instant) -> io::Result<Option<Box<
         let now = Instant::now();
         if now >= deadline {
             st.waiting = false;
+            st.given_up = true;
             return Ok(None);
         }
         st = helper
@@ -621,10 +745,10 @@ fn wait_for_helper(helper: &Helper, deadline: Instant) -> io::Result<Option<Box<
 }
 
 /// Without a helper: try again and again, with a jittered backoff capped at 8 ms.
-fn poll(file: Box<dyn FsLockFile>, deadline: Instant) -> io::Result<Option<Box<dyn FsLockFile>>> {
+fn poll<F: Flock>(file: F, deadline: Instant) -> io::Result<Option<F>> {
     let mut backoff = Duration::from_micros(50);
     loop {
-        if crate::fs::retry(|| file.try_lock())? {
+        if file.try_lock()? {
             return Ok(Some(file));
         }
         let now = Instant::now();
@@ -656,7 +780,7 @@ pub(crate) fn try_acquire(
         owner: std::process::id(),
     };
     let file = open(dir, name, path)?;
-    if !crate::fs::retry(|| file.try_lock()).ctx("lock", path)? {
+    if !try_flock(&guard.entry.shared.helper, &file).ctx("lock", path)? {
         return Ok(None);
     }
     if !still_linked(dir, file.as_ref(), name).ctx("lock", path)? {
@@ -771,7 +895,7 @@ mod tests {
         let handle = fs.open_dir(dir.path()).unwrap();
         let entry = Entry::open(&fs, handle.as_ref(), p.file_name().unwrap(), &p).unwrap();
         let helper = || lock_ignoring_poison(&entry.shared.helper).clone();
-        let mut first: Option<Arc<Helper>> = None;
+        let mut first: Option<Arc<Helper<Box<dyn FsLockFile>>>> = None;
         for _ in 0..3 {
             let e = acquire(&fs, &p, Duration::from_millis(30)).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::LockTimeout);

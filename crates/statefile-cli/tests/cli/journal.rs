@@ -767,3 +767,95 @@ fn status_and_verify_name_what_they_may_not_read_and_report_the_rest() {
         .stderr_has(".statefile");
     chmod(&s.path(".statefile"), 0o700);
 }
+
+/// One HTTP/1.1 request to `addr`: the status and the whole answer (head and body).
+fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("no answer to {method} {path} (hung?): {e}"));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+// Bug: with the journal's append lock (`journal-shm`) or flush lock (`journal`) held by
+// another process (here this test's, through its own descriptor), `statefile put`,
+// `journal checkpoint` and every write request to the server hung for good. Now they
+// fail as any lock timeout does: exit 6, naming the lock; 503 + Retry-After.
+#[test]
+fn a_held_journal_lock_is_exit_6_and_503() {
+    let s = Sandbox::new();
+    s.run(&["journal", "enable", "--size", "64K", "."]).ok();
+    s.run_in(&["put", "a.json"], b"{\"v\": 1}").ok();
+    let (server, addr) =
+        crate::common::serve(s.dir.path(), &["serve", "--lock-timeout", "0.5", "."]);
+    // Killed however the test ends (a server left running keeps the test's pipes open).
+    let _server = Killed(server);
+    assert_eq!(http(addr, "GET", "/v1/docs/a.json", b"").0, 200);
+
+    let held = std::fs::File::open(s.path(".statefile/journal-shm")).unwrap();
+    held.lock().unwrap();
+    s.run_in(&["put", "--lock-timeout", "0.5", "a.json"], b"{\"v\": 2}")
+        .code(6)
+        .stderr_has("journal's append lock");
+    let (status, answer) = http(addr, "PUT", "/v1/docs/a.json", b"{\"v\": 3}");
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after:"),
+        "{answer}"
+    );
+    assert!(answer.contains("lock-timeout"), "{answer}");
+    drop(held);
+
+    let held = std::fs::File::open(s.path(".statefile/journal")).unwrap();
+    held.lock().unwrap();
+    s.run(&["journal", "checkpoint", "--lock-timeout", "0.5", "."])
+        .code(6)
+        .stderr_has("journal's flush lock");
+    drop(held);
+
+    assert_eq!(s.json("a.json"), json!({"v": 1}));
+    let (status, answer) = http(addr, "PUT", "/v1/docs/a.json", b"{\"v\": 4}");
+    assert_eq!(status, 200, "{answer}");
+    s.run_in(&["put", "a.json"], b"{\"v\": 5}").ok();
+    assert_eq!(s.json("a.json"), json!({"v": 5}));
+
+    // The flush lock held: the first write, its record appended, cannot know its fate
+    // (500 durability-unknown, as for any failed flush); the server's store is not
+    // poisoned by it, and the next write, nothing appended, is a plain 503.
+    let held = std::fs::File::open(s.path(".statefile/journal")).unwrap();
+    held.lock().unwrap();
+    let (status, answer) = http(addr, "PUT", "/v1/docs/a.json", b"{\"v\": 6}");
+    assert_eq!(status, 500, "{answer}");
+    assert!(answer.contains("durability-unknown"), "{answer}");
+    let (status, answer) = http(addr, "PUT", "/v1/docs/a.json", b"{\"v\": 7}");
+    assert_eq!(status, 503, "{answer}");
+    drop(held);
+    let (status, answer) = http(addr, "PUT", "/v1/docs/a.json", b"{\"v\": 8}");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(s.json("a.json"), json!({"v": 8}));
+}
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

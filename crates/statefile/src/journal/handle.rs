@@ -13,6 +13,13 @@
 //!
 //! Order: a document's lock before any of these; checkpoint before flush before append.
 //! No one waits for a document's lock while holding the append or flush lock.
+//!
+//! Every wait for the append, flush or checkpoint lock ends by the caller's lock
+//! timeout ([`Options::lock_timeout`](crate::Options::lock_timeout)) with
+//! [`ErrorKind::LockTimeout`] naming the lock and its file ([`flock`]): whoever may read
+//! these files may `flock(2)` them, and a holder stopped (SIGSTOP, a debugger, a frozen
+//! container) would otherwise stop every writer of the tree for good. Each caller
+//! states what a timeout leaves behind.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,6 +32,7 @@ use super::shm::{self, Bloom, Page, Slot};
 use super::{CKPT, LOG, SHM, USERS};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fs::{FsDir, FsRwFile, LockMode};
+use crate::lock::{self, HelperSlot, Wait};
 use crate::mutants::{self, Mutant};
 use crate::options::Options;
 
@@ -76,47 +84,103 @@ pub(crate) fn read_full_at(f: &dyn FsRwFile, buf: &mut [u8], mut offset: u64) ->
     Ok(got)
 }
 
-/// A flock, waited for until `deadline`. `None`: as long as it takes, blocked in the
-/// kernel, which hands the lock over the moment it is released (a writer waiting for
-/// another process's flush sees it at once; polling slept past it). With a deadline
-/// it is polled: hold times are short (an append), so the first retries only yield
-/// the processor, then the backoff stays small.
-pub(crate) fn flock(
-    f: &dyn FsRwFile,
+/// One of the journal's files as a lock a helper thread can block in (see
+/// [`crate::lock::flock_until`]): this process's one descriptor of it, shared by its
+/// threads, which take turns behind an in-process lock first.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedFile {
+    file: Arc<dyn FsRwFile>,
     mode: LockMode,
-    deadline: Option<Instant>,
+}
+
+impl lock::Flock for SharedFile {
+    fn try_lock(&self) -> io::Result<bool> {
+        crate::fs::retry(|| self.file.try_lock(self.mode))
+    }
+    fn lock(&self) -> io::Result<()> {
+        crate::fs::retry(|| self.file.lock(self.mode))
+    }
+    fn unlock(&self) {
+        let _ = self.file.unlock();
+    }
+}
+
+/// Where a helper left blocked in `flock` on one of the journal's files stays for the
+/// next waiter of this process to adopt.
+pub(crate) type Helpers = Arc<HelperSlot<SharedFile>>;
+
+/// Take the `flock` on `file` (one of the journal's, `what` lock at `path`), waiting as
+/// `wait` says. Free: taken at once (one `flock` call, as before there were deadlines).
+/// Held: a helper thread blocks in `flock` (the kernel hands it the lock the moment
+/// the holder lets go: a writer waiting for another process's flush sees it at once,
+/// which polling slept past), while this thread waits for it at most until the
+/// deadline. The caller holds the in-process lock that goes with `file` (a mutex, the
+/// flush state's `flushing`), so one thread of this process at a time waits here, and a
+/// helper a waiter gave up on is adopted by the next (`helpers`).
+///
+/// # Errors
+/// [`ErrorKind::LockTimeout`] naming the lock and `path` when it is not had in time:
+/// nothing was done under it. I/O errors of `flock` as `Io`.
+pub(crate) fn flock(
+    file: &Arc<dyn FsRwFile>,
+    helpers: &Helpers,
+    mode: LockMode,
+    wait: Wait,
     what: &str,
     path: &Path,
 ) -> Result<()> {
-    if deadline.is_none() {
-        return crate::fs::retry(|| f.lock(mode)).map_err(|e| Error::io("lock", path, e));
+    let shared = SharedFile {
+        file: file.clone(),
+        mode,
+    };
+    match lock::flock_until(helpers, shared, wait.deadline) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(lock_timeout(what, path, wait.timeout)),
+        Err(e) => Err(Error::io("lock", path, e)),
     }
-    let mut backoff = Duration::from_micros(10);
-    let mut yields = 0;
-    loop {
-        match f.try_lock(mode) {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("lock", path, e)),
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(Error::new(
-                ErrorKind::LockTimeout,
-                format!(
-                    "cannot take the journal's {what} lock ({}): another process held it too long",
-                    path.display()
-                ),
-            )
-            .with_path(path));
-        }
-        if yields < 8 {
-            yields += 1;
-            std::thread::yield_now();
-            continue;
-        }
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_micros(500));
+}
+
+/// [`flock`] only if the lock is free now.
+pub(crate) fn try_flock(
+    file: &Arc<dyn FsRwFile>,
+    helpers: &Helpers,
+    mode: LockMode,
+    path: &Path,
+) -> Result<bool> {
+    let shared = SharedFile {
+        file: file.clone(),
+        mode,
+    };
+    lock::try_flock(helpers, &shared).map_err(|e| Error::io("lock", path, e))
+}
+
+/// The error of a wait for the journal's `what` lock (on `path`) that lasted `timeout`.
+pub(crate) fn lock_timeout(what: &str, path: &Path, timeout: Duration) -> Error {
+    lock_timeout_as(what, path, timeout, "another process held it")
+}
+
+/// [`lock_timeout`] saying who held it.
+fn lock_timeout_as(what: &str, path: &Path, timeout: Duration, held: &str) -> Error {
+    Error::new(
+        ErrorKind::LockTimeout,
+        format!(
+            "cannot take the journal's {what} lock ({}): {held} for more than {:.1}s",
+            path.display(),
+            timeout.as_secs_f64()
+        ),
+    )
+    .with_path(path)
+}
+
+/// What an error says of a poison that could not be published (see [`Journal::poison`]).
+pub(super) fn poison_note(published: &Result<()>) -> String {
+    match published {
+        Ok(()) => String::new(),
+        Err(e) => format!(
+            " (it could not be marked so for other processes: {}; they learn it from their \
+             own sync)",
+            e.message()
+        ),
     }
 }
 
@@ -188,10 +252,15 @@ pub(crate) struct Journal {
     shm_path: PathBuf,
     /// `.statefile/`.
     pub(super) meta: Box<dyn FsDir>,
-    pub(super) log: Box<dyn FsRwFile>,
-    pub(super) shm: Box<dyn FsRwFile>,
+    pub(super) log: Arc<dyn FsRwFile>,
+    pub(super) shm: Arc<dyn FsRwFile>,
     users: Box<dyn FsRwFile>,
-    pub(super) ckpt_file: Box<dyn FsRwFile>,
+    pub(super) ckpt_file: Arc<dyn FsRwFile>,
+    /// A helper left blocked in `flock` on each of the three above by a waiter that
+    /// gave up ([`flock`]).
+    log_helpers: Helpers,
+    shm_helpers: Helpers,
+    pub(super) ckpt_helpers: Helpers,
     pub(super) salt: u64,
     /// Commits swap the new file in rather than rename it over the document (the
     /// header's [`format::FLAG_SWAP`]).
@@ -205,6 +274,9 @@ pub(crate) struct Journal {
     /// Disabled (or being disabled) as this process last saw: the handle is dropped from
     /// the registry and writers look again.
     gone: AtomicBool,
+    /// A sync of the journal failed in this process ([`Journal::poison`]), whether or
+    /// not the shared state could be marked so.
+    poisoned: AtomicBool,
     /// Documents this handle rewrote from the journal (replays, dead writers' commits),
     /// until a recovery scan reports them.
     pub(super) replayed: Mutex<Vec<(PathBuf, Option<crate::version::Version>)>>,
@@ -259,10 +331,13 @@ impl Journal {
             root: root.to_path_buf(),
             log_path: super::shown(root),
             shm_path: root.join(super::META_DIR).join(SHM),
-            shm,
+            shm: shm.into(),
             users,
-            ckpt_file,
-            log,
+            ckpt_file: ckpt_file.into(),
+            log: log.into(),
+            log_helpers: Helpers::default(),
+            shm_helpers: Helpers::default(),
+            ckpt_helpers: Helpers::default(),
             meta,
             salt: header.salt,
             swap: header.flags & format::FLAG_SWAP != 0,
@@ -273,6 +348,7 @@ impl Journal {
             flushed: Condvar::new(),
             ckpt: Mutex::new(()),
             gone: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
             replayed: Mutex::new(Vec::new()),
             skipped: Mutex::new(Vec::new()),
         });
@@ -292,7 +368,7 @@ impl Journal {
     /// logged.
     ///
     /// `flock(2)` needs only read access, and a process holding the shared state's lock
-    /// or the journal's stops every commit in the tree. Journals enabled by statefile
+    /// or the journal's fails every commit in the tree (`LockTimeout`). Journals enabled by statefile
     /// before this rule had a shared state readable by everyone (and any journal could
     /// be enabled readable by others): their modes are narrowed here. That does not take
     /// back a descriptor opened before; `journal disable` then `enable` does.
@@ -330,7 +406,7 @@ impl Journal {
             let Some(boot) = opts.fs.boot_id() else {
                 return Ok(());
             };
-            let page = self.with_append_lock(None, || self.page())?;
+            let page = self.with_append_lock(Wait::new(opts.lock_timeout), || self.page())?;
             let closing = shm::FLAG_DAMAGED | shm::FLAG_DISABLING | shm::FLAG_DISABLED;
             if page.boot != boot || page.flags & closing != 0 || self.is_gone() {
                 return Ok(());
@@ -375,10 +451,13 @@ impl Journal {
             root: root.to_path_buf(),
             log_path: super::shown(root),
             shm_path: root.join(super::META_DIR).join(SHM),
-            shm: side(SHM)?,
+            shm: side(SHM)?.into(),
             users: side(USERS)?,
-            ckpt_file: side(CKPT)?,
-            log,
+            ckpt_file: side(CKPT)?.into(),
+            log: log.into(),
+            log_helpers: Helpers::default(),
+            shm_helpers: Helpers::default(),
+            ckpt_helpers: Helpers::default(),
             meta,
             salt: header.salt,
             swap: header.flags & format::FLAG_SWAP != 0,
@@ -389,6 +468,7 @@ impl Journal {
             flushed: Condvar::new(),
             ckpt: Mutex::new(()),
             gone: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
             replayed: Mutex::new(Vec::new()),
             skipped: Mutex::new(Vec::new()),
         })
@@ -589,12 +669,46 @@ impl Journal {
     /// After a failed flush: roll the journal's end back to what is known durable,
     /// discarding the commits after it (their writers were told they failed, and none
     /// was applied: a commit is applied only after its flush), and clear the poison.
-    pub(super) fn roll_back_poison(&self) -> Result<bool> {
+    /// Under the flush and append locks, each waited for at most `timeout`: a timeout
+    /// changes nothing.
+    pub(super) fn roll_back_poison(&self, timeout: Duration) -> Result<bool> {
+        // This process's turn at the flush lock first, as a flush takes it: the lock
+        // is the one descriptor's, which a flush of another thread may hold.
+        let wait = Wait::new(timeout);
+        {
+            let mut st = guard(&self.flush);
+            while st.flushing {
+                let now = Instant::now();
+                if now >= wait.deadline {
+                    return Err(lock_timeout_as(
+                        "flush",
+                        self.path(),
+                        timeout,
+                        "another thread of this process held it (flushing, or waiting for \
+                         another process's flush)",
+                    ));
+                }
+                st = self
+                    .flushed
+                    .wait_timeout(st, wait.deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            st.flushing = true;
+        }
+        let r = self.roll_back_poison_locked(wait);
+        guard(&self.flush).flushing = false;
+        self.flushed.notify_all();
+        r
+    }
+
+    /// [`Journal::roll_back_poison`] with this process's turn at the flush lock.
+    fn roll_back_poison_locked(&self, wait: Wait) -> Result<bool> {
         let path = self.path();
-        flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", path)?;
-        let r = self.with_append_lock(None, || {
+        self.flush_lock(wait)?;
+        let r = self.with_append_lock(Wait::new(wait.timeout), || {
             let mut page = self.page()?;
-            if page.flags & shm::FLAG_POISONED == 0 {
+            if !self.is_poisoned(&page) {
                 return Ok(false);
             }
             let (flushed, chain) = self.read_flushed()?;
@@ -622,29 +736,49 @@ impl Journal {
             page.generation = page.generation.wrapping_add(1);
             page.flags &= !shm::FLAG_POISONED;
             self.write_page(&page, None)?;
+            self.poisoned.store(false, Ordering::SeqCst);
             Ok(true)
         });
         let _ = self.log.unlock();
         r
     }
 
-    /// Run `f` under the append lock (this process's threads first take turns).
+    /// Run `f` under the append lock (this process's threads first take turns), waited
+    /// for as `wait` says: [`ErrorKind::LockTimeout`] without running `f` if it is not
+    /// had in time. A thread of this process waiting for the in-process turn waits
+    /// behind one whose own wait is so bounded, and whose `f` is short (reads and
+    /// writes of the shared state, an append's record).
     pub(super) fn with_append_lock<R>(
         &self,
-        deadline: Option<Instant>,
+        wait: Wait,
         f: impl FnOnce() -> Result<R>,
     ) -> Result<R> {
         let _in = guard(&self.append);
         flock(
-            self.shm.as_ref(),
+            &self.shm,
+            &self.shm_helpers,
             LockMode::Exclusive,
-            deadline,
+            wait,
             "append",
             self.shm_path(),
         )?;
         let r = f();
         let _ = self.shm.unlock();
         r
+    }
+
+    /// Take the flush lock (the `flock` of the journal file), waited for as `wait`
+    /// says. The caller is this process's only thread taking it (the flush state's
+    /// `flushing`, or a recovery alone), and unlocks it.
+    fn flush_lock(&self, wait: Wait) -> Result<()> {
+        flock(
+            &self.log,
+            &self.log_helpers,
+            LockMode::Exclusive,
+            wait,
+            "flush",
+            self.path(),
+        )
     }
 
     /// The position of a record at `lsn` in the file.
@@ -670,6 +804,10 @@ impl Journal {
     /// `reserve` bytes of the ring are left free after the record (when the ring has
     /// them, a checkpoint runs first otherwise): room for the record that would withdraw
     /// it ([`Journal::replace_in_flight`]), which must not need a checkpoint of its own.
+    ///
+    /// Every wait here (the append lock, a stuck flush lock, a slot, a checkpoint's
+    /// locks) ends by `opts.lock_timeout` with [`ErrorKind::LockTimeout`] (or
+    /// `NoSpace` for a ring a checkpoint could not free), nothing appended.
     pub(crate) fn append(
         &self,
         opts: &Options,
@@ -685,8 +823,12 @@ impl Journal {
         for n in names {
             bloom.add(n);
         }
-        let deadline = crate::lock::deadline(Instant::now(), opts.lock_timeout);
+        let wait = Wait::new(opts.lock_timeout);
+        let deadline = wait.deadline;
         let path = self.path();
+        if opts.durability != crate::options::Durability::None {
+            self.wait_for_stuck_flush_lock(wait)?;
+        }
         let mut waited_for_slot = Duration::from_micros(50);
         let mut freed_nothing_late = false;
         loop {
@@ -696,7 +838,7 @@ impl Journal {
                 NoSlot,
                 Disabled,
             }
-            let next = self.with_append_lock(Some(deadline), || {
+            let next = self.with_append_lock(wait, || {
                 let mut page = self.page()?;
                 if page.flags & (shm::FLAG_DISABLING | shm::FLAG_DISABLED) != 0 {
                     return Ok(Next::Disabled);
@@ -769,10 +911,32 @@ impl Journal {
         }
     }
 
+    /// Before an append: if this process gave up on the flush lock and the helper it
+    /// left blocked in `flock` has not had it yet (someone else has held it for longer
+    /// than a lock timeout, and holds it still), wait here for it to be let go, at most
+    /// until `wait`'s deadline. A timeout here is [`ErrorKind::LockTimeout`] with nothing
+    /// appended, where a record appended now would wait for the flush lock after the
+    /// fact and fail `Durability` (its fate unknown, see [`Journal::flush`]): only the
+    /// commits under way when the lock got stuck get that answer. Polled (it is a rare
+    /// state: the first waiter found the lock held for a whole lock timeout); one check
+    /// of an uncontended mutex otherwise.
+    fn wait_for_stuck_flush_lock(&self, wait: Wait) -> Result<()> {
+        let mut backoff = Duration::from_micros(100);
+        while lock::helper_given_up(&self.log_helpers) {
+            let now = Instant::now();
+            if now >= wait.deadline {
+                return Err(lock_timeout("flush", self.path(), wait.timeout));
+            }
+            std::thread::sleep(backoff.min(wait.deadline - now));
+            backoff = (backoff * 2).min(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     /// Refuse to append to a journal that is poisoned (a flush failed) or damaged
     /// before its end.
     fn refuse_if_unwritable(&self, page: &Page) -> Result<()> {
-        if page.flags & shm::FLAG_POISONED != 0 {
+        if self.is_poisoned(page) {
             return Err(self.poisoned_error());
         }
         if page.flags & shm::FLAG_DAMAGED != 0 {
@@ -842,12 +1006,14 @@ impl Journal {
     /// (a disable waits for `t`'s writer, and must find the cancelling record); never
     /// runs a checkpoint (which would wait for the locks this writer holds): the room was
     /// reserved by `t`'s append, and if writers since took it, this fails. Nothing is
-    /// durable until the returned ticket is flushed.
+    /// durable until the returned ticket is flushed. The append lock is waited for at
+    /// most `timeout`: a timeout appends nothing, and leaves `t` in flight as it was.
     pub(crate) fn replace_in_flight(
         &self,
         t: &Ticket,
         entries: &[Entry],
         names: &[&[u8]],
+        timeout: Duration,
     ) -> Result<Ticket> {
         let len = format::record_len(entries);
         let mut bloom = Bloom::default();
@@ -855,7 +1021,7 @@ impl Journal {
             bloom.add(n);
         }
         let path = self.path();
-        self.with_append_lock(None, || {
+        self.with_append_lock(Wait::new(timeout), || {
             let mut page = self.page()?;
             if page.flags & shm::FLAG_DISABLED != 0 {
                 return Err(Error::new(
@@ -936,8 +1102,18 @@ impl Journal {
     /// another writer's flush may have made it durable, so the next writer of its
     /// documents (which adopts a commit left in flight) or a recovery may apply it; a
     /// caller must not read "nothing written" into a lock's or a read's own error kind.
-    pub(crate) fn flush(&self, t: &Ticket) -> Result<()> {
-        self.flush_to(t.end, t.generation).map_err(|e| {
+    /// That includes a flush lock not had within `timeout` (the caller's lock timeout):
+    /// its holder, once it goes on, flushes every record appended so far, this one
+    /// included.
+    pub(crate) fn flush(&self, t: &Ticket, timeout: Duration) -> Result<()> {
+        self.flush_to(t.end, t.generation, Wait::new(timeout))
+            .map_err(|e| self.flush_failed(e))
+    }
+
+    /// The error of a failed flush for the writer of the commit it was for: see
+    /// [`Journal::flush`].
+    pub(super) fn flush_failed(&self, e: Error) -> Error {
+        {
             if e.kind() == ErrorKind::Durability {
                 return e;
             }
@@ -953,10 +1129,13 @@ impl Journal {
             )
             .with_path(&path)
             .with_source(e)
-        })
+        }
     }
 
-    pub(super) fn flush_to(&self, target: u64, generation: u32) -> Result<()> {
+    /// Make the journal durable up to `target` (in `generation`): see
+    /// [`Journal::flush`]. Waits for another thread's flush, then for the flush lock,
+    /// until `wait`'s deadline: [`ErrorKind::LockTimeout`] then, nothing flushed here.
+    pub(super) fn flush_to(&self, target: u64, generation: u32, wait: Wait) -> Result<()> {
         {
             let mut st = guard(&self.flush);
             loop {
@@ -967,13 +1146,24 @@ impl Journal {
                     st.flushing = true;
                     break;
                 }
+                let now = Instant::now();
+                if now >= wait.deadline {
+                    return Err(lock_timeout_as(
+                        "flush",
+                        self.path(),
+                        wait.timeout,
+                        "another thread of this process held it (flushing, or waiting for \
+                         another process's flush)",
+                    ));
+                }
                 st = self
                     .flushed
-                    .wait(st)
-                    .unwrap_or_else(PoisonError::into_inner);
+                    .wait_timeout(st, wait.deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
         }
-        let r = self.flush_across_processes(target, generation);
+        let r = self.flush_across_processes(target, generation, wait);
         let mut st = guard(&self.flush);
         st.flushing = false;
         if let Ok(f) = r {
@@ -988,9 +1178,9 @@ impl Journal {
         r.map(|_| ())
     }
 
-    fn flush_across_processes(&self, target: u64, generation: u32) -> Result<u64> {
+    fn flush_across_processes(&self, target: u64, generation: u32, wait: Wait) -> Result<u64> {
         let path = self.path();
-        flock(self.log.as_ref(), LockMode::Exclusive, None, "flush", path)?;
+        self.flush_lock(wait)?;
         let r = (|| {
             // Without the append lock first: the poison flag and the generation change
             // only under the flush lock, which is ours; appends may change the end
@@ -1000,9 +1190,9 @@ impl Journal {
             // flush below covers them.
             let page = match self.read_page()? {
                 Some(page) => page,
-                None => self.with_append_lock(None, || self.page())?,
+                None => self.with_append_lock(Wait::new(wait.timeout), || self.page())?,
             };
-            if page.flags & shm::FLAG_POISONED != 0 {
+            if self.is_poisoned(&page) {
                 return Err(self.poisoned_error());
             }
             if page.generation != generation {
@@ -1024,14 +1214,15 @@ impl Journal {
             if !mutants::active(Mutant::NoJournalFlush)
                 && let Err(e) = self.log.sync_data()
             {
-                self.poison();
+                let published = self.poison(wait.timeout);
                 return Err(Error::new(
                     ErrorKind::Durability,
                     format!(
                         "syncing the journal {} failed ({e}): this write may or may not survive \
                          a power loss, and the journal refuses further writes until the store \
-                         is opened again",
-                        path.display()
+                         is opened again{}",
+                        path.display(),
+                        poison_note(&published)
                     ),
                 )
                 .with_path(path)
@@ -1044,13 +1235,39 @@ impl Journal {
         r
     }
 
-    /// Mark the shared state poisoned: every process refuses to append or flush.
-    pub(super) fn poison(&self) {
-        let _ = self.with_append_lock(None, || {
+    /// Mark the journal poisoned: this process refuses to append, flush or write a
+    /// header from now on, and so does every process once the shared state says so.
+    ///
+    /// The shared state is written under the append lock, which this waits for at most
+    /// `timeout` like any other wait: the one call that found the failed sync reports
+    /// `Durability` within its bound even where another process holds that lock
+    /// forever. What then goes unpublished (logged, and said in that error) is covered
+    /// thus: this process is poisoned in memory all the same; other processes cannot
+    /// append either (the lock they would need is the one held); a flush elsewhere
+    /// reads the same failed write-back as an error of its own if it has the journal
+    /// open since before it (Linux reports a write-back error to every open file
+    /// description then open), and is poisoned by it. Left uncovered: a process that
+    /// opened the journal after the failure and flushes before anyone poisons the
+    /// shared state; `statefile recover` (or the next process alone) rolls the journal
+    /// back to its last good flush in any case.
+    pub(super) fn poison(&self, timeout: Duration) -> Result<()> {
+        self.poisoned.store(true, Ordering::SeqCst);
+        let r = self.with_append_lock(Wait::new(timeout), || {
             let mut page = self.page()?;
             page.flags |= shm::FLAG_POISONED;
             self.write_page(&page, Some(0))
         });
+        if let Err(e) = &r {
+            tracing::error!(journal = %self.path().display(), error = %e,
+                "a sync of the journal failed and the shared state could not be marked poisoned: \
+                 this process refuses to write; other processes learn it from their own sync");
+        }
+        r
+    }
+
+    /// Whether this process saw the journal poisoned, or the shared state `page` says so.
+    pub(super) fn is_poisoned(&self, page: &Page) -> bool {
+        page.flags & shm::FLAG_POISONED != 0 || self.poisoned.load(Ordering::SeqCst)
     }
 
     /// The writer of `t` has applied it: free its slot, and if a checkpoint is due,
@@ -1058,7 +1275,9 @@ impl Journal {
     /// logged, not returned: the commit is durable and applied; a slot left behind is
     /// freed by the next writer of the document, finding nothing to do.
     pub(crate) fn finished(&self, t: &Ticket, after: &super::AfterUnlock, opts: &Options) {
-        let r = self.finish(t).map(|page| self.checkpoint_due(&page));
+        let r = self
+            .finish(t, opts.lock_timeout)
+            .map(|page| self.checkpoint_due(&page));
         match r {
             Ok(true) => after.set(self, opts),
             Ok(false) => {}
@@ -1068,9 +1287,11 @@ impl Journal {
     }
 
     /// The commit of `t` is applied: free its slot. Returns the shared state as it
-    /// left it.
-    pub(crate) fn finish(&self, t: &Ticket) -> Result<Page> {
-        self.with_append_lock(None, || {
+    /// left it. The append lock is waited for at most `timeout`: a timeout leaves the
+    /// slot in flight, which the next writer of its documents frees (finding its
+    /// commit applied already, it applies nothing).
+    pub(crate) fn finish(&self, t: &Ticket, timeout: Duration) -> Result<Page> {
+        self.with_append_lock(Wait::new(timeout), || {
             let mut page = self.page()?;
             if page.slots[t.slot].is_some_and(|s| s.lsn == t.lsn && s.crc == t.crc) {
                 page.slots[t.slot] = None;
@@ -1158,9 +1379,10 @@ impl Journal {
         Ok(None)
     }
 
-    /// Whether the slot of `t` still holds `t`'s commit.
-    pub(super) fn still_in_flight(&self, t: &Ticket) -> Result<bool> {
-        self.with_append_lock(None, || {
+    /// Whether the slot of `t` still holds `t`'s commit (the append lock waited for at
+    /// most `timeout`).
+    pub(super) fn still_in_flight(&self, t: &Ticket, timeout: Duration) -> Result<bool> {
+        self.with_append_lock(Wait::new(timeout), || {
             let page = self.page()?;
             Ok(page.slots[t.slot].is_some_and(|s| s.lsn == t.lsn && s.crc == t.crc))
         })
@@ -1241,6 +1463,62 @@ pub(super) fn read_header(log: &dyn FsRwFile, path: &Path) -> Result<Header> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Waits for the append lock that another open file description holds (another
+    // process, as far as flock goes) end by their deadline; the helper left blocked in
+    // `flock` on this process's one descriptor of journal-shm is adopted by the next
+    // waiter, and once the holder lets go with nobody waiting, it lets go too: the lock
+    // is not kept by the shared descriptor (which would stop every other process).
+    #[test]
+    fn append_lock_waits_end_in_time_and_the_helper_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options::new();
+        super::super::enable(dir.path(), &opts, super::super::JournalOptions::default()).unwrap();
+        let j = Journal::open(dir.path(), &opts).unwrap().expect("enabled");
+        let shm_path = dir.path().join(super::super::META_DIR).join(SHM);
+        let other = std::fs::File::open(&shm_path).unwrap();
+        other.lock().unwrap();
+        for _ in 0..3 {
+            let start = Instant::now();
+            let e = j
+                .with_append_lock(Wait::new(Duration::from_millis(50)), || Ok(()))
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::LockTimeout);
+            assert!(e.message().contains("append lock"), "{e}");
+            assert!(start.elapsed() < Duration::from_secs(5));
+            assert!(
+                lock::helper_given_up(&j.shm_helpers),
+                "no helper left blocked"
+            );
+        }
+        drop(other);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock::helper_given_up(&j.shm_helpers) {
+            assert!(Instant::now() < deadline, "the helper never got the lock");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let again = std::fs::File::open(&shm_path).unwrap();
+        assert!(again.try_lock().is_ok(), "the helper kept the lock");
+        drop(again);
+        // And a holder that lets go while a waiter waits hands it over at once.
+        let other = std::fs::File::open(&shm_path).unwrap();
+        other.lock().unwrap();
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let at = Instant::now();
+            drop(other);
+            at
+        });
+        let got = j
+            .with_append_lock(Wait::new(Duration::from_secs(30)), || Ok(Instant::now()))
+            .unwrap();
+        let released = released.join().unwrap();
+        assert!(
+            got.saturating_duration_since(released) < Duration::from_secs(1),
+            "took {:?} after the release",
+            got.saturating_duration_since(released)
+        );
+    }
 
     #[test]
     fn the_documents_kept_for_the_next_report_are_bounded() {

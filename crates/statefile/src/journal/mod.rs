@@ -75,10 +75,10 @@ pub(crate) const CKPT: &str = "journal-ckpt";
 pub(crate) const BOOT: &str = "journal-boot";
 
 /// `mode` without the read bits of a class (group, others) that may not write: the
-/// mode of every journal file. Whoever may open a file may `flock(2)` it, and commits
-/// wait on the journal's locks (on `journal-shm` and `journal`) without a timeout, so a
-/// class that may read them may stop every writer of the tree; a class that may write
-/// them is trusted with the journal anyway.
+/// mode of every journal file. Whoever may open a file may `flock(2)` it, and every
+/// commit takes the journal's locks (on `journal-shm` and `journal`): a class that may
+/// read them may make every writer of the tree fail (`LockTimeout` after its lock
+/// timeout); a class that may write them is trusted with the journal anyway.
 pub(crate) fn lockable(mode: u32) -> u32 {
     let mut m = mode & 0o7777;
     for (read, write) in [(0o040, 0o020), (0o004, 0o002)] {
@@ -497,7 +497,7 @@ pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recov
     let Some(j) = open_at(root, opts)? else {
         return Ok(Recovered::default());
     };
-    j.roll_back_poison()?;
+    j.roll_back_poison(opts.lock_timeout)?;
     j.adopt_dead(opts, false)?;
     let mut skipped = Vec::new();
     if repair {

@@ -7,7 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::format::{self, Action, EntryMeta, Header, RecordHeader};
 use super::handle::{self, Journal, Ticket, read_full_at, write_all_at};
@@ -17,6 +17,7 @@ use crate::atomic::{self, Current, Dirs, Locked, Plan, Verify};
 use crate::error::{Context, Error, ErrorKind, Result};
 use crate::fs::{FileType, Fs};
 use crate::json::SerializeError;
+use crate::lock::Wait;
 use crate::mutants::{self, Mutant};
 use crate::names::random_suffix;
 use crate::options::{Durability, Options, Perms};
@@ -1039,22 +1040,29 @@ impl Journal {
     pub(crate) fn adopt(&self, opts: &Options, t: Ticket, try_only: bool) -> Result<bool> {
         let Some((_, entries)) = self.read_record_meta(t.lsn, Some(t.crc))? else {
             // The slot names no valid record: a claim torn by a crash. Free it.
-            self.free_if(&t)?;
+            self.free_if(&t, opts)?;
             return Ok(true);
         };
         let Some(locked) = self.lock_entries(opts, &entries, try_only)? else {
             return Ok(false);
         };
-        if !self.still_in_flight(&t)? {
+        if !self.still_in_flight(&t, opts.lock_timeout)? {
             return Ok(true);
         }
-        self.flush(&t)?;
+        // A flush lock not had in time is `LockTimeout`, not the `Durability` that
+        // `flush` gives the writer of `t`: the caller appended nothing, and `t` stays
+        // in flight as it was, for the next one.
+        self.flush_to(t.end, t.generation, Wait::new(opts.lock_timeout))
+            .map_err(|e| match e.kind() {
+                ErrorKind::LockTimeout => e,
+                _ => self.flush_failed(e),
+            })?;
         for (i, w) in &locked {
             self.apply_or_skip(w, t.lsn, &entries[*i], opts.max_document_bytes)?;
         }
         tracing::warn!(journal = %self.path().display(), lsn = t.lsn,
             "applied the commit of a writer that died before finishing it");
-        self.free_if(&t)?;
+        self.free_if(&t, opts)?;
         Ok(true)
     }
 
@@ -1115,8 +1123,8 @@ impl Journal {
         Ok(true)
     }
 
-    fn free_if(&self, t: &Ticket) -> Result<()> {
-        self.finish(t).map(|_| ())
+    fn free_if(&self, t: &Ticket, opts: &Options) -> Result<()> {
+        self.finish(t, opts.lock_timeout).map(|_| ())
     }
 
     /// Adopt every in-flight commit whose writer is gone (with `try_only`, only those
@@ -1144,10 +1152,10 @@ impl Journal {
         {
             // Same boot: only processes died. The page cache kept everything they wrote;
             // what they left undone is in their slots.
-            self.roll_back_poison()?;
+            self.roll_back_poison(opts.lock_timeout)?;
             if page.flags & shm::FLAG_DISABLING != 0 {
                 // A `disable` died during its checkpoint: writers may go on.
-                self.with_append_lock(None, || {
+                self.with_append_lock(Wait::new(opts.lock_timeout), || {
                     let mut p = self.page()?;
                     p.flags &= !shm::FLAG_DISABLING;
                     self.write_page(&p, Some(0))
@@ -1310,9 +1318,13 @@ impl Journal {
             }
         };
         handle::flock(
-            self.ckpt_file.as_ref(),
+            &self.ckpt_file,
+            &self.ckpt_helpers,
             crate::fs::LockMode::Exclusive,
-            Some(deadline),
+            Wait {
+                deadline,
+                ..Wait::new(opts.lock_timeout)
+            },
             "checkpoint",
             &p,
         )?;
@@ -1333,8 +1345,12 @@ impl Journal {
             Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
         };
         let p = self.root().join(META_DIR).join(CKPT);
-        let free = crate::fs::retry(|| self.ckpt_file.try_lock(crate::fs::LockMode::Exclusive))
-            .map_err(|e| Error::io("lock", &p, e))?;
+        let free = handle::try_flock(
+            &self.ckpt_file,
+            &self.ckpt_helpers,
+            crate::fs::LockMode::Exclusive,
+            &p,
+        )?;
         if !free {
             return Ok(None);
         }
@@ -1346,18 +1362,19 @@ impl Journal {
     fn checkpoint_locked(&self, opts: &Options) -> Result<CheckpointReport> {
         let path = self.path();
         let fs = &opts.fs;
-        let page = self.with_append_lock(None, || self.page())?;
+        let timeout = opts.lock_timeout;
+        let page = self.with_append_lock(Wait::new(timeout), || self.page())?;
         let header = handle::read_header(self.log.as_ref(), path)?;
         let (tail, x) = (header.tail, page.end);
         let mut report = CheckpointReport::default();
         if x == tail {
             return Ok(report);
         }
-        self.flush_to(x, page.generation)?;
+        self.flush_to(x, page.generation, Wait::new(timeout))?;
         // Every commit before X must be applied: wait for live writers (their locks),
         // apply dead ones.
         for t in Ticket::all(&page).into_iter().filter(|t| t.lsn < x) {
-            if self.still_in_flight(&t)? {
+            if self.still_in_flight(&t, timeout)? {
                 self.adopt(opts, t, false)?;
                 report.adopted += 1;
             }
@@ -1399,7 +1416,7 @@ impl Journal {
         }
         let early = mutants::active(Mutant::CheckpointBeforeSync);
         if early {
-            self.write_header(&header, x, scanned.chain)?;
+            self.write_header(&header, x, scanned.chain, timeout)?;
         }
         start_writeback(fs.as_ref(), &by_dir);
         // What cannot be reached where the records name it is made durable by a sync of
@@ -1409,6 +1426,7 @@ impl Journal {
             fs: fs.as_ref(),
             x,
             chain: scanned.chain,
+            timeout,
             later: None,
             synced: Vec::new(),
             mounts_synced: false,
@@ -1459,10 +1477,14 @@ impl Journal {
             report.directories += 1;
         }
         if !early {
-            self.write_header(&header, x, scanned.chain)?;
+            self.write_header(&header, x, scanned.chain, timeout)?;
         }
         let now = handle::now_unix();
-        self.with_append_lock(None, || {
+        // The header (on disk, what a replay starts from) has the new checkpoint; the
+        // shared state, what appenders measure the ring's room by, still has the old:
+        // a timeout here leaves less room than there is, never more, and the next
+        // checkpoint moves it.
+        self.with_append_lock(Wait::new(timeout), || {
             let mut p = self.page()?;
             p.tail = p.tail.max(x);
             p.checkpoint_unix = now;
@@ -1543,9 +1565,10 @@ impl Journal {
         }
     }
 
-    /// Write a new header with the checkpoint at `tail` over the older copy, and sync.
-    fn write_header(&self, old: &Header, tail: u64, chain: u32) -> Result<()> {
-        self.write_header_flags(old, tail, chain, old.flags)
+    /// Write a new header with the checkpoint at `tail` over the older copy, and sync
+    /// (see [`Journal::write_header_copy`] for `timeout`).
+    fn write_header(&self, old: &Header, tail: u64, chain: u32, timeout: Duration) -> Result<()> {
+        self.write_header_flags(old, tail, chain, old.flags, timeout)
     }
 
     pub(super) fn write_header_flags(
@@ -1554,9 +1577,10 @@ impl Journal {
         tail: u64,
         chain: u32,
         flags: u32,
+        timeout: Duration,
     ) -> Result<()> {
         let at = self.next_header_copy()?;
-        self.write_header_copy(old, (tail, chain, flags), at)
+        self.write_header_copy(old, (tail, chain, flags), at, timeout)
     }
 
     /// The header copy a new header goes to: the one that is not the newest, so that a
@@ -1569,18 +1593,21 @@ impl Journal {
     /// copies') over copy `at`, and sync. To undo a header whose sync failed, `at` is
     /// the copy that header went to: the other one may be the newest durable header,
     /// which a torn write must not take (the cache may show either copy as the newest
-    /// after a failed sync).
+    /// after a failed sync). The append lock, under which the shared state is read
+    /// for the poison, is waited for at most `timeout`: a timeout writes nothing.
     fn write_header_copy(
         &self,
         old: &Header,
         (tail, chain, flags): (u64, u32, u32),
         at: usize,
+        timeout: Duration,
     ) -> Result<()> {
         let path = self.path();
         // Poisoned (a flush or a header failed): what the disk holds is unknown, and a
         // header written now could go over the newest durable copy. `statefile recover`
         // first (it writes the newest copy again, synced).
-        if self.with_append_lock(None, || self.page())?.flags & shm::FLAG_POISONED != 0 {
+        let page = self.with_append_lock(Wait::new(timeout), || self.page())?;
+        if self.is_poisoned(&page) {
             return Err(self.poisoned_error());
         }
         let (_, copies) = self.header_copies()?;
@@ -1610,8 +1637,14 @@ impl Journal {
             if again.is_ok() {
                 return Ok(());
             }
-            self.poison();
-            return Err(Error::io("sync", path, e));
+            let published = self.poison(timeout);
+            let e = Error::io("sync", path, e);
+            return Err(Error::new(
+                e.kind(),
+                format!("{}{}", e.message(), handle::poison_note(&published)),
+            )
+            .with_path(path)
+            .with_source(e));
         }
         Ok(())
     }
@@ -1782,6 +1815,8 @@ struct Fallback<'j> {
     /// The checkpoint's end, and the chain value there.
     x: u64,
     chain: u32,
+    /// The caller's lock timeout.
+    timeout: Duration,
     /// The names the records after `x` carry, once read.
     later: Option<std::collections::BTreeSet<Vec<u8>>>,
     /// The file systems synced, by device.
@@ -1800,7 +1835,9 @@ impl Fallback<'_> {
         };
         if self.later.is_none() {
             let j = self.journal;
-            let end = j.with_append_lock(None, || j.page())?.end;
+            let end = j
+                .with_append_lock(Wait::new(self.timeout), || j.page())?
+                .end;
             let scanned = j.scan(self.x, self.chain, Some(end), false)?;
             self.later = Some(
                 scanned
@@ -2259,7 +2296,9 @@ pub(super) fn enable(
             Ok(()) => Ok(()),
             // Enabled by someone else meanwhile: theirs stands.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-            Err(e) if link_refused(&e) => publish_unlinked(meta.as_ref(), &temp, &root),
+            Err(e) if link_refused(&e) => {
+                publish_unlinked(meta.as_ref(), &temp, &root, opts.lock_timeout)
+            }
             Err(e) => Err(Error::io("create", &super::shown(&root), e)),
         }
     })();
@@ -2276,13 +2315,27 @@ pub(super) fn enable(
 /// stands). The check and the rename are under the exclusive `flock` of the shared
 /// state file, which every other enable takes for the same step here (a file system
 /// that refuses one link refuses them all), so that no journal in use is replaced.
-fn publish_unlinked(meta: &dyn crate::fs::FsDir, temp: &str, root: &Path) -> Result<()> {
+/// That lock is waited for at most `timeout`: a timeout publishes nothing (the caller
+/// removes `temp`).
+fn publish_unlinked(
+    meta: &dyn crate::fs::FsDir,
+    temp: &str,
+    root: &Path,
+    timeout: Duration,
+) -> Result<()> {
     let shm_path = root.join(META_DIR).join(SHM);
-    let shm = meta
+    let shm: Arc<dyn crate::fs::FsRwFile> = meta
         .open_rw(OsStr::new(SHM), 0o600, false)
-        .ctx("open", &shm_path)?;
-    shm.lock(crate::fs::LockMode::Exclusive)
-        .ctx("lock", &shm_path)?;
+        .ctx("open", &shm_path)?
+        .into();
+    handle::flock(
+        &shm,
+        &handle::Helpers::default(),
+        crate::fs::LockMode::Exclusive,
+        Wait::new(timeout),
+        "append",
+        &shm_path,
+    )?;
     let published = match meta.stat(OsStr::new(LOG)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => meta
@@ -2431,9 +2484,10 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
         return Err(super::no_journal(&root));
     };
     let path = j.path();
+    let timeout = opts.lock_timeout;
     // No new commits from here on; writers that find this wait for the end, then write
-    // without the journal.
-    j.with_append_lock(None, || {
+    // without the journal. A timeout here changes nothing.
+    j.with_append_lock(Wait::new(timeout), || {
         let mut p = j.page()?;
         p.flags |= shm::FLAG_DISABLING;
         j.write_page(&p, Some(0))
@@ -2450,6 +2504,7 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
             &header,
             (page.end, page.chain, header.flags | format::FLAG_CLOSED),
             at,
+            timeout,
         );
         if let Err(e) = closed {
             // The closed header may be on the disk all the same, or in the cache, read
@@ -2465,6 +2520,7 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
                     &header,
                     (page.end, page.chain, header.flags & !format::FLAG_CLOSED),
                     at,
+                    timeout,
                 )
                 .is_ok();
             return Err(e);
@@ -2474,12 +2530,31 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
     let report = match done {
         Ok(r) => r,
         Err(e) if header_known => {
-            let _ = j.with_append_lock(None, || {
+            // Given up: writers may go on. Waited for as long as anything else (the
+            // append lock's holder stops every writer meanwhile anyway); not had in
+            // time, the journal stays "being disabled" (writers wait for it, then fail
+            // with `LockTimeout`), and the error says to finish the disable.
+            let reverted = j.with_append_lock(Wait::new(timeout), || {
                 let mut p = j.page()?;
                 p.flags &= !shm::FLAG_DISABLING;
                 j.write_page(&p, Some(0))
             });
-            return Err(e);
+            return Err(match reverted {
+                Ok(()) => e,
+                Err(r) => Error::new(
+                    e.kind(),
+                    format!(
+                        "{}; and the journal {} could not be marked in use again ({}): it \
+                         takes no commits until `statefile journal disable` is run again \
+                         to finish the disable",
+                        e.message(),
+                        path.display(),
+                        r.message()
+                    ),
+                )
+                .with_path(path)
+                .with_source(e),
+            });
         }
         Err(e) => {
             // The revert's own failed sync may have poisoned the journal: then `disable`
@@ -2508,10 +2583,25 @@ pub(super) fn disable(dir: &Path, opts: &Options) -> Result<CheckpointReport> {
             .with_source(e));
         }
     };
-    j.with_append_lock(None, || {
+    // The header says closed already (writers that wait for the disable read it), so
+    // a timeout here leaves a closed journal whose files `disable` again removes.
+    j.with_append_lock(Wait::new(timeout), || {
         let mut p = j.page()?;
         p.flags = (p.flags & !shm::FLAG_DISABLING) | shm::FLAG_DISABLED;
         j.write_page(&p, Some(0))
+    })
+    .map_err(|e| {
+        Error::new(
+            e.kind(),
+            format!(
+                "{}: the journal {} is closed (nothing more is written to it) but its files \
+                 are left; run `statefile journal disable` again to remove them",
+                e.message(),
+                path.display()
+            ),
+        )
+        .with_path(path)
+        .with_source(e)
     })?;
     j.set_gone();
     remove_journal_files(fs.as_ref(), &root)?;

@@ -559,12 +559,21 @@ pub fn small() -> statefile::journal::JournalOptions {
 /// process stopped in the middle of a checkpoint) until the returned child is killed;
 /// `None` (after [`skip`]) where flock(1) is missing.
 pub fn hold_checkpoint_lock(root: &Path) -> Option<std::process::Child> {
+    hold_journal_lock(root, "journal-ckpt")
+}
+
+/// Another process holding the exclusive `flock` of `.statefile/<file>` under `root`
+/// (`journal`: the flush lock; `journal-shm`: the append lock; `journal-ckpt`: the
+/// checkpoint lock) until the returned child is killed: a process stopped while it
+/// held it, or anyone who may read the file and locks it. `None` (after [`skip`])
+/// where flock(1) is missing.
+pub fn hold_journal_lock(root: &Path, file: &str) -> Option<std::process::Child> {
     use std::io::BufRead;
     if Command::new("flock").arg("--version").output().is_err() {
         skip("flock(1) (util-linux) is not installed");
         return None;
     }
-    let path = root.join(statefile::journal::META_DIR).join("journal-ckpt");
+    let path = root.join(statefile::journal::META_DIR).join(file);
     // -o: the lock is not passed on to `sleep`, which outlives a killed flock otherwise.
     let mut child = Command::new("flock")
         .arg("-x")
