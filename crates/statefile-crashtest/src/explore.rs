@@ -430,6 +430,18 @@ fn build(
     img
 }
 
+/// The image a power loss after `log` (recorded from `base`) leaves when nothing but
+/// what was synced reached the disk: every change no later sync covers is lost. One of
+/// the crash states the explorer judges (the omissions and random subsets approach it);
+/// tests build it to see what a failed sync left on the disk, whatever the cache shows.
+pub fn durable_image(base: &Image, log: &[Op]) -> Image {
+    let must = mandatory(log, log.len());
+    let lost: HashSet<usize> = (0..log.len())
+        .filter(|i| log[*i].is_change() && !must.contains(i))
+        .collect();
+    build(base, log, log.len(), &lost, None)
+}
+
 /// Indices of ops in `ops[..k]` that a completed sync in `ops[..k]` made durable.
 fn mandatory(ops: &[Op], k: usize) -> HashSet<usize> {
     let mut out = HashSet::new();
