@@ -1453,20 +1453,23 @@ impl Journal {
             };
             for (n, what) in names {
                 let f = d.join(n);
+                // Not reached: why, and whether a file may be there all the same.
                 let opened = match dir.stat(n) {
                     Ok(m) if m.is_file() => match crate::fs::retry(|| dir.open_read(n)) {
                         Ok(h) => Ok(h),
-                        Err(e) if out_of_reach(&e) => Err(e.to_string()),
+                        Err(e) if out_of_reach(&e) => Err((e.to_string(), true)),
                         Err(e) => return Err(Error::io("open", &f, e)),
                     },
-                    Ok(m) => Err(format!("{} is there", m.file_type.describe())),
-                    Err(e) if out_of_reach(&e) => Err(e.to_string()),
+                    Ok(m) => Err((format!("{} is there", m.file_type.describe()), false)),
+                    Err(e) if out_of_reach(&e) => {
+                        Err((e.to_string(), e.kind() != std::io::ErrorKind::NotFound))
+                    }
                     Err(e) => return Err(Error::io("inspect", &f, e)),
                 };
                 let mut file = match opened {
                     Ok(h) => h,
-                    Err(why) => {
-                        around.document(dir.as_ref(), &f, what, &why, &mut report)?;
+                    Err((why, present)) => {
+                        around.document(dir.as_ref(), &f, (what, present), &why, &mut report)?;
                         continue;
                     }
                 };
@@ -2320,20 +2323,28 @@ impl Fallback<'_> {
     }
 
     /// The document or backup `what` at `f`, in the open directory `dir`, could not be
-    /// reached (`why`).
+    /// reached (`why`); `present`: a file may be there all the same (it could not be
+    /// opened, or looked at), not nothing or something other than a regular file. A
+    /// backup there that could not be opened counts (one missing is normal): it may
+    /// hold a version replaced since the last checkpoint, whose bytes a record this
+    /// checkpoint frees may hold alone.
     fn document(
         &mut self,
         dir: &dyn crate::fs::FsDir,
         f: &Path,
-        what: &Synced,
+        (what, present): (&Synced, bool),
         why: &str,
         report: &mut CheckpointReport,
     ) -> Result<()> {
-        if !self.needs_sync(what)? {
+        let needed = match what {
+            Synced::Backup { .. } => present,
+            Synced::Document { .. } => self.needs_sync(what)?,
+        };
+        if !needed {
             return Ok(());
         }
         tracing::warn!(file = %f.display(), reason = %why,
-            "a checkpoint cannot reach a document where the journal's records name it; \
+            "a checkpoint cannot reach a document or backup where the journal's records name it; \
              syncing its whole file system instead");
         report.unreachable.push(f.to_path_buf());
         self.sync_fs(dir, f.parent().unwrap_or(f), report)?;
