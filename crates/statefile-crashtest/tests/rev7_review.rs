@@ -9,8 +9,8 @@
 //! its record after its sync failed, but not a backup, and the next checkpoint synced
 //! the empty backup and freed the record that held its bytes (`#[ignore]`d here as a
 //! known limit until the backup was written again from its record too: docs/design.md,
-//! "A failed sync of a file the journal holds"). `inject_faults`'s judge checks
-//! documents only, so the explorer cannot see it.
+//! "A failed sync of a file the journal holds"). `inject_faults`'s judge checked
+//! documents only; it judges the backups of the journal workloads now.
 
 use std::ffi::OsStr;
 use std::path::Path;
