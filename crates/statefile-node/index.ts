@@ -462,7 +462,7 @@ export interface Report {
   liveTemps: number
   findings: Array<{
     path: string
-    problem: 'stale-temp' | 'corrupt-document' | 'corrupt-backup' | 'unreadable' | 'journal-replay' | 'journal-skipped' | 'journal-damaged' | 'other'
+    problem: 'stale-temp' | 'corrupt-document' | 'corrupt-backup' | 'unreadable' | 'journal-replay' | 'journal-skipped' | 'journal-damaged' | 'journal-sync-failed' | 'other'
     detail: string | null
     action: 'none' | 'removed' | 'restored' | 'moved-aside' | 'would' | 'failed' | 'replayed' | 'other'
     actionDetail: string | null
@@ -495,7 +495,13 @@ export interface JournalStatus {
   toReplay: Array<{ path: string; version: string | null; inFlight: boolean }>
   /** Damage before the end of the records: writes in the tree are refused until a person decides. */
   damage: { lsn: number; reason: string; laterRecords: number } | null
-  /** Whether `recover()` has something to do (replays no live writer is doing, or damage). */
+  /**
+   * A sync of a document or backup whose bytes only the journal may hold failed, and the
+   * file could not be rewritten from its record: checkpoints are refused until `recover()`
+   * rewrites the files the journal holds.
+   */
+  syncFailed: boolean
+  /** Whether `recover()` has something to do (replays no live writer is doing, damage, or a failed sync). */
   needsRepair: boolean
 }
 

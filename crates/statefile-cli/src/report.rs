@@ -144,6 +144,11 @@ fn finding_line(f: &Finding) -> String {
             "journal damaged at LSN {lsn} ({reason}), {later_records} valid records after it: \
              writes in this tree are refused until a person decides"
         ),
+        Problem::JournalSyncFailed => "a sync of a document or backup whose bytes only the \
+            journal may hold failed, and the file could not be rewritten from its record: \
+            checkpoints are refused until `statefile recover` rewrites the files the journal \
+            holds"
+            .to_string(),
         _ => "problem".to_string(),
     };
     let done = match &f.action {
@@ -191,6 +196,7 @@ fn report_json(path: &std::path::Path, r: &Report) -> Value {
                     Some(format!("LSN {lsn}: {reason}; {later_records} valid records after it")),
                     None,
                 ),
+                Problem::JournalSyncFailed => ("journal-sync-failed", None, None),
                 _ => ("other", None, None),
             };
             let action = match &f.action {
@@ -258,6 +264,7 @@ fn journal_json(s: &JournalStatus) -> Value {
             "reason": d.reason,
             "later_records": d.later_records,
         })),
+        "sync_failed": s.sync_failed,
         "needs_repair": s.needs_repair(),
     })
 }
@@ -293,6 +300,9 @@ fn journal_line(s: &JournalStatus) -> String {
     }
     if let Some(d) = &s.damage {
         line.push_str(&format!(", DAMAGED at LSN {}", d.lsn));
+    }
+    if s.sync_failed {
+        line.push_str(", A SYNC FAILED (checkpoints refused until `statefile recover`)");
     }
     line
 }
@@ -398,6 +408,15 @@ fn print_status(g: &Global, st: &JournalStatus, as_json: bool) -> CliResult {
                 out,
                 "  damage at LSN {}: {} ({} valid records after it)",
                 d.lsn, d.reason, d.later_records
+            )?;
+        }
+        if st.sync_failed {
+            writeln!(
+                out,
+                "  a sync of a document or backup whose bytes only the journal may hold \
+                 failed, and the file could not be rewritten from its record (the log says \
+                 which): checkpoints are refused until `statefile recover` rewrites the files \
+                 the journal holds"
             )?;
         }
     }

@@ -7,8 +7,10 @@
 //! not yet durable may, at a crash, be kept or lost independently of the rest, and a
 //! write may tear. A rename itself is atomic.
 //!
-//! It can also fail any single call ([`Fault`]); after a failed fsync it drops that
-//! file's unsynced data, as Linux does.
+//! It can also fail any single call ([`Fault`]); after a failed fsync that file's
+//! unsynced data never reaches the disk (no crash image holds it), and it is dropped
+//! from the cache at once (`FaultKind::Errno`) or kept there, marked clean
+//! (`FaultKind::ErrnoKeepPages`), as Linux does until it evicts them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -403,7 +405,7 @@ pub enum FaultKind {
     /// (Linux keeps the pages it could not write in the page cache, marked clean, until
     /// they are evicted; `Errno` models the eviction at once). Marked clean, they never
     /// reach the disk: the recorded writes are dropped from the log (crash images keep
-    /// the old bytes), unless written again.
+    /// the old bytes), unless written again. (So they are after `Errno`.)
     ErrnoKeepPages(i32),
 }
 
@@ -842,25 +844,28 @@ impl io::Write for SimFile {
 impl SimFile {
     fn sync(&mut self) -> io::Result<()> {
         if let Err(e) = self.fs.enter(Call::SyncFile) {
-            // Linux drops the dirty pages it could not write: the unsynced data is gone.
+            // The pages it could not write never reach the disk (no later sync writes
+            // them, unless they are written again): the recorded writes since the last
+            // sync are dropped from the log, so crash images keep the old bytes.
             let mut st = self.fs.lock();
+            let ino = self.ino;
+            let from = st
+                .log
+                .iter()
+                .rposition(|o| matches!(o, Op::SyncFile { ino: i } if *i == ino))
+                .map_or(0, |i| i + 1);
+            let tail: Vec<Op> = st
+                .log
+                .drain(from..)
+                .filter(|o| !matches!(o, Op::Write { ino: i, .. } if *i == ino))
+                .collect();
+            st.log.extend(tail);
             if std::mem::take(&mut st.keep_pages) {
-                // Kept in the cache but marked clean: no later sync writes them, so
-                // the disk keeps what it had (unless they are written again).
-                let ino = self.ino;
-                let from = st
-                    .log
-                    .iter()
-                    .rposition(|o| matches!(o, Op::SyncFile { ino: i } if *i == ino))
-                    .map_or(0, |i| i + 1);
-                let tail: Vec<Op> = st
-                    .log
-                    .drain(from..)
-                    .filter(|o| !matches!(o, Op::Write { ino: i, .. } if *i == ino))
-                    .collect();
-                st.log.extend(tail);
+                // Kept in the cache, marked clean: the file reads as it was written.
                 return Err(e);
             }
+            // Linux drops the dirty pages it could not write (here at once, as an
+            // eviction would): the unsynced data is gone from the cache too.
             let synced = st.synced.get(&self.ino).cloned().unwrap_or_default();
             if let Some(Kind::File(c)) = st.live.inodes.get_mut(&self.ino).map(|n| &mut n.kind) {
                 *c = synced;

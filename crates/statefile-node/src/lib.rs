@@ -532,6 +532,16 @@ impl From<Report> for ReportOut {
                                  person decides"
                             )),
                         ),
+                        Problem::JournalSyncFailed => (
+                            "journal-sync-failed",
+                            Some(
+                                "a sync of a document or backup whose bytes only the journal \
+                                 may hold failed, and the file could not be rewritten from its \
+                                 record: checkpoints are refused until a recovery rewrites the \
+                                 files the journal holds"
+                                    .to_string(),
+                            ),
+                        ),
                         _ => ("other", None),
                     };
                     let (action, action_detail) = match f.action {
@@ -579,6 +589,7 @@ struct JournalStatusOut {
     in_flight: usize,
     to_replay: Vec<PendingOut>,
     damage: Option<DamageOut>,
+    sync_failed: bool,
     needs_repair: bool,
 }
 
@@ -625,6 +636,7 @@ impl From<JournalStatus> for JournalStatusOut {
                 reason: d.reason,
                 later_records: d.later_records,
             }),
+            sync_failed: s.sync_failed,
         }
     }
 }

@@ -141,6 +141,7 @@ pub fn report<'py>(py: Python<'py>, r: &Report) -> PyResult<Bound<'py, PyDict>> 
                 )),
                 None,
             ),
+            Problem::JournalSyncFailed => ("journal-sync-failed", None, None),
             _ => ("other", None, None),
         };
         d.set_item("problem", problem)?;
@@ -212,6 +213,7 @@ pub fn journal_status<'py>(py: Python<'py>, s: &JournalStatus) -> PyResult<Bound
         None => py.None().into_bound(py),
     };
     out.set_item("damage", damage)?;
+    out.set_item("sync_failed", s.sync_failed)?;
     out.set_item("needs_repair", s.needs_repair())?;
     Ok(out)
 }

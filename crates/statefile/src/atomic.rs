@@ -1381,30 +1381,31 @@ fn finish_direct(
 /// (data does not depend on names; the directory sync after the rotation makes the
 /// names durable), so a failure, even running out of descriptors, writes nothing.
 ///
-/// A failed sync may drop the pages it could not write, and the document's own bytes
-/// may be in the journal only: if its sync fails, it is rewritten from its last record
-/// ([`journal::Journal::rewrite_locked`]) before the error is returned, so that the
-/// failed write leaves it as it was.
+/// A failed sync may drop the pages it could not write, or keep them in the cache
+/// marked clean while the disk holds other bytes, and the file's bytes may be in the
+/// journal only: see [`after_failed_sync`].
 fn sync_kept(w: &Locked, b: &Bound, plan: &Plan<'_>, current: &Current) -> Result<()> {
     if plan.durability == Durability::None || plan.backups == 0 {
         return Ok(());
     }
     let t = &w.target;
-    if let Err(e) = sync_files(w, std::iter::once(t.name.clone())) {
+    let since = b.journal.checkpoint_lsn()?;
+    if let Some(e) = sync_named(w, &t.name)? {
         // Only the version this write saw there is put back (see `rewrite_locked`).
         let rewritten = match current.version() {
-            Some(seen) => b.journal.rewrite_locked(w, plan.max_bytes, seen).map(drop),
-            None => Ok(()),
+            Some(seen) => b.journal.rewrite_locked(w, plan.max_bytes, seen, since),
+            None => Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "{} was not read (over the size limit): which version it held is not known",
+                    t.path.display()
+                ),
+            )),
         };
-        if let Err(again) = rewritten {
-            tracing::error!(file = %t.path.display(), error = %again,
-                "a sync of the document failed and it could not be rewritten from the journal; \
-                 `statefile recover` will");
-        }
-        return Err(e);
+        return Err(after_failed_sync(b, &t.path, e, rewritten));
     }
     let keep = plan.backups.min(journal::MAX_SYNCED_BACKUPS as usize);
-    sync_files(w, (1..keep).map(|k| t.backup_name(k)))
+    sync_backups_upto(w, b, keep.saturating_sub(1), (plan.max_bytes, since))
 }
 
 /// In journal mode, a file put in place outside the journal ([`crate::replace_file`],
@@ -1415,37 +1416,80 @@ fn sync_kept(w: &Locked, b: &Bound, plan: &Plan<'_>, current: &Current) -> Resul
 /// not know how many the document's writers keep: every backup name up to
 /// [`journal::MAX_SYNCED_BACKUPS`] that holds a file. Done before the file is put in
 /// place, so that a failure changes nothing.
-pub(crate) fn sync_backups(w: &Locked, durability: Durability) -> Result<()> {
+pub(crate) fn sync_backups(w: &Locked, b: &Bound, durability: Durability, max: u64) -> Result<()> {
     if durability == Durability::None {
         return Ok(());
     }
-    let t = &w.target;
-    sync_files(
-        w,
-        (1..=journal::MAX_SYNCED_BACKUPS as usize).map(|k| t.backup_name(k)),
-    )
+    let since = b.journal.checkpoint_lsn()?;
+    sync_backups_upto(w, b, journal::MAX_SYNCED_BACKUPS as usize, (max, since))
 }
 
-/// Sync each regular file among `names` in `w`'s directory (a name that holds
-/// nothing, or anything but a regular file, is passed over).
-fn sync_files(w: &Locked, names: impl Iterator<Item = std::ffi::OsString>) -> Result<()> {
+/// Sync backups 1 to `upto` of the locked document (those that hold a regular file);
+/// a failed sync is handled as [`after_failed_sync`] says (`max`: the size limit;
+/// `since`: the checkpoint's position before the syncs).
+fn sync_backups_upto(w: &Locked, b: &Bound, upto: usize, (max, since): (u64, u64)) -> Result<()> {
     let t = &w.target;
-    for name in names {
-        let path = t.beside(&name);
-        // Only a regular file is data: a symlink, FIFO or device there is left alone.
-        match w.dir.stat(&name) {
-            Ok(m) if m.file_type != FileType::File => continue,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io("inspect", &path, e)),
-        }
-        match crate::fs::retry(|| w.dir.open_read(&name)) {
-            Ok(mut f) => f.sync_all().ctx("sync", &path)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("open", &path, e)),
+    for n in 1..=upto {
+        if let Some(e) = sync_named(w, &t.backup_name(n))? {
+            let rewritten = b.journal.rewrite_backup_locked(w, n, max, since);
+            return Err(after_failed_sync(b, &t.backup_path(n), e, rewritten));
         }
     }
     Ok(())
+}
+
+/// The sync of `path` (the document or one of its backups, about to be left durable
+/// by a write outside the journal) failed with `e`, and `rewritten` says what was done
+/// about it: the failed sync may have dropped the pages it could not write (the file
+/// then reads empty or older), or, as Linux does, kept them in the cache marked clean
+/// (it reads as it should while the disk holds other bytes, and no later sync writes
+/// them); and a version kept since the last checkpoint has its bytes in the journal
+/// only, in a record the next checkpoint would free after syncing what is left, which
+/// succeeds (nothing is dirty). So the file is written again from its record as a fresh
+/// file (`Ok(true)`; `Ok(false)`: its version is no record's, it was durable before),
+/// never synced again as if it were good. If that fails too, the journal is marked
+/// ([`journal::Journal::mark_sync_failed`]): no checkpoint frees a record until
+/// `statefile recover` has rewritten the files the journal holds. Either way nothing
+/// was written, and the error (`e`'s kind) says which.
+fn after_failed_sync(b: &Bound, path: &Path, e: Error, rewritten: Result<bool>) -> Error {
+    match rewritten {
+        Ok(true) => e.and(&format!(
+            "nothing was written; {} was written again from its journal record (the failed \
+             sync may have dropped its bytes)",
+            path.display()
+        )),
+        Ok(false) => e.and("nothing was written"),
+        Err(again) => {
+            b.journal
+                .mark_sync_failed(path, &again, b.opts.lock_timeout);
+            e.and(&format!(
+                "nothing was written, but {} could not be written again from its journal \
+                 record ({}): the journal keeps its records (checkpoints are refused) until \
+                 `statefile recover` rewrites the files it holds",
+                path.display(),
+                again.message()
+            ))
+        }
+    }
+}
+
+/// Sync the regular file `name` in `w`'s directory (a name that holds nothing, or
+/// anything but a regular file, is passed over). `Ok(Some(e))`: the sync itself failed
+/// (the file's pages may be gone); `Err`: looking at or opening it did (nothing lost).
+fn sync_named(w: &Locked, name: &OsStr) -> Result<Option<Error>> {
+    let path = w.target.beside(name);
+    // Only a regular file is data: a symlink, FIFO or device there is left alone.
+    match w.dir.stat(name) {
+        Ok(m) if m.file_type != FileType::File => return Ok(None),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("inspect", &path, e)),
+    }
+    match crate::fs::retry(|| w.dir.open_read(name)) {
+        Ok(mut f) => Ok(f.sync_all().err().map(|e| Error::io("sync", &path, e))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("open", &path, e)),
+    }
 }
 
 /// Record in the journal that the locked document `w` was just written outside it, as

@@ -253,6 +253,13 @@ impl Error {
         self
     }
 
+    /// The same error, `more` added at the end of its message (`cannot sync ...: EIO;
+    /// nothing was written`).
+    pub(crate) fn and(mut self, more: &str) -> Error {
+        self.inner.message = format!("{}; {more}", self.inner.message);
+        self
+    }
+
     pub(crate) fn with_version(mut self, version: Version) -> Error {
         self.inner.version = Some(version);
         self

@@ -86,8 +86,8 @@ fn install(src: &Path, dst: &Path, opts: &Options, mode: Mode) -> Result<()> {
     let w = Locked::open(dst, None, opts)?;
     // Its version, for the record (none for a file over the size limit, not hashed).
     let previous = Current::probe(&w, true, opts.max_document_bytes)?;
-    if w.journal.is_some() {
-        sync_backups(&w, opts.durability)?;
+    if let Some(b) = &w.journal {
+        sync_backups(&w, b, opts.durability, opts.max_document_bytes)?;
     }
     let journaled = w.journal.is_some();
     let version = install_in(w.dir.as_ref(), &w.target, src, opts, (mode, journaled))?;

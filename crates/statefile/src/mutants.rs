@@ -43,6 +43,13 @@ pub enum Mutant {
     /// checkpoint (an older version) instead of its last: a rollback past acknowledged
     /// writes, which only the fault injector's judge sees (no crash is involved).
     RewriteFromFirstRecord = 10,
+    /// Journal mode: a backup whose sync failed (by a write outside the journal, or a
+    /// checkpoint) is left as it is, neither written again from its record nor the
+    /// journal marked, though the failed sync may have dropped the bytes only the
+    /// journal held: the next checkpoint syncs what is left (nothing is dirty any more)
+    /// and frees the record (the known limit rev7 found). No crash is involved: only
+    /// the fault injector's judge of backups sees it.
+    NoBackupRewrite = 11,
 }
 
 #[cfg(feature = "mutants")]

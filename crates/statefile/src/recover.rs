@@ -108,6 +108,12 @@ pub enum Problem {
         /// Valid records after it.
         later_records: usize,
     },
+    /// Journal mode: a sync of a document or backup whose bytes only the journal may
+    /// hold failed, and the file could not be rewritten from its record then (the log
+    /// says which): its bytes on disk are unknown, so no checkpoint frees a record until
+    /// a repair (`statefile recover`) has rewritten every file the journal holds. See
+    /// [`crate::journal::JournalStatus::sync_failed`].
+    JournalSyncFailed,
 }
 
 /// What a scan did about a finding.
@@ -441,6 +447,13 @@ impl Scan {
                     report.findings.push(skipped_finding(s));
                 }
             }
+            if done.rewrote_after_failed_sync {
+                report.findings.push(Finding {
+                    path: journal::log_path(root),
+                    problem: Problem::JournalSyncFailed,
+                    action: Action::Replayed,
+                });
+            }
             journal::status(root, opts)
         });
         let status = match status {
@@ -479,6 +492,19 @@ impl Scan {
                     error: format!("not compared with its last journal record: {}", u.reason),
                 },
                 action: Action::None,
+            });
+        }
+        if status.sync_failed {
+            let action = match (self.mode, self.dry_run) {
+                (ScanMode::Repair, true) => {
+                    Action::Would("rewrite every file the journal holds from its record".into())
+                }
+                _ => Action::None,
+            };
+            report.findings.push(Finding {
+                path: status.path.clone(),
+                problem: Problem::JournalSyncFailed,
+                action,
             });
         }
         if let Some(d) = &status.damage {

@@ -30,6 +30,7 @@ class Finding(TypedDict):
         "journal-replay",
         "journal-skipped",
         "journal-damaged",
+        "journal-sync-failed",
         "other",
     ]
     detail: str | None

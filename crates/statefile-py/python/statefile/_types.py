@@ -305,6 +305,9 @@ class JournalStatus(TypedDict):
     in_flight: int
     to_replay: list[PendingDocument]
     damage: Optional[JournalDamage]
+    # A sync of a file only the journal may hold failed and it could not be rewritten:
+    # checkpoints are refused until ``recover()`` rewrites the files the journal holds.
+    sync_failed: bool
     needs_repair: bool
 
 

@@ -486,13 +486,18 @@ pub(crate) struct Recovered {
     /// The records left unapplied (by this process's replays and adoptions since the
     /// last recovery scan, and, with `repair`, those the checkpoint then freed).
     pub skipped: Vec<SkippedRecord>,
+    /// With `repair`: a sync had failed (see [`JournalStatus::sync_failed`]), and every
+    /// file the journal holds was rewritten from its record.
+    pub rewrote_after_failed_sync: bool,
 }
 
 /// Recover the journal at `root` (canonical): open it (which replays it if no other
 /// process uses it), apply the commits of writers that died; with `repair`, also
-/// rewrite any document that still differs from its last record, then checkpoint
-/// (unless the journal is damaged, or some document could not be looked at: its record
-/// is kept for a recovery by a user who may).
+/// rewrite every file the journal holds if a sync of one failed and it could not be
+/// rewritten then ([`JournalStatus::sync_failed`]), rewrite any document that still
+/// differs from its last record, then checkpoint (unless the journal is damaged, or some
+/// document could not be looked at: its record is kept for a recovery by a user who
+/// may).
 pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recovered> {
     let Some(j) = open_at(root, opts)? else {
         return Ok(Recovered::default());
@@ -500,7 +505,15 @@ pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recov
     j.roll_back_poison(opts.lock_timeout)?;
     j.adopt_dead(opts, false)?;
     let mut skipped = Vec::new();
+    let mut rewrote_after_failed_sync = false;
     if repair {
+        // One that fails leaves the journal marked, which the status below reports: the
+        // other repairs go on, and the checkpoint, which the mark refuses, is not tried.
+        rewrote_after_failed_sync = j.rewrite_after_failed_sync(opts).unwrap_or_else(|e| {
+            tracing::error!(journal = %j.path().display(), error = %e,
+                "could not write every file the journal holds again after a failed sync");
+            false
+        });
         let status = replay::status(&opts.fs, root)?;
         for p in status.to_replay.iter().filter(|p| !p.in_flight) {
             // One that can no longer be written where its record names it is skipped,
@@ -515,7 +528,7 @@ pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recov
                 r => r?,
             }
         }
-        if status.damage.is_none() && status.unchecked.is_empty() {
+        if status.damage.is_none() && status.unchecked.is_empty() && !status.sync_failed {
             j.checkpoint(opts)?;
             // Freed by the checkpoint: reported now or never.
             skipped.extend(status.skipped);
@@ -530,5 +543,6 @@ pub(crate) fn recover(root: &Path, opts: &Options, repair: bool) -> Result<Recov
     Ok(Recovered {
         replayed: j.take_replayed(),
         skipped: all,
+        rewrote_after_failed_sync,
     })
 }

@@ -143,14 +143,21 @@ pub struct JournalStatus {
     pub unchecked: Vec<UncheckedDocument>,
     /// Damage before the end of the records, if any.
     pub damage: Option<JournalDamage>,
+    /// A sync of a document or backup whose bytes only the journal may hold failed,
+    /// and the file could not be rewritten from its record (the log says which): no
+    /// checkpoint frees a record until `statefile recover` has rewritten every file the
+    /// journal holds.
+    pub sync_failed: bool,
 }
 
 impl JournalStatus {
     /// Whether anything needs a recovery: documents to replay that no live writer is
-    /// applying, or damage; or a person's look: records a replay would skip, or
-    /// documents this status could not look at (whether they need a replay is unknown).
+    /// applying, damage, or files to rewrite after a failed sync; or a person's look:
+    /// records a replay would skip, or documents this status could not look at (whether
+    /// they need a replay is unknown).
     pub fn needs_repair(&self) -> bool {
         self.damage.is_some()
+            || self.sync_failed
             || self.to_replay.iter().any(|p| !p.in_flight)
             || !self.skipped.is_empty()
             || !self.unchecked.is_empty()
@@ -652,22 +659,11 @@ impl Journal {
             }
         }
         let intact = self.nothing_lost(w, last, keep, max)?;
-        // The bytes of every put, from its record.
-        let mut data: Vec<Option<Vec<u8>>> = Vec::with_capacity(history.len());
-        for &(lsn, e) in history {
-            match &e.action {
-                Action::Put(p) => {
-                    let bytes = self.read_data(lsn, p.data_at, p.data_len)?;
-                    if Version::of(&bytes) != p.version {
-                        // The replay's own read of it reports the damage.
-                        return Ok(keep);
-                    }
-                    data.push(Some(bytes));
-                }
-                Action::Delete => data.push(None),
-                Action::Direct(_) => return Ok(keep),
-            }
-        }
+        // The bytes of every put, from its record (damaged: the replay's own read of it
+        // reports the damage).
+        let Some(data) = self.puts_data(history)? else {
+            return Ok(keep);
+        };
         // The complete files there, within the limit.
         let name_at = |n: usize| {
             if n == 0 {
@@ -879,6 +875,27 @@ impl Journal {
         tracing::info!(file = %t.path.display(), backups = wanted.len(),
             "put the backups back from the journal after a power loss");
         Ok(0)
+    }
+
+    /// The bytes of each put of `history` (`None` for a delete), read from its record:
+    /// `None` if one does not hash to its version (damage) or an entry is a `direct`
+    /// write (a version no record holds).
+    fn puts_data(&self, history: &[(u64, &EntryMeta)]) -> Result<Option<Vec<Option<Vec<u8>>>>> {
+        let mut data = Vec::with_capacity(history.len());
+        for &(lsn, e) in history {
+            match &e.action {
+                Action::Put(p) => {
+                    let bytes = self.read_data(lsn, p.data_at, p.data_len)?;
+                    if Version::of(&bytes) != p.version {
+                        return Ok(None);
+                    }
+                    data.push(Some(bytes));
+                }
+                Action::Delete => data.push(None),
+                Action::Direct(_) => return Ok(None),
+            }
+        }
+        Ok(Some(data))
     }
 
     /// Whether the locked document `w` is what its `last` entry made it, and each of
@@ -1370,6 +1387,10 @@ impl Journal {
         if x == tail {
             return Ok(report);
         }
+        // A file only the journal holds may be damaged on disk: its record stays.
+        if page.flags & (shm::FLAG_SYNC_FAILED | shm::FLAG_REWRITING) != 0 {
+            return Err(self.sync_failed_error());
+        }
         self.flush_to(x, page.generation, Wait::new(timeout))?;
         // Every commit before X must be applied: wait for live writers (their locks),
         // apply dead ones.
@@ -1408,7 +1429,12 @@ impl Journal {
                             kept as usize
                         };
                         for k in 1..=kept {
-                            files.entry(t.backup_name(k)).or_insert(Synced::Backup);
+                            files
+                                .entry(t.backup_name(k))
+                                .or_insert_with(|| Synced::Backup {
+                                    doc: n.to_os_string(),
+                                    n: k,
+                                });
                         }
                     }
                 }
@@ -1445,28 +1471,45 @@ impl Journal {
             };
             for (n, what) in names {
                 let f = d.join(n);
+                // Not reached: why, and whether a file may be there all the same.
                 let opened = match dir.stat(n) {
                     Ok(m) if m.is_file() => match crate::fs::retry(|| dir.open_read(n)) {
                         Ok(h) => Ok(h),
-                        Err(e) if out_of_reach(&e) => Err(e.to_string()),
+                        Err(e) if out_of_reach(&e) => Err((e.to_string(), true)),
                         Err(e) => return Err(Error::io("open", &f, e)),
                     },
-                    Ok(m) => Err(format!("{} is there", m.file_type.describe())),
-                    Err(e) if out_of_reach(&e) => Err(e.to_string()),
+                    Ok(m) => Err((format!("{} is there", m.file_type.describe()), false)),
+                    Err(e) if out_of_reach(&e) => {
+                        Err((e.to_string(), e.kind() != std::io::ErrorKind::NotFound))
+                    }
                     Err(e) => return Err(Error::io("inspect", &f, e)),
                 };
                 let mut file = match opened {
                     Ok(h) => h,
-                    Err(why) => {
-                        around.document(dir.as_ref(), &f, what, &why, &mut report)?;
+                    Err((why, present)) => {
+                        around.document(dir.as_ref(), &f, (what, present), &why, &mut report)?;
                         continue;
                     }
                 };
                 if let Err(e) = file.sync_all() {
-                    // A failed fsync may drop the pages it could not write: the file
-                    // may no longer read as its record. Put the record's bytes back.
+                    // A failed fsync may drop the pages it could not write, or keep
+                    // them clean in the cache while the disk holds other bytes: put the
+                    // record's bytes back in a fresh file, or else mark the journal so
+                    // that no checkpoint frees the record before a recovery has.
                     drop(file);
-                    self.restore_after_failed_sync(opts, &f, header.tail, header.tail_chain);
+                    match what {
+                        Synced::Document { .. } => {
+                            self.restore_after_failed_sync(
+                                opts,
+                                &f,
+                                header.tail,
+                                header.tail_chain,
+                            );
+                        }
+                        Synced::Backup { doc, n } => {
+                            self.restore_backup_after_failed_sync(opts, (d, doc, *n), header.tail);
+                        }
+                    }
                     return Err(Error::io("sync", &f, e));
                 }
                 if matches!(what, Synced::Document { .. }) {
@@ -1475,6 +1518,11 @@ impl Journal {
             }
             dir.sync().ctx("sync directory", d)?;
             report.directories += 1;
+        }
+        // A sync that failed meanwhile outside this checkpoint (a write outside the
+        // journal) whose file could not be rewritten: its record stays.
+        if self.sync_failed(timeout)? {
+            return Err(self.sync_failed_error());
         }
         if !early {
             self.write_header(&header, x, scanned.chain, timeout)?;
@@ -1494,18 +1542,29 @@ impl Journal {
         Ok(report)
     }
 
-    /// Rewrite the locked document `w` from its last record since the checkpoint, if it
-    /// no longer holds those bytes (with the plain protocol, not journaled again): after
-    /// a failed sync of it, which may drop the pages it could not write. `false` if the
-    /// journal has no record of it (its file was durable at the checkpoint) or it holds
-    /// them. A file there over `max` bytes is not read ([`Journal::apply`]).
+    /// After a failed sync of the locked document `w` by a write outside the journal
+    /// ([`atomic`]'s `sync_kept`): write its last record since the checkpoint again, as
+    /// a fresh file (temp, write, fsync, rename over it, directory fsync), whatever it
+    /// reads as now. A failed sync may drop the pages it could not write (the file then
+    /// reads empty or older), or, as Linux does, keep them in the cache marked clean:
+    /// the file reads as it should while the disk holds other bytes, and no later sync
+    /// writes them. The failed file is never synced again as if it were good: it is
+    /// replaced. `false` if the journal has no record of it (its file was durable at
+    /// the checkpoint) or its last record is not what the writer saw.
     ///
     /// Only the version the writer saw there (`seen`, under the lock) is put back: a
     /// document written outside the journal whose `direct` record could not be appended
     /// (or by a writer that waited for a disable) is newer than its last record, which
-    /// must not be applied over it.
-    pub(crate) fn rewrite_locked(&self, w: &Locked, max: u64, seen: &Version) -> Result<bool> {
-        let header = handle::read_header(self.log.as_ref(), self.path())?;
+    /// must not be applied over it. `since`: the checkpoint's position before the sync
+    /// ([`Journal::checkpoint_lsn`]; see [`Journal::records_since`]).
+    pub(crate) fn rewrite_locked(
+        &self,
+        w: &Locked,
+        max: u64,
+        seen: &Version,
+        since: u64,
+    ) -> Result<bool> {
+        let header = self.records_since(since, &w.target.path)?;
         let name = super::relative_name(self.root(), &w.target)?;
         let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
         if mutants::active(Mutant::RewriteFromFirstRecord) {
@@ -1525,9 +1584,11 @@ impl Journal {
         match scanned.last_entries().get(&name) {
             Some((ri, ei)) => {
                 let rec = &scanned.records[*ri];
-                let e = &rec.entries[*ei];
-                match &e.action {
-                    Action::Put(p) if p.version == *seen => self.apply(w, rec.lsn, e, max),
+                match &rec.entries[*ei].action {
+                    Action::Put(p) if p.version == *seen => {
+                        self.write_fresh_document(w, rec.lsn, p)?;
+                        Ok(true)
+                    }
                     _ => Ok(false),
                 }
             }
@@ -1535,9 +1596,370 @@ impl Journal {
         }
     }
 
-    /// After a failed sync of the document at `path` in a checkpoint: rewrite it from its
-    /// last record if it no longer holds those bytes (under its lock, if free now: a
-    /// writer holding it writes it anew anyway; otherwise recovery does).
+    /// Write the bytes of the put `p` (of the record at `lsn`) at the locked document's
+    /// name as a fresh file, synced, and its directory synced, keeping nothing of what
+    /// is there (a file whose sync failed: its bytes are unknown).
+    fn write_fresh_document(&self, w: &Locked, lsn: u64, p: &format::PutMeta) -> Result<()> {
+        let data = self.record_bytes(w, lsn, p)?;
+        let plan = Plan {
+            durability: Durability::Full,
+            backups: 0,
+            verify: Verify::No,
+            perms: Perms {
+                mode: Some(p.mode),
+                owner: Some((p.uid, p.gid)),
+                ..Perms::default()
+            },
+            poison: None,
+            temp_created: None,
+            max_bytes: u64::MAX,
+        };
+        // Not looked at: nothing of it is kept.
+        let current = Current::probe(w, false, u64::MAX)?;
+        let mut body =
+            |out: &mut atomic::TempWriter<'_>| out.write_all(&data).map_err(SerializeError::Io);
+        atomic::replace_plain(w, &plan, &current, &mut body)?;
+        tracing::warn!(file = %w.target.path.display(), version = %p.version,
+            "rewrote a document from its journal record after a failed sync of it");
+        Ok(())
+    }
+
+    /// Where the last checkpoint is (the header's tail): taken before a sync whose
+    /// failure the records since would repair ([`Journal::records_since`]).
+    pub(crate) fn checkpoint_lsn(&self) -> Result<u64> {
+        Ok(handle::read_header(self.log.as_ref(), self.path())?.tail)
+    }
+
+    /// The header, if the checkpoint is still at `since` (taken before the sync of
+    /// `path` that failed): a checkpoint that ran since, in another process, may have
+    /// synced the failed file (with success: nothing is dirty) and freed the records
+    /// that held its bytes, which can then no longer be put back. An error then, which
+    /// the caller reports (and marks the journal for).
+    fn records_since(&self, since: u64, path: &Path) -> Result<Header> {
+        let header = handle::read_header(self.log.as_ref(), self.path())?;
+        if header.tail != since {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "a checkpoint freed the journal's records (its position moved from {since} \
+                     to {}) between the failed sync of {} and its repair: what it holds on \
+                     disk may not be the version it held, and the journal no longer has that",
+                    header.tail,
+                    path.display()
+                ),
+            )
+            .with_path(path));
+        }
+        Ok(header)
+    }
+
+    /// The bytes of the put `p` of the record at `lsn`, checked against its version.
+    fn record_bytes(&self, w: &Locked, lsn: u64, p: &format::PutMeta) -> Result<Vec<u8>> {
+        let data = self.read_data(lsn, p.data_at, p.data_len)?;
+        if Version::of(&data) != p.version {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "the journal {} holds damaged bytes for {} (record at LSN {lsn})",
+                    self.path().display(),
+                    w.target.path.display()
+                ),
+            )
+            .with_path(&w.target.path));
+        }
+        Ok(data)
+    }
+
+    /// After a failed sync of backup `n` of the locked document `w` (by a write outside
+    /// the journal, which syncs the backups it leaves durable, or by a checkpoint):
+    /// if its version may be one only the journal holds, write it again from its
+    /// record as a fresh file (see [`Journal::rewrite_locked`] for why the failed file
+    /// is replaced, never synced again). `Ok(false)` if nothing needed it (no file
+    /// there, or a complete version no record since the checkpoint wrote: durable
+    /// before, so the failed sync dropped nothing of it). An error if it could not be
+    /// rewritten, or if which version it held cannot be told (the caller then marks
+    /// the journal: [`Journal::mark_sync_failed`]). `since`: the checkpoint's position
+    /// before the sync ([`Journal::records_since`]).
+    pub(crate) fn rewrite_backup_locked(
+        &self,
+        w: &Locked,
+        n: usize,
+        max: u64,
+        since: u64,
+    ) -> Result<bool> {
+        let header = self.records_since(since, &w.target.backup_path(n))?;
+        let name = super::relative_name(self.root(), &w.target)?;
+        let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
+        let histories = scanned.histories();
+        let history = histories.get(&name).map_or(&[][..], Vec::as_slice);
+        match self.rewrite_backup(w, history, n, max)? {
+            Rewrite::Done => Ok(true),
+            Rewrite::NotNeeded => Ok(false),
+            Rewrite::CannotTell(why) => {
+                Err(Error::new(ErrorKind::Io, why).with_path(&w.target.backup_path(n)))
+            }
+        }
+    }
+
+    /// [`Journal::rewrite_backup_locked`] with the document's entries since the
+    /// checkpoint (`history`, oldest first).
+    ///
+    /// Which version the backup held: the one it reads as, if that is a version a put
+    /// since the checkpoint wrote (the pages a failed sync keeps read as they were);
+    /// otherwise (it reads empty, torn, or not at all) the one the chain of versions
+    /// since the last `direct` entry puts at its place ([`chains_since_checkpoint`], as
+    /// the replay after a power loss does), if that is a record's. It is read within
+    /// `max` raised to the journal's largest record ([`Journal::looks_within`]).
+    fn rewrite_backup(
+        &self,
+        w: &Locked,
+        history: &[(u64, &EntryMeta)],
+        n: usize,
+        max: u64,
+    ) -> Result<Rewrite> {
+        if mutants::active(Mutant::NoBackupRewrite) {
+            return Ok(Rewrite::NotNeeded);
+        }
+        let max = self.looks_within(max);
+        let t = &w.target;
+        let dir = w.dir.as_ref();
+        let (bak, path) = (t.backup_name(n), t.backup_path(n));
+        match dir.stat(&bak) {
+            Ok(m) if m.file_type == FileType::File => {}
+            // Nothing there, or something statefile never writes: no version of it.
+            Ok(_) => return Ok(Rewrite::NotNeeded),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Rewrite::NotNeeded),
+            Err(e) => return Err(Error::io("inspect", &path, e)),
+        }
+        if history.is_empty() {
+            // Nothing of the document since the checkpoint: its backups were durable.
+            return Ok(Rewrite::NotNeeded);
+        }
+        let put_of = |v: &Version| {
+            history.iter().find_map(|(lsn, e)| match &e.action {
+                Action::Put(p) if p.version == *v => Some((*lsn, p)),
+                _ => None,
+            })
+        };
+        // Unreadable (a read error after a failed sync) is as torn.
+        let reads = crate::file::inspect_within(dir, &bak, &path, max)
+            .ok()
+            .flatten()
+            .filter(|s| s.parses);
+        let (lsn, p) = match reads {
+            Some(seen) => match put_of(&seen.version) {
+                Some(source) => source,
+                None => return Ok(Rewrite::NotNeeded),
+            },
+            None => {
+                let after = match history
+                    .iter()
+                    .rposition(|(_, e)| matches!(e.action, Action::Direct(_)))
+                {
+                    Some(d) => &history[d + 1..],
+                    None => history,
+                };
+                let slot = match self.puts_data(after)? {
+                    Some(data) => chains_since_checkpoint(after, &data)
+                        .and_then(|chains| chains.last().and_then(|(_, b)| b.get(n - 1).copied())),
+                    None => None,
+                };
+                match slot {
+                    Some(Slot::Record(i)) => {
+                        let (lsn, e) = after[i];
+                        let Action::Put(p) = &e.action else {
+                            unreachable!("a backup is a version a put wrote")
+                        };
+                        (lsn, p)
+                    }
+                    _ => {
+                        return Ok(Rewrite::CannotTell(format!(
+                            "{} does not read as a complete version, and the journal's records \
+                             do not say which version is meant to be there",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+        };
+        let data = self.record_bytes(w, lsn, p)?;
+        let temp = t.temp_name(&random_suffix());
+        let temp_path = t.beside(&temp);
+        let placed = (|| {
+            let mut f = dir.create_new(&temp, 0o600).ctx("create", &temp_path)?;
+            let perms = Perms {
+                mode: Some(p.mode),
+                owner: Some((p.uid, p.gid)),
+                ..Perms::default()
+            };
+            atomic::take_permissions(f.as_mut(), &temp_path, None, perms, &|| 0)?;
+            f.write_all(&data).ctx("write", &temp_path)?;
+            f.sync_all().ctx("sync", &temp_path)?;
+            dir.rename(&temp, &bak).ctx("rename", &path)
+        })();
+        if placed.is_err() {
+            let _ = dir.remove_file(&temp);
+        }
+        placed?;
+        dir.sync().ctx("sync directory", &t.dir)?;
+        tracing::warn!(file = %t.path.display(), backup = %path.display(), version = %p.version,
+            "rewrote a backup from its journal record after a failed sync of it");
+        Ok(Rewrite::Done)
+    }
+
+    /// Mark the journal: a sync of `path`, whose bytes only the journal may hold, failed
+    /// and it could not be rewritten (`why`). No checkpoint frees a record until
+    /// `statefile recover` has rewritten every file the journal holds
+    /// ([`shm::FLAG_SYNC_FAILED`]). If even the mark cannot be written, that is logged:
+    /// the caller's error says what happened.
+    pub(crate) fn mark_sync_failed(&self, path: &Path, why: &Error, timeout: Duration) {
+        tracing::error!(file = %path.display(), error = %why,
+            "a sync failed and the file could not be rewritten from the journal: \
+             checkpoints are refused until `statefile recover`");
+        let marked = self.with_append_lock(Wait::new(timeout), || {
+            let mut p = self.page()?;
+            p.flags |= shm::FLAG_SYNC_FAILED;
+            self.write_page(&p, Some(0))
+        });
+        if let Err(e) = marked {
+            tracing::error!(journal = %self.path().display(), error = %e,
+                "could not mark the journal's shared state: a sync failed");
+        }
+    }
+
+    /// The error of a checkpoint refused after [`Journal::mark_sync_failed`].
+    fn sync_failed_error(&self) -> Error {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "refusing to checkpoint the journal {}: a sync of a document or backup whose \
+                 bytes only the journal may hold failed, and the file could not be rewritten \
+                 from its record (the log says which), so the journal keeps every record \
+                 until `statefile recover {}` has rewritten those files",
+                self.path().display(),
+                self.root().display()
+            ),
+        )
+        .with_path(self.path())
+    }
+
+    /// Whether the shared state says a sync failed and its files are not rewritten yet
+    /// (or are being rewritten).
+    fn sync_failed(&self, timeout: Duration) -> Result<bool> {
+        let page = self.with_append_lock(Wait::new(timeout), || self.page())?;
+        Ok(page.flags & (shm::FLAG_SYNC_FAILED | shm::FLAG_REWRITING) != 0)
+    }
+
+    /// `statefile recover` after [`Journal::mark_sync_failed`]: rewrite, as fresh files,
+    /// every document and backup whose version a record since the checkpoint holds
+    /// (which file's sync failed is not recorded), then let checkpoints go on. Returns
+    /// whether there was anything to do. While it runs the journal says so
+    /// ([`shm::FLAG_REWRITING`], which checkpoints honour too), so that a sync failing
+    /// meanwhile marks the journal again rather than being cleared with it; a recovery
+    /// that fails or dies leaves the journal marked.
+    pub(super) fn rewrite_after_failed_sync(&self, opts: &Options) -> Result<bool> {
+        let started = self.with_append_lock(Wait::new(opts.lock_timeout), || {
+            let mut p = self.page()?;
+            if p.flags & (shm::FLAG_SYNC_FAILED | shm::FLAG_REWRITING) == 0 {
+                return Ok(false);
+            }
+            p.flags = (p.flags & !shm::FLAG_SYNC_FAILED) | shm::FLAG_REWRITING;
+            self.write_page(&p, Some(0))?;
+            Ok(true)
+        })?;
+        if !started {
+            return Ok(false);
+        }
+        let r = self.rewrite_held(opts);
+        self.with_append_lock(Wait::new(opts.lock_timeout), || {
+            let mut p = self.page()?;
+            p.flags &= !shm::FLAG_REWRITING;
+            if r.is_err() {
+                p.flags |= shm::FLAG_SYNC_FAILED;
+            }
+            self.write_page(&p, Some(0))
+        })?;
+        r.map(|()| true)
+    }
+
+    /// The work of [`Journal::rewrite_after_failed_sync`]: each document a record since
+    /// the checkpoint names, under its lock: the document, if it reads as its last
+    /// record's version (one that does not is the repair's business: it is rewritten
+    /// from the record anyway), and each of its backups, as after a failed sync of it
+    /// ([`Journal::rewrite_backup`]). A backup whose version cannot be told is left as
+    /// it is, with a warning (recovery reports it if it does not parse). The first
+    /// error is returned, after the other documents were done.
+    fn rewrite_held(&self, opts: &Options) -> Result<()> {
+        let header = handle::read_header(self.log.as_ref(), self.path())?;
+        let scanned = self.scan(header.tail, header.tail_chain, None, true)?;
+        let max = opts.max_document_bytes;
+        let plain = Options {
+            create_dirs: false,
+            ..opts.clone()
+        };
+        let mut first = None;
+        for (name, history) in scanned.histories() {
+            let Some(rel) = super::check_recorded_name(&name) else {
+                continue;
+            };
+            let path = self.root().join(rel);
+            let done = (|| {
+                let w = match Locked::open_plain(&path, Some(self.root()), &plain, None) {
+                    Ok(w) => w,
+                    Err(e) if cannot_be_reached(&e) => {
+                        tracing::warn!(file = %path.display(), error = %e,
+                            "a document the journal holds cannot be reached to be rewritten");
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                if w.target.path != path {
+                    // Its name leads through a symlink now: the replay's business.
+                    return Ok(());
+                }
+                let &(lsn, last) = history.last().expect("a document named by a record");
+                if let Action::Put(p) = &last.action {
+                    let holds = crate::file::inspect_within(
+                        w.dir.as_ref(),
+                        &w.target.name,
+                        &w.target.path,
+                        p.data_len,
+                    )
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.version == p.version);
+                    if holds {
+                        self.write_fresh_document(&w, lsn, p)?;
+                    }
+                }
+                let width = history
+                    .iter()
+                    .map(|(_, e)| e.backups.clamp(1, MAX_SYNCED_BACKUPS) as usize)
+                    .max()
+                    .unwrap_or(1);
+                for n in 1..=width {
+                    if let Rewrite::CannotTell(why) = self.rewrite_backup(&w, &history, n, max)? {
+                        tracing::warn!(file = %path.display(), %why,
+                            "a backup could not be rewritten from the journal");
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = done {
+                tracing::error!(file = %path.display(), error = %e,
+                    "could not rewrite a document or its backups from the journal");
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// After a failed sync of the document at `path` in a checkpoint: rewrite it from
+    /// its last record (under its lock, if free now): as a fresh file if it reads as
+    /// that record (the pages may be clean in the cache, not on the disk), otherwise as
+    /// a replay applies a record. If that cannot be done (the lock is held: its writer
+    /// may keep the failed file as a backup; or the rewrite failed), the journal is
+    /// marked ([`Journal::mark_sync_failed`]).
     fn restore_after_failed_sync(&self, opts: &Options, path: &Path, tail: u64, chain: u32) {
         let plain = Options {
             create_dirs: false,
@@ -1545,23 +1967,63 @@ impl Journal {
         };
         let r = (|| {
             let Some(w) = Locked::try_open_plain(path, Some(self.root()), &plain, None)? else {
-                return Ok(false);
+                return Err(Error::new(
+                    ErrorKind::LockTimeout,
+                    format!("{} is locked by a writer", path.display()),
+                ));
             };
             let name = super::relative_name(self.root(), &w.target)?;
             let scanned = self.scan(tail, chain, None, true)?;
-            match scanned.last_entries().get(&name) {
-                Some((ri, ei)) => {
-                    let rec = &scanned.records[*ri];
-                    self.apply(&w, rec.lsn, &rec.entries[*ei], opts.max_document_bytes)
-                }
-                None => Ok(false),
+            let Some((ri, ei)) = scanned.last_entries().get(&name).copied() else {
+                return Ok(());
+            };
+            let rec = &scanned.records[ri];
+            let e = &rec.entries[ei];
+            if let Action::Put(p) = &e.action
+                && crate::file::inspect_within(w.dir.as_ref(), &w.target.name, path, p.data_len)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.version == p.version)
+            {
+                return self.write_fresh_document(&w, rec.lsn, p);
             }
+            self.apply(&w, rec.lsn, e, opts.max_document_bytes)
+                .map(drop)
         })();
-        match r {
-            Ok(_) => {}
-            Err(e) => tracing::error!(file = %path.display(), error = %e,
-                "a checkpoint's sync failed and the document could not be rewritten from the journal; \
-                 `statefile recover` will"),
+        if let Err(e) = r {
+            self.mark_sync_failed(path, &e, opts.lock_timeout);
+        }
+    }
+
+    /// After a failed sync of backup `n` of the document `doc` in the directory `dir`
+    /// in a checkpoint: as [`Journal::rewrite_backup_locked`], under the document's lock
+    /// if free now; otherwise, or if that fails, the journal is marked.
+    fn restore_backup_after_failed_sync(
+        &self,
+        opts: &Options,
+        (dir, doc, n): (&Path, &OsStr, usize),
+        tail: u64,
+    ) {
+        let path = dir.join(doc);
+        let plain = Options {
+            create_dirs: false,
+            ..opts.clone()
+        };
+        let r = (|| {
+            let Some(w) = Locked::try_open_plain(&path, Some(self.root()), &plain, None)? else {
+                return Err(Error::new(
+                    ErrorKind::LockTimeout,
+                    format!("{} is locked by a writer", path.display()),
+                ));
+            };
+            self.rewrite_backup_locked(&w, n, opts.max_document_bytes, tail)
+        })();
+        if let Err(e) = r {
+            self.mark_sync_failed(
+                &crate::names::Target::in_dir(dir, doc).backup_path(n),
+                &e,
+                opts.lock_timeout,
+            );
         }
     }
 
@@ -1648,6 +2110,18 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// What [`Journal::rewrite_backup`] did.
+#[derive(Debug)]
+enum Rewrite {
+    /// Wrote the backup's version again from its record, as a fresh file.
+    Done,
+    /// Nothing there needed it.
+    NotNeeded,
+    /// The backup does not read as a complete version and the records do not say
+    /// which version is meant to be there: why.
+    CannotTell(String),
 }
 
 /// A place in a document's chain of versions since the last checkpoint: the version
@@ -1773,9 +2247,9 @@ enum Synced {
     /// checkpoint put a file there, whose bytes may be durable in the journal only (a
     /// delete left none; a `direct` write synced its own).
     Document { name: Vec<u8>, put: bool },
-    /// One of a document's backups, which may not exist (a document keeps as many as
-    /// it has had versions).
-    Backup,
+    /// Backup `n` of the document `doc` (its file name), which may not exist (a
+    /// document keeps as many as it has had versions).
+    Backup { doc: OsString, n: usize },
 }
 
 /// Whether a checkpoint's open or look failed because what the records name is no
@@ -1862,7 +2336,7 @@ impl Fallback<'_> {
         // A backup counts here (not at its own name, where one missing is normal): a
         // delete's moved its document's last version aside, whose bytes a put this
         // checkpoint frees may hold alone.
-        let mut needed = names.values().any(|w| matches!(w, Synced::Backup));
+        let mut needed = names.values().any(|w| matches!(w, Synced::Backup { .. }));
         for what in names.values() {
             if needed {
                 break;
@@ -1890,20 +2364,28 @@ impl Fallback<'_> {
     }
 
     /// The document or backup `what` at `f`, in the open directory `dir`, could not be
-    /// reached (`why`).
+    /// reached (`why`); `present`: a file may be there all the same (it could not be
+    /// opened, or looked at), not nothing or something other than a regular file. A
+    /// backup there that could not be opened counts (one missing is normal): it may
+    /// hold a version replaced since the last checkpoint, whose bytes a record this
+    /// checkpoint frees may hold alone.
     fn document(
         &mut self,
         dir: &dyn crate::fs::FsDir,
         f: &Path,
-        what: &Synced,
+        (what, present): (&Synced, bool),
         why: &str,
         report: &mut CheckpointReport,
     ) -> Result<()> {
-        if !self.needs_sync(what)? {
+        let needed = match what {
+            Synced::Backup { .. } => present,
+            Synced::Document { .. } => self.needs_sync(what)?,
+        };
+        if !needed {
             return Ok(());
         }
         tracing::warn!(file = %f.display(), reason = %why,
-            "a checkpoint cannot reach a document where the journal's records name it; \
+            "a checkpoint cannot reach a document or backup where the journal's records name it; \
              syncing its whole file system instead");
         report.unreachable.push(f.to_path_buf());
         self.sync_fs(dir, f.parent().unwrap_or(f), report)?;
@@ -2055,6 +2537,12 @@ pub(super) fn status(fs: &Arc<dyn Fs>, root: &Path) -> Result<JournalStatus> {
         skipped,
         unchecked,
         damage: scanned.damage,
+        // Kept in the shared state, which a boot makes stale: the replay after a reboot
+        // reads what the disk holds, and rebuilds what was lost.
+        sync_failed: page.as_ref().is_some_and(|p| {
+            p.flags & (shm::FLAG_SYNC_FAILED | shm::FLAG_REWRITING) != 0
+                && fs.boot_id().is_none_or(|b| b == p.boot)
+        }),
     })
 }
 

@@ -13,7 +13,12 @@
 //!  40   8  tail: the LSN of the last checkpoint
 //!  48   4  chain value of the last record (the next record's predecessor)
 //!  52   4  flags: 1 disabling, 2 disabled, 4 poisoned (a journal flush failed),
-//!            8 damaged (records before the end are unreadable: writes refused)
+//!            8 damaged (records before the end are unreadable: writes refused),
+//!            16 sync failed (a sync of a document or backup whose bytes the journal
+//!            holds failed, and it could not be rewritten from its record: no
+//!            checkpoint frees records until `statefile recover` rewrites every file
+//!            the journal holds), 32 rewriting (that recovery is under way: no
+//!            checkpoint either)
 //!  56   8  time of the last checkpoint (Unix seconds)
 //!  64   4  generation: bumped when the end is rolled back after a failed flush
 //!  68   4  zero
@@ -45,6 +50,16 @@ pub(crate) const FLAG_DISABLING: u32 = 1;
 pub(crate) const FLAG_DISABLED: u32 = 2;
 pub(crate) const FLAG_POISONED: u32 = 4;
 pub(crate) const FLAG_DAMAGED: u32 = 8;
+/// A sync of a file whose bytes only the journal holds (a document or backup written
+/// since the last checkpoint) failed, which may drop the pages it could not write (or,
+/// on Linux, keep them clean in the cache while the disk holds other bytes), and the
+/// file could not be rewritten from its record: until `statefile recover` has
+/// rewritten every such file, no checkpoint may free a record.
+pub(crate) const FLAG_SYNC_FAILED: u32 = 16;
+/// `statefile recover` is rewriting the files the journal holds after
+/// [`FLAG_SYNC_FAILED`]: checkpoints still wait (a recovery that died leaves it, and
+/// the next one starts again).
+pub(crate) const FLAG_REWRITING: u32 = 32;
 
 const FREE: u8 = 0;
 const IN_FLIGHT: u8 = 1;
