@@ -487,18 +487,7 @@ impl Journal {
                     // Over the limit, and the entry's bytes: nothing to do.
                     return Ok(false);
                 }
-                let data = self.read_data(lsn, p.data_at, p.data_len)?;
-                if Version::of(&data) != p.version {
-                    return Err(Error::new(
-                        ErrorKind::Io,
-                        format!(
-                            "the journal {} holds damaged bytes for {} (record at LSN {lsn})",
-                            self.path().display(),
-                            w.target.path.display()
-                        ),
-                    )
-                    .with_path(&w.target.path));
-                }
+                let data = self.record_bytes(w, lsn, p)?;
                 let plan = Plan {
                     durability: Durability::None,
                     backups,
