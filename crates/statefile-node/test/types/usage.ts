@@ -86,7 +86,7 @@ function report(r: Report, what: string): Report {
 function journal(j: JournalStatus, what: string): JournalStatus {
   return shaped(j, {
     root: 'string', path: 'string', formatVersion: 'number', swap: 'boolean', capacity: 'number', checkpointLsn: 'number',
-    endLsn: 'number', records: 'number', inFlight: 'number', toReplay: 'object', damage: 'object|null', needsRepair: 'boolean',
+    endLsn: 'number', records: 'number', inFlight: 'number', toReplay: 'object', damage: 'object|null', syncFailed: 'boolean', needsRepair: 'boolean',
   } satisfies Record<keyof JournalStatus, Kind>, what)
 }
 const checkpointed = (c: CheckpointReport, what: string): CheckpointReport =>
